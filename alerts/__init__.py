@@ -1,0 +1,1 @@
+"""quotapilot.alerts: alert rules (pure), the outbox dispatcher and the webhook / MQTT sinks."""

@@ -1,0 +1,1 @@
+"""Alert sinks: the only code that talks to brokers and webhook receivers."""

@@ -1,0 +1,28 @@
+"""Typed errors at quotapilot's boundaries (VMS, brokers, receivers, config)."""
+
+from __future__ import annotations
+
+
+class QuotapilotError(Exception):
+    """Base of every error quotapilot raises on purpose."""
+
+
+class ConfigError(QuotapilotError):
+    """Invalid configuration; `field` is the dotted path of the offending setting."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class TemporaryError(QuotapilotError):
+    """Worth retrying later: network trouble, 5xx, 429. `delay` is a server-requested wait."""
+
+    def __init__(self, message: str, *, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class PermanentError(QuotapilotError):
+    """Retrying will not help (401, 400, 404, a refused PATCH): alert and stop acting on it."""

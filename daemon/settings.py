@@ -1,0 +1,470 @@
+"""quotapilot's configuration: one pydantic-settings model of per-concern groups.
+
+Sources, highest priority first: `QUOTAPILOT_…` environment variables (nested with `__`, e.g.
+`QUOTAPILOT_POLL__INTERVAL_SECONDS=30`), then the TOML file given with `--config`, then the
+defaults here. Secrets are `SecretStr` (never printed) or `*_file` paths read at use; a path may
+name `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
+
+This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from quotapilot.daemon.errors import ConfigError
+from quotapilot.daemon.units import parse_bytes, parse_duration
+
+Bytes = Annotated[int, BeforeValidator(parse_bytes), Field(ge=0)]
+"""A byte count; config accepts `1099511627776`, `"1TiB"`, `"500TB"`."""
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+"""A duration in seconds; config accepts `3600`, `"1h"`, `"7d"`."""
+Ratio = Annotated[float, Field(gt=0, le=1.5)]
+
+
+class FieldProblem(ValueError):
+    """A cross-field rule broken inside a group; `field` is relative to that group."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def read_secret_file(path: Path) -> str:
+    """Read a secret from a file (trailing newline stripped); `$VARS` in the path are expanded."""
+    expanded = Path(os.path.expandvars(str(path)))
+    return expanded.read_text(encoding="utf-8").strip()
+
+
+# --------------------------------------------------------------------------------------- VMS
+class ClusterSettings(Group):
+    """One VAST cluster (VMS) to watch: `[[clusters]]`."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="Short name: the `cluster` label in metrics and alert ids.")
+    address: str = Field(min_length=1, description="VMS host[:port], as vastpy takes it.")
+    token: SecretStr | None = Field(None, description="VMS API token (Api-Token auth).")
+    token_file: Path | None = Field(None, description="File holding the VMS API token.")
+    user: str | None = Field(None, description="VMS user for HTTP Basic auth (if no token).")
+    password: SecretStr | None = Field(None, description="Password for `user`.")
+    password_file: Path | None = Field(None, description="File holding the password for `user`.")
+    tenant: str | None = Field(None, description="Sent as X-Tenant-Name when set.")
+    ca_file: Path | None = Field(None, description="CA bundle that signs the VMS certificate.")
+    insecure_skip_tls_verify: bool = Field(
+        False, description="Do NOT verify the VMS certificate. Logged as a warning at every start.")
+    api_version: str = Field("latest", description="VMS API version in the URL path.")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> ClusterSettings:
+        sources = [self.token is not None, self.token_file is not None,
+                   self.user is not None]
+        if sum(sources) == 0:
+            raise FieldProblem("token", "one of token, token_file or user (+ password) is required")
+        if sum(sources) > 1:
+            raise FieldProblem("token", "give only one of token, token_file, user")
+        if self.user is not None and self.password is None and self.password_file is None:
+            raise FieldProblem("password", "user needs password or password_file")
+        for name in ("token_file", "password_file", "ca_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(os.path.expandvars(str(path))).is_file():
+                raise FieldProblem(name, f"no such file: {path}")
+        if self.ca_file is None and not self.insecure_skip_tls_verify:
+            # vastpy without cert_file silently skips verification; we refuse to.
+            pass  # verified against the system trust store (see collector)
+        return self
+
+    def resolved_token(self) -> str | None:
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is not None:
+            return read_secret_file(self.token_file)
+        return None
+
+    def resolved_password(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            return read_secret_file(self.password_file)
+        return None
+
+
+class VastSettings(Group):
+    """How quotapilot talks to every VMS (`[vast]`)."""
+
+    request_timeout_seconds: Seconds = Field(30.0, gt=0, description="Timeout of one VMS request.")
+    max_retries: int = Field(4, ge=0, le=20, description="Retries of one request on temporary errors.")
+    backoff_base_seconds: Seconds = Field(1.0, gt=0, description="First retry delay (doubles, jittered).")
+    backoff_max_seconds: Seconds = Field(60.0, gt=0, description="Longest retry delay.")
+    page_size: int = Field(1000, ge=1, le=10000, description="Quotas per page when listing.")
+    threads: int = Field(4, ge=1, le=64, description="Bounded thread pool for the blocking vastpy calls.")
+
+
+# --------------------------------------------------------------------------------------- poll
+class PollSettings(Group):
+    """The poll loop (`[poll]`)."""
+
+    interval_seconds: Seconds = Field(60.0, gt=0, description="Time between polls of one cluster.")
+    jitter_ratio: float = Field(0.1, ge=0, le=0.5,
+                                description="Random start offset, as a fraction of the interval.")
+    stale_after_intervals: float = Field(
+        3.0, gt=1, description="/healthz fails, and nothing acts, when data is older than this.")
+    bandwidth_time_frame: str = Field("10m", description="time_frame of the ingest-bandwidth query.")
+    tolerance_ratio: float = Field(
+        0.05, ge=0, le=1,
+        description="How far a counter may go backwards (as a fraction) before a sample is implausible.")
+
+
+# ------------------------------------------------------------------------------------- policy
+class PolicyRules(Group):
+    """The growth-policy knobs that can be set globally and per target."""
+
+    mode: Literal["observe", "enforce"] = Field(
+        "observe", description="observe: decide and report only. enforce: PATCH quotas.")
+    grow_at: Ratio = Field(0.75, description="Grow when the upper band crosses this within lead_time.")
+    warning_at: Ratio = Field(0.80, description="Utilization alert, warning.")
+    critical_at: Ratio = Field(0.90, description="Utilization alert, critical.")
+    target_utilization: Ratio = Field(0.70, description="Size growth so the upper band stays under this.")
+    lead_time_seconds: Seconds = Field(24 * 3600.0, description="How far ahead the trigger looks.")
+    horizon_seconds: Seconds = Field(7 * 86400.0, gt=0, description="How long one growth should last.")
+    step_bytes: Bytes = Field(2**40, gt=0, description="New hard limits are rounded up to this.")
+    min_growth_bytes: Bytes = Field(2**40, description="Smallest growth per action.")
+    max_growth_bytes: Bytes = Field(500 * 2**40, gt=0, description="Largest growth per action.")
+    max_hard_limit_bytes: Bytes = Field(10 * 2**50, gt=0, description="Ceiling of any quota's hard limit.")
+    step_inodes: int = Field(1_000_000, gt=0, description="New inode limits are rounded up to this.")
+    min_growth_inodes: int = Field(1_000_000, ge=0, description="Smallest inode growth per action.")
+    max_growth_inodes: int = Field(1_000_000_000, gt=0, description="Largest inode growth per action.")
+    max_hard_limit_inodes: int = Field(10_000_000_000, gt=0, description="Ceiling of inode limits.")
+    cooldown_seconds: Seconds = Field(6 * 3600.0, description="Minimum time between growths of one quota.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PolicyRules:
+        if not self.target_utilization < self.grow_at:
+            raise FieldProblem("target_utilization", "must be < grow_at")
+        if not self.grow_at < self.critical_at:
+            raise FieldProblem("grow_at", "must be < critical_at")
+        if not self.warning_at <= self.critical_at:
+            raise FieldProblem("warning_at", "must be <= critical_at")
+        if self.min_growth_bytes > self.max_growth_bytes:
+            raise FieldProblem("min_growth_bytes", "must be <= max_growth_bytes")
+        if self.min_growth_inodes > self.max_growth_inodes:
+            raise FieldProblem("min_growth_inodes", "must be <= max_growth_inodes")
+        return self
+
+
+class PolicyOverride(Group):
+    """`[[policy.overrides]]`: policy fields for the targets whose path (or name) matches `match`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    match: str = Field(min_length=1, description="Glob on the quota path or name, e.g. '/cosmos7/temp*'.")
+
+    @model_validator(mode="after")
+    def _known_fields(self) -> PolicyOverride:
+        unknown = set(self.model_extra or {}) - set(PolicyRules.model_fields)
+        if unknown:
+            raise FieldProblem(sorted(unknown)[0], "not a policy field")
+        return self
+
+    def matches(self, name: str, path: str) -> bool:
+        return fnmatch.fnmatchcase(path, self.match) or fnmatch.fnmatchcase(name, self.match)
+
+
+class PolicySettings(PolicyRules):
+    """`[policy]`: the global growth policy, its per-target overrides and global guards."""
+
+    cluster_reserve_ratio: float = Field(
+        0.10, ge=0, lt=1, description="Fraction of usable capacity that must stay free after growths.")
+    max_actions_per_hour: int = Field(20, ge=0, description="Global rate limit on growth actions.")
+    kill_switch: bool = Field(False, description="Stop all growth actions (decisions still reported).")
+    overrides: tuple[PolicyOverride, ...] = Field((), description="Per-target policy by path glob.")
+
+    @model_validator(mode="after")
+    def _overrides_valid(self) -> PolicySettings:
+        for i, override in enumerate(self.overrides):
+            try:
+                self.rules_for("", "", only=override)
+            except ValidationError as exc:
+                problem = describe_validation_error(exc)[0]
+                raise FieldProblem(f"overrides.{i}.{problem.field}", problem.reason) from None
+        return self
+
+    def rules_for(self, name: str, path: str, *, only: PolicyOverride | None = None) -> PolicyRules:
+        """The policy for one target: the global rules with every matching override applied in
+        order (later overrides win)."""
+        base = {k: getattr(self, k) for k in PolicyRules.model_fields}
+        chosen = [only] if only is not None else [o for o in self.overrides if o.matches(name, path)]
+        for override in chosen:
+            base.update(override.model_extra or {})
+        return PolicyRules.model_validate(base)
+
+
+# ------------------------------------------------------------------------------------- alerts
+class MqttSettings(Group):
+    """`[alerts.mqtt]`: the MQTT sink."""
+
+    host: str = Field(min_length=1, description="Broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port.")
+    topic_prefix: str = Field("quotapilot", min_length=1, description="Topics are {prefix}/{cluster}/{target}/...")
+    username: str | None = Field(None, description="Broker user.")
+    password: SecretStr | None = Field(None, description="Broker password.")
+    password_file: Path | None = Field(None, description="File holding the broker password.")
+    tls: bool = Field(False, description="Connect with TLS.")
+    ca_file: Path | None = Field(None, description="CA bundle for the broker's certificate.")
+    client_id: str | None = Field(None, description="MQTT client id (default: quotapilot-<host>).")
+    keepalive_seconds: int = Field(30, ge=5, description="MQTT keepalive.")
+    timeout_seconds: Seconds = Field(10.0, gt=0, description="Connect/publish timeout.")
+
+    def resolved_password(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            return read_secret_file(self.password_file)
+        return None
+
+
+class WebhookSettings(Group):
+    """`[[alerts.webhooks]]`: one webhook receiver."""
+
+    name: str | None = Field(None, description="Sink name in metrics (default: webhook-<index>).")
+    url: str = Field(pattern=r"^https?://", description="Where to POST.")
+    format: Literal["json", "alertmanager", "slack"] = Field("json", description="Payload format.")
+    token: SecretStr | None = Field(None, description="Bearer token sent as Authorization.")
+    token_file: Path | None = Field(None, description="File holding the bearer token.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
+    timeout_seconds: Seconds = Field(10.0, gt=0, description="Timeout of one POST.")
+    verify_tls: bool = Field(True, description="Verify the receiver's certificate.")
+    ca_file: Path | None = Field(None, description="CA bundle for the receiver's certificate.")
+
+    def resolved_token(self) -> str | None:
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is not None:
+            return read_secret_file(self.token_file)
+        return None
+
+
+class QuietWindow(Group):
+    """A daily window (UTC, "HH:MM") in which a route holds non-critical notifications."""
+
+    start: str = Field(pattern=r"^\d\d:\d\d$")
+    end: str = Field(pattern=r"^\d\d:\d\d$")
+
+
+class RouteSettings(Group):
+    """`[[alerts.routes]]`: which alerts go to which sinks."""
+
+    match: str = Field("*", description="Glob on the alert's target name or path.")
+    min_severity: Literal["info", "warning", "critical"] = Field("info")
+    sinks: tuple[str, ...] = Field((), description="Sink names; empty means every sink.")
+    quiet: tuple[QuietWindow, ...] = Field((), description="Windows that hold non-critical alerts.")
+
+
+class AlertRuleSettings(Group):
+    """`[alerts.rules]`: thresholds, windows, hysteresis."""
+
+    runway_warning_seconds: Seconds = Field(72 * 3600.0, description="Quota runway (to 100 %) warning.")
+    runway_critical_seconds: Seconds = Field(24 * 3600.0, description="Quota runway critical.")
+    pool_runway_warning_seconds: Seconds = Field(90 * 86400.0, description="Cluster pool procurement warning.")
+    pool_runway_critical_seconds: Seconds = Field(30 * 86400.0, description="Cluster pool critical.")
+    hysteresis_ratio: float = Field(0.02, ge=0, le=0.2, description="Utilization must fall this far below a threshold to resolve.")
+    for_seconds: Seconds = Field(0.0, description="A condition must hold this long before firing.")
+    renotify_seconds: Seconds = Field(4 * 3600.0, description="Re-send a firing alert this often.")
+    anomaly_margin_ratio: float = Field(0.5, ge=0, description="Ingest outside the forecast band by this fraction is anomalous.")
+    anomaly_samples: int = Field(3, ge=1, description="Consecutive anomalous samples before alerting.")
+    collector_failed_intervals: int = Field(3, ge=1, description="Failed polls in a row before a collector alert.")
+
+
+class AlertSettings(Group):
+    """`[alerts]`: rules, sinks and routes."""
+
+    rules: AlertRuleSettings = Field(default_factory=AlertRuleSettings)  # type: ignore[arg-type]
+    mqtt: MqttSettings | None = None
+    webhooks: tuple[WebhookSettings, ...] = ()
+    routes: tuple[RouteSettings, ...] = ()
+    retry_backoffs_seconds: tuple[float, ...] = Field(
+        (1, 2, 5, 10, 30, 60, 120, 300), description="Delivery retry delays per sink (jittered).")
+    max_age_seconds: Seconds = Field(7 * 86400.0, description="Undelivered notifications older than this are dropped (and counted).")
+
+
+# --------------------------------------------------------------------------------- http & co
+class HttpSettings(Group):
+    """`[http]`: the daemon's HTTP listener (/metrics, /healthz, /api/v1)."""
+
+    listen: str = Field("127.0.0.1:9187", pattern=r"^.+:\d+$", description="host:port to listen on.")
+    write_token: SecretStr | None = Field(None, description="Bearer token for write endpoints.")
+    write_token_file: Path | None = Field(None, description="File holding the write token.")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest accepted request body.")
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    def resolved_write_token(self) -> str | None:
+        if self.write_token is not None:
+            return self.write_token.get_secret_value()
+        if self.write_token_file is not None:
+            return read_secret_file(self.write_token_file)
+        return None
+
+
+class StoreSettings(Group):
+    """`[store]`: the SQLite state store."""
+
+    path: Path = Field(Path("/var/lib/quotapilot/state.db"), description="SQLite database file.")
+    raw_retention_seconds: Seconds = Field(3 * 86400.0, description="Keep every poll sample this long.")
+    hourly_retention_seconds: Seconds = Field(70 * 86400.0, description="Keep hourly downsampled history this long.")
+    audit_retention_seconds: Seconds = Field(400 * 86400.0, description="Keep the audit trail this long.")
+
+
+class LogSettings(Group):
+    """`[log]`."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: console on a terminal, JSON otherwise (systemd).")
+
+
+class ForecastSettings(Group):
+    """`[forecast]`: the forecasting service."""
+
+    thresholds: tuple[float, ...] = Field((0.75, 0.90, 1.00), description="Runway thresholds (of the limit).")
+    horizon_seconds: Seconds = Field(14 * 86400.0, gt=0, description="How far forecasts reach.")
+    step_seconds: Seconds = Field(3600.0, gt=0, description="Model step (samples are resampled to it).")
+    refit_interval_seconds: Seconds = Field(6 * 3600.0, gt=0, description="Full refit of every model this often.")
+    workers: int = Field(2, ge=0, le=64, description="Process-pool size for refits (0: in-process).")
+
+
+class DaemonSettings(Group):
+    """`[daemon]`: supervision."""
+
+    shutdown_timeout_seconds: Seconds = Field(10.0, gt=0, description="SIGTERM: drain within this, then cancel.")
+
+
+class ManagedView(Group):
+    """`[[views]]`: a view (and its quota) the daemon ensures exists, in enforce mode."""
+
+    cluster: str | None = Field(None, description="Cluster name (default: the only one).")
+    path: str = Field(pattern=r"^/", description="View path.")
+    name: str | None = Field(None, description="Quota/view name (default: from the path).")
+    policy: str = Field("default", description="View policy name.")
+    protocols: tuple[str, ...] = Field(("NFS",), description="View protocols.")
+    hard_limit_bytes: Bytes = Field(10 * 2**40, gt=0, description="Initial quota hard limit.")
+    soft_limit_bytes: Bytes | None = Field(None, description="Initial soft limit (default 90 % of hard).")
+    hard_limit_inodes: int | None = Field(None, gt=0, description="Initial inode limit.")
+
+
+# ----------------------------------------------------------------------------------- the root
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="QUOTAPILOT_", env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    clusters: tuple[ClusterSettings, ...] = Field((), description="The VMSs to watch.")
+    vast: VastSettings = Field(default_factory=VastSettings)  # type: ignore[arg-type]
+    poll: PollSettings = Field(default_factory=PollSettings)  # type: ignore[arg-type]
+    policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
+    alerts: AlertSettings = Field(default_factory=AlertSettings)  # type: ignore[arg-type]
+    http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
+    store: StoreSettings = Field(default_factory=StoreSettings)  # type: ignore[arg-type]
+    log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
+    forecast: ForecastSettings = Field(default_factory=ForecastSettings)  # type: ignore[arg-type]
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
+    views: tuple[ManagedView, ...] = ()
+
+    @model_validator(mode="after")
+    def _cross_group(self) -> Settings:
+        names = [c.name for c in self.clusters]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise FieldProblem(f"clusters.{i}.name", f"duplicate cluster name {name!r}")
+        for i, view in enumerate(self.views):
+            if view.cluster is None and len(self.clusters) > 1:
+                raise FieldProblem(f"views.{i}.cluster", "required when several clusters are configured")
+            if view.cluster is not None and view.cluster not in names:
+                raise FieldProblem(f"views.{i}.cluster", f"no cluster named {view.cluster!r}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+
+def describe_validation_error(exc: ValidationError) -> list[ConfigError]:
+    """Turn pydantic's errors into `ConfigError`s whose `field` is the dotted config path."""
+    problems: list[ConfigError] = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        problem = (err.get("ctx") or {}).get("error")
+        if isinstance(problem, FieldProblem):
+            prefix = ".".join(loc)
+            field = f"{prefix}.{problem.field}" if prefix else problem.field
+            reason = problem.reason
+            # name the other field with the same prefix: "policy.grow_at: must be < policy.critical_at"
+            for other in (*PolicyRules.model_fields, *ClusterSettings.model_fields):
+                if reason.endswith(f" {other}") and prefix:
+                    reason = reason[: -len(other)] + f"{prefix}.{other}"
+        else:
+            field = ".".join(loc) or "(root)"
+            reason = err["msg"]
+            if err["type"] == "extra_forbidden":
+                reason = "unknown setting"
+        problems.append(ConfigError(field, reason))
+    return problems
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from an optional TOML file, the environment and `overrides`.
+
+    Raises `ConfigError` (the first problem; all of them in `.problems`) on invalid input.
+    """
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            with open(config_file, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError("--config", f"no such file: {config_file}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{config_file} is not valid TOML: {exc}") from None
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        problems = describe_validation_error(exc)
+        first = problems[0]
+        error = ConfigError(first.field, first.reason)
+        error.problems = problems  # type: ignore[attr-defined]
+        raise error from None

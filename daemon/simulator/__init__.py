@@ -1,0 +1,1 @@
+"""The built-in VAST VMS simulator: the embedded default every other part runs against."""

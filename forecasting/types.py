@@ -1,0 +1,139 @@
+"""Plain data shared by every layer: what a target is, what was observed, what was forecast.
+
+Frozen dataclasses only; no behaviour that does IO. `forecasting` and `alerts.rules` take these
+as input, `daemon` produces them from VMS and consumes the results.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+POOL_TARGET = "pool"
+"""Target name of the cluster capacity pool (its path label is "/")."""
+
+
+class TargetKind(enum.StrEnum):
+    QUOTA = "quota"
+    POOL = "pool"
+
+
+class Dimension(enum.StrEnum):
+    """What a series measures: bytes of capacity or inodes (file counts)."""
+
+    BYTES = "bytes"
+    INODES = "inodes"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetId:
+    """Identity of a watched target: a directory quota, or a cluster's capacity pool.
+
+    `name` is the VMS quota name (or `POOL_TARGET`); it is the `target` label in metrics and the
+    middle part of alert ids `cluster/target/kind`. `path` is the quota path ("/" for the pool).
+    """
+
+    cluster: str
+    name: str
+    path: str
+    kind: TargetKind = TargetKind.QUOTA
+
+    @property
+    def key(self) -> str:
+        return f"{self.cluster}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One validated sample of a target, as the collector read it from VMS.
+
+    For the pool: `used_bytes` is the logical space in use and `hard_limit_bytes` the usable
+    capacity; inode fields are None. `t` is epoch seconds on the daemon's clock.
+    """
+
+    target: TargetId
+    t: float
+    used_bytes: int
+    hard_limit_bytes: int | None
+    soft_limit_bytes: int | None = None
+    used_inodes: int | None = None
+    hard_limit_inodes: int | None = None
+    soft_limit_inodes: int | None = None
+    state: str = "OK"
+    quota_id: int | None = None
+    grace_period: str | None = None
+
+    @property
+    def utilization_ratio(self) -> float | None:
+        if not self.hard_limit_bytes:
+            return None
+        return self.used_bytes / self.hard_limit_bytes
+
+    @property
+    def inode_utilization_ratio(self) -> float | None:
+        if not self.hard_limit_inodes or self.used_inodes is None:
+            return None
+        return self.used_inodes / self.hard_limit_inodes
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterCapacity:
+    """The pool every quota draws from, as read from `GET /clusters/`."""
+
+    cluster: str
+    t: float
+    usable_bytes: int
+    used_bytes: int
+    free_bytes: int
+    quotas_allocated_bytes: int | None = None
+    state: str = "ONLINE"
+
+
+QUANTILES: tuple[str, ...] = ("p10", "p50", "p90")
+"""Quantile labels used everywhere (metrics, API, CLI JSON). p90 is the pessimistic path."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """Cumulative usage forecast of one series: one point per model step after `t0`.
+
+    `p10 <= p50 <= p90` at every step. `model` names what produced it; `fallback` says why a
+    simpler model was used (None when the preferred one was).
+    """
+
+    t0: float
+    step_seconds: float
+    times: tuple[float, ...]
+    p10: tuple[float, ...]
+    p50: tuple[float, ...]
+    p90: tuple[float, ...]
+    model: str
+    fallback: str | None = None
+
+    def at(self, t: float, quantile: str = "p50") -> float | None:
+        """The forecast level at time `t` (step interpolated), or None beyond the horizon."""
+        if not self.times or t > self.times[-1]:
+            return None
+        series: tuple[float, ...] = getattr(self, quantile)
+        if t <= self.times[0]:
+            return series[0]
+        idx = int((t - self.times[0]) // self.step_seconds)
+        idx = min(idx, len(self.times) - 2)
+        t_a, t_b = self.times[idx], self.times[idx + 1]
+        frac = (t - t_a) / (t_b - t_a) if t_b > t_a else 0.0
+        return series[idx] + frac * (series[idx + 1] - series[idx])
+
+
+@dataclass(frozen=True, slots=True)
+class Runway:
+    """When a series crosses `threshold_ratio` of its limit, per quantile path.
+
+    Times are epoch seconds; None means "not within the horizon" (a value, not an error). The p90
+    path is the pessimistic one (crosses first), p10 the optimistic one.
+    """
+
+    threshold_ratio: float
+    p10: float | None
+    p50: float | None
+    p90: float | None
+    horizon_end: float

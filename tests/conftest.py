@@ -1,0 +1,24 @@
+"""Suite-wide fixtures: no test may leave asyncio tasks behind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+async def _no_leftover_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves asyncio tasks running (kopf's habit)."""
+    yield
+    current = asyncio.current_task()
+    for _ in range(10):  # let tasks that are finishing their cancellation finish
+        leftover = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        if not leftover:
+            return
+        await asyncio.sleep(0)
+    names = sorted(t.get_name() for t in leftover)
+    for task in leftover:
+        task.cancel()
+    pytest.fail(f"test left asyncio tasks behind: {names}")
