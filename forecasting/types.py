@@ -137,3 +137,87 @@ class Runway:
     p50: float | None
     p90: float | None
     horizon_end: float
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesForecast:
+    """What the forecaster knows about one series (a target's bytes or inodes) at `t`.
+
+    `forecast` is None when there is not enough history (`reason` says so). `runways` has one
+    entry per configured threshold, ordered by threshold. `rate_per_second` is the model's
+    current ingest rate (p50), the increment per second the forecast starts from.
+    """
+
+    target: TargetId
+    dimension: Dimension
+    t: float
+    limit: float | None
+    forecast: Forecast | None
+    runways: tuple[Runway, ...] = ()
+    rate_per_second: float | None = None
+    reason: str | None = None
+
+    def runway(self, threshold_ratio: float) -> Runway | None:
+        for runway in self.runways:
+            if abs(runway.threshold_ratio - threshold_ratio) < 1e-9:
+                return runway
+        return None
+
+
+class DecisionKind(enum.StrEnum):
+    NONE = "none"
+    GROW = "grow"
+    BLOCKED = "blocked"
+    SHRINK_CANDIDATE = "shrink_candidate"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The planner's verdict for one series this cycle, with the numbers that led to it.
+
+    For GROW, `new_hard`/`new_soft` are the limits to set. `urgency_seconds` is the time until
+    the upper band reaches the hard limit (smaller is more urgent; None: not within horizon).
+    """
+
+    target: TargetId
+    dimension: Dimension
+    kind: DecisionKind
+    reason: str
+    t: float
+    current_used: int | None = None
+    current_hard: int | None = None
+    current_soft: int | None = None
+    new_hard: int | None = None
+    new_soft: int | None = None
+    urgency_seconds: float | None = None
+    numbers: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def growth(self) -> int:
+        if self.kind is not DecisionKind.GROW or self.new_hard is None or self.current_hard is None:
+            return 0
+        return self.new_hard - self.current_hard
+
+
+class ActionStatus(enum.StrEnum):
+    """Outcome of one growth action, as recorded in the audit trail."""
+
+    WOULD_GROW = "would_grow"      # observe mode
+    VERIFIED = "verified"          # PATCHed and read back
+    VERIFY_FAILED = "verify_failed"
+    FAILED = "failed"              # PATCH refused or errored
+    REPLANNED = "replanned"        # someone changed the quota between plan and act
+    BLOCKED = "blocked"            # a guard said no
+    PAUSED = "paused"              # manual override
+
+
+@dataclass(frozen=True, slots=True)
+class ActionOutcome:
+    target: TargetId
+    dimension: Dimension
+    status: ActionStatus
+    t: float
+    reason: str
+    old_hard: int | None = None
+    new_hard: int | None = None
+    action_id: int | None = None
