@@ -26,7 +26,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-
 from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.units import parse_bytes, parse_duration
 
@@ -286,10 +285,12 @@ class AlertRuleSettings(Group):
     runway_critical_seconds: Seconds = Field(24 * 3600.0, description="Quota runway critical.")
     pool_runway_warning_seconds: Seconds = Field(90 * 86400.0, description="Cluster pool procurement warning.")
     pool_runway_critical_seconds: Seconds = Field(30 * 86400.0, description="Cluster pool critical.")
-    hysteresis_ratio: float = Field(0.02, ge=0, le=0.2, description="Utilization must fall this far below a threshold to resolve.")
+    hysteresis_ratio: float = Field(
+        0.02, ge=0, le=0.2, description="Utilization must fall this far below a threshold to resolve.")
     for_seconds: Seconds = Field(0.0, description="A condition must hold this long before firing.")
     renotify_seconds: Seconds = Field(4 * 3600.0, description="Re-send a firing alert this often.")
-    anomaly_margin_ratio: float = Field(0.5, ge=0, description="Ingest outside the forecast band by this fraction is anomalous.")
+    anomaly_margin_ratio: float = Field(
+        0.5, ge=0, description="Ingest outside the forecast band by this fraction is anomalous.")
     anomaly_samples: int = Field(3, ge=1, description="Consecutive anomalous samples before alerting.")
     collector_failed_intervals: int = Field(3, ge=1, description="Failed polls in a row before a collector alert.")
 
@@ -303,7 +304,8 @@ class AlertSettings(Group):
     routes: tuple[RouteSettings, ...] = ()
     retry_backoffs_seconds: tuple[float, ...] = Field(
         (1, 2, 5, 10, 30, 60, 120, 300), description="Delivery retry delays per sink (jittered).")
-    max_age_seconds: Seconds = Field(7 * 86400.0, description="Undelivered notifications older than this are dropped (and counted).")
+    max_age_seconds: Seconds = Field(
+        7 * 86400.0, description="Undelivered notifications older than this are dropped (and counted).")
 
 
 # --------------------------------------------------------------------------------- http & co

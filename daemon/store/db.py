@@ -58,7 +58,7 @@ MIGRATIONS: tuple[str, ...] = (
         quota_id INTEGER,
         dimension TEXT NOT NULL,         -- 'bytes' | 'inodes'
         mode TEXT NOT NULL,              -- 'enforce' | 'observe'
-        status TEXT NOT NULL,            -- intent | patched | verified | failed | replanned | reconciled | would_grow | blocked
+        status TEXT NOT NULL,            -- intent | patched | verified | failed | replanned | would_grow | ...
         reason TEXT NOT NULL,
         old_hard INTEGER,
         old_soft INTEGER,
