@@ -1,0 +1,126 @@
+"""The settings model: sources, validation messages that name the field, secrets, overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from quotapilot.daemon.errors import ConfigError
+from quotapilot.daemon.settings import load_settings
+
+CLUSTER = {"name": "cosmos", "address": "vms.example.org", "token": "t0ken"}
+
+
+class TestSources:
+    """TOML file, then environment on top."""
+
+    def test_toml_file_is_read(self, tmp_path: Path) -> None:
+        cfg = tmp_path / "q.toml"
+        cfg.write_text(
+            '[[clusters]]\nname = "cosmos"\naddress = "vms:443"\ntoken = "x"\n'
+            '[poll]\ninterval_seconds = 30\n[http]\nlisten = "127.0.0.1:9999"\n'
+            f'[store]\npath = "{tmp_path}/s.db"\n'
+        )
+        settings = load_settings(cfg)
+        assert settings.poll.interval_seconds == 30.0
+        assert settings.http.port == 9999
+        assert settings.clusters[0].address == "vms:443"
+        assert settings.store.path == tmp_path / "s.db"
+
+    def test_environment_overrides_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        cfg = tmp_path / "q.toml"
+        cfg.write_text("[poll]\ninterval_seconds = 30\n")
+        monkeypatch.setenv("QUOTAPILOT_POLL__INTERVAL_SECONDS", "15")
+        assert load_settings(cfg).poll.interval_seconds == 15.0
+
+    def test_missing_file_names_the_flag(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError) as err:
+            load_settings(tmp_path / "nope.toml")
+        assert err.value.field == "--config"
+
+    def test_bad_toml_is_a_config_error(self, tmp_path: Path) -> None:
+        cfg = tmp_path / "q.toml"
+        cfg.write_text("[poll\n")
+        with pytest.raises(ConfigError, match="not valid TOML"):
+            load_settings(cfg)
+
+
+class TestValidation:
+    """Invalid values raise ConfigError whose field is the dotted config path."""
+
+    @pytest.mark.parametrize(
+        ("overrides", "field"),
+        [
+            ({"poll": {"interval_seconds": -5}}, "poll.interval_seconds"),
+            ({"policy": {"grow_at": 0.95}}, "policy.grow_at"),
+            ({"policy": {"target_utilization": 0.8}}, "policy.target_utilization"),
+            ({"policy": {"step_bytes": "lots"}}, "policy.step_bytes"),
+            ({"policy": {"lead_time_seconds": "soon"}}, "policy.lead_time_seconds"),
+            ({"poll": {"interval": 5}}, "poll.interval"),
+            ({"clusters": [{"name": "a", "address": "h"}]}, "clusters.0.token"),
+            ({"clusters": [CLUSTER, CLUSTER]}, "clusters.1.name"),
+            ({"policy": {"overrides": [{"match": "/x*", "grow_at": 0.99}]}}, "policy.overrides.0.grow_at"),
+            ({"policy": {"overrides": [{"match": "/x*", "growat": 0.5}]}}, "policy.overrides.0.growat"),
+        ],
+    )
+    def test_field_is_named(self, overrides: dict[str, object], field: str) -> None:
+        with pytest.raises(ConfigError) as err:
+            load_settings(**overrides)
+        assert err.value.field == field
+
+    def test_cross_field_message_names_both_fields(self) -> None:
+        with pytest.raises(ConfigError) as err:
+            load_settings(policy={"grow_at": 0.95})
+        assert str(err.value) == "policy.grow_at: must be < policy.critical_at"
+
+    def test_missing_secret_file_is_reported(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError) as err:
+            load_settings(clusters=[{"name": "a", "address": "h", "token_file": str(tmp_path / "no")}])
+        assert err.value.field == "clusters.0.token_file"
+
+
+class TestSecretsAndUnits:
+    def test_token_file_is_read_and_never_printed(self, tmp_path: Path) -> None:
+        (tmp_path / "tok").write_text("s3cret\n")
+        settings = load_settings(clusters=[{"name": "a", "address": "h", "token_file": str(tmp_path / "tok")}])
+        assert settings.clusters[0].resolved_token() == "s3cret"
+        assert "s3cret" not in repr(settings)
+
+    def test_credentials_directory_is_expanded(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        (tmp_path / "vms.token").write_text("from-systemd")
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        settings = load_settings(
+            clusters=[{"name": "a", "address": "h", "token_file": "${CREDENTIALS_DIRECTORY}/vms.token"}])
+        assert settings.clusters[0].resolved_token() == "from-systemd"
+
+    def test_inline_secret_is_masked(self) -> None:
+        settings = load_settings(clusters=[CLUSTER])
+        assert "t0ken" not in repr(settings.clusters[0])
+        assert settings.clusters[0].resolved_token() == "t0ken"
+
+    def test_human_units(self) -> None:
+        settings = load_settings(policy={"step_bytes": "2TiB", "horizon_seconds": "14d"})
+        assert settings.policy.step_bytes == 2 * 2**40
+        assert settings.policy.horizon_seconds == 14 * 86400.0
+
+
+class TestPolicyOverrides:
+    """Per-target policy by path (or name) glob; later overrides win."""
+
+    def test_override_applies_to_matching_path_only(self) -> None:
+        settings = load_settings(policy={"overrides": [
+            {"match": "/cosmos7/temp*", "grow_at": 0.8, "mode": "enforce"},
+        ]})
+        temp = settings.policy.rules_for("cosmos7-temp", "/cosmos7/temp")
+        raw = settings.policy.rules_for("cosmos7-raw", "/cosmos7/raw")
+        assert (temp.grow_at, temp.mode) == (0.8, "enforce")
+        assert (raw.grow_at, raw.mode) == (0.75, "observe")
+
+    def test_later_override_wins_and_matches_names(self) -> None:
+        settings = load_settings(policy={"overrides": [
+            {"match": "/cosmos7/*", "cooldown_seconds": "1h"},
+            {"match": "cosmos7-raw", "cooldown_seconds": "2h"},
+        ]})
+        assert settings.policy.rules_for("cosmos7-raw", "/cosmos7/raw").cooldown_seconds == 7200.0
+        assert settings.policy.rules_for("cosmos7-temp", "/cosmos7/temp").cooldown_seconds == 3600.0
