@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
 from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.units import parse_bytes, parse_duration
 
