@@ -191,6 +191,9 @@ class Decision:
     new_soft: int | None = None
     urgency_seconds: float | None = None
     numbers: tuple[tuple[str, float], ...] = ()
+    guard: str | None = None
+    """For BLOCKED (and guard-trimmed GROW): which guard — stale, dropped, paused, kill_switch,
+    cooldown, rate_limit, cluster_reserve, max_hard_limit."""
 
     @property
     def growth(self) -> int:

@@ -1,0 +1,398 @@
+"""The growth planner: which quotas to grow this cycle, by how much, and why not the others.
+
+Pure: plain data and `now` in, `Decision`s out; no IO, no asyncio. The actuator
+(`quotapilot.daemon.actuator`) gathers the inputs (latest observations, forecasts, policy per
+target, recent actions, overrides, reservations, cluster capacity) and acts on the result.
+
+Two steps, so each can be read and tested alone:
+
+- `decide(series, policy, now)` — one series (a quota's bytes or inodes): does it need to grow,
+  and to what limit? Trigger: the upper band (p90) plus reservations reaches `grow_at` of the
+  hard limit within `lead_time`, or utilization already is at or above it. Size: the new hard
+  limit keeps the upper band under `target_utilization` until `now + horizon`, rounded up to
+  `step`, at least `min_growth`, at most `max_growth` and `max_hard_limit`. Without a usable
+  forecast (cold start) it acts reactively at `grow_at`, sized from the recent observed rate.
+- `plan_cycle(cycle)` — every series of one cluster, through the guards: stale or dropped data,
+  manual pause and kill switch, per-series cooldown (bypassed only when the series would hit its
+  hard limit before the cooldown ends), the global rate limit, and the cluster reserve after the
+  sum of this cycle's growths (room handed out by urgency; what does not fit is trimmed or
+  blocked, and says so).
+
+`plan_reactive_cycle` is the baseline `quotapilot demo --policy reactive` compares against:
+utilization at or above 90 % → add a fixed 1 TiB, nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from quotapilot.forecasting.types import (
+    ClusterCapacity,
+    Decision,
+    DecisionKind,
+    Dimension,
+    Observation,
+    SeriesForecast,
+    TargetId,
+    TargetKind,
+)
+
+TIB = 2**40
+
+
+@dataclass(frozen=True, slots=True)
+class GrowthPolicy:
+    """The per-target growth knobs (the planner's copy of `PolicyRules`, without pydantic)."""
+
+    grow_at: float = 0.75
+    target_utilization: float = 0.70
+    lead_time_seconds: float = 24 * 3600.0
+    horizon_seconds: float = 7 * 86400.0
+    step_bytes: int = TIB
+    min_growth_bytes: int = TIB
+    max_growth_bytes: int = 500 * TIB
+    max_hard_limit_bytes: int = 10 * 2**50
+    step_inodes: int = 1_000_000
+    min_growth_inodes: int = 1_000_000
+    max_growth_inodes: int = 1_000_000_000
+    max_hard_limit_inodes: int = 10_000_000_000
+    cooldown_seconds: float = 6 * 3600.0
+
+    @classmethod
+    def from_fields(cls, source: object) -> GrowthPolicy:
+        """Copy the fields of the same names from any object (e.g. a `PolicyRules`)."""
+        names = cls.__dataclass_fields__
+        return cls(**{name: getattr(source, name) for name in names if hasattr(source, name)})
+
+    def sizing(self, dimension: Dimension) -> tuple[int, int, int, int]:
+        """(step, min_growth, max_growth, max_hard_limit) for bytes or inodes."""
+        if dimension is Dimension.INODES:
+            return (self.step_inodes, self.min_growth_inodes, self.max_growth_inodes,
+                    self.max_hard_limit_inodes)
+        return self.step_bytes, self.min_growth_bytes, self.max_growth_bytes, self.max_hard_limit_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesState:
+    """One series to decide on: a quota's bytes or inodes as last observed at `t`."""
+
+    target: TargetId
+    dimension: Dimension
+    t: float
+    used: int
+    hard: int
+    soft: int | None = None
+    forecast: SeriesForecast | None = None
+    recent_rate_per_second: float | None = None
+    """Observed increase per second over the last samples (used when there is no forecast)."""
+    reserved: int = 0
+    """Reserved by pipelines (pre-flight API) and not yet written: counts as demand."""
+
+
+# ------------------------------------------------------------------------------ one series
+def _demand_path(state: SeriesState, now: float) -> Callable[[float], float] | None:
+    """Upper-band demand at time t (p90, anchored to the latest sample, plus reservations)."""
+    sf = state.forecast
+    if sf is None or sf.forecast is None or len(sf.forecast.times) < 2:
+        return None
+    fc = sf.forecast
+    if now > fc.times[-1]:  # the forecast ended before now: it says nothing about what comes
+        return None
+    offset = 0.0
+    if now > fc.times[0]:
+        # An older forecast: its level may have drifted from the latest sample; move the band so
+        # it starts where reality is.
+        base_p50 = fc.at(now, "p50")
+        assert base_p50 is not None
+        offset = state.used - base_p50
+    last_t, step = fc.times[-1], fc.times[-1] - fc.times[-2]
+    slope = (fc.p90[-1] - fc.p90[-2]) / step if step > 0 else 0.0
+
+    def demand(t: float) -> float:
+        level = fc.at(t, "p90") if t <= last_t else fc.p90[-1] + max(slope, 0.0) * (t - last_t)
+        assert level is not None
+        return max(level + offset, float(state.used)) + state.reserved
+
+    return demand
+
+
+def _sample_times(start: float, end: float, forecast_times: Iterable[float]) -> list[float]:
+    inner = [t for t in forecast_times if start < t < end]
+    return [start, *inner, end]
+
+
+def _first_crossing(demand: Callable[[float], float], level: float, times: list[float]) -> float | None:
+    """First time the (piecewise linear) demand reaches `level`, or None."""
+    prev_t, prev_v = times[0], demand(times[0])
+    if prev_v >= level:
+        return prev_t
+    for t in times[1:]:
+        v = demand(t)
+        if v >= level:
+            frac = (level - prev_v) / (v - prev_v) if v > prev_v else 1.0
+            return prev_t + frac * (t - prev_t)
+        prev_t, prev_v = t, v
+    return None
+
+
+def _round_up(value: float, step: int) -> int:
+    return math.ceil(value / step - 1e-12) * step
+
+
+def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
+    """Trigger and size for one series, before any cycle-wide guard (see `plan_cycle`)."""
+    numbers: dict[str, float] = {
+        "used": state.used, "hard": state.hard, "utilization": state.used / state.hard if state.hard else 0.0,
+        "reserved": state.reserved,
+    }
+
+    def made(kind: DecisionKind, reason: str, **changes: object) -> Decision:
+        decision = Decision(
+            target=state.target, dimension=state.dimension, kind=kind, reason=reason, t=now,
+            current_used=state.used, current_hard=state.hard, current_soft=state.soft,
+            numbers=tuple(sorted(numbers.items())))
+        return replace(decision, **changes) if changes else decision  # type: ignore[arg-type]
+
+    if state.hard <= 0:
+        return made(DecisionKind.NONE, "no hard limit to grow")
+    step, min_growth, max_growth, max_hard = policy.sizing(state.dimension)
+    demand = _demand_path(state, now)
+    grow_level = policy.grow_at * state.hard
+    now_demand = float(state.used + state.reserved)
+
+    if demand is not None:
+        assert state.forecast is not None and state.forecast.forecast is not None
+        fc_times = state.forecast.forecast.times
+        lead_end, horizon_end = now + policy.lead_time_seconds, now + policy.horizon_seconds
+        crossing = _first_crossing(demand, grow_level, _sample_times(now, lead_end, fc_times))
+        full_times = _sample_times(now, max(horizon_end, fc_times[-1]), fc_times)
+        full_at = _first_crossing(demand, float(state.hard), full_times)
+        peak = max(demand(t) for t in _sample_times(now, horizon_end, fc_times))
+        basis = "forecast"
+        numbers["peak_demand_p90"] = peak
+        if crossing is not None:
+            numbers["grow_at_crossing_in_seconds"] = crossing - now
+    else:
+        rate = max(state.recent_rate_per_second or 0.0, 0.0)
+        if state.forecast is not None and state.forecast.rate_per_second is not None:
+            rate = max(rate, state.forecast.rate_per_second)
+        crossing = now if now_demand >= grow_level else None
+        full_at = now + (state.hard - now_demand) / rate if rate > 0 else None
+        if now_demand >= state.hard:
+            full_at = now
+        peak = now_demand + rate * policy.horizon_seconds
+        basis = "reactive (no usable forecast)"
+        numbers["peak_demand_observed_rate"] = peak
+        numbers["rate_per_second"] = rate
+    urgency = None if full_at is None else max(0.0, full_at - now)
+    if urgency is not None:
+        numbers["seconds_to_hard_limit"] = urgency
+
+    if crossing is None:
+        wanted = _round_up(max(peak, 1.0) / policy.target_utilization, step)
+        if state.used < 0.5 * policy.grow_at * state.hard and wanted * 2 <= state.hard:
+            numbers["suggested_hard"] = wanted
+            return made(DecisionKind.SHRINK_CANDIDATE,
+                        f"{basis}: peak demand over the horizon needs only {wanted} of {state.hard}",
+                        urgency_seconds=urgency)
+        return made(DecisionKind.NONE, f"{basis}: stays under grow_at {policy.grow_at:.2f} within lead time",
+                    urgency_seconds=urgency)
+
+    wanted_hard = _round_up(peak / policy.target_utilization, step)
+    new_hard = max(wanted_hard, state.hard + min_growth)
+    new_hard = min(new_hard, state.hard + max_growth, max_hard)
+    numbers["wanted_hard"] = wanted_hard
+    if new_hard <= state.hard:
+        return made(DecisionKind.BLOCKED, f"at max_hard_limit {max_hard}: cannot grow",
+                    urgency_seconds=urgency, guard="max_hard_limit")
+    new_soft = _soft_for(state.soft, state.hard, new_hard)
+    trigger = "at or above grow_at now" if crossing <= now else f"p90 reaches grow_at in {crossing - now:.0f}s"
+    capped = " (capped)" if new_hard < wanted_hard else ""
+    return made(DecisionKind.GROW,
+                f"{basis}: {trigger}; sized for {policy.target_utilization:.2f} over the horizon{capped}",
+                new_hard=new_hard, new_soft=new_soft, urgency_seconds=urgency)
+
+
+def _soft_for(soft: int | None, hard: int, new_hard: int) -> int | None:
+    """The soft limit keeps its ratio to the hard limit (and never shrinks)."""
+    if soft is None or hard <= 0:
+        return None
+    return max(soft, min(new_hard, (soft * new_hard) // hard))
+
+
+# ------------------------------------------------------------------------------ one cycle
+@dataclass(frozen=True, slots=True)
+class TargetInput:
+    """Everything the planner needs about one quota this cycle."""
+
+    observation: Observation
+    policy: GrowthPolicy = field(default_factory=GrowthPolicy)
+    forecasts: Mapping[Dimension, SeriesForecast] = field(default_factory=dict)
+    recent_rate_per_second: Mapping[Dimension, float] = field(default_factory=dict)
+    reserved_bytes: int = 0
+    reserved_inodes: int = 0
+    last_growth_at: Mapping[Dimension, float] = field(default_factory=dict)
+    """When each series last grew (or, in observe mode, would have): the cooldown's start."""
+    paused_reason: str | None = None
+    dropped: bool = False
+    """The target's latest sample was dropped as invalid this cycle."""
+
+    def series(self) -> list[SeriesState]:
+        obs = self.observation
+        out: list[SeriesState] = []
+        if obs.hard_limit_bytes:
+            out.append(SeriesState(
+                target=obs.target, dimension=Dimension.BYTES, t=obs.t, used=obs.used_bytes,
+                hard=obs.hard_limit_bytes, soft=obs.soft_limit_bytes,
+                forecast=self.forecasts.get(Dimension.BYTES),
+                recent_rate_per_second=self.recent_rate_per_second.get(Dimension.BYTES),
+                reserved=self.reserved_bytes))
+        if obs.hard_limit_inodes and obs.used_inodes is not None:
+            out.append(SeriesState(
+                target=obs.target, dimension=Dimension.INODES, t=obs.t, used=obs.used_inodes,
+                hard=obs.hard_limit_inodes, soft=obs.soft_limit_inodes,
+                forecast=self.forecasts.get(Dimension.INODES),
+                recent_rate_per_second=self.recent_rate_per_second.get(Dimension.INODES),
+                reserved=self.reserved_inodes))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class CycleInput:
+    """One cluster's cycle, as the planner sees it."""
+
+    now: float
+    targets: tuple[TargetInput, ...]
+    capacity: ClusterCapacity | None
+    cluster_reserve_ratio: float = 0.10
+    max_actions_per_hour: int = 20
+    actions_last_hour: int = 0
+    kill_switch_reason: str | None = None
+    stale_after_seconds: float = 180.0
+
+
+def _blocked(decision: Decision, guard: str, reason: str) -> Decision:
+    # new_hard/new_soft stay: "would grow to …, but" is what the operator wants to read
+    return replace(decision, kind=DecisionKind.BLOCKED, guard=guard, reason=f"{reason}; {decision.reason}")
+
+
+def _urgency_key(decision: Decision) -> tuple[float, str, str]:
+    urgency = decision.urgency_seconds if decision.urgency_seconds is not None else math.inf
+    return urgency, decision.target.key, decision.dimension.value
+
+
+def plan_cycle(cycle: CycleInput) -> tuple[Decision, ...]:
+    """Decide every series of one cluster, then apply the guards; deterministic for its input."""
+    now = cycle.now
+    decisions: list[Decision] = []
+    candidates: list[Decision] = []
+    for target in sorted(cycle.targets, key=lambda ti: ti.observation.target.key):
+        if target.observation.target.kind is not TargetKind.QUOTA:
+            continue
+        for series in target.series():
+            decision = decide(series, target.policy, now)
+            if decision.kind is not DecisionKind.GROW:
+                decisions.append(decision)
+                continue
+            age = now - series.t
+            if target.dropped:
+                decision = _blocked(decision, "dropped", "latest sample was dropped as invalid")
+            elif age > cycle.stale_after_seconds:
+                decision = _blocked(decision, "stale", f"data is {age:.0f}s old")
+            elif cycle.kill_switch_reason is not None:
+                decision = _blocked(decision, "kill_switch", f"kill switch: {cycle.kill_switch_reason}")
+            elif target.paused_reason is not None:
+                decision = _blocked(decision, "paused", f"paused: {target.paused_reason}")
+            else:
+                decision = _cooldown(decision, target, series.dimension, now)
+            if decision.kind is DecisionKind.GROW:
+                candidates.append(decision)
+            else:
+                decisions.append(decision)
+
+    budget = max(0, cycle.max_actions_per_hour - cycle.actions_last_hour)
+    room = _cluster_room(cycle)
+    for decision in sorted(candidates, key=_urgency_key):
+        if budget <= 0:
+            decisions.append(_blocked(decision, "rate_limit",
+                                      f"rate limit: {cycle.max_actions_per_hour} actions per hour"))
+            continue
+        if decision.dimension is Dimension.BYTES:
+            if room is None:
+                decisions.append(_blocked(decision, "cluster_reserve", "cluster capacity unknown"))
+                continue
+            if decision.growth > room:
+                trimmed = _trim_to_room(decision, room)
+                if trimmed is None:
+                    decisions.append(_blocked(
+                        decision, "cluster_reserve",
+                        f"cluster reserve: {max(room, 0)} bytes of room left this cycle, needs {decision.growth}"))
+                    continue
+                decision = trimmed
+            room -= decision.growth
+        budget -= 1
+        decisions.append(decision)
+    return tuple(sorted(decisions, key=lambda d: (d.target.key, d.dimension.value)))
+
+
+def _cooldown(decision: Decision, target: TargetInput, dimension: Dimension, now: float) -> Decision:
+    last = target.last_growth_at.get(dimension)
+    if last is None:
+        return decision
+    cooldown_end = last + target.policy.cooldown_seconds
+    if now >= cooldown_end:
+        return decision
+    urgency = decision.urgency_seconds
+    if urgency is not None and now + urgency < cooldown_end:
+        return replace(decision, reason=f"cooldown bypassed: would hit the hard limit first; {decision.reason}")
+    return _blocked(decision, "cooldown", f"cooldown until {cooldown_end:.0f}")
+
+
+def _cluster_room(cycle: CycleInput) -> int | None:
+    """Bytes that may be added to hard limits this cycle while the reserve stays free."""
+    cap = cycle.capacity
+    if cap is None:
+        return None
+    return int(cap.free_bytes - math.ceil(cycle.cluster_reserve_ratio * cap.usable_bytes))
+
+
+def _trim_to_room(decision: Decision, room: int) -> Decision | None:
+    """The largest growth that still fits in `room` (whole TiB when there is one), or None."""
+    assert decision.current_hard is not None and decision.new_hard is not None
+    unit = TIB if room >= TIB else 1
+    fit = (room // unit) * unit
+    if fit <= 0:
+        return None
+    new_hard = decision.current_hard + fit
+    return replace(decision, new_hard=new_hard,
+                   new_soft=_soft_for(decision.current_soft, decision.current_hard, new_hard),
+                   guard="cluster_reserve",
+                   reason=f"trimmed by the cluster reserve to +{fit} bytes; {decision.reason}")
+
+
+# -------------------------------------------------------------------------- the baseline
+REACTIVE_THRESHOLD = 0.90
+REACTIVE_GROWTH_BYTES = TIB
+
+
+def plan_reactive_cycle(cycle: CycleInput) -> tuple[Decision, ...]:
+    """The baseline: a quota at or above 90 % gets a fixed +1 TiB. Nothing else, no guards."""
+    decisions: list[Decision] = []
+    for target in sorted(cycle.targets, key=lambda ti: ti.observation.target.key):
+        obs = target.observation
+        if obs.target.kind is not TargetKind.QUOTA or not obs.hard_limit_bytes:
+            continue
+        ratio = obs.used_bytes / obs.hard_limit_bytes
+        base = Decision(target=obs.target, dimension=Dimension.BYTES, kind=DecisionKind.NONE,
+                        reason=f"reactive: utilization {ratio:.2f} below {REACTIVE_THRESHOLD:.2f}",
+                        t=cycle.now, current_used=obs.used_bytes, current_hard=obs.hard_limit_bytes,
+                        current_soft=obs.soft_limit_bytes, numbers=(("utilization", ratio),))
+        if ratio >= REACTIVE_THRESHOLD:
+            new_hard = obs.hard_limit_bytes + REACTIVE_GROWTH_BYTES
+            base = replace(base, kind=DecisionKind.GROW, new_hard=new_hard,
+                           new_soft=_soft_for(obs.soft_limit_bytes, obs.hard_limit_bytes, new_hard),
+                           reason=f"reactive: utilization {ratio:.2f} ≥ {REACTIVE_THRESHOLD:.2f}, +1 TiB")
+        decisions.append(base)
+    return tuple(decisions)

@@ -1,0 +1,289 @@
+"""The growth planner: trigger, sizing, guards, and its invariants (hypothesis)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quotapilot.forecasting.planner import (
+    TIB,
+    CycleInput,
+    GrowthPolicy,
+    SeriesState,
+    TargetInput,
+    decide,
+    plan_cycle,
+    plan_reactive_cycle,
+)
+from quotapilot.forecasting.types import (
+    ClusterCapacity,
+    DecisionKind,
+    Dimension,
+    Forecast,
+    Observation,
+    SeriesForecast,
+    TargetId,
+)
+
+NOW = 1_767_225_600.0
+HOUR = 3600.0
+DAY = 86400.0
+RAW = TargetId("c1", "cosmos7-raw", "/cosmos7/raw")
+
+
+def linear_forecast(target: TargetId, used: float, rate_per_hour: float, band: float = 0.05,
+                    hours: int = 14 * 24) -> SeriesForecast:
+    """A straight-line forecast from `used` at NOW, p90 `band` above p50 (relative growth)."""
+    times = tuple(NOW + (i + 1) * HOUR for i in range(hours))
+    p50 = tuple(used + rate_per_hour * (i + 1) for i in range(hours))
+    p90 = tuple(v + band * rate_per_hour * (i + 1) for i, v in enumerate(p50))
+    p10 = tuple(v - band * rate_per_hour * (i + 1) for i, v in enumerate(p50))
+    fc = Forecast(t0=NOW, step_seconds=HOUR, times=times, p10=p10, p50=p50, p90=p90, model="test")
+    return SeriesForecast(target=target, dimension=Dimension.BYTES, t=NOW, limit=None, forecast=fc,
+                          rate_per_second=rate_per_hour / HOUR)
+
+
+def series(used: int, hard: int, rate_per_hour: float | None = None, **kw: object) -> SeriesState:
+    forecast = linear_forecast(RAW, used, rate_per_hour) if rate_per_hour is not None else None
+    return SeriesState(target=RAW, dimension=Dimension.BYTES, t=NOW, used=used, hard=hard,
+                       soft=int(hard * 0.9), forecast=forecast, **kw)  # type: ignore[arg-type]
+
+
+def quota(name: str, used: int, hard: int, t: float = NOW) -> Observation:
+    return Observation(target=TargetId("c1", name, f"/{name}"), t=t, used_bytes=used,
+                       hard_limit_bytes=hard, soft_limit_bytes=int(hard * 0.9))
+
+
+def capacity(free: int, usable: int = 10_000 * TIB) -> ClusterCapacity:
+    return ClusterCapacity(cluster="c1", t=NOW, usable_bytes=usable, used_bytes=usable - free, free_bytes=free)
+
+
+class TestDecide:
+    """One series: trigger and size."""
+
+    def test_quiet_series_does_nothing(self) -> None:
+        decision = decide(series(40 * TIB, 100 * TIB, rate_per_hour=0.01 * TIB), GrowthPolicy(), NOW)
+        assert decision.kind == DecisionKind.NONE
+
+    def test_upper_band_crossing_within_lead_time_grows(self) -> None:
+        # 60 % now, +1 TiB/h: p90 reaches 75 % of 100 TiB in ~14 h < 24 h lead time
+        decision = decide(series(60 * TIB, 100 * TIB, rate_per_hour=1 * TIB), GrowthPolicy(), NOW)
+        assert decision.kind == DecisionKind.GROW
+        assert decision.new_hard is not None and decision.new_soft is not None
+        # sized so p90 at now + 7 d (60 + 168*1.05 ≈ 236 TiB) stays under 70 %
+        assert decision.new_hard == 338 * TIB
+        assert decision.new_soft == int(decision.new_hard * 0.9) or abs(decision.new_soft / decision.new_hard
+                                                                         - 0.9) < 1e-9
+        assert decision.urgency_seconds is not None and decision.urgency_seconds < 48 * HOUR
+
+    def test_crossing_beyond_lead_time_waits(self) -> None:
+        decision = decide(series(60 * TIB, 100 * TIB, rate_per_hour=0.3 * TIB), GrowthPolicy(), NOW)
+        assert decision.kind == DecisionKind.NONE
+
+    def test_at_grow_at_already_grows_even_if_flat(self) -> None:
+        decision = decide(series(80 * TIB, 100 * TIB, rate_per_hour=0.0), GrowthPolicy(), NOW)
+        assert decision.kind == DecisionKind.GROW
+        assert decision.new_hard is not None and decision.new_hard >= 80 * TIB / 0.70
+
+    def test_cold_start_is_reactive_from_observed_rate(self) -> None:
+        policy = GrowthPolicy()
+        below = decide(series(70 * TIB, 100 * TIB, recent_rate_per_second=TIB / HOUR), policy, NOW)
+        assert below.kind == DecisionKind.NONE
+        at = decide(series(76 * TIB, 100 * TIB, recent_rate_per_second=TIB / HOUR), policy, NOW)
+        assert at.kind == DecisionKind.GROW
+        assert "reactive" in at.reason
+        assert at.new_hard == 349 * TIB  # (76 + 168) / 0.7 = 348.6 → 349
+
+    def test_growth_is_capped_by_max_growth_and_max_hard(self) -> None:
+        policy = GrowthPolicy(max_growth_bytes=50 * TIB, max_hard_limit_bytes=130 * TIB)
+        decision = decide(series(60 * TIB, 100 * TIB, rate_per_hour=1 * TIB), policy, NOW)
+        assert decision.new_hard == 130 * TIB
+        at_ceiling = decide(series(90 * TIB, 130 * TIB, rate_per_hour=1 * TIB), policy, NOW)
+        assert at_ceiling.kind == DecisionKind.BLOCKED
+        assert at_ceiling.guard == "max_hard_limit"
+
+    def test_reservations_count_as_demand(self) -> None:
+        without = decide(series(50 * TIB, 100 * TIB, rate_per_hour=0.0), GrowthPolicy(), NOW)
+        with_reservation = decide(series(50 * TIB, 100 * TIB, rate_per_hour=0.0, reserved=30 * TIB),
+                                  GrowthPolicy(), NOW)
+        assert without.kind == DecisionKind.NONE
+        assert with_reservation.kind == DecisionKind.GROW
+
+    def test_oversized_quota_is_a_shrink_candidate_never_a_shrink(self) -> None:
+        decision = decide(series(1 * TIB, 100 * TIB, rate_per_hour=0.0), GrowthPolicy(), NOW)
+        assert decision.kind == DecisionKind.SHRINK_CANDIDATE
+        assert decision.new_hard is None
+
+
+class TestPlanCycle:
+    """Guards across a cluster's cycle."""
+
+    def cycle(self, *targets: TargetInput, free: int = 2000 * TIB, **kw: object) -> CycleInput:
+        return CycleInput(now=NOW, targets=targets, capacity=capacity(free), **kw)  # type: ignore[arg-type]
+
+    def hot(self, name: str, used: int = 80 * TIB, **kw: object) -> TargetInput:
+        return TargetInput(observation=quota(name, used, 100 * TIB), **kw)  # type: ignore[arg-type]
+
+    def test_grows_a_hot_quota(self) -> None:
+        (decision,) = plan_cycle(self.cycle(self.hot("a")))
+        assert decision.kind == DecisionKind.GROW
+
+    def test_stale_and_dropped_data_block(self) -> None:
+        stale = TargetInput(observation=quota("a", 80 * TIB, 100 * TIB, t=NOW - 3600))
+        dropped = self.hot("b", dropped=True)
+        decisions = plan_cycle(self.cycle(stale, dropped, stale_after_seconds=180))
+        assert [d.guard for d in decisions] == ["stale", "dropped"]
+        assert all(d.kind == DecisionKind.BLOCKED for d in decisions)
+
+    def test_pause_and_kill_switch_block(self) -> None:
+        (paused,) = plan_cycle(self.cycle(self.hot("a", paused_reason="maintenance")))
+        assert paused.guard == "paused"
+        (killed,) = plan_cycle(self.cycle(self.hot("a"), kill_switch_reason="incident"))
+        assert killed.guard == "kill_switch"
+
+    def test_cooldown_blocks_unless_the_limit_would_be_hit_first(self) -> None:
+        recent = {Dimension.BYTES: NOW - 3600}
+        (cooling,) = plan_cycle(self.cycle(self.hot("a", last_growth_at=recent)))
+        assert cooling.guard == "cooldown"
+        urgent = TargetInput(observation=quota("a", 80 * TIB, 100 * TIB), last_growth_at=recent,
+                             recent_rate_per_second={Dimension.BYTES: 10 * TIB / HOUR})
+        (bypassed,) = plan_cycle(self.cycle(urgent))
+        assert bypassed.kind == DecisionKind.GROW
+        assert "cooldown bypassed" in bypassed.reason
+
+    def test_rate_limit_lets_the_most_urgent_through(self) -> None:
+        calm = self.hot("a", used=76 * TIB)
+        urgent = self.hot("b", used=95 * TIB, recent_rate_per_second={Dimension.BYTES: TIB / HOUR})
+        decisions = {d.target.name: d for d in plan_cycle(self.cycle(calm, urgent, max_actions_per_hour=1))}
+        assert decisions["b"].kind == DecisionKind.GROW
+        assert decisions["a"].guard == "rate_limit"
+
+    def test_cluster_reserve_goes_to_the_most_urgent_and_blocks_the_rest(self) -> None:
+        calm = self.hot("a", used=76 * TIB)
+        urgent = self.hot("b", used=95 * TIB, recent_rate_per_second={Dimension.BYTES: TIB / HOUR})
+        # 10 % of 10000 TiB reserved; 1000 + 30 TiB free → 30 TiB of room
+        decisions = {d.target.name: d for d in plan_cycle(self.cycle(calm, urgent, free=1030 * TIB))}
+        assert decisions["b"].kind == DecisionKind.GROW
+        assert decisions["b"].guard == "cluster_reserve"  # trimmed to what fits
+        assert decisions["b"].growth == 30 * TIB
+        assert decisions["a"].kind == DecisionKind.BLOCKED
+        assert decisions["a"].guard == "cluster_reserve"
+
+    def test_unknown_capacity_blocks_byte_growth(self) -> None:
+        (decision,) = plan_cycle(CycleInput(now=NOW, targets=(self.hot("a"),), capacity=None))
+        assert decision.guard == "cluster_reserve"
+
+    def test_inodes_grow_on_their_own_limits(self) -> None:
+        obs = replace(quota("a", 10 * TIB, 100 * TIB), used_inodes=900_000, hard_limit_inodes=1_000_000,
+                      soft_limit_inodes=800_000)
+        decisions = plan_cycle(self.cycle(TargetInput(observation=obs)))
+        inode = next(d for d in decisions if d.dimension is Dimension.INODES)
+        assert inode.kind == DecisionKind.GROW
+        assert inode.new_hard is not None and inode.new_hard >= 2_000_000
+        assert inode.new_soft == inode.new_hard * 8 // 10
+
+
+class TestReactive:
+    def test_adds_one_tib_at_ninety_percent(self) -> None:
+        targets = (TargetInput(observation=quota("a", 89 * TIB, 100 * TIB)),
+                   TargetInput(observation=quota("b", 90 * TIB, 100 * TIB)))
+        decisions = plan_reactive_cycle(CycleInput(now=NOW, targets=targets, capacity=None))
+        assert [d.kind for d in decisions] == [DecisionKind.NONE, DecisionKind.GROW]
+        assert decisions[1].new_hard == 101 * TIB
+
+
+# ------------------------------------------------------------------------------ properties
+policies = st.builds(
+    GrowthPolicy,
+    grow_at=st.floats(0.5, 0.95),
+    target_utilization=st.floats(0.2, 0.49),
+    lead_time_seconds=st.floats(0, 3 * DAY),
+    horizon_seconds=st.floats(HOUR, 14 * DAY),
+    step_bytes=st.sampled_from([1, 2**30, TIB]),
+    min_growth_bytes=st.sampled_from([0, 2**30, TIB]),
+    max_growth_bytes=st.sampled_from([TIB, 50 * TIB, 500 * TIB]),
+    max_hard_limit_bytes=st.sampled_from([100 * TIB, 1000 * TIB, 10 * 2**50]),
+    cooldown_seconds=st.floats(0, DAY),
+)
+
+
+@st.composite
+def target_inputs(draw: st.DrawFn, index: int) -> TargetInput:
+    hard = draw(st.integers(1, 2000)) * TIB // 4
+    used = int(hard * draw(st.floats(0, 1.2)))
+    rate = draw(st.floats(0, 5)) * TIB / HOUR
+    obs = Observation(target=TargetId("c1", f"q{index}", f"/q{index}"), t=NOW - draw(st.floats(0, 600)),
+                      used_bytes=used, hard_limit_bytes=hard, soft_limit_bytes=draw(st.sampled_from([None, hard])))
+    forecasts = {}
+    if draw(st.booleans()):
+        forecasts[Dimension.BYTES] = linear_forecast(obs.target, used, rate * HOUR * draw(st.floats(0, 2)),
+                                                     band=draw(st.floats(0, 1)))
+    last = draw(st.sampled_from([None, NOW - HOUR, NOW - 10 * HOUR]))
+    return TargetInput(
+        observation=obs, policy=draw(policies), forecasts=forecasts,
+        recent_rate_per_second={Dimension.BYTES: rate},
+        reserved_bytes=draw(st.sampled_from([0, TIB, 50 * TIB])),
+        last_growth_at={} if last is None else {Dimension.BYTES: last},
+        dropped=draw(st.booleans()) and draw(st.booleans()))
+
+
+@st.composite
+def cycles(draw: st.DrawFn) -> CycleInput:
+    n = draw(st.integers(0, 6))
+    targets = tuple(draw(target_inputs(i)) for i in range(n))
+    usable = draw(st.integers(100, 10_000)) * TIB
+    free = int(usable * draw(st.floats(0, 1)))
+    return CycleInput(now=NOW, targets=targets, capacity=capacity(free, usable),
+                      cluster_reserve_ratio=draw(st.floats(0, 0.5)),
+                      max_actions_per_hour=draw(st.integers(0, 10)), actions_last_hour=draw(st.integers(0, 10)),
+                      stale_after_seconds=300)
+
+
+class TestInvariants:
+    """What must hold for any input."""
+
+    @settings(max_examples=150, deadline=None)
+    @given(cycles())
+    def test_never_shrinks_never_exceeds_ceiling(self, cycle: CycleInput) -> None:
+        policy_of = {t.observation.target: t.policy for t in cycle.targets}
+        for decision in plan_cycle(cycle):
+            if decision.kind is DecisionKind.GROW:
+                assert decision.new_hard is not None and decision.current_hard is not None
+                assert decision.new_hard > decision.current_hard
+                assert decision.new_hard <= policy_of[decision.target].max_hard_limit_bytes
+                if decision.new_soft is not None:
+                    assert decision.current_soft is not None and decision.new_soft >= decision.current_soft
+                    assert decision.new_soft <= decision.new_hard
+
+    @settings(max_examples=150, deadline=None)
+    @given(cycles())
+    def test_cluster_reserve_holds_and_rate_limit_holds(self, cycle: CycleInput) -> None:
+        decisions = plan_cycle(cycle)
+        grown = [d for d in decisions if d.kind is DecisionKind.GROW]
+        assert cycle.capacity is not None
+        added = sum(d.growth for d in grown if d.dimension is Dimension.BYTES)
+        if added:
+            assert cycle.capacity.free_bytes - added >= cycle.cluster_reserve_ratio * cycle.capacity.usable_bytes
+        assert len(grown) <= max(0, cycle.max_actions_per_hour - cycle.actions_last_hour)
+
+    @settings(max_examples=150, deadline=None)
+    @given(cycles())
+    def test_cooldown_respected(self, cycle: CycleInput) -> None:
+        by_target = {t.observation.target: t for t in cycle.targets}
+        for decision in plan_cycle(cycle):
+            if decision.kind is not DecisionKind.GROW:
+                continue
+            target = by_target[decision.target]
+            last = target.last_growth_at.get(decision.dimension)
+            if last is not None and cycle.now < last + target.policy.cooldown_seconds:
+                # only allowed when the limit would be hit before the cooldown ends
+                assert decision.urgency_seconds is not None
+                assert cycle.now + decision.urgency_seconds < last + target.policy.cooldown_seconds
+
+    @settings(max_examples=60, deadline=None)
+    @given(cycles())
+    def test_deterministic_whatever_the_order(self, cycle: CycleInput) -> None:
+        reordered = replace(cycle, targets=tuple(reversed(cycle.targets)))
+        assert plan_cycle(cycle) == plan_cycle(reordered)
