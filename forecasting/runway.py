@@ -1,0 +1,93 @@
+"""From a model's rate forecast to the cumulative `Forecast` with bands, and from that to runways.
+
+The cumulative path starts at the last observed usage; the rest of the open step gets its share
+of that step's forecast rate, every later step its whole rate. Between grid points the path is
+linear (a constant rate within a step), so crossings are interpolated exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from quotapilot.forecasting.holtwinters import FittedModel, ModelState, forecast_rates
+from quotapilot.forecasting.resample import FloatArray
+from quotapilot.forecasting.types import QUANTILES, Forecast, Runway
+
+DEFAULT_THRESHOLDS: tuple[float, ...] = (0.75, 0.90, 1.00)
+
+
+def cumulative_forecast(fitted: FittedModel, state: ModelState, *, open_start: float, last_t: float,
+                        last_used: float, horizon_seconds: float) -> Forecast:
+    """The p10/p50/p90 cumulative paths at `last_t + k*step`, k = 1 … ceil(horizon/step)."""
+    step = fitted.step_seconds
+    n_out = max(1, math.ceil(horizon_seconds / step - 1e-9))
+    n_knots = math.ceil((last_t + n_out * step - open_start) / step - 1e-9)
+    n_knots = max(n_knots, 1)
+    rates = forecast_rates(fitted.params, state, n_knots)
+    first_share = min(1.0, max(0.0, (open_start + step - last_t) / step))
+    increments = rates.copy()
+    increments[0] *= first_share
+    knot_t = np.concatenate(([last_t], open_start + step * np.arange(1, n_knots + 1)))
+    mean = np.concatenate(([last_used], last_used + np.cumsum(increments)))
+    low = np.concatenate(([0.0], _band(fitted.band_low, n_knots)))
+    high = np.concatenate(([0.0], _band(fitted.band_high, n_knots)))
+    out_t = last_t + step * np.arange(1, n_out + 1)
+    p50 = np.interp(out_t, knot_t, mean)
+    p10 = np.minimum(p50 + np.interp(out_t, knot_t, low), p50)
+    p90 = np.maximum(p50 + np.interp(out_t, knot_t, high), p50)
+    return Forecast(t0=last_t, step_seconds=step, times=tuple(out_t.tolist()), p10=tuple(p10.tolist()),
+                    p50=tuple(p50.tolist()), p90=tuple(p90.tolist()), model=fitted.model_name,
+                    fallback=fallback_text(fitted))
+
+
+def fallback_text(fitted: FittedModel) -> str | None:
+    if fitted.fallback is None:
+        return None
+    return f"{fitted.fallback}: {fitted.fallback_detail}" if fitted.fallback_detail else str(fitted.fallback)
+
+
+def _band(offsets: FloatArray, n: int) -> FloatArray:
+    """Offsets for `n` steps; past the fitted horizon the last offset grows like the path's spread."""
+    if len(offsets) >= n:
+        return offsets[:n]
+    if len(offsets) == 0:
+        return np.zeros(n)
+    extra = offsets[-1] * np.sqrt(np.arange(len(offsets) + 1, n + 1) / len(offsets)) ** 3
+    return np.concatenate((offsets, extra))
+
+
+def runways(forecast: Forecast, *, current_used: float, limit: float | None,
+            thresholds: Sequence[float] = DEFAULT_THRESHOLDS, now: float) -> tuple[Runway, ...]:
+    """Earliest crossing of `threshold × limit` by each quantile path, ordered by threshold.
+
+    Already at or above: `now`. Not within the forecast: None. Crossings are never before `now`.
+    """
+    if limit is None or limit <= 0:
+        return ()
+    times = np.concatenate(([forecast.t0], np.asarray(forecast.times, dtype=np.float64)))
+    horizon_end = float(times[-1])
+    paths = {q: np.concatenate(([current_used], np.asarray(getattr(forecast, q), dtype=np.float64)))
+             for q in QUANTILES}
+    out = []
+    for ratio in sorted(thresholds):
+        level = ratio * limit
+        crossing = {q: _first_crossing(times, paths[q], level, now) for q in QUANTILES}
+        out.append(Runway(threshold_ratio=ratio, p10=crossing["p10"], p50=crossing["p50"],
+                          p90=crossing["p90"], horizon_end=horizon_end))
+    return tuple(out)
+
+
+def _first_crossing(times: FloatArray, path: FloatArray, level: float, now: float) -> float | None:
+    above = path >= level
+    if not above.any():
+        return None
+    i = int(np.argmax(above))
+    if i == 0:
+        return now
+    y0, y1 = float(path[i - 1]), float(path[i])
+    t0, t1 = float(times[i - 1]), float(times[i])
+    t = t0 + (level - y0) / (y1 - y0) * (t1 - t0) if y1 > y0 else t1
+    return max(t, now)

@@ -1,0 +1,215 @@
+"""One series (a target's bytes or inodes) learnt incrementally, refitted now and then.
+
+`SeriesModel` is plain, picklable state: the step accumulator, a bounded history of step rates,
+the fitted model and its current state. Each new sample costs O(1) (plus one Holt-Winters update
+per completed step). A refit is a pure function of a `RefitRequest` (`run_refit`), so the daemon
+can run many of them in a process pool and hand the results back with `apply_refit`, which
+replays the steps that arrived while the fit ran.
+
+Refits happen when there is none yet, when the history has grown into a richer model (2 days →
+daily season, 2 weeks → weekly), on schedule, and when the one-step error drifts well above what
+the fit saw.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from quotapilot.forecasting.holtwinters import (
+    MIN_STEPS,
+    FittedModel,
+    ModelState,
+    fit_rates,
+    predict_next,
+    preferred_kind,
+    update,
+)
+from quotapilot.forecasting.resample import FloatArray, StepAccumulator, resample
+from quotapilot.forecasting.runway import DEFAULT_THRESHOLDS, cumulative_forecast, runways
+from quotapilot.forecasting.types import Forecast, Runway
+
+_DRIFT_WEIGHT = 1.0 / 24.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """How series are modelled (the daemon builds it from `[forecast]` settings)."""
+
+    step_seconds: float = 3600.0
+    horizon_seconds: float = 14 * 86400.0
+    max_history_steps: int = 8 * 168
+    refit_interval_seconds: float = 6 * 3600.0
+    drift_ratio: float = 4.0
+    """Refit when the smoothed squared one-step error exceeds this many times the fit's."""
+    drift_min_steps: int = 6
+    seed: int = 0
+    use_brute: bool = False
+
+    @property
+    def horizon_steps(self) -> int:
+        return math.ceil(self.horizon_seconds / self.step_seconds - 1e-9) + 1
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RefitRequest:
+    """Everything a refit needs, small and picklable (sent to pool workers)."""
+
+    rates: FloatArray
+    steps_seen: int
+    step_seconds: float
+    horizon_steps: int
+    seed: int = 0
+    use_brute: bool = False
+
+
+def run_refit(request: RefitRequest) -> FittedModel | None:
+    """Pure and top-level, so a `ProcessPoolExecutor` can run it."""
+    return fit_rates(request.rates, step_seconds=request.step_seconds, horizon_steps=request.horizon_steps,
+                     seed=request.seed, use_brute=request.use_brute)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesOutlook:
+    """What one series says now: the forecast and runways, or why there is none."""
+
+    forecast: Forecast | None
+    runways: tuple[Runway, ...]
+    rate_per_second: float | None
+    reason: str | None
+    current_used: float | None
+
+
+class SeriesModel:
+    """Incremental state of one series. Not thread-safe; owned by one caller."""
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        self.config = config or ModelConfig()
+        self.accumulator = StepAccumulator(self.config.step_seconds)
+        self.rates: deque[float] = deque(maxlen=self.config.max_history_steps)
+        self.steps_seen = 0
+        self.fitted: FittedModel | None = None
+        self.state: ModelState | None = None
+        self.fitted_at: float | None = None
+        self.fitted_steps_seen = 0
+        self.error_ewma = 0.0
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[tuple[float, float]], config: ModelConfig | None = None
+                     ) -> SeriesModel:
+        """Warm start from a history (vectorised resample; no fit yet)."""
+        model = cls(config)
+        series = resample(samples, model.config.step_seconds)
+        if series is None:
+            return model
+        model.accumulator = StepAccumulator.after(series)
+        model.rates.extend(series.rates.tolist())
+        model.steps_seen = len(series.rates)
+        return model
+
+    # ---------------------------------------------------------------------------- samples
+    @property
+    def last_t(self) -> float | None:
+        return self.accumulator.last_t
+
+    @property
+    def last_used(self) -> float | None:
+        return self.accumulator.last_used
+
+    def add_sample(self, t: float, used: float) -> int:
+        """Feed one sample; returns how many steps it completed."""
+        completed = self.accumulator.add(t, used)
+        for rate in completed:
+            self._consume(rate)
+        return len(completed)
+
+    def _consume(self, rate: float) -> None:
+        self.rates.append(rate)
+        self.steps_seen += 1
+        if self.fitted is not None and self.state is not None:
+            error = update(self.fitted.params, self.state, rate)
+            self.error_ewma += _DRIFT_WEIGHT * (error * error - self.error_ewma)
+
+    # ------------------------------------------------------------------------------ refits
+    def refit_reason(self, now: float) -> str | None:
+        """Why this series should be refitted now (None: it need not be)."""
+        kind_now = preferred_kind(len(self.rates), self.config.step_seconds)
+        if kind_now is None:
+            return None
+        if self.fitted is None or self.fitted_at is None:
+            return "initial"
+        if kind_now != preferred_kind(self.fitted.n_steps, self.config.step_seconds):
+            return "more_history"
+        if now - self.fitted_at >= self.config.refit_interval_seconds:
+            return "schedule"
+        if self.steps_seen - self.fitted_steps_seen >= self.config.drift_min_steps and self._drifted():
+            return "drift"
+        return None
+
+    def _drifted(self) -> bool:
+        assert self.fitted is not None
+        expected = self.fitted.sigma**2
+        if expected <= 0.0:
+            scale = max(abs(r) for r in self.rates) if self.rates else 0.0
+            return self.error_ewma > (1e-9 * max(scale, 1.0)) ** 2
+        return self.error_ewma > self.config.drift_ratio * expected
+
+    def refit_request(self) -> RefitRequest:
+        return RefitRequest(rates=np.fromiter(self.rates, dtype=np.float64, count=len(self.rates)),
+                            steps_seen=self.steps_seen, step_seconds=self.config.step_seconds,
+                            horizon_steps=self.config.horizon_steps, seed=self.config.seed,
+                            use_brute=self.config.use_brute)
+
+    def apply_refit(self, request: RefitRequest, fitted: FittedModel | None, now: float) -> None:
+        """Adopt a fit of `request`, replaying the steps that arrived since it was taken."""
+        self.fitted_at = now
+        if fitted is None:
+            return
+        state = fitted.state.copy()
+        missed = self.steps_seen - request.steps_seen
+        if missed > 0:
+            for rate in list(self.rates)[-missed:]:
+                update(fitted.params, state, rate)
+        self.fitted, self.state = fitted, state
+        self.fitted_steps_seen = self.steps_seen
+        self.error_ewma = fitted.sigma**2
+
+    def refit(self, now: float) -> FittedModel | None:
+        """Refit in this process (the CLI, tests, `workers = 0`)."""
+        request = self.refit_request()
+        fitted = run_refit(request)
+        self.apply_refit(request, fitted, now)
+        return fitted
+
+    # --------------------------------------------------------------------------- outlook
+    def outlook(self, now: float, *, limit: float | None,
+                thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> SeriesOutlook:
+        """The forecast from the last sample, its runways against `limit`, or why there is none."""
+        last_t, last_used = self.accumulator.last_t, self.accumulator.last_used
+        if self.fitted is None or self.state is None or last_t is None or last_used is None:
+            reason = (f"insufficient history: {len(self.rates)} complete steps of "
+                      f"{self.config.step_seconds:g} s, need {MIN_STEPS}")
+            if preferred_kind(len(self.rates), self.config.step_seconds) is not None:
+                reason = "not fitted yet"
+            return SeriesOutlook(None, (), None, reason, last_used)
+        assert self.accumulator.open_start is not None
+        forecast = cumulative_forecast(self.fitted, self.state, open_start=self.accumulator.open_start,
+                                       last_t=last_t, last_used=last_used,
+                                       horizon_seconds=self.config.horizon_seconds)
+        ways = runways(forecast, current_used=last_used, limit=limit, thresholds=thresholds, now=now)
+        rate = predict_next(self.fitted.params, self.state) / self.config.step_seconds
+        return SeriesOutlook(forecast, ways, rate, forecast.fallback, last_used)
+
+
+def forecast_samples(samples: Sequence[tuple[float, float]], *, limit: float | None,
+                     thresholds: Sequence[float] = DEFAULT_THRESHOLDS, config: ModelConfig | None = None,
+                     now: float | None = None) -> tuple[SeriesModel, SeriesOutlook]:
+    """One-shot: fit a history and forecast from its last sample (the CLI and backtests)."""
+    model = SeriesModel.from_samples(samples, config)
+    at = now if now is not None else (model.last_t if model.last_t is not None else 0.0)
+    model.refit(at)
+    return model, model.outlook(at, limit=limit, thresholds=thresholds)
