@@ -37,6 +37,6 @@ def configure_logging(level: str = "info", fmt: Literal["auto", "json", "console
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
-    """A logger bound with `logger=<module name>`."""
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(logger=name)
+    """A logger bound with `logger_name=<module name>` (structlog reserves the keyword `logger`)."""
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(logger_name=name)
     return logger
