@@ -1,0 +1,195 @@
+"""The audit trail of growth actions (table `actions`), written ahead of every PATCH.
+
+A row's life in enforce mode: `intent` (committed before the PATCH) → `patched` → `verified`
+(or `verify_failed`); or `intent` → `failed` / `replanned`. A row left at `intent` or `patched`
+by a crash is settled on the next start by `reconcile` in the actuator (→ `reconciled` when VMS
+shows the new limit, `abandoned` when it shows the old one). Observe mode writes `would_grow`;
+guards write `blocked` / `paused` (once per episode, not every cycle).
+
+Blocking calls: run them with `asyncio.to_thread` from async code.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from quotapilot.daemon.store.db import Database
+from quotapilot.forecasting.types import Decision, Dimension, TargetId
+
+UNFINISHED = ("intent", "patched")
+"""Statuses a crash can leave behind."""
+GREW = ("verified", "reconciled", "patched", "verify_failed")
+"""Statuses after which VMS (probably) holds the new limit: they count as growths (cooldown,
+rate limit, the audit's totals). `patched`/`verify_failed` are included to err on the safe side."""
+COUNTED = (*GREW, "would_grow")
+"""Statuses that start a cooldown and count against the rate limit (observe mode included)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRecord:
+    """One row of the audit trail."""
+
+    id: int
+    cluster: str
+    target: str
+    path: str
+    quota_id: int | None
+    dimension: str
+    mode: str
+    status: str
+    reason: str
+    old_hard: int | None
+    old_soft: int | None
+    new_hard: int | None
+    new_soft: int | None
+    detail: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> ActionRecord:
+        values = dict(row)
+        values["detail"] = json.loads(values["detail"] or "{}")
+        return cls(**values)
+
+    def as_json(self) -> dict[str, Any]:
+        """The API's view of one action (`/api/v1/actions`)."""
+        return {
+            "id": self.id, "cluster": self.cluster, "target": self.target, "path": self.path,
+            "quota_id": self.quota_id, "dimension": self.dimension, "mode": self.mode,
+            "status": self.status, "reason": self.reason, "old_hard": self.old_hard,
+            "old_soft": self.old_soft, "new_hard": self.new_hard, "new_soft": self.new_soft,
+            "growth": (self.new_hard - self.old_hard) if self.new_hard is not None and self.old_hard is not None
+            else None,
+            "detail": self.detail, "created_at": self.created_at, "updated_at": self.updated_at,
+        }
+
+
+class ActionStore:
+    """Queries of the `actions` table."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def record(self, decision: Decision, *, mode: str, status: str, now: float, quota_id: int | None,
+               reason: str | None = None) -> int:
+        """Insert one row (committed before returning: this is the write-ahead) and return its id."""
+        detail = dict(decision.numbers)
+        if decision.guard:
+            detail["guard"] = decision.guard  # type: ignore[assignment]
+        if decision.urgency_seconds is not None:
+            detail["urgency_seconds"] = decision.urgency_seconds
+        with self.db.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO actions (cluster, target, path, quota_id, dimension, mode, status, reason,"
+                " old_hard, old_soft, new_hard, new_soft, detail, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (decision.target.cluster, decision.target.name, decision.target.path, quota_id,
+                 decision.dimension.value, mode, status, reason or decision.reason, decision.current_hard,
+                 decision.current_soft, decision.new_hard, decision.new_soft,
+                 json.dumps(detail, sort_keys=True), now, now))
+            action_id = cursor.lastrowid
+        assert action_id is not None
+        return action_id
+
+    def mark(self, action_id: int, status: str, now: float, reason: str | None = None,
+             **detail: Any) -> None:
+        """Move a row to `status` (appending `reason` and merging `detail`)."""
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT reason, detail FROM actions WHERE id = ?", (action_id,)).fetchone()
+            if row is None:
+                raise KeyError(action_id)
+            merged = {**json.loads(row["detail"] or "{}"), **detail}
+            new_reason = row["reason"] if reason is None else f"{row['reason']} → {reason}"
+            conn.execute("UPDATE actions SET status = ?, reason = ?, detail = ?, updated_at = ? WHERE id = ?",
+                         (status, new_reason, json.dumps(merged, sort_keys=True), now, action_id))
+
+    def get(self, action_id: int) -> ActionRecord | None:
+        rows = self.db.query("SELECT * FROM actions WHERE id = ?", (action_id,))
+        return ActionRecord.from_row(rows[0]) if rows else None
+
+    def unfinished(self, cluster: str | None = None) -> list[ActionRecord]:
+        """Rows a crash left between intent and verification, oldest first."""
+        sql = f"SELECT * FROM actions WHERE status IN ({', '.join('?' * len(UNFINISHED))})"
+        params: list[object] = list(UNFINISHED)
+        if cluster is not None:
+            sql += " AND cluster = ?"
+            params.append(cluster)
+        return [ActionRecord.from_row(r) for r in self.db.query(sql + " ORDER BY id", tuple(params))]
+
+    def last_growth_at(self, cluster: str, mode: str | None = None) -> dict[tuple[str, Dimension], float]:
+        """When each series of `cluster` last grew (or would have): (target name, dimension) → time."""
+        sql = (f"SELECT target, dimension, MAX(created_at) AS t FROM actions WHERE cluster = ?"
+               f" AND status IN ({', '.join('?' * len(COUNTED))})")
+        params: list[object] = [cluster, *COUNTED]
+        if mode is not None:
+            sql += " AND mode = ?"
+            params.append(mode)
+        rows = self.db.query(sql + " GROUP BY target, dimension", tuple(params))
+        return {(r["target"], Dimension(r["dimension"])): float(r["t"]) for r in rows}
+
+    def count_since(self, since: float, cluster: str | None = None) -> int:
+        """Growth actions (and would-grows) started at or after `since` (the global rate limit)."""
+        sql = f"SELECT COUNT(*) FROM actions WHERE created_at >= ? AND status IN ({', '.join('?' * len(COUNTED))})"
+        params: list[object] = [since, *COUNTED]
+        if cluster is not None:
+            sql += " AND cluster = ?"
+            params.append(cluster)
+        return int(self.db.query(sql, tuple(params))[0][0])
+
+    def totals(self, mode: str = "enforce") -> tuple[int, int]:
+        """(growth actions, bytes added) over the whole trail, for summaries."""
+        rows = self.db.query(
+            f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN dimension = 'bytes' THEN new_hard - old_hard END), 0)"
+            f" FROM actions WHERE mode = ? AND status IN ({', '.join('?' * len(GREW))})", (mode, *GREW))
+        return int(rows[0][0]), int(rows[0][1])
+
+    def prune(self, older_than: float) -> int:
+        """Drop finished rows created before `older_than` (audit retention)."""
+        placeholders = ", ".join("?" * len(UNFINISHED))
+        with self.db.transaction() as conn:
+            cursor = conn.execute(
+                f"DELETE FROM actions WHERE created_at < ? AND status NOT IN ({placeholders})",
+                (older_than, *UNFINISHED))
+            return cursor.rowcount
+
+
+def query_actions(db: Database, *, cluster: str | None = None, target: str | None = None,
+                  status: str | None = None, since: float | None = None, until: float | None = None,
+                  before_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The audit trail for `/api/v1/actions`, newest first.
+
+    `target` matches the quota name or its path; `before_id` pages backwards (pass the last id of
+    the previous page); `limit` is clamped to 1..1000.
+    """
+    clauses: list[str] = []
+    params: list[object] = []
+    if cluster is not None:
+        clauses.append("cluster = ?")
+        params.append(cluster)
+    if target is not None:
+        clauses.append("(target = ? OR path = ?)")
+        params.extend([target, target])
+    if status is not None:
+        clauses.append("status = ?")
+        params.append(status)
+    if since is not None:
+        clauses.append("created_at >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("created_at < ?")
+        params.append(until)
+    if before_id is not None:
+        clauses.append("id < ?")
+        params.append(before_id)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    limit = max(1, min(int(limit), 1000))
+    rows = db.query(f"SELECT * FROM actions{where} ORDER BY id DESC LIMIT {limit}", tuple(params))
+    return [ActionRecord.from_row(r).as_json() for r in rows]
+
+
+def target_of(record: ActionRecord) -> TargetId:
+    return TargetId(record.cluster, record.target, record.path)

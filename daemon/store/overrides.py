@@ -1,0 +1,122 @@
+"""Manual overrides (table `overrides`): pause/resume per target, and the global kill switch.
+
+Stored, so they survive restarts. A pause names a target by quota name or path, on one cluster
+or on every cluster (`cluster="*"`); it lasts until `resume`, or until `until` (epoch seconds)
+passes. The kill switch is the row (`*`, `*`); the config's `policy.kill_switch` is the other way
+to engage it (see the actuator, which honours either).
+
+This is the Python API behind `quotapilot pause/resume` and the HTTP endpoints. Blocking calls:
+run them with `asyncio.to_thread` from async code.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from quotapilot.daemon.store.db import Database
+from quotapilot.forecasting.types import TargetId
+
+ANY = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """One pause (or the kill switch when `cluster == target == "*"`)."""
+
+    cluster: str
+    target: str
+    paused_until: float | None
+    reason: str
+    created_at: float
+
+    @property
+    def is_kill_switch(self) -> bool:
+        return self.cluster == ANY and self.target == ANY
+
+    def active(self, now: float) -> bool:
+        return self.paused_until is None or now < self.paused_until
+
+    def applies_to(self, target: TargetId) -> bool:
+        if self.is_kill_switch:
+            return True
+        return self.cluster in (ANY, target.cluster) and self.target in (target.name, target.path)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"cluster": self.cluster, "target": self.target, "paused_until": self.paused_until,
+                "reason": self.reason, "created_at": self.created_at, "kill_switch": self.is_kill_switch}
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Override:
+        return cls(cluster=row["cluster"], target=row["target"], paused_until=row["paused_until"],
+                   reason=row["reason"], created_at=row["created_at"])
+
+
+class OverrideStore:
+    """Pause, resume, kill switch."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def pause(self, target: str, *, now: float, cluster: str = ANY, until: float | None = None,
+              reason: str = "") -> Override:
+        """Stop growth actions on `target` (name or path) until `until` or `resume`. Idempotent:
+        pausing again replaces the earlier pause."""
+        if target == ANY:
+            raise ValueError("use engage_kill_switch() to pause everything")
+        if until is not None and until <= now:
+            raise ValueError("until must be in the future")
+        return self._put(Override(cluster, target, until, reason, now))
+
+    def resume(self, target: str, *, cluster: str = ANY) -> bool:
+        """Lift a pause; with `cluster="*"`, lift it on every cluster. True when one was lifted."""
+        with self.db.transaction() as conn:
+            if cluster == ANY:
+                cursor = conn.execute("DELETE FROM overrides WHERE target = ? AND target != '*'", (target,))
+            else:
+                cursor = conn.execute("DELETE FROM overrides WHERE cluster = ? AND target = ?", (cluster, target))
+            return cursor.rowcount > 0
+
+    def engage_kill_switch(self, *, now: float, reason: str = "", until: float | None = None) -> Override:
+        return self._put(Override(ANY, ANY, until, reason, now))
+
+    def release_kill_switch(self) -> bool:
+        with self.db.transaction() as conn:
+            return conn.execute("DELETE FROM overrides WHERE cluster = '*' AND target = '*'").rowcount > 0
+
+    def kill_switch(self, now: float) -> Override | None:
+        """The stored kill switch, when engaged."""
+        rows = self.db.query("SELECT * FROM overrides WHERE cluster = '*' AND target = '*'")
+        override = Override.from_row(rows[0]) if rows else None
+        return override if override is not None and override.active(now) else None
+
+    def active(self, now: float) -> list[Override]:
+        """Every pause (and the kill switch) in force at `now`, kill switch first."""
+        rows = self.db.query(
+            "SELECT * FROM overrides WHERE paused_until IS NULL OR paused_until > ?"
+            " ORDER BY (cluster = '*' AND target = '*') DESC, cluster, target", (now,))
+        return [Override.from_row(r) for r in rows]
+
+    def paused(self, target: TargetId, now: float) -> Override | None:
+        """The override that holds `target` at `now` (kill switch included), or None."""
+        for override in self.active(now):
+            if override.applies_to(target):
+                return override
+        return None
+
+    def prune(self, now: float) -> int:
+        """Forget pauses that have expired."""
+        with self.db.transaction() as conn:
+            return conn.execute("DELETE FROM overrides WHERE paused_until IS NOT NULL AND paused_until <= ?",
+                                (now,)).rowcount
+
+    def _put(self, override: Override) -> Override:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO overrides (cluster, target, paused_until, reason, created_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (cluster, target) DO UPDATE SET paused_until = excluded.paused_until,"
+                " reason = excluded.reason, created_at = excluded.created_at",
+                (override.cluster, override.target, override.paused_until, override.reason,
+                 override.created_at))
+        return override

@@ -1,0 +1,288 @@
+"""The growth stage: observe/enforce, write-ahead audit, re-read/verify, overrides, views, metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from quotapilot.daemon.actuator import GrowthStage
+from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.cycle import CycleContext, DroppedSample, PollResult
+from quotapilot.daemon.errors import TemporaryError
+from quotapilot.daemon.settings import Settings
+from quotapilot.daemon.store.actions import ActionStore, query_actions
+from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.overrides import OverrideStore
+from quotapilot.forecasting.planner import TIB
+from quotapilot.forecasting.types import ActionStatus, ClusterCapacity, Dimension, Observation, TargetId
+
+NOW = 1_767_225_600.0
+RAW = TargetId("c1", "cosmos7-raw", "/cosmos7/raw")
+
+
+class FakeVms:
+    """Our own boundary, faked: the collector's write calls over an in-memory quota table."""
+
+    def __init__(self) -> None:
+        self.quotas: dict[int, dict[str, Any]] = {}
+        self.views: list[dict[str, Any]] = []
+        self.patches: list[tuple[int, dict[str, int]]] = []
+        self.fail_patch: Exception | None = None
+        self.before_read: list[dict[str, Any]] = []  # changes applied at the next get_quota
+
+    def add(self, quota_id: int, name: str, path: str, hard: int, used: int) -> None:
+        self.quotas[quota_id] = {"id": quota_id, "name": name, "path": path, "hard_limit": hard,
+                                 "soft_limit": int(hard * 0.9), "used_effective_capacity": used}
+
+    async def get_quota(self, quota_id: int) -> dict[str, Any]:
+        if self.before_read:
+            self.quotas[quota_id].update(self.before_read.pop(0))
+        return dict(self.quotas[quota_id])
+
+    async def patch_quota(self, quota_id: int, **limits: int | None) -> dict[str, Any]:
+        if self.fail_patch is not None:
+            raise self.fail_patch
+        changes = {k: v for k, v in limits.items() if v is not None}
+        self.patches.append((quota_id, changes))
+        self.quotas[quota_id].update(changes)
+        return dict(self.quotas[quota_id])
+
+    async def list_quotas(self, path: str | None = None) -> list[dict[str, Any]]:
+        return [q for q in self.quotas.values() if path is None or q["path"] == path]
+
+    async def create_quota(self, name: str, path: str, hard_limit: int, soft_limit: int,
+                           hard_limit_inodes: int | None = None) -> dict[str, Any]:
+        quota_id = max(self.quotas, default=0) + 1
+        self.add(quota_id, name, path, hard_limit, 0)
+        return self.quotas[quota_id]
+
+    async def list_views(self) -> list[dict[str, Any]]:
+        return list(self.views)
+
+    async def create_view(self, path: str, name: str, policy_id: int,
+                          protocols: list[str] | tuple[str, ...]) -> dict[str, Any]:
+        view = {"id": len(self.views) + 1, "path": path, "name": name, "policy_id": policy_id}
+        self.views.append(view)
+        return view
+
+    async def find_view_policy(self, name: str) -> dict[str, Any] | None:
+        return {"id": 7, "name": name} if name == "default" else None
+
+
+def make_settings(mode: str = "observe", **policy: Any) -> Settings:
+    return Settings(clusters=({"name": "c1", "address": "vms", "token": "t"},),  # type: ignore[arg-type]
+                    policy={"mode": mode, **policy})  # type: ignore[arg-type]
+
+
+def poll(vms: FakeVms, t: float, **kw: Any) -> PollResult:
+    observations = tuple(
+        Observation(target=TargetId("c1", q["name"], q["path"]), t=t, used_bytes=q["used_effective_capacity"],
+                    hard_limit_bytes=q["hard_limit"], soft_limit_bytes=q["soft_limit"], quota_id=q["id"])
+        for q in vms.quotas.values())
+    capacity = ClusterCapacity("c1", t, usable_bytes=10_000 * TIB, used_bytes=1000 * TIB, free_bytes=9000 * TIB)
+    return PollResult(cluster="c1", t=t, observations=observations, capacity=capacity, **kw)
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, settings: Settings) -> None:
+        self.clock = VirtualClock(NOW)
+        self.db = Database(tmp_path / "state.db")
+        self.vms = FakeVms()
+        self.vms.add(1, RAW.name, RAW.path, hard=100 * TIB, used=80 * TIB)
+        self.stage = GrowthStage(settings, self.db, lambda cluster: self.vms, self.clock)
+
+    async def cycle(self, **kw: Any) -> CycleContext:
+        ctx = CycleContext(poll=poll(self.vms, self.clock.now(), **kw), now=self.clock.now())
+        await self.stage.on_cycle(ctx)
+        return ctx
+
+
+class TestObserve:
+    """Default mode: decide, record and report; never PATCH."""
+
+    async def test_records_would_grow_once_per_cooldown(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("observe"))
+        ctx = await h.cycle()
+        assert [a.status for a in ctx.actions] == [ActionStatus.WOULD_GROW]
+        assert h.vms.patches == []
+        h.clock.advance(60)
+        again = await h.cycle()
+        assert [a.status for a in again.actions] == [ActionStatus.BLOCKED]  # cooldown
+        statuses = [r["status"] for r in query_actions(h.db)]
+        assert statuses == ["blocked", "would_grow"]
+        h.clock.advance(60)
+        await h.cycle()
+        assert len(query_actions(h.db)) == 2  # a guard episode is recorded once
+
+
+class TestEnforce:
+    """Write-ahead, re-read, PATCH, verify, audit."""
+
+    async def test_grows_and_verifies(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        ctx = await h.cycle()
+        (outcome,) = ctx.actions
+        assert outcome.status == ActionStatus.VERIFIED
+        ((quota_id, changes),) = h.vms.patches
+        assert changes["hard_limit"] == outcome.new_hard and outcome.new_hard is not None
+        assert changes["soft_limit"] == int(changes["hard_limit"] * 0.9)
+        (row,) = query_actions(h.db, target="/cosmos7/raw")
+        assert (row["status"], row["mode"], row["old_hard"]) == ("verified", "enforce", 100 * TIB)
+        assert ActionStore(h.db).totals() == (1, outcome.new_hard - 100 * TIB)
+
+    async def test_someone_else_changed_it(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.before_read.append({"hard_limit": 150 * TIB})
+        (outcome,) = (await h.cycle()).actions
+        assert outcome.status == ActionStatus.REPLANNED
+        assert h.vms.patches == []
+        assert query_actions(h.db)[0]["status"] == "replanned"
+
+    async def test_refused_patch_is_failed_and_audited(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.fail_patch = TemporaryError("503 from VMS")
+        (outcome,) = (await h.cycle()).actions
+        assert outcome.status == ActionStatus.FAILED
+        assert query_actions(h.db)[0]["status"] == "failed"
+
+    async def test_verify_failure(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.before_read.extend([{}, {"hard_limit": 100 * TIB}])  # second read: the PATCH did not stick
+        (outcome,) = (await h.cycle()).actions
+        assert outcome.status == ActionStatus.VERIFY_FAILED
+
+    async def test_dropped_sample_blocks(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        ctx = await h.cycle(dropped=(DroppedSample("c1", RAW.name, "went_backwards"),))
+        assert [a.status for a in ctx.actions] == [ActionStatus.BLOCKED]
+        assert h.vms.patches == []
+
+    async def test_failed_poll_does_nothing(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        ctx = CycleContext(poll=PollResult(cluster="c1", t=NOW, error="unreachable"), now=NOW)
+        await h.stage.on_cycle(ctx)
+        assert ctx.actions == [] and ctx.decisions == []
+
+
+class TestOverrides:
+    """Pause/resume and the kill switch, stored so they survive restarts."""
+
+    async def test_pause_survives_restart_and_resume_grows(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        OverrideStore(h.db).pause("/cosmos7/raw", now=NOW, reason="migration")
+        h.db.close()
+        h2 = Harness(tmp_path, make_settings("enforce"))  # a restart: same file
+        (outcome,) = (await h2.cycle()).actions
+        assert outcome.status == ActionStatus.PAUSED
+        assert "migration" in outcome.reason
+        registry = CollectorRegistry()
+        registry.register(h2.stage.metrics())
+        labels = {"cluster": "c1", "target": RAW.name, "path": RAW.path}
+        assert registry.get_sample_value("quotapilot_target_paused", labels) == 1.0
+        assert OverrideStore(h2.db).resume("/cosmos7/raw")
+        (outcome,) = (await h2.cycle()).actions
+        assert outcome.status == ActionStatus.VERIFIED
+        assert registry.get_sample_value("quotapilot_target_paused", labels) == 0.0
+
+    async def test_pause_until_expires(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        OverrideStore(h.db).pause(RAW.name, now=NOW, cluster="c1", until=NOW + 600)
+        assert (await h.cycle()).actions[0].status == ActionStatus.PAUSED
+        h.clock.advance(601)
+        assert (await h.cycle()).actions[0].status == ActionStatus.VERIFIED
+
+    async def test_kill_switch_stored_and_in_config(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        OverrideStore(h.db).engage_kill_switch(now=NOW, reason="incident 42")
+        (outcome,) = (await h.cycle()).actions
+        assert outcome.status == ActionStatus.PAUSED and "incident 42" in outcome.reason
+        OverrideStore(h.db).release_kill_switch()
+        configured = Harness(tmp_path / "b", make_settings("enforce", kill_switch=True))
+        (outcome,) = (await configured.cycle()).actions
+        assert outcome.status == ActionStatus.PAUSED
+        assert configured.vms.patches == [] and h.vms.patches == []
+
+    def test_pause_validation(self, tmp_path: Path) -> None:
+        store = OverrideStore(Database(tmp_path / "s.db"))
+        with pytest.raises(ValueError):
+            store.pause("x", now=NOW, until=NOW - 1)
+        with pytest.raises(ValueError):
+            store.pause("*", now=NOW)
+
+
+class TestReconcile:
+    """Rows a crash left behind are settled from VMS, never re-applied."""
+
+    async def test_settles_intent_and_patched_rows(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.add(2, "cosmos7-processed", "/cosmos7/processed", hard=100 * TIB, used=10 * TIB)
+        store = ActionStore(h.db)
+        ctx = await h.cycle()  # grows raw
+        raw_decision = ctx.decisions[-1] if ctx.decisions[-1].target == RAW else ctx.decisions[0]
+        from dataclasses import replace
+        interrupted = store.record(replace(raw_decision, current_hard=h.vms.quotas[1]["hard_limit"],
+                                           new_hard=h.vms.quotas[1]["hard_limit"] + TIB),
+                                   mode="enforce", status="intent", now=NOW, quota_id=1)
+        applied = store.record(replace(raw_decision, current_hard=50 * TIB, new_hard=100 * TIB),
+                               mode="enforce", status="patched", now=NOW, quota_id=2)
+        stage = GrowthStage(make_settings("enforce"), h.db, lambda c: h.vms, h.clock)
+        assert await stage.reconcile("c1") == 2
+        assert [r.status for r in (store.get(interrupted), store.get(applied))] == ["abandoned", "reconciled"]
+        assert store.unfinished() == []
+        assert len(h.vms.patches) == 1
+
+
+class TestViews:
+    """Managed views: created with their quota in enforce mode, reported in observe mode."""
+
+    async def test_enforce_creates_view_then_quota_once(self, tmp_path: Path) -> None:
+        settings = Settings(clusters=({"name": "c1", "address": "vms", "token": "t"},),  # type: ignore[arg-type]
+                            policy={"mode": "enforce"},  # type: ignore[arg-type]
+                            views=({"path": "/cosmos7/new", "hard_limit_bytes": "20TiB"},))  # type: ignore[arg-type]
+        h = Harness(tmp_path, settings)
+        await h.cycle()
+        assert [v["path"] for v in h.vms.views] == ["/cosmos7/new"]
+        created = await h.vms.list_quotas(path="/cosmos7/new")
+        assert [(q["name"], q["hard_limit"]) for q in created] == [("cosmos7-new", 20 * TIB)]
+        assert await h.stage.ensure_view("c1", settings.views[0], h.vms) == "exists"
+        await h.cycle()
+        assert len(h.vms.views) == 1
+
+    async def test_observe_reports_what_it_would_create(self, tmp_path: Path) -> None:
+        settings = Settings(clusters=({"name": "c1", "address": "vms", "token": "t"},),  # type: ignore[arg-type]
+                            views=({"path": "/cosmos7/new"},))  # type: ignore[arg-type]
+        h = Harness(tmp_path, settings)
+        await h.cycle()
+        assert h.vms.views == []
+        assert h.stage.counters.views_would_create == ["c1:/cosmos7/new (view and quota)"]
+
+
+class TestMetricsAndAudit:
+    async def test_metrics_from_counters(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        (outcome,) = (await h.cycle()).actions
+        registry = CollectorRegistry()
+        registry.register(h.stage.metrics())
+        assert registry.get_sample_value("quotapilot_growth_decisions_total", {"result": "verified"}) == 1.0
+        assert outcome.new_hard is not None
+        assert registry.get_sample_value("quotapilot_growth_bytes_total") == outcome.new_hard - 100 * TIB
+        assert registry.get_sample_value("quotapilot_mode", {"mode": "enforce"}) == 1.0
+        assert registry.get_sample_value("quotapilot_mode", {"mode": "observe"}) == 0.0
+
+    def test_query_actions_filters_and_pages(self, tmp_path: Path) -> None:
+        db = Database(tmp_path / "a.db")
+        store = ActionStore(db)
+        from quotapilot.forecasting.types import Decision, DecisionKind
+        for i in range(5):
+            decision = Decision(target=RAW, dimension=Dimension.BYTES, kind=DecisionKind.GROW, reason="r",
+                                t=NOW + i, current_hard=i * TIB, new_hard=(i + 1) * TIB)
+            store.record(decision, mode="enforce", status="verified", now=NOW + i, quota_id=1)
+        page = query_actions(db, target=RAW.name, limit=2)
+        assert [r["id"] for r in page] == [5, 4]
+        assert page[0]["growth"] == TIB
+        assert [r["id"] for r in query_actions(db, before_id=4, limit=2)] == [3, 2]
+        assert query_actions(db, since=NOW + 4) == query_actions(db, limit=1)
+        assert query_actions(db, cluster="other") == []
