@@ -126,7 +126,7 @@ class TestEnforce:
         ctx = await h.cycle()
         (outcome,) = ctx.actions
         assert outcome.status == ActionStatus.VERIFIED
-        ((quota_id, changes),) = h.vms.patches
+        ((_quota_id, changes),) = h.vms.patches
         assert changes["hard_limit"] == outcome.new_hard and outcome.new_hard is not None
         assert changes["soft_limit"] == int(changes["hard_limit"] * 0.9)
         (row,) = query_actions(h.db, target="/cosmos7/raw")
