@@ -8,6 +8,7 @@ immutable `Snapshot` that `/metrics` and `/api/v1` read.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,10 +46,14 @@ class PollResult:
     observations: tuple[Observation, ...] = ()
     capacity: ClusterCapacity | None = None
     ingest_bytes_per_second: float | None = None
+    """The cluster's write bandwidth as VMS analytics report it (None when unavailable)."""
     dropped: tuple[DroppedSample, ...] = ()
     requests: int = 0
     duration_seconds: float = 0.0
     error: str | None = None
+    ingest_rates: Mapping[str, float] = field(default_factory=dict)
+    """Net ingest (bytes/s) per target name since its previous accepted sample; the pool is
+    `POOL_TARGET`. Absent for a target's first sample. `observations` includes the pool."""
 
     @property
     def ok(self) -> bool:

@@ -471,3 +471,17 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         error = ConfigError(first.field, first.reason)
         error.problems = problems  # type: ignore[attr-defined]
         raise error from None
+
+
+def systemd_notify_environment() -> tuple[str | None, int | None]:
+    """`(NOTIFY_SOCKET, WATCHDOG_USEC)` as systemd sets them for a `Type=notify` service; the
+    watchdog only when `WATCHDOG_PID` is unset or names this process."""
+    socket_path = os.environ.get("NOTIFY_SOCKET") or None
+    watchdog: int | None = None
+    pid = os.environ.get("WATCHDOG_PID")
+    if pid is None or pid == str(os.getpid()):
+        try:
+            watchdog = int(os.environ.get("WATCHDOG_USEC", "")) or None
+        except ValueError:
+            watchdog = None
+    return socket_path, watchdog

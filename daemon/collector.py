@@ -1,0 +1,584 @@
+"""The VAST collector: the only module that talks to a VMS (through vastpy).
+
+One `Collector` per cluster. vastpy is synchronous and opens a new TCP+TLS connection per
+request, so every call runs in a bounded thread pool shared by all collectors, and one poll makes
+a handful of requests: `GET /clusters/`, `GET /quotas/` page by page (never one request per
+quota) and `GET /monitors/ad_hoc_query/` for the cluster's write bandwidth.
+
+Errors are typed at this boundary: `VmsUnavailable` (a `TemporaryError`: network trouble, 5xx,
+429, a body that is not JSON) is retried here with jittered exponential backoff that honours
+`Retry-After`; `VmsRefused` (a `PermanentError`: 401, 403, 400, 404, ...) is not. Both carry a
+short `reason` that becomes the `reason` label of `quotapilot_poll_errors_total`.
+
+Samples that are malformed or implausible are dropped (never stored, never acted on), counted per
+reason and logged once when a target starts being dropped and once when it recovers.
+
+TLS is always verified: against `ca_file` when configured, else against the system trust store.
+vastpy's default without `cert_file` is *no verification at all*; the only way to get that here is
+`insecure_skip_tls_verify = true`, which is logged as a warning every time a collector starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import urllib3
+import vastpy
+
+from quotapilot.daemon.clock import Clock
+from quotapilot.daemon.cycle import DroppedSample, PollResult
+from quotapilot.daemon.errors import PermanentError, TemporaryError
+from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.settings import ClusterSettings, PollSettings, VastSettings
+from quotapilot.forecasting.types import (
+    POOL_TARGET,
+    ClusterCapacity,
+    Observation,
+    TargetId,
+    TargetKind,
+)
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+
+BANDWIDTH_PROPS: tuple[str, ...] = ("ProtoMetrics,proto_name=ProtoCommon,bw_write",)
+"""The analytics metric asked of `/monitors/ad_hoc_query/` for the cluster's write bandwidth
+(bytes per second). When the answer names other columns, the first one that looks like a write
+bandwidth (`bw` and `wr`/`write` in its name) is used."""
+
+_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class VmsUnavailable(TemporaryError):
+    """The VMS did not answer usefully this time: retry later. `reason` is a metric label."""
+
+    def __init__(self, message: str, *, reason: str, delay: float | None = None) -> None:
+        super().__init__(message, delay=delay)
+        self.reason = reason
+
+
+class VmsRefused(PermanentError):
+    """The VMS refused the request; retrying will not help. `status` is the HTTP status (if any)."""
+
+    def __init__(self, message: str, *, reason: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+
+
+def error_reason(exc: BaseException) -> str:
+    """The metric label for an error raised by a collector call."""
+    return getattr(exc, "reason", None) or type(exc).__name__.lower()
+
+
+# ------------------------------------------------------------------------------ vastpy client
+class _VmsClient(vastpy.VASTClient):  # type: ignore[misc]
+    """vastpy's client with what a daemon needs and vastpy 0.3.22 lacks: a timeout per request,
+    no hidden urllib3 retries (ours honour `Retry-After`), and the response headers kept on
+    `RESTFailure` (as `.headers`) so `Retry-After` can be read. URL building, auth headers, JSON
+    handling and the error type are vastpy's own. `timeout_seconds` is a class attribute because
+    vastpy builds child clients with `self.__class__(...)`; `make_client` makes one class per
+    collector."""
+
+    timeout_seconds: float = 30.0
+    verify_system_trust: bool = False
+
+    def request(self, method: str, fields: dict[str, Any] | None = None,
+                data: dict[str, Any] | None = None) -> Any:
+        timeout = urllib3.Timeout(total=self.timeout_seconds)
+        if self._cert_file:
+            pm = urllib3.PoolManager(ca_certs=self._cert_file, server_hostname=self._cert_server_name,
+                                     timeout=timeout, retries=False)
+        elif self.verify_system_trust:
+            pm = urllib3.PoolManager(ssl_context=ssl.create_default_context(), timeout=timeout,
+                                     retries=False)
+        else:  # insecure_skip_tls_verify: explicit, warned about at start
+            pm = urllib3.PoolManager(cert_reqs="CERT_NONE", timeout=timeout, retries=False)
+            urllib3.disable_warnings(category=urllib3.exceptions.InsecureRequestWarning)
+        if self._token:
+            headers = {"authorization": f"Api-Token {self._token}"}
+        else:
+            headers = urllib3.make_headers(basic_auth=self._user + ":" + self._password)
+        if self._tenant:
+            headers["X-Tenant-Name"] = self._tenant
+        body = None
+        if data:
+            headers["Content-Type"] = "application/json"
+            body = json.dumps(data).encode("utf-8")
+        field_list: list[tuple[str, Any]] | None = None
+        if fields:
+            field_list = []
+            for key, value in fields.items():
+                if isinstance(value, list):
+                    field_list.extend((key, item) for item in value)
+                else:
+                    field_list.append((key, value))
+        version_path = f"/{self._version}" if self._version else ""
+        url = f"https://{self._address}/{self._url}{version_path}/"
+        try:
+            response = pm.request(method, url, headers=headers, fields=field_list, body=body)
+        finally:
+            pm.clear()
+        if response.status not in vastpy.SUCCESS_CODES:
+            failure = vastpy.RESTFailure(method, self._url, field_list, response.status, response.data)
+            failure.headers = dict(response.headers)
+            raise failure
+        payload = response.data
+        if "application/json" in response.headers.get("Content-Type", "") and payload:
+            return json.loads(payload.decode("utf-8"))
+        return payload
+
+
+def make_client(cluster: ClusterSettings, timeout_seconds: float) -> vastpy.VASTClient:
+    """A vastpy client for one cluster, verifying TLS unless explicitly told not to."""
+    ca_file = None if cluster.ca_file is None else str(cluster.ca_file)
+    client_class = type("VmsClient", (_VmsClient,), {
+        "timeout_seconds": timeout_seconds,
+        "verify_system_trust": ca_file is None and not cluster.insecure_skip_tls_verify,
+    })
+    if cluster.insecure_skip_tls_verify:
+        ca_file = None
+    credentials: dict[str, Any]
+    token = cluster.resolved_token()
+    if token is not None:
+        credentials = {"token": token}
+    else:
+        credentials = {"user": cluster.user, "password": cluster.resolved_password()}
+    return client_class(address=cluster.address, cert_file=ca_file, tenant=cluster.tenant,
+                        version=cluster.api_version, **credentials)
+
+
+def _retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    if not headers:
+        return None
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def classify(exc: BaseException) -> TemporaryError | PermanentError:
+    """Translate what vastpy/urllib3 raised into our typed errors."""
+    if isinstance(exc, vastpy.RESTFailure):
+        status = int(exc.status)
+        body = exc.data.decode("utf-8", "replace")[:200] if isinstance(exc.data, bytes) else str(exc.data)
+        message = f"{exc.method} {exc.url}: HTTP {status} {body}"
+        if status in _RETRYABLE_STATUS:
+            reason = "throttled" if status == 429 else "server_error" if status >= 500 else "http_error"
+            return VmsUnavailable(message, reason=reason,
+                                  delay=_retry_after_seconds(getattr(exc, "headers", None)))
+        reason = "auth" if status in (401, 403) else "not_found" if status == 404 else "refused"
+        return VmsRefused(message, reason=reason, status=status)
+    if isinstance(exc, urllib3.exceptions.SSLError):
+        return VmsRefused(f"TLS: {exc}", reason="tls")
+    if isinstance(exc, urllib3.exceptions.TimeoutError):
+        return VmsUnavailable(f"timeout: {exc}", reason="timeout")
+    if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | OSError):
+        return VmsUnavailable(f"connection: {exc}", reason="connection")
+    if isinstance(exc, ValueError | UnicodeDecodeError):  # body said JSON but is not
+        return VmsUnavailable(f"malformed response: {exc}", reason="malformed")
+    return VmsUnavailable(f"{type(exc).__name__}: {exc}", reason="unexpected")
+
+
+# ------------------------------------------------------------------------------ validation
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    t: float
+    used_bytes: int
+    used_inodes: int | None
+
+
+def _int_field(record: Mapping[str, Any], key: str, *, required: bool) -> int | None:
+    """An integer field of a VMS record; raises `_Bad` when malformed."""
+    value = record.get(key)
+    if value is None:
+        if required:
+            raise _Bad("malformed", f"{key} missing")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Bad("malformed", f"{key}={value!r} is not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _Bad("malformed", f"{key}={value!r} is not finite")
+    if value < 0:
+        raise _Bad("negative", f"{key}={value}")
+    return int(value)
+
+
+class _Bad(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+# ------------------------------------------------------------------------------ the collector
+class Collector:
+    """Reads one VMS. `poll()` never raises for VMS trouble: it returns a `PollResult` with
+    `error` set. The write/read helpers for the actuator and the API raise `TemporaryError` /
+    `PermanentError` after the same retry policy."""
+
+    def __init__(self, cluster: ClusterSettings, vast: VastSettings, poll: PollSettings, clock: Clock,
+                 executor: Executor, *, rng: random.Random | None = None,
+                 client_factory: Callable[[ClusterSettings, float], Any] = make_client) -> None:
+        self.cluster = cluster
+        self.name = cluster.name
+        self._vast = vast
+        self._poll = poll
+        self._clock = clock
+        self._executor = executor
+        self._rng = rng or random.Random()
+        self._client = client_factory(cluster, vast.request_timeout_seconds)
+        self.requests_made = 0
+        self.dropped_total: Counter[str] = Counter()
+        """Dropped samples per reason since start (the `quotapilot_samples_dropped_total` counter)."""
+        self.poll_errors_total: Counter[str] = Counter()
+        """Failed polls per reason since start (the `quotapilot_poll_errors_total` counter)."""
+        self._accepted: dict[str, _Accepted] = {}
+        self._suspect_backwards: dict[str, int] = {}
+        self._drop_state: dict[str, str] = {}
+        self._bandwidth_failing = False
+
+    def log_tls_mode(self) -> None:
+        """Say how this collector verifies the VMS; a loud warning when it does not."""
+        if self.cluster.insecure_skip_tls_verify:
+            log.warning("tls.verification_disabled", cluster=self.name, address=self.cluster.address,
+                        hint="insecure_skip_tls_verify is set: the VMS certificate is NOT verified")
+        elif self.cluster.ca_file is None:
+            log.info("tls.system_trust", cluster=self.name, address=self.cluster.address)
+        else:
+            log.info("tls.ca_file", cluster=self.name, ca_file=str(self.cluster.ca_file))
+
+    # -------------------------------------------------------------- requests with retries
+    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one blocking vastpy call in the pool, retrying temporary failures."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            self.requests_made += 1
+            try:
+                return await loop.run_in_executor(self._executor, fn)
+            except Exception as exc:
+                error = classify(exc)
+                if isinstance(error, PermanentError) or attempt >= self._vast.max_retries:
+                    raise error from exc
+                delay = self._backoff(attempt, error.delay)
+                log.debug("vms.retry", cluster=self.name, request=what, attempt=attempt + 1,
+                          delay_seconds=round(delay, 3), error=str(error)[:200])
+                attempt += 1
+                await self._clock.sleep(delay)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Jittered exponential backoff (half to full of the doubling delay); a server's `Retry-After` is honoured (capped)."""
+        cap = self._vast.backoff_max_seconds
+        if retry_after is not None:
+            return min(cap, retry_after)
+        ceiling: float = min(cap, self._vast.backoff_base_seconds * 2.0 ** attempt)
+        return ceiling * (0.5 + 0.5 * self._rng.random())
+
+    async def _get(self, resource: str, **params: Any) -> Any:
+        client = self._client[resource]
+        return await self._call(f"GET {resource}", lambda: client.get(**params))
+
+    # -------------------------------------------------------------- the poll
+    async def poll(self) -> PollResult:
+        """One poll: cluster, every quota (paged), write bandwidth. Never raises for VMS errors."""
+        t = self._clock.now()
+        started = time.perf_counter()  # real elapsed time of the IO (the clock may be virtual)
+        requests_before = self.requests_made
+        try:
+            # sequential on purpose: three requests, and no half-finished sibling to clean up
+            clusters = await self._get("clusters")
+            quotas = await self._list_all("quotas")
+            bandwidth = await self._bandwidth()
+        except (TemporaryError, PermanentError) as exc:
+            self.poll_errors_total[error_reason(exc)] += 1
+            return PollResult(cluster=self.name, t=t, requests=self.requests_made - requests_before,
+                              duration_seconds=time.perf_counter() - started,
+                              error=f"{error_reason(exc)}: {exc}")
+        observations: list[Observation] = []
+        dropped: list[DroppedSample] = []
+        capacity = self._capacity(clusters, t, observations, dropped)
+        seen: set[str] = set()
+        for record in quotas:
+            self._quota(record, t, seen, observations, dropped)
+        rates = self._rates(observations)
+        for sample in dropped:
+            self.dropped_total[sample.reason] += 1
+        self._log_drop_transitions(observations, dropped)
+        return PollResult(
+            cluster=self.name, t=t, observations=tuple(observations), capacity=capacity,
+            ingest_bytes_per_second=bandwidth, dropped=tuple(dropped),
+            requests=self.requests_made - requests_before,
+            duration_seconds=time.perf_counter() - started,
+            ingest_rates=rates)
+
+    async def _list_all(self, resource: str, **filters: Any) -> list[dict[str, Any]]:
+        """Every object of a list endpoint, following `next` page by page."""
+        page_size = self._vast.page_size
+        items: list[dict[str, Any]] = []
+        page = 1
+        expected: int | None = None
+        while True:
+            body = await self._get(resource, page=page, page_size=page_size, **filters)
+            if isinstance(body, list):  # a VMS that ignores paging answers the plain array
+                return [item for item in body if isinstance(item, dict)]
+            if not isinstance(body, dict) or not isinstance(body.get("results"), list):
+                raise VmsUnavailable(f"GET {resource} page {page}: not a page envelope", reason="malformed")
+            items.extend(item for item in body["results"] if isinstance(item, dict))
+            if isinstance(body.get("count"), int):
+                expected = body["count"]
+            if not body.get("next") or not body["results"]:
+                break
+            page += 1
+            if expected is not None and page > expected // page_size + 2:
+                raise VmsUnavailable(f"GET {resource}: more pages than count={expected} allows",
+                                     reason="malformed")
+        if expected is not None and len(items) < expected:
+            raise VmsUnavailable(f"GET {resource}: {len(items)} objects, count says {expected}",
+                                 reason="truncated")
+        return items
+
+    async def _bandwidth(self) -> float | None:
+        """The cluster's latest write bandwidth (bytes/s); None when VMS cannot say (not fatal)."""
+        try:
+            body = await self._get("monitors/ad_hoc_query", object_type="cluster",
+                                   time_frame=self._poll.bandwidth_time_frame,
+                                   prop_list=list(BANDWIDTH_PROPS))
+            value = _parse_bandwidth(body)
+        except (TemporaryError, PermanentError) as exc:
+            if not self._bandwidth_failing:
+                log.warning("bandwidth.unavailable", cluster=self.name, error=str(exc)[:200])
+            self._bandwidth_failing = True
+            return None
+        if self._bandwidth_failing:
+            log.info("bandwidth.recovered", cluster=self.name)
+            self._bandwidth_failing = False
+        return value
+
+    # -------------------------------------------------------------- samples
+    def _capacity(self, clusters: Any, t: float, observations: list[Observation],
+                  dropped: list[DroppedSample]) -> ClusterCapacity | None:
+        record = clusters[0] if isinstance(clusters, list) and clusters else clusters
+        if isinstance(clusters, dict) and isinstance(clusters.get("results"), list):
+            record = clusters["results"][0] if clusters["results"] else None
+        try:
+            if not isinstance(record, dict):
+                raise _Bad("malformed", "GET /clusters/ returned no cluster")
+            usable = _int_field(record, "usable_capacity_bytes", required=True)
+            free = _int_field(record, "free_usable_capacity", required=True)
+            allocated = _int_field(record, "quotas_allocated_capacity", required=False)
+            assert usable is not None and free is not None
+            if usable == 0:
+                raise _Bad("zero_limit", "usable_capacity_bytes=0")
+            if free > usable:
+                raise _Bad("implausible", f"free_usable_capacity={free} > usable_capacity_bytes={usable}")
+            used = usable - free
+            self._check_backwards(POOL_TARGET, used, None)
+        except _Bad as bad:
+            dropped.append(DroppedSample(self.name, POOL_TARGET, bad.reason, bad.detail))
+            return None
+        state = record.get("state")
+        capacity = ClusterCapacity(cluster=self.name, t=t, usable_bytes=usable, used_bytes=used,
+                                   free_bytes=free, quotas_allocated_bytes=allocated,
+                                   state=state if isinstance(state, str) else "UNKNOWN")
+        observations.append(Observation(
+            target=TargetId(self.name, POOL_TARGET, "/", TargetKind.POOL), t=t,
+            used_bytes=used, hard_limit_bytes=usable, state=capacity.state))
+        return capacity
+
+    def _quota(self, record: dict[str, Any], t: float, seen: set[str],
+               observations: list[Observation], dropped: list[DroppedSample]) -> None:
+        name = record.get("name")
+        label = name if isinstance(name, str) and name else f"id:{record.get('id')}"
+        try:
+            path = record.get("path")
+            if not isinstance(name, str) or not name:
+                raise _Bad("malformed", "name missing")
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise _Bad("malformed", f"path={path!r}")
+            if name in seen or name == POOL_TARGET:
+                raise _Bad("malformed", f"duplicate quota name {name!r}")
+            used = _int_field(record, "used_capacity", required=True)
+            hard = _int_field(record, "hard_limit", required=True)
+            soft = _int_field(record, "soft_limit", required=False)
+            used_inodes = _int_field(record, "used_inodes", required=False)
+            hard_inodes = _int_field(record, "hard_limit_inodes", required=False)
+            soft_inodes = _int_field(record, "soft_limit_inodes", required=False)
+            quota_id = _int_field(record, "id", required=False)
+            assert used is not None
+            if hard == 0:
+                raise _Bad("zero_limit", "hard_limit=0")
+            if soft is not None and hard is not None and soft > hard:
+                raise _Bad("implausible", f"soft_limit={soft} > hard_limit={hard}")
+            state = record.get("state")
+            if state is not None and not isinstance(state, str):
+                raise _Bad("malformed", f"state={state!r}")
+            grace = record.get("grace_period")
+            self._check_backwards(name, used, used_inodes)
+        except _Bad as bad:
+            dropped.append(DroppedSample(self.name, label, bad.reason, bad.detail))
+            return
+        seen.add(name)
+        observations.append(Observation(
+            target=TargetId(self.name, name, path), t=t, used_bytes=used, hard_limit_bytes=hard,
+            soft_limit_bytes=soft or None, used_inodes=used_inodes,
+            hard_limit_inodes=hard_inodes or None, soft_limit_inodes=soft_inodes or None,
+            state=state or "OK", quota_id=quota_id,
+            grace_period=grace if isinstance(grace, str) else None))
+
+    def _check_backwards(self, name: str, used: int, used_inodes: int | None) -> None:
+        """A counter that falls by more than `tolerance_ratio` is suspect: the sample is dropped;
+        when the next one confirms the new level (a real delete, e.g. temp swept), it is accepted."""
+        previous = self._accepted.get(name)
+        if previous is None:
+            return
+        tolerance = self._poll.tolerance_ratio
+        fell = used < previous.used_bytes * (1 - tolerance)
+        if not fell and used_inodes is not None and previous.used_inodes is not None:
+            fell = used_inodes < previous.used_inodes * (1 - tolerance)
+        if not fell:
+            self._suspect_backwards.pop(name, None)
+            return
+        suspect = self._suspect_backwards.pop(name, None)
+        if suspect is not None and abs(used - suspect) <= max(suspect, used) * tolerance + 1:
+            return  # confirmed twice in a row: usage really went down
+        self._suspect_backwards[name] = used
+        raise _Bad("went_backwards", f"used {previous.used_bytes} -> {used}")
+
+    def _rates(self, observations: list[Observation]) -> dict[str, float]:
+        """Net ingest (bytes/s) of each target since its previous accepted sample."""
+        rates: dict[str, float] = {}
+        for obs in observations:
+            name = obs.target.name
+            previous = self._accepted.get(name)
+            if previous is not None and obs.t > previous.t:
+                rates[name] = (obs.used_bytes - previous.used_bytes) / (obs.t - previous.t)
+            self._accepted[name] = _Accepted(obs.t, obs.used_bytes, obs.used_inodes)
+        return rates
+
+    def _log_drop_transitions(self, observations: list[Observation], dropped: list[DroppedSample]) -> None:
+        """One log line when a target starts being dropped (or for another reason), one when it
+        is accepted again — never one per poll."""
+        for sample in dropped:
+            if self._drop_state.get(sample.target) != sample.reason:
+                self._drop_state[sample.target] = sample.reason
+                log.warning("sample.dropped", cluster=self.name, target=sample.target,
+                            reason=sample.reason, detail=sample.detail)
+        if self._drop_state:
+            for obs in observations:
+                if self._drop_state.pop(obs.target.name, None) is not None:
+                    log.info("sample.accepted", cluster=self.name, target=obs.target.name)
+
+    # -------------------------------------------------------------- actuator / API calls
+    async def get_quota(self, quota_id: int) -> dict[str, Any]:
+        """`GET /quotas/{id}/` (re-read before acting)."""
+        return _as_dict(await self._get(f"quotas/{quota_id}"), "quota")
+
+    async def list_quotas(self, path: str | None = None) -> list[dict[str, Any]]:
+        """Every quota (paged), or the ones on `path`."""
+        filters = {} if path is None else {"path": path}
+        return await self._list_all("quotas", **filters)
+
+    async def patch_quota(self, quota_id: int, *, hard_limit: int | None = None,
+                          soft_limit: int | None = None, hard_limit_inodes: int | None = None,
+                          soft_limit_inodes: int | None = None) -> dict[str, Any]:
+        """`PATCH /quotas/{id}/` with only the given limits."""
+        changes = {k: v for k, v in {"hard_limit": hard_limit, "soft_limit": soft_limit,
+                                     "hard_limit_inodes": hard_limit_inodes,
+                                     "soft_limit_inodes": soft_limit_inodes}.items() if v is not None}
+        if not changes:
+            raise ValueError("patch_quota needs at least one limit")
+        client = self._client[f"quotas/{quota_id}"]
+        body = await self._call(f"PATCH quotas/{quota_id}", lambda: client.patch(**changes))
+        return body if isinstance(body, dict) else await self.get_quota(quota_id)
+
+    async def create_quota(self, name: str, path: str, hard_limit: int, soft_limit: int,
+                           hard_limit_inodes: int | None = None) -> dict[str, Any]:
+        """`POST /quotas/`."""
+        fields: dict[str, Any] = {"name": name, "path": path, "hard_limit": hard_limit,
+                                  "soft_limit": soft_limit}
+        if hard_limit_inodes is not None:
+            fields["hard_limit_inodes"] = hard_limit_inodes
+        client = self._client["quotas"]
+        return _as_dict(await self._call("POST quotas", lambda: client.post(**fields)), "quota")
+
+    async def list_views(self) -> list[dict[str, Any]]:
+        """Every view (paged)."""
+        return await self._list_all("views")
+
+    async def create_view(self, path: str, name: str, policy_id: int,
+                          protocols: list[str] | tuple[str, ...]) -> dict[str, Any]:
+        """`POST /views/` (creating the directory)."""
+        fields = {"path": path, "name": name, "policy_id": policy_id, "protocols": list(protocols),
+                  "create_dir": True}
+        client = self._client["views"]
+        return _as_dict(await self._call("POST views", lambda: client.post(**fields)), "view")
+
+    async def find_view_policy(self, name: str) -> dict[str, Any] | None:
+        """The view policy called `name`, or None."""
+        body = await self._get("viewpolicies", name=name)
+        candidates = body.get("results", []) if isinstance(body, dict) else body
+        if not isinstance(candidates, list):
+            raise VmsUnavailable("GET viewpolicies: not a list", reason="malformed")
+        for policy in candidates:
+            if isinstance(policy, dict) and policy.get("name") == name:
+                return policy
+        return None
+
+
+def _as_dict(body: Any, what: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise VmsUnavailable(f"expected a {what} object, got {type(body).__name__}", reason="malformed")
+    return body
+
+
+def _parse_bandwidth(body: Any) -> float | None:
+    """Latest write bandwidth from a `MonitorData` answer: `data` rows are
+    `[timestamp, object_id, *values]` in the order of `prop_list`."""
+    if not isinstance(body, dict):
+        raise VmsUnavailable("ad_hoc_query: not an object", reason="malformed")
+    props, rows = body.get("prop_list"), body.get("data")
+    if not isinstance(props, list) or not isinstance(rows, list):
+        raise VmsUnavailable("ad_hoc_query: prop_list/data missing", reason="malformed")
+    names = [str(p) for p in props]
+    column = next((i for i, n in enumerate(names) if n in BANDWIDTH_PROPS), None)
+    if column is None:
+        column = next((i for i, n in enumerate(names)
+                       if "bw" in n.lower() and ("wr" in n.lower() or "write" in n.lower())), None)
+    if column is None:
+        return None
+    latest: tuple[str, float] | None = None
+    for row in rows:
+        if not isinstance(row, list) or not row:
+            continue
+        # prop_list may or may not name the leading timestamp and object id columns
+        index = column if len(row) == len(names) else column + 2
+        if index >= len(row):
+            continue
+        value = row[index]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                or value < 0:
+            continue
+        stamp = str(row[0])
+        if latest is None or stamp >= latest[0]:
+            latest = (stamp, float(value))
+    return None if latest is None else latest[1]

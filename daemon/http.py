@@ -1,0 +1,81 @@
+"""The daemon's HTTP listener (aiohttp): `/metrics`, `/healthz`, and the routes other modules add.
+
+`/metrics` renders the daemon's own `CollectorRegistry` (fresh per daemon; every collector in it
+reads an immutable snapshot). `/healthz` answers 200 while every cluster's last successful poll is
+younger than `poll.stale_after_intervals` intervals and no supervised task crashed, else 503 with
+the reasons. `/api/v1/*` belongs to `daemon/api.py` (`add_api_routes(app, daemon)`), registered
+here when that module exists.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+if TYPE_CHECKING:
+    from quotapilot.daemon.app import Daemon
+
+DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
+
+# Route providers owned by other modules: (module, function(app, daemon)). A module that does not
+# exist yet is skipped; one that exists but fails to import is an error (never hidden).
+ROUTE_PROVIDERS: tuple[tuple[str, str], ...] = (
+    ("quotapilot.daemon.api", "add_api_routes"),
+)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    body = generate_latest(daemon.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    healthy, report = daemon.health()
+    return web.json_response(report, status=200 if healthy else 503)
+
+
+def build_app(daemon: Daemon) -> web.Application:
+    app = web.Application(client_max_size=daemon.settings.http.max_body_bytes)
+    app[DAEMON_KEY] = daemon
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    for module_name, function_name in ROUTE_PROVIDERS:
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        getattr(importlib.import_module(module_name), function_name)(app, daemon)
+    return app
+
+
+class HttpServer:
+    """Binds at `start()` (so a busy port fails the start, not a background task), serves until
+    `close()`."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        settings = self._daemon.settings.http
+        runner = web.AppRunner(build_app(self._daemon), access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, settings.host, settings.port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        address = runner.addresses[0]
+        self.port = int(address[1])
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()

@@ -1,0 +1,147 @@
+"""Prometheus metrics of the daemon core, computed from the immutable snapshot at scrape time.
+
+`SnapshotCollector.collect()` reads the snapshot it is handed and yields metric families; it does
+no IO and changes nothing, so a scrape can never disturb a poll. Names are a contract (README):
+
+per target (labels cluster, target, path) — one series per quota:
+  quotapilot_target_used_bytes, quotapilot_target_hard_limit_bytes,
+  quotapilot_target_soft_limit_bytes, quotapilot_target_utilization_ratio,
+  quotapilot_target_used_inodes, quotapilot_target_hard_limit_inodes,
+  quotapilot_target_ingest_rate_bytes_per_second
+per cluster (label cluster):
+  quotapilot_cluster_usable_bytes, quotapilot_cluster_used_bytes, quotapilot_cluster_free_bytes,
+  quotapilot_cluster_ingest_bytes_per_second,
+  quotapilot_poll_duration_seconds (histogram), quotapilot_poll_errors_total{reason},
+  quotapilot_last_successful_poll_timestamp_seconds, quotapilot_samples_dropped_total{reason},
+  quotapilot_vms_requests_total, quotapilot_poll_consecutive_failures
+self: quotapilot_build_info{version}, quotapilot_stage_errors_total{stage},
+  quotapilot_task_crashed{task}
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from quotapilot.daemon import __version__
+from quotapilot.daemon.snapshot import Snapshot
+
+TARGET_LABELS = ["cluster", "target", "path"]
+
+_TARGET_GAUGES: tuple[tuple[str, str], ...] = (
+    ("quotapilot_target_used_bytes", "Bytes used in the quota (VMS used_capacity)."),
+    ("quotapilot_target_hard_limit_bytes", "Hard limit of the quota in bytes."),
+    ("quotapilot_target_soft_limit_bytes", "Soft limit of the quota in bytes."),
+    ("quotapilot_target_utilization_ratio", "Used bytes divided by the hard limit."),
+    ("quotapilot_target_used_inodes", "Files and directories in the quota."),
+    ("quotapilot_target_hard_limit_inodes", "Hard limit of the quota on files and directories."),
+    ("quotapilot_target_ingest_rate_bytes_per_second",
+     "Net growth of the quota's usage between the last two accepted samples (negative after deletes)."),
+)
+
+
+class SnapshotCollector(Collector):
+    """Yields the core metric families from `get_snapshot()` and `get_crashes()`."""
+
+    def __init__(self, get_snapshot: Callable[[], Snapshot],
+                 get_crashes: Callable[[], Mapping[str, object]] = dict) -> None:
+        self._get_snapshot = get_snapshot
+        self._get_crashes = get_crashes
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._get_snapshot()
+        yield from _target_families(snapshot)
+        yield from _cluster_families(snapshot)
+        build = GaugeMetricFamily("quotapilot_build_info", "quotapilot version (value is always 1).",
+                                  labels=["version", "python"])
+        build.add_metric([__version__, platform.python_version()], 1.0)
+        yield build
+        stage_errors = CounterMetricFamily(
+            "quotapilot_stage_errors", "Poll cycles in which a stage raised (its later stages skipped).",
+            labels=["stage"])
+        for stage, count in sorted(snapshot.stage_errors_total.items()):
+            stage_errors.add_metric([stage], float(count))
+        yield stage_errors
+        crashed = GaugeMetricFamily("quotapilot_task_crashed",
+                                    "1 for each supervised task that crashed (see /healthz).",
+                                    labels=["task"])
+        for task in sorted(self._get_crashes()):
+            crashed.add_metric([task], 1.0)
+        yield crashed
+
+
+def _target_families(snapshot: Snapshot) -> Iterator[Metric]:
+    families = [GaugeMetricFamily(name, doc, labels=TARGET_LABELS) for name, doc in _TARGET_GAUGES]
+    used, hard, soft, ratio, inodes, hard_inodes, rate = families
+    for cluster in snapshot.clusters.values():
+        for state in cluster.targets.values():
+            obs = state.observation
+            if obs is None:
+                continue
+            labels = [cluster.name, state.target.name, state.target.path]
+            used.add_metric(labels, float(obs.used_bytes))
+            if obs.hard_limit_bytes is not None:
+                hard.add_metric(labels, float(obs.hard_limit_bytes))
+                ratio.add_metric(labels, obs.used_bytes / obs.hard_limit_bytes)
+            if obs.soft_limit_bytes is not None:
+                soft.add_metric(labels, float(obs.soft_limit_bytes))
+            if obs.used_inodes is not None:
+                inodes.add_metric(labels, float(obs.used_inodes))
+            if obs.hard_limit_inodes is not None:
+                hard_inodes.add_metric(labels, float(obs.hard_limit_inodes))
+            if state.ingest_rate_bytes_per_second is not None:
+                rate.add_metric(labels, state.ingest_rate_bytes_per_second)
+    yield from families
+
+
+def _cluster_families(snapshot: Snapshot) -> Iterator[Metric]:
+    usable = GaugeMetricFamily("quotapilot_cluster_usable_bytes", "Usable capacity of the cluster pool.",
+                               labels=["cluster"])
+    used = GaugeMetricFamily("quotapilot_cluster_used_bytes",
+                             "Used part of the usable capacity (usable minus free).", labels=["cluster"])
+    free = GaugeMetricFamily("quotapilot_cluster_free_bytes", "Free usable capacity of the cluster pool.",
+                             labels=["cluster"])
+    bandwidth = GaugeMetricFamily("quotapilot_cluster_ingest_bytes_per_second",
+                                  "Cluster write bandwidth as reported by VMS analytics.", labels=["cluster"])
+    last_ok = GaugeMetricFamily("quotapilot_last_successful_poll_timestamp_seconds",
+                                "When the last poll of the cluster succeeded (epoch seconds).",
+                                labels=["cluster"])
+    failures = GaugeMetricFamily("quotapilot_poll_consecutive_failures",
+                                 "Polls of the cluster that failed in a row.", labels=["cluster"])
+    errors = CounterMetricFamily("quotapilot_poll_errors", "Failed polls, by reason.",
+                                 labels=["cluster", "reason"])
+    dropped = CounterMetricFamily("quotapilot_samples_dropped",
+                                  "Samples refused as malformed or implausible, by reason.",
+                                  labels=["cluster", "reason"])
+    requests = CounterMetricFamily("quotapilot_vms_requests", "Requests made to the VMS (retries included).",
+                                   labels=["cluster"])
+    durations = HistogramMetricFamily("quotapilot_poll_duration_seconds",
+                                      "Wall time of one poll (all its VMS requests).", labels=["cluster"])
+    for cluster in snapshot.clusters.values():
+        labels = [cluster.name]
+        if cluster.capacity is not None:
+            usable.add_metric(labels, float(cluster.capacity.usable_bytes))
+            used.add_metric(labels, float(cluster.capacity.used_bytes))
+            free.add_metric(labels, float(cluster.capacity.free_bytes))
+        if cluster.ingest_bytes_per_second is not None:
+            bandwidth.add_metric(labels, cluster.ingest_bytes_per_second)
+        if cluster.health.last_success_t is not None:
+            last_ok.add_metric(labels, cluster.health.last_success_t)
+        failures.add_metric(labels, float(cluster.health.consecutive_failures))
+        for reason, count in sorted(cluster.poll_errors_total.items()):
+            errors.add_metric([cluster.name, reason], float(count))
+        for reason, count in sorted(cluster.samples_dropped_total.items()):
+            dropped.add_metric([cluster.name, reason], float(count))
+        requests.add_metric(labels, float(cluster.requests_total))
+        histogram = cluster.poll_duration
+        durations.add_metric(labels, [(le, float(n)) for le, n in histogram.cumulative()],
+                             histogram.total)
+    yield from (usable, used, free, bandwidth, last_ok, failures, errors, dropped, requests, durations)

@@ -1,0 +1,100 @@
+"""The per-cluster poll loop and its coordinator state.
+
+`PollerState` is the health of one cluster's polling (Home Assistant's DataUpdateCoordinator
+habit): last success, last failure, last error, failures in a row. It logs once when polling
+starts failing and once when it recovers — never a line per failed poll.
+
+`Poller.run()` calls one cycle per tick. Ticks are `interval` apart on the daemon's clock, the
+first one after a small random offset so several pollers do not fire together. A cycle that
+overruns its interval is measured and the ticks it missed are skipped, never stacked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from quotapilot.daemon.clock import Clock
+from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.supervisor import sleep_unless
+
+log = get_logger(__name__)
+
+
+@dataclass(slots=True)
+class PollerState:
+    """Health of one cluster's polling; updated by the daemon after every poll."""
+
+    cluster: str
+    last_success_t: float | None = None
+    last_failure_t: float | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    polls: int = 0
+    skipped_ticks: int = 0
+    last_duration_seconds: float | None = None
+
+    def record_success(self, t: float, duration_seconds: float) -> None:
+        if self.consecutive_failures:
+            log.info("poll.recovered", cluster=self.cluster, failures=self.consecutive_failures,
+                     outage_seconds=round(t - (self.last_success_t or t), 3))
+        elif self.last_success_t is None:
+            log.info("poll.first_success", cluster=self.cluster)
+        self.last_success_t = t
+        self.consecutive_failures = 0
+        self.polls += 1
+        self.last_duration_seconds = duration_seconds
+
+    def record_failure(self, t: float, error: str, duration_seconds: float) -> None:
+        if self.consecutive_failures == 0:
+            log.warning("poll.failed", cluster=self.cluster, error=error)
+        self.last_failure_t = t
+        self.last_error = error
+        self.consecutive_failures += 1
+        self.polls += 1
+        self.last_duration_seconds = duration_seconds
+
+    def age_seconds(self, now: float) -> float | None:
+        """How old the last good data is (None: never polled successfully)."""
+        return None if self.last_success_t is None else max(0.0, now - self.last_success_t)
+
+    def copy(self) -> PollerState:
+        return PollerState(self.cluster, self.last_success_t, self.last_failure_t, self.last_error,
+                           self.consecutive_failures, self.polls, self.skipped_ticks,
+                           self.last_duration_seconds)
+
+
+class Poller:
+    """Runs `cycle()` every `interval_seconds` of `clock` time until `stopping` is set."""
+
+    def __init__(self, state: PollerState, cycle: Callable[[], Awaitable[object]], clock: Clock, *,
+                 interval_seconds: float, jitter_ratio: float, rng: random.Random | None = None) -> None:
+        self.state = state
+        self._cycle = cycle
+        self._clock = clock
+        self.interval_seconds = interval_seconds
+        self.offset_seconds = (rng or random.Random()).uniform(0, jitter_ratio * interval_seconds)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Poll until `stopping` is set; a cycle in flight is finished, a wait is cut short."""
+        interval = self.interval_seconds
+        if not await sleep_unless(self._clock, self.offset_seconds, stopping):
+            return
+        next_tick = self._clock.now()
+        while not stopping.is_set():
+            started = self._clock.now()
+            await self._cycle()
+            now = self._clock.now()
+            next_tick += interval
+            if now > next_tick:
+                missed = math.floor((now - next_tick) / interval) + 1
+                next_tick += missed * interval
+                self.state.skipped_ticks += missed
+                log.warning("poll.overran", cluster=self.state.cluster,
+                            cycle_seconds=round(now - started, 3), interval_seconds=interval,
+                            skipped_ticks=missed)
+            if not await sleep_unless(self._clock, next_tick - now, stopping):
+                return

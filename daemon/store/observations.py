@@ -1,0 +1,105 @@
+"""Observation history: the raw tier (every poll sample, a few days) and an hourly tier (the last
+sample of each hour, weeks) that the forecaster warm-starts from after a restart.
+
+One poll is written in one transaction (`write_poll`), so a crash leaves either all of a poll's
+samples or none. Methods are blocking; async callers use `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from quotapilot.daemon.store.db import Database
+from quotapilot.forecasting.types import Observation, TargetId, TargetKind
+
+HOUR_SECONDS = 3600.0
+
+HistoryPoint = tuple[float, int, int | None]
+"""(t, used_bytes, used_inodes)"""
+
+_INSERT_RAW = """
+INSERT OR REPLACE INTO observations (cluster, target, path, kind, t, used_bytes, hard_limit_bytes,
+    soft_limit_bytes, used_inodes, hard_limit_inodes, soft_limit_inodes, state, quota_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_UPSERT_HOURLY = """
+INSERT INTO observations_hourly (cluster, target, path, kind, hour, t, used_bytes, hard_limit_bytes,
+    used_inodes, hard_limit_inodes)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (cluster, target, hour) DO UPDATE SET
+    path = excluded.path, t = excluded.t, used_bytes = excluded.used_bytes,
+    hard_limit_bytes = excluded.hard_limit_bytes, used_inodes = excluded.used_inodes,
+    hard_limit_inodes = excluded.hard_limit_inodes
+WHERE excluded.t >= observations_hourly.t
+"""
+
+
+class ObservationStore:
+    """Reads and writes the `observations` and `observations_hourly` tables."""
+
+    def __init__(self, db: Database, *, raw_retention_seconds: float,
+                 hourly_retention_seconds: float) -> None:
+        self.db = db
+        self.raw_retention_seconds = raw_retention_seconds
+        self.hourly_retention_seconds = hourly_retention_seconds
+
+    def write_poll(self, observations: Sequence[Observation]) -> None:
+        """Store one poll's validated samples in both tiers, in one transaction."""
+        if not observations:
+            return
+        raw = []
+        hourly = []
+        for obs in observations:
+            target = obs.target
+            raw.append((target.cluster, target.name, target.path, target.kind.value, obs.t,
+                        obs.used_bytes, obs.hard_limit_bytes, obs.soft_limit_bytes, obs.used_inodes,
+                        obs.hard_limit_inodes, obs.soft_limit_inodes, obs.state, obs.quota_id))
+            hourly.append((target.cluster, target.name, target.path, target.kind.value,
+                           obs.t - obs.t % HOUR_SECONDS, obs.t, obs.used_bytes, obs.hard_limit_bytes,
+                           obs.used_inodes, obs.hard_limit_inodes))
+        with self.db.transaction() as conn:
+            conn.executemany(_INSERT_RAW, raw)
+            conn.executemany(_UPSERT_HOURLY, hourly)
+
+    def history(self, target: TargetId, since: float) -> list[HistoryPoint]:
+        """`(t, used_bytes, used_inodes)` of one target from `since`, oldest first: hourly points
+        where the raw tier no longer reaches, every raw sample after that."""
+        raw = self.db.query(
+            "SELECT t, used_bytes, used_inodes FROM observations"
+            " WHERE cluster = ? AND target = ? AND t >= ? ORDER BY t",
+            (target.cluster, target.name, since))
+        first_raw = raw[0]["t"] if raw else None
+        hourly_sql = ("SELECT t, used_bytes, used_inodes FROM observations_hourly"
+                      " WHERE cluster = ? AND target = ? AND t >= ?")
+        params: tuple[object, ...] = (target.cluster, target.name, since)
+        if first_raw is not None:
+            hourly_sql += " AND t < ?"
+            params = (*params, first_raw)
+        hourly = self.db.query(hourly_sql + " ORDER BY t", params)
+        return [(row["t"], row["used_bytes"], row["used_inodes"]) for row in (*hourly, *raw)]
+
+    def latest(self, cluster: str) -> list[Observation]:
+        """The newest raw sample of every target of `cluster` (e.g. to show something at start)."""
+        rows = self.db.query(
+            "SELECT o.* FROM observations o JOIN ("
+            "  SELECT target, MAX(t) AS t FROM observations WHERE cluster = ? GROUP BY target"
+            ") newest ON o.target = newest.target AND o.t = newest.t WHERE o.cluster = ?",
+            (cluster, cluster))
+        return [
+            Observation(
+                target=TargetId(row["cluster"], row["target"], row["path"], TargetKind(row["kind"])),
+                t=row["t"], used_bytes=row["used_bytes"], hard_limit_bytes=row["hard_limit_bytes"],
+                soft_limit_bytes=row["soft_limit_bytes"], used_inodes=row["used_inodes"],
+                hard_limit_inodes=row["hard_limit_inodes"], soft_limit_inodes=row["soft_limit_inodes"],
+                state=row["state"], quota_id=row["quota_id"])
+            for row in rows
+        ]
+
+    def prune(self, now: float) -> tuple[int, int]:
+        """Delete samples past their tier's retention; returns (raw, hourly) rows deleted."""
+        with self.db.transaction() as conn:
+            raw = conn.execute("DELETE FROM observations WHERE t < ?",
+                               (now - self.raw_retention_seconds,)).rowcount
+            hourly = conn.execute("DELETE FROM observations_hourly WHERE t < ?",
+                                  (now - self.hourly_retention_seconds,)).rowcount
+        return raw, hourly

@@ -1,0 +1,131 @@
+"""Supervised root tasks (kopf's reactor habit).
+
+The supervisor starts named tasks (the only place quotapilot calls `create_task`), logs a crash
+with its traceback and keeps it for `/healthz` — nothing is restarted silently. `stop()` asks every
+task to finish (they watch `stopping`); after a bounded grace period the stragglers are cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from quotapilot.daemon.clock import Clock
+from quotapilot.daemon.logs import get_logger
+
+log = get_logger(__name__)
+
+TaskFactory = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+"""A root task: an async function taking the `stopping` event; it should return soon after the
+event is set (it is cancelled after the grace period otherwise)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCrash:
+    """A supervised task that ended with an exception."""
+
+    name: str
+    error: str
+    t: float
+
+
+async def sleep_unless(clock: Clock, seconds: float, stopping: asyncio.Event) -> bool:
+    """Sleep `seconds` on `clock` unless `stopping` is set first. True when the sleep completed."""
+    if stopping.is_set():
+        return False
+    if seconds <= 0:
+        await asyncio.sleep(0)
+        return not stopping.is_set()
+    sleeper = asyncio.create_task(clock.sleep(seconds), name="sleep")
+    stopper = asyncio.create_task(stopping.wait(), name="sleep-stopper")
+    try:
+        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, stopper):
+            task.cancel()
+        await asyncio.gather(sleeper, stopper, return_exceptions=True)
+    return not stopping.is_set()
+
+
+class Supervisor:
+    """Runs named root tasks until `stop()`; crashes are kept in `crashes`."""
+
+    def __init__(self, *, shutdown_timeout_seconds: float) -> None:
+        self.shutdown_timeout_seconds = shutdown_timeout_seconds
+        self.stopping = asyncio.Event()
+        self.crashes: dict[str, TaskCrash] = {}
+        self._factories: dict[str, TaskFactory] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._running = False
+
+    def add(self, name: str, factory: TaskFactory) -> None:
+        """Register a root task; started by `run()` (or at once if already running)."""
+        if name in self._factories:
+            raise ValueError(f"duplicate task name {name!r}")
+        self._factories[name] = factory
+        if self._running:
+            self._start(name, factory)
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(self._factories)
+
+    def running(self) -> tuple[str, ...]:
+        return tuple(name for name, task in self._tasks.items() if not task.done())
+
+    def stop(self) -> None:
+        """Ask every task to finish (idempotent; safe from a signal handler)."""
+        if not self.stopping.is_set():
+            log.info("supervisor.stopping", tasks=list(self.running()))
+        self.stopping.set()
+
+    def _start(self, name: str, factory: TaskFactory) -> None:
+        task = asyncio.create_task(self._guard(name, factory), name=name)
+        self._tasks[name] = task
+
+    async def _guard(self, name: str, factory: TaskFactory) -> None:
+        try:
+            await factory(self.stopping)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.crashes[name] = TaskCrash(name, f"{type(exc).__name__}: {exc}", time.time())
+            log.error("task.crashed", task=name, error=str(exc), exc_info=True)
+        else:
+            if not self.stopping.is_set():
+                log.warning("task.exited", task=name)
+
+    async def run(self, teardown: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Start every task, wait for `stop()`, drain within the grace period, then cancel the
+        rest; `teardown` runs last, shielded from cancellation."""
+        self._running = True
+        try:
+            for name, factory in self._factories.items():
+                self._start(name, factory)
+            await self.stopping.wait()
+            await self._drain()
+        finally:
+            self._running = False
+            await self._cancel_all()
+            if teardown is not None:
+                await asyncio.shield(teardown())
+
+    async def _drain(self) -> None:
+        pending = [t for t in self._tasks.values() if not t.done()]
+        if not pending:
+            return
+        started = time.monotonic()
+        _, still = await asyncio.wait(pending, timeout=self.shutdown_timeout_seconds)
+        if still:
+            log.warning("supervisor.grace_expired", tasks=sorted(t.get_name() for t in still),
+                        waited_seconds=round(time.monotonic() - started, 3))
+
+    async def _cancel_all(self) -> None:
+        pending = [t for t in self._tasks.values() if not t.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
