@@ -110,6 +110,7 @@ MIGRATIONS: tuple[str, ...] = (
         status TEXT NOT NULL,            -- granted | refused | released | expired
         response_status INTEGER NOT NULL,
         response TEXT NOT NULL,          -- JSON answer, replayed for the same idempotency key
+        request TEXT NOT NULL DEFAULT '{}',  -- JSON of the request, so a reused key with other values is refused
         created_at REAL NOT NULL,
         expires_at REAL NOT NULL,
         released_at REAL

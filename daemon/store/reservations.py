@@ -1,0 +1,157 @@
+"""Reservations: capacity a pipeline has set aside on a target, until it releases it or its TTL ends.
+
+A reservation is demand the planner counts on top of the observed usage (see
+`active_reservations`). Every answer to `POST /api/v1/reservations` is stored with its
+idempotency key — refusals too — so a client retrying the same request gets the same status and
+body, even across daemon restarts.
+
+Expiry is evaluated against `now` in every query (an expired row is never counted as active even
+before `expire()` has marked it), so no background task is needed for correctness; `expire()`
+only keeps the `status` column honest for the audit.
+
+Blocking SQLite calls: call them from asyncio code through `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from quotapilot.daemon.store.db import Database
+
+ReservationStatus = Literal["granted", "refused", "released", "expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReservedCapacity:
+    """Sum of the active reservations of one target."""
+
+    bytes: int = 0
+    inodes: int = 0
+    count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """One stored reservation (or refusal) and the answer it was given."""
+
+    id: str
+    idempotency_key: str
+    cluster: str
+    target: str
+    bytes: int
+    inodes: int
+    status: ReservationStatus
+    response_status: int
+    response: dict[str, Any]
+    request: dict[str, Any]
+    created_at: float
+    expires_at: float
+    released_at: float | None
+
+    def effective_status(self, now: float) -> ReservationStatus:
+        """`status`, with a granted reservation past its TTL reported as expired."""
+        if self.status == "granted" and self.expires_at <= now:
+            return "expired"
+        return self.status
+
+
+def new_reservation_id() -> str:
+    return "rsv_" + uuid.uuid4().hex[:20]
+
+
+def _row(row: sqlite3.Row) -> Reservation:
+    return Reservation(
+        id=row["id"], idempotency_key=row["idempotency_key"], cluster=row["cluster"],
+        target=row["target"], bytes=row["bytes"], inodes=row["inodes"], status=row["status"],
+        response_status=row["response_status"], response=json.loads(row["response"]),
+        request=json.loads(row["request"]), created_at=row["created_at"],
+        expires_at=row["expires_at"], released_at=row["released_at"])
+
+
+class ReservationStore:
+    """The `reservations` table."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def find_by_key(self, idempotency_key: str) -> Reservation | None:
+        rows = self.db.query("SELECT * FROM reservations WHERE idempotency_key = ?", (idempotency_key,))
+        return _row(rows[0]) if rows else None
+
+    def get(self, reservation_id: str) -> Reservation | None:
+        rows = self.db.query("SELECT * FROM reservations WHERE id = ?", (reservation_id,))
+        return _row(rows[0]) if rows else None
+
+    def record(self, reservation: Reservation) -> Reservation:
+        """Store an answer. If the idempotency key is already stored (a concurrent duplicate),
+        the stored one wins and is returned; otherwise `reservation` is."""
+        try:
+            with self.db.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO reservations (id, idempotency_key, cluster, target, bytes, inodes, status,"
+                    " response_status, response, request, created_at, expires_at, released_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (reservation.id, reservation.idempotency_key, reservation.cluster, reservation.target,
+                     reservation.bytes, reservation.inodes, reservation.status, reservation.response_status,
+                     json.dumps(reservation.response, sort_keys=True),
+                     json.dumps(reservation.request, sort_keys=True), reservation.created_at,
+                     reservation.expires_at, reservation.released_at))
+        except sqlite3.IntegrityError:
+            existing = self.find_by_key(reservation.idempotency_key)
+            if existing is None:
+                raise
+            return existing
+        return reservation
+
+    def release(self, reservation_id: str, now: float) -> Reservation | None:
+        """Release a granted reservation; releasing twice, or after expiry, changes nothing.
+        Returns the reservation as it now stands, or None when there is no such id."""
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE reservations SET status = 'released', released_at = ?"
+                " WHERE id = ? AND status = 'granted' AND expires_at > ?",
+                (now, reservation_id, now))
+        return self.get(reservation_id)
+
+    def expire(self, now: float) -> int:
+        """Mark granted reservations past their TTL as expired; returns how many."""
+        with self.db.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE reservations SET status = 'expired' WHERE status = 'granted' AND expires_at <= ?", (now,))
+            return cursor.rowcount
+
+    def active_reservations(self, cluster: str, target: str, now: float) -> ReservedCapacity:
+        """Total bytes and inodes set aside on one target at `now` (the planner's extra demand)."""
+        rows = self.db.query(
+            "SELECT COALESCE(SUM(bytes), 0) AS b, COALESCE(SUM(inodes), 0) AS i, COUNT(*) AS n"
+            " FROM reservations WHERE cluster = ? AND target = ? AND status = 'granted' AND expires_at > ?",
+            (cluster, target, now))
+        return ReservedCapacity(bytes=int(rows[0]["b"]), inodes=int(rows[0]["i"]), count=int(rows[0]["n"]))
+
+    def active_totals(self, now: float) -> dict[tuple[str, str], ReservedCapacity]:
+        """`active_reservations` of every target at once, keyed by (cluster, target name)."""
+        rows = self.db.query(
+            "SELECT cluster, target, SUM(bytes) AS b, SUM(inodes) AS i, COUNT(*) AS n FROM reservations"
+            " WHERE status = 'granted' AND expires_at > ? GROUP BY cluster, target", (now,))
+        return {(r["cluster"], r["target"]): ReservedCapacity(int(r["b"]), int(r["i"]), int(r["n"])) for r in rows}
+
+    def list_active(self, now: float, *, cluster: str | None = None, target: str | None = None) -> list[Reservation]:
+        """Granted, unexpired reservations, oldest first, optionally of one target."""
+        sql = "SELECT * FROM reservations WHERE status = 'granted' AND expires_at > ?"
+        params: list[object] = [now]
+        if cluster is not None:
+            sql += " AND cluster = ?"
+            params.append(cluster)
+        if target is not None:
+            sql += " AND target = ?"
+            params.append(target)
+        return [_row(r) for r in self.db.query(sql + " ORDER BY created_at, id", tuple(params))]
+
+
+def active_reservations(db: Database, cluster: str, target: str, now: float) -> ReservedCapacity:
+    """Convenience for callers holding only the database (the growth stage)."""
+    return ReservationStore(db).active_reservations(cluster, target, now)

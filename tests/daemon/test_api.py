@@ -1,0 +1,312 @@
+"""The /api/v1 routes against a daemon faked at our boundary (snapshot from plain data, real
+SQLite store, virtual clock): reads, preflight, reservations, overrides, auth and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from api_fakes import TB, TIB, FakeDaemon, api_client, auth, default_quotas, make_settings
+
+from quotapilot.daemon.store.db import Database
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> FakeDaemon:
+    settings = make_settings(tmp_path)
+    return FakeDaemon(settings=settings, db=Database(settings.store.path), quotas=default_quotas())
+
+
+def enforce(daemon: FakeDaemon, tmp_path: Path, **policy: object) -> None:
+    daemon.settings = make_settings(tmp_path, policy={"mode": "enforce", **policy})
+
+
+class TestReads:
+    """Targets are listed with usage, runway and overrides; addressed by name or path."""
+
+    async def test_list_targets(self, daemon: FakeDaemon) -> None:
+        async with api_client(daemon) as client:
+            resp = await client.get("/api/v1/targets")
+            assert resp.status == 200
+            body = await resp.json()
+        names = [t["name"] for t in body["targets"]]
+        assert names == ["cosmos7-processed", "cosmos7-raw", "cosmos7-temp"]
+        raw = body["targets"][1]
+        assert raw["used_bytes"] == 60 * TIB
+        assert pytest.approx(raw["utilization_ratio"]) == 0.6
+        assert raw["runway_seconds"]["p90"] < raw["runway_seconds"]["p50"]
+        assert raw["mode"] == "observe"
+        assert raw["paused"] is False
+        assert len(body["clusters"]) == 1
+
+    @pytest.mark.parametrize("url", [
+        "/api/v1/targets/cosmos7-raw",
+        "/api/v1/targets/%2Fcosmos7%2Fraw",
+        "/api/v1/targets/by-path?path=/cosmos7/raw",
+    ])
+    async def test_one_target_by_name_or_path(self, daemon: FakeDaemon, url: str) -> None:
+        from yarl import URL
+        async with api_client(daemon) as client:
+            resp = await client.get(URL(url, encoded=True))
+            assert resp.status == 200
+            assert (await resp.json())["path"] == "/cosmos7/raw"
+
+    async def test_unknown_target_is_404_json(self, daemon: FakeDaemon) -> None:
+        async with api_client(daemon) as client:
+            resp = await client.get("/api/v1/targets/nope")
+            assert resp.status == 404
+            assert (await resp.json())["error"]["code"] == "unknown_target"
+
+    async def test_openapi_document_is_served(self, daemon: FakeDaemon) -> None:
+        async with api_client(daemon) as client:
+            resp = await client.get("/api/v1/openapi.json")
+            doc = await resp.json()
+        assert doc["openapi"].startswith("3")
+        assert "/api/v1/preflight" in doc["paths"]
+
+    async def test_actions_empty_trail(self, daemon: FakeDaemon) -> None:
+        async with api_client(daemon) as client:
+            resp = await client.get("/api/v1/actions?target=/cosmos7/raw")
+            assert resp.status == 200
+            assert await resp.json() == {"actions": []}
+
+
+class TestPreflight:
+    """Room is judged after the p90 forecast growth over needed_for, not just limit − used."""
+
+    async def test_small_write_fits(self, daemon: FakeDaemon) -> None:
+        async with api_client(daemon) as client:
+            resp = await client.post("/api/v1/preflight", json={"target": "/cosmos7/processed", "bytes": "1TB"})
+            body = await resp.json()
+        assert resp.status == 200
+        assert body["fits"] is True and body["fits_now"] is True
+        assert body["action"]["kind"] == "none"
+
+    async def test_forecast_growth_eats_the_room(self, daemon: FakeDaemon) -> None:
+        # raw: 40 TiB free now, but ~60 TB (p90) arrive over a day
+        request = {"target": "cosmos7-raw", "bytes": 20 * TIB, "needed_for": "24h"}
+        async with api_client(daemon) as client:
+            body = await (await client.post("/api/v1/preflight", json=request)).json()
+            short = await (await client.post("/api/v1/preflight", json={**request, "needed_for": 60})).json()
+        assert body["fits_now"] is True
+        assert body["fits"] is False
+        assert body["bytes"]["forecast_growth"] == pytest.approx(60 * TB, rel=0.05)
+        assert body["bytes"]["room_after_forecast"] < 20 * TIB <= body["bytes"]["room_now"]
+        assert body["action"]["kind"] == "blocked" and body["action"]["guard"] == "observe_mode"
+        assert short["fits"] is True
+
+    async def test_enforce_mode_says_what_it_would_grow_to(self, daemon: FakeDaemon, tmp_path: Path) -> None:
+        enforce(daemon, tmp_path)
+        async with api_client(daemon) as client:
+            body = await (await client.post("/api/v1/preflight", json={
+                "target": "cosmos7-raw", "bytes": 80 * TIB, "needed_for": "6h"})).json()
+        assert body["fits"] is False
+        assert body["action"]["kind"] == "grow"
+        assert body["action"]["new_hard_limit_bytes"] >= 60 * TIB + 80 * TIB
+        assert body["earliest_fit_at"] == daemon.clock.now()
+
+    async def test_ceiling_blocks(self, daemon: FakeDaemon, tmp_path: Path) -> None:
+        enforce(daemon, tmp_path, max_hard_limit_bytes="120TiB")
+        async with api_client(daemon) as client:
+            resp = await client.post("/api/v1/preflight", json={"target": "cosmos7-raw", "bytes": "80TiB"})
+            body = await resp.json()
+        assert body["action"]["kind"] == "blocked"
+        assert body["action"]["guard"] in ("ceiling", "max_growth")
+
+    @pytest.mark.parametrize(("payload", "field"), [
+        ({"target": "cosmos7-raw", "bytes": "lots"}, "bytes"),
+        ({"target": "cosmos7-raw", "bytes": -1}, "bytes"),
+        ({"target": "cosmos7-raw"}, "bytes"),
+        ({"target": "cosmos7-raw", "bytes": 1, "needed_for": "forever"}, "needed_for"),
+        ({"target": "cosmos7-raw", "bytes": 1, "color": "red"}, "color"),
+        ([1, 2], "body"),
+    ])
+    async def test_bad_values_are_400_naming_the_field(self, daemon: FakeDaemon, payload: object,
+                                                         field: str) -> None:
+        async with api_client(daemon) as client:
+            resp = await client.post("/api/v1/preflight", json=payload)
+            body = await resp.json()
+        assert resp.status == 400
+        assert field == body["error"]["field"]
+
+    async def test_not_json_is_400(self, daemon: FakeDaemon) -> None:
+        async with api_client(daemon) as client:
+            resp = await client.post("/api/v1/preflight", data=b"{not json")
+            assert resp.status == 400
+            assert (await resp.json())["error"]["code"] == "bad_json"
+
+    async def test_body_too_large_is_413(self, daemon: FakeDaemon) -> None:
+        async with api_client(daemon) as client:
+            resp = await client.post("/api/v1/preflight", data=b"{" + b" " * 70_000 + b"}")
+            assert resp.status == 413
+
+    async def test_unknown_target_is_404(self, daemon: FakeDaemon) -> None:
+        async with api_client(daemon) as client:
+            resp = await client.post("/api/v1/preflight", json={"target": "/no/such/path", "bytes": 1})
+            assert resp.status == 404
+            assert (await resp.json())["error"]["field"] == "target"
+
+
+class TestAuth:
+    """Writes need the bearer token; without a configured token they are refused, saying why."""
+
+    async def test_missing_and_wrong_token_are_401(self, daemon: FakeDaemon) -> None:
+        body = {"target": "cosmos7-raw", "bytes": 1, "ttl": "1h", "idempotency_key": "k"}
+        async with api_client(daemon) as client:
+            missing = await client.post("/api/v1/reservations", json=body)
+            wrong = await client.post("/api/v1/reservations", json=body, headers=auth("guess"))
+            assert missing.status == 401 and wrong.status == 401
+            assert "Bearer" in missing.headers["WWW-Authenticate"]
+            assert (await wrong.json())["error"]["code"] == "unauthorized"
+
+    async def test_no_token_configured_refuses_writes(self, tmp_path: Path) -> None:
+        settings = make_settings(tmp_path, write_token=None)
+        daemon = FakeDaemon(settings=settings, db=Database(tmp_path / "s.db"), quotas=default_quotas())
+        async with api_client(daemon) as client:
+            resp = await client.post("/api/v1/killswitch", json={"enabled": True}, headers=auth())
+            body = await resp.json()
+        assert resp.status == 403
+        assert "write_token" in body["error"]["message"]
+
+    async def test_token_from_file(self, tmp_path: Path) -> None:
+        (tmp_path / "token").write_text("from-file\n")
+        settings = make_settings(tmp_path, write_token=None, write_token_file=str(tmp_path / "token"))
+        daemon = FakeDaemon(settings=settings, db=Database(tmp_path / "s.db"), quotas=default_quotas())
+        async with api_client(daemon) as client:
+            resp = await client.post("/api/v1/killswitch", json={"enabled": False}, headers=auth("from-file"))
+            assert resp.status == 200
+
+
+class TestReservations:
+    """Granted capacity counts as demand; the same key gets the same answer; TTL and release end it."""
+
+    async def test_grant_counts_against_later_preflights(self, daemon: FakeDaemon) -> None:
+        async with api_client(daemon) as client:
+            resp = await client.post("/api/v1/reservations", headers=auth(), json={
+                "target": "/cosmos7/processed", "bytes": "30TiB", "ttl": "2h", "idempotency_key": "run-1"})
+            granted = await resp.json()
+            assert resp.status == 201
+            assert granted["status"] == "granted"
+            assert daemon.clock.now() + 7200 == granted["expires_at"]
+            pre = await (await client.post("/api/v1/preflight", json={
+                "target": "/cosmos7/processed", "bytes": 1})).json()
+            assert pre["bytes"]["reserved"] == 30 * TIB
+            listed = await (await client.get("/api/v1/targets/cosmos7-processed")).json()
+            assert listed["reserved_bytes"] == 30 * TIB
+
+    async def test_same_key_same_answer(self, daemon: FakeDaemon) -> None:
+        body = {"target": "cosmos7-temp", "bytes": 10**9, "ttl": 3600, "idempotency_key": "k2"}
+        async with api_client(daemon) as client:
+            first = await client.post("/api/v1/reservations", json=body, headers=auth())
+            daemon.clock.advance(60)
+            second = await client.post("/api/v1/reservations", json=body, headers=auth())
+            assert first.status == second.status == 201
+            assert await first.json() == await second.json()
+            other = await client.post("/api/v1/reservations", json={**body, "bytes": 5}, headers=auth())
+            assert other.status == 422
+            active = await (await client.get("/api/v1/reservations")).json()
+            assert len(active["reservations"]) == 1
+
+    async def test_release_and_expiry(self, daemon: FakeDaemon) -> None:
+        async with api_client(daemon) as client:
+            a = await (await client.post("/api/v1/reservations", headers=auth(), json={
+                "target": "cosmos7-temp", "bytes": "1TiB", "ttl": "1h", "idempotency_key": "a"})).json()
+            b = await (await client.post("/api/v1/reservations", headers=auth(), json={
+                "target": "cosmos7-temp", "bytes": "2TiB", "ttl": "3h", "idempotency_key": "b"})).json()
+            released = await client.delete(f"/api/v1/reservations/{a['id']}", headers=auth())
+            assert released.status == 200
+            assert (await released.json())["status"] == "released"
+            unauth = await client.delete(f"/api/v1/reservations/{b['id']}")
+            assert unauth.status == 401
+            daemon.clock.advance(3 * 3600 + 1)
+            expired = await (await client.get(f"/api/v1/reservations/{b['id']}")).json()
+            assert expired["status"] == "expired"
+            pre = await (await client.post("/api/v1/preflight", json={"target": "cosmos7-temp", "bytes": 1})).json()
+            assert pre["bytes"]["reserved"] == 0
+            missing = await client.delete("/api/v1/reservations/rsv_nope", headers=auth())
+            assert missing.status == 404
+
+    async def test_survives_restart(self, daemon: FakeDaemon) -> None:
+        async with api_client(daemon) as client:
+            await client.post("/api/v1/reservations", headers=auth(), json={
+                "target": "cosmos7-temp", "bytes": "1TiB", "ttl": "1h", "idempotency_key": "keep"})
+        daemon.db.close()
+        reborn = FakeDaemon(settings=daemon.settings, db=Database(daemon.settings.store.path), clock=daemon.clock,
+                            quotas=daemon.quotas)
+        async with api_client(reborn) as client:
+            listed = await (await client.get("/api/v1/reservations?target=cosmos7-temp")).json()
+        assert [r["idempotency_key"] for r in listed["reservations"]] == ["keep"]
+
+    async def test_refused_in_observe_mode_with_the_reason(self, daemon: FakeDaemon) -> None:
+        async with api_client(daemon) as client:
+            resp = await client.post("/api/v1/reservations", headers=auth(), json={
+                "target": "cosmos7-raw", "bytes": "50TiB", "ttl": "1h", "idempotency_key": "big"})
+            body = await resp.json()
+        assert resp.status == 409
+        assert body["guard"] == "observe_mode"
+        assert body["status"] == "refused"
+
+    async def test_grant_that_needs_growth_asks_for_a_cycle(self, daemon: FakeDaemon, tmp_path: Path) -> None:
+        enforce(daemon, tmp_path)
+        async with api_client(daemon) as client:
+            resp = await client.post("/api/v1/reservations", headers=auth(), json={
+                "target": "cosmos7-raw", "bytes": "50TiB", "ttl": "1h", "idempotency_key": "grow"})
+            body = await resp.json()
+        assert resp.status == 201
+        assert body["action"]["kind"] == "grow"
+        assert daemon.cycles_requested == ["sim"]
+
+    async def test_cluster_reserve_refuses_with_507(self, daemon: FakeDaemon, tmp_path: Path) -> None:
+        enforce(daemon, tmp_path)
+        daemon.free_bytes = 120 * TIB  # reserve is 100 TiB of 1000: 20 TiB of room to grow
+        async with api_client(daemon) as client:
+            resp = await client.post("/api/v1/reservations", headers=auth(), json={
+                "target": "cosmos7-raw", "bytes": "80TiB", "ttl": "1h", "idempotency_key": "huge"})
+            body = await resp.json()
+        assert resp.status == 507
+        assert body["guard"] == "cluster_reserve"
+        assert body["earliest_at"] is None
+
+    async def test_paused_target_refuses_with_earliest_time(self, daemon: FakeDaemon, tmp_path: Path) -> None:
+        enforce(daemon, tmp_path)
+        async with api_client(daemon) as client:
+            pause = await client.post("/api/v1/targets/cosmos7-raw/pause", headers=auth(),
+                                      json={"until": "2h", "reason": "migration"})
+            assert pause.status == 200
+            resp = await client.post("/api/v1/reservations", headers=auth(), json={
+                "target": "cosmos7-raw", "bytes": "50TiB", "ttl": "1h", "idempotency_key": "p"})
+            body = await resp.json()
+        assert resp.status == 409
+        assert body["guard"] == "paused"
+        assert daemon.clock.now() + 7200 == body["earliest_at"]
+
+
+class TestOverrides:
+    """Pause/resume per target and the kill switch, over HTTP, visible in the targets."""
+
+    async def test_pause_resume(self, daemon: FakeDaemon) -> None:
+        async with api_client(daemon) as client:
+            resp = await client.post("/api/v1/targets/%2Fcosmos7%2Fraw/pause", headers=auth(), json={"reason": "x"})
+            assert resp.status == 200
+            shown = await (await client.get("/api/v1/targets/cosmos7-raw")).json()
+            assert shown["paused"] is True and shown["pause_reason"] == "x"
+            resp = await client.post("/api/v1/targets/cosmos7-raw/resume", headers=auth())
+            assert resp.status == 200
+            shown = await (await client.get("/api/v1/targets/cosmos7-raw")).json()
+            assert shown["paused"] is False
+            bad = await client.post("/api/v1/targets/cosmos7-raw/pause", headers=auth(), json={"until": "soon"})
+            assert bad.status == 400 and (await bad.json())["error"]["field"] == "until"
+            assert (await client.post("/api/v1/targets/cosmos7-raw/resume")).status == 401
+            assert (await client.post("/api/v1/targets/nope/resume", headers=auth())).status == 404
+
+    async def test_kill_switch(self, daemon: FakeDaemon) -> None:
+        async with api_client(daemon) as client:
+            on = await (await client.post("/api/v1/killswitch", headers=auth(),
+                                          json={"enabled": True, "reason": "incident"})).json()
+            assert on["enabled"] is True and on["reason"] == "incident"
+            listed = await (await client.get("/api/v1/targets")).json()
+            assert listed["kill_switch"] is True
+            off = await (await client.post("/api/v1/killswitch", headers=auth(), json={"enabled": False})).json()
+            assert off["enabled"] is False
+            assert (await client.post("/api/v1/killswitch", headers=auth(), json={"enabled": "maybe"})).status == 400
+
