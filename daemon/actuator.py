@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -48,6 +48,9 @@ from quotapilot.forecasting.types import (
     TargetId,
     TargetKind,
 )
+
+if TYPE_CHECKING:
+    from quotapilot.daemon.app import Daemon
 
 log = get_logger(__name__)
 
@@ -136,6 +139,31 @@ class GrowthStage:
         self._views_done: set[tuple[str, str]] = set()
         self._previous: dict[TargetId, Observation] = {}
         self._recorded_guard: dict[tuple[TargetId, Dimension], str] = {}
+
+    @classmethod
+    def for_daemon(cls, daemon: Daemon, *, planner: Planner = plan_cycle) -> GrowthStage:
+        """The stage as `build_stages()` wires it: the daemon's store, collectors, clock, and the
+        pre-flight API's active reservations as extra demand."""
+        reserved_totals: ReservedTotals | None = None
+        try:
+            from quotapilot.daemon.store.reservations import ReservationStore
+        except ImportError:  # the pre-flight API is optional
+            pass
+        else:
+            reserved_totals = ReservationStore(daemon.db).active_totals
+        stage = cls(daemon.settings, daemon.db, lambda cluster: daemon.collectors[cluster], daemon.clock,
+                    planner=planner, reserved_totals=reserved_totals)
+        daemon.set_mode(stage.mode)
+        return stage
+
+    async def open(self) -> None:
+        """On start: settle what a crash left behind, before any new action (best effort: a VMS
+        that cannot be reached now is reconciled at the cluster's first successful cycle)."""
+        for cluster in self.settings.clusters:
+            try:
+                await self.reconcile(cluster.name)
+            except (TemporaryError, PermanentError, OSError) as exc:
+                log.warning("growth.reconcile_deferred", cluster=cluster.name, error=str(exc))
 
     @property
     def mode(self) -> str:

@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector as PrometheusCollector
 
 from quotapilot.daemon import __version__
+from quotapilot.daemon.actuator import GrowthStage
 from quotapilot.daemon.clock import Clock, SystemClock
 from quotapilot.daemon.collector import Collector
 from quotapilot.daemon.cycle import CycleContext, Stage
@@ -93,7 +94,7 @@ def build_stages(daemon: Daemon) -> list[Stage]:
     """
     stages: list[Stage] = [StoreStage(daemon.observations)]
     # FORECAST (issue 4): stages.append(ForecasterStage(daemon))   # daemon/forecaster.py
-    # GROWTH (issue 5):   stages.append(ActuatorStage(daemon))     # daemon/actuator.py
+    stages.append(GrowthStage.for_daemon(daemon))                # GROWTH (issue 5)
     # ALERTS (issue 6):   stages.append(AlertingStage(daemon))     # daemon/alerting.py
     return stages
 
@@ -103,7 +104,7 @@ def build_collectors(daemon: Daemon) -> list[PrometheusCollector]:
     `collect()`. Each owner adds theirs with a one-line edit."""
     collectors: list[PrometheusCollector] = []
     # FORECAST (issue 4): collectors.append(ForecastCollector(daemon))
-    # GROWTH (issue 5):   collectors.append(ActuatorCollector(daemon))
+    collectors.extend(s.metrics() for s in daemon.stages if isinstance(s, GrowthStage))  # GROWTH (issue 5)
     # ALERTS (issue 6):   collectors.append(AlertingCollector(daemon))
     return collectors
 
