@@ -1,0 +1,68 @@
+"""`quotapilot simulator`: the built-in VMS simulator alone, serving HTTPS until SIGTERM/SIGINT.
+
+With `--json` the first stdout line is one JSON object with everything a client needs
+(`address`, `ca_file`, `token`, `user`, `password`, `scenario`, `speed`); logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+
+from quotapilot.daemon.clock import ScaledClock
+from quotapilot.daemon.errors import ConfigError
+from quotapilot.daemon.logs import configure_logging, get_logger
+
+log = get_logger(__name__)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from quotapilot.daemon.simulator.server import SimulatorServer
+
+    clock = ScaledClock(args.speed)
+    sim = SimulatorServer(args.scenario, clock=clock, seed=args.seed, host=args.host, port=args.port,
+                          extra_quotas=args.quotas or 0, state_dir=args.state_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with sim:
+            info = {**sim.client_info(), "speed": args.speed}
+            if args.json:
+                sys.stdout.write(json.dumps(info) + "\n")
+            else:
+                sys.stdout.write(
+                    f"quotapilot simulator: scenario {info['scenario']} at https://{info['address']}/api/latest/ "
+                    f"(speed x{args.speed:g})\n  CA file: {info['ca_file']}\n  token:   {info['token']}\n"
+                    f"  user:    {info['user']} / {info['password']}\n"
+                    f"  faults:  POST https://{info['address']}/_sim/faults   summary: GET /_sim/summary\n")
+            sys.stdout.flush()
+            await stop.wait()
+            log.info("simulator.stopping", summary_write_failures=sim.engine.summary()["write_failures"])
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    """Run the simulator until SIGTERM/SIGINT; exit 0 (2 on a bad scenario or flag)."""
+    configure_logging("info")
+    if args.speed <= 0:
+        sys.stderr.write("quotapilot simulator: --speed must be > 0\n")
+        return 2
+    if args.quotas is not None and args.quotas < 0:
+        sys.stderr.write("quotapilot simulator: --quotas must be >= 0\n")
+        return 2
+    try:
+        return asyncio.run(_serve(args))
+    except ConfigError as exc:
+        sys.stderr.write(f"quotapilot simulator: {exc}\n")
+        return 2
+    except OSError as exc:
+        sys.stderr.write(f"quotapilot simulator: cannot serve on {args.host}:{args.port}: {exc}\n")
+        return 1

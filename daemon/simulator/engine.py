@@ -1,0 +1,761 @@
+"""The simulated cluster: the ground truth behind the simulator's REST answers.
+
+One `Engine` holds a cluster pool of finite usable capacity, directory quotas (bytes and inodes,
+hard and soft limits, grace periods), views and view policies, and the write streams of a
+`Scenario` landing in the views' paths.
+
+Time. Writes are integrated lazily, on a fixed absolute grid of `scenario.step_seconds`
+(multiples of the step since the epoch): every request first calls `advance_to(clock.now())`,
+which integrates all whole sub-steps that ended by then. The random parts (noise, random bursts)
+are drawn from a counter-based hash of (seed, stream, step index), so the same seed gives the
+same run whatever the timing or the number of the requests that drove it.
+
+Enforcement. In each sub-step a stream offers bytes and files to its path; the quota accepts what
+fits under its hard limits (bytes and inodes) and what the pool still holds, and refuses the
+rest. Refused writes are the *write failures* the growth policy is judged by. A quota whose soft
+limit is exceeded for longer than its grace period is `GRACE_EXPIRED` and refuses all writes
+until usage drops under the soft limit again. A limit changed by PATCH applies from the next
+sub-step on (the engine is integrated up to the request time before the change).
+
+Scale. Scenario streams are integrated step by step (numpy over the streams, and whole batches at
+once while nothing can hit a limit). `extra_quotas` (benchmark filler) follow a closed form
+`used(t) = min(hard, used0 + rate * (t - t0))`, cost nothing until listed, and are not part of
+the write-failure and utilization ground truth.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from quotapilot.daemon.simulator.scenario import Scenario, ViewSpec
+
+FloatArray = npt.NDArray[np.float64]
+BLOCK_BYTES = 32 * 1024  # VAST counts quota usage in 32 KiB blocks
+TB = 10**12
+_DAY = 86400.0
+
+
+class EngineError(ValueError):
+    """A refused request, as VMS answers 400: `field` names the offending field."""
+
+    def __init__(self, field: str, reason: str, status: int = 400) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+        self.status = status
+
+
+class NotFound(LookupError):
+    """No such object (404)."""
+
+
+# -- counter-based randomness: same (seed, stream, step) -> same number, whatever the call order --
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """splitmix64 finaliser (wrapping uint64 arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = x + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _M1
+        z = (z ^ (z >> np.uint64(27))) * _M2
+        return z ^ (z >> np.uint64(31))
+
+
+def hash_uniform(seed: int, stream: int, index: int, counters: npt.ArrayLike) -> FloatArray:
+    """Uniform [0, 1) numbers keyed by (seed, stream, index, counter)."""
+    c = np.asarray(counters, dtype=np.int64).astype(np.uint64)
+    key = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+    key = _mix(key ^ np.uint64(stream * 1_000_003 + index))
+    bits = _mix(c ^ key)
+    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+
+
+def hash_normal(seed: int, stream: int, index: int, counters: npt.ArrayLike) -> FloatArray:
+    """Standard normal numbers keyed like `hash_uniform` (Box-Muller)."""
+    u1 = hash_uniform(seed, stream, 2 * index, counters)
+    u2 = hash_uniform(seed, stream, 2 * index + 1, counters)
+    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * math.pi * u2)
+
+
+_RNG_BURST, _RNG_NOISE = 1, 2
+
+
+@dataclass
+class QuotaRecord:
+    """A directory quota. Limits of 0 mean "no limit", as in VMS."""
+
+    id: int
+    name: str
+    path: str
+    hard_limit: int
+    soft_limit: int
+    hard_limit_inodes: int = 0
+    soft_limit_inodes: int = 0
+    grace_period_seconds: float = 0.0
+    guid: str = ""
+    stream: int | None = None
+    soft_since: float | None = None  # when the soft limit was first exceeded (grace timer)
+
+
+@dataclass
+class ViewRecord:
+    id: int
+    name: str
+    path: str
+    policy_id: int
+    protocols: list[str]
+    guid: str = ""
+    bucket: str = ""
+    create_dir: bool = True
+
+
+@dataclass
+class PolicyRecord:
+    id: int
+    name: str
+    guid: str = ""
+
+
+@dataclass
+class _PathStats:
+    """Ground-truth accumulators for one quota path."""
+
+    write_failures: int = 0
+    bytes_refused: float = 0.0
+    files_refused: float = 0.0
+    bytes_written: float = 0.0
+    limits: list[tuple[float, int | None]] = field(default_factory=list)
+    util_sum: float = 0.0
+    util_samples: int = 0
+    util_peak: float = 0.0
+
+
+def _grace_text(seconds: float) -> str:
+    if seconds <= 0:
+        return ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def parse_grace(value: object) -> float:
+    """VMS grace periods: '90m', '7d', '3600s', or seconds."""
+    if isinstance(value, bool):
+        raise ValueError("not a grace period")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        if text and text[-1] in units and text[:-1].isdigit():
+            return float(int(text[:-1]) * units[text[-1]])
+        if text.isdigit():
+            return float(text)
+    raise ValueError(f"not a grace period: {value!r} (e.g. '90m', '7d')")
+
+
+class Engine:
+    """The simulated VAST cluster. Not thread-safe: use it from one event loop."""
+
+    def __init__(self, scenario: Scenario, *, seed: int = 0, start: float, extra_quotas: int = 0) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.step_seconds = dt = float(scenario.step_seconds)
+        self.origin = math.floor(start / dt) * dt
+        self._steps_done = 0
+        self.cluster_id = 1
+        self.cluster_guid = str(uuid.UUID(int=(seed * 7919 + 1) & (2**128 - 1)))
+        spec = scenario.cluster
+        self.usable_capacity_bytes = spec.usable_capacity_bytes
+        self.base_used_bytes = float(spec.used_bytes)
+        self.drr = spec.drr
+
+        views = scenario.views
+        self.stream_paths = [v.path for v in views]
+        n = len(views)
+        self.used_bytes: FloatArray = np.array([float(v.initial_used_bytes) for v in views])
+        self.used_files: FloatArray = np.array([float(v.initial_files) for v in views])
+        self._parents = [self.stream_paths.index(v.ingest.follows) if v.ingest.follows else -1 for v in views]
+        self._order = sorted(range(n), key=lambda i: self._parents[i] >= 0)  # leaders first
+
+        self.policies: dict[int, PolicyRecord] = {}
+        self.views: dict[int, ViewRecord] = {}
+        self.quotas: dict[int, QuotaRecord] = {}
+        self._stats: dict[str, _PathStats] = {}
+        self._next_id = {"policy": 1, "view": 1, "quota": 1}
+        self._policy("default")
+        for view in views:
+            self._add_view_from_spec(view)
+        for view in views:
+            if view.quota is not None:
+                q = view.quota
+                self.create_quota(name=view.quota_name, path=view.path, hard_limit=q.hard_limit_bytes,
+                                  soft_limit=q.soft_limit_bytes, hard_limit_inodes=q.hard_limit_inodes,
+                                  soft_limit_inodes=q.soft_limit_inodes,
+                                  grace_period_seconds=q.grace_period_seconds, _validate=False)
+
+        # benchmark filler: closed-form quotas, ids after the scenario's
+        self.extra_base_id = self._next_id["quota"]
+        self._next_id["quota"] += extra_quotas
+        rng = np.random.default_rng(seed + 1_000_003)
+        self.extra_used0: FloatArray = rng.uniform(0.1e9, 10e9, extra_quotas)
+        self.extra_rate: FloatArray = rng.uniform(0.0, 2e9, extra_quotas) / _DAY
+        self.extra_hard: npt.NDArray[np.int64] = np.ceil(
+            (self.extra_used0 + self.extra_rate * 365 * _DAY) * 3 / 1e9).astype(np.int64) * 10**9
+        self.extra_soft: npt.NDArray[np.int64] = (self.extra_hard // 10) * 9
+        self.extra_alive = np.ones(extra_quotas, dtype=bool)
+
+        self._refresh_limits()
+        # ground truth
+        self.write_failures_total = 0
+        self.pool_refused_bytes = 0.0
+        self._util_sum = 0.0
+        self._util_samples = 0
+        self._util_peak = 0.0
+        self._min_free = float(self.usable_capacity_bytes)
+        self._written = np.zeros(4096)
+        self._written_files = np.zeros(4096)
+
+    # -- objects -------------------------------------------------------------------------------
+
+    def _new_id(self, kind: str) -> int:
+        value = self._next_id[kind]
+        self._next_id[kind] = value + 1
+        return value
+
+    def _guid(self, kind: str, ident: int) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"quotapilot-sim/{self.seed}/{kind}/{ident}"))
+
+    def _policy(self, name: str) -> PolicyRecord:
+        for p in self.policies.values():
+            if p.name == name:
+                return p
+        ident = self._new_id("policy")
+        p = PolicyRecord(ident, name, self._guid("policy", ident))
+        self.policies[ident] = p
+        return p
+
+    def _add_view_from_spec(self, view: ViewSpec) -> None:
+        policy = self._policy(view.policy)
+        ident = self._new_id("view")
+        self.views[ident] = ViewRecord(ident, view.view_name, view.path, policy.id, list(view.protocols),
+                                       self._guid("view", ident))
+
+    def create_view(self, *, path: str, policy_id: int, name: str | None = None,
+                    protocols: list[str] | None = None, create_dir: bool = True) -> ViewRecord:
+        if not path.startswith("/"):
+            raise EngineError("path", "must be an absolute path")
+        if policy_id not in self.policies:
+            raise EngineError("policy_id", f"view policy {policy_id} does not exist")
+        if any(v.path == path for v in self.views.values()):
+            raise EngineError("path", f"a view with path {path} already exists")
+        ident = self._new_id("view")
+        record = ViewRecord(ident, name or path.strip("/").replace("/", "-") or "root", path, policy_id,
+                            list(protocols or ["NFS"]), self._guid("view", ident), create_dir=create_dir)
+        self.views[ident] = record
+        return record
+
+    def create_quota(self, *, name: str, path: str, hard_limit: int = 0, soft_limit: int = 0,
+                     hard_limit_inodes: int = 0, soft_limit_inodes: int = 0,
+                     grace_period_seconds: float = 0.0, _validate: bool = True) -> QuotaRecord:
+        """POST /quotas/: a quota on `path` (usage is the path's current usage)."""
+        if _validate:
+            if not path.startswith("/"):
+                raise EngineError("path", "must be an absolute path")
+            if any(q.path == path for q in self.quotas.values()) or self._extra_index(path=path) is not None:
+                raise EngineError("path", f"a quota on {path} already exists")
+            if any(q.name == name for q in self.quotas.values()) or self._extra_index(name=name) is not None:
+                raise EngineError("name", f"a quota named {name} already exists")
+            _check_limits(hard_limit, soft_limit, "")
+            _check_limits(hard_limit_inodes, soft_limit_inodes, "_inodes")
+        ident = self._new_id("quota")
+        stream = self.stream_paths.index(path) if path in self.stream_paths else None
+        record = QuotaRecord(ident, name, path, hard_limit, soft_limit, hard_limit_inodes, soft_limit_inodes,
+                             grace_period_seconds, self._guid("quota", ident), stream)
+        self.quotas[ident] = record
+        stats = self._stats.setdefault(path, _PathStats())
+        stats.limits.append((self.now, hard_limit or None))
+        self._refresh_limits()
+        return record
+
+    def patch_quota(self, quota_id: int, changes: dict[str, Any]) -> None:
+        """PATCH /quotas/{id}/: validated like VMS (400 naming the field; never below usage)."""
+        record = self.quotas.get(quota_id)
+        if record is None:
+            self._patch_extra(quota_id, changes)
+            return
+        new = {k: getattr(record, k) for k in ("hard_limit", "soft_limit", "hard_limit_inodes",
+                                               "soft_limit_inodes", "name", "grace_period_seconds")}
+        new.update(changes)
+        used_b, used_f = self.quota_usage(record)
+        _check_limits(new["hard_limit"], new["soft_limit"], "")
+        _check_limits(new["hard_limit_inodes"], new["soft_limit_inodes"], "_inodes")
+        if "hard_limit" in changes and new["hard_limit"] and new["hard_limit"] < record.hard_limit \
+                and new["hard_limit"] < used_b:
+            raise EngineError("hard_limit", f"hard limit {new['hard_limit']} is lower than the used capacity "
+                                            f"{int(used_b)}")
+        if "hard_limit_inodes" in changes and new["hard_limit_inodes"] \
+                and new["hard_limit_inodes"] < record.hard_limit_inodes and new["hard_limit_inodes"] < used_f:
+            raise EngineError("hard_limit_inodes", f"inode hard limit {new['hard_limit_inodes']} is lower than "
+                                                   f"the used inodes {int(used_f)}")
+        if new["name"] != record.name and any(q.name == new["name"] for q in self.quotas.values()):
+            raise EngineError("name", f"a quota named {new['name']} already exists")
+        for key, value in new.items():
+            setattr(record, key, value)
+        if "hard_limit" in changes:
+            self._stats.setdefault(record.path, _PathStats()).limits.append((self.now, record.hard_limit or None))
+        self._refresh_limits()
+
+    def delete_quota(self, quota_id: int) -> None:
+        record = self.quotas.pop(quota_id, None)
+        if record is None:
+            idx = self._extra_idx_by_id(quota_id)
+            self.extra_alive[idx] = False
+            return
+        self._stats.setdefault(record.path, _PathStats()).limits.append((self.now, None))
+        self._refresh_limits()
+
+    # -- extra (benchmark) quotas -----------------------------------------------------------------
+
+    @property
+    def extra_count(self) -> int:
+        return len(self.extra_alive)
+
+    def _extra_idx_by_id(self, quota_id: int) -> int:
+        idx = quota_id - self.extra_base_id
+        if not (0 <= idx < self.extra_count) or not self.extra_alive[idx]:
+            raise NotFound(f"quota {quota_id}")
+        return idx
+
+    def _extra_index(self, *, path: str | None = None, name: str | None = None) -> int | None:
+        text = path if path is not None else name
+        prefix = "/bench/q" if path is not None else "bench-q"
+        if text is None or not text.startswith(prefix) or not text[len(prefix):].isdigit():
+            return None
+        idx = int(text[len(prefix):])
+        if idx < self.extra_count and self.extra_alive[idx] and self.extra_name(idx) == (name or self.extra_name(idx)):
+            if path is not None and self.extra_path(idx) != path:
+                return None
+            return idx
+        return None
+
+    @staticmethod
+    def extra_name(idx: int) -> str:
+        return f"bench-q{idx:05d}"
+
+    @staticmethod
+    def extra_path(idx: int) -> str:
+        return f"/bench/q{idx:05d}"
+
+    def extra_used(self, idx: npt.NDArray[np.int64] | slice | None = None, t: float | None = None) -> FloatArray:
+        sel: Any = slice(None) if idx is None else idx
+        elapsed = max(0.0, (self.now if t is None else t) - self.origin)
+        used: FloatArray = np.minimum(self.extra_hard[sel].astype(np.float64),
+                                      self.extra_used0[sel] + self.extra_rate[sel] * elapsed)
+        return used
+
+    def _patch_extra(self, quota_id: int, changes: dict[str, Any]) -> None:
+        idx = self._extra_idx_by_id(quota_id)
+        hard = int(changes.get("hard_limit", self.extra_hard[idx]))
+        soft = int(changes.get("soft_limit", self.extra_soft[idx]))
+        _check_limits(hard, soft, "")
+        if "hard_limit" in changes and hard < self.extra_hard[idx] and hard < self.extra_used(np.array([idx]))[0]:
+            raise EngineError("hard_limit", "hard limit is lower than the used capacity")
+        self.extra_hard[idx] = hard
+        self.extra_soft[idx] = soft
+
+    # -- limits and usage -----------------------------------------------------------------------
+
+    def _refresh_limits(self) -> None:
+        n = len(self.stream_paths)
+        inf = np.inf
+        self._hard_b = np.full(n, inf)
+        self._hard_f = np.full(n, inf)
+        self._soft_b = np.full(n, inf)
+        self._soft_f = np.full(n, inf)
+        self._grace = np.zeros(n)
+        self._has_quota = np.zeros(n, dtype=bool)
+        self._util_hard_other = 0.0  # hard limits of quotas on paths with no stream (used 0)
+        for q in self.quotas.values():
+            if q.stream is None:
+                self._util_hard_other += q.hard_limit
+                continue
+            s = q.stream
+            self._has_quota[s] = True
+            self._hard_b[s] = q.hard_limit or inf
+            self._soft_b[s] = q.soft_limit or inf
+            self._hard_f[s] = q.hard_limit_inodes or inf
+            self._soft_f[s] = q.soft_limit_inodes or inf
+            self._grace[s] = q.grace_period_seconds
+        self._util_hard = np.where(self._has_quota & np.isfinite(self._hard_b), self._hard_b, 0.0)
+        self._util_hard_total = float(self._util_hard.sum()) + self._util_hard_other
+
+    def quota_usage(self, record: QuotaRecord) -> tuple[float, float]:
+        if record.stream is None:
+            return 0.0, 0.0
+        return float(self.used_bytes[record.stream]), float(self.used_files[record.stream])
+
+    def quota_state(self, record: QuotaRecord) -> str:
+        used_b, used_f = self.quota_usage(record)
+        hard_b = bool(record.hard_limit) and used_b >= record.hard_limit
+        hard_f = bool(record.hard_limit_inodes) and used_f >= record.hard_limit_inodes
+        if hard_b and hard_f:
+            return "HARD_BOTH_EXCEEDED"
+        if hard_b:
+            return "HARD_EXCEEDED"
+        if hard_f:
+            return "INODE_HARD_EXCEEDED"
+        if (record.grace_period_seconds > 0 and record.soft_since is not None
+                and self.now - record.soft_since >= record.grace_period_seconds):
+            return "GRACE_EXPIRED"
+        soft_b = bool(record.soft_limit) and used_b > record.soft_limit
+        soft_f = bool(record.soft_limit_inodes) and used_f > record.soft_limit_inodes
+        if soft_b and soft_f:
+            return "SOFT_BOTH_EXCEEDED"
+        if soft_b:
+            return "SOFT_EXCEEDED"
+        if soft_f:
+            return "INODE_SOFT_EXCEEDED"
+        return "OK"
+
+    @property
+    def now(self) -> float:
+        """The simulated time integrated so far (a point on the step grid)."""
+        return self.origin + self._steps_done * self.step_seconds
+
+    def logical_used_bytes(self) -> float:
+        extra = float(self.extra_used()[self.extra_alive].sum()) if self.extra_count else 0.0
+        return self.base_used_bytes + float(self.used_bytes.sum()) + extra
+
+    def physical_used_bytes(self) -> float:
+        return self.logical_used_bytes() / self.drr
+
+    # -- integration ----------------------------------------------------------------------------
+
+    def advance_to(self, t: float) -> None:
+        """Integrate every whole sub-step that ends at or before `t` (never goes back)."""
+        target = math.floor((t - self.origin) / self.step_seconds)
+        chunk = 20_000  # bounds memory when jumping far ahead
+        while self._steps_done < target:
+            n = min(chunk, target - self._steps_done)
+            self._integrate(n)
+
+    def _ensure_history(self, total: int) -> None:
+        if total > len(self._written):
+            size = max(total, 2 * len(self._written))
+            self._written = np.concatenate([self._written, np.zeros(size - len(self._written))])
+            self._written_files = np.concatenate([self._written_files,
+                                                  np.zeros(size - len(self._written_files))])
+
+    def _offered(self, ks: npt.NDArray[np.int64]) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Bytes and files each stream offers in steps `ks`, and the keep factor of scheduled deletes."""
+        dt = self.step_seconds
+        t = self.origin + ks.astype(np.float64) * dt
+        day = (t - self.origin) / _DAY
+        n, s_count = len(ks), len(self.stream_paths)
+        rate = np.zeros((n, s_count))
+        bytes_ = np.zeros((n, s_count))
+        files = np.zeros((n, s_count))
+        keep = np.ones((n, s_count))
+        hour = (t % _DAY) / 3600.0
+        h0 = np.floor(hour).astype(np.int64) % 24
+        frac = hour - np.floor(hour)
+        dow = (np.floor(t / _DAY).astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+        for s in self._order:
+            spec = self.scenario.views[s].ingest
+            mult = np.ones(n)
+            extra = np.zeros(n)
+            for step in spec.steps:
+                mult *= np.where(day >= step.at_day, step.factor, 1.0)
+            for burst in spec.bursts:
+                inside = (day >= burst.at_day) & (day < burst.at_day + burst.duration_hours / 24.0)
+                mult *= np.where(inside, burst.multiplier, 1.0)
+                extra += np.where(inside, burst.extra_bytes / (burst.duration_hours * 3600.0), 0.0)
+            rb = spec.random_bursts
+            if rb.per_day > 0:
+                slot_len = rb.duration_hours * 3600.0
+                slot = np.floor((t - self.origin) / slot_len).astype(np.int64)
+                hit = hash_uniform(self.seed, _RNG_BURST, s, slot) < rb.per_day * rb.duration_hours / 24.0
+                mult *= np.where(hit, rb.multiplier, 1.0)
+            parent = self._parents[s]
+            if parent >= 0:
+                det = spec.fraction * rate[:, parent] * mult + extra
+            else:
+                if spec.end_bytes_per_day is None or spec.ramp_days <= 0:
+                    base = np.full(n, spec.bytes_per_day)
+                else:
+                    progress = np.clip(day / spec.ramp_days, 0.0, 1.0)
+                    if spec.trend == "exponential":
+                        base = spec.bytes_per_day * (spec.end_bytes_per_day / spec.bytes_per_day) ** progress
+                    else:
+                        base = spec.bytes_per_day + (spec.end_bytes_per_day - spec.bytes_per_day) * progress
+                prof = np.asarray(spec.daily_profile)
+                daily = prof[h0] * (1.0 - frac) + prof[(h0 + 1) % 24] * frac
+                weekly = np.asarray(spec.weekly_profile)[dow]
+                det = base / _DAY * daily * weekly * mult + extra
+            rate[:, s] = det
+            if spec.noise > 0:
+                z = hash_normal(self.seed, _RNG_NOISE, s, ks)
+                noisy = det * np.exp(spec.noise * z - spec.noise**2 / 2.0)
+            else:
+                noisy = det
+            bytes_[:, s] = noisy * dt
+            size = spec.mean_file_size_bytes
+            if spec.files_per_day is not None and spec.bytes_per_day > 0:
+                size = spec.bytes_per_day / max(spec.files_per_day, 1e-9)
+            files[:, s] = bytes_[:, s] / size
+            for sweep in self.scenario.views[s].deletes:
+                at = sweep.at_hour * 3600.0
+                hit_d = ((t - at) % _DAY) < dt
+                if sweep.every == "weekly":
+                    event_dow = (np.floor((t + dt - at) / _DAY).astype(np.int64) + 3) % 7
+                    hit_d &= event_dow == sweep.weekday
+                keep[:, s] *= np.where(hit_d, sweep.keep_fraction, 1.0)
+        return bytes_, files, keep
+
+    def _integrate(self, n: int) -> None:
+        k0 = self._steps_done
+        ks = np.arange(k0, k0 + n, dtype=np.int64)
+        offered_b, offered_f, keep = self._offered(ks)
+        self._ensure_history(k0 + n)
+        sweep_rows = np.flatnonzero((keep < 1.0).any(axis=1))
+        bounds = [0, *[int(r) for r in sweep_rows if r > 0], n]
+        for a, b in itertools.pairwise(bounds):
+            if a == b:
+                continue
+            if (keep[a] < 1.0).any():
+                self.used_bytes *= keep[a]
+                self.used_files *= keep[a]
+                for rec in self.quotas.values():
+                    if rec.stream is not None and keep[a][rec.stream] < 1.0:
+                        self._update_soft(rec)
+            if not self._try_fast(k0 + a, offered_b[a:b], offered_f[a:b]):
+                for j in range(a, b):
+                    self._slow_step(k0 + j, offered_b[j], offered_f[j])
+        self._steps_done = k0 + n
+
+    def _update_soft(self, rec: QuotaRecord, at: float | None = None) -> None:
+        used_b, used_f = self.quota_usage(rec)
+        exceeded = (bool(rec.soft_limit) and used_b > rec.soft_limit) or (
+            bool(rec.soft_limit_inodes) and used_f > rec.soft_limit_inodes)
+        if not exceeded:
+            rec.soft_since = None
+        elif rec.soft_since is None:
+            rec.soft_since = self.now if at is None else at
+
+    def _pool_room_logical(self) -> float:
+        return max(0.0, (self.usable_capacity_bytes - self.physical_used_bytes()) * self.drr)
+
+    def _try_fast(self, k_first: int, ob: FloatArray, of: FloatArray) -> bool:
+        """Integrate a batch at once when no write in it can be refused and no grace can expire."""
+        total_b = ob.sum(axis=0)
+        end_b = self.used_bytes + total_b
+        end_f = self.used_files + of.sum(axis=0)
+        if (end_b > self._hard_b).any() or (end_f > self._hard_f).any():
+            return False
+        if float(total_b.sum()) > self._pool_room_logical():
+            return False
+        graced = self._grace > 0
+        if graced.any() and ((end_b[graced] > self._soft_b[graced]).any()
+                             or (end_f[graced] > self._soft_f[graced]).any()):
+            return False
+        n = len(ob)
+        dt = self.step_seconds
+        used_k = self.used_bytes + np.cumsum(ob, axis=0)  # usage at the end of each step
+        files_k = self.used_files + np.cumsum(of, axis=0)
+        self._sample(used_k)
+        self._written[k_first:k_first + n] = ob.sum(axis=1)
+        self._written_files[k_first:k_first + n] = of.sum(axis=1)
+        for rec in self.quotas.values():
+            if rec.stream is None or rec.soft_since is not None:
+                continue
+            s = rec.stream
+            over = np.zeros(n, dtype=bool)
+            if rec.soft_limit:
+                over |= used_k[:, s] > rec.soft_limit
+            if rec.soft_limit_inodes:
+                over |= files_k[:, s] > rec.soft_limit_inodes
+            if over.any():
+                rec.soft_since = self.origin + (k_first + int(np.argmax(over)) + 1) * dt
+        for s, path in enumerate(self.stream_paths):
+            if self._has_quota[s]:
+                self._stats[path].bytes_written += float(total_b[s])
+        self.used_bytes = used_k[-1].copy()
+        self.used_files = files_k[-1].copy()
+        self._min_free = min(self._min_free, self.usable_capacity_bytes - self.physical_used_bytes())
+        return True
+
+    def _slow_step(self, k: int, ob: FloatArray, of: FloatArray) -> None:
+        t_start = self.origin + k * self.step_seconds
+        t_end = t_start + self.step_seconds
+        blocked = np.zeros(len(ob), dtype=bool)
+        for rec in self.quotas.values():
+            if (rec.stream is not None and rec.grace_period_seconds > 0 and rec.soft_since is not None
+                    and t_start - rec.soft_since >= rec.grace_period_seconds):
+                blocked[rec.stream] = True
+        with np.errstate(divide="ignore", invalid="ignore"):
+            room_b = np.maximum(self._hard_b - self.used_bytes, 0.0)
+            room_f = np.maximum(self._hard_f - self.used_files, 0.0)
+            frac = np.minimum(1.0, np.where(ob > 0, room_b / ob, 1.0))
+            frac = np.minimum(frac, np.where(of > 0, room_f / of, 1.0))
+        frac[blocked] = 0.0
+        want = float((frac * ob).sum())
+        pool = self._pool_room_logical()
+        pool_scale = 1.0
+        if want > pool:
+            pool_scale = pool / want if want > 0 else 0.0
+        acc_b = frac * ob * pool_scale
+        acc_f = frac * of * pool_scale
+        self.pool_refused_bytes += float((frac * ob).sum()) * (1.0 - pool_scale)
+        before = self.used_bytes
+        self.used_bytes = np.minimum(before + acc_b, np.maximum(self._hard_b, before))
+        self.used_files = np.minimum(self.used_files + acc_f, np.maximum(self._hard_f, self.used_files))
+        refused_b = ob - acc_b
+        refused_f = of - acc_f
+        for s, path in enumerate(self.stream_paths):
+            if not self._has_quota[s]:
+                continue
+            stats = self._stats[path]
+            stats.bytes_written += float(acc_b[s])
+            if refused_b[s] > 0.5 or refused_f[s] > 0.5:
+                failures = max(1, round(float(refused_f[s])))
+                stats.write_failures += failures
+                stats.bytes_refused += float(refused_b[s])
+                stats.files_refused += float(refused_f[s])
+                self.write_failures_total += failures
+        self._sample(self.used_bytes[np.newaxis, :])
+        self._written[k] = float(acc_b.sum())
+        self._written_files[k] = float(acc_f.sum())
+        for rec in self.quotas.values():
+            if rec.stream is not None:
+                self._update_soft(rec, at=t_end)
+        self._min_free = min(self._min_free, self.usable_capacity_bytes - self.physical_used_bytes())
+
+    def _sample(self, used_k: FloatArray) -> None:
+        """Utilization statistics at the end of each sub-step (rows of `used_k`)."""
+        if self._util_hard_total <= 0:
+            return
+        hard = self._util_hard
+        ratio_total = (used_k * (hard > 0)).sum(axis=1) / self._util_hard_total
+        self._util_sum += float(ratio_total.sum())
+        self._util_samples += len(used_k)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per = np.where(hard > 0, used_k / np.where(hard > 0, hard, 1.0), 0.0)
+        self._util_peak = max(self._util_peak, float(per.max(initial=0.0)))
+        for rec in self.quotas.values():
+            stats = self._stats[rec.path]
+            if rec.stream is None:
+                if rec.hard_limit:
+                    stats.util_samples += len(used_k)
+                continue
+            if hard[rec.stream] <= 0:
+                continue
+            col = per[:, rec.stream]
+            stats.util_sum += float(col.sum())
+            stats.util_samples += len(col)
+            stats.util_peak = max(stats.util_peak, float(col.max()))
+
+    # -- monitoring -----------------------------------------------------------------------------
+
+    def write_history(self, t_from: float, t_to: float) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(step start times, bytes written, files written) for the integrated steps in [t_from, t_to)."""
+        dt = self.step_seconds
+        a = max(0, math.ceil((t_from - self.origin) / dt))
+        b = min(self._steps_done, math.floor((t_to - self.origin) / dt))
+        if b <= a:
+            empty = np.zeros(0)
+            return empty, empty, empty
+        times = self.origin + np.arange(a, b, dtype=np.float64) * dt
+        return times, self._written[a:b].copy(), self._written_files[a:b].copy()
+
+    # -- ground truth -----------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """What happened so far — the ground truth growth policies and benchmarks score against.
+
+        - `write_failures`: refused write operations over all scenario quotas: in each sub-step
+          in which a quota refused anything, the number of files it refused (at least 1).
+          `write_failures_by_path`, `bytes_refused` (total) and `bytes_refused_by_path` likewise.
+        - `limits_over_time`: per quota path, `(t, hard_limit)` for the initial limit and every
+          change (`None` = no limit / quota deleted).
+        - `mean_utilization`: time-average, over all sub-steps, of sum(used) / sum(hard_limit)
+          over all quotas with a hard limit (capacity-weighted: the fraction of the allocated quota
+          that is actually in use). `mean_utilization_by_path`: time-average of used / hard_limit
+          per path. `peak_utilization`: max over time and quotas of used / hard_limit.
+        Benchmark filler quotas (`extra_quotas`) are not included.
+        """
+        by_path: dict[str, Any] = {}
+        for rec in self.quotas.values():
+            used_b, used_f = self.quota_usage(rec)
+            by_path[rec.path] = {
+                "name": rec.name, "hard_limit": rec.hard_limit, "soft_limit": rec.soft_limit,
+                "used_capacity": int(used_b), "used_inodes": int(used_f), "state": self.quota_state(rec)}
+        stats = self._stats
+        return {
+            "scenario": self.scenario.name,
+            "seed": self.seed,
+            "start": self.origin,
+            "now": self.now,
+            "simulated_days": (self.now - self.origin) / _DAY,
+            "step_seconds": self.step_seconds,
+            "write_failures": self.write_failures_total,
+            "write_failures_by_path": {p: s.write_failures for p, s in stats.items()},
+            "bytes_refused": int(sum(s.bytes_refused for s in stats.values())),
+            "bytes_refused_by_path": {p: int(s.bytes_refused) for p, s in stats.items()},
+            "bytes_written_by_path": {p: int(s.bytes_written) for p, s in stats.items()},
+            "limits_over_time": {p: list(s.limits) for p, s in stats.items()},
+            "mean_utilization": self._util_sum / self._util_samples if self._util_samples else 0.0,
+            "mean_utilization_by_path": {p: (s.util_sum / s.util_samples if s.util_samples else 0.0)
+                                         for p, s in stats.items()},
+            "peak_utilization": self._util_peak,
+            "peak_utilization_by_path": {p: s.util_peak for p, s in stats.items()},
+            "utilization_samples": self._util_samples,
+            "quotas": by_path,
+            "cluster": {
+                "usable_capacity_bytes": self.usable_capacity_bytes,
+                "logical_used_bytes": int(self.logical_used_bytes()),
+                "physical_used_bytes": int(self.physical_used_bytes()),
+                "free_usable_capacity": int(self.usable_capacity_bytes - self.physical_used_bytes()),
+                "min_free_usable_capacity": int(self._min_free),
+                "pool_refused_bytes": int(self.pool_refused_bytes),
+                "quotas_allocated_capacity": int(self.quotas_allocated()),
+            },
+        }
+
+    def quotas_allocated(self) -> float:
+        total = float(sum(q.hard_limit for q in self.quotas.values()))
+        if self.extra_count:
+            total += float(self.extra_hard[self.extra_alive].sum())
+        return total
+
+    def quotas_used(self) -> float:
+        total = sum(self.quota_usage(q)[0] for q in self.quotas.values())
+        if self.extra_count:
+            total += float(self.extra_used()[self.extra_alive].sum())
+        return total
+
+
+def _check_limits(hard: object, soft: object, suffix: str) -> None:
+    for name, value in ((f"hard_limit{suffix}", hard), (f"soft_limit{suffix}", soft)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise EngineError(name, f"must be a non-negative integer, got {value!r}")
+    assert isinstance(hard, int) and isinstance(soft, int)
+    if hard and soft and soft > hard:
+        raise EngineError(f"soft_limit{suffix}", f"soft limit {soft} must not exceed the hard limit {hard}")
+
+
+def grace_text(seconds: float) -> str:
+    """'7d', '90m', ... as VMS shows grace periods."""
+    return _grace_text(seconds)

@@ -1,0 +1,399 @@
+"""Simulator scenarios: a cluster and, per view path, a quota and the writes that land in it.
+
+A scenario is a TOML file (the built-in ones live in `scenarios/*.toml`, shipped as package
+data). Byte sizes accept units (`"5TB"`, `"20TiB"`), durations too (`"7d"`). Parsing errors
+raise `ScenarioError(field, reason)` with the dotted path of the offending key, e.g.
+`views[0].ingest.ramp_days: must be >= 0`.
+
+```toml
+[scenario]
+name = "example"
+step_seconds = 60          # the fixed absolute integration grid (simulated seconds)
+
+[cluster]
+name = "vast-sim"
+usable_capacity = "2PB"    # physical usable capacity of the pool
+used = "500TB"             # logical data outside the simulated views
+drr = 1.3                  # data reduction ratio: logical / physical
+
+[[views]]
+path = "/example/raw"
+quota_name = "example-raw" # no "/" in quota names
+quota = { hard_limit = "20TB", soft_limit = "18TB", hard_limit_inodes = 50_000_000, grace_period = "7d" }
+initial = { used = "12TB", files = 1_000_000 }
+
+[views.ingest]
+bytes_per_day = "5TB"      # rate at day 0 ...
+end_bytes_per_day = "50TB" # ... ramping linearly to this over ramp_days (trend = "linear" | "exponential")
+ramp_days = 30
+mean_file_size = "256MB"  # files/s = bytes/s / mean_file_size (or files_per_day = N)
+daily_profile = [...]      # 24 relative weights by UTC hour (normalised to mean 1)
+weekly_profile = [...]     # 7 relative weights Monday..Sunday (normalised to mean 1)
+noise = 0.2                # relative sigma of a log-normal factor per sub-step
+follows = "/example/other" # optional: rate = fraction x that view's rate (before its noise)
+fraction = 0.4
+bursts = [{ at_day = 3.5, duration_hours = 2, multiplier = 4 }, { at_day = 5, duration_hours = 1, bytes = "4TB" }]
+random_bursts = { per_day = 0.5, duration_hours = 1, multiplier = 3 }
+steps = [{ at_day = 10, factor = 3 }]
+
+[[views.deletes]]          # scheduled sweeps: keep `keep_fraction` of the data
+every = "daily"            # or "weekly" (with weekday = 0..6, Monday = 0)
+at_hour = 2.0              # UTC
+keep_fraction = 0.0
+```
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from quotapilot.daemon.errors import ConfigError
+from quotapilot.daemon.units import parse_bytes, parse_duration
+
+BUILTIN_SCENARIOS = ("cosmos7", "step3x", "burst20", "lull_surge")
+
+
+class ScenarioError(ConfigError):
+    """A scenario file is invalid; `field` is the dotted path of the offending key."""
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    name: str = "vast-sim"
+    usable_capacity_bytes: int = 2 * 10**15
+    used_bytes: int = 0
+    drr: float = 1.0
+    sw_version: str = "5.2.0-sim"
+
+
+@dataclass(frozen=True)
+class QuotaSpec:
+    hard_limit_bytes: int
+    soft_limit_bytes: int
+    hard_limit_inodes: int = 0
+    soft_limit_inodes: int = 0
+    grace_period_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Burst:
+    at_day: float
+    duration_hours: float
+    multiplier: float = 1.0
+    extra_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class RandomBursts:
+    per_day: float = 0.0
+    duration_hours: float = 1.0
+    multiplier: float = 3.0
+
+
+@dataclass(frozen=True)
+class Step:
+    at_day: float
+    factor: float
+
+
+@dataclass(frozen=True)
+class IngestSpec:
+    bytes_per_day: float = 0.0
+    end_bytes_per_day: float | None = None
+    ramp_days: float = 0.0
+    trend: str = "linear"
+    mean_file_size_bytes: float = 64 * 2**20
+    files_per_day: float | None = None
+    daily_profile: tuple[float, ...] = (1.0,) * 24
+    weekly_profile: tuple[float, ...] = (1.0,) * 7
+    noise: float = 0.0
+    follows: str | None = None
+    fraction: float = 1.0
+    bursts: tuple[Burst, ...] = ()
+    random_bursts: RandomBursts = field(default_factory=RandomBursts)
+    steps: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeleteSpec:
+    every: str = "daily"
+    at_hour: float = 0.0
+    weekday: int = 0
+    keep_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    path: str
+    quota_name: str
+    quota: QuotaSpec | None
+    view_name: str
+    policy: str = "default"
+    protocols: tuple[str, ...] = ("NFS",)
+    initial_used_bytes: int = 0
+    initial_files: int = 0
+    ingest: IngestSpec = field(default_factory=IngestSpec)
+    deletes: tuple[DeleteSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    cluster: ClusterSpec
+    views: tuple[ViewSpec, ...]
+    step_seconds: float = 60.0
+    description: str = ""
+
+
+class _Table:
+    """A TOML table plus its dotted location, so every error names the field."""
+
+    def __init__(self, raw: object, where: str) -> None:
+        if not isinstance(raw, Mapping):
+            raise ScenarioError(where or "scenario", "must be a table")
+        self.raw: Mapping[str, Any] = raw
+        self.where = where
+        self.used: set[str] = set()
+
+    def at(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def has(self, key: str) -> bool:
+        return key in self.raw
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.used.add(key)
+        return self.raw.get(key, default)
+
+    def string(self, key: str, default: str | None = None) -> str:
+        value = self.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise ScenarioError(self.at(key), "must be a non-empty string")
+        return value
+
+    def number(self, key: str, default: float, *, minimum: float | None = None,
+               maximum: float | None = None) -> float:
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ScenarioError(self.at(key), f"must be a number, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise ScenarioError(self.at(key), f"must be >= {minimum}, got {value!r}")
+        if maximum is not None and value > maximum:
+            raise ScenarioError(self.at(key), f"must be <= {maximum}, got {value!r}")
+        return float(value)
+
+    def size(self, key: str, default: int | None = 0) -> int:
+        value = self.get(key, default)
+        if value is None:
+            raise ScenarioError(self.at(key), "is required")
+        try:
+            parsed = parse_bytes(value)
+        except ValueError as exc:
+            raise ScenarioError(self.at(key), str(exc)) from exc
+        if parsed < 0:
+            raise ScenarioError(self.at(key), "must be >= 0")
+        return parsed
+
+    def duration(self, key: str, default: float = 0.0) -> float:
+        try:
+            seconds = parse_duration(self.get(key, default))
+        except ValueError as exc:
+            raise ScenarioError(self.at(key), str(exc)) from exc
+        if seconds < 0:
+            raise ScenarioError(self.at(key), "must be >= 0")
+        return seconds
+
+    def table(self, key: str) -> _Table:
+        return _Table(self.get(key, {}), self.at(key))
+
+    def tables(self, key: str) -> list[_Table]:
+        value = self.get(key, [])
+        if isinstance(value, Mapping):
+            value = [value]
+        if not isinstance(value, list):
+            raise ScenarioError(self.at(key), "must be a list of tables")
+        return [_Table(item, f"{self.at(key)}[{i}]") for i, item in enumerate(value)]
+
+    def profile(self, key: str, length: int) -> tuple[float, ...]:
+        value = self.get(key, None)
+        if value is None:
+            return (1.0,) * length
+        if (not isinstance(value, list) or len(value) != length
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value)):
+            raise ScenarioError(self.at(key), f"must be a list of {length} non-negative numbers")
+        mean = sum(value) / length
+        if mean <= 0:
+            raise ScenarioError(self.at(key), "must not be all zero")
+        return tuple(float(v) / mean for v in value)
+
+    def reject_unknown(self) -> None:
+        unknown = sorted(set(self.raw) - self.used)
+        if unknown:
+            raise ScenarioError(self.at(unknown[0]), "unknown key")
+
+
+def _parse_ingest(t: _Table) -> IngestSpec:
+    trend = t.get("trend", "linear")
+    if trend not in ("linear", "exponential"):
+        raise ScenarioError(t.at("trend"), "must be 'linear' or 'exponential'")
+    end = t.size("end_bytes_per_day", None) if t.has("end_bytes_per_day") else None
+    files_per_day = t.number("files_per_day", 0.0, minimum=0) if t.has("files_per_day") else None
+    bursts = []
+    for b in t.tables("bursts"):
+        bursts.append(Burst(
+            at_day=b.number("at_day", 0.0, minimum=0),
+            duration_hours=b.number("duration_hours", 1.0, minimum=1e-9),
+            multiplier=b.number("multiplier", 1.0, minimum=0),
+            extra_bytes=b.size("bytes", 0)))
+        b.reject_unknown()
+    rb = t.table("random_bursts")
+    random_bursts = RandomBursts(
+        per_day=rb.number("per_day", 0.0, minimum=0),
+        duration_hours=rb.number("duration_hours", 1.0, minimum=1e-9),
+        multiplier=rb.number("multiplier", 3.0, minimum=0))
+    rb.reject_unknown()
+    steps = []
+    for s in t.tables("steps"):
+        steps.append(Step(at_day=s.number("at_day", 0.0, minimum=0), factor=s.number("factor", 1.0, minimum=0)))
+        s.reject_unknown()
+    follows = t.get("follows")
+    if follows is not None and not isinstance(follows, str):
+        raise ScenarioError(t.at("follows"), "must be a view path")
+    spec = IngestSpec(
+        bytes_per_day=float(t.size("bytes_per_day", 0)),
+        end_bytes_per_day=None if end is None else float(end),
+        ramp_days=t.number("ramp_days", 0.0, minimum=0),
+        trend=trend,
+        mean_file_size_bytes=float(t.size("mean_file_size", 64 * 2**20)) or 1.0,
+        files_per_day=files_per_day,
+        daily_profile=t.profile("daily_profile", 24),
+        weekly_profile=t.profile("weekly_profile", 7),
+        noise=t.number("noise", 0.0, minimum=0, maximum=2),
+        follows=follows,
+        fraction=t.number("fraction", 1.0, minimum=0),
+        bursts=tuple(bursts),
+        random_bursts=random_bursts,
+        steps=tuple(steps),
+    )
+    if spec.trend == "exponential" and spec.end_bytes_per_day is not None and (
+            spec.bytes_per_day <= 0 or spec.end_bytes_per_day <= 0):
+        raise ScenarioError(t.at("bytes_per_day"), "an exponential trend needs positive start and end rates")
+    t.reject_unknown()
+    return spec
+
+
+def _parse_view(t: _Table) -> ViewSpec:
+    path = t.string("path")
+    if not path.startswith("/"):
+        raise ScenarioError(t.at("path"), f"must be an absolute path, got {path!r}")
+    default_name = path.strip("/").replace("/", "-") or "root"
+    quota_name = t.string("quota_name", default_name)
+    if "/" in quota_name:
+        raise ScenarioError(t.at("quota_name"), "must not contain '/'")
+    quota: QuotaSpec | None = None
+    if t.has("quota"):
+        q = t.table("quota")
+        hard = q.size("hard_limit", None)
+        soft = q.size("soft_limit", hard)
+        if soft > hard:
+            raise ScenarioError(q.at("soft_limit"), "must be <= hard_limit")
+        hard_inodes = int(q.number("hard_limit_inodes", 0, minimum=0))
+        soft_inodes = int(q.number("soft_limit_inodes", hard_inodes, minimum=0))
+        if hard_inodes and soft_inodes > hard_inodes:
+            raise ScenarioError(q.at("soft_limit_inodes"), "must be <= hard_limit_inodes")
+        quota = QuotaSpec(hard, soft, hard_inodes, soft_inodes, q.duration("grace_period", 0.0))
+        q.reject_unknown()
+    initial = t.table("initial")
+    used = initial.size("used", 0)
+    files = int(initial.number("files", 0, minimum=0))
+    initial.reject_unknown()
+    protocols = t.get("protocols", ["NFS"])
+    if not isinstance(protocols, list) or not all(isinstance(p, str) for p in protocols):
+        raise ScenarioError(t.at("protocols"), "must be a list of strings")
+    deletes = []
+    for d in t.tables("deletes"):
+        every = d.get("every", "daily")
+        if every not in ("daily", "weekly"):
+            raise ScenarioError(d.at("every"), "must be 'daily' or 'weekly'")
+        deletes.append(DeleteSpec(
+            every=every,
+            at_hour=d.number("at_hour", 0.0, minimum=0, maximum=23.999),
+            weekday=int(d.number("weekday", 0, minimum=0, maximum=6)),
+            keep_fraction=d.number("keep_fraction", 0.0, minimum=0, maximum=1)))
+        d.reject_unknown()
+    spec = ViewSpec(
+        path=path, quota_name=quota_name, quota=quota,
+        view_name=t.string("view_name", quota_name),
+        policy=t.string("policy", "default"),
+        protocols=tuple(protocols),
+        initial_used_bytes=used, initial_files=files,
+        ingest=_parse_ingest(t.table("ingest")),
+        deletes=tuple(deletes))
+    t.reject_unknown()
+    return spec
+
+
+def parse_scenario(raw: Mapping[str, Any], default_name: str = "custom") -> Scenario:
+    """Build a `Scenario` from parsed TOML, raising `ScenarioError` naming the bad field."""
+    root = _Table(raw, "")
+    head = root.table("scenario")
+    name = head.string("name", default_name)
+    step = head.number("step_seconds", 60.0, minimum=1.0, maximum=3600.0)
+    description = head.get("description", "")
+    if not isinstance(description, str):
+        raise ScenarioError("scenario.description", "must be a string")
+    head.reject_unknown()
+    c = root.table("cluster")
+    cluster = ClusterSpec(
+        name=c.string("name", "vast-sim"),
+        usable_capacity_bytes=c.size("usable_capacity", 2 * 10**15),
+        used_bytes=c.size("used", 0),
+        drr=c.number("drr", 1.0, minimum=0.1),
+        sw_version=c.string("sw_version", "5.2.0-sim"))
+    if cluster.usable_capacity_bytes <= 0:
+        raise ScenarioError("cluster.usable_capacity", "must be > 0")
+    c.reject_unknown()
+    views = tuple(_parse_view(v) for v in root.tables("views"))
+    if not views:
+        raise ScenarioError("views", "at least one view is required")
+    paths = [v.path for v in views]
+    for i, view in enumerate(views):
+        if paths.index(view.path) != i:
+            raise ScenarioError(f"views[{i}].path", f"duplicate path {view.path!r}")
+        follows = view.ingest.follows
+        if follows is not None and (follows not in paths or follows == view.path):
+            raise ScenarioError(f"views[{i}].ingest.follows", f"no other view with path {follows!r}")
+        if follows is not None and views[paths.index(follows)].ingest.follows is not None:
+            raise ScenarioError(f"views[{i}].ingest.follows", "may not follow a view that itself follows another")
+    names = [v.quota_name for v in views if v.quota is not None]
+    if len(set(names)) != len(names):
+        raise ScenarioError("views", "quota names must be unique")
+    root.reject_unknown()
+    return Scenario(name=name, cluster=cluster, views=views, step_seconds=step, description=description)
+
+
+def load_scenario(source: str | Path | Scenario) -> Scenario:
+    """A built-in scenario by name (`cosmos7`, `step3x`, `burst20`, `lull_surge`), a TOML file, or
+    an already-built `Scenario`."""
+    if isinstance(source, Scenario):
+        return source
+    if isinstance(source, str) and source in BUILTIN_SCENARIOS:
+        text = resources.files("quotapilot.daemon.simulator").joinpath(f"scenarios/{source}.toml").read_text()
+        default_name = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ScenarioError("scenario", f"no built-in scenario or file named {str(source)!r} "
+                                f"(built-in: {', '.join(BUILTIN_SCENARIOS)})")
+        text = path.read_text()
+        default_name = path.stem
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError("scenario", f"not valid TOML: {exc}") from exc
+    return parse_scenario(raw, default_name)
