@@ -1,0 +1,296 @@
+"""`quotapilot demo`: the embedded default — the built-in VMS simulator and the real daemon against
+it, in one asyncio process, in enforce mode, simulated time fast-forwarded.
+
+The simulator (HTTPS on loopback, its own CA, verified by vastpy) and the daemon share one
+`VirtualClock`; the demo advances it one poll interval at a time (15 simulated minutes) and runs
+`daemon.poll_once`, so 30 simulated days take a minute or two. The daemon's `/metrics` is served
+on a free loopback port while it runs, and its supervised tasks (alert delivery) run alongside; at
+the end they are drained before the summary is printed.
+
+`--policy reactive` swaps the planner for the baseline (+1 TiB at 90 %), nothing else changes.
+Figures in the summary come from the simulator's ground truth (write failures, utilization of the
+hard limits) and the daemon's audit trail (growth actions, bytes added).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from quotapilot.daemon.errors import ConfigError
+from quotapilot.daemon.units import format_bytes, format_duration
+
+DAY = 86400.0
+POLL_INTERVAL_SECONDS = 900.0
+"""Simulated time between two polls of the demo (the daemon's `poll.interval_seconds`)."""
+
+DEMO_POLICY: dict[str, Any] = {
+    "mode": "enforce",
+    "grow_at": 0.80,
+    "target_utilization": 0.70,
+    "warning_at": 0.85,
+    "critical_at": 0.92,
+    "lead_time_seconds": 12 * 3600.0,
+    "horizon_seconds": 3 * DAY,
+    "step_bytes": 2**40,
+    "min_growth_bytes": 2**40,
+    "cooldown_seconds": 6 * 3600.0,
+}
+"""The demo's growth policy: the product's defaults with a shorter horizon (3 days instead of 7),
+so that a month-long 10x ramp is grown in steps a reader can follow, and utilization stays high."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    days: float = 30.0
+    scenario: str = "cosmos7"
+    policy: str = "quotapilot"
+    seed: int = 0
+    config: Path | None = None
+    poll_interval_seconds: float = POLL_INTERVAL_SECONDS
+
+
+@dataclass(slots=True)
+class ViewRow:
+    """One line of the live view."""
+
+    name: str
+    used: int
+    hard: int | None
+    runway_seconds: float | None
+    last_action: str
+
+
+@dataclass(slots=True)
+class Frame:
+    """What the live view shows after one poll."""
+
+    t: float
+    elapsed_days: float
+    days: float
+    rows: list[ViewRow] = field(default_factory=list)
+    growth_actions: int = 0
+    metrics_url: str = ""
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def demo_settings_data(*, cluster: str, address: str, token: str, ca_file: Path, store: Path,
+                       config: Path | None, poll_interval_seconds: float) -> dict[str, Any]:
+    """The demo's configuration, with the user's `--config` sections layered over it (its
+    `[[clusters]]`, `[store]` and `[http]` are the demo's own)."""
+    data: dict[str, Any] = {
+        "clusters": [{"name": cluster, "address": address, "token": token, "ca_file": str(ca_file)}],
+        "poll": {"interval_seconds": poll_interval_seconds, "jitter_ratio": 0.0},
+        "policy": dict(DEMO_POLICY),
+        "http": {"listen": "127.0.0.1:0"},
+        "store": {"path": str(store)},
+        "vast": {"max_retries": 2, "backoff_base_seconds": 0.05, "backoff_max_seconds": 0.2},
+    }
+    if config is not None:
+        try:
+            with open(config, "rb") as fh:
+                user = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError("--config", f"no such file: {config}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{config} is not valid TOML: {exc}") from None
+        for own in ("clusters", "store", "http"):
+            user.pop(own, None)
+        user_policy = user.get("policy")
+        if isinstance(user_policy, dict):
+            user_policy.pop("mode", None)  # the demo is the enforce-mode showcase
+        data = _deep_merge(data, user)
+    return data
+
+
+async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | None = None) -> dict[str, Any]:
+    """Run the demo; return the summary (the `--json` object)."""
+    from quotapilot.daemon.actuator import GrowthStage
+    from quotapilot.daemon.app import Daemon
+    from quotapilot.daemon.clock import VirtualClock
+    from quotapilot.daemon.settings import load_settings
+    from quotapilot.daemon.simulator import SimulatorServer
+    from quotapilot.daemon.store.actions import ActionStore
+    from quotapilot.forecasting.planner import plan_reactive_cycle
+
+    started = time.monotonic()
+    clock = VirtualClock()
+    workdir = Path(tempfile.mkdtemp(prefix="quotapilot-demo-"))
+    try:
+        async with SimulatorServer(options.scenario, clock=clock, seed=options.seed, port=0,
+                                   state_dir=workdir / "sim") as sim:
+            cluster = sim.scenario.cluster.name
+            settings = load_settings(None, **demo_settings_data(
+                cluster=cluster, address=sim.address, token=sim.token, ca_file=sim.ca_file,
+                store=workdir / "state.db", config=options.config,
+                poll_interval_seconds=options.poll_interval_seconds))
+            async with Daemon(settings, clock) as daemon:
+                growth = next(s for s in daemon.stages if isinstance(s, GrowthStage))
+                if options.policy == "reactive":
+                    growth.planner = plan_reactive_cycle
+                await daemon.http.start()
+                metrics_url = f"http://127.0.0.1:{daemon.http.port}/metrics"
+                tasks = asyncio.create_task(daemon.supervisor.run(), name="demo:supervisor")
+                try:
+                    end = clock.now() + options.days * DAY
+                    start = clock.now()
+                    actions = ActionStore(daemon.db)
+                    while True:
+                        ctx = await daemon.poll_once(cluster)
+                        if on_frame is not None:
+                            on_frame(_frame(ctx, growth, start, options.days, metrics_url,
+                                            await asyncio.to_thread(actions.totals)))
+                        if clock.now() >= end:
+                            break
+                        await clock.advance_and_settle(min(options.poll_interval_seconds, end - clock.now()))
+                    sim.engine.advance_to(clock.now())
+                    await _drain(daemon)
+                finally:
+                    daemon.supervisor.stop()
+                    await tasks
+                growth_actions, bytes_added = await asyncio.to_thread(actions.totals)
+                alerts = sum(int(getattr(s, "alerts_raised", 0)) for s in daemon.stages)
+            truth = sim.engine.summary()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "write_failures": int(truth["write_failures"]),
+        "growth_actions": growth_actions,
+        "bytes_added": bytes_added,
+        "mean_utilization": round(float(truth["mean_utilization"]), 4),
+        "peak_utilization": round(float(truth["peak_utilization"]), 4),
+        "alerts": alerts,
+        "days": round(float(truth["simulated_days"]), 3),
+        "policy": options.policy,
+        "scenario": truth["scenario"],
+        "seed": options.seed,
+        "bytes_refused": int(truth["bytes_refused"]),
+        "mean_utilization_by_path": {p: round(v, 4) for p, v in truth["mean_utilization_by_path"].items()},
+        "final_hard_limits": {p: q["hard_limit"] for p, q in truth["quotas"].items()},
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+
+
+async def _drain(daemon: Any) -> None:
+    """Let every stage that delivers something (alerts) finish before the summary."""
+    for stage in daemon.stages:
+        drain = getattr(stage, "drain", None)
+        if drain is not None:
+            await drain(10.0)
+
+
+def _frame(ctx: Any, growth: Any, start: float, days: float, metrics_url: str,
+           totals: tuple[int, int]) -> Frame:
+    from quotapilot.forecasting.types import Dimension, TargetKind
+
+    frame = Frame(t=ctx.now, elapsed_days=(ctx.now - start) / DAY, days=days, metrics_url=metrics_url,
+                  growth_actions=totals[0])
+    for obs in ctx.poll.observations:
+        if obs.target.kind is not TargetKind.QUOTA:
+            continue
+        forecast = ctx.forecasts.get((obs.target, Dimension.BYTES))
+        runway = forecast.runway(1.0) if forecast is not None else None
+        runway_seconds = None
+        if runway is not None and runway.p50 is not None:
+            runway_seconds = max(0.0, runway.p50 - ctx.now)
+        last = growth.last_action.get(obs.target)
+        last_text = "—"
+        if last is not None:
+            age = format_duration(ctx.now - last.t)
+            if last.new_hard is not None and last.status.value in ("verified", "would_grow"):
+                last_text = f"{last.status.value} → {format_bytes(last.new_hard)} ({age} ago)"
+            else:
+                last_text = f"{last.status.value} ({age} ago)"
+        frame.rows.append(ViewRow(obs.target.name, obs.used_bytes, obs.hard_limit_bytes, runway_seconds, last_text))
+    return frame
+
+
+class LiveView:
+    """The terminal view: redrawn in place, at most a few times per second."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._last_draw = 0.0
+        self._lines = 0
+
+    def __call__(self, frame: Frame) -> None:
+        now = time.monotonic()
+        if now - self._last_draw < 0.2 and frame.elapsed_days < frame.days:
+            return
+        self._last_draw = now
+        width = 30
+        done = min(1.0, frame.elapsed_days / frame.days) if frame.days else 1.0
+        bar = "█" * int(done * width) + "░" * (width - int(done * width))
+        lines = [f"quotapilot demo  {bar} day {frame.elapsed_days:5.1f}/{frame.days:g}   "
+                 f"growth actions {frame.growth_actions}   metrics {frame.metrics_url}", ""]
+        lines.append(f"{'view':<22}{'used':>12}{'limit':>12}{'util':>7}{'runway':>10}  last action")
+        for row in frame.rows:
+            util = f"{row.used / row.hard:6.0%}" if row.hard else "     –"
+            runway = format_duration(row.runway_seconds) if row.runway_seconds is not None else "–"
+            lines.append(f"{row.name:<22}{format_bytes(row.used):>12}"
+                         f"{format_bytes(row.hard) if row.hard else '–':>12}{util:>7}{runway:>10}  {row.last_action}")
+        if self._lines:
+            self.out.write(f"\x1b[{self._lines}F")
+        self.out.write("".join(f"\x1b[2K{line}\n" for line in lines))
+        self.out.flush()
+        self._lines = len(lines)
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    lines = [
+        f"quotapilot demo: {report['scenario']}, {report['days']:g} simulated days, policy {report['policy']}"
+        f" ({report['wall_seconds']:g} s)",
+        f"  write failures      {report['write_failures']}",
+        f"  growth actions      {report['growth_actions']}",
+        f"  bytes added         {format_bytes(report['bytes_added'])}",
+        f"  mean utilization    {report['mean_utilization']:.1%} of the hard limits",
+        f"  peak utilization    {report['peak_utilization']:.1%}",
+        f"  alerts raised       {report['alerts']}",
+    ]
+    for path, limit in sorted(report["final_hard_limits"].items()):
+        util = report["mean_utilization_by_path"].get(path, 0.0)
+        lines.append(f"  {path:<22} hard limit now {format_bytes(limit or 0):>10}, mean utilization {util:.0%}")
+    return "\n".join(lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """`quotapilot demo [--days N] [--scenario S] [--policy quotapilot|reactive] [--seed N]
+    [--config FILE] [--json]`."""
+    from quotapilot.daemon.logs import configure_logging
+
+    if args.days <= 0:
+        print("quotapilot demo: --days must be > 0", file=sys.stderr)
+        return 2
+    live = sys.stdout.isatty() and not args.json
+    configure_logging("error" if live else "warning", "auto")
+    options = DemoOptions(days=args.days, scenario=args.scenario, policy=args.policy, seed=args.seed,
+                          config=args.config)
+    try:
+        report = asyncio.run(run_demo(options, on_frame=LiveView(sys.stdout) if live else None))
+    except ConfigError as exc:
+        print(f"quotapilot demo: {exc.field}: {exc.reason}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        print(format_summary(report))
+    return 0
