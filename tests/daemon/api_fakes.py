@@ -3,8 +3,10 @@ virtual clock, and a snapshot built from plain data (what the poll cycle would h
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from quotapilot.daemon.api import add_api_routes
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.settings import Settings, load_settings
+from quotapilot.daemon.simulator.faults import Faults
 from quotapilot.daemon.snapshot import ClusterState, PollHealth, Snapshot, TargetState, frozen_map
 from quotapilot.daemon.store.db import Database
 from quotapilot.forecasting.types import (
@@ -121,3 +124,74 @@ async def api_client(daemon: FakeDaemon) -> AsyncIterator[TestClient[web.Request
 
 def auth(token: str = TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def fault_middleware(faults: Faults, clock: VirtualClock) -> Any:
+    """The simulator's fault rules (`Faults`), applied in front of the API: 429 with
+    `Retry-After` and 5xx answers, so the client's backoff meets the same faults vastpy does."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        _, rule = faults.pick(request.method, request.path, clock.now())
+        if rule is not None and rule.kind == "rate_limit":
+            return web.json_response({"detail": "Request was throttled."}, status=429,
+                                     headers={"Retry-After": str(rule.retry_after)})
+        if rule is not None and rule.kind == "error":
+            return web.json_response({"detail": "injected"}, status=rule.status)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return middleware
+
+
+@contextmanager
+def serve_in_thread(daemon: FakeDaemon, faults: Faults | None = None) -> Iterator[str]:
+    """Serve the API from its own event loop in a thread (for blocking clients); yields the URL."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    state: dict[str, Any] = {}
+
+    async def start() -> None:
+        app = web.Application(middlewares=[fault_middleware(faults, daemon.clock)] if faults else [])
+        add_api_routes(app, daemon)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        state["runner"] = runner
+        state["port"] = runner.addresses[0][1]
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(start())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(state["runner"].cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=run, name="api-test-server", daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield f"http://127.0.0.1:{state['port']}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+class FakeTime:
+    """Monotonic time and sleep for clients under test: sleeping only moves the clock."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds
+
+    async def async_sleep(self, seconds: float) -> None:
+        self.sleep(seconds)

@@ -1,0 +1,241 @@
+"""The pipeline client: typed errors, retries with jittered exponential backoff honouring
+Retry-After (faults injected with the simulator's fault rules), deadlines, wait_for_room, and the
+CLI wrappers (`preflight`, `status`, `pause`, `resume`). No test sleeps for real."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+from api_fakes import (
+    TIB,
+    TOKEN,
+    FakeDaemon,
+    FakeTime,
+    default_quotas,
+    fault_middleware,
+    make_settings,
+    serve_in_thread,
+)
+
+from quotapilot.daemon.api import add_api_routes
+from quotapilot.daemon.cli import main
+from quotapilot.daemon.client import (
+    AsyncClient,
+    BadRequest,
+    Client,
+    ConnectionFailed,
+    DeadlineExceeded,
+    NotFound,
+    Refused,
+    RetryPolicy,
+    Unauthorized,
+    Unavailable,
+    parse_retry_after,
+)
+from quotapilot.daemon.simulator.faults import Faults
+from quotapilot.daemon.store.db import Database
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> FakeDaemon:
+    settings = make_settings(tmp_path)
+    return FakeDaemon(settings=settings, db=Database(settings.store.path), quotas=default_quotas())
+
+
+def client(url: str, fake: FakeTime, token: str | None = TOKEN, **policy: float) -> Client:
+    retry = RetryPolicy(**policy)  # type: ignore[arg-type]
+    return Client(url, token, retry=retry, sleep=fake.sleep, clock=fake.monotonic, rng=random.Random(1))
+
+
+class TestBackoff:
+    """429 waits exactly Retry-After; 5xx backs off exponentially with jitter; deadlines hold."""
+
+    def test_429_honours_retry_after(self, daemon: FakeDaemon) -> None:
+        faults, fake = Faults(seed=1), FakeTime()
+        rule = faults.add("rate_limit", retry_after=7, count=2, path="/api/v1/preflight")
+        with serve_in_thread(daemon, faults) as url:
+            answer = client(url, fake).preflight("cosmos7-temp", 10**9)
+        assert answer.fits is True
+        assert fake.sleeps == [7.0, 7.0]
+        assert rule.fired == 2
+
+    def test_503_backs_off_exponentially_with_jitter(self, daemon: FakeDaemon) -> None:
+        faults, fake = Faults(seed=1), FakeTime()
+        faults.add("error", status=503, count=3)
+        with serve_in_thread(daemon, faults) as url:
+            targets = client(url, fake, base_seconds=1.0).targets()
+        assert len(targets) == 3
+        assert len(fake.sleeps) == 3
+        for attempt, slept in enumerate(fake.sleeps):
+            assert 0.5 * 2**attempt <= slept <= 2**attempt
+
+    def test_gives_up_after_attempts_with_a_typed_error(self, daemon: FakeDaemon) -> None:
+        faults, fake = Faults(seed=1), FakeTime()
+        faults.add("error", status=502)
+        with serve_in_thread(daemon, faults) as url, pytest.raises(Unavailable) as caught:
+            client(url, fake, attempts=3).targets()
+        assert caught.value.status == 502
+        assert len(fake.sleeps) == 2
+
+    def test_retry_after_beyond_the_deadline_fails_at_once(self, daemon: FakeDaemon) -> None:
+        faults, fake = Faults(seed=1), FakeTime()
+        faults.add("rate_limit", retry_after=300)
+        with serve_in_thread(daemon, faults) as url, pytest.raises(DeadlineExceeded):
+            client(url, fake, deadline_seconds=60).preflight("cosmos7-temp", 1)
+        assert fake.sleeps == []
+
+    def test_connection_refused_is_retried_then_typed(self) -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        fake = FakeTime()
+        with pytest.raises(ConnectionFailed):
+            client(f"http://127.0.0.1:{port}", fake, attempts=2).targets()
+        assert len(fake.sleeps) == 1
+
+    def test_retry_after_as_http_date(self) -> None:
+        assert parse_retry_after("Thu, 01 Jan 2026 00:01:00 GMT", 1_767_225_600.0) == 60.0
+        assert parse_retry_after("3", 0.0) == 3.0
+        assert parse_retry_after("soon", 0.0) is None
+
+
+class TestTypedErrors:
+    """Every error status has its exception; refusals carry guard and earliest time."""
+
+    def test_errors(self, daemon: FakeDaemon, tmp_path: Path) -> None:
+        fake = FakeTime()
+        with serve_in_thread(daemon) as url:
+            qp = client(url, fake)
+            with pytest.raises(NotFound):
+                qp.preflight("/no/such", 1)
+            with pytest.raises(BadRequest) as bad:
+                qp.preflight("cosmos7-raw", "lots")
+            assert bad.value.field == "bytes"
+            with pytest.raises(Unauthorized):
+                client(url, fake, token="wrong").reserve("cosmos7-raw", 1, ttl="1h")
+            with pytest.raises(Refused) as refused:
+                qp.reserve("cosmos7-raw", 50 * TIB, ttl="1h")
+            assert refused.value.guard == "observe_mode"
+            assert refused.value.status == 409
+        assert fake.sleeps == []
+
+    def test_reservation_context_releases(self, daemon: FakeDaemon) -> None:
+        fake = FakeTime()
+        with serve_in_thread(daemon) as url:
+            qp = client(url, fake)
+            with qp.reservation("/cosmos7/temp", "1TiB", ttl="1h", idempotency_key="ctx") as held:
+                assert held.status == "granted"
+                assert qp.target("/cosmos7/temp")["reserved_bytes"] == TIB
+            assert qp.target("/cosmos7/temp")["reserved_bytes"] == 0
+
+
+class TestWaitForRoom:
+    """wait_for_room asks again until the daemon says it fits, within the deadline."""
+
+    def test_returns_once_the_quota_grew(self, daemon: FakeDaemon) -> None:
+        fake = FakeTime()
+        raw = daemon.quotas[0]
+
+        def sleep(seconds: float) -> None:
+            fake.sleep(seconds)
+            if len(fake.sleeps) == 2:
+                raw.hard = 400 * TIB  # the daemon grew the quota meanwhile
+
+        with serve_in_thread(daemon) as url:
+            qp = Client(url, TOKEN, sleep=sleep, clock=fake.monotonic, rng=random.Random(0))
+            answer = qp.wait_for_room("cosmos7-raw", 80 * TIB, needed_for="1h", poll_seconds=30)
+        assert answer.fits is True
+        assert len(fake.sleeps) == 2
+        assert all(24 <= s <= 30 for s in fake.sleeps)
+
+    def test_deadline(self, daemon: FakeDaemon) -> None:
+        fake = FakeTime()
+        with serve_in_thread(daemon) as url, pytest.raises(DeadlineExceeded) as caught:
+            client(url, fake).wait_for_room("cosmos7-raw", 80 * TIB, deadline_seconds=100, poll_seconds=30)
+        assert sum(fake.sleeps) <= 100
+        assert caught.value.last is not None
+
+
+class TestAsyncClient:
+    """The asyncio client behaves the same (aiohttp, fake sleep)."""
+
+    async def test_retries_and_reserves(self, daemon: FakeDaemon) -> None:
+        from aiohttp import web
+
+        faults, fake = Faults(seed=1), FakeTime()
+        faults.add("rate_limit", retry_after=2, count=1, path="/api/v1/reservations")
+        app = web.Application(middlewares=[fault_middleware(faults, daemon.clock)])
+        add_api_routes(app, daemon)
+        async with TestServer(app) as server:
+            url = str(server.make_url("")).rstrip("/")
+            async with AsyncClient(url, TOKEN, sleep=fake.async_sleep, clock=fake.monotonic) as qp:
+                assert (await qp.preflight("cosmos7-temp", "1TB")).fits
+                async with qp.reservation("cosmos7-temp", "1TiB", ttl=600) as held:
+                    assert held.status == "granted"
+                with pytest.raises(Refused):
+                    await qp.reserve("cosmos7-raw", 50 * TIB, ttl="1h")
+        assert fake.sleeps == [2.0]
+
+
+class TestCli:
+    """`quotapilot preflight/status/pause/resume` against a served API."""
+
+    def test_preflight_exit_codes(self, daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+        with serve_in_thread(daemon) as url:
+            assert main(["preflight", "cosmos7-temp", "1TB", "--url", url]) == 0
+            assert "fits" in capsys.readouterr().out
+            assert main(["preflight", "/cosmos7/raw", "80TiB", "--url", url, "--json"]) == 3
+            body = json.loads(capsys.readouterr().out)
+            assert body["fits"] is False
+            assert main(["preflight", "/nope", "1", "--url", url]) == 1
+            assert main(["preflight", "cosmos7-raw", "many", "--url", url]) == 2
+
+    def test_status_sorted_by_urgency(self, daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+        with serve_in_thread(daemon) as url:
+            assert main(["status", "--url", url, "--json"]) == 0
+            body = json.loads(capsys.readouterr().out)
+            assert main(["status", "--url", url]) == 0
+            table = capsys.readouterr().out
+        assert [t["name"] for t in body["targets"]] == ["cosmos7-raw", "cosmos7-processed", "cosmos7-temp"]
+        lines = table.splitlines()
+        assert lines[0].split()[:4] == ["TARGET", "USED", "LIMIT", "UTIL"]
+        assert lines[1].startswith("/cosmos7/raw")
+
+    def test_pause_resume(self, daemon: FakeDaemon, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("QUOTAPILOT_WRITE_TOKEN", raising=False)
+        with serve_in_thread(daemon) as url:
+            assert main(["pause", "/cosmos7/raw", "--url", url]) == 2
+            assert main(["pause", "/cosmos7/raw", "--url", url, "--token", "nope"]) == 1
+            assert main(["pause", "/cosmos7/raw", "--until", "12h", "--reason", "migration", "--url", url,
+                         "--token", TOKEN]) == 0
+            assert "paused /cosmos7/raw until" in capsys.readouterr().out
+            monkeypatch.setenv("QUOTAPILOT_WRITE_TOKEN", TOKEN)
+            assert main(["resume", "cosmos7-raw", "--url", url]) == 0
+            assert "resumed /cosmos7/raw" in capsys.readouterr().out
+
+    def test_url_and_token_from_config(self, daemon: FakeDaemon, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("QUOTAPILOT_WRITE_TOKEN", raising=False)
+        with serve_in_thread(daemon) as url:
+            port = url.rsplit(":", 1)[1]
+            config = tmp_path / "q.toml"
+            config.write_text(f'[http]\nlisten = "0.0.0.0:{port}"\nwrite_token = "{TOKEN}"\n')
+            assert main(["pause", "cosmos7-temp", "--config", str(config)]) == 0
+        assert "paused /cosmos7/temp until resumed" in capsys.readouterr().out
+
+    def test_daemon_down(self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("quotapilot.daemon.client_cli.CLI_RETRY", RetryPolicy(attempts=2, base_seconds=0.001))
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        assert main(["status", "--url", f"http://127.0.0.1:{port}"]) == 1
+        assert "cannot reach" in capsys.readouterr().err
