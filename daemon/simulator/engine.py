@@ -300,8 +300,6 @@ class Engine:
                                                "soft_limit_inodes", "name", "grace_period_seconds")}
         new.update(changes)
         used_b, used_f = self.quota_usage(record)
-        _check_limits(new["hard_limit"], new["soft_limit"], "")
-        _check_limits(new["hard_limit_inodes"], new["soft_limit_inodes"], "_inodes")
         if "hard_limit" in changes and new["hard_limit"] and new["hard_limit"] < record.hard_limit \
                 and new["hard_limit"] < used_b:
             raise EngineError("hard_limit", f"hard limit {new['hard_limit']} is lower than the used capacity "
@@ -310,6 +308,8 @@ class Engine:
                 and new["hard_limit_inodes"] < record.hard_limit_inodes and new["hard_limit_inodes"] < used_f:
             raise EngineError("hard_limit_inodes", f"inode hard limit {new['hard_limit_inodes']} is lower than "
                                                    f"the used inodes {int(used_f)}")
+        _check_limits(new["hard_limit"], new["soft_limit"], "")
+        _check_limits(new["hard_limit_inodes"], new["soft_limit_inodes"], "_inodes")
         if new["name"] != record.name and any(q.name == new["name"] for q in self.quotas.values()):
             raise EngineError("name", f"a quota named {new['name']} already exists")
         for key, value in new.items():

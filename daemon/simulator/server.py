@@ -377,9 +377,9 @@ class SimulatorServer:
     def cluster_json(self) -> dict[str, Any]:
         e = self.engine
         usable = e.usable_capacity_bytes
-        logical_used = e.logical_used_bytes()
-        physical_used = e.physical_used_bytes()
-        free = max(0.0, usable - physical_used)
+        logical_used = int(e.logical_used_bytes())
+        physical_used = int(e.physical_used_bytes())
+        free = max(0, usable - physical_used)
         logical_total = usable * e.drr
         return {
             "id": e.cluster_id, "guid": e.cluster_guid, "name": e.scenario.cluster.name,
