@@ -22,6 +22,7 @@ import functools
 import hmac
 import json
 import math
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +30,18 @@ from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from quotapilot.daemon import preflight as pf
 from quotapilot.daemon.clock import Clock
@@ -114,16 +126,33 @@ def snapshot_records(snapshot: Snapshot | None) -> list[TargetRecord]:
 
 
 # --------------------------------------------------------------------------------- request models
+# The accepted spellings are exactly the patterns in openapi.json, so the document and the code
+# agree on what is valid (the schema fuzz test holds them to it).
+_BYTE_STRING = re.compile(
+    r"^([0-9]{1,18}(\.[0-9]{1,3})? ?B|[0-9]{1,15}(\.[0-9]{1,3})? ?Ki?B|[0-9]{1,12}(\.[0-9]{1,3})? ?Mi?B"
+    r"|[0-9]{1,9}(\.[0-9]{1,3})? ?Gi?B|[0-9]{1,6}(\.[0-9]{1,3})? ?Ti?B|[0-9]{1,3}(\.[0-9]{1,3})? ?Pi?B)$")
+_DURATION_STRING = re.compile(r"^[0-9]{1,6} ?(s|m|h|d)$")
+
+
 def _bytes(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("must be an integer number of bytes or a string like '40TB'")
+    if isinstance(value, str) and not _BYTE_STRING.match(value):
+        raise ValueError("not a byte size: use an integer or e.g. '40TB', '1.5TiB'")
     return parse_bytes(value)
 
 
 def _seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("must be seconds or a string like '6h'")
+    if isinstance(value, str) and not _DURATION_STRING.match(value):
+        raise ValueError("not a duration: use seconds or e.g. '90s', '15m', '6h', '2d'")
     return parse_duration(value)
 
 
 ByteCount = Annotated[int, BeforeValidator(_bytes), Field(ge=0, le=MAX_BYTES)]
 Duration = Annotated[float, BeforeValidator(_seconds), Field(ge=0, le=MAX_TTL_SECONDS, allow_inf_nan=False)]
+Count = Annotated[int, Strict(), Field(ge=0, le=MAX_BYTES)]
 
 
 class Body(BaseModel):
@@ -131,30 +160,31 @@ class Body(BaseModel):
 
 
 class PreflightRequest(Body):
-    target: str = Field(min_length=1, max_length=4096, description="Quota name or path.")
-    cluster: str | None = Field(None, max_length=256)
+    target: StrictStr = Field(min_length=1, max_length=4096, description="Quota name or path.")
+    cluster: StrictStr | None = Field(None, max_length=256)
     bytes: ByteCount
-    inodes: int | None = Field(None, ge=0, le=MAX_BYTES)
+    inodes: Count | None = None
     needed_for: Duration | None = None
 
 
 class ReservationRequest(Body):
-    target: str = Field(min_length=1, max_length=4096)
-    cluster: str | None = Field(None, max_length=256)
-    bytes: Annotated[int, BeforeValidator(_bytes), Field(ge=1, le=MAX_BYTES)]
-    inodes: int | None = Field(None, ge=0, le=MAX_BYTES)
+    target: StrictStr = Field(min_length=1, max_length=4096)
+    cluster: StrictStr | None = Field(None, max_length=256)
+    bytes: ByteCount
+    inodes: Count | None = None
     ttl: Annotated[float, BeforeValidator(_seconds), Field(gt=0, le=MAX_TTL_SECONDS, allow_inf_nan=False)]
-    idempotency_key: str = Field(min_length=1, max_length=256)
+    idempotency_key: StrictStr = Field(min_length=1, max_length=256)
 
 
 class PauseRequest(Body):
-    until: str | float | None = Field(None, description="ISO 8601 time, a duration ('12h') or seconds.")
-    reason: str = Field("", max_length=1000)
+    until: StrictStr | StrictFloat | StrictInt | None = Field(
+        None, description="ISO 8601 time, a duration ('12h') or seconds.")
+    reason: StrictStr = Field("", max_length=1000)
 
 
 class KillSwitchRequest(Body):
-    enabled: bool
-    reason: str = Field("", max_length=1000)
+    enabled: StrictBool
+    reason: StrictStr = Field("", max_length=1000)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -591,12 +621,14 @@ def _until_time(value: str | float | None, now: float) -> float | None:
         else:
             if parsed.tzinfo is None:
                 raise ApiError(400, "invalid", "until: an ISO time needs a timezone (e.g. Z)", field="until")
+            if parsed.timestamp() <= now:
+                raise ApiError(400, "invalid", "until: must be in the future", field="until")
             return parsed.timestamp()
     try:
-        seconds = parse_duration(value)
+        seconds = _seconds(value)
     except ValueError as exc:
         raise ApiError(400, "invalid", f"until: {exc}", field="until") from None
-    if not math.isfinite(seconds) or seconds <= 0 or seconds > 400 * 86400:
+    if not math.isfinite(seconds) or seconds < 1 or seconds > 400 * 86400:
         raise ApiError(400, "invalid", "until: must be a duration between 1s and 400d", field="until")
     return now + seconds
 
