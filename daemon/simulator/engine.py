@@ -25,6 +25,7 @@ the write-failure and utilization ground truth.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import uuid
@@ -40,6 +41,8 @@ FloatArray = npt.NDArray[np.float64]
 BLOCK_BYTES = 32 * 1024  # VAST counts quota usage in 32 KiB blocks
 TB = 10**12
 _DAY = 86400.0
+_FILE_QUANTUM = 1024.0  # files are counted in 1/1024ths (exact binary fractions)
+_UNIT = float(2**32)  # utilization sums are kept as integers of 2**-32
 
 
 class EngineError(ValueError):
@@ -72,12 +75,16 @@ def _mix(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
         return z ^ (z >> np.uint64(31))
 
 
+@functools.lru_cache(maxsize=1024)
+def _key(seed: int, stream: int, index: int) -> np.uint64:
+    key = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+    return np.uint64(_mix(key ^ np.uint64(stream * 1_000_003 + index))[0])
+
+
 def hash_uniform(seed: int, stream: int, index: int, counters: npt.ArrayLike) -> FloatArray:
     """Uniform [0, 1) numbers keyed by (seed, stream, index, counter)."""
     c = np.asarray(counters, dtype=np.int64).astype(np.uint64)
-    key = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
-    key = _mix(key ^ np.uint64(stream * 1_000_003 + index))
-    bits = _mix(c ^ key)
+    bits = _mix(c ^ _key(seed, stream, index))
     return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
 
 
@@ -136,7 +143,7 @@ class _PathStats:
     files_refused: float = 0.0
     bytes_written: float = 0.0
     limits: list[tuple[float, int | None]] = field(default_factory=list)
-    util_sum: float = 0.0
+    util_sum: int = 0  # in units of 2**-32
     util_samples: int = 0
     util_peak: float = 0.0
 
@@ -221,7 +228,7 @@ class Engine:
         # ground truth
         self.write_failures_total = 0
         self.pool_refused_bytes = 0.0
-        self._util_sum = 0.0
+        self._util_sum = 0  # in units of 2**-32
         self._util_samples = 0
         self._util_peak = 0.0
         self._min_free = float(self.usable_capacity_bytes)
@@ -314,6 +321,7 @@ class Engine:
             raise EngineError("name", f"a quota named {new['name']} already exists")
         for key, value in new.items():
             setattr(record, key, value)
+        self._update_soft(record, at=self.now)
         if "hard_limit" in changes:
             self._stats.setdefault(record.path, _PathStats()).limits.append((self.now, record.hard_limit or None))
         self._refresh_limits()
@@ -387,12 +395,14 @@ class Engine:
         self._soft_f = np.full(n, inf)
         self._grace = np.zeros(n)
         self._has_quota = np.zeros(n, dtype=bool)
+        self._quota_of_stream: dict[int, QuotaRecord] = {}
         self._util_hard_other = 0.0  # hard limits of quotas on paths with no stream (used 0)
         for q in self.quotas.values():
             if q.stream is None:
                 self._util_hard_other += q.hard_limit
                 continue
             s = q.stream
+            self._quota_of_stream[s] = q
             self._has_quota[s] = True
             self._hard_b[s] = q.hard_limit or inf
             self._soft_b[s] = q.soft_limit or inf
@@ -529,6 +539,10 @@ class Engine:
         k0 = self._steps_done
         ks = np.arange(k0, k0 + n, dtype=np.int64)
         offered_b, offered_f, keep = self._offered(ks)
+        # Whole bytes and files in 1/1024ths: sums of such floats are exact (far below 2**53), so
+        # integrating in one batch or in many gives bit-identical results.
+        offered_b = np.round(offered_b)
+        offered_f = np.round(offered_f * _FILE_QUANTUM) / _FILE_QUANTUM
         self._ensure_history(k0 + n)
         sweep_rows = np.flatnonzero((keep < 1.0).any(axis=1))
         bounds = [0, *[int(r) for r in sweep_rows if r > 0], n]
@@ -536,68 +550,129 @@ class Engine:
             if a == b:
                 continue
             if (keep[a] < 1.0).any():
-                self.used_bytes *= keep[a]
-                self.used_files *= keep[a]
+                self.used_bytes = np.floor(self.used_bytes * keep[a])
+                self.used_files = np.floor(self.used_files * keep[a] * _FILE_QUANTUM) / _FILE_QUANTUM
                 for rec in self.quotas.values():
                     if rec.stream is not None and keep[a][rec.stream] < 1.0:
-                        self._update_soft(rec)
-            if not self._try_fast(k0 + a, offered_b[a:b], offered_f[a:b]):
+                        self._update_soft(rec, at=self.origin + (k0 + a) * self.step_seconds)
+            if not self._segment(k0 + a, offered_b[a:b], offered_f[a:b]):
                 for j in range(a, b):
                     self._slow_step(k0 + j, offered_b[j], offered_f[j])
         self._steps_done = k0 + n
 
-    def _update_soft(self, rec: QuotaRecord, at: float | None = None) -> None:
+    def _update_soft(self, rec: QuotaRecord, at: float) -> None:
         used_b, used_f = self.quota_usage(rec)
         exceeded = (bool(rec.soft_limit) and used_b > rec.soft_limit) or (
             bool(rec.soft_limit_inodes) and used_f > rec.soft_limit_inodes)
         if not exceeded:
             rec.soft_since = None
         elif rec.soft_since is None:
-            rec.soft_since = self.now if at is None else at
+            rec.soft_since = at
 
-    def _pool_room_logical(self) -> float:
-        return max(0.0, (self.usable_capacity_bytes - self.physical_used_bytes()) * self.drr)
+    def _pool_room_logical(self, t: float) -> float:
+        extra = float(self.extra_used(t=t)[self.extra_alive].sum()) if self.extra_count else 0.0
+        logical = self.base_used_bytes + float(self.used_bytes.sum()) + extra
+        return max(0.0, self.usable_capacity_bytes * self.drr - logical)
 
-    def _try_fast(self, k_first: int, ob: FloatArray, of: FloatArray) -> bool:
-        """Integrate a batch at once when no write in it can be refused and no grace can expire."""
-        total_b = ob.sum(axis=0)
-        end_b = self.used_bytes + total_b
-        end_f = self.used_files + of.sum(axis=0)
-        if (end_b > self._hard_b).any() or (end_f > self._hard_f).any():
-            return False
-        if float(total_b.sum()) > self._pool_room_logical():
-            return False
-        graced = self._grace > 0
-        if graced.any() and ((end_b[graced] > self._soft_b[graced]).any()
-                             or (end_f[graced] > self._soft_f[graced]).any()):
-            return False
-        n = len(ob)
+    def _capped(self, s: int, ob: FloatArray, of: FloatArray, writable: int) -> tuple[FloatArray, FloatArray]:
+        """What stream `s` gets accepted in a segment: everything until a hard limit (bytes or
+        inodes) is reached, the part that fits in that step, nothing after (a full quota refuses
+        all writes until usage drops, and usage only drops at sweeps, which end segments).
+        Steps from `writable` on are blocked (grace expired)."""
+        acc_b = ob.copy()
+        acc_f = of.copy()
+        acc_b[writable:] = 0.0
+        acc_f[writable:] = 0.0
+        room_b = max(self._hard_b[s] - self.used_bytes[s], 0.0)
+        room_f = max(self._hard_f[s] - self.used_files[s], 0.0)
+        cb = np.cumsum(acc_b)
+        cf = np.cumsum(acc_f)
+        fits = (cb <= room_b) & (cf <= room_f)
+        if fits.all():
+            return acc_b, acc_f
+        j = int(np.argmin(fits))
+        rem_b = room_b - (cb[j - 1] if j else 0.0)
+        rem_f = room_f - (cf[j - 1] if j else 0.0)
+        frac_b = rem_b / ob[j] if ob[j] > 0 else 1.0
+        frac_f = rem_f / of[j] if of[j] > 0 else 1.0
+        if frac_b <= frac_f:
+            acc_b[j] = rem_b
+            acc_f[j] = min(rem_f, math.floor(of[j] * frac_b * _FILE_QUANTUM) / _FILE_QUANTUM)
+        else:
+            acc_f[j] = rem_f
+            acc_b[j] = min(rem_b, float(math.floor(ob[j] * frac_f)))
+        acc_b[j + 1:] = 0.0
+        acc_f[j + 1:] = 0.0
+        return acc_b, acc_f
+
+    def _segment(self, k_first: int, ob: FloatArray, of: FloatArray) -> bool:
+        """Integrate steps with no sweep in between at once (numpy over steps and streams).
+        Returns False, doing nothing, when the pool could run out in the segment."""
+        n, s_count = ob.shape
         dt = self.step_seconds
-        used_k = self.used_bytes + np.cumsum(ob, axis=0)  # usage at the end of each step
-        files_k = self.used_files + np.cumsum(of, axis=0)
-        self._sample(used_k)
-        self._written[k_first:k_first + n] = ob.sum(axis=1)
-        self._written_files[k_first:k_first + n] = of.sum(axis=1)
-        for rec in self.quotas.values():
-            if rec.stream is None or rec.soft_since is not None:
+        acc_b = np.empty_like(ob)
+        acc_f = np.empty_like(of)
+        for s in range(s_count):
+            acc_b[:, s], acc_f[:, s] = self._capped(s, ob[:, s], of[:, s], n)
+            rec = self._quota_of_stream.get(s)
+            if rec is None or rec.grace_period_seconds <= 0:
                 continue
-            s = rec.stream
-            over = np.zeros(n, dtype=bool)
-            if rec.soft_limit:
-                over |= used_k[:, s] > rec.soft_limit
-            if rec.soft_limit_inodes:
-                over |= files_k[:, s] > rec.soft_limit_inodes
-            if over.any():
-                rec.soft_since = self.origin + (k_first + int(np.argmax(over)) + 1) * dt
+            since = rec.soft_since
+            if since is None:
+                over = self._over_soft(rec, self.used_bytes[s] + np.cumsum(acc_b[:, s]),
+                                       self.used_files[s] + np.cumsum(acc_f[:, s]))
+                if over.any():
+                    since = self.origin + (k_first + int(np.argmax(over)) + 1) * dt
+            if since is not None:
+                writable = max(0, math.ceil((since + rec.grace_period_seconds - self.origin) / dt - k_first))
+                if writable < n:
+                    acc_b[:, s], acc_f[:, s] = self._capped(s, ob[:, s], of[:, s], writable)
+        t_end = self.origin + (k_first + n) * dt
+        if float(acc_b.sum()) > self._pool_room_logical(t_end):
+            return False
+        used_k = self.used_bytes + np.cumsum(acc_b, axis=0)  # usage at the end of each step
+        files_k = self.used_files + np.cumsum(acc_f, axis=0)
+        refused_b = ob - acc_b
+        refused_f = of - acc_f
+        failures = np.where((refused_b > 0.5) | (refused_f > 0.5), np.maximum(1.0, np.round(refused_f)), 0.0)
         for s, path in enumerate(self.stream_paths):
-            if self._has_quota[s]:
-                self._stats[path].bytes_written += float(total_b[s])
+            rec = self._quota_of_stream.get(s)
+            if rec is None:
+                continue
+            stats = self._stats[path]
+            stats.bytes_written += float(acc_b[:, s].sum())
+            stats.bytes_refused += float(refused_b[:, s].sum())
+            stats.files_refused += float(refused_f[:, s].sum())
+            count = int(failures[:, s].sum())
+            stats.write_failures += count
+            self.write_failures_total += count
+            if rec.soft_since is None:
+                over = self._over_soft(rec, used_k[:, s], files_k[:, s])
+                if over.any():
+                    rec.soft_since = self.origin + (k_first + int(np.argmax(over)) + 1) * dt
+        self._sample(used_k)
+        self._written[k_first:k_first + n] = acc_b.sum(axis=1)
+        self._written_files[k_first:k_first + n] = acc_f.sum(axis=1)
         self.used_bytes = used_k[-1].copy()
         self.used_files = files_k[-1].copy()
-        self._min_free = min(self._min_free, self.usable_capacity_bytes - self.physical_used_bytes())
+        self._min_free = min(self._min_free, self.usable_capacity_bytes - self._physical_at(t_end))
         return True
 
+    @staticmethod
+    def _over_soft(rec: QuotaRecord, used_b: FloatArray, used_f: FloatArray) -> npt.NDArray[np.bool_]:
+        over = np.zeros(len(used_b), dtype=bool)
+        if rec.soft_limit:
+            over |= used_b > rec.soft_limit
+        if rec.soft_limit_inodes:
+            over |= used_f > rec.soft_limit_inodes
+        return over
+
+    def _physical_at(self, t: float) -> float:
+        extra = float(self.extra_used(t=t)[self.extra_alive].sum()) if self.extra_count else 0.0
+        return (self.base_used_bytes + float(self.used_bytes.sum()) + extra) / self.drr
+
     def _slow_step(self, k: int, ob: FloatArray, of: FloatArray) -> None:
+        """One step when the pool may run out: what fits the quotas, scaled to what the pool holds."""
         t_start = self.origin + k * self.step_seconds
         t_end = t_start + self.step_seconds
         blocked = np.zeros(len(ob), dtype=bool)
@@ -612,20 +687,17 @@ class Engine:
             frac = np.minimum(frac, np.where(of > 0, room_f / of, 1.0))
         frac[blocked] = 0.0
         want = float((frac * ob).sum())
-        pool = self._pool_room_logical()
-        pool_scale = 1.0
-        if want > pool:
-            pool_scale = pool / want if want > 0 else 0.0
-        acc_b = frac * ob * pool_scale
-        acc_f = frac * of * pool_scale
-        self.pool_refused_bytes += float((frac * ob).sum()) * (1.0 - pool_scale)
-        before = self.used_bytes
-        self.used_bytes = np.minimum(before + acc_b, np.maximum(self._hard_b, before))
-        self.used_files = np.minimum(self.used_files + acc_f, np.maximum(self._hard_f, self.used_files))
+        pool = self._pool_room_logical(t_end)
+        pool_scale = min(1.0, pool / want) if want > 0 else 1.0
+        acc_b = np.minimum(np.floor(frac * ob * pool_scale), room_b)
+        acc_f = np.minimum(np.floor(frac * of * pool_scale * _FILE_QUANTUM) / _FILE_QUANTUM, room_f)
+        self.pool_refused_bytes += float(np.floor(frac * ob).sum() - acc_b.sum())
+        self.used_bytes = self.used_bytes + acc_b
+        self.used_files = self.used_files + acc_f
         refused_b = ob - acc_b
         refused_f = of - acc_f
         for s, path in enumerate(self.stream_paths):
-            if not self._has_quota[s]:
+            if s not in self._quota_of_stream:
                 continue
             stats = self._stats[path]
             stats.bytes_written += float(acc_b[s])
@@ -641,15 +713,16 @@ class Engine:
         for rec in self.quotas.values():
             if rec.stream is not None:
                 self._update_soft(rec, at=t_end)
-        self._min_free = min(self._min_free, self.usable_capacity_bytes - self.physical_used_bytes())
+        self._min_free = min(self._min_free, self.usable_capacity_bytes - self._physical_at(t_end))
 
     def _sample(self, used_k: FloatArray) -> None:
-        """Utilization statistics at the end of each sub-step (rows of `used_k`)."""
+        """Utilization statistics at the end of each sub-step (rows of `used_k`), summed in exact
+        integer units of 2**-32 so batching never changes the result."""
         if self._util_hard_total <= 0:
             return
         hard = self._util_hard
         ratio_total = (used_k * (hard > 0)).sum(axis=1) / self._util_hard_total
-        self._util_sum += float(ratio_total.sum())
+        self._util_sum += int(np.round(ratio_total * _UNIT).astype(np.int64).sum())
         self._util_samples += len(used_k)
         with np.errstate(divide="ignore", invalid="ignore"):
             per = np.where(hard > 0, used_k / np.where(hard > 0, hard, 1.0), 0.0)
@@ -663,7 +736,7 @@ class Engine:
             if hard[rec.stream] <= 0:
                 continue
             col = per[:, rec.stream]
-            stats.util_sum += float(col.sum())
+            stats.util_sum += int(np.round(col * _UNIT).astype(np.int64).sum())
             stats.util_samples += len(col)
             stats.util_peak = max(stats.util_peak, float(col.max()))
 
@@ -716,8 +789,8 @@ class Engine:
             "bytes_refused_by_path": {p: int(s.bytes_refused) for p, s in stats.items()},
             "bytes_written_by_path": {p: int(s.bytes_written) for p, s in stats.items()},
             "limits_over_time": {p: list(s.limits) for p, s in stats.items()},
-            "mean_utilization": self._util_sum / self._util_samples if self._util_samples else 0.0,
-            "mean_utilization_by_path": {p: (s.util_sum / s.util_samples if s.util_samples else 0.0)
+            "mean_utilization": self._util_sum / _UNIT / self._util_samples if self._util_samples else 0.0,
+            "mean_utilization_by_path": {p: (s.util_sum / _UNIT / s.util_samples if s.util_samples else 0.0)
                                          for p, s in stats.items()},
             "peak_utilization": self._util_peak,
             "peak_utilization_by_path": {p: s.util_peak for p, s in stats.items()},
