@@ -22,6 +22,7 @@ exports what it did. It talks to VMS only through the collector's write calls (`
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -104,6 +105,46 @@ def view_name(view: ManagedView) -> str:
     return view.name or view.path.strip("/").replace("/", "-") or "root"
 
 
+class UsageHistory:
+    """The last day of samples per target: the observed rates the planner sizes with when there
+    is no forecast yet (cold start), so a new quota is never left unprotected."""
+
+    def __init__(self, window_seconds: float = 86400.0) -> None:
+        self.window_seconds = window_seconds
+        self._samples: dict[TargetId, deque[tuple[float, int, int | None]]] = {}
+
+    def add(self, obs: Observation) -> None:
+        samples = self._samples.setdefault(obs.target, deque())
+        if samples and obs.t <= samples[-1][0]:
+            return
+        samples.append((obs.t, obs.used_bytes, obs.used_inodes))
+        while samples and samples[0][0] < obs.t - self.window_seconds:
+            samples.popleft()
+
+    def write_rates(self, target: TargetId) -> dict[Dimension, float]:
+        """Sum of the increases over the window, per second of the window (deletes ignored)."""
+        samples = self._samples.get(target)
+        if not samples or len(samples) < 2:
+            return {}
+        span = samples[-1][0] - samples[0][0]
+        pairs = list(zip(samples, list(samples)[1:], strict=False))
+        rates = {Dimension.BYTES: sum(max(0, b[1] - a[1]) for a, b in pairs) / span}
+        if all(s[2] is not None for s in samples):
+            rates[Dimension.INODES] = sum(max(0, (b[2] or 0) - (a[2] or 0)) for a, b in pairs) / span
+        return rates
+
+    def latest_rates(self, target: TargetId) -> dict[Dimension, float]:
+        """Increase per second between the last two samples."""
+        samples = self._samples.get(target)
+        if not samples or len(samples) < 2:
+            return {}
+        (t0, b0, i0), (t1, b1, i1) = samples[-2], samples[-1]
+        rates = {Dimension.BYTES: max(0.0, (b1 - b0) / (t1 - t0))}
+        if i0 is not None and i1 is not None:
+            rates[Dimension.INODES] = max(0.0, (i1 - i0) / (t1 - t0))
+        return rates
+
+
 @dataclass(slots=True)
 class GrowthCounters:
     """What the stage has done since start (read by `GrowthMetrics`; no IO at scrape)."""
@@ -137,7 +178,7 @@ class GrowthStage:
         self.last_action: dict[TargetId, ActionOutcome] = {}
         self._reconciled: set[str] = set()
         self._views_done: set[tuple[str, str]] = set()
-        self._previous: dict[TargetId, Observation] = {}
+        self._history = UsageHistory()
         self._recorded_guard: dict[tuple[TargetId, Dimension], str] = {}
 
     @classmethod
@@ -183,6 +224,8 @@ class GrowthStage:
             await self.reconcile(cluster, writer)
         await self._ensure_views(cluster, writer)
 
+        for obs in poll.observations:
+            self._history.add(obs)
         cycle = await asyncio.to_thread(self._cycle_input, ctx)
         decisions = self.planner(cycle)
         ctx.decisions.extend(decisions)
@@ -192,7 +235,6 @@ class GrowthStage:
             if outcome is not None:
                 ctx.actions.append(outcome)
                 self.last_action[decision.target] = outcome
-        self._previous.update({o.target: o for o in poll.observations})
 
     def _cycle_input(self, ctx: CycleContext) -> CycleInput:
         """Gather the planner's input (store reads: runs in a thread)."""
@@ -218,7 +260,8 @@ class GrowthStage:
                 observation=obs,
                 policy=GrowthPolicy.from_fields(rules),
                 forecasts={dim: sf for (tid, dim), sf in ctx.forecasts.items() if tid == obs.target},
-                recent_rate_per_second=self._rates(obs),
+                recent_rate_per_second=self._history.write_rates(obs.target),
+                latest_rate_per_second=self._history.latest_rates(obs.target),
                 reserved_bytes=held.bytes if held is not None else 0,
                 reserved_inodes=held.inodes if held is not None else 0,
                 last_growth_at={dim: t for (name, dim), t in last_growth.items() if name == obs.target.name},
@@ -231,17 +274,6 @@ class GrowthStage:
             actions_last_hour=self.actions.count_since(now - 3600.0),
             kill_switch_reason=kill_reason,
             stale_after_seconds=self.settings.poll.stale_after_intervals * self.settings.poll.interval_seconds)
-
-    def _rates(self, obs: Observation) -> dict[Dimension, float]:
-        """Observed increase per second since the previous sample (for the no-forecast case)."""
-        prev = self._previous.get(obs.target)
-        if prev is None or obs.t <= prev.t:
-            return {}
-        dt = obs.t - prev.t
-        rates = {Dimension.BYTES: (obs.used_bytes - prev.used_bytes) / dt}
-        if obs.used_inodes is not None and prev.used_inodes is not None:
-            rates[Dimension.INODES] = (obs.used_inodes - prev.used_inodes) / dt
-        return rates
 
     # ------------------------------------------------------------------------------- acting
     async def _act(self, decision: Decision, obs: Observation | None, now: float,

@@ -86,7 +86,10 @@ class SeriesState:
     soft: int | None = None
     forecast: SeriesForecast | None = None
     recent_rate_per_second: float | None = None
-    """Observed increase per second over the last samples (used when there is no forecast)."""
+    """Observed write rate (bytes or files per second) over the last day: sizes a growth when there
+    is no forecast. Increases only, so a nightly sweep does not hide the day's writes."""
+    latest_rate_per_second: float | None = None
+    """Increase per second since the previous sample: how soon the limit could be hit right now."""
     reserved: int = 0
     """Reserved by pipelines (pre-flight API) and not yet written: counts as demand."""
 
@@ -178,8 +181,9 @@ def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
         rate = max(state.recent_rate_per_second or 0.0, 0.0)
         if state.forecast is not None and state.forecast.rate_per_second is not None:
             rate = max(rate, state.forecast.rate_per_second)
+        fastest = max(rate, state.latest_rate_per_second or 0.0)
         crossing = now if now_demand >= grow_level else None
-        full_at = now + (state.hard - now_demand) / rate if rate > 0 else None
+        full_at = now + (state.hard - now_demand) / fastest if fastest > 0 else None
         if now_demand >= state.hard:
             full_at = now
         peak = now_demand + rate * policy.horizon_seconds
@@ -231,6 +235,7 @@ class TargetInput:
     policy: GrowthPolicy = field(default_factory=GrowthPolicy)
     forecasts: Mapping[Dimension, SeriesForecast] = field(default_factory=dict)
     recent_rate_per_second: Mapping[Dimension, float] = field(default_factory=dict)
+    latest_rate_per_second: Mapping[Dimension, float] = field(default_factory=dict)
     reserved_bytes: int = 0
     reserved_inodes: int = 0
     last_growth_at: Mapping[Dimension, float] = field(default_factory=dict)
@@ -248,6 +253,7 @@ class TargetInput:
                 hard=obs.hard_limit_bytes, soft=obs.soft_limit_bytes,
                 forecast=self.forecasts.get(Dimension.BYTES),
                 recent_rate_per_second=self.recent_rate_per_second.get(Dimension.BYTES),
+                latest_rate_per_second=self.latest_rate_per_second.get(Dimension.BYTES),
                 reserved=self.reserved_bytes))
         if obs.hard_limit_inodes and obs.used_inodes is not None:
             out.append(SeriesState(
@@ -255,6 +261,7 @@ class TargetInput:
                 hard=obs.hard_limit_inodes, soft=obs.soft_limit_inodes,
                 forecast=self.forecasts.get(Dimension.INODES),
                 recent_rate_per_second=self.recent_rate_per_second.get(Dimension.INODES),
+                latest_rate_per_second=self.latest_rate_per_second.get(Dimension.INODES),
                 reserved=self.reserved_inodes))
         return out
 
