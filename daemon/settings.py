@@ -288,10 +288,14 @@ class AlertRuleSettings(Group):
     pool_runway_critical_seconds: Seconds = Field(30 * 86400.0, description="Cluster pool critical.")
     hysteresis_ratio: float = Field(
         0.02, ge=0, le=0.2, description="Utilization must fall this far below a threshold to resolve.")
+    runway_hysteresis_ratio: float = Field(
+        0.10, ge=0, le=1, description="A runway alert resolves once the runway is this much longer than its window.")
     for_seconds: Seconds = Field(0.0, description="A condition must hold this long before firing.")
     renotify_seconds: Seconds = Field(4 * 3600.0, description="Re-send a firing alert this often.")
     anomaly_margin_ratio: float = Field(
         0.5, ge=0, description="Ingest outside the forecast band by this fraction is anomalous.")
+    anomaly_floor_bytes_per_second: float = Field(
+        1024.0 * 1024.0, ge=0, description="Smallest rate difference (bytes/s) that can count as anomalous.")
     anomaly_samples: int = Field(3, ge=1, description="Consecutive anomalous samples before alerting.")
     collector_failed_intervals: int = Field(3, ge=1, description="Failed polls in a row before a collector alert.")
 

@@ -1,0 +1,357 @@
+"""Delivers what the outbox holds, per sink, in order, at least once; receivers dedup by key.
+
+Every notification is in the outbox (durable) before any send. One worker per sink:
+
+- fetches that sink's pending rows in outbox order; of several pending rows of one alert id only
+  the newest is sent (the older are marked superseded): after an outage the backlog drains with
+  the latest state winning, e.g. a resolve supersedes the fire it ends;
+- sends the due rows concurrently (at most one per alert id, so per-alert order holds), marks the
+  delivered ones; a temporary failure backs the whole sink off (jittered exponential,
+  `retry_backoffs_seconds`, at least the server's Retry-After) — the receiver is down, hammering
+  it with the rest of the batch helps nobody; a permanent rejection drops that row;
+- rows older than `max_age_seconds` are dropped, counted as `expired`.
+
+Depends on an `Outbox` protocol, not on SQLite (`quotapilot.daemon.store.outbox` implements it),
+and on a `Clock` (anything with `now()` and `async sleep()`), so tests drive it in virtual time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from quotapilot.alerts.errors import SinkError, SinkRejected, SinkUnavailable
+
+log = structlog.get_logger(logger_name=__name__)
+
+LATENCY_BUCKETS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                                      300.0, 3600.0)
+
+
+class ClockLike(Protocol):
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A notification bound for one sink, as enqueued."""
+
+    sink: str
+    alert_id: str
+    dedup_key: str
+    status: str
+    payload: Mapping[str, Any]
+    created_at: float
+    next_attempt_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A pending outbox row, as fetched."""
+
+    row_id: int
+    sink: str
+    alert_id: str
+    dedup_key: str
+    status: str
+    payload: Mapping[str, Any]
+    created_at: float
+    next_attempt_at: float
+    attempts: int = 0
+
+
+class Outbox(Protocol):
+    """Durable notification queue (SQLite in the daemon, a list in tests)."""
+
+    async def enqueue(self, entries: Sequence[OutboxEntry]) -> int:
+        """Insert; an entry whose (sink, dedup_key) exists already is ignored. Returns inserted."""
+        ...
+
+    async def pending(self, sink: str, limit: int) -> list[OutboxRow]:
+        """Undelivered, not superseded, not dropped rows of `sink`, oldest first."""
+        ...
+
+    async def mark_delivered(self, row_ids: Sequence[int], now: float) -> None: ...
+
+    async def mark_retry(self, row_ids: Sequence[int], error: str, next_attempt_at: float) -> None: ...
+
+    async def mark_superseded(self, row_ids: Sequence[int], now: float) -> None: ...
+
+    async def mark_dropped(self, row_ids: Sequence[int], now: float, error: str) -> None: ...
+
+    async def pending_counts(self) -> dict[str, int]: ...
+
+
+class Sink(Protocol):
+    """A receiver of notifications. `send` raises only `SinkError`s."""
+
+    name: str
+
+    async def send(self, payload: Mapping[str, Any]) -> None: ...
+
+    async def send_state(self, cluster: str, target: str, state: Mapping[str, Any]) -> None:
+        """Publish a target's current picture (MQTT retained state); a no-op for webhooks."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class DeliveryStats:
+    """What the metrics collector reads (no IO at scrape time)."""
+
+    results: Counter[tuple[str, str]] = field(default_factory=Counter)
+    pending: dict[str, int] = field(default_factory=dict)
+    latency_buckets: dict[str, list[int]] = field(default_factory=dict)
+    latency_sum: dict[str, float] = field(default_factory=dict)
+    latency_count: dict[str, int] = field(default_factory=dict)
+
+    def observe_latency(self, sink: str, seconds: float) -> None:
+        buckets = self.latency_buckets.setdefault(sink, [0] * len(LATENCY_BUCKETS))
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                buckets[i] += 1
+        self.latency_sum[sink] = self.latency_sum.get(sink, 0.0) + seconds
+        self.latency_count[sink] = self.latency_count.get(sink, 0) + 1
+
+
+class Dispatcher:
+    """Runs one delivery worker per sink until cancelled. `wake()` after enqueueing."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        sinks: Sequence[Sink],
+        clock: ClockLike,
+        *,
+        backoffs_seconds: Sequence[float] = (1, 2, 5, 10, 30, 60, 120, 300),
+        max_age_seconds: float = 7 * 86400.0,
+        batch_size: int = 1000,
+        concurrency: int = 64,
+        idle_seconds: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.sinks = {sink.name: sink for sink in sinks}
+        self.clock = clock
+        self.backoffs = tuple(backoffs_seconds) or (1.0,)
+        self.max_age_seconds = max_age_seconds
+        self.batch_size = batch_size
+        self.concurrency = concurrency
+        self.idle_seconds = idle_seconds
+        self.rng = rng or random.Random()
+        self.stats = DeliveryStats()
+        self._wakeups = {name: asyncio.Event() for name in self.sinks}
+        self._states: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self._dirty_states: dict[str, set[tuple[str, str]]] = {name: set() for name in self.sinks}
+        self._failures: dict[str, int] = dict.fromkeys(self.sinks, 0)
+        self._flushing = False
+        self._flush_requested = asyncio.Event()
+
+    # ------------------------------------------------------------------------------ feeding
+    def wake(self) -> None:
+        """New rows are in the outbox: let every idle worker look now."""
+        for event in self._wakeups.values():
+            event.set()
+
+    def set_state(self, cluster: str, target: str, state: Mapping[str, Any]) -> None:
+        """Remember a target's latest state; workers of sinks that publish state send it."""
+        self._states[(cluster, target)] = state
+        for dirty in self._dirty_states.values():
+            dirty.add((cluster, target))
+
+    # ------------------------------------------------------------------------------ running
+    async def run(self) -> None:
+        """Deliver until cancelled; sinks are closed on the way out."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name in self.sinks:
+                    group.create_task(self._worker(name), name=f"alerts.dispatch.{name}")
+        finally:
+            await asyncio.shield(self._close_sinks())
+
+    async def _close_sinks(self) -> None:
+        for sink in self.sinks.values():
+            try:
+                await sink.close()
+            except Exception as exc:  # closing is best effort; the outbox keeps what matters
+                log.warning("alert_sink.close_failed", sink=sink.name, error=str(exc))
+
+    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 (the demo's contract: drain(timeout))
+        """Flush: wait (real time, at most `timeout` s) until every row that is due or being
+        retried is delivered; retries happen at once meanwhile (shutdown, end of the demo).
+        Rows held for a quiet window stay. True if drained."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._flushing = True
+        self._flush_requested.set()
+        try:
+            while True:
+                self.wake()
+                if not await self._anything_due():
+                    return True
+                if loop.time() >= deadline:
+                    return False
+                await asyncio.sleep(min(0.02, max(0.0, deadline - loop.time())))
+        finally:
+            self._flushing = False
+            self._flush_requested.clear()
+
+    def _is_due(self, row: OutboxRow, now: float) -> bool:
+        return row.next_attempt_at <= now or (self._flushing and row.attempts > 0)
+
+    async def _anything_due(self) -> bool:
+        now = self.clock.now()
+        for name in self.sinks:
+            rows = await self.outbox.pending(name, self.batch_size)
+            if any(self._is_due(row, now) for row in rows):
+                return True
+            if self._dirty_states[name] and self._failures[name] == 0:
+                return True
+        return False
+
+    async def _worker(self, name: str) -> None:
+        sink = self.sinks[name]
+        wakeup = self._wakeups[name]
+        while True:
+            wakeup.clear()
+            wait_for = await self._pass(sink)
+            if self._failures[name] and self._flushing:
+                await asyncio.sleep(0.05)  # flushing before exit: retry soon, in real time
+            elif self._failures[name]:
+                await self._wait(self._flush_requested, wait_for)  # backing off: new rows wait too
+            else:
+                await self._wait(wakeup, wait_for)
+
+    async def _wait(self, wakeup: asyncio.Event, seconds: float) -> None:
+        if wakeup.is_set():
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep(max(seconds, 0.0)))
+        waiter = asyncio.ensure_future(wakeup.wait())
+        try:
+            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waiter):
+                task.cancel()
+            await asyncio.gather(sleeper, waiter, return_exceptions=True)
+
+    # ------------------------------------------------------------------------------ one pass
+    async def _pass(self, sink: Sink) -> float:
+        """Send what is due; return how long to wait before the next pass."""
+        name = sink.name
+        now = self.clock.now()
+        rows = await self.outbox.pending(name, self.batch_size)
+        latest: dict[str, OutboxRow] = {}
+        superseded: list[int] = []
+        for row in rows:
+            older = latest.get(row.alert_id)
+            if older is not None:
+                superseded.append(older.row_id)
+            latest[row.alert_id] = row
+        if superseded:
+            await self.outbox.mark_superseded(superseded, now)
+            self.stats.results[(name, "superseded")] += len(superseded)
+        candidates = sorted(latest.values(), key=lambda r: r.row_id)
+        expired = [r for r in candidates if now - r.created_at > self.max_age_seconds]
+        if expired:
+            await self.outbox.mark_dropped([r.row_id for r in expired], now, "expired")
+            self.stats.results[(name, "expired")] += len(expired)
+            log.warning("alert.expired", sink=name, count=len(expired))
+        due = [r for r in candidates if self._is_due(r, now) and r not in expired]
+        later = [r.next_attempt_at for r in candidates if not self._is_due(r, now)]
+
+        error = await self._send_rows(sink, due) if due else None
+        if error is None and self._dirty_states[name]:
+            error = await self._send_states(sink)
+        if error is not None:
+            return await self._back_off(name, due, error)
+        if self._failures[name]:
+            log.info("alert_sink.recovered", sink=name, after_failures=self._failures[name])
+        self._failures[name] = 0
+        self.stats.pending[name] = (await self.outbox.pending_counts()).get(name, 0)
+        if len(rows) >= self.batch_size:
+            return 0.0
+        return min(later) - now if later else self.idle_seconds
+
+    async def _send_rows(self, sink: Sink, rows: Sequence[OutboxRow]) -> SinkUnavailable | None:
+        """Send `rows` in chunks of `concurrency`; stop at the first chunk with a temporary error."""
+        name = sink.name
+        for start in range(0, len(rows), self.concurrency):
+            chunk = rows[start:start + self.concurrency]
+            results = await asyncio.gather(*(self._send_one(sink, row) for row in chunk))
+            delivered = [row for row, result in zip(chunk, results, strict=True) if result is None]
+            rejected = [(row, result) for row, result in zip(chunk, results, strict=True)
+                        if isinstance(result, SinkRejected)]
+            unavailable = [result for result in results if isinstance(result, SinkUnavailable)]
+            now = self.clock.now()
+            if delivered:
+                await self.outbox.mark_delivered([row.row_id for row in delivered], now)
+                self.stats.results[(name, "delivered")] += len(delivered)
+                for row in delivered:
+                    evaluated = row.payload.get("evaluated_at_epoch")
+                    if isinstance(evaluated, int | float):
+                        self.stats.observe_latency(name, max(0.0, now - float(evaluated)))
+                log.debug("alert.delivered", sink=name, count=len(delivered))
+            for row, problem in rejected:
+                await self.outbox.mark_dropped([row.row_id], now, str(problem))
+                self.stats.results[(name, "rejected")] += 1
+                log.error("alert.rejected", sink=name, alert_id=row.alert_id, dedup_key=row.dedup_key,
+                          error=str(problem))
+            if unavailable:
+                failed = [row for row, result in zip(chunk, results, strict=True)
+                          if isinstance(result, SinkUnavailable)]
+                self.stats.results[(name, "retry")] += len(failed)
+                retry_after = max((u.retry_after or 0.0) for u in unavailable)
+                delay = self._backoff_delay(name, retry_after, peek=True)
+                await self.outbox.mark_retry([row.row_id for row in failed], str(unavailable[0]),
+                                             now + delay)
+                return unavailable[0]
+        return None
+
+    async def _send_one(self, sink: Sink, row: OutboxRow) -> SinkError | None:
+        try:
+            await sink.send(row.payload)
+        except SinkError as exc:
+            return exc
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a sink bug must not kill delivery to the others
+            log.exception("alert_sink.unexpected_error", sink=sink.name)
+            return SinkUnavailable(sink.name, f"unexpected {type(exc).__name__}: {exc}")
+        return None
+
+    async def _send_states(self, sink: Sink) -> SinkUnavailable | None:
+        dirty = self._dirty_states[sink.name]
+        for key in sorted(dirty):
+            try:
+                await sink.send_state(key[0], key[1], self._states[key])
+            except SinkUnavailable as exc:
+                return exc
+            except SinkError as exc:
+                log.warning("alert_state.rejected", sink=sink.name, target=key[1], error=str(exc))
+            dirty.discard(key)
+        return None
+
+    def _backoff_delay(self, name: str, retry_after: float | None, *, peek: bool = False) -> float:
+        failures = self._failures[name] + (1 if peek else 0)
+        base = self.backoffs[min(max(failures, 1), len(self.backoffs)) - 1]
+        delay = base * self.rng.uniform(0.8, 1.2)  # jitter: many daemons must not retry in step
+        return max(delay, retry_after or 0.0)
+
+    async def _back_off(self, name: str, due: Sequence[OutboxRow], error: SinkUnavailable) -> float:
+        self._failures[name] += 1
+        delay = self._backoff_delay(name, error.retry_after)
+        if self._failures[name] == 1:  # log the transition, not every failed attempt
+            log.warning("alert_sink.unavailable", sink=name, error=str(error), pending=len(due))
+        with contextlib.suppress(Exception):
+            self.stats.pending[name] = (await self.outbox.pending_counts()).get(name, 0)
+        return delay

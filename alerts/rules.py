@@ -1,0 +1,438 @@
+"""The alert rules: plain data and `now` in, new alert states and notifications out.
+
+Pure (no asyncio, no IO). Two layers:
+
+1. *conditions*: each rule looks at one cycle's `RuleInputs` (and the alert's previous state, for
+   hysteresis and counters) and says, per alert id, which severity holds now — or nothing at all
+   when it cannot tell (no data), so an alert is never resolved by missing data;
+2. *the state machine* (`step`): inactive → pending (`for_seconds`) → firing → resolved, with
+   re-notification of firing alerts and a notification on every severity change.
+
+Alert ids are `cluster/target/kind`; `kind` carries a suffix for the inode dimension
+(`utilization_inodes`) and for the growth sub-kinds (`growth_blocked`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from quotapilot.alerts.model import (
+    AlertState,
+    Condition,
+    Notification,
+    Phase,
+    Severity,
+    Status,
+    alert_id,
+)
+from quotapilot.alerts.words import runway_in_words
+
+DAEMON_CLUSTER = "_daemon"
+"""The `cluster` part of daemon alert ids (`_daemon/<task>/daemon`); not a valid cluster name."""
+COLLECTOR_TARGET = "vms"
+"""The `target` part of collector alert ids (`<cluster>/vms/collector`)."""
+
+QUOTA_STATE_SEVERITY: Mapping[str, Severity] = {
+    "SOFT_EXCEEDED": Severity.WARNING,
+    "GRACE_EXPIRED": Severity.CRITICAL,
+    "HARD_EXCEEDED": Severity.CRITICAL,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleConfig:
+    """The thresholds the rules use (from `[alerts.rules]`; utilization thresholds come per target
+    from the growth policy's `warning_at` / `critical_at`)."""
+
+    runway_warning_seconds: float = 72 * 3600.0
+    runway_critical_seconds: float = 24 * 3600.0
+    pool_runway_warning_seconds: float = 90 * 86400.0
+    pool_runway_critical_seconds: float = 30 * 86400.0
+    hysteresis_ratio: float = 0.02
+    runway_hysteresis_ratio: float = 0.10
+    for_seconds: float = 0.0
+    renotify_seconds: float = 4 * 3600.0
+    anomaly_margin_ratio: float = 0.5
+    anomaly_floor_bytes_per_second: float = 1024.0 * 1024.0
+    anomaly_samples: int = 3
+    collector_failed_intervals: int = 3
+
+
+# ------------------------------------------------------------------------------------- inputs
+@dataclass(frozen=True, slots=True)
+class SeriesInput:
+    """One dimension (bytes or inodes) of one target, as this cycle saw it.
+
+    Runways are seconds from now until the series reaches 100 % of its limit on the p50 and the
+    pessimistic (p90) path; None with `forecast_known` means "not within the horizon", while
+    `forecast_known=False` means there is no forecast yet (the runway rule then says nothing).
+    `expected_rate_low/high` is the forecast's ingest band (per second), for the anomaly rule.
+    """
+
+    used: float
+    limit: float | None
+    forecast_known: bool = False
+    runway_p50_seconds: float | None = None
+    runway_p90_seconds: float | None = None
+    expected_rate_low: float | None = None
+    expected_rate_high: float | None = None
+
+    @property
+    def utilization_ratio(self) -> float | None:
+        if not self.limit:
+            return None
+        return self.used / self.limit
+
+    @property
+    def runway_seconds(self) -> float | None:
+        """The shorter of the p50 and pessimistic runways (None: beyond the horizon)."""
+        known = [r for r in (self.runway_p50_seconds, self.runway_p90_seconds) if r is not None]
+        return max(0.0, min(known)) if known else None
+
+
+@dataclass(frozen=True, slots=True)
+class GrowthInput:
+    """What the planner and the actuator did for one series this cycle.
+
+    `status`: grown | would_grow | blocked | failed | none.
+    """
+
+    dimension: str  # "bytes" | "inodes"
+    status: str
+    reason: str = ""
+    old_hard: int | None = None
+    new_hard: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetInput:
+    cluster: str
+    target: str
+    path: str
+    is_pool: bool
+    t: float
+    state: str = "OK"
+    warning_at: float = 0.80
+    critical_at: float = 0.90
+    bytes: SeriesInput | None = None
+    inodes: SeriesInput | None = None
+    growth: tuple[GrowthInput, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInputs:
+    """One poll cycle of one cluster, reduced to what the rules read."""
+
+    cluster: str
+    now: float
+    poll_ok: bool = True
+    poll_error: str | None = None
+    invalid_samples: int = 0
+    targets: tuple[TargetInput, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskHealth:
+    """A supervised daemon task: crashed (with the error) or running."""
+
+    name: str
+    crashed: bool
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The result of one evaluation: the states that changed and what to send."""
+
+    states: Mapping[str, AlertState]
+    notifications: tuple[Notification, ...]
+
+
+# --------------------------------------------------------------------------------- conditions
+class _MakeCondition(Protocol):
+    def __call__(self, kind: str, severity: Severity | None, summary: str, **extra: Any) -> Condition: ...
+
+
+def _severity_of(state: AlertState | None) -> Severity | None:
+    if state is None or state.phase is Phase.INACTIVE:
+        return None
+    return state.severity
+
+
+def utilization_severity(value: float, warning_at: float, critical_at: float,
+                         current: Severity | None, hysteresis: float) -> Severity | None:
+    """Thresholds with hysteresis: an alert at a severity holds until the value falls
+    `hysteresis` below that severity's threshold."""
+    if value >= critical_at or (current is Severity.CRITICAL and value >= critical_at - hysteresis):
+        return Severity.CRITICAL
+    if value >= warning_at or (current in (Severity.WARNING, Severity.CRITICAL)
+                               and value >= warning_at - hysteresis):
+        return Severity.WARNING
+    return None
+
+
+def runway_severity(runway: float | None, warning_seconds: float, critical_seconds: float,
+                    current: Severity | None, hysteresis_ratio: float) -> Severity | None:
+    """Shorter than a window fires; it resolves only once the runway is `hysteresis_ratio`
+    longer than the window."""
+    if runway is None:
+        return None
+    if runway < critical_seconds or (current is Severity.CRITICAL
+                                     and runway < critical_seconds * (1 + hysteresis_ratio)):
+        return Severity.CRITICAL
+    if runway < warning_seconds or (current in (Severity.WARNING, Severity.CRITICAL)
+                                    and runway < warning_seconds * (1 + hysteresis_ratio)):
+        return Severity.WARNING
+    return None
+
+
+def _suffix(dimension: str) -> str:
+    return "" if dimension == "bytes" else f"_{dimension}"
+
+
+def target_conditions(target: TargetInput, states: Mapping[str, AlertState],
+                      config: RuleConfig) -> list[Condition]:
+    """Utilization, runway, quota state, ingest anomaly and growth conditions of one target."""
+    out: list[Condition] = []
+
+    def make(kind: str, severity: Severity | None, summary: str, **extra: Any) -> Condition:
+        return Condition(
+            alert_id=alert_id(target.cluster, target.target, kind), kind=kind,
+            cluster=target.cluster, target=target.target, path=target.path,
+            severity=severity, summary=summary, **extra)
+
+    def previous(kind: str) -> AlertState | None:
+        return states.get(alert_id(target.cluster, target.target, kind))
+
+    name = target.target
+    for dimension, series in (("bytes", target.bytes), ("inodes", target.inodes)):
+        if series is None:
+            continue
+        suffix = _suffix(dimension)
+        ratio = series.utilization_ratio
+        if ratio is not None:
+            kind = f"utilization{suffix}"
+            severity = utilization_severity(ratio, target.warning_at, target.critical_at,
+                                            _severity_of(previous(kind)), config.hysteresis_ratio)
+            threshold = target.critical_at if severity is Severity.CRITICAL else target.warning_at
+            out.append(make(kind, severity, f"{name} {dimension} at {ratio:.1%} of the hard limit",
+                            value=ratio, threshold=threshold))
+        if series.forecast_known:
+            kind = f"runway{suffix}"
+            warning, critical = ((config.pool_runway_warning_seconds, config.pool_runway_critical_seconds)
+                                 if target.is_pool else
+                                 (config.runway_warning_seconds, config.runway_critical_seconds))
+            runway = series.runway_seconds
+            severity = runway_severity(runway, warning, critical, _severity_of(previous(kind)),
+                                       config.runway_hysteresis_ratio)
+            summary = f"{name} {dimension} full in {runway_in_words(runway)}"
+            out.append(make(kind, severity, summary, value=runway,
+                            threshold=critical if severity is Severity.CRITICAL else warning,
+                            runway_seconds=runway))
+    if not target.is_pool:
+        severity = QUOTA_STATE_SEVERITY.get(target.state)
+        out.append(make("quota_state", severity, f"{name} quota state {target.state}",
+                        labels=(("quota_state", target.state),), for_seconds=0.0))
+    if target.bytes is not None:
+        anomaly = _anomaly_condition(target, target.bytes, previous("ingest_anomaly"), config)
+        if anomaly is not None:
+            out.append(make("ingest_anomaly", anomaly[0], anomaly[1], value=anomaly[2],
+                            memory=anomaly[3], for_seconds=0.0))
+    out.extend(_growth_conditions(target, make))
+    return out
+
+
+def _anomaly_condition(
+    target: TargetInput, series: SeriesInput, state: AlertState | None, config: RuleConfig,
+) -> tuple[Severity | None, str, float | None, tuple[tuple[str, float], ...]] | None:
+    """The observed ingest rate (from this and the previous sample) against the forecast band,
+    widened by the margin; N anomalous samples in a row fire, N normal ones resolve."""
+    last_t = state.remembered("last_t") if state else None
+    last_used = state.remembered("last_used") if state else None
+    bad = int(state.remembered("bad", 0.0) or 0) if state else 0
+    good = int(state.remembered("good", 0.0) or 0) if state else 0
+    memory_base = (("last_t", target.t), ("last_used", float(series.used)))
+    low, high = series.expected_rate_low, series.expected_rate_high
+    if last_t is None or last_used is None or target.t <= last_t or low is None or high is None:
+        # nothing to compare yet: remember the sample, keep the alert as it is
+        return (_severity_of(state), state.summary if state else "", None,
+                (*memory_base, ("bad", float(bad)), ("good", float(good))))
+    observed = (series.used - last_used) / (target.t - last_t)
+    tolerance = max(config.anomaly_margin_ratio * max(abs(low), abs(high)),
+                    config.anomaly_floor_bytes_per_second)
+    anomalous = observed > high + tolerance or observed < low - tolerance
+    bad, good = (bad + 1, 0) if anomalous else (0, good + 1)
+    current = _severity_of(state)
+    if bad >= config.anomaly_samples:
+        severity: Severity | None = Severity.WARNING
+    elif current is not None and good < config.anomaly_samples:
+        severity = current
+    else:
+        severity = None
+    per_day = 86400.0 / 1e12
+    what = "spike" if observed > high else "stall"
+    summary = (f"{target.target} ingest {what}: {observed * per_day:.2f} TB/day, forecast band "
+               f"{low * per_day:.2f}–{high * per_day:.2f} TB/day")
+    return severity, summary, observed, (*memory_base, ("bad", float(bad)), ("good", float(good)))
+
+
+def _growth_conditions(target: TargetInput, make: _MakeCondition) -> list[Condition]:
+    conditions: list[Condition] = []
+    by_dimension: dict[str, list[GrowthInput]] = {}
+    for item in target.growth:
+        by_dimension.setdefault(item.dimension, []).append(item)
+    for dimension, items in by_dimension.items():
+        suffix = _suffix(dimension)
+        statuses = {item.status for item in items}
+        name = f"{target.target}{'' if dimension == 'bytes' else ' inodes'}"
+        for item in items:
+            if item.status == "grown":
+                conditions.append(make(
+                    f"growth{suffix}", Severity.INFO,
+                    f"{name} grown from {_tib(item.old_hard)} to {_tib(item.new_hard)}: {item.reason}",
+                    value=float(item.new_hard or 0), event=True, for_seconds=0.0))
+        would = next((i for i in items if i.status == "would_grow"), None)
+        conditions.append(make(
+            f"growth_would_grow{suffix}", Severity.INFO if would else None,
+            (f"{name} would grow from {_tib(would.old_hard)} to {_tib(would.new_hard)} "
+             f"(observe mode): {would.reason}") if would else f"{name} no longer needs to grow",
+            for_seconds=0.0))
+        blocked = next((i for i in items if i.status == "blocked"), None)
+        severity = None
+        if blocked is not None:
+            severity = Severity.CRITICAL if "reserve" in blocked.reason else Severity.WARNING
+        conditions.append(make(
+            f"growth_blocked{suffix}", severity,
+            f"{name} growth blocked: {blocked.reason}" if blocked else f"{name} growth no longer blocked",
+            for_seconds=0.0))
+        failed = next((i for i in items if i.status == "failed"), None)
+        if failed is not None:
+            conditions.append(make(
+                f"growth_failed{suffix}", Severity.CRITICAL, f"{name} growth failed: {failed.reason}",
+                for_seconds=0.0))
+        elif "grown" in statuses:
+            conditions.append(make(
+                f"growth_failed{suffix}", None, f"{name} grown and verified", for_seconds=0.0))
+    return conditions
+
+
+def _tib(value: int | None) -> str:
+    return "?" if value is None else f"{value / 2**40:.1f} TiB"
+
+
+def collector_condition(inputs: RuleInputs, state: AlertState | None, config: RuleConfig) -> Condition:
+    """VMS unreachable or answering only invalid data for N polls in a row; one good poll resolves."""
+    failed_before = int(state.remembered("failed", 0.0) or 0) if state else 0
+    bad = not inputs.poll_ok or (not inputs.targets and inputs.invalid_samples > 0)
+    failed = failed_before + 1 if bad else 0
+    severity = Severity.CRITICAL if failed >= config.collector_failed_intervals else None
+    reason = inputs.poll_error or f"{inputs.invalid_samples} invalid samples"
+    summary = (f"VMS of {inputs.cluster}: {failed} failed polls in a row ({reason})" if bad
+               else f"VMS of {inputs.cluster} answers again")
+    return Condition(
+        alert_id=alert_id(inputs.cluster, COLLECTOR_TARGET, "collector"), kind="collector",
+        cluster=inputs.cluster, target=COLLECTOR_TARGET, path="/", severity=severity,
+        summary=summary, value=float(failed), memory=(("failed", float(failed)),), for_seconds=0.0)
+
+
+def cycle_conditions(inputs: RuleInputs, states: Mapping[str, AlertState],
+                     config: RuleConfig) -> list[Condition]:
+    conditions = [collector_condition(
+        inputs, states.get(alert_id(inputs.cluster, COLLECTOR_TARGET, "collector")), config)]
+    for target in inputs.targets:
+        conditions.extend(target_conditions(target, states, config))
+    return conditions
+
+
+def task_conditions(tasks: Iterable[TaskHealth]) -> list[Condition]:
+    """A crashed supervised task is critical until it runs again."""
+    return [
+        Condition(
+            alert_id=alert_id(DAEMON_CLUSTER, task.name, "daemon"), kind="daemon",
+            cluster=DAEMON_CLUSTER, target=task.name, path="/",
+            severity=Severity.CRITICAL if task.crashed else None,
+            summary=(f"daemon task {task.name} crashed: {task.error}" if task.crashed
+                     else f"daemon task {task.name} runs again"),
+            for_seconds=0.0)
+        for task in tasks
+    ]
+
+
+# ------------------------------------------------------------------------------ state machine
+def step(state: AlertState, condition: Condition, config: RuleConfig,
+         now: float) -> tuple[AlertState, Notification | None]:
+    """Advance one alert by one condition. Returns the new state and at most one notification."""
+    state = state.evolve(memory=condition.memory or state.memory, kind=condition.kind)
+    severity = condition.severity
+    for_seconds = config.for_seconds if condition.for_seconds is None else condition.for_seconds
+
+    if condition.event:
+        if severity is None:
+            return state, None
+        state = state.evolve(episode=state.episode + 1, sequence=state.sequence + 1,
+                             last_notified_at=now, started_at=now, summary=condition.summary,
+                             phase=Phase.INACTIVE, severity=None, pending_since=None)
+        return state, _notification(state, condition, Status.FIRING, severity, now, ended_at=now,
+                                    event=True)
+
+    if severity is None:
+        if state.phase is Phase.FIRING:
+            fired_severity = state.severity or Severity.INFO
+            state = state.evolve(phase=Phase.INACTIVE, sequence=state.sequence + 1,
+                                 last_notified_at=now, summary=condition.summary, pending_since=None)
+            note = _notification(state, condition, Status.RESOLVED, fired_severity, now, ended_at=now)
+            return state.evolve(severity=None), note
+        return state.evolve(phase=Phase.INACTIVE, severity=None, pending_since=None,
+                            summary=condition.summary), None
+
+    if state.phase is Phase.INACTIVE:
+        state = state.evolve(phase=Phase.PENDING, pending_since=now, severity=severity)
+    if state.phase is Phase.PENDING:
+        since = state.pending_since if state.pending_since is not None else now
+        if now - since < for_seconds:
+            return state.evolve(severity=severity, summary=condition.summary), None
+        state = state.evolve(phase=Phase.FIRING, severity=severity, episode=state.episode + 1,
+                             sequence=state.sequence + 1, started_at=now, last_notified_at=now,
+                             summary=condition.summary, pending_since=None)
+        return state, _notification(state, condition, Status.FIRING, severity, now)
+
+    # firing: notify on a severity change, and again every renotify_seconds
+    changed = severity is not state.severity
+    last = state.last_notified_at if state.last_notified_at is not None else now
+    due = config.renotify_seconds > 0 and now - last >= config.renotify_seconds
+    if not (changed or due):
+        return state.evolve(summary=condition.summary), None
+    state = state.evolve(severity=severity, sequence=state.sequence + 1, last_notified_at=now,
+                         summary=condition.summary)
+    return state, _notification(state, condition, Status.FIRING, severity, now, renotify=not changed)
+
+
+def _notification(state: AlertState, condition: Condition, status: Status, severity: Severity,
+                  now: float, *, ended_at: float | None = None, event: bool = False,
+                  renotify: bool = False) -> Notification:
+    return Notification(
+        alert_id=condition.alert_id, dedup_key=f"{condition.alert_id}#{state.sequence}",
+        sequence=state.sequence, episode=state.episode, status=status, severity=severity,
+        kind=condition.kind, cluster=condition.cluster, target=condition.target, path=condition.path,
+        summary=condition.summary, evaluated_at=now,
+        started_at=state.started_at if state.started_at is not None else now, ended_at=ended_at,
+        value=condition.value, threshold=condition.threshold, runway_seconds=condition.runway_seconds,
+        event=event, renotify=renotify, labels=condition.labels)
+
+
+def evaluate(states: Mapping[str, AlertState], conditions: Iterable[Condition], config: RuleConfig,
+             now: float) -> Evaluation:
+    """Run the state machine of every alert a condition speaks about."""
+    changed: dict[str, AlertState] = {}
+    notes: list[Notification] = []
+    for condition in conditions:
+        before = changed.get(condition.alert_id) or states.get(condition.alert_id) \
+            or AlertState(alert_id=condition.alert_id, kind=condition.kind)
+        after, note = step(before, condition, config, now)
+        if after != before:
+            changed[condition.alert_id] = after
+        if note is not None:
+            notes.append(note)
+    return Evaluation(states=changed, notifications=tuple(notes))

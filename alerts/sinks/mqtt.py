@@ -1,0 +1,165 @@
+"""The MQTT sink (aiomqtt ≥ 2).
+
+- events: `{prefix}/{cluster}/{target}/alert`, QoS 1, the JSON notification;
+- state:  `{prefix}/{cluster}/{target}/state`, QoS 1, retained (utilization, runway, last
+  action), so a dashboard that subscribes late sees the current picture;
+- status: `{prefix}/status`, retained `online` after connecting, `offline` on a clean close and
+  as the last will when the daemon dies.
+
+Reconnecting lives outside the client: a send on a dead connection raises `SinkUnavailable`
+and drops the client; the dispatcher's jittered backoff decides when the next send (and so the
+next connect, with a fresh client) happens. Every aiomqtt/paho/OS error is translated into the
+`quotapilot.alerts.errors` hierarchy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from quotapilot.alerts.errors import SinkRejected, SinkTimeout, SinkUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    host: str
+    port: int = 1883
+    topic_prefix: str = "quotapilot"
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    client_id: str | None = None
+    keepalive_seconds: int = 30
+    timeout_seconds: float = 10.0
+    name: str = "mqtt"
+
+
+def topic_level(text: str) -> str:
+    """One topic level: MQTT wildcards and separators are not allowed inside it."""
+    cleaned = "".join("_" if ch in "/+#\x00" else ch for ch in text)
+    return cleaned or "_"
+
+
+class MqttSink:
+    """Publishes alert events and retained state to one broker."""
+
+    def __init__(self, config: MqttConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.prefix = config.topic_prefix.rstrip("/")
+        self._client: aiomqtt.Client | None = None
+        self._connect_lock: asyncio.Lock | None = None
+        self.connects = 0
+
+    # ------------------------------------------------------------------------------ topics
+    def alert_topic(self, cluster: str, target: str) -> str:
+        return f"{self.prefix}/{topic_level(cluster)}/{topic_level(target)}/alert"
+
+    def state_topic(self, cluster: str, target: str) -> str:
+        return f"{self.prefix}/{topic_level(cluster)}/{topic_level(target)}/state"
+
+    @property
+    def status_topic(self) -> str:
+        return f"{self.prefix}/status"
+
+    # -------------------------------------------------------------------------- connection
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self.config.tls:
+            return None
+        return ssl.create_default_context(cafile=str(self.config.ca_file) if self.config.ca_file else None)
+
+    async def _connected(self) -> aiomqtt.Client:
+        client = self._client
+        if client is not None and not _is_disconnected(client):
+            return client
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            client = self._client
+            if client is not None and not _is_disconnected(client):
+                return client
+            await self._drop_client()
+            client = aiomqtt.Client(
+                self.config.host, self.config.port,
+                username=self.config.username, password=self.config.password,
+                identifier=self.config.client_id,
+                will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True),
+                keepalive=self.config.keepalive_seconds, timeout=self.config.timeout_seconds,
+                tls_context=self._tls_context(), max_inflight_messages=100)
+            try:
+                async with asyncio.timeout(self.config.timeout_seconds):
+                    await client.__aenter__()
+            except TimeoutError as exc:
+                raise SinkTimeout(self.name, f"connect to {self._where} timed out") from exc
+            except aiomqtt.MqttCodeError as exc:
+                if exc.rc in (4, 5, 134, 135):  # bad user/password, not authorised
+                    raise SinkUnavailable(self.name, f"broker refused us: {exc}") from exc
+                raise SinkUnavailable(self.name, f"connect to {self._where}: {exc}") from exc
+            except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
+                raise SinkUnavailable(self.name, f"connect to {self._where}: {exc}") from exc
+            self._client = client
+            self.connects += 1
+            try:
+                await client.publish(self.status_topic, b"online", qos=1, retain=True,
+                                     timeout=self.config.timeout_seconds)
+            except aiomqtt.MqttError as exc:
+                await self._drop_client()
+                raise SinkUnavailable(self.name, f"publish status: {exc}") from exc
+            return client
+
+    @property
+    def _where(self) -> str:
+        return f"{self.config.host}:{self.config.port}"
+
+    async def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        # it is probably dead already; that is why we drop it
+        with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+            await asyncio.wait_for(client.__aexit__(None, None, None), timeout=1.0)
+
+    # ------------------------------------------------------------------------------ sending
+    async def _publish(self, topic: str, payload: Mapping[str, Any], *, retain: bool) -> None:
+        try:
+            body = json.dumps(dict(payload), sort_keys=True).encode()
+        except (TypeError, ValueError) as exc:
+            raise SinkRejected(self.name, f"payload is not JSON: {exc}") from exc
+        client = await self._connected()
+        try:
+            await client.publish(topic, body, qos=1, retain=retain, timeout=self.config.timeout_seconds)
+        except aiomqtt.MqttError as exc:
+            await self._drop_client()
+            if "timed out" in str(exc):
+                raise SinkTimeout(self.name, f"publish to {topic}: no PUBACK") from exc
+            raise SinkUnavailable(self.name, f"publish to {topic}: {exc}") from exc
+
+    async def send(self, payload: Mapping[str, Any]) -> None:
+        await self._publish(self.alert_topic(str(payload["cluster"]), str(payload["target"])), payload,
+                            retain=False)
+
+    async def send_state(self, cluster: str, target: str, state: Mapping[str, Any]) -> None:
+        await self._publish(self.state_topic(cluster, target), state, retain=True)
+
+    async def close(self) -> None:
+        """Say `offline` (retained) and disconnect cleanly; a crash leaves it to the last will."""
+        client = self._client
+        if client is not None and not _is_disconnected(client):
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(self.status_topic, b"offline", qos=1, retain=True, timeout=1.0)
+        await self._drop_client()
+
+
+def _is_disconnected(client: aiomqtt.Client) -> bool:
+    # aiomqtt resolves this future when paho reports the connection lost; it has no public flag.
+    disconnected: asyncio.Future[None] = client._disconnected
+    return disconnected.done()

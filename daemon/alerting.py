@@ -1,0 +1,436 @@
+"""Alerting in the daemon: the `alerting` stage, the dispatcher task and their metrics.
+
+Per poll cycle, `AlertingStage.on_cycle` reduces the `CycleContext` to plain `RuleInputs`, runs
+the pure rules (`quotapilot.alerts.rules`) against the alerts' persisted states, routes the
+notifications, and writes the new states and the outbox rows in one SQLite transaction — only
+then wakes the dispatcher. `run(stopping)` is the supervised root task that delivers; on stop it
+flushes what it can within the shutdown bound and leaves the rest on disk for the next start.
+
+Supervised task crashes (the `daemon` alert kind) are checked by the same task every
+`task_check_seconds`, so they are reported even when no poll cycle runs any more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from quotapilot.alerts.dispatcher import LATENCY_BUCKETS, Dispatcher, OutboxEntry, Sink
+from quotapilot.alerts.model import AlertState, Notification, Phase, Severity, Status
+from quotapilot.alerts.routing import QuietWindow, Route, route
+from quotapilot.alerts.rules import (
+    GrowthInput,
+    RuleConfig,
+    RuleInputs,
+    SeriesInput,
+    TargetInput,
+    TaskHealth,
+    cycle_conditions,
+    evaluate,
+    task_conditions,
+)
+from quotapilot.alerts.words import iso8601, runway_in_words
+from quotapilot.daemon.clock import Clock
+from quotapilot.daemon.cycle import CycleContext
+from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.settings import AlertRuleSettings, AlertSettings, Settings
+from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.outbox import OutboxStore
+from quotapilot.forecasting.types import (
+    POOL_TARGET,
+    ActionOutcome,
+    ActionStatus,
+    DecisionKind,
+    Dimension,
+    SeriesForecast,
+    TargetId,
+    TargetKind,
+)
+
+log = get_logger(__name__)
+
+ALERTING_GUARDS = frozenset({"cluster_reserve", "max_hard_limit", "rate_limit"})
+"""Guards whose block is worth an alert; cooldown, pause, kill switch and stale data are either
+intended or covered by the collector alert."""
+
+
+# ------------------------------------------------------------------------- settings → plain data
+def rule_config(rules: AlertRuleSettings) -> RuleConfig:
+    return RuleConfig(
+        runway_warning_seconds=rules.runway_warning_seconds,
+        runway_critical_seconds=rules.runway_critical_seconds,
+        pool_runway_warning_seconds=rules.pool_runway_warning_seconds,
+        pool_runway_critical_seconds=rules.pool_runway_critical_seconds,
+        hysteresis_ratio=rules.hysteresis_ratio,
+        runway_hysteresis_ratio=rules.runway_hysteresis_ratio,
+        for_seconds=rules.for_seconds,
+        renotify_seconds=rules.renotify_seconds,
+        anomaly_margin_ratio=rules.anomaly_margin_ratio,
+        anomaly_floor_bytes_per_second=rules.anomaly_floor_bytes_per_second,
+        anomaly_samples=rules.anomaly_samples,
+        collector_failed_intervals=rules.collector_failed_intervals,
+    )
+
+
+def routes_from(alerts: AlertSettings) -> tuple[Route, ...]:
+    return tuple(
+        Route(match=r.match, min_severity=Severity(r.min_severity), sinks=tuple(r.sinks),
+              quiet=tuple(QuietWindow.parse(q.start, q.end) for q in r.quiet))
+        for r in alerts.routes)
+
+
+def build_sinks(alerts: AlertSettings) -> list[Sink]:
+    """The configured sinks: `mqtt` and one `webhook-<i>` (or its `name`) per `[[alerts.webhooks]]`."""
+    sinks: list[Sink] = []
+    if alerts.mqtt is not None:
+        from quotapilot.alerts.sinks.mqtt import MqttConfig, MqttSink
+
+        m = alerts.mqtt
+        sinks.append(MqttSink(MqttConfig(
+            host=m.host, port=m.port, topic_prefix=m.topic_prefix, username=m.username,
+            password=m.resolved_password(), tls=m.tls, ca_file=m.ca_file, client_id=m.client_id,
+            keepalive_seconds=m.keepalive_seconds, timeout_seconds=m.timeout_seconds)))
+    if alerts.webhooks:
+        from quotapilot.alerts.sinks.webhook import WebhookConfig, WebhookSink
+
+        for i, w in enumerate(alerts.webhooks):
+            sinks.append(WebhookSink(WebhookConfig(
+                name=w.name or f"webhook-{i}", url=w.url, format=w.format, token=w.resolved_token(),
+                headers=dict(w.headers), timeout_seconds=w.timeout_seconds, verify_tls=w.verify_tls,
+                ca_file=w.ca_file)))
+    return sinks
+
+
+# ------------------------------------------------------------------------------ cycle → inputs
+def _runway_seconds(forecast: SeriesForecast | None, now: float) -> tuple[bool, float | None, float | None]:
+    """(known, p50, p90) seconds until 100 % of the limit, from the forecaster's runways."""
+    if forecast is None or forecast.forecast is None:
+        return False, None, None
+    runway = forecast.runway(1.0)
+    if runway is None:
+        return False, None, None
+    p50 = None if runway.p50 is None else max(0.0, runway.p50 - now)
+    p90 = None if runway.p90 is None else max(0.0, runway.p90 - now)
+    return True, p50, p90
+
+
+def _rate_band(forecast: SeriesForecast | None) -> tuple[float | None, float | None]:
+    """The forecast's ingest band (per second): the slopes of the p10 and p90 paths over the first
+    step, widened to include the p50 rate."""
+    if forecast is None:
+        return None, None
+    rate = forecast.rate_per_second
+    f = forecast.forecast
+    if f is None or len(f.times) < 2 or f.times[1] <= f.times[0]:
+        return rate, rate
+    dt = f.times[1] - f.times[0]
+    slopes = [(f.p10[1] - f.p10[0]) / dt, (f.p90[1] - f.p90[0]) / dt, (f.p50[1] - f.p50[0]) / dt]
+    if rate is not None:
+        slopes.append(rate)
+    return min(slopes), max(slopes)
+
+
+def _series(used: float, limit: float | None, forecast: SeriesForecast | None, now: float) -> SeriesInput:
+    known, p50, p90 = _runway_seconds(forecast, now)
+    if limit and used >= limit:
+        known, p50, p90 = True, 0.0, 0.0
+    low, high = _rate_band(forecast)
+    return SeriesInput(used=float(used), limit=float(limit) if limit else None, forecast_known=known,
+                       runway_p50_seconds=p50, runway_p90_seconds=p90,
+                       expected_rate_low=low, expected_rate_high=high)
+
+
+_ACTION_STATUS = {
+    ActionStatus.VERIFIED: "grown",
+    ActionStatus.WOULD_GROW: "would_grow",
+    ActionStatus.BLOCKED: "blocked",
+    ActionStatus.VERIFY_FAILED: "failed",
+    ActionStatus.FAILED: "failed",
+}
+
+
+def _growth_inputs(ctx: CycleContext, mode_of: Callable[[TargetId], str]) -> dict[TargetId, list[GrowthInput]]:
+    """Per target: what the actuator did (its outcomes win) or, lacking an outcome, what the
+    planner decided. A decision of NONE still yields an input, so would-grow/blocked resolve."""
+    out: dict[TargetId, list[GrowthInput]] = {}
+    acted: set[tuple[TargetId, Dimension]] = set()
+    for action in ctx.actions:
+        acted.add((action.target, action.dimension))
+        status = _ACTION_STATUS.get(action.status, "none")
+        out.setdefault(action.target, []).append(GrowthInput(
+            dimension=str(action.dimension), status=status, reason=action.reason,
+            old_hard=action.old_hard, new_hard=action.new_hard))
+    for decision in ctx.decisions:
+        if (decision.target, decision.dimension) in acted:
+            continue
+        if decision.kind is DecisionKind.GROW:
+            status = "would_grow" if mode_of(decision.target) == "observe" else "none"
+        elif decision.kind is DecisionKind.BLOCKED and (decision.guard in ALERTING_GUARDS or decision.guard is None):
+            status = "blocked"
+        else:
+            status = "none"
+        reason = f"{decision.guard}: {decision.reason}" if decision.guard else decision.reason
+        out.setdefault(decision.target, []).append(GrowthInput(
+            dimension=str(decision.dimension), status=status, reason=reason,
+            old_hard=decision.current_hard, new_hard=decision.new_hard))
+    return out
+
+
+def inputs_from_cycle(ctx: CycleContext, settings: Settings) -> RuleInputs:
+    """Reduce one cycle to the plain data the rules read."""
+    poll = ctx.poll
+    now = ctx.now
+    policy = settings.policy
+
+    def mode_of(target: TargetId) -> str:
+        return policy.rules_for(target.name, target.path).mode
+
+    growth = _growth_inputs(ctx, mode_of)
+    targets: list[TargetInput] = []
+    seen_pool = False
+    for obs in poll.observations:
+        target = obs.target
+        is_pool = target.kind is TargetKind.POOL
+        seen_pool = seen_pool or is_pool
+        rules = policy if is_pool else policy.rules_for(target.name, target.path)
+        inodes = None
+        if obs.hard_limit_inodes and obs.used_inodes is not None:
+            inodes = _series(obs.used_inodes, obs.hard_limit_inodes,
+                             ctx.forecasts.get((target, Dimension.INODES)), now)
+        targets.append(TargetInput(
+            cluster=target.cluster, target=target.name, path=target.path, is_pool=is_pool, t=obs.t,
+            state=obs.state, warning_at=rules.warning_at, critical_at=rules.critical_at,
+            bytes=_series(obs.used_bytes, obs.hard_limit_bytes,
+                          ctx.forecasts.get((target, Dimension.BYTES)), now),
+            inodes=inodes, growth=tuple(growth.get(target, ()))))
+    if poll.capacity is not None and not seen_pool:
+        capacity = poll.capacity
+        pool_forecast = next((f for (t, d), f in ctx.forecasts.items()
+                              if t.kind is TargetKind.POOL and d is Dimension.BYTES), None)
+        targets.append(TargetInput(
+            cluster=poll.cluster, target=POOL_TARGET, path="/", is_pool=True, t=capacity.t,
+            state=capacity.state, warning_at=policy.warning_at, critical_at=policy.critical_at,
+            bytes=_series(capacity.used_bytes, capacity.usable_bytes, pool_forecast, now)))
+    return RuleInputs(cluster=poll.cluster, now=now, poll_ok=poll.ok, poll_error=poll.error,
+                      invalid_samples=len(poll.dropped), targets=tuple(targets))
+
+
+def target_state_payload(target: TargetInput, last_action: ActionOutcome | None,
+                         firing: Sequence[str]) -> dict[str, Any]:
+    """The retained MQTT state of one target (README, "Alerts")."""
+    series = target.bytes
+    runway = series.runway_seconds if series is not None and series.forecast_known else None
+    return {
+        "schema": "quotapilot.state/v1",
+        "cluster": target.cluster,
+        "target": target.target,
+        "path": target.path,
+        "t": iso8601(target.t),
+        "used_bytes": series.used if series else None,
+        "hard_limit_bytes": series.limit if series else None,
+        "utilization_ratio": series.utilization_ratio if series else None,
+        "inode_utilization_ratio": target.inodes.utilization_ratio if target.inodes else None,
+        "runway_seconds": runway,
+        "runway_text": runway_in_words(runway) if series is not None and series.forecast_known else None,
+        "quota_state": target.state,
+        "last_action": None if last_action is None else {
+            "status": str(last_action.status), "dimension": str(last_action.dimension),
+            "t": iso8601(last_action.t), "reason": last_action.reason,
+            "old_hard": last_action.old_hard, "new_hard": last_action.new_hard,
+        },
+        "firing": sorted(firing),
+    }
+
+
+# --------------------------------------------------------------------------------------- stage
+class AlertingStage:
+    """The last stage of every cycle, and (via `run`) the delivery task."""
+
+    name = "alerting"
+
+    def __init__(self, settings: Settings, db: Database, clock: Clock, *,
+                 sinks: Sequence[Sink] | None = None, rng: random.Random | None = None,
+                 task_check_seconds: float = 15.0) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.config = rule_config(settings.alerts.rules)
+        self.routes = routes_from(settings.alerts)
+        self.store = OutboxStore(db)
+        self.sinks = list(build_sinks(settings.alerts) if sinks is None else sinks)
+        self.dispatcher = Dispatcher(
+            self.store, self.sinks, clock, backoffs_seconds=settings.alerts.retry_backoffs_seconds,
+            max_age_seconds=settings.alerts.max_age_seconds, rng=rng)
+        self.task_check_seconds = task_check_seconds
+        self.alerts_raised = 0
+        """Firing notifications raised since start (first fires and escalations; not re-notifies)."""
+        self.raised_by_kind: Counter[str] = Counter()
+        self._states: dict[str, AlertState] | None = None
+        self._lock = asyncio.Lock()
+        self._last_action: dict[tuple[str, str], ActionOutcome] = {}
+        self._generator_url = f"http://{settings.http.listen}/metrics"
+        self.task_health: Callable[[], Sequence[TaskHealth]] = tuple
+
+    @property
+    def sink_names(self) -> list[str]:
+        return [sink.name for sink in self.sinks]
+
+    async def states(self) -> dict[str, AlertState]:
+        if self._states is None:
+            self._states = await self.store.load_states()
+        return self._states
+
+    # ------------------------------------------------------------------------------ evaluation
+    async def on_cycle(self, ctx: CycleContext) -> None:
+        inputs = inputs_from_cycle(ctx, self.settings)
+        for action in ctx.actions:
+            self._last_action[(action.target.cluster, action.target.name)] = action
+        async with self._lock:
+            states = await self.states()
+            conditions = cycle_conditions(inputs, states, self.config)
+            await self._apply(states, conditions, ctx.now)
+        if self.sinks:
+            for target in inputs.targets:
+                firing = [s.kind for s in states.values()
+                          if s.phase is Phase.FIRING and s.alert_id.startswith(f"{target.cluster}/{target.target}/")]
+                self.dispatcher.set_state(target.cluster, target.target, target_state_payload(
+                    target, self._last_action.get((target.cluster, target.target)), firing))
+            self.dispatcher.wake()
+
+    async def check_tasks(self, tasks: Sequence[TaskHealth] | None = None) -> int:
+        """Evaluate the `daemon` alerts (a supervised task crashed); returns notifications made."""
+        tasks = self.task_health() if tasks is None else tasks
+        if not tasks:
+            return 0
+        async with self._lock:
+            states = await self.states()
+            made = await self._apply(states, task_conditions(tasks), self.clock.now())
+        if made:
+            self.dispatcher.wake()
+        return made
+
+    async def _apply(self, states: dict[str, AlertState], conditions: Sequence[Any], now: float) -> int:
+        result = evaluate(states, conditions, self.config, now)
+        per_note = [self._entries(note, now) for note in result.notifications]
+        await self.store.commit_evaluation(result.states, [e for batch in per_note for e in batch], now)
+        states.update(result.states)
+        for note, entries in zip(result.notifications, per_note, strict=True):
+            if note.status is Status.FIRING and not note.renotify:
+                self.alerts_raised += 1
+                self.raised_by_kind[note.kind] += 1
+            log.info("alert.raised" if note.status is Status.FIRING else "alert.resolved",
+                     alert_id=note.alert_id, severity=str(note.severity), summary=note.summary,
+                     dedup_key=note.dedup_key, sinks=len(entries))
+        return len(result.notifications)
+
+    def _entries(self, note: Notification, now: float) -> list[OutboxEntry]:
+        if not self.sinks:
+            return []
+        payload = note.payload(generator_url=self._generator_url,
+                               expires_after_seconds=2 * self.config.renotify_seconds or 86400.0)
+        return [OutboxEntry(sink=sink, alert_id=note.alert_id, dedup_key=note.dedup_key,
+                            status=str(note.status), payload=payload, created_at=now, next_attempt_at=at)
+                for sink, at in route(note, self.routes, self.sink_names, now).items()]
+
+    # -------------------------------------------------------------------------------- delivery
+    async def run(self, stopping: asyncio.Event) -> None:
+        """The supervised delivery task: deliver until `stopping`, then flush within the bound."""
+        if not self.sinks:
+            while not stopping.is_set():
+                await self._sleep_unless(stopping, self.task_check_seconds)
+                await self.check_tasks()
+            return
+        delivery = asyncio.ensure_future(self.dispatcher.run())
+        try:
+            while not stopping.is_set() and not delivery.done():
+                await self._sleep_unless(stopping, self.task_check_seconds, also=delivery)
+                await self.check_tasks()
+            if delivery.done():
+                delivery.result()  # a crash of the dispatcher is this task's crash
+                return
+            flushed = await self.drain(self.settings.daemon.shutdown_timeout_seconds * 0.8)
+            pending = await self.store.pending_counts()
+            log.info("alerts.flushed", complete=flushed, left_on_disk=sum(pending.values()))
+        finally:
+            delivery.cancel()
+            await asyncio.gather(delivery, return_exceptions=True)
+
+    async def _sleep_unless(self, stopping: asyncio.Event, seconds: float,
+                            also: asyncio.Future[None] | None = None) -> None:
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        stopper = asyncio.ensure_future(stopping.wait())
+        waits: set[asyncio.Future[Any]] = {sleeper, stopper}
+        if also is not None:
+            waits.add(also)
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopper):
+                task.cancel()
+            await asyncio.gather(sleeper, stopper, return_exceptions=True)
+
+    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 (the demo's contract: drain(timeout))
+        """Wait up to `timeout` real seconds until every due notification is delivered."""
+        if not self.sinks:
+            return True
+        return await self.dispatcher.drain(timeout)
+
+    def collector(self) -> AlertMetrics:
+        return AlertMetrics(self)
+
+
+# ------------------------------------------------------------------------------------- metrics
+class AlertMetrics(Collector):
+    """quotapilot_alerts_firing{kind,severity}, quotapilot_notifications_total{sink,result},
+    quotapilot_outbox_pending{sink}, quotapilot_notification_latency_seconds{sink}. Reads the
+    stage's in-memory state and the dispatcher's counters; no IO at scrape time."""
+
+    def __init__(self, stage: AlertingStage) -> None:
+        self.stage = stage
+
+    def collect(self) -> Iterator[Metric]:
+        firing = GaugeMetricFamily("quotapilot_alerts_firing", "Alerts firing now.",
+                                   labels=["kind", "severity"])
+        counts: Counter[tuple[str, str]] = Counter()
+        for state in (self.stage._states or {}).values():
+            key = (state.kind, str(state.severity) if state.severity else "")
+            if state.phase is Phase.FIRING:
+                counts[key] += 1
+        for (kind, severity), n in sorted(counts.items()):
+            firing.add_metric([kind, severity], n)
+        yield firing
+
+        stats = self.stage.dispatcher.stats
+        total = CounterMetricFamily("quotapilot_notifications", "Notification delivery outcomes per sink.",
+                                    labels=["sink", "result"])
+        for (sink, result), n in sorted(stats.results.items()):
+            total.add_metric([sink, result], n)
+        yield total
+
+        pending = GaugeMetricFamily("quotapilot_outbox_pending", "Notifications waiting in the outbox.",
+                                    labels=["sink"])
+        for sink in self.stage.sink_names:
+            pending.add_metric([sink], stats.pending.get(sink, 0))
+        yield pending
+
+        latency = HistogramMetricFamily(
+            "quotapilot_notification_latency_seconds",
+            "From rule evaluation to confirmed delivery.", labels=["sink"])
+        for sink in self.stage.sink_names:
+            buckets = stats.latency_buckets.get(sink, [0] * len(LATENCY_BUCKETS))
+            latency.add_metric(
+                [sink],
+                [*((repr(float(b)), n) for b, n in zip(LATENCY_BUCKETS, buckets, strict=True)),
+                 ("+Inf", stats.latency_count.get(sink, 0))],
+                sum_value=stats.latency_sum.get(sink, 0.0))
+        yield latency
+
+
+def alerting_collector(stage: AlertingStage) -> Collector:
+    return stage.collector()
+

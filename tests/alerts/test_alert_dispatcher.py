@@ -1,0 +1,221 @@
+"""The dispatcher over the real SQLite outbox, with in-process sinks, in virtual time."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quotapilot.alerts.dispatcher import Dispatcher, OutboxEntry
+from quotapilot.alerts.errors import SinkRejected, SinkUnavailable
+from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.outbox import OutboxStore
+
+T0 = 1_767_225_600.0
+
+
+class MemorySink:
+    """Records payloads; `down` makes it fail temporarily, `reject` refuses given keys."""
+
+    def __init__(self, name: str = "memory") -> None:
+        self.name = name
+        self.received: list[dict[str, Any]] = []
+        self.states: list[tuple[str, str, dict[str, Any]]] = []
+        self.down = False
+        self.reject: set[str] = set()
+        self.attempts = 0
+        self.closed = False
+
+    async def send(self, payload: Mapping[str, Any]) -> None:
+        self.attempts += 1
+        if self.down:
+            raise SinkUnavailable(self.name, "down", retry_after=None)
+        if payload["dedup_key"] in self.reject:
+            raise SinkRejected(self.name, "HTTP 400")
+        self.received.append(dict(payload))
+
+    async def send_state(self, cluster: str, target: str, state: Mapping[str, Any]) -> None:
+        if self.down:
+            raise SinkUnavailable(self.name, "down")
+        self.states.append((cluster, target, dict(state)))
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def entry(alert: str, seq: int, status: str = "firing", *, sink: str = "memory", t: float = T0,
+          not_before: float | None = None) -> OutboxEntry:
+    key = f"{alert}#{seq}"
+    return OutboxEntry(sink=sink, alert_id=alert, dedup_key=key, status=status,
+                       payload={"id": alert, "dedup_key": key, "status": status, "sequence": seq,
+                                "evaluated_at_epoch": t},
+                       created_at=t, next_attempt_at=t if not_before is None else not_before)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> OutboxStore:
+    return OutboxStore(Database(tmp_path / "state.db"))
+
+
+class Running:
+    def __init__(self, dispatcher: Dispatcher, clock: VirtualClock) -> None:
+        self.dispatcher = dispatcher
+        self.clock = clock
+
+    async def settle(self) -> None:
+        for _ in range(30):
+            await asyncio.sleep(0.005)
+            if not await self.dispatcher._anything_due():
+                # one more turn so marks land
+                await asyncio.sleep(0.005)
+                return
+
+    async def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        await self.settle()
+
+
+@pytest.fixture
+async def clock() -> VirtualClock:
+    return VirtualClock(T0)
+
+
+async def start(store: OutboxStore, clock: VirtualClock, *sinks: MemorySink, **kwargs: Any) -> AsyncIterator[Running]:
+    dispatcher = Dispatcher(store, list(sinks), clock, rng=random.Random(1),
+                            backoffs_seconds=(1, 2, 5, 10), **kwargs)
+    task = asyncio.create_task(dispatcher.run(), name="dispatcher")
+    try:
+        yield Running(dispatcher, clock)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class TestDelivery:
+    async def test_delivers_in_order_and_marks(self, store: OutboxStore, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        await store.enqueue([entry("c/a/utilization", 1), entry("c/b/utilization", 1)])
+        async for run in start(store, clock, sink):
+            run.dispatcher.wake()
+            await run.settle()
+            assert [p["dedup_key"] for p in sink.received] == ["c/a/utilization#1", "c/b/utilization#1"]
+            assert await store.pending_counts() == {}
+            assert run.dispatcher.stats.results[("memory", "delivered")] == 2
+        assert sink.closed
+
+    async def test_same_key_is_enqueued_once(self, store: OutboxStore) -> None:
+        assert await store.enqueue([entry("c/a/x", 1)]) == 1
+        assert await store.enqueue([entry("c/a/x", 1)]) == 0
+
+    async def test_resolve_supersedes_fire_in_the_backlog(self, store: OutboxStore, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        sink.down = True
+        async for run in start(store, clock, sink):
+            await store.enqueue([entry("c/a/utilization", 1)])
+            run.dispatcher.wake()
+            await run.settle()
+            await store.enqueue([entry("c/a/utilization", 2, "resolved"), entry("c/b/utilization", 1)])
+            run.dispatcher.wake()
+            await run.settle()
+            assert sink.received == []
+            sink.down = False
+            await run.advance(30)
+            assert [(p["dedup_key"], p["status"]) for p in sink.received] == \
+                [("c/a/utilization#2", "resolved"), ("c/b/utilization#1", "firing")]
+            assert run.dispatcher.stats.results[("memory", "superseded")] == 1
+
+    async def test_backoff_grows_and_is_jittered(self, store: OutboxStore, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        sink.down = True
+        await store.enqueue([entry("c/a/x", 1)])
+        async for run in start(store, clock, sink):
+            run.dispatcher.wake()
+            await run.settle()
+            assert sink.attempts == 1
+            await run.advance(0.5)
+            assert sink.attempts == 1  # first backoff ≈ 1 s (0.8–1.2)
+            await run.advance(0.8)
+            assert sink.attempts == 2
+            await run.advance(1.0)
+            assert sink.attempts == 2  # second backoff ≈ 2 s
+            await run.advance(1.5)
+            assert sink.attempts == 3
+            sink.down = False
+            await run.advance(6.0)
+            assert [p["dedup_key"] for p in sink.received] == ["c/a/x#1"]
+
+    async def test_rejected_is_dropped_others_delivered(self, store: OutboxStore, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        sink.reject = {"c/a/x#1"}
+        await store.enqueue([entry("c/a/x", 1), entry("c/b/x", 1)])
+        async for run in start(store, clock, sink):
+            run.dispatcher.wake()
+            await run.settle()
+            assert [p["dedup_key"] for p in sink.received] == ["c/b/x#1"]
+            assert await store.pending_counts() == {}
+            assert run.dispatcher.stats.results[("memory", "rejected")] == 1
+
+    async def test_old_rows_expire(self, store: OutboxStore, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        await store.enqueue([entry("c/a/x", 1, t=T0 - 8 * 86400)])
+        async for run in start(store, clock, sink, max_age_seconds=7 * 86400):
+            run.dispatcher.wake()
+            await run.settle()
+            assert sink.received == []
+            assert run.dispatcher.stats.results[("memory", "expired")] == 1
+
+    async def test_held_rows_wait_for_their_time(self, store: OutboxStore, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        await store.enqueue([entry("c/a/x", 1, not_before=T0 + 3600)])
+        async for run in start(store, clock, sink):
+            run.dispatcher.wake()
+            await run.settle()
+            assert sink.received == []
+            await run.advance(3600)
+            assert [p["dedup_key"] for p in sink.received] == ["c/a/x#1"]
+
+    async def test_one_sink_down_does_not_hold_the_other(self, store: OutboxStore, clock: VirtualClock) -> None:
+        up, down = MemorySink("up"), MemorySink("down")
+        down.down = True
+        await store.enqueue([entry("c/a/x", 1, sink="up"), entry("c/a/x", 1, sink="down")])
+        async for run in start(store, clock, up, down):
+            run.dispatcher.wake()
+            await run.settle()
+            assert len(up.received) == 1 and len(down.received) == 0
+            assert await store.pending_counts() == {"down": 1}
+
+    async def test_state_is_published_latest_only(self, store: OutboxStore, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        async for run in start(store, clock, sink):
+            run.dispatcher.set_state("c", "a", {"v": 1})
+            run.dispatcher.set_state("c", "a", {"v": 2})
+            run.dispatcher.wake()
+            await run.settle()
+            assert sink.states == [("c", "a", {"v": 2})]
+
+    async def test_latency_is_observed(self, store: OutboxStore, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        await store.enqueue([entry("c/a/x", 1, t=T0 - 2)])
+        async for run in start(store, clock, sink):
+            run.dispatcher.wake()
+            await run.settle()
+            assert run.dispatcher.stats.latency_count["memory"] == 1
+            assert pytest.approx(run.dispatcher.stats.latency_sum["memory"]) == 2.0
+
+
+class TestDrain:
+    async def test_drain_reports_leftovers(self, store: OutboxStore, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        sink.down = True
+        await store.enqueue([entry("c/a/x", 1)])
+        async for run in start(store, clock, sink):
+            assert not await run.dispatcher.drain(0.1)
+            sink.down = False
+            clock.advance(5)
+            assert await run.dispatcher.drain(2.0)
+            assert len(sink.received) == 1

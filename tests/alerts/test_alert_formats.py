@@ -1,0 +1,95 @@
+"""Routing, quiet windows, wire formats (Alertmanager v2 schema, Slack), durations in words."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from quotapilot.alerts.formats import alertname, to_alertmanager, to_slack
+from quotapilot.alerts.model import Notification, Severity, Status
+from quotapilot.alerts.routing import QuietWindow, Route, route
+from quotapilot.alerts.words import iso8601, runway_in_words
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+SCHEMA = json.loads((Path(__file__).parent / "alertmanager_postable_alerts.schema.json").read_text())
+
+
+def note(severity: Severity = Severity.WARNING, status: Status = Status.FIRING, *,
+         target: str = "cosmos7-raw", runway: float | None = 30 * 3600.0) -> Notification:
+    return Notification(
+        alert_id=f"cosmos7/{target}/runway", dedup_key=f"cosmos7/{target}/runway#1", sequence=1, episode=1,
+        status=status, severity=severity, kind="runway", cluster="cosmos7", target=target,
+        path=f"/cosmos7/{target.split('-')[-1]}", summary=f"{target} bytes full in 1 day 6 hours",
+        evaluated_at=T0 + 3600, started_at=T0, ended_at=T0 + 3600 if status is Status.RESOLVED else None,
+        value=runway, threshold=72 * 3600.0, runway_seconds=runway)
+
+
+class TestWords:
+    @pytest.mark.parametrize(("seconds", "words"), [
+        (None, "beyond the forecast horizon"), (0, "now"), (30, "under a minute"),
+        (61, "1 minute"), (3 * 3600 + 20 * 60, "3 hours 20 minutes"), (86400, "1 day"),
+        (2 * 86400 + 4 * 3600 + 59, "2 days 4 hours"), (2 * 86400 + 5 * 60, "2 days"),
+    ])
+    def test_runway_in_words(self, seconds: float | None, words: str) -> None:
+        assert words == runway_in_words(seconds)
+
+    def test_iso8601(self) -> None:
+        assert iso8601(T0) == "2026-01-01T00:00:00.000Z"
+
+
+class TestRouting:
+    def test_no_routes_means_every_sink_now(self) -> None:
+        assert route(note(), (), ["mqtt", "webhook-0"], T0) == {"mqtt": T0, "webhook-0": T0}
+
+    def test_severity_and_glob(self) -> None:
+        routes = (Route(match="/cosmos7/raw*", min_severity=Severity.CRITICAL, sinks=("pager",)),
+                  Route(match="*", sinks=("chat",)))
+        assert route(note(Severity.WARNING), routes, ["pager", "chat"], T0) == {"chat": T0}
+        assert route(note(Severity.CRITICAL), routes, ["pager", "chat"], T0) == {"pager": T0, "chat": T0}
+        assert route(note(Severity.CRITICAL, target="cosmos7-temp"), routes,
+                                     ["pager", "chat"], T0) == {"chat": T0}
+
+    def test_quiet_window_holds_non_critical_until_it_ends(self) -> None:
+        quiet = (QuietWindow.parse("22:00", "07:00"),)
+        routes = (Route(sinks=("chat",), quiet=quiet),)
+        at_23h = T0 + 23 * 3600
+        assert route(note(), routes, ["chat"], at_23h) == {"chat": T0 + 31 * 3600}
+        assert {"chat": at_23h} == route(note(Severity.CRITICAL), routes, ["chat"], at_23h)
+        assert route(note(), routes, ["chat"], T0 + 12 * 3600) == {"chat": T0 + 12 * 3600}
+        assert route(note(), routes, ["chat"], T0 + 3600) == {"chat": T0 + 7 * 3600}
+
+
+class TestAlertmanager:
+    @pytest.mark.parametrize("status", list(Status))
+    def test_validates_against_postable_alerts(self, status: Status) -> None:
+        body = to_alertmanager(note(status=status).payload(
+            generator_url="http://127.0.0.1:9187/metrics", expires_after_seconds=8 * 3600))
+        jsonschema.validate(body, SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+        [alert] = body
+        assert alert["labels"]["alertname"] == "QuotapilotRunway"
+        assert alert["labels"]["alert_id"] == "cosmos7/cosmos7-raw/runway"
+        assert alert["annotations"]["runway"] == "1 day 6 hours"
+        if status is Status.RESOLVED:
+            assert alert["endsAt"] == "2026-01-01T01:00:00.000Z"
+        else:
+            assert alert["endsAt"] == "2026-01-01T09:00:00.000Z"
+
+    def test_schema_catches_a_bad_body(self) -> None:
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate([{"labels": {"a": 1}}], SCHEMA)
+
+    def test_alertnames(self) -> None:
+        assert alertname("utilization_inodes") == "QuotapilotUtilization"
+        assert alertname("growth_blocked") == "QuotapilotGrowth"
+
+
+class TestSlack:
+    def test_firing_has_runway_in_words(self) -> None:
+        text = to_slack(note(Severity.CRITICAL).payload())["text"]
+        assert "CRITICAL" in text and "runway: 1 day 6 hours" in text and "cosmos7/cosmos7-raw/runway" in text
+
+    def test_resolved(self) -> None:
+        assert to_slack(note(status=Status.RESOLVED).payload())["text"].startswith(":white_check_mark: RESOLVED")

@@ -1,0 +1,297 @@
+"""The pure alert rules: thresholds, hysteresis, for:, re-notify, resolve, counters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quotapilot.alerts.model import AlertState, Condition, Notification, Phase, Severity, Status
+from quotapilot.alerts.rules import (
+    GrowthInput,
+    RuleConfig,
+    RuleInputs,
+    SeriesInput,
+    TargetInput,
+    TaskHealth,
+    cycle_conditions,
+    evaluate,
+    runway_severity,
+    task_conditions,
+    utilization_severity,
+)
+
+T0 = 1_767_225_600.0
+CONFIG = RuleConfig(renotify_seconds=4 * 3600.0)
+
+
+def quota(used: float, limit: float = 100.0, *, t: float = T0, state: str = "OK",
+          runway: float | None = None, known: bool = False,
+          growth: tuple[GrowthInput, ...] = (), inodes: SeriesInput | None = None,
+          band: tuple[float, float] | None = None) -> TargetInput:
+    return TargetInput(
+        cluster="c1", target="raw", path="/c1/raw", is_pool=False, t=t, state=state,
+        bytes=SeriesInput(used=used, limit=limit, forecast_known=known or runway is not None,
+                          runway_p50_seconds=runway, runway_p90_seconds=runway,
+                          expected_rate_low=band[0] if band else None,
+                          expected_rate_high=band[1] if band else None),
+        inodes=inodes, growth=growth)
+
+
+class Run:
+    """Feeds cycles through the rules, keeping states, collecting notifications."""
+
+    def __init__(self, config: RuleConfig = CONFIG) -> None:
+        self.config = config
+        self.states: dict[str, AlertState] = {}
+        self.notes: list[Notification] = []
+
+    def cycle(self, now: float, *targets: TargetInput, poll_ok: bool = True) -> list[Notification]:
+        inputs = RuleInputs(cluster="c1", now=now, poll_ok=poll_ok,
+                            poll_error=None if poll_ok else "connection refused", targets=targets)
+        result = evaluate(self.states, cycle_conditions(inputs, self.states, self.config), self.config, now)
+        self.states.update(result.states)
+        self.notes.extend(result.notifications)
+        return list(result.notifications)
+
+    def of(self, alert_id: str) -> list[tuple[Status, Severity]]:
+        return [(n.status, n.severity) for n in self.notes if n.alert_id == alert_id]
+
+
+class TestUtilization:
+    """warning ≥ 0.80, critical ≥ 0.90, hysteresis on the way down."""
+
+    def test_fires_escalates_resolves(self) -> None:
+        run = Run()
+        run.cycle(T0, quota(79))
+        run.cycle(T0 + 60, quota(81))
+        run.cycle(T0 + 120, quota(91))
+        run.cycle(T0 + 180, quota(89.5))   # within hysteresis of critical: stays critical
+        run.cycle(T0 + 240, quota(85))     # warning again
+        run.cycle(T0 + 300, quota(79))     # within hysteresis of warning: holds
+        run.cycle(T0 + 360, quota(70))
+        assert run.of("c1/raw/utilization") == [
+            (Status.FIRING, Severity.WARNING),
+            (Status.FIRING, Severity.CRITICAL),
+            (Status.FIRING, Severity.WARNING),
+            (Status.RESOLVED, Severity.WARNING),
+        ]
+
+    def test_ids_payload_and_dedup_keys(self) -> None:
+        run = Run()
+        [note] = run.cycle(T0, quota(95))
+        payload = note.payload()
+        assert payload["id"] == "c1/raw/utilization"
+        assert payload["dedup_key"] == "c1/raw/utilization#1"
+        assert (
+            payload["severity"], payload["status"], payload["schema"]) == ("critical", "firing", "quotapilot.alert/v1")
+        [resolved] = run.cycle(T0 + 60, quota(10))
+        assert resolved.dedup_key == "c1/raw/utilization#2"
+        assert resolved.ended_at == T0 + 60
+
+    def test_inodes_get_their_own_kind(self) -> None:
+        run = Run()
+        run.cycle(T0, quota(10, inodes=SeriesInput(used=950, limit=1000)))
+        assert run.of("c1/raw/utilization_inodes") == [(Status.FIRING, Severity.CRITICAL)]
+        assert run.of("c1/raw/utilization") == []
+
+    def test_renotify_after_interval(self) -> None:
+        run = Run()
+        run.cycle(T0, quota(95))
+        run.cycle(T0 + 3600, quota(95))
+        run.cycle(T0 + 4 * 3600, quota(95))
+        renotified = [n for n in run.notes if n.alert_id == "c1/raw/utilization"]
+        assert [n.renotify for n in renotified] == [False, True]
+        assert [n.dedup_key for n in renotified] == ["c1/raw/utilization#1", "c1/raw/utilization#2"]
+
+    def test_for_duration_delays_firing(self) -> None:
+        run = Run(RuleConfig(for_seconds=300))
+        run.cycle(T0, quota(95))
+        run.cycle(T0 + 120, quota(95))
+        assert run.of("c1/raw/utilization") == []
+        run.cycle(T0 + 300, quota(95))
+        assert run.of("c1/raw/utilization") == [(Status.FIRING, Severity.CRITICAL)]
+
+    def test_pending_that_clears_never_notifies(self) -> None:
+        run = Run(RuleConfig(for_seconds=300))
+        run.cycle(T0, quota(95))
+        run.cycle(T0 + 120, quota(10))
+        run.cycle(T0 + 600, quota(10))
+        assert run.of("c1/raw/utilization") == []
+
+    def test_missing_data_keeps_the_alert(self) -> None:
+        run = Run()
+        run.cycle(T0, quota(95))
+        run.cycle(T0 + 60, poll_ok=False)  # no observations: nothing to say about raw
+        assert Phase.FIRING is run.states["c1/raw/utilization"].phase
+
+
+class TestRunway:
+    def test_windows(self) -> None:
+        run = Run()
+        run.cycle(T0, quota(50, runway=100 * 3600))
+        run.cycle(T0 + 60, quota(50, runway=70 * 3600))
+        run.cycle(T0 + 120, quota(50, runway=20 * 3600))
+        run.cycle(T0 + 180, quota(50, runway=None, known=True))  # beyond the horizon: resolves
+        assert run.of("c1/raw/runway") == [
+            (Status.FIRING, Severity.WARNING),
+            (Status.FIRING, Severity.CRITICAL),
+            (Status.RESOLVED, Severity.CRITICAL),
+        ]
+        assert "c1/raw/runway" in {n.alert_id for n in run.notes}
+        fired = next(n for n in run.notes if n.alert_id == "c1/raw/runway")
+        assert fired.payload()["runway_text"] == "2 days 22 hours"
+
+    def test_no_forecast_says_nothing(self) -> None:
+        run = Run()
+        run.cycle(T0, quota(50))
+        assert "c1/raw/runway" not in run.states
+
+    def test_pool_uses_procurement_windows(self) -> None:
+        pool = TargetInput(cluster="c1", target="pool", path="/", is_pool=True, t=T0,
+                           bytes=SeriesInput(used=10, limit=100, forecast_known=True,
+                                             runway_p50_seconds=60 * 86400.0, runway_p90_seconds=40 * 86400.0))
+        run = Run()
+        run.cycle(T0, pool)
+        assert run.of("c1/pool/runway") == [(Status.FIRING, Severity.WARNING)]
+        assert "c1/pool/quota_state" not in run.states
+
+    def test_runway_hysteresis(self) -> None:
+        assert Severity.WARNING is runway_severity(73 * 3600, 72 * 3600, 24 * 3600, Severity.WARNING, 0.1)
+        assert runway_severity(73 * 3600, 72 * 3600, 24 * 3600, None, 0.1) is None
+
+
+class TestQuotaStateGrowthCollectorDaemon:
+    def test_quota_states(self) -> None:
+        run = Run()
+        run.cycle(T0, quota(10, state="SOFT_EXCEEDED"))
+        run.cycle(T0 + 60, quota(10, state="HARD_EXCEEDED"))
+        run.cycle(T0 + 120, quota(10, state="OK"))
+        assert run.of("c1/raw/quota_state") == [(Status.FIRING, Severity.WARNING), (Status.FIRING, Severity.CRITICAL),
+                (Status.RESOLVED, Severity.CRITICAL)]
+
+    def test_growth_event_and_would_grow_and_blocked(self) -> None:
+        run = Run()
+        grown = GrowthInput("bytes", "grown", "runway", 2**40, 2 * 2**40)
+        run.cycle(T0, quota(10, growth=(grown,)))
+        [event] = [n for n in run.notes if n.alert_id == "c1/raw/growth"]
+        assert event.event and Severity.INFO is event.severity and event.ended_at == T0
+        run.cycle(T0 + 60, quota(10, growth=(GrowthInput("bytes", "would_grow", "p90 crosses"),)))
+        run.cycle(T0 + 120, quota(10, growth=(GrowthInput("bytes", "would_grow", "p90 crosses"),)))
+        run.cycle(T0 + 180, quota(10, growth=(GrowthInput("bytes", "blocked", "cluster_reserve: full"),)))
+        run.cycle(T0 + 240, quota(10, growth=(GrowthInput("bytes", "none"),)))
+        assert run.of("c1/raw/growth_would_grow") == \
+            [(Status.FIRING, Severity.INFO), (Status.RESOLVED, Severity.INFO)]
+        assert run.of("c1/raw/growth_blocked") == \
+            [(Status.FIRING, Severity.CRITICAL), (Status.RESOLVED, Severity.CRITICAL)]
+
+    def test_verify_failed_latches_until_a_verified_growth(self) -> None:
+        run = Run()
+        run.cycle(T0, quota(10, growth=(GrowthInput("bytes", "failed", "read back 1 TiB"),)))
+        run.cycle(T0 + 60, quota(10))
+        run.cycle(T0 + 120, quota(10, growth=(GrowthInput("bytes", "grown", "ok", 1, 2),)))
+        assert run.of("c1/raw/growth_failed") == \
+            [(Status.FIRING, Severity.CRITICAL), (Status.RESOLVED, Severity.CRITICAL)]
+
+    def test_collector_after_n_failed_polls(self) -> None:
+        run = Run(RuleConfig(collector_failed_intervals=3))
+        for i in range(2):
+            run.cycle(T0 + 60 * i, poll_ok=False)
+        assert run.of("c1/vms/collector") == []
+        run.cycle(T0 + 120, poll_ok=False)
+        run.cycle(T0 + 180, poll_ok=False)
+        run.cycle(T0 + 240, quota(10))
+        assert run.of("c1/vms/collector") == \
+            [(Status.FIRING, Severity.CRITICAL), (Status.RESOLVED, Severity.CRITICAL)]
+
+    def test_daemon_task_crash(self) -> None:
+        states: dict[str, AlertState] = {}
+        result = evaluate(states, task_conditions([TaskHealth("poll.c1", True, "boom")]), CONFIG, T0)
+        assert [n.alert_id for n in result.notifications] == ["_daemon/poll.c1/daemon"]
+        states.update(result.states)
+        again = evaluate(states, task_conditions([TaskHealth("poll.c1", True, "boom")]), CONFIG, T0 + 1)
+        assert again.notifications == ()
+
+
+class TestIngestAnomaly:
+    def test_stall_for_n_samples_then_recovery(self) -> None:
+        run = Run(RuleConfig(anomaly_samples=3, anomaly_floor_bytes_per_second=0.0))
+        rate = 1e9  # bytes per second expected
+        band = (0.8 * rate, 1.2 * rate)
+        used = 1e12
+        t = T0
+        run.cycle(t, quota(used, 1e15, t=t, band=band))
+        for _ in range(3):  # stalled: nothing written
+            t += 60
+            run.cycle(t, quota(used, 1e15, t=t, band=band))
+        assert run.of("c1/raw/ingest_anomaly") == [(Status.FIRING, Severity.WARNING)]
+        for _ in range(3):
+            t += 60
+            used += rate * 60
+            run.cycle(t, quota(used, 1e15, t=t, band=band))
+        assert run.of("c1/raw/ingest_anomaly") == \
+            [(Status.FIRING, Severity.WARNING), (Status.RESOLVED, Severity.WARNING)]
+
+
+# ------------------------------------------------------------------------------------ properties
+def _utilization_run(values: Sequence[float], config: RuleConfig) -> list[Notification]:
+    run = Run(config)
+    for i, value in enumerate(values):
+        run.cycle(T0 + 60 * i, quota(value * 100))
+    return [n for n in run.notes if n.alert_id == "c1/raw/utilization"]
+
+
+class TestProperties:
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.floats(min_value=0.0, max_value=1.2), min_size=1, max_size=60))
+    def test_fire_and_resolve_alternate(self, values: list[float]) -> None:
+        notes = _utilization_run(values, RuleConfig(renotify_seconds=0))
+        firing = False
+        for note in notes:
+            if note.status is Status.RESOLVED:
+                assert firing, "a resolve without a fire"
+                firing = False
+            else:
+                firing = True
+        sequences = [n.sequence for n in notes]
+        assert sequences == sorted(set(sequences))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.floats(min_value=-1.0, max_value=1.0), min_size=2, max_size=60))
+    def test_no_flapping_within_hysteresis(self, wiggles: list[float]) -> None:
+        """A value that moves only within the hysteresis band around the warning threshold
+        notifies at most once (the first crossing), never fire/resolve/fire."""
+        config = RuleConfig(renotify_seconds=0, hysteresis_ratio=0.02)
+        values = [0.80 + 0.0199 * w for w in wiggles]  # crosses 0.80, never leaves [0.78, 0.82]
+        notes = _utilization_run(values, config)
+        assert len(notes) <= 1
+        assert all(n.status is Status.FIRING for n in notes)
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.floats(min_value=0.0, max_value=1.5), st.sampled_from([*list(Severity), None]))
+    def test_severity_is_monotonic_in_value(self, value: float, current: Severity | None) -> None:
+        lower = utilization_severity(value, 0.8, 0.9, current, 0.02)
+        higher = utilization_severity(value + 0.05, 0.8, 0.9, current, 0.02)
+        def rank(severity: Severity | None) -> int:
+            return -1 if severity is None else severity.rank
+
+        assert rank(higher) >= rank(lower)
+
+
+def _states(run: Run) -> Mapping[str, AlertState]:
+    return run.states
+
+
+def test_state_roundtrips_through_json() -> None:
+    run = Run()
+    run.cycle(T0, quota(95, band=(1.0, 2.0)))
+    run.cycle(T0 + 60, quota(95, band=(1.0, 2.0)))
+    for state in _states(run).values():
+        assert state == AlertState.from_json(state.to_json())
+
+
+def test_condition_event_without_severity_is_silent() -> None:
+    cond = Condition(alert_id="c/t/growth", kind="growth", cluster="c", target="t", path="/",
+                     severity=None, summary="", event=True)
+    assert evaluate({}, [cond], CONFIG, T0).notifications == ()
