@@ -9,8 +9,8 @@ budget (`count`: fire at most this many times). Kinds and what a vastpy client s
 - `latency`: waits `seconds` (real, default 0.5) before answering normally → vastpy is just slow.
 - `error`: answers `status` (default 503) with a JSON body → `RESTFailure(status=503)`.
 - `rate_limit`: 429 with `Retry-After: <retry_after>` and DRF's "Request was throttled" detail.
-  For GET, urllib3 inside vastpy honours `Retry-After` itself (sleeps, retries 3 times) and then
-  raises `MaxRetryError`; for PATCH/POST (not retried by urllib3) → `RESTFailure(status=429)`.
+  → `RESTFailure(status=429)`; but for GET, urllib3 inside vastpy first honours `Retry-After`
+  itself (sleeps, retries 3 times), so a GET sees the 429 only if all 4 attempts are throttled.
 - `timeout`: holds the request `seconds` (real, default 30; released at once when the server
   stops), then drops the connection → with a client read timeout urllib3 raises
   `ReadTimeoutError` (GET: `MaxRetryError` after its retries).
