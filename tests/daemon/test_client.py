@@ -4,10 +4,13 @@ CLI wrappers (`preflight`, `status`, `pause`, `resume`). No test sleeps for real
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import socket
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -239,3 +242,28 @@ class TestCli:
         sock.close()
         assert main(["status", "--url", f"http://127.0.0.1:{port}"]) == 1
         assert "cannot reach" in capsys.readouterr().err
+
+
+class TestExamplePipelineStep:
+    """deploy/examples/pipeline_step.py reserves, runs the work, releases; refusals exit 75."""
+
+    def _load(self) -> Any:
+        path = Path(__file__).parents[2] / "deploy" / "examples" / "pipeline_step.py"
+        spec = importlib.util.spec_from_file_location("pipeline_step", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    def test_reserve_run_release(self, daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        step = self._load()
+        marker = tmp_path / "ran"
+        with serve_in_thread(daemon) as url:
+            monkeypatch.setenv("QUOTAPILOT_URL", url)
+            monkeypatch.setenv("QUOTAPILOT_WRITE_TOKEN", TOKEN)
+            code = step.main(["--target", "/cosmos7/temp", "--bytes", "1TB", "--run-id", "r1", "--",
+                              sys.executable, "-c", f"open({str(marker)!r}, 'w').write('x')"])
+            assert code == 0 and marker.exists()
+            assert client(url, FakeTime()).target("cosmos7-temp")["reserved_bytes"] == 0
+            refused = step.main(["--target", "/cosmos7/raw", "--bytes", "50TiB", "--wait", "0"])
+        assert refused == 75
