@@ -363,6 +363,9 @@ class Engine:
     def extra_name(idx: int) -> str:
         return f"bench-q{idx:05d}"
 
+    def extra_guid(self, idx: int) -> str:
+        return self._guid("bench-quota", idx)
+
     @staticmethod
     def extra_path(idx: int) -> str:
         return f"/bench/q{idx:05d}"

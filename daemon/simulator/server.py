@@ -72,6 +72,14 @@ def _json_response(payload: object, status: int = 200, headers: Mapping[str, str
                         content_type=_JSON, headers=headers)
 
 
+def _raw_json_response(text: str, status: int = 200) -> web.Response:
+    return web.Response(body=text.encode(), status=status, content_type=_JSON)
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 def _iso(t: float) -> str:
     return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -142,6 +150,7 @@ class SimulatorServer:
         self._tls: TlsFiles | None = None
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
+        self._prefix_cache: dict[int, tuple[tuple[str, str, int], str]] = {}
         self.requests: Counter[str] = Counter()  # "GET quotas" -> count, for tests and benchmarks
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -347,12 +356,13 @@ class SimulatorServer:
         return ApiError(405, {"detail": f'Method "{method}" not allowed.'})
 
     def _list_response(self, request: web.Request, items: list[Any],
-                       render: Callable[[list[Any]], list[dict[str, Any]]]) -> web.Response:
-        """A plain JSON array, or the DRF paging envelope when `page_size` is given."""
+                       render: Callable[[list[Any]], list[str]]) -> web.Response:
+        """A plain JSON array, or the DRF paging envelope when `page_size` is given. `render` turns
+        items into JSON texts."""
         query = request.query
         page_size = _int_param(query, "page_size", None)
         if page_size is None:
-            return _json_response(render(items))
+            return _raw_json_response("[" + ",".join(render(items)) + "]")
         page = _int_param(query, "page", 1)
         assert page is not None
         count = len(items)
@@ -361,16 +371,15 @@ class SimulatorServer:
             raise ApiError(404, {"detail": "Invalid page."})
         chunk = items[(page - 1) * page_size: page * page_size]
 
-        def link(number: int) -> str:
+        def link(number: int) -> str | None:
+            if not 1 <= number <= last_page:
+                return None
             params = [(k, v) for k, v in query.items() if k != "page"] + [("page", str(number))]
             return f"https://{request.host}{request.path}?{urlencode(params)}"
 
-        return _json_response({
-            "count": count,
-            "next": link(page + 1) if page < last_page else None,
-            "previous": link(page - 1) if page > 1 else None,
-            "results": render(chunk),
-        })
+        head = json.dumps({"count": count, "next": link(page + 1), "previous": link(page - 1)},
+                          separators=(",", ":"))[:-1]
+        return _raw_json_response(f'{head},"results":[{",".join(render(chunk))}]}}')
 
     # -- resources ------------------------------------------------------------------------------
 
@@ -402,47 +411,65 @@ class SimulatorServer:
             "uptime": str(datetime.timedelta(seconds=int(e.now - e.origin))),
         }
 
-    def _quota_dict(self, *, ident: int, guid: str, name: str, path: str, hard: int, soft: int,
-                    hard_inodes: int, soft_inodes: int, used_b: float, used_f: float, state: str,
-                    grace: float, time_to_block: str) -> dict[str, Any]:
-        blocks = -(-int(used_b) // 32768) * 32768  # usage counted in 32 KiB blocks
-        if hard and used_b <= hard:
-            blocks = min(blocks, hard)  # a full quota reads exactly its limit
-        effective = int(blocks / self.engine.drr)
-        return {
+    def _quota_prefix(self, ident: int, guid: str, name: str, path: str) -> str:
+        """The fields of a quota that rarely change, serialised once (listing 10,000 quotas must be
+        cheap): the JSON object without its closing brace."""
+        cached = self._prefix_cache.get(ident)
+        if cached is not None and cached[0] == (name, path, self.port):
+            return cached[1]
+        static = {
             "id": ident, "guid": guid, "name": name, "title": name, "path": path,
             "url": f"https://{self.address}/api/quotas/{ident}",
             "cluster": self.engine.scenario.cluster.name, "cluster_id": self.engine.cluster_id,
             "tenant_id": 1, "tenant_name": "default", "system_id": ident,
-            "hard_limit": hard, "soft_limit": soft, "hard_limit_inodes": hard_inodes,
-            "soft_limit_inodes": soft_inodes,
-            "used_capacity": blocks, "used_capacity_tb": round(blocks / TB, 6),
-            "used_effective_capacity": effective, "used_effective_capacity_tb": round(effective / TB, 6),
-            "used_limited_capacity": blocks,
-            "used_inodes": int(used_f),
-            "percent_capacity": int(100 * blocks // hard) if hard else 0,
-            "percent_inodes": int(100 * int(used_f) // hard_inodes) if hard_inodes else 0,
-            "state": state, "pretty_state": state.replace("_", " ").title(),
-            "grace_period": grace_text(grace), "pretty_grace_period": grace_text(grace),
-            "time_to_block": time_to_block,
             "enable_alarms": True, "is_user_quota": False, "internal": False,
             "num_exceeded_users": 0, "num_blocked_users": 0, "sync_state": "SYNCHRONIZED",
         }
+        prefix = json.dumps(static, separators=(",", ":"))[:-1]
+        self._prefix_cache[ident] = ((name, path, self.port), prefix)
+        return prefix
 
-    def quota_json(self, record: QuotaRecord) -> dict[str, Any]:
+    def _quota_fragment(self, prefix: str, *, hard: int, soft: int, hard_inodes: int, soft_inodes: int,
+                        used_b: float, used_f: float, state: str, grace: float, time_to_block: str) -> str:
+        """One quota as a JSON text: `prefix` plus the fields that move."""
+        blocks = -(-int(used_b) // 32768) * 32768  # usage counted in 32 KiB blocks
+        if hard and used_b <= hard:
+            blocks = min(blocks, hard)  # a full quota reads exactly its limit
+        effective = int(blocks / self.engine.drr)
+        inodes = int(used_f)
+        percent = 100 * blocks // hard if hard else 0
+        percent_inodes = 100 * inodes // hard_inodes if hard_inodes else 0
+        grace_str = grace_text(grace)
+        pretty = state.replace("_", " ").title()
+        return (f'{prefix},"hard_limit":{hard},"soft_limit":{soft},"hard_limit_inodes":{hard_inodes},'
+                f'"soft_limit_inodes":{soft_inodes},"used_capacity":{blocks},'
+                f'"used_capacity_tb":{round(blocks / TB, 6)!r},"used_effective_capacity":{effective},'
+                f'"used_effective_capacity_tb":{round(effective / TB, 6)!r},"used_limited_capacity":{blocks},'
+                f'"used_inodes":{inodes},"percent_capacity":{percent},"percent_inodes":{percent_inodes},'
+                f'"state":"{state}","pretty_state":"{pretty}","grace_period":"{grace_str}",'
+                f'"pretty_grace_period":"{grace_str}","time_to_block":"{time_to_block}"}}')
+
+    def _record_fragment(self, record: QuotaRecord) -> str:
         used_b, used_f = self.engine.quota_usage(record)
         state = self.engine.quota_state(record)
         time_to_block = ""
         if record.grace_period_seconds > 0 and record.soft_since is not None and state.endswith("SOFT_EXCEEDED"):
             left = record.soft_since + record.grace_period_seconds - self.engine.now
             time_to_block = grace_text(max(60.0, left // 60 * 60))
-        return self._quota_dict(ident=record.id, guid=record.guid, name=record.name, path=record.path,
-                                hard=record.hard_limit, soft=record.soft_limit,
-                                hard_inodes=record.hard_limit_inodes, soft_inodes=record.soft_limit_inodes,
-                                used_b=used_b, used_f=used_f, state=state, grace=record.grace_period_seconds,
-                                time_to_block=time_to_block)
+        prefix = self._quota_prefix(record.id, record.guid, record.name, record.path)
+        return self._quota_fragment(prefix, hard=record.hard_limit, soft=record.soft_limit,
+                                    hard_inodes=record.hard_limit_inodes, soft_inodes=record.soft_limit_inodes,
+                                    used_b=used_b, used_f=used_f, state=state, grace=record.grace_period_seconds,
+                                    time_to_block=time_to_block)
 
-    def _render_quotas(self, ids: list[int]) -> list[dict[str, Any]]:
+    def quota_json(self, record: QuotaRecord) -> dict[str, Any]:
+        """One quota as VMS shows it."""
+        value: dict[str, Any] = json.loads(self._record_fragment(record))
+        return value
+
+    def _render_quotas(self, ids: list[int]) -> list[str]:
+        """Quotas `ids` as JSON texts (scenario quotas from their records, benchmark quotas from
+        the engine's closed form, vectorised)."""
         e = self.engine
         extra_idx = np.array([i - e.extra_base_id for i in ids if i not in e.quotas], dtype=np.int64)
         extra_used = iter(e.extra_used(extra_idx).tolist() if len(extra_idx) else [])
@@ -450,16 +477,18 @@ class SimulatorServer:
         for ident in ids:
             record = e.quotas.get(ident)
             if record is not None:
-                out.append(self.quota_json(record))
+                out.append(self._record_fragment(record))
                 continue
             idx = ident - e.extra_base_id
             used = next(extra_used)
             hard, soft = int(e.extra_hard[idx]), int(e.extra_soft[idx])
             state = "HARD_EXCEEDED" if used >= hard else "SOFT_EXCEEDED" if used > soft else "OK"
-            out.append(self._quota_dict(
-                ident=ident, guid=f"bench-{e.seed}-{idx}", name=e.extra_name(idx), path=e.extra_path(idx),
-                hard=hard, soft=soft, hard_inodes=0, soft_inodes=0, used_b=used, used_f=used / 2**20,
-                state=state, grace=0.0, time_to_block=""))
+            prefix = self._prefix_cache.get(ident)
+            text = prefix[1] if prefix is not None and prefix[0][2] == self.port else self._quota_prefix(
+                ident, e.extra_guid(idx), e.extra_name(idx), e.extra_path(idx))
+            out.append(self._quota_fragment(text, hard=hard, soft=soft, hard_inodes=0, soft_inodes=0,
+                                            used_b=used, used_f=used / 2**20, state=state, grace=0.0,
+                                            time_to_block=""))
         return out
 
     def _quota_ids(self, query: Mapping[str, str]) -> list[int]:
@@ -480,8 +509,16 @@ class SimulatorServer:
         for key, field in (("path__contains", "path"), ("name__contains", "name")):
             needle = query.get(key)
             if needle is not None:
-                ids = [d["id"] for d in self._render_quotas(ids) if needle in d[field]]
+                ids = [i for i in ids if needle in self._quota_text_field(i, field)]
         return ids
+
+    def _quota_text_field(self, ident: int, field: str) -> str:
+        e = self.engine
+        record = e.quotas.get(ident)
+        if record is not None:
+            return record.path if field == "path" else record.name
+        idx = ident - e.extra_base_id
+        return e.extra_path(idx) if field == "path" else e.extra_name(idx)
 
     async def _clusters(self, request: web.Request, rest: list[str]) -> web.StreamResponse:
         if request.method != "GET":
@@ -490,7 +527,7 @@ class SimulatorServer:
             if rest[0] != str(self.engine.cluster_id):
                 raise _not_found()
             return _json_response(self.cluster_json())
-        return self._list_response(request, [self.engine.cluster_id], lambda ids: [self.cluster_json()])
+        return self._list_response(request, [self.engine.cluster_id], lambda ids: [_dumps(self.cluster_json())])
 
     async def _quotas(self, request: web.Request, rest: list[str]) -> web.StreamResponse:
         e = self.engine
@@ -534,7 +571,7 @@ class SimulatorServer:
             except NotFound as exc:
                 raise _not_found() from exc
         if method == "GET":
-            return _json_response(self._render_quotas([quota_id])[0])
+            return _raw_json_response(self._render_quotas([quota_id])[0])
         if method in ("PATCH", "PUT"):
             body = await self._json_body(request)
             changes: dict[str, Any] = {}
@@ -558,7 +595,7 @@ class SimulatorServer:
                 raise _bad(exc.field, exc.reason) from exc
             log.info("simulator.quota_patched", quota_id=quota_id, **{k: v for k, v in changes.items()
                                                                       if k != "name"})
-            return _json_response(self._render_quotas([quota_id])[0])
+            return _raw_json_response(self._render_quotas([quota_id])[0])
         if method == "DELETE":
             e.delete_quota(quota_id)
             return web.Response(status=204)
@@ -585,7 +622,7 @@ class SimulatorServer:
                 q = request.query
                 ids = [v.id for v in e.views.values()
                        if q.get("path") in (None, v.path) and q.get("name") in (None, v.name)]
-                return self._list_response(request, ids, lambda chunk: [self.view_json(i) for i in chunk])
+                return self._list_response(request, ids, lambda chunk: [_dumps(self.view_json(i)) for i in chunk])
             if request.method == "POST":
                 body = await self._json_body(request)
                 if not isinstance(body.get("path"), str) or not body["path"]:
@@ -638,7 +675,7 @@ class SimulatorServer:
             return _json_response(self.policy_json(policy_id))
         name = request.query.get("name")
         ids = [p.id for p in policies.values() if name in (None, p.name)]
-        return self._list_response(request, ids, lambda chunk: [self.policy_json(i) for i in chunk])
+        return self._list_response(request, ids, lambda chunk: [_dumps(self.policy_json(i)) for i in chunk])
 
     async def _monitors(self, request: web.Request, rest: list[str]) -> web.StreamResponse:
         if rest != ["ad_hoc_query"]:
