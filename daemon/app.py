@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from types import TracebackType
@@ -114,7 +114,10 @@ class Daemon:
     """quotapilot's runtime. `async with` opens resources; `run()` runs loops; `poll_once()` one cycle."""
 
     def __init__(self, settings: Settings, clock: Clock | None = None, *,
-                 stages: list[Stage] | None = None, rng: random.Random | None = None) -> None:
+                 stages: list[Stage] | Callable[[Daemon], list[Stage]] | None = None,
+                 rng: random.Random | None = None) -> None:
+        """`stages`: None for `build_stages()`; a list; or a function of the opened daemon
+        returning the list (for stages that need the store, e.g. `lambda d: [StoreStage(...)]`)."""
         self.settings = settings
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.rng = rng or random.Random()
@@ -174,8 +177,12 @@ class Daemon:
                                       rng=random.Random(self.rng.random()))
                 collector.log_tls_mode()
                 self.collectors[cluster.name] = collector
-            self.stages = list(self._stages_override) if self._stages_override is not None \
-                else build_stages(self)
+            if self._stages_override is None:
+                self.stages = build_stages(self)
+            elif callable(self._stages_override):
+                self.stages = list(self._stages_override(self))
+            else:
+                self.stages = list(self._stages_override)
             for stage in self.stages:
                 opener = getattr(stage, "open", None)
                 if opener is not None:

@@ -21,6 +21,7 @@ vastpy's default without `cert_file` is *no verification at all*; the only way t
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import random
@@ -52,7 +53,7 @@ log = get_logger(__name__)
 
 T = TypeVar("T")
 
-BANDWIDTH_PROPS: tuple[str, ...] = ("ProtoMetrics,proto_name=ProtoCommon,bw_write",)
+BANDWIDTH_PROPS: tuple[str, ...] = ("ProtoMetrics,proto_name=ProtoCommon,wr_bw",)
 """The analytics metric asked of `/monitors/ad_hoc_query/` for the cluster's write bandwidth
 (bytes per second). When the answer names other columns, the first one that looks like a write
 bandwidth (`bw` and `wr`/`write` in its name) is used."""
@@ -190,10 +191,14 @@ def classify(exc: BaseException) -> TemporaryError | PermanentError:
         return VmsRefused(message, reason=reason, status=status)
     if isinstance(exc, urllib3.exceptions.SSLError):
         return VmsRefused(f"TLS: {exc}", reason="tls")
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):  # (a ConnectTimeoutError subclass)
+        return VmsUnavailable(f"connection: {exc}", reason="connection")
     if isinstance(exc, urllib3.exceptions.TimeoutError):
         return VmsUnavailable(f"timeout: {exc}", reason="timeout")
     if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | OSError):
         return VmsUnavailable(f"connection: {exc}", reason="connection")
+    if isinstance(exc, _Truncated):
+        return VmsUnavailable(f"truncated listing: {exc}", reason="truncated")
     if isinstance(exc, ValueError | UnicodeDecodeError):  # body said JSON but is not
         return VmsUnavailable(f"malformed response: {exc}", reason="malformed")
     return VmsUnavailable(f"{type(exc).__name__}: {exc}", reason="unexpected")
@@ -287,7 +292,8 @@ class Collector:
                 await self._clock.sleep(delay)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Jittered exponential backoff (half to full of the doubling delay); a server's `Retry-After` is honoured (capped)."""
+        """Jittered exponential backoff (half to full of the doubling delay); a server's
+        `Retry-After` is honoured (capped at `backoff_max_seconds`)."""
         cap = self._vast.backoff_max_seconds
         if retry_after is not None:
             return min(cap, retry_after)
@@ -332,30 +338,24 @@ class Collector:
             ingest_rates=rates)
 
     async def _list_all(self, resource: str, **filters: Any) -> list[dict[str, Any]]:
-        """Every object of a list endpoint, following `next` page by page."""
+        """Every object of a list endpoint, following `next` page by page. A page shorter than
+        the envelope's `count` implies is refetched like any temporary failure."""
         page_size = self._vast.page_size
+        client = self._client[resource]
         items: list[dict[str, Any]] = []
         page = 1
-        expected: int | None = None
         while True:
-            body = await self._get(resource, page=page, page_size=page_size, **filters)
+            fetch = functools.partial(_fetch_page, client, page, page_size, filters)
+            body = await self._call(f"GET {resource} page {page}", fetch)
             if isinstance(body, list):  # a VMS that ignores paging answers the plain array
                 return [item for item in body if isinstance(item, dict)]
-            if not isinstance(body, dict) or not isinstance(body.get("results"), list):
-                raise VmsUnavailable(f"GET {resource} page {page}: not a page envelope", reason="malformed")
             items.extend(item for item in body["results"] if isinstance(item, dict))
-            if isinstance(body.get("count"), int):
-                expected = body["count"]
             if not body.get("next") or not body["results"]:
-                break
+                return items
             page += 1
-            if expected is not None and page > expected // page_size + 2:
-                raise VmsUnavailable(f"GET {resource}: more pages than count={expected} allows",
+            if page > body["count"] // page_size + 2:
+                raise VmsUnavailable(f"GET {resource}: more pages than count={body['count']} allows",
                                      reason="malformed")
-        if expected is not None and len(items) < expected:
-            raise VmsUnavailable(f"GET {resource}: {len(items)} objects, count says {expected}",
-                                 reason="truncated")
-        return items
 
     async def _bandwidth(self) -> float | None:
         """The cluster's latest write bandwidth (bytes/s); None when VMS cannot say (not fatal)."""
@@ -543,6 +543,24 @@ class Collector:
             if isinstance(policy, dict) and policy.get("name") == name:
                 return policy
         return None
+
+
+class _Truncated(ValueError):
+    """A page with fewer objects than its envelope promises."""
+
+
+def _fetch_page(client: Any, page: int, page_size: int, filters: Mapping[str, Any]) -> Any:
+    """GET one page and check it (in the pool thread, so a bad page is retried like any failure)."""
+    body = client.get(page=page, page_size=page_size, **filters)
+    if isinstance(body, list):
+        return body
+    if not isinstance(body, dict) or not isinstance(body.get("results"), list) \
+            or isinstance(body.get("count"), bool) or not isinstance(body.get("count"), int):
+        raise ValueError(f"page {page}: not a page envelope (results, count)")
+    expected = min(page_size, max(0, body["count"] - (page - 1) * page_size))
+    if len(body["results"]) < expected:
+        raise _Truncated(f"page {page}: {len(body['results'])} objects, count={body['count']} implies {expected}")
+    return body
 
 
 def _as_dict(body: Any, what: str) -> dict[str, Any]:

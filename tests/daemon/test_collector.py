@@ -1,0 +1,297 @@
+"""The VAST collector: real vastpy over HTTPS against the built-in simulator, faults included;
+sample validation against hand-made VMS answers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from core_helpers import InstantClock, SettingsFactory
+from structlog.testing import capture_logs
+
+from quotapilot.daemon.collector import BANDWIDTH_PROPS, Collector, VmsRefused, VmsUnavailable
+from quotapilot.daemon.settings import Settings
+from quotapilot.daemon.simulator.server import SimulatorServer
+from quotapilot.forecasting.types import POOL_TARGET, TargetKind
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(max_workers=2)
+    yield pool
+    pool.shutdown(wait=True)
+
+
+def make_collector(settings: Settings, clock: InstantClock, executor: ThreadPoolExecutor,
+                   **kwargs: Any) -> Collector:
+    return Collector(settings.clusters[0], settings.vast, settings.poll, clock, executor, **kwargs)
+
+
+class TestPollAgainstSimulator:
+    """One poll reads the cluster, every quota (paged) and the write bandwidth, over verified TLS."""
+
+    async def test_poll_reads_every_quota_and_the_pool(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        collector = make_collector(make_settings(), clock, executor)
+        clock.advance(900)  # some write history for the bandwidth query
+        result = await collector.poll()
+        assert result.ok, result.error
+        names = {o.target.name for o in result.observations}
+        assert {"cosmos7-raw", "cosmos7-processed", "cosmos7-temp", POOL_TARGET} <= names
+        raw = next(o for o in result.observations if o.target.name == "cosmos7-raw")
+        assert raw.target.path == "/cosmos7/raw"
+        assert raw.hard_limit_bytes and raw.used_bytes > 0 and raw.used_inodes is not None
+        pool = next(o for o in result.observations if o.target.kind is TargetKind.POOL)
+        assert result.capacity is not None
+        assert pool.hard_limit_bytes == result.capacity.usable_bytes
+        assert result.capacity.used_bytes + result.capacity.free_bytes == result.capacity.usable_bytes
+        assert result.ingest_bytes_per_second is not None and result.ingest_bytes_per_second >= 0
+        assert result.requests == 3  # clusters, one page of quotas, bandwidth
+
+    async def test_paging_follows_next_one_request_per_page(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        collector = make_collector(make_settings(vast={"page_size": 1}), clock, executor)
+        result = await collector.poll()
+        quotas = [o for o in result.observations if o.target.kind is TargetKind.QUOTA]
+        assert result.ok
+        assert len(quotas) == 3
+        assert sim.requests["GET quotas"] == 3  # one per page of 1, never one per quota id
+        assert result.requests == 1 + 3 + 1
+
+    async def test_rates_come_from_successive_samples(
+            self, make_settings: SettingsFactory, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        collector = make_collector(make_settings(), clock, executor)
+        first = await collector.poll()
+        clock.advance(600)
+        second = await collector.poll()
+        assert dict(first.ingest_rates) == {}
+        before = {o.target.name: o.used_bytes for o in first.observations}
+        for obs in second.observations:
+            expected = (obs.used_bytes - before[obs.target.name]) / 600
+            assert expected == pytest.approx(second.ingest_rates[obs.target.name])
+        assert second.ingest_rates["cosmos7-raw"] > 0
+
+    async def test_system_trust_store_refuses_the_private_ca(
+            self, make_settings: SettingsFactory, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        # no ca_file: verified against the system trust store, which does not know the simulator's CA
+        collector = make_collector(make_settings(cluster={"ca_file": None}), clock, executor)
+        result = await collector.poll()
+        assert not result.ok
+        assert result.error is not None and result.error.startswith("tls")
+        assert clock.slept == []  # a certificate problem is not retried
+
+    async def test_insecure_mode_is_explicit_and_warned(
+            self, make_settings: SettingsFactory, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        collector = make_collector(make_settings(cluster={"ca_file": None, "insecure_skip_tls_verify": True}),
+                                   clock, executor)
+        with capture_logs() as logs:
+            collector.log_tls_mode()
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["tls.verification_disabled"]
+        assert (await collector.poll()).ok
+
+
+class TestFaults:
+    """Retries with backoff honouring Retry-After; permanent errors are not retried."""
+
+    async def test_429_retry_after_is_honoured(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        sim.faults.add("rate_limit", count=2, retry_after=7, path="/quotas/")
+        collector = make_collector(make_settings(), clock, executor)
+        result = await collector.poll()
+        assert result.ok, result.error
+        assert clock.slept == [7.0, 7.0]
+        assert result.requests == 5
+
+    async def test_5xx_backs_off_exponentially_with_jitter_then_fails(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        sim.faults.add("error", status=503, path="/clusters/")
+        collector = make_collector(make_settings(vast={"max_retries": 3, "backoff_base_seconds": 2}),
+                                   clock, executor)
+        result = await collector.poll()
+        assert not result.ok
+        assert result.error is not None and result.error.startswith("server_error")
+        assert len(clock.slept) == 3
+        for attempt, delay in enumerate(clock.slept):
+            assert 2 * 2**attempt * 0.5 <= delay <= 2 * 2**attempt
+        assert dict(collector.poll_errors_total) == {"server_error": 1}
+
+    async def test_malformed_json_is_retried(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        sim.faults.add("malformed", count=1, path="/quotas/")
+        collector = make_collector(make_settings(), clock, executor)
+        result = await collector.poll()
+        assert result.ok, result.error
+        assert len(clock.slept) == 1
+
+    async def test_truncated_page_is_noticed_and_refetched(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        sim.faults.add("truncated_page", count=1, path="/quotas/")
+        collector = make_collector(make_settings(), clock, executor)
+        result = await collector.poll()
+        assert result.ok, result.error
+        assert sum(1 for o in result.observations if o.target.kind is TargetKind.QUOTA) == 3
+        assert sim.requests["GET quotas"] == 2
+
+    async def test_expired_token_is_permanent(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        collector = make_collector(make_settings(), clock, executor)
+        sim.expire_token()
+        result = await collector.poll()
+        assert result.error is not None and result.error.startswith("auth")
+        assert clock.slept == []
+        with pytest.raises(VmsRefused) as info:
+            await collector.get_quota(1)
+        assert info.value.status == 401
+
+    async def test_unreachable_vms_is_temporary(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        collector = make_collector(make_settings(vast={"max_retries": 1}), clock, executor)
+        await sim.stop()
+        with pytest.raises(VmsUnavailable) as info:
+            await collector.list_quotas()
+        assert info.value.reason == "connection"
+
+
+class TestActuatorCalls:
+    """The read/write calls the actuator and the API use, against the simulator."""
+
+    async def test_get_patch_create_list(
+            self, make_settings: SettingsFactory, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        collector = make_collector(make_settings(), clock, executor)
+        raw = (await collector.list_quotas(path="/cosmos7/raw"))[0]
+        patched = await collector.patch_quota(raw["id"], hard_limit=raw["hard_limit"] + 2**40,
+                                              soft_limit=raw["soft_limit"] + 2**40)
+        assert raw["hard_limit"] + 2**40 == patched["hard_limit"]
+        assert patched["hard_limit"] == (await collector.get_quota(raw["id"]))["hard_limit"]
+        policy = await collector.find_view_policy("default")
+        assert policy is not None
+        assert await collector.find_view_policy("no-such-policy") is None
+        view = await collector.create_view("/cosmos7/new", "cosmos7-new", policy["id"], ["NFS"])
+        assert view["path"] == "/cosmos7/new"
+        assert "/cosmos7/new" in {v["path"] for v in await collector.list_views()}
+        quota = await collector.create_quota("cosmos7-new", "/cosmos7/new", 10 * 2**40, 9 * 2**40)
+        assert quota["hard_limit"] == 10 * 2**40
+        with pytest.raises(VmsRefused):
+            await collector.get_quota(999_999)
+
+
+# ------------------------------------------------------------------------------ validation
+class FakeVms:
+    """Answers like vastpy would, from canned records (for validation rules)."""
+
+    def __init__(self) -> None:
+        self.quotas: list[dict[str, Any]] = []
+        self.cluster: dict[str, Any] = {"usable_capacity_bytes": 1000 * 2**40,
+                                        "free_usable_capacity": 600 * 2**40, "state": "ONLINE"}
+
+    def __getitem__(self, resource: str) -> FakeResource:
+        return FakeResource(self, resource)
+
+
+class FakeResource:
+    def __init__(self, vms: FakeVms, resource: str) -> None:
+        self.vms, self.resource = vms, resource
+
+    def get(self, **params: Any) -> Any:
+        if self.resource == "clusters":
+            return [self.vms.cluster]
+        if self.resource == "quotas":
+            return {"count": len(self.vms.quotas), "next": None, "previous": None, "results": self.vms.quotas}
+        return {"prop_list": ["timestamp", "object_id", BANDWIDTH_PROPS[0]],
+                "data": [["2026-01-01T00:00:00Z", 1, 5.0], ["2026-01-01T00:00:10Z", 1, 7.5]]}
+
+
+def quota(name: str, **fields: Any) -> dict[str, Any]:
+    record = {"id": 1, "name": name, "path": f"/{name}", "used_capacity": 50 * 2**40, "hard_limit": 100 * 2**40,
+              "soft_limit": 90 * 2**40, "used_inodes": 10, "hard_limit_inodes": 1000, "state": "OK"}
+    record.update(fields)
+    return record
+
+
+@pytest.fixture
+async def fake(make_settings: SettingsFactory, clock: InstantClock,
+               executor: ThreadPoolExecutor) -> AsyncIterator[tuple[FakeVms, Collector]]:
+    vms = FakeVms()
+    collector = make_collector(make_settings(), clock, executor, client_factory=lambda *_: vms)
+    yield vms, collector
+
+
+class TestValidation:
+    """Malformed or implausible samples are dropped, counted and logged once per transition."""
+
+    @pytest.mark.parametrize(("fields", "reason"), [
+        ({"used_capacity": -1}, "negative"),
+        ({"hard_limit": 0}, "zero_limit"),
+        ({"used_capacity": "12"}, "malformed"),
+        ({"used_capacity": True}, "malformed"),
+        ({"used_capacity": None}, "malformed"),
+        ({"path": None}, "malformed"),
+        ({"soft_limit": 200 * 2**40}, "implausible"),
+    ])
+    async def test_bad_sample_is_dropped(self, fake: tuple[FakeVms, Collector], fields: dict[str, Any],
+                                         reason: str) -> None:
+        vms, collector = fake
+        vms.quotas = [quota("good"), quota("bad", **fields)]
+        result = await collector.poll()
+        assert result.ok
+        assert {"good", POOL_TARGET} == {o.target.name for o in result.observations}
+        assert [("bad", reason)] == [(d.target, d.reason) for d in result.dropped]
+        assert {reason: 1} == dict(collector.dropped_total)
+
+    async def test_bandwidth_is_the_latest_sample(self, fake: tuple[FakeVms, Collector]) -> None:
+        _, collector = fake
+        assert (await collector.poll()).ingest_bytes_per_second == 7.5
+
+    async def test_drop_logged_once_per_transition(self, fake: tuple[FakeVms, Collector]) -> None:
+        vms, collector = fake
+        with capture_logs() as logs:
+            vms.quotas = [quota("q", hard_limit=0)]
+            for _ in range(3):
+                await collector.poll()
+            vms.quotas = [quota("q")]
+            await collector.poll()
+            await collector.poll()
+        events = [(e["event"], e.get("target")) for e in logs if e["event"].startswith("sample.")]
+        assert events == [("sample.dropped", "q"), ("sample.accepted", "q")]
+        assert dict(collector.dropped_total) == {"zero_limit": 3}
+
+    async def test_counter_going_backwards_is_dropped_until_confirmed(
+            self, fake: tuple[FakeVms, Collector], clock: InstantClock) -> None:
+        vms, collector = fake
+        vms.quotas = [quota("q", used_capacity=100)]
+        await collector.poll()
+        vms.quotas = [quota("q", used_capacity=98)]  # within the 5 % tolerance
+        assert next(o.used_bytes for o in (await collector.poll()).observations if o.target.name == "q") == 98
+        vms.quotas = [quota("q", used_capacity=10)]  # a glitch, or a real delete?
+        first = await collector.poll()
+        assert [(d.target, d.reason) for d in first.dropped] == [("q", "went_backwards")]
+        second = await collector.poll()  # the same level again: a real delete
+        assert list(second.dropped) == []
+        assert next(o.used_bytes for o in second.observations if o.target.name == "q") == 10
+
+    async def test_glitch_back_to_normal_is_accepted(self, fake: tuple[FakeVms, Collector]) -> None:
+        vms, collector = fake
+        vms.quotas = [quota("q", used_capacity=1000)]
+        await collector.poll()
+        vms.quotas = [quota("q", used_capacity=0)]
+        assert len((await collector.poll()).dropped) == 1
+        vms.quotas = [quota("q", used_capacity=1001)]
+        result = await collector.poll()
+        assert list(result.dropped) == []
+
+    async def test_pool_with_free_above_usable_is_dropped(self, fake: tuple[FakeVms, Collector]) -> None:
+        vms, collector = fake
+        vms.cluster["free_usable_capacity"] = vms.cluster["usable_capacity_bytes"] + 1
+        result = await collector.poll()
+        assert result.capacity is None
+        assert [(d.target, d.reason) for d in result.dropped] == [(POOL_TARGET, "implausible")]

@@ -1,0 +1,159 @@
+"""`quotapilot check-config` and `quotapilot run` as a user runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from quotapilot.daemon.cli import main
+from quotapilot.daemon.clock import SystemClock
+from quotapilot.daemon.simulator.server import SimulatorServer
+
+
+def write_config(path: Path, address: str, ca_file: str, *, token: str = "secret-token-value",
+                 interval: object = 60, port: int = 9187, extra: str = "") -> Path:
+    path.write_text(f"""
+[[clusters]]
+name = "sim"
+address = "{address}"
+token = "{token}"
+ca_file = "{ca_file}"
+
+[poll]
+interval_seconds = {interval}
+
+[http]
+listen = "127.0.0.1:{port}"
+
+[store]
+path = "{path.parent / 'state.db'}"
+
+[daemon]
+shutdown_timeout_seconds = 5
+{extra}
+""")
+    return path
+
+
+@pytest.fixture
+def ca_file(tmp_path: Path) -> str:
+    path = tmp_path / "ca.pem"
+    path.write_text("not checked by check-config\n")
+    return str(path)
+
+
+class TestCheckConfig:
+    """Exit 0 with a summary (secrets masked), or 2 naming the field and why."""
+
+    def test_valid_config_summary(self, tmp_path: Path, ca_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+        config = write_config(tmp_path / "q.toml", "vms.example.org", ca_file)
+        assert main(["check-config", "--config", str(config)]) == 0
+        out = capsys.readouterr()
+        assert "configuration valid" in out.out
+        assert "vms.example.org" in out.out and f"ca_file {ca_file}" in out.out
+        assert "secret-token-value" not in out.out + out.err
+
+    def test_json_is_one_object(self, tmp_path: Path, ca_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+        config = write_config(tmp_path / "q.toml", "vms.example.org", ca_file)
+        assert main(["check-config", "--config", str(config), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["valid"] is True
+        assert report["summary"]["poll"]["interval_seconds"] == 60
+        assert "secret-token-value" not in json.dumps(report)
+
+    @pytest.mark.parametrize(("interval", "field", "reason"), [
+        (-5, "poll.interval_seconds", "greater than 0"),
+        ('"soon"', "poll.interval_seconds", "not a duration"),
+    ])
+    def test_bad_value_exits_2_naming_the_field(self, tmp_path: Path, ca_file: str, interval: object,
+                                                field: str, reason: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+        config = write_config(tmp_path / "q.toml", "vms.example.org", ca_file, interval=interval)
+        assert main(["check-config", "--config", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert field in err and reason in err
+        assert main(["check-config", "--config", str(config), "--json"]) == 2
+        report = json.loads(capsys.readouterr().out)
+        assert (False, field) == (report["valid"], report["field"])
+
+    def test_cross_field_rule(self, tmp_path: Path, ca_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+        config = write_config(tmp_path / "q.toml", "vms.example.org", ca_file,
+                              extra="[policy]\ngrow_at = 0.95\n")
+        assert main(["check-config", "--config", str(config)]) == 2
+        assert "policy.grow_at: must be < policy.critical_at" in capsys.readouterr().err
+
+    def test_no_cluster_is_an_error(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        config = tmp_path / "q.toml"
+        config.write_text("[poll]\ninterval_seconds = 30\n")
+        assert main(["check-config", "--config", str(config)]) == 2
+        assert "clusters:" in capsys.readouterr().err
+
+    def test_insecure_tls_is_loud(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        config = tmp_path / "q.toml"
+        config.write_text('[[clusters]]\nname = "c"\naddress = "vms"\ntoken = "t"\n'
+                          "insecure_skip_tls_verify = true\n")
+        assert main(["check-config", "--config", str(config)]) == 0
+        out = capsys.readouterr()
+        assert "NOT VERIFIED" in out.out
+        assert "WARNING: clusters.0.insecure_skip_tls_verify" in out.err
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class TestRun:
+    """`quotapilot run` serves /healthz, exits 0 on SIGTERM within the bound; bad config → 2."""
+
+    async def test_sigterm_exits_0_within_the_bound(self, tmp_path: Path) -> None:
+        async with SimulatorServer("cosmos7", clock=SystemClock(), seed=0) as sim:
+            port = free_port()
+            config = write_config(tmp_path / "q.toml", sim.address, str(sim.ca_file), token=sim.token,
+                                  port=port, interval=1)
+            env = {**os.environ, "QUOTAPILOT_LOG__FORMAT": "json"}
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "quotapilot.daemon", "run", "--config", str(config), env=env,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            try:
+                status = 0
+                deadline = time.monotonic() + 20
+                async with aiohttp.ClientSession() as session:
+                    while time.monotonic() < deadline and status != 200:
+                        try:
+                            async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                                status = response.status
+                        except aiohttp.ClientConnectionError:
+                            await asyncio.sleep(0.05)  # the subprocess is starting (real time)
+                    assert status == 200
+                    async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                        assert "quotapilot_target_used_bytes" in await response.text()
+                started = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                code = await asyncio.wait_for(proc.wait(), 10)
+                assert code == 0
+                assert time.monotonic() - started < 5
+                assert proc.stderr is not None
+                events = [json.loads(line)["event"] for line in (await proc.stderr.read()).decode().splitlines()
+                          if line.startswith("{")]
+                assert "supervisor.stopping" in events and "store.flushed" in events
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+
+    def test_bad_config_exits_2(self, tmp_path: Path, ca_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+        config = write_config(tmp_path / "q.toml", "vms.example.org", ca_file, interval=0)
+        assert main(["run", "--config", str(config)]) == 2
+        assert "poll.interval_seconds" in capsys.readouterr().err

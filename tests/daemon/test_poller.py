@@ -1,0 +1,102 @@
+"""The poll loop: ticks on the clock with an offset, overruns skipped (never stacked), coordinator
+state that logs on transitions only."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from structlog.testing import capture_logs
+
+from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.poller import Poller, PollerState
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+class TestSchedule:
+    """Ticks are `interval` apart after a random offset; a long cycle skips the ticks it missed."""
+
+    async def test_ticks_and_offset(self) -> None:
+        clock = VirtualClock(start=1000.0)
+        started: list[float] = []
+
+        async def cycle() -> None:
+            started.append(clock.now())
+
+        poller = Poller(PollerState("c"), cycle, clock, interval_seconds=60, jitter_ratio=0.1,
+                        rng=random.Random(1))
+        assert 0 <= poller.offset_seconds <= 6
+        stopping = asyncio.Event()
+        task = asyncio.create_task(poller.run(stopping))
+        for _ in range(4):
+            await settle()
+            clock.set(clock.next_deadline or clock.now())
+        await settle()
+        stopping.set()
+        await task
+        first = 1000.0 + poller.offset_seconds
+        assert [first, first + 60, first + 120, first + 180] == started[:4]
+
+    async def test_overrun_is_measured_and_skipped_not_stacked(self) -> None:
+        clock = VirtualClock(start=0.0)
+        started: list[float] = []
+
+        async def slow_cycle() -> None:
+            started.append(clock.now())
+            if len(started) == 2:
+                clock.advance(150)  # this poll takes 2.5 intervals
+
+        state = PollerState("c")
+        poller = Poller(state, slow_cycle, clock, interval_seconds=60, jitter_ratio=0.0)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(poller.run(stopping))
+        with capture_logs() as logs:
+            for _ in range(4):
+                await settle()
+                clock.set(clock.next_deadline or clock.now())
+            await settle()
+        stopping.set()
+        await task
+        # tick 60 ran until 210; ticks 120 and 180 were skipped, the next poll is at 240
+        assert started[:4] == [0.0, 60.0, 240.0, 300.0]
+        assert state.skipped_ticks == 2
+        overran = [e for e in logs if e["event"] == "poll.overran"]
+        assert len(overran) == 1 and overran[0]["skipped_ticks"] == 2
+
+    async def test_stop_cuts_the_wait_short(self) -> None:
+        clock = VirtualClock()
+        calls = 0
+
+        async def cycle() -> None:
+            nonlocal calls
+            calls += 1
+
+        poller = Poller(PollerState("c"), cycle, clock, interval_seconds=3600, jitter_ratio=0.0)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(poller.run(stopping))
+        await settle()
+        stopping.set()
+        await asyncio.wait_for(task, 1)  # no clock movement needed
+        assert calls == 1
+
+
+class TestCoordinatorState:
+    """One log line when polling starts failing, one when it recovers."""
+
+    def test_transitions_logged_once(self) -> None:
+        state = PollerState("c")
+        with capture_logs() as logs:
+            state.record_success(100, 0.1)
+            state.record_failure(160, "connection: refused", 0.1)
+            state.record_failure(220, "connection: refused", 0.1)
+            state.record_failure(280, "timeout", 0.1)
+            state.record_success(340, 0.1)
+            state.record_success(400, 0.1)
+        assert [e["event"] for e in logs] == ["poll.first_success", "poll.failed", "poll.recovered"]
+        assert logs[2]["failures"] == 3 and logs[2]["outage_seconds"] == 240
+        assert state.consecutive_failures == 0 and state.last_error == "timeout"
+        assert state.age_seconds(440) == 40.0

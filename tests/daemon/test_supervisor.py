@@ -1,0 +1,95 @@
+"""The supervisor: named tasks, crashes kept (not restarted), bounded drain, teardown shielded."""
+
+from __future__ import annotations
+
+import asyncio
+
+from structlog.testing import capture_logs
+
+from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.supervisor import Supervisor, sleep_unless
+
+
+class TestSupervisor:
+    """Crash → logged and kept; stop → drain within the grace period, then cancel; teardown runs."""
+
+    async def test_crash_is_kept_and_others_keep_running(self) -> None:
+        supervisor = Supervisor(shutdown_timeout_seconds=1)
+        ticks = 0
+
+        async def crashes(stopping: asyncio.Event) -> None:
+            raise RuntimeError("boom")
+
+        async def keeps_going(stopping: asyncio.Event) -> None:
+            nonlocal ticks
+            while not stopping.is_set():
+                ticks += 1
+                await asyncio.sleep(0)
+
+        supervisor.add("crasher", crashes)
+        supervisor.add("worker", keeps_going)
+        with capture_logs() as logs:
+            run = asyncio.create_task(supervisor.run())
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert list(supervisor.crashes) == ["crasher"]
+            assert supervisor.crashes["crasher"].error == "RuntimeError: boom"
+            assert supervisor.running() == ("worker",)
+            supervisor.stop()
+            await run
+        assert ticks > 5
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["task.crashed"]
+
+    async def test_stragglers_are_cancelled_after_the_grace_period(self) -> None:
+        supervisor = Supervisor(shutdown_timeout_seconds=0.05)
+        cancelled = asyncio.Event()
+        torn_down = []
+
+        async def ignores_stop(stopping: asyncio.Event) -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        async def teardown() -> None:
+            torn_down.append(True)
+
+        supervisor.add("stubborn", ignores_stop)
+        run = asyncio.create_task(supervisor.run(teardown))
+        await asyncio.sleep(0)
+        supervisor.stop()
+        await asyncio.wait_for(run, 2)
+        assert cancelled.is_set()
+        assert torn_down == [True]
+        assert supervisor.crashes == {}
+
+    async def test_task_added_while_running_starts(self) -> None:
+        supervisor = Supervisor(shutdown_timeout_seconds=1)
+        seen = asyncio.Event()
+
+        async def late(stopping: asyncio.Event) -> None:
+            seen.set()
+            await stopping.wait()
+
+        run = asyncio.create_task(supervisor.run())
+        await asyncio.sleep(0)
+        supervisor.add("late", late)
+        await asyncio.wait_for(seen.wait(), 1)
+        supervisor.stop()
+        await run
+
+
+class TestSleepUnless:
+    async def test_completes_or_stops(self) -> None:
+        clock = VirtualClock()
+        stopping = asyncio.Event()
+        sleeper = asyncio.create_task(sleep_unless(clock, 10, stopping))
+        while clock.next_deadline is None:
+            await asyncio.sleep(0)
+        clock.advance(10)
+        assert await sleeper is True
+        sleeper = asyncio.create_task(sleep_unless(clock, 10, stopping))
+        await asyncio.sleep(0)
+        stopping.set()
+        assert await sleeper is False
