@@ -76,6 +76,7 @@ MAX_BYTES = 2**62  # SQLite integers are 64-bit; nothing real is larger
 MAX_TTL_SECONDS = 30 * 86400.0
 DEFAULT_NEEDED_FOR_SECONDS = 3600.0
 GROWTH_TRIGGER_TIMEOUT_SECONDS = 5.0
+BODY_READ_TIMEOUT_SECONDS = 10.0
 
 
 # ------------------------------------------------------------------------------ the daemon side
@@ -277,7 +278,19 @@ class Api:
         limit = self.settings.http.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
-        raw = await request.content.read(limit + 1)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(BODY_READ_TIMEOUT_SECONDS):
+                while size <= limit:
+                    chunk = await request.content.read(limit + 1 - size)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+        except TimeoutError:
+            raise ApiError(408, "body_timeout", "the request body did not arrive in time") from None
+        raw = b"".join(chunks)
         if len(raw) > limit:
             raise ApiError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
         try:

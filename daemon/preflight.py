@@ -129,21 +129,21 @@ class Assessment:
         return self.dimensions[0]
 
 
-def forecast_growth(series: SeriesForecast | None, used: int, start: float, end: float) -> tuple[int, bool]:
-    """Pessimistic growth of a series from `used` over `[start, end]`: the highest p90 level in the
-    window minus `used` (never negative). Beyond the forecast horizon the current rate extends
-    the last level. Without a forecast, the current rate alone; `(0, False)` with neither."""
+def forecast_growth(series: SeriesForecast | None, start: float, end: float) -> tuple[int, bool]:
+    """Pessimistic growth of a series over `[start, end]`: the highest p90 level in the window
+    minus the p50 level at `start` (the planner's anchoring: the model's level may lag the latest
+    sample, its increments do not), never negative. Beyond the forecast horizon the current rate
+    extends the last level. Without a usable forecast, the current rate alone; `(0, False)` with
+    neither."""
     window = max(0.0, end - start)
     rate = series.rate_per_second if series is not None and series.rate_per_second is not None else None
     forecast = series.forecast if series is not None else None
-    if forecast is None or not forecast.times:
+    base = forecast.at(max(start, forecast.times[0]), "p50") if forecast is not None and forecast.times else None
+    if forecast is None or base is None or not math.isfinite(base):
         if rate is None or not math.isfinite(rate):
             return 0, False
         return max(0, math.ceil(rate * window)), True
-    levels: list[float] = []
-    for t, level in zip(forecast.times, forecast.p90, strict=False):
-        if start <= t <= end:
-            levels.append(level)
+    levels: list[float] = [lv for t, lv in zip(forecast.times, forecast.p90, strict=False) if start <= t <= end]
     for t in (start, end):
         level_at = forecast.at(t, FORECAST_QUANTILE)
         if level_at is not None:
@@ -154,12 +154,12 @@ def forecast_growth(series: SeriesForecast | None, used: int, start: float, end:
     finite = [lv for lv in levels if math.isfinite(lv)]
     if not finite:
         return 0, False
-    return max(0, math.ceil(max(finite) - used)), True
+    return max(0, math.ceil(max(finite) - base)), True
 
 
 def _fit(dimension: Dimension, requested: int, used: int, limit: int | None, reserved: int,
          series: SeriesForecast | None, start: float, end: float) -> DimensionFit:
-    growth, available = forecast_growth(series, used, start, end)
+    growth, available = forecast_growth(series, start, end)
     if limit is None:
         return DimensionFit(dimension, requested, used, None, reserved, growth, available, True, True)
     fits_now = used + reserved + requested <= limit

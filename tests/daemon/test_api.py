@@ -3,6 +3,7 @@ SQLite store, virtual clock): reads, preflight, reservations, overrides, auth an
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -310,3 +311,19 @@ class TestOverrides:
             assert off["enabled"] is False
             assert (await client.post("/api/v1/killswitch", headers=auth(), json={"enabled": "maybe"})).status == 400
 
+
+
+class TestRobustness:
+    """Bodies near the limit are read whole; slow or chunked bodies cannot hold a handler."""
+
+    async def test_large_valid_body_is_read_whole(self, daemon: FakeDaemon) -> None:
+        padding = " " * 60_000
+        raw = ('{"target": "cosmos7-temp",' + padding + '"bytes": 1}').encode()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for i in range(0, len(raw), 4096):
+                yield raw[i:i + 4096]
+
+        async with api_client(daemon) as client:
+            resp = await client.post("/api/v1/preflight", data=chunks())
+            assert resp.status == 200
