@@ -274,7 +274,8 @@ class Api:
         if not hmac.compare_digest(token.strip().encode(), self._write_token.encode()):
             raise ApiError(401, "unauthorized", "wrong token", headers=_CHALLENGE)
 
-    async def _body(self, request: web.Request, model: type[M]) -> M:
+    async def _body(self, request: web.Request, model: type[M], *, optional: bool = False) -> M:
+        """The JSON body as `model`; with `optional`, an empty body means `{}`."""
         limit = self.settings.http.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
@@ -294,7 +295,7 @@ class Api:
         if len(raw) > limit:
             raise ApiError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
         try:
-            payload = json.loads(raw) if raw.strip() else None
+            payload = json.loads(raw) if raw.strip() else ({} if optional else None)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, "bad_json", f"the body is not JSON: {exc}", field="body") from None
         if not isinstance(payload, dict):
@@ -556,7 +557,7 @@ class Api:
 
     # ---------------------------------------------------------------- overrides
     async def pause(self, request: web.Request) -> web.Response:
-        body = await self._body(request, PauseRequest)
+        body = await self._body(request, PauseRequest, optional=True)
         ref, cluster = self._ref(request)
         record = self._find(ref, cluster)
         now = self.now()

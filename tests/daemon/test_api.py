@@ -327,3 +327,10 @@ class TestRobustness:
         async with api_client(daemon) as client:
             resp = await client.post("/api/v1/preflight", data=chunks())
             assert resp.status == 200
+
+    async def test_pause_without_a_body_pauses_until_resumed(self, daemon: FakeDaemon) -> None:
+        async with api_client(daemon) as client:
+            resp = await client.post("/api/v1/targets/cosmos7-temp/pause", headers=auth())
+            body = await resp.json()
+        assert resp.status == 200
+        assert body["paused"] is True and body["paused_until"] is None
