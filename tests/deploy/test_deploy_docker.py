@@ -5,6 +5,7 @@ through the real CLI parser."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -14,6 +15,7 @@ import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 from deploy_helpers import ROOT
@@ -96,6 +98,31 @@ class TestImage:
         allowed = {line[1:].strip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
                    if line.startswith("!")}
         assert package_dirs | {"pyproject.toml", "README.md"} <= allowed
+
+
+class TestConfigurationByEnvironment:
+    """The image's ENV plus QUOTAPILOT_* variables alone make a valid configuration (no file)."""
+
+    def image_env(self) -> dict[str, str]:
+        env = {}
+        for key_value in shlex.split(last("ENV")):
+            key, _, value = key_value.partition("=")
+            env[key] = value
+        return env
+
+    def test_check_config_with_env_only(self, tmp_path: Path) -> None:
+        env = {k: v for k, v in self.image_env().items() if k != "PATH"}
+        secrets = tmp_path / "secrets"
+        secrets.mkdir()
+        (secrets / "vms.token").write_text("not-a-real-token\n")
+        env |= {"CREDENTIALS_DIRECTORY": str(secrets), "QUOTAPILOT_HTTP__LISTEN": "0.0.0.0:9187",
+                "QUOTAPILOT_STORE__PATH": str(tmp_path / "state.db"),
+                "QUOTAPILOT_CLUSTERS": json.dumps([{"name": "cosmos", "address": "vms.example.org",
+                                                    "token_file": "${CREDENTIALS_DIRECTORY}/vms.token"}])}
+        result = subprocess.run([sys.executable, "-m", "quotapilot.daemon", "check-config", "--json"],
+                                env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert json.loads(result.stdout)["valid"] is True
 
 
 class TestHealthcheck:
