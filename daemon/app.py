@@ -23,7 +23,8 @@ import random
 import signal
 import sys
 import threading
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -41,7 +42,7 @@ from quotapilot.daemon.cycle import CycleContext, Stage
 from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.http import HttpServer
 from quotapilot.daemon.logs import configure_logging, get_logger
-from quotapilot.daemon.metrics import SnapshotCollector
+from quotapilot.daemon.metrics import SnapshotCollector, TargetCollector, TargetText
 from quotapilot.daemon.poller import Poller, PollerState
 from quotapilot.daemon.sdnotify import Notifier
 from quotapilot.daemon.settings import Settings, load_settings, systemd_notify_environment
@@ -127,11 +128,16 @@ class Daemon:
         self.poll_state: dict[str, PollerState] = {c.name: PollerState(c.name) for c in settings.clusters}
         self.supervisor = Supervisor(shutdown_timeout_seconds=settings.daemon.shutdown_timeout_seconds)
         self.registry = CollectorRegistry()
+        """Every metric of the daemon (fresh per daemon): `registry.get_sample_value(...)`."""
+        self.exposition_registry = CollectorRegistry()
+        """The same minus the per-target families, which /metrics renders with `target_text`."""
+        self.target_text = TargetText()
         socket_path, watchdog_usec = systemd_notify_environment()
         self.notifier = Notifier(socket_path, watchdog_usec=watchdog_usec)
         self.http = HttpServer(self)
         self._snapshot = empty_snapshot(self.clock.now(), tuple(self.poll_state))
         self._stage_errors: Counter[str] = Counter()
+        self._stage_seconds: defaultdict[str, float] = defaultdict(float)
         self._executor: ThreadPoolExecutor | None = None
         self._db: Database | None = None
         self._observations: ObservationStore | None = None
@@ -187,10 +193,11 @@ class Daemon:
                 opener = getattr(stage, "open", None)
                 if opener is not None:
                     await opener()
-            self.registry.register(SnapshotCollector(lambda: self._snapshot,
-                                                     lambda: self.supervisor.crashes))
-            for extra in build_collectors(self):
-                self.registry.register(extra)
+            self.registry.register(TargetCollector(lambda: self._snapshot))
+            core = SnapshotCollector(lambda: self._snapshot, lambda: self.supervisor.crashes)
+            for metric_collector in (core, *build_collectors(self)):
+                self.registry.register(metric_collector)
+                self.exposition_registry.register(metric_collector)
         except BaseException:
             await self._close()
             raise
@@ -243,12 +250,15 @@ class Daemon:
             state.record_failure(poll.t, poll.error or "unknown", poll.duration_seconds)
         ctx = CycleContext(poll=poll, now=self.clock.now())
         for stage in self.stages:
+            started = time.perf_counter()
             try:
                 await stage.on_cycle(ctx)
             except Exception:
                 self._stage_errors[stage.name] += 1
                 log.error("stage.failed", stage=stage.name, cluster=cluster, exc_info=True)
                 break
+            finally:
+                self._stage_seconds[stage.name] += time.perf_counter() - started
         self._publish_cycle(cluster, ctx, state, collector)
         if poll.ok:
             self.notifier.ready()
@@ -266,7 +276,8 @@ class Daemon:
             poll_errors_total=collector.poll_errors_total, requests_total=collector.requests_made)
         self._snapshot = replace(
             previous, t=ctx.now, clusters=frozen_map({**previous.clusters, cluster: cluster_state}),
-            stage_errors_total=frozen_map(self._stage_errors))
+            stage_errors_total=frozen_map(self._stage_errors),
+            stage_seconds_total=frozen_map(self._stage_seconds))
 
     # -------------------------------------------------------------- health
     def health(self) -> tuple[bool, dict[str, Any]]:

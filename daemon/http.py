@@ -1,7 +1,8 @@
 """The daemon's HTTP listener (aiohttp): `/metrics`, `/healthz`, and the routes other modules add.
 
-`/metrics` renders the daemon's own `CollectorRegistry` (fresh per daemon; every collector in it
-reads an immutable snapshot). `/healthz` answers 200 while every cluster's last successful poll is
+`/metrics` renders the daemon's own registries (fresh per daemon; every collector in them reads
+immutable state); the per-target families, the bulk of a scrape, are rendered straight from the
+snapshot by `TargetText`. `/healthz` answers 200 while every cluster's last successful poll is
 younger than `poll.stale_after_intervals` intervals and no supervised task crashed, else 503 with
 the reasons. `/api/v1/*` belongs to `daemon/api.py` (`add_api_routes(app, daemon)`), registered
 here when that module exists.
@@ -30,7 +31,7 @@ ROUTE_PROVIDERS: tuple[tuple[str, str], ...] = (
 
 async def metrics(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON_KEY]
-    body = generate_latest(daemon.registry)
+    body = daemon.target_text.render(daemon.snapshot).encode() + generate_latest(daemon.exposition_registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

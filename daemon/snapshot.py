@@ -123,6 +123,7 @@ class Snapshot:
     mode: str | None = None
     """"observe" | "enforce" once the growth stage reports it."""
     stage_errors_total: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
+    stage_seconds_total: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
     extras: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     """Read-only values other parts publish with `Daemon.publish(key, value)`."""
 
