@@ -350,6 +350,8 @@ class Api:
         return pf.TargetState(
             observation=record.observation, rules=settings.policy.rules_for(target.name, target.path),
             forecasts=dict(record.forecasts), cluster=record.capacity,
+            recent_rate_per_second=({} if record.ingest_bytes_per_second is None
+                                    else {Dimension.BYTES: max(0.0, record.ingest_bytes_per_second)}),
             cluster_reserve_ratio=settings.policy.cluster_reserve_ratio,
             reserved_bytes=reserved.bytes, reserved_inodes=reserved.inodes,
             paused=pause is not None, paused_until=pause.until if pause else None,

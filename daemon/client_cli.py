@@ -65,6 +65,14 @@ def _client(args: argparse.Namespace, *, need_token: bool = False) -> Client:
     return Client(url, token, retry=CLI_RETRY)
 
 
+def _emit(text: str) -> None:
+    """Print to stdout; a reader that went away (`quotapilot status | head`) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _fail(exc: Exception) -> int:
     if isinstance(exc, UsageError):
         print(f"quotapilot: {exc}", file=sys.stderr)
@@ -89,9 +97,9 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     except (ClientError, UsageError) as exc:
         return _fail(exc)
     if args.json:
-        print(json.dumps(dict(answer.raw)))
+        _emit(json.dumps(dict(answer.raw)))
     else:
-        print(describe_preflight(answer.raw))
+        _emit(describe_preflight(answer.raw))
     return EXIT_OK if answer.fits else EXIT_NO_ROOM
 
 
@@ -137,10 +145,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _fail(exc)
     targets = sorted(answer.get("targets", []), key=urgency_key)
     if args.json:
-        print(json.dumps({"generated_at": answer.get("generated_at"), "kill_switch": answer.get("kill_switch"),
+        _emit(json.dumps({"generated_at": answer.get("generated_at"), "kill_switch": answer.get("kill_switch"),
                           "targets": targets, "clusters": answer.get("clusters", [])}))
         return EXIT_OK
-    print(render_status(targets, bool(answer.get("kill_switch"))))
+    _emit(render_status(targets, bool(answer.get("kill_switch"))))
     return EXIT_OK
 
 
@@ -184,7 +192,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
     except (ClientError, UsageError) as exc:
         return _fail(exc)
     until = answer.get("paused_until")
-    print(f"paused {answer['target']['path']}" + (f" until {_iso(until)}" if isinstance(until, int | float)
+    _emit(f"paused {answer['target']['path']}" + (f" until {_iso(until)}" if isinstance(until, int | float)
                                                   else " until resumed"))
     return EXIT_OK
 
@@ -194,5 +202,5 @@ def cmd_resume(args: argparse.Namespace) -> int:
         answer = _client(args, need_token=True).resume(args.target)
     except (ClientError, UsageError) as exc:
         return _fail(exc)
-    print(f"resumed {answer['target']['path']}")
+    _emit(f"resumed {answer['target']['path']}")
     return EXIT_OK

@@ -45,6 +45,8 @@ class TargetState:
     observation: Observation
     rules: PolicyRules
     forecasts: dict[Dimension, SeriesForecast] = field(default_factory=dict)
+    recent_rate_per_second: Mapping[Dimension, float] = field(default_factory=dict)
+    """Observed ingest per second (the cold-start fallback, as in the planner)."""
     cluster: ClusterCapacity | None = None
     cluster_reserve_ratio: float = 0.10
     reserved_bytes: int = 0
@@ -70,9 +72,13 @@ class DimensionFit:
     limit: int | None
     reserved: int
     forecast_growth: int
-    forecast_available: bool
+    growth_basis: GrowthBasis
     fits_now: bool
     fits: bool
+
+    @property
+    def forecast_available(self) -> bool:
+        return self.growth_basis == "forecast"
 
     @property
     def room_now(self) -> int | None:
@@ -93,6 +99,7 @@ class DimensionFit:
             "requested": self.requested, "used": self.used, "limit": self.limit, "reserved": self.reserved,
             "room_now": self.room_now, "forecast_growth": self.forecast_growth,
             "room_after_forecast": self.room_after_forecast, "forecast_available": self.forecast_available,
+            "growth_basis": self.growth_basis,
             "fits_now": self.fits_now, "fits": self.fits,
         }
 
@@ -129,20 +136,28 @@ class Assessment:
         return self.dimensions[0]
 
 
-def forecast_growth(series: SeriesForecast | None, start: float, end: float) -> tuple[int, bool]:
-    """Pessimistic growth of a series over `[start, end]`: the highest p90 level in the window
-    minus the p50 level at `start` (the planner's anchoring: the model's level may lag the latest
-    sample, its increments do not), never negative. Beyond the forecast horizon the current rate
-    extends the last level. Without a usable forecast, the current rate alone; `(0, False)` with
-    neither."""
+GrowthBasis = Literal["forecast", "model_rate", "observed_rate", "none"]
+
+
+def forecast_growth(series: SeriesForecast | None, start: float, end: float,
+                    observed_rate: float | None = None) -> tuple[int, GrowthBasis]:
+    """Pessimistic growth of a series over `[start, end]`, and what it is based on.
+
+    With a forecast: the highest p90 level in the window minus the p50 level at `start` (the
+    planner's anchoring: the model's level may lag the latest sample, its increments do not),
+    never negative; beyond the forecast horizon the model's rate extends the last level. Without
+    one (cold start): the model's current rate, else the observed ingest rate, times the window —
+    the same fallback the planner uses; `(0, "none")` with neither."""
     window = max(0.0, end - start)
     rate = series.rate_per_second if series is not None and series.rate_per_second is not None else None
     forecast = series.forecast if series is not None else None
     base = forecast.at(max(start, forecast.times[0]), "p50") if forecast is not None and forecast.times else None
     if forecast is None or base is None or not math.isfinite(base):
-        if rate is None or not math.isfinite(rate):
-            return 0, False
-        return max(0, math.ceil(rate * window)), True
+        if rate is not None and math.isfinite(rate):
+            return max(0, math.ceil(rate * window)), "model_rate"
+        if observed_rate is not None and math.isfinite(observed_rate):
+            return max(0, math.ceil(observed_rate * window)), "observed_rate"
+        return 0, "none"
     levels: list[float] = [lv for t, lv in zip(forecast.times, forecast.p90, strict=False) if start <= t <= end]
     for t in (start, end):
         level_at = forecast.at(t, FORECAST_QUANTILE)
@@ -153,18 +168,18 @@ def forecast_growth(series: SeriesForecast | None, start: float, end: float) -> 
         levels.append(forecast.p90[-1] + extra)
     finite = [lv for lv in levels if math.isfinite(lv)]
     if not finite:
-        return 0, False
-    return max(0, math.ceil(max(finite) - base)), True
+        return 0, "none"
+    return max(0, math.ceil(max(finite) - base)), "forecast"
 
 
 def _fit(dimension: Dimension, requested: int, used: int, limit: int | None, reserved: int,
-         series: SeriesForecast | None, start: float, end: float) -> DimensionFit:
-    growth, available = forecast_growth(series, start, end)
+         series: SeriesForecast | None, start: float, end: float, observed_rate: float | None) -> DimensionFit:
+    growth, basis = forecast_growth(series, start, end, observed_rate)
     if limit is None:
-        return DimensionFit(dimension, requested, used, None, reserved, growth, available, True, True)
+        return DimensionFit(dimension, requested, used, None, reserved, growth, basis, True, True)
     fits_now = used + reserved + requested <= limit
     fits = fits_now and used + reserved + growth + requested <= limit
-    return DimensionFit(dimension, requested, used, limit, reserved, growth, available, fits_now, fits)
+    return DimensionFit(dimension, requested, used, limit, reserved, growth, basis, fits_now, fits)
 
 
 def _round_up(value: float, step: int) -> int:
@@ -184,6 +199,7 @@ def _planner_decisions(state: TargetState, fits: list[DimensionFit], now: float)
     rules = state.rules
     target = TargetInput(
         observation=state.observation, policy=GrowthPolicy.from_fields(rules), forecasts=state.forecasts,
+        recent_rate_per_second=state.recent_rate_per_second,
         reserved_bytes=state.reserved_bytes + extra.get(Dimension.BYTES, 0),
         reserved_inodes=state.reserved_inodes + extra.get(Dimension.INODES, 0),
         last_growth_at=state.last_growth_at, paused_reason=state.pause_reason if state.paused else None)
@@ -247,11 +263,13 @@ def assess(state: TargetState, *, request_bytes: int, request_inodes: int | None
     obs = state.observation
     start = min(obs.t, now)
     end = now + window_seconds
+    rates = state.recent_rate_per_second
     fits = [_fit(Dimension.BYTES, request_bytes, obs.used_bytes, obs.hard_limit_bytes, state.reserved_bytes,
-                 state.forecasts.get(Dimension.BYTES), start, end)]
+                 state.forecasts.get(Dimension.BYTES), start, end, rates.get(Dimension.BYTES))]
     if request_inodes is not None and obs.used_inodes is not None:
         fits.append(_fit(Dimension.INODES, request_inodes, obs.used_inodes, obs.hard_limit_inodes,
-                         state.reserved_inodes, state.forecasts.get(Dimension.INODES), start, end))
+                         state.reserved_inodes, state.forecasts.get(Dimension.INODES), start, end,
+                         rates.get(Dimension.INODES)))
     plan = _plan(state, fits, now)
     fits_all = all(f.fits for f in fits)
     fits_now = all(f.fits_now for f in fits)

@@ -57,6 +57,7 @@ class Quota:
     used: int
     hard: int
     rate: float = 0.0  # bytes per second (p50); 0: no forecast
+    forecast: bool = True  # False: a cold start (only the observed ingest rate is known)
 
     def state(self, t: float) -> TargetState:
         tid = target_id(self.name)
@@ -64,7 +65,7 @@ class Quota:
                           soft_limit_bytes=int(self.hard * 0.9), used_inodes=1000, hard_limit_inodes=10**7,
                           quota_id=hash(self.name) % 1000)
         forecasts: dict[Dimension, SeriesForecast] = {}
-        if self.rate:
+        if self.rate and self.forecast:
             fc = linear_forecast(t, self.used, self.rate)
             full_at = t + (self.hard - self.used) / (self.rate * 1.2)
             forecasts[Dimension.BYTES] = SeriesForecast(

@@ -96,6 +96,14 @@ class TestPreflight:
         assert body["action"]["kind"] == "blocked" and body["action"]["guard"] == "observe_mode"
         assert short["fits"] is True
 
+    async def test_cold_start_uses_the_observed_ingest_rate(self, daemon: FakeDaemon) -> None:
+        daemon.quotas[0].forecast = False
+        async with api_client(daemon) as client:
+            body = await (await client.post("/api/v1/preflight", json={
+                "target": "cosmos7-raw", "bytes": 1, "needed_for": "24h"})).json()
+        assert body["bytes"]["growth_basis"] == "observed_rate"
+        assert body["bytes"]["forecast_growth"] == pytest.approx(50 * TB, rel=0.01)
+
     async def test_enforce_mode_says_what_it_would_grow_to(self, daemon: FakeDaemon, tmp_path: Path) -> None:
         enforce(daemon, tmp_path)
         async with api_client(daemon) as client:
