@@ -189,7 +189,9 @@ class SimulatorServer:
         self._stopping = asyncio.Event()
         app = web.Application(client_max_size=1024**2)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        # vastpy drops each connection after one request; idle ones need not linger long
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5,
+                               keepalive_timeout=15.0)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, ssl_context=server_context(self._tls),
                            reuse_address=True)
@@ -285,6 +287,9 @@ class SimulatorServer:
             return response
         except ApiError as exc:
             return _json_response(exc.body, exc.status, exc.headers)
+        except Exception:  # a simulator bug must still answer like VMS would: JSON, 500
+            log.exception("simulator.request_failed", method=request.method, path=request.path)
+            return _json_response({"detail": "Internal server error."}, 500)
 
     async def _wait(self, seconds: float) -> None:
         """Real waiting that ends early when the server stops."""
