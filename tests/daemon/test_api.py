@@ -3,6 +3,7 @@ SQLite store, virtual clock): reads, preflight, reservations, overrides, auth an
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -342,3 +343,21 @@ class TestRobustness:
             body = await resp.json()
         assert resp.status == 200
         assert body["paused"] is True and body["paused_until"] is None
+
+
+class TestDocument:
+    """daemon/openapi.json describes exactly the routes the API registers."""
+
+    def test_every_route_is_documented(self, daemon: FakeDaemon) -> None:
+        from aiohttp import web
+
+        from quotapilot.daemon.api import OPENAPI_PATH, add_api_routes
+
+        app = web.Application()
+        add_api_routes(app, daemon)
+        served = {(r.method, r.resource.canonical) for r in app.router.routes()
+                  if r.resource is not None and r.method != "HEAD"}
+        doc = json.loads(OPENAPI_PATH.read_text())
+        documented = {(method.upper(), path) for path, item in doc["paths"].items()
+                      for method in item if method != "parameters"}
+        assert served == documented
