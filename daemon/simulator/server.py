@@ -20,6 +20,7 @@ import base64
 import contextlib
 import datetime
 import hmac
+import ipaddress
 import json
 import re
 import secrets
@@ -185,7 +186,13 @@ class SimulatorServer:
                 self._own_state_dir = True
             else:
                 self._state_dir = self._state_dir_arg
-            self._tls = make_certificates(self._state_dir)
+            hostnames, addresses = ["localhost"], ["127.0.0.1", "::1"]
+            try:
+                if ipaddress.ip_address(self.host).compressed not in addresses:
+                    addresses.append(self.host)
+            except ValueError:
+                hostnames.append(self.host)
+            self._tls = make_certificates(self._state_dir, tuple(hostnames), tuple(addresses))
         self._stopping = asyncio.Event()
         app = web.Application(client_max_size=1024**2)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
