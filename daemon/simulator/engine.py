@@ -281,9 +281,9 @@ class Engine:
         if _validate:
             if not path.startswith("/"):
                 raise EngineError("path", "must be an absolute path")
-            if any(q.path == path for q in self.quotas.values()) or self._extra_index(path=path) is not None:
+            if any(q.path == path for q in self.quotas.values()) or self.extra_index(path=path) is not None:
                 raise EngineError("path", f"a quota on {path} already exists")
-            if any(q.name == name for q in self.quotas.values()) or self._extra_index(name=name) is not None:
+            if any(q.name == name for q in self.quotas.values()) or self.extra_index(name=name) is not None:
                 raise EngineError("name", f"a quota named {name} already exists")
             _check_limits(hard_limit, soft_limit, "")
             _check_limits(hard_limit_inodes, soft_limit_inodes, "_inodes")
@@ -329,7 +329,7 @@ class Engine:
     def delete_quota(self, quota_id: int) -> None:
         record = self.quotas.pop(quota_id, None)
         if record is None:
-            idx = self._extra_idx_by_id(quota_id)
+            idx = self.extra_idx_by_id(quota_id)
             self.extra_alive[idx] = False
             return
         self._stats.setdefault(record.path, _PathStats()).limits.append((self.now, None))
@@ -341,21 +341,22 @@ class Engine:
     def extra_count(self) -> int:
         return len(self.extra_alive)
 
-    def _extra_idx_by_id(self, quota_id: int) -> int:
+    def extra_idx_by_id(self, quota_id: int) -> int:
         idx = quota_id - self.extra_base_id
         if not (0 <= idx < self.extra_count) or not self.extra_alive[idx]:
             raise NotFound(f"quota {quota_id}")
         return idx
 
-    def _extra_index(self, *, path: str | None = None, name: str | None = None) -> int | None:
-        text = path if path is not None else name
-        prefix = "/bench/q" if path is not None else "bench-q"
-        if text is None or not text.startswith(prefix) or not text[len(prefix):].isdigit():
+    def extra_index(self, *, path: str | None = None, name: str | None = None) -> int | None:
+        """The live benchmark quota with this path (or name), if any."""
+        text, render = (path, self.extra_path) if path is not None else (name, self.extra_name)
+        if text is None:
             return None
-        idx = int(text[len(prefix):])
-        if idx < self.extra_count and self.extra_alive[idx] and self.extra_name(idx) == (name or self.extra_name(idx)):
-            if path is not None and self.extra_path(idx) != path:
-                return None
+        digits = text.rsplit("q", 1)[-1]
+        if not digits.isdigit():
+            return None
+        idx = int(digits)
+        if idx < self.extra_count and self.extra_alive[idx] and render(idx) == text:
             return idx
         return None
 
@@ -378,7 +379,7 @@ class Engine:
         return used
 
     def _patch_extra(self, quota_id: int, changes: dict[str, Any]) -> None:
-        idx = self._extra_idx_by_id(quota_id)
+        idx = self.extra_idx_by_id(quota_id)
         hard = int(changes.get("hard_limit", self.extra_hard[idx]))
         soft = int(changes.get("soft_limit", self.extra_soft[idx]))
         _check_limits(hard, soft, "")

@@ -509,7 +509,7 @@ class SimulatorServer:
         if path is not None or name is not None:
             ids = [q.id for q in e.quotas.values()
                    if (path is None or q.path == path) and (name is None or q.name == name)]
-            idx = e._extra_index(path=path) if path is not None else e._extra_index(name=name)
+            idx = e.extra_index(path=path) if path is not None else e.extra_index(name=name)
             if idx is not None and (name is None or e.extra_name(idx) == name) and (
                     path is None or e.extra_path(idx) == path):
                 ids.append(e.extra_base_id + idx)
@@ -579,7 +579,7 @@ class SimulatorServer:
             raise _not_found() from exc
         if quota_id not in e.quotas:
             try:
-                e._extra_idx_by_id(quota_id)
+                e.extra_idx_by_id(quota_id)
             except NotFound as exc:
                 raise _not_found() from exc
         if method == "GET":
