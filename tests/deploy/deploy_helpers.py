@@ -18,12 +18,18 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 
 
+def missing(what: str) -> None:
+    """A tool the test needs is not installed: skip locally, fail under CI (`CI=true`)."""
+    message = f"{what} is not installed (.ci/run installs it)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_tool(name: str) -> str:
     """The path of `name` (on PATH or beside this interpreter), or skip (fail under CI)."""
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:
-        message = f"{name} is not installed (.ci/run installs it)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(name)
+        raise AssertionError("unreachable")
     return found
