@@ -180,7 +180,8 @@ class Daemon:
         try:
             for cluster in settings.clusters:
                 collector = Collector(cluster, settings.vast, settings.poll, self.clock, self._executor,
-                                      rng=random.Random(self.rng.random()))
+                                      rng=random.Random(self.rng.random()),
+                                      stopping=self.supervisor.stopping)
                 collector.log_tls_mode()
                 self.collectors[cluster.name] = collector
             if self._stages_override is None:
@@ -260,8 +261,8 @@ class Daemon:
             finally:
                 self._stage_seconds[stage.name] += time.perf_counter() - started
         self._publish_cycle(cluster, ctx, state, collector)
-        if poll.ok:
-            self.notifier.ready()
+        if poll.ok and all(s.last_success_t is not None for s in self.poll_state.values()):
+            self.notifier.ready()  # once every cluster has been polled successfully (sent once)
         return ctx
 
     def _publish_cycle(self, cluster: str, ctx: CycleContext, state: PollerState,

@@ -41,6 +41,7 @@ from quotapilot.daemon.cycle import DroppedSample, PollResult
 from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.settings import ClusterSettings, PollSettings, VastSettings
+from quotapilot.daemon.supervisor import sleep_unless
 from quotapilot.forecasting.types import (
     POOL_TARGET,
     ClusterCapacity,
@@ -243,7 +244,8 @@ class Collector:
 
     def __init__(self, cluster: ClusterSettings, vast: VastSettings, poll: PollSettings, clock: Clock,
                  executor: Executor, *, rng: random.Random | None = None,
-                 client_factory: Callable[[ClusterSettings, float], Any] = make_client) -> None:
+                 client_factory: Callable[[ClusterSettings, float], Any] = make_client,
+                 stopping: asyncio.Event | None = None) -> None:
         self.cluster = cluster
         self.name = cluster.name
         self._vast = vast
@@ -251,6 +253,8 @@ class Collector:
         self._clock = clock
         self._executor = executor
         self._rng = rng or random.Random()
+        self._stopping = stopping if stopping is not None else asyncio.Event()
+        """Set on shutdown: retries stop waiting and the last error is raised at once."""
         self._client = client_factory(cluster, vast.request_timeout_seconds)
         self.requests_made = 0
         self.dropped_total: Counter[str] = Counter()
@@ -289,7 +293,8 @@ class Collector:
                 log.debug("vms.retry", cluster=self.name, request=what, attempt=attempt + 1,
                           delay_seconds=round(delay, 3), error=str(error)[:200])
                 attempt += 1
-                await self._clock.sleep(delay)
+                if not await sleep_unless(self._clock, delay, self._stopping):
+                    raise error from exc
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Jittered exponential backoff (half to full of the doubling delay); a server's

@@ -3,6 +3,7 @@ sample validation against hand-made VMS answers."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -120,6 +121,18 @@ class TestFaults:
         for attempt, delay in enumerate(clock.slept):
             assert 2 * 2**attempt * 0.5 <= delay <= 2 * 2**attempt
         assert dict(collector.poll_errors_total) == {"server_error": 1}
+
+    async def test_shutdown_cuts_retries_short(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        sim.faults.add("error", status=503, path="/clusters/")
+        stopping = asyncio.Event()
+        stopping.set()
+        collector = make_collector(make_settings(vast={"max_retries": 5}), clock, executor, stopping=stopping)
+        result = await collector.poll()
+        assert result.error is not None and result.error.startswith("server_error")
+        assert clock.slept == []
+        assert result.requests == 1
 
     async def test_malformed_json_is_retried(
             self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
