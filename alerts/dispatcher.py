@@ -90,6 +90,10 @@ class Outbox(Protocol):
 
     async def pending_counts(self) -> dict[str, int]: ...
 
+    async def schedule(self, sink: str) -> list[tuple[float, int]]:
+        """(next_attempt_at, attempts) of every pending row of `sink` — cheap, no payloads."""
+        ...
+
 
 class Sink(Protocol):
     """A receiver of notifications. `send` raises only `SinkError`s."""
@@ -136,7 +140,7 @@ class Dispatcher:
         backoffs_seconds: Sequence[float] = (1, 2, 5, 10, 30, 60, 120, 300),
         max_age_seconds: float = 7 * 86400.0,
         batch_size: int = 1000,
-        concurrency: int = 64,
+        concurrency: int = 256,
         idle_seconds: float = 60.0,
         rng: random.Random | None = None,
     ) -> None:
@@ -212,9 +216,9 @@ class Dispatcher:
     async def _anything_due(self) -> bool:
         now = self.clock.now()
         for name in self.sinks:
-            rows = await self.outbox.pending(name, self.batch_size)
-            if any(self._is_due(row, now) for row in rows):
-                return True
+            for next_attempt_at, attempts in await self.outbox.schedule(name):
+                if next_attempt_at <= now or (self._flushing and attempts > 0):
+                    return True
             if self._dirty_states[name] and self._failures[name] == 0:
                 return True
         return False
@@ -224,7 +228,13 @@ class Dispatcher:
         wakeup = self._wakeups[name]
         while True:
             wakeup.clear()
-            wait_for = await self._pass(sink)
+            try:
+                wait_for = await self._pass(sink)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # e.g. the store is busy: log, back off, never stop delivering
+                log.exception("alert_dispatch.pass_failed", sink=name)
+                wait_for = await self._back_off(name, (), SinkUnavailable(name, f"{type(exc).__name__}: {exc}"))
             if self._failures[name] and self._flushing:
                 await asyncio.sleep(0.05)  # flushing before exit: retry soon, in real time
             elif self._failures[name]:
@@ -338,6 +348,11 @@ class Dispatcher:
                 return exc
             except SinkError as exc:
                 log.warning("alert_state.rejected", sink=sink.name, target=key[1], error=str(exc))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a sink bug must not stop delivery
+                log.exception("alert_sink.unexpected_error", sink=sink.name)
+                return SinkUnavailable(sink.name, f"unexpected {type(exc).__name__}: {exc}")
             dirty.discard(key)
         return None
 

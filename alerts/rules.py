@@ -364,7 +364,9 @@ def task_conditions(tasks: Iterable[TaskHealth]) -> list[Condition]:
 def step(state: AlertState, condition: Condition, config: RuleConfig,
          now: float) -> tuple[AlertState, Notification | None]:
     """Advance one alert by one condition. Returns the new state and at most one notification."""
-    state = state.evolve(memory=condition.memory or state.memory, kind=condition.kind)
+    memory = condition.memory or state.memory
+    if memory != state.memory or condition.kind != state.kind:
+        state = state.evolve(memory=memory, kind=condition.kind)
     severity = condition.severity
     for_seconds = config.for_seconds if condition.for_seconds is None else condition.for_seconds
 
@@ -384,6 +386,8 @@ def step(state: AlertState, condition: Condition, config: RuleConfig,
                                  last_notified_at=now, summary=condition.summary, pending_since=None)
             note = _notification(state, condition, Status.RESOLVED, fired_severity, now, ended_at=now)
             return state.evolve(severity=None), note
+        if state.phase is Phase.INACTIVE:
+            return state, None  # the common case: nothing wrong, nothing to write
         return state.evolve(phase=Phase.INACTIVE, severity=None, pending_since=None,
                             summary=condition.summary), None
 
@@ -403,7 +407,7 @@ def step(state: AlertState, condition: Condition, config: RuleConfig,
     last = state.last_notified_at if state.last_notified_at is not None else now
     due = config.renotify_seconds > 0 and now - last >= config.renotify_seconds
     if not (changed or due):
-        return state.evolve(summary=condition.summary), None
+        return (state if state.summary == condition.summary else state.evolve(summary=condition.summary)), None
     state = state.evolve(severity=severity, sequence=state.sequence + 1, last_notified_at=now,
                          summary=condition.summary)
     return state, _notification(state, condition, Status.FIRING, severity, now, renotify=not changed)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -39,7 +39,7 @@ from quotapilot.alerts.words import iso8601, runway_in_words
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.cycle import CycleContext
 from quotapilot.daemon.logs import get_logger
-from quotapilot.daemon.settings import AlertRuleSettings, AlertSettings, Settings
+from quotapilot.daemon.settings import AlertRuleSettings, AlertSettings, PolicyRules, Settings
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.outbox import OutboxStore
 from quotapilot.forecasting.types import (
@@ -182,14 +182,26 @@ def _growth_inputs(ctx: CycleContext, mode_of: Callable[[TargetId], str]) -> dic
     return out
 
 
-def inputs_from_cycle(ctx: CycleContext, settings: Settings) -> RuleInputs:
-    """Reduce one cycle to the plain data the rules read."""
+def inputs_from_cycle(ctx: CycleContext, settings: Settings,
+                      policy_cache: dict[tuple[str, str], PolicyRules] | None = None) -> RuleInputs:
+    """Reduce one cycle to the plain data the rules read. `policy_cache` keeps each target's
+    resolved policy between cycles (settings are immutable)."""
     poll = ctx.poll
     now = ctx.now
     policy = settings.policy
+    cache = {} if policy_cache is None else policy_cache
+
+    def rules_of(target: TargetId) -> PolicyRules:
+        if not policy.overrides:
+            return policy
+        key = (target.name, target.path)
+        rules = cache.get(key)
+        if rules is None:
+            rules = cache[key] = policy.rules_for(target.name, target.path)
+        return rules
 
     def mode_of(target: TargetId) -> str:
-        return policy.rules_for(target.name, target.path).mode
+        return rules_of(target).mode
 
     growth = _growth_inputs(ctx, mode_of)
     targets: list[TargetInput] = []
@@ -198,7 +210,7 @@ def inputs_from_cycle(ctx: CycleContext, settings: Settings) -> RuleInputs:
         target = obs.target
         is_pool = target.kind is TargetKind.POOL
         seen_pool = seen_pool or is_pool
-        rules = policy if is_pool else policy.rules_for(target.name, target.path)
+        rules = policy if is_pool else rules_of(target)
         inodes = None
         if obs.hard_limit_inodes and obs.used_inodes is not None:
             inodes = _series(obs.used_inodes, obs.hard_limit_inodes,
@@ -275,6 +287,32 @@ class AlertingStage:
         self._last_action: dict[tuple[str, str], ActionOutcome] = {}
         self._generator_url = f"http://{settings.http.listen}/metrics"
         self.task_health: Callable[[], Sequence[TaskHealth]] = tuple
+        self.state_interval_seconds = 300.0
+        self._state_sent: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._ran = False
+        self._policy_cache: dict[tuple[str, str], PolicyRules] = {}
+
+    @classmethod
+    def for_daemon(cls, daemon: Any, *, sinks: Sequence[Sink] | None = None) -> AlertingStage:
+        """Built by `build_stages()`: the daemon's settings, store and clock; the delivery task is
+        registered with the daemon's supervisor, whose crashes become `daemon` alerts."""
+        stage = cls(daemon.settings, daemon.db, daemon.clock, sinks=sinks)
+        supervisor = daemon.supervisor
+
+        def task_health() -> list[TaskHealth]:
+            crashes = supervisor.crashes
+            return [TaskHealth(name, name in crashes, crashes[name].error if name in crashes else "")
+                    for name in supervisor.task_names]
+
+        stage.task_health = task_health
+        daemon.add_task("alerts", stage.run)
+        return stage
+
+    async def close(self) -> None:
+        """Daemon exit: the sinks are closed by the delivery task; close them here if it never ran."""
+        if not self._ran:
+            for sink in self.sinks:
+                await sink.close()
 
     @property
     def sink_names(self) -> list[str]:
@@ -287,7 +325,7 @@ class AlertingStage:
 
     # ------------------------------------------------------------------------------ evaluation
     async def on_cycle(self, ctx: CycleContext) -> None:
-        inputs = inputs_from_cycle(ctx, self.settings)
+        inputs = inputs_from_cycle(ctx, self.settings, self._policy_cache)
         for action in ctx.actions:
             self._last_action[(action.target.cluster, action.target.name)] = action
         async with self._lock:
@@ -295,12 +333,27 @@ class AlertingStage:
             conditions = cycle_conditions(inputs, states, self.config)
             await self._apply(states, conditions, ctx.now)
         if self.sinks:
-            for target in inputs.targets:
-                firing = [s.kind for s in states.values()
-                          if s.phase is Phase.FIRING and s.alert_id.startswith(f"{target.cluster}/{target.target}/")]
-                self.dispatcher.set_state(target.cluster, target.target, target_state_payload(
-                    target, self._last_action.get((target.cluster, target.target)), firing))
+            self._publish_states(inputs, states, ctx.now)
             self.dispatcher.wake()
+
+    def _publish_states(self, inputs: RuleInputs, states: Mapping[str, AlertState], now: float) -> None:
+        """Retained per-target state: at once when what it says changes (firing alerts, last
+        action, quota state), otherwise every `state_interval_seconds`."""
+        firing_by_target: dict[tuple[str, str], list[str]] = {}
+        for state in states.values():
+            if state.phase is Phase.FIRING:
+                cluster_name, target_name, _ = state.alert_id.split("/", 2)
+                firing_by_target.setdefault((cluster_name, target_name), []).append(state.kind)
+        for target in inputs.targets:
+            key = (target.cluster, target.target)
+            last_action = self._last_action.get(key)
+            payload = target_state_payload(target, last_action, firing_by_target.get(key, []))
+            essence = (payload["firing"], payload["last_action"], payload["quota_state"])
+            sent_at, sent_essence = self._state_sent.get(key, (None, None))
+            if sent_at is not None and sent_essence == essence and now - sent_at < self.state_interval_seconds:
+                continue
+            self._state_sent[key] = (now, essence)
+            self.dispatcher.set_state(target.cluster, target.target, payload)
 
     async def check_tasks(self, tasks: Sequence[TaskHealth] | None = None) -> int:
         """Evaluate the `daemon` alerts (a supervised task crashed); returns notifications made."""
@@ -340,6 +393,7 @@ class AlertingStage:
     # -------------------------------------------------------------------------------- delivery
     async def run(self, stopping: asyncio.Event) -> None:
         """The supervised delivery task: deliver until `stopping`, then flush within the bound."""
+        self._ran = True
         if not self.sinks:
             while not stopping.is_set():
                 await self._sleep_unless(stopping, self.task_check_seconds)

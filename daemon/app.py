@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector as PrometheusCollector
 
 from quotapilot.daemon import __version__
 from quotapilot.daemon.actuator import GrowthStage
+from quotapilot.daemon.alerting import AlertingStage
 from quotapilot.daemon.clock import Clock, SystemClock
 from quotapilot.daemon.collector import Collector
 from quotapilot.daemon.cycle import CycleContext, Stage
@@ -96,7 +97,7 @@ def build_stages(daemon: Daemon) -> list[Stage]:
     stages: list[Stage] = [StoreStage(daemon.observations)]
     # FORECAST (issue 4): stages.append(ForecasterStage(daemon))   # daemon/forecaster.py
     stages.append(GrowthStage.for_daemon(daemon))                # GROWTH (issue 5)
-    # ALERTS (issue 6):   stages.append(AlertingStage(daemon))     # daemon/alerting.py
+    stages.append(AlertingStage.for_daemon(daemon))              # ALERTS (issue 6)
     return stages
 
 
@@ -106,7 +107,7 @@ def build_collectors(daemon: Daemon) -> list[PrometheusCollector]:
     collectors: list[PrometheusCollector] = []
     # FORECAST (issue 4): collectors.append(ForecastCollector(daemon))
     collectors.extend(s.metrics() for s in daemon.stages if isinstance(s, GrowthStage))  # GROWTH (issue 5)
-    # ALERTS (issue 6):   collectors.append(AlertingCollector(daemon))
+    collectors.extend(s.collector() for s in daemon.stages if isinstance(s, AlertingStage))  # ALERTS (issue 6)
     return collectors
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +27,11 @@ from typing import Any
 import aiomqtt
 
 from quotapilot.alerts.errors import SinkRejected, SinkTimeout, SinkUnavailable
+
+# aiomqtt warns "There are N pending publish calls" beyond 10 in flight; a backlog drain has
+# hundreds in flight on purpose. Our own errors say what matters.
+_CLIENT_LOG = logging.getLogger("quotapilot.alerts.sinks.mqtt.aiomqtt")
+_CLIENT_LOG.setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +100,7 @@ class MqttSink:
                 identifier=self.config.client_id,
                 will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True),
                 keepalive=self.config.keepalive_seconds, timeout=self.config.timeout_seconds,
-                tls_context=self._tls_context(), max_inflight_messages=100)
+                tls_context=self._tls_context(), max_inflight_messages=1000, logger=_CLIENT_LOG)
             try:
                 async with asyncio.timeout(self.config.timeout_seconds):
                     await client.__aenter__()

@@ -77,7 +77,7 @@ class WebhookSink:
             self._session = aiohttp.ClientSession(
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout_seconds),
-                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=32))
+                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=64))
         return self._session
 
     def body(self, payload: Mapping[str, Any]) -> Any:

@@ -88,6 +88,14 @@ class OutboxStore:
         await self._update("UPDATE outbox SET dropped_at = ?, last_error = ? WHERE id = ?",
                            [(now, error[:500], row_id) for row_id in row_ids])
 
+    async def schedule(self, sink: str) -> list[tuple[float, int]]:
+        def work() -> list[tuple[float, int]]:
+            rows = self.db.query(
+                f"SELECT next_attempt_at, attempts FROM outbox WHERE sink = ? AND {_PENDING}", (sink,))
+            return [(row["next_attempt_at"], row["attempts"]) for row in rows]
+
+        return await asyncio.to_thread(work)
+
     def pending_counts_sync(self) -> dict[str, int]:
         rows = self.db.query(f"SELECT sink, COUNT(*) AS n FROM outbox WHERE {_PENDING} GROUP BY sink")
         return {row["sink"]: row["n"] for row in rows}
@@ -122,9 +130,17 @@ class OutboxStore:
 
 def _insert(conn: sqlite3.Connection, entries: Sequence[OutboxEntry]) -> int:
     before = conn.total_changes
+    encoded: dict[int, str] = {}  # one notification bound for several sinks shares its payload object
+
+    def encode(entry: OutboxEntry) -> str:
+        text = encoded.get(id(entry.payload))
+        if text is None:
+            text = encoded[id(entry.payload)] = json.dumps(dict(entry.payload), sort_keys=True)
+        return text
+
     conn.executemany(
         "INSERT OR IGNORE INTO outbox (sink, alert_id, dedup_key, status, payload, created_at, next_attempt_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(e.sink, e.alert_id, e.dedup_key, e.status, json.dumps(dict(e.payload), sort_keys=True),
-          e.created_at, e.next_attempt_at) for e in entries])
+        [(e.sink, e.alert_id, e.dedup_key, e.status, encode(e), e.created_at, e.next_attempt_at)
+         for e in entries])
     return conn.total_changes - before

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from alert_helpers import T0, alert_settings, cycle, make_stage, running
-from conftest import Broker, Receiver, Subscriber, free_port, subscribe
+from alert_receivers import Broker, Receiver, Subscriber, free_port, subscribe
 
 from quotapilot.daemon.clock import VirtualClock
 
@@ -191,7 +191,6 @@ class TestWebhookFormats:
         assert "runway: 20 hours" in slack_body["text"]
 
     async def test_unreachable_is_temporary_and_400_is_permanent(self, receiver: Receiver) -> None:
-        from conftest import free_port
 
         from quotapilot.alerts.errors import SinkRejected, SinkUnavailable
         from quotapilot.alerts.sinks.webhook import WebhookConfig, WebhookSink
