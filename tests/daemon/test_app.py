@@ -252,3 +252,32 @@ class TestStoreStage:
             await sim.stop()
             await daemon.poll_once("sim")
             assert daemon.db.query("SELECT COUNT(*) AS n FROM observations")[0]["n"] == 0
+
+
+class TestSeveralClusters:
+    """One poller per cluster; health is judged per cluster."""
+
+    async def test_two_clusters(self, sim: SimulatorServer, make_settings: SettingsFactory,
+                                clock: VirtualClock) -> None:
+        async with SimulatorServer("cosmos7", clock=clock, seed=1) as other:
+            base = make_settings()
+            second = {"name": "other", "address": other.address, "token": other.token,
+                      "ca_file": str(other.ca_file)}
+            settings = make_settings(clusters=[base.clusters[0].model_dump(), second])
+            async with Daemon(settings, clock, stages=core_stages) as daemon:
+                assert {"sim", "other"} == set(daemon.collectors)
+                await daemon.poll_once("sim")
+                healthy, report = daemon.health()
+                assert not healthy and report["reasons"] == ["other: no successful poll yet"]
+                await daemon.poll_once("other")
+                assert daemon.health()[0]
+                assert {"sim", "other"} == set(daemon.snapshot.clusters)
+                for name in ("sim", "other"):
+                    assert len(daemon.snapshot.clusters[name].targets) == 3
+                await other.stop()
+                clock.advance(4 * 60)
+                await daemon.poll_once("sim")
+                healthy, report = daemon.health()
+                assert not healthy and len(report["reasons"]) == 1
+                assert report["reasons"][0].startswith("other: last successful poll 240s ago")
+                assert report["clusters"]["sim"]["ok"]
