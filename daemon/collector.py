@@ -191,13 +191,13 @@ def classify(exc: BaseException) -> TemporaryError | PermanentError:
         reason = "auth" if status in (401, 403) else "not_found" if status == 404 else "refused"
         return VmsRefused(message, reason=reason, status=status)
     if isinstance(exc, urllib3.exceptions.SSLError):
-        return VmsRefused(f"TLS: {exc}", reason="tls")
+        return VmsRefused(f"certificate not accepted: {exc}", reason="tls")
     if isinstance(exc, urllib3.exceptions.NewConnectionError):  # (a ConnectTimeoutError subclass)
-        return VmsUnavailable(f"connection: {exc}", reason="connection")
+        return VmsUnavailable(str(exc), reason="connection")
     if isinstance(exc, urllib3.exceptions.TimeoutError):
-        return VmsUnavailable(f"timeout: {exc}", reason="timeout")
+        return VmsUnavailable(str(exc), reason="timeout")
     if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | OSError):
-        return VmsUnavailable(f"connection: {exc}", reason="connection")
+        return VmsUnavailable(str(exc), reason="connection")
     if isinstance(exc, _Truncated):
         return VmsUnavailable(f"truncated listing: {exc}", reason="truncated")
     if isinstance(exc, ValueError | UnicodeDecodeError):  # body said JSON but is not
@@ -263,6 +263,7 @@ class Collector:
         """Failed polls per reason since start (the `quotapilot_poll_errors_total` counter)."""
         self._accepted: dict[str, _Accepted] = {}
         self._suspect_backwards: dict[str, int] = {}
+        self._declining: set[str] = set()
         self._drop_state: dict[str, str] = {}
         self._bandwidth_failing = False
 
@@ -331,7 +332,7 @@ class Collector:
         seen: set[str] = set()
         for record in quotas:
             self._quota(record, t, seen, observations, dropped)
-        rates = self._rates(observations)
+        rates = self._rates(observations, dropped)
         for sample in dropped:
             self.dropped_total[sample.reason] += 1
         self._log_drop_transitions(observations, dropped)
@@ -451,8 +452,10 @@ class Collector:
             grace_period=grace if isinstance(grace, str) else None))
 
     def _check_backwards(self, name: str, used: int, used_inodes: int | None) -> None:
-        """A counter that falls by more than `tolerance_ratio` is suspect: the sample is dropped;
-        when the next one confirms the new level (a real delete, e.g. temp swept), it is accepted."""
+        """A counter that falls by more than `tolerance_ratio` is suspect and its sample dropped;
+        the next sample is accepted whatever it says: still down confirms a real delete (temp
+        swept), back up shows the dropped one was a glitch; while a confirmed decline goes on,
+        each further fall is believed. One bad reading never becomes truth."""
         previous = self._accepted.get(name)
         if previous is None:
             return
@@ -462,22 +465,34 @@ class Collector:
             fell = used_inodes < previous.used_inodes * (1 - tolerance)
         if not fell:
             self._suspect_backwards.pop(name, None)
+            self._declining.discard(name)
             return
-        suspect = self._suspect_backwards.pop(name, None)
-        if suspect is not None and abs(used - suspect) <= max(suspect, used) * tolerance + 1:
-            return  # confirmed twice in a row: usage really went down
+        if self._suspect_backwards.pop(name, None) is not None or name in self._declining:
+            self._declining.add(name)  # a confirmed decline: further falls are believed
+            return
         self._suspect_backwards[name] = used
         raise _Bad("went_backwards", f"used {previous.used_bytes} -> {used}")
 
-    def _rates(self, observations: list[Observation]) -> dict[str, float]:
-        """Net ingest (bytes/s) of each target since its previous accepted sample."""
+    def _rates(self, observations: list[Observation], dropped: list[DroppedSample]) -> dict[str, float]:
+        """Net ingest (bytes/s) of each target since its previous accepted sample. Forgets the
+        targets VMS no longer lists."""
         rates: dict[str, float] = {}
+        accepted: dict[str, _Accepted] = {}
         for obs in observations:
             name = obs.target.name
             previous = self._accepted.get(name)
             if previous is not None and obs.t > previous.t:
                 rates[name] = (obs.used_bytes - previous.used_bytes) / (obs.t - previous.t)
-            self._accepted[name] = _Accepted(obs.t, obs.used_bytes, obs.used_inodes)
+            accepted[name] = _Accepted(obs.t, obs.used_bytes, obs.used_inodes)
+        refused = {sample.target for sample in dropped}
+        for name in refused:
+            if name in self._accepted and name not in accepted:
+                accepted[name] = self._accepted[name]
+        self._accepted = accepted
+        for state in (self._suspect_backwards, self._drop_state):
+            for name in [n for n in state if n not in accepted and n not in refused]:
+                del state[name]
+        self._declining &= set(accepted)
         return rates
 
     def _log_drop_transitions(self, observations: list[Observation], dropped: list[DroppedSample]) -> None:

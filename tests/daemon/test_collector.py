@@ -292,6 +292,26 @@ class TestValidation:
         assert list(second.dropped) == []
         assert next(o.used_bytes for o in second.observations if o.target.name == "q") == 10
 
+    async def test_a_decline_over_two_polls_loses_one_sample(self, fake: tuple[FakeVms, Collector]) -> None:
+        vms, collector = fake
+        accepted = []
+        for used in (1000, 500, 200, 100):
+            vms.quotas = [quota("q", used_capacity=used)]
+            result = await collector.poll()
+            accepted += [o.used_bytes for o in result.observations if o.target.name == "q"]
+        assert accepted == [1000, 200, 100]
+
+    async def test_vanished_quota_is_forgotten(self, fake: tuple[FakeVms, Collector]) -> None:
+        vms, collector = fake
+        vms.quotas = [quota("q", used_capacity=1000)]
+        await collector.poll()
+        vms.quotas = []
+        await collector.poll()
+        vms.quotas = [quota("q", used_capacity=10)]  # a new quota of the same name: no history
+        result = await collector.poll()
+        assert list(result.dropped) == []
+        assert "q" not in result.ingest_rates
+
     async def test_glitch_back_to_normal_is_accepted(self, fake: tuple[FakeVms, Collector]) -> None:
         vms, collector = fake
         vms.quotas = [quota("q", used_capacity=1000)]
