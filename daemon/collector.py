@@ -87,27 +87,40 @@ def error_reason(exc: BaseException) -> str:
 # ------------------------------------------------------------------------------ vastpy client
 class _VmsClient(vastpy.VASTClient):  # type: ignore[misc]
     """vastpy's client with what a daemon needs and vastpy 0.3.22 lacks: a timeout per request,
-    no hidden urllib3 retries (ours honour `Retry-After`), and the response headers kept on
-    `RESTFailure` (as `.headers`) so `Retry-After` can be read. URL building, auth headers, JSON
-    handling and the error type are vastpy's own. `timeout_seconds` is a class attribute because
-    vastpy builds child clients with `self.__class__(...)`; `make_client` makes one class per
-    collector."""
+    no hidden urllib3 retries (ours honour `Retry-After`), connections kept alive between requests,
+    and the response headers kept on `RESTFailure` (as `.headers`) so `Retry-After` can be read.
+    URL building, auth headers, JSON handling and the error type are vastpy's own. The settings
+    are class attributes because vastpy builds child clients with `self.__class__(...)`;
+    `make_client` makes one class per collector."""
 
     timeout_seconds: float = 30.0
     verify_system_trust: bool = False
+    pool_size: int = 4
+    pools: dict[str, urllib3.PoolManager]
+    """One connection pool per client class (i.e. per cluster), shared by its child clients and
+    the pool threads (urllib3 pools are thread-safe): vastpy's new TCP+TLS connection per request
+    costs more than the request itself."""
+
+    def _pool_manager(self) -> urllib3.PoolManager:
+        pools = type(self).pools
+        manager = pools.get("vms")
+        if manager is None:
+            common: dict[str, Any] = {"timeout": urllib3.Timeout(total=self.timeout_seconds),
+                                      "retries": False, "maxsize": self.pool_size}
+            if self._cert_file:
+                manager = urllib3.PoolManager(ca_certs=self._cert_file, server_hostname=self._cert_server_name,
+                                              **common)
+            elif self.verify_system_trust:
+                manager = urllib3.PoolManager(ssl_context=ssl.create_default_context(), **common)
+            else:  # insecure_skip_tls_verify: explicit, warned about at start
+                manager = urllib3.PoolManager(cert_reqs="CERT_NONE", **common)
+                urllib3.disable_warnings(category=urllib3.exceptions.InsecureRequestWarning)
+            manager = pools.setdefault("vms", manager)
+        return manager
 
     def request(self, method: str, fields: dict[str, Any] | None = None,
                 data: dict[str, Any] | None = None) -> Any:
-        timeout = urllib3.Timeout(total=self.timeout_seconds)
-        if self._cert_file:
-            pm = urllib3.PoolManager(ca_certs=self._cert_file, server_hostname=self._cert_server_name,
-                                     timeout=timeout, retries=False)
-        elif self.verify_system_trust:
-            pm = urllib3.PoolManager(ssl_context=ssl.create_default_context(), timeout=timeout,
-                                     retries=False)
-        else:  # insecure_skip_tls_verify: explicit, warned about at start
-            pm = urllib3.PoolManager(cert_reqs="CERT_NONE", timeout=timeout, retries=False)
-            urllib3.disable_warnings(category=urllib3.exceptions.InsecureRequestWarning)
+        pm = self._pool_manager()
         if self._token:
             headers = {"authorization": f"Api-Token {self._token}"}
         else:
@@ -128,10 +141,7 @@ class _VmsClient(vastpy.VASTClient):  # type: ignore[misc]
                     field_list.append((key, value))
         version_path = f"/{self._version}" if self._version else ""
         url = f"https://{self._address}/{self._url}{version_path}/"
-        try:
-            response = pm.request(method, url, headers=headers, fields=field_list, body=body)
-        finally:
-            pm.clear()
+        response = pm.request(method, url, headers=headers, fields=field_list, body=body)
         if response.status not in vastpy.SUCCESS_CODES:
             failure = vastpy.RESTFailure(method, self._url, field_list, response.status, response.data)
             failure.headers = dict(response.headers)
@@ -142,12 +152,15 @@ class _VmsClient(vastpy.VASTClient):  # type: ignore[misc]
         return payload
 
 
-def make_client(cluster: ClusterSettings, timeout_seconds: float) -> vastpy.VASTClient:
-    """A vastpy client for one cluster, verifying TLS unless explicitly told not to."""
+def make_client(cluster: ClusterSettings, timeout_seconds: float, pool_size: int = 4) -> vastpy.VASTClient:
+    """A vastpy client for one cluster, verifying TLS unless explicitly told not to; up to
+    `pool_size` connections are kept alive."""
     ca_file = None if cluster.ca_file is None else str(cluster.ca_file)
     client_class = type("VmsClient", (_VmsClient,), {
         "timeout_seconds": timeout_seconds,
         "verify_system_trust": ca_file is None and not cluster.insecure_skip_tls_verify,
+        "pool_size": pool_size,
+        "pools": {},
     })
     if cluster.insecure_skip_tls_verify:
         ca_file = None
@@ -244,7 +257,7 @@ class Collector:
 
     def __init__(self, cluster: ClusterSettings, vast: VastSettings, poll: PollSettings, clock: Clock,
                  executor: Executor, *, rng: random.Random | None = None,
-                 client_factory: Callable[[ClusterSettings, float], Any] = make_client,
+                 client_factory: Callable[[ClusterSettings, float, int], Any] = make_client,
                  stopping: asyncio.Event | None = None) -> None:
         self.cluster = cluster
         self.name = cluster.name
@@ -255,7 +268,7 @@ class Collector:
         self._rng = rng or random.Random()
         self._stopping = stopping if stopping is not None else asyncio.Event()
         """Set on shutdown: retries stop waiting and the last error is raised at once."""
-        self._client = client_factory(cluster, vast.request_timeout_seconds)
+        self._client = client_factory(cluster, vast.request_timeout_seconds, vast.threads)
         self.requests_made = 0
         self.dropped_total: Counter[str] = Counter()
         """Dropped samples per reason since start (the `quotapilot_samples_dropped_total` counter)."""
