@@ -85,8 +85,9 @@ class TestSleepUnless:
         clock = VirtualClock()
         stopping = asyncio.Event()
         sleeper = asyncio.create_task(sleep_unless(clock, 10, stopping))
-        while clock.next_deadline is None:
+        for _ in range(10):  # sleep_unless starts its sleeper task
             await asyncio.sleep(0)
+        assert clock.next_deadline is not None
         clock.advance(10)
         assert await sleeper is True
         sleeper = asyncio.create_task(sleep_unless(clock, 10, stopping))
