@@ -122,6 +122,15 @@ class TestFaults:
             assert 2 * 2**attempt * 0.5 <= delay <= 2 * 2**attempt
         assert dict(collector.poll_errors_total) == {"server_error": 1}
 
+    async def test_a_hung_request_times_out_and_is_retried(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        sim.faults.add("timeout", count=1, seconds=2, path="/clusters/")
+        collector = make_collector(make_settings(vast={"request_timeout_seconds": 0.2}), clock, executor)
+        result = await collector.poll()  # the first request waits 0.2 s of real time for its timeout
+        assert result.ok, result.error
+        assert len(clock.slept) == 1
+
     async def test_shutdown_cuts_retries_short(
             self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
             executor: ThreadPoolExecutor) -> None:
