@@ -63,6 +63,19 @@ class TestWriteAndHistory:
         assert all(t % HOUR_SECONDS == 1800 for t in old)  # hourly: the last sample of each hour
         assert len(old) == 72 and len(recent) == 96
 
+    def test_histories_of_a_cluster_equal_history_per_target(self, store: ObservationStore) -> None:
+        other = TargetId("c", "other", "/other")
+        for hour in range(24 * 4):
+            store.write_poll([obs(RAW, T0 + hour * HOUR_SECONDS, hour), obs(POOL, T0 + hour * HOUR_SECONDS, 5, None)])
+            store.write_poll([obs(RAW, T0 + hour * HOUR_SECONDS + 900, hour + 1)])
+        store.write_poll([obs(other, T0 + 10, 1)])
+        store.prune(T0 + 4 * 86400)
+        everything = store.histories("c", since=T0)
+        assert {"raw", "pool", "other"} == set(everything)
+        for target in (RAW, POOL, other):
+            assert store.history(target, since=T0) == everything[target.name]
+        assert store.histories("elsewhere", since=T0) == {}
+
     def test_prune_drops_hourly_past_its_retention(self, store: ObservationStore) -> None:
         store.write_poll([obs(RAW, T0, 1)])
         store.write_poll([obs(RAW, T0 + 40 * 86400, 2)])
