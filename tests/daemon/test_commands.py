@@ -9,10 +9,12 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+import structlog
 
 from quotapilot.daemon.cli import main
 from quotapilot.daemon.clock import SystemClock
@@ -107,6 +109,14 @@ class TestCheckConfig:
         assert "WARNING: clusters.0.insecure_skip_tls_verify" in out.err
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """`quotapilot run` configures structlog for the process; put the test's configuration back."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -152,6 +162,16 @@ class TestRun:
                 if proc.returncode is None:
                     proc.kill()
                     await proc.wait()
+
+    @pytest.mark.usefixtures("restore_logging")
+    def test_busy_port_exits_1(self, tmp_path: Path, ca_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            config = write_config(tmp_path / "q.toml", "127.0.0.1:1", ca_file, port=busy.getsockname()[1],
+                                  extra="[vast]\nmax_retries = 0\n")
+            assert main(["run", "--config", str(config)]) == 1
+        assert "daemon.failed" in capsys.readouterr().err
 
     def test_bad_config_exits_2(self, tmp_path: Path, ca_file: str, capsys: pytest.CaptureFixture[str]) -> None:
         config = write_config(tmp_path / "q.toml", "vms.example.org", ca_file, interval=0)
