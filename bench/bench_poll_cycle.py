@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from quotapilot.daemon.app import Daemon
+from quotapilot.daemon.logs import configure_logging
 from quotapilot.daemon.settings import load_settings
 
 TARGETS = {"cycle_seconds": 10.0, "rss_mb": 400.0, "scrape_seconds": 0.5}
@@ -100,6 +101,7 @@ def main() -> int:
     parser.add_argument("--quotas", type=int, default=10_000)
     parser.add_argument("--cycles", type=int, default=2)
     args = parser.parse_args()
+    configure_logging("warning", "auto")  # logs to stderr: stdout is the one JSON object
     with tempfile.TemporaryDirectory(prefix="qp-bench-") as tmp:
         sim = subprocess.Popen(
             [sys.executable, "-m", "quotapilot.daemon", "simulator", "--port", "0", "--json",

@@ -37,6 +37,7 @@ MIGRATIONS: tuple[str, ...] = (
         quota_id INTEGER,
         PRIMARY KEY (cluster, target, t)
     ) WITHOUT ROWID;
+    CREATE INDEX observations_by_t ON observations (t);   -- retention pruning without a full scan
     CREATE TABLE observations_hourly (   -- downsampled long-term tier: last sample of each hour
         cluster TEXT NOT NULL,
         target TEXT NOT NULL,
@@ -50,6 +51,7 @@ MIGRATIONS: tuple[str, ...] = (
         hard_limit_inodes INTEGER,
         PRIMARY KEY (cluster, target, hour)
     ) WITHOUT ROWID;
+    CREATE INDEX observations_hourly_by_t ON observations_hourly (t);
     CREATE TABLE actions (               -- audit trail of growth actions, write-ahead
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         cluster TEXT NOT NULL,

@@ -113,11 +113,21 @@ class ObservationStore:
             for row in rows
         ]
 
-    def prune(self, now: float) -> tuple[int, int]:
-        """Delete samples past their tier's retention; returns (raw, hourly) rows deleted."""
-        with self.db.transaction() as conn:
-            raw = conn.execute("DELETE FROM observations WHERE t < ?",
-                               (now - self.raw_retention_seconds,)).rowcount
-            hourly = conn.execute("DELETE FROM observations_hourly WHERE t < ?",
-                                  (now - self.hourly_retention_seconds,)).rowcount
-        return raw, hourly
+    def prune(self, now: float, *, batch_rows: int = 20_000) -> tuple[int, int]:
+        """Delete samples past their tier's retention, `batch_rows` per transaction so that other
+        writers are never held up long; returns (raw, hourly) rows deleted."""
+        deleted = []
+        for table, key, cutoff in (("observations", "t", now - self.raw_retention_seconds),
+                                   ("observations_hourly", "hour", now - self.hourly_retention_seconds)):
+            total = 0
+            while True:
+                with self.db.transaction() as conn:
+                    count: int = conn.execute(
+                        f"DELETE FROM {table} WHERE (cluster, target, {key}) IN"
+                        f" (SELECT cluster, target, {key} FROM {table} WHERE t < ? LIMIT ?)",
+                        (cutoff, batch_rows)).rowcount
+                total += count
+                if count < batch_rows:
+                    break
+            deleted.append(total)
+        return deleted[0], deleted[1]

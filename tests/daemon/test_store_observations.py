@@ -82,6 +82,16 @@ class TestWriteAndHistory:
         store.prune(T0 + 40 * 86400)
         assert store.history(RAW, since=0) == [(T0 + 40 * 86400, 2, 5)]
 
+    def test_prune_in_batches(self, store: ObservationStore) -> None:
+        for minute in range(100):
+            store.write_poll([obs(RAW, T0 + minute * 60, minute), obs(POOL, T0 + minute * 60, minute, None)])
+        raw, hourly = store.prune(T0 + 2 * 86400 + 50 * 60, batch_rows=7)
+        assert (raw, hourly) == (100, 0)  # samples before minute 50 (both targets) are gone
+        assert [T0 + m * 60 for m in range(50, 100)] == [t for t, _, _ in store.history(RAW, since=T0 + 50 * 60)]
+        plan = " ".join(str(tuple(row)) for row in store.db.query(
+            "EXPLAIN QUERY PLAN SELECT cluster, target, t FROM observations WHERE t < 0"))
+        assert "observations_by_t" in plan
+
     def test_latest_per_target(self, store: ObservationStore) -> None:
         store.write_poll([obs(RAW, T0, 1), obs(POOL, T0, 9, None)])
         store.write_poll([obs(RAW, T0 + 60, 2)])
