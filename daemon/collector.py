@@ -514,8 +514,10 @@ class Collector:
         for sample in dropped:
             if self._drop_state.get(sample.target) != sample.reason:
                 self._drop_state[sample.target] = sample.reason
-                log.warning("sample.dropped", cluster=self.name, target=sample.target,
-                            reason=sample.reason, detail=sample.detail)
+                # a usage drop is usually a real delete (confirmed or not by the next poll): info
+                emit = log.info if sample.reason == "went_backwards" else log.warning
+                emit("sample.dropped", cluster=self.name, target=sample.target, reason=sample.reason,
+                     detail=sample.detail)
         if self._drop_state:
             for obs in observations:
                 if self._drop_state.pop(obs.target.name, None) is not None:
