@@ -139,10 +139,10 @@ class Daemon:
         self._snapshot = empty_snapshot(self.clock.now(), tuple(self.poll_state))
         self._stage_errors: Counter[str] = Counter()
         self._stage_seconds: defaultdict[str, float] = defaultdict(float)
+        self._stage_failing: dict[tuple[str, str], str] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._db: Database | None = None
         self._observations: ObservationStore | None = None
-        self._started_at: float | None = None
         self._entered = False
 
     # -------------------------------------------------------------- resources
@@ -255,10 +255,16 @@ class Daemon:
             started = time.perf_counter()
             try:
                 await stage.on_cycle(ctx)
-            except Exception:
+            except Exception as exc:
                 self._stage_errors[stage.name] += 1
-                log.error("stage.failed", stage=stage.name, cluster=cluster, exc_info=True)
+                failure = f"{type(exc).__name__}: {exc}"
+                if self._stage_failing.get((stage.name, cluster)) != failure:  # log transitions only
+                    self._stage_failing[(stage.name, cluster)] = failure
+                    log.error("stage.failed", stage=stage.name, cluster=cluster, exc_info=True)
                 break
+            else:
+                if self._stage_failing.pop((stage.name, cluster), None) is not None:
+                    log.info("stage.recovered", stage=stage.name, cluster=cluster)
             finally:
                 self._stage_seconds[stage.name] += time.perf_counter() - started
         self._publish_cycle(cluster, ctx, state, collector)
@@ -323,7 +329,6 @@ class Daemon:
         (bounded by `daemon.shutdown_timeout_seconds`), cancel, close the HTTP server."""
         if self._db is None:
             raise RuntimeError("Daemon is not open: use `async with Daemon(...)`")
-        self._started_at = self.clock.now()
         await self.http.start()
         log.info("daemon.started", listen=f"{self.settings.http.host}:{self.http.port}",
                  interval_seconds=self.settings.poll.interval_seconds)

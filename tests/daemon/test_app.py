@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from core_helpers import SettingsFactory
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 from vastpy import VASTClient
 
 from quotapilot.daemon.app import Daemon, StoreStage
@@ -112,9 +113,11 @@ class TestPollOnce:
         seen: list[str] = []
         stages = [Recorder("a", seen), Recorder("b", seen, fail=True), Recorder("c", seen)]
         async with Daemon(make_settings(), clock, stages=stages) as daemon:  # type: ignore[arg-type]
-            await daemon.poll_once("sim")
-            await daemon.poll_once("sim")
+            with capture_logs() as logs:
+                await daemon.poll_once("sim")
+                await daemon.poll_once("sim")
             assert seen == ["a", "b", "a", "b"]
+            assert [e["event"] for e in logs if e["event"].startswith("stage.")] == ["stage.failed"]
             assert dict(daemon.snapshot.stage_errors_total) == {"b": 2}
             assert daemon.registry.get_sample_value("quotapilot_stage_errors_total", {"stage": "b"}) == 2.0
 
