@@ -21,6 +21,7 @@ import json
 import os
 import random
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -383,9 +384,26 @@ def _flush_and_close(db: Database) -> None:
 
 
 # ------------------------------------------------------------------------------ commands
-def _require_clusters(settings: Settings) -> None:
+def validate_for_run(settings: Settings) -> None:
+    """What the settings model cannot check alone: at least one cluster, CA bundles that load,
+    secret files that can be read. Raises `ConfigError` naming the field."""
     if not settings.clusters:
         raise ConfigError("clusters", "at least one [[clusters]] table is required")
+    for i, cluster in enumerate(settings.clusters):
+        if cluster.ca_file is not None and not cluster.insecure_skip_tls_verify:
+            try:
+                ssl.create_default_context(cafile=os.path.expandvars(str(cluster.ca_file)))
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(f"clusters.{i}.ca_file", f"not a usable PEM CA bundle: {exc}") from None
+        for field in ("token_file", "password_file"):
+            if getattr(cluster, field) is None:
+                continue
+            try:
+                secret = cluster.resolved_token() if field == "token_file" else cluster.resolved_password()
+            except OSError as exc:
+                raise ConfigError(f"clusters.{i}.{field}", f"cannot be read: {exc}") from None
+            if not secret:
+                raise ConfigError(f"clusters.{i}.{field}", "is empty")
 
 
 def _print_config_error(exc: ConfigError, as_json: bool) -> None:
@@ -479,7 +497,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     as_json = bool(getattr(args, "json", False))
     try:
         settings = load_settings(args.config)
-        _require_clusters(settings)
+        validate_for_run(settings)
     except ConfigError as exc:
         _print_config_error(exc, as_json)
         return 2
@@ -496,7 +514,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """`quotapilot run`: the daemon, until SIGTERM/SIGINT (then exit 0 within the shutdown bound)."""
     try:
         settings = load_settings(args.config)
-        _require_clusters(settings)
+        validate_for_run(settings)
     except ConfigError as exc:
         _print_config_error(exc, False)
         return 2

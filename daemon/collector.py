@@ -24,6 +24,7 @@ import asyncio
 import functools
 import json
 import math
+import os
 import random
 import ssl
 import time
@@ -111,7 +112,7 @@ class _VmsClient(vastpy.VASTClient):  # type: ignore[misc]
                 manager = urllib3.PoolManager(ca_certs=self._cert_file, server_hostname=self._cert_server_name,
                                               **common)
             elif self.verify_system_trust:
-                manager = urllib3.PoolManager(ssl_context=ssl.create_default_context(), **common)
+                manager = urllib3.PoolManager(ssl_context=system_trust_context(), **common)
             else:  # insecure_skip_tls_verify: explicit, warned about at start
                 manager = urllib3.PoolManager(cert_reqs="CERT_NONE", **common)
                 urllib3.disable_warnings(category=urllib3.exceptions.InsecureRequestWarning)
@@ -152,10 +153,23 @@ class _VmsClient(vastpy.VASTClient):  # type: ignore[misc]
         return payload
 
 
+def system_trust_context() -> ssl.SSLContext:
+    """Verification against the system's CA store; certifi's bundle when the system has none (a
+    slim container). Never an unverified context."""
+    context = ssl.create_default_context()
+    if not context.cert_store_stats().get("x509_ca"):
+        try:
+            import certifi
+        except ImportError:
+            return context
+        context.load_verify_locations(cafile=certifi.where())
+    return context
+
+
 def make_client(cluster: ClusterSettings, timeout_seconds: float, pool_size: int = 4) -> vastpy.VASTClient:
     """A vastpy client for one cluster, verifying TLS unless explicitly told not to; up to
     `pool_size` connections are kept alive."""
-    ca_file = None if cluster.ca_file is None else str(cluster.ca_file)
+    ca_file = None if cluster.ca_file is None else os.path.expandvars(str(cluster.ca_file))
     client_class = type("VmsClient", (_VmsClient,), {
         "timeout_seconds": timeout_seconds,
         "verify_system_trust": ca_file is None and not cluster.insecure_skip_tls_verify,
@@ -268,7 +282,9 @@ class Collector:
         self._rng = rng or random.Random()
         self._stopping = stopping if stopping is not None else asyncio.Event()
         """Set on shutdown: retries stop waiting and the last error is raised at once."""
+        self._client_factory = client_factory
         self._client = client_factory(cluster, vast.request_timeout_seconds, vast.threads)
+        self._credential = self._current_credential()
         self.requests_made = 0
         self.dropped_total: Counter[str] = Counter()
         """Dropped samples per reason since start (the `quotapilot_samples_dropped_total` counter)."""
@@ -291,16 +307,19 @@ class Collector:
             log.info("tls.ca_file", cluster=self.name, ca_file=str(self.cluster.ca_file))
 
     # -------------------------------------------------------------- requests with retries
-    async def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one blocking vastpy call in the pool, retrying temporary failures."""
+    async def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        """Run `fn(client)` (one blocking vastpy call) in the pool, retrying temporary failures.
+        `fn` gets the current client, so a retry after a credential reload uses the new one."""
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
             self.requests_made += 1
             try:
-                return await loop.run_in_executor(self._executor, fn)
+                return await loop.run_in_executor(self._executor, fn, self._client)
             except Exception as exc:
                 error = classify(exc)
+                if isinstance(error, VmsRefused) and error.reason == "auth" and self._reload_credentials():
+                    continue  # the token (or password) file was rotated: try the new one at once
                 if isinstance(error, PermanentError) or attempt >= self._vast.max_retries:
                     raise error from exc
                 delay = self._backoff(attempt, error.delay)
@@ -309,6 +328,25 @@ class Collector:
                 attempt += 1
                 if not await sleep_unless(self._clock, delay, self._stopping):
                     raise error from exc
+
+    def _current_credential(self) -> str | None:
+        try:
+            return self.cluster.resolved_token() or self.cluster.resolved_password()
+        except OSError:
+            return None
+
+    def _reload_credentials(self) -> bool:
+        """After a 401: when the secret file now holds another credential, use it (True)."""
+        if self.cluster.token_file is None and self.cluster.password_file is None:
+            return False
+        credential = self._current_credential()
+        if credential is None or credential == self._credential:
+            return False
+        self._client = self._client_factory(self.cluster, self._vast.request_timeout_seconds,
+                                            self._vast.threads)
+        self._credential = credential
+        log.info("vms.credentials_reloaded", cluster=self.name)
+        return True
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Jittered exponential backoff (half to full of the doubling delay); a server's
@@ -320,8 +358,7 @@ class Collector:
         return ceiling * (0.5 + 0.5 * self._rng.random())
 
     async def _get(self, resource: str, **params: Any) -> Any:
-        client = self._client[resource]
-        return await self._call(f"GET {resource}", lambda: client.get(**params))
+        return await self._call(f"GET {resource}", lambda client: client[resource].get(**params))
 
     # -------------------------------------------------------------- the poll
     async def poll(self) -> PollResult:
@@ -360,11 +397,10 @@ class Collector:
         """Every object of a list endpoint, following `next` page by page. A page shorter than
         the envelope's `count` implies is refetched like any temporary failure."""
         page_size = self._vast.page_size
-        client = self._client[resource]
         items: list[dict[str, Any]] = []
         page = 1
         while True:
-            fetch = functools.partial(_fetch_page, client, page, page_size, filters)
+            fetch = functools.partial(_fetch_page, resource, page, page_size, filters)
             body = await self._call(f"GET {resource} page {page}", fetch)
             if isinstance(body, list):  # a VMS that ignores paging answers the plain array
                 return [item for item in body if isinstance(item, dict)]
@@ -542,8 +578,8 @@ class Collector:
                                      "soft_limit_inodes": soft_limit_inodes}.items() if v is not None}
         if not changes:
             raise ValueError("patch_quota needs at least one limit")
-        client = self._client[f"quotas/{quota_id}"]
-        body = await self._call(f"PATCH quotas/{quota_id}", lambda: client.patch(**changes))
+        body = await self._call(f"PATCH quotas/{quota_id}",
+                                lambda client: client[f"quotas/{quota_id}"].patch(**changes))
         return body if isinstance(body, dict) else await self.get_quota(quota_id)
 
     async def create_quota(self, name: str, path: str, hard_limit: int, soft_limit: int,
@@ -553,8 +589,7 @@ class Collector:
                                   "soft_limit": soft_limit}
         if hard_limit_inodes is not None:
             fields["hard_limit_inodes"] = hard_limit_inodes
-        client = self._client["quotas"]
-        return _as_dict(await self._call("POST quotas", lambda: client.post(**fields)), "quota")
+        return _as_dict(await self._call("POST quotas", lambda client: client["quotas"].post(**fields)), "quota")
 
     async def list_views(self) -> list[dict[str, Any]]:
         """Every view (paged)."""
@@ -565,8 +600,7 @@ class Collector:
         """`POST /views/` (creating the directory)."""
         fields = {"path": path, "name": name, "policy_id": policy_id, "protocols": list(protocols),
                   "create_dir": True}
-        client = self._client["views"]
-        return _as_dict(await self._call("POST views", lambda: client.post(**fields)), "view")
+        return _as_dict(await self._call("POST views", lambda client: client["views"].post(**fields)), "view")
 
     async def find_view_policy(self, name: str) -> dict[str, Any] | None:
         """The view policy called `name`, or None."""
@@ -584,9 +618,9 @@ class _Truncated(ValueError):
     """A page with fewer objects than its envelope promises."""
 
 
-def _fetch_page(client: Any, page: int, page_size: int, filters: Mapping[str, Any]) -> Any:
+def _fetch_page(resource: str, page: int, page_size: int, filters: Mapping[str, Any], client: Any) -> Any:
     """GET one page and check it (in the pool thread, so a bad page is retried like any failure)."""
-    body = client.get(page=page, page_size=page_size, **filters)
+    body = client[resource].get(page=page, page_size=page_size, **filters)
     if isinstance(body, list):
         return body
     if not isinstance(body, dict) or not isinstance(body.get("results"), list) \

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -173,6 +174,23 @@ class TestFaults:
         with pytest.raises(VmsRefused) as info:
             await collector.get_quota(1)
         assert info.value.status == 401
+
+    async def test_rotated_token_file_is_reloaded_after_a_401(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor, tmp_path: Path) -> None:
+        token_file = tmp_path / "vms.token"
+        token_file.write_text(sim.token + "\n")
+        collector = make_collector(make_settings(cluster={"token": None, "token_file": str(token_file)}),
+                                   clock, executor)
+        assert (await collector.poll()).ok
+        token_file.write_text(sim.expire_token() + "\n")  # VMS rotated it, and so did the file
+        with capture_logs() as logs:
+            result = await collector.poll()
+        assert result.ok, result.error
+        assert [e["event"] for e in logs] == ["vms.credentials_reloaded"]
+        sim.expire_token()  # this time nobody updates the file
+        result = await collector.poll()
+        assert result.error is not None and result.error.startswith("auth")
 
     async def test_unreachable_vms_is_temporary(
             self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,

@@ -19,6 +19,7 @@ import structlog
 from quotapilot.daemon.cli import main
 from quotapilot.daemon.clock import SystemClock
 from quotapilot.daemon.simulator.server import SimulatorServer
+from quotapilot.daemon.simulator.tls import make_certificates
 
 
 def write_config(path: Path, address: str, ca_file: str, *, token: str = "secret-token-value",
@@ -48,9 +49,7 @@ shutdown_timeout_seconds = 5
 
 @pytest.fixture
 def ca_file(tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    path.write_text("not checked by check-config\n")
-    return str(path)
+    return str(make_certificates(tmp_path / "tls").ca_file)
 
 
 class TestCheckConfig:
@@ -92,6 +91,21 @@ class TestCheckConfig:
                               extra="[policy]\ngrow_at = 0.95\n")
         assert main(["check-config", "--config", str(config)]) == 2
         assert "policy.grow_at: must be < policy.critical_at" in capsys.readouterr().err
+
+    def test_unusable_ca_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        not_pem = tmp_path / "ca.pem"
+        not_pem.write_text("hello\n")
+        config = write_config(tmp_path / "q.toml", "vms.example.org", str(not_pem))
+        assert main(["check-config", "--config", str(config)]) == 2
+        assert "clusters.0.ca_file: not a usable PEM CA bundle" in capsys.readouterr().err
+
+    def test_empty_token_file(self, tmp_path: Path, ca_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+        (tmp_path / "token").write_text("\n")
+        config = tmp_path / "q.toml"
+        config.write_text(f'[[clusters]]\nname = "c"\naddress = "vms"\ntoken_file = "{tmp_path / "token"}"\n'
+                          f'ca_file = "{ca_file}"\n')
+        assert main(["check-config", "--config", str(config)]) == 2
+        assert "clusters.0.token_file: is empty" in capsys.readouterr().err
 
     def test_no_cluster_is_an_error(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         config = tmp_path / "q.toml"
