@@ -385,16 +385,11 @@ def _flush_and_close(db: Database) -> None:
 
 # ------------------------------------------------------------------------------ commands
 def validate_for_run(settings: Settings) -> None:
-    """What the settings model cannot check alone: at least one cluster, CA bundles that load,
-    secret files that can be read. Raises `ConfigError` naming the field."""
+    """What the settings model cannot check alone: at least one cluster, secret files that can
+    be read and are not empty. Raises `ConfigError` naming the field."""
     if not settings.clusters:
         raise ConfigError("clusters", "at least one [[clusters]] table is required")
     for i, cluster in enumerate(settings.clusters):
-        if cluster.ca_file is not None and not cluster.insecure_skip_tls_verify:
-            try:
-                ssl.create_default_context(cafile=os.path.expandvars(str(cluster.ca_file)))
-            except (ssl.SSLError, OSError) as exc:
-                raise ConfigError(f"clusters.{i}.ca_file", f"not a usable PEM CA bundle: {exc}") from None
         for field in ("token_file", "password_file"):
             if getattr(cluster, field) is None:
                 continue
@@ -465,6 +460,13 @@ def config_warnings(settings: Settings) -> list[str]:
     warnings = [f"clusters.{i}.insecure_skip_tls_verify: the certificate of {c.address} is NOT verified; "
                 "anyone on the path can read the token and change quotas"
                 for i, c in enumerate(settings.clusters) if c.insecure_skip_tls_verify]
+    for i, cluster in enumerate(settings.clusters):
+        if cluster.ca_file is not None and not cluster.insecure_skip_tls_verify:
+            try:
+                ssl.create_default_context(cafile=os.path.expandvars(str(cluster.ca_file)))
+            except (ssl.SSLError, OSError) as exc:
+                warnings.append(f"clusters.{i}.ca_file: not a usable PEM CA bundle ({exc}); "
+                                "every poll of this cluster will fail its TLS check")
     if settings.http.host not in ("127.0.0.1", "localhost", "::1") and \
             settings.http.resolved_write_token() is None:
         warnings.append(f"http.listen: {settings.http.listen} is not loopback and no write token is set")
@@ -519,6 +521,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_config_error(exc, False)
         return 2
     configure_logging(settings.log.level, settings.log.format)
+    for warning in config_warnings(settings):
+        log.warning("config.warning", problem=warning)
     code = asyncio.run(_run(settings))
     _exit_now_if_requests_hang(code)
     return code
