@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -138,44 +139,66 @@ def free_port() -> int:
         return port
 
 
+@contextlib.asynccontextmanager
+async def running_daemon(sim: SimulatorServer, tmp_path: Path,
+                         **env: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """`python -m quotapilot.daemon run` against `sim`, once its /healthz says 200."""
+    port = free_port()
+    config = write_config(tmp_path / "q.toml", sim.address, str(sim.ca_file), token=sim.token, port=port,
+                          interval=1)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "quotapilot.daemon", "run", "--config", str(config),
+        env={**os.environ, "QUOTAPILOT_LOG__FORMAT": "json", **env},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        status = 0
+        deadline = time.monotonic() + 20
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline and status != 200:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                        status = response.status
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)  # the subprocess is starting (real time)
+        assert status == 200
+        yield proc, port
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 class TestRun:
     """`quotapilot run` serves /healthz, exits 0 on SIGTERM within the bound; bad config → 2."""
 
     async def test_sigterm_exits_0_within_the_bound(self, tmp_path: Path) -> None:
-        async with SimulatorServer("cosmos7", clock=SystemClock(), seed=0) as sim:
-            port = free_port()
-            config = write_config(tmp_path / "q.toml", sim.address, str(sim.ca_file), token=sim.token,
-                                  port=port, interval=1)
-            env = {**os.environ, "QUOTAPILOT_LOG__FORMAT": "json"}
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "quotapilot.daemon", "run", "--config", str(config), env=env,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-            try:
-                status = 0
-                deadline = time.monotonic() + 20
-                async with aiohttp.ClientSession() as session:
-                    while time.monotonic() < deadline and status != 200:
-                        try:
-                            async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                                status = response.status
-                        except aiohttp.ClientConnectionError:
-                            await asyncio.sleep(0.05)  # the subprocess is starting (real time)
-                    assert status == 200
-                    async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
-                        assert "quotapilot_target_used_bytes" in await response.text()
-                started = time.monotonic()
-                proc.send_signal(signal.SIGTERM)
-                code = await asyncio.wait_for(proc.wait(), 10)
-                assert code == 0
-                assert time.monotonic() - started < 5
-                assert proc.stderr is not None
-                events = [json.loads(line)["event"] for line in (await proc.stderr.read()).decode().splitlines()
-                          if line.startswith("{")]
-                assert "supervisor.stopping" in events and "store.flushed" in events
-            finally:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
+        async with SimulatorServer("cosmos7", clock=SystemClock(), seed=0) as sim, \
+                running_daemon(sim, tmp_path) as (proc, port):
+            async with aiohttp.ClientSession() as session, \
+                    session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                assert "quotapilot_target_used_bytes" in await response.text()
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 10) == 0
+            assert time.monotonic() - started < 5
+            assert proc.stderr is not None
+            events = [json.loads(line)["event"] for line in (await proc.stderr.read()).decode().splitlines()
+                      if line.startswith("{")]
+            assert "supervisor.stopping" in events and "store.flushed" in events
+
+    async def test_a_hung_vms_request_does_not_hold_up_the_exit(self, tmp_path: Path) -> None:
+        async with SimulatorServer("cosmos7", clock=SystemClock(), seed=0) as sim, \
+                running_daemon(sim, tmp_path, QUOTAPILOT_DAEMON__SHUTDOWN_TIMEOUT_SECONDS="1") as (proc, _):
+            hang = sim.faults.add("timeout", seconds=60, path="/clusters/")
+            for _ in range(200):
+                if hang.fired:
+                    break
+                await asyncio.sleep(0.05)  # the next poll (1 s interval, real time) runs into it
+            assert hang.fired == 1
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 10) == 0
+            assert time.monotonic() - started < 3  # grace 1 s, then cancel; the pool thread is left
 
     @pytest.mark.usefixtures("restore_logging")
     def test_busy_port_exits_1(self, tmp_path: Path, ca_file: str, capsys: pytest.CaptureFixture[str]) -> None:
