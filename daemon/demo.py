@@ -36,12 +36,12 @@ POLL_INTERVAL_SECONDS = 900.0
 
 DEMO_POLICY: dict[str, Any] = {
     "mode": "enforce",
-    "grow_at": 0.80,
-    "target_utilization": 0.70,
-    "warning_at": 0.85,
-    "critical_at": 0.92,
-    "lead_time_seconds": 12 * 3600.0,
-    "horizon_seconds": 3 * DAY,
+    "grow_at": 0.85,
+    "target_utilization": 0.75,
+    "warning_at": 0.88,
+    "critical_at": 0.93,
+    "lead_time_seconds": 6 * 3600.0,
+    "horizon_seconds": 2 * DAY,
     "step_bytes": 2**40,
     "min_growth_bytes": 2**40,
     "cooldown_seconds": 6 * 3600.0,

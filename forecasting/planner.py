@@ -59,6 +59,9 @@ class GrowthPolicy:
     max_growth_inodes: int = 1_000_000_000
     max_hard_limit_inodes: int = 10_000_000_000
     cooldown_seconds: float = 6 * 3600.0
+    max_forecast_rate_ratio: float = 2.0
+    """Size with at most this multiple of the observed day's write rate: a forecast that a burst
+    has just thrown upwards would otherwise size a quota for weeks (0 disables the cap)."""
 
     @classmethod
     def from_fields(cls, source: object) -> GrowthPolicy:
@@ -175,6 +178,13 @@ def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
         peak = max(demand(t) for t in _sample_times(now, horizon_end, fc_times))
         basis = "forecast"
         numbers["peak_demand_p90"] = peak
+        observed = state.recent_rate_per_second
+        if policy.max_forecast_rate_ratio > 0 and observed is not None and observed > 0:
+            plausible = now_demand + policy.max_forecast_rate_ratio * observed * policy.horizon_seconds
+            if peak > plausible:
+                numbers["peak_demand_capped"] = plausible
+                peak = plausible
+                basis = "forecast (capped by the observed rate)"
         if crossing is not None:
             numbers["grow_at_crossing_in_seconds"] = crossing - now
     else:

@@ -111,6 +111,17 @@ class TestDecide:
         assert without.kind == DecisionKind.NONE
         assert with_reservation.kind == DecisionKind.GROW
 
+    def test_forecast_thrown_up_by_a_burst_is_capped_by_the_observed_rate(self) -> None:
+        # forecast: +1 TiB/h; observed over the last day: 0.1 TiB/h → size with at most 2 x 0.1 TiB/h
+        capped = decide(series(60 * TIB, 100 * TIB, rate_per_hour=1 * TIB, recent_rate_per_second=0.1 * TIB / HOUR),
+                        GrowthPolicy(), NOW)
+        assert capped.kind == DecisionKind.GROW
+        assert capped.new_hard == 134 * TIB  # (60 + 2 * 0.1 * 168) / 0.7 = 133.7 → 134
+        assert "capped by the observed rate" in capped.reason
+        uncapped = decide(series(60 * TIB, 100 * TIB, rate_per_hour=1 * TIB, recent_rate_per_second=0.1 * TIB / HOUR),
+                          GrowthPolicy(max_forecast_rate_ratio=0), NOW)
+        assert uncapped.new_hard == 338 * TIB
+
     def test_oversized_quota_is_a_shrink_candidate_never_a_shrink(self) -> None:
         decision = decide(series(1 * TIB, 100 * TIB, rate_per_hour=0.0), GrowthPolicy(), NOW)
         assert decision.kind == DecisionKind.SHRINK_CANDIDATE
