@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from quotapilot.daemon.demo import DemoOptions, Frame, LiveView, ViewRow, cmd_demo, demo_settings_data, run_demo
@@ -22,7 +24,21 @@ class TestRun:
 
     async def test_summary_has_the_contract_keys(self) -> None:
         frames: list[Frame] = []
-        report = await run_demo(DemoOptions(days=0.5), on_frame=frames.append)
+        scrapes: list[asyncio.Task[str]] = []
+
+        async def scrape(url: str) -> str:
+            async with aiohttp.ClientSession() as session, session.get(url) as response:
+                return await response.text()
+
+        def on_frame(frame: Frame) -> None:
+            frames.append(frame)
+            if len(frames) == 10:  # /metrics is served while the demo runs
+                scrapes.append(asyncio.get_running_loop().create_task(scrape(frame.metrics_url)))
+
+        report = await run_demo(DemoOptions(days=0.5), on_frame=on_frame)
+        metrics = await scrapes[0]
+        assert 'quotapilot_mode{mode="enforce"} 1.0' in metrics
+        assert "quotapilot_growth_decisions_total" in metrics
         assert set(report) >= KEYS
         assert report["policy"] == "quotapilot"
         assert report["days"] == pytest.approx(0.5)
