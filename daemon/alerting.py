@@ -35,7 +35,7 @@ from quotapilot.alerts.rules import (
     evaluate,
     task_conditions,
 )
-from quotapilot.alerts.words import iso8601, runway_in_words
+from quotapilot.alerts.words import iso8601
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.cycle import CycleContext
 from quotapilot.daemon.logs import get_logger
@@ -235,29 +235,40 @@ def inputs_from_cycle(ctx: CycleContext, settings: Settings,
 
 def target_state_payload(target: TargetInput, last_action: ActionOutcome | None,
                          firing: Sequence[str]) -> dict[str, Any]:
-    """The retained MQTT state of one target (README, "Alerts")."""
+    """The retained MQTT state of one target (README, "Alerts"); compact, since it is re-sent
+    whenever the picture changes (cluster and target are in the topic)."""
     series = target.bytes
     runway = series.runway_seconds if series is not None and series.forecast_known else None
+
+    def ratio(value: float | None) -> float | None:
+        return None if value is None else round(value, 4)
+
     return {
-        "schema": "quotapilot.state/v1",
-        "cluster": target.cluster,
-        "target": target.target,
         "path": target.path,
-        "t": iso8601(target.t),
-        "used_bytes": series.used if series else None,
-        "hard_limit_bytes": series.limit if series else None,
-        "utilization_ratio": series.utilization_ratio if series else None,
-        "inode_utilization_ratio": target.inodes.utilization_ratio if target.inodes else None,
-        "runway_seconds": runway,
-        "runway_text": runway_in_words(runway) if series is not None and series.forecast_known else None,
+        "t": iso8601(target.t)[:19] + "Z",
+        "used_bytes": int(series.used) if series else None,
+        "hard_limit_bytes": int(series.limit) if series and series.limit else None,
+        "utilization_ratio": ratio(series.utilization_ratio) if series else None,
+        "inode_utilization_ratio": ratio(target.inodes.utilization_ratio) if target.inodes else None,
+        "runway_seconds": None if runway is None else int(runway),
         "quota_state": target.state,
         "last_action": None if last_action is None else {
-            "status": str(last_action.status), "dimension": str(last_action.dimension),
-            "t": iso8601(last_action.t), "reason": last_action.reason,
-            "old_hard": last_action.old_hard, "new_hard": last_action.new_hard,
+            "status": str(last_action.status), "t": iso8601(last_action.t)[:19] + "Z",
+            "new_hard": last_action.new_hard,
         },
         "firing": sorted(firing),
     }
+
+
+def _runway_window(target: TargetInput, config: RuleConfig) -> int:
+    """Which runway window a target is in (0 critical, 1 warning, 2 later / unknown)."""
+    series = target.bytes
+    if series is None or not series.forecast_known or series.runway_seconds is None:
+        return 2
+    critical, warning = ((config.pool_runway_critical_seconds, config.pool_runway_warning_seconds)
+                         if target.is_pool else (config.runway_critical_seconds, config.runway_warning_seconds))
+    runway = series.runway_seconds
+    return 0 if runway < critical else 1 if runway < warning else 2
 
 
 # --------------------------------------------------------------------------------------- stage
@@ -287,7 +298,6 @@ class AlertingStage:
         self._last_action: dict[tuple[str, str], ActionOutcome] = {}
         self._generator_url = f"http://{settings.http.listen}/metrics"
         self.task_health: Callable[[], Sequence[TaskHealth]] = tuple
-        self.state_interval_seconds = 300.0
         self._state_sent: dict[tuple[str, str], tuple[float, Any]] = {}
         self._ran = False
         self._policy_cache: dict[tuple[str, str], PolicyRules] = {}
@@ -333,27 +343,32 @@ class AlertingStage:
             conditions = cycle_conditions(inputs, states, self.config)
             await self._apply(states, conditions, ctx.now)
         if self.sinks:
-            self._publish_states(inputs, states, ctx.now)
+            self._publish_states(inputs, states)
             self.dispatcher.wake()
 
-    def _publish_states(self, inputs: RuleInputs, states: Mapping[str, AlertState], now: float) -> None:
-        """Retained per-target state: at once when what it says changes (firing alerts, last
-        action, quota state), otherwise every `state_interval_seconds`."""
+    def _publish_states(self, inputs: RuleInputs, states: Mapping[str, AlertState]) -> None:
+        """Retained per-target state, re-published when what it says changes: at once for the
+        firing alerts, the last action, the quota state or the runway window; for utilization once
+        it moved `state_min_change_ratio`. A late subscriber gets the latest from the broker."""
         firing_by_target: dict[tuple[str, str], list[str]] = {}
         for state in states.values():
             if state.phase is Phase.FIRING:
                 cluster_name, target_name, _ = state.alert_id.split("/", 2)
                 firing_by_target.setdefault((cluster_name, target_name), []).append(state.kind)
+        step = self.settings.alerts.mqtt.state_min_change_ratio if self.settings.alerts.mqtt else 0.0
         for target in inputs.targets:
             key = (target.cluster, target.target)
             last_action = self._last_action.get(key)
-            payload = target_state_payload(target, last_action, firing_by_target.get(key, []))
-            essence = (payload["firing"], payload["last_action"], payload["quota_state"])
-            sent_at, sent_essence = self._state_sent.get(key, (None, None))
-            if sent_at is not None and sent_essence == essence and now - sent_at < self.state_interval_seconds:
+            firing = sorted(firing_by_target.get(key, []))
+            essence = (tuple(firing), None if last_action is None else (last_action.t, str(last_action.status)),
+                       target.state, _runway_window(target, self.config))
+            utilization = (target.bytes.utilization_ratio if target.bytes else None) or 0.0
+            sent = self._state_sent.get(key)
+            if sent is not None and sent[1] == essence and abs(utilization - sent[0]) < step:
                 continue
-            self._state_sent[key] = (now, essence)
-            self.dispatcher.set_state(target.cluster, target.target, payload)
+            self._state_sent[key] = (utilization, essence)
+            self.dispatcher.set_state(target.cluster, target.target,
+                                      target_state_payload(target, last_action, firing))
 
     async def check_tasks(self, tasks: Sequence[TaskHealth] | None = None) -> int:
         """Evaluate the `daemon` alerts (a supervised task crashed); returns notifications made."""

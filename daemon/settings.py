@@ -233,6 +233,9 @@ class MqttSettings(Group):
     client_id: str | None = Field(None, description="MQTT client id (default: quotapilot-<host>).")
     keepalive_seconds: int = Field(30, ge=5, description="MQTT keepalive.")
     timeout_seconds: Seconds = Field(10.0, gt=0, description="Connect/publish timeout.")
+    state_min_change_ratio: float = Field(
+        0.20, ge=0, le=1, description="Retained state is re-published when utilization moved this much "
+        "(or at once when firing alerts, the last action, the quota state or the runway window change).")
 
     def resolved_password(self) -> str | None:
         if self.password is not None:
