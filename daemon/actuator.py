@@ -180,6 +180,7 @@ class GrowthStage:
         self._views_done: set[tuple[str, str]] = set()
         self._history = UsageHistory()
         self._recorded_guard: dict[tuple[TargetId, Dimension], str] = {}
+        self._last_prune: float | None = None
 
     @classmethod
     def for_daemon(cls, daemon: Daemon, *, planner: Planner = plan_cycle) -> GrowthStage:
@@ -239,6 +240,10 @@ class GrowthStage:
     def _cycle_input(self, ctx: CycleContext) -> CycleInput:
         """Gather the planner's input (store reads: runs in a thread)."""
         poll, now, policy = ctx.poll, ctx.now, self.settings.policy
+        if self._last_prune is None or now - self._last_prune >= 3600.0:
+            self._last_prune = now
+            self.actions.prune(now - self.settings.store.audit_retention_seconds)
+            self.overrides.prune(now)
         last_growth = self.actions.last_growth_at(poll.cluster)
         reserved = self.reserved_totals(now) if self.reserved_totals is not None else {}
         dropped = {d.target for d in poll.dropped}

@@ -286,3 +286,20 @@ class TestMetricsAndAudit:
         assert [r["id"] for r in query_actions(db, before_id=4, limit=2)] == [3, 2]
         assert query_actions(db, since=NOW + 4) == query_actions(db, limit=1)
         assert query_actions(db, cluster="other") == []
+
+
+class TestRetention:
+    async def test_old_finished_rows_and_expired_pauses_are_pruned(self, tmp_path: Path) -> None:
+        from quotapilot.forecasting.types import Decision, DecisionKind
+        h = Harness(tmp_path, make_settings("observe"))
+        h.vms.quotas[1]["used_effective_capacity"] = 10 * TIB  # nothing to do this cycle
+        grown = Decision(target=RAW, dimension=Dimension.BYTES, kind=DecisionKind.GROW, reason="r", t=0.0,
+                         current_hard=TIB, new_hard=2 * TIB)
+        store = ActionStore(h.db)
+        store.record(grown, mode="enforce", status="verified", now=NOW - 500 * 86400, quota_id=1)
+        recent = store.record(grown, mode="enforce", status="verified", now=NOW - 86400, quota_id=1)
+        OverrideStore(h.db).pause("x", now=NOW - 10, until=NOW + 1)
+        h.clock.advance(2)
+        await h.cycle()
+        assert [r["id"] for r in query_actions(h.db)] == [recent]
+        assert OverrideStore(h.db).active(h.clock.now()) == []
