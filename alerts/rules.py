@@ -54,6 +54,7 @@ class RuleConfig:
     runway_hysteresis_ratio: float = 0.10
     for_seconds: float = 0.0
     renotify_seconds: float = 4 * 3600.0
+    renotify_warning_seconds: float = 24 * 3600.0
     anomaly_margin_ratio: float = 0.5
     anomaly_floor_bytes_per_second: float = 1024.0 * 1024.0
     anomaly_samples: int = 3
@@ -405,7 +406,10 @@ def step(state: AlertState, condition: Condition, config: RuleConfig,
     # firing: notify on a severity change, and again every renotify_seconds
     changed = severity is not state.severity
     last = state.last_notified_at if state.last_notified_at is not None else now
-    due = config.renotify_seconds > 0 and now - last >= config.renotify_seconds
+    # critical: every renotify_seconds; warning: every renotify_warning_seconds; info: never
+    interval = {Severity.CRITICAL: config.renotify_seconds,
+                Severity.WARNING: config.renotify_warning_seconds}.get(severity, 0.0)
+    due = interval > 0 and now - last >= interval
     if not (changed or due):
         return (state if state.summary == condition.summary else state.evolve(summary=condition.summary)), None
     state = state.evolve(severity=severity, sequence=state.sequence + 1, last_notified_at=now,

@@ -71,6 +71,7 @@ def rule_config(rules: AlertRuleSettings) -> RuleConfig:
         runway_hysteresis_ratio=rules.runway_hysteresis_ratio,
         for_seconds=rules.for_seconds,
         renotify_seconds=rules.renotify_seconds,
+        renotify_warning_seconds=rules.renotify_warning_seconds,
         anomaly_margin_ratio=rules.anomaly_margin_ratio,
         anomaly_floor_bytes_per_second=rules.anomaly_floor_bytes_per_second,
         anomaly_samples=rules.anomaly_samples,

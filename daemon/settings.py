@@ -295,6 +295,8 @@ class AlertRuleSettings(Group):
         0.10, ge=0, le=1, description="A runway alert resolves once the runway is this much longer than its window.")
     for_seconds: Seconds = Field(0.0, description="A condition must hold this long before firing.")
     renotify_seconds: Seconds = Field(4 * 3600.0, description="Re-send a firing alert this often.")
+    renotify_warning_seconds: Seconds = Field(
+        24 * 3600.0, description="Re-send a firing warning this often (critical: renotify_seconds; info: never).")
     anomaly_margin_ratio: float = Field(
         0.5, ge=0, description="Ingest outside the forecast band by this fraction is anomalous.")
     anomaly_floor_bytes_per_second: float = Field(

@@ -105,6 +105,17 @@ class TestUtilization:
         assert [n.renotify for n in renotified] == [False, True]
         assert [n.dedup_key for n in renotified] == ["c1/raw/utilization#1", "c1/raw/utilization#2"]
 
+    def test_warnings_renotify_daily_info_never(self) -> None:
+        run = Run()
+        run.cycle(T0, quota(85))
+        run.cycle(T0 + 5 * 3600, quota(85))
+        run.cycle(T0 + 24 * 3600, quota(85))
+        assert [n.renotify for n in run.notes if n.alert_id == "c1/raw/utilization"] == [False, True]
+        would = (GrowthInput("bytes", "would_grow", "p90 crosses"),)
+        for day in range(3):
+            run.cycle(T0 + (2 + day) * 86400, quota(10, growth=would))
+        assert len([n for n in run.notes if n.alert_id == "c1/raw/growth_would_grow"]) == 1
+
     def test_for_duration_delays_firing(self) -> None:
         run = Run(RuleConfig(for_seconds=300))
         run.cycle(T0, quota(95))
