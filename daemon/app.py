@@ -547,7 +547,11 @@ async def _run(settings: Settings) -> int:
 
 def _exit_now_if_requests_hang(code: int) -> None:
     """A vastpy request blocked in a pool thread would make the interpreter wait for it at exit
-    (up to the request timeout); the store is already flushed, so exit without waiting."""
+    (up to the request timeout). Idle pool threads end at once; if one is still busy after a
+    moment, the store is already flushed, so exit without waiting for it."""
+    deadline = time.monotonic() + 0.5
+    for thread in [t for t in threading.enumerate() if t.name.startswith("vms")]:
+        thread.join(max(0.0, deadline - time.monotonic()))
     if any(t.name.startswith("vms") and t.is_alive() for t in threading.enumerate()):
         log.warning("daemon.abandoned_requests")
         sys.stdout.flush()
