@@ -284,3 +284,33 @@ class TestSeveralClusters:
                 assert not healthy and len(report["reasons"]) == 1
                 assert report["reasons"][0].startswith("other: last successful poll 240s ago")
                 assert report["clusters"]["sim"]["ok"]
+
+
+class TestSystemdWatchdog:
+    async def test_watchdog_pings_while_running(self, make_settings: SettingsFactory, clock: VirtualClock,
+                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        path = str(tmp_path / "notify.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        listener.bind(path)
+        listener.setblocking(False)
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        monkeypatch.setenv("WATCHDOG_USEC", "100000")  # systemd's WatchdogSec=0.1s: ping every 0.05 s
+        loop = asyncio.get_running_loop()
+        try:
+            async with Daemon(make_settings(), clock, stages=core_stages) as daemon:
+                assert daemon.notifier.watchdog_interval_seconds == 0.05
+                task = asyncio.create_task(daemon.run(), name="daemon-under-test")
+                messages = set()
+                while "WATCHDOG=1" not in messages or not any(m.startswith("READY=1") for m in messages):
+                    messages.add((await asyncio.wait_for(loop.sock_recv(listener, 100), 5)).decode())
+                daemon.stop()
+                await asyncio.wait_for(task, 5)
+            rest = []
+            while True:
+                try:
+                    rest.append(listener.recv(100).decode())
+                except BlockingIOError:
+                    break
+            assert rest[-1] == "STOPPING=1"
+        finally:
+            listener.close()
