@@ -522,7 +522,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log.level, settings.log.format)
     for warning in config_warnings(settings):
-        log.warning("config.warning", problem=warning)
+        log.warning("config.doubtful", problem=warning)
     code = asyncio.run(_run(settings))
     _exit_now_if_requests_hang(code)
     return code
@@ -553,7 +553,7 @@ def _exit_now_if_requests_hang(code: int) -> None:
     for thread in [t for t in threading.enumerate() if t.name.startswith("vms")]:
         thread.join(max(0.0, deadline - time.monotonic()))
     if any(t.name.startswith("vms") and t.is_alive() for t in threading.enumerate()):
-        log.warning("daemon.abandoned_requests")
+        log.warning("requests.abandoned")
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

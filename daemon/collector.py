@@ -302,9 +302,9 @@ class Collector:
             log.warning("tls.verification_disabled", cluster=self.name, address=self.cluster.address,
                         hint="insecure_skip_tls_verify is set: the VMS certificate is NOT verified")
         elif self.cluster.ca_file is None:
-            log.info("tls.system_trust", cluster=self.name, address=self.cluster.address)
+            log.info("tls.verified", cluster=self.name, address=self.cluster.address, trust="system store")
         else:
-            log.info("tls.ca_file", cluster=self.name, ca_file=str(self.cluster.ca_file))
+            log.info("tls.verified", cluster=self.name, address=self.cluster.address, trust=str(self.cluster.ca_file))
 
     # -------------------------------------------------------------- requests with retries
     async def _call(self, what: str, fn: Callable[[Any], T]) -> T:
@@ -323,7 +323,7 @@ class Collector:
                 if isinstance(error, PermanentError) or attempt >= self._vast.max_retries:
                     raise error from exc
                 delay = self._backoff(attempt, error.delay)
-                log.debug("vms.retry", cluster=self.name, request=what, attempt=attempt + 1,
+                log.debug("request.retried", cluster=self.name, request=what, attempt=attempt + 1,
                           delay_seconds=round(delay, 3), error=str(error)[:200])
                 attempt += 1
                 if not await sleep_unless(self._clock, delay, self._stopping):
@@ -345,7 +345,7 @@ class Collector:
         self._client = self._client_factory(self.cluster, self._vast.request_timeout_seconds,
                                             self._vast.threads)
         self._credential = credential
-        log.info("vms.credentials_reloaded", cluster=self.name)
+        log.info("credentials.reloaded", cluster=self.name)
         return True
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -421,7 +421,7 @@ class Collector:
             value = _parse_bandwidth(body)
         except (TemporaryError, PermanentError) as exc:
             if not self._bandwidth_failing:
-                log.warning("bandwidth.unavailable", cluster=self.name, error=str(exc)[:200])
+                log.warning("bandwidth.failed", cluster=self.name, error=str(exc)[:200])
             self._bandwidth_failing = True
             return None
         if self._bandwidth_failing:

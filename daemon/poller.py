@@ -42,7 +42,7 @@ class PollerState:
             log.info("poll.recovered", cluster=self.cluster, failures=self.consecutive_failures,
                      outage_seconds=round(t - (self.last_success_t or t), 3))
         elif self.last_success_t is None:
-            log.info("poll.first_success", cluster=self.cluster)
+            log.info("poll.succeeded", cluster=self.cluster, first=True)
         self.last_success_t = t
         self.consecutive_failures = 0
         self.polls += 1

@@ -187,7 +187,7 @@ class TestFaults:
         with capture_logs() as logs:
             result = await collector.poll()
         assert result.ok, result.error
-        assert [e["event"] for e in logs] == ["vms.credentials_reloaded"]
+        assert [e["event"] for e in logs] == ["credentials.reloaded"]
         sim.expire_token()  # this time nobody updates the file
         result = await collector.poll()
         assert result.error is not None and result.error.startswith("auth")

@@ -96,7 +96,7 @@ class TestCoordinatorState:
             state.record_failure(280, "timeout", 0.1)
             state.record_success(340, 0.1)
             state.record_success(400, 0.1)
-        assert [e["event"] for e in logs] == ["poll.first_success", "poll.failed", "poll.recovered"]
+        assert [e["event"] for e in logs] == ["poll.succeeded", "poll.failed", "poll.recovered"]
         assert logs[2]["failures"] == 3 and logs[2]["outage_seconds"] == 240
         assert state.consecutive_failures == 0 and state.last_error == "timeout"
         assert state.age_seconds(440) == 40.0
