@@ -55,6 +55,9 @@ from quotapilot.forecasting.types import (
 
 log = get_logger(__name__)
 
+OUTBOX_KEEP_SECONDS = 30 * 86400.0
+"""Delivered, superseded and dropped outbox rows are kept this long (for `status` and audits)."""
+
 ALERTING_GUARDS = frozenset({"cluster_reserve", "max_hard_limit", "rate_limit"})
 """Guards whose block is worth an alert; cooldown, pause, kill switch and stale data are either
 intended or covered by the collector alert."""
@@ -301,6 +304,8 @@ class AlertingStage:
         self.task_health: Callable[[], Sequence[TaskHealth]] = tuple
         self._state_sent: dict[tuple[str, str], tuple[float, Any]] = {}
         self._ran = False
+        self._last_purge: float | None = None
+        self._firing_keys: set[tuple[str, str]] = set()
         self._policy_cache: dict[tuple[str, str], PolicyRules] = {}
 
     @classmethod
@@ -388,6 +393,8 @@ class AlertingStage:
         per_note = [self._entries(note, now) for note in result.notifications]
         await self.store.commit_evaluation(result.states, [e for batch in per_note for e in batch], now)
         states.update(result.states)
+        self._firing_keys.update((s.kind, str(s.severity)) for s in result.states.values()
+                                 if s.phase is Phase.FIRING and s.severity is not None)
         for note, entries in zip(result.notifications, per_note, strict=True):
             if note.status is Status.FIRING and not note.renotify:
                 self.alerts_raised += 1
@@ -420,6 +427,7 @@ class AlertingStage:
             while not stopping.is_set() and not delivery.done():
                 await self._sleep_unless(stopping, self.task_check_seconds, also=delivery)
                 await self.check_tasks()
+                await self._purge()
             if delivery.done():
                 delivery.result()  # a crash of the dispatcher is this task's crash
                 return
@@ -429,6 +437,16 @@ class AlertingStage:
         finally:
             delivery.cancel()
             await asyncio.gather(delivery, return_exceptions=True)
+
+    async def _purge(self) -> None:
+        """Forget finished outbox rows after `OUTBOX_KEEP_SECONDS`, once per hour of the clock."""
+        now = self.clock.now()
+        if self._last_purge is not None and now - self._last_purge < 3600.0:
+            return
+        self._last_purge = now
+        removed = await self.store.purge(now - OUTBOX_KEEP_SECONDS)
+        if removed:
+            log.debug("outbox.purged", rows=removed)
 
     async def _sleep_unless(self, stopping: asyncio.Event, seconds: float,
                             also: asyncio.Future[None] | None = None) -> None:
@@ -468,11 +486,11 @@ class AlertMetrics(Collector):
                                    labels=["kind", "severity"])
         counts: Counter[tuple[str, str]] = Counter()
         for state in (self.stage._states or {}).values():
-            key = (state.kind, str(state.severity) if state.severity else "")
-            if state.phase is Phase.FIRING:
-                counts[key] += 1
-        for (kind, severity), n in sorted(counts.items()):
-            firing.add_metric([kind, severity], n)
+            if state.phase is Phase.FIRING and state.severity is not None:
+                counts[(state.kind, str(state.severity))] += 1
+        # series that fired once stay, at 0, instead of vanishing
+        for kind, severity in sorted(self.stage._firing_keys | set(counts)):
+            firing.add_metric([kind, severity], counts.get((kind, severity), 0))
         yield firing
 
         stats = self.stage.dispatcher.stats

@@ -108,6 +108,13 @@ class TestDelivery:
             assert run.dispatcher.stats.results[("memory", "delivered")] == 2
         assert sink.closed
 
+    async def test_purge_forgets_only_finished_rows(self, store: OutboxStore) -> None:
+        await store.enqueue([entry("c/a/x", 1), entry("c/b/x", 1)])
+        [done, _] = await store.pending("memory", 10)
+        await store.mark_delivered([done.row_id], T0)
+        assert await store.purge(T0 + 1) == 1
+        assert await store.pending_counts() == {"memory": 1}
+
     async def test_same_key_is_enqueued_once(self, store: OutboxStore) -> None:
         assert await store.enqueue([entry("c/a/x", 1)]) == 1
         assert await store.enqueue([entry("c/a/x", 1)]) == 0

@@ -161,6 +161,9 @@ class TestStage:
         assert registry.get_sample_value("quotapilot_outbox_pending", {"sink": "list"}) == 0
         assert registry.get_sample_value("quotapilot_notification_latency_seconds_count", {"sink": "list"}) == 1
         assert sink.states and sink.states[-1]["firing"] == ["utilization"]
+        await stage.on_cycle(ctx_with(0.10, now=T0 + 60))
+        assert registry.get_sample_value("quotapilot_alerts_firing", {"kind": "utilization",
+                                                                      "severity": "critical"}) == 0
 
     async def test_stop_leaves_undelivered_on_disk(self, tmp_path: Path) -> None:
         clock = VirtualClock(T0)
