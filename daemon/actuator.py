@@ -244,7 +244,9 @@ class GrowthStage:
             self._last_prune = now
             self.actions.prune(now - self.settings.store.audit_retention_seconds)
             self.overrides.prune(now)
-        last_growth = self.actions.last_growth_at(poll.cluster)
+        # a would-grow starts a cooldown only for a target still observed: switching to enforce
+        # acts at once
+        last_growth = {mode: self.actions.last_growth_at(poll.cluster, mode=mode) for mode in ("observe", "enforce")}
         reserved = self.reserved_totals(now) if self.reserved_totals is not None else {}
         dropped = {d.target for d in poll.dropped}
         kill = self.overrides.kill_switch(now)
@@ -269,14 +271,15 @@ class GrowthStage:
                 latest_rate_per_second=self._history.latest_rates(obs.target),
                 reserved_bytes=held.bytes if held is not None else 0,
                 reserved_inodes=held.inodes if held is not None else 0,
-                last_growth_at={dim: t for (name, dim), t in last_growth.items() if name == obs.target.name},
+                last_growth_at={dim: t for (name, dim), t in last_growth[rules.mode].items()
+                                if name == obs.target.name},
                 paused_reason=None if pause is None else (pause.reason or "paused"),
                 dropped=obs.target.name in dropped))
         return CycleInput(
             now=now, targets=tuple(targets), capacity=poll.capacity,
             cluster_reserve_ratio=policy.cluster_reserve_ratio,
             max_actions_per_hour=policy.max_actions_per_hour,
-            actions_last_hour=self.actions.count_since(now - 3600.0),
+            actions_last_hour=self.actions.count_since(now - 3600.0, mode=self.mode),
             kill_switch_reason=kill_reason,
             stale_after_seconds=self.settings.poll.stale_after_intervals * self.settings.poll.interval_seconds)
 
@@ -289,8 +292,9 @@ class GrowthStage:
             status = ActionStatus.PAUSED if decision.guard in ("paused", "kill_switch") else ActionStatus.BLOCKED
             outcome = ActionOutcome(decision.target, decision.dimension, status, now, decision.reason,
                                     old_hard=decision.current_hard, new_hard=decision.new_hard)
-            if self._recorded_guard.get(key) != decision.guard:  # once per episode
-                self._recorded_guard[key] = decision.guard or "blocked"
+            guard = decision.guard or "blocked"
+            if self._recorded_guard.get(key) != guard:  # once per episode
+                self._recorded_guard[key] = guard
                 outcome = _with_id(outcome, await asyncio.to_thread(
                     self.actions.record, decision, mode=self._mode_of(decision), status=status.value, now=now,
                     quota_id=obs.quota_id if obs else None))

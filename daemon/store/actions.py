@@ -131,13 +131,16 @@ class ActionStore:
         rows = self.db.query(sql + " GROUP BY target, dimension", tuple(params))
         return {(r["target"], Dimension(r["dimension"])): float(r["t"]) for r in rows}
 
-    def count_since(self, since: float, cluster: str | None = None) -> int:
+    def count_since(self, since: float, cluster: str | None = None, mode: str | None = None) -> int:
         """Growth actions (and would-grows) started at or after `since` (the global rate limit)."""
         sql = f"SELECT COUNT(*) FROM actions WHERE created_at >= ? AND status IN ({', '.join('?' * len(COUNTED))})"
         params: list[object] = [since, *COUNTED]
         if cluster is not None:
             sql += " AND cluster = ?"
             params.append(cluster)
+        if mode is not None:
+            sql += " AND mode = ?"
+            params.append(mode)
         return int(self.db.query(sql, tuple(params))[0][0])
 
     def totals(self, mode: str = "enforce") -> tuple[int, int]:

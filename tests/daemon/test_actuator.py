@@ -118,6 +118,15 @@ class TestObserve:
         assert len(query_actions(h.db)) == 2  # a guard episode is recorded once
 
 
+    async def test_switching_to_enforce_acts_at_once(self, tmp_path: Path) -> None:
+        observed = Harness(tmp_path, make_settings("observe"))
+        assert (await observed.cycle()).actions[0].status == ActionStatus.WOULD_GROW
+        observed.db.close()
+        enforced = Harness(tmp_path, make_settings("enforce"))  # restart with mode = "enforce"
+        enforced.clock.advance(60)
+        assert (await enforced.cycle()).actions[0].status == ActionStatus.VERIFIED
+
+
 class TestEnforce:
     """Write-ahead, re-read, PATCH, verify, audit."""
 
