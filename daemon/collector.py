@@ -406,7 +406,7 @@ class Collector:
                 return [item for item in body if isinstance(item, dict)]
             items.extend(item for item in body["results"] if isinstance(item, dict))
             if not body.get("next") or not body["results"]:
-                return items
+                return _unique_by_id(items)
             page += 1
             if page > body["count"] // page_size + 2:
                 raise VmsUnavailable(f"GET {resource}: more pages than count={body['count']} allows",
@@ -612,6 +612,20 @@ class Collector:
             if isinstance(policy, dict) and policy.get("name") == name:
                 return policy
         return None
+
+
+def _unique_by_id(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A listing without the repeats a page shift causes (an object deleted while paging moves
+    the next page's first object onto the previous page)."""
+    seen: set[Any] = set()
+    unique = []
+    for item in items:
+        ident = item.get("id")
+        if ident is not None and ident in seen:
+            continue
+        seen.add(ident)
+        unique.append(item)
+    return unique
 
 
 class _Truncated(ValueError):

@@ -4,6 +4,7 @@ sample validation against hand-made VMS answers."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -251,9 +252,13 @@ class FakeResource:
                 "data": [["2026-01-01T00:00:00Z", 1, 5.0], ["2026-01-01T00:00:10Z", 1, 7.5]]}
 
 
+_ids = itertools.count(1)
+
+
 def quota(name: str, **fields: Any) -> dict[str, Any]:
-    record = {"id": 1, "name": name, "path": f"/{name}", "used_capacity": 50 * 2**40, "hard_limit": 100 * 2**40,
-              "soft_limit": 90 * 2**40, "used_inodes": 10, "hard_limit_inodes": 1000, "state": "OK"}
+    record = {"id": next(_ids), "name": name, "path": f"/{name}", "used_capacity": 50 * 2**40,
+              "hard_limit": 100 * 2**40, "soft_limit": 90 * 2**40, "used_inodes": 10, "hard_limit_inodes": 1000,
+              "state": "OK"}
     record.update(fields)
     return record
 
@@ -287,6 +292,15 @@ class TestValidation:
         assert {"good", POOL_TARGET} == {o.target.name for o in result.observations}
         assert [("bad", reason)] == [(d.target, d.reason) for d in result.dropped]
         assert {reason: 1} == dict(collector.dropped_total)
+
+    async def test_a_repeat_from_a_page_shift_is_not_a_bad_sample(self, fake: tuple[FakeVms, Collector]) -> None:
+        vms, collector = fake
+        vms.quotas = [quota("a", id=1), quota("b", id=2), quota("b", id=2)]
+        result = await collector.poll()
+        assert list(result.dropped) == []
+        assert {"a", "b", POOL_TARGET} == {o.target.name for o in result.observations}
+        vms.quotas = [quota("a", id=1), quota("a", id=3)]  # the same name twice: VMS is confused
+        assert [(d.target, d.reason) for d in (await collector.poll()).dropped] == [("a", "malformed")]
 
     async def test_bandwidth_is_the_latest_sample(self, fake: tuple[FakeVms, Collector]) -> None:
         _, collector = fake
