@@ -50,7 +50,6 @@ from quotapilot.daemon.sdnotify import Notifier
 from quotapilot.daemon.settings import Settings, load_settings, systemd_notify_environment
 from quotapilot.daemon.snapshot import (
     ClusterState,
-    PollHealth,
     Snapshot,
     apply_cycle,
     empty_snapshot,
@@ -276,11 +275,8 @@ class Daemon:
     def _publish_cycle(self, cluster: str, ctx: CycleContext, state: PollerState,
                        collector: Collector) -> None:
         previous = self._snapshot
-        health = PollHealth(state.last_success_t, state.last_failure_t, state.last_error,
-                            state.consecutive_failures, state.polls, state.skipped_ticks,
-                            state.last_duration_seconds)
         cluster_state = apply_cycle(
-            previous.clusters.get(cluster, ClusterState(cluster)), ctx, health=health,
+            previous.clusters.get(cluster, ClusterState(cluster)), ctx, health=state.frozen(),
             samples_dropped_total=collector.dropped_total,
             poll_errors_total=collector.poll_errors_total, requests_total=collector.requests_made)
         self._snapshot = replace(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.snapshot import PollHealth
 from quotapilot.daemon.supervisor import sleep_unless
 
 log = get_logger(__name__)
@@ -61,10 +62,11 @@ class PollerState:
         """How old the last good data is (None: never polled successfully)."""
         return None if self.last_success_t is None else max(0.0, now - self.last_success_t)
 
-    def copy(self) -> PollerState:
-        return PollerState(self.cluster, self.last_success_t, self.last_failure_t, self.last_error,
-                           self.consecutive_failures, self.polls, self.skipped_ticks,
-                           self.last_duration_seconds)
+    def frozen(self) -> PollHealth:
+        """An immutable copy for the snapshot."""
+        return PollHealth(self.last_success_t, self.last_failure_t, self.last_error,
+                          self.consecutive_failures, self.polls, self.skipped_ticks,
+                          self.last_duration_seconds)
 
 
 class Poller:
