@@ -67,6 +67,33 @@ class TestFireAndResolve:
             assert pytest.approx(state["utilization_ratio"]) == 0.5
 
 
+MQTT_CHILD = """
+import asyncio, sys
+from quotapilot.alerts.sinks.mqtt import MqttConfig, MqttSink
+async def main():
+    sink = MqttSink(MqttConfig(host="127.0.0.1", port=int(sys.argv[1]), topic_prefix="qp", keepalive_seconds=5))
+    await sink.send({"cluster": "c1", "target": "raw", "id": "c1/raw/utilization"})
+    print("up", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+class TestLastWill:
+    async def test_offline_when_the_daemon_dies(self, broker: Broker, subscriber: Subscriber) -> None:
+        child = subprocess.Popen(  # noqa: ASYNC220 (a child we SIGKILL)
+            [sys.executable, "-c", MQTT_CHILD, str(broker.port)], stdout=subprocess.PIPE, text=True)
+        try:
+            line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), timeout=20)  # type: ignore[union-attr]
+            assert line.strip() == "up"
+            await subscriber.wait_for(lambda: subscriber.on("/status"))
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        await subscriber.wait_for(lambda: [p for _, p, _ in subscriber.on("/status")] == ["online", "offline"])
+        assert [(t, r) for t, _, r in subscriber.on("/status")][-1] == ("qp/status", False)  # live, not replayed
+
+
 class TestDedup:
     async def test_restart_neither_refires_nor_resends(
             self, tmp_path: Path, broker: Broker, subscriber: Subscriber, receiver: Receiver) -> None:
