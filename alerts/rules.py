@@ -31,6 +31,8 @@ from quotapilot.alerts.words import runway_in_words
 
 DAEMON_CLUSTER = "_daemon"
 """The `cluster` part of daemon alert ids (`_daemon/<task>/daemon`); not a valid cluster name."""
+POOL_TARGET_NAME = "pool"
+"""The `target` of the cluster pool (`forecasting.types.POOL_TARGET`)."""
 COLLECTOR_TARGET = "vms"
 """The `target` part of collector alert ids (`<cluster>/vms/collector`)."""
 
@@ -55,9 +57,10 @@ class RuleConfig:
     for_seconds: float = 0.0
     renotify_seconds: float = 4 * 3600.0
     renotify_warning_seconds: float = 24 * 3600.0
-    anomaly_margin_ratio: float = 0.5
+    pool_renotify_seconds: float = 24 * 3600.0
+    anomaly_margin_ratio: float = 1.0
     anomaly_floor_bytes_per_second: float = 1024.0 * 1024.0
-    anomaly_samples: int = 3
+    anomaly_samples: int = 6
     collector_failed_intervals: int = 3
 
 
@@ -69,7 +72,6 @@ class SeriesInput:
     Runways are seconds from now until the series reaches 100 % of its limit on the p50 and the
     pessimistic (p90) path; None with `forecast_known` means "not within the horizon", while
     `forecast_known=False` means there is no forecast yet (the runway rule then says nothing).
-    `expected_rate_low/high` is the forecast's ingest band (per second), for the anomaly rule.
     """
 
     used: float
@@ -77,8 +79,8 @@ class SeriesInput:
     forecast_known: bool = False
     runway_p50_seconds: float | None = None
     runway_p90_seconds: float | None = None
-    expected_rate_low: float | None = None
-    expected_rate_high: float | None = None
+    expected: tuple[float, float, float] | None = None
+    """(t_end, p10, p90): the usage the forecast expects at the end of the next anomaly window."""
 
     @property
     def utilization_ratio(self) -> float | None:
@@ -120,6 +122,9 @@ class TargetInput:
     bytes: SeriesInput | None = None
     inodes: SeriesInput | None = None
     growth: tuple[GrowthInput, ...] = ()
+    growth_managed: bool = False
+    """The daemon grows this quota itself (enforce mode, not paused, not blocked by a guard other
+    than cooldown): its runway is then the daemon's job, not on-call's, and raises no alert."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +225,10 @@ def target_conditions(target: TargetInput, states: Mapping[str, AlertState],
             threshold = target.critical_at if severity is Severity.CRITICAL else target.warning_at
             out.append(make(kind, severity, f"{name} {dimension} at {ratio:.1%} of the hard limit",
                             value=ratio, threshold=threshold))
-        if series.forecast_known:
+        if target.growth_managed and not target.is_pool:
+            kind = f"runway{suffix}"
+            out.append(make(kind, None, f"{name} {dimension}: grown by quotapilot as needed"))
+        elif series.forecast_known:
             kind = f"runway{suffix}"
             warning, critical = ((config.pool_runway_warning_seconds, config.pool_runway_critical_seconds)
                                  if target.is_pool else
@@ -236,7 +244,7 @@ def target_conditions(target: TargetInput, states: Mapping[str, AlertState],
         severity = QUOTA_STATE_SEVERITY.get(target.state)
         out.append(make("quota_state", severity, f"{name} quota state {target.state}",
                         labels=(("quota_state", target.state),), for_seconds=0.0))
-    if target.bytes is not None:
+    if target.bytes is not None and not target.is_pool:  # the pool's ingest is its quotas'
         anomaly = _anomaly_condition(target, target.bytes, previous("ingest_anomaly"), config)
         if anomaly is not None:
             out.append(make("ingest_anomaly", anomaly[0], anomaly[1], value=anomaly[2],
@@ -248,35 +256,49 @@ def target_conditions(target: TargetInput, states: Mapping[str, AlertState],
 def _anomaly_condition(
     target: TargetInput, series: SeriesInput, state: AlertState | None, config: RuleConfig,
 ) -> tuple[Severity | None, str, float | None, tuple[tuple[str, float], ...]] | None:
-    """The observed ingest rate (from this and the previous sample) against the forecast band,
-    widened by the margin; N anomalous samples in a row fire, N normal ones resolve."""
-    last_t = state.remembered("last_t") if state else None
-    last_used = state.remembered("last_used") if state else None
-    bad = int(state.remembered("bad", 0.0) or 0) if state else 0
-    good = int(state.remembered("good", 0.0) or 0) if state else 0
-    memory_base = (("last_t", target.t), ("last_used", float(series.used)))
-    low, high = series.expected_rate_low, series.expected_rate_high
-    if last_t is None or last_used is None or target.t <= last_t or low is None or high is None:
-        # nothing to compare yet: remember the sample, keep the alert as it is
-        return (_severity_of(state), state.summary if state else "", None,
-                (*memory_base, ("bad", float(bad)), ("good", float(good))))
-    observed = (series.used - last_used) / (target.t - last_t)
-    tolerance = max(config.anomaly_margin_ratio * max(abs(low), abs(high)),
-                    config.anomaly_floor_bytes_per_second)
-    anomalous = observed > high + tolerance or observed < low - tolerance
-    bad, good = (bad + 1, 0) if anomalous else (0, good + 1)
+    """What was written over the last window (`anomaly_samples` polls) against what the forecast
+    expected for that window when it began (its p10–p90 band, so seasonality is accounted for):
+    a spike above the p90 increment × (1 + margin), or a stall below the p10 increment ÷ (1 +
+    margin), while writes are expected. A window in which usage went down (deletes, a sweep) says
+    nothing about ingest. An anomalous window fires; a normal one resolves."""
+    memory = dict(state.memory) if state else {}
     current = _severity_of(state)
-    if bad >= config.anomaly_samples:
-        severity: Severity | None = Severity.WARNING
-    elif current is not None and good < config.anomaly_samples:
-        severity = current
-    else:
-        severity = None
-    per_day = 86400.0 / 1e12
-    what = "spike" if observed > high else "stall"
-    summary = (f"{target.target} ingest {what}: {observed * per_day:.2f} TB/day, forecast band "
-               f"{low * per_day:.2f}–{high * per_day:.2f} TB/day")
-    return severity, summary, observed, (*memory_base, ("bad", float(bad)), ("good", float(good)))
+    summary = state.summary if state else ""
+    severity = current
+    observed: float | None = None
+    w_end = memory.get("w_end")
+    if w_end is not None and target.t >= w_end - 1.0:
+        t0, u0, low, high = memory["w_t0"], memory["w_u0"], memory["w_low"], memory["w_high"]
+        span = target.t - t0
+        late = target.t - w_end > (w_end - t0) / 2  # polls were missed: the expectation is stale
+        written = series.used - u0
+        if span > 0 and not late and written >= 0:
+            observed = written / span
+            floor = config.anomaly_floor_bytes_per_second * span
+            margin = config.anomaly_margin_ratio
+            expected_low, expected_high = low - u0, high - u0
+            # judged only when the whole band expects writes: where it expects deletes (a
+            # sweep) a missed or shifted sweep would look like a spike
+            growing = expected_low > floor
+            spike = growing and written > expected_high * (1 + margin)
+            stall = growing and written < expected_low / (1 + margin)
+            per_day = 86400.0 / 1e12 / span
+            if spike or stall:
+                severity = Severity.WARNING
+                summary = (f"{target.target} ingest {'spike' if spike else 'stall'}: "
+                           f"{written * per_day:.2f} TB/day, forecast {expected_low * per_day:.2f} to "
+                           f"{expected_high * per_day:.2f} TB/day")
+            else:
+                if current is not None:
+                    summary = f"{target.target} ingest back within the forecast band"
+                severity = None
+        w_end = None
+    if w_end is None:  # open the next window
+        memory = {}
+        if series.expected is not None and series.expected[0] > target.t:
+            end, low, high = series.expected
+            memory = {"w_t0": target.t, "w_u0": float(series.used), "w_end": end, "w_low": low, "w_high": high}
+    return severity, summary, observed, tuple(sorted(memory.items())) or (("idle", 1.0),)
 
 
 def _growth_conditions(target: TargetInput, make: _MakeCondition) -> list[Condition]:
@@ -403,18 +425,29 @@ def step(state: AlertState, condition: Condition, config: RuleConfig,
                              summary=condition.summary, pending_since=None)
         return state, _notification(state, condition, Status.FIRING, severity, now)
 
-    # firing: notify on a severity change, and again every renotify_seconds
-    changed = severity is not state.severity
+    # firing: notify when the severity rises, and again every re-notify interval; a lower
+    # severity is recorded silently (the next re-notify or the resolve carries it)
+    escalated = severity.rank > (state.severity or Severity.INFO).rank
     last = state.last_notified_at if state.last_notified_at is not None else now
-    # critical: every renotify_seconds; warning: every renotify_warning_seconds; info: never
-    interval = {Severity.CRITICAL: config.renotify_seconds,
-                Severity.WARNING: config.renotify_warning_seconds}.get(severity, 0.0)
+    interval = renotify_interval(condition, severity, config)
     due = interval > 0 and now - last >= interval
-    if not (changed or due):
+    if not (escalated or due):
+        if severity is not state.severity:
+            return state.evolve(severity=severity, summary=condition.summary), None
         return (state if state.summary == condition.summary else state.evolve(summary=condition.summary)), None
     state = state.evolve(severity=severity, sequence=state.sequence + 1, last_notified_at=now,
                          summary=condition.summary)
-    return state, _notification(state, condition, Status.FIRING, severity, now, renotify=not changed)
+    return state, _notification(state, condition, Status.FIRING, severity, now, renotify=not escalated)
+
+
+def renotify_interval(condition: Condition, severity: Severity, config: RuleConfig) -> float:
+    """Critical: `renotify_seconds`; warning: `renotify_warning_seconds`; info: never. The
+    cluster pool's alerts are a procurement matter: at most `pool_renotify_seconds`."""
+    interval = {Severity.CRITICAL: config.renotify_seconds,
+                Severity.WARNING: config.renotify_warning_seconds}.get(severity, 0.0)
+    if interval > 0 and condition.target == POOL_TARGET_NAME:
+        interval = max(interval, config.pool_renotify_seconds)
+    return interval
 
 
 def _notification(state: AlertState, condition: Condition, status: Status, severity: Severity,

@@ -75,6 +75,7 @@ def rule_config(rules: AlertRuleSettings) -> RuleConfig:
         for_seconds=rules.for_seconds,
         renotify_seconds=rules.renotify_seconds,
         renotify_warning_seconds=rules.renotify_warning_seconds,
+        pool_renotify_seconds=rules.pool_renotify_seconds,
         anomaly_margin_ratio=rules.anomaly_margin_ratio,
         anomaly_floor_bytes_per_second=rules.anomaly_floor_bytes_per_second,
         anomaly_samples=rules.anomaly_samples,
@@ -124,30 +125,34 @@ def _runway_seconds(forecast: SeriesForecast | None, now: float) -> tuple[bool, 
     return True, p50, p90
 
 
-def _rate_band(forecast: SeriesForecast | None) -> tuple[float | None, float | None]:
-    """The forecast's ingest band (per second): the slopes of the p10 and p90 paths over the first
-    step, widened to include the p50 rate."""
-    if forecast is None:
-        return None, None
-    rate = forecast.rate_per_second
-    f = forecast.forecast
-    if f is None or len(f.times) < 2 or f.times[1] <= f.times[0]:
-        return rate, rate
-    dt = f.times[1] - f.times[0]
-    slopes = [(f.p10[1] - f.p10[0]) / dt, (f.p90[1] - f.p90[0]) / dt, (f.p50[1] - f.p50[0]) / dt]
-    if rate is not None:
-        slopes.append(rate)
-    return min(slopes), max(slopes)
+def _expected(forecast: SeriesForecast | None, used: float, t: float,
+              window_seconds: float) -> tuple[float, float, float] | None:
+    """(t_end, p10, p90): the usage the forecast expects `window_seconds` after `t`, interpolated
+    from the current usage to the forecast's first point when the window ends before it."""
+    f = forecast.forecast if forecast is not None else None
+    if f is None or not f.times or window_seconds <= 0 or f.fallback is not None:
+        return None  # no forecast, or a stopgap model: not a band to judge ingest by
+    end = t + window_seconds
+    if end > f.times[-1]:
+        return None
+    if end < f.times[0]:
+        share = (end - f.t0) / (f.times[0] - f.t0) if f.times[0] > f.t0 else 1.0
+        base = used if abs(f.t0 - t) < window_seconds else f.p50[0]
+        return end, base + (f.p10[0] - base) * share, base + (f.p90[0] - base) * share
+    low, high = f.at(end, "p10"), f.at(end, "p90")
+    if low is None or high is None:
+        return None
+    return end, low, high
 
 
-def _series(used: float, limit: float | None, forecast: SeriesForecast | None, now: float) -> SeriesInput:
+def _series(used: float, limit: float | None, forecast: SeriesForecast | None, now: float, *,
+            t: float | None = None, window_seconds: float = 0.0) -> SeriesInput:
     known, p50, p90 = _runway_seconds(forecast, now)
     if limit and used >= limit:
         known, p50, p90 = True, 0.0, 0.0
-    low, high = _rate_band(forecast)
     return SeriesInput(used=float(used), limit=float(limit) if limit else None, forecast_known=known,
                        runway_p50_seconds=p50, runway_p90_seconds=p90,
-                       expected_rate_low=low, expected_rate_high=high)
+                       expected=_expected(forecast, float(used), now if t is None else t, window_seconds))
 
 
 _ACTION_STATUS = {
@@ -208,6 +213,12 @@ def inputs_from_cycle(ctx: CycleContext, settings: Settings,
         return rules_of(target).mode
 
     growth = _growth_inputs(ctx, mode_of)
+    window = settings.alerts.rules.anomaly_samples * settings.poll.interval_seconds
+    held = {d.target for d in ctx.decisions if d.kind is DecisionKind.BLOCKED and d.guard != "cooldown"}
+
+    def managed(target: TargetId) -> bool:
+        """quotapilot itself grows this quota (see TargetInput.growth_managed)."""
+        return mode_of(target) == "enforce" and not policy.kill_switch and target not in held
     targets: list[TargetInput] = []
     seen_pool = False
     for obs in poll.observations:
@@ -223,8 +234,9 @@ def inputs_from_cycle(ctx: CycleContext, settings: Settings,
             cluster=target.cluster, target=target.name, path=target.path, is_pool=is_pool, t=obs.t,
             state=obs.state, warning_at=rules.warning_at, critical_at=rules.critical_at,
             bytes=_series(obs.used_bytes, obs.hard_limit_bytes,
-                          ctx.forecasts.get((target, Dimension.BYTES)), now),
-            inodes=inodes, growth=tuple(growth.get(target, ()))))
+                          ctx.forecasts.get((target, Dimension.BYTES)), now, t=obs.t, window_seconds=window),
+            inodes=inodes, growth=tuple(growth.get(target, ())),
+            growth_managed=not is_pool and managed(target)))
     if poll.capacity is not None and not seen_pool:
         capacity = poll.capacity
         pool_forecast = next((f for (t, d), f in ctx.forecasts.items()
@@ -232,7 +244,8 @@ def inputs_from_cycle(ctx: CycleContext, settings: Settings,
         targets.append(TargetInput(
             cluster=poll.cluster, target=POOL_TARGET, path="/", is_pool=True, t=capacity.t,
             state=capacity.state, warning_at=policy.warning_at, critical_at=policy.critical_at,
-            bytes=_series(capacity.used_bytes, capacity.usable_bytes, pool_forecast, now)))
+            bytes=_series(capacity.used_bytes, capacity.usable_bytes, pool_forecast, now, t=capacity.t,
+                          window_seconds=window)))
     return RuleInputs(cluster=poll.cluster, now=now, poll_ok=poll.ok, poll_error=poll.error,
                       invalid_samples=len(poll.dropped), targets=tuple(targets))
 
@@ -262,17 +275,6 @@ def target_state_payload(target: TargetInput, last_action: ActionOutcome | None,
         },
         "firing": sorted(firing),
     }
-
-
-def _runway_window(target: TargetInput, config: RuleConfig) -> int:
-    """Which runway window a target is in (0 critical, 1 warning, 2 later / unknown)."""
-    series = target.bytes
-    if series is None or not series.forecast_known or series.runway_seconds is None:
-        return 2
-    critical, warning = ((config.pool_runway_critical_seconds, config.pool_runway_warning_seconds)
-                         if target.is_pool else (config.runway_critical_seconds, config.runway_warning_seconds))
-    runway = series.runway_seconds
-    return 0 if runway < critical else 1 if runway < warning else 2
 
 
 # --------------------------------------------------------------------------------------- stage
@@ -354,8 +356,9 @@ class AlertingStage:
 
     def _publish_states(self, inputs: RuleInputs, states: Mapping[str, AlertState]) -> None:
         """Retained per-target state, re-published when what it says changes: at once for the
-        firing alerts, the last action, the quota state or the runway window; for utilization once
-        it moved `state_min_change_ratio`. A late subscriber gets the latest from the broker."""
+        last action or the quota state; for utilization once it moved `state_min_change_ratio`.
+        (`firing` lists what fired when it was published; the alert topic is the live record.)
+        A late subscriber gets the latest from the broker."""
         firing_by_target: dict[tuple[str, str], list[str]] = {}
         for state in states.values():
             if state.phase is Phase.FIRING:
@@ -366,8 +369,8 @@ class AlertingStage:
             key = (target.cluster, target.target)
             last_action = self._last_action.get(key)
             firing = sorted(firing_by_target.get(key, []))
-            essence = (tuple(firing), None if last_action is None else (last_action.t, str(last_action.status)),
-                       target.state, _runway_window(target, self.config))
+            action_key = None if last_action is None else (last_action.t, str(last_action.status))
+            essence = (action_key, target.state)
             utilization = (target.bytes.utilization_ratio if target.bytes else None) or 0.0
             sent = self._state_sent.get(key)
             if sent is not None and sent[1] == essence and abs(utilization - sent[0]) < step:

@@ -297,11 +297,15 @@ class AlertRuleSettings(Group):
     renotify_seconds: Seconds = Field(4 * 3600.0, description="Re-send a firing alert this often.")
     renotify_warning_seconds: Seconds = Field(
         24 * 3600.0, description="Re-send a firing warning this often (critical: renotify_seconds; info: never).")
+    pool_renotify_seconds: Seconds = Field(
+        24 * 3600.0, description="Cluster pool alerts (procurement) are re-sent at most this often.")
     anomaly_margin_ratio: float = Field(
-        0.5, ge=0, description="Ingest outside the forecast band by this fraction is anomalous.")
+        1.0, ge=0, description="Ingest above the forecast's p90 × (1 + this), or below its p10 ÷ (1 + this), "
+        "over anomaly_samples polls is anomalous.")
     anomaly_floor_bytes_per_second: float = Field(
         1024.0 * 1024.0, ge=0, description="Smallest rate difference (bytes/s) that can count as anomalous.")
-    anomaly_samples: int = Field(3, ge=1, description="Consecutive anomalous samples before alerting.")
+    anomaly_samples: int = Field(
+        6, ge=1, description="Polls per ingest-anomaly window (what was written over them is judged).")
     collector_failed_intervals: int = Field(3, ge=1, description="Failed polls in a row before a collector alert.")
 
 

@@ -29,13 +29,11 @@ CONFIG = RuleConfig(renotify_seconds=4 * 3600.0)
 def quota(used: float, limit: float = 100.0, *, t: float = T0, state: str = "OK",
           runway: float | None = None, known: bool = False,
           growth: tuple[GrowthInput, ...] = (), inodes: SeriesInput | None = None,
-          band: tuple[float, float] | None = None) -> TargetInput:
+          expect: tuple[float, float, float] | None = None) -> TargetInput:
     return TargetInput(
         cluster="c1", target="raw", path="/c1/raw", is_pool=False, t=t, state=state,
         bytes=SeriesInput(used=used, limit=limit, forecast_known=known or runway is not None,
-                          runway_p50_seconds=runway, runway_p90_seconds=runway,
-                          expected_rate_low=band[0] if band else None,
-                          expected_rate_high=band[1] if band else None),
+                          runway_p50_seconds=runway, runway_p90_seconds=runway, expected=expect),
         inodes=inodes, growth=growth)
 
 
@@ -68,13 +66,13 @@ class TestUtilization:
         run.cycle(T0 + 60, quota(81))
         run.cycle(T0 + 120, quota(91))
         run.cycle(T0 + 180, quota(89.5))   # within hysteresis of critical: stays critical
-        run.cycle(T0 + 240, quota(85))     # warning again
+        run.cycle(T0 + 240, quota(85))     # warning again: recorded, not sent
         run.cycle(T0 + 300, quota(79))     # within hysteresis of warning: holds
+        assert run.states["c1/raw/utilization"].severity is Severity.WARNING
         run.cycle(T0 + 360, quota(70))
         assert run.of("c1/raw/utilization") == [
             (Status.FIRING, Severity.WARNING),
             (Status.FIRING, Severity.CRITICAL),
-            (Status.FIRING, Severity.WARNING),
             (Status.RESOLVED, Severity.WARNING),
         ]
 
@@ -226,23 +224,70 @@ class TestQuotaStateGrowthCollectorDaemon:
 
 
 class TestIngestAnomaly:
-    def test_stall_for_n_samples_then_recovery(self) -> None:
+    """What one window (3 polls of 60 s) wrote against what the forecast expected for it."""
+
+    RATE = 1e9  # bytes per second expected (p50); the band is ±20 %
+    WINDOW = 180.0
+
+    def feed(self, run: Run, t: float, used: float) -> None:
+        expect = (t + self.WINDOW, used + 0.8 * self.RATE * self.WINDOW, used + 1.2 * self.RATE * self.WINDOW)
+        run.cycle(t, quota(used, 1e15, t=t, expect=expect))
+
+    def run_windows(self, run: Run, rates: list[float], t: float = T0,
+                    used: float = 1e13) -> tuple[float, float]:
+        """One poll per minute; each entry of `rates` is the write rate during one window."""
+        for rate in rates:
+            for _ in range(3):
+                self.feed(run, t, used)
+                t, used = t + 60, used + rate * 60
+        return t, used
+
+    def test_stall_fires_and_a_normal_window_resolves(self) -> None:
         run = Run(RuleConfig(anomaly_samples=3, anomaly_floor_bytes_per_second=0.0))
-        rate = 1e9  # bytes per second expected
-        band = (0.8 * rate, 1.2 * rate)
-        used = 1e12
-        t = T0
-        run.cycle(t, quota(used, 1e15, t=t, band=band))
-        for _ in range(3):  # stalled: nothing written
-            t += 60
-            run.cycle(t, quota(used, 1e15, t=t, band=band))
+        self.feed(run, *self.run_windows(run, [self.RATE, 0.0]))
         assert run.of("c1/raw/ingest_anomaly") == [(Status.FIRING, Severity.WARNING)]
-        for _ in range(3):
-            t += 60
-            used += rate * 60
-            run.cycle(t, quota(used, 1e15, t=t, band=band))
-        assert run.of("c1/raw/ingest_anomaly") == \
-            [(Status.FIRING, Severity.WARNING), (Status.RESOLVED, Severity.WARNING)]
+        assert "stall" in run.notes[-1].summary
+        run2 = Run(RuleConfig(anomaly_samples=3, anomaly_floor_bytes_per_second=0.0))
+        self.feed(run2, *self.run_windows(run2, [self.RATE, 0.0, self.RATE]))
+        assert run2.of("c1/raw/ingest_anomaly") == [(Status.FIRING, Severity.WARNING),
+                                                    (Status.RESOLVED, Severity.WARNING)]
+
+    def test_within_the_margin_is_normal(self) -> None:
+        run = Run(RuleConfig(anomaly_samples=3, anomaly_floor_bytes_per_second=0.0, anomaly_margin_ratio=1.0))
+        # the band is 0.8–1.2 × RATE; margin 1.0 allows 0.4–2.4 × RATE
+        self.feed(run, *self.run_windows(run, [0.45 * self.RATE, 2.3 * self.RATE, self.RATE]))
+        assert run.of("c1/raw/ingest_anomaly") == []
+
+    def test_a_spike_fires_and_deletes_say_nothing(self) -> None:
+        run = Run(RuleConfig(anomaly_samples=3, anomaly_floor_bytes_per_second=0.0))
+        t, used = self.run_windows(run, [-5 * self.RATE, -5 * self.RATE])  # a sweep: usage goes down
+        assert run.of("c1/raw/ingest_anomaly") == []
+        t, used = self.run_windows(run, [3 * self.RATE], t, used)
+        self.feed(run, t, used)
+        assert run.of("c1/raw/ingest_anomaly") == [(Status.FIRING, Severity.WARNING)]
+        assert "spike" in run.notes[-1].summary
+
+
+class TestQuietNoise:
+    def test_runway_of_a_quota_quotapilot_grows_is_not_an_alert(self) -> None:
+        run = Run()
+        run.cycle(T0, quota(50, runway=10 * 3600))
+        managed = TargetInput(cluster="c1", target="raw", path="/c1/raw", is_pool=False, t=T0 + 60,
+                              bytes=SeriesInput(used=50, limit=100, forecast_known=True,
+                                                runway_p50_seconds=3600.0, runway_p90_seconds=3600.0),
+                              growth_managed=True)
+        run.cycle(T0 + 60, managed)
+        assert run.of("c1/raw/runway") == [(Status.FIRING, Severity.CRITICAL), (Status.RESOLVED, Severity.CRITICAL)]
+
+    def test_pool_alerts_renotify_daily(self) -> None:
+        def pool(t: float) -> TargetInput:
+            return TargetInput(cluster="c1", target="pool", path="/", is_pool=True, t=t,
+                               bytes=SeriesInput(used=10, limit=100, forecast_known=True,
+                                                 runway_p50_seconds=10 * 86400.0, runway_p90_seconds=10 * 86400.0))
+        run = Run()
+        for hour in range(0, 49, 4):
+            run.cycle(T0 + hour * 3600, pool(T0 + hour * 3600))
+        assert [n.renotify for n in run.notes if n.alert_id == "c1/pool/runway"] == [False, True, True]
 
 
 # ------------------------------------------------------------------------------------ properties
@@ -296,8 +341,8 @@ def _states(run: Run) -> Mapping[str, AlertState]:
 
 def test_state_roundtrips_through_json() -> None:
     run = Run()
-    run.cycle(T0, quota(95, band=(1.0, 2.0)))
-    run.cycle(T0 + 60, quota(95, band=(1.0, 2.0)))
+    run.cycle(T0, quota(95, expect=(T0 + 60, 100.0, 120.0)))
+    run.cycle(T0 + 60, quota(95, expect=(T0 + 120, 100.0, 120.0)))
     for state in _states(run).values():
         assert state == AlertState.from_json(state.to_json())
 

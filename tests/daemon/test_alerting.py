@@ -96,7 +96,9 @@ class TestInputs:
         assert (raw.target, pool.target, pool.is_pool) == ("raw", "pool", True)
         assert raw.bytes is not None and raw.bytes.forecast_known
         assert raw.bytes.runway_seconds == pytest.approx(30 * 3600)
-        assert (raw.bytes.expected_rate_low, raw.bytes.expected_rate_high) == pytest.approx((0.5e6, 1.5e6))
+        # the anomaly window (6 polls of 60 s) ends before the forecast's first hourly point
+        used = 0.5 * 10 * TIB
+        assert raw.bytes.expected == pytest.approx((T0 + 360, used + 0.5e6 * 360, used + 1.5e6 * 360))
         assert [(g.status, g.new_hard) for g in raw.growth] == [("would_grow", 12 * TIB)]  # observe mode
 
     def test_action_outcome_wins_over_decision(self, tmp_path: Path) -> None:
