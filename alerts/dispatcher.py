@@ -80,6 +80,11 @@ class Outbox(Protocol):
         """Undelivered, not superseded, not dropped rows of `sink`, oldest first."""
         ...
 
+    async def supersede_older(self, sink: str, now: float) -> int:
+        """Mark superseded every pending row of `sink` with a newer pending row of the same alert
+        (the whole backlog, not just one batch). Returns how many."""
+        ...
+
     async def mark_delivered(self, row_ids: Sequence[int], now: float) -> None: ...
 
     async def mark_retry(self, row_ids: Sequence[int], error: str, next_attempt_at: float) -> None: ...
@@ -158,6 +163,7 @@ class Dispatcher:
         self._states: dict[tuple[str, str], Mapping[str, Any]] = {}
         self._dirty_states: dict[str, set[tuple[str, str]]] = {name: set() for name in self.sinks}
         self._failures: dict[str, int] = dict.fromkeys(self.sinks, 0)
+        self._backlog: dict[str, bool] = dict.fromkeys(self.sinks, True)  # a backlog may be on disk at start
         self._flushing = False
         self._flush_requested = asyncio.Event()
 
@@ -259,7 +265,12 @@ class Dispatcher:
         """Send what is due; return how long to wait before the next pass."""
         name = sink.name
         now = self.clock.now()
+        if self._failures[name] or self._backlog[name]:  # after an outage: latest state wins
+            swept = await self.outbox.supersede_older(name, now)
+            if swept:
+                self.stats.results[(name, "superseded")] += swept
         rows = await self.outbox.pending(name, self.batch_size)
+        self._backlog[name] = len(rows) >= self.batch_size
         latest: dict[str, OutboxRow] = {}
         superseded: list[int] = []
         for row in rows:

@@ -89,6 +89,7 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (sink, dedup_key)
     );
     CREATE INDEX outbox_pending ON outbox (sink, delivered_at, superseded_at, dropped_at, next_attempt_at);
+    CREATE INDEX outbox_alert ON outbox (sink, alert_id, id);   -- newest row per alert (supersede)
     CREATE TABLE alert_state (           -- the rules' state machine, so restarts neither re-fire nor forget
         alert_id TEXT PRIMARY KEY,
         state TEXT NOT NULL,             -- JSON

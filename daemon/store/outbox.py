@@ -71,6 +71,19 @@ class OutboxStore:
     async def pending(self, sink: str, limit: int) -> list[OutboxRow]:
         return await asyncio.to_thread(self.pending_sync, sink, limit)
 
+    async def supersede_older(self, sink: str, now: float) -> int:
+        """Mark every pending row of `sink` that has a newer pending row of the same alert."""
+        def work() -> int:
+            with self.db.transaction() as conn:
+                cursor = conn.execute(
+                    f"UPDATE outbox SET superseded_at = ? WHERE sink = ? AND {_PENDING} AND id < ("
+                    f"SELECT MAX(newer.id) FROM outbox AS newer WHERE newer.sink = outbox.sink "
+                    f"AND newer.alert_id = outbox.alert_id AND newer.delivered_at IS NULL "
+                    f"AND newer.superseded_at IS NULL AND newer.dropped_at IS NULL)", (now, sink))
+                return cursor.rowcount
+
+        return await asyncio.to_thread(work)
+
     async def mark_delivered(self, row_ids: Sequence[int], now: float) -> None:
         await self._update("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
                            [(now, row_id) for row_id in row_ids])

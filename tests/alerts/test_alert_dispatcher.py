@@ -136,6 +136,18 @@ class TestDelivery:
                 [("c/a/utilization#2", "resolved"), ("c/b/utilization#1", "firing")]
             assert run.dispatcher.stats.results[("memory", "superseded")] == 1
 
+    async def test_latest_wins_across_a_backlog_larger_than_a_batch(
+            self, store: OutboxStore, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        await store.enqueue([entry("c/a/x", 1), entry("c/b/x", 1), entry("c/c/x", 1),
+                             entry("c/a/x", 2), entry("c/a/x", 3, "resolved")])
+        async for run in start(store, clock, sink, batch_size=2):
+            run.dispatcher.wake()
+            await run.settle()
+            await run.advance(1)
+            assert [p["dedup_key"] for p in sink.received] == ["c/b/x#1", "c/c/x#1", "c/a/x#3"]
+            assert run.dispatcher.stats.results[("memory", "superseded")] == 2
+
     async def test_backoff_grows_and_is_jittered(self, store: OutboxStore, clock: VirtualClock) -> None:
         sink = MemorySink()
         sink.down = True
