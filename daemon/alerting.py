@@ -302,7 +302,8 @@ class AlertingStage:
         self._states: dict[str, AlertState] | None = None
         self._lock = asyncio.Lock()
         self._last_action: dict[tuple[str, str], ActionOutcome] = {}
-        self._generator_url = f"http://{settings.http.listen}/metrics"
+        # where the numbers behind an alert are; not known up front for an ephemeral port (the demo)
+        self._generator_url = None if settings.http.port == 0 else f"http://{settings.http.listen}/metrics"
         self.task_health: Callable[[], Sequence[TaskHealth]] = tuple
         self._state_sent: dict[tuple[str, str], tuple[float, Any]] = {}
         self._ran = False
