@@ -1,0 +1,72 @@
+"""Alerting inside the real daemon: simulator (HTTPS, vastpy) → poll → stages → outbox → a real
+HTTP receiver, on a virtual clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from core_helpers import SettingsFactory
+from prometheus_client import CollectorRegistry
+
+from quotapilot.daemon.alerting import AlertingStage
+from quotapilot.daemon.app import Daemon
+from quotapilot.daemon.clock import VirtualClock
+
+
+@pytest.fixture
+def clock() -> VirtualClock:  # the delivery task sleeps on it; nothing here needs time to pass
+    return VirtualClock()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    posts: list[dict[str, Any]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        posts.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook", posts
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_poll_raises_alerts_that_reach_the_webhook(
+        make_settings: SettingsFactory, clock: VirtualClock,
+        receiver: tuple[str, list[dict[str, Any]]]) -> None:
+    url, posts = receiver
+    # every quota above 30 % warns, so cosmos7's quotas fire on the first poll
+    settings = make_settings(alerts={"webhooks": [{"url": url, "name": "oncall"}]},
+                             policy={"overrides": [{"match": "*", "warning_at": 0.3}]})
+    async with Daemon(settings, clock) as daemon:
+        stage = next(s for s in daemon.stages if isinstance(s, AlertingStage))
+        assert "alerts" in daemon.supervisor.task_names
+        registry = CollectorRegistry()
+        registry.register(stage.collector())
+        supervisor = asyncio.create_task(daemon.supervisor.run(), name="supervisor")
+        try:
+            await daemon.poll_once("sim")
+            assert await stage.drain(10)
+        finally:
+            daemon.supervisor.stop()
+            await supervisor
+    ids = {p["id"] for p in posts}
+    assert "sim/cosmos7-raw/utilization" in ids
+    raw = next(p for p in posts if p["id"] == "sim/cosmos7-raw/utilization")
+    assert (raw["severity"], raw["path"], raw["status"]) == ("warning", "/cosmos7/raw", "firing")
+    assert stage.alerts_raised == len(posts)
+    assert registry.get_sample_value("quotapilot_notifications_total",
+                                     {"sink": "oncall", "result": "delivered"}) == len(posts)
+    assert registry.get_sample_value("quotapilot_alerts_firing",
+                                     {"kind": "utilization", "severity": "warning"}) >= 1
