@@ -44,7 +44,7 @@ from quotapilot.daemon.cycle import CycleContext, Stage
 from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.http import HttpServer
 from quotapilot.daemon.logs import configure_logging, get_logger
-from quotapilot.daemon.metrics import SnapshotCollector, TargetCollector, TargetText
+from quotapilot.daemon.metrics import GuardedCollector, SnapshotCollector, TargetCollector, TargetText
 from quotapilot.daemon.poller import Poller, PollerState
 from quotapilot.daemon.sdnotify import Notifier
 from quotapilot.daemon.settings import Settings, load_settings, systemd_notify_environment
@@ -196,8 +196,10 @@ class Daemon:
                 if opener is not None:
                     await opener()
             self.registry.register(TargetCollector(lambda: self._snapshot))
-            core = SnapshotCollector(lambda: self._snapshot, lambda: self.supervisor.crashes)
-            for metric_collector in (core, *build_collectors(self)):
+            guarded = [GuardedCollector(extra) for extra in build_collectors(self)]
+            core = SnapshotCollector(lambda: self._snapshot, lambda: self.supervisor.crashes,
+                                     lambda: {g.name: g.errors for g in guarded if g.errors})
+            for metric_collector in (core, *guarded):
                 self.registry.register(metric_collector)
                 self.exposition_registry.register(metric_collector)
         except BaseException:

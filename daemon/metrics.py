@@ -33,7 +33,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from quotapilot.daemon import __version__
+from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.snapshot import ClusterState, Snapshot, TargetState
+
+log = get_logger(__name__)
 
 TARGET_LABELS = ["cluster", "target", "path"]
 
@@ -66,9 +69,11 @@ class SnapshotCollector(Collector):
     """The cluster and self families from `get_snapshot()` and `get_crashes()`."""
 
     def __init__(self, get_snapshot: Callable[[], Snapshot],
-                 get_crashes: Callable[[], Mapping[str, object]] = dict) -> None:
+                 get_crashes: Callable[[], Mapping[str, object]] = dict,
+                 get_collect_errors: Callable[[], Mapping[str, int]] = dict) -> None:
         self._get_snapshot = get_snapshot
         self._get_crashes = get_crashes
+        self._get_collect_errors = get_collect_errors
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self._get_snapshot()
@@ -88,12 +93,44 @@ class SnapshotCollector(Collector):
         for stage, seconds in sorted(snapshot.stage_seconds_total.items()):
             stage_seconds.add_metric([stage], seconds)
         yield stage_seconds
+        collect_errors = CounterMetricFamily(
+            "quotapilot_metrics_collect_errors", "Scrapes in which a metrics collector raised (its families left out).",
+            labels=["collector"])
+        for name, count in sorted(self._get_collect_errors().items()):
+            collect_errors.add_metric([name], float(count))
+        yield collect_errors
         crashed = GaugeMetricFamily("quotapilot_task_crashed",
                                     "1 for each supervised task that crashed (see /healthz).",
                                     labels=["task"])
         for task in sorted(self._get_crashes()):
             crashed.add_metric([task], 1.0)
         yield crashed
+
+
+class GuardedCollector(Collector):
+    """Another part's collector, isolated: if its `collect()` raises, the scrape goes on without
+    its families (logged when it starts failing and when it recovers; counted in
+    `quotapilot_metrics_collect_errors_total{collector}`) instead of failing /metrics as a whole."""
+
+    def __init__(self, inner: Collector, name: str | None = None) -> None:
+        self.inner = inner
+        self.name = name or type(inner).__name__
+        self.errors = 0
+        self._failing = False
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            families = list(self.inner.collect())
+        except Exception as exc:
+            self.errors += 1
+            if not self._failing:
+                log.error("metrics.collect_failed", collector=self.name, error=str(exc), exc_info=True)
+            self._failing = True
+            return iter(())
+        if self._failing:
+            log.info("metrics.collect_recovered", collector=self.name)
+            self._failing = False
+        return iter(families)
 
 
 def _target_values(state: TargetState) -> tuple[float | None, ...]:

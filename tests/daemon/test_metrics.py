@@ -9,9 +9,11 @@ from types import MappingProxyType
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
-from quotapilot.daemon.metrics import SnapshotCollector, TargetCollector, TargetText
+from quotapilot.daemon.metrics import GuardedCollector, SnapshotCollector, TargetCollector, TargetText
 from quotapilot.daemon.snapshot import (
     ClusterState,
     HistogramState,
@@ -128,3 +130,36 @@ class TestTargetText:
         body = TargetText().render(snap).encode() + generate_latest(rest)
         result = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+class Broken:
+    def __init__(self) -> None:
+        self.fail = True
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        if self.fail:
+            raise RuntimeError("bug in a collector")
+        family = GaugeMetricFamily("quotapilot_other_thing", "Something else.")
+        family.add_metric([], 1.0)
+        return [family]
+
+
+class TestGuardedCollector:
+    """A collector of another part that raises leaves the scrape intact, counted and logged once."""
+
+    def test_failure_is_isolated(self) -> None:
+        snap = snapshot()
+        broken = Broken()
+        guarded = GuardedCollector(broken, "broken")  # type: ignore[arg-type]
+        registry = CollectorRegistry()
+        registry.register(SnapshotCollector(lambda: snap, dict, lambda: {"broken": guarded.errors}))
+        registry.register(guarded)
+        with capture_logs() as logs:
+            generate_latest(registry)
+            body = generate_latest(registry).decode()
+            broken.fail = False
+            generate_latest(registry)
+        assert "quotapilot_cluster_usable_bytes" in body
+        assert 'quotapilot_metrics_collect_errors_total{collector="broken"} 1.0' in body  # as of the last scrape
+        assert [e["event"] for e in logs] == ["metrics.collect_failed", "metrics.collect_recovered"]
+        assert registry.get_sample_value("quotapilot_other_thing") == 1.0
