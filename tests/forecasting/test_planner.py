@@ -298,3 +298,17 @@ class TestInvariants:
     def test_deterministic_whatever_the_order(self, cycle: CycleInput) -> None:
         reordered = replace(cycle, targets=tuple(reversed(cycle.targets)))
         assert plan_cycle(cycle) == plan_cycle(reordered)
+
+    @settings(max_examples=100, deadline=None)
+    @given(cycles(), st.sampled_from(["kill", "pause", "stale"]))
+    def test_held_targets_never_grow(self, cycle: CycleInput, hold: str) -> None:
+        if hold == "kill":
+            held = replace(cycle, kill_switch_reason="incident")
+        elif hold == "pause":
+            held = replace(cycle, targets=tuple(replace(t, paused_reason="ops") for t in cycle.targets))
+        else:
+            held = replace(cycle, stale_after_seconds=0.0, now=cycle.now + 1.0)
+        assert not [d for d in plan_cycle(held) if d.kind is DecisionKind.GROW]
+        assert not [d for d in plan_cycle(replace(cycle, targets=tuple(replace(t, dropped=True)
+                                                                        for t in cycle.targets)))
+                    if d.kind is DecisionKind.GROW]
