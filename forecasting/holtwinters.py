@@ -192,10 +192,10 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
         return None
     fallback: FallbackReason | None = None
     detail: str | None = None
-    if kind is ModelKind.LINEAR:
-        fallback, detail = FallbackReason.SHORT_HISTORY, f"{n} steps: too few for a damped trend"
-    elif _is_constant(rates):
+    if _is_constant(rates):
         kind, fallback, detail = ModelKind.LINEAR, FallbackReason.CONSTANT_RATE, "the rate does not vary"
+    elif kind is ModelKind.LINEAR:
+        fallback, detail = FallbackReason.SHORT_HISTORY, f"{n} steps: too few for a damped trend"
     while kind is not ModelKind.LINEAR:
         try:
             params, state, residuals = _fit_exponential_smoothing(rates, kind, step_seconds, use_brute)
@@ -207,9 +207,15 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
             kind = _SIMPLER[kind]
     if kind is ModelKind.LINEAR:
         params, state, residuals = _fit_linear(rates, step_seconds)
-    usable = residuals[len(residuals) // 2:] if len(residuals) >= 20 else residuals
+        if fallback is FallbackReason.CONSTANT_RATE:
+            residuals = np.zeros_like(residuals)  # not rounding noise of the mean: exactly no spread
+    # The first cycles' residuals are small because the heuristic initial states were computed
+    # from them; they would make the band too narrow.
+    warmup = 2 * params.period if params.period else (10 if kind is ModelKind.DAMPED_TREND else 0)
+    usable = residuals[warmup:] if len(residuals) - warmup >= 20 else residuals[len(residuals) // 2:]
     sigma = float(np.sqrt(np.mean(usable**2))) if len(usable) else 0.0
-    low, high = band_offsets(params, usable, horizon_steps, step_seconds=step_seconds, seed=seed)
+    low, high = band_offsets(params, usable, horizon_steps, step_seconds=step_seconds, seed=seed,
+                             n_fitted=n)
     return FittedModel(params=params, state=state, sigma=sigma, band_low=low, band_high=high,
                        n_steps=n, step_seconds=step_seconds, fallback=fallback, fallback_detail=detail)
 
@@ -295,11 +301,15 @@ def _check_forecast(params: ModelParams, state: ModelState, rates: FloatArray, h
 
 # ------------------------------------------------------------------------------------- bands
 def band_offsets(params: ModelParams, residuals: FloatArray, horizon_steps: int, *, step_seconds: float,
-                 seed: int = 0, n_paths: int = BAND_PATHS) -> tuple[FloatArray, FloatArray]:
+                 seed: int = 0, n_paths: int = BAND_PATHS, n_fitted: int | None = None
+                 ) -> tuple[FloatArray, FloatArray]:
     """p10/p90 offsets of the cumulative error, per horizon step, from simulated paths.
 
     Residuals are drawn in blocks of a day so that errors that persist (a burst lasting hours, a
     slow week) widen the band as they do in reality; independent draws would make it too narrow.
+    Each path also gets a constant error in the starting rate, as large as the level's own
+    estimation error (steady-state variance σ²·α/(2−α) of exponential smoothing, at least σ²/n):
+    in-sample residuals do not see it, yet over days it is what dominates the cumulative error.
     """
     if horizon_steps <= 0 or len(residuals) == 0 or not np.any(residuals):
         return np.zeros(horizon_steps), np.zeros(horizon_steps)
@@ -312,6 +322,10 @@ def band_offsets(params: ModelParams, residuals: FloatArray, horizon_steps: int,
     # The deviation from the mean path follows the same (linear) recursions from a zero state.
     zero = ModelState(level=0.0, seasons=np.zeros(params.period) if params.period else None)
     cumulative = _simulate_deviation(params, zero, errors)
+    sigma = float(np.sqrt(np.mean(residuals**2)))
+    level_var = max(params.alpha / (2.0 - params.alpha), 1.0 / max(n_fitted or len(residuals), 1))
+    level_error = sigma * math.sqrt(level_var) * rng.standard_normal(n_paths)
+    cumulative += level_error[:, None] * np.arange(1, horizon_steps + 1)
     low = np.minimum(np.quantile(cumulative, BAND_QUANTILES[0], axis=0), 0.0)
     high = np.maximum(np.quantile(cumulative, BAND_QUANTILES[1], axis=0), 0.0)
     return low, high

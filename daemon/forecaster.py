@@ -1,0 +1,354 @@
+"""The forecaster stage: one incremental model per series, refits off the event loop, metrics.
+
+Every cycle, each observation updates its series (a quota's bytes; its inodes when it has an inode
+limit; the cluster pool against usable capacity) in O(1) and puts a `SeriesForecast` into
+`ctx.forecasts`. Refits (`quotapilot.forecasting.series.run_refit`, pure) are due when a series
+has none yet, has grown into a richer model, on `refit_interval_seconds` and on drift. With
+`workers > 0` they run in batches in a `ProcessPoolExecutor` and are adopted at a later cycle
+(replaying the steps that arrived meanwhile), so the loop never waits on statsmodels; with
+`workers = 0` they run in-process at once (tests, the demo: deterministic).
+
+A new series can warm-start from the store (`history_loader`, run in a thread). Scheduling uses
+the injected clock; fit durations are CPU time measured where the fit ran.
+
+`ForecastCollector` exports the latest results from an immutable `ForecastView`. A runway that is
+not within the horizon has no `quotapilot_target_runway_seconds` sample (absent rather than +Inf,
+so `min()`/`<` alert expressions and dashboards need no special case). Inode series are in
+`ctx.forecasts` and the API; the metrics carry the bytes series (quotas and pools) only, which
+keeps the documented label set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from quotapilot.daemon.clock import Clock
+from quotapilot.daemon.cycle import CycleContext
+from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.settings import ForecastSettings
+from quotapilot.forecasting.holtwinters import FittedModel
+from quotapilot.forecasting.series import ModelConfig, RefitRequest, SeriesModel, run_refit
+from quotapilot.forecasting.types import (
+    POOL_TARGET,
+    Dimension,
+    Observation,
+    SeriesForecast,
+    TargetId,
+    TargetKind,
+)
+
+if TYPE_CHECKING:
+    from quotapilot.daemon.app import Daemon
+
+log = get_logger(__name__)
+
+HistoryLoader = Callable[[TargetId], list[tuple[float, int, int | None]]]
+"""`(target) -> [(t, used_bytes, used_inodes), ...]` oldest first (the store's `history`)."""
+
+SeriesKey = tuple[TargetId, Dimension]
+
+FIT_SECONDS_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+METRIC_HORIZONS: tuple[tuple[str, float], ...] = (("1h", 3600.0), ("24h", 86400.0), ("7d", 7 * 86400.0))
+REFIT_BATCH = 32
+"""Refits per pool task: amortises pickling and IPC over several series."""
+
+
+def timed_refits(requests: Sequence[RefitRequest]) -> list[tuple[FittedModel | None, float]]:
+    """Run refits, each with its CPU seconds (top-level so pool workers can import it)."""
+    out = []
+    for request in requests:
+        started = time.perf_counter()
+        fitted = run_refit(request)
+        out.append((fitted, time.perf_counter() - started))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastView:
+    """What the collector reads: immutable, replaced as a whole after each cycle."""
+
+    t: float
+    forecasts: Mapping[SeriesKey, SeriesForecast] = field(default_factory=lambda: MappingProxyType({}))
+    fit_bucket_counts: tuple[int, ...] = (0,) * (len(FIT_SECONDS_BUCKETS) + 1)
+    fit_seconds_sum: float = 0.0
+    fallbacks: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(slots=True)
+class _Series:
+    model: SeriesModel
+    last_seen: float
+    pending: bool = False
+
+
+class ForecastStage:
+    """The `forecaster` stage (runs after `store`, before `growth`)."""
+
+    name = "forecaster"
+
+    def __init__(self, settings: ForecastSettings, clock: Clock, *,
+                 history_loader: HistoryLoader | None = None, executor: Executor | None = None) -> None:
+        """`executor`: where refits run when `settings.workers > 0` (default: a process pool of that
+        size, created on first use); pass one to share or to test."""
+        self.settings = settings
+        self.clock = clock
+        self.history_loader = history_loader
+        self.config = ModelConfig(step_seconds=settings.step_seconds, horizon_seconds=settings.horizon_seconds,
+                                  refit_interval_seconds=settings.refit_interval_seconds)
+        self.thresholds = tuple(sorted(settings.thresholds))
+        self._executor = executor
+        self._owns_executor = False
+        self._series: dict[SeriesKey, _Series] = {}
+        self._inflight: set[asyncio.Future[None]] = set()
+        self._fit_buckets = [0] * (len(FIT_SECONDS_BUCKETS) + 1)
+        self._fit_seconds_sum = 0.0
+        self._fallbacks: Counter[str] = Counter()
+        self._latest: dict[SeriesKey, SeriesForecast] = {}
+        self.view = ForecastView(t=clock.now())
+
+    @classmethod
+    def for_daemon(cls, daemon: Daemon) -> ForecastStage:
+        """As `build_stages()` wires it: warm start from the store's observation history."""
+        clock = daemon.clock
+        reach = daemon.settings.forecast.step_seconds * ModelConfig().max_history_steps
+
+        def load(target: TargetId) -> list[tuple[float, int, int | None]]:
+            return daemon.observations.history(target, since=clock.now() - reach)
+
+        return cls(daemon.settings.forecast, clock, history_loader=load)
+
+    def collector(self) -> ForecastCollector:
+        return ForecastCollector(lambda: self.view)
+
+    async def close(self) -> None:
+        for future in list(self._inflight):
+            future.cancel()
+        if self._executor is not None and self._owns_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    async def drain(self) -> None:
+        """Wait for the refits in flight and adopt them (tests; shutdown)."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+
+    # --------------------------------------------------------------------------- the cycle
+    async def on_cycle(self, ctx: CycleContext) -> None:
+        if not ctx.poll.ok:
+            return
+        now = ctx.now
+        updated: list[tuple[SeriesKey, float | None]] = []
+        for key, t, used, limit in _series_samples(ctx.poll.observations):
+            series = self._series.get(key)
+            if series is None:
+                series = _Series(await self._new_model(key), last_seen=now)
+                self._series[key] = series
+            series.model.add_sample(t, used)
+            series.last_seen = now
+            updated.append((key, limit))
+        await self._schedule_refits(now)
+        for key, limit in updated:
+            result = self._outlook(key, limit, now)
+            self._latest[key] = result
+            ctx.forecasts[key] = result
+        self._evict(now)
+        self._publish(now)
+
+    async def _new_model(self, key: SeriesKey) -> SeriesModel:
+        target, dimension = key
+        if self.history_loader is None:
+            return SeriesModel(self.config)
+        try:
+            points = await asyncio.to_thread(self.history_loader, target)
+        except Exception as exc:  # a warm start is an optimisation: start cold rather than fail the cycle
+            log.warning("forecast.warm_start_failed", target=target.key, error=str(exc))
+            return SeriesModel(self.config)
+        if dimension is Dimension.INODES:
+            samples = [(t, float(inodes)) for t, _, inodes in points if inodes is not None]
+        else:
+            samples = [(t, float(used)) for t, used, _ in points]
+        return SeriesModel.from_samples(samples, self.config)
+
+    def _outlook(self, key: SeriesKey, limit: float | None, now: float) -> SeriesForecast:
+        target, dimension = key
+        outlook = self._series[key].model.outlook(now, limit=limit, thresholds=self.thresholds)
+        return SeriesForecast(target=target, dimension=dimension, t=now, limit=limit,
+                              forecast=outlook.forecast, runways=outlook.runways,
+                              rate_per_second=outlook.rate_per_second, reason=outlook.reason)
+
+    # ----------------------------------------------------------------------------- refits
+    async def _schedule_refits(self, now: float) -> None:
+        due: list[tuple[SeriesKey, RefitRequest]] = []
+        for key, series in self._series.items():
+            if series.pending:
+                continue
+            reason = series.model.refit_reason(now)
+            if reason is not None:
+                due.append((key, series.model.refit_request()))
+        if not due:
+            return
+        if self.settings.workers == 0 and self._executor is None:
+            self._adopt(due, timed_refits([request for _, request in due]), now)
+            return
+        executor = self._pool()
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(due), REFIT_BATCH):
+            batch = due[start:start + REFIT_BATCH]
+            for key, _ in batch:
+                self._series[key].pending = True
+            future = loop.run_in_executor(executor, timed_refits, [request for _, request in batch])
+            task = asyncio.ensure_future(self._await_batch(batch, future))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _await_batch(self, batch: list[tuple[SeriesKey, RefitRequest]],
+                           future: asyncio.Future[list[tuple[FittedModel | None, float]]]) -> None:
+        try:
+            results = await future
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken pool must not take the stage down: retry next cycle
+            log.error("forecast.refit_failed", series=len(batch), error=repr(exc))
+            for key, _ in batch:
+                if key in self._series:
+                    self._series[key].pending = False
+            return
+        self._adopt(batch, results, self.clock.now())
+
+    def _adopt(self, batch: Sequence[tuple[SeriesKey, RefitRequest]],
+               results: Sequence[tuple[FittedModel | None, float]], now: float) -> None:
+        for (key, request), (fitted, seconds) in zip(batch, results, strict=True):
+            self._observe_fit(seconds)
+            series = self._series.get(key)
+            if series is None:
+                continue
+            series.pending = False
+            series.model.apply_refit(request, fitted, now)
+            if fitted is not None and fitted.fallback is not None:
+                self._fallbacks[str(fitted.fallback)] += 1
+                log.info("forecast.fallback", target=key[0].key, dimension=str(key[1]),
+                         model=fitted.model_name, reason=str(fitted.fallback), detail=fitted.fallback_detail)
+
+    def _observe_fit(self, seconds: float) -> None:
+        self._fit_seconds_sum += seconds
+        for i, bound in enumerate(FIT_SECONDS_BUCKETS):
+            if seconds <= bound:
+                self._fit_buckets[i] += 1
+                return
+        self._fit_buckets[-1] += 1
+
+    def _pool(self) -> Executor:
+        if self._executor is None:
+            # forkserver: the daemon has threads (VMS pool, SQLite), which fork must not copy.
+            self._executor = ProcessPoolExecutor(max_workers=max(1, self.settings.workers),
+                                                 mp_context=multiprocessing.get_context("forkserver"))
+            self._owns_executor = True
+        return self._executor
+
+    # ------------------------------------------------------------------------- bookkeeping
+    def _evict(self, now: float) -> None:
+        """Forget series nobody has reported for two refit intervals (deleted quotas)."""
+        horizon = 2 * self.settings.refit_interval_seconds
+        stale = [key for key, series in self._series.items()
+                 if now - series.last_seen > horizon and not series.pending]
+        for key in stale:
+            del self._series[key]
+            self._latest.pop(key, None)
+
+    def _publish(self, now: float) -> None:
+        cumulative = []
+        running = 0
+        for count in self._fit_buckets:
+            running += count
+            cumulative.append(running)
+        self.view = ForecastView(t=now, forecasts=MappingProxyType(dict(self._latest)),
+                                 fit_bucket_counts=tuple(cumulative), fit_seconds_sum=self._fit_seconds_sum,
+                                 fallbacks=MappingProxyType(dict(self._fallbacks)))
+
+
+def _series_samples(observations: Sequence[Observation]) -> Iterator[tuple[SeriesKey, float, float, float | None]]:
+    """(key, t, value, limit) of every series an observation feeds."""
+    for obs in observations:
+        limit = float(obs.hard_limit_bytes) if obs.hard_limit_bytes else None
+        yield (obs.target, Dimension.BYTES), obs.t, float(obs.used_bytes), limit
+        if obs.used_inodes is not None and obs.hard_limit_inodes:
+            yield (obs.target, Dimension.INODES), obs.t, float(obs.used_inodes), float(obs.hard_limit_inodes)
+
+
+# ---------------------------------------------------------------------------------- metrics
+def threshold_label(ratio: float) -> str:
+    return str(float(ratio))
+
+
+class ForecastCollector:
+    """Prometheus families from the stage's latest `ForecastView` (no IO, no mutation)."""
+
+    def __init__(self, view: Callable[[], ForecastView]) -> None:
+        self._view = view
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        view = self._view()
+        labels = ["cluster", "target", "path", "threshold", "quantile"]
+        runway = GaugeMetricFamily(
+            "quotapilot_target_runway_seconds",
+            "Seconds from now until the quantile path crosses threshold x the hard limit (pool: usable "
+            "capacity); 0 when already above; no sample when not within the forecast horizon.",
+            labels=labels)
+        used = GaugeMetricFamily(
+            "quotapilot_target_forecast_used_bytes",
+            "Forecast used bytes at now + horizon, per quantile (p90 is the pessimistic path).",
+            labels=["cluster", "target", "path", "horizon", "quantile"])
+        for (target, dimension), series in sorted(view.forecasts.items(), key=lambda kv: _sort_key(kv[0])):
+            if dimension is not Dimension.BYTES:
+                continue
+            base = [target.cluster, target.name if target.kind is TargetKind.QUOTA else POOL_TARGET, target.path]
+            for way in series.runways:
+                for q in ("p10", "p50", "p90"):
+                    when = getattr(way, q)
+                    if when is not None:
+                        runway.add_metric([*base, threshold_label(way.threshold_ratio), q],
+                                          max(0.0, when - series.t))
+            forecast = series.forecast
+            if forecast is None:
+                continue
+            for label, ahead in METRIC_HORIZONS:
+                for q in ("p10", "p50", "p90"):
+                    value = forecast.at(series.t + ahead, q)
+                    if value is not None:
+                        used.add_metric([*base, label, q], value)
+        yield runway
+        yield used
+        fit = HistogramMetricFamily("quotapilot_forecast_fit_seconds",
+                                    "CPU seconds per model refit (where it ran).")
+        bounds = [*(repr(b) for b in FIT_SECONDS_BUCKETS), "+Inf"]
+        fit.add_metric([], list(zip(bounds, (float(c) for c in view.fit_bucket_counts), strict=True)),
+                       view.fit_seconds_sum)
+        yield fit
+        fallbacks = CounterMetricFamily("quotapilot_forecast_fallbacks",
+                                        "Refits that used a simpler model than preferred, by reason.",
+                                        labels=["reason"])
+        for reason, count in sorted(view.fallbacks.items()):
+            fallbacks.add_metric([reason], float(count))
+        yield fallbacks
+
+
+def _sort_key(key: SeriesKey) -> tuple[str, str, str]:
+    return key[0].cluster, key[0].name, str(key[1])

@@ -1,0 +1,74 @@
+"""`quotapilot forecast` through the CLI entry point."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from quotapilot.daemon.cli import main
+
+T0 = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+
+
+def write_csv(path: Path, hours: int, rate: float, *, epoch: bool = False) -> tuple[float, dt.datetime]:
+    used = 1e12
+    lines = ["timestamp,used_bytes"]
+    for k in range(hours * 2):
+        t = T0 + dt.timedelta(minutes=30 * k + (7 if k % 3 == 0 else 0))  # irregular steps
+        used = 1e12 + rate * (t - T0).total_seconds()
+        lines.append(f"{t.timestamp() if epoch else t.isoformat()},{used:.0f}")
+    path.write_text("\n".join(lines) + "\n")
+    return used, t
+
+
+class TestForecastCli:
+    """JSON contract, table, plot, and bad input."""
+
+    def test_json_constant_rate(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        used, last = write_csv(tmp_path / "u.csv", 30, 1e7, epoch=True)
+        rc = main(["forecast", "--csv", str(tmp_path / "u.csv"), "--limit", str(int(used + 1e7 * 24 * 3600)),
+                   "--horizon", "3d", "--json"])
+        assert rc == 0
+        out = json.loads(capsys.readouterr().out)
+        assert {"model", "step_seconds", "fallback", "runway", "forecast"} <= set(out)
+        assert list(out["runway"]) == ["0.75", "0.9", "1.0"]
+        p50 = dt.datetime.fromisoformat(out["runway"]["1.0"]["p50"].replace("Z", "+00:00"))
+        assert abs((p50 - last).total_seconds() - 24 * 3600) < 3600
+        assert len(out["forecast"]) == 72
+        assert all(p["p10"] <= p["p50"] <= p["p90"] for p in out["forecast"])
+
+    def test_table_and_plot(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        used, _ = write_csv(tmp_path / "u.csv", 60, 1e7)
+        rc = main(["forecast", "--csv", str(tmp_path / "u.csv"), "--limit", str(int(used * 1.5)),
+                   "--horizon", "2d", "--plot", str(tmp_path / "u.png")])
+        assert rc == 0
+        text = capsys.readouterr().out
+        assert "runway" in text and "p50" in text
+        assert (tmp_path / "u.png").stat().st_size > 1000
+
+    @pytest.mark.parametrize(("body", "line"), [
+        ("timestamp,used_bytes\n2026-01-01T00:00:00Z,100\nnot-a-time,oops\n", 3),
+        ("timestamp,used_bytes\n2026-01-01T00:00:00Z,100\n2026-01-01T01:00:00Z,-5\n", 3),
+        ("time,bytes\n1,2\n", 1),
+        ("timestamp,used_bytes\n1767225600,100\n1767229200\n", 3),
+    ])
+    def test_bad_csv_names_the_line(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    body: str, line: int) -> None:
+        (tmp_path / "bad.csv").write_text(body)
+        assert main(["forecast", "--csv", str(tmp_path / "bad.csv"), "--json"]) == 2
+        captured = capsys.readouterr()
+        assert f"line {line}" in captured.err and captured.out == ""
+
+    def test_missing_file_and_bad_flags(self, tmp_path: Path) -> None:
+        assert main(["forecast", "--csv", str(tmp_path / "nope.csv")]) == 2
+        write_csv(tmp_path / "u.csv", 5, 1e7)
+        assert main(["forecast", "--csv", str(tmp_path / "u.csv"), "--thresholds", "a,b"]) == 2
+
+    def test_too_short_says_so(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (tmp_path / "s.csv").write_text("timestamp,used_bytes\n1767225600,1\n1767229200,2\n")
+        assert main(["forecast", "--csv", str(tmp_path / "s.csv"), "--limit", "1TB", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["model"] is None and "insufficient" in out["fallback"] and out["forecast"] == []

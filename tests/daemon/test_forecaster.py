@@ -1,0 +1,126 @@
+"""The forecaster stage on hand-made cycles, and its Prometheus collector."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from prometheus_client import CollectorRegistry
+
+from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.cycle import CycleContext, PollResult
+from quotapilot.daemon.forecaster import ForecastStage
+from quotapilot.daemon.settings import ForecastSettings
+from quotapilot.forecasting.types import POOL_TARGET, Dimension, Observation, TargetId, TargetKind
+
+T0 = 1_767_571_200.0
+RAW = TargetId("sim", "cosmos7-raw", "/cosmos7/raw")
+POOL = TargetId("sim", POOL_TARGET, "/", TargetKind.POOL)
+RATE = 1e7  # bytes per second
+
+
+def settings(**overrides: object) -> ForecastSettings:
+    values: dict[str, object] = {"workers": 0, "horizon_seconds": 7 * 86400.0, **overrides}
+    return ForecastSettings(**values)  # type: ignore[arg-type]
+
+
+def poll(t: float) -> PollResult:
+    used = int(1e12 + RATE * (t - T0))
+    return PollResult(cluster="sim", t=t, observations=(
+        Observation(RAW, t, used, hard_limit_bytes=int(used + RATE * 48 * 3600 + RATE * (T0 + 30 * 3600 - t)),
+                    used_inodes=int((t - T0) * 10), hard_limit_inodes=10**9),
+        Observation(POOL, t, 5 * used, hard_limit_bytes=10**16),
+    ))
+
+
+async def run_cycles(stage: ForecastStage, clock: VirtualClock, hours: float) -> CycleContext:
+    ctx = CycleContext(poll=poll(clock.now()), now=clock.now())
+    for _ in range(int(hours * 4)):
+        ctx = CycleContext(poll=poll(clock.now()), now=clock.now())
+        await stage.on_cycle(ctx)
+        clock.advance(900)
+    return ctx
+
+
+class TestForecastStage:
+    """Each observation yields a SeriesForecast per dimension; refits follow the history."""
+
+    async def test_forecasts_every_series(self) -> None:
+        clock = VirtualClock(T0)
+        stage = ForecastStage(settings(), clock)
+        ctx = await run_cycles(stage, clock, 30)
+        assert {(RAW, Dimension.BYTES), (RAW, Dimension.INODES), (POOL, Dimension.BYTES)} == set(ctx.forecasts)
+        raw = ctx.forecasts[(RAW, Dimension.BYTES)]
+        assert raw.forecast is not None and raw.rate_per_second is not None
+        assert abs(raw.rate_per_second - RATE) < 1e-3 * RATE
+        full = raw.runway(1.0)
+        assert full is not None and full.p50 is not None
+        assert abs(full.p50 - ctx.now - 48 * 3600 - (T0 + 30 * 3600 - ctx.now)) < 3600
+
+    async def test_too_early_says_why(self) -> None:
+        clock = VirtualClock(T0)
+        stage = ForecastStage(settings(), clock)
+        ctx = await run_cycles(stage, clock, 1)
+        raw = ctx.forecasts[(RAW, Dimension.BYTES)]
+        assert raw.forecast is None and raw.reason is not None and "insufficient" in raw.reason
+
+    async def test_failed_poll_is_skipped(self) -> None:
+        clock = VirtualClock(T0)
+        stage = ForecastStage(settings(), clock)
+        ctx = CycleContext(poll=PollResult(cluster="sim", t=T0, error="unreachable"), now=T0)
+        await stage.on_cycle(ctx)
+        assert ctx.forecasts == {}
+
+    async def test_warm_start_from_history(self) -> None:
+        clock = VirtualClock(T0 + 40 * 3600)
+        asked: list[TargetId] = []
+
+        def history(target: TargetId) -> list[tuple[float, int, int | None]]:
+            asked.append(target)
+            return [(T0 + k * 3600.0, int(1e12 + RATE * k * 3600), k * 36000) for k in range(40)]
+
+        stage = ForecastStage(settings(), clock, history_loader=history)
+        ctx = CycleContext(poll=poll(clock.now()), now=clock.now())
+        await stage.on_cycle(ctx)
+        raw = ctx.forecasts[(RAW, Dimension.BYTES)]
+        assert raw.forecast is not None, raw.reason
+        assert RAW in asked
+
+    async def test_refits_off_the_loop_are_adopted(self) -> None:
+        clock = VirtualClock(T0)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            stage = ForecastStage(settings(workers=1), clock, executor=pool)
+            await run_cycles(stage, clock, 6)
+            await stage.drain()
+            ctx = CycleContext(poll=poll(clock.now()), now=clock.now())
+            await stage.on_cycle(ctx)
+            assert ctx.forecasts[(RAW, Dimension.BYTES)].forecast is not None
+            await stage.close()
+
+
+class TestForecastCollector:
+    """The collector exports runways, forecast levels, fit times and fallbacks from the view."""
+
+    async def test_metrics(self) -> None:
+        clock = VirtualClock(T0)
+        stage = ForecastStage(settings(), clock)
+        ctx = await run_cycles(stage, clock, 30)
+        registry = CollectorRegistry()
+        registry.register(stage.collector())
+        labels = {"cluster": "sim", "target": "cosmos7-raw", "path": "/cosmos7/raw"}
+        runway = registry.get_sample_value("quotapilot_target_runway_seconds",
+                                           {**labels, "threshold": "1.0", "quantile": "p90"})
+        assert runway is not None and abs(runway - (48 * 3600 + T0 + 30 * 3600 - ctx.now)) < 3600
+        used_1h = registry.get_sample_value("quotapilot_target_forecast_used_bytes",
+                                            {**labels, "horizon": "1h", "quantile": "p50"})
+        assert used_1h is not None and used_1h > 1e12
+        pool = registry.get_sample_value("quotapilot_target_forecast_used_bytes",
+                                         {"cluster": "sim", "target": "pool", "path": "/", "horizon": "7d",
+                                          "quantile": "p90"})
+        assert pool is not None
+        # the pool never fills within the horizon: no runway sample rather than +Inf
+        assert registry.get_sample_value("quotapilot_target_runway_seconds",
+                                         {"cluster": "sim", "target": "pool", "path": "/", "threshold": "1.0",
+                                          "quantile": "p50"}) is None
+        fits = registry.get_sample_value("quotapilot_forecast_fit_seconds_count", {})
+        assert fits is not None and fits >= 3
+        assert registry.get_sample_value("quotapilot_forecast_fallbacks_total", {"reason": "constant_rate"}) >= 1

@@ -1,0 +1,153 @@
+"""Model choice, fitting, fallbacks and bands of the rate model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quotapilot.forecasting import holtwinters as hw
+from quotapilot.forecasting.holtwinters import FallbackReason, ModelKind, fit_rates, forecast_rates, update
+
+HOUR = 3600.0
+
+
+def seasonal_rates(days: int, *, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    h = np.arange(days * 24)
+    return 1000.0 * (1 + 0.8 * np.sin(2 * np.pi * h / 24)) + noise * rng.normal(size=len(h))
+
+
+class TestModelChoice:
+    """The history length picks the model."""
+
+    @pytest.mark.parametrize(("steps", "kind"), [
+        (2, None), (3, ModelKind.LINEAR), (11, ModelKind.LINEAR), (12, ModelKind.DAMPED_TREND),
+        (47, ModelKind.DAMPED_TREND), (48, ModelKind.HW_DAILY), (335, ModelKind.HW_DAILY),
+        (336, ModelKind.HW_WEEKLY)])
+    def test_by_history_length(self, steps: int, kind: ModelKind | None) -> None:
+        assert kind == hw.preferred_kind(steps, HOUR)
+
+    def test_too_short_gives_no_model(self) -> None:
+        assert fit_rates(np.array([1.0, 2.0]), step_seconds=HOUR, horizon_steps=10) is None
+
+
+class TestFallbacks:
+    """A simpler model is used with a stated reason, never silently."""
+
+    def test_tiny_history_falls_back_to_linear(self) -> None:
+        fitted = fit_rates(np.array([5.0, 7.0, 6.0, 6.0]), step_seconds=HOUR, horizon_steps=10)
+        assert fitted is not None
+        assert (fitted.params.kind, fitted.fallback) == (ModelKind.LINEAR, FallbackReason.SHORT_HISTORY)
+
+    @given(rate=st.floats(min_value=-1e9, max_value=1e12), steps=st.integers(min_value=3, max_value=400))
+    @settings(max_examples=30, deadline=None)
+    def test_constant_rate_is_linear_and_exact(self, rate: float, steps: int) -> None:
+        fitted = fit_rates(np.full(steps, rate), step_seconds=HOUR, horizon_steps=50)
+        assert fitted is not None
+        assert fitted.params.kind == ModelKind.LINEAR
+        assert fitted.fallback == FallbackReason.CONSTANT_RATE
+        np.testing.assert_allclose(forecast_rates(fitted.params, fitted.state, 50), rate, rtol=1e-12)
+        assert not fitted.band_low.any() and not fitted.band_high.any()
+
+    def test_failed_fit_falls_back_to_the_next_simpler(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real = hw._fit_exponential_smoothing
+
+        def weekly_fails(rates: np.ndarray, kind: ModelKind, step: float, brute: bool):  # type: ignore[no-untyped-def]
+            if kind is ModelKind.HW_WEEKLY:
+                raise hw._FitFailed(FallbackReason.NOT_CONVERGED, "test")
+            return real(rates, kind, step, brute)
+
+        monkeypatch.setattr(hw, "_fit_exponential_smoothing", weekly_fails)
+        fitted = fit_rates(seasonal_rates(15, noise=50.0), step_seconds=HOUR, horizon_steps=24)
+        assert fitted is not None
+        assert fitted.params.kind == ModelKind.HW_DAILY
+        assert fitted.fallback == FallbackReason.NOT_CONVERGED
+        assert fitted.fallback_detail is not None and "holt_winters_weekly" in fitted.fallback_detail
+
+    def test_absurd_forecast_is_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real = hw._fit_exponential_smoothing
+
+        def exploding(rates: np.ndarray, kind: ModelKind, step: float, brute: bool):  # type: ignore[no-untyped-def]
+            params, state, residuals = real(rates, kind, step, brute)
+            if kind is ModelKind.HW_DAILY:
+                state.level = 1e6 * float(np.max(np.abs(rates)))
+            return params, state, residuals
+
+        monkeypatch.setattr(hw, "_fit_exponential_smoothing", exploding)
+        fitted = fit_rates(seasonal_rates(3, noise=50.0), step_seconds=HOUR, horizon_steps=24)
+        assert fitted is not None
+        assert (fitted.params.kind, fitted.fallback) == (ModelKind.DAMPED_TREND, FallbackReason.ABSURD)
+
+
+class TestHoltWinters:
+    """The fitted model and its recursions agree with statsmodels and learn a season."""
+
+    def test_pure_daily_season_is_learnt(self) -> None:
+        rates = seasonal_rates(4)
+        fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=48)
+        assert fitted is not None and fitted.fallback is None
+        assert fitted.params.kind == ModelKind.HW_DAILY
+        ahead = forecast_rates(fitted.params, fitted.state, 48)
+        truth = seasonal_rates(6)[len(rates):]
+        assert np.max(np.abs(ahead - truth)) < 0.01 * 1000.0
+
+    def test_end_state_matches_statsmodels_forecast(self) -> None:
+        from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+        rates = seasonal_rates(5, noise=100.0, seed=3)
+        fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=30)
+        assert fitted is not None and fitted.params.kind == ModelKind.HW_DAILY
+        scale = float(np.std(rates))
+        result = ExponentialSmoothing(rates / scale, seasonal="add", seasonal_periods=24,
+                                      initialization_method="heuristic").fit(use_brute=False)
+        np.testing.assert_allclose(forecast_rates(fitted.params, fitted.state, 30),
+                                   result.forecast(30) * scale, rtol=1e-9, atol=1e-6)
+
+    def test_update_is_the_holt_winters_recursion(self) -> None:
+        rates = seasonal_rates(4, noise=30.0, seed=1)
+        fitted = fit_rates(rates[:72], step_seconds=HOUR, horizon_steps=24)
+        assert fitted is not None
+        state = fitted.state.copy()
+        expected = forecast_rates(fitted.params, state, 1)[0]
+        error = update(fitted.params, state, float(rates[72]))
+        assert math.isclose(error, rates[72] - expected, rel_tol=1e-12)
+        assert state.phase == 1
+
+    def test_damped_trend_on_a_ramp(self) -> None:
+        rates = 100.0 + 5.0 * np.arange(30)
+        fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=10)
+        assert fitted is not None and fitted.params.kind == ModelKind.DAMPED_TREND
+        ahead = forecast_rates(fitted.params, fitted.state, 10)
+        assert ahead[0] > rates[-1] - 10.0
+        assert np.all(np.diff(ahead) >= -1e-9)
+
+
+class TestBands:
+    """Band offsets straddle the mean path and widen with the horizon."""
+
+    @given(seed=st.integers(min_value=0, max_value=2**16), noise=st.floats(min_value=1.0, max_value=500.0))
+    @settings(max_examples=15, deadline=None)
+    def test_offsets_ordered(self, seed: int, noise: float) -> None:
+        fitted = fit_rates(seasonal_rates(3, noise=noise, seed=seed), step_seconds=HOUR, horizon_steps=72)
+        assert fitted is not None
+        assert np.all(fitted.band_low <= 0.0) and np.all(fitted.band_high >= 0.0)
+        assert fitted.band_high[-1] - fitted.band_low[-1] > fitted.band_high[0] - fitted.band_low[0]
+
+    def test_coverage_on_iid_noise(self) -> None:
+        """Over several histories, the p10–p90 of the cumulative error 24 steps ahead holds ~80 %
+        of fresh realisations (the level's estimation error included)."""
+        inside = []
+        for seed in range(12):
+            rng = np.random.default_rng(seed)
+            rates = 1000.0 + 200.0 * rng.normal(size=24 * 6)
+            fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=24, seed=seed)
+            assert fitted is not None
+            mean_total = float(np.sum(forecast_rates(fitted.params, fitted.state, 24)))
+            totals = (1000.0 + 200.0 * rng.normal(size=(200, 24))).sum(axis=1)
+            inside.append(np.mean((totals >= mean_total + fitted.band_low[23])
+                                  & (totals <= mean_total + fitted.band_high[23])))
+        assert 0.65 <= float(np.mean(inside)) <= 0.95

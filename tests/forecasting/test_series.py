@@ -1,0 +1,157 @@
+"""The incremental series model, its forecasts and runways."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import pickle
+
+import numpy as np
+from forecast_helpers import T0, cumulative, daily
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quotapilot.forecasting.holtwinters import FallbackReason, ModelKind
+from quotapilot.forecasting.runway import runways
+from quotapilot.forecasting.series import ModelConfig, SeriesModel, forecast_samples, run_refit
+from quotapilot.forecasting.types import Forecast
+
+HOUR = 3600.0
+SHORT = ModelConfig(horizon_seconds=4 * 86400.0)
+
+
+class TestConstantRate:
+    """A constant rate gives the exact linear answer, whatever the sampling."""
+
+    @given(rate=st.floats(min_value=1.0, max_value=1e9), ahead_hours=st.floats(min_value=0.5, max_value=90.0),
+           every=st.sampled_from([60.0, 300.0, 900.0, 3600.0]), history_hours=st.integers(min_value=4, max_value=400))
+    @settings(max_examples=40, deadline=None)
+    def test_exact_runway(self, rate: float, ahead_hours: float, every: float, history_hours: int) -> None:
+        samples = cumulative(lambda t: rate, history_hours, every_seconds=every, start_used=0.0)
+        last_t, last_used = samples[-1]
+        limit = last_used + rate * ahead_hours * HOUR
+        _, outlook = forecast_samples(samples, limit=limit, thresholds=(1.0,), config=SHORT)
+        assert outlook.forecast is not None
+        assert outlook.rate_per_second is not None and math.isclose(outlook.rate_per_second, rate, rel_tol=1e-9)
+        (way,) = outlook.runways
+        for crossing in (way.p10, way.p50, way.p90):
+            assert crossing is not None
+            assert abs(crossing - (last_t + ahead_hours * HOUR)) < 1.0
+
+
+class TestSeasonal:
+    """A pure daily-seasonal rate is learnt: the runway is the true one within 1 %."""
+
+    def test_daily_rate_runway(self) -> None:
+        rate = daily(2e7)
+        samples = cumulative(rate, 4 * 24)
+        _last_t, last_used = samples[-1]
+        _, outlook = forecast_samples(samples, limit=last_used + 2e7 * 30 * HOUR, thresholds=(1.0,), config=SHORT)
+        assert outlook.forecast is not None and outlook.forecast.model == ModelKind.HW_DAILY
+        truth = cumulative(rate, 4 * 24 + 48, start_used=samples[0][1] - rate(T0) * 900)
+        level = last_used + 2e7 * 30 * HOUR
+        true_t = next(t for t, used in truth if used >= level)
+        (way,) = outlook.runways
+        assert way.p50 is not None and abs(way.p50 - true_t) < 0.01 * 30 * HOUR
+
+
+class TestRunways:
+    """Runway ordering invariants."""
+
+    @given(thresholds=st.lists(st.floats(min_value=0.05, max_value=3.0), min_size=1, max_size=6, unique=True),
+           noise=st.floats(min_value=0.0, max_value=0.5), seed=st.integers(0, 1000))
+    @settings(max_examples=25, deadline=None)
+    def test_ordered(self, thresholds: list[float], noise: float, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        samples = cumulative(lambda t: 1e6 * (1 + noise * rng.normal()), 20, every_seconds=600.0)
+        limit = samples[-1][1] * 1.002
+        _, outlook = forecast_samples(samples, limit=limit, thresholds=thresholds, config=SHORT)
+        forecast = outlook.forecast
+        assert forecast is not None
+        assert all(a <= b <= c for a, b, c in zip(forecast.p10, forecast.p50, forecast.p90, strict=True))
+        never = math.inf
+        ways = outlook.runways
+        assert [w.threshold_ratio for w in ways] == sorted(thresholds)
+        for w in ways:  # the pessimistic path crosses first
+            p90, p50, p10 = (never if x is None else x for x in (w.p90, w.p50, w.p10))
+            assert p90 <= p50 <= p10
+        for lower, higher in itertools.pairwise(ways):  # higher thresholds later
+            for q in ("p10", "p50", "p90"):
+                a, b = getattr(lower, q), getattr(higher, q)
+                assert (never if a is None else a) <= (never if b is None else b)
+
+    def test_already_above_is_now_and_never_is_none(self) -> None:
+        forecast = Forecast(t0=0.0, step_seconds=10.0, times=(10.0, 20.0), p10=(1.0, 2.0), p50=(2.0, 3.0),
+                            p90=(3.0, 4.0), model="test")
+        above, never = runways(forecast, current_used=5.0, limit=10.0, thresholds=(0.4, 1.0), now=3.0)
+        assert (above.p10, above.p50, above.p90) == (3.0, 3.0, 3.0)
+        assert (never.p10, never.p50, never.p90) == (None, None, None)
+        assert runways(forecast, current_used=0.0, limit=None, now=0.0) == ()
+
+
+class TestIncremental:
+    """Samples update the model in O(1); refits are scheduled, replayed and picklable."""
+
+    def test_too_little_history_says_why(self) -> None:
+        model = SeriesModel(SHORT)
+        model.add_sample(T0, 0.0)
+        model.add_sample(T0 + HOUR, 10.0)
+        assert model.refit_reason(T0 + HOUR) is None
+        outlook = model.outlook(T0 + HOUR, limit=100.0)
+        assert outlook.forecast is None and outlook.reason is not None and "insufficient" in outlook.reason
+
+    def test_refit_schedule_and_upgrade(self) -> None:
+        model = SeriesModel(SHORT)
+        for t, used in cumulative(daily(1e6), 13):
+            model.add_sample(t, used)
+        now = model.last_t or 0.0
+        assert model.refit_reason(now) == "initial"
+        model.refit(now)
+        assert model.fitted is not None and model.fitted.params.kind == ModelKind.DAMPED_TREND
+        assert model.refit_reason(now + 60) is None
+        assert model.refit_reason(now + SHORT.refit_interval_seconds) == "schedule"
+        for t, used in cumulative(daily(1e6), 50, start_used=model.last_used or 0.0, t0=now + 900):
+            model.add_sample(t, used)
+        assert model.refit_reason(now + 100) == "more_history"
+
+    def test_drift_triggers_refit(self) -> None:
+        model = SeriesModel(SHORT)
+        samples = cumulative(lambda t: 1e6, 30)
+        for t, used in samples:
+            model.add_sample(t, used)
+        model.refit(samples[-1][0])
+        assert model.fitted is not None and model.fitted.fallback == FallbackReason.CONSTANT_RATE
+        for t, used in cumulative(lambda t: 5e6, 8, start_used=samples[-1][1], t0=samples[-1][0] + 900):
+            model.add_sample(t, used)
+        assert model.refit_reason(samples[-1][0] + 3600) == "drift"
+
+    def test_refit_result_replays_missed_steps(self) -> None:
+        samples = cumulative(daily(1e6), 24 * 3)
+        model = SeriesModel.from_samples(samples[:200], SHORT)
+        request = pickle.loads(pickle.dumps(model.refit_request()))
+        for t, used in samples[200:]:
+            model.add_sample(t, used)
+        fitted = pickle.loads(pickle.dumps(run_refit(request)))
+        model.apply_refit(request, fitted, samples[-1][0])
+        reference = SeriesModel.from_samples(samples[:200], SHORT)
+        reference.refit(0.0)
+        for t, used in samples[200:]:
+            reference.add_sample(t, used)
+        assert model.state is not None and reference.state is not None
+        assert math.isclose(model.state.level, reference.state.level, rel_tol=1e-12)
+        assert model.steps_seen == reference.steps_seen
+
+    def test_gappy_irregular_sampling(self) -> None:
+        rng = np.random.default_rng(3)
+        times = np.sort(T0 + rng.uniform(0, 5 * 86400, size=300))
+        times = times[(times < T0 + 2 * 86400) | (times > T0 + 2.5 * 86400)]  # a 12 h gap
+        samples = [(float(t), 5e5 * float(t - T0)) for t in times]
+        _, outlook = forecast_samples(samples, limit=samples[-1][1] + 5e5 * 86400, thresholds=(1.0,),
+                                      config=SHORT)
+        (way,) = outlook.runways
+        assert way.p50 is not None and abs(way.p50 - (samples[-1][0] + 86400)) < 0.02 * 86400
+
+    def test_model_pickles(self) -> None:
+        model, _ = forecast_samples(cumulative(daily(1e6), 60), limit=None, config=SHORT)
+        clone = pickle.loads(pickle.dumps(model))
+        assert clone.fitted is not None and clone.steps_seen == model.steps_seen
