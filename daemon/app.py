@@ -42,6 +42,7 @@ from quotapilot.daemon.clock import Clock, SystemClock
 from quotapilot.daemon.collector import Collector
 from quotapilot.daemon.cycle import CycleContext, Stage
 from quotapilot.daemon.errors import ConfigError
+from quotapilot.daemon.forecaster import ForecastStage
 from quotapilot.daemon.http import HttpServer
 from quotapilot.daemon.logs import configure_logging, get_logger
 from quotapilot.daemon.metrics import GuardedCollector, SnapshotCollector, TargetCollector, TargetText
@@ -95,7 +96,7 @@ def build_stages(daemon: Daemon) -> list[Stage]:
     `async open()` runs when the daemon is entered, `async close()` when it exits (reverse order).
     """
     stages: list[Stage] = [StoreStage(daemon.observations)]
-    # FORECAST (issue 4): stages.append(ForecasterStage(daemon))   # daemon/forecaster.py
+    stages.append(ForecastStage.for_daemon(daemon))              # FORECAST (issue 4)
     stages.append(GrowthStage.for_daemon(daemon))                # GROWTH (issue 5)
     stages.append(AlertingStage.for_daemon(daemon))              # ALERTS (issue 6)
     return stages
@@ -105,7 +106,7 @@ def build_collectors(daemon: Daemon) -> list[PrometheusCollector]:
     """Extra Prometheus collectors (besides the core's), each reading immutable state in
     `collect()`. Each owner adds theirs with a one-line edit."""
     collectors: list[PrometheusCollector] = []
-    # FORECAST (issue 4): collectors.append(ForecastCollector(daemon))
+    collectors.extend(s.collector() for s in daemon.stages if isinstance(s, ForecastStage))  # FORECAST (issue 4)
     collectors.extend(s.metrics() for s in daemon.stages if isinstance(s, GrowthStage))  # GROWTH (issue 5)
     collectors.extend(s.collector() for s in daemon.stages if isinstance(s, AlertingStage))  # ALERTS (issue 6)
     return collectors

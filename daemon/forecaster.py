@@ -152,12 +152,14 @@ class ForecastStage:
         if not ctx.poll.ok:
             return
         now = ctx.now
+        samples = list(_series_samples(ctx.poll.observations))
+        new_keys = [key for key, *_ in samples if key not in self._series]
+        if new_keys:
+            for key, model in zip(new_keys, await self._new_models(new_keys), strict=True):
+                self._series[key] = _Series(model, last_seen=now)
         updated: list[tuple[SeriesKey, float | None]] = []
-        for key, t, used, limit in _series_samples(ctx.poll.observations):
-            series = self._series.get(key)
-            if series is None:
-                series = _Series(await self._new_model(key), last_seen=now)
-                self._series[key] = series
+        for key, t, used, limit in samples:
+            series = self._series[key]
             series.model.add_sample(t, used)
             series.last_seen = now
             updated.append((key, limit))
@@ -169,12 +171,18 @@ class ForecastStage:
         self._evict(now)
         self._publish(now)
 
-    async def _new_model(self, key: SeriesKey) -> SeriesModel:
+    async def _new_models(self, keys: Sequence[SeriesKey]) -> list[SeriesModel]:
+        """Models for series seen for the first time, warm-started from the store when possible
+        (all of a cycle's reads in one worker thread: SQLite must not block the loop)."""
+        loader = self.history_loader
+        if loader is None:
+            return [SeriesModel(self.config) for _ in keys]
+        return await asyncio.to_thread(lambda: [self._warm_model(loader, key) for key in keys])
+
+    def _warm_model(self, loader: HistoryLoader, key: SeriesKey) -> SeriesModel:
         target, dimension = key
-        if self.history_loader is None:
-            return SeriesModel(self.config)
         try:
-            points = await asyncio.to_thread(self.history_loader, target)
+            points = loader(target)
         except Exception as exc:  # a warm start is an optimisation: start cold rather than fail the cycle
             log.warning("forecast.warm_start_failed", target=target.key, error=str(exc))
             return SeriesModel(self.config)
