@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import shutil
 import sys
@@ -104,6 +105,7 @@ def demo_settings_data(*, cluster: str, address: str, token: str, ca_file: Path,
         "http": {"listen": "127.0.0.1:0"},
         "store": {"path": str(store)},
         "vast": {"max_retries": 2, "backoff_base_seconds": 0.05, "backoff_max_seconds": 0.2},
+        "forecast": {"workers": 0},  # refits in-process: deterministic, and no pool to start
     }
     if config is not None:
         try:
@@ -190,12 +192,16 @@ async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | 
     }
 
 
-async def _drain(daemon: Any) -> None:
-    """Let every stage that delivers something (alerts) finish before the summary."""
+async def _drain(daemon: Any, timeout_seconds: float = 10.0) -> None:
+    """Let every stage that has work in flight (alert delivery, refits) finish before the summary."""
     for stage in daemon.stages:
         drain = getattr(stage, "drain", None)
-        if drain is not None:
-            await drain(10.0)
+        if drain is None:
+            continue
+        if inspect.signature(drain).parameters:
+            await drain(timeout_seconds)
+        else:
+            await asyncio.wait_for(drain(), timeout_seconds)
 
 
 def _frame(ctx: Any, growth: Any, start: float, days: float, metrics_url: str,
