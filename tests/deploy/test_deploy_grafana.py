@@ -139,6 +139,22 @@ class TestDashboardShape:
         used = set(re.findall(r"\$\{?([a-z_]+)", json.dumps(board["panels"]) + json.dumps(board["annotations"])))
         assert used - {"__rate_interval", "__range", "__interval"} <= defined
 
+    def test_queries_are_valid_promql(self, promtool: str, tmp_path: Path) -> None:
+        """Every panel and annotation query, with Grafana's variables filled in, parses as PromQL
+        (checked by promtool as the expressions of recording rules)."""
+        variables = {"$__rate_interval": "5m", "$__range": "1h", "$cluster": ".*", "$target": ".*"}
+        exprs = []
+        for text in queries(dashboard()["panels"]) + queries(dashboard()["annotations"]):
+            for name, value in variables.items():
+                text = text.replace(name, value)
+            exprs.append(text)
+        rules = {"groups": [{"name": "dashboard", "rules": [
+            {"record": f"dashboard:query_{i}", "expr": expr} for i, expr in enumerate(exprs)]}]}
+        path = tmp_path / "dashboard_rules.yml"
+        path.write_text(yaml.safe_dump(rules))
+        result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+
     def test_shows_what_the_issue_asks(self) -> None:
         text = DASHBOARD.read_text()
         for metric in ("quotapilot_cluster_usable_bytes", "quotapilot_target_utilization_ratio",
