@@ -72,10 +72,10 @@ class TestFallbacks:
         real = hw._fit_exponential_smoothing
 
         def exploding(rates: np.ndarray, kind: ModelKind, step: float, brute: bool):  # type: ignore[no-untyped-def]
-            params, state, residuals = real(rates, kind, step, brute)
+            result = real(rates, kind, step, brute)
             if kind is ModelKind.HW_DAILY:
-                state.level = 1e6 * float(np.max(np.abs(rates)))
-            return params, state, residuals
+                result[1].level = 1e6 * float(np.max(np.abs(rates)))
+            return result
 
         monkeypatch.setattr(hw, "_fit_exponential_smoothing", exploding)
         fitted = fit_rates(seasonal_rates(3, noise=50.0), step_seconds=HOUR, horizon_steps=24)
@@ -96,6 +96,10 @@ class TestHoltWinters:
         assert np.max(np.abs(ahead - truth)) < 0.01 * 1000.0
 
     def test_end_state_matches_statsmodels_forecast(self) -> None:
+        """With the chosen α, γ, the state reproduces statsmodels' forecast; ρ adds the decaying
+        last error on top."""
+        from dataclasses import replace
+
         from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
         rates = seasonal_rates(5, noise=100.0, seed=3)
@@ -103,9 +107,14 @@ class TestHoltWinters:
         assert fitted is not None and fitted.params.kind == ModelKind.HW_DAILY
         scale = float(np.std(rates))
         result = ExponentialSmoothing(rates / scale, seasonal="add", seasonal_periods=24,
-                                      initialization_method="heuristic").fit(use_brute=False)
-        np.testing.assert_allclose(forecast_rates(fitted.params, fitted.state, 30),
-                                   result.forecast(30) * scale, rtol=1e-9, atol=1e-6)
+                                      initialization_method="heuristic").fit(
+            smoothing_level=fitted.params.alpha, smoothing_seasonal=fitted.params.gamma, optimized=False)
+        plain = replace(fitted.params, rho=0.0)
+        np.testing.assert_allclose(forecast_rates(plain, fitted.state, 30), result.forecast(30) * scale,
+                                   rtol=1e-9, atol=1e-6)
+        correction = forecast_rates(fitted.params, fitted.state, 30) - forecast_rates(plain, fitted.state, 30)
+        np.testing.assert_allclose(correction, fitted.state.last_error * fitted.params.rho ** np.arange(1, 31),
+                                   atol=1e-6)
 
     def test_update_is_the_holt_winters_recursion(self) -> None:
         rates = seasonal_rates(4, noise=30.0, seed=1)
