@@ -40,7 +40,7 @@ DAMPED_MIN_STEPS = 12
 ABSURD_RATE_FACTOR = 10.0
 """A forecast rate beyond this many times the largest observed |rate| is not believed."""
 BAND_QUANTILES = (0.10, 0.90)
-BAND_PATHS = 256
+BAND_PATHS = 200
 BAND_INFLATION = 1.4
 """Out-of-sample errors exceed in-sample ones (parameters are fitted to the same data); this
 factor, set from the backtest (bench/bench_forecast_backtest.py), brings p10–p90 coverage to ~80 %."""
@@ -295,7 +295,7 @@ def _fit_exponential_smoothing(rates: FloatArray, kind: ModelKind, step_seconds:
     return best
 
 
-ALPHA_CANDIDATES: tuple[float, ...] = (0.3, 0.1, 0.03, 0.01)
+ALPHA_CANDIDATES: tuple[float, ...] = (0.2, 0.05, 0.01)
 SELECTION_STEPS = 24
 """Steps ahead whose cumulative error chooses α among the candidates (a day at hourly steps)."""
 
