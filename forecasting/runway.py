@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,6 +23,25 @@ DEFAULT_THRESHOLDS: tuple[float, ...] = (0.75, 0.90, 1.00)
 def cumulative_forecast(fitted: FittedModel, state: ModelState, *, open_start: float, last_t: float,
                         last_used: float, horizon_seconds: float) -> Forecast:
     """The p10/p50/p90 cumulative paths at `last_t + k*step`, k = 1 … ceil(horizon/step)."""
+    return cumulative_paths(fitted, state, open_start=open_start, last_t=last_t, last_used=last_used,
+                            horizon_seconds=horizon_seconds).forecast
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Paths:
+    """A `Forecast` and the same paths as arrays, each starting with the origin `(t0, used)`
+    (runways read the arrays: converting the tuples back costs more than the rest)."""
+
+    forecast: Forecast
+    times: FloatArray
+    p10: FloatArray
+    p50: FloatArray
+    p90: FloatArray
+
+
+def cumulative_paths(fitted: FittedModel, state: ModelState, *, open_start: float, last_t: float,
+                     last_used: float, horizon_seconds: float) -> Paths:
+    """`cumulative_forecast`, keeping the arrays."""
     step = fitted.step_seconds
     n_out = max(1, math.ceil(horizon_seconds / step - 1e-9))
     n_knots = math.ceil((last_t + n_out * step - open_start) / step - 1e-9)
@@ -38,9 +58,12 @@ def cumulative_forecast(fitted: FittedModel, state: ModelState, *, open_start: f
     p50 = np.interp(out_t, knot_t, mean)
     p10 = np.minimum(p50 + np.interp(out_t, knot_t, low), p50)
     p90 = np.maximum(p50 + np.interp(out_t, knot_t, high), p50)
-    return Forecast(t0=last_t, step_seconds=step, times=tuple(out_t.tolist()), p10=tuple(p10.tolist()),
-                    p50=tuple(p50.tolist()), p90=tuple(p90.tolist()), model=fitted.model_name,
-                    fallback=fallback_text(fitted))
+    forecast = Forecast(t0=last_t, step_seconds=step, times=tuple(out_t.tolist()), p10=tuple(p10.tolist()),
+                        p50=tuple(p50.tolist()), p90=tuple(p90.tolist()), model=fitted.model_name,
+                        fallback=fallback_text(fitted))
+    origin = np.array([last_used])
+    return Paths(forecast, np.concatenate(([last_t], out_t)), np.concatenate((origin, p10)),
+                 np.concatenate((origin, p50)), np.concatenate((origin, p90)))
 
 
 def fallback_text(fitted: FittedModel) -> str | None:
@@ -68,9 +91,17 @@ def runways(forecast: Forecast, *, current_used: float, limit: float | None,
     if limit is None or limit <= 0:
         return ()
     times = np.concatenate(([forecast.t0], np.asarray(forecast.times, dtype=np.float64)))
-    horizon_end = float(times[-1])
     paths = {q: np.concatenate(([current_used], np.asarray(getattr(forecast, q), dtype=np.float64)))
              for q in QUANTILES}
+    return runways_of_paths(times, paths, limit=limit, thresholds=thresholds, now=now)
+
+
+def runways_of_paths(times: FloatArray, paths: dict[str, FloatArray], *, limit: float | None,
+                     thresholds: Sequence[float] = DEFAULT_THRESHOLDS, now: float) -> tuple[Runway, ...]:
+    """`runways` on arrays that start at the origin (`Paths`)."""
+    if limit is None or limit <= 0:
+        return ()
+    horizon_end = float(times[-1])
     out = []
     for ratio in sorted(thresholds):
         level = ratio * limit

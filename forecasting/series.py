@@ -30,7 +30,7 @@ from quotapilot.forecasting.holtwinters import (
     update,
 )
 from quotapilot.forecasting.resample import FloatArray, StepAccumulator, resample
-from quotapilot.forecasting.runway import DEFAULT_THRESHOLDS, cumulative_forecast, runways
+from quotapilot.forecasting.runway import DEFAULT_THRESHOLDS, cumulative_paths, runways_of_paths
 from quotapilot.forecasting.types import Forecast, Runway
 
 _DRIFT_WEIGHT = 1.0 / 24.0
@@ -197,10 +197,11 @@ class SeriesModel:
                 reason = "not fitted yet"
             return SeriesOutlook(None, (), None, reason, last_used)
         assert self.accumulator.open_start is not None
-        forecast = cumulative_forecast(self.fitted, self.state, open_start=self.accumulator.open_start,
-                                       last_t=last_t, last_used=last_used,
-                                       horizon_seconds=self.config.horizon_seconds)
-        ways = runways(forecast, current_used=last_used, limit=limit, thresholds=thresholds, now=now)
+        paths = cumulative_paths(self.fitted, self.state, open_start=self.accumulator.open_start,
+                                 last_t=last_t, last_used=last_used, horizon_seconds=self.config.horizon_seconds)
+        forecast = paths.forecast
+        ways = runways_of_paths(paths.times, {"p10": paths.p10, "p50": paths.p50, "p90": paths.p90},
+                                limit=limit, thresholds=thresholds, now=now)
         rate = predict_next(self.fitted.params, self.state) / self.config.step_seconds
         return SeriesOutlook(forecast, ways, rate, forecast.fallback, last_used)
 
