@@ -8,11 +8,26 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 import structlog
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the time of writing, not at configure time (a
+    redirected or replaced stderr — pytest's capture, a daemon's re-opened stream — must not leave
+    loggers holding a closed file)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+_stderr: TextIO = _CurrentStderr()  # type: ignore[assignment]
 
 
 def configure_logging(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
@@ -31,7 +46,7 @@ def configure_logging(level: str = "info", fmt: Literal["auto", "json", "console
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_stderr),
         cache_logger_on_first_use=False,
     )
 

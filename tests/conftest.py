@@ -1,11 +1,21 @@
-"""Suite-wide fixtures: no test may leave asyncio tasks behind."""
+"""Suite-wide fixtures: no test may leave asyncio tasks behind, nor change logging for the next."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import structlog
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog() -> Iterator[None]:
+    """Code under test may call `configure_logging` (the demo, `run`); a later test's
+    `capture_logs()` must still see every level."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(autouse=True)
