@@ -12,6 +12,7 @@ from typing import Literal, TextIO
 
 import structlog
 
+
 class _CurrentStderr:
     """Writes to whatever `sys.stderr` is at the time of writing, not at configure time (a
     redirected or replaced stderr — pytest's capture, a daemon's re-opened stream — must not leave
