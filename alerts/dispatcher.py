@@ -163,6 +163,7 @@ class Dispatcher:
         self._states: dict[tuple[str, str], Mapping[str, Any]] = {}
         self._dirty_states: dict[str, set[tuple[str, str]]] = {name: set() for name in self.sinks}
         self._failures: dict[str, int] = dict.fromkeys(self.sinks, 0)
+        self._retry_delay: dict[str, float] = {}
         self._backlog: dict[str, bool] = dict.fromkeys(self.sinks, True)  # a backlog may be on disk at start
         self._flushing = False
         self._flush_requested = asyncio.Event()
@@ -290,15 +291,22 @@ class Dispatcher:
         due = [r for r in candidates if self._is_due(r, now) and r not in expired]
         later = [r.next_attempt_at for r in candidates if not self._is_due(r, now)]
 
-        error = await self._send_rows(sink, due) if due else None
+        delivered_before = self.stats.results[(name, "delivered")]
+        error, states_sent = (await self._send_rows(sink, due) if due else None), 0
         if error is None and self._dirty_states[name]:
-            error = await self._send_states(sink)
+            error, states_sent = await self._send_states(sink)
         if error is not None:
             return await self._back_off(name, due, error)
-        if self._failures[name]:
-            log.info("alert_sink.recovered", sink=name, after_failures=self._failures[name])
-        self._failures[name] = 0
         self.stats.pending[name] = (await self.outbox.pending_counts()).get(name, 0)
+        if self._failures[name]:
+            # Recovered means the sink took something. A pass with nothing due (the rows wait
+            # for their retry time) proves nothing: keep the count, so backoff keeps growing.
+            if self.stats.results[(name, "delivered")] == delivered_before and not states_sent:
+                if later:
+                    return max(0.0, min(later) - now)
+                return self._backoff_delay(name, None)
+            log.info("alert_sink.recovered", sink=name, after_failures=self._failures[name])
+            self._failures[name] = 0
         if len(rows) >= self.batch_size:
             return 0.0
         return min(later) - now if later else self.idle_seconds
@@ -332,7 +340,7 @@ class Dispatcher:
                           if isinstance(result, SinkUnavailable)]
                 self.stats.results[(name, "retry")] += len(failed)
                 retry_after = max((u.retry_after or 0.0) for u in unavailable)
-                delay = self._backoff_delay(name, retry_after, peek=True)
+                delay = self._retry_delay[name] = self._backoff_delay(name, retry_after, peek=True)
                 await self.outbox.mark_retry([row.row_id for row in failed], str(unavailable[0]),
                                              now + delay)
                 return unavailable[0]
@@ -350,22 +358,26 @@ class Dispatcher:
             return SinkUnavailable(sink.name, f"unexpected {type(exc).__name__}: {exc}")
         return None
 
-    async def _send_states(self, sink: Sink) -> SinkUnavailable | None:
+    async def _send_states(self, sink: Sink) -> tuple[SinkUnavailable | None, int]:
+        """Publish the dirty states; (the first temporary error or None, how many were sent)."""
         dirty = self._dirty_states[sink.name]
+        sent = 0
         for key in sorted(dirty):
             try:
                 await sink.send_state(key[0], key[1], self._states[key])
             except SinkUnavailable as exc:
-                return exc
+                return exc, sent
             except SinkError as exc:
                 log.warning("alert_state.rejected", sink=sink.name, target=key[1], error=str(exc))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a sink bug must not stop delivery
                 log.exception("alert_sink.unexpected_error", sink=sink.name)
-                return SinkUnavailable(sink.name, f"unexpected {type(exc).__name__}: {exc}")
+                return SinkUnavailable(sink.name, f"unexpected {type(exc).__name__}: {exc}"), sent
+            else:
+                sent += 1
             dirty.discard(key)
-        return None
+        return None, sent
 
     def _backoff_delay(self, name: str, retry_after: float | None, *, peek: bool = False) -> float:
         failures = self._failures[name] + (1 if peek else 0)
@@ -375,7 +387,8 @@ class Dispatcher:
 
     async def _back_off(self, name: str, due: Sequence[OutboxRow], error: SinkUnavailable) -> float:
         self._failures[name] += 1
-        delay = self._backoff_delay(name, error.retry_after)
+        # the rows just marked for retry say when; wait for exactly that (one jitter draw)
+        delay = self._retry_delay.pop(name, None) or self._backoff_delay(name, error.retry_after)
         if self._failures[name] == 1:  # log the transition, not every failed attempt
             log.warning("alert_sink.unavailable", sink=name, error=str(error), pending=len(due))
         with contextlib.suppress(Exception):

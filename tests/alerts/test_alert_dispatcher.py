@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from quotapilot.alerts.dispatcher import Dispatcher, OutboxEntry
 from quotapilot.alerts.errors import SinkRejected, SinkUnavailable
@@ -167,6 +168,29 @@ class TestDelivery:
             sink.down = False
             await run.advance(6.0)
             assert [p["dedup_key"] for p in sink.received] == ["c/a/x#1"]
+
+    async def test_a_pass_with_nothing_due_is_not_a_recovery(
+            self, store: OutboxStore, clock: VirtualClock) -> None:
+        """Between retries a pass finds no row due; that proved nothing about the sink, so the
+        backoff keeps growing and the outage is logged once, its recovery once (a refused port
+        used to log 9 `unavailable` and 8 `recovered` in 25 s, always retrying after ~1 s)."""
+        sink = MemorySink()
+        sink.down = True
+        await store.enqueue([entry("c/a/x", 1)])
+        with capture_logs() as logs:
+            async for run in start(store, clock, sink):
+                run.dispatcher.wake()
+                await run.settle()
+                for _ in range(100):  # 25 s in quarter seconds, each step settled
+                    await run.advance(0.25)
+                assert sink.attempts == 5  # at ~0, 1, 3, 8, 18 s: backoffs 1, 2, 5, 10
+                sink.down = False
+                await run.advance(12.0)
+                assert [p["dedup_key"] for p in sink.received] == ["c/a/x#1"]
+        events = [e["event"] for e in logs if e["event"].startswith("alert_sink.")]
+        assert events == ["alert_sink.unavailable", "alert_sink.recovered"]
+        recovered = next(e for e in logs if e["event"] == "alert_sink.recovered")
+        assert recovered["after_failures"] == 5
 
     async def test_rejected_is_dropped_others_delivered(self, store: OutboxStore, clock: VirtualClock) -> None:
         sink = MemorySink()
