@@ -10,14 +10,14 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-10)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,plot]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 ## demo: install, then run the embedded default (simulator + daemon, 30 simulated days)
 demo: $(STAMP)
 	$(BIN)/quotapilot demo
 
-## test: install, then lint, type-check and run the whole test suite
+## test: install (with the test and plot extras), then lint, type-check and run the whole test suite
 test: lint typecheck unit
 
 lint: $(STAMP)
