@@ -99,7 +99,7 @@ def build_sinks(alerts: AlertSettings) -> list[Sink]:
         m = alerts.mqtt
         sinks.append(MqttSink(MqttConfig(
             host=m.host, port=m.port, topic_prefix=m.topic_prefix, username=m.username,
-            password=m.resolved_password(), tls=m.tls, ca_file=m.ca_file, client_id=m.client_id,
+            password=m.resolved_password(), tls=m.tls, ca_file=m.resolved_ca_file(), client_id=m.client_id,
             keepalive_seconds=m.keepalive_seconds, timeout_seconds=m.timeout_seconds)))
     if alerts.webhooks:
         from quotapilot.alerts.sinks.webhook import WebhookConfig, WebhookSink
@@ -108,7 +108,7 @@ def build_sinks(alerts: AlertSettings) -> list[Sink]:
             sinks.append(WebhookSink(WebhookConfig(
                 name=w.name or f"webhook-{i}", url=w.url, format=w.format, token=w.resolved_token(),
                 headers=dict(w.headers), timeout_seconds=w.timeout_seconds, verify_tls=w.verify_tls,
-                ca_file=w.ca_file)))
+                ca_file=w.resolved_ca_file())))
     return sinks
 
 

@@ -50,10 +50,23 @@ class Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def expand_path(path: Path) -> Path:
+    """A configured file path with `$VARS` / `${VARS}` expanded (`${CREDENTIALS_DIRECTORY}/…`
+    under systemd); every `*_file` setting goes through this before use."""
+    return Path(os.path.expandvars(str(path)))
+
+
 def read_secret_file(path: Path) -> str:
     """Read a secret from a file (trailing newline stripped); `$VARS` in the path are expanded."""
-    expanded = Path(os.path.expandvars(str(path)))
-    return expanded.read_text(encoding="utf-8").strip()
+    return expand_path(path).read_text(encoding="utf-8").strip()
+
+
+def _check_files(group: BaseModel, *names: str) -> None:
+    """Each named path setting, when set, must name an existing file (after `expand_path`)."""
+    for name in names:
+        path = getattr(group, name)
+        if path is not None and not expand_path(path).is_file():
+            raise FieldProblem(name, f"no such file: {path}")
 
 
 # --------------------------------------------------------------------------------------- VMS
@@ -219,6 +232,10 @@ class PolicySettings(PolicyRules):
 
 
 # ------------------------------------------------------------------------------------- alerts
+LOG_SINK_NAME = "log"
+"""The built-in sink that writes every notification to the structured log (`[alerts] log_sink`)."""
+
+
 class MqttSettings(Group):
     """`[alerts.mqtt]`: the MQTT sink."""
 
@@ -237,12 +254,20 @@ class MqttSettings(Group):
         0.20, ge=0, le=1, description="Retained state is re-published when utilization moved this much "
         "(or at once when firing alerts, the last action, the quota state or the runway window change).")
 
+    @model_validator(mode="after")
+    def _files(self) -> MqttSettings:
+        _check_files(self, "password_file", "ca_file")
+        return self
+
     def resolved_password(self) -> str | None:
         if self.password is not None:
             return self.password.get_secret_value()
         if self.password_file is not None:
             return read_secret_file(self.password_file)
         return None
+
+    def resolved_ca_file(self) -> Path | None:
+        return None if self.ca_file is None else expand_path(self.ca_file)
 
 
 class WebhookSettings(Group):
@@ -258,12 +283,22 @@ class WebhookSettings(Group):
     verify_tls: bool = Field(True, description="Verify the receiver's certificate.")
     ca_file: Path | None = Field(None, description="CA bundle for the receiver's certificate.")
 
+    @model_validator(mode="after")
+    def _files(self) -> WebhookSettings:
+        if self.name == LOG_SINK_NAME:
+            raise FieldProblem("name", f"{LOG_SINK_NAME!r} is the built-in log sink's name")
+        _check_files(self, "token_file", "ca_file")
+        return self
+
     def resolved_token(self) -> str | None:
         if self.token is not None:
             return self.token.get_secret_value()
         if self.token_file is not None:
             return read_secret_file(self.token_file)
         return None
+
+    def resolved_ca_file(self) -> Path | None:
+        return None if self.ca_file is None else expand_path(self.ca_file)
 
 
 class QuietWindow(Group):
@@ -316,6 +351,9 @@ class AlertSettings(Group):
     mqtt: MqttSettings | None = None
     webhooks: tuple[WebhookSettings, ...] = ()
     routes: tuple[RouteSettings, ...] = ()
+    log_sink: bool = Field(
+        True, description="Also deliver every notification, through the outbox, to the structured log "
+        "(event `alert.notified`, sink `log`): the journal shows every alert even with no other sink.")
     retry_backoffs_seconds: tuple[float, ...] = Field(
         (1, 2, 5, 10, 30, 60, 120, 300), description="Delivery retry delays per sink (jittered).")
     max_age_seconds: Seconds = Field(
