@@ -168,6 +168,9 @@ class PolicyRules(Group):
     max_growth_inodes: int = Field(1_000_000_000, gt=0, description="Largest inode growth per action.")
     max_hard_limit_inodes: int = Field(10_000_000_000, gt=0, description="Ceiling of inode limits.")
     cooldown_seconds: Seconds = Field(6 * 3600.0, description="Minimum time between growths of one quota.")
+    max_forecast_rate_ratio: float = Field(
+        2.0, ge=0, description="Size a growth with at most this multiple of the last day's observed write "
+        "rate, so a forecast a burst has just thrown upwards cannot size a quota for weeks (0: no cap).")
 
     @model_validator(mode="after")
     def _ordered(self) -> PolicyRules:
