@@ -34,6 +34,9 @@ log = structlog.get_logger(logger_name=__name__)
 LATENCY_BUCKETS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                                       300.0, 3600.0)
 
+DELIVERY_RESULTS: tuple[str, ...] = ("delivered", "retry", "rejected", "superseded", "expired")
+"""The `result` label of quotapilot_notifications_total: every outcome the dispatcher counts."""
+
 
 class ClockLike(Protocol):
     def now(self) -> float: ...
@@ -114,6 +117,12 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
+def publishes_state(sink: Sink) -> bool:
+    """Whether `sink.send_state` does anything (a sink class says `publishes_state = False` when
+    not): retained state is tracked only for those that do."""
+    return bool(getattr(sink, "publishes_state", True))
+
+
 @dataclass(slots=True)
 class DeliveryStats:
     """What the metrics collector reads (no IO at scrape time)."""
@@ -162,6 +171,7 @@ class Dispatcher:
         self._wakeups = {name: asyncio.Event() for name in self.sinks}
         self._states: dict[tuple[str, str], Mapping[str, Any]] = {}
         self._dirty_states: dict[str, set[tuple[str, str]]] = {name: set() for name in self.sinks}
+        self._state_sinks = [name for name, sink in self.sinks.items() if publishes_state(sink)]
         self._failures: dict[str, int] = dict.fromkeys(self.sinks, 0)
         self._retry_delay: dict[str, float] = {}
         self._backlog: dict[str, bool] = dict.fromkeys(self.sinks, True)  # a backlog may be on disk at start
@@ -177,8 +187,8 @@ class Dispatcher:
     def set_state(self, cluster: str, target: str, state: Mapping[str, Any]) -> None:
         """Remember a target's latest state; workers of sinks that publish state send it."""
         self._states[(cluster, target)] = state
-        for dirty in self._dirty_states.values():
-            dirty.add((cluster, target))
+        for name in self._state_sinks:
+            self._dirty_states[name].add((cluster, target))
 
     # ------------------------------------------------------------------------------ running
     async def run(self) -> None:

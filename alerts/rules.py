@@ -36,6 +36,14 @@ POOL_TARGET_NAME = "pool"
 COLLECTOR_TARGET = "vms"
 """The `target` part of collector alert ids (`<cluster>/vms/collector`)."""
 
+ALERT_KINDS: tuple[str, ...] = (
+    "utilization", "utilization_inodes", "runway", "runway_inodes", "quota_state", "ingest_anomaly",
+    "growth", "growth_inodes", "growth_would_grow", "growth_would_grow_inodes",
+    "growth_blocked", "growth_blocked_inodes", "growth_failed", "growth_failed_inodes",
+    "collector", "daemon",
+)
+"""Every `kind` the rules produce (the `kind` label of quotapilot_alerts_firing: bounded)."""
+
 QUOTA_STATE_SEVERITY: Mapping[str, Severity] = {
     "SOFT_EXCEEDED": Severity.WARNING,
     "GRACE_EXPIRED": Severity.CRITICAL,

@@ -21,10 +21,18 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from quotapilot.alerts.dispatcher import LATENCY_BUCKETS, Dispatcher, OutboxEntry, Sink
+from quotapilot.alerts.dispatcher import (
+    DELIVERY_RESULTS,
+    LATENCY_BUCKETS,
+    Dispatcher,
+    OutboxEntry,
+    Sink,
+    publishes_state,
+)
 from quotapilot.alerts.model import AlertState, Notification, Phase, Severity, Status
 from quotapilot.alerts.routing import QuietWindow, Route, route
 from quotapilot.alerts.rules import (
+    ALERT_KINDS,
     GrowthInput,
     RuleConfig,
     RuleInputs,
@@ -39,7 +47,7 @@ from quotapilot.alerts.words import iso8601
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.cycle import CycleContext
 from quotapilot.daemon.logs import get_logger
-from quotapilot.daemon.settings import AlertRuleSettings, AlertSettings, PolicyRules, Settings
+from quotapilot.daemon.settings import LOG_SINK_NAME, AlertRuleSettings, AlertSettings, PolicyRules, Settings
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.outbox import OutboxStore
 from quotapilot.forecasting.types import (
@@ -91,8 +99,13 @@ def routes_from(alerts: AlertSettings) -> tuple[Route, ...]:
 
 
 def build_sinks(alerts: AlertSettings) -> list[Sink]:
-    """The configured sinks: `mqtt` and one `webhook-<i>` (or its `name`) per `[[alerts.webhooks]]`."""
+    """The configured sinks: the built-in `log` (unless `log_sink = false`), `mqtt`, and one
+    `webhook-<i>` (or its `name`) per `[[alerts.webhooks]]`."""
     sinks: list[Sink] = []
+    if alerts.log_sink:
+        from quotapilot.alerts.sinks.log import LogSink
+
+        sinks.append(LogSink(LOG_SINK_NAME))
     if alerts.mqtt is not None:
         from quotapilot.alerts.sinks.mqtt import MqttConfig, MqttSink
 
@@ -292,6 +305,7 @@ class AlertingStage:
         self.routes = routes_from(settings.alerts)
         self.store = OutboxStore(db)
         self.sinks = list(build_sinks(settings.alerts) if sinks is None else sinks)
+        self._publishes_state = any(publishes_state(sink) for sink in self.sinks)
         self.dispatcher = Dispatcher(
             self.store, self.sinks, clock, backoffs_seconds=settings.alerts.retry_backoffs_seconds,
             max_age_seconds=settings.alerts.max_age_seconds, rng=rng)
@@ -351,8 +365,9 @@ class AlertingStage:
             states = await self.states()
             conditions = cycle_conditions(inputs, states, self.config)
             await self._apply(states, conditions, ctx.now)
-        if self.sinks:
+        if self._publishes_state:
             self._publish_states(inputs, states)
+        if self.sinks:
             self.dispatcher.wake()
 
     def _publish_states(self, inputs: RuleInputs, states: Mapping[str, AlertState]) -> None:
@@ -413,9 +428,12 @@ class AlertingStage:
             return []
         payload = note.payload(generator_url=self._generator_url,
                                expires_after_seconds=2 * self.config.renotify_seconds or 86400.0)
+        due = route(note, self.routes, self.sink_names, now)
+        if LOG_SINK_NAME in self.sink_names:
+            due[LOG_SINK_NAME] = now  # the journal gets everything at once: routes and quiet windows page people
         return [OutboxEntry(sink=sink, alert_id=note.alert_id, dedup_key=note.dedup_key,
                             status=str(note.status), payload=payload, created_at=now, next_attempt_at=at)
-                for sink, at in route(note, self.routes, self.sink_names, now).items()]
+                for sink, at in due.items()]
 
     # -------------------------------------------------------------------------------- delivery
     async def run(self, stopping: asyncio.Event) -> None:
@@ -492,16 +510,18 @@ class AlertMetrics(Collector):
         for state in (self.stage._states or {}).values():
             if state.phase is Phase.FIRING and state.severity is not None:
                 counts[(state.kind, str(state.severity))] += 1
-        # series that fired once stay, at 0, instead of vanishing
-        for kind, severity in sorted(self.stage._firing_keys | set(counts)):
+        # every kind × severity from the first scrape (0 when none fires), so dashboards and
+        # rules see a series, not "no data"; the kinds are a fixed list, cardinality is bounded
+        for kind, severity in sorted(_FIRING_SERIES | self.stage._firing_keys | set(counts)):
             firing.add_metric([kind, severity], counts.get((kind, severity), 0))
         yield firing
 
         stats = self.stage.dispatcher.stats
         total = CounterMetricFamily("quotapilot_notifications", "Notification delivery outcomes per sink.",
                                     labels=["sink", "result"])
-        for (sink, result), n in sorted(stats.results.items()):
-            total.add_metric([sink, result], n)
+        results = {(sink, result) for sink in self.stage.sink_names for result in DELIVERY_RESULTS}
+        for sink, result in sorted(results | set(stats.results)):
+            total.add_metric([sink, result], stats.results.get((sink, result), 0))
         yield total
 
         pending = GaugeMetricFamily("quotapilot_outbox_pending", "Notifications waiting in the outbox.",
@@ -521,6 +541,9 @@ class AlertMetrics(Collector):
                  ("+Inf", stats.latency_count.get(sink, 0))],
                 sum_value=stats.latency_sum.get(sink, 0.0))
         yield latency
+
+
+_FIRING_SERIES = frozenset((kind, str(severity)) for kind in ALERT_KINDS for severity in Severity)
 
 
 def alerting_collector(stage: AlertingStage) -> Collector:

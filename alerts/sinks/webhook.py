@@ -50,6 +50,8 @@ def _retry_after(value: str | None) -> float | None:
 class WebhookSink:
     """POSTs notifications to one URL. The session is created on first use (inside the loop)."""
 
+    publishes_state = False
+
     def __init__(self, config: WebhookConfig) -> None:
         self.config = config
         self.name = config.name

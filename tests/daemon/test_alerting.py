@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from quotapilot.alerts.errors import SinkUnavailable
-from quotapilot.daemon.alerting import AlertingStage, inputs_from_cycle
+from quotapilot.daemon.alerting import AlertingStage, build_sinks, inputs_from_cycle
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.cycle import CycleContext, PollResult
+from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.settings import Settings, load_settings
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.supervisor import Supervisor
@@ -179,6 +181,114 @@ class TestStage:
         stopping.set()
         await asyncio.wait_for(task, timeout=3)  # the flush is bounded by the shutdown timeout
         assert await stage.store.pending_counts() == {"list": 1}
+
+
+class TestLogSink:
+    """The built-in `log` sink: on by default, every notification through the outbox to the log."""
+
+    async def test_metrics_have_series_from_the_first_scrape(self, tmp_path: Path) -> None:
+        settings = settings_for(tmp_path)
+        stage = AlertingStage(settings, Database(settings.store.path), VirtualClock(T0))
+        registry = CollectorRegistry()
+        registry.register(stage.collector())
+        assert stage.sink_names == ["log"]
+        for kind in ("utilization", "runway_inodes", "growth_blocked", "collector", "daemon"):
+            for severity in ("info", "warning", "critical"):
+                assert registry.get_sample_value("quotapilot_alerts_firing",
+                                                 {"kind": kind, "severity": severity}) == 0
+        for result in ("delivered", "retry", "rejected", "superseded", "expired"):
+            assert registry.get_sample_value("quotapilot_notifications_total",
+                                             {"sink": "log", "result": result}) == 0
+        assert registry.get_sample_value("quotapilot_outbox_pending", {"sink": "log"}) == 0
+        assert registry.get_sample_value("quotapilot_notification_latency_seconds_bucket",
+                                         {"sink": "log", "le": "1.0"}) == 0
+        assert registry.get_sample_value("quotapilot_notification_latency_seconds_count", {"sink": "log"}) == 0
+        await stage.close()
+
+    async def test_every_notification_is_logged_whatever_the_routes(self, tmp_path: Path) -> None:
+        settings = settings_for(tmp_path, routes=[{"min_severity": "critical", "sinks": ["list"],
+                                                   "quiet": [{"start": "00:00", "end": "23:59"}]}])
+        clock = VirtualClock(T0)
+        other = ListSink()
+        stage = AlertingStage(settings, Database(settings.store.path), clock,
+                              sinks=[*build_sinks(settings.alerts), other])
+        registry = CollectorRegistry()
+        registry.register(stage.collector())
+        stopping = asyncio.Event()
+        with capture_logs() as logs:
+            task = asyncio.create_task(stage.run(stopping), name="alerts")
+            try:
+                await stage.on_cycle(ctx_with(0.85))  # a warning: the only route takes critical ones
+                assert await stage.drain(2)
+            finally:
+                stopping.set()
+                await task
+        notified = [e for e in logs if e["event"] == "alert.notified"]
+        assert [(e["alert_id"], e["severity"], e["status"]) for e in notified] == \
+            [("c1/raw/utilization", "warning", "firing")]
+        assert notified[0]["summary"] == "raw bytes at 85.0% of the hard limit"
+        assert other.received == [] and other.states  # routed away; the retained state still goes
+        assert registry.get_sample_value("quotapilot_notifications_total",
+                                         {"sink": "log", "result": "delivered"}) == 1
+        assert registry.get_sample_value("quotapilot_notification_latency_seconds_count", {"sink": "log"}) == 1
+
+    async def test_a_broken_log_does_not_hold_the_others(self, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+        import quotapilot.alerts.sinks.log as log_sink
+
+        class Closed:
+            def info(self, *args: Any, **kwargs: Any) -> None:
+                raise ValueError("I/O operation on closed file")
+
+        monkeypatch.setattr(log_sink, "log", Closed())
+        settings = settings_for(tmp_path)
+        other = ListSink()
+        stage = AlertingStage(settings, Database(settings.store.path), VirtualClock(T0),
+                              sinks=[*build_sinks(settings.alerts), other])
+        stopping = asyncio.Event()
+        task = asyncio.create_task(stage.run(stopping), name="alerts")
+        try:
+            await stage.on_cycle(ctx_with(0.95))
+            await stage.dispatcher.drain(0.3)
+            assert [p["id"] for p in other.received] == ["c1/raw/utilization"]
+            assert await stage.store.pending_counts() == {"log": 1}
+        finally:
+            stopping.set()
+            await task
+
+    def test_off_and_reserved_name(self, tmp_path: Path) -> None:
+        assert build_sinks(settings_for(tmp_path, log_sink=False).alerts) == []
+        with pytest.raises(ConfigError) as caught:
+            settings_for(tmp_path, webhooks=[{"url": "http://127.0.0.1:1/x", "name": "log"}])
+        assert "name" in caught.value.field
+
+
+class TestSinkFiles:
+    """`ca_file`, `password_file`, `token_file` of the sinks expand `$VARS` like the cluster's."""
+
+    def test_credentials_directory(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from quotapilot.alerts.sinks.mqtt import MqttSink
+        from quotapilot.alerts.sinks.webhook import WebhookSink
+
+        for name, text in (("ca.pem", "pem"), ("mqtt.password", "s3cret\n"), ("hook.token", "t0ken\n")):
+            (tmp_path / name).write_text(text)
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        settings = settings_for(
+            tmp_path, log_sink=False,
+            mqtt={"host": "127.0.0.1", "username": "qp", "password_file": "${CREDENTIALS_DIRECTORY}/mqtt.password",
+                  "tls": True, "ca_file": "${CREDENTIALS_DIRECTORY}/ca.pem"},
+            webhooks=[{"url": "https://127.0.0.1:1/x", "token_file": "$CREDENTIALS_DIRECTORY/hook.token",
+                       "ca_file": "${CREDENTIALS_DIRECTORY}/ca.pem"}])
+        mqtt, hook = build_sinks(settings.alerts)
+        assert isinstance(mqtt, MqttSink) and isinstance(hook, WebhookSink)
+        assert (mqtt.config.ca_file, mqtt.config.password) == (tmp_path / "ca.pem", "s3cret")
+        assert (hook.config.ca_file, hook.config.token) == (tmp_path / "ca.pem", "t0ken")
+
+    def test_a_missing_file_is_a_config_error(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        with pytest.raises(ConfigError) as caught:
+            settings_for(tmp_path, mqtt={"host": "h", "tls": True, "ca_file": "${CREDENTIALS_DIRECTORY}/none.pem"})
+        assert "ca_file" in caught.value.field
 
 
 class FakeDaemon:
