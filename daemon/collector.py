@@ -205,6 +205,14 @@ def _retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
         return None
 
 
+POLL_ERROR_REASONS: tuple[str, ...] = (
+    "throttled", "server_error", "http_error", "auth", "not_found", "refused", "tls", "connection",
+    "timeout", "truncated", "malformed", "unexpected")
+"""Every `reason` a failed poll can have (`classify`); the metric starts each at 0."""
+DROP_REASONS: tuple[str, ...] = ("malformed", "negative", "zero_limit", "implausible", "went_backwards")
+"""Every `reason` a sample can be dropped for (`_Bad`); the metric starts each at 0."""
+
+
 def classify(exc: BaseException) -> TemporaryError | PermanentError:
     """Translate what vastpy/urllib3 raised into our typed errors."""
     if isinstance(exc, vastpy.RESTFailure):

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
     CounterMetricFamily,
-    GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
@@ -41,7 +40,7 @@ from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.cycle import CycleContext
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.settings import ForecastSettings
-from quotapilot.forecasting.holtwinters import FittedModel
+from quotapilot.forecasting.holtwinters import FallbackReason, FittedModel
 from quotapilot.forecasting.series import ModelConfig, RefitRequest, SeriesModel, run_refit
 from quotapilot.forecasting.types import (
     POOL_TARGET,
@@ -96,6 +95,8 @@ class _Series:
     model: SeriesModel
     last_seen: float
     pending: bool = False
+    on_stopgap: bool = False
+    """Its metrics come from the stopgap line (counted and logged once when that starts)."""
 
 
 class ForecastStage:
@@ -198,10 +199,20 @@ class ForecastStage:
 
     def _outlook(self, key: SeriesKey, limit: float | None, now: float) -> SeriesForecast:
         target, dimension = key
-        outlook = self._series[key].model.outlook(now, limit=limit, thresholds=self.thresholds)
+        series = self._series[key]
+        outlook = series.model.outlook(now, limit=limit, thresholds=self.thresholds)
+        stopgap = outlook.provisional
+        if stopgap is not None and not series.on_stopgap:
+            self._fallbacks[str(FallbackReason.BELOW_MIN_HISTORY)] += 1
+            log.info("forecast.fallback", target=target.key, dimension=str(dimension),
+                     model=stopgap.forecast.model, reason=str(FallbackReason.BELOW_MIN_HISTORY),
+                     detail=outlook.reason)
+        series.on_stopgap = stopgap is not None
         return SeriesForecast(target=target, dimension=dimension, t=now, limit=limit,
                               forecast=outlook.forecast, runways=outlook.runways,
-                              rate_per_second=outlook.rate_per_second, reason=outlook.reason)
+                              rate_per_second=outlook.rate_per_second, reason=outlook.reason,
+                              provisional=None if stopgap is None else stopgap.forecast,
+                              provisional_runways=() if stopgap is None else stopgap.runways)
 
     # ----------------------------------------------------------------------------- refits
     async def _schedule_refits(self, now: float) -> None:
@@ -303,6 +314,15 @@ def _series_samples(observations: Sequence[Observation]) -> Iterator[tuple[Serie
 
 
 # ---------------------------------------------------------------------------------- metrics
+RUNWAY_METRIC = "quotapilot_target_runway_seconds"
+FORECAST_USED_METRIC = "quotapilot_target_forecast_used_bytes"
+USED_QUANTILE_LABELS: dict[str, str] = {"p10": "0.1", "p50": "0.5", "p90": "0.9"}
+"""Usage path → the `quantile` label of the forecast level (the same quantile)."""
+RUNWAY_QUANTILE_LABELS: dict[str, str] = {"p10": "0.9", "p50": "0.5", "p90": "0.1"}
+"""Usage path → the `quantile` label of its runway: the p90 usage path crosses first, so its
+crossing time is the 10th percentile of the runway (the pessimistic one)."""
+
+
 def threshold_label(ratio: float) -> str:
     return str(float(ratio))
 
@@ -318,34 +338,38 @@ class ForecastCollector:
 
     def collect(self) -> Iterator[Metric]:
         view = self._view()
-        labels = ["cluster", "target", "path", "threshold", "quantile"]
-        runway = GaugeMetricFamily(
-            "quotapilot_target_runway_seconds",
-            "Seconds from now until the quantile path crosses threshold x the hard limit (pool: usable "
-            "capacity); 0 when already above; no sample when not within the forecast horizon.",
-            labels=labels)
-        used = GaugeMetricFamily(
-            "quotapilot_target_forecast_used_bytes",
-            "Forecast used bytes at now + horizon, per quantile (p90 is the pessimistic path).",
-            labels=["cluster", "target", "path", "horizon", "quantile"])
+        # Summaries (quantiles, no _sum/_count): Prometheus reserves the `quantile` label for them.
+        runway = Metric(
+            RUNWAY_METRIC,
+            "Seconds from now until usage crosses threshold x the hard limit (pool: usable capacity), "
+            "as quantiles of the runway: 0.1 is the pessimistic one (the p90 usage path), 0.5 the "
+            "median, 0.9 the optimistic one; 0 when already above; no sample when not within the "
+            "forecast horizon.", "summary")
+        used = Metric(
+            FORECAST_USED_METRIC,
+            "Forecast used bytes at now + horizon, as quantiles (0.9 is the pessimistic path).", "summary")
         for (target, dimension), series in sorted(view.forecasts.items(), key=lambda kv: _sort_key(kv[0])):
             if dimension is not Dimension.BYTES:
                 continue
-            base = [target.cluster, target.name if target.kind is TargetKind.QUOTA else POOL_TARGET, target.path]
-            for way in series.runways:
-                for q in ("p10", "p50", "p90"):
-                    when = getattr(way, q)
+            base = {"cluster": target.cluster,
+                    "target": target.name if target.kind is TargetKind.QUOTA else POOL_TARGET,
+                    "path": target.path}
+            for way in series.runways or series.provisional_runways:
+                for path_quantile, runway_quantile in RUNWAY_QUANTILE_LABELS.items():
+                    when = getattr(way, path_quantile)
                     if when is not None:
-                        runway.add_metric([*base, threshold_label(way.threshold_ratio), q],
+                        runway.add_sample(RUNWAY_METRIC, {**base, "threshold": threshold_label(way.threshold_ratio),
+                                                          "quantile": runway_quantile},
                                           max(0.0, when - series.t))
-            forecast = series.forecast
+            forecast = series.forecast or series.provisional
             if forecast is None:
                 continue
             for label, ahead in METRIC_HORIZONS:
-                for q in ("p10", "p50", "p90"):
-                    value = forecast.at(series.t + ahead, q)
+                for path_quantile, used_quantile in USED_QUANTILE_LABELS.items():
+                    value = forecast.at(series.t + ahead, path_quantile)
                     if value is not None:
-                        used.add_metric([*base, label, q], value)
+                        used.add_sample(FORECAST_USED_METRIC,
+                                        {**base, "horizon": label, "quantile": used_quantile}, value)
         yield runway
         yield used
         fit = HistogramMetricFamily("quotapilot_forecast_fit_seconds",
@@ -357,7 +381,9 @@ class ForecastCollector:
         fallbacks = CounterMetricFamily("quotapilot_forecast_fallbacks",
                                         "Refits that used a simpler model than preferred, by reason.",
                                         labels=["reason"])
-        for reason, count in sorted(view.fallbacks.items()):
+        # every reason from 0, so `increase()` sees the first one
+        counts = {str(reason): 0 for reason in FallbackReason} | dict(view.fallbacks)
+        for reason, count in sorted(counts.items()):
             fallbacks.add_metric([reason], float(count))
         yield fallbacks
 

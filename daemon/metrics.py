@@ -12,7 +12,8 @@ per cluster (label cluster):
   quotapilot_cluster_usable_bytes, quotapilot_cluster_used_bytes, quotapilot_cluster_free_bytes,
   quotapilot_cluster_ingest_bytes_per_second,
   quotapilot_poll_duration_seconds (histogram), quotapilot_poll_errors_total{reason},
-  quotapilot_last_successful_poll_timestamp_seconds, quotapilot_samples_dropped_total{reason},
+  quotapilot_last_successful_poll_timestamp_seconds, quotapilot_samples_dropped_total{reason}
+  (both with every reason the collector can emit, from 0),
   quotapilot_vms_requests_total, quotapilot_poll_consecutive_failures
 self: quotapilot_build_info{version,python}, quotapilot_stage_errors_total{stage},
   quotapilot_stage_seconds_total{stage}, quotapilot_task_crashed{task}
@@ -33,6 +34,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from quotapilot.daemon import __version__
+from quotapilot.daemon.collector import DROP_REASONS, POLL_ERROR_REASONS
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.snapshot import ClusterState, Snapshot, TargetState
 
@@ -240,9 +242,12 @@ def _cluster_families(snapshot: Snapshot) -> Iterator[Metric]:
         if cluster.health.last_success_t is not None:
             last_ok.add_metric(labels, cluster.health.last_success_t)
         failures.add_metric(labels, float(cluster.health.consecutive_failures))
-        for reason, count in sorted(cluster.poll_errors_total.items()):
+        # every reason the collector can emit starts at 0, so `increase()` sees the first error
+        poll_errors = dict.fromkeys(POLL_ERROR_REASONS, 0) | dict(cluster.poll_errors_total)
+        for reason, count in sorted(poll_errors.items()):
             errors.add_metric([cluster.name, reason], float(count))
-        for reason, count in sorted(cluster.samples_dropped_total.items()):
+        samples_dropped = dict.fromkeys(DROP_REASONS, 0) | dict(cluster.samples_dropped_total)
+        for reason, count in sorted(samples_dropped.items()):
             dropped.add_metric([cluster.name, reason], float(count))
         requests.add_metric(labels, float(cluster.requests_total))
         histogram = cluster.poll_duration

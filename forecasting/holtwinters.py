@@ -7,7 +7,8 @@ history there is:
 - ≥ 2 days: the same with a daily season (24 steps);
 - ≥ `DAMPED_MIN_STEPS`: a damped linear trend on the rate, no season;
 - ≥ `MIN_STEPS`: the recent mean rate (a straight line for the level) — a fallback;
-- below: no model at all (the caller says "insufficient history").
+- below: no model at all (the caller says "insufficient history"; `stopgap` may offer a
+  labelled straight line on the observed rate for metrics, never for acting).
 
 statsmodels fits the smoothing parameters (`initialization_method="heuristic"`, which the
 measurements behind issue 4 found fast and robust where estimated initial states failed to
@@ -62,6 +63,8 @@ class FallbackReason(enum.StrEnum):
     NON_FINITE = "non_finite"
     ABSURD = "absurd"
     FIT_ERROR = "fit_error"
+    BELOW_MIN_HISTORY = "below_min_history"
+    """Not a refit: fewer than `MIN_STEPS` steps, so only the stopgap line (`stopgap`) exists."""
 
 
 _SIMPLER: dict[ModelKind, ModelKind] = {

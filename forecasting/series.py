@@ -29,11 +29,14 @@ from quotapilot.forecasting.holtwinters import (
     preferred_kind,
     update,
 )
-from quotapilot.forecasting.resample import FloatArray, StepAccumulator, resample
+from quotapilot.forecasting.resample import FloatArray, StepAccumulator, clean_samples, resample
 from quotapilot.forecasting.runway import DEFAULT_THRESHOLDS, cumulative_paths, runways_of_paths
+from quotapilot.forecasting.stopgap import Stopgap, stopgap_forecast
 from quotapilot.forecasting.types import Forecast, Runway
 
 _DRIFT_WEIGHT = 1.0 / 24.0
+STOPGAP_SAMPLES = 256
+"""Raw samples kept for the stopgap line until the first fit (then dropped)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,9 @@ class ModelConfig:
     drift_min_steps: int = 6
     seed: int = 0
     use_brute: bool = False
+    stopgap_min_span_seconds: float = 1.0
+    """Before the first fit, two samples at least this far apart give a stopgap line (as
+    `predict_linear` needs two samples); 0 would divide by nothing."""
 
     @property
     def horizon_steps(self) -> int:
@@ -82,6 +88,8 @@ class SeriesOutlook:
     rate_per_second: float | None
     reason: str | None
     current_used: float | None
+    provisional: Stopgap | None = None
+    """With `forecast` None: the labelled stopgap line (`stopgap`), when the samples allow one."""
 
 
 class SeriesModel:
@@ -97,6 +105,8 @@ class SeriesModel:
         self.fitted_at: float | None = None
         self.fitted_steps_seen = 0
         self.error_ewma = 0.0
+        self.recent: deque[tuple[float, float]] = deque(maxlen=STOPGAP_SAMPLES)
+        """Raw samples for the stopgap line; emptied once a model is fitted."""
 
     @classmethod
     def from_samples(cls, samples: Sequence[tuple[float, float]], config: ModelConfig | None = None
@@ -106,6 +116,8 @@ class SeriesModel:
         series = resample(samples, model.config.step_seconds)
         if series is None:
             return model
+        times, used = clean_samples(samples[-STOPGAP_SAMPLES:])
+        model.recent.extend(zip(times.tolist(), used.tolist(), strict=True))
         model.accumulator = StepAccumulator.after(series)
         model.rates.extend(series.rates.tolist())
         model.steps_seen = len(series.rates)
@@ -122,7 +134,10 @@ class SeriesModel:
 
     def add_sample(self, t: float, used: float) -> int:
         """Feed one sample; returns how many steps it completed."""
+        before = self.accumulator.last_t
         completed = self.accumulator.add(t, used)
+        if self.fitted is None and self.accumulator.last_t != before:
+            self.recent.append((t, used))
         for rate in completed:
             self._consume(rate)
         return len(completed)
@@ -175,6 +190,7 @@ class SeriesModel:
             for rate in list(self.rates)[-missed:]:
                 update(fitted.params, state, rate)
         self.fitted, self.state = fitted, state
+        self.recent.clear()
         self.fitted_steps_seen = self.steps_seen
         self.error_ewma = fitted.sigma**2
 
@@ -195,7 +211,11 @@ class SeriesModel:
                       f"{self.config.step_seconds:g} s, need {MIN_STEPS}")
             if preferred_kind(len(self.rates), self.config.step_seconds) is not None:
                 reason = "not fitted yet"
-            return SeriesOutlook(None, (), None, reason, last_used)
+            stopgap = stopgap_forecast(list(self.recent), now=now, step_seconds=self.config.step_seconds,
+                                       horizon_seconds=self.config.horizon_seconds, limit=limit,
+                                       min_span_seconds=self.config.stopgap_min_span_seconds,
+                                       thresholds=thresholds, detail=reason)
+            return SeriesOutlook(None, (), None, reason, last_used, stopgap)
         assert self.accumulator.open_start is not None
         paths = cumulative_paths(self.fitted, self.state, open_start=self.accumulator.open_start,
                                  last_t=last_t, last_used=last_used, horizon_seconds=self.config.horizon_seconds)

@@ -156,6 +156,12 @@ class SeriesForecast:
     runways: tuple[Runway, ...] = ()
     rate_per_second: float | None = None
     reason: str | None = None
+    provisional: Forecast | None = None
+    """While `forecast` is None for lack of history: a labelled stopgap (`model` "predict_linear",
+    a `fallback` reason, a wide band) for metrics and the API. Nothing acts on it: the planner and
+    the alert rules read `forecast` and `runways` only."""
+    provisional_runways: tuple[Runway, ...] = ()
+    """The runways of `provisional`."""
 
     def runway(self, threshold_ratio: float) -> Runway | None:
         for runway in self.runways:

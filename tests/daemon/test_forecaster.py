@@ -108,19 +108,73 @@ class TestForecastCollector:
         registry.register(stage.collector())
         labels = {"cluster": "sim", "target": "cosmos7-raw", "path": "/cosmos7/raw"}
         runway = registry.get_sample_value("quotapilot_target_runway_seconds",
-                                           {**labels, "threshold": "1.0", "quantile": "p90"})
+                                           {**labels, "threshold": "1.0", "quantile": "0.1"})
         assert runway is not None and abs(runway - (48 * 3600 + T0 + 30 * 3600 - ctx.now)) < 3600
         used_1h = registry.get_sample_value("quotapilot_target_forecast_used_bytes",
-                                            {**labels, "horizon": "1h", "quantile": "p50"})
+                                            {**labels, "horizon": "1h", "quantile": "0.5"})
         assert used_1h is not None and used_1h > 1e12
         pool = registry.get_sample_value("quotapilot_target_forecast_used_bytes",
                                          {"cluster": "sim", "target": "pool", "path": "/", "horizon": "7d",
-                                          "quantile": "p90"})
+                                          "quantile": "0.9"})
         assert pool is not None
         # the pool never fills within the horizon: no runway sample rather than +Inf
         assert registry.get_sample_value("quotapilot_target_runway_seconds",
                                          {"cluster": "sim", "target": "pool", "path": "/", "threshold": "1.0",
-                                          "quantile": "p50"}) is None
+                                          "quantile": "0.5"}) is None
         fits = registry.get_sample_value("quotapilot_forecast_fit_seconds_count", {})
         assert fits is not None and fits >= 3
         assert registry.get_sample_value("quotapilot_forecast_fallbacks_total", {"reason": "constant_rate"}) >= 1
+        # a reason that never happened is there from 0
+        assert registry.get_sample_value("quotapilot_forecast_fallbacks_total", {"reason": "non_finite"}) == 0.0
+
+    async def test_summary_quantiles_are_ordered(self) -> None:
+        """The `quantile` label is numeric (Prometheus' summary convention): the forecast level's
+        0.9 is the pessimistic path, and the runway's 0.1 (it crosses first)."""
+        clock = VirtualClock(T0)
+        stage = ForecastStage(settings(), clock)
+        await run_cycles(stage, clock, 30)
+        registry = CollectorRegistry()
+        registry.register(stage.collector())
+        labels = {"cluster": "sim", "target": "cosmos7-raw", "path": "/cosmos7/raw"}
+
+        def runway(q: str) -> float | None:
+            return registry.get_sample_value("quotapilot_target_runway_seconds",
+                                             {**labels, "threshold": "1.0", "quantile": q})
+
+        def used(q: str) -> float | None:
+            return registry.get_sample_value("quotapilot_target_forecast_used_bytes",
+                                             {**labels, "horizon": "24h", "quantile": q})
+
+        r10, r50, r90 = runway("0.1"), runway("0.5"), runway("0.9")
+        u10, u50, u90 = used("0.1"), used("0.5"), used("0.9")
+        assert r10 is not None and r50 is not None and r90 is not None and r10 <= r50 <= r90
+        assert u10 is not None and u50 is not None and u90 is not None and u10 <= u50 <= u90
+        types = {family.name: family.type for family in registry.collect()}
+        assert types["quotapilot_target_runway_seconds"] == "summary"
+        assert types["quotapilot_target_forecast_used_bytes"] == "summary"
+
+    async def test_young_series_get_a_labelled_stopgap(self) -> None:
+        """Two polls minutes apart: no model yet (nothing acts), but the metrics show the stopgap
+        line and count the fallback once."""
+        clock = VirtualClock(T0)
+        stage = ForecastStage(settings(), clock)
+        for _ in range(3):
+            ctx = CycleContext(poll=poll(clock.now()), now=clock.now())
+            await stage.on_cycle(ctx)
+            clock.advance(60)
+        raw = ctx.forecasts[(RAW, Dimension.BYTES)]
+        assert raw.forecast is None and raw.runways == () and raw.rate_per_second is None
+        assert raw.provisional is not None and raw.provisional.model == "predict_linear"
+        assert raw.provisional.fallback is not None and raw.provisional.fallback.startswith("below_min_history")
+        registry = CollectorRegistry()
+        registry.register(stage.collector())
+        labels = {"cluster": "sim", "target": "cosmos7-raw", "path": "/cosmos7/raw"}
+        median = registry.get_sample_value("quotapilot_target_runway_seconds",
+                                           {**labels, "threshold": "1.0", "quantile": "0.5"})
+        expected = 48 * 3600 + T0 + 30 * 3600 - ctx.now
+        assert median is not None and abs(median - expected) < 0.01 * expected
+        assert registry.get_sample_value("quotapilot_target_forecast_used_bytes",
+                                         {**labels, "horizon": "7d", "quantile": "0.9"}) is not None
+        # raw bytes, raw inodes, pool: one each, not one per cycle
+        assert registry.get_sample_value("quotapilot_forecast_fallbacks_total",
+                                         {"reason": "below_min_history"}) == 3.0

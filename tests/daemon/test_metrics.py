@@ -13,6 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
+from quotapilot.daemon.collector import DROP_REASONS, POLL_ERROR_REASONS
 from quotapilot.daemon.metrics import GuardedCollector, SnapshotCollector, TargetCollector, TargetText
 from quotapilot.daemon.snapshot import (
     ClusterState,
@@ -93,6 +94,18 @@ class TestFamilies:
         assert registry.get_sample_value("quotapilot_task_crashed", {"task": "alerts"}) == 1
         build = [s for f in registry.collect() if f.name == "quotapilot_build_info" for s in f.samples]
         assert len(build) == 1 and build[0].value == 1.0
+
+    def test_error_counters_start_at_zero(self, registry: CollectorRegistry) -> None:
+        """Every reason the collector can emit has a sample from the start (Prometheus' advice for
+        counters with known labels: `increase()` then sees the first error)."""
+        for reason in POLL_ERROR_REASONS:
+            expected = 1 if reason == "timeout" else 0
+            assert registry.get_sample_value("quotapilot_poll_errors_total",
+                                             {"cluster": "c", "reason": reason}) == expected
+        for reason in DROP_REASONS:
+            expected = 2 if reason == "negative" else 0
+            assert registry.get_sample_value("quotapilot_samples_dropped_total",
+                                             {"cluster": "c", "reason": reason}) == expected
 
     def test_collect_changes_nothing(self) -> None:
         snap = snapshot()
