@@ -34,7 +34,7 @@ from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.cycle import CycleContext
 from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.logs import get_logger
-from quotapilot.daemon.settings import ManagedView, Settings
+from quotapilot.daemon.settings import ManagedView, PolicyRules, Settings
 from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.overrides import OverrideStore
@@ -46,6 +46,7 @@ from quotapilot.forecasting.types import (
     DecisionKind,
     Dimension,
     Observation,
+    SeriesForecast,
     TargetId,
     TargetKind,
 )
@@ -105,40 +106,84 @@ def view_name(view: ManagedView) -> str:
     return view.name or view.path.strip("/").replace("/", "-") or "root"
 
 
+@dataclass(slots=True)
+class _Window:
+    """One target's samples over the window, with the running sums `UsageHistory` answers from.
+
+    Each entry is (t, used_bytes, used_inodes, bytes_in, inodes_in): `*_in` is the increase since
+    the previous entry. Samples closer than the resolution are merged into the last entry (its
+    increases accumulate), so a 60 s poll keeps ~288 entries a day per target, not 1,440.
+    """
+
+    entries: deque[tuple[float, int, int | None, int, int]] = field(default_factory=deque)
+    bytes_increase: int = 0
+    inodes_increase: int = 0
+    unknown_inodes: int = 0
+    """Entries without an inode count: the inode rate is given only when every sample has one."""
+    previous: tuple[float, int, int | None] | None = None
+    """The sample before the latest (for `latest_rates`), whether or not it was merged."""
+
+
 class UsageHistory:
     """The last day of samples per target: the observed rates the planner sizes with when there
-    is no forecast yet (cold start), so a new quota is never left unprotected."""
+    is no forecast yet (cold start), so a new quota is never left unprotected.
 
-    def __init__(self, window_seconds: float = 86400.0) -> None:
+    O(1) per sample and per question (running sums), so a 10,000-quota cycle stays linear."""
+
+    def __init__(self, window_seconds: float = 86400.0, resolution_seconds: float | None = None) -> None:
         self.window_seconds = window_seconds
-        self._samples: dict[TargetId, deque[tuple[float, int, int | None]]] = {}
+        self.resolution_seconds = window_seconds / 288 if resolution_seconds is None else resolution_seconds
+        self._windows: dict[TargetId, _Window] = {}
 
     def add(self, obs: Observation) -> None:
-        samples = self._samples.setdefault(obs.target, deque())
-        if samples and obs.t <= samples[-1][0]:
+        window = self._windows.get(obs.target)
+        if window is None:
+            window = self._windows[obs.target] = _Window()
+        entries = window.entries
+        if entries and obs.t <= entries[-1][0]:
             return
-        samples.append((obs.t, obs.used_bytes, obs.used_inodes))
-        while samples and samples[0][0] < obs.t - self.window_seconds:
-            samples.popleft()
+        if not entries:
+            entries.append((obs.t, obs.used_bytes, obs.used_inodes, 0, 0))
+            window.unknown_inodes += obs.used_inodes is None
+            return
+        last_t, last_b, last_i, last_b_in, last_i_in = entries[-1]
+        window.previous = (last_t, last_b, last_i)
+        grew_b = max(0, obs.used_bytes - last_b)
+        grew_i = max(0, obs.used_inodes - last_i) if obs.used_inodes is not None and last_i is not None else 0
+        window.bytes_increase += grew_b
+        window.inodes_increase += grew_i
+        if len(entries) >= 2 and last_t - entries[-2][0] < self.resolution_seconds:
+            entries.pop()  # merged: the new sample replaces the last entry, increases accumulate
+            window.unknown_inodes -= last_i is None
+            entries.append((obs.t, obs.used_bytes, obs.used_inodes, last_b_in + grew_b, last_i_in + grew_i))
+        else:
+            entries.append((obs.t, obs.used_bytes, obs.used_inodes, grew_b, grew_i))
+        window.unknown_inodes += obs.used_inodes is None
+        while entries[0][0] < obs.t - self.window_seconds:
+            gone = entries.popleft()
+            window.unknown_inodes -= gone[2] is None
+            t, b, i, b_in, i_in = entries[0]  # now the first: its increase came from a sample gone
+            window.bytes_increase -= b_in
+            window.inodes_increase -= i_in
+            entries[0] = (t, b, i, 0, 0)
 
     def write_rates(self, target: TargetId) -> dict[Dimension, float]:
         """Sum of the increases over the window, per second of the window (deletes ignored)."""
-        samples = self._samples.get(target)
-        if not samples or len(samples) < 2:
+        window = self._windows.get(target)
+        if window is None or len(window.entries) < 2:
             return {}
-        span = samples[-1][0] - samples[0][0]
-        pairs = list(zip(samples, list(samples)[1:], strict=False))
-        rates = {Dimension.BYTES: sum(max(0, b[1] - a[1]) for a, b in pairs) / span}
-        if all(s[2] is not None for s in samples):
-            rates[Dimension.INODES] = sum(max(0, (b[2] or 0) - (a[2] or 0)) for a, b in pairs) / span
+        span = window.entries[-1][0] - window.entries[0][0]
+        rates = {Dimension.BYTES: window.bytes_increase / span}
+        if window.unknown_inodes == 0:
+            rates[Dimension.INODES] = window.inodes_increase / span
         return rates
 
     def latest_rates(self, target: TargetId) -> dict[Dimension, float]:
         """Increase per second between the last two samples."""
-        samples = self._samples.get(target)
-        if not samples or len(samples) < 2:
+        window = self._windows.get(target)
+        if window is None or window.previous is None or not window.entries:
             return {}
-        (t0, b0, i0), (t1, b1, i1) = samples[-2], samples[-1]
+        (t0, b0, i0), (t1, b1, i1) = window.previous, window.entries[-1][:3]
         rates = {Dimension.BYTES: max(0.0, (b1 - b0) / (t1 - t0))}
         if i0 is not None and i1 is not None:
             rates[Dimension.INODES] = max(0.0, (i1 - i0) / (t1 - t0))
@@ -253,26 +298,36 @@ class GrowthStage:
         kill_reason = "policy.kill_switch in config" if policy.kill_switch else (
             (kill.reason or "engaged") if kill is not None else None)
         self.counters.kill_switch = kill_reason is not None
+        # Everything per target is grouped once per cycle: a scan of the cycle's forecasts (or
+        # growths, pauses) per target made a 10,000-quota cycle quadratic.
+        forecasts: dict[TargetId, dict[Dimension, SeriesForecast]] = {}
+        for (tid, dim), sf in ctx.forecasts.items():
+            forecasts.setdefault(tid, {})[dim] = sf
+        growth_by_name: dict[str, dict[str, dict[Dimension, float]]] = {}
+        for mode, growths in last_growth.items():
+            by_name = growth_by_name[mode] = {}
+            for (name, dim), t in growths.items():
+                by_name.setdefault(name, {})[dim] = t
+        pauses = [o for o in self.overrides.active(now) if not o.is_kill_switch]
+        rules_cache: dict[tuple[int, ...], tuple[PolicyRules, GrowthPolicy]] = {}
         targets: list[TargetInput] = []
         for obs in poll.observations:
             if obs.target.kind is not TargetKind.QUOTA:
                 continue
-            rules = policy.rules_for(obs.target.name, obs.target.path)
-            pause = self.overrides.paused(obs.target, now)
-            if pause is not None and pause.is_kill_switch:
-                pause = None  # reported as the kill switch, not as a pause
+            rules, growth_policy = self._rules_for(obs.target, rules_cache)
+            # the kill switch is reported as itself, not as a pause
+            pause = next((o for o in pauses if o.applies_to(obs.target)), None)
             self.counters.paused[obs.target] = pause is not None
             held = reserved.get((obs.target.cluster, obs.target.name))
             targets.append(TargetInput(
                 observation=obs,
-                policy=GrowthPolicy.from_fields(rules),
-                forecasts={dim: sf for (tid, dim), sf in ctx.forecasts.items() if tid == obs.target},
+                policy=growth_policy,
+                forecasts=forecasts.get(obs.target, {}),
                 recent_rate_per_second=self._history.write_rates(obs.target),
                 latest_rate_per_second=self._history.latest_rates(obs.target),
                 reserved_bytes=held.bytes if held is not None else 0,
                 reserved_inodes=held.inodes if held is not None else 0,
-                last_growth_at={dim: t for (name, dim), t in last_growth[rules.mode].items()
-                                if name == obs.target.name},
+                last_growth_at=growth_by_name[rules.mode].get(obs.target.name, {}),
                 paused_reason=None if pause is None else (pause.reason or "paused"),
                 dropped=obs.target.name in dropped))
         return CycleInput(
@@ -317,6 +372,17 @@ class GrowthStage:
         outcome = await self.grow(decision, quota_id, writer)
         self.counters.count(outcome.status.value)
         return outcome
+
+    def _rules_for(self, target: TargetId,
+                   cache: dict[tuple[int, ...], tuple[PolicyRules, GrowthPolicy]]) -> tuple[PolicyRules, GrowthPolicy]:
+        """The target's rules, built once per set of matching overrides (most targets share one)."""
+        policy = self.settings.policy
+        matching = tuple(i for i, o in enumerate(policy.overrides) if o.matches(target.name, target.path))
+        found = cache.get(matching)
+        if found is None:
+            rules = policy.rules_for(target.name, target.path)
+            found = cache[matching] = (rules, GrowthPolicy.from_fields(rules))
+        return found
 
     def _mode_of(self, decision: Decision) -> str:
         return self.settings.policy.rules_for(decision.target.name, decision.target.path).mode

@@ -24,8 +24,9 @@ utilization at or above 90 % → add a fixed 1 TiB, nothing else.
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from quotapilot.forecasting.types import (
@@ -33,6 +34,7 @@ from quotapilot.forecasting.types import (
     Decision,
     DecisionKind,
     Dimension,
+    Forecast,
     Observation,
     SeriesForecast,
     TargetId,
@@ -61,7 +63,8 @@ class GrowthPolicy:
     cooldown_seconds: float = 6 * 3600.0
     max_forecast_rate_ratio: float = 2.0
     """Size with at most this multiple of the observed day's write rate: a forecast that a burst
-    has just thrown upwards would otherwise size a quota for weeks (0 disables the cap)."""
+    has just thrown upwards would otherwise size a quota for weeks (0 disables the cap). Set by
+    `policy.max_forecast_rate_ratio`, globally or per target, like every field here."""
 
     @classmethod
     def from_fields(cls, source: object) -> GrowthPolicy:
@@ -98,8 +101,35 @@ class SeriesState:
 
 
 # ------------------------------------------------------------------------------ one series
-def _demand_path(state: SeriesState, now: float) -> Callable[[float], float] | None:
-    """Upper-band demand at time t (p90, anchored to the latest sample, plus reservations)."""
+@dataclass(frozen=True, slots=True)
+class _DemandPath:
+    """Upper-band demand (p90, anchored to the latest sample, plus reservations) over time."""
+
+    forecast: Forecast
+    offset: float
+    floor: float
+    reserved: float
+    slope: float
+
+    def at(self, t: float) -> float:
+        fc = self.forecast
+        level = fc.at(t, "p90") if t <= fc.times[-1] else fc.p90[-1] + max(self.slope, 0.0) * (t - fc.times[-1])
+        assert level is not None
+        return max(level + self.offset, self.floor) + self.reserved
+
+    def points(self, start: float, end: float) -> tuple[list[float], list[float]]:
+        """Times and levels from `start` to `end` through every forecast step in between; the
+        steps are read straight from the band (no interpolation: this runs for every series of a
+        10,000-quota cycle)."""
+        fc, offset, floor, reserved = self.forecast, self.offset, self.floor, self.reserved
+        lo, hi = bisect.bisect_right(fc.times, start), bisect.bisect_left(fc.times, end)
+        times = [start, *fc.times[lo:hi], end]
+        levels = [self.at(start), *[max(v + offset, floor) + reserved for v in fc.p90[lo:hi]], self.at(end)]
+        return times, levels
+
+
+def _demand_path(state: SeriesState, now: float) -> _DemandPath | None:
+    """The series' upper-band demand path, or None without a usable forecast."""
     sf = state.forecast
     if sf is None or sf.forecast is None or len(sf.forecast.times) < 2:
         return None
@@ -113,29 +143,17 @@ def _demand_path(state: SeriesState, now: float) -> Callable[[float], float] | N
         base_p50 = fc.at(now, "p50")
         assert base_p50 is not None
         offset = state.used - base_p50
-    last_t, step = fc.times[-1], fc.times[-1] - fc.times[-2]
+    step = fc.times[-1] - fc.times[-2]
     slope = (fc.p90[-1] - fc.p90[-2]) / step if step > 0 else 0.0
-
-    def demand(t: float) -> float:
-        level = fc.at(t, "p90") if t <= last_t else fc.p90[-1] + max(slope, 0.0) * (t - last_t)
-        assert level is not None
-        return max(level + offset, float(state.used)) + state.reserved
-
-    return demand
+    return _DemandPath(fc, offset, float(state.used), float(state.reserved), slope)
 
 
-def _sample_times(start: float, end: float, forecast_times: Iterable[float]) -> list[float]:
-    inner = [t for t in forecast_times if start < t < end]
-    return [start, *inner, end]
-
-
-def _first_crossing(demand: Callable[[float], float], level: float, times: list[float]) -> float | None:
+def _first_crossing(times: list[float], levels: list[float], level: float) -> float | None:
     """First time the (piecewise linear) demand reaches `level`, or None."""
-    prev_t, prev_v = times[0], demand(times[0])
+    prev_t, prev_v = times[0], levels[0]
     if prev_v >= level:
         return prev_t
-    for t in times[1:]:
-        v = demand(t)
+    for t, v in zip(times[1:], levels[1:], strict=True):
         if v >= level:
             frac = (level - prev_v) / (v - prev_v) if v > prev_v else 1.0
             return prev_t + frac * (t - prev_t)
@@ -172,10 +190,9 @@ def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
         assert state.forecast is not None and state.forecast.forecast is not None
         fc_times = state.forecast.forecast.times
         lead_end, horizon_end = now + policy.lead_time_seconds, now + policy.horizon_seconds
-        crossing = _first_crossing(demand, grow_level, _sample_times(now, lead_end, fc_times))
-        full_times = _sample_times(now, max(horizon_end, fc_times[-1]), fc_times)
-        full_at = _first_crossing(demand, float(state.hard), full_times)
-        peak = max(demand(t) for t in _sample_times(now, horizon_end, fc_times))
+        crossing = _first_crossing(*demand.points(now, lead_end), grow_level)
+        full_at = _first_crossing(*demand.points(now, max(horizon_end, fc_times[-1])), float(state.hard))
+        peak = max(demand.points(now, horizon_end)[1])
         basis = "forecast"
         numbers["peak_demand_p90"] = peak
         observed = state.recent_rate_per_second

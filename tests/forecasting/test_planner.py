@@ -7,6 +7,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from quotapilot.daemon.settings import PolicyRules, Settings
 from quotapilot.forecasting.planner import (
     TIB,
     CycleInput,
@@ -120,6 +121,17 @@ class TestDecide:
         assert "capped by the observed rate" in capped.reason
         uncapped = decide(series(60 * TIB, 100 * TIB, rate_per_hour=1 * TIB, recent_rate_per_second=0.1 * TIB / HOUR),
                           GrowthPolicy(max_forecast_rate_ratio=0), NOW)
+        assert uncapped.new_hard == 338 * TIB
+
+    def test_rate_cap_is_a_policy_rule_set_globally_and_per_target(self) -> None:
+        policy = Settings(policy={"max_forecast_rate_ratio": 3.0,  # type: ignore[arg-type]
+                                  "overrides": [{"match": "/cosmos7/raw", "max_forecast_rate_ratio": 0}]}).policy
+        assert PolicyRules().max_forecast_rate_ratio == GrowthPolicy().max_forecast_rate_ratio == 2.0
+        assert GrowthPolicy.from_fields(policy.rules_for("other", "/other")).max_forecast_rate_ratio == 3.0
+        raw = GrowthPolicy.from_fields(policy.rules_for(RAW.name, RAW.path))
+        assert raw.max_forecast_rate_ratio == 0
+        uncapped = decide(series(60 * TIB, 100 * TIB, rate_per_hour=1 * TIB,
+                                 recent_rate_per_second=0.1 * TIB / HOUR), raw, NOW)
         assert uncapped.new_hard == 338 * TIB
 
     def test_oversized_quota_is_a_shrink_candidate_never_a_shrink(self) -> None:
