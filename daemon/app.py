@@ -9,8 +9,9 @@ One poll cycle of one cluster: the collector produces a `PollResult`; the stages
 `build_stages()` run in order on a `CycleContext` (store → forecaster → growth → alerting); the
 context then becomes the cluster's part of a new immutable `Snapshot` (`daemon.snapshot`), which
 `/metrics`, `/healthz` and `/api/v1` read. Stages run on failed polls too (`ctx.poll.ok` is
-False) so alerting can see the outage; a stage that raises is logged and counted, and the later
-stages are skipped for that cycle only.
+False) so alerting can see the outage. Stages are isolated: one that raises is logged (on the
+transition) and counted in `quotapilot_stage_errors_total`, and the later stages still run on
+what the context holds (growth without forecasts goes reactive; alerting still sees the poll).
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ class Daemon:
         self._stage_errors: Counter[str] = Counter()
         self._stage_seconds: defaultdict[str, float] = defaultdict(float)
         self._stage_failing: dict[tuple[str, str], str] = {}
+        self._pollers: dict[str, Poller] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._db: Database | None = None
         self._observations: ObservationStore | None = None
@@ -264,7 +266,6 @@ class Daemon:
                 if self._stage_failing.get((stage.name, cluster)) != failure:  # log transitions only
                     self._stage_failing[(stage.name, cluster)] = failure
                     log.error("stage.failed", stage=stage.name, cluster=cluster, exc_info=True)
-                break
             else:
                 if self._stage_failing.pop((stage.name, cluster), None) is not None:
                     log.info("stage.recovered", stage=stage.name, cluster=cluster)
@@ -337,6 +338,7 @@ class Daemon:
                             interval_seconds=self.settings.poll.interval_seconds,
                             jitter_ratio=self.settings.poll.jitter_ratio,
                             rng=random.Random(self.rng.random()))
+            self._pollers[name] = poller
             self.supervisor.add(f"poller:{name}", poller.run)
         self.supervisor.add("http", self._serve_http)
         interval = self.notifier.watchdog_interval_seconds
@@ -344,6 +346,20 @@ class Daemon:
             self.supervisor.add("watchdog", _watchdog(self.notifier, interval))
         await self.supervisor.run(teardown=self._after_run)
         log.info("daemon.stopped")
+
+    def request_cycle(self, cluster: str) -> bool:
+        """Run `cluster`'s next cycle now rather than at its next tick (the pipeline API calls it
+        after granting a reservation that needs growth). Never stacks: requests coalesce into
+        one cycle after the one in flight, and the tick schedule stays. False when no poller runs
+        (`run()` not started: `poll_once()` users drive cycles themselves)."""
+        if cluster not in self.poll_state:
+            raise ValueError(f"unknown cluster {cluster!r}")
+        poller = self._pollers.get(cluster)
+        if poller is None or self.supervisor.stopping.is_set():
+            return False
+        poller.wakeup.set()
+        log.info("cycle.requested", cluster=cluster)
+        return True
 
     def stop(self) -> None:
         """Begin a graceful stop (safe to call from a signal handler, idempotent)."""
@@ -385,7 +401,8 @@ def _flush_and_close(db: Database) -> None:
 # ------------------------------------------------------------------------------ commands
 def validate_for_run(settings: Settings) -> None:
     """What the settings model cannot check alone: at least one cluster, secret files that can
-    be read and are not empty. Raises `ConfigError` naming the field."""
+    be read and are not empty, a `ca_file` that is a PEM CA bundle. Raises `ConfigError` naming
+    the field."""
     if not settings.clusters:
         raise ConfigError("clusters", "at least one [[clusters]] table is required")
     for i, cluster in enumerate(settings.clusters):
@@ -398,6 +415,15 @@ def validate_for_run(settings: Settings) -> None:
                 raise ConfigError(f"clusters.{i}.{field}", f"cannot be read: {exc}") from None
             if not secret:
                 raise ConfigError(f"clusters.{i}.{field}", "is empty")
+        if cluster.ca_file is not None and not cluster.insecure_skip_tls_verify:
+            # a CA that cannot verify anything would fail every poll's TLS check: refuse it now
+            try:
+                ssl.create_default_context(cafile=os.path.expandvars(str(cluster.ca_file)))
+            except ssl.SSLError as exc:
+                raise ConfigError(f"clusters.{i}.ca_file",
+                                  f"not a PEM CA bundle ({exc.reason or exc})") from None
+            except OSError as exc:
+                raise ConfigError(f"clusters.{i}.ca_file", f"cannot be read: {exc.strerror or exc}") from None
 
 
 def _print_config_error(exc: ConfigError, as_json: bool) -> None:
@@ -459,13 +485,6 @@ def config_warnings(settings: Settings) -> list[str]:
     warnings = [f"clusters.{i}.insecure_skip_tls_verify: the certificate of {c.address} is NOT verified; "
                 "anyone on the path can read the token and change quotas"
                 for i, c in enumerate(settings.clusters) if c.insecure_skip_tls_verify]
-    for i, cluster in enumerate(settings.clusters):
-        if cluster.ca_file is not None and not cluster.insecure_skip_tls_verify:
-            try:
-                ssl.create_default_context(cafile=os.path.expandvars(str(cluster.ca_file)))
-            except (ssl.SSLError, OSError) as exc:
-                warnings.append(f"clusters.{i}.ca_file: not a usable PEM CA bundle ({exc}); "
-                                "every poll of this cluster will fail its TLS check")
     if settings.http.host not in ("127.0.0.1", "localhost", "::1") and \
             settings.http.resolved_write_token() is None:
         warnings.append(f"http.listen: {settings.http.listen} is not loopback and no write token is set")

@@ -72,7 +72,7 @@ class CycleContext:
 
 
 class Stage(Protocol):
-    """A step of the cycle. Raising fails this cycle's later stages (logged, counted), not the loop."""
+    """A step of the cycle. Raising is logged and counted; the later stages still run, on what the context holds."""
 
     name: str
 

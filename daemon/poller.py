@@ -7,6 +7,10 @@ starts failing and once when it recovers — never a line per failed poll.
 `Poller.run()` calls one cycle per tick. Ticks are `interval` apart on the daemon's clock, the
 first one after a small random offset so several pollers do not fire together. A cycle that
 overruns its interval is measured and the ticks it missed are skipped, never stacked.
+
+`Poller.wakeup` cuts the wait short: the next cycle runs now (a granted reservation should grow
+its quota at once, not at the next tick). Requests coalesce — one set while a cycle runs gives
+exactly one more cycle after it — and an extra cycle leaves the tick schedule where it was.
 """
 
 from __future__ import annotations
@@ -79,18 +83,24 @@ class Poller:
         self._clock = clock
         self.interval_seconds = interval_seconds
         self.offset_seconds = (rng or random.Random()).uniform(0, jitter_ratio * interval_seconds)
+        self.wakeup = asyncio.Event()
+        """Set it (`Daemon.request_cycle`) to run a cycle now instead of at the next tick."""
+        self.requested_cycles = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Poll until `stopping` is set; a cycle in flight is finished, a wait is cut short."""
         interval = self.interval_seconds
-        if not await sleep_unless(self._clock, self.offset_seconds, stopping):
+        if not await sleep_unless(self._clock, self.offset_seconds, stopping, wake=self.wakeup):
             return
         next_tick = self._clock.now()
+        tick_due = True  # the first cycle is the first tick, even when a request woke it early
         while not stopping.is_set():
             started = self._clock.now()
+            self.wakeup.clear()  # a request made before this cycle starts is served by it
             await self._cycle()
             now = self._clock.now()
-            next_tick += interval
+            if tick_due or now >= next_tick:  # a requested cycle that ran into the tick covers it
+                next_tick += interval
             if now > next_tick:
                 missed = math.floor((now - next_tick) / interval) + 1
                 next_tick += missed * interval
@@ -98,5 +108,10 @@ class Poller:
                 log.warning("poll.overran", cluster=self.state.cluster,
                             cycle_seconds=round(now - started, 3), interval_seconds=interval,
                             skipped_ticks=missed)
-            if not await sleep_unless(self._clock, next_tick - now, stopping):
+            if not await sleep_unless(self._clock, next_tick - now, stopping, wake=self.wakeup):
                 return
+            tick_due = not (self.wakeup.is_set() and self._clock.now() < next_tick)
+            if not tick_due:
+                self.requested_cycles += 1
+                log.debug("poll.requested", cluster=self.state.cluster,
+                          seconds_before_tick=round(next_tick - self._clock.now(), 3))

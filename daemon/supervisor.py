@@ -32,21 +32,25 @@ class TaskCrash:
     t: float
 
 
-async def sleep_unless(clock: Clock, seconds: float, stopping: asyncio.Event) -> bool:
-    """Sleep `seconds` on `clock` unless `stopping` is set first. True when the sleep completed."""
+async def sleep_unless(clock: Clock, seconds: float, stopping: asyncio.Event, *,
+                       wake: asyncio.Event | None = None) -> bool:
+    """Sleep `seconds` on `clock` unless `stopping` (or `wake`, when given) is set first.
+    False when `stopping` is set; the caller tells a wake-up by `wake.is_set()`."""
     if stopping.is_set():
         return False
-    if seconds <= 0:
+    if seconds <= 0 or (wake is not None and wake.is_set()):
         await asyncio.sleep(0)
         return not stopping.is_set()
-    sleeper = asyncio.create_task(clock.sleep(seconds), name="sleep")
-    stopper = asyncio.create_task(stopping.wait(), name="sleep-stopper")
+    tasks = {asyncio.create_task(clock.sleep(seconds), name="sleep"),
+             asyncio.create_task(stopping.wait(), name="sleep-stopper")}
+    if wake is not None:
+        tasks.add(asyncio.create_task(wake.wait(), name="sleep-waker"))
     try:
-        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (sleeper, stopper):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(sleeper, stopper, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
     return not stopping.is_set()
 
 

@@ -5,15 +5,18 @@ with a reason, reservations expire, survive a restart, and bad requests get 401/
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from core_helpers import InstantClock, SettingsFactory
 
 from quotapilot.daemon.app import Daemon
+from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.http import build_app
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.simulator.server import SimulatorServer
@@ -128,3 +131,47 @@ class TestAgainstTheSimulator:
             assert missing.status == 404
             listed = await (await client.get("/api/v1/targets")).json()
         assert sorted(t["path"] for t in listed["targets"]) == ["/cosmos7/processed", "/cosmos7/raw", "/cosmos7/temp"]
+
+
+async def until(condition: Any, what: str) -> None:
+    """Wait (real time: HTTPS requests in the pool threads, never the virtual clock) for `condition()`."""
+    for _ in range(2500):
+        if condition():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class TestReservationWakesTheRunningDaemon:
+    """A granted reservation that needs growth makes the running daemon poll and grow now, not at
+    its next tick: no virtual time passes."""
+
+    @pytest.fixture
+    def clock(self) -> VirtualClock:  # the pollers sleep on it; only the test moves it
+        return VirtualClock()
+
+    async def test_reservation_grows_without_waiting_for_the_next_poll(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: VirtualClock) -> None:
+        settings = make_settings(http={"write_token": TOKEN}, policy={"mode": "enforce"},
+                                 poll={"interval_seconds": 3600})
+        async with Daemon(settings, clock) as daemon, served(daemon) as client:
+            task = asyncio.create_task(daemon.run(), name="daemon-under-test")
+            try:
+                def cycles() -> int:  # published when every stage of the cycle has run
+                    cluster = daemon.snapshot.clusters.get("sim")
+                    return 0 if cluster is None else cluster.health.polls
+
+                await until(lambda: cycles() == 1, "the first cycle")
+                started, before = clock.now(), raw_quota(sim).hard_limit
+                resp = await client.post("/api/v1/reservations", headers=AUTH, json={
+                    "target": "cosmos7-raw", "bytes": "30TB", "ttl": "6h", "idempotency_key": "now"})
+                assert resp.status == 201, await resp.json()
+                await until(lambda: cycles() == 2, "the requested cycle")
+                after = raw_quota(sim).hard_limit
+                actions = await (await client.get("/api/v1/actions?target=cosmos7-raw")).json()
+            finally:
+                daemon.stop()
+                await asyncio.wait_for(task, 5)
+        assert clock.now() == started, "no virtual time passed"
+        assert after >= before + 30 * TB
+        assert [a["status"] for a in actions["actions"]] == ["verified"]

@@ -16,11 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 from vastpy import VASTClient
 
+from quotapilot.daemon.actuator import GrowthStage
 from quotapilot.daemon.app import Daemon, StoreStage
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.cycle import CycleContext, Stage
 from quotapilot.daemon.simulator.server import SimulatorServer
-from quotapilot.forecasting.types import POOL_TARGET
+from quotapilot.forecasting.types import POOL_TARGET, ActionStatus
 
 
 @pytest.fixture
@@ -108,7 +109,7 @@ class TestPollOnce:
             history = daemon.observations.history(raw.target, since=0)
             assert [ctx.poll.t, ctx2.poll.t] == [t for t, _, _ in history]
 
-    async def test_a_failing_stage_skips_later_stages_for_that_cycle_only(
+    async def test_a_failing_stage_does_not_stop_the_later_stages(
             self, make_settings: SettingsFactory, clock: VirtualClock) -> None:
         seen: list[str] = []
         stages = [Recorder("a", seen), Recorder("b", seen, fail=True), Recorder("c", seen)]
@@ -116,10 +117,31 @@ class TestPollOnce:
             with capture_logs() as logs:
                 await daemon.poll_once("sim")
                 await daemon.poll_once("sim")
-            assert seen == ["a", "b", "a", "b"]
+            assert seen == ["a", "b", "c", "a", "b", "c"]
             assert [e["event"] for e in logs if e["event"].startswith("stage.")] == ["stage.failed"]
             assert dict(daemon.snapshot.stage_errors_total) == {"b": 2}
             assert daemon.registry.get_sample_value("quotapilot_stage_errors_total", {"stage": "b"}) == 2.0
+
+    async def test_growth_goes_reactive_when_the_forecaster_raises(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: VirtualClock) -> None:
+        seen: list[str] = []
+
+        def stages(daemon: Daemon) -> list[Stage]:
+            return [StoreStage(daemon.observations), Recorder("forecaster", seen, fail=True),
+                    GrowthStage.for_daemon(daemon)]
+
+        settings = make_settings(policy={"mode": "enforce", "grow_at": 0.01, "target_utilization": 0.005})
+        async with Daemon(settings, clock, stages=stages) as daemon:
+            clock.advance(3600)
+            ctx = await daemon.poll_once("sim")
+            assert not ctx.forecasts and ctx.decisions  # growth ran after the failed stage
+            assert all("reactive (no usable forecast)" in d.reason for d in ctx.decisions)
+            grown = [a for a in ctx.actions if a.status is ActionStatus.VERIFIED]
+            assert grown, ctx.actions
+            live = {q.path: q.hard_limit for q in sim.engine.quotas.values()}
+            for action in grown:
+                assert live[action.target.path] == action.new_hard
+            assert dict(daemon.snapshot.stage_errors_total) == {"forecaster": 1}
 
     async def test_stages_see_failed_polls(self, sim: SimulatorServer, make_settings: SettingsFactory,
                                            clock: VirtualClock) -> None:

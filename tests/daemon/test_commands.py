@@ -97,8 +97,8 @@ class TestCheckConfig:
         not_pem = tmp_path / "ca.pem"
         not_pem.write_text("hello\n")
         config = write_config(tmp_path / "q.toml", "vms.example.org", str(not_pem))
-        assert main(["check-config", "--config", str(config)]) == 0  # valid, but loudly warned
-        assert "WARNING: clusters.0.ca_file: not a usable PEM CA bundle" in capsys.readouterr().err
+        assert main(["check-config", "--config", str(config)]) == 2  # every poll would fail its TLS check
+        assert "clusters.0.ca_file: not a PEM CA bundle" in capsys.readouterr().err
 
     def test_empty_token_file(self, tmp_path: Path, ca_file: str, capsys: pytest.CaptureFixture[str]) -> None:
         (tmp_path / "token").write_text("\n")

@@ -84,6 +84,57 @@ class TestSchedule:
         assert calls == 1
 
 
+class TestRequestedCycles:
+    """`wakeup` runs a cycle now; requests coalesce, never stack, and the tick schedule stays."""
+
+    async def test_wakeup_runs_a_cycle_now_and_keeps_the_schedule(self) -> None:
+        clock = VirtualClock(start=0.0)
+        started: list[float] = []
+
+        async def cycle() -> None:
+            started.append(clock.now())
+
+        poller = Poller(PollerState("c"), cycle, clock, interval_seconds=60, jitter_ratio=0.0)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(poller.run(stopping))
+        await settle()
+        clock.advance(20)  # no tick is due
+        await settle()
+        poller.wakeup.set()
+        await settle()
+        assert started == [0.0, 20.0]
+        for _ in range(2):
+            clock.set(clock.next_deadline or clock.now())
+            await settle()
+        stopping.set()
+        await task
+        assert started == [0.0, 20.0, 60.0, 120.0]
+        assert poller.requested_cycles == 1 and poller.state.skipped_ticks == 0
+
+    async def test_requests_during_a_cycle_coalesce_into_one(self) -> None:
+        clock = VirtualClock(start=0.0)
+        started: list[float] = []
+        poller: Poller
+
+        async def cycle() -> None:
+            started.append(clock.now())
+            if len(started) == 1:
+                for _ in range(3):  # three reservations granted while this cycle runs
+                    poller.wakeup.set()
+                    await asyncio.sleep(0)
+
+        poller = Poller(PollerState("c"), cycle, clock, interval_seconds=60, jitter_ratio=0.0)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(poller.run(stopping))
+        await settle()
+        assert started == [0.0, 0.0]  # one extra cycle, after the one in flight
+        clock.set(clock.next_deadline or clock.now())
+        await settle()
+        stopping.set()
+        await task
+        assert started == [0.0, 0.0, 60.0]
+
+
 class TestCoordinatorState:
     """One log line when polling starts failing, one when it recovers."""
 

@@ -3,16 +3,35 @@ way the service provides them (credentials in $CREDENTIALS_DIRECTORY, the CA bes
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from deploy_helpers import DEPLOY
 
 from quotapilot.daemon.cli import main
 from quotapilot.daemon.settings import load_settings
 
 CONFIGS = DEPLOY / "config"
+
+
+def ca_bundle_pem() -> bytes:
+    """A real self-signed CA certificate (PEM), made with `cryptography` as the simulator makes its
+    own: check-config refuses a `ca_file` that is not a PEM CA bundle."""
+    now = datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test site CA")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def installed(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -23,8 +42,9 @@ def installed(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         directory.mkdir()
     (credentials / "vms.token").write_text("not-a-real-token\n")
     (credentials / "token").write_text("not-a-real-token\n")  # demo.toml: the simulator's dir
-    (credentials / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
-    (etc / "vms-ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    ca_pem = ca_bundle_pem()
+    (credentials / "ca.pem").write_bytes(ca_pem)
+    (etc / "vms-ca.pem").write_bytes(ca_pem)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     moves = {"/etc/quotapilot/": etc, "/var/lib/quotapilot/": state, "/tmp/quotapilot-demo/": credentials}
     text = config.read_text()
@@ -46,6 +66,16 @@ def test_example_config_is_valid(name: str, tmp_path: Path, monkeypatch: pytest.
                                  capsys: pytest.CaptureFixture[str]) -> None:
     code, report = check_config(installed(CONFIGS / name, tmp_path, monkeypatch), capsys)
     assert (code, report.get("valid")) == (0, True), report
+
+
+def test_a_ca_file_that_is_not_pem_exits_2_naming_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    config = installed(CONFIGS / "quotapilot.toml", tmp_path, monkeypatch)
+    (tmp_path / "etc" / "vms-ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    code, report = check_config(config, capsys)
+    assert code == 2, report
+    assert report["field"] == "clusters.0.ca_file"
+    assert str(report["reason"]).startswith("not a PEM CA bundle")
 
 
 class TestSiteExample:
