@@ -89,6 +89,9 @@ class SeriesInput:
     runway_p90_seconds: float | None = None
     expected: tuple[float, float, float] | None = None
     """(t_end, p10, p90): the usage the forecast expects at the end of the next anomaly window."""
+    horizon_seconds: float | None = None
+    """How far ahead the forecast looks: a runway of None means "at least this long". A window
+    longer than the horizon (the pool's procurement windows) cannot be cleared by "beyond"."""
 
     @property
     def utilization_ratio(self) -> float | None:
@@ -188,11 +191,17 @@ def utilization_severity(value: float, warning_at: float, critical_at: float,
 
 
 def runway_severity(runway: float | None, warning_seconds: float, critical_seconds: float,
-                    current: Severity | None, hysteresis_ratio: float) -> Severity | None:
+                    current: Severity | None, hysteresis_ratio: float,
+                    horizon_seconds: float | None = None) -> Severity | None:
     """Shorter than a window fires; it resolves only once the runway is `hysteresis_ratio`
-    longer than the window."""
+    longer than the window. A runway beyond the forecast's horizon (None) is only known to be at
+    least `horizon_seconds`: it never fires, and it resolves (or lowers) a firing alert only as
+    far as that bound proves — else a pool alert with a 30-day window flapped whenever one
+    forecast saw the pool fill in 13 days and the next beyond its 14."""
     if runway is None:
-        return None
+        if horizon_seconds is None or current is None:
+            return None
+        runway = horizon_seconds
     if runway < critical_seconds or (current is Severity.CRITICAL
                                      and runway < critical_seconds * (1 + hysteresis_ratio)):
         return Severity.CRITICAL
@@ -243,8 +252,13 @@ def target_conditions(target: TargetInput, states: Mapping[str, AlertState],
                                  (config.runway_warning_seconds, config.runway_critical_seconds))
             runway = series.runway_seconds
             severity = runway_severity(runway, warning, critical, _severity_of(previous(kind)),
-                                       config.runway_hysteresis_ratio)
-            summary = f"{name} {dimension} full in {runway_in_words(runway)}"
+                                       config.runway_hysteresis_ratio, series.horizon_seconds)
+            if runway is not None:
+                summary = f"{name} {dimension} full in {runway_in_words(runway)}"
+            elif series.horizon_seconds:
+                summary = f"{name} {dimension} full in more than {runway_in_words(series.horizon_seconds)}"
+            else:
+                summary = f"{name} {dimension} not full within the forecast horizon"
             out.append(make(kind, severity, summary, value=runway,
                             threshold=critical if severity is Severity.CRITICAL else warning,
                             runway_seconds=runway))

@@ -126,16 +126,18 @@ def build_sinks(alerts: AlertSettings) -> list[Sink]:
 
 
 # ------------------------------------------------------------------------------ cycle → inputs
-def _runway_seconds(forecast: SeriesForecast | None, now: float) -> tuple[bool, float | None, float | None]:
-    """(known, p50, p90) seconds until 100 % of the limit, from the forecaster's runways."""
+def _runway_seconds(forecast: SeriesForecast | None,
+                    now: float) -> tuple[bool, float | None, float | None, float | None]:
+    """(known, p50, p90, horizon) seconds until 100 % of the limit, from the forecaster's runways
+    (horizon: how far ahead it looked)."""
     if forecast is None or forecast.forecast is None:
-        return False, None, None
+        return False, None, None, None
     runway = forecast.runway(1.0)
     if runway is None:
-        return False, None, None
+        return False, None, None, None
     p50 = None if runway.p50 is None else max(0.0, runway.p50 - now)
     p90 = None if runway.p90 is None else max(0.0, runway.p90 - now)
-    return True, p50, p90
+    return True, p50, p90, max(0.0, runway.horizon_end - now)
 
 
 def _expected(forecast: SeriesForecast | None, used: float, t: float,
@@ -160,11 +162,11 @@ def _expected(forecast: SeriesForecast | None, used: float, t: float,
 
 def _series(used: float, limit: float | None, forecast: SeriesForecast | None, now: float, *,
             t: float | None = None, window_seconds: float = 0.0) -> SeriesInput:
-    known, p50, p90 = _runway_seconds(forecast, now)
+    known, p50, p90, horizon = _runway_seconds(forecast, now)
     if limit and used >= limit:
         known, p50, p90 = True, 0.0, 0.0
     return SeriesInput(used=float(used), limit=float(limit) if limit else None, forecast_known=known,
-                       runway_p50_seconds=p50, runway_p90_seconds=p90,
+                       runway_p50_seconds=p50, runway_p90_seconds=p90, horizon_seconds=horizon,
                        expected=_expected(forecast, float(used), now if t is None else t, window_seconds))
 
 
@@ -263,12 +265,24 @@ def inputs_from_cycle(ctx: CycleContext, settings: Settings,
                       invalid_samples=len(poll.dropped), targets=tuple(targets))
 
 
+def _hard_limit_now(target: TargetInput, last_action: ActionOutcome | None) -> float | None:
+    """The bytes hard limit as it is now: a verified growth made after the sample was taken
+    already counts (else the state is published twice: with the old limit, then the new)."""
+    limit = target.bytes.limit if target.bytes is not None else None
+    if (last_action is not None and last_action.status is ActionStatus.VERIFIED
+            and last_action.dimension is Dimension.BYTES and last_action.new_hard
+            and last_action.t >= target.t):
+        return float(last_action.new_hard)
+    return limit
+
+
 def target_state_payload(target: TargetInput, last_action: ActionOutcome | None,
                          firing: Sequence[str]) -> dict[str, Any]:
     """The retained MQTT state of one target (README, "Alerts"); compact, since it is re-sent
     whenever the picture changes (cluster and target are in the topic)."""
     series = target.bytes
     runway = series.runway_seconds if series is not None and series.forecast_known else None
+    limit = _hard_limit_now(target, last_action)
 
     def ratio(value: float | None) -> float | None:
         return None if value is None else round(value, 4)
@@ -277,8 +291,8 @@ def target_state_payload(target: TargetInput, last_action: ActionOutcome | None,
         "path": target.path,
         "t": iso8601(target.t)[:19] + "Z",
         "used_bytes": int(series.used) if series else None,
-        "hard_limit_bytes": int(series.limit) if series and series.limit else None,
-        "utilization_ratio": ratio(series.utilization_ratio) if series else None,
+        "hard_limit_bytes": int(limit) if series and limit else None,
+        "utilization_ratio": ratio(series.used / limit) if series and limit else None,
         "inode_utilization_ratio": ratio(target.inodes.utilization_ratio) if target.inodes else None,
         "runway_seconds": None if runway is None else int(runway),
         "quota_state": target.state,
@@ -386,8 +400,9 @@ class AlertingStage:
             last_action = self._last_action.get(key)
             firing = sorted(firing_by_target.get(key, []))
             action_key = None if last_action is None else (last_action.t, str(last_action.status))
-            essence = (action_key, target.state)
-            utilization = (target.bytes.utilization_ratio if target.bytes else None) or 0.0
+            limit = _hard_limit_now(target, last_action)
+            essence = (action_key, target.state, limit)
+            utilization = target.bytes.used / limit if target.bytes and limit else 0.0
             sent = self._state_sent.get(key)
             if sent is not None and sent[1] == essence and abs(utilization - sent[0]) < step:
                 continue

@@ -255,7 +255,7 @@ class MqttSettings(Group):
     timeout_seconds: Seconds = Field(10.0, gt=0, description="Connect/publish timeout.")
     state_min_change_ratio: float = Field(
         0.20, ge=0, le=1, description="Retained state is re-published when utilization moved this much "
-        "(or at once when firing alerts, the last action, the quota state or the runway window change).")
+        "(or at once when the last action, the quota state or the hard limit change).")
 
     @model_validator(mode="after")
     def _files(self) -> MqttSettings:

@@ -169,6 +169,32 @@ class TestStage:
         assert registry.get_sample_value("quotapilot_alerts_firing", {"kind": "utilization",
                                                                       "severity": "critical"}) == 0
 
+    async def test_a_growth_publishes_the_state_once(self, tmp_path: Path) -> None:
+        """The cycle that grows a quota publishes its new hard limit already; the next poll, which
+        reads that limit back, has nothing new to say."""
+        settings = settings_for(tmp_path, mqtt={"host": "127.0.0.1"})
+        sink = ListSink()
+        stage = AlertingStage(settings, Database(settings.store.path), VirtualClock(T0), sinks=[sink])
+        used = 8 * TIB
+
+        def ctx(now: float, limit: int, actions: tuple[ActionOutcome, ...] = ()) -> CycleContext:
+            poll = PollResult("c1", now, observations=(Observation(RAW, now, used, limit),))
+            return CycleContext(poll=poll, now=now, actions=list(actions))
+
+        grown = ActionOutcome(RAW, Dimension.BYTES, ActionStatus.VERIFIED, T0, "forecast",
+                              old_hard=10 * TIB, new_hard=20 * TIB)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(stage.run(stopping), name="alerts")
+        try:
+            await stage.on_cycle(ctx(T0, 10 * TIB, (grown,)))
+            assert await stage.drain(2)
+            await stage.on_cycle(ctx(T0 + 900, 20 * TIB))
+            assert await stage.drain(2)
+        finally:
+            stopping.set()
+            await task
+        assert [(s["hard_limit_bytes"], s["utilization_ratio"]) for s in sink.states] == [(20 * TIB, 0.4)]
+
     async def test_stop_leaves_undelivered_on_disk(self, tmp_path: Path) -> None:
         clock = VirtualClock(T0)
         settings = settings_for(tmp_path)
