@@ -70,6 +70,7 @@ class RuleConfig:
     anomaly_floor_bytes_per_second: float = 1024.0 * 1024.0
     anomaly_samples: int = 6
     collector_failed_intervals: int = 3
+    runway_beyond_horizon_resolve_seconds: float = 86400.0
 
 
 # ------------------------------------------------------------------------------------- inputs
@@ -251,8 +252,17 @@ def target_conditions(target: TargetInput, states: Mapping[str, AlertState],
                                  if target.is_pool else
                                  (config.runway_warning_seconds, config.runway_critical_seconds))
             runway = series.runway_seconds
-            severity = runway_severity(runway, warning, critical, _severity_of(previous(kind)),
+            before = previous(kind)
+            severity = runway_severity(runway, warning, critical, _severity_of(before),
                                        config.runway_hysteresis_ratio, series.horizon_seconds)
+            # the last time the forecast saw the limit within its horizon: an alert kept firing
+            # on "beyond" alone resolves once that is runway_beyond_horizon_resolve_seconds ago
+            seen_at = target.t
+            if runway is None and before is not None:
+                seen_at = before.remembered("seen_at", target.t) or target.t
+            if (runway is None and severity is not None
+                    and target.t - seen_at >= config.runway_beyond_horizon_resolve_seconds):
+                severity = None
             if runway is not None:
                 summary = f"{name} {dimension} full in {runway_in_words(runway)}"
             elif series.horizon_seconds:
@@ -261,7 +271,8 @@ def target_conditions(target: TargetInput, states: Mapping[str, AlertState],
                 summary = f"{name} {dimension} not full within the forecast horizon"
             out.append(make(kind, severity, summary, value=runway,
                             threshold=critical if severity is Severity.CRITICAL else warning,
-                            runway_seconds=runway))
+                            runway_seconds=runway,
+                            memory=(("seen_at", float(seen_at)),) if severity is not None else ()))
     if not target.is_pool:
         severity = QUOTA_STATE_SEVERITY.get(target.state)
         out.append(make("quota_state", severity, f"{name} quota state {target.state}",

@@ -88,6 +88,7 @@ def rule_config(rules: AlertRuleSettings) -> RuleConfig:
         anomaly_floor_bytes_per_second=rules.anomaly_floor_bytes_per_second,
         anomaly_samples=rules.anomaly_samples,
         collector_failed_intervals=rules.collector_failed_intervals,
+        runway_beyond_horizon_resolve_seconds=rules.runway_beyond_horizon_resolve_seconds,
     )
 
 

@@ -345,6 +345,9 @@ class AlertRuleSettings(Group):
     anomaly_samples: int = Field(
         6, ge=1, description="Polls per ingest-anomaly window (what was written over them is judged).")
     collector_failed_intervals: int = Field(3, ge=1, description="Failed polls in a row before a collector alert.")
+    runway_beyond_horizon_resolve_seconds: Seconds = Field(
+        86400.0, description="A firing runway alert whose window is longer than the forecast horizon (the "
+        "pool's) is not resolved by one forecast that sees no crossing; it resolves once none has for this long.")
 
 
 class AlertSettings(Group):

@@ -172,20 +172,23 @@ class TestRunway:
 
     def test_beyond_a_horizon_shorter_than_the_window_keeps_the_pool_alert(self) -> None:
         """A 14-day forecast that no longer sees the pool fill says "at least 14 days": that does
-        not clear a 30-day procurement window (it used to resolve, and re-fire one cycle later)."""
-        def pool(runway_days: float | None) -> TargetInput:
+        not clear a 30-day procurement window (it used to resolve, and re-fire one cycle later);
+        a day without any forecast seeing it fill does."""
+        def pool(t: float, runway_days: float | None) -> TargetInput:
             runway = None if runway_days is None else runway_days * 86400.0
-            return TargetInput(cluster="c1", target="pool", path="/", is_pool=True, t=T0,
+            return TargetInput(cluster="c1", target="pool", path="/", is_pool=True, t=t,
                                bytes=SeriesInput(used=10, limit=100, forecast_known=True,
                                                  runway_p50_seconds=runway, runway_p90_seconds=runway,
                                                  horizon_seconds=14 * 86400.0))
         run = Run()
-        run.cycle(T0, pool(None))  # beyond the horizon never fires
-        run.cycle(T0 + 60, pool(13.5))
-        run.cycle(T0 + 120, pool(13.9))
-        run.cycle(T0 + 180, pool(None))
-        assert run.of("c1/pool/runway") == [(Status.FIRING, Severity.CRITICAL)]
+        for t, runway_days in ((T0, None), (T0 + 60, 13.5), (T0 + 120, None), (T0 + 180, 13.9),
+                               (T0 + 240, None), (T0 + 180 + 86000, None)):
+            run.cycle(t, pool(t, runway_days))
+        assert run.of("c1/pool/runway") == [(Status.FIRING, Severity.CRITICAL)]  # beyond alone never fires
         assert run.states["c1/pool/runway"].summary == "pool bytes full in more than 14 days"
+        run.cycle(T0 + 180 + 86400, pool(T0 + 180 + 86400, None))
+        assert run.of("c1/pool/runway") == [(Status.FIRING, Severity.CRITICAL),
+                                            (Status.RESOLVED, Severity.CRITICAL)]
         assert Severity.WARNING is runway_severity(None, 90 * 86400, 30 * 86400, Severity.CRITICAL, 0.1,
                                                    40 * 86400.0)
         assert runway_severity(None, 72 * 3600, 24 * 3600, Severity.CRITICAL, 0.1, 14 * 86400.0) is None
