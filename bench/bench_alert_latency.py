@@ -1,8 +1,9 @@
 """Benchmark: alert evaluation → receipt latency, MQTT and webhook, loopback, N targets firing.
 
 One poll cycle in which N quotas (default 1,000) are all at 95 % raises N critical alerts; the
-real `AlertingStage` evaluates them, writes states + 2N outbox rows (SQLite, synchronous=FULL),
-and the dispatcher delivers to a real Mosquitto broker (started here on a free port, subscribed
+real `AlertingStage` evaluates them, writes states + 3N outbox rows (SQLite, synchronous=FULL),
+and the dispatcher delivers to the built-in log sink (every line rendered as JSON at info level, as
+under systemd, into a discarded stderr), to a real Mosquitto broker (started here on a free port, subscribed
 by `mosquitto_sub` in its own process) and to a plain HTTP receiver (its own process). Latency per
 notification = receipt time at the receiver − the payload's `evaluated_at_epoch`.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -144,6 +146,7 @@ async def bench(targets: int, workdir: Path, mqtt_port: int, http_port: int) -> 
         evaluate_seconds = time.perf_counter() - started
         drained = await stage.drain(60)
         delivered_seconds = time.perf_counter() - started
+        logged = stage.dispatcher.stats.results[("log", "delivered")]
     finally:
         stopping.set()
         await task
@@ -164,6 +167,7 @@ async def bench(targets: int, workdir: Path, mqtt_port: int, http_port: int) -> 
         "evaluate_and_enqueue_seconds": round(evaluate_seconds, 4),
         "all_delivered_seconds": round(delivered_seconds, 4),
         "drained": drained,
+        "log_sink_lines": logged,
         **result,
         "target_p99_seconds": 1.0,
         "ok": all(result[s].get("p99_seconds", 99) <= 1.0 and result[s]["received"] == targets
@@ -178,12 +182,16 @@ def main() -> int:
     if shutil.which("mosquitto") is None or shutil.which("mosquitto_sub") is None:
         print(json.dumps({"benchmark": "alert_latency", "error": "mosquitto and mosquitto_sub are required"}))
         return 1
-    configure_logging("warning", "json")
+    configure_logging("info", "json")  # the log sink does its real work ...
     workdir = Path(tempfile.mkdtemp(prefix="qp-bench-alerts-"))
     procs, mqtt_port, http_port = start_receivers(workdir)
+    real_stderr = sys.stderr
     try:
-        report = asyncio.run(bench(args.targets, workdir, mqtt_port, http_port))
+        with open(os.devnull, "w") as discarded:
+            sys.stderr = discarded  # ... into nowhere; stdout keeps the one JSON line
+            report = asyncio.run(bench(args.targets, workdir, mqtt_port, http_port))
     finally:
+        sys.stderr = real_stderr
         stop(procs)
         shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(report))
