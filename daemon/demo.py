@@ -22,13 +22,13 @@ import shutil
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from quotapilot.daemon.errors import ConfigError
+from quotapilot.daemon.settings import read_config_file
 from quotapilot.daemon.units import format_bytes, format_duration
 
 DAY = 86400.0
@@ -108,13 +108,7 @@ def demo_settings_data(*, cluster: str, address: str, token: str, ca_file: Path,
         "forecast": {"workers": 0},  # refits in-process: deterministic, and no pool to start
     }
     if config is not None:
-        try:
-            with open(config, "rb") as fh:
-                user = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError("--config", f"no such file: {config}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", f"{config} is not valid TOML: {exc}") from None
+        user = read_config_file(config)
         for own in ("clusters", "store", "http"):
             user.pop(own, None)
         user_policy = user.get("policy")

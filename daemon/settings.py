@@ -61,6 +61,15 @@ def read_secret_file(path: Path) -> str:
     return expand_path(path).read_text(encoding="utf-8").strip()
 
 
+def resolve_secret(value: SecretStr | None, path: Path | None) -> str | None:
+    """A secret given inline or as a file (read at use, so a rotated file is picked up)."""
+    if value is not None:
+        return value.get_secret_value()
+    if path is not None:
+        return read_secret_file(path)
+    return None
+
+
 def _check_files(group: BaseModel, *names: str) -> None:
     """Each named path setting, when set, must name an existing file (after `expand_path`)."""
     for name in names:
@@ -107,18 +116,10 @@ class ClusterSettings(Group):
         return self
 
     def resolved_token(self) -> str | None:
-        if self.token is not None:
-            return self.token.get_secret_value()
-        if self.token_file is not None:
-            return read_secret_file(self.token_file)
-        return None
+        return resolve_secret(self.token, self.token_file)
 
     def resolved_password(self) -> str | None:
-        if self.password is not None:
-            return self.password.get_secret_value()
-        if self.password_file is not None:
-            return read_secret_file(self.password_file)
-        return None
+        return resolve_secret(self.password, self.password_file)
 
 
 class VastSettings(Group):
@@ -263,11 +264,7 @@ class MqttSettings(Group):
         return self
 
     def resolved_password(self) -> str | None:
-        if self.password is not None:
-            return self.password.get_secret_value()
-        if self.password_file is not None:
-            return read_secret_file(self.password_file)
-        return None
+        return resolve_secret(self.password, self.password_file)
 
     def resolved_ca_file(self) -> Path | None:
         return None if self.ca_file is None else expand_path(self.ca_file)
@@ -294,11 +291,7 @@ class WebhookSettings(Group):
         return self
 
     def resolved_token(self) -> str | None:
-        if self.token is not None:
-            return self.token.get_secret_value()
-        if self.token_file is not None:
-            return read_secret_file(self.token_file)
-        return None
+        return resolve_secret(self.token, self.token_file)
 
     def resolved_ca_file(self) -> Path | None:
         return None if self.ca_file is None else expand_path(self.ca_file)
@@ -384,11 +377,7 @@ class HttpSettings(Group):
         return int(self.listen.rsplit(":", 1)[1])
 
     def resolved_write_token(self) -> str | None:
-        if self.write_token is not None:
-            return self.write_token.get_secret_value()
-        if self.write_token_file is not None:
-            return read_secret_file(self.write_token_file)
-        return None
+        return resolve_secret(self.write_token, self.write_token_file)
 
 
 class StoreSettings(Group):
@@ -505,20 +494,23 @@ def describe_validation_error(exc: ValidationError) -> list[ConfigError]:
     return problems
 
 
+def read_config_file(config_file: Path) -> dict[str, Any]:
+    """The TOML file as a dict; a missing or malformed file is a `ConfigError` on `--config`."""
+    try:
+        with open(config_file, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("--config", f"no such file: {config_file}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{config_file} is not valid TOML: {exc}") from None
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings from an optional TOML file, the environment and `overrides`.
 
     Raises `ConfigError` (the first problem; all of them in `.problems`) on invalid input.
     """
-    data: dict[str, Any] = {}
-    if config_file is not None:
-        try:
-            with open(config_file, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError("--config", f"no such file: {config_file}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", f"{config_file} is not valid TOML: {exc}") from None
+    data: dict[str, Any] = {} if config_file is None else read_config_file(config_file)
     data.update(overrides)
     try:
         return Settings(**data)
