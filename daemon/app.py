@@ -418,7 +418,7 @@ def validate_for_run(settings: Settings) -> None:
         if cluster.ca_file is not None and not cluster.insecure_skip_tls_verify:
             # a CA that cannot verify anything would fail every poll's TLS check: refuse it now
             try:
-                ssl.create_default_context(cafile=os.path.expandvars(str(cluster.ca_file)))
+                ssl.create_default_context(cafile=cluster.resolved_ca_file())
             except ssl.SSLError as exc:
                 raise ConfigError(f"clusters.{i}.ca_file",
                                   f"not a PEM CA bundle ({exc.reason or exc})") from None

@@ -24,7 +24,6 @@ import asyncio
 import functools
 import json
 import math
-import os
 import random
 import ssl
 import time
@@ -169,7 +168,8 @@ def system_trust_context() -> ssl.SSLContext:
 def make_client(cluster: ClusterSettings, timeout_seconds: float, pool_size: int = 4) -> vastpy.VASTClient:
     """A vastpy client for one cluster, verifying TLS unless explicitly told not to; up to
     `pool_size` connections are kept alive."""
-    ca_file = None if cluster.ca_file is None else os.path.expandvars(str(cluster.ca_file))
+    resolved = cluster.resolved_ca_file()
+    ca_file = None if resolved is None else str(resolved)
     client_class = type("VmsClient", (_VmsClient,), {
         "timeout_seconds": timeout_seconds,
         "verify_system_trust": ca_file is None and not cluster.insecure_skip_tls_verify,

@@ -106,17 +106,16 @@ class ClusterSettings(Group):
             raise FieldProblem("token", "give only one of token, token_file, user")
         if self.user is not None and self.password is None and self.password_file is None:
             raise FieldProblem("password", "user needs password or password_file")
-        for name in ("token_file", "password_file", "ca_file"):
-            path = getattr(self, name)
-            if path is not None and not Path(os.path.expandvars(str(path))).is_file():
-                raise FieldProblem(name, f"no such file: {path}")
-        if self.ca_file is None and not self.insecure_skip_tls_verify:
-            # vastpy without cert_file silently skips verification; we refuse to.
-            pass  # verified against the system trust store (see collector)
+        _check_files(self, "token_file", "password_file", "ca_file")
+        # No ca_file: the collector verifies against the system trust store. vastpy itself would
+        # skip verification without a cert_file; only insecure_skip_tls_verify does that here.
         return self
 
     def resolved_token(self) -> str | None:
         return resolve_secret(self.token, self.token_file)
+
+    def resolved_ca_file(self) -> Path | None:
+        return None if self.ca_file is None else expand_path(self.ca_file)
 
     def resolved_password(self) -> str | None:
         return resolve_secret(self.password, self.password_file)
