@@ -15,7 +15,7 @@ import numpy as np
 
 from quotapilot.forecasting.holtwinters import FittedModel, ModelState, forecast_rates
 from quotapilot.forecasting.resample import FloatArray
-from quotapilot.forecasting.types import QUANTILES, Forecast, Runway
+from quotapilot.forecasting.types import QUANTILES, Forecast, Runway, StepTimes, float_array
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.75, 0.90, 1.00)
 
@@ -58,9 +58,10 @@ def cumulative_paths(fitted: FittedModel, state: ModelState, *, open_start: floa
     p50 = np.interp(out_t, knot_t, mean)
     p10 = np.minimum(p50 + np.interp(out_t, knot_t, low), p50)
     p90 = np.maximum(p50 + np.interp(out_t, knot_t, high), p50)
-    forecast = Forecast(t0=last_t, step_seconds=step, times=tuple(out_t.tolist()), p10=tuple(p10.tolist()),
-                        p50=tuple(p50.tolist()), p90=tuple(p90.tolist()), model=fitted.model_name,
-                        fallback=fallback_text(fitted))
+    # compact paths (8 bytes a value, the grid derived): ~20,000 series each hold one
+    forecast = Forecast(t0=last_t, step_seconds=step, times=StepTimes(last_t, step, n_out),
+                        p10=float_array(p10.tolist()), p50=float_array(p50.tolist()), p90=float_array(p90.tolist()),
+                        model=fitted.model_name, fallback=fallback_text(fitted))
     origin = np.array([last_used])
     return Paths(forecast, np.concatenate(([last_t], out_t)), np.concatenate((origin, p10)),
                  np.concatenate((origin, p50)), np.concatenate((origin, p90)))

@@ -24,7 +24,7 @@ import numpy as np
 
 from quotapilot.forecasting.holtwinters import FallbackReason
 from quotapilot.forecasting.runway import DEFAULT_THRESHOLDS, runways_of_paths
-from quotapilot.forecasting.types import Forecast, Runway
+from quotapilot.forecasting.types import Forecast, Runway, StepTimes, float_array
 
 STOPGAP_MODEL = "predict_linear"
 """`Forecast.model` of a stopgap (distinct from the fitted `linear` model)."""
@@ -71,8 +71,8 @@ def stopgap_forecast(samples: Sequence[tuple[float, float]], *, now: float, step
     p10 = p50 - half_width * ahead
     p90 = p50 + half_width * ahead
     reason = str(FallbackReason.BELOW_MIN_HISTORY)
-    forecast = Forecast(t0=last_t, step_seconds=step_seconds, times=tuple((last_t + ahead).tolist()),
-                        p10=tuple(p10.tolist()), p50=tuple(p50.tolist()), p90=tuple(p90.tolist()),
+    forecast = Forecast(t0=last_t, step_seconds=step_seconds, times=StepTimes(last_t, step_seconds, n_out),
+                        p10=float_array(p10.tolist()), p50=float_array(p50.tolist()), p90=float_array(p90.tolist()),
                         model=STOPGAP_MODEL, fallback=f"{reason}: {detail}" if detail else reason)
     origin = np.array([last_used])
     ways = runways_of_paths(np.concatenate(([last_t], last_t + ahead)),

@@ -7,7 +7,10 @@ as input, `daemon` produces them from VMS and consumes the results.
 from __future__ import annotations
 
 import enum
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 POOL_TARGET = "pool"
 """Target name of the cluster capacity pool (its path label is "/")."""
@@ -93,33 +96,91 @@ QUANTILES: tuple[str, ...] = ("p10", "p50", "p90")
 """Quantile labels used everywhere (metrics, API, CLI JSON). p90 is the pessimistic path."""
 
 
+class StepTimes(Sequence[float]):
+    """`t0 + step_seconds * k` for k = 1 … n, computed on access (a forecast's grid in 32 bytes
+    instead of n floats). Values equal numpy's `t0 + step * np.arange(1, n + 1)` bit for bit."""
+
+    __slots__ = ("n", "step_seconds", "t0")
+
+    def __init__(self, t0: float, step_seconds: float, n: int) -> None:
+        self.t0, self.step_seconds, self.n = float(t0), float(step_seconds), n
+
+    def __len__(self) -> int:
+        return self.n
+
+    @overload
+    def __getitem__(self, index: int) -> float: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[float, ...]: ...
+    def __getitem__(self, index: int | slice) -> float | tuple[float, ...]:
+        if isinstance(index, slice):
+            return tuple(self.t0 + self.step_seconds * float(k + 1) for k in range(*index.indices(self.n)))
+        if index < 0:
+            index += self.n
+        if not 0 <= index < self.n:
+            raise IndexError("StepTimes index out of range")
+        return self.t0 + self.step_seconds * float(index + 1)
+
+    def __iter__(self) -> Iterator[float]:
+        t0, step = self.t0, self.step_seconds
+        return (t0 + step * float(k) for k in range(1, self.n + 1))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, StepTimes):
+            return (self.t0, self.step_seconds, self.n) == (other.t0, other.step_seconds, other.n)
+        if isinstance(other, Sequence):
+            return len(other) == self.n and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to sequences, which do not all hash
+
+    def __repr__(self) -> str:
+        return f"StepTimes(t0={self.t0!r}, step_seconds={self.step_seconds!r}, n={self.n})"
+
+    def __reduce__(self) -> tuple[type[StepTimes], tuple[float, float, int]]:
+        return StepTimes, (self.t0, self.step_seconds, self.n)
+
+
+def float_array(values: Iterable[float]) -> Sequence[float]:
+    """A compact read-as-sequence of floats (8 bytes a value, Python floats on access) for
+    `Forecast` paths; a tuple of floats costs 32 bytes a value."""
+    return array("d", values)
+
+
 @dataclass(frozen=True, slots=True)
 class Forecast:
     """Cumulative usage forecast of one series: one point per model step after `t0`.
 
     `p10 <= p50 <= p90` at every step. `model` names what produced it; `fallback` says why a
-    simpler model was used (None when the preferred one was).
+    simpler model was used (None when the preferred one was). The paths are read-only sequences
+    of floats: the forecaster stores them compactly (`StepTimes`, `float_array`), tests and
+    callers may pass tuples; nothing mutates them.
     """
 
     t0: float
     step_seconds: float
-    times: tuple[float, ...]
-    p10: tuple[float, ...]
-    p50: tuple[float, ...]
-    p90: tuple[float, ...]
+    times: Sequence[float]
+    p10: Sequence[float]
+    p50: Sequence[float]
+    p90: Sequence[float]
     model: str
     fallback: str | None = None
 
     def at(self, t: float, quantile: str = "p50") -> float | None:
         """The forecast level at time `t` (step interpolated), or None beyond the horizon."""
-        if not self.times or t > self.times[-1]:
+        times = self.times
+        n = len(times)
+        if not n:
             return None
-        series: tuple[float, ...] = getattr(self, quantile)
-        if t <= self.times[0]:
+        first, last = times[0], times[n - 1]
+        if t > last:
+            return None
+        series: Sequence[float] = getattr(self, quantile)
+        if t <= first:
             return series[0]
-        idx = int((t - self.times[0]) // self.step_seconds)
-        idx = min(idx, len(self.times) - 2)
-        t_a, t_b = self.times[idx], self.times[idx + 1]
+        idx = int((t - first) // self.step_seconds)
+        idx = min(idx, n - 2)
+        t_a, t_b = times[idx], times[idx + 1]
         frac = (t - t_a) / (t_b - t_a) if t_b > t_a else 0.0
         return series[idx] + frac * (series[idx + 1] - series[idx])
 
