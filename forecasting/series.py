@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -74,6 +73,44 @@ class RateHistory:
 
     def to_numpy(self) -> FloatArray:
         return np.frombuffer(self._buf, dtype=np.float64)[len(self._buf) - len(self):].copy()
+
+
+class RecentSamples:
+    """The last `maxlen` raw samples `(t, used)`, oldest first, interleaved in one `array('d')`
+    (16 bytes a sample; a deque of tuples costs ~110, ~28 KB per young series)."""
+
+    __slots__ = ("_buf", "_maxlen")
+
+    def __init__(self, maxlen: int) -> None:
+        self._buf = array("d")
+        self._maxlen = maxlen
+
+    def append(self, t: float, used: float) -> None:
+        self._buf.append(t)
+        self._buf.append(used)
+        self._trim()
+
+    def extend(self, times: Iterable[float], used: Iterable[float]) -> None:
+        for t, u in zip(times, used, strict=True):
+            self._buf.append(t)
+            self._buf.append(u)
+        self._trim()
+
+    def _trim(self) -> None:
+        excess = len(self._buf) - 2 * self._maxlen
+        if excess > 2 * max(1, self._maxlen // 8) or (excess > 0 and self._maxlen < 8):
+            del self._buf[:excess]
+
+    def clear(self) -> None:
+        del self._buf[:]
+
+    def __len__(self) -> int:
+        return min(len(self._buf) // 2, self._maxlen)
+
+    def as_array(self) -> FloatArray:
+        """Shape (n, 2): times in column 0, used in column 1."""
+        start = len(self._buf) - 2 * len(self)
+        return np.frombuffer(self._buf, dtype=np.float64)[start:].reshape(-1, 2).copy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +179,7 @@ class SeriesModel:
         self.fitted_at: float | None = None
         self.fitted_steps_seen = 0
         self.error_ewma = 0.0
-        self.recent: deque[tuple[float, float]] = deque(maxlen=STOPGAP_SAMPLES)
+        self.recent = RecentSamples(STOPGAP_SAMPLES)
         """Raw samples for the stopgap line; emptied once a model is fitted."""
 
     @classmethod
@@ -154,7 +191,7 @@ class SeriesModel:
         if series is None:
             return model
         times, used = clean_samples(samples[-STOPGAP_SAMPLES:])
-        model.recent.extend(zip(times.tolist(), used.tolist(), strict=True))
+        model.recent.extend(times.tolist(), used.tolist())
         model.accumulator = StepAccumulator.after(series)
         model.rates.extend(series.rates.tolist())
         model.steps_seen = len(series.rates)
@@ -174,7 +211,7 @@ class SeriesModel:
         before = self.accumulator.last_t
         completed = self.accumulator.add(t, used)
         if self.fitted is None and self.accumulator.last_t != before:
-            self.recent.append((t, used))
+            self.recent.append(t, used)
         for rate in completed:
             self._consume(rate)
         return len(completed)
@@ -248,7 +285,7 @@ class SeriesModel:
                       f"{self.config.step_seconds:g} s, need {MIN_STEPS}")
             if preferred_kind(len(self.rates), self.config.step_seconds) is not None:
                 reason = "not fitted yet"
-            stopgap = stopgap_forecast(list(self.recent), now=now, step_seconds=self.config.step_seconds,
+            stopgap = stopgap_forecast(self.recent.as_array(), now=now, step_seconds=self.config.step_seconds,
                                        horizon_seconds=self.config.horizon_seconds, limit=limit,
                                        min_span_seconds=self.config.stopgap_min_span_seconds,
                                        thresholds=thresholds, detail=reason)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from quotapilot.forecasting.holtwinters import FallbackReason
+from quotapilot.forecasting.resample import FloatArray
 from quotapilot.forecasting.runway import DEFAULT_THRESHOLDS, runways_of_paths
 from quotapilot.forecasting.types import Forecast, Runway, StepTimes, float_array
 
@@ -43,11 +44,11 @@ class Stopgap:
     rate_per_second: float
 
 
-def stopgap_forecast(samples: Sequence[tuple[float, float]], *, now: float, step_seconds: float,
+def stopgap_forecast(samples: Sequence[tuple[float, float]] | FloatArray, *, now: float, step_seconds: float,
                      horizon_seconds: float, limit: float | None, min_span_seconds: float,
                      thresholds: Sequence[float] = DEFAULT_THRESHOLDS, detail: str = "") -> Stopgap | None:
-    """A linear forecast from `samples` (oldest first), or None with fewer than two samples or a
-    span shorter than `min_span_seconds`."""
+    """A linear forecast from `samples` (oldest first; `(t, used)` pairs or an (n, 2) array), or
+    None with fewer than two samples or a span shorter than `min_span_seconds`."""
     if len(samples) < 2:
         return None
     arr = np.asarray(samples, dtype=np.float64)
