@@ -133,8 +133,11 @@ class Daemon:
         self.registry = CollectorRegistry()
         """Every metric of the daemon (fresh per daemon): `registry.get_sample_value(...)`."""
         self.exposition_registry = CollectorRegistry()
-        """The same minus the per-target families, which /metrics renders with `target_text`."""
+        """The same minus the per-target families, which /metrics renders as text (`target_text`,
+        `text_renderers`)."""
         self.target_text = TargetText()
+        self.text_renderers: list[GuardedCollector] = []
+        """Collectors whose big families /metrics takes as ready text (`RendersText`)."""
         socket_path, watchdog_usec = systemd_notify_environment()
         self.notifier = Notifier(socket_path, watchdog_usec=watchdog_usec)
         self.http = HttpServer(self)
@@ -204,7 +207,10 @@ class Daemon:
                                      lambda: {g.name: g.errors for g in guarded if g.errors})
             for metric_collector in (core, *guarded):
                 self.registry.register(metric_collector)
-                self.exposition_registry.register(metric_collector)
+            self.exposition_registry.register(core)
+            for extra in guarded:
+                self.exposition_registry.register(extra.rest() if extra.renders_text else extra)
+            self.text_renderers = [extra for extra in guarded if extra.renders_text]
         except BaseException:
             await self._close()
             raise

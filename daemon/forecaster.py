@@ -39,6 +39,7 @@ from prometheus_client.core import (
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.cycle import CycleContext
 from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.metrics import escape_label_value, format_sample_value
 from quotapilot.daemon.settings import ForecastSettings
 from quotapilot.forecasting.holtwinters import FallbackReason, FittedModel
 from quotapilot.forecasting.series import ModelConfig, RefitRequest, SeriesModel, run_refit
@@ -327,41 +328,49 @@ def threshold_label(ratio: float) -> str:
     return str(float(ratio))
 
 
+RUNWAY_HELP = (
+    "Seconds from now until usage crosses threshold x the hard limit (pool: usable capacity), "
+    "as quantiles of the runway: 0.1 is the pessimistic one (the p90 usage path), 0.5 the "
+    "median, 0.9 the optimistic one; 0 when already above; no sample when not within the "
+    "forecast horizon.")
+FORECAST_USED_HELP = "Forecast used bytes at now + horizon, as quantiles (0.9 is the pessimistic path)."
+
+
 class ForecastCollector:
     """Prometheus families from the stage's latest `ForecastView` (no IO, no mutation).
 
-    The view is immutable and replaced as a whole after each cycle, so the families built from
-    one view are kept and served again until the next (~90,000 samples at 10,000 quotas: building
-    them costs about as much as rendering them)."""
+    `collect()` yields every family (registries, tests). `/metrics` takes the two per-target
+    summaries (~90,000 samples at 10,000 quotas) from `render_text()` instead — rendered straight
+    to exposition text and kept until the view is replaced, as the core does for its per-target
+    gauges — and the small rest from `collect_rest()`."""
 
     def __init__(self, view: Callable[[], ForecastView]) -> None:
         self._view = view
-        self._cached: tuple[ForecastView, list[Metric]] | None = None
+        self._text: tuple[ForecastView, str] | None = None
 
     def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
         view = self._view()
-        cached = self._cached
+        yield from _summary_families(view)
+        yield from _rest_families(view)
+
+    def collect_rest(self) -> Iterator[Metric]:
+        return _rest_families(self._view())
+
+    def render_text(self) -> str:
+        view = self._view()
+        cached = self._text
         if cached is None or cached[0] is not view:
-            cached = (view, list(_families(view)))
-            self._cached = cached
-        return iter(cached[1])
+            cached = (view, _summaries_text(view))
+            self._text = cached
+        return cached[1]
 
 
-def _families(view: ForecastView) -> Iterator[Metric]:
-    """Every forecast family of one view."""
-    # Summaries (quantiles, no _sum/_count): Prometheus reserves the `quantile` label for them.
-    runway = Metric(
-        RUNWAY_METRIC,
-        "Seconds from now until usage crosses threshold x the hard limit (pool: usable capacity), "
-        "as quantiles of the runway: 0.1 is the pessimistic one (the p90 usage path), 0.5 the "
-        "median, 0.9 the optimistic one; 0 when already above; no sample when not within the "
-        "forecast horizon.", "summary")
-    used = Metric(
-        FORECAST_USED_METRIC,
-        "Forecast used bytes at now + horizon, as quantiles (0.9 is the pessimistic path).", "summary")
+def _summary_samples(view: ForecastView) -> Iterator[tuple[str, dict[str, str], float]]:
+    """(metric, labels, value) of the per-target summaries: runway and forecast level (bytes only:
+    the inode forecasts stay inside the daemon, which keeps the documented label set)."""
     for (target, dimension), series in sorted(view.forecasts.items(), key=lambda kv: _sort_key(kv[0])):
         if dimension is not Dimension.BYTES:
             continue
@@ -372,9 +381,8 @@ def _families(view: ForecastView) -> Iterator[Metric]:
             for path_quantile, runway_quantile in RUNWAY_QUANTILE_LABELS.items():
                 when = getattr(way, path_quantile)
                 if when is not None:
-                    runway.add_sample(RUNWAY_METRIC, {**base, "threshold": threshold_label(way.threshold_ratio),
-                                                      "quantile": runway_quantile},
-                                      max(0.0, when - series.t))
+                    yield (RUNWAY_METRIC, {**base, "threshold": threshold_label(way.threshold_ratio),
+                                           "quantile": runway_quantile}, max(0.0, when - series.t))
         forecast = series.forecast or series.provisional
         if forecast is None:
             continue
@@ -382,10 +390,30 @@ def _families(view: ForecastView) -> Iterator[Metric]:
             for path_quantile, used_quantile in USED_QUANTILE_LABELS.items():
                 value = forecast.at(series.t + ahead, path_quantile)
                 if value is not None:
-                    used.add_sample(FORECAST_USED_METRIC,
-                                    {**base, "horizon": label, "quantile": used_quantile}, value)
-    yield runway
-    yield used
+                    yield FORECAST_USED_METRIC, {**base, "horizon": label, "quantile": used_quantile}, value
+
+
+def _summary_families(view: ForecastView) -> Iterator[Metric]:
+    # Summaries (quantiles, no _sum/_count): Prometheus reserves the `quantile` label for them.
+    families = {RUNWAY_METRIC: Metric(RUNWAY_METRIC, RUNWAY_HELP, "summary"),
+                FORECAST_USED_METRIC: Metric(FORECAST_USED_METRIC, FORECAST_USED_HELP, "summary")}
+    for metric, labels, value in _summary_samples(view):
+        families[metric].add_sample(metric, labels, value)
+    yield from families.values()
+
+
+def _summaries_text(view: ForecastView) -> str:
+    """The same two families as `_summary_families`, as Prometheus text."""
+    lines: dict[str, list[str]] = {RUNWAY_METRIC: [], FORECAST_USED_METRIC: []}
+    for metric, labels, value in _summary_samples(view):
+        label_text = ",".join(f'{key}="{escape_label_value(val)}"' for key, val in labels.items())
+        lines[metric].append(f"{metric}{{{label_text}}} {format_sample_value(value)}\n")
+    return "".join(
+        f"# HELP {metric} {help_text}\n# TYPE {metric} summary\n" + "".join(lines[metric])
+        for metric, help_text in ((RUNWAY_METRIC, RUNWAY_HELP), (FORECAST_USED_METRIC, FORECAST_USED_HELP)))
+
+
+def _rest_families(view: ForecastView) -> Iterator[Metric]:
     fit = HistogramMetricFamily("quotapilot_forecast_fit_seconds",
                                 "CPU seconds per model refit (where it ran).")
     bounds = [*(repr(b) for b in FIT_SECONDS_BUCKETS), "+Inf"]

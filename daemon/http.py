@@ -31,7 +31,8 @@ ROUTE_PROVIDERS: tuple[tuple[str, str], ...] = (
 
 async def metrics(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON_KEY]
-    body = daemon.target_text.render(daemon.snapshot).encode() + generate_latest(daemon.exposition_registry)
+    parts = [daemon.target_text.render(daemon.snapshot), *(r.render_text() for r in daemon.text_renderers)]
+    body = "".join(parts).encode() + generate_latest(daemon.exposition_registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

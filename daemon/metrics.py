@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 import platform
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Protocol, TypeVar, runtime_checkable
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -39,6 +40,7 @@ from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.snapshot import ClusterState, Snapshot, TargetState
 
 log = get_logger(__name__)
+_T = TypeVar("_T")
 
 TARGET_LABELS = ["cluster", "target", "path"]
 
@@ -109,6 +111,16 @@ class SnapshotCollector(Collector):
         yield crashed
 
 
+@runtime_checkable
+class RendersText(Protocol):
+    """A collector whose largest families can be rendered straight to exposition text (the fast
+    path of /metrics); `collect()` still yields every family, `collect_rest()` the others."""
+
+    def render_text(self) -> str: ...
+
+    def collect_rest(self) -> Iterable[Metric]: ...
+
+
 class GuardedCollector(Collector):
     """Another part's collector, isolated: if its `collect()` raises, the scrape goes on without
     its families (logged when it starts failing and when it recovers; counted in
@@ -121,18 +133,46 @@ class GuardedCollector(Collector):
         self._failing = False
 
     def collect(self) -> Iterator[Metric]:
+        no_families: list[Metric] = []
+        return iter(self._guard(lambda: list(self.inner.collect()), no_families))
+
+    @property
+    def renders_text(self) -> bool:
+        """Whether the inner collector renders its big families itself (`RendersText`)."""
+        return isinstance(self.inner, RendersText)
+
+    def render_text(self) -> str:
+        """The inner collector's self-rendered families ("" if it has none or fails)."""
+        inner = self.inner
+        return self._guard(inner.render_text, "") if isinstance(inner, RendersText) else ""
+
+    def rest(self) -> Collector:
+        """A collector of the families `render_text()` leaves out, guarded like this one."""
+        guard = self
+
+        class _Rest(Collector):
+            def collect(self) -> Iterator[Metric]:
+                inner = guard.inner
+                if not isinstance(inner, RendersText):
+                    return guard.collect()
+                no_families: list[Metric] = []
+                return iter(guard._guard(lambda: list(inner.collect_rest()), no_families))
+
+        return _Rest()
+
+    def _guard(self, produce: Callable[[], _T], fallback: _T) -> _T:
         try:
-            families = list(self.inner.collect())
+            produced = produce()
         except Exception as exc:
             self.errors += 1
             if not self._failing:
                 log.error("metrics.collect_failed", collector=self.name, error=str(exc), exc_info=True)
             self._failing = True
-            return iter(())
+            return fallback
         if self._failing:
             log.info("metrics.collect_recovered", collector=self.name)
             self._failing = False
-        return iter(families)
+        return produced
 
 
 def _target_values(state: TargetState) -> tuple[float | None, ...]:
@@ -163,13 +203,15 @@ def _target_families(snapshot: Snapshot) -> Iterator[Metric]:
     yield from families
 
 
-def _number(value: float) -> str:
+def format_sample_value(value: float) -> str:
+    """A sample value as Prometheus text writes it."""
     if math.isfinite(value):
         return repr(value)
     return "NaN" if math.isnan(value) else "+Inf" if value > 0 else "-Inf"
 
 
-def _escape(value: str) -> str:
+def escape_label_value(value: str) -> str:
+    """A label value escaped for Prometheus text."""
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
@@ -185,13 +227,13 @@ class TargetText:
         if cached is not None and cached[0] is cluster:
             return cached[1]
         lines: list[list[str]] = [[] for _ in _TARGET_GAUGES]
-        name_label = _escape(cluster.name)
+        name_label = escape_label_value(cluster.name)
         for state in cluster.targets.values():
-            labels = (f'{{cluster="{name_label}",path="{_escape(state.target.path)}",'
-                      f'target="{_escape(state.target.name)}"}} ')
+            labels = (f'{{cluster="{name_label}",path="{escape_label_value(state.target.path)}",'
+                      f'target="{escape_label_value(state.target.name)}"}} ')
             for out, value in zip(lines, _target_values(state), strict=True):
                 if value is not None:
-                    out.append(labels + _number(value))
+                    out.append(labels + format_sample_value(value))
         chunks = ["".join(f"{metric}{line}\n" for line in out)
                   for (metric, _), out in zip(_TARGET_GAUGES, lines, strict=True)]
         self._cache[cluster.name] = (cluster, chunks)

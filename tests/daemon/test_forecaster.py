@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.cycle import CycleContext, PollResult
@@ -152,6 +155,27 @@ class TestForecastCollector:
         types = {family.name: family.type for family in registry.collect()}
         assert types["quotapilot_target_runway_seconds"] == "summary"
         assert types["quotapilot_target_forecast_used_bytes"] == "summary"
+
+    async def test_text_fast_path_matches_the_families(self) -> None:
+        """/metrics takes the two big summaries from `render_text()` and the rest from
+        `collect_rest()`: together exactly what `collect()` yields, parsed by Prometheus' parser."""
+        clock = VirtualClock(T0)
+        stage = ForecastStage(settings(), clock)
+        await run_cycles(stage, clock, 30)
+        collector = stage.collector()
+
+        def samples(families: Iterable[Metric]) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+            return {(s.name, tuple(sorted(s.labels.items())), s.value) for f in families for s in f.samples}
+
+        text = collector.render_text()
+        assert text is collector.render_text()  # kept until the view is replaced
+        fast = samples(text_string_to_metric_families(text)) | samples(collector.collect_rest())
+        everything = samples(collector.collect())
+        assert {s[0] for s in everything} >= {"quotapilot_target_runway_seconds",
+                                              "quotapilot_forecast_fit_seconds_count"}
+        assert everything == fast
+        assert {f.name for f in text_string_to_metric_families(text)} == {
+            "quotapilot_target_runway_seconds", "quotapilot_target_forecast_used_bytes"}
 
     async def test_young_series_get_a_labelled_stopgap(self) -> None:
         """Two polls minutes apart: no model yet (nothing acts), but the metrics show the stopgap
