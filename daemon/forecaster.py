@@ -368,21 +368,25 @@ class ForecastCollector:
         return cached[1]
 
 
-def _summary_samples(view: ForecastView) -> Iterator[tuple[str, dict[str, str], float]]:
-    """(metric, labels, value) of the per-target summaries: runway and forecast level (bytes only:
-    the inode forecasts stay inside the daemon, which keeps the documented label set)."""
+Labels = tuple[tuple[str, str], ...]
+
+
+def _summary_samples(view: ForecastView) -> Iterator[tuple[str, Labels, Labels, float]]:
+    """(metric, target labels, other labels, value) of the per-target summaries: runway and
+    forecast level (bytes only: the inode forecasts stay inside the daemon, which keeps the
+    documented label set)."""
     for (target, dimension), series in sorted(view.forecasts.items(), key=lambda kv: _sort_key(kv[0])):
         if dimension is not Dimension.BYTES:
             continue
-        base = {"cluster": target.cluster,
-                "target": target.name if target.kind is TargetKind.QUOTA else POOL_TARGET,
-                "path": target.path}
+        base = (("cluster", target.cluster), ("path", target.path),
+                ("target", target.name if target.kind is TargetKind.QUOTA else POOL_TARGET))
         for way in series.runways or series.provisional_runways:
+            threshold = threshold_label(way.threshold_ratio)
             for path_quantile, runway_quantile in RUNWAY_QUANTILE_LABELS.items():
                 when = getattr(way, path_quantile)
                 if when is not None:
-                    yield (RUNWAY_METRIC, {**base, "threshold": threshold_label(way.threshold_ratio),
-                                           "quantile": runway_quantile}, max(0.0, when - series.t))
+                    yield (RUNWAY_METRIC, base, (("threshold", threshold), ("quantile", runway_quantile)),
+                           max(0.0, when - series.t))
         forecast = series.forecast or series.provisional
         if forecast is None:
             continue
@@ -390,24 +394,35 @@ def _summary_samples(view: ForecastView) -> Iterator[tuple[str, dict[str, str], 
             for path_quantile, used_quantile in USED_QUANTILE_LABELS.items():
                 value = forecast.at(series.t + ahead, path_quantile)
                 if value is not None:
-                    yield FORECAST_USED_METRIC, {**base, "horizon": label, "quantile": used_quantile}, value
+                    yield FORECAST_USED_METRIC, base, (("horizon", label), ("quantile", used_quantile)), value
 
 
 def _summary_families(view: ForecastView) -> Iterator[Metric]:
     # Summaries (quantiles, no _sum/_count): Prometheus reserves the `quantile` label for them.
     families = {RUNWAY_METRIC: Metric(RUNWAY_METRIC, RUNWAY_HELP, "summary"),
                 FORECAST_USED_METRIC: Metric(FORECAST_USED_METRIC, FORECAST_USED_HELP, "summary")}
-    for metric, labels, value in _summary_samples(view):
-        families[metric].add_sample(metric, labels, value)
+    for metric, base, extra, value in _summary_samples(view):
+        families[metric].add_sample(metric, dict(base + extra), value)
     yield from families.values()
+
+
+def _label_text(labels: Labels) -> str:
+    return ",".join(f'{key}="{escape_label_value(value)}"' for key, value in labels)
 
 
 def _summaries_text(view: ForecastView) -> str:
     """The same two families as `_summary_families`, as Prometheus text."""
     lines: dict[str, list[str]] = {RUNWAY_METRIC: [], FORECAST_USED_METRIC: []}
-    for metric, labels, value in _summary_samples(view):
-        label_text = ",".join(f'{key}="{escape_label_value(val)}"' for key, val in labels.items())
-        lines[metric].append(f"{metric}{{{label_text}}} {format_sample_value(value)}\n")
+    prefix_of: dict[Labels, str] = {}
+    extra_text: dict[Labels, str] = {}
+    for metric, base, extra, value in _summary_samples(view):
+        prefix = prefix_of.get(base)
+        if prefix is None:
+            prefix = prefix_of[base] = _label_text(base)
+        tail = extra_text.get(extra)
+        if tail is None:
+            tail = extra_text[extra] = _label_text(extra)
+        lines[metric].append(f"{metric}{{{prefix},{tail}}} {format_sample_value(value)}\n")
     return "".join(
         f"# HELP {metric} {help_text}\n# TYPE {metric} summary\n" + "".join(lines[metric])
         for metric, help_text in ((RUNWAY_METRIC, RUNWAY_HELP), (FORECAST_USED_METRIC, FORECAST_USED_HELP)))
