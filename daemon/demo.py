@@ -257,7 +257,8 @@ class LiveView:
 
 def format_summary(report: dict[str, Any]) -> str:
     lines = [
-        f"quotapilot demo: {report['scenario']}, {report['days']:g} simulated days, policy {report['policy']}"
+        f"quotapilot demo: {report['scenario']}, {report['days']:g} simulated "
+        f"{'day' if report['days'] == 1 else 'days'}, policy {report['policy']}"
         f" ({report['wall_seconds']:g} s)",
         f"  write failures      {report['write_failures']}",
         f"  growth actions      {report['growth_actions']}",
