@@ -3,7 +3,8 @@
 What is modelled is the increment per step (see `resample`). The model is chosen from how much
 history there is:
 
-- ≥ 2 weeks: Holt-Winters, additive weekly season (168 hourly steps), no trend;
+- ≥ 2 weeks: Holt-Winters, additive weekly season (168 hourly steps), no trend — unless the
+  daily-season model forecasts the next day's total better over the later half of the history;
 - ≥ 2 days: the same with a daily season (24 steps);
 - ≥ `DAMPED_MIN_STEPS`: a damped linear trend on the rate, no season;
 - ≥ `MIN_STEPS`: the recent mean rate (a straight line for the level) — a fallback;
@@ -213,9 +214,14 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     day_errors: FloatArray | None = None
     while kind is not ModelKind.LINEAR:
         try:
-            params, state, residuals, _, day_errors = _fit_exponential_smoothing(
+            params, state, residuals, score, day_errors = _fit_exponential_smoothing(
                 rates, kind, step_seconds, use_brute)
             _check_forecast(params, state, rates, horizon_steps)
+            if kind is ModelKind.HW_WEEKLY:
+                params, state, residuals, day_errors = _weekly_or_daily(
+                    rates, step_seconds, horizon_steps, use_brute,
+                    (params, state, residuals, score, day_errors))
+                kind = params.kind
             break
         except _FitFailed as failed:
             if fallback is None:
@@ -238,6 +244,27 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     low, high = low * BAND_INFLATION, high * BAND_INFLATION
     return FittedModel(params=params, state=state, sigma=sigma, band_low=low, band_high=high,
                        n_steps=n, step_seconds=step_seconds, fallback=fallback, fallback_detail=detail)
+
+
+_Fit = tuple[ModelParams, ModelState, FloatArray, float, FloatArray | None]
+
+
+def _weekly_or_daily(rates: FloatArray, step_seconds: float, horizon_steps: int, use_brute: bool,
+                     weekly: _Fit) -> tuple[ModelParams, ModelState, FloatArray, FloatArray | None]:
+    """A weekly season is allowed, but is it there? Three weeks give each weekly slot three
+    observations, so bursts and noise become phantom seasons that recur next week. The daily model
+    is fitted too and the one with the smaller error of the next day's total, from every origin of
+    the later half of the history (one-step-ahead recursions: not an in-sample fit), is kept.
+    To keep refits cheap the daily model is searched less: statsmodels' optimum and the weekly
+    fit's α, not the whole α grid."""
+    try:
+        daily = _fit_exponential_smoothing(rates, ModelKind.HW_DAILY, step_seconds, use_brute,
+                                           alphas=(weekly[0].alpha,))
+        _check_forecast(daily[0], daily[1], rates, horizon_steps)
+    except _FitFailed:
+        return weekly[0], weekly[1], weekly[2], weekly[4]
+    best = daily if daily[3] < weekly[3] else weekly
+    return best[0], best[1], best[2], best[4]
 
 
 def _calibration(day_errors: FloatArray, low: FloatArray, high: FloatArray) -> float:
@@ -268,7 +295,7 @@ def _fit_linear(rates: FloatArray, step_seconds: float) -> tuple[ModelParams, Mo
 
 
 def _fit_exponential_smoothing(rates: FloatArray, kind: ModelKind, step_seconds: float,
-                               use_brute: bool
+                               use_brute: bool, alphas: tuple[float, ...] | None = None
                                ) -> tuple[ModelParams, ModelState, FloatArray, float, FloatArray | None]:
     period = seasonal_period(kind, step_seconds)
     # The recursions are linear, so fitting the scaled series and scaling the states back is
@@ -285,7 +312,7 @@ def _fit_exponential_smoothing(rates: FloatArray, kind: ModelKind, step_seconds:
     # no better on the ramp, so the issue's no-trend model stays.)
     best = _statsmodels_fit(y, scale, kind, period, damped=False, use_brute=use_brute)
     gamma = best[0].gamma
-    for alpha in ALPHA_CANDIDATES:
+    for alpha in ALPHA_CANDIDATES if alphas is None else alphas:
         if abs(alpha - best[0].alpha) < 1e-3:
             continue
         try:
@@ -315,12 +342,38 @@ def _persistence(residuals: FloatArray) -> float:
     return float(min(0.95, max(0.0, np.dot(centred[1:], centred[:-1]) / denominator)))
 
 
+RHO_CANDIDATES: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+PERSISTENCE_STEPS: tuple[int, ...] = (6, SELECTION_STEPS)
+"""Steps ahead whose cumulative errors choose ρ (the first hours, where an ongoing burst or lull
+matters most, and a day)."""
+
+
+def _fit_persistence(y: FloatArray, level: FloatArray, season: FloatArray, period: int,
+                     residuals: FloatArray) -> float:
+    """ρ chosen on the series' own history: among the lag-1 autocorrelation and a few fixed
+    values, the one whose decaying last-error overlay best forecasts the next 6 and 24 steps'
+    sums from every origin of the later half (each horizon's mean square relative to no overlay).
+    Lag-1 autocorrelation alone under-weights errors that persist for hours (bursts)."""
+    candidates = sorted({*RHO_CANDIDATES, _persistence(residuals)})
+    baseline = [float(np.mean(_cumulative_errors(y, level, season, period, residuals, 0.0, steps=h) ** 2))
+                for h in PERSISTENCE_STEPS]
+    if not all(math.isfinite(b) and b > 0.0 for b in baseline):
+        return _persistence(residuals)
+    best_rho, best_score = 0.0, math.inf
+    for rho in candidates:
+        score = sum(float(np.mean(_cumulative_errors(y, level, season, period, residuals, rho, steps=h) ** 2)) / b
+                    for h, b in zip(PERSISTENCE_STEPS, baseline, strict=True))
+        if score < best_score - 1e-12:
+            best_rho, best_score = rho, score
+    return best_rho
+
+
 def _cumulative_errors(y: FloatArray, level: FloatArray, season: FloatArray, period: int,
-                       residuals: FloatArray, rho: float) -> FloatArray:
-    """Mean squared error of the next `SELECTION_STEPS` steps' sum, forecast from every origin of
+                       residuals: FloatArray, rho: float, steps: int = SELECTION_STEPS) -> FloatArray:
+    """Mean squared error of the next `steps` steps' sum, forecast from every origin of
     the later half (vectorised: for no-trend additive HW the sum is H·level + the known seasons).
     Their mean square chooses α; their spread calibrates the band."""
-    h = min(SELECTION_STEPS, period)
+    h = min(steps, period)
     n = len(y)
     origins = np.arange(max(period, n // 2), n - h)
     if len(origins) < 4:
@@ -381,7 +434,8 @@ def _statsmodels_fit(y: FloatArray, scale: float, kind: ModelKind, period: int, 
     score = math.inf
     day_errors = None
     if seasonal and not damped:
-        rho = _persistence(residuals)
+        rho = _fit_persistence(y, np.asarray(result.level, dtype=np.float64),
+                               np.asarray(result.season, dtype=np.float64), period, residuals / scale)
         params = replace(params, rho=rho)
         state.last_error = float(residuals[-1])
         day_errors = _cumulative_errors(y, np.asarray(result.level, dtype=np.float64),
