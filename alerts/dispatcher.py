@@ -58,17 +58,10 @@ class OutboxEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """A pending outbox row, as fetched."""
+class OutboxRow(OutboxEntry):
+    """A pending outbox row, as fetched: the entry plus its row id and attempts so far."""
 
     row_id: int
-    sink: str
-    alert_id: str
-    dedup_key: str
-    status: str
-    payload: Mapping[str, Any]
-    created_at: float
-    next_attempt_at: float
     attempts: int = 0
 
 
