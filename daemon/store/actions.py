@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from quotapilot.daemon.store.db import Database
-from quotapilot.forecasting.types import Decision, Dimension, TargetId
+from quotapilot.forecasting.types import Decision, Dimension
 
 UNFINISHED = ("intent", "patched")
 """Statuses a crash can leave behind."""
@@ -193,6 +193,3 @@ def query_actions(db: Database, *, cluster: str | None = None, target: str | Non
     rows = db.query(f"SELECT * FROM actions{where} ORDER BY id DESC LIMIT {limit}", tuple(params))
     return [ActionRecord.from_row(r).as_json() for r in rows]
 
-
-def target_of(record: ActionRecord) -> TargetId:
-    return TargetId(record.cluster, record.target, record.path)
