@@ -523,6 +523,3 @@ def _simulate_deviation(params: ModelParams, state: ModelState, errors: FloatArr
         out[:, h] = total
     return out
 
-
-def with_state(model: FittedModel, state: ModelState) -> FittedModel:
-    return replace(model, state=state)

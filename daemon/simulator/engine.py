@@ -38,7 +38,6 @@ import numpy.typing as npt
 from quotapilot.daemon.simulator.scenario import Scenario, ViewSpec
 
 FloatArray = npt.NDArray[np.float64]
-BLOCK_BYTES = 32 * 1024  # VAST counts quota usage in 32 KiB blocks
 TB = 10**12
 _DAY = 86400.0
 _FILE_QUANTUM = 1024.0  # files are counted in 1/1024ths (exact binary fractions)
