@@ -98,13 +98,6 @@ class OverrideStore:
             " ORDER BY (cluster = '*' AND target = '*') DESC, cluster, target", (now,))
         return [Override.from_row(r) for r in rows]
 
-    def paused(self, target: TargetId, now: float) -> Override | None:
-        """The override that holds `target` at `now` (kill switch included), or None."""
-        for override in self.active(now):
-            if override.applies_to(target):
-                return override
-        return None
-
     def prune(self, now: float) -> int:
         """Forget pauses that have expired."""
         with self.db.transaction() as conn:
