@@ -560,8 +560,3 @@ class AlertMetrics(Collector):
 
 
 _FIRING_SERIES = frozenset((kind, str(severity)) for kind in ALERT_KINDS for severity in Severity)
-
-
-def alerting_collector(stage: AlertingStage) -> Collector:
-    return stage.collector()
-
