@@ -220,14 +220,14 @@ class Dispatcher:
             self._flushing = False
             self._flush_requested.clear()
 
-    def _is_due(self, row: OutboxRow, now: float) -> bool:
-        return row.next_attempt_at <= now or (self._flushing and row.attempts > 0)
+    def _is_due(self, next_attempt_at: float, attempts: int, now: float) -> bool:
+        return next_attempt_at <= now or (self._flushing and attempts > 0)
 
     async def _anything_due(self) -> bool:
         now = self.clock.now()
         for name in self.sinks:
             for next_attempt_at, attempts in await self.outbox.schedule(name):
-                if next_attempt_at <= now or (self._flushing and attempts > 0):
+                if self._is_due(next_attempt_at, attempts, now):
                     return True
             if self._dirty_states[name] and self._failures[name] == 0:
                 return True
@@ -291,8 +291,14 @@ class Dispatcher:
             await self.outbox.mark_dropped([r.row_id for r in expired], now, "expired")
             self.stats.results[(name, "expired")] += len(expired)
             log.warning("alert.expired", sink=name, count=len(expired))
-        due = [r for r in candidates if self._is_due(r, now) and r not in expired]
-        later = [r.next_attempt_at for r in candidates if not self._is_due(r, now)]
+        dropped = {r.row_id for r in expired}
+        due: list[OutboxRow] = []
+        later: list[float] = []
+        for r in candidates:
+            if not self._is_due(r.next_attempt_at, r.attempts, now):
+                later.append(r.next_attempt_at)
+            elif r.row_id not in dropped:
+                due.append(r)
 
         delivered_before = self.stats.results[(name, "delivered")]
         error, states_sent = (await self._send_rows(sink, due) if due else None), 0
