@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -350,7 +350,7 @@ class GrowthStage:
             guard = decision.guard or "blocked"
             if self._recorded_guard.get(key) != guard:  # once per episode
                 self._recorded_guard[key] = guard
-                outcome = _with_id(outcome, await asyncio.to_thread(
+                outcome = replace(outcome, action_id=await asyncio.to_thread(
                     self.actions.record, decision, mode=self._mode_of(decision), status=status.value, now=now,
                     quota_id=obs.quota_id if obs else None))
                 log.warning("growth.blocked", target=decision.target.key, dimension=decision.dimension.value,
@@ -524,11 +524,6 @@ class GrowthStage:
     # --------------------------------------------------------------------------- metrics
     def metrics(self) -> GrowthMetrics:
         return GrowthMetrics(self)
-
-
-def _with_id(outcome: ActionOutcome, action_id: int) -> ActionOutcome:
-    return ActionOutcome(outcome.target, outcome.dimension, outcome.status, outcome.t, outcome.reason,
-                         outcome.old_hard, outcome.new_hard, action_id)
 
 
 class GrowthMetrics(Collector):

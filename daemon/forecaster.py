@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import accumulate
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -65,9 +66,9 @@ SeriesKey = tuple[TargetId, Dimension]
 FIT_SECONDS_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 METRIC_HORIZONS: tuple[tuple[str, float], ...] = (("1h", 3600.0), ("24h", 86400.0), ("7d", 7 * 86400.0))
 REFIT_BATCH = 32
+"""Refits per pool task: amortises pickling and IPC over several series."""
 YIELD_EVERY = 500
 """Series per slice of a cycle's outlook work before giving the event loop a turn."""
-"""Refits per pool task: amortises pickling and IPC over several series."""
 
 
 def timed_refits(requests: Sequence[RefitRequest]) -> list[tuple[FittedModel | None, float]]:
@@ -295,13 +296,9 @@ class ForecastStage:
             self._latest.pop(key, None)
 
     def _publish(self, now: float) -> None:
-        cumulative = []
-        running = 0
-        for count in self._fit_buckets:
-            running += count
-            cumulative.append(running)
         self.view = ForecastView(t=now, forecasts=MappingProxyType(dict(self._latest)),
-                                 fit_bucket_counts=tuple(cumulative), fit_seconds_sum=self._fit_seconds_sum,
+                                 fit_bucket_counts=tuple(accumulate(self._fit_buckets)),
+                                 fit_seconds_sum=self._fit_seconds_sum,
                                  fallbacks=MappingProxyType(dict(self._fallbacks)))
 
 

@@ -272,25 +272,17 @@ class TargetInput:
     """The target's latest sample was dropped as invalid this cycle."""
 
     def series(self) -> list[SeriesState]:
+        """The series that have a hard limit: bytes, then inodes (when counted)."""
         obs = self.observation
-        out: list[SeriesState] = []
-        if obs.hard_limit_bytes:
-            out.append(SeriesState(
-                target=obs.target, dimension=Dimension.BYTES, t=obs.t, used=obs.used_bytes,
-                hard=obs.hard_limit_bytes, soft=obs.soft_limit_bytes,
-                forecast=self.forecasts.get(Dimension.BYTES),
-                recent_rate_per_second=self.recent_rate_per_second.get(Dimension.BYTES),
-                latest_rate_per_second=self.latest_rate_per_second.get(Dimension.BYTES),
-                reserved=self.reserved_bytes))
-        if obs.hard_limit_inodes and obs.used_inodes is not None:
-            out.append(SeriesState(
-                target=obs.target, dimension=Dimension.INODES, t=obs.t, used=obs.used_inodes,
-                hard=obs.hard_limit_inodes, soft=obs.soft_limit_inodes,
-                forecast=self.forecasts.get(Dimension.INODES),
-                recent_rate_per_second=self.recent_rate_per_second.get(Dimension.INODES),
-                latest_rate_per_second=self.latest_rate_per_second.get(Dimension.INODES),
-                reserved=self.reserved_inodes))
-        return out
+        sides = ((Dimension.BYTES, obs.used_bytes, obs.hard_limit_bytes, obs.soft_limit_bytes, self.reserved_bytes),
+                 (Dimension.INODES, obs.used_inodes, obs.hard_limit_inodes, obs.soft_limit_inodes,
+                  self.reserved_inodes))
+        return [SeriesState(target=obs.target, dimension=dim, t=obs.t, used=used, hard=hard, soft=soft,
+                            forecast=self.forecasts.get(dim),
+                            recent_rate_per_second=self.recent_rate_per_second.get(dim),
+                            latest_rate_per_second=self.latest_rate_per_second.get(dim),
+                            reserved=reserved)
+                for dim, used, hard, soft, reserved in sides if hard and used is not None]
 
 
 @dataclass(frozen=True, slots=True)
