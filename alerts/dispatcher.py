@@ -166,7 +166,7 @@ class Dispatcher:
         self._dirty_states: dict[str, set[tuple[str, str]]] = {name: set() for name in self.sinks}
         self._state_sinks = [name for name, sink in self.sinks.items() if publishes_state(sink)]
         self._failures: dict[str, int] = dict.fromkeys(self.sinks, 0)
-        self._retry_delay: dict[str, float] = {}
+        self._retry_at: dict[str, float] = {}
         self._backlog: dict[str, bool] = dict.fromkeys(self.sinks, True)  # a backlog may be on disk at start
         self._flushing = False
         self._flush_requested = asyncio.Event()
@@ -349,9 +349,8 @@ class Dispatcher:
                           if isinstance(result, SinkUnavailable)]
                 self.stats.results[(name, "retry")] += len(failed)
                 retry_after = max((u.retry_after or 0.0) for u in unavailable)
-                delay = self._retry_delay[name] = self._backoff_delay(name, retry_after, peek=True)
-                await self.outbox.mark_retry([row.row_id for row in failed], str(unavailable[0]),
-                                             now + delay)
+                retry_at = self._retry_at[name] = now + self._backoff_delay(name, retry_after, peek=True)
+                await self.outbox.mark_retry([row.row_id for row in failed], str(unavailable[0]), retry_at)
                 return unavailable[0]
         return None
 
@@ -396,10 +395,13 @@ class Dispatcher:
 
     async def _back_off(self, name: str, due: Sequence[OutboxRow], error: SinkUnavailable) -> float:
         self._failures[name] += 1
-        # the rows just marked for retry say when; wait for exactly that (one jitter draw)
-        delay = self._retry_delay.pop(name, None) or self._backoff_delay(name, error.retry_after)
+        # the rows just marked for retry say when: wait until exactly then (one jitter draw), measured
+        # on the clock as it is now, after the awaits since the failure
+        retry_at = self._retry_at.pop(name, None)
+        if retry_at is None:
+            retry_at = self.clock.now() + self._backoff_delay(name, error.retry_after)
         if self._failures[name] == 1:  # log the transition, not every failed attempt
             log.warning("alert_sink.unavailable", sink=name, error=str(error), pending=len(due))
         with contextlib.suppress(Exception):
             self.stats.pending[name] = (await self.outbox.pending_counts()).get(name, 0)
-        return delay
+        return max(0.0, retry_at - self.clock.now())

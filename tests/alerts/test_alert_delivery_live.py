@@ -157,9 +157,11 @@ class TestOutages:
         receiver.statuses = [500, 503]
         async with running(stage):
             await stage.on_cycle(cycle(T0, {"raw": 0.95}))
-            await receiver.wait_for(lambda: receiver.attempts == 1)
+            retries = stage.dispatcher.stats.results
+            # advance only once the failure is recorded: its retry time is taken from the clock then
+            await receiver.wait_for(lambda: receiver.attempts == 1 and retries[("webhook-0", "retry")] == 1)
             clock.advance(1.3)
-            await receiver.wait_for(lambda: receiver.attempts == 2)
+            await receiver.wait_for(lambda: receiver.attempts == 2 and retries[("webhook-0", "retry")] == 2)
             assert receiver.posts == []
             clock.advance(2.5)
             await receiver.wait_for(lambda: receiver.posts)
