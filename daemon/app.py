@@ -433,7 +433,7 @@ def validate_for_run(settings: Settings) -> None:
 
 
 def _print_config_error(exc: ConfigError, as_json: bool) -> None:
-    problems: list[ConfigError] = getattr(exc, "problems", None) or [exc]
+    problems = exc.problems
     if as_json:
         print(json.dumps({"valid": False, "field": exc.field, "reason": exc.reason,
                           "problems": [{"field": p.field, "reason": p.reason} for p in problems]}))

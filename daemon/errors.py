@@ -8,12 +8,14 @@ class QuotapilotError(Exception):
 
 
 class ConfigError(QuotapilotError):
-    """Invalid configuration; `field` is the dotted path of the offending setting."""
+    """Invalid configuration; `field` is the dotted path of the offending setting. `problems`
+    holds every problem found (this one first), so a user can fix them all in one go."""
 
-    def __init__(self, field: str, reason: str) -> None:
+    def __init__(self, field: str, reason: str, *, others: list[ConfigError] | None = None) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+        self.problems: list[ConfigError] = [self, *(others or [])]
 
 
 class TemporaryError(QuotapilotError):

@@ -507,14 +507,15 @@ def read_config_file(config_file: Path) -> dict[str, Any]:
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings from an optional TOML file, the environment and `overrides`.
 
-    Raises `ConfigError` naming the first problem on invalid input.
+    Raises `ConfigError` naming the first problem (all of them in `.problems`) on invalid input.
     """
     data: dict[str, Any] = {} if config_file is None else read_config_file(config_file)
     data.update(overrides)
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise describe_validation_error(exc)[0] from None
+        first, *others = describe_validation_error(exc)
+        raise ConfigError(first.field, first.reason, others=others) from None
 
 
 def systemd_notify_environment() -> tuple[str | None, int | None]:

@@ -74,6 +74,13 @@ class TestValidation:
             load_settings(policy={"grow_at": 0.95})
         assert str(err.value) == "policy.grow_at: must be < policy.critical_at"
 
+    def test_every_problem_is_reported(self, tmp_path: Path) -> None:
+        """A user fixes them all in one go: check-config prints each of `.problems`."""
+        with pytest.raises(ConfigError) as err:
+            load_settings(clusters=[{"name": "a", "address": "h", "token_file": str(tmp_path / "no")}],
+                          poll={"interval_seconds": -5})
+        assert [p.field for p in err.value.problems] == ["clusters.0.token_file", "poll.interval_seconds"]
+
     def test_missing_secret_file_is_reported(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as err:
             load_settings(clusters=[{"name": "a", "address": "h", "token_file": str(tmp_path / "no")}])
