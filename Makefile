@@ -29,8 +29,9 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q -n 2 tests
 
-## bench: every benchmark in bench/ (each prints one JSON object)
+## bench: every benchmark in bench/ (each prints one JSON object); adds the `bench` extra
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
