@@ -6,6 +6,9 @@ history there is:
 - ≥ 2 weeks: Holt-Winters, additive weekly season (168 hourly steps), no trend — unless the
   daily-season model forecasts the next day's total better over the later half of the history;
 - ≥ 2 days: the same with a daily season (24 steps);
+- either season gets a trend in the rate (a growing feed) when a straight line through the
+  deseasonalised rate forecasts three days ahead clearly better on the series' own history
+  (`_with_rate_trend`; the model's name then ends in `_trend`);
 - ≥ `DAMPED_MIN_STEPS`: a damped linear trend on the rate, no season;
 - ≥ `MIN_STEPS`: the recent mean rate (a straight line for the level) — a fallback;
 - below: no model at all (the caller says "insufficient history"; `stopgap` may offer a
@@ -88,6 +91,8 @@ class ModelParams:
     rho: float = 0.0
     """Persistence of the one-step error (lag-1 autocorrelation of the residuals, ≥ 0): a burst
     or a slow hour tends to last, so the forecast adds the last error decaying as ρ^h."""
+    rate_trend: bool = False
+    """A seasonal model whose rate also has a fixed (possibly damped) trend: `_with_rate_trend`."""
 
 
 @dataclass(slots=True, eq=False)
@@ -127,7 +132,7 @@ class FittedModel:
 
     @property
     def model_name(self) -> str:
-        return str(self.params.kind)
+        return f"{self.params.kind}_trend" if self.params.rate_trend else str(self.params.kind)
 
 
 def seasonal_period(kind: ModelKind, step_seconds: float) -> int:
@@ -212,16 +217,18 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     elif kind is ModelKind.LINEAR:
         fallback, detail = FallbackReason.SHORT_HISTORY, f"{n} steps: too few for a damped trend"
     day_errors: FloatArray | None = None
+    slope_sd = 0.0
     while kind is not ModelKind.LINEAR:
         try:
-            params, state, residuals, score, day_errors = _fit_exponential_smoothing(
-                rates, kind, step_seconds, use_brute)
-            _check_forecast(params, state, rates, horizon_steps)
+            fit = _fit_exponential_smoothing(rates, kind, step_seconds, use_brute)
+            _check_forecast(fit[0], fit[1], rates, horizon_steps)
             if kind is ModelKind.HW_WEEKLY:
-                params, state, residuals, day_errors = _weekly_or_daily(
-                    rates, step_seconds, horizon_steps, use_brute,
-                    (params, state, residuals, score, day_errors))
-                kind = params.kind
+                fit = _weekly_or_daily(rates, step_seconds, horizon_steps, use_brute, fit)
+            params, state, residuals, _, day_errors, components = fit
+            kind = params.kind
+            if components is not None:
+                params, state, slope_sd = _with_rate_trend(rates, params, state, components, residuals,
+                                                           step_seconds, horizon_steps)
             break
         except _FitFailed as failed:
             if fallback is None:
@@ -237,7 +244,7 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     usable = residuals[warmup:] if len(residuals) - warmup >= 20 else residuals[len(residuals) // 2:]
     sigma = float(np.sqrt(np.mean(usable**2))) if len(usable) else 0.0
     low, high = band_offsets(params, usable, horizon_steps, step_seconds=step_seconds, seed=seed,
-                             n_fitted=n)
+                             n_fitted=n, slope_sd=slope_sd)
     if day_errors is not None and kind is not ModelKind.LINEAR:
         factor = _calibration(day_errors, low, high)
         low, high = low * factor, high * factor
@@ -246,11 +253,13 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
                        n_steps=n, step_seconds=step_seconds, fallback=fallback, fallback_detail=detail)
 
 
-_Fit = tuple[ModelParams, ModelState, FloatArray, float, FloatArray | None]
+_Components = tuple[FloatArray, FloatArray] | None
+"""statsmodels' level and season arrays of a seasonal fit (original units), for the rate trend."""
+_Fit = tuple[ModelParams, ModelState, FloatArray, float, FloatArray | None, _Components]
 
 
 def _weekly_or_daily(rates: FloatArray, step_seconds: float, horizon_steps: int, use_brute: bool,
-                     weekly: _Fit) -> tuple[ModelParams, ModelState, FloatArray, FloatArray | None]:
+                     weekly: _Fit) -> _Fit:
     """A weekly season is allowed, but is it there? Three weeks give each weekly slot three
     observations, so bursts and noise become phantom seasons that recur next week. The daily model
     is fitted too and the one with the smaller error of the next day's total, from every origin of
@@ -262,9 +271,8 @@ def _weekly_or_daily(rates: FloatArray, step_seconds: float, horizon_steps: int,
                                            alphas=(weekly[0].alpha,))
         _check_forecast(daily[0], daily[1], rates, horizon_steps)
     except _FitFailed:
-        return weekly[0], weekly[1], weekly[2], weekly[4]
-    best = daily if daily[3] < weekly[3] else weekly
-    return best[0], best[1], best[2], best[4]
+        return weekly
+    return daily if daily[3] < weekly[3] else weekly
 
 
 def _calibration(day_errors: FloatArray, low: FloatArray, high: FloatArray) -> float:
@@ -295,8 +303,7 @@ def _fit_linear(rates: FloatArray, step_seconds: float) -> tuple[ModelParams, Mo
 
 
 def _fit_exponential_smoothing(rates: FloatArray, kind: ModelKind, step_seconds: float,
-                               use_brute: bool, alphas: tuple[float, ...] | None = None
-                               ) -> tuple[ModelParams, ModelState, FloatArray, float, FloatArray | None]:
+                               use_brute: bool, alphas: tuple[float, ...] | None = None) -> _Fit:
     period = seasonal_period(kind, step_seconds)
     # The recursions are linear, so fitting the scaled series and scaling the states back is
     # exact, and keeps the optimiser away from sums of squares near 1e20.
@@ -386,11 +393,106 @@ def _cumulative_errors(y: FloatArray, level: FloatArray, season: FloatArray, per
     return np.asarray(cy[origins + h + 1] - cy[origins + 1] - forecast, dtype=np.float64)
 
 
+TREND_WINDOWS_SECONDS: tuple[float, ...] = (7 * 86400.0, 10 * 86400.0, 14 * 86400.0)
+"""The straight line of the deseasonalised rate is fitted over this much of the latest history
+(each tried where the history allows; longer ones estimate a steady slope better, shorter ones
+follow a change sooner)."""
+TREND_SELECTION_SECONDS = 3 * 86400.0
+"""The horizon whose cumulative errors decide whether the rate's trend is used."""
+TREND_DAMPING: tuple[float, ...] = (1.0, 0.99)
+"""Per-step damping φ of the rate's trend tried (0.99 at hourly steps: it fades over a few days).
+A falling rate is always damped: extrapolated straight, it would promise ever more room."""
+TREND_MIN_GAIN = 0.6
+"""A trend is used only when it cuts the mean square error of the selection horizon's total
+by at least this factor's complement (a slope fitted to noise must not be extrapolated)."""
+TREND_MIN_ORIGINS = 24
+
+
+def trend_sum(phi: float, steps: int) -> FloatArray:
+    """Cumulative effect of a unit trend at steps 1..`steps`: Σ_{k≤h} Σ_{i≤k} φ^i."""
+    h = np.arange(1, steps + 1, dtype=np.float64)
+    per_step = h if phi == 1.0 else phi * (1.0 - phi**h) / (1.0 - phi)
+    return np.cumsum(per_step)
+
+
+def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
+                     components: tuple[FloatArray, FloatArray], residuals: FloatArray, step_seconds: float,
+                     horizon_steps: int) -> tuple[ModelParams, ModelState, float]:
+    """Add a trend to the rate when the history shows one (a feed growing from 5 to 50 TB/day
+    is the case quotapilot exists for; the no-trend model lags it by days).
+
+    The trend is a straight line fitted to the deseasonalised rate (rate minus the season the
+    model used) over one of the last `TREND_WINDOWS_SECONDS`; it replaces the smoothed level.
+    It is kept only if, from every origin of the later half of the history, it forecasts the
+    next `TREND_SELECTION_SECONDS` total clearly better than the level alone (each origin using
+    only the data before it; the window and damping that do best). The result is plain Holt-Winters state with a fixed trend (β = 0,
+    damping φ), so the O(1) updates go on as before. Returns the parameters, the state and the
+    spread of the slope across origins (for the band), unchanged with 0 when no trend is kept.
+    """
+    level, season = components
+    period = params.period
+    n = len(rates)
+    h = round(TREND_SELECTION_SECONDS / step_seconds)
+    windows = [w for w in (round(seconds / step_seconds) for seconds in TREND_WINDOWS_SECONDS)
+               if w >= 3 and n - h - max(period + w - 1, n // 2) >= TREND_MIN_ORIGINS]
+    if not windows:
+        return params, state, 0.0
+    # every candidate is scored on the same origins: those the longest window allows
+    origins = np.arange(max(period + max(windows) - 1, n // 2), n - h)
+    # Deseasonalised rate: the season used at step j was written at j - period.
+    d = np.zeros(n)
+    d[period:] = rates[period:] - season[:n - period]
+    j = np.arange(n, dtype=np.float64)
+    c1 = np.concatenate(([0.0], np.cumsum(d)))
+    cj = np.concatenate(([0.0], np.cumsum(j * d)))
+
+    def line_at(ends: FloatArray, window: int) -> tuple[FloatArray, FloatArray]:
+        """Least-squares line over the `window` steps ending at each of `ends`: value there, slope."""
+        start = ends - window + 1
+        sy = c1[ends + 1] - c1[start]
+        sxy = cj[ends + 1] - cj[start] - start * sy
+        x_mean = (window - 1) / 2.0
+        sxx = window * (window * window - 1) / 12.0
+        slope = (sxy - x_mean * sy) / sxx
+        return sy / window + slope * x_mean, slope
+
+    cs = np.concatenate(([0.0], np.cumsum(season)))
+    base = origins + 1 - period
+    seasons = (h // period) * (cs[origins + 1] - cs[base]) + cs[base + h % period] - cs[base]
+    cy = np.concatenate(([0.0], np.cumsum(rates)))
+    actual = cy[origins + h + 1] - cy[origins + 1]
+    overlay = 0.0
+    if params.rho > 0.0:
+        overlay = residuals[origins] * params.rho * (1.0 - params.rho**h) / (1.0 - params.rho)
+    best: tuple[int, float, FloatArray] | None = None
+    best_mse = TREND_MIN_GAIN * float(np.mean((actual - h * level[origins] - seasons - overlay) ** 2))
+    for window in windows:
+        a, b = line_at(origins, window)
+        for phi in TREND_DAMPING:
+            mse = float(np.mean((actual - h * a - b * trend_sum(phi, h)[-1] - seasons - overlay) ** 2))
+            if math.isfinite(mse) and mse < best_mse:
+                best, best_mse = (window, phi, b), mse
+    if best is None:
+        return params, state, 0.0
+    window, phi, slopes = best
+    a_now, b_now = line_at(np.array([n - 1]), window)
+    if b_now[0] < 0.0:
+        phi = min(TREND_DAMPING)
+    with_trend = replace(params, beta=0.0, phi=phi, rate_trend=True)
+    trended = ModelState(level=float(a_now[0]), trend=float(b_now[0]), seasons=state.seasons,
+                         phase=state.phase, last_error=state.last_error)
+    try:
+        _check_forecast(with_trend, trended, rates, horizon_steps)
+    except _FitFailed:
+        return params, state, 0.0
+    return with_trend, trended, float(np.std(slopes))
+
+
 def _statsmodels_fit(y: FloatArray, scale: float, kind: ModelKind, period: int, *, damped: bool,
-                     use_brute: bool, fixed: tuple[float, float] | None = None
-                     ) -> tuple[ModelParams, ModelState, FloatArray, float, FloatArray | None]:
-    """One statsmodels fit (`fixed`: α and γ given, not optimised); the last item is the
-    cumulative-error score of seasonal fits (inf otherwise)."""
+                     use_brute: bool, fixed: tuple[float, float] | None = None) -> _Fit:
+    """One statsmodels fit (`fixed`: α and γ given, not optimised); then the cumulative-error
+    score of seasonal fits (inf otherwise), their errors of the next day's total, and their
+    level and season arrays."""
     from statsmodels.tsa.holtwinters import ExponentialSmoothing  # heavy: only where fits run
 
     seasonal = period > 0
@@ -433,6 +535,7 @@ def _statsmodels_fit(y: FloatArray, scale: float, kind: ModelKind, period: int, 
         raise _FitFailed(FallbackReason.NON_FINITE, "non-finite parameters, states or residuals")
     score = math.inf
     day_errors = None
+    components = None
     if seasonal and not damped:
         rho = _fit_persistence(y, np.asarray(result.level, dtype=np.float64),
                                np.asarray(result.season, dtype=np.float64), period, residuals / scale)
@@ -442,7 +545,9 @@ def _statsmodels_fit(y: FloatArray, scale: float, kind: ModelKind, period: int, 
                                         np.asarray(result.season, dtype=np.float64), period,
                                         residuals / scale, rho) * scale
         score = float(np.mean(day_errors**2))
-    return params, state, residuals, score, day_errors
+        components = (np.asarray(result.level, dtype=np.float64) * scale,
+                      np.asarray(result.season, dtype=np.float64) * scale)
+    return params, state, residuals, score, day_errors, components
 
 
 def _param(params: dict[str, object], name: str) -> float:
@@ -468,8 +573,8 @@ def _check_forecast(params: ModelParams, state: ModelState, rates: FloatArray, h
 
 # ------------------------------------------------------------------------------------- bands
 def band_offsets(params: ModelParams, residuals: FloatArray, horizon_steps: int, *, step_seconds: float,
-                 seed: int = 0, n_paths: int = BAND_PATHS, n_fitted: int | None = None
-                 ) -> tuple[FloatArray, FloatArray]:
+                 seed: int = 0, n_paths: int = BAND_PATHS, n_fitted: int | None = None,
+                 slope_sd: float = 0.0) -> tuple[FloatArray, FloatArray]:
     """p10/p90 offsets of the cumulative error, per horizon step, from simulated paths.
 
     Residuals are drawn in blocks of a day so that errors that persist (a burst lasting hours, a
@@ -493,6 +598,8 @@ def band_offsets(params: ModelParams, residuals: FloatArray, horizon_steps: int,
     level_var = max(params.alpha / (2.0 - params.alpha), 1.0 / max(n_fitted or len(residuals), 1))
     level_error = sigma * math.sqrt(level_var) * rng.standard_normal(n_paths)
     cumulative += level_error[:, None] * np.arange(1, horizon_steps + 1)
+    if slope_sd > 0.0:
+        cumulative += (slope_sd * rng.standard_normal(n_paths))[:, None] * trend_sum(params.phi, horizon_steps)
     low = np.minimum(np.quantile(cumulative, BAND_QUANTILES[0], axis=0), 0.0)
     high = np.maximum(np.quantile(cumulative, BAND_QUANTILES[1], axis=0), 0.0)
     return low, high

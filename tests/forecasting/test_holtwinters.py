@@ -135,6 +135,51 @@ class TestHoltWinters:
         assert np.all(np.diff(ahead) >= -1e-9)
 
 
+class TestRateTrend:
+    """A feed whose rate grows (5 → 50 TB/day) gets a trend in the rate; a steady one does not."""
+
+    @staticmethod
+    def growing(days: int, *, slope: float, noise: float = 50.0, seed: int = 0) -> np.ndarray:
+        """Daily season on a rate that changes by `slope` per hour, with noise."""
+        rng = np.random.default_rng(seed)
+        h = np.arange(days * 24)
+        return 1000.0 + slope * h + 300.0 * np.sin(2 * np.pi * h / 24) + noise * rng.normal(size=len(h))
+
+    def test_growing_rate_is_extrapolated(self) -> None:
+        days = 28
+        rates = self.growing(days + 7, slope=2.0)
+        fitted = fit_rates(rates[:days * 24], step_seconds=HOUR, horizon_steps=168)
+        assert fitted is not None and fitted.params.rate_trend
+        assert fitted.model_name.endswith("_trend")
+        week_ahead = float(np.sum(forecast_rates(fitted.params, fitted.state, 168)))
+        truth = float(np.sum(self.growing(days + 7, slope=2.0, noise=0.0)[days * 24:]))
+        # without the trend the week's total would be short by 2·168²/2 ≈ 28,000 of ~420,000
+        assert abs(week_ahead - truth) < 0.02 * truth
+
+    def test_steady_rate_gets_no_trend(self) -> None:
+        fitted = fit_rates(self.growing(28, slope=0.0, noise=150.0), step_seconds=HOUR, horizon_steps=168)
+        assert fitted is not None and not fitted.params.rate_trend
+        assert fitted.state.trend == 0.0 and fitted.params.phi == 1.0
+
+    def test_falling_rate_is_damped(self) -> None:
+        """Extrapolated straight, a falling rate would promise ever more room: it fades instead."""
+        fitted = fit_rates(self.growing(28, slope=-1.0), step_seconds=HOUR, horizon_steps=168)
+        assert fitted is not None and fitted.params.rate_trend
+        assert fitted.state.trend < 0.0 and fitted.params.phi < 1.0
+
+    def test_updates_carry_the_trend(self) -> None:
+        """Between refits the O(1) recursions keep following the growth."""
+        rates = self.growing(36, slope=2.0)
+        fitted = fit_rates(rates[:28 * 24], step_seconds=HOUR, horizon_steps=48)
+        assert fitted is not None and fitted.params.rate_trend
+        state = fitted.state.copy()
+        for y in rates[28 * 24:34 * 24]:
+            update(fitted.params, state, float(y))
+        day_ahead = float(np.sum(forecast_rates(fitted.params, state, 24)))
+        truth = float(np.sum(self.growing(36, slope=2.0, noise=0.0)[34 * 24:35 * 24]))
+        assert abs(day_ahead - truth) < 0.03 * truth
+
+
 class TestBands:
     """Band offsets straddle the mean path and widen with the horizon."""
 
