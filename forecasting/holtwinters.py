@@ -35,6 +35,7 @@ import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
+import numpy.typing as npt
 
 from quotapilot.forecasting.resample import FloatArray
 
@@ -425,9 +426,10 @@ def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
     model used) over one of the last `TREND_WINDOWS_SECONDS`; it replaces the smoothed level.
     It is kept only if, from every origin of the later half of the history, it forecasts the
     next `TREND_SELECTION_SECONDS` total clearly better than the level alone (each origin using
-    only the data before it; the window and damping that do best). The result is plain Holt-Winters state with a fixed trend (β = 0,
-    damping φ), so the O(1) updates go on as before. Returns the parameters, the state and the
-    spread of the slope across origins (for the band), unchanged with 0 when no trend is kept.
+    only the data before it; the window and damping that do best). The result is plain
+    Holt-Winters state with a fixed trend (β = 0, damping φ), so the O(1) updates go on as
+    before. Returns the parameters, the state and the spread of the slope across origins (for
+    the band), unchanged with 0 when no trend is kept.
     """
     level, season = components
     period = params.period
@@ -438,7 +440,7 @@ def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
     if not windows:
         return params, state, 0.0
     # every candidate is scored on the same origins: those the longest window allows
-    origins = np.arange(max(period + max(windows) - 1, n // 2), n - h)
+    origins = np.arange(max(period + max(windows) - 1, n // 2), n - h, dtype=np.int64)
     # Deseasonalised rate: the season used at step j was written at j - period.
     d = np.zeros(n)
     d[period:] = rates[period:] - season[:n - period]
@@ -446,7 +448,7 @@ def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
     c1 = np.concatenate(([0.0], np.cumsum(d)))
     cj = np.concatenate(([0.0], np.cumsum(j * d)))
 
-    def line_at(ends: FloatArray, window: int) -> tuple[FloatArray, FloatArray]:
+    def line_at(ends: npt.NDArray[np.int64], window: int) -> tuple[FloatArray, FloatArray]:
         """Least-squares line over the `window` steps ending at each of `ends`: value there, slope."""
         start = ends - window + 1
         sy = c1[ends + 1] - c1[start]
@@ -461,7 +463,7 @@ def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
     seasons = (h // period) * (cs[origins + 1] - cs[base]) + cs[base + h % period] - cs[base]
     cy = np.concatenate(([0.0], np.cumsum(rates)))
     actual = cy[origins + h + 1] - cy[origins + 1]
-    overlay = 0.0
+    overlay: FloatArray | float = 0.0
     if params.rho > 0.0:
         overlay = residuals[origins] * params.rho * (1.0 - params.rho**h) / (1.0 - params.rho)
     best: tuple[int, float, FloatArray] | None = None
@@ -475,7 +477,7 @@ def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
     if best is None:
         return params, state, 0.0
     window, phi, slopes = best
-    a_now, b_now = line_at(np.array([n - 1]), window)
+    a_now, b_now = line_at(np.array([n - 1], dtype=np.int64), window)
     if b_now[0] < 0.0:
         phi = min(TREND_DAMPING)
     with_trend = replace(params, beta=0.0, phi=phi, rate_trend=True)
