@@ -4,7 +4,8 @@ What is modelled is the increment per step (see `resample`). The model is chosen
 history there is:
 
 - ≥ 2 weeks: Holt-Winters, additive weekly season (168 hourly steps), no trend — unless the
-  daily-season model forecasts the next day's total better over the later half of the history;
+  daily-season model forecasts the next day's and three days' totals better over the later
+  half of the history;
 - ≥ 2 days: the same with a daily season (24 steps);
 - either season gets a trend in the rate (a growing feed) when a straight line through the
   deseasonalised rate forecasts three days ahead clearly better on the series' own history
@@ -263,8 +264,9 @@ def _weekly_or_daily(rates: FloatArray, step_seconds: float, horizon_steps: int,
                      weekly: _Fit) -> _Fit:
     """A weekly season is allowed, but is it there? Three weeks give each weekly slot three
     observations, so bursts and noise become phantom seasons that recur next week. The daily model
-    is fitted too and the one with the smaller error of the next day's total, from every origin of
-    the later half of the history (one-step-ahead recursions: not an in-sample fit), is kept.
+    is fitted too and the one with the smaller errors of the next day's and three days' totals
+    (`SCORE_STEPS`), from every origin of the later half of the history (one-step-ahead
+    recursions: not an in-sample fit), is kept.
     To keep refits cheap the daily model is searched less: statsmodels' optimum and the weekly
     fit's α, not the whole α grid."""
     try:
@@ -315,9 +317,10 @@ def _fit_exponential_smoothing(rates: FloatArray, kind: ModelKind, step_seconds:
     # statsmodels picks α for the best ONE-step forecast. Ingest noise persists for hours, so that
     # is often α ≈ 1: tomorrow's rate = the last hour's, noise included, which misjudges days
     # ahead (on the backtest's ramp and burst traces, worse than predict_linear). So a few smoother
-    # levels are scored too, by the error of the next day's cumulative ingest, and the best is kept.
+    # levels are scored too, by the errors of the next day's and three days' cumulative ingest
+    # (`SCORE_STEPS`), and the best is kept.
     # (A damped trend on top of the season, chosen by AICc, was also tried: three times the cost,
-    # no better on the ramp, so the issue's no-trend model stays.)
+    # no better on the ramp. A growing rate gets its trend afterwards: `_with_rate_trend`.)
     best = _statsmodels_fit(y, scale, kind, period, damped=False, use_brute=use_brute)
     gamma = best[0].gamma
     for alpha in ALPHA_CANDIDATES if alphas is None else alphas:
@@ -335,7 +338,12 @@ def _fit_exponential_smoothing(rates: FloatArray, kind: ModelKind, step_seconds:
 
 ALPHA_CANDIDATES: tuple[float, ...] = (0.2, 0.05, 0.01)
 SELECTION_STEPS = 24
-"""Steps ahead whose cumulative error chooses α among the candidates (a day at hourly steps)."""
+"""A day at hourly steps: the horizon whose errors calibrate the band (and one of those that
+choose ρ, α and the season)."""
+SCORE_STEPS = (SELECTION_STEPS, 72)
+"""Steps ahead whose cumulative errors (each mean square per step², so both count alike) choose
+α among the candidates and the weekly or daily season: a day and three days, since runways are
+read days ahead."""
 
 
 def _persistence(residuals: FloatArray) -> float:
@@ -376,19 +384,28 @@ def _fit_persistence(y: FloatArray, level: FloatArray, season: FloatArray, perio
     return best_rho
 
 
+def _season_sums(cs: FloatArray, origins: npt.NDArray[np.int64], period: int, h: int) -> FloatArray:
+    """Sum of the seasons forecast for the `h` steps after each origin (`cs`: cumulative sum of
+    the seasonal states, led by 0; from origin o, step o+k uses the one written at o+k-period,
+    repeating every period)."""
+    base = origins + 1 - period
+    return np.asarray((h // period) * (cs[origins + 1] - cs[base]) + cs[base + h % period] - cs[base],
+                      dtype=np.float64)
+
+
 def _cumulative_errors(y: FloatArray, level: FloatArray, season: FloatArray, period: int,
                        residuals: FloatArray, rho: float, steps: int = SELECTION_STEPS) -> FloatArray:
     """Mean squared error of the next `steps` steps' sum, forecast from every origin of
     the later half (vectorised: for no-trend additive HW the sum is H·level + the known seasons).
     Their mean square chooses α; their spread calibrates the band."""
-    h = min(steps, period)
+    h = steps
     n = len(y)
     origins = np.arange(max(period, n // 2), n - h)
     if len(origins) < 4:
         return np.full(1, np.inf)
     cy = np.concatenate(([0.0], np.cumsum(y)))
     cs = np.concatenate(([0.0], np.cumsum(season)))
-    forecast = h * level[origins] + cs[origins + h - period + 1] - cs[origins + 1 - period]
+    forecast = h * level[origins] + _season_sums(cs, origins, period, h)
     if rho > 0.0:
         forecast = forecast + residuals[origins] * rho * (1.0 - rho**h) / (1.0 - rho)
     return np.asarray(cy[origins + h + 1] - cy[origins + 1] - forecast, dtype=np.float64)
@@ -458,9 +475,7 @@ def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
         slope = (sxy - x_mean * sy) / sxx
         return sy / window + slope * x_mean, slope
 
-    cs = np.concatenate(([0.0], np.cumsum(season)))
-    base = origins + 1 - period
-    seasons = (h // period) * (cs[origins + 1] - cs[base]) + cs[base + h % period] - cs[base]
+    seasons = _season_sums(np.concatenate(([0.0], np.cumsum(season))), origins, period, h)
     cy = np.concatenate(([0.0], np.cumsum(rates)))
     actual = cy[origins + h + 1] - cy[origins + 1]
     overlay: FloatArray | float = 0.0
@@ -546,7 +561,11 @@ def _statsmodels_fit(y: FloatArray, scale: float, kind: ModelKind, period: int, 
         day_errors = _cumulative_errors(y, np.asarray(result.level, dtype=np.float64),
                                         np.asarray(result.season, dtype=np.float64), period,
                                         residuals / scale, rho) * scale
-        score = float(np.mean(day_errors**2))
+        longer = _cumulative_errors(y, np.asarray(result.level, dtype=np.float64),
+                                    np.asarray(result.season, dtype=np.float64), period, residuals / scale, rho,
+                                    steps=SCORE_STEPS[1])
+        score = float(np.mean((day_errors / scale) ** 2)) / SCORE_STEPS[0] ** 2 \
+            + float(np.mean(longer**2)) / SCORE_STEPS[1] ** 2
         components = (np.asarray(result.level, dtype=np.float64) * scale,
                       np.asarray(result.season, dtype=np.float64) * scale)
     return params, state, residuals, score, day_errors, components

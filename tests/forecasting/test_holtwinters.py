@@ -135,6 +135,23 @@ class TestHoltWinters:
         assert np.all(np.diff(ahead) >= -1e-9)
 
 
+class TestSeasonSums:
+    """The vectorised season sums behind model choice agree with stepping the seasons by hand."""
+
+    @given(period=st.integers(min_value=2, max_value=30), h=st.integers(min_value=1, max_value=100),
+           seed=st.integers(min_value=0, max_value=2**16))
+    @settings(max_examples=40, deadline=None)
+    def test_against_a_loop(self, period: int, h: int, seed: int) -> None:
+        season = np.random.default_rng(seed).normal(size=3 * period + 5)
+        cs = np.concatenate(([0.0], np.cumsum(season)))
+        origins = np.arange(period, len(season), dtype=np.int64)
+        got = hw._season_sums(cs, origins, period, h)
+        for o, value in zip(origins, got, strict=True):
+            # from origin o, step o+k uses the season written at o+k-period, then repeats
+            expected = sum(season[o + 1 - period + (k - 1) % period] for k in range(1, h + 1))
+            assert math.isclose(value, expected, rel_tol=1e-9, abs_tol=1e-9)
+
+
 class TestRateTrend:
     """A feed whose rate grows (5 → 50 TB/day) gets a trend in the rate; a steady one does not."""
 
