@@ -424,6 +424,10 @@ TREND_MIN_GAIN = 0.6
 """A trend is used only when it cuts the mean square error of the selection horizon's total
 by at least this factor's complement (a slope fitted to noise must not be extrapolated)."""
 TREND_MIN_ORIGINS = 24
+TREND_MIN_ERROR = 0.005
+"""No trend when the level alone already forecasts the selection horizon's total within this
+share (RMS) of it: a trend only fixes an error that is there (a clean seasonal rate keeps its
+plain model and name)."""
 
 
 def trend_sum(phi: float, steps: int) -> FloatArray:
@@ -482,7 +486,10 @@ def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
     if params.rho > 0.0:
         overlay = residuals[origins] * params.rho * (1.0 - params.rho**h) / (1.0 - params.rho)
     best: tuple[int, float, FloatArray] | None = None
-    best_mse = TREND_MIN_GAIN * float(np.mean((actual - h * level[origins] - seasons - overlay) ** 2))
+    plain_mse = float(np.mean((actual - h * level[origins] - seasons - overlay) ** 2))
+    if plain_mse <= (TREND_MIN_ERROR * float(np.mean(np.abs(actual)))) ** 2:
+        return params, state, 0.0
+    best_mse = TREND_MIN_GAIN * plain_mse
     for window in windows:
         a, b = line_at(origins, window)
         for phi in TREND_DAMPING:

@@ -178,6 +178,11 @@ class TestRateTrend:
         assert fitted is not None and not fitted.params.rate_trend
         assert fitted.state.trend == 0.0 and fitted.params.phi == 1.0
 
+    def test_clean_season_keeps_the_plain_model(self) -> None:
+        """No error to fix, no trend (and no `_trend` in the model's name)."""
+        fitted = fit_rates(seasonal_rates(21), step_seconds=HOUR, horizon_steps=168)
+        assert fitted is not None and fitted.model_name == "holt_winters_daily"
+
     def test_falling_rate_is_damped(self) -> None:
         """Extrapolated straight, a falling rate would promise ever more room: it fades instead."""
         fitted = fit_rates(self.growing(28, slope=-1.0), step_seconds=HOUR, horizon_steps=168)
