@@ -610,6 +610,7 @@ def band_offsets(params: ModelParams, residuals: FloatArray, horizon_steps: int,
     Each path also gets a constant error in the starting rate, as large as the level's own
     estimation error (steady-state variance σ²·α/(2−α) of exponential smoothing, at least σ²/n):
     in-sample residuals do not see it, yet over days it is what dominates the cumulative error.
+    With a rate trend, each path's slope is off by `slope_sd`·N(0, 1) too (`trend_sum` shapes it).
     """
     if horizon_steps <= 0 or len(residuals) == 0 or not np.any(residuals):
         return np.zeros(horizon_steps), np.zeros(horizon_steps)
