@@ -220,6 +220,7 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
         fallback, detail = FallbackReason.SHORT_HISTORY, f"{n} steps: too few for a damped trend"
     day_errors: FloatArray | None = None
     slope_sd = 0.0
+    usable: FloatArray | None = None
     while kind is not ModelKind.LINEAR:
         try:
             fit = _fit_exponential_smoothing(rates, kind, step_seconds, use_brute)
@@ -228,9 +229,11 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
                 fit = _weekly_or_daily(rates, step_seconds, horizon_steps, use_brute, fit)
             params, state, residuals, _, day_errors, components = fit
             kind = params.kind
-            if components is not None:
-                params, state, slope_sd = _with_rate_trend(rates, params, state, components, residuals,
-                                                           step_seconds, horizon_steps)
+            trended = None if components is None else _with_rate_trend(
+                rates, params, state, components, residuals, step_seconds, horizon_steps)
+            if trended is not None:
+                params, state, slope_sd = trended.params, trended.state, trended.slope_sd
+                usable, day_errors = trended.residuals, trended.day_errors
             break
         except _FitFailed as failed:
             if fallback is None:
@@ -240,10 +243,11 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
         params, state, residuals = _fit_linear(rates, step_seconds)
         if fallback is FallbackReason.CONSTANT_RATE:
             residuals = np.zeros_like(residuals)  # not rounding noise of the mean: exactly no spread
-    # The first cycles' residuals are small because the heuristic initial states were computed
-    # from them; they would make the band too narrow.
-    warmup = 2 * params.period if params.period else (10 if kind is ModelKind.DAMPED_TREND else 0)
-    usable = residuals[warmup:] if len(residuals) - warmup >= 20 else residuals[len(residuals) // 2:]
+    if usable is None:
+        # The first cycles' residuals are small because the heuristic initial states were computed
+        # from them; they would make the band too narrow.
+        warmup = 2 * params.period if params.period else (10 if kind is ModelKind.DAMPED_TREND else 0)
+        usable = residuals[warmup:] if len(residuals) - warmup >= 20 else residuals[len(residuals) // 2:]
     sigma = float(np.sqrt(np.mean(usable**2))) if len(usable) else 0.0
     low, high = band_offsets(params, usable, horizon_steps, step_seconds=step_seconds, seed=seed,
                              n_fitted=n, slope_sd=slope_sd)
@@ -437,9 +441,28 @@ def trend_sum(phi: float, steps: int) -> FloatArray:
     return np.cumsum(per_step)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Trended:
+    """A seasonal fit with a rate trend, and what its band is built from."""
+
+    params: ModelParams
+    state: ModelState
+    slope_sd: float
+    """Spread of the slope across the origins that chose it."""
+    residuals: FloatArray
+    """The trended model's own one-step errors (the plain model's lag behind a growing rate would
+    bias them, and the band would count the trend twice)."""
+    day_errors: FloatArray
+    """Its errors of the next `SELECTION_STEPS` steps' total, which calibrate the band."""
+
+
+FALLING_DAMPING: tuple[float, ...] = (0.99, 0.98, 0.95, 0.9, 0.8, 0.5)
+"""Damping tried, least first, for a falling rate until the forecast stays above its floor."""
+
+
 def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
                      components: tuple[FloatArray, FloatArray], residuals: FloatArray, step_seconds: float,
-                     horizon_steps: int) -> tuple[ModelParams, ModelState, float]:
+                     horizon_steps: int) -> _Trended | None:
     """Add a trend to the rate when the history shows one (a feed growing from 5 to 50 TB/day
     is the case quotapilot exists for; the no-trend model lags it by days).
 
@@ -449,8 +472,9 @@ def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
     next `TREND_SELECTION_SECONDS` total clearly better than the level alone (each origin using
     only the data before it; the window and damping that do best). The result is plain
     Holt-Winters state with a fixed trend (β = 0, damping φ), so the O(1) updates go on as
-    before. Returns the parameters, the state and the spread of the slope across origins (for
-    the band), unchanged with 0 when no trend is kept.
+    before. A falling rate is damped until its forecast stays at or above the lowest rate
+    observed (zero if there were never net deletes): a fading feed must not promise room that
+    only deletes would make. None: no trend.
     """
     level, season = components
     period = params.period
@@ -459,7 +483,7 @@ def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
     windows = [w for w in (round(seconds / step_seconds) for seconds in TREND_WINDOWS_SECONDS)
                if w >= 3 and n - h - max(period + w - 1, n // 2) >= TREND_MIN_ORIGINS]
     if not windows:
-        return params, state, 0.0
+        return None
     # every candidate is scored on the same origins: those the longest window allows
     origins = np.arange(max(period + max(windows) - 1, n // 2), n - h, dtype=np.int64)
     # Deseasonalised rate: the season used at step j was written at j - period.
@@ -468,6 +492,8 @@ def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
     j = np.arange(n, dtype=np.float64)
     c1 = np.concatenate(([0.0], np.cumsum(d)))
     cj = np.concatenate(([0.0], np.cumsum(j * d)))
+    cs = np.concatenate(([0.0], np.cumsum(season)))
+    cy = np.concatenate(([0.0], np.cumsum(rates)))
 
     def line_at(ends: npt.NDArray[np.int64], window: int) -> tuple[FloatArray, FloatArray]:
         """Least-squares line over the `window` steps ending at each of `ends`: value there, slope."""
@@ -479,37 +505,58 @@ def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
         slope = (sxy - x_mean * sy) / sxx
         return sy / window + slope * x_mean, slope
 
-    seasons = _season_sums(np.concatenate(([0.0], np.cumsum(season))), origins, period, h)
-    cy = np.concatenate(([0.0], np.cumsum(rates)))
-    actual = cy[origins + h + 1] - cy[origins + 1]
-    overlay: FloatArray | float = 0.0
-    if params.rho > 0.0:
-        overlay = residuals[origins] * params.rho * (1.0 - params.rho**h) / (1.0 - params.rho)
-    best: tuple[int, float, FloatArray] | None = None
-    plain_mse = float(np.mean((actual - h * level[origins] - seasons - overlay) ** 2))
-    if plain_mse <= (TREND_MIN_ERROR * float(np.mean(np.abs(actual)))) ** 2:
-        return params, state, 0.0
+    def errors(at: npt.NDArray[np.int64], steps: int, a: FloatArray | None, b: FloatArray | None,
+               phi: float) -> FloatArray:
+        """Errors of the next `steps` steps' total from each origin in `at`: the line (a, b, φ)
+        or, with `a` None, the plain level; both with the season and the ρ overlay."""
+        forecast = _season_sums(cs, at, period, steps)
+        if params.rho > 0.0:
+            forecast = forecast + residuals[at] * params.rho * (1.0 - params.rho**steps) / (1.0 - params.rho)
+        if a is None or b is None:
+            forecast = forecast + steps * level[at]
+        else:
+            forecast = forecast + steps * a + b * trend_sum(phi, steps)[-1]
+        return np.asarray(cy[at + steps + 1] - cy[at + 1] - forecast, dtype=np.float64)
+
+    plain_mse = float(np.mean(errors(origins, h, None, None, 1.0) ** 2))
+    if plain_mse <= (TREND_MIN_ERROR * float(np.mean(np.abs(cy[origins + h + 1] - cy[origins + 1])))) ** 2:
+        return None
+    best: tuple[int, float] | None = None
     best_mse = TREND_MIN_GAIN * plain_mse
     for window in windows:
         a, b = line_at(origins, window)
         for phi in TREND_DAMPING:
-            mse = float(np.mean((actual - h * a - b * trend_sum(phi, h)[-1] - seasons - overlay) ** 2))
+            mse = float(np.mean(errors(origins, h, a, b, phi) ** 2))
             if math.isfinite(mse) and mse < best_mse:
-                best, best_mse = (window, phi, b), mse
+                best, best_mse = (window, phi), mse
     if best is None:
-        return params, state, 0.0
-    window, phi, slopes = best
+        return None
+    window, phi = best
     a_now, b_now = line_at(np.array([n - 1], dtype=np.int64), window)
-    if b_now[0] < 0.0:
-        phi = min(TREND_DAMPING)
-    with_trend = replace(params, beta=0.0, phi=phi, rate_trend=True)
     trended = ModelState(level=float(a_now[0]), trend=float(b_now[0]), seasons=state.seasons,
                          phase=state.phase, last_error=state.last_error)
+    floor = min(0.0, float(np.min(rates)))
+    for candidate in (phi,) if trended.trend >= 0.0 else FALLING_DAMPING:
+        with_trend = replace(params, beta=0.0, phi=candidate, rate_trend=True)
+        if float(np.min(forecast_rates(with_trend, trended, max(horizon_steps, 1)))) >= floor:
+            break
+    else:
+        return None
+    a, b = line_at(origins, window)
+    if float(np.mean(errors(origins, h, a, b, with_trend.phi) ** 2)) >= TREND_MIN_GAIN * plain_mse:
+        return None  # the damping the floor needed undoes the gain
     try:
         _check_forecast(with_trend, trended, rates, horizon_steps)
     except _FitFailed:
-        return params, state, 0.0
-    return with_trend, trended, float(np.std(slopes))
+        return None
+    # The trended model's own errors, from every origin its window allows.
+    steps_from = np.arange(period + window - 1, n - 1, dtype=np.int64)
+    a_all, b_all = line_at(steps_from, window)
+    one_step = errors(steps_from, 1, a_all, b_all, with_trend.phi)
+    later = np.arange(max(period + window - 1, n // 2), n - SELECTION_STEPS, dtype=np.int64)
+    a_later, b_later = line_at(later, window)
+    return _Trended(with_trend, trended, float(np.std(b)), one_step,
+                    errors(later, SELECTION_STEPS, a_later, b_later, with_trend.phi))
 
 
 def _statsmodels_fit(y: FloatArray, scale: float, kind: ModelKind, period: int, *, damped: bool,
@@ -571,8 +618,12 @@ def _statsmodels_fit(y: FloatArray, scale: float, kind: ModelKind, period: int, 
         longer = _cumulative_errors(y, np.asarray(result.level, dtype=np.float64),
                                     np.asarray(result.season, dtype=np.float64), period, residuals / scale, rho,
                                     steps=SCORE_STEPS[1])
-        score = float(np.mean((day_errors / scale) ** 2)) / SCORE_STEPS[0] ** 2 \
-            + float(np.mean(longer**2)) / SCORE_STEPS[1] ** 2
+        # A short history has no origins for the longer horizon: score on the ones it has (every
+        # candidate of one refit has the same history, so they stay comparable).
+        terms = [float(np.mean(e**2)) / steps**2
+                 for e, steps in ((day_errors / scale, SCORE_STEPS[0]), (longer, SCORE_STEPS[1]))]
+        finite = [term for term in terms if math.isfinite(term)]
+        score = sum(finite) if finite else math.inf
         components = (np.asarray(result.level, dtype=np.float64) * scale,
                       np.asarray(result.season, dtype=np.float64) * scale)
     return params, state, residuals, score, day_errors, components

@@ -116,6 +116,14 @@ class TestHoltWinters:
         np.testing.assert_allclose(correction, fitted.state.last_error * fitted.params.rho ** np.arange(1, 31),
                                    atol=1e-6)
 
+    @pytest.mark.parametrize("steps", [60, 100, 150])
+    def test_short_history_still_scores_alpha(self, steps: int) -> None:
+        """Too short for the 3-day score, the day's score still chooses α (an infinite score
+        would leave statsmodels' one-step α, often ≈ 1)."""
+        rates = seasonal_rates(7, noise=100.0, seed=2)[:steps]
+        score = hw._fit_exponential_smoothing(rates, ModelKind.HW_DAILY, HOUR, False)[3]
+        assert math.isfinite(score)
+
     def test_update_is_the_holt_winters_recursion(self) -> None:
         rates = seasonal_rates(4, noise=30.0, seed=1)
         fitted = fit_rates(rates[:72], step_seconds=HOUR, horizon_steps=24)
@@ -185,9 +193,29 @@ class TestRateTrend:
 
     def test_falling_rate_is_damped(self) -> None:
         """Extrapolated straight, a falling rate would promise ever more room: it fades instead."""
-        fitted = fit_rates(self.growing(28, slope=-1.0), step_seconds=HOUR, horizon_steps=168)
+        fitted = fit_rates(self.growing(28, slope=-0.5), step_seconds=HOUR, horizon_steps=168)
         assert fitted is not None and fitted.params.rate_trend
         assert fitted.state.trend < 0.0 and fitted.params.phi < 1.0
+
+    @pytest.mark.parametrize("slope", [-1.0, -1.4, -2.5])
+    def test_falling_rate_never_forecasts_unseen_deletes(self, slope: float) -> None:
+        """However steep the fall, the forecast rate stays at or above the lowest rate observed
+        (zero when the series never shrank): room that only deletes would make is not promised."""
+        rng = np.random.default_rng(7)
+        h = np.arange(28 * 24)
+        rates = np.maximum(2000.0 + slope * h + 300.0 * np.sin(2 * np.pi * h / 24) + 10.0 * rng.normal(size=len(h)),
+                           5.0)
+        fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=14 * 24)
+        assert fitted is not None
+        assert float(np.min(forecast_rates(fitted.params, fitted.state, 14 * 24))) >= min(0.0, float(rates.min()))
+
+    def test_trend_band_is_not_one_sided(self) -> None:
+        """The band comes from the trended model's own errors: the plain model's lag behind the
+        growth would push the whole band up (p10 = p50) and count the trend twice."""
+        fitted = fit_rates(self.growing(28, slope=2.0), step_seconds=HOUR, horizon_steps=14 * 24)
+        assert fitted is not None and fitted.params.rate_trend
+        week = 167
+        assert fitted.band_low[week] < -0.2 * fitted.band_high[week]
 
     def test_updates_carry_the_trend(self) -> None:
         """Between refits the O(1) recursions keep following the growth."""
