@@ -423,11 +423,13 @@ TREND_SELECTION_SECONDS = 3 * 86400.0
 """The horizon whose cumulative errors decide whether the rate's trend is used."""
 TREND_DAMPING: tuple[float, ...] = (1.0, 0.99)
 """Per-step damping φ of the rate's trend tried (0.99 at hourly steps: it fades over a few days).
-A falling rate is always damped: extrapolated straight, it would promise ever more room."""
+A falling rate is always damped (`FALLING_DAMPING`): extrapolated straight, it would promise ever
+more room."""
 TREND_MIN_GAIN = 0.6
 """A trend is used only when it cuts the mean square error of the selection horizon's total
 by at least this factor's complement (a slope fitted to noise must not be extrapolated)."""
 TREND_MIN_ORIGINS = 24
+"""Fewer held-out origins than this (a day at hourly steps) cannot tell a trend from noise."""
 TREND_MIN_ERROR = 0.005
 """No trend when the level alone already forecasts the selection horizon's total within this
 share (RMS) of it: a trend only fixes an error that is there (a clean seasonal rate keeps its
