@@ -508,19 +508,22 @@ def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
         return sy / window + slope * x_mean, slope
 
     def errors(at: npt.NDArray[np.int64], steps: int, a: FloatArray | None, b: FloatArray | None,
-               phi: float) -> FloatArray:
+               phi: float, rho: float = 0.0, last: FloatArray | None = None) -> FloatArray:
         """Errors of the next `steps` steps' total from each origin in `at`: the line (a, b, φ)
-        or, with `a` None, the plain level; both with the season and the ρ overlay."""
+        or, with `a` None, the plain level; both with the season and the overlay ρ of the
+        one-step errors `last`."""
         forecast = _season_sums(cs, at, period, steps)
-        if params.rho > 0.0:
-            forecast = forecast + residuals[at] * params.rho * (1.0 - params.rho**steps) / (1.0 - params.rho)
+        if rho > 0.0 and last is not None:
+            forecast = forecast + last[at] * rho * (1.0 - rho**steps) / (1.0 - rho)
         if a is None or b is None:
             forecast = forecast + steps * level[at]
         else:
             forecast = forecast + steps * a + b * trend_sum(phi, steps)[-1]
         return np.asarray(cy[at + steps + 1] - cy[at + 1] - forecast, dtype=np.float64)
 
-    plain_mse = float(np.mean(errors(origins, h, None, None, 1.0) ** 2))
+    # The plain model as it forecasts (its ρ overlay on its own errors); the lines without an
+    # overlay, since the plain model's errors carry its lag behind the growth the line removes.
+    plain_mse = float(np.mean(errors(origins, h, None, None, 1.0, params.rho, residuals) ** 2))
     if plain_mse <= (TREND_MIN_ERROR * float(np.mean(np.abs(cy[origins + h + 1] - cy[origins + 1])))) ** 2:
         return None
     best: tuple[int, float] | None = None
@@ -534,31 +537,34 @@ def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
     if best is None:
         return None
     window, phi = best
+    a, b = line_at(origins, window)
     a_now, b_now = line_at(np.array([n - 1], dtype=np.int64), window)
-    trended = ModelState(level=float(a_now[0]), trend=float(b_now[0]), seasons=state.seasons,
-                         phase=state.phase, last_error=state.last_error)
+    # The trended model's own one-step errors, from every origin its window allows: its
+    # persistence ρ, its last error and its band come from them.
+    steps_from = np.arange(period + window - 1, n - 1, dtype=np.int64)
+    a_all, b_all = line_at(steps_from, window)
+    own = np.zeros(n)
     floor = min(0.0, float(np.min(rates)))
-    for candidate in (phi,) if trended.trend >= 0.0 else FALLING_DAMPING:
-        with_trend = replace(params, beta=0.0, phi=candidate, rate_trend=True)
+    for candidate in (phi,) if b_now[0] >= 0.0 else FALLING_DAMPING:
+        own[steps_from + 1] = errors(steps_from, 1, a_all, b_all, candidate)
+        rho = _persistence(own[steps_from + 1])
+        with_trend = replace(params, beta=0.0, phi=candidate, rho=rho, rate_trend=True)
+        trended = ModelState(level=float(a_now[0]), trend=float(b_now[0]), seasons=state.seasons,
+                             phase=state.phase, last_error=float(own[n - 1]))
         if float(np.min(forecast_rates(with_trend, trended, max(horizon_steps, 1)))) >= floor:
             break
     else:
         return None
-    a, b = line_at(origins, window)
     if float(np.mean(errors(origins, h, a, b, with_trend.phi) ** 2)) >= TREND_MIN_GAIN * plain_mse:
         return None  # the damping the floor needed undoes the gain
     try:
         _check_forecast(with_trend, trended, rates, horizon_steps)
     except _FitFailed:
         return None
-    # The trended model's own errors, from every origin its window allows.
-    steps_from = np.arange(period + window - 1, n - 1, dtype=np.int64)
-    a_all, b_all = line_at(steps_from, window)
-    one_step = errors(steps_from, 1, a_all, b_all, with_trend.phi)
-    later = np.arange(max(period + window - 1, n // 2), n - SELECTION_STEPS, dtype=np.int64)
+    later = np.arange(max(period + window, n // 2), n - SELECTION_STEPS, dtype=np.int64)
     a_later, b_later = line_at(later, window)
-    return _Trended(with_trend, trended, float(np.std(b)), one_step,
-                    errors(later, SELECTION_STEPS, a_later, b_later, with_trend.phi))
+    return _Trended(with_trend, trended, float(np.std(b)), own[steps_from + 1],
+                    errors(later, SELECTION_STEPS, a_later, b_later, with_trend.phi, rho, own))
 
 
 def _statsmodels_fit(y: FloatArray, scale: float, kind: ModelKind, period: int, *, damped: bool,

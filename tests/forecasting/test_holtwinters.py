@@ -209,13 +209,16 @@ class TestRateTrend:
         assert fitted is not None
         assert float(np.min(forecast_rates(fitted.params, fitted.state, 14 * 24))) >= min(0.0, float(rates.min()))
 
-    def test_trend_band_is_not_one_sided(self) -> None:
-        """The band comes from the trended model's own errors: the plain model's lag behind the
-        growth would push the whole band up (p10 = p50) and count the trend twice."""
-        fitted = fit_rates(self.growing(28, slope=2.0), step_seconds=HOUR, horizon_steps=14 * 24)
+    @pytest.mark.parametrize("noise", [50.0, 1.0])
+    def test_trend_band_is_not_one_sided(self, noise: float) -> None:
+        """The band, ρ and the last error come from the trended model's own errors: the plain
+        model's lag behind the growth would push the whole band up (p10 = p50) and count the
+        trend twice, or, through a ρ overlay of those lagging errors, push it down (p90 = p50)."""
+        fitted = fit_rates(self.growing(28, slope=2.0, noise=noise), step_seconds=HOUR, horizon_steps=14 * 24)
         assert fitted is not None and fitted.params.rate_trend
         week = 167
-        assert fitted.band_low[week] < -0.2 * fitted.band_high[week]
+        low, high = -fitted.band_low[week], fitted.band_high[week]
+        assert low > 0.2 * high and high > 0.2 * low
 
     def test_updates_carry_the_trend(self) -> None:
         """Between refits the O(1) recursions keep following the growth."""
