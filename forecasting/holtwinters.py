@@ -551,7 +551,8 @@ def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
         with_trend = replace(params, beta=0.0, phi=candidate, rho=rho, rate_trend=True)
         trended = ModelState(level=float(a_now[0]), trend=float(b_now[0]), seasons=state.seasons,
                              phase=state.phase, last_error=float(own[n - 1]))
-        if float(np.min(forecast_rates(with_trend, trended, max(horizon_steps, 1)))) >= floor:
+        # the trend against the floor, not one noisy hour's overlay
+        if float(np.min(forecast_rates(replace(with_trend, rho=0.0), trended, max(horizon_steps, 1)))) >= floor:
             break
     else:
         return None
