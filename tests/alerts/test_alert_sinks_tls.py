@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from alert_receivers import Broker
+from alert_receivers import Broker, Receiver, run_receiver
 
 from quotapilot.alerts.errors import SinkUnavailable
 from quotapilot.alerts.sinks.mqtt import MqttConfig, MqttSink
@@ -82,52 +81,41 @@ class TestMqttTls:
 
 
 @pytest.fixture
-async def https_receiver(tls: TlsFiles) -> AsyncIterator[tuple[str, list[Any]]]:
-    posts: list[Any] = []
-
-    async def handle(request: web.Request) -> web.Response:
-        posts.append(await request.json())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
+async def https_receiver(tls: TlsFiles) -> AsyncIterator[Receiver]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tls.cert_file, tls.key_file)
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    try:
-        yield f"https://127.0.0.1:{runner.addresses[0][1]}/hook", posts
-    finally:
-        await runner.cleanup()
+    async for receiver in run_receiver(context):
+        yield receiver
 
 
 class TestWebhookTls:
-    async def test_verified_with_the_ca_file(self, https_receiver: tuple[str, list[Any]], tls: TlsFiles) -> None:
-        url, posts = https_receiver
+    async def test_verified_with_the_ca_file(self, https_receiver: Receiver, tls: TlsFiles) -> None:
+        url = https_receiver.url
         sink = WebhookSink(WebhookConfig(name="hook", url=url, ca_file=tls.ca_file))
         try:
             await sink.send(PAYLOAD)
         finally:
             await sink.close()
+        posts = https_receiver.bodies()
         assert posts == [PAYLOAD]
 
-    async def test_unverifiable_certificate_is_not_sent(self, https_receiver: tuple[str, list[Any]]) -> None:
-        url, posts = https_receiver
+    async def test_unverifiable_certificate_is_not_sent(self, https_receiver: Receiver) -> None:
+        url = https_receiver.url
         sink = WebhookSink(WebhookConfig(name="hook", url=url))
         try:
             with pytest.raises(SinkUnavailable):
                 await sink.send(PAYLOAD)
         finally:
             await sink.close()
+        posts = https_receiver.bodies()
         assert posts == []
 
-    async def test_verification_off_when_configured(self, https_receiver: tuple[str, list[Any]]) -> None:
-        url, posts = https_receiver
+    async def test_verification_off_when_configured(self, https_receiver: Receiver) -> None:
+        url = https_receiver.url
         sink = WebhookSink(WebhookConfig(name="hook", url=url, verify_tls=False))
         try:
             await sink.send(PAYLOAD)
         finally:
             await sink.close()
+        posts = https_receiver.bodies()
         assert posts == [PAYLOAD]

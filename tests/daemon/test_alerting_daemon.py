@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from aiohttp import web
+from alert_receivers import Receiver, run_receiver
 from core_helpers import SettingsFactory
 from prometheus_client import CollectorRegistry
 
@@ -23,29 +22,15 @@ def clock() -> VirtualClock:  # the delivery task sleeps on it; nothing here nee
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-    posts: list[dict[str, Any]] = []
-
-    async def handle(request: web.Request) -> web.Response:
-        posts.append(await request.json())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook", posts
-    finally:
-        await runner.cleanup()
+async def receiver() -> AsyncIterator[Receiver]:
+    async for r in run_receiver():
+        yield r
 
 
 async def test_a_poll_raises_alerts_that_reach_the_webhook(
         make_settings: SettingsFactory, clock: VirtualClock,
-        receiver: tuple[str, list[dict[str, Any]]]) -> None:
-    url, posts = receiver
+        receiver: Receiver) -> None:
+    url = receiver.url
     # every quota above 30 % warns, so cosmos7's quotas fire on the first poll
     settings = make_settings(alerts={"webhooks": [{"url": url, "name": "oncall"}]},
                              policy={"overrides": [{"match": "*", "warning_at": 0.3}]})
@@ -61,6 +46,7 @@ async def test_a_poll_raises_alerts_that_reach_the_webhook(
         finally:
             daemon.supervisor.stop()
             await supervisor
+    posts = receiver.bodies()
     ids = {p["id"] for p in posts}
     assert "sim/cosmos7-raw/utilization" in ids
     raw = next(p for p in posts if p["id"] == "sim/cosmos7-raw/utilization")

@@ -1,11 +1,13 @@
-"""Real receivers for the alert tests: a Mosquitto broker on a free port (never the shared 1883),
-an aiomqtt subscriber, and an aiohttp HTTP receiver. Fixtures wrapping them are in conftest.py."""
+"""Real receivers for the alert tests (tests/alerts, and the daemon's in tests/daemon): a Mosquitto
+broker on a free port (never the shared 1883), an aiomqtt subscriber, and an aiohttp HTTP(S)
+receiver. Fixtures wrapping them are in tests/alerts/conftest.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -124,7 +126,8 @@ class Receiver:
             await asyncio.sleep(0.01)
 
 
-async def run_receiver() -> AsyncIterator[Receiver]:
+async def run_receiver(ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Receiver]:
+    """An HTTP receiver on a free loopback port (HTTPS with `ssl_context`), until closed."""
     receiver = Receiver()
 
     async def handle(request: web.Request) -> web.Response:
@@ -139,10 +142,10 @@ async def run_receiver() -> AsyncIterator[Receiver]:
     app.router.add_post("/{tail:.*}", handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]
-    receiver.url = f"http://127.0.0.1:{port}/hook"
+    receiver.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}/hook"
     try:
         yield receiver
     finally:
