@@ -30,6 +30,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -518,14 +519,22 @@ def _print_summary(summary: Mapping[str, Any], warnings: list[str]) -> None:
         print(f"WARNING: {warning}", file=sys.stderr)
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
-    """`quotapilot check-config`: exit 0 with a summary, or 2 naming the offending field."""
-    as_json = bool(getattr(args, "json", False))
+def _settings_to_run(config: Path | None, as_json: bool) -> Settings | None:
+    """The settings, checked as `run` needs them; None once the problem is printed (exit 2)."""
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(config)
         validate_for_run(settings)
     except ConfigError as exc:
         _print_config_error(exc, as_json)
+        return None
+    return settings
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """`quotapilot check-config`: exit 0 with a summary, or 2 naming the offending field."""
+    as_json = bool(getattr(args, "json", False))
+    settings = _settings_to_run(args.config, as_json)
+    if settings is None:
         return 2
     summary = config_summary(settings)
     warnings = config_warnings(settings)
@@ -538,11 +547,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`quotapilot run`: the daemon, until SIGTERM/SIGINT (then exit 0 within the shutdown bound)."""
-    try:
-        settings = load_settings(args.config)
-        validate_for_run(settings)
-    except ConfigError as exc:
-        _print_config_error(exc, False)
+    settings = _settings_to_run(args.config, False)
+    if settings is None:
         return 2
     configure_logging(settings.log.level, settings.log.format)
     for warning in config_warnings(settings):
