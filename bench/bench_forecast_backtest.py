@@ -110,9 +110,13 @@ TRACES: dict[str, TraceFn] = {"ramp": ramp, "seasonal": seasonal, "bursts": burs
                               "noisy_linear": noisy_linear}
 
 
+def sample_times() -> np.ndarray:
+    return T0 + SAMPLE * np.arange(int(DAYS * DAY / SAMPLE))
+
+
 def make_trace(fn: TraceFn, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    t = T0 + SAMPLE * np.arange(int(DAYS * DAY / SAMPLE))
+    t = sample_times()
     used = 5e14 + np.cumsum(fn(t, rng) * SAMPLE)
     return t, np.maximum(used, 0.0)
 
@@ -124,9 +128,10 @@ never the backtest's own)."""
 
 def expected_rate(fn: TraceFn) -> np.ndarray:
     """The trace's expected rate at each sample: the mean over many realisations. Forecasting
-    with it from the actual usage at the origin is the noise floor: no forecaster, knowing the
-    process but not its future noise and bursts, does much better on median error."""
-    t = T0 + SAMPLE * np.arange(int(DAYS * DAY / SAMPLE))
+    with it from the actual usage at the origin shows the floor noise sets: it knows the process
+    but not the noise and bursts to come. It is not a strict floor: it ignores an ongoing burst
+    and the current state of the 2-hour-correlated noise, which help over the first hours."""
+    t = sample_times()
     return np.mean([fn(t, np.random.default_rng(10_000 + i)) for i in range(ORACLE_REALISATIONS)], axis=0)
 
 
