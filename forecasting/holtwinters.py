@@ -409,10 +409,18 @@ def _cumulative_errors(y: FloatArray, level: FloatArray, season: FloatArray, per
         return np.full(1, np.inf)
     cy = np.concatenate(([0.0], np.cumsum(y)))
     cs = np.concatenate(([0.0], np.cumsum(season)))
-    forecast = h * level[origins] + _season_sums(cs, origins, period, h)
-    if rho > 0.0:
-        forecast = forecast + residuals[origins] * rho * (1.0 - rho**h) / (1.0 - rho)
-    return np.asarray(cy[origins + h + 1] - cy[origins + 1] - forecast, dtype=np.float64)
+    return _total_errors(cy, cs, origins, period, h, h * level[origins], rho, residuals)
+
+
+def _total_errors(cy: FloatArray, cs: FloatArray, at: npt.NDArray[np.int64], period: int, steps: int,
+                  base: FloatArray, rho: float = 0.0, last: FloatArray | None = None) -> FloatArray:
+    """Errors of the next `steps` steps' total from each origin in `at` (`cy`, `cs`: cumulative
+    sums of the rates and seasonal states, led by 0), forecast as `base` (the level's or line's
+    part of the total) plus the seasons and the overlay ρ of the one-step errors `last`."""
+    forecast = base + _season_sums(cs, at, period, steps)
+    if rho > 0.0 and last is not None:
+        forecast = forecast + last[at] * rho * (1.0 - rho**steps) / (1.0 - rho)
+    return np.asarray(cy[at + steps + 1] - cy[at + 1] - forecast, dtype=np.float64)
 
 
 TREND_WINDOWS_SECONDS: tuple[float, ...] = (7 * 86400.0, 10 * 86400.0, 14 * 86400.0)
@@ -509,17 +517,9 @@ def _with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
 
     def errors(at: npt.NDArray[np.int64], steps: int, a: FloatArray | None, b: FloatArray | None,
                phi: float, rho: float = 0.0, last: FloatArray | None = None) -> FloatArray:
-        """Errors of the next `steps` steps' total from each origin in `at`: the line (a, b, φ)
-        or, with `a` None, the plain level; both with the season and the overlay ρ of the
-        one-step errors `last`."""
-        forecast = _season_sums(cs, at, period, steps)
-        if rho > 0.0 and last is not None:
-            forecast = forecast + last[at] * rho * (1.0 - rho**steps) / (1.0 - rho)
-        if a is None or b is None:
-            forecast = forecast + steps * level[at]
-        else:
-            forecast = forecast + steps * a + b * trend_sum(phi, steps)[-1]
-        return np.asarray(cy[at + steps + 1] - cy[at + 1] - forecast, dtype=np.float64)
+        """`_total_errors` of the line (a, b, φ) or, with `a` None, of the plain level."""
+        base = steps * level[at] if a is None or b is None else steps * a + b * trend_sum(phi, steps)[-1]
+        return _total_errors(cy, cs, at, period, steps, base, rho, last)
 
     # The plain model as it forecasts (its ρ overlay on its own errors); the lines without an
     # overlay, since the plain model's errors carry its lag behind the growth the line removes.
