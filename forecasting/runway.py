@@ -20,13 +20,6 @@ from quotapilot.forecasting.types import QUANTILES, Forecast, Runway, StepTimes,
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.75, 0.90, 1.00)
 
 
-def cumulative_forecast(fitted: FittedModel, state: ModelState, *, open_start: float, last_t: float,
-                        last_used: float, horizon_seconds: float) -> Forecast:
-    """The p10/p50/p90 cumulative paths at `last_t + k*step`, k = 1 … ceil(horizon/step)."""
-    return cumulative_paths(fitted, state, open_start=open_start, last_t=last_t, last_used=last_used,
-                            horizon_seconds=horizon_seconds).forecast
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class Paths:
     """A `Forecast` and the same paths as arrays, each starting with the origin `(t0, used)`
@@ -38,10 +31,28 @@ class Paths:
     p50: FloatArray
     p90: FloatArray
 
+    def runways(self, *, limit: float | None, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+                now: float) -> tuple[Runway, ...]:
+        return runways_of_paths(self.times, {"p10": self.p10, "p50": self.p50, "p90": self.p90},
+                                limit=limit, thresholds=thresholds, now=now)
+
+
+def paths_of(last_t: float, last_used: float, step: float, out_t: FloatArray, p10: FloatArray, p50: FloatArray,
+             p90: FloatArray, *, model: str, fallback: str | None) -> Paths:
+    """`Paths` of quantile levels at `out_t` (`last_t + k*step`, k = 1 … n), starting at `last_used`."""
+    n_out = len(out_t)
+    # compact paths (8 bytes a value, the grid derived): ~20,000 series each hold one
+    forecast = Forecast(t0=last_t, step_seconds=step, times=StepTimes(last_t, step, n_out),
+                        p10=float_array(p10.tolist()), p50=float_array(p50.tolist()), p90=float_array(p90.tolist()),
+                        model=model, fallback=fallback)
+    origin = np.array([last_used])
+    return Paths(forecast, np.concatenate(([last_t], out_t)),
+                 np.concatenate((origin, p10)), np.concatenate((origin, p50)), np.concatenate((origin, p90)))
+
 
 def cumulative_paths(fitted: FittedModel, state: ModelState, *, open_start: float, last_t: float,
                      last_used: float, horizon_seconds: float) -> Paths:
-    """`cumulative_forecast`, keeping the arrays."""
+    """The p10/p50/p90 cumulative paths at `last_t + k*step`, k = 1 … ceil(horizon/step)."""
     step = fitted.step_seconds
     n_out = max(1, math.ceil(horizon_seconds / step - 1e-9))
     n_knots = math.ceil((last_t + n_out * step - open_start) / step - 1e-9)
@@ -54,17 +65,12 @@ def cumulative_paths(fitted: FittedModel, state: ModelState, *, open_start: floa
     mean = np.concatenate(([last_used], last_used + np.cumsum(increments)))
     low = np.concatenate(([0.0], _band(fitted.band_low, n_knots)))
     high = np.concatenate(([0.0], _band(fitted.band_high, n_knots)))
-    out_t = last_t + step * np.arange(1, n_out + 1)
+    out_t = last_t + step * np.arange(1, n_out + 1, dtype=np.float64)
     p50 = np.interp(out_t, knot_t, mean)
     p10 = np.minimum(p50 + np.interp(out_t, knot_t, low), p50)
     p90 = np.maximum(p50 + np.interp(out_t, knot_t, high), p50)
-    # compact paths (8 bytes a value, the grid derived): ~20,000 series each hold one
-    forecast = Forecast(t0=last_t, step_seconds=step, times=StepTimes(last_t, step, n_out),
-                        p10=float_array(p10.tolist()), p50=float_array(p50.tolist()), p90=float_array(p90.tolist()),
-                        model=fitted.model_name, fallback=fallback_text(fitted))
-    origin = np.array([last_used])
-    return Paths(forecast, np.concatenate(([last_t], out_t)), np.concatenate((origin, p10)),
-                 np.concatenate((origin, p50)), np.concatenate((origin, p90)))
+    return paths_of(last_t, last_used, step, out_t, p10, p50, p90, model=fitted.model_name,
+                    fallback=fallback_text(fitted))
 
 
 def fallback_text(fitted: FittedModel) -> str | None:

@@ -30,7 +30,7 @@ from quotapilot.forecasting.holtwinters import (
     update,
 )
 from quotapilot.forecasting.resample import FloatArray, StepAccumulator, clean_samples, resample
-from quotapilot.forecasting.runway import DEFAULT_THRESHOLDS, cumulative_paths, runways_of_paths
+from quotapilot.forecasting.runway import DEFAULT_THRESHOLDS, cumulative_paths
 from quotapilot.forecasting.stopgap import Stopgap, stopgap_forecast
 from quotapilot.forecasting.types import Forecast, Runway
 
@@ -294,8 +294,7 @@ class SeriesModel:
         paths = cumulative_paths(self.fitted, self.state, open_start=self.accumulator.open_start,
                                  last_t=last_t, last_used=last_used, horizon_seconds=self.config.horizon_seconds)
         forecast = paths.forecast
-        ways = runways_of_paths(paths.times, {"p10": paths.p10, "p50": paths.p50, "p90": paths.p90},
-                                limit=limit, thresholds=thresholds, now=now)
+        ways = paths.runways(limit=limit, thresholds=thresholds, now=now)
         rate = predict_next(self.fitted.params, self.state) / self.config.step_seconds
         return SeriesOutlook(forecast, ways, rate, forecast.fallback, last_used)
 

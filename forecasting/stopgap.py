@@ -24,8 +24,8 @@ import numpy as np
 
 from quotapilot.forecasting.holtwinters import FallbackReason
 from quotapilot.forecasting.resample import FloatArray
-from quotapilot.forecasting.runway import DEFAULT_THRESHOLDS, runways_of_paths
-from quotapilot.forecasting.types import Forecast, Runway, StepTimes, float_array
+from quotapilot.forecasting.runway import DEFAULT_THRESHOLDS, paths_of
+from quotapilot.forecasting.types import Forecast, Runway
 
 STOPGAP_MODEL = "predict_linear"
 """`Forecast.model` of a stopgap (distinct from the fitted `linear` model)."""
@@ -72,12 +72,6 @@ def stopgap_forecast(samples: Sequence[tuple[float, float]] | FloatArray, *, now
     p10 = p50 - half_width * ahead
     p90 = p50 + half_width * ahead
     reason = str(FallbackReason.BELOW_MIN_HISTORY)
-    forecast = Forecast(t0=last_t, step_seconds=step_seconds, times=StepTimes(last_t, step_seconds, n_out),
-                        p10=float_array(p10.tolist()), p50=float_array(p50.tolist()), p90=float_array(p90.tolist()),
-                        model=STOPGAP_MODEL, fallback=f"{reason}: {detail}" if detail else reason)
-    origin = np.array([last_used])
-    ways = runways_of_paths(np.concatenate(([last_t], last_t + ahead)),
-                            {"p10": np.concatenate((origin, p10)), "p50": np.concatenate((origin, p50)),
-                             "p90": np.concatenate((origin, p90))},
-                            limit=limit, thresholds=thresholds, now=now)
-    return Stopgap(forecast, ways, rate)
+    paths = paths_of(last_t, last_used, step_seconds, last_t + ahead, p10, p50, p90, model=STOPGAP_MODEL,
+                     fallback=f"{reason}: {detail}" if detail else reason)
+    return Stopgap(paths.forecast, paths.runways(limit=limit, thresholds=thresholds, now=now), rate)
