@@ -50,6 +50,7 @@ from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.settings import LOG_SINK_NAME, AlertRuleSettings, AlertSettings, PolicyRules, Settings
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.outbox import OutboxStore
+from quotapilot.daemon.supervisor import sleep_unless
 from quotapilot.forecasting.types import (
     POOL_TARGET,
     ActionOutcome,
@@ -457,13 +458,15 @@ class AlertingStage:
         self._ran = True
         if not self.sinks:
             while not stopping.is_set():
-                await self._sleep_unless(stopping, self.task_check_seconds)
+                await sleep_unless(self.clock, self.task_check_seconds, stopping)
                 await self.check_tasks()
             return
         delivery = asyncio.ensure_future(self.dispatcher.run())
+        delivery_ended = asyncio.Event()  # wakes the check loop's sleep when the dispatcher stops
+        delivery.add_done_callback(lambda _: delivery_ended.set())
         try:
             while not stopping.is_set() and not delivery.done():
-                await self._sleep_unless(stopping, self.task_check_seconds, also=delivery)
+                await sleep_unless(self.clock, self.task_check_seconds, stopping, wake=delivery_ended)
                 await self.check_tasks()
                 await self._purge()
             if delivery.done():
@@ -485,20 +488,6 @@ class AlertingStage:
         removed = await self.store.purge(now - OUTBOX_KEEP_SECONDS)
         if removed:
             log.debug("outbox.purged", rows=removed)
-
-    async def _sleep_unless(self, stopping: asyncio.Event, seconds: float,
-                            also: asyncio.Future[None] | None = None) -> None:
-        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
-        stopper = asyncio.ensure_future(stopping.wait())
-        waits: set[asyncio.Future[Any]] = {sleeper, stopper}
-        if also is not None:
-            waits.add(also)
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sleeper, stopper):
-                task.cancel()
-            await asyncio.gather(sleeper, stopper, return_exceptions=True)
 
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 (the demo's contract: drain(timeout))
         """Wait up to `timeout` real seconds until every due notification is delivered."""
