@@ -28,11 +28,10 @@ from quotapilot.alerts.model import (
     alert_id,
 )
 from quotapilot.alerts.words import runway_in_words
+from quotapilot.forecasting.types import POOL_TARGET
 
 DAEMON_CLUSTER = "_daemon"
 """The `cluster` part of daemon alert ids (`_daemon/<task>/daemon`); not a valid cluster name."""
-POOL_TARGET_NAME = "pool"
-"""The `target` of the cluster pool (`forecasting.types.POOL_TARGET`)."""
 COLLECTOR_TARGET = "vms"
 """The `target` part of collector alert ids (`<cluster>/vms/collector`)."""
 
@@ -478,7 +477,7 @@ def renotify_interval(condition: Condition, severity: Severity, config: RuleConf
     cluster pool's alerts are a procurement matter: at most `pool_renotify_seconds`."""
     interval = {Severity.CRITICAL: config.renotify_seconds,
                 Severity.WARNING: config.renotify_warning_seconds}.get(severity, 0.0)
-    if interval > 0 and condition.target == POOL_TARGET_NAME:
+    if interval > 0 and condition.target == POOL_TARGET:
         interval = max(interval, config.pool_renotify_seconds)
     return interval
 

@@ -105,9 +105,7 @@ class WebhookSink:
                 raise SinkRejected(self.name, f"HTTP {status}: {text}")
         except TimeoutError as exc:
             raise SinkTimeout(self.name, f"no answer within {self.config.timeout_seconds:g} s") from exc
-        except aiohttp.ClientError as exc:
-            raise SinkUnavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
-        except (OSError, ssl.SSLError) as exc:
+        except (aiohttp.ClientError, OSError) as exc:  # ssl.SSLError is an OSError
             raise SinkUnavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
 
     async def send_state(self, cluster: str, target: str, state: Mapping[str, Any]) -> None:
