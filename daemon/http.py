@@ -5,28 +5,22 @@ immutable state); the per-target families, the bulk of a scrape, are rendered st
 snapshot by `TargetText`. `/healthz` answers 200 while every cluster's last successful poll is
 younger than `poll.stale_after_intervals` intervals and no supervised task crashed, else 503 with
 the reasons. `/api/v1/*` belongs to `daemon/api.py` (`add_api_routes(app, daemon)`), registered
-here when that module exists.
+here.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from quotapilot.daemon.api import add_api_routes
+
 if TYPE_CHECKING:
     from quotapilot.daemon.app import Daemon
 
 DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
-
-# Route providers owned by other modules: (module, function(app, daemon)). A module that does not
-# exist yet is skipped; one that exists but fails to import is an error (never hidden).
-ROUTE_PROVIDERS: tuple[tuple[str, str], ...] = (
-    ("quotapilot.daemon.api", "add_api_routes"),
-)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -47,10 +41,8 @@ def build_app(daemon: Daemon) -> web.Application:
     app[DAEMON_KEY] = daemon
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
-    for module_name, function_name in ROUTE_PROVIDERS:
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        getattr(importlib.import_module(module_name), function_name)(app, daemon)
+    # ApiDaemon declares `db` as a settable attribute; Daemon's is a read-only property
+    add_api_routes(app, daemon)  # type: ignore[arg-type]
     return app
 
 
