@@ -226,6 +226,8 @@ class Api:
     def __init__(self, daemon: ApiDaemon) -> None:
         self.daemon = daemon
         self.reservations = ReservationStore(daemon.db)
+        self.overrides = OverrideStore(daemon.db)
+        self.actions = ActionStore(daemon.db)
         self._write_token: str | None = None
         self._write_token_problem = "no write token configured: set [http] write_token or write_token_file"
         try:
@@ -331,17 +333,20 @@ class Api:
 
     # ---------------------------------------------------------------- state
     async def _overrides(self) -> OverrideView:
-        return await asyncio.to_thread(read_overrides, self.daemon.db, self.now())
+        return await asyncio.to_thread(self._read_overrides, self.now())
 
-    async def _store_state(self, record: TargetRecord, now: float) -> pf.TargetState:
-        """The target's state for `preflight.assess`: snapshot + store (read in a thread)."""
-        return await asyncio.to_thread(self._read_state, record, now)
+    def _read_overrides(self, now: float) -> OverrideView:
+        active = self.overrides.active(now)
+        switch = next((o for o in active if o.is_kill_switch), None)
+        return OverrideView(tuple(active), None if switch is None else Pause(switch.paused_until, switch.reason,
+                                                                              switch.created_at))
 
     def _read_state(self, record: TargetRecord, now: float) -> pf.TargetState:
+        """The target's state for `preflight.assess`: snapshot + store (run in a thread)."""
         target = record.target
         reserved = self.reservations.active_reservations(target.cluster, target.name, now)
-        overrides = read_overrides(self.daemon.db, now)
-        actions = ActionStore(self.daemon.db)
+        overrides = self._read_overrides(now)
+        actions = self.actions
         last_growth = {dim: t for (name, dim), t in actions.last_growth_at(target.cluster).items()
                        if name == target.name}
         settings = self.settings
@@ -442,7 +447,8 @@ class Api:
         if target is not None:
             record = self._find(target, cluster)
             cluster, target = record.target.cluster, record.target.name
-        rows = await asyncio.to_thread(read_actions, self.daemon.db, cluster, target, since, limit)
+        rows = await asyncio.to_thread(query_actions, self.daemon.db, cluster=cluster, target=target, since=since,
+                                       limit=limit)
         return _json({"actions": rows})
 
     async def openapi(self, request: web.Request) -> web.Response:
@@ -478,19 +484,19 @@ class Api:
 
     async def _assess(self, record: TargetRecord, request_bytes: int, request_inodes: int | None,
                       window: float, now: float) -> pf.Assessment:
-        state = await self._store_state(record, now)
+        state = await asyncio.to_thread(self._read_state, record, now)
         return pf.assess(state, request_bytes=request_bytes, request_inodes=request_inodes,
                          window_seconds=window, now=now)
 
     async def reserve(self, request: web.Request) -> web.Response:
         body = await self._body(request, ReservationRequest)
-        fingerprint = body.model_dump(exclude={"idempotency_key"})
+        fingerprint = json.loads(json.dumps(body.model_dump(exclude={"idempotency_key"})))  # as stored
         # One at a time: two reservations must not both take the last room, and a retried key
         # must find the first answer stored.
         async with self._reserve_lock:
             stored = await asyncio.to_thread(self.reservations.find_by_key, body.idempotency_key)
             if stored is not None:
-                if stored.request != json.loads(json.dumps(fingerprint)):
+                if stored.request != fingerprint:
                     raise ApiError(422, "idempotency_key_reused",
                                    "this idempotency_key was used for a different request", field="idempotency_key")
                 return _json(stored.response, status=stored.response_status)
@@ -511,9 +517,9 @@ class Api:
         granted = assessment.fits_now or plan.kind == "grow"
         status: ReservationStatus
         rid = new_reservation_id()
-        target = {"cluster": record.target.cluster, "name": record.target.name, "path": record.target.path}
         common = {
-            "id": rid, "idempotency_key": body.idempotency_key, "target": target, "bytes": body.bytes,
+            "id": rid, "idempotency_key": body.idempotency_key, "target": _target_ref(record.target),
+            "bytes": body.bytes,
             "inodes": body.inodes or 0, "ttl_seconds": body.ttl, "created_at": now,
             "fits_now": assessment.fits_now, "fits_over_ttl": assessment.fits, "action": plan.as_json(),
         }
@@ -530,7 +536,7 @@ class Api:
             id=rid, idempotency_key=body.idempotency_key, cluster=record.target.cluster, target=record.target.name,
             bytes=body.bytes, inodes=body.inodes or 0, status=status, response_status=http_status,
             response=json.loads(json.dumps(response, allow_nan=False)),
-            request=json.loads(json.dumps(fingerprint)), created_at=now,
+            request=fingerprint, created_at=now,
             expires_at=now + body.ttl if granted else now, released_at=None)
 
     async def _trigger_growth(self, cluster: str) -> None:
@@ -564,7 +570,8 @@ class Api:
         record = self._find(ref, cluster)
         now = self.now()
         until = _until_time(body.until, now)
-        await asyncio.to_thread(write_pause, self.daemon.db, record.target, until, body.reason, now)
+        await asyncio.to_thread(self.overrides.pause, record.target.name, now=now, cluster=record.target.cluster,
+                                until=until, reason=body.reason)
         log.info("target.paused", target=record.target.key, until=until, reason=body.reason)
         return _json({"target": _target_ref(record.target), "paused": True, "paused_until": until,
                       "reason": body.reason})
@@ -572,9 +579,15 @@ class Api:
     async def resume(self, request: web.Request) -> web.Response:
         ref, cluster = self._ref(request)
         record = self._find(ref, cluster)
-        await asyncio.to_thread(write_resume, self.daemon.db, record.target, self.now())
+        await asyncio.to_thread(self._resume, record.target)
         log.info("target.resumed", target=record.target.key)
         return _json({"target": _target_ref(record.target), "paused": False, "paused_until": None, "reason": None})
+
+    def _resume(self, target: TargetId) -> None:
+        # a pause may have been set by name or by path, on this cluster or on all of them
+        for key in {target.name, target.path}:
+            self.overrides.resume(key, cluster=target.cluster)
+            self.overrides.resume(key, cluster=ANY)
 
     async def get_killswitch(self, request: web.Request) -> web.Response:
         overrides = await self._overrides()
@@ -582,7 +595,10 @@ class Api:
 
     async def set_killswitch(self, request: web.Request) -> web.Response:
         body = await self._body(request, KillSwitchRequest)
-        await asyncio.to_thread(write_kill_switch, self.daemon.db, body.enabled, body.reason, self.now())
+        if body.enabled:
+            await asyncio.to_thread(self.overrides.engage_kill_switch, now=self.now(), reason=body.reason)
+        else:
+            await asyncio.to_thread(self.overrides.release_kill_switch)
         log.info("killswitch.set", enabled=body.enabled, reason=body.reason)
         return _json(_killswitch_json(self.settings, await self._overrides()))
 
@@ -649,7 +665,7 @@ def _until_time(value: str | float | None, now: float) -> float | None:
     return now + seconds
 
 
-# ------------------------------------------------------------------- the overrides & audit store
+# --------------------------------------------------------------------------- the overrides in force
 @dataclass(frozen=True, slots=True)
 class Pause:
     until: float | None
@@ -669,38 +685,6 @@ class OverrideView:
             if not override.is_kill_switch and override.applies_to(target):
                 return Pause(override.paused_until, override.reason, override.created_at)
         return None
-
-
-def read_overrides(db: Database, now: float) -> OverrideView:
-    active = OverrideStore(db).active(now)
-    switch = next((o for o in active if o.is_kill_switch), None)
-    return OverrideView(tuple(active), None if switch is None else Pause(switch.paused_until, switch.reason,
-                                                                          switch.created_at))
-
-
-def write_pause(db: Database, target: TargetId, until: float | None, reason: str, now: float) -> None:
-    OverrideStore(db).pause(target.name, now=now, cluster=target.cluster, until=until, reason=reason)
-
-
-def write_resume(db: Database, target: TargetId, now: float) -> None:
-    store = OverrideStore(db)
-    # a pause may have been set by name or by path, on this cluster or on all of them
-    for key in {target.name, target.path}:
-        store.resume(key, cluster=target.cluster)
-        store.resume(key, cluster=ANY)
-
-
-def write_kill_switch(db: Database, enabled: bool, reason: str, now: float) -> None:
-    store = OverrideStore(db)
-    if enabled:
-        store.engage_kill_switch(now=now, reason=reason)
-    else:
-        store.release_kill_switch()
-
-
-def read_actions(db: Database, cluster: str | None, target: str | None, since: float | None,
-                 limit: int) -> list[dict[str, Any]]:
-    return query_actions(db, cluster=cluster, target=target, since=since, limit=limit)
 
 
 # ---------------------------------------------------------------------------------- routing
