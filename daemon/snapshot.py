@@ -176,12 +176,8 @@ def apply_cycle(previous: ClusterState, ctx: CycleContext, *, health: PollHealth
     def evolve(old: TargetState | None, target: TargetId, obs: Observation | None) -> TargetState:
         new_forecasts = forecasts.get(target)
         new_decisions = decisions.get(target)
-        if old is None:
-            return TargetState(
-                target=target, observation=obs,
-                ingest_rate_bytes_per_second=poll.ingest_rates.get(target.name),
-                forecasts=frozen_map(new_forecasts), decisions=frozen_map(new_decisions),
-                last_action=actions.get(target), dropped=dropped.get(target.name))
+        if old is None:  # a new target: nothing earlier to keep
+            old = TargetState(target=target, observation=None)
         return TargetState(
             target=target,
             observation=obs if obs is not None else old.observation,
@@ -203,9 +199,8 @@ def apply_cycle(previous: ClusterState, ctx: CycleContext, *, health: PollHealth
         old = previous.targets.get(name)
         if old is not None and name not in targets:
             targets[name] = evolve(old, old.target, None)
-        if previous.pool is not None and name == previous.pool.target.name and \
-                not any(o.target.kind.value == "pool" for o in poll.observations):
-            pool = evolve(previous.pool, previous.pool.target, None)
+        if pool is not None and pool is previous.pool and name == pool.target.name:  # no pool sample this poll
+            pool = evolve(pool, pool.target, None)
     return replace(previous, capacity=poll.capacity or previous.capacity,
                    ingest_bytes_per_second=poll.ingest_bytes_per_second,
                    pool=pool, targets=MappingProxyType(targets), **common)
