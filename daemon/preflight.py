@@ -245,16 +245,12 @@ def _plan(state: TargetState, fits: list[DimensionFit], now: float) -> Plan:
             return Plan("blocked", f"needs a {fit.dimension} hard limit of {required}; the most the daemon may "
                         f"set is {decision.new_hard} ({guard})", guard)
         new_limits[fit.dimension] = decision.new_hard
-    grow = Plan("grow", "", None, new_limits.get(Dimension.BYTES), new_limits.get(Dimension.INODES), now)
+    new_bytes, new_inodes = new_limits.get(Dimension.BYTES), new_limits.get(Dimension.INODES)
     if rules.mode != "enforce":
-        return _blocked(grow, "mode is observe: the daemon reports but does not grow", "observe_mode", None)
+        return Plan("blocked", "mode is observe: the daemon reports but does not grow", "observe_mode",
+                    new_bytes, new_inodes)
     parts = [f"{d} hard limit to {v}" for d, v in new_limits.items()]
-    return Plan("grow", "the daemon would grow the " + " and ".join(parts), None,
-                grow.new_hard_limit_bytes, grow.new_hard_limit_inodes, now)
-
-
-def _blocked(grow: Plan, reason: str, guard: Guard, earliest: float | None) -> Plan:
-    return Plan("blocked", reason, guard, grow.new_hard_limit_bytes, grow.new_hard_limit_inodes, earliest)
+    return Plan("grow", "the daemon would grow the " + " and ".join(parts), None, new_bytes, new_inodes, now)
 
 
 def assess(state: TargetState, *, request_bytes: int, request_inodes: int | None, window_seconds: float,
