@@ -147,7 +147,8 @@ class _PathStats:
     util_peak: float = 0.0
 
 
-def _grace_text(seconds: float) -> str:
+def grace_text(seconds: float) -> str:
+    """'7d', '90m', ... as VMS shows grace periods."""
     if seconds <= 0:
         return ""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -394,10 +395,6 @@ class Engine:
         inf = np.inf
         self._hard_b = np.full(n, inf)
         self._hard_f = np.full(n, inf)
-        self._soft_b = np.full(n, inf)
-        self._soft_f = np.full(n, inf)
-        self._grace = np.zeros(n)
-        self._has_quota = np.zeros(n, dtype=bool)
         self._quota_of_stream: dict[int, QuotaRecord] = {}
         self._util_hard_other = 0.0  # hard limits of quotas on paths with no stream (used 0)
         for q in self.quotas.values():
@@ -406,13 +403,9 @@ class Engine:
                 continue
             s = q.stream
             self._quota_of_stream[s] = q
-            self._has_quota[s] = True
             self._hard_b[s] = q.hard_limit or inf
-            self._soft_b[s] = q.soft_limit or inf
             self._hard_f[s] = q.hard_limit_inodes or inf
-            self._soft_f[s] = q.soft_limit_inodes or inf
-            self._grace[s] = q.grace_period_seconds
-        self._util_hard = np.where(self._has_quota & np.isfinite(self._hard_b), self._hard_b, 0.0)
+        self._util_hard = np.where(np.isfinite(self._hard_b), self._hard_b, 0.0)
         self._util_hard_total = float(self._util_hard.sum()) + self._util_hard_other
 
     def quota_usage(self, record: QuotaRecord) -> tuple[float, float]:
@@ -448,12 +441,13 @@ class Engine:
         """The simulated time integrated so far (a point on the step grid)."""
         return self.origin + self._steps_done * self.step_seconds
 
-    def logical_used_bytes(self) -> float:
-        extra = float(self.extra_used()[self.extra_alive].sum()) if self.extra_count else 0.0
+    def logical_used_bytes(self, t: float | None = None) -> float:
+        """Logical pool usage, the benchmark filler taken at `t` (default: `now`)."""
+        extra = float(self.extra_used(t=t)[self.extra_alive].sum()) if self.extra_count else 0.0
         return self.base_used_bytes + float(self.used_bytes.sum()) + extra
 
-    def physical_used_bytes(self) -> float:
-        return self.logical_used_bytes() / self.drr
+    def physical_used_bytes(self, t: float | None = None) -> float:
+        return self.logical_used_bytes(t) / self.drr
 
     # -- integration ----------------------------------------------------------------------------
 
@@ -573,9 +567,7 @@ class Engine:
             rec.soft_since = at
 
     def _pool_room_logical(self, t: float) -> float:
-        extra = float(self.extra_used(t=t)[self.extra_alive].sum()) if self.extra_count else 0.0
-        logical = self.base_used_bytes + float(self.used_bytes.sum()) + extra
-        return max(0.0, self.usable_capacity_bytes * self.drr - logical)
+        return max(0.0, self.usable_capacity_bytes * self.drr - self.logical_used_bytes(t))
 
     def _capped(self, s: int, ob: FloatArray, of: FloatArray, writable: int) -> tuple[FloatArray, FloatArray]:
         """What stream `s` gets accepted in a segment: everything until a hard limit (bytes or
@@ -658,7 +650,7 @@ class Engine:
         self._written_files[k_first:k_first + n] = acc_f.sum(axis=1)
         self.used_bytes = used_k[-1].copy()
         self.used_files = files_k[-1].copy()
-        self._min_free = min(self._min_free, self.usable_capacity_bytes - self._physical_at(t_end))
+        self._min_free = min(self._min_free, self.usable_capacity_bytes - self.physical_used_bytes(t_end))
         return True
 
     @staticmethod
@@ -669,10 +661,6 @@ class Engine:
         if rec.soft_limit_inodes:
             over |= used_f > rec.soft_limit_inodes
         return over
-
-    def _physical_at(self, t: float) -> float:
-        extra = float(self.extra_used(t=t)[self.extra_alive].sum()) if self.extra_count else 0.0
-        return (self.base_used_bytes + float(self.used_bytes.sum()) + extra) / self.drr
 
     def _slow_step(self, k: int, ob: FloatArray, of: FloatArray) -> None:
         """One step when the pool may run out: what fits the quotas, scaled to what the pool holds."""
@@ -716,7 +704,7 @@ class Engine:
         for rec in self.quotas.values():
             if rec.stream is not None:
                 self._update_soft(rec, at=t_end)
-        self._min_free = min(self._min_free, self.usable_capacity_bytes - self._physical_at(t_end))
+        self._min_free = min(self._min_free, self.usable_capacity_bytes - self.physical_used_bytes(t_end))
 
     def _sample(self, used_k: FloatArray) -> None:
         """Utilization statistics at the end of each sub-step (rows of `used_k`), summed in exact
@@ -831,7 +819,3 @@ def _check_limits(hard: object, soft: object, suffix: str) -> None:
     if hard and soft and soft > hard:
         raise EngineError(f"soft_limit{suffix}", f"soft limit {soft} must not exceed the hard limit {hard}")
 
-
-def grace_text(seconds: float) -> str:
-    """'7d', '90m', ... as VMS shows grace periods."""
-    return _grace_text(seconds)
