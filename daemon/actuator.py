@@ -38,6 +38,7 @@ from quotapilot.daemon.settings import ManagedView, PolicyRules, Settings
 from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.overrides import OverrideStore
+from quotapilot.daemon.store.reservations import ReservationStore
 from quotapilot.forecasting.planner import CycleInput, GrowthPolicy, TargetInput, plan_cycle
 from quotapilot.forecasting.types import (
     ActionOutcome,
@@ -231,15 +232,8 @@ class GrowthStage:
     def for_daemon(cls, daemon: Daemon, *, planner: Planner = plan_cycle) -> GrowthStage:
         """The stage as `build_stages()` wires it: the daemon's store, collectors, clock, and the
         pre-flight API's active reservations as extra demand."""
-        reserved_totals: ReservedTotals | None = None
-        try:
-            from quotapilot.daemon.store.reservations import ReservationStore
-        except ImportError:  # the pre-flight API is optional
-            pass
-        else:
-            reserved_totals = ReservationStore(daemon.db).active_totals
         stage = cls(daemon.settings, daemon.db, lambda cluster: daemon.collectors[cluster], daemon.clock,
-                    planner=planner, reserved_totals=reserved_totals)
+                    planner=planner, reserved_totals=ReservationStore(daemon.db).active_totals)
         daemon.set_mode(stage.mode)
         return stage
 
