@@ -68,17 +68,16 @@ def _not_found() -> ApiError:
     return ApiError(404, {"detail": "Not found."})
 
 
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 def _json_response(payload: object, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(body=json.dumps(payload, separators=(",", ":")).encode(), status=status,
-                        content_type=_JSON, headers=headers)
+    return web.Response(body=_dumps(payload).encode(), status=status, content_type=_JSON, headers=headers)
 
 
 def _raw_json_response(text: str, status: int = 200) -> web.Response:
     return web.Response(body=text.encode(), status=status, content_type=_JSON)
-
-
-def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 def _iso(t: float) -> str:
@@ -350,7 +349,7 @@ class SimulatorServer:
         if handler is None or len(rest) > 1:
             raise _not_found()
         if method not in ("GET", "POST", "PATCH", "DELETE", "PUT", "OPTIONS"):
-            raise ApiError(405, {"detail": f'Method "{method}" not allowed.'})
+            raise self._not_allowed(method)
         return await handler(request, rest)
 
     async def _json_body(self, request: web.Request) -> dict[str, Any]:
@@ -389,8 +388,7 @@ class SimulatorServer:
             params = [(k, v) for k, v in query.items() if k != "page"] + [("page", str(number))]
             return f"https://{request.host}{request.path}?{urlencode(params)}"
 
-        head = json.dumps({"count": count, "next": link(page + 1), "previous": link(page - 1)},
-                          separators=(",", ":"))[:-1]
+        head = _dumps({"count": count, "next": link(page + 1), "previous": link(page - 1)})[:-1]
         return _raw_json_response(f'{head},"results":[{",".join(render(chunk))}]}}')
 
     # -- resources ------------------------------------------------------------------------------
@@ -437,7 +435,7 @@ class SimulatorServer:
             "enable_alarms": True, "is_user_quota": False, "internal": False,
             "num_exceeded_users": 0, "num_blocked_users": 0, "sync_state": "SYNCHRONIZED",
         }
-        prefix = json.dumps(static, separators=(",", ":"))[:-1]
+        prefix = _dumps(static)[:-1]
         self._prefix_cache[ident] = ((name, path, self.port), prefix)
         return prefix
 
@@ -510,8 +508,7 @@ class SimulatorServer:
             ids = [q.id for q in e.quotas.values()
                    if (path is None or q.path == path) and (name is None or q.name == name)]
             idx = e.extra_index(path=path) if path is not None else e.extra_index(name=name)
-            if idx is not None and (name is None or e.extra_name(idx) == name) and (
-                    path is None or e.extra_path(idx) == path):
+            if idx is not None and (name is None or e.extra_name(idx) == name):  # extra_index checked path
                 ids.append(e.extra_base_id + idx)
             return sorted(ids)
         ids = sorted(e.quotas)
