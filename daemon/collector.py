@@ -299,7 +299,7 @@ class Collector:
         self.poll_errors_total: Counter[str] = Counter()
         """Failed polls per reason since start (the `quotapilot_poll_errors_total` counter)."""
         self._accepted: dict[str, _Accepted] = {}
-        self._suspect_backwards: dict[str, int] = {}
+        self._suspect_backwards: set[str] = set()
         self._declining: set[str] = set()
         self._drop_state: dict[str, str] = {}
         self._bandwidth_failing = False
@@ -521,13 +521,14 @@ class Collector:
         if not fell and used_inodes is not None and previous.used_inodes is not None:
             fell = used_inodes < previous.used_inodes * (1 - tolerance)
         if not fell:
-            self._suspect_backwards.pop(name, None)
+            self._suspect_backwards.discard(name)
             self._declining.discard(name)
             return
-        if self._suspect_backwards.pop(name, None) is not None or name in self._declining:
+        if name in self._suspect_backwards or name in self._declining:
+            self._suspect_backwards.discard(name)
             self._declining.add(name)  # a confirmed decline: further falls are believed
             return
-        self._suspect_backwards[name] = used
+        self._suspect_backwards.add(name)
         raise _Bad("went_backwards", f"used {previous.used_bytes} -> {used}")
 
     def _rates(self, observations: list[Observation], dropped: list[DroppedSample]) -> dict[str, float]:
@@ -546,9 +547,8 @@ class Collector:
             if name in self._accepted and name not in accepted:
                 accepted[name] = self._accepted[name]
         self._accepted = accepted
-        for state in (self._suspect_backwards, self._drop_state):
-            for name in [n for n in state if n not in accepted and n not in refused]:
-                del state[name]
+        self._suspect_backwards = {n for n in self._suspect_backwards if n in accepted or n in refused}
+        self._drop_state = {n: reason for n, reason in self._drop_state.items() if n in accepted or n in refused}
         self._declining &= set(accepted)
         return rates
 
