@@ -42,7 +42,7 @@ async def _serve(args: argparse.Namespace) -> int:
                     f"  faults:  POST https://{info['address']}/_sim/faults   summary: GET /_sim/summary\n")
             sys.stdout.flush()
             await stop.wait()
-            log.info("simulator.stopping", summary_write_failures=sim.engine.summary()["write_failures"])
+            log.info("simulator.stopping", summary_write_failures=sim.engine.write_failures_total)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from quotapilot.daemon.simulator.scenario import Scenario, ViewSpec
+from quotapilot.daemon.simulator.scenario import Scenario, ViewSpec, name_of_path
 
 FloatArray = npt.NDArray[np.float64]
 TB = 10**12
@@ -269,7 +269,7 @@ class Engine:
         if any(v.path == path for v in self.views.values()):
             raise EngineError("path", f"a view with path {path} already exists")
         ident = self._new_id("view")
-        record = ViewRecord(ident, name or path.strip("/").replace("/", "-") or "root", path, policy_id,
+        record = ViewRecord(ident, name or name_of_path(path), path, policy_id,
                             list(protocols or ["NFS"]), self._guid("view", ident), create_dir=create_dir)
         self.views[ident] = record
         return record

@@ -287,12 +287,16 @@ def _parse_ingest(t: _Table) -> IngestSpec:
     return spec
 
 
+def name_of_path(path: str) -> str:
+    """The default quota or view name of a path: `/a/b` → `a-b`, `/` → `root`."""
+    return path.strip("/").replace("/", "-") or "root"
+
+
 def _parse_view(t: _Table) -> ViewSpec:
     path = t.string("path")
     if not path.startswith("/"):
         raise ScenarioError(t.at("path"), f"must be an absolute path, got {path!r}")
-    default_name = path.strip("/").replace("/", "-") or "root"
-    quota_name = t.string("quota_name", default_name)
+    quota_name = t.string("quota_name", name_of_path(path))
     if "/" in quota_name:
         raise ScenarioError(t.at("quota_name"), "must not contain '/'")
     quota: QuotaSpec | None = None
