@@ -99,6 +99,8 @@ class _Series:
     pending: bool = False
     on_stopgap: bool = False
     """Its metrics come from the stopgap line (counted and logged once when that starts)."""
+    latest: SeriesForecast | None = None
+    """Its forecast at the last cycle that reported it (what the view publishes)."""
 
 
 class ForecastStage:
@@ -123,7 +125,6 @@ class ForecastStage:
         self._fit_buckets = [0] * (len(FIT_SECONDS_BUCKETS) + 1)
         self._fit_seconds_sum = 0.0
         self._fallbacks: Counter[str] = Counter()
-        self._latest: dict[SeriesKey, SeriesForecast] = {}
         self.view = ForecastView(t=clock.now())
 
     @classmethod
@@ -162,16 +163,14 @@ class ForecastStage:
         if new_keys:
             for key, model in zip(new_keys, await self._new_models(new_keys), strict=True):
                 self._series[key] = _Series(model, last_seen=now)
-        updated: list[tuple[SeriesKey, float | None]] = []
-        for key, t, used, limit in samples:
+        for key, t, used, _ in samples:
             series = self._series[key]
             series.model.add_sample(t, used)
             series.last_seen = now
-            updated.append((key, limit))
         await self._schedule_refits(now)
-        for done, (key, limit) in enumerate(updated, start=1):
+        for done, (key, _, _, limit) in enumerate(samples, start=1):
             result = self._outlook(key, limit, now)
-            self._latest[key] = result
+            self._series[key].latest = result
             ctx.forecasts[key] = result
             if done % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # ~100 µs a series: let /metrics and other clusters run
@@ -293,10 +292,10 @@ class ForecastStage:
                  if now - series.last_seen > horizon and not series.pending]
         for key in stale:
             del self._series[key]
-            self._latest.pop(key, None)
 
     def _publish(self, now: float) -> None:
-        self.view = ForecastView(t=now, forecasts=MappingProxyType(dict(self._latest)),
+        latest = {key: series.latest for key, series in self._series.items() if series.latest is not None}
+        self.view = ForecastView(t=now, forecasts=MappingProxyType(latest),
                                  fit_bucket_counts=tuple(accumulate(self._fit_buckets)),
                                  fit_seconds_sum=self._fit_seconds_sum,
                                  fallbacks=MappingProxyType(dict(self._fallbacks)))
