@@ -133,8 +133,7 @@ class GuardedCollector(Collector):
         self._failing = False
 
     def collect(self) -> Iterator[Metric]:
-        no_families: list[Metric] = []
-        return iter(self._guard(lambda: list(self.inner.collect()), no_families))
+        return self._families(self.inner.collect)
 
     @property
     def renders_text(self) -> bool:
@@ -148,17 +147,20 @@ class GuardedCollector(Collector):
 
     def rest(self) -> Collector:
         """A collector of the families `render_text()` leaves out, guarded like this one."""
-        guard = self
+        inner = self.inner
+        if not isinstance(inner, RendersText):
+            return self
+        guard, collect_rest = self, inner.collect_rest
 
         class _Rest(Collector):
             def collect(self) -> Iterator[Metric]:
-                inner = guard.inner
-                if not isinstance(inner, RendersText):
-                    return guard.collect()
-                no_families: list[Metric] = []
-                return iter(guard._guard(lambda: list(inner.collect_rest()), no_families))
+                return guard._families(collect_rest)
 
         return _Rest()
+
+    def _families(self, produce: Callable[[], Iterable[Metric]]) -> Iterator[Metric]:
+        no_families: list[Metric] = []
+        return iter(self._guard(lambda: list(produce()), no_families))
 
     def _guard(self, produce: Callable[[], _T], fallback: _T) -> _T:
         try:
