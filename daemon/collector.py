@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import urllib3
 import vastpy
 
+from quotapilot.daemon.client import parse_retry_after
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.cycle import DroppedSample, PollResult
 from quotapilot.daemon.errors import PermanentError, TemporaryError
@@ -189,20 +190,8 @@ def make_client(cluster: ClusterSettings, timeout_seconds: float, pool_size: int
 
 
 def _retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
-    if not headers:
-        return None
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+    value = next((v for k, v in (headers or {}).items() if k.lower() == "retry-after"), None)
+    return parse_retry_after(value, time.time())
 
 
 POLL_ERROR_REASONS: tuple[str, ...] = (
