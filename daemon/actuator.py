@@ -288,7 +288,8 @@ class GrowthStage:
         last_growth = {mode: self.actions.last_growth_at(poll.cluster, mode=mode) for mode in ("observe", "enforce")}
         reserved = self.reserved_totals(now) if self.reserved_totals is not None else {}
         dropped = {d.target for d in poll.dropped}
-        kill = self.overrides.kill_switch(now)
+        overrides = self.overrides.active(now)  # the kill switch and the pauses, in one read
+        kill = next((o for o in overrides if o.is_kill_switch), None)
         kill_reason = "policy.kill_switch in config" if policy.kill_switch else (
             (kill.reason or "engaged") if kill is not None else None)
         self.counters.kill_switch = kill_reason is not None
@@ -302,7 +303,7 @@ class GrowthStage:
             by_name = growth_by_name[mode] = {}
             for (name, dim), t in growths.items():
                 by_name.setdefault(name, {})[dim] = t
-        pauses = [o for o in self.overrides.active(now) if not o.is_kill_switch]
+        pauses = [o for o in overrides if not o.is_kill_switch]
         rules_cache: dict[tuple[int, ...], tuple[PolicyRules, GrowthPolicy]] = {}
         targets: list[TargetInput] = []
         for obs in poll.observations:
