@@ -153,5 +153,5 @@ class ReservationStore:
 
 
 def active_reservations(db: Database, cluster: str, target: str, now: float) -> ReservedCapacity:
-    """Convenience for callers holding only the database (the growth stage)."""
+    """Convenience for callers holding only the database (the growth stage reads `active_totals`)."""
     return ReservationStore(db).active_reservations(cluster, target, now)
