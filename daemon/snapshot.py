@@ -76,9 +76,6 @@ class PollHealth:
     skipped_ticks: int = 0
     last_duration_seconds: float | None = None
 
-    def age_seconds(self, now: float) -> float | None:
-        return None if self.last_success_t is None else max(0.0, now - self.last_success_t)
-
 
 @dataclass(frozen=True, slots=True)
 class TargetState:
