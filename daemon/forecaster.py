@@ -27,7 +27,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from itertools import accumulate
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -42,6 +41,7 @@ from quotapilot.daemon.cycle import CycleContext
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.metrics import escape_label_value, format_sample_value
 from quotapilot.daemon.settings import ForecastSettings
+from quotapilot.daemon.snapshot import HistogramState
 from quotapilot.forecasting.holtwinters import FallbackReason, FittedModel
 from quotapilot.forecasting.series import ModelConfig, RefitRequest, SeriesModel, run_refit
 from quotapilot.forecasting.types import (
@@ -64,6 +64,8 @@ HistoryLoader = Callable[[TargetId], list[tuple[float, int, int | None]]]
 SeriesKey = tuple[TargetId, Dimension]
 
 FIT_SECONDS_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+NO_FITS = HistogramState(FIT_SECONDS_BUCKETS, (0,) * (len(FIT_SECONDS_BUCKETS) + 1))
+"""`quotapilot_forecast_fit_seconds` before the first refit."""
 METRIC_HORIZONS: tuple[tuple[str, float], ...] = (("1h", 3600.0), ("24h", 86400.0), ("7d", 7 * 86400.0))
 REFIT_BATCH = 32
 """Refits per pool task: amortises pickling and IPC over several series."""
@@ -87,8 +89,7 @@ class ForecastView:
 
     t: float
     forecasts: Mapping[SeriesKey, SeriesForecast] = field(default_factory=lambda: MappingProxyType({}))
-    fit_bucket_counts: tuple[int, ...] = (0,) * (len(FIT_SECONDS_BUCKETS) + 1)
-    fit_seconds_sum: float = 0.0
+    fit_seconds: HistogramState = NO_FITS
     fallbacks: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -122,8 +123,7 @@ class ForecastStage:
         self._owns_executor = False
         self._series: dict[SeriesKey, _Series] = {}
         self._inflight: set[asyncio.Future[None]] = set()
-        self._fit_buckets = [0] * (len(FIT_SECONDS_BUCKETS) + 1)
-        self._fit_seconds_sum = 0.0
+        self._fit_seconds = NO_FITS
         self._fallbacks: Counter[str] = Counter()
         self.view = ForecastView(t=clock.now())
 
@@ -257,7 +257,7 @@ class ForecastStage:
     def _adopt(self, batch: Sequence[tuple[SeriesKey, RefitRequest]],
                results: Sequence[tuple[FittedModel | None, float]], now: float) -> None:
         for (key, request), (fitted, seconds) in zip(batch, results, strict=True):
-            self._observe_fit(seconds)
+            self._fit_seconds = self._fit_seconds.observe(seconds)
             series = self._series.get(key)
             if series is None:
                 continue
@@ -267,14 +267,6 @@ class ForecastStage:
                 self._fallbacks[str(fitted.fallback)] += 1
                 log.info("forecast.fallback", target=key[0].key, dimension=str(key[1]),
                          model=fitted.model_name, reason=str(fitted.fallback), detail=fitted.fallback_detail)
-
-    def _observe_fit(self, seconds: float) -> None:
-        self._fit_seconds_sum += seconds
-        for i, bound in enumerate(FIT_SECONDS_BUCKETS):
-            if seconds <= bound:
-                self._fit_buckets[i] += 1
-                return
-        self._fit_buckets[-1] += 1
 
     def _pool(self) -> Executor:
         if self._executor is None:
@@ -296,8 +288,7 @@ class ForecastStage:
     def _publish(self, now: float) -> None:
         latest = {key: series.latest for key, series in self._series.items() if series.latest is not None}
         self.view = ForecastView(t=now, forecasts=MappingProxyType(latest),
-                                 fit_bucket_counts=tuple(accumulate(self._fit_buckets)),
-                                 fit_seconds_sum=self._fit_seconds_sum,
+                                 fit_seconds=self._fit_seconds,
                                  fallbacks=MappingProxyType(dict(self._fallbacks)))
 
 
@@ -427,9 +418,7 @@ def _summaries_text(view: ForecastView) -> str:
 def _rest_families(view: ForecastView) -> Iterator[Metric]:
     fit = HistogramMetricFamily("quotapilot_forecast_fit_seconds",
                                 "CPU seconds per model refit (where it ran).")
-    bounds = [*(repr(b) for b in FIT_SECONDS_BUCKETS), "+Inf"]
-    fit.add_metric([], list(zip(bounds, (float(c) for c in view.fit_bucket_counts), strict=True)),
-                   view.fit_seconds_sum)
+    fit.add_metric([], [(le, float(n)) for le, n in view.fit_seconds.cumulative()], view.fit_seconds.total)
     yield fit
     fallbacks = CounterMetricFamily("quotapilot_forecast_fallbacks",
                                     "Refits that used a simpler model than preferred, by reason.",
