@@ -101,7 +101,6 @@ class TargetRecord:
     decisions: Mapping[Dimension, Decision] = field(default_factory=dict)
     last_action: ActionOutcome | None = None
     ingest_bytes_per_second: float | None = None
-    last_success_t: float | None = None
     dropped: bool = False
 
     @property
@@ -121,8 +120,7 @@ def snapshot_records(snapshot: Snapshot | None) -> list[TargetRecord]:
             records.append(TargetRecord(
                 observation=state.observation, capacity=cluster.capacity, forecasts=state.forecasts,
                 decisions=state.decisions, last_action=state.last_action,
-                ingest_bytes_per_second=state.ingest_rate_bytes_per_second,
-                last_success_t=cluster.health.last_success_t, dropped=state.dropped is not None))
+                ingest_bytes_per_second=state.ingest_rate_bytes_per_second, dropped=state.dropped is not None))
     return records
 
 
