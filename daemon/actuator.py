@@ -197,7 +197,6 @@ class GrowthCounters:
 
     decisions: dict[str, int] = field(default_factory=dict)
     bytes_grown: int = 0
-    inodes_grown: int = 0
     paused: dict[TargetId, bool] = field(default_factory=dict)
     kill_switch: bool = False
     views_would_create: list[str] = field(default_factory=list)
@@ -429,8 +428,6 @@ class GrowthStage:
         await self._mark(action_id, "verified", None)
         if dim is Dimension.BYTES:
             self.counters.bytes_grown += decision.growth
-        else:
-            self.counters.inodes_grown += decision.growth
         log.info("quota.grown", target=target.key, dimension=dim.value, old_hard=decision.current_hard,
                  new_hard=decision.new_hard, new_soft=decision.new_soft, action_id=action_id)
         return outcome(ActionStatus.VERIFIED, decision.reason, action_id)
