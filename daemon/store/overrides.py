@@ -35,9 +35,6 @@ class Override:
     def is_kill_switch(self) -> bool:
         return self.cluster == ANY and self.target == ANY
 
-    def active(self, now: float) -> bool:
-        return self.paused_until is None or now < self.paused_until
-
     def applies_to(self, target: TargetId) -> bool:
         if self.is_kill_switch:
             return True
@@ -84,12 +81,6 @@ class OverrideStore:
     def release_kill_switch(self) -> bool:
         with self.db.transaction() as conn:
             return conn.execute("DELETE FROM overrides WHERE cluster = '*' AND target = '*'").rowcount > 0
-
-    def kill_switch(self, now: float) -> Override | None:
-        """The stored kill switch, when engaged."""
-        rows = self.db.query("SELECT * FROM overrides WHERE cluster = '*' AND target = '*'")
-        override = Override.from_row(rows[0]) if rows else None
-        return override if override is not None and override.active(now) else None
 
     def active(self, now: float) -> list[Override]:
         """Every pause (and the kill switch) in force at `now`, kill switch first."""
