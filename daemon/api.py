@@ -75,7 +75,6 @@ OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 MAX_BYTES = 2**62  # SQLite integers are 64-bit; nothing real is larger
 MAX_TTL_SECONDS = 30 * 86400.0
 DEFAULT_NEEDED_FOR_SECONDS = 3600.0
-GROWTH_TRIGGER_TIMEOUT_SECONDS = 5.0
 BODY_READ_TIMEOUT_SECONDS = 10.0
 
 
@@ -89,6 +88,9 @@ class ApiDaemon(Protocol):
 
     @property
     def snapshot(self) -> Snapshot: ...
+
+    def request_cycle(self, cluster: str) -> object:
+        """Run `cluster`'s next cycle now (see `Daemon.request_cycle`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,7 +508,7 @@ class Api:
         log.info("reservation.answered", id=stored.id, target=record.target.key, bytes=body.bytes,
                  status=stored.status, http_status=stored.response_status)
         if stored.status == "granted" and assessment.plan.kind == "grow":
-            await self._trigger_growth(record.target.cluster)
+            self._trigger_growth(record.target.cluster)
         return _json(stored.response, status=stored.response_status)
 
     def _decide_reservation(self, body: ReservationRequest, fingerprint: dict[str, Any], record: TargetRecord,
@@ -537,19 +539,11 @@ class Api:
             request=fingerprint, created_at=now,
             expires_at=now + body.ttl if granted else now, released_at=None)
 
-    async def _trigger_growth(self, cluster: str) -> None:
+    def _trigger_growth(self, cluster: str) -> None:
         """Ask the daemon for an early cycle so the planner sees the new demand now, not at the
-        next poll. Bounded: a slow VMS cannot hold the request."""
-        trigger = getattr(self.daemon, "request_cycle", None)
-        if trigger is None:
-            return
+        next poll (`request_cycle` only wakes the cluster's poller: it never waits on VMS)."""
         try:
-            async with asyncio.timeout(GROWTH_TRIGGER_TIMEOUT_SECONDS):
-                result = trigger(cluster)
-                if asyncio.iscoroutine(result):
-                    await result
-        except asyncio.CancelledError:
-            raise
+            self.daemon.request_cycle(cluster)
         except Exception as exc:  # the reservation stands; the next poll grows
             log.warning("reservation.trigger_failed", cluster=cluster, error=repr(exc))
 
