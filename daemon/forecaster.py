@@ -58,7 +58,8 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-HistoryLoader = Callable[[TargetId], list[tuple[float, int, int | None]]]
+History = list[tuple[float, int, int | None]]
+HistoryLoader = Callable[[TargetId], History]
 """`(target) -> [(t, used_bytes, used_inodes), ...]` oldest first (the store's `history`)."""
 
 SeriesKey = tuple[TargetId, Dimension]
@@ -133,7 +134,7 @@ class ForecastStage:
         clock = daemon.clock
         reach = daemon.settings.forecast.step_seconds * ModelConfig().max_history_steps
 
-        def load(target: TargetId) -> list[tuple[float, int, int | None]]:
+        def load(target: TargetId) -> History:
             return daemon.observations.history(target, since=clock.now() - reach)
 
         return cls(daemon.settings.forecast, clock, history_loader=load)
@@ -183,14 +184,15 @@ class ForecastStage:
         loader = self.history_loader
         if loader is None:
             return [SeriesModel(self.config) for _ in keys]
-        return await asyncio.to_thread(lambda: [self._warm_model(loader, key) for key in keys])
+        return await asyncio.to_thread(self._warm_models, loader, keys)
 
-    def _warm_model(self, loader: HistoryLoader, key: SeriesKey) -> SeriesModel:
-        target, dimension = key
-        try:
-            points = loader(target)
-        except Exception as exc:  # a warm start is an optimisation: start cold rather than fail the cycle
-            log.warning("forecast.warm_start_failed", target=target.key, error=str(exc))
+    def _warm_models(self, loader: HistoryLoader, keys: Sequence[SeriesKey]) -> list[SeriesModel]:
+        """One history read per target: a quota's bytes and inode series share it."""
+        histories = {target: _read_history(loader, target) for target in dict.fromkeys(t for t, _ in keys)}
+        return [self._warm_model(histories[target], dimension) for target, dimension in keys]
+
+    def _warm_model(self, points: History | None, dimension: Dimension) -> SeriesModel:
+        if points is None:
             return SeriesModel(self.config)
         if dimension is Dimension.INODES:
             samples = [(t, float(inodes)) for t, _, inodes in points if inodes is not None]
@@ -290,6 +292,14 @@ class ForecastStage:
         self.view = ForecastView(t=now, forecasts=MappingProxyType(latest),
                                  fit_seconds=self._fit_seconds,
                                  fallbacks=MappingProxyType(dict(self._fallbacks)))
+
+
+def _read_history(loader: HistoryLoader, target: TargetId) -> History | None:
+    try:
+        return loader(target)
+    except Exception as exc:  # a warm start is an optimisation: start cold rather than fail the cycle
+        log.warning("forecast.warm_start_failed", target=target.key, error=str(exc))
+        return None
 
 
 def _series_samples(observations: Sequence[Observation]) -> Iterator[tuple[SeriesKey, float, float, float | None]]:
