@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import shutil
 import sys
@@ -190,12 +189,8 @@ async def _drain(daemon: Any, timeout_seconds: float = 10.0) -> None:
     """Let every stage that has work in flight (alert delivery, refits) finish before the summary."""
     for stage in daemon.stages:
         drain = getattr(stage, "drain", None)
-        if drain is None:
-            continue
-        if inspect.signature(drain).parameters:
+        if drain is not None:
             await drain(timeout_seconds)
-        else:
-            await asyncio.wait_for(drain(), timeout_seconds)
 
 
 def _frame(ctx: Any, growth: Any, start: float, days: float, metrics_url: str,

@@ -149,10 +149,12 @@ class ForecastStage:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
-    async def drain(self) -> None:
-        """Wait for the refits in flight and adopt them (tests; shutdown)."""
-        while self._inflight:
-            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+    async def drain(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (the demo's contract: drain(timeout))
+        """Wait for the refits in flight and adopt them (tests; the demo), for up to `timeout`
+        seconds (`TimeoutError` then)."""
+        async with asyncio.timeout(timeout):
+            while self._inflight:
+                await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
     # --------------------------------------------------------------------------- the cycle
     async def on_cycle(self, ctx: CycleContext) -> None:
