@@ -336,6 +336,7 @@ class GrowthStage:
     async def _act(self, decision: Decision, obs: Observation | None, now: float,
                    writer: QuotaWriter) -> ActionOutcome | None:
         key = (decision.target, decision.dimension)
+        quota_id = obs.quota_id if obs is not None else None
         if decision.kind is DecisionKind.BLOCKED:
             self.counters.count("blocked")
             status = ActionStatus.PAUSED if decision.guard in ("paused", "kill_switch") else ActionStatus.BLOCKED
@@ -346,7 +347,7 @@ class GrowthStage:
                 self._recorded_guard[key] = guard
                 outcome = replace(outcome, action_id=await asyncio.to_thread(
                     self.actions.record, decision, mode=self._mode_of(decision), status=status.value, now=now,
-                    quota_id=obs.quota_id if obs else None))
+                    quota_id=quota_id))
                 log.warning("growth.blocked", target=decision.target.key, dimension=decision.dimension.value,
                             guard=decision.guard, reason=decision.reason)
             return outcome
@@ -354,7 +355,6 @@ class GrowthStage:
         if decision.kind is not DecisionKind.GROW:
             self.counters.count(decision.kind.value)
             return None
-        quota_id = obs.quota_id if obs is not None else None
         if self._mode_of(decision) != "enforce":
             self.counters.count(ActionStatus.WOULD_GROW.value)
             action_id = await asyncio.to_thread(
