@@ -84,7 +84,9 @@ class ApiDaemon(Protocol):
 
     settings: Settings
     clock: Clock
-    db: Database
+
+    @property
+    def db(self) -> Database: ...
 
     @property
     def snapshot(self) -> Snapshot: ...

@@ -41,8 +41,7 @@ def build_app(daemon: Daemon) -> web.Application:
     app[DAEMON_KEY] = daemon
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
-    # ApiDaemon declares `db` as a settable attribute; Daemon's is a read-only property
-    add_api_routes(app, daemon)  # type: ignore[arg-type]
+    add_api_routes(app, daemon)
     return app
 
 
