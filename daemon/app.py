@@ -94,7 +94,7 @@ def build_stages(daemon: Daemon) -> list[Stage]:
 
     A stage is built with the daemon (`daemon.settings`, `.clock`, `.db`, `.collectors`,
     `.observations`, `.snapshot`), may register background tasks with `daemon.add_task(name, fn)`
-    and publish values with `daemon.publish(key, value)` / `daemon.set_mode(mode)`. Optional
+    and report the growth mode with `daemon.set_mode(mode)`. Optional
     `async open()` runs when the daemon is entered, `async close()` when it exits (reverse order).
     """
     stages: list[Stage] = [StoreStage(daemon.observations)]
@@ -247,10 +247,6 @@ class Daemon:
     def set_mode(self, mode: str) -> None:
         """The growth stage reports "observe" / "enforce" (shown in /healthz and the snapshot)."""
         self._snapshot = replace(self._snapshot, mode=mode)
-
-    def publish(self, key: str, value: Any) -> None:
-        """Publish a read-only value in the snapshot's `extras` (the value must not be mutated)."""
-        self._snapshot = replace(self._snapshot, extras=frozen_map({**self._snapshot.extras, key: value}))
 
     # -------------------------------------------------------------- one cycle
     async def poll_once(self, cluster: str) -> CycleContext:

@@ -121,8 +121,6 @@ class Snapshot:
     """"observe" | "enforce" once the growth stage reports it."""
     stage_errors_total: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
     stage_seconds_total: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
-    extras: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
-    """Read-only values other parts publish with `Daemon.publish(key, value)`."""
 
     def targets(self) -> Iterator[TargetState]:
         """Every quota target of every cluster (not the pools)."""
