@@ -87,7 +87,7 @@ class SnapshotCollector(Collector):
         build.add_metric([__version__, platform.python_version()], 1.0)
         yield build
         stage_errors = CounterMetricFamily(
-            "quotapilot_stage_errors", "Poll cycles in which a stage raised (its later stages skipped).",
+            "quotapilot_stage_errors", "Poll cycles in which a stage raised (the later stages still ran).",
             labels=["stage"])
         for stage, count in sorted(snapshot.stage_errors_total.items()):
             stage_errors.add_metric([stage], float(count))
