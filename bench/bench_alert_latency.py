@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quotapilot.daemon.alerting import AlertingStage
 from quotapilot.daemon.clock import SystemClock
-from quotapilot.daemon.cycle import CycleContext, PollResult
 from quotapilot.daemon.logs import configure_logging
+from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
 from quotapilot.daemon.settings import load_settings
+from quotapilot.daemon.stages.alerting import AlertingStage
 from quotapilot.daemon.store.db import Database
 from quotapilot.forecasting.types import Observation, TargetId
 

@@ -25,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from quotapilot.daemon.forecaster import REFIT_BATCH, timed_refits
+from quotapilot.daemon.stages.forecast import REFIT_BATCH, timed_refits
 from quotapilot.forecasting.series import ModelConfig, RefitRequest, SeriesModel
 
 HOUR = 3600.0

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from quotapilot.daemon.demo import DemoOptions, run_demo
+from quotapilot.daemon.commands.demo import DemoOptions, run_demo
 from quotapilot.daemon.logs import configure_logging
 
 SCENARIOS = ("cosmos7", "step3x", "burst20", "lull_surge")

@@ -24,8 +24,8 @@ from typing import Any
 
 import aiohttp
 
-from quotapilot.daemon.app import Daemon
 from quotapilot.daemon.logs import configure_logging
+from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.settings import load_settings
 
 TARGETS = {"cycle_seconds": 10.0, "rss_mb": 400.0, "scrape_seconds": 0.5}

@@ -18,15 +18,15 @@ from pathlib import Path
 from quotapilot.daemon import __version__
 
 _HANDLERS: dict[str, str] = {
-    "run": "quotapilot.daemon.app:cmd_run",
-    "check-config": "quotapilot.daemon.app:cmd_check_config",
-    "simulator": "quotapilot.daemon.simulator.cli:cmd_simulator",
-    "forecast": "quotapilot.daemon.forecast_cli:cmd_forecast",
-    "demo": "quotapilot.daemon.demo:cmd_demo",
-    "status": "quotapilot.daemon.client_cli:cmd_status",
-    "pause": "quotapilot.daemon.client_cli:cmd_pause",
-    "resume": "quotapilot.daemon.client_cli:cmd_resume",
-    "preflight": "quotapilot.daemon.client_cli:cmd_preflight",
+    "run": "quotapilot.daemon.commands.run:cmd_run",
+    "check-config": "quotapilot.daemon.commands.check_config:cmd_check_config",
+    "simulator": "quotapilot.daemon.commands.simulator:cmd_simulator",
+    "forecast": "quotapilot.daemon.commands.forecast:cmd_forecast",
+    "demo": "quotapilot.daemon.commands.demo:cmd_demo",
+    "status": "quotapilot.daemon.commands.client:cmd_status",
+    "pause": "quotapilot.daemon.commands.client:cmd_pause",
+    "resume": "quotapilot.daemon.commands.client:cmd_resume",
+    "preflight": "quotapilot.daemon.commands.client:cmd_preflight",
 }
 
 

@@ -1,7 +1,7 @@
 """The growth planner: which quotas to grow this cycle, by how much, and why not the others.
 
 Pure: plain data and `now` in, `Decision`s out; no IO, no asyncio. The actuator
-(`quotapilot.daemon.actuator`) gathers the inputs (latest observations, forecasts, policy per
+(`quotapilot.daemon.stages.growth`) gathers the inputs (latest observations, forecasts, policy per
 target, recent actions, overrides, reservations, cluster capacity) and acts on the result.
 
 Two steps, so each can be read and tested alone:

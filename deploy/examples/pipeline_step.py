@@ -14,7 +14,7 @@
 Exit codes: the work's own exit code; 75 (EX_TEMPFAIL) when there was no room in time or the
 daemon refused the reservation, so a scheduler retries the step later.
 
-Only the client module is needed (`quotapilot.daemon.client`, stdlib only).
+Only the client module is needed (`quotapilot.daemon.pipeline_client`, stdlib only).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import os
 import subprocess
 import sys
 
-from quotapilot.daemon.client import Client, DeadlineExceeded, Refused
+from quotapilot.daemon.pipeline_client import Client, DeadlineExceeded, Refused
 
 EX_TEMPFAIL = 75
 

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from quotapilot.daemon.alerting import AlertingStage
 from quotapilot.daemon.clock import VirtualClock
-from quotapilot.daemon.cycle import CycleContext, PollResult
+from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
 from quotapilot.daemon.settings import Settings, load_settings
+from quotapilot.daemon.stages.alerting import AlertingStage
 from quotapilot.daemon.store.db import Database
 from quotapilot.forecasting.types import Observation, TargetId
 

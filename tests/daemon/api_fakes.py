@@ -14,11 +14,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from quotapilot.daemon.api import add_api_routes
 from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.http.api import add_api_routes
+from quotapilot.daemon.runtime.snapshot import ClusterState, PollHealth, Snapshot, TargetState, frozen_map
 from quotapilot.daemon.settings import Settings, load_settings
 from quotapilot.daemon.simulator.faults import Faults
-from quotapilot.daemon.snapshot import ClusterState, PollHealth, Snapshot, TargetState, frozen_map
 from quotapilot.daemon.store.db import Database
 from quotapilot.forecasting.types import (
     ClusterCapacity,

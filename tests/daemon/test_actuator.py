@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from quotapilot.daemon.actuator import GrowthStage, UsageHistory
 from quotapilot.daemon.clock import VirtualClock
-from quotapilot.daemon.cycle import CycleContext, DroppedSample, PollResult
 from quotapilot.daemon.errors import TemporaryError
+from quotapilot.daemon.runtime.cycle import CycleContext, DroppedSample, PollResult
 from quotapilot.daemon.settings import Settings
+from quotapilot.daemon.stages.growth import GrowthStage, UsageHistory
 from quotapilot.daemon.store.actions import ActionStore, query_actions
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.overrides import OverrideStore

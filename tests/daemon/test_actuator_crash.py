@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from quotapilot.daemon.actuator import GrowthStage
 from quotapilot.daemon.clock import VirtualClock
-from quotapilot.daemon.cycle import CycleContext, PollResult
+from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
 from quotapilot.daemon.settings import Settings
+from quotapilot.daemon.stages.growth import GrowthStage
 from quotapilot.daemon.store.actions import query_actions
 from quotapilot.daemon.store.db import Database
 from quotapilot.forecasting.types import ClusterCapacity, Observation, TargetId

@@ -24,8 +24,8 @@ from quotapilot.daemon.store.db import Database
 CHILD = """
 import asyncio, json, os, signal, sys
 from pathlib import Path
-from quotapilot.daemon.actuator import GrowthStage
-from quotapilot.daemon.app import Daemon
+from quotapilot.daemon.stages.growth import GrowthStage
+from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.settings import Settings
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from quotapilot.daemon.actuator import GrowthStage
-from quotapilot.daemon.app import Daemon
 from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.simulator import SimulatorServer
+from quotapilot.daemon.stages.growth import GrowthStage
 from quotapilot.daemon.store.actions import query_actions
 from quotapilot.daemon.store.overrides import OverrideStore
 from quotapilot.forecasting.types import ActionStatus

@@ -13,13 +13,13 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from quotapilot.alerts.errors import SinkUnavailable
-from quotapilot.daemon.alerting import AlertingStage, build_sinks, inputs_from_cycle
 from quotapilot.daemon.clock import VirtualClock
-from quotapilot.daemon.cycle import CycleContext, PollResult
 from quotapilot.daemon.errors import ConfigError
+from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
+from quotapilot.daemon.runtime.supervisor import Supervisor
 from quotapilot.daemon.settings import Settings, load_settings
+from quotapilot.daemon.stages.alerting import AlertingStage, build_sinks, inputs_from_cycle
 from quotapilot.daemon.store.db import Database
-from quotapilot.daemon.supervisor import Supervisor
 from quotapilot.forecasting.types import (
     ActionOutcome,
     ActionStatus,

@@ -11,9 +11,9 @@ from alert_receivers import Receiver, run_receiver
 from core_helpers import SettingsFactory
 from prometheus_client import CollectorRegistry
 
-from quotapilot.daemon.alerting import AlertingStage
-from quotapilot.daemon.app import Daemon
 from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.runtime.daemon import Daemon
+from quotapilot.daemon.stages.alerting import AlertingStage
 
 
 @pytest.fixture

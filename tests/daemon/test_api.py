@@ -346,12 +346,12 @@ class TestRobustness:
 
 
 class TestDocument:
-    """daemon/openapi.json describes exactly the routes the API registers."""
+    """daemon/http/openapi.json describes exactly the routes the API registers."""
 
     def test_every_route_is_documented(self, daemon: FakeDaemon) -> None:
         from aiohttp import web
 
-        from quotapilot.daemon.api import OPENAPI_PATH, add_api_routes
+        from quotapilot.daemon.http.api import OPENAPI_PATH, add_api_routes
 
         app = web.Application()
         add_api_routes(app, daemon)

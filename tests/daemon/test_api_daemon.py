@@ -15,9 +15,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from core_helpers import InstantClock, SettingsFactory
 
-from quotapilot.daemon.app import Daemon
 from quotapilot.daemon.clock import VirtualClock
-from quotapilot.daemon.http import build_app
+from quotapilot.daemon.http.server import build_app
+from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.simulator.server import SimulatorServer
 

@@ -1,5 +1,5 @@
 """Schema-based fuzzing of /api/v1 with schemathesis, driven by the OpenAPI document the daemon
-serves (`daemon/openapi.json`): no 5xx, no answer that violates the document, writes without the
+serves (`daemon/http/openapi.json`): no 5xx, no answer that violates the document, writes without the
 token refused. Bounded (few examples per operation) so the suite stays fast."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import schemathesis
 from api_fakes import TOKEN, FakeDaemon, default_quotas, make_settings, serve_in_thread
 from hypothesis import HealthCheck, Phase, settings
 
-from quotapilot.daemon.api import OPENAPI_PATH
+from quotapilot.daemon.http.api import OPENAPI_PATH
 from quotapilot.daemon.store.db import Database
 
 # A valid request may still be refused for reasons no schema can express: a reservation the

@@ -16,11 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 from vastpy import VASTClient
 
-from quotapilot.daemon.actuator import GrowthStage
-from quotapilot.daemon.app import Daemon, StoreStage
 from quotapilot.daemon.clock import VirtualClock
-from quotapilot.daemon.cycle import CycleContext, Stage
+from quotapilot.daemon.runtime.cycle import CycleContext, Stage
+from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.simulator.server import SimulatorServer
+from quotapilot.daemon.stages.growth import GrowthStage
+from quotapilot.daemon.stages.store import StoreStage
 from quotapilot.forecasting.types import POOL_TARGET, ActionStatus
 
 

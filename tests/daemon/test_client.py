@@ -25,9 +25,9 @@ from api_fakes import (
     serve_in_thread,
 )
 
-from quotapilot.daemon.api import add_api_routes
 from quotapilot.daemon.cli import main
-from quotapilot.daemon.client import (
+from quotapilot.daemon.http.api import add_api_routes
+from quotapilot.daemon.pipeline_client import (
     AsyncClient,
     BadRequest,
     Client,
@@ -235,7 +235,7 @@ class TestCli:
         assert "paused /cosmos7/temp until resumed" in capsys.readouterr().out
 
     def test_daemon_down(self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr("quotapilot.daemon.client_cli.CLI_RETRY", RetryPolicy(attempts=2, base_seconds=0.001))
+        monkeypatch.setattr("quotapilot.daemon.commands.client.CLI_RETRY", RetryPolicy(attempts=2, base_seconds=0.001))
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -14,9 +14,9 @@ import pytest
 from core_helpers import InstantClock, SettingsFactory
 from structlog.testing import capture_logs
 
-from quotapilot.daemon.collector import BANDWIDTH_PROPS, Collector, VmsRefused, VmsUnavailable
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.simulator.server import SimulatorServer
+from quotapilot.daemon.vms.collector import BANDWIDTH_PROPS, Collector, VmsRefused, VmsUnavailable
 from quotapilot.forecasting.types import POOL_TARGET, TargetKind
 
 

@@ -11,7 +11,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from quotapilot.daemon.demo import DemoOptions, Frame, LiveView, ViewRow, cmd_demo, demo_settings_data, run_demo
+from quotapilot.daemon.commands.demo import (
+    DemoOptions,
+    Frame,
+    LiveView,
+    ViewRow,
+    cmd_demo,
+    demo_settings_data,
+    run_demo,
+)
 from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.settings import load_settings
 

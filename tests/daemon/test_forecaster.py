@@ -10,9 +10,9 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from quotapilot.daemon.clock import VirtualClock
-from quotapilot.daemon.cycle import CycleContext, PollResult
-from quotapilot.daemon.forecaster import ForecastStage
+from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
 from quotapilot.daemon.settings import ForecastSettings
+from quotapilot.daemon.stages.forecast import ForecastStage
 from quotapilot.forecasting.types import POOL_TARGET, Dimension, Observation, TargetId, TargetKind
 
 T0 = 1_767_571_200.0

@@ -13,15 +13,15 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from quotapilot.daemon.collector import DROP_REASONS, POLL_ERROR_REASONS
-from quotapilot.daemon.metrics import GuardedCollector, SnapshotCollector, TargetCollector, TargetText
-from quotapilot.daemon.snapshot import (
+from quotapilot.daemon.http.metrics import GuardedCollector, SnapshotCollector, TargetCollector, TargetText
+from quotapilot.daemon.runtime.snapshot import (
     ClusterState,
     HistogramState,
     PollHealth,
     Snapshot,
     TargetState,
 )
+from quotapilot.daemon.vms.collector import DROP_REASONS, POLL_ERROR_REASONS
 from quotapilot.forecasting.types import ClusterCapacity, Observation, TargetId
 
 TIB = 2**40

@@ -9,7 +9,7 @@ import random
 from structlog.testing import capture_logs
 
 from quotapilot.daemon.clock import VirtualClock
-from quotapilot.daemon.poller import Poller, PollerState
+from quotapilot.daemon.runtime.poller import Poller, PollerState
 
 
 async def settle() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from quotapilot.daemon.sdnotify import Notifier
+from quotapilot.daemon.runtime.sdnotify import Notifier
 
 
 @pytest.fixture

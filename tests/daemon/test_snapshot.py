@@ -3,8 +3,8 @@ are kept, refused samples keep the last good observation flagged, vanished quota
 
 from __future__ import annotations
 
-from quotapilot.daemon.cycle import CycleContext, DroppedSample, PollResult
-from quotapilot.daemon.snapshot import ClusterState, HistogramState, PollHealth, apply_cycle
+from quotapilot.daemon.runtime.cycle import CycleContext, DroppedSample, PollResult
+from quotapilot.daemon.runtime.snapshot import ClusterState, HistogramState, PollHealth, apply_cycle
 from quotapilot.forecasting.types import (
     ActionOutcome,
     ActionStatus,

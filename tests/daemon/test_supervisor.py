@@ -7,7 +7,7 @@ import asyncio
 from structlog.testing import capture_logs
 
 from quotapilot.daemon.clock import VirtualClock
-from quotapilot.daemon.supervisor import Supervisor, sleep_unless
+from quotapilot.daemon.runtime.supervisor import Supervisor, sleep_unless
 
 
 class TestSupervisor:

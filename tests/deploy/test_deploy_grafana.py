@@ -60,8 +60,8 @@ def exported(name: str, live: set[str]) -> bool:
 
 
 async def scrape_live_daemon(tmp: Path) -> str:
-    from quotapilot.daemon.app import Daemon
     from quotapilot.daemon.clock import VirtualClock
+    from quotapilot.daemon.runtime.daemon import Daemon
     from quotapilot.daemon.settings import load_settings
     from quotapilot.daemon.simulator import SimulatorServer
 
@@ -99,8 +99,8 @@ async def scrape_live_daemon(tmp: Path) -> str:
 
 async def scrape_young_daemon(tmp: Path) -> str:
     """Three polls two seconds apart (simulated time at 60x, as the acceptance check runs it)."""
-    from quotapilot.daemon.app import Daemon
     from quotapilot.daemon.clock import VirtualClock
+    from quotapilot.daemon.runtime.daemon import Daemon
     from quotapilot.daemon.settings import load_settings
     from quotapilot.daemon.simulator import SimulatorServer
 

@@ -45,12 +45,12 @@ from quotapilot.alerts.rules import (
 )
 from quotapilot.alerts.words import iso8601
 from quotapilot.daemon.clock import Clock
-from quotapilot.daemon.cycle import CycleContext
 from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.runtime.cycle import CycleContext
+from quotapilot.daemon.runtime.supervisor import sleep_unless
 from quotapilot.daemon.settings import LOG_SINK_NAME, AlertRuleSettings, AlertSettings, PolicyRules, Settings
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.outbox import OutboxStore
-from quotapilot.daemon.supervisor import sleep_unless
 from quotapilot.forecasting.types import (
     POOL_TARGET,
     ActionOutcome,

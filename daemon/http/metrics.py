@@ -35,9 +35,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from quotapilot.daemon import __version__
-from quotapilot.daemon.collector import DROP_REASONS, POLL_ERROR_REASONS
 from quotapilot.daemon.logs import get_logger
-from quotapilot.daemon.snapshot import ClusterState, Snapshot, TargetState
+from quotapilot.daemon.runtime.snapshot import ClusterState, Snapshot, TargetState
+from quotapilot.daemon.vms.collector import DROP_REASONS, POLL_ERROR_REASONS
 
 log = get_logger(__name__)
 _T = TypeVar("_T")

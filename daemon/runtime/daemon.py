@@ -16,21 +16,13 @@ what the context holds (growth without forecasts goes reactive; alerting still s
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import os
 import random
-import signal
-import ssl
-import sys
-import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -38,55 +30,32 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector as PrometheusCollector
 
 from quotapilot.daemon import __version__
-from quotapilot.daemon.actuator import GrowthStage
-from quotapilot.daemon.alerting import AlertingStage
 from quotapilot.daemon.clock import Clock, SystemClock
-from quotapilot.daemon.collector import Collector
-from quotapilot.daemon.cycle import CycleContext, Stage
-from quotapilot.daemon.errors import ConfigError
-from quotapilot.daemon.forecaster import ForecastStage
-from quotapilot.daemon.http import HttpServer
-from quotapilot.daemon.logs import configure_logging, get_logger
-from quotapilot.daemon.metrics import GuardedCollector, SnapshotCollector, TargetCollector, TargetText
-from quotapilot.daemon.poller import Poller, PollerState
-from quotapilot.daemon.sdnotify import Notifier
-from quotapilot.daemon.settings import Settings, load_settings, systemd_notify_environment
-from quotapilot.daemon.snapshot import (
+from quotapilot.daemon.http.metrics import GuardedCollector, SnapshotCollector, TargetCollector, TargetText
+from quotapilot.daemon.http.server import HttpServer
+from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.runtime.cycle import CycleContext, Stage
+from quotapilot.daemon.runtime.poller import Poller, PollerState
+from quotapilot.daemon.runtime.sdnotify import Notifier
+from quotapilot.daemon.runtime.snapshot import (
     ClusterState,
     Snapshot,
     apply_cycle,
     empty_snapshot,
     frozen_map,
 )
+from quotapilot.daemon.runtime.supervisor import Supervisor, TaskFactory, sleep_unless
+from quotapilot.daemon.settings import Settings, systemd_notify_environment
+from quotapilot.daemon.stages.alerting import AlertingStage
+from quotapilot.daemon.stages.forecast import ForecastStage
+from quotapilot.daemon.stages.growth import GrowthStage
+from quotapilot.daemon.stages.store import StoreStage
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.observations import ObservationStore
-from quotapilot.daemon.supervisor import Supervisor, TaskFactory, sleep_unless
+from quotapilot.daemon.vms.collector import Collector
 
 log = get_logger(__name__)
 
-PRUNE_INTERVAL_SECONDS = 3600.0
-
-
-# ------------------------------------------------------------------------------ the store stage
-class StoreStage:
-    """First stage: the poll's validated samples into SQLite, one transaction per poll; retention
-    pruning once an hour (of the daemon's clock)."""
-
-    name = "store"
-
-    def __init__(self, store: ObservationStore) -> None:
-        self.store = store
-        self._last_prune: float | None = None
-
-    def _write(self, ctx: CycleContext) -> None:
-        self.store.write_poll(ctx.poll.observations)
-        if self._last_prune is None or ctx.now - self._last_prune >= PRUNE_INTERVAL_SECONDS:
-            self._last_prune = ctx.now
-            self.store.prune(ctx.now)
-
-    async def on_cycle(self, ctx: CycleContext) -> None:
-        if ctx.poll.ok and ctx.poll.observations:
-            await asyncio.to_thread(self._write, ctx)
 
 
 def build_stages(daemon: Daemon) -> list[Stage]:
@@ -401,185 +370,3 @@ def _flush_and_close(db: Database) -> None:
     db.close()
 
 
-# ------------------------------------------------------------------------------ commands
-def validate_for_run(settings: Settings) -> None:
-    """What the settings model cannot check alone: at least one cluster, secret files that can
-    be read and are not empty, a `ca_file` that is a PEM CA bundle. Raises `ConfigError` naming
-    the field."""
-    if not settings.clusters:
-        raise ConfigError("clusters", "at least one [[clusters]] table is required")
-    for i, cluster in enumerate(settings.clusters):
-        for field in ("token_file", "password_file"):
-            if getattr(cluster, field) is None:
-                continue
-            try:
-                secret = cluster.resolved_token() if field == "token_file" else cluster.resolved_password()
-            except OSError as exc:
-                raise ConfigError(f"clusters.{i}.{field}", f"cannot be read: {exc}") from None
-            if not secret:
-                raise ConfigError(f"clusters.{i}.{field}", "is empty")
-        if cluster.ca_file is not None and not cluster.insecure_skip_tls_verify:
-            # a CA that cannot verify anything would fail every poll's TLS check: refuse it now
-            try:
-                ssl.create_default_context(cafile=cluster.resolved_ca_file())
-            except ssl.SSLError as exc:
-                raise ConfigError(f"clusters.{i}.ca_file",
-                                  f"not a PEM CA bundle ({exc.reason or exc})") from None
-            except OSError as exc:
-                raise ConfigError(f"clusters.{i}.ca_file", f"cannot be read: {exc.strerror or exc}") from None
-
-
-def _print_config_error(exc: ConfigError, as_json: bool) -> None:
-    problems = exc.problems
-    if as_json:
-        print(json.dumps({"valid": False, "field": exc.field, "reason": exc.reason,
-                          "problems": [{"field": p.field, "reason": p.reason} for p in problems]}))
-        return
-    print(f"quotapilot: invalid configuration: {exc.field}: {exc.reason}", file=sys.stderr)
-    for problem in problems[1:]:
-        print(f"  also: {problem.field}: {problem.reason}", file=sys.stderr)
-
-
-def config_summary(settings: Settings) -> dict[str, Any]:
-    """What a configuration means, with every secret masked."""
-    clusters = []
-    for cluster in settings.clusters:
-        if cluster.token is not None:
-            auth = "token (inline, ****)"
-        elif cluster.token_file is not None:
-            auth = f"token_file {cluster.token_file}"
-        else:
-            auth = f"user {cluster.user} + " + (f"password_file {cluster.password_file}"
-                                                if cluster.password_file else "password (inline, ****)")
-        if cluster.insecure_skip_tls_verify:
-            tls = "NOT VERIFIED (insecure_skip_tls_verify)"
-        elif cluster.ca_file is not None:
-            tls = f"verified with ca_file {cluster.ca_file}"
-        else:
-            tls = "verified with the system trust store"
-        clusters.append({"name": cluster.name, "address": cluster.address, "auth": auth, "tls": tls,
-                         "tenant": cluster.tenant})
-    alerts = settings.alerts
-    return {
-        "version": __version__,
-        "clusters": clusters,
-        "poll": {"interval_seconds": settings.poll.interval_seconds,
-                 "stale_after_seconds": settings.poll.stale_after_intervals * settings.poll.interval_seconds},
-        "vast": {"request_timeout_seconds": settings.vast.request_timeout_seconds,
-                 "max_retries": settings.vast.max_retries, "page_size": settings.vast.page_size,
-                 "threads": settings.vast.threads},
-        "http": {"listen": settings.http.listen,
-                 "write_token": "set (****)" if (settings.http.write_token or settings.http.write_token_file)
-                 else "not set (write endpoints refused)"},
-        "store": {"path": str(settings.store.path),
-                  "raw_retention_seconds": settings.store.raw_retention_seconds,
-                  "hourly_retention_seconds": settings.store.hourly_retention_seconds},
-        "policy": {"mode": settings.policy.mode, "overrides": len(settings.policy.overrides),
-                   "kill_switch": settings.policy.kill_switch},
-        "alerts": {"mqtt": alerts.mqtt.host if alerts.mqtt else None,
-                   "webhooks": [w.name or w.url.split("?")[0] for w in alerts.webhooks],
-                   "routes": len(alerts.routes)},
-        "views": [v.path for v in settings.views],
-        "shutdown_timeout_seconds": settings.daemon.shutdown_timeout_seconds,
-    }
-
-
-def config_warnings(settings: Settings) -> list[str]:
-    warnings = [f"clusters.{i}.insecure_skip_tls_verify: the certificate of {c.address} is NOT verified; "
-                "anyone on the path can read the token and change quotas"
-                for i, c in enumerate(settings.clusters) if c.insecure_skip_tls_verify]
-    if settings.http.host not in ("127.0.0.1", "localhost", "::1") and \
-            settings.http.resolved_write_token() is None:
-        warnings.append(f"http.listen: {settings.http.listen} is not loopback and no write token is set")
-    return warnings
-
-
-def _print_summary(summary: Mapping[str, Any], warnings: list[str]) -> None:
-    lines = [f"configuration valid (quotapilot {summary['version']})"]
-    for cluster in summary["clusters"]:
-        lines.append(f"  cluster {cluster['name']}: {cluster['address']}, {cluster['auth']}, TLS {cluster['tls']}")
-    poll = summary["poll"]
-    lines.append(f"  poll: every {poll['interval_seconds']:g}s, stale after {poll['stale_after_seconds']:g}s")
-    lines.append(f"  http: {summary['http']['listen']}, write token {summary['http']['write_token']}")
-    lines.append(f"  store: {summary['store']['path']}")
-    policy = summary["policy"]
-    lines.append(f"  policy: mode {policy['mode']}, {policy['overrides']} override(s)"
-                 + (", KILL SWITCH ON" if policy["kill_switch"] else ""))
-    alerts = summary["alerts"]
-    lines.append(f"  alerts: mqtt {alerts['mqtt'] or 'off'}, webhooks {len(alerts['webhooks'])},"
-                 f" routes {alerts['routes']}")
-    if summary["views"]:
-        lines.append(f"  managed views: {', '.join(summary['views'])}")
-    print("\n".join(lines))
-    for warning in warnings:
-        print(f"WARNING: {warning}", file=sys.stderr)
-
-
-def _settings_to_run(config: Path | None, as_json: bool) -> Settings | None:
-    """The settings, checked as `run` needs them; None once the problem is printed (exit 2)."""
-    try:
-        settings = load_settings(config)
-        validate_for_run(settings)
-    except ConfigError as exc:
-        _print_config_error(exc, as_json)
-        return None
-    return settings
-
-
-def cmd_check_config(args: argparse.Namespace) -> int:
-    """`quotapilot check-config`: exit 0 with a summary, or 2 naming the offending field."""
-    as_json = bool(getattr(args, "json", False))
-    settings = _settings_to_run(args.config, as_json)
-    if settings is None:
-        return 2
-    summary = config_summary(settings)
-    warnings = config_warnings(settings)
-    if as_json:
-        print(json.dumps({"valid": True, "summary": summary, "warnings": warnings}))
-    else:
-        _print_summary(summary, warnings)
-    return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    """`quotapilot run`: the daemon, until SIGTERM/SIGINT (then exit 0 within the shutdown bound)."""
-    settings = _settings_to_run(args.config, False)
-    if settings is None:
-        return 2
-    configure_logging(settings.log.level, settings.log.format)
-    for warning in config_warnings(settings):
-        log.warning("config.doubtful", problem=warning)
-    code = asyncio.run(_run(settings))
-    _exit_now_if_requests_hang(code)
-    return code
-
-
-async def _run(settings: Settings) -> int:
-    loop = asyncio.get_running_loop()
-    try:
-        async with Daemon(settings) as daemon:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, daemon.stop)
-            try:
-                await daemon.run()
-            finally:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
-    except OSError as exc:
-        log.error("daemon.failed", error=str(exc))
-        return 1
-    return 0
-
-
-def _exit_now_if_requests_hang(code: int) -> None:
-    """A vastpy request blocked in a pool thread would make the interpreter wait for it at exit
-    (up to the request timeout). Idle pool threads end at once; if one is still busy after a
-    moment, the store is already flushed, so exit without waiting for it."""
-    deadline = time.monotonic() + 0.5
-    for thread in [t for t in threading.enumerate() if t.name.startswith("vms")]:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    if any(t.name.startswith("vms") and t.is_alive() for t in threading.enumerate()):
-        log.warning("requests.abandoned")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)

@@ -1,6 +1,6 @@
 """`quotapilot status | pause | resume | preflight`: the CLI side of the pipeline API.
 
-These talk to a running daemon over HTTP through `quotapilot.daemon.client` and stay light at
+These talk to a running daemon over HTTP through `quotapilot.daemon.pipeline_client` and stay light at
 import time (no aiohttp, no statsmodels). The daemon's URL is `--url`, else the `[http] listen`
 of `--config`, else http://127.0.0.1:9187; the write token is `--token`, else
 `$QUOTAPILOT_WRITE_TOKEN`, else the config's `[http] write_token(_file)`.
@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from quotapilot.daemon.client import DEFAULT_URL, ApiError, Client, ClientError, RetryPolicy
 from quotapilot.daemon.errors import ConfigError
+from quotapilot.daemon.pipeline_client import DEFAULT_URL, ApiError, Client, ClientError, RetryPolicy
 from quotapilot.daemon.units import format_bytes, format_duration, parse_bytes
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_ROOM = 0, 1, 2, 3

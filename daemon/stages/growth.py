@@ -31,9 +31,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from quotapilot.daemon.clock import Clock
-from quotapilot.daemon.cycle import CycleContext
 from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.runtime.cycle import CycleContext
 from quotapilot.daemon.settings import ManagedView, PolicyRules, Settings
 from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.daemon.store.db import Database
@@ -53,7 +53,7 @@ from quotapilot.forecasting.types import (
 )
 
 if TYPE_CHECKING:
-    from quotapilot.daemon.app import Daemon
+    from quotapilot.daemon.runtime.daemon import Daemon
 
 log = get_logger(__name__)
 

@@ -2,7 +2,7 @@
 Kubernetes jobs). Importable without the daemon's dependencies: the sync `Client` is stdlib only;
 `AsyncClient` imports aiohttp when first used.
 
-    from quotapilot.daemon.client import Client, Refused
+    from quotapilot.daemon.pipeline_client import Client, Refused
 
     qp = Client("http://127.0.0.1:9187", token=open("/etc/quotapilot/write.token").read().strip())
     if not qp.preflight("/cosmos7/processed", 40 * 10**12, needed_for="6h").fits:

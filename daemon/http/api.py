@@ -4,7 +4,7 @@ Read endpoints (targets, actions, reservations, the OpenAPI document) are open o
 address; every write endpoint needs `Authorization: Bearer <[http] write_token>`. Bodies are
 JSON, validated with pydantic (400 naming the field), size-limited (413); an unknown target is
 404; any unexpected error becomes a 500 JSON answer and a log line, never a crashed daemon. The
-document `daemon/openapi.json` describes every route and is what `/api/v1/openapi.json` serves.
+document `daemon/http/openapi.json` describes every route and is what `/api/v1/openapi.json` serves.
 
 Targets are addressed by quota name (`/api/v1/targets/cosmos7-raw`), by URL-encoded path
 (`/api/v1/targets/%2Fcosmos7%2Fraw`), or by `?path=/cosmos7/raw` (the `{ref}` segment is then
@@ -43,11 +43,10 @@ from pydantic import (
     ValidationError,
 )
 
-from quotapilot.daemon import preflight as pf
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.runtime.snapshot import Snapshot
 from quotapilot.daemon.settings import Settings
-from quotapilot.daemon.snapshot import Snapshot
 from quotapilot.daemon.store.actions import ActionStore, query_actions
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.overrides import ANY, Override, OverrideStore
@@ -59,6 +58,8 @@ from quotapilot.daemon.store.reservations import (
     new_reservation_id,
 )
 from quotapilot.daemon.units import parse_bytes, parse_duration
+from quotapilot.forecasting import preflight as pf
+from quotapilot.forecasting.planner import GrowthPolicy
 from quotapilot.forecasting.types import (
     ActionOutcome,
     ClusterCapacity,
@@ -354,8 +355,9 @@ class Api:
         settings = self.settings
         pause = overrides.pause_of(target)
         stale_after = settings.poll.interval_seconds * settings.poll.stale_after_intervals
+        rules = settings.policy.rules_for(target.name, target.path)
         return pf.TargetState(
-            observation=record.observation, rules=settings.policy.rules_for(target.name, target.path),
+            observation=record.observation, policy=GrowthPolicy.from_fields(rules), enforce=rules.mode == "enforce",
             forecasts=dict(record.forecasts), cluster=record.capacity,
             recent_rate_per_second=({} if record.ingest_bytes_per_second is None
                                     else {Dimension.BYTES: max(0.0, record.ingest_bytes_per_second)}),

@@ -36,13 +36,13 @@ from typing import Any, TypeVar
 import urllib3
 import vastpy
 
-from quotapilot.daemon.client import parse_retry_after
 from quotapilot.daemon.clock import Clock
-from quotapilot.daemon.cycle import DroppedSample, PollResult
 from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.pipeline_client import parse_retry_after
+from quotapilot.daemon.runtime.cycle import DroppedSample, PollResult
+from quotapilot.daemon.runtime.supervisor import sleep_unless
 from quotapilot.daemon.settings import ClusterSettings, PollSettings, VastSettings
-from quotapilot.daemon.supervisor import sleep_unless
 from quotapilot.forecasting.types import (
     POOL_TARGET,
     ClusterCapacity,

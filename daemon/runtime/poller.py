@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.logs import get_logger
-from quotapilot.daemon.snapshot import PollHealth
-from quotapilot.daemon.supervisor import sleep_unless
+from quotapilot.daemon.runtime.snapshot import PollHealth
+from quotapilot.daemon.runtime.supervisor import sleep_unless
 
 log = get_logger(__name__)
 

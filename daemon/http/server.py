@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from quotapilot.daemon.api import add_api_routes
+from quotapilot.daemon.http.api import add_api_routes
 
 if TYPE_CHECKING:
-    from quotapilot.daemon.app import Daemon
+    from quotapilot.daemon.runtime.daemon import Daemon
 
 DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
 

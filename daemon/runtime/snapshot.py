@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from quotapilot.daemon.cycle import CycleContext, DroppedSample
+from quotapilot.daemon.runtime.cycle import CycleContext, DroppedSample
 from quotapilot.forecasting.types import (
     ActionOutcome,
     ClusterCapacity,

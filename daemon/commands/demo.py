@@ -119,11 +119,11 @@ def demo_settings_data(*, cluster: str, address: str, token: str, ca_file: Path,
 
 async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | None = None) -> dict[str, Any]:
     """Run the demo; return the summary (the `--json` object)."""
-    from quotapilot.daemon.actuator import GrowthStage
-    from quotapilot.daemon.app import Daemon
     from quotapilot.daemon.clock import VirtualClock
+    from quotapilot.daemon.runtime.daemon import Daemon
     from quotapilot.daemon.settings import load_settings
     from quotapilot.daemon.simulator import SimulatorServer
+    from quotapilot.daemon.stages.growth import GrowthStage
     from quotapilot.daemon.store.actions import ActionStore
     from quotapilot.forecasting.planner import plan_reactive_cycle
 

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from quotapilot.daemon.settings import PolicyRules
 from quotapilot.forecasting.planner import CycleInput, GrowthPolicy, TargetInput, plan_cycle
 from quotapilot.forecasting.types import (
     ClusterCapacity,
@@ -43,7 +42,10 @@ class TargetState:
     """What the daemon knows about one target at `now`, gathered by the API from its snapshot and store."""
 
     observation: Observation
-    rules: PolicyRules
+    policy: GrowthPolicy
+    """The target's growth knobs, as the growth stage applies them."""
+    enforce: bool = False
+    """False in observe mode: a growth is reported, never made (the actuator's rule)."""
     forecasts: dict[Dimension, SeriesForecast] = field(default_factory=dict)
     recent_rate_per_second: Mapping[Dimension, float] = field(default_factory=dict)
     """Observed ingest per second (the cold-start fallback, as in the planner)."""
@@ -196,9 +198,8 @@ _GUARD_NAMES: dict[str, Guard] = {
 def _planner_decisions(state: TargetState, fits: list[DimensionFit], now: float) -> dict[Dimension, Decision]:
     """Ask the growth planner, with the request counted as a reservation (demand)."""
     extra = {f.dimension: f.requested for f in fits}
-    rules = state.rules
     target = TargetInput(
-        observation=state.observation, policy=GrowthPolicy.from_fields(rules), forecasts=state.forecasts,
+        observation=state.observation, policy=state.policy, forecasts=state.forecasts,
         recent_rate_per_second=state.recent_rate_per_second,
         reserved_bytes=state.reserved_bytes + extra.get(Dimension.BYTES, 0),
         reserved_inodes=state.reserved_inodes + extra.get(Dimension.INODES, 0),
@@ -216,7 +217,7 @@ def _plan(state: TargetState, fits: list[DimensionFit], now: float) -> Plan:
     if not short:
         return Plan("none", "fits: nothing to do")
     decisions = _planner_decisions(state, fits, now)
-    rules = state.rules
+    rules = state.policy
     new_limits: dict[Dimension, int] = {}
     for fit in short:
         decision = decisions.get(fit.dimension)
@@ -246,7 +247,7 @@ def _plan(state: TargetState, fits: list[DimensionFit], now: float) -> Plan:
                         f"set is {decision.new_hard} ({guard})", guard)
         new_limits[fit.dimension] = decision.new_hard
     new_bytes, new_inodes = new_limits.get(Dimension.BYTES), new_limits.get(Dimension.INODES)
-    if rules.mode != "enforce":
+    if not state.enforce:
         return Plan("blocked", "mode is observe: the daemon reports but does not grow", "observe_mode",
                     new_bytes, new_inodes)
     parts = [f"{d} hard limit to {v}" for d, v in new_limits.items()]

@@ -37,11 +37,11 @@ from prometheus_client.core import (
 )
 
 from quotapilot.daemon.clock import Clock
-from quotapilot.daemon.cycle import CycleContext
+from quotapilot.daemon.http.metrics import escape_label_value, format_sample_value
 from quotapilot.daemon.logs import get_logger
-from quotapilot.daemon.metrics import escape_label_value, format_sample_value
+from quotapilot.daemon.runtime.cycle import CycleContext
+from quotapilot.daemon.runtime.snapshot import HistogramState
 from quotapilot.daemon.settings import ForecastSettings
-from quotapilot.daemon.snapshot import HistogramState
 from quotapilot.forecasting.holtwinters import FallbackReason, FittedModel
 from quotapilot.forecasting.series import ModelConfig, RefitRequest, SeriesModel, run_refit
 from quotapilot.forecasting.types import (
@@ -54,7 +54,7 @@ from quotapilot.forecasting.types import (
 )
 
 if TYPE_CHECKING:
-    from quotapilot.daemon.app import Daemon
+    from quotapilot.daemon.runtime.daemon import Daemon
 
 log = get_logger(__name__)
 

@@ -1,0 +1,62 @@
+"""`quotapilot run`: the daemon under systemd (or a terminal) until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import threading
+import time
+
+from quotapilot.daemon.commands.check_config import config_warnings, settings_to_run
+from quotapilot.daemon.logs import configure_logging, get_logger
+from quotapilot.daemon.runtime.daemon import Daemon
+from quotapilot.daemon.settings import Settings
+
+log = get_logger(__name__)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`quotapilot run`: the daemon, until SIGTERM/SIGINT (then exit 0 within the shutdown bound)."""
+    settings = settings_to_run(args.config, False)
+    if settings is None:
+        return 2
+    configure_logging(settings.log.level, settings.log.format)
+    for warning in config_warnings(settings):
+        log.warning("config.doubtful", problem=warning)
+    code = asyncio.run(_run(settings))
+    _exit_now_if_requests_hang(code)
+    return code
+
+
+async def _run(settings: Settings) -> int:
+    loop = asyncio.get_running_loop()
+    try:
+        async with Daemon(settings) as daemon:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, daemon.stop)
+            try:
+                await daemon.run()
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+    except OSError as exc:
+        log.error("daemon.failed", error=str(exc))
+        return 1
+    return 0
+
+
+def _exit_now_if_requests_hang(code: int) -> None:
+    """A vastpy request blocked in a pool thread would make the interpreter wait for it at exit
+    (up to the request timeout). Idle pool threads end at once; if one is still busy after a
+    moment, the store is already flushed, so exit without waiting for it."""
+    deadline = time.monotonic() + 0.5
+    for thread in [t for t in threading.enumerate() if t.name.startswith("vms")]:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(t.name.startswith("vms") and t.is_alive() for t in threading.enumerate()):
+        log.warning("requests.abandoned")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
