@@ -56,3 +56,53 @@ def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
     """A logger bound with `logger_name=<module name>` (structlog reserves the keyword `logger`)."""
     logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(logger_name=name)
     return logger
+
+
+class TransitionLog:
+    """Log on transitions only (Home Assistant's coordinator habit): one line when something starts
+    failing (or fails differently), one when it recovers — never a line per failed attempt.
+
+        bandwidth = TransitionLog(log, "bandwidth")       # events bandwidth.failed / bandwidth.recovered
+        bandwidth.failed(cluster, str(exc), cluster=cluster)
+        bandwidth.ok(cluster, cluster=cluster)
+
+    Keys let one instance track many things (a stage per cluster, a sink per name). `failing`
+    answers whether a key is failing now; `failures(key)` how many attempts in a row.
+    """
+
+    def __init__(self, logger: structlog.typing.FilteringBoundLogger, noun: str, *,
+                 failed_level: Literal["warning", "error"] = "warning") -> None:
+        self._log = logger
+        self._noun = noun
+        self._failed_level = failed_level
+        self._errors: dict[object, str] = {}
+        self._counts: dict[object, int] = {}
+
+    def failed(self, key: object, error: str, *, exc_info: bool = False, **fields: object) -> bool:
+        """Record a failure; logs `<noun>.failed` when `key` was fine or failed differently. True if it logged."""
+        self._counts[key] = self._counts.get(key, 0) + 1
+        if self._errors.get(key) == error:
+            return False
+        self._errors[key] = error
+        emit = self._log.error if self._failed_level == "error" else self._log.warning
+        emit(f"{self._noun}.failed", error=error, exc_info=exc_info, **fields)
+        return True
+
+    def ok(self, key: object, **fields: object) -> bool:
+        """Record a success; logs `<noun>.recovered` (with `failures`) when `key` was failing. True if it logged."""
+        failures = self._counts.pop(key, 0)
+        if self._errors.pop(key, None) is None:
+            return False
+        self._log.info(f"{self._noun}.recovered", failures=failures, **fields)
+        return True
+
+    def failing(self, key: object) -> bool:
+        return key in self._errors
+
+    def failures(self, key: object) -> int:
+        return self._counts.get(key, 0)
+
+    def forget(self, key: object) -> None:
+        """Drop a key that no longer exists (a removed target or sink), without logging."""
+        self._errors.pop(key, None)
+        self._counts.pop(key, None)
