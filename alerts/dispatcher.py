@@ -6,22 +6,35 @@ Every notification is in the outbox (durable) before any send. One worker per si
   the newest is sent (the older are marked superseded): after an outage the backlog drains with
   the latest state winning, e.g. a resolve supersedes the fire it ends;
 - sends the due rows concurrently (at most one per alert id, so per-alert order holds), marks the
-  delivered ones; a temporary failure backs the whole sink off (jittered exponential,
-  `retry_backoffs_seconds`, at least the server's Retry-After) — the receiver is down, hammering
-  it with the rest of the batch helps nobody; a permanent rejection drops that row;
+  delivered ones; a temporary failure backs the whole sink off (the injected `backoff`, at least
+  the server's Retry-After) — the receiver is down, hammering it with the rest of the batch helps
+  nobody; a permanent rejection drops that row;
 - rows older than `max_age_seconds` are dropped, counted as `expired`.
 
-Depends on an `Outbox` protocol, not on SQLite (`quotapilot.daemon.store.outbox` implements it),
-and on a `Clock` (anything with `now()` and `async sleep()`), so tests drive it in virtual time.
+`alerts` never imports `quotapilot.daemon`, so the dispatcher is given plain collaborators rather
+than the daemon's types:
+
+- an `Outbox` (a protocol here; `quotapilot.daemon.store.outbox` implements it, on SQLite);
+- time as two callables, `now()` and `async sleep(seconds)` — the bound methods of the daemon's
+  `Clock` (`clock.now`, `clock.sleep`). Two callables rather than a second clock protocol: a
+  protocol here would copy `quotapilot.daemon.clock.Clock` (the one `Clock`), and a callable says
+  exactly what the dispatcher uses; tests pass a `VirtualClock`'s methods and run in virtual time;
+- `backoff(attempt, retry_after) -> seconds`: the daemon's one `RetryPolicy`, bound to an rng
+  (`RetryPolicy.schedule(retry_backoffs_seconds).backoff(rng)`); the dispatcher counts the
+  failures (`attempt` 0 is the first retry) and the policy says how long.
+
+The per-sink outage log (`alert_sink.unavailable` once, `alert_sink.recovered` once) is the
+daemon's `TransitionLog` idea kept as one scoped copy here, for two reasons: `alerts` cannot import
+`quotapilot.daemon.logs`, and the failure count it keeps is also the backoff's `attempt`, so the
+count and the log belong together in the worker that backs off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,12 +49,6 @@ LATENCY_BUCKETS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 
 DELIVERY_RESULTS: tuple[str, ...] = ("delivered", "retry", "rejected", "superseded", "expired")
 """The `result` label of quotapilot_notifications_total: every outcome the dispatcher counts."""
-
-
-class ClockLike(Protocol):
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,24 +149,24 @@ class Dispatcher:
         self,
         outbox: Outbox,
         sinks: Sequence[Sink],
-        clock: ClockLike,
         *,
-        backoffs_seconds: Sequence[float] = (1, 2, 5, 10, 30, 60, 120, 300),
+        now: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+        backoff: Callable[[int, float | None], float],
         max_age_seconds: float = 7 * 86400.0,
         batch_size: int = 1000,
         concurrency: int = 256,
         idle_seconds: float = 60.0,
-        rng: random.Random | None = None,
     ) -> None:
         self.outbox = outbox
         self.sinks = {sink.name: sink for sink in sinks}
-        self.clock = clock
-        self.backoffs = tuple(backoffs_seconds) or (1.0,)
+        self.now = now
+        self.sleep = sleep
+        self.backoff = backoff
         self.max_age_seconds = max_age_seconds
         self.batch_size = batch_size
         self.concurrency = concurrency
         self.idle_seconds = idle_seconds
-        self.rng = rng or random.Random()
         self.stats = DeliveryStats()
         self._wakeups = {name: asyncio.Event() for name in self.sinks}
         self._states: dict[tuple[str, str], Mapping[str, Any]] = {}
@@ -224,7 +231,7 @@ class Dispatcher:
         return next_attempt_at <= now or (self._flushing and attempts > 0)
 
     async def _anything_due(self) -> bool:
-        now = self.clock.now()
+        now = self.now()
         for name in self.sinks:
             for next_attempt_at, attempts in await self.outbox.schedule(name):
                 if self._is_due(next_attempt_at, attempts, now):
@@ -255,7 +262,7 @@ class Dispatcher:
     async def _wait(self, wakeup: asyncio.Event, seconds: float) -> None:
         if wakeup.is_set():
             return
-        sleeper = asyncio.ensure_future(self.clock.sleep(max(seconds, 0.0)))
+        sleeper = asyncio.ensure_future(self.sleep(max(seconds, 0.0)))
         waiter = asyncio.ensure_future(wakeup.wait())
         try:
             await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -268,7 +275,7 @@ class Dispatcher:
     async def _pass(self, sink: Sink) -> float:
         """Send what is due; return how long to wait before the next pass."""
         name = sink.name
-        now = self.clock.now()
+        now = self.now()
         if self._failures[name] or self._backlog[name]:  # after an outage: latest state wins
             swept = await self.outbox.supersede_older(name, now)
             if swept:
@@ -330,7 +337,7 @@ class Dispatcher:
             rejected = [(row, result) for row, result in zip(chunk, results, strict=True)
                         if isinstance(result, SinkRejected)]
             unavailable = [result for result in results if isinstance(result, SinkUnavailable)]
-            now = self.clock.now()
+            now = self.now()
             if delivered:
                 await self.outbox.mark_delivered([row.row_id for row in delivered], now)
                 self.stats.results[(name, "delivered")] += len(delivered)
@@ -389,9 +396,7 @@ class Dispatcher:
 
     def _backoff_delay(self, name: str, retry_after: float | None, *, peek: bool = False) -> float:
         failures = self._failures[name] + (1 if peek else 0)
-        base = self.backoffs[min(max(failures, 1), len(self.backoffs)) - 1]
-        delay = base * self.rng.uniform(0.8, 1.2)  # jitter: many daemons must not retry in step
-        return max(delay, retry_after or 0.0)
+        return self.backoff(max(failures, 1) - 1, retry_after)
 
     async def _back_off(self, name: str, due: Sequence[OutboxRow], error: SinkUnavailable) -> float:
         self._failures[name] += 1
@@ -399,9 +404,9 @@ class Dispatcher:
         # on the clock as it is now, after the awaits since the failure
         retry_at = self._retry_at.pop(name, None)
         if retry_at is None:
-            retry_at = self.clock.now() + self._backoff_delay(name, error.retry_after)
+            retry_at = self.now() + self._backoff_delay(name, error.retry_after)
         if self._failures[name] == 1:  # log the transition, not every failed attempt
             log.warning("alert_sink.unavailable", sink=name, error=str(error), pending=len(due))
         with contextlib.suppress(Exception):
             self.stats.pending[name] = (await self.outbox.pending_counts()).get(name, 0)
-        return max(0.0, retry_at - self.clock.now())
+        return max(0.0, retry_at - self.now())

@@ -11,7 +11,8 @@ Kubernetes jobs). Importable without the daemon's dependencies: the sync `Client
         run_the_transformation()
 
 Every call retries what is worth retrying — connection failures, 429, 502, 503, 504 — with
-jittered exponential backoff, honouring `Retry-After`, within a deadline; everything else raises a
+jittered exponential backoff, waiting at least `Retry-After`, within a deadline (`RetryPolicy`, the
+daemon's one retry policy, stdlib only); everything else raises a
 typed error at once (`BadRequest`, `Unauthorized`, `NotFound`, `Refused`). A reservation reuses
 one idempotency key across its retries, so a retried POST never reserves twice.
 """
@@ -19,7 +20,6 @@ one idempotency key across its retries, so a retried POST never reserves twice.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import random
 import time
@@ -31,6 +31,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from quotapilot.daemon.runtime.retry import RetryPolicy, parse_retry_after
+
+__all__ = [
+    "DEFAULT_URL", "ApiError", "AsyncClient", "BadRequest", "Client", "ClientError", "ConnectionFailed",
+    "DeadlineExceeded", "NotFound", "Preflight", "Refused", "Reservation", "RetryPolicy", "Unauthorized",
+    "Unavailable", "error_for", "parse_retry_after",
+]
 
 DEFAULT_URL = "http://127.0.0.1:9187"
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
@@ -158,38 +166,8 @@ class Reservation:
 
 
 # ----------------------------------------------------------------------------------- retries
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How hard to try. Delays double from `base_seconds` up to `max_seconds`, each drawn
-    uniformly from [50 %, 100 %] of that (jitter); a `Retry-After` from the daemon replaces the
-    computed delay. Nothing waits past `deadline_seconds` from the first attempt."""
-
-    attempts: int = 6
-    base_seconds: float = 0.5
-    max_seconds: float = 30.0
-    deadline_seconds: float = 120.0
-
-    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
-        if retry_after is not None:
-            return max(0.0, retry_after)
-        ceiling: float = min(self.max_seconds, self.base_seconds * 2.0 ** attempt)
-        return ceiling * (0.5 + 0.5 * rng.random())
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """`Retry-After` as seconds: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
+# `RetryPolicy` and `parse_retry_after` are the daemon's one retry policy (stdlib only), re-exported
+# here because pipelines configure their client with `Client(retry=RetryPolicy(...))`.
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,13 +224,13 @@ class _Base:
 
     def _next_wait(self, attempt: int, started: float, answer: _Answer | None, error: Exception) -> float:
         """Seconds to wait before the next attempt; raises when there is none."""
-        if attempt + 1 >= self.retry.attempts:
+        if self.retry.exhausted(attempt):
             raise error
         delay = self.retry.delay(attempt, answer.retry_after if answer else None, self.rng)
-        left = self.retry.deadline_seconds - (self.clock() - started)
+        left = self.retry.time_left(self.clock() - started)
         if delay > left:
             raise DeadlineExceeded(
-                f"deadline of {self.retry.deadline_seconds:.0f}s would pass before the next attempt "
+                f"deadline of {self.retry.deadline_seconds or 0:.0f}s would pass before the next attempt "
                 f"(wait {delay:.1f}s, {max(left, 0):.1f}s left): {error}", error) from error
         return delay
 

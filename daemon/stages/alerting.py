@@ -47,6 +47,7 @@ from quotapilot.alerts.words import iso8601
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
+from quotapilot.daemon.runtime.retry import RetryPolicy
 from quotapilot.daemon.runtime.supervisor import sleep_unless
 from quotapilot.daemon.settings import LOG_SINK_NAME, AlertRuleSettings, AlertSettings, PolicyRules, Settings
 from quotapilot.daemon.store.db import Database
@@ -323,8 +324,9 @@ class AlertingStage:
         self.sinks = list(build_sinks(settings.alerts) if sinks is None else sinks)
         self._publishes_state = any(publishes_state(sink) for sink in self.sinks)
         self.dispatcher = Dispatcher(
-            self.store, self.sinks, clock, backoffs_seconds=settings.alerts.retry_backoffs_seconds,
-            max_age_seconds=settings.alerts.max_age_seconds, rng=rng)
+            self.store, self.sinks, now=clock.now, sleep=clock.sleep,
+            backoff=RetryPolicy.schedule(settings.alerts.retry_backoffs_seconds).backoff(rng),
+            max_age_seconds=settings.alerts.max_age_seconds)
         self.task_check_seconds = task_check_seconds
         self.alerts_raised = 0
         """Firing notifications raised since start (first fires and escalations; not re-notifies)."""

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 from quotapilot.alerts.dispatcher import Dispatcher, OutboxEntry
 from quotapilot.alerts.errors import SinkRejected, SinkUnavailable
 from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.runtime.retry import RetryPolicy
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.outbox import OutboxStore
 
@@ -87,8 +88,8 @@ async def clock() -> VirtualClock:
 
 
 async def start(store: OutboxStore, clock: VirtualClock, *sinks: MemorySink, **kwargs: Any) -> AsyncIterator[Running]:
-    dispatcher = Dispatcher(store, list(sinks), clock, rng=random.Random(1),
-                            backoffs_seconds=(1, 2, 5, 10), **kwargs)
+    dispatcher = Dispatcher(store, list(sinks), now=clock.now, sleep=clock.sleep,
+                            backoff=RetryPolicy.schedule((1, 2, 5, 10)).backoff(random.Random(1)), **kwargs)
     task = asyncio.create_task(dispatcher.run(), name="dispatcher")
     try:
         yield Running(dispatcher, clock)
