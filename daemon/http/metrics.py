@@ -37,7 +37,8 @@ from prometheus_client.registry import Collector
 from quotapilot.daemon import __version__
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.snapshot import ClusterState, Snapshot, TargetState
-from quotapilot.daemon.vms.collector import DROP_REASONS, POLL_ERROR_REASONS
+from quotapilot.daemon.vms.errors import POLL_ERROR_REASONS
+from quotapilot.daemon.vms.validation import DROP_REASONS
 
 log = get_logger(__name__)
 _T = TypeVar("_T")

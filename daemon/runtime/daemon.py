@@ -52,7 +52,7 @@ from quotapilot.daemon.stages.growth import GrowthStage
 from quotapilot.daemon.stages.store import StoreStage
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.observations import ObservationStore
-from quotapilot.daemon.vms.collector import Collector
+from quotapilot.daemon.vms.collector import VmsPoller
 
 log = get_logger(__name__)
 
@@ -97,7 +97,7 @@ class Daemon:
         self.rng = rng or random.Random()
         self._stages_override = stages
         self.stages: list[Stage] = []
-        self.collectors: dict[str, Collector] = {}
+        self.collectors: dict[str, VmsPoller] = {}
         self.poll_state: dict[str, PollerState] = {c.name: PollerState(c.name) for c in settings.clusters}
         self.supervisor = Supervisor(shutdown_timeout_seconds=settings.daemon.shutdown_timeout_seconds)
         self.registry = CollectorRegistry()
@@ -156,7 +156,7 @@ class Daemon:
         self._executor = ThreadPoolExecutor(max_workers=settings.vast.threads, thread_name_prefix="vms")
         try:
             for cluster in settings.clusters:
-                collector = Collector(cluster, settings.vast, settings.poll, self.clock, self._executor,
+                collector = VmsPoller(cluster, settings.vast, settings.poll, self.clock, self._executor,
                                       rng=random.Random(self.rng.random()),
                                       stopping=self.supervisor.stopping)
                 collector.log_tls_mode()
@@ -249,7 +249,7 @@ class Daemon:
         return ctx
 
     def _publish_cycle(self, cluster: str, ctx: CycleContext, state: PollerState,
-                       collector: Collector) -> None:
+                       collector: VmsPoller) -> None:
         previous = self._snapshot
         cluster_state = apply_cycle(
             previous.clusters.get(cluster, ClusterState(cluster)), ctx, health=state.frozen(),

@@ -231,7 +231,7 @@ class GrowthStage:
     def for_daemon(cls, daemon: Daemon, *, planner: Planner = plan_cycle) -> GrowthStage:
         """The stage as `build_stages()` wires it: the daemon's store, collectors, clock, and the
         pre-flight API's active reservations as extra demand."""
-        stage = cls(daemon.settings, daemon.db, lambda cluster: daemon.collectors[cluster], daemon.clock,
+        stage = cls(daemon.settings, daemon.db, lambda cluster: daemon.collectors[cluster].writer, daemon.clock,
                     planner=planner, reserved_totals=ReservationStore(daemon.db).active_totals)
         daemon.set_mode(stage.mode)
         return stage

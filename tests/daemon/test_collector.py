@@ -1,4 +1,4 @@
-"""The VAST collector: real vastpy over HTTPS against the built-in simulator, faults included;
+"""The VMS poller (and its writer): real vastpy over HTTPS against the built-in simulator, faults included;
 sample validation against hand-made VMS answers."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from structlog.testing import capture_logs
 
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.simulator.server import SimulatorServer
-from quotapilot.daemon.vms.collector import BANDWIDTH_PROPS, Collector, VmsRefused, VmsUnavailable
+from quotapilot.daemon.vms.collector import BANDWIDTH_PROPS, VmsPoller
+from quotapilot.daemon.vms.errors import VmsRefused, VmsUnavailable
 from quotapilot.forecasting.types import POOL_TARGET, TargetKind
 
 
@@ -28,8 +29,8 @@ def executor() -> Iterator[ThreadPoolExecutor]:
 
 
 def make_collector(settings: Settings, clock: InstantClock, executor: ThreadPoolExecutor,
-                   **kwargs: Any) -> Collector:
-    return Collector(settings.clusters[0], settings.vast, settings.poll, clock, executor, **kwargs)
+                   **kwargs: Any) -> VmsPoller:
+    return VmsPoller(settings.clusters[0], settings.vast, settings.poll, clock, executor, **kwargs)
 
 
 class TestPollAgainstSimulator:
@@ -173,7 +174,7 @@ class TestFaults:
         assert result.error is not None and result.error.startswith("auth")
         assert clock.slept == []
         with pytest.raises(VmsRefused) as info:
-            await collector.get_quota(1)
+            await collector.writer.get_quota(1)
         assert info.value.status == 401
 
     async def test_rotated_token_file_is_reloaded_after_a_401(
@@ -199,7 +200,7 @@ class TestFaults:
         collector = make_collector(make_settings(vast={"max_retries": 1}), clock, executor)
         await sim.stop()
         with pytest.raises(VmsUnavailable) as info:
-            await collector.list_quotas()
+            await collector.writer.list_quotas()
         assert info.value.reason == "connection"
 
 
@@ -209,21 +210,21 @@ class TestActuatorCalls:
     async def test_get_patch_create_list(
             self, make_settings: SettingsFactory, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
         collector = make_collector(make_settings(), clock, executor)
-        raw = (await collector.list_quotas(path="/cosmos7/raw"))[0]
-        patched = await collector.patch_quota(raw["id"], hard_limit=raw["hard_limit"] + 2**40,
+        raw = (await collector.writer.list_quotas(path="/cosmos7/raw"))[0]
+        patched = await collector.writer.patch_quota(raw["id"], hard_limit=raw["hard_limit"] + 2**40,
                                               soft_limit=raw["soft_limit"] + 2**40)
         assert raw["hard_limit"] + 2**40 == patched["hard_limit"]
-        assert patched["hard_limit"] == (await collector.get_quota(raw["id"]))["hard_limit"]
-        policy = await collector.find_view_policy("default")
+        assert patched["hard_limit"] == (await collector.writer.get_quota(raw["id"]))["hard_limit"]
+        policy = await collector.writer.find_view_policy("default")
         assert policy is not None
-        assert await collector.find_view_policy("no-such-policy") is None
-        view = await collector.create_view("/cosmos7/new", "cosmos7-new", policy["id"], ["NFS"])
+        assert await collector.writer.find_view_policy("no-such-policy") is None
+        view = await collector.writer.create_view("/cosmos7/new", "cosmos7-new", policy["id"], ["NFS"])
         assert view["path"] == "/cosmos7/new"
-        assert "/cosmos7/new" in {v["path"] for v in await collector.list_views()}
-        quota = await collector.create_quota("cosmos7-new", "/cosmos7/new", 10 * 2**40, 9 * 2**40)
+        assert "/cosmos7/new" in {v["path"] for v in await collector.writer.list_views()}
+        quota = await collector.writer.create_quota("cosmos7-new", "/cosmos7/new", 10 * 2**40, 9 * 2**40)
         assert quota["hard_limit"] == 10 * 2**40
         with pytest.raises(VmsRefused):
-            await collector.get_quota(999_999)
+            await collector.writer.get_quota(999_999)
 
 
 # ------------------------------------------------------------------------------ validation
@@ -265,7 +266,7 @@ def quota(name: str, **fields: Any) -> dict[str, Any]:
 
 @pytest.fixture
 async def fake(make_settings: SettingsFactory, clock: InstantClock,
-               executor: ThreadPoolExecutor) -> AsyncIterator[tuple[FakeVms, Collector]]:
+               executor: ThreadPoolExecutor) -> AsyncIterator[tuple[FakeVms, VmsPoller]]:
     vms = FakeVms()
     collector = make_collector(make_settings(), clock, executor, client_factory=lambda *_: vms)
     yield vms, collector
@@ -283,7 +284,7 @@ class TestValidation:
         ({"path": None}, "malformed"),
         ({"soft_limit": 200 * 2**40}, "implausible"),
     ])
-    async def test_bad_sample_is_dropped(self, fake: tuple[FakeVms, Collector], fields: dict[str, Any],
+    async def test_bad_sample_is_dropped(self, fake: tuple[FakeVms, VmsPoller], fields: dict[str, Any],
                                          reason: str) -> None:
         vms, collector = fake
         vms.quotas = [quota("good"), quota("bad", **fields)]
@@ -293,7 +294,7 @@ class TestValidation:
         assert [("bad", reason)] == [(d.target, d.reason) for d in result.dropped]
         assert {reason: 1} == dict(collector.dropped_total)
 
-    async def test_a_repeat_from_a_page_shift_is_not_a_bad_sample(self, fake: tuple[FakeVms, Collector]) -> None:
+    async def test_a_repeat_from_a_page_shift_is_not_a_bad_sample(self, fake: tuple[FakeVms, VmsPoller]) -> None:
         vms, collector = fake
         vms.quotas = [quota("a", id=1), quota("b", id=2), quota("b", id=2)]
         result = await collector.poll()
@@ -302,11 +303,11 @@ class TestValidation:
         vms.quotas = [quota("a", id=1), quota("a", id=3)]  # the same name twice: VMS is confused
         assert [(d.target, d.reason) for d in (await collector.poll()).dropped] == [("a", "malformed")]
 
-    async def test_bandwidth_is_the_latest_sample(self, fake: tuple[FakeVms, Collector]) -> None:
+    async def test_bandwidth_is_the_latest_sample(self, fake: tuple[FakeVms, VmsPoller]) -> None:
         _, collector = fake
         assert (await collector.poll()).ingest_bytes_per_second == 7.5
 
-    async def test_drop_logged_once_per_transition(self, fake: tuple[FakeVms, Collector]) -> None:
+    async def test_drop_logged_once_per_transition(self, fake: tuple[FakeVms, VmsPoller]) -> None:
         vms, collector = fake
         with capture_logs() as logs:
             vms.quotas = [quota("q", hard_limit=0)]
@@ -320,7 +321,7 @@ class TestValidation:
         assert dict(collector.dropped_total) == {"zero_limit": 3}
 
     async def test_counter_going_backwards_is_dropped_until_confirmed(
-            self, fake: tuple[FakeVms, Collector], clock: InstantClock) -> None:
+            self, fake: tuple[FakeVms, VmsPoller], clock: InstantClock) -> None:
         vms, collector = fake
         vms.quotas = [quota("q", used_capacity=100)]
         await collector.poll()
@@ -333,7 +334,7 @@ class TestValidation:
         assert list(second.dropped) == []
         assert next(o.used_bytes for o in second.observations if o.target.name == "q") == 10
 
-    async def test_a_decline_over_two_polls_loses_one_sample(self, fake: tuple[FakeVms, Collector]) -> None:
+    async def test_a_decline_over_two_polls_loses_one_sample(self, fake: tuple[FakeVms, VmsPoller]) -> None:
         vms, collector = fake
         accepted = []
         for used in (1000, 500, 200, 100):
@@ -342,7 +343,7 @@ class TestValidation:
             accepted += [o.used_bytes for o in result.observations if o.target.name == "q"]
         assert accepted == [1000, 200, 100]
 
-    async def test_vanished_quota_is_forgotten(self, fake: tuple[FakeVms, Collector]) -> None:
+    async def test_vanished_quota_is_forgotten(self, fake: tuple[FakeVms, VmsPoller]) -> None:
         vms, collector = fake
         vms.quotas = [quota("q", used_capacity=1000)]
         await collector.poll()
@@ -353,7 +354,7 @@ class TestValidation:
         assert list(result.dropped) == []
         assert "q" not in result.ingest_rates
 
-    async def test_glitch_back_to_normal_is_accepted(self, fake: tuple[FakeVms, Collector]) -> None:
+    async def test_glitch_back_to_normal_is_accepted(self, fake: tuple[FakeVms, VmsPoller]) -> None:
         vms, collector = fake
         vms.quotas = [quota("q", used_capacity=1000)]
         await collector.poll()
@@ -363,7 +364,7 @@ class TestValidation:
         result = await collector.poll()
         assert list(result.dropped) == []
 
-    async def test_pool_with_free_above_usable_is_dropped(self, fake: tuple[FakeVms, Collector]) -> None:
+    async def test_pool_with_free_above_usable_is_dropped(self, fake: tuple[FakeVms, VmsPoller]) -> None:
         vms, collector = fake
         vms.cluster["free_usable_capacity"] = vms.cluster["usable_capacity_bytes"] + 1
         result = await collector.poll()

@@ -21,7 +21,8 @@ from quotapilot.daemon.runtime.snapshot import (
     Snapshot,
     TargetState,
 )
-from quotapilot.daemon.vms.collector import DROP_REASONS, POLL_ERROR_REASONS
+from quotapilot.daemon.vms.errors import POLL_ERROR_REASONS
+from quotapilot.daemon.vms.validation import DROP_REASONS
 from quotapilot.forecasting.types import ClusterCapacity, Observation, TargetId
 
 TIB = 2**40

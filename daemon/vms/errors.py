@@ -1,0 +1,87 @@
+"""Typed errors at the VMS boundary, and the translation of what vastpy/urllib3 raise into them.
+
+`VmsUnavailable` (a `TemporaryError`: network trouble, 5xx, 429, a body that is not JSON, a page
+shorter than its envelope promises) is retried by the transport under the retry policy, waiting at
+least the server's `Retry-After`; `VmsRefused` (a `PermanentError`: 401, 403, 400, 404, a
+certificate we do not accept) is not. Both carry a short `reason` that becomes the `reason` label
+of `quotapilot_poll_errors_total`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import urllib3
+import vastpy
+
+from quotapilot.daemon.errors import PermanentError, TemporaryError
+from quotapilot.daemon.runtime.retry import parse_retry_after
+
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+"""HTTP statuses worth retrying: the VMS is busy or briefly broken, not refusing."""
+
+POLL_ERROR_REASONS: tuple[str, ...] = (
+    "throttled", "server_error", "http_error", "auth", "not_found", "refused", "tls", "connection",
+    "timeout", "truncated", "malformed", "unexpected")
+"""Every `reason` a failed poll can have (`classify`); the metric starts each at 0."""
+
+
+class VmsUnavailable(TemporaryError):
+    """The VMS did not answer usefully this time: retry later. `reason` is a metric label."""
+
+    def __init__(self, message: str, *, reason: str, delay: float | None = None) -> None:
+        super().__init__(message, delay=delay)
+        self.reason = reason
+
+
+class VmsRefused(PermanentError):
+    """The VMS refused the request; retrying will not help. `status` is the HTTP status (if any)."""
+
+    def __init__(self, message: str, *, reason: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+
+
+class TruncatedPage(ValueError):
+    """A page with fewer objects than its envelope promises (raised while paging, in the pool
+    thread, so it is retried like any temporary failure)."""
+
+
+def error_reason(exc: BaseException) -> str:
+    """The metric label for an error raised by a VMS call."""
+    return getattr(exc, "reason", None) or type(exc).__name__.lower()
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """The `Retry-After` header (any case) of a failed response, as seconds."""
+    value = next((v for k, v in (headers or {}).items() if k.lower() == "retry-after"), None)
+    return parse_retry_after(value, time.time() if now is None else now)
+
+
+def classify(exc: BaseException) -> TemporaryError | PermanentError:
+    """Translate what vastpy/urllib3 raised into our typed errors."""
+    if isinstance(exc, vastpy.RESTFailure):
+        status = int(exc.status)
+        body = exc.data.decode("utf-8", "replace")[:200] if isinstance(exc.data, bytes) else str(exc.data)
+        message = f"{exc.method} {exc.url}: HTTP {status} {body}"
+        if status in RETRYABLE_STATUS:
+            reason = "throttled" if status == 429 else "server_error" if status >= 500 else "http_error"
+            return VmsUnavailable(message, reason=reason,
+                                  delay=retry_after_seconds(getattr(exc, "headers", None)))
+        reason = "auth" if status in (401, 403) else "not_found" if status == 404 else "refused"
+        return VmsRefused(message, reason=reason, status=status)
+    if isinstance(exc, urllib3.exceptions.SSLError):
+        return VmsRefused(f"certificate not accepted: {exc}", reason="tls")
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):  # (a ConnectTimeoutError subclass)
+        return VmsUnavailable(str(exc), reason="connection")
+    if isinstance(exc, urllib3.exceptions.TimeoutError):
+        return VmsUnavailable(str(exc), reason="timeout")
+    if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | OSError):
+        return VmsUnavailable(str(exc), reason="connection")
+    if isinstance(exc, TruncatedPage):
+        return VmsUnavailable(f"truncated listing: {exc}", reason="truncated")
+    if isinstance(exc, ValueError | UnicodeDecodeError):  # body said JSON but is not
+        return VmsUnavailable(f"malformed response: {exc}", reason="malformed")
+    return VmsUnavailable(f"{type(exc).__name__}: {exc}", reason="unexpected")

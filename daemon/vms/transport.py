@@ -1,0 +1,326 @@
+"""How quotapilot reaches a VMS: the vastpy client, TLS, the thread pool, retries and paging.
+
+vastpy is synchronous and, as shipped, opens a new TCP+TLS connection per request with no timeout
+and no verification unless given a CA file. `VmsClient` keeps vastpy's public surface (the
+constructor, `client["quotas"]` child clients, `get/post/patch`, `RESTFailure`) and replaces only
+`request`: a timeout per request, no hidden urllib3 retries (ours honour `Retry-After`),
+connections kept alive, and the failed response's headers kept on the `RESTFailure` (`.headers`).
+It reads no private attribute of vastpy: the connection parameters are the constructor's
+arguments, kept by our own `__init__` (vastpy builds child clients with `self.__class__(...)`,
+passing them all as keywords; `tests/daemon/test_vms_transport.py` holds it to that).
+
+`VmsTransport` runs each blocking call in a bounded thread pool shared by all clusters, retrying
+temporary failures under the one `RetryPolicy` (`[vast] max_retries`, `backoff_base_seconds`
+doubling up to `backoff_max_seconds`, jittered; a `Retry-After` waits at least that, capped at
+`backoff_max_seconds`), and lists resources page by page.
+
+TLS is always verified: against `ca_file` when configured, else against the system trust store.
+vastpy's default without `cert_file` is *no verification at all*; the only way to get that here is
+`insecure_skip_tls_verify = true`, which is logged as a warning every time a transport starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import random
+import ssl
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import urllib3
+import vastpy
+
+from quotapilot.daemon.clock import Clock
+from quotapilot.daemon.errors import PermanentError
+from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.runtime.retry import RetryPolicy
+from quotapilot.daemon.runtime.supervisor import sleep_unless
+from quotapilot.daemon.settings import ClusterSettings, VastSettings
+from quotapilot.daemon.vms.errors import TruncatedPage, VmsRefused, VmsUnavailable, classify
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+
+ClientFactory = Callable[[ClusterSettings, float, int], Any]
+"""`(cluster, timeout_seconds, pool_size) -> client`: `make_client`, or a fake in tests."""
+
+
+# ------------------------------------------------------------------------------ vastpy client
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A client's connection parameters: exactly the keywords of `vastpy.VASTClient(...)`."""
+
+    address: str
+    url: str
+    version: str | None
+    tenant: str | None
+    token: str | None
+    user: str | None
+    password: str | None
+    cert_file: str | None
+    cert_server_name: str | None
+
+    @property
+    def request_url(self) -> str:
+        version_path = f"/{self.version}" if self.version else ""
+        return f"https://{self.address}/{self.url}{version_path}/"
+
+    def headers(self) -> dict[str, str]:
+        if self.token:
+            headers = {"authorization": f"Api-Token {self.token}"}
+        else:
+            headers = urllib3.make_headers(basic_auth=f"{self.user or ''}:{self.password or ''}")
+        if self.tenant:
+            headers["X-Tenant-Name"] = self.tenant
+        return headers
+
+
+class VmsClient(vastpy.VASTClient):  # type: ignore[misc]  # vastpy ships no type hints
+    """vastpy's client with what a daemon needs (see the module docstring). The settings are class
+    attributes because vastpy builds child clients with `self.__class__(...)`; `make_client` makes
+    one class per cluster."""
+
+    timeout_seconds: float = 30.0
+    verify_system_trust: bool = False
+    pool_size: int = 4
+    pools: dict[str, urllib3.PoolManager]
+    """One connection pool per client class (i.e. per cluster), shared by its child clients and
+    the pool threads (urllib3 pools are thread-safe): a new TCP+TLS connection per request costs
+    more than the request itself."""
+
+    def __init__(self, user: str | None = None, password: str | None = None, address: str | None = None,
+                 url: str = "api", cert_file: str | None = None, cert_server_name: str | None = None,
+                 tenant: str | None = None, token: str | None = None, version: str | None = "latest") -> None:
+        super().__init__(user=user, password=password, address=address, url=url, cert_file=cert_file,
+                         cert_server_name=cert_server_name, tenant=tenant, token=token, version=version)
+        # vastpy validated these (address given, exactly one of token / user+password)
+        self.endpoint = Endpoint(address=str(address), url=url, version=version, tenant=tenant, token=token,
+                                 user=user, password=password, cert_file=cert_file,
+                                 cert_server_name=cert_server_name)
+
+    def _pool_manager(self) -> urllib3.PoolManager:
+        pools = type(self).pools
+        manager = pools.get("vms")
+        if manager is None:
+            common: dict[str, Any] = {"timeout": urllib3.Timeout(total=self.timeout_seconds),
+                                      "retries": False, "maxsize": self.pool_size}
+            endpoint = self.endpoint
+            if endpoint.cert_file:
+                manager = urllib3.PoolManager(ca_certs=endpoint.cert_file,
+                                              server_hostname=endpoint.cert_server_name, **common)
+            elif self.verify_system_trust:
+                manager = urllib3.PoolManager(ssl_context=system_trust_context(), **common)
+            else:  # insecure_skip_tls_verify: explicit, warned about at start
+                manager = urllib3.PoolManager(cert_reqs="CERT_NONE", **common)
+                urllib3.disable_warnings(category=urllib3.exceptions.InsecureRequestWarning)
+            manager = pools.setdefault("vms", manager)
+        return manager
+
+    def request(self, method: str, fields: dict[str, Any] | None = None,
+                data: dict[str, Any] | None = None) -> Any:
+        """vastpy's `request`, on a kept-alive pool with a timeout and no hidden retries."""
+        endpoint = self.endpoint
+        headers = endpoint.headers()
+        body = None
+        if data:
+            headers["Content-Type"] = "application/json"
+            body = json.dumps(data).encode("utf-8")
+        field_list: list[tuple[str, Any]] | None = None
+        if fields:
+            field_list = []
+            for key, value in fields.items():
+                if isinstance(value, list):
+                    field_list.extend((key, item) for item in value)
+                else:
+                    field_list.append((key, value))
+        response = self._pool_manager().request(method, endpoint.request_url, headers=headers,
+                                                fields=field_list, body=body)
+        if response.status not in vastpy.SUCCESS_CODES:
+            failure = vastpy.RESTFailure(method, endpoint.url, field_list, response.status, response.data)
+            failure.headers = dict(response.headers)
+            raise failure
+        payload = response.data
+        if "application/json" in response.headers.get("Content-Type", "") and payload:
+            return json.loads(payload.decode("utf-8"))
+        return payload
+
+
+def system_trust_context() -> ssl.SSLContext:
+    """Verification against the system's CA store; certifi's bundle when the system has none (a
+    slim container). Never an unverified context."""
+    context = ssl.create_default_context()
+    if not context.cert_store_stats().get("x509_ca"):
+        try:
+            import certifi
+        except ImportError:
+            return context
+        context.load_verify_locations(cafile=certifi.where())
+    return context
+
+
+def make_client(cluster: ClusterSettings, timeout_seconds: float, pool_size: int = 4) -> VmsClient:
+    """A vastpy client for one cluster, verifying TLS unless explicitly told not to; up to
+    `pool_size` connections are kept alive."""
+    resolved = cluster.resolved_ca_file()
+    ca_file = None if resolved is None else str(resolved)
+    client_class: type[VmsClient] = type("VmsClient", (VmsClient,), {
+        "timeout_seconds": timeout_seconds,
+        "verify_system_trust": ca_file is None and not cluster.insecure_skip_tls_verify,
+        "pool_size": pool_size,
+        "pools": {},
+    })
+    if cluster.insecure_skip_tls_verify:
+        ca_file = None
+    credentials: dict[str, Any]
+    token = cluster.resolved_token()
+    if token is not None:
+        credentials = {"token": token}
+    else:
+        credentials = {"user": cluster.user, "password": cluster.resolved_password()}
+    return client_class(address=cluster.address, cert_file=ca_file, tenant=cluster.tenant,
+                        version=cluster.api_version, **credentials)
+
+
+def retry_policy(vast: VastSettings) -> RetryPolicy:
+    """The `[vast]` settings as the one retry policy: exponential from `backoff_base_seconds`,
+    at most `backoff_max_seconds` (also the cap on a `Retry-After`), `max_retries` retries."""
+    return RetryPolicy(attempts=vast.max_retries + 1, base_seconds=vast.backoff_base_seconds,
+                       max_seconds=vast.backoff_max_seconds, deadline_seconds=None,
+                       retry_after_max_seconds=vast.backoff_max_seconds)
+
+
+# ------------------------------------------------------------------------------ the transport
+class VmsTransport:
+    """One cluster's calls to its VMS, each in the shared pool, with retries and paging. Raises
+    `VmsUnavailable` / `VmsRefused` once the retry policy gives up (at once for a refusal)."""
+
+    def __init__(self, cluster: ClusterSettings, vast: VastSettings, clock: Clock, executor: Executor, *,
+                 rng: random.Random | None = None, client_factory: ClientFactory = make_client,
+                 stopping: asyncio.Event | None = None) -> None:
+        self.cluster = cluster
+        self.name = cluster.name
+        self.policy = retry_policy(vast)
+        self._vast = vast
+        self._clock = clock
+        self._executor = executor
+        self._rng = rng or random.Random()
+        self._stopping = stopping if stopping is not None else asyncio.Event()
+        """Set on shutdown: retries stop waiting and the last error is raised at once."""
+        self._client_factory = client_factory
+        self._client = client_factory(cluster, vast.request_timeout_seconds, vast.threads)
+        self._credential = self._current_credential()
+        self.requests_made = 0
+
+    def log_tls_mode(self) -> None:
+        """Say how this transport verifies the VMS; a loud warning when it does not."""
+        if self.cluster.insecure_skip_tls_verify:
+            log.warning("tls.verification_disabled", cluster=self.name, address=self.cluster.address,
+                        hint="insecure_skip_tls_verify is set: the VMS certificate is NOT verified")
+        elif self.cluster.ca_file is None:
+            log.info("tls.verified", cluster=self.name, address=self.cluster.address, trust="system store")
+        else:
+            log.info("tls.verified", cluster=self.name, address=self.cluster.address, trust=str(self.cluster.ca_file))
+
+    async def call(self, what: str, fn: Callable[[Any], T]) -> T:
+        """Run `fn(client)` (one blocking vastpy call) in the pool, retrying temporary failures.
+        `fn` gets the current client, so a retry after a credential reload uses the new one."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            self.requests_made += 1
+            try:
+                return await loop.run_in_executor(self._executor, fn, self._client)
+            except Exception as exc:
+                error = classify(exc)
+                if isinstance(error, VmsRefused) and error.reason == "auth" and self._reload_credentials():
+                    continue  # the token (or password) file was rotated: try the new one at once
+                if isinstance(error, PermanentError) or self.policy.exhausted(attempt):
+                    raise error from exc
+                delay = self.policy.delay(attempt, error.delay, self._rng)
+                log.debug("request.retried", cluster=self.name, request=what, attempt=attempt + 1,
+                          delay_seconds=round(delay, 3), error=str(error)[:200])
+                attempt += 1
+                if not await sleep_unless(self._clock, delay, self._stopping):
+                    raise error from exc
+
+    async def get(self, resource: str, **params: Any) -> Any:
+        """`GET /<resource>/` with query parameters."""
+        return await self.call(f"GET {resource}", lambda client: client[resource].get(**params))
+
+    async def list_all(self, resource: str, **filters: Any) -> list[dict[str, Any]]:
+        """Every object of a list endpoint, following `next` page by page. A page shorter than
+        the envelope's `count` implies is refetched like any temporary failure."""
+        page_size = self._vast.page_size
+        items: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            fetch = functools.partial(_fetch_page, resource, page, page_size, filters)
+            body = await self.call(f"GET {resource} page {page}", fetch)
+            if isinstance(body, list):  # a VMS that ignores paging answers the plain array
+                return [item for item in body if isinstance(item, dict)]
+            items.extend(item for item in body["results"] if isinstance(item, dict))
+            if not body.get("next") or not body["results"]:
+                return _unique_by_id(items)
+            page += 1
+            if page > body["count"] // page_size + 2:
+                raise VmsUnavailable(f"GET {resource}: more pages than count={body['count']} allows",
+                                     reason="malformed")
+
+    def _current_credential(self) -> str | None:
+        try:
+            return self.cluster.resolved_token() or self.cluster.resolved_password()
+        except OSError:
+            return None
+
+    def _reload_credentials(self) -> bool:
+        """After a 401: when the secret file now holds another credential, use it (True)."""
+        if self.cluster.token_file is None and self.cluster.password_file is None:
+            return False
+        credential = self._current_credential()
+        if credential is None or credential == self._credential:
+            return False
+        self._client = self._client_factory(self.cluster, self._vast.request_timeout_seconds,
+                                            self._vast.threads)
+        self._credential = credential
+        log.info("credentials.reloaded", cluster=self.name)
+        return True
+
+
+def _unique_by_id(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A listing without the repeats a page shift causes (an object deleted while paging moves
+    the next page's first object onto the previous page)."""
+    seen: set[Any] = set()
+    unique = []
+    for item in items:
+        ident = item.get("id")
+        if ident is not None and ident in seen:
+            continue
+        seen.add(ident)
+        unique.append(item)
+    return unique
+
+
+def _fetch_page(resource: str, page: int, page_size: int, filters: Mapping[str, Any], client: Any) -> Any:
+    """GET one page and check it (in the pool thread, so a bad page is retried like any failure)."""
+    body = client[resource].get(page=page, page_size=page_size, **filters)
+    if isinstance(body, list):
+        return body
+    if not isinstance(body, dict) or not isinstance(body.get("results"), list) \
+            or isinstance(body.get("count"), bool) or not isinstance(body.get("count"), int):
+        raise ValueError(f"page {page}: not a page envelope (results, count)")
+    expected = min(page_size, max(0, body["count"] - (page - 1) * page_size))
+    if len(body["results"]) < expected:
+        raise TruncatedPage(f"page {page}: {len(body['results'])} objects, count={body['count']} implies {expected}")
+    return body
+
+
+def as_object(body: Any, what: str) -> dict[str, Any]:
+    """`body` when it is a JSON object, else `VmsUnavailable("malformed")`."""
+    if not isinstance(body, dict):
+        raise VmsUnavailable(f"expected a {what} object, got {type(body).__name__}", reason="malformed")
+    return body

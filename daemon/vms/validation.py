@@ -1,0 +1,150 @@
+"""Sample validation: what a VMS answer must look like before it becomes an `Observation`.
+
+Pure functions of records (no IO, no clock, no logging): a sample that is malformed or
+implausible raises `BadSample` with one of `DROP_REASONS`, and the poller drops it (never stored,
+never acted on), counts it and logs the transition. The one rule that needs history,
+`went_backwards`, takes the previous accepted sample and the target's `Trend` and returns the next
+trend, so the state lives with the poller and the rule stays a function.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from quotapilot.forecasting.types import POOL_TARGET, ClusterCapacity, Observation, TargetId, TargetKind
+
+DROP_REASONS: tuple[str, ...] = ("malformed", "negative", "zero_limit", "implausible", "went_backwards")
+"""Every `reason` a sample can be dropped for (`BadSample`); the metric starts each at 0."""
+
+
+class BadSample(Exception):
+    """A sample that must not be believed. `reason` is one of `DROP_REASONS`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What the rules remember of a target's last accepted sample."""
+
+    t: float
+    used_bytes: int
+    used_inodes: int | None
+
+
+class Trend(enum.Enum):
+    """Where a target's usage stands for the `went_backwards` rule."""
+
+    STEADY = "steady"
+    SUSPECT = "suspect"
+    """The last sample fell and was dropped; the next one settles it."""
+    DECLINING = "declining"
+    """A fall was confirmed; further falls are believed."""
+
+
+def _int_field(record: Mapping[str, Any], key: str, *, required: bool) -> int | None:
+    """An integer field of a VMS record; raises `BadSample` when malformed."""
+    value = record.get(key)
+    if value is None:
+        if required:
+            raise BadSample("malformed", f"{key} missing")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadSample("malformed", f"{key}={value!r} is not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadSample("malformed", f"{key}={value!r} is not finite")
+    if value < 0:
+        raise BadSample("negative", f"{key}={value}")
+    return int(value)
+
+
+def capacity_sample(cluster: str, clusters: Any, t: float) -> tuple[ClusterCapacity, Observation]:
+    """The cluster pool from a `GET /clusters/` answer (a list, an object or a page envelope)."""
+    record = clusters[0] if isinstance(clusters, list) and clusters else clusters
+    if isinstance(clusters, dict) and isinstance(clusters.get("results"), list):
+        record = clusters["results"][0] if clusters["results"] else None
+    if not isinstance(record, dict):
+        raise BadSample("malformed", "GET /clusters/ returned no cluster")
+    usable = _int_field(record, "usable_capacity_bytes", required=True)
+    free = _int_field(record, "free_usable_capacity", required=True)
+    allocated = _int_field(record, "quotas_allocated_capacity", required=False)
+    assert usable is not None and free is not None
+    if usable == 0:
+        raise BadSample("zero_limit", "usable_capacity_bytes=0")
+    if free > usable:
+        raise BadSample("implausible", f"free_usable_capacity={free} > usable_capacity_bytes={usable}")
+    state = record.get("state")
+    capacity = ClusterCapacity(cluster=cluster, t=t, usable_bytes=usable, used_bytes=usable - free,
+                               free_bytes=free, quotas_allocated_bytes=allocated,
+                               state=state if isinstance(state, str) else "UNKNOWN")
+    observation = Observation(target=TargetId(cluster, POOL_TARGET, "/", TargetKind.POOL), t=t,
+                              used_bytes=capacity.used_bytes, hard_limit_bytes=usable, state=capacity.state)
+    return capacity, observation
+
+
+def quota_label(record: Mapping[str, Any]) -> str:
+    """How a quota record is named in a drop (its name, else its id)."""
+    name = record.get("name")
+    return name if isinstance(name, str) and name else f"id:{record.get('id')}"
+
+
+def quota_sample(cluster: str, record: Mapping[str, Any], t: float, seen: set[str]) -> Observation:
+    """A directory quota from one `GET /quotas/` record; `seen` holds the names already taken
+    this poll (a repeated name is malformed)."""
+    name = record.get("name")
+    path = record.get("path")
+    if not isinstance(name, str) or not name:
+        raise BadSample("malformed", "name missing")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise BadSample("malformed", f"path={path!r}")
+    if name in seen or name == POOL_TARGET:
+        raise BadSample("malformed", f"duplicate quota name {name!r}")
+    used = _int_field(record, "used_capacity", required=True)
+    hard = _int_field(record, "hard_limit", required=True)
+    soft = _int_field(record, "soft_limit", required=False)
+    used_inodes = _int_field(record, "used_inodes", required=False)
+    hard_inodes = _int_field(record, "hard_limit_inodes", required=False)
+    soft_inodes = _int_field(record, "soft_limit_inodes", required=False)
+    quota_id = _int_field(record, "id", required=False)
+    assert used is not None
+    if hard == 0:
+        raise BadSample("zero_limit", "hard_limit=0")
+    if soft is not None and hard is not None and soft > hard:
+        raise BadSample("implausible", f"soft_limit={soft} > hard_limit={hard}")
+    state = record.get("state")
+    if state is not None and not isinstance(state, str):
+        raise BadSample("malformed", f"state={state!r}")
+    grace = record.get("grace_period")
+    return Observation(
+        target=TargetId(cluster, name, path), t=t, used_bytes=used, hard_limit_bytes=hard,
+        soft_limit_bytes=soft or None, used_inodes=used_inodes,
+        hard_limit_inodes=hard_inodes or None, soft_limit_inodes=soft_inodes or None,
+        state=state or "OK", quota_id=quota_id,
+        grace_period=grace if isinstance(grace, str) else None)
+
+
+def went_backwards(previous: Accepted | None, used_bytes: int, used_inodes: int | None, *,
+                   tolerance_ratio: float, trend: Trend) -> tuple[Trend, bool]:
+    """(the target's next trend, whether this sample is dropped as `went_backwards`).
+
+    A counter that falls by more than `tolerance_ratio` is suspect and its sample dropped; the
+    next sample is accepted whatever it says: still down confirms a real delete (temp swept),
+    back up shows the dropped one was a glitch; while a confirmed decline goes on, each further
+    fall is believed. One bad reading never becomes truth."""
+    if previous is None:
+        return trend, False
+    fell = used_bytes < previous.used_bytes * (1 - tolerance_ratio)
+    if not fell and used_inodes is not None and previous.used_inodes is not None:
+        fell = used_inodes < previous.used_inodes * (1 - tolerance_ratio)
+    if not fell:
+        return Trend.STEADY, False
+    if trend is not Trend.STEADY:
+        return Trend.DECLINING, False  # a confirmed decline: further falls are believed
+    return Trend.SUSPECT, True

@@ -1,0 +1,76 @@
+"""The VMS calls the actuator and the API make: `VmsWriter`, the stages' `QuotaWriter`.
+
+Re-read, patch and create quotas; list and create views; find a view policy. Each call goes
+through the cluster's `VmsTransport` (the same client, pool and retry policy as the poll) and
+raises `VmsUnavailable` / `VmsRefused` once the retry policy gives up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quotapilot.daemon.vms.errors import VmsUnavailable
+from quotapilot.daemon.vms.transport import VmsTransport, as_object
+
+
+class VmsWriter:
+    """Quota, view and policy calls on one cluster's VMS."""
+
+    def __init__(self, transport: VmsTransport) -> None:
+        self.transport = transport
+        self.name = transport.name
+
+    async def get_quota(self, quota_id: int) -> dict[str, Any]:
+        """`GET /quotas/{id}/` (re-read before acting)."""
+        return as_object(await self.transport.get(f"quotas/{quota_id}"), "quota")
+
+    async def list_quotas(self, path: str | None = None) -> list[dict[str, Any]]:
+        """Every quota (paged), or the ones on `path`."""
+        filters = {} if path is None else {"path": path}
+        return await self.transport.list_all("quotas", **filters)
+
+    async def patch_quota(self, quota_id: int, *, hard_limit: int | None = None,
+                          soft_limit: int | None = None, hard_limit_inodes: int | None = None,
+                          soft_limit_inodes: int | None = None) -> dict[str, Any]:
+        """`PATCH /quotas/{id}/` with only the given limits."""
+        changes = {k: v for k, v in {"hard_limit": hard_limit, "soft_limit": soft_limit,
+                                     "hard_limit_inodes": hard_limit_inodes,
+                                     "soft_limit_inodes": soft_limit_inodes}.items() if v is not None}
+        if not changes:
+            raise ValueError("patch_quota needs at least one limit")
+        body = await self.transport.call(f"PATCH quotas/{quota_id}",
+                                         lambda client: client[f"quotas/{quota_id}"].patch(**changes))
+        return body if isinstance(body, dict) else await self.get_quota(quota_id)
+
+    async def create_quota(self, name: str, path: str, hard_limit: int, soft_limit: int,
+                           hard_limit_inodes: int | None = None) -> dict[str, Any]:
+        """`POST /quotas/`."""
+        fields: dict[str, Any] = {"name": name, "path": path, "hard_limit": hard_limit,
+                                  "soft_limit": soft_limit}
+        if hard_limit_inodes is not None:
+            fields["hard_limit_inodes"] = hard_limit_inodes
+        body = await self.transport.call("POST quotas", lambda client: client["quotas"].post(**fields))
+        return as_object(body, "quota")
+
+    async def list_views(self) -> list[dict[str, Any]]:
+        """Every view (paged)."""
+        return await self.transport.list_all("views")
+
+    async def create_view(self, path: str, name: str, policy_id: int,
+                          protocols: list[str] | tuple[str, ...]) -> dict[str, Any]:
+        """`POST /views/` (creating the directory)."""
+        fields = {"path": path, "name": name, "policy_id": policy_id, "protocols": list(protocols),
+                  "create_dir": True}
+        body = await self.transport.call("POST views", lambda client: client["views"].post(**fields))
+        return as_object(body, "view")
+
+    async def find_view_policy(self, name: str) -> dict[str, Any] | None:
+        """The view policy called `name`, or None."""
+        body = await self.transport.get("viewpolicies", name=name)
+        candidates = body.get("results", []) if isinstance(body, dict) else body
+        if not isinstance(candidates, list):
+            raise VmsUnavailable("GET viewpolicies: not a list", reason="malformed")
+        for policy in candidates:
+            if isinstance(policy, dict) and policy.get("name") == name:
+                return policy
+        return None
