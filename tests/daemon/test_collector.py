@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import vastpy
 from core_helpers import InstantClock, SettingsFactory
 from structlog.testing import capture_logs
 
@@ -235,6 +236,8 @@ class FakeVms:
         self.quotas: list[dict[str, Any]] = []
         self.cluster: dict[str, Any] = {"usable_capacity_bytes": 1000 * 2**40,
                                         "free_usable_capacity": 600 * 2**40, "state": "ONLINE"}
+        self.bandwidth_status: int | None = None
+        """When set, the bandwidth query fails with this HTTP status."""
 
     def __getitem__(self, resource: str) -> FakeResource:
         return FakeResource(self, resource)
@@ -249,6 +252,8 @@ class FakeResource:
             return [self.vms.cluster]
         if self.resource == "quotas":
             return {"count": len(self.vms.quotas), "next": None, "previous": None, "results": self.vms.quotas}
+        if self.vms.bandwidth_status is not None:
+            raise vastpy.RESTFailure("GET", self.resource, None, self.vms.bandwidth_status, b"no analytics")
         return {"prop_list": ["timestamp", "object_id", BANDWIDTH_PROPS[0]],
                 "data": [["2026-01-01T00:00:00Z", 1, 5.0], ["2026-01-01T00:00:10Z", 1, 7.5]]}
 
@@ -306,6 +311,25 @@ class TestValidation:
     async def test_bandwidth_is_the_latest_sample(self, fake: tuple[FakeVms, VmsPoller]) -> None:
         _, collector = fake
         assert (await collector.poll()).ingest_bytes_per_second == 7.5
+
+    async def test_bandwidth_failure_logged_once_per_transition(self, fake: tuple[FakeVms, VmsPoller]) -> None:
+        """A failing bandwidth query does not fail the poll; it logs once when it starts failing
+        (again when it fails differently) and once when it recovers."""
+        vms, collector = fake
+        with capture_logs() as logs:
+            vms.bandwidth_status = 503
+            for _ in range(3):
+                result = await collector.poll()
+                assert result.ok and result.ingest_bytes_per_second is None
+            vms.bandwidth_status = 403
+            await collector.poll()
+            vms.bandwidth_status = None
+            assert (await collector.poll()).ingest_bytes_per_second == 7.5
+            await collector.poll()
+        events = [(e["event"], e.get("error"), e.get("failures"))
+                  for e in logs if e["event"].startswith("bandwidth.")]
+        assert events == [("bandwidth.failed", "server_error", None), ("bandwidth.failed", "auth", None),
+                          ("bandwidth.recovered", None, 4)]
 
     async def test_drop_logged_once_per_transition(self, fake: tuple[FakeVms, VmsPoller]) -> None:
         vms, collector = fake

@@ -1,0 +1,120 @@
+"""Sample validation as pure functions of VMS records (no VMS, no poller)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from quotapilot.daemon.vms.validation import (
+    Accepted,
+    BadSample,
+    Trend,
+    capacity_sample,
+    quota_label,
+    quota_sample,
+    went_backwards,
+)
+from quotapilot.forecasting.types import POOL_TARGET, TargetKind
+
+T = 1_767_225_600.0
+TIB = 2**40
+
+
+def record(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"id": 4, "name": "raw", "path": "/cosmos7/raw", "used_capacity": 50 * TIB,
+                            "hard_limit": 100 * TIB, "soft_limit": 90 * TIB, "used_inodes": 10,
+                            "hard_limit_inodes": 1000, "state": "OK", "grace_period": "7d"}
+    base.update(fields)
+    return base
+
+
+class TestQuotaSample:
+    """A quota record becomes an Observation, or raises BadSample with the drop reason."""
+
+    def test_a_good_record(self) -> None:
+        obs = quota_sample("c1", record(), T, set())
+        assert (obs.target.cluster, obs.target.name, obs.target.path, obs.target.kind) == \
+            ("c1", "raw", "/cosmos7/raw", TargetKind.QUOTA)
+        assert (obs.used_bytes, obs.hard_limit_bytes, obs.soft_limit_bytes) == (50 * TIB, 100 * TIB, 90 * TIB)
+        assert (obs.quota_id, obs.grace_period, obs.state, obs.t) == (4, "7d", "OK", T)
+
+    def test_zero_limits_mean_none(self) -> None:
+        obs = quota_sample("c1", record(soft_limit=0, hard_limit_inodes=0), T, set())
+        assert (obs.soft_limit_bytes, obs.hard_limit_inodes) == (None, None)
+
+    @pytest.mark.parametrize(("fields", "reason"), [
+        ({"used_capacity": -1}, "negative"),
+        ({"used_capacity": float("nan")}, "malformed"),
+        ({"used_capacity": "12"}, "malformed"),
+        ({"used_capacity": False}, "malformed"),
+        ({"hard_limit": None}, "malformed"),
+        ({"hard_limit": 0}, "zero_limit"),
+        ({"soft_limit": 101 * TIB}, "implausible"),
+        ({"name": ""}, "malformed"),
+        ({"name": POOL_TARGET}, "malformed"),
+        ({"path": "relative/path"}, "malformed"),
+        ({"state": 3}, "malformed"),
+    ])
+    def test_bad_records(self, fields: dict[str, Any], reason: str) -> None:
+        with pytest.raises(BadSample) as bad:
+            quota_sample("c1", record(**fields), T, set())
+        assert reason == bad.value.reason
+
+    def test_a_name_seen_this_poll_is_malformed(self) -> None:
+        with pytest.raises(BadSample, match="duplicate"):
+            quota_sample("c1", record(), T, {"raw"})
+
+    def test_label_falls_back_to_the_id(self) -> None:
+        assert (quota_label(record()), quota_label(record(name=None))) == ("raw", "id:4")
+
+
+class TestCapacitySample:
+    """`GET /clusters/` as a list, an object or a page envelope."""
+
+    @pytest.mark.parametrize("wrap", [lambda r: [r], lambda r: r, lambda r: {"results": [r], "count": 1}])
+    def test_shapes(self, wrap: Any) -> None:
+        cluster = {"usable_capacity_bytes": 1000, "free_usable_capacity": 400, "state": "ONLINE"}
+        capacity, obs = capacity_sample("c1", wrap(cluster), T)
+        assert (capacity.used_bytes, capacity.free_bytes, capacity.state) == (600, 400, "ONLINE")
+        assert (obs.target.name, obs.target.kind, obs.hard_limit_bytes) == (POOL_TARGET, TargetKind.POOL, 1000)
+
+    @pytest.mark.parametrize(("body", "reason"), [
+        ([], "malformed"),
+        ({"results": [], "count": 0}, "malformed"),
+        ([{"usable_capacity_bytes": 0, "free_usable_capacity": 0}], "zero_limit"),
+        ([{"usable_capacity_bytes": 10, "free_usable_capacity": 11}], "implausible"),
+        ([{"usable_capacity_bytes": 10}], "malformed"),
+    ])
+    def test_bad(self, body: Any, reason: str) -> None:
+        with pytest.raises(BadSample) as bad:
+            capacity_sample("c1", body, T)
+        assert reason == bad.value.reason
+
+
+class TestWentBackwards:
+    """A fall beyond the tolerance is dropped once; the next sample settles it."""
+
+    PREVIOUS = Accepted(T, used_bytes=1000, used_inodes=100)
+
+    def check(self, used: int, trend: Trend, inodes: int | None = 100) -> tuple[Trend, bool]:
+        return went_backwards(self.PREVIOUS, used, inodes, tolerance_ratio=0.05, trend=trend)
+
+    def test_no_history_accepts(self) -> None:
+        assert went_backwards(None, 0, None, tolerance_ratio=0.05, trend=Trend.STEADY) == (Trend.STEADY, False)
+
+    def test_within_tolerance(self) -> None:
+        assert self.check(960, Trend.STEADY) == (Trend.STEADY, False)
+
+    def test_first_fall_is_suspect_and_dropped(self) -> None:
+        assert self.check(10, Trend.STEADY) == (Trend.SUSPECT, True)
+
+    def test_inodes_falling_count_too(self) -> None:
+        assert self.check(1000, Trend.STEADY, inodes=10) == (Trend.SUSPECT, True)
+
+    def test_a_second_fall_confirms_a_decline(self) -> None:
+        assert self.check(10, Trend.SUSPECT) == (Trend.DECLINING, False)
+        assert self.check(10, Trend.DECLINING) == (Trend.DECLINING, False)
+
+    def test_back_up_is_steady_again(self) -> None:
+        assert self.check(1001, Trend.SUSPECT) == (Trend.STEADY, False)
