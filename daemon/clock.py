@@ -4,6 +4,10 @@ Everything in quotapilot that reads the time or waits takes a `Clock`. The daemo
 `SystemClock`; tests, the demo and the simulator's fast-forward run on `VirtualClock`, which only
 moves when its owner calls `advance()`/`set()`, so "30 days later" takes no real time and no test
 sleeps for real.
+
+`Clock` is quotapilot's one clock protocol. Code that must not import the daemon (the alert
+dispatcher in `quotapilot.alerts`) takes a clock's bound methods instead — `now=clock.now`,
+`sleep=clock.sleep` — rather than declaring a second protocol of its own.
 """
 
 from __future__ import annotations

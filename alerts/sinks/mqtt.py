@@ -6,9 +6,12 @@
 - status: `{prefix}/status`, retained `online` after connecting, `offline` on a clean close and
   as the last will when the daemon dies.
 
-Reconnecting lives outside the client: a send on a dead connection raises `SinkUnavailable`
-and drops the client; the dispatcher's jittered backoff decides when the next send (and so the
-next connect, with a fresh client) happens. Every aiomqtt/paho/OS error is translated into the
+Reconnecting lives outside the client. aiomqtt has no public "is connected" flag, so the sink
+learns that a connection died the public way: a publish on it fails at once with paho's
+`MQTT_ERR_NO_CONN`. That send then drops the client, connects a fresh one and publishes once more
+(a broker restart between two alerts costs no failed delivery); any other failure raises
+`SinkUnavailable` and drops the client, and the dispatcher's backoff decides when the next send
+(and so the next connect) happens. Every aiomqtt/paho/OS error is translated into the
 `quotapilot.alerts.errors` hierarchy.
 """
 
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.client import MQTT_ERR_NO_CONN
 
 from quotapilot.alerts.errors import SinkRejected, SinkTimeout, SinkUnavailable
 
@@ -85,13 +89,13 @@ class MqttSink:
 
     async def _connected(self) -> aiomqtt.Client:
         client = self._client
-        if client is not None and not _is_disconnected(client):
+        if client is not None:
             return client
         if self._connect_lock is None:
             self._connect_lock = asyncio.Lock()
         async with self._connect_lock:
             client = self._client
-            if client is not None and not _is_disconnected(client):
+            if client is not None:
                 return client
             await self._drop_client()
             client = aiomqtt.Client(
@@ -142,7 +146,16 @@ class MqttSink:
             raise SinkRejected(self.name, f"payload is not JSON: {exc}") from exc
         client = await self._connected()
         try:
-            await client.publish(topic, body, qos=1, retain=retain, timeout=self.config.timeout_seconds)
+            try:
+                await client.publish(topic, body, qos=1, retain=retain, timeout=self.config.timeout_seconds)
+            except aiomqtt.MqttCodeError as exc:
+                if exc.rc != MQTT_ERR_NO_CONN:
+                    raise
+                # the connection died since the last send: connect afresh and publish once more
+                if self._client is client:
+                    await self._drop_client()
+                client = await self._connected()
+                await client.publish(topic, body, qos=1, retain=retain, timeout=self.config.timeout_seconds)
         except aiomqtt.MqttError as exc:
             await self._drop_client()
             if "timed out" in str(exc):
@@ -159,13 +172,8 @@ class MqttSink:
     async def close(self) -> None:
         """Say `offline` (retained) and disconnect cleanly; a crash leaves it to the last will."""
         client = self._client
-        if client is not None and not _is_disconnected(client):
+        if client is not None:
+            # on a dead connection this fails at once (MQTT_ERR_NO_CONN): the last will says it
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.publish(self.status_topic, b"offline", qos=1, retain=True, timeout=1.0)
         await self._drop_client()
-
-
-def _is_disconnected(client: aiomqtt.Client) -> bool:
-    # aiomqtt resolves this future when paho reports the connection lost; it has no public flag.
-    disconnected: asyncio.Future[None] = client._disconnected
-    return disconnected.done()

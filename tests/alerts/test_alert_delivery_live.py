@@ -15,6 +15,7 @@ import pytest
 from alert_helpers import T0, alert_settings, cycle, make_stage, running
 from alert_receivers import Broker, Receiver, Subscriber, free_port, subscribe
 
+from quotapilot.alerts.sinks.mqtt import MqttConfig, MqttSink
 from quotapilot.daemon.clock import VirtualClock
 
 DOCUMENTED_FIELDS = {"schema", "id", "dedup_key", "sequence", "episode", "status", "severity", "kind",
@@ -92,6 +93,26 @@ class TestLastWill:
             child.wait()
         await subscriber.wait_for(lambda: [p for _, p, _ in subscriber.on("/status")] == ["online", "offline"])
         assert [(t, r) for t, _, r in subscriber.on("/status")][-1] == ("qp/status", False)  # live, not replayed
+
+
+class TestMqttReconnect:
+    """aiomqtt has no public "connected" flag: a dead connection shows as a publish failing with
+    MQTT_ERR_NO_CONN, and the sink reconnects within that send (no private attribute read)."""
+
+    async def test_a_broker_restart_between_sends_costs_no_failed_send(self, broker: Broker) -> None:
+        sink = MqttSink(MqttConfig(host="127.0.0.1", port=broker.port, topic_prefix="qp", timeout_seconds=5))
+        try:
+            await sink.send({"cluster": "c1", "target": "raw", "dedup_key": "before"})
+            broker.stop()
+            await asyncio.sleep(0.2)  # real time: the client's socket sees the broker go
+            broker.start()
+            async for sub in subscribe(broker.port, "qp/+/+/alert"):
+                await sink.send({"cluster": "c1", "target": "raw", "dedup_key": "after"})
+                await sub.wait_for(lambda sub=sub: len(sub.alerts()) == 1)
+                assert [p["dedup_key"] for p in sub.alerts()] == ["after"]
+            assert sink.connects == 2
+        finally:
+            await sink.close()
 
 
 class TestDedup:
