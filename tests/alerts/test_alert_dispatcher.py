@@ -32,11 +32,13 @@ class MemorySink:
         self.reject: set[str] = set()
         self.attempts = 0
         self.closed = False
+        self.retry_after: float | None = None
+        """The Retry-After (seconds) a `down` sink answers with."""
 
     async def send(self, payload: Mapping[str, Any]) -> None:
         self.attempts += 1
         if self.down:
-            raise SinkUnavailable(self.name, "down", retry_after=None)
+            raise SinkUnavailable(self.name, "down", retry_after=self.retry_after)
         if payload["dedup_key"] in self.reject:
             raise SinkRejected(self.name, "HTTP 400")
         self.received.append(dict(payload))
@@ -168,6 +170,34 @@ class TestDelivery:
             assert sink.attempts == 3
             sink.down = False
             await run.advance(6.0)
+            assert [p["dedup_key"] for p in sink.received] == ["c/a/x#1"]
+
+    async def test_retry_after_is_waited_at_least(self, store: OutboxStore, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        sink.down, sink.retry_after = True, 30.0
+        await store.enqueue([entry("c/a/x", 1)])
+        async for run in start(store, clock, sink):
+            run.dispatcher.wake()
+            await run.settle()
+            await run.advance(29.0)
+            assert sink.attempts == 1  # the backoff alone would have retried after ~1 s
+            sink.down = False
+            await run.advance(1.5)
+            assert [p["dedup_key"] for p in sink.received] == ["c/a/x#1"]
+
+    async def test_a_huge_retry_after_is_capped_at_an_hour(self, store: OutboxStore, clock: VirtualClock) -> None:
+        """A buggy or hostile Retry-After must not park a sink until its rows expire (it used to
+        be honoured whatever its size)."""
+        sink = MemorySink()
+        sink.down, sink.retry_after = True, 1e9
+        await store.enqueue([entry("c/a/x", 1)])
+        async for run in start(store, clock, sink):
+            run.dispatcher.wake()
+            await run.settle()
+            await run.advance(3599.0)
+            assert sink.attempts == 1
+            sink.down = False
+            await run.advance(2.0)
             assert [p["dedup_key"] for p in sink.received] == ["c/a/x#1"]
 
     async def test_a_pass_with_nothing_due_is_not_a_recovery(
