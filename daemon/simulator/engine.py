@@ -25,10 +25,13 @@ the write-failure and utilization ground truth.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import heapq
 import itertools
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from quotapilot.daemon.simulator.scenario import Scenario, ViewSpec, name_of_path
+from quotapilot.daemon.simulator.truth import WriteLog, WriteRecord
 
 FloatArray = npt.NDArray[np.float64]
 TB = 10**12
@@ -202,6 +206,10 @@ class Engine:
         self.quotas: dict[int, QuotaRecord] = {}
         self._stats: dict[str, _PathStats] = {}
         self._next_id = {"policy": 1, "view": 1, "quota": 1}
+        self.writes = WriteLog()
+        """Every quota write applied or refused, with its source (the ground truth of writes)."""
+        self._timeline: list[tuple[float, int, Callable[[], None]]] = []
+        self._timeline_seq = itertools.count()
         self._policy("default")
         for view in views:
             self._add_view_from_spec(view)
@@ -276,8 +284,10 @@ class Engine:
 
     def create_quota(self, *, name: str, path: str, hard_limit: int = 0, soft_limit: int = 0,
                      hard_limit_inodes: int = 0, soft_limit_inodes: int = 0,
-                     grace_period_seconds: float = 0.0, _validate: bool = True) -> QuotaRecord:
-        """POST /quotas/: a quota on `path` (usage is the path's current usage)."""
+                     grace_period_seconds: float = 0.0, _validate: bool = True,
+                     source: str | None = None) -> QuotaRecord:
+        """POST /quotas/: a quota on `path` (usage is the path's current usage). `source` (who
+        asked) puts the creation in the write log."""
         if _validate:
             if not path.startswith("/"):
                 raise EngineError("path", "must be an absolute path")
@@ -295,14 +305,33 @@ class Engine:
         stats = self._stats.setdefault(path, _PathStats())
         stats.limits.append((self.now, hard_limit or None))
         self._refresh_limits()
+        if source is not None:
+            self.writes.add(WriteRecord(self.now, source, "create", ident, name, path,
+                                        changes={"hard_limit": hard_limit, "soft_limit": soft_limit},
+                                        used_bytes=int(self.quota_usage(record)[0])))
         return record
 
-    def patch_quota(self, quota_id: int, changes: dict[str, Any]) -> None:
-        """PATCH /quotas/{id}/: validated like VMS (400 naming the field; never below usage)."""
+    def patch_quota(self, quota_id: int, changes: dict[str, Any], *, source: str = "api",
+                    delayed: bool = False) -> None:
+        """PATCH /quotas/{id}/: validated like VMS (400 naming the field; never below usage).
+        The write log records it, applied or refused, with `source`."""
         record = self.quotas.get(quota_id)
         if record is None:
             self._patch_extra(quota_id, changes)
             return
+        before = {k: getattr(record, k) for k in ("hard_limit", "soft_limit", "hard_limit_inodes",
+                                                  "soft_limit_inodes", "name")}
+        used_b, _ = self.quota_usage(record)
+        entry = WriteRecord(self.now, source, "patch", quota_id, record.name, record.path, changes=dict(changes),
+                            before=before, used_bytes=int(used_b), delayed=delayed)
+        try:
+            self._patch_record(record, changes)
+        except EngineError as exc:
+            self.writes.add(replace_record(entry, applied=False, refusal=f"{exc.field}: {exc.reason}"))
+            raise
+        self.writes.add(entry)
+
+    def _patch_record(self, record: QuotaRecord, changes: dict[str, Any]) -> None:
         new = {k: getattr(record, k) for k in ("hard_limit", "soft_limit", "hard_limit_inodes",
                                                "soft_limit_inodes", "name", "grace_period_seconds")}
         new.update(changes)
@@ -326,7 +355,7 @@ class Engine:
             self._stats.setdefault(record.path, _PathStats()).limits.append((self.now, record.hard_limit or None))
         self._refresh_limits()
 
-    def delete_quota(self, quota_id: int) -> None:
+    def delete_quota(self, quota_id: int, *, source: str = "api") -> None:
         record = self.quotas.pop(quota_id, None)
         if record is None:
             idx = self.extra_idx_by_id(quota_id)
@@ -334,6 +363,16 @@ class Engine:
             return
         self._stats.setdefault(record.path, _PathStats()).limits.append((self.now, None))
         self._refresh_limits()
+        self.writes.add(WriteRecord(self.now, source, "delete", quota_id, record.name, record.path,
+                                    before={"hard_limit": record.hard_limit, "soft_limit": record.soft_limit},
+                                    used_bytes=int(self.quota_usage(record)[0])))
+
+    def quota_by_path(self, path: str) -> QuotaRecord | None:
+        """The scenario quota on `path`, if any."""
+        return next((q for q in self.quotas.values() if q.path == path), None)
+
+    def quota_by_name(self, name: str) -> QuotaRecord | None:
+        return next((q for q in self.quotas.values() if q.name == name), None)
 
     # -- extra (benchmark) quotas -----------------------------------------------------------------
 
@@ -451,8 +490,27 @@ class Engine:
 
     # -- integration ----------------------------------------------------------------------------
 
+    def schedule(self, t: float, action: Callable[[], None]) -> None:
+        """Run `action()` when integration reaches simulated time `t` (the engine is integrated up
+        to the last grid point at or before `t` first). Scenario events, delayed writes and fault
+        windows go through here, so they happen at their time whatever the request pattern."""
+        heapq.heappush(self._timeline, (t, next(self._timeline_seq), action))
+
+    @property
+    def next_scheduled(self) -> float | None:
+        """The time of the next scheduled action, if any."""
+        return self._timeline[0][0] if self._timeline else None
+
     def advance_to(self, t: float) -> None:
-        """Integrate every whole sub-step that ends at or before `t` (never goes back)."""
+        """Integrate every whole sub-step that ends at or before `t` (never goes back), running
+        the scheduled actions that fall due on the way, in time order."""
+        while self._timeline and self._timeline[0][0] <= t:
+            due, _, action = heapq.heappop(self._timeline)
+            self._advance_grid(due)
+            action()
+        self._advance_grid(t)
+
+    def _advance_grid(self, t: float) -> None:
         target = math.floor((t - self.origin) / self.step_seconds)
         chunk = 20_000  # bounds memory when jumping far ahead
         while self._steps_done < target:
@@ -787,6 +845,7 @@ class Engine:
             "peak_utilization_by_path": {p: s.util_peak for p, s in stats.items()},
             "utilization_samples": self._util_samples,
             "quotas": by_path,
+            "writes": self.writes.summary(),
             "cluster": {
                 "usable_capacity_bytes": self.usable_capacity_bytes,
                 "logical_used_bytes": int(self.logical_used_bytes()),
@@ -809,6 +868,10 @@ class Engine:
         if self.extra_count:
             total += float(self.extra_used()[self.extra_alive].sum())
         return total
+
+
+def replace_record(record: WriteRecord, **changes: Any) -> WriteRecord:
+    return dataclasses.replace(record, **changes)
 
 
 def _check_limits(hard: object, soft: object, suffix: str) -> None:
