@@ -5,7 +5,8 @@ start), backed by an `Engine` that integrates a `Scenario`'s writes on a fixed s
 and enforces quotas; `Faults` injects failures at run time.
 
 Modules by concern: `scenario` (the TOML: cluster, views, ingest, timed events, fault rules),
-`engine` (the simulated cluster: integration, quotas, limits, a timeline of scheduled actions),
+`ingest` (what the streams offer per step), `engine` (the simulated cluster: integration of the
+offered writes against quotas and the pool, limits, a timeline of scheduled actions),
 `truth` (the ground truth of writes: who changed which limit when), `events` (a scenario's events
 and faults put on the timeline), `faults` (the fault rules), `render` (VMS objects as JSON),
 `answers` (DRF-style answers and parsing), `routes` (the VMS endpoints on aiohttp's router),
