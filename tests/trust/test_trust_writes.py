@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from trust_helpers import TB, TrustClock, audit, daemon_writes, settings_for, wait_until
+from trust_helpers import TB, MonotonicView, TrustClock, audit, daemon_writes, settings_for, wait_until
 
 from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.simulator import SimulatorServer
@@ -54,8 +54,13 @@ async def test_never_asks_for_a_hard_limit_below_usage(trust: SimulatorServer, c
 
 @pytest.mark.xfail(strict=True, reason="issue 13 defect 4: after a kill with a PATCH in flight, reconcile "
                                        "abandons the intent at once and the new process grows again")
-async def test_an_intent_is_not_settled_while_its_request_can_still_land(
-        cosmos: SimulatorServer, clock: TrustClock, store: Path) -> None:
+async def test_an_intent_is_not_settled_while_its_request_can_still_land(tmp_path: Path, store: Path) -> None:
+    clock = TrustClock()  # time moves only when the test says (no retries here: nothing sleeps inline)
+    async with SimulatorServer("cosmos7", clock=MonotonicView(clock), state_dir=tmp_path / "sim") as cosmos:
+        await _restart_with_a_patch_in_flight(cosmos, clock, store)
+
+
+async def _restart_with_a_patch_in_flight(cosmos: SimulatorServer, clock: TrustClock, store: Path) -> None:
     # the growth's PATCH is held by the network, then lands 10 simulated minutes later
     rule = cosmos.faults.add("delayed_apply", method="PATCH", path="/quotas/1/", count=1, seconds=3.0,
                              apply_after=600)
