@@ -54,6 +54,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPNotFound:
         return json_response(not_found().body, 404)
     except web.HTTPMethodNotAllowed:
+        if request.path.startswith("/_sim/"):  # the admin endpoints answer an unknown method 404
+            return json_response(not_found().body, 404)
         return json_response(not_allowed(request.method).body, 405)
     except web.HTTPException:
         raise

@@ -3,6 +3,11 @@ lost, a write applied late, rewritten and emptied answers, and the log of every 
 
 from __future__ import annotations
 
+import json
+import ssl
+import urllib.error
+import urllib.request
+
 import pytest
 import urllib3
 import vastpy
@@ -85,3 +90,25 @@ class TestWriteLog:
                            "hard_below_usage_asked": 1}
         refused = sim.engine.writes.by("api:", applied=False)[0]
         assert refused.refusal is not None and refused.refusal.startswith("hard_limit")
+
+
+class TestAdminRoutes:
+    async def test_write_log_over_http_and_unknown_admin_method(self, sim: SimulatorServer,
+                                                                client: vastpy.VASTClient) -> None:
+        await call(client.quotas[1].patch, hard_limit=25 * TB)
+        context = ssl.create_default_context(cafile=str(sim.ca_file))
+        headers = {"Authorization": f"Api-Token {sim.token}"}
+
+        def fetch(method: str, path: str) -> tuple[int, bytes]:
+            request = urllib.request.Request(f"https://{sim.address}{path}", method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(request, context=context, timeout=5) as answer:
+                    return answer.status, answer.read()
+            except urllib.error.HTTPError as err:
+                return err.code, err.read()
+
+        status, body = await call(fetch, "GET", "/_sim/writes")
+        assert status == 200
+        (write,) = json.loads(body)
+        assert (write["source"], write["changes"]) == ("api:admin", {"hard_limit": 25 * TB})
+        assert (await call(fetch, "PUT", "/_sim/summary"))[0] == 404
