@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the CA and certificate are written (default: a temp dir)")
     p.add_argument("--json", action="store_true",
                    help="first stdout line: one JSON object with address, ca_file, token, ...")
+    p.add_argument("--start", default=None, metavar="ISO8601",
+                   help="simulated start time, e.g. 2026-01-01T00:00:00Z (default: now)")
 
     p = sub.add_parser("forecast", help="runway from a CSV of timestamp,used_bytes")
     p.add_argument("--csv", type=Path, required=True, help="CSV with header: timestamp,used_bytes")

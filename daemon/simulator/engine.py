@@ -6,9 +6,11 @@ hard and soft limits, grace periods), views and view policies, and the write str
 
 Time. Writes are integrated lazily, on a fixed absolute grid of `scenario.step_seconds`
 (multiples of the step since the epoch): every request first calls `advance_to(clock.now())`,
-which integrates all whole sub-steps that ended by then. The random parts (noise, random bursts)
-are drawn from a counter-based hash of (seed, stream, step index), so the same seed gives the
-same run whatever the timing or the number of the requests that drove it.
+which integrates all whole sub-steps that ended by then, running the actions scheduled on the
+engine's timeline (`schedule`: scenario events, late writes) at their time. What the streams offer
+comes from the ingest model (`ingest.py`), whose random parts are a counter-based hash of (seed,
+stream, step index), so the same seed gives the same run whatever the timing or the number of the
+requests that drove it. Every quota write, applied or refused, goes to the write log (`truth.py`).
 
 Enforcement. In each sub-step a stream offers bytes and files to its path; the quota accepts what
 fits under its hard limits (bytes and inodes) and what the pool still holds, and refuses the
@@ -25,17 +27,21 @@ the write-failure and utilization ground truth.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
+import heapq
 import itertools
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from quotapilot.daemon.simulator.ingest import IngestModel
 from quotapilot.daemon.simulator.scenario import Scenario, ViewSpec, name_of_path
+from quotapilot.daemon.simulator.truth import WriteLog, WriteRecord
 
 FloatArray = npt.NDArray[np.float64]
 TB = 10**12
@@ -58,43 +64,6 @@ class NotFound(LookupError):
     """No such object (404)."""
 
 
-# -- counter-based randomness: same (seed, stream, step) -> same number, whatever the call order --
-
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    """splitmix64 finaliser (wrapping uint64 arithmetic)."""
-    with np.errstate(over="ignore"):
-        z = x + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * _M1
-        z = (z ^ (z >> np.uint64(27))) * _M2
-        return z ^ (z >> np.uint64(31))
-
-
-@functools.lru_cache(maxsize=1024)
-def _key(seed: int, stream: int, index: int) -> np.uint64:
-    key = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
-    return np.uint64(_mix(key ^ np.uint64(stream * 1_000_003 + index))[0])
-
-
-def hash_uniform(seed: int, stream: int, index: int, counters: npt.ArrayLike) -> FloatArray:
-    """Uniform [0, 1) numbers keyed by (seed, stream, index, counter)."""
-    c = np.asarray(counters, dtype=np.int64).astype(np.uint64)
-    bits = _mix(c ^ _key(seed, stream, index))
-    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
-
-
-def hash_normal(seed: int, stream: int, index: int, counters: npt.ArrayLike) -> FloatArray:
-    """Standard normal numbers keyed like `hash_uniform` (Box-Muller)."""
-    u1 = hash_uniform(seed, stream, 2 * index, counters)
-    u2 = hash_uniform(seed, stream, 2 * index + 1, counters)
-    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * math.pi * u2)
-
-
-_RNG_BURST, _RNG_NOISE = 1, 2
 
 
 @dataclass
@@ -191,17 +160,19 @@ class Engine:
 
         views = scenario.views
         self.stream_paths = [v.path for v in views]
-        n = len(views)
         self.used_bytes: FloatArray = np.array([float(v.initial_used_bytes) for v in views])
         self.used_files: FloatArray = np.array([float(v.initial_files) for v in views])
-        self._parents = [self.stream_paths.index(v.ingest.follows) if v.ingest.follows else -1 for v in views]
-        self._order = sorted(range(n), key=lambda i: self._parents[i] >= 0)  # leaders first
+        self.ingest = IngestModel(scenario, seed=seed, origin=self.origin)
 
         self.policies: dict[int, PolicyRecord] = {}
         self.views: dict[int, ViewRecord] = {}
         self.quotas: dict[int, QuotaRecord] = {}
         self._stats: dict[str, _PathStats] = {}
         self._next_id = {"policy": 1, "view": 1, "quota": 1}
+        self.writes = WriteLog()
+        """Every quota write applied or refused, with its source (the ground truth of writes)."""
+        self._timeline: list[tuple[float, int, Callable[[], None]]] = []
+        self._timeline_seq = itertools.count()
         self._policy("default")
         for view in views:
             self._add_view_from_spec(view)
@@ -276,8 +247,10 @@ class Engine:
 
     def create_quota(self, *, name: str, path: str, hard_limit: int = 0, soft_limit: int = 0,
                      hard_limit_inodes: int = 0, soft_limit_inodes: int = 0,
-                     grace_period_seconds: float = 0.0, _validate: bool = True) -> QuotaRecord:
-        """POST /quotas/: a quota on `path` (usage is the path's current usage)."""
+                     grace_period_seconds: float = 0.0, _validate: bool = True,
+                     source: str | None = None) -> QuotaRecord:
+        """POST /quotas/: a quota on `path` (usage is the path's current usage). `source` (who
+        asked) puts the creation in the write log."""
         if _validate:
             if not path.startswith("/"):
                 raise EngineError("path", "must be an absolute path")
@@ -295,14 +268,33 @@ class Engine:
         stats = self._stats.setdefault(path, _PathStats())
         stats.limits.append((self.now, hard_limit or None))
         self._refresh_limits()
+        if source is not None:
+            self.writes.add(WriteRecord(self.now, source, "create", ident, name, path,
+                                        changes={"hard_limit": hard_limit, "soft_limit": soft_limit},
+                                        used_bytes=int(self.quota_usage(record)[0])))
         return record
 
-    def patch_quota(self, quota_id: int, changes: dict[str, Any]) -> None:
-        """PATCH /quotas/{id}/: validated like VMS (400 naming the field; never below usage)."""
+    def patch_quota(self, quota_id: int, changes: dict[str, Any], *, source: str = "api",
+                    delayed: bool = False) -> None:
+        """PATCH /quotas/{id}/: validated like VMS (400 naming the field; never below usage).
+        The write log records it, applied or refused, with `source`."""
         record = self.quotas.get(quota_id)
         if record is None:
             self._patch_extra(quota_id, changes)
             return
+        before = {k: getattr(record, k) for k in ("hard_limit", "soft_limit", "hard_limit_inodes",
+                                                  "soft_limit_inodes", "name")}
+        used_b, _ = self.quota_usage(record)
+        entry = WriteRecord(self.now, source, "patch", quota_id, record.name, record.path, changes=dict(changes),
+                            before=before, used_bytes=int(used_b), delayed=delayed)
+        try:
+            self._patch_record(record, changes)
+        except EngineError as exc:
+            self.writes.add(replace_record(entry, applied=False, refusal=f"{exc.field}: {exc.reason}"))
+            raise
+        self.writes.add(entry)
+
+    def _patch_record(self, record: QuotaRecord, changes: dict[str, Any]) -> None:
         new = {k: getattr(record, k) for k in ("hard_limit", "soft_limit", "hard_limit_inodes",
                                                "soft_limit_inodes", "name", "grace_period_seconds")}
         new.update(changes)
@@ -326,7 +318,7 @@ class Engine:
             self._stats.setdefault(record.path, _PathStats()).limits.append((self.now, record.hard_limit or None))
         self._refresh_limits()
 
-    def delete_quota(self, quota_id: int) -> None:
+    def delete_quota(self, quota_id: int, *, source: str = "api") -> None:
         record = self.quotas.pop(quota_id, None)
         if record is None:
             idx = self.extra_idx_by_id(quota_id)
@@ -334,6 +326,16 @@ class Engine:
             return
         self._stats.setdefault(record.path, _PathStats()).limits.append((self.now, None))
         self._refresh_limits()
+        self.writes.add(WriteRecord(self.now, source, "delete", quota_id, record.name, record.path,
+                                    before={"hard_limit": record.hard_limit, "soft_limit": record.soft_limit},
+                                    used_bytes=int(self.quota_usage(record)[0])))
+
+    def quota_by_path(self, path: str) -> QuotaRecord | None:
+        """The scenario quota on `path`, if any."""
+        return next((q for q in self.quotas.values() if q.path == path), None)
+
+    def quota_by_name(self, name: str) -> QuotaRecord | None:
+        return next((q for q in self.quotas.values() if q.name == name), None)
 
     # -- extra (benchmark) quotas -----------------------------------------------------------------
 
@@ -451,8 +453,27 @@ class Engine:
 
     # -- integration ----------------------------------------------------------------------------
 
+    def schedule(self, t: float, action: Callable[[], None]) -> None:
+        """Run `action()` when integration reaches simulated time `t` (the engine is integrated up
+        to the last grid point at or before `t` first). Scenario events, delayed writes and fault
+        windows go through here, so they happen at their time whatever the request pattern."""
+        heapq.heappush(self._timeline, (t, next(self._timeline_seq), action))
+
+    @property
+    def next_scheduled(self) -> float | None:
+        """The time of the next scheduled action, if any."""
+        return self._timeline[0][0] if self._timeline else None
+
     def advance_to(self, t: float) -> None:
-        """Integrate every whole sub-step that ends at or before `t` (never goes back)."""
+        """Integrate every whole sub-step that ends at or before `t` (never goes back), running
+        the scheduled actions that fall due on the way, in time order."""
+        while self._timeline and self._timeline[0][0] <= t:
+            due, _, action = heapq.heappop(self._timeline)
+            self._advance_grid(due)
+            action()
+        self._advance_grid(t)
+
+    def _advance_grid(self, t: float) -> None:
         target = math.floor((t - self.origin) / self.step_seconds)
         chunk = 20_000  # bounds memory when jumping far ahead
         while self._steps_done < target:
@@ -466,76 +487,10 @@ class Engine:
             self._written_files = np.concatenate([self._written_files,
                                                   np.zeros(size - len(self._written_files))])
 
-    def _offered(self, ks: npt.NDArray[np.int64]) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """Bytes and files each stream offers in steps `ks`, and the keep factor of scheduled deletes."""
-        dt = self.step_seconds
-        t = self.origin + ks.astype(np.float64) * dt
-        day = (t - self.origin) / _DAY
-        n, s_count = len(ks), len(self.stream_paths)
-        rate = np.zeros((n, s_count))
-        bytes_ = np.zeros((n, s_count))
-        files = np.zeros((n, s_count))
-        keep = np.ones((n, s_count))
-        hour = (t % _DAY) / 3600.0
-        h0 = np.floor(hour).astype(np.int64) % 24
-        frac = hour - np.floor(hour)
-        dow = (np.floor(t / _DAY).astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
-        for s in self._order:
-            spec = self.scenario.views[s].ingest
-            mult = np.ones(n)
-            extra = np.zeros(n)
-            for step in spec.steps:
-                mult *= np.where(day >= step.at_day, step.factor, 1.0)
-            for burst in spec.bursts:
-                inside = (day >= burst.at_day) & (day < burst.at_day + burst.duration_hours / 24.0)
-                mult *= np.where(inside, burst.multiplier, 1.0)
-                extra += np.where(inside, burst.extra_bytes / (burst.duration_hours * 3600.0), 0.0)
-            rb = spec.random_bursts
-            if rb.per_day > 0:
-                slot_len = rb.duration_hours * 3600.0
-                slot = np.floor((t - self.origin) / slot_len).astype(np.int64)
-                hit = hash_uniform(self.seed, _RNG_BURST, s, slot) < rb.per_day * rb.duration_hours / 24.0
-                mult *= np.where(hit, rb.multiplier, 1.0)
-            parent = self._parents[s]
-            if parent >= 0:
-                det = spec.fraction * rate[:, parent] * mult + extra
-            else:
-                if spec.end_bytes_per_day is None or spec.ramp_days <= 0:
-                    base = np.full(n, spec.bytes_per_day)
-                else:
-                    progress = np.clip(day / spec.ramp_days, 0.0, 1.0)
-                    if spec.trend == "exponential":
-                        base = spec.bytes_per_day * (spec.end_bytes_per_day / spec.bytes_per_day) ** progress
-                    else:
-                        base = spec.bytes_per_day + (spec.end_bytes_per_day - spec.bytes_per_day) * progress
-                prof = np.asarray(spec.daily_profile)
-                daily = prof[h0] * (1.0 - frac) + prof[(h0 + 1) % 24] * frac
-                weekly = np.asarray(spec.weekly_profile)[dow]
-                det = base / _DAY * daily * weekly * mult + extra
-            rate[:, s] = det
-            if spec.noise > 0:
-                z = hash_normal(self.seed, _RNG_NOISE, s, ks)
-                noisy = det * np.exp(spec.noise * z - spec.noise**2 / 2.0)
-            else:
-                noisy = det
-            bytes_[:, s] = noisy * dt
-            size = spec.mean_file_size_bytes
-            if spec.files_per_day is not None and spec.bytes_per_day > 0:
-                size = spec.bytes_per_day / max(spec.files_per_day, 1e-9)
-            files[:, s] = bytes_[:, s] / size
-            for sweep in self.scenario.views[s].deletes:
-                at = sweep.at_hour * 3600.0
-                hit_d = ((t - at) % _DAY) < dt
-                if sweep.every == "weekly":
-                    event_dow = (np.floor((t + dt - at) / _DAY).astype(np.int64) + 3) % 7
-                    hit_d &= event_dow == sweep.weekday
-                keep[:, s] *= np.where(hit_d, sweep.keep_fraction, 1.0)
-        return bytes_, files, keep
-
     def _integrate(self, n: int) -> None:
         k0 = self._steps_done
         ks = np.arange(k0, k0 + n, dtype=np.int64)
-        offered_b, offered_f, keep = self._offered(ks)
+        offered_b, offered_f, keep = self.ingest.offered(ks)
         # Whole bytes and files in 1/1024ths: sums of such floats are exact (far below 2**53), so
         # integrating in one batch or in many gives bit-identical results.
         offered_b = np.round(offered_b)
@@ -787,6 +742,7 @@ class Engine:
             "peak_utilization_by_path": {p: s.util_peak for p, s in stats.items()},
             "utilization_samples": self._util_samples,
             "quotas": by_path,
+            "writes": self.writes.summary(),
             "cluster": {
                 "usable_capacity_bytes": self.usable_capacity_bytes,
                 "logical_used_bytes": int(self.logical_used_bytes()),
@@ -809,6 +765,10 @@ class Engine:
         if self.extra_count:
             total += float(self.extra_used()[self.extra_alive].sum())
         return total
+
+
+def replace_record(record: WriteRecord, **changes: Any) -> WriteRecord:
+    return dataclasses.replace(record, **changes)
 
 
 def _check_limits(hard: object, soft: object, suffix: str) -> None:

@@ -20,8 +20,20 @@ budget (`count`: fire at most this many times). Kinds and what a vastpy client s
 - `truncated_page`: a list answer loses its second half (in a paged answer `count` and `next`
   stay as they were) → no exception: a careful client notices `len(results) < count`.
 - `token_expired`: 401 `{"detail": "Token has expired."}` → `RESTFailure(status=401)`.
+- `applied_answer_lost`: the request is carried out (a PATCH applied), then the connection is
+  dropped without an answer (after holding it `seconds`, real, default 0) → the client sees
+  `ProtocolError`/a timeout although VMS did the write: the outcome is unknown to it.
+- `delayed_apply`: a write (PATCH/PUT of `quotas/{id}`) is *not* applied now: the connection is
+  held `seconds` (real, default 0) and dropped, and the write is applied `apply_after` simulated
+  seconds later (default 300) — a request that lands after the client gave up, or after it
+  restarted. Other requests are just dropped.
+- `rewrite`: a 200 answer has fields of the objects whose `name` or `path` equals `match` (every
+  object when `match` is not given) replaced by `values` (e.g. `{"used_capacity": 99e12}`):
+  a glitching VMS, a proxy rewriting records. Applies to lists, pages and single objects.
+- `empty`: a list answer comes back empty (`[]`, or a page with `count` 0) → no exception.
 
 `latency` combines with the others; of the remaining kinds the first matching rule wins.
+`rewrite` and `truncated_page` change the answer of a request that is otherwise served.
 """
 
 from __future__ import annotations
@@ -31,7 +43,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 FAULT_KINDS = ("latency", "error", "rate_limit", "timeout", "drop", "malformed", "truncated_page",
-               "token_expired")
+               "token_expired", "applied_answer_lost", "delayed_apply", "rewrite", "empty")
+ANSWER_CHANGING_KINDS = ("truncated_page", "rewrite", "empty")
+"""Kinds that let the request be served and change its answer."""
 
 
 @dataclass
@@ -49,6 +63,9 @@ class FaultRule:
     status: int = 503
     retry_after: int = 1
     seconds: float | None = None
+    apply_after: float = 300.0
+    match: str | None = None
+    values: dict[str, Any] | None = None
     fired: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -64,7 +81,8 @@ class FaultError(ValueError):
         self.reason = reason
 
 
-_FIELDS = {"kind", "rate", "count", "start", "end", "path", "method", "status", "retry_after", "seconds"}
+_FIELDS = {"kind", "rate", "count", "start", "end", "path", "method", "status", "retry_after", "seconds",
+           "apply_after", "match", "values"}
 
 
 class Faults:
@@ -82,7 +100,8 @@ class Faults:
 
     def add(self, kind: str, *, rate: float = 1.0, count: int | None = None, start: float | None = None,
             end: float | None = None, path: str | None = None, method: str | None = None, status: int = 503,
-            retry_after: int = 1, seconds: float | None = None) -> FaultRule:
+            retry_after: int = 1, seconds: float | None = None, apply_after: float = 300.0,
+            match: str | None = None, values: dict[str, Any] | None = None) -> FaultRule:
         """Add a rule; returns it (its `id` removes it, its `fired` counts how often it fired)."""
         if kind not in FAULT_KINDS:
             raise FaultError("kind", f"must be one of {', '.join(FAULT_KINDS)}")
@@ -101,12 +120,20 @@ class Faults:
         for name, value in (("start", start), ("end", end)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise FaultError(name, "must be epoch seconds of the simulator clock")
-        for name, text in (("path", path), ("method", method)):
+        for name, text in (("path", path), ("method", method), ("match", match)):
             if text is not None and not isinstance(text, str):
                 raise FaultError(name, "must be a string")
+        if isinstance(apply_after, bool) or not isinstance(apply_after, int | float) or not apply_after >= 0 \
+                or apply_after == float("inf"):
+            raise FaultError("apply_after", "must be a finite non-negative number (simulated seconds)")
+        if values is not None and (not isinstance(values, dict) or not all(isinstance(k, str) for k in values)):
+            raise FaultError("values", "must be a table of field names to values")
+        if kind == "rewrite" and not values:
+            raise FaultError("values", "a rewrite needs the fields to replace")
         rule = FaultRule(self._next_id, kind, float(rate), count, start, end, path,
                          method.upper() if method else None, status, retry_after,
-                         None if seconds is None else float(seconds))
+                         None if seconds is None else float(seconds), float(apply_after), match,
+                         None if values is None else dict(values))
         self._next_id += 1
         self._rules.append(rule)
         return rule

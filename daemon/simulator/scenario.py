@@ -40,11 +40,31 @@ steps = [{ at_day = 10, factor = 3 }]
 every = "daily"            # or "weekly" (with weekday = 0..6, Monday = 0)
 at_hour = 2.0              # UTC
 keep_fraction = 0.0
+
+[[events]]                 # timed events, `at` after the start (a duration: "36h", "2.5d", seconds)
+at = "2d"
+action = "operator_patch"  # a human changes a quota: hard_limit (and soft_limit), or factor = 1.5
+path = "/example/raw"
+factor = 0.9
+# action = "create_quota"   path, name (default from the path), hard_limit, soft_limit
+# action = "delete_quota"   path
+# action = "rename_quota"   path, new_name
+# action = "recreate_quota" path, new_path: deleted, then created under the same name at new_path
+# action = "clock_step"     seconds (negative: back): the simulated VMS's wall clock steps, and
+#                           `SimulatorServer.on_clock_step` hooks are called (a soak steps the
+#                           daemon's wall clock with it)
+
+[[faults]]                 # fault rules active from the start (see faults.py for the kinds)
+kind = "error"
+rate = 0.01
+start = "1d"               # optional window, durations after the start
+end = "3d"
 ```
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,7 +75,11 @@ from typing import Any
 from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.units import parse_bytes, parse_duration
 
-BUILTIN_SCENARIOS = ("cosmos7", "step3x", "burst20", "lull_surge")
+BUILTIN_SCENARIOS = ("cosmos7", "step3x", "burst20", "lull_surge", "churn")
+EVENT_ACTIONS = ("create_quota", "delete_quota", "rename_quota", "recreate_quota", "operator_patch", "clock_step")
+_FAULT_KINDS = ("latency", "error", "rate_limit", "timeout", "drop", "malformed", "truncated_page",
+                "token_expired", "applied_answer_lost", "delayed_apply", "rewrite", "empty")
+"""The kinds of `faults.FAULT_KINDS` (repeated: faults.py must not be imported by the parser)."""
 
 
 class ScenarioError(ConfigError):
@@ -142,12 +166,54 @@ class ViewSpec:
 
 
 @dataclass(frozen=True)
+class EventSpec:
+    """A timed event: `at_seconds` after the start."""
+
+    at_seconds: float
+    action: str
+    path: str | None = None
+    name: str | None = None
+    new_name: str | None = None
+    new_path: str | None = None
+    hard_limit_bytes: int | None = None
+    soft_limit_bytes: int | None = None
+    factor: float | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """A fault rule of the scenario; `start_seconds`/`end_seconds` are after the start."""
+
+    kind: str
+    rate: float = 1.0
+    count: int | None = None
+    start_seconds: float | None = None
+    end_seconds: float | None = None
+    path: str | None = None
+    method: str | None = None
+    status: int = 503
+    retry_after: int = 1
+    seconds: float | None = None
+    apply_after: float = 300.0
+    match: str | None = None
+    values: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     cluster: ClusterSpec
     views: tuple[ViewSpec, ...]
     step_seconds: float = 60.0
     description: str = ""
+    events: tuple[EventSpec, ...] = ()
+    faults: tuple[FaultSpec, ...] = ()
+
+
+_MAX_NUMBER = 1e15
+"""Numbers in a scenario are finite and at most this (a sanity bound, not a physical one)."""
+_MAX_BYTES = 10**21
 
 
 class _Table:
@@ -181,6 +247,8 @@ class _Table:
         value = self.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ScenarioError(self.at(key), f"must be a number, got {value!r}")
+        if not math.isfinite(value) or abs(value) > _MAX_NUMBER:
+            raise ScenarioError(self.at(key), f"must be a finite number of at most {_MAX_NUMBER:g}, got {value!r}")
         if minimum is not None and value < minimum:
             raise ScenarioError(self.at(key), f"must be >= {minimum}, got {value!r}")
         if maximum is not None and value > maximum:
@@ -193,19 +261,21 @@ class _Table:
             raise ScenarioError(self.at(key), "is required")
         try:
             parsed = parse_bytes(value)
-        except ValueError as exc:
-            raise ScenarioError(self.at(key), str(exc)) from exc
+        except (ValueError, OverflowError) as exc:
+            raise ScenarioError(self.at(key), str(exc) or "not a byte size") from exc
         if parsed < 0:
             raise ScenarioError(self.at(key), "must be >= 0")
+        if parsed > _MAX_BYTES:
+            raise ScenarioError(self.at(key), f"must be at most {_MAX_BYTES} bytes (1 ZB)")
         return parsed
 
     def duration(self, key: str, default: float = 0.0) -> float:
         try:
             seconds = parse_duration(self.get(key, default))
-        except ValueError as exc:
-            raise ScenarioError(self.at(key), str(exc)) from exc
-        if seconds < 0:
-            raise ScenarioError(self.at(key), "must be >= 0")
+        except (ValueError, OverflowError) as exc:
+            raise ScenarioError(self.at(key), str(exc) or "not a duration") from exc
+        if not 0 <= seconds <= _MAX_NUMBER:
+            raise ScenarioError(self.at(key), f"must be between 0 and {_MAX_NUMBER:g}")
         return seconds
 
     def table(self, key: str) -> _Table:
@@ -342,6 +412,120 @@ def _parse_view(t: _Table) -> ViewSpec:
     return spec
 
 
+_MAX_SECONDS = 100 * 365 * 86400.0
+"""Times and durations in a scenario are bounded (a century): beyond that they mean nothing."""
+
+
+def _seconds(t: _Table, key: str, *, signed: bool = False) -> float:
+    value = t.get(key)
+    if isinstance(value, str) and signed and value.startswith("-"):
+        seconds = -_parse_duration_at(t, key, value[1:])
+    else:
+        seconds = _parse_duration_at(t, key, value)
+    if not -_MAX_SECONDS <= seconds <= _MAX_SECONDS or (seconds < 0 and not signed):
+        raise ScenarioError(t.at(key), f"must be {'within' if signed else 'between 0 and'} 100 years, got {value!r}")
+    return seconds
+
+
+def _parse_duration_at(t: _Table, key: str, value: object) -> float:
+    try:
+        seconds = parse_duration(value)
+    except (ValueError, OverflowError) as exc:
+        raise ScenarioError(t.at(key), str(exc)) from exc
+    if seconds != seconds:
+        raise ScenarioError(t.at(key), "must be a number")
+    return seconds
+
+
+def _optional_string(t: _Table, key: str) -> str | None:
+    return t.string(key) if t.has(key) else None
+
+
+def _quota_path(t: _Table, key: str) -> str:
+    path = t.string(key)
+    if not path.startswith("/"):
+        raise ScenarioError(t.at(key), f"must be an absolute path, got {path!r}")
+    return path
+
+
+def _parse_event(t: _Table) -> EventSpec:
+    if not t.has("at"):
+        raise ScenarioError(t.at("at"), "is required (a duration after the start, e.g. '36h')")
+    at = _seconds(t, "at")
+    action = t.get("action")
+    if action not in EVENT_ACTIONS:
+        raise ScenarioError(t.at("action"), f"must be one of {', '.join(EVENT_ACTIONS)}")
+    if action == "clock_step":
+        if not t.has("seconds"):
+            raise ScenarioError(t.at("seconds"), "is required (the step, negative for back)")
+        event = EventSpec(at, action, seconds=_seconds(t, "seconds", signed=True))
+        t.reject_unknown()
+        return event
+    path = _quota_path(t, "path")
+    name = new_name = new_path = None
+    hard = soft = None
+    factor = None
+    if action == "create_quota":
+        name = t.string("name", name_of_path(path))
+        if "/" in name:
+            raise ScenarioError(t.at("name"), "must not contain '/'")
+        hard = t.size("hard_limit", 0)
+        soft = t.size("soft_limit", hard)
+        if hard and soft > hard:
+            raise ScenarioError(t.at("soft_limit"), "must be <= hard_limit")
+    elif action == "rename_quota":
+        new_name = t.string("new_name")
+        if "/" in new_name:
+            raise ScenarioError(t.at("new_name"), "must not contain '/'")
+    elif action == "recreate_quota":
+        new_path = _quota_path(t, "new_path")
+    elif action == "operator_patch":
+        if t.has("factor") == t.has("hard_limit"):
+            raise ScenarioError(t.at("factor"), "give either factor or hard_limit")
+        if t.has("factor"):
+            factor = t.number("factor", 1.0, minimum=0.001, maximum=1000.0)
+        else:
+            hard = t.size("hard_limit", None)
+            soft = t.size("soft_limit", hard) if t.has("soft_limit") else None
+            if soft is not None and hard and soft > hard:
+                raise ScenarioError(t.at("soft_limit"), "must be <= hard_limit")
+    event = EventSpec(at, action, path=path, name=name, new_name=new_name, new_path=new_path,
+                      hard_limit_bytes=hard, soft_limit_bytes=soft, factor=factor)
+    t.reject_unknown()
+    return event
+
+
+def _parse_fault(t: _Table) -> FaultSpec:
+    kind = t.get("kind")
+    if kind not in _FAULT_KINDS:
+        raise ScenarioError(t.at("kind"), f"must be one of {', '.join(_FAULT_KINDS)}")
+    count = None
+    if t.has("count"):
+        value = t.get("count")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ScenarioError(t.at("count"), "must be a non-negative integer")
+        count = value
+    status = int(t.number("status", 503, minimum=500, maximum=599))
+    retry_after = int(t.number("retry_after", 1, minimum=0, maximum=86400))
+    values = t.get("values", {})
+    if not isinstance(values, Mapping):
+        raise ScenarioError(t.at("values"), "must be a table of field names to values")
+    if kind == "rewrite" and not values:
+        raise ScenarioError(t.at("values"), "a rewrite needs the fields to replace")
+    method = _optional_string(t, "method")
+    spec = FaultSpec(
+        kind=kind, rate=t.number("rate", 1.0, minimum=0.0, maximum=1.0), count=count,
+        start_seconds=_seconds(t, "start") if t.has("start") else None,
+        end_seconds=_seconds(t, "end") if t.has("end") else None,
+        path=_optional_string(t, "path"), method=None if method is None else method.upper(),
+        status=status, retry_after=retry_after,
+        seconds=t.number("seconds", 0.0, minimum=0.0, maximum=600.0) if t.has("seconds") else None,
+        apply_after=_seconds(t, "apply_after") if t.has("apply_after") else 300.0,
+        match=_optional_string(t, "match"), values=tuple(sorted(values.items())))
+    t.reject_unknown()
+    return spec
+
+
 def parse_scenario(raw: Mapping[str, Any], default_name: str = "custom") -> Scenario:
     """Build a `Scenario` from parsed TOML, raising `ScenarioError` naming the bad field."""
     root = _Table(raw, "")
@@ -377,8 +561,11 @@ def parse_scenario(raw: Mapping[str, Any], default_name: str = "custom") -> Scen
     names = [v.quota_name for v in views if v.quota is not None]
     if len(set(names)) != len(names):
         raise ScenarioError("views", "quota names must be unique")
+    events = tuple(sorted((_parse_event(e) for e in root.tables("events")), key=lambda e: e.at_seconds))
+    faults = tuple(_parse_fault(f) for f in root.tables("faults"))
     root.reject_unknown()
-    return Scenario(name=name, cluster=cluster, views=views, step_seconds=step, description=description)
+    return Scenario(name=name, cluster=cluster, views=views, step_seconds=step, description=description,
+                    events=events, faults=faults)
 
 
 def load_scenario(source: str | Path | Scenario) -> Scenario:
@@ -394,10 +581,15 @@ def load_scenario(source: str | Path | Scenario) -> Scenario:
         if not path.is_file():
             raise ScenarioError("scenario", f"no built-in scenario or file named {str(source)!r} "
                                 f"(built-in: {', '.join(BUILTIN_SCENARIOS)})")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ScenarioError("scenario", f"cannot read {str(source)!r}: {exc}") from exc
         default_name = path.stem
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError("scenario", f"not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses per nesting level
+        raise ScenarioError("scenario", "not valid TOML: nested too deeply") from exc
     return parse_scenario(raw, default_name)

@@ -1,0 +1,87 @@
+"""Issue 13, wrong writes 1, 3 and 4: what the actuator does when a write's outcome is unknown,
+when VMS reports a limit far below usage, and when an old write lands after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from trust_helpers import TB, MonotonicView, TrustClock, audit, daemon_writes, settings_for, wait_until
+
+from quotapilot.daemon.runtime.daemon import Daemon
+from quotapilot.daemon.simulator import SimulatorServer
+
+GROW_NOW = {"mode": "enforce", "grow_at": 0.45, "target_utilization": 0.4, "max_growth_bytes": "2TiB",
+            "min_growth_bytes": "1TiB", "step_bytes": "1TiB", "cooldown_seconds": 6 * 3600}
+"""cosmos7-raw (12 of 20 TB) grows on the first poll, by at most 2 TiB, so it still wants more after."""
+
+
+@pytest.mark.xfail(strict=True, reason="issue 13 defect 1: a PATCH applied with its answer lost is audited "
+                                       "`failed` and the quota is grown again inside its cooldown")
+async def test_lost_answer_is_settled_by_a_reread_and_never_grown_twice(
+        cosmos: SimulatorServer, clock: TrustClock, store: Path) -> None:
+    # every attempt of the growth (the first try and both retries) is applied, its answer lost
+    cosmos.faults.add("applied_answer_lost", method="PATCH", path="/quotas/1/", count=3)  # cosmos7-raw
+    async with Daemon(settings_for(cosmos, store=store, policy=GROW_NOW), clock) as daemon:
+        await daemon.poll_once("sim")
+        clock.advance(2)
+        await daemon.poll_once("sim")
+    raw_writes = {w.changes["hard_limit"] for w in daemon_writes(cosmos) if w.name == "cosmos7-raw"}
+    rows = [r for r in audit(store, "cosmos7-raw") if r["mode"] == "enforce"]
+    # the limit VMS holds matches the intent: recorded as applied (starting the cooldown), not failed
+    assert rows[0]["status"] in ("verified", "reconciled", "applied"), rows[0]
+    assert len(rows) == 1  # not grown again inside the cooldown
+    assert raw_writes == {rows[0]["new_hard"]}  # one growth, however many attempts carried it
+
+
+@pytest.mark.xfail(strict=True, reason="issue 13 defect 3: with VMS reporting hard 1 TB under 70 TB used, "
+                                       "the daemon PATCHes a hard limit below usage")
+async def test_never_asks_for_a_hard_limit_below_usage(trust: SimulatorServer, clock: TrustClock,
+                                                       store: Path) -> None:
+    # a glitching VMS reports t-data's hard limit far below its usage (1 TB vs 70 TB)
+    trust.faults.add("rewrite", method="GET", path="quotas", match="t-data",
+                     values={"hard_limit": 1 * TB, "soft_limit": 1 * TB // 10 * 9})
+    policy = {"mode": "enforce", "max_growth_bytes": "10TiB", "min_growth_bytes": "1TiB", "step_bytes": "1TiB"}
+    async with Daemon(settings_for(trust, store=store, policy=policy), clock) as daemon:
+        for _ in range(3):
+            await daemon.poll_once("sim")
+            clock.advance(60)
+    asked = [w for w in daemon_writes(trust, applied=None) if w.name == "t-data"]
+    assert [w.changes.get("hard_limit") for w in asked if w.hard_below_usage] == []
+    assert asked == []  # used >> hard is implausible data: dropped, never acted on
+
+
+@pytest.mark.xfail(strict=True, reason="issue 13 defect 4: after a kill with a PATCH in flight, reconcile "
+                                       "abandons the intent at once and the new process grows again")
+async def test_an_intent_is_not_settled_while_its_request_can_still_land(tmp_path: Path, store: Path) -> None:
+    clock = TrustClock()  # time moves only when the test says (no retries here: nothing sleeps inline)
+    async with SimulatorServer("cosmos7", clock=MonotonicView(clock), state_dir=tmp_path / "sim") as cosmos:
+        await _restart_with_a_patch_in_flight(cosmos, clock, store)
+
+
+async def _restart_with_a_patch_in_flight(cosmos: SimulatorServer, clock: TrustClock, store: Path) -> None:
+    # the growth's PATCH is held by the network, then lands 10 simulated minutes later
+    rule = cosmos.faults.add("delayed_apply", method="PATCH", path="/quotas/1/", count=1, seconds=3.0,
+                             apply_after=600)
+    settings = settings_for(cosmos, store=store, policy=GROW_NOW, vast={"max_retries": 0})
+    async with Daemon(settings, clock) as first:
+        cycle = asyncio.create_task(first.poll_once("sim"))
+        assert await wait_until(lambda: rule.fired == 1, within_seconds=20)
+        cycle.cancel()  # the process dies with the PATCH in flight (its intent row stays open)
+        with pytest.raises(asyncio.CancelledError):
+            await cycle
+    (intent,) = [r for r in audit(store, "cosmos7-raw") if r["mode"] == "enforce"]
+    assert intent["status"] == "intent"
+    async with Daemon(settings, clock) as second:  # restarted at once, as Docker would
+        await second.poll_once("sim")
+        settled = audit(store, "cosmos7-raw")[0]["status"]
+        grown_again = [w for w in daemon_writes(cosmos) if w.name == "cosmos7-raw"]
+        # an in-flight request can still land (within the request timeout of the intent): not settled,
+        # and no new growth on top of it
+        assert settled == "intent"
+        assert grown_again == []
+        clock.advance(900)  # the old PATCH lands
+        await second.poll_once("sim")
+    (landed,) = [w for w in daemon_writes(cosmos) if w.name == "cosmos7-raw"]
+    assert landed.delayed and landed.changes["hard_limit"] == intent["new_hard"]
