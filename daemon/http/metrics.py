@@ -26,6 +26,7 @@ import platform
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol, TypeVar, runtime_checkable
 
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -298,3 +299,20 @@ def _cluster_families(snapshot: Snapshot) -> Iterator[Metric]:
         durations.add_metric(labels, [(le, float(n)) for le, n in histogram.cumulative()],
                              histogram.total)
     yield from (usable, used, free, bandwidth, last_ok, failures, errors, dropped, requests, durations)
+
+
+class Exposition:
+    """The `/metrics` body: the per-target families as text straight from the snapshot
+    (`TargetText`), the self-rendered families of `text_renderers`, then everything else in
+    `registry` (which holds the core collector and the rest of the stages' families)."""
+
+    def __init__(self, get_snapshot: Callable[[], Snapshot], registry: CollectorRegistry,
+                 text_renderers: Iterable[GuardedCollector] = ()) -> None:
+        self._get_snapshot = get_snapshot
+        self._registry = registry
+        self._target_text = TargetText()
+        self._text_renderers = tuple(text_renderers)
+
+    def render(self) -> bytes:
+        parts = [self._target_text.render(self._get_snapshot()), *(r.render_text() for r in self._text_renderers)]
+        return "".join(parts).encode() + generate_latest(self._registry)
