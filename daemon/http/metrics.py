@@ -36,7 +36,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from quotapilot.daemon import __version__
-from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.logs import TransitionLog, get_logger
 from quotapilot.daemon.runtime.snapshot import ClusterState, Snapshot, TargetState
 from quotapilot.daemon.vms.collector import DROP_REASONS, POLL_ERROR_REASONS
 
@@ -131,7 +131,8 @@ class GuardedCollector(Collector):
         self.inner = inner
         self.name = name or type(inner).__name__
         self.errors = 0
-        self._failing = False
+        self._failures = TransitionLog(log, "metrics", failed_level="error", failed_event="metrics.collect_failed",
+                                       recovered_event="metrics.collect_recovered", once_per_outage=True)
 
     def collect(self) -> Iterator[Metric]:
         return self._families(self.inner.collect)
@@ -168,13 +169,9 @@ class GuardedCollector(Collector):
             produced = produce()
         except Exception as exc:
             self.errors += 1
-            if not self._failing:
-                log.error("metrics.collect_failed", collector=self.name, error=str(exc), exc_info=True)
-            self._failing = True
+            self._failures.failed(self.name, str(exc), exc_info=True, collector=self.name)
             return fallback
-        if self._failing:
-            log.info("metrics.collect_recovered", collector=self.name)
-            self._failing = False
+        self._failures.ok(self.name, collector=self.name)
         return produced
 
 
