@@ -3,6 +3,9 @@
 `SimulatorServer` serves the VMS REST endpoints quotapilot uses over HTTPS (a private CA made at
 start), backed by an `Engine` that integrates a `Scenario`'s writes on a fixed simulated-time grid
 and enforces quotas; `Faults` injects failures at run time.
+
+May import: the top-level modules (clock, errors, logs, units) only — it stands in for VMS, so it
+knows nothing of the daemon's runtime, stages or store.
 """
 
 from quotapilot.daemon.simulator.engine import Engine, EngineError, QuotaRecord
