@@ -108,7 +108,6 @@ class GrowthStage:
         self.planner = planner
         self.reserved_totals = reserved_totals
         self.counters = GrowthCounters()
-        self.last_action: dict[TargetId, ActionOutcome] = {}
         self._history = UsageHistory()
         self._recorded_guard: dict[tuple[TargetId, Dimension], str] = {}
         self._last_prune: float | None = None
@@ -162,7 +161,6 @@ class GrowthStage:
             outcome = await self._act(decision, observations.get(decision.target), ctx.now, writer)
             if outcome is not None:
                 ctx.actions.append(outcome)
-                self.last_action[decision.target] = outcome
 
     def _publish(self) -> None:
         counters = self.counters
