@@ -71,21 +71,29 @@ class TransitionLog:
     """
 
     def __init__(self, logger: structlog.typing.FilteringBoundLogger, noun: str, *,
-                 failed_level: Literal["warning", "error"] = "warning") -> None:
+                 failed_level: Literal["warning", "error"] = "warning", failed_event: str | None = None,
+                 recovered_event: str | None = None, once_per_outage: bool = False) -> None:
+        """`failed_event`/`recovered_event` override `<noun>.failed`/`<noun>.recovered` (events
+        other tools already read); `once_per_outage`: a key that fails differently while failing is
+        not logged again (one line per outage, as a poller's coordinator does)."""
         self._log = logger
         self._noun = noun
         self._failed_level = failed_level
+        self._failed_event = failed_event or f"{noun}.failed"
+        self._recovered_event = recovered_event or f"{noun}.recovered"
+        self._once_per_outage = once_per_outage
         self._errors: dict[object, str] = {}
         self._counts: dict[object, int] = {}
 
     def failed(self, key: object, error: str, *, exc_info: bool = False, **fields: object) -> bool:
         """Record a failure; logs `<noun>.failed` when `key` was fine or failed differently. True if it logged."""
         self._counts[key] = self._counts.get(key, 0) + 1
-        if self._errors.get(key) == error:
+        known = self._errors.get(key)
+        if known == error or (self._once_per_outage and known is not None):
             return False
         self._errors[key] = error
         emit = self._log.error if self._failed_level == "error" else self._log.warning
-        emit(f"{self._noun}.failed", error=error, exc_info=exc_info, **fields)
+        emit(self._failed_event, error=error, exc_info=exc_info, **fields)
         return True
 
     def ok(self, key: object, **fields: object) -> bool:
@@ -93,7 +101,7 @@ class TransitionLog:
         failures = self._counts.pop(key, 0)
         if self._errors.pop(key, None) is None:
             return False
-        self._log.info(f"{self._noun}.recovered", failures=failures, **fields)
+        self._log.info(self._recovered_event, failures=failures, **fields)
         return True
 
     def failing(self, key: object) -> bool:

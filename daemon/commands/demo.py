@@ -7,7 +7,8 @@ The simulator (HTTPS on loopback, its own CA, verified by vastpy) and the daemon
 on a free loopback port while it runs, and its supervised tasks (alert delivery) run alongside; at
 the end they are drained before the summary is printed.
 
-`--policy reactive` swaps the planner for the baseline (+1 TiB at 90 %), nothing else changes.
+`--policy reactive` wires the growth stage with the baseline planner (+1 TiB at 90 %) through the
+same builder as the daemon (`runtime.wiring.StageWiring`); nothing else changes.
 Figures in the summary come from the simulator's ground truth (write failures, utilization of the
 hard limits) and the daemon's audit trail (growth actions, bytes added).
 """
@@ -21,14 +22,19 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.settings import read_config_file
 from quotapilot.daemon.units import format_bytes, format_duration
+from quotapilot.forecasting.types import Dimension, TargetKind
+
+if TYPE_CHECKING:
+    from quotapilot.daemon.runtime.cycle import CycleContext
+    from quotapilot.forecasting.types import ActionOutcome, TargetId
 
 DAY = 86400.0
 POLL_INTERVAL_SECONDS = 900.0
@@ -121,11 +127,11 @@ async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | 
     """Run the demo; return the summary (the `--json` object)."""
     from quotapilot.daemon.clock import VirtualClock
     from quotapilot.daemon.runtime.daemon import Daemon
+    from quotapilot.daemon.runtime.wiring import StageWiring
     from quotapilot.daemon.settings import load_settings
     from quotapilot.daemon.simulator import SimulatorServer
-    from quotapilot.daemon.stages.growth import GrowthStage
     from quotapilot.daemon.store.actions import ActionStore
-    from quotapilot.forecasting.planner import plan_reactive_cycle
+    from quotapilot.forecasting.planner import plan_cycle, plan_reactive_cycle
 
     started = time.monotonic()
     clock = VirtualClock()
@@ -138,10 +144,10 @@ async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | 
                 cluster=cluster, address=sim.address, token=sim.token, ca_file=sim.ca_file,
                 store=workdir / "state.db", config=options.config,
                 poll_interval_seconds=options.poll_interval_seconds))
-            async with Daemon(settings, clock) as daemon:
-                growth = next(s for s in daemon.stages if isinstance(s, GrowthStage))
-                if options.policy == "reactive":
-                    growth.planner = plan_reactive_cycle
+            wiring = StageWiring(planner=plan_reactive_cycle if options.policy == "reactive" else plan_cycle)
+            async with Daemon(settings, clock, stages=wiring) as daemon:
+                stages = wiring.built
+                last_actions: dict[TargetId, ActionOutcome] = {}
                 await daemon.http.start()
                 metrics_url = f"http://127.0.0.1:{daemon.http.port}/metrics"
                 tasks = asyncio.create_task(daemon.supervisor.run(), name="demo:supervisor")
@@ -151,19 +157,21 @@ async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | 
                     actions = ActionStore(daemon.db)
                     while True:
                         ctx = await daemon.poll_once(cluster)
+                        last_actions.update((action.target, action) for action in ctx.actions)
                         if on_frame is not None:
-                            on_frame(_frame(ctx, growth, start, options.days, metrics_url,
+                            on_frame(_frame(ctx, last_actions, start, options.days, metrics_url,
                                             await asyncio.to_thread(actions.totals)))
                         if clock.now() >= end:
                             break
                         await clock.advance_and_settle(min(options.poll_interval_seconds, end - clock.now()))
                     sim.engine.advance_to(clock.now())
-                    await _drain(daemon)
+                    for drain in (stages.forecast.drain, stages.alerting.drain):  # refits, deliveries in flight
+                        await drain(10.0)
                 finally:
                     daemon.supervisor.stop()
                     await tasks
                 growth_actions, bytes_added = await asyncio.to_thread(actions.totals)
-                alerts = sum(int(getattr(s, "alerts_raised", 0)) for s in daemon.stages)
+                alerts = stages.alerting.view.evaluated.raised
             truth = sim.engine.summary()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -185,18 +193,8 @@ async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | 
     }
 
 
-async def _drain(daemon: Any, timeout_seconds: float = 10.0) -> None:
-    """Let every stage that has work in flight (alert delivery, refits) finish before the summary."""
-    for stage in daemon.stages:
-        drain = getattr(stage, "drain", None)
-        if drain is not None:
-            await drain(timeout_seconds)
-
-
-def _frame(ctx: Any, growth: Any, start: float, days: float, metrics_url: str,
-           totals: tuple[int, int]) -> Frame:
-    from quotapilot.forecasting.types import Dimension, TargetKind
-
+def _frame(ctx: CycleContext, last_actions: Mapping[TargetId, ActionOutcome], start: float, days: float,
+           metrics_url: str, totals: tuple[int, int]) -> Frame:
     frame = Frame(t=ctx.now, elapsed_days=(ctx.now - start) / DAY, days=days, metrics_url=metrics_url,
                   growth_actions=totals[0])
     for obs in ctx.poll.observations:
@@ -207,7 +205,7 @@ def _frame(ctx: Any, growth: Any, start: float, days: float, metrics_url: str,
         runway_seconds = None
         if runway is not None and runway.p50 is not None:
             runway_seconds = max(0.0, runway.p50 - ctx.now)
-        last = growth.last_action.get(obs.target)
+        last = last_actions.get(obs.target)
         last_text = "—"
         if last is not None:
             age = format_duration(ctx.now - last.t)

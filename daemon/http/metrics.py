@@ -26,6 +26,7 @@ import platform
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol, TypeVar, runtime_checkable
 
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -35,7 +36,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from quotapilot.daemon import __version__
-from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.logs import TransitionLog, get_logger
 from quotapilot.daemon.runtime.snapshot import ClusterState, Snapshot, TargetState
 from quotapilot.daemon.vms.errors import POLL_ERROR_REASONS
 from quotapilot.daemon.vms.validation import DROP_REASONS
@@ -131,7 +132,8 @@ class GuardedCollector(Collector):
         self.inner = inner
         self.name = name or type(inner).__name__
         self.errors = 0
-        self._failing = False
+        self._failures = TransitionLog(log, "metrics", failed_level="error", failed_event="metrics.collect_failed",
+                                       recovered_event="metrics.collect_recovered", once_per_outage=True)
 
     def collect(self) -> Iterator[Metric]:
         return self._families(self.inner.collect)
@@ -168,13 +170,9 @@ class GuardedCollector(Collector):
             produced = produce()
         except Exception as exc:
             self.errors += 1
-            if not self._failing:
-                log.error("metrics.collect_failed", collector=self.name, error=str(exc), exc_info=True)
-            self._failing = True
+            self._failures.failed(self.name, str(exc), exc_info=True, collector=self.name)
             return fallback
-        if self._failing:
-            log.info("metrics.collect_recovered", collector=self.name)
-            self._failing = False
+        self._failures.ok(self.name, collector=self.name)
         return produced
 
 
@@ -299,3 +297,20 @@ def _cluster_families(snapshot: Snapshot) -> Iterator[Metric]:
         durations.add_metric(labels, [(le, float(n)) for le, n in histogram.cumulative()],
                              histogram.total)
     yield from (usable, used, free, bandwidth, last_ok, failures, errors, dropped, requests, durations)
+
+
+class Exposition:
+    """The `/metrics` body: the per-target families as text straight from the snapshot
+    (`TargetText`), the self-rendered families of `text_renderers`, then everything else in
+    `registry` (which holds the core collector and the rest of the stages' families)."""
+
+    def __init__(self, get_snapshot: Callable[[], Snapshot], registry: CollectorRegistry,
+                 text_renderers: Iterable[GuardedCollector] = ()) -> None:
+        self._get_snapshot = get_snapshot
+        self._registry = registry
+        self._target_text = TargetText()
+        self._text_renderers = tuple(text_renderers)
+
+    def render(self) -> bytes:
+        parts = [self._target_text.render(self._get_snapshot()), *(r.render_text() for r in self._text_renderers)]
+        return "".join(parts).encode() + generate_latest(self._registry)

@@ -1,47 +1,45 @@
-"""The daemon's HTTP listener (aiohttp): `/metrics`, `/healthz`, and the routes other modules add.
+"""The daemon's HTTP listener (aiohttp): `/metrics`, `/healthz`, and `/api/v1`.
 
-`/metrics` renders the daemon's own registries (fresh per daemon; every collector in them reads
-immutable state); the per-target families, the bulk of a scrape, are rendered straight from the
-snapshot by `TargetText`. `/healthz` answers 200 while every cluster's last successful poll is
-younger than `poll.stale_after_intervals` intervals and no supervised task crashed, else 503 with
-the reasons. `/api/v1/*` belongs to `daemon/api.py` (`add_api_routes(app, daemon)`), registered
-here.
+The server is built with explicit collaborators, never the daemon: a `/metrics` renderer (the
+`Exposition` of `http/metrics.py`, reading immutable state only), a health function (`/healthz`:
+200 when healthy, else 503 with the reasons; the logic is `runtime/health.py`), the HTTP
+settings, and the API's collaborators (`ApiDaemon`, the contract of `http/api.py`, which
+registers the `/api/v1/*` routes).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from quotapilot.daemon.http.api import add_api_routes
+from quotapilot.daemon.http.api import ApiDaemon, add_api_routes
+from quotapilot.daemon.settings import HttpSettings
 
-if TYPE_CHECKING:
-    from quotapilot.daemon.runtime.daemon import Daemon
+HealthFunction = Callable[[], tuple[bool, dict[str, Any]]]
+"""() → (healthy, the /healthz report)."""
 
-DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
-
-
-async def metrics(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON_KEY]
-    parts = [daemon.target_text.render(daemon.snapshot), *(r.render_text() for r in daemon.text_renderers)]
-    body = "".join(parts).encode() + generate_latest(daemon.exposition_registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+MetricsRenderer = Callable[[], bytes]
+"""() → the /metrics body in Prometheus text format."""
 
 
-async def healthz(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON_KEY]
-    healthy, report = daemon.health()
-    return web.json_response(report, status=200 if healthy else 503)
+def build_app(http: HttpSettings, render_metrics: MetricsRenderer, health: HealthFunction,
+              api: ApiDaemon | None = None) -> web.Application:
+    """The aiohttp application; `api=None` serves no `/api/v1` routes."""
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=render_metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def healthz(request: web.Request) -> web.Response:
+        healthy, report = health()
+        return web.json_response(report, status=200 if healthy else 503)
 
-def build_app(daemon: Daemon) -> web.Application:
-    app = web.Application(client_max_size=daemon.settings.http.max_body_bytes)
-    app[DAEMON_KEY] = daemon
+    app = web.Application(client_max_size=http.max_body_bytes)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
-    add_api_routes(app, daemon)
+    if api is not None:
+        add_api_routes(app, api)
     return app
 
 
@@ -49,17 +47,24 @@ class HttpServer:
     """Binds at `start()` (so a busy port fails the start, not a background task), serves until
     `close()`."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
+    def __init__(self, http: HttpSettings, render_metrics: MetricsRenderer, health: HealthFunction,
+                 api: ApiDaemon | None = None) -> None:
+        self.settings = http
+        self._render_metrics = render_metrics
+        self._health = health
+        self._api = api
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
+    def build_app(self) -> web.Application:
+        """A fresh application with this server's collaborators (tests serve it with aiohttp's TestServer)."""
+        return build_app(self.settings, self._render_metrics, self._health, self._api)
+
     async def start(self) -> None:
-        settings = self._daemon.settings.http
-        runner = web.AppRunner(build_app(self._daemon), access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, settings.host, settings.port)
+            site = web.TCPSite(runner, self.settings.host, self.settings.port)
             await site.start()
         except BaseException:
             await runner.cleanup()

@@ -1,17 +1,28 @@
-"""One poll cycle of one cluster, as plain data passed through the daemon's stages.
+"""One poll cycle of one cluster, as plain data passed through the daemon's stages, and the one
+`Stage` protocol every stage implements.
 
 The poller produces a `PollResult`; the daemon then runs its stages in order
 (store → forecaster → growth → alerting), each reading what earlier stages put into the
 `CycleContext` and adding its own results. When the cycle ends, the context becomes part of the
 immutable `Snapshot` that `/metrics` and `/api/v1` read.
+
+A stage is built by `runtime/wiring.py` with explicit collaborators and registered by the daemon
+generically (`StageParts.of`): it must have `name` and `async on_cycle(ctx)`; it may have
+`tasks()` (supervised background tasks, by name), `collector()` (a Prometheus collector reading
+an immutable view the stage publishes), `async open()` (on daemon entry, in stage order) and
+`async close()` (on exit, in reverse order).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from types import MappingProxyType
+from typing import Protocol, runtime_checkable
 
+from prometheus_client.registry import Collector as PrometheusCollector
+
+from quotapilot.daemon.runtime.supervisor import TaskFactory
 from quotapilot.forecasting.types import (
     ActionOutcome,
     ClusterCapacity,
@@ -77,3 +88,53 @@ class Stage(Protocol):
     name: str
 
     async def on_cycle(self, ctx: CycleContext) -> None: ...
+
+
+@runtime_checkable
+class RunsTasks(Protocol):
+    """A stage with supervised background tasks (e.g. alert delivery): name → factory."""
+
+    def tasks(self) -> Mapping[str, TaskFactory]: ...
+
+
+@runtime_checkable
+class ExportsMetrics(Protocol):
+    """A stage with a Prometheus collector; `collect()` reads only what the stage published."""
+
+    def collector(self) -> PrometheusCollector: ...
+
+
+@runtime_checkable
+class Opens(Protocol):
+    async def open(self) -> None: ...
+
+
+@runtime_checkable
+class Closes(Protocol):
+    async def close(self) -> None: ...
+
+
+def _nothing() -> Awaitable[None]:
+    async def nothing() -> None:
+        return None
+    return nothing()
+
+
+@dataclass(frozen=True, slots=True)
+class StageParts:
+    """Everything the daemon registers for one stage, read once from its optional methods."""
+
+    stage: Stage
+    tasks: Mapping[str, TaskFactory] = field(default_factory=lambda: MappingProxyType({}))
+    collector: PrometheusCollector | None = None
+    open: Callable[[], Awaitable[None]] = _nothing
+    close: Callable[[], Awaitable[None]] = _nothing
+
+    @classmethod
+    def of(cls, stage: Stage) -> StageParts:
+        return cls(
+            stage=stage,
+            tasks=MappingProxyType(dict(stage.tasks())) if isinstance(stage, RunsTasks) else MappingProxyType({}),
+            collector=stage.collector() if isinstance(stage, ExportsMetrics) else None,
+            open=stage.open if isinstance(stage, Opens) else _nothing,
+            close=stage.close if isinstance(stage, Closes) else _nothing)

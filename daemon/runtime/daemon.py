@@ -1,17 +1,22 @@
-"""The daemon: composition of store, collectors, stages, supervisor and HTTP; `quotapilot run` and
-`quotapilot check-config`.
+"""The daemon: opens the resources (store, VMS collectors, thread pool, supervisor, HTTP), has the
+stages built by `runtime/wiring.py`, registers them generically, and runs the cycle.
 
     async with Daemon(settings, clock) as daemon:   # opens store, collectors, thread pool; no loops
         ctx = await daemon.poll_once("cosmos")       # exactly one cycle: poll + every stage, in order
-        await daemon.run()                           # pollers, HTTP, extra tasks until stop()
+        await daemon.run()                           # pollers, HTTP, stage tasks until stop()
 
 One poll cycle of one cluster: the collector produces a `PollResult`; the stages from
-`build_stages()` run in order on a `CycleContext` (store → forecaster → growth → alerting); the
-context then becomes the cluster's part of a new immutable `Snapshot` (`daemon.snapshot`), which
-`/metrics`, `/healthz` and `/api/v1` read. Stages run on failed polls too (`ctx.poll.ok` is
-False) so alerting can see the outage. Stages are isolated: one that raises is logged (on the
-transition) and counted in `quotapilot_stage_errors_total`, and the later stages still run on
-what the context holds (growth without forecasts goes reactive; alerting still sees the poll).
+`build_stages()` (wiring) run in order on a `CycleContext` (store → forecaster → growth →
+alerting); the context then becomes the cluster's part of a new immutable `Snapshot`
+(`daemon.snapshot`), which `/metrics`, `/healthz` and `/api/v1` read. Stages run on failed polls
+too (`ctx.poll.ok` is False) so alerting can see the outage. Stages are isolated: one that raises
+is logged (on the transition) and counted in `quotapilot_stage_errors_total`, and the later stages
+still run on what the context holds (growth without forecasts goes reactive; alerting still sees
+the poll).
+
+Each stage is registered from its `StageParts` (runtime/cycle.py): its background tasks go to the
+supervisor, its Prometheus collector (guarded) to the registries, `open()`/`close()` run on entry
+and exit. No stage ever holds the daemon.
 """
 
 from __future__ import annotations
@@ -20,21 +25,21 @@ import asyncio
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector as PrometheusCollector
 
 from quotapilot.daemon import __version__
 from quotapilot.daemon.clock import Clock, SystemClock
-from quotapilot.daemon.http.metrics import GuardedCollector, SnapshotCollector, TargetCollector, TargetText
+from quotapilot.daemon.http.metrics import Exposition, GuardedCollector, SnapshotCollector, TargetCollector
 from quotapilot.daemon.http.server import HttpServer
-from quotapilot.daemon.logs import get_logger
-from quotapilot.daemon.runtime.cycle import CycleContext, Stage
+from quotapilot.daemon.logs import TransitionLog, get_logger
+from quotapilot.daemon.runtime.cycle import CycleContext, Stage, StageParts
+from quotapilot.daemon.runtime.health import HealthReport, health_report
 from quotapilot.daemon.runtime.poller import Poller, PollerState
 from quotapilot.daemon.runtime.sdnotify import Notifier
 from quotapilot.daemon.runtime.snapshot import (
@@ -45,42 +50,21 @@ from quotapilot.daemon.runtime.snapshot import (
     frozen_map,
 )
 from quotapilot.daemon.runtime.supervisor import Supervisor, TaskFactory, sleep_unless
+from quotapilot.daemon.runtime.wiring import Collaborators, build_stages
 from quotapilot.daemon.settings import Settings, systemd_notify_environment
-from quotapilot.daemon.stages.alerting import AlertingStage
-from quotapilot.daemon.stages.forecast import ForecastStage
-from quotapilot.daemon.stages.growth import GrowthStage
-from quotapilot.daemon.stages.store import StoreStage
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.observations import ObservationStore
 from quotapilot.daemon.vms.collector import VmsPoller
 
 log = get_logger(__name__)
 
+StageBuilder = Callable[[Collaborators], Sequence[Stage]]
+"""Builds the cycle's stages from the opened daemon's collaborators (`wiring.StageWiring` is one)."""
 
 
-def build_stages(daemon: Daemon) -> list[Stage]:
-    """The cycle's stages, in order. Each owner adds theirs with a one-line edit.
-
-    A stage is built with the daemon (`daemon.settings`, `.clock`, `.db`, `.collectors`,
-    `.observations`, `.snapshot`), may register background tasks with `daemon.add_task(name, fn)`
-    and report the growth mode with `daemon.set_mode(mode)`. Optional
-    `async open()` runs when the daemon is entered, `async close()` when it exits (reverse order).
-    """
-    stages: list[Stage] = [StoreStage(daemon.observations)]
-    stages.append(ForecastStage.for_daemon(daemon))              # FORECAST (issue 4)
-    stages.append(GrowthStage.for_daemon(daemon))                # GROWTH (issue 5)
-    stages.append(AlertingStage.for_daemon(daemon))              # ALERTS (issue 6)
-    return stages
-
-
-def build_collectors(daemon: Daemon) -> list[PrometheusCollector]:
-    """Extra Prometheus collectors (besides the core's), each reading immutable state in
-    `collect()`. Each owner adds theirs with a one-line edit."""
-    collectors: list[PrometheusCollector] = []
-    collectors.extend(s.collector() for s in daemon.stages if isinstance(s, ForecastStage))  # FORECAST (issue 4)
-    collectors.extend(s.metrics() for s in daemon.stages if isinstance(s, GrowthStage))  # GROWTH (issue 5)
-    collectors.extend(s.collector() for s in daemon.stages if isinstance(s, AlertingStage))  # ALERTS (issue 6)
-    return collectors
+def default_stages(deps: Collaborators) -> Sequence[Stage]:
+    """The production stages: `wiring.build_stages` with the configured policy and sinks."""
+    return build_stages(deps).stages
 
 
 # ------------------------------------------------------------------------------ the daemon
@@ -88,10 +72,10 @@ class Daemon:
     """quotapilot's runtime. `async with` opens resources; `run()` runs loops; `poll_once()` one cycle."""
 
     def __init__(self, settings: Settings, clock: Clock | None = None, *,
-                 stages: list[Stage] | Callable[[Daemon], list[Stage]] | None = None,
+                 stages: Sequence[Stage] | StageBuilder | None = None,
                  rng: random.Random | None = None) -> None:
-        """`stages`: None for `build_stages()`; a list; or a function of the opened daemon
-        returning the list (for stages that need the store, e.g. `lambda d: [StoreStage(...)]`)."""
+        """`stages`: None for `wiring.build_stages`; a list; or a builder taking the opened daemon's
+        `Collaborators` (for stages that need the store, e.g. `lambda deps: [StoreStage(deps.observations)]`)."""
         self.settings = settings
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.rng = rng or random.Random()
@@ -102,19 +86,17 @@ class Daemon:
         self.supervisor = Supervisor(shutdown_timeout_seconds=settings.daemon.shutdown_timeout_seconds)
         self.registry = CollectorRegistry()
         """Every metric of the daemon (fresh per daemon): `registry.get_sample_value(...)`."""
-        self.exposition_registry = CollectorRegistry()
-        """The same minus the per-target families, which /metrics renders as text (`target_text`,
-        `text_renderers`)."""
-        self.target_text = TargetText()
-        self.text_renderers: list[GuardedCollector] = []
-        """Collectors whose big families /metrics takes as ready text (`RendersText`)."""
+        self.exposition = Exposition(lambda: self._snapshot, CollectorRegistry())
+        """The /metrics body: the same metrics, the per-target and other big families rendered as text."""
         socket_path, watchdog_usec = systemd_notify_environment()
         self.notifier = Notifier(socket_path, watchdog_usec=watchdog_usec)
-        self.http = HttpServer(self)
-        self._snapshot = empty_snapshot(self.clock.now(), tuple(self.poll_state))
+        self.http = HttpServer(settings.http, lambda: self.exposition.render(), self.health, api=self)
+        self._snapshot = replace(empty_snapshot(self.clock.now(), tuple(self.poll_state)),
+                                 mode=settings.policy.mode)
         self._stage_errors: Counter[str] = Counter()
         self._stage_seconds: defaultdict[str, float] = defaultdict(float)
-        self._stage_failing: dict[tuple[str, str], str] = {}
+        self._stage_failures = TransitionLog(log, "stage", failed_level="error")
+        self._closers: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._pollers: dict[str, Poller] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._db: Database | None = None
@@ -161,26 +143,18 @@ class Daemon:
                                       stopping=self.supervisor.stopping)
                 collector.log_tls_mode()
                 self.collectors[cluster.name] = collector
-            if self._stages_override is None:
-                self.stages = build_stages(self)
-            elif callable(self._stages_override):
-                self.stages = list(self._stages_override(self))
-            else:
-                self.stages = list(self._stages_override)
-            for stage in self.stages:
-                opener = getattr(stage, "open", None)
-                if opener is not None:
-                    await opener()
-            self.registry.register(TargetCollector(lambda: self._snapshot))
-            guarded = [GuardedCollector(extra) for extra in build_collectors(self)]
-            core = SnapshotCollector(lambda: self._snapshot, lambda: self.supervisor.crashes,
-                                     lambda: {g.name: g.errors for g in guarded if g.errors})
-            for metric_collector in (core, *guarded):
-                self.registry.register(metric_collector)
-            self.exposition_registry.register(core)
-            for extra in guarded:
-                self.exposition_registry.register(extra.rest() if extra.renders_text else extra)
-            self.text_renderers = [extra for extra in guarded if extra.renders_text]
+            deps = Collaborators(settings=settings, clock=self.clock, db=self._db, observations=self._observations,
+                                 writers={name: poller.writer for name, poller in self.collectors.items()},
+                                 supervisor=self.supervisor)
+            builder = self._stages_override if self._stages_override is not None else default_stages
+            self.stages = list(builder(deps) if callable(builder) else builder)
+            parts = [StageParts.of(stage) for stage in self.stages]
+            for part in parts:
+                for name, factory in part.tasks.items():
+                    self.supervisor.add(name, factory)
+                self._closers.append((part.stage.name, part.close))
+                await part.open()
+            self._register_metrics([part.collector for part in parts if part.collector is not None])
         except BaseException:
             await self._close()
             raise
@@ -192,14 +166,26 @@ class Daemon:
                         tb: TracebackType | None) -> None:
         await asyncio.shield(self._close())
 
+    def _register_metrics(self, stage_collectors: Sequence[PrometheusCollector]) -> None:
+        self.registry.register(TargetCollector(lambda: self._snapshot))
+        guarded = [GuardedCollector(extra) for extra in stage_collectors]
+        core = SnapshotCollector(lambda: self._snapshot, lambda: self.supervisor.crashes,
+                                 lambda: {g.name: g.errors for g in guarded if g.errors})
+        for metric_collector in (core, *guarded):
+            self.registry.register(metric_collector)
+        exposition_registry = CollectorRegistry()
+        exposition_registry.register(core)
+        for extra in guarded:
+            exposition_registry.register(extra.rest() if extra.renders_text else extra)
+        self.exposition = Exposition(lambda: self._snapshot, exposition_registry,
+                                     [extra for extra in guarded if extra.renders_text])
+
     async def _close(self) -> None:
-        for stage in reversed(self.stages):
-            closer = getattr(stage, "close", None)
-            if closer is not None:
-                try:
-                    await closer()
-                except Exception:
-                    log.error("stage.close_failed", stage=stage.name, exc_info=True)
+        for name, closer in reversed(self._closers):
+            try:
+                await closer()
+            except Exception:
+                log.error("stage.close_failed", stage=name, exc_info=True)
         await self.http.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -207,15 +193,6 @@ class Daemon:
             db, self._db = self._db, None
             await asyncio.to_thread(_flush_and_close, db)
             log.info("store.flushed", path=str(db.path))
-
-    # -------------------------------------------------------------- for stages
-    def add_task(self, name: str, factory: TaskFactory) -> None:
-        """Register a supervised background task, started by `run()` (see `Supervisor.add`)."""
-        self.supervisor.add(name, factory)
-
-    def set_mode(self, mode: str) -> None:
-        """The growth stage reports "observe" / "enforce" (shown in /healthz and the snapshot)."""
-        self._snapshot = replace(self._snapshot, mode=mode)
 
     # -------------------------------------------------------------- one cycle
     async def poll_once(self, cluster: str) -> CycleContext:
@@ -234,13 +211,10 @@ class Daemon:
                 await stage.on_cycle(ctx)
             except Exception as exc:
                 self._stage_errors[stage.name] += 1
-                failure = f"{type(exc).__name__}: {exc}"
-                if self._stage_failing.get((stage.name, cluster)) != failure:  # log transitions only
-                    self._stage_failing[(stage.name, cluster)] = failure
-                    log.error("stage.failed", stage=stage.name, cluster=cluster, exc_info=True)
+                self._stage_failures.failed((stage.name, cluster), f"{type(exc).__name__}: {exc}",
+                                            exc_info=True, stage=stage.name, cluster=cluster)
             else:
-                if self._stage_failing.pop((stage.name, cluster), None) is not None:
-                    log.info("stage.recovered", stage=stage.name, cluster=cluster)
+                self._stage_failures.ok((stage.name, cluster), stage=stage.name, cluster=cluster)
             finally:
                 self._stage_seconds[stage.name] += time.perf_counter() - started
         self._publish_cycle(cluster, ctx, state, collector)
@@ -261,40 +235,11 @@ class Daemon:
             stage_seconds_total=frozen_map(self._stage_seconds))
 
     # -------------------------------------------------------------- health
-    def health(self) -> tuple[bool, dict[str, Any]]:
-        """(healthy, report) for /healthz: every cluster polled successfully within
-        `stale_after_intervals` intervals, and no supervised task crashed."""
-        now = self.clock.now()
-        poll = self.settings.poll
-        bound = poll.stale_after_intervals * poll.interval_seconds
-        reasons: list[str] = []
-        clusters: dict[str, Any] = {}
-        for name, state in self.poll_state.items():
-            age = state.age_seconds(now)
-            fresh = age is not None and age <= bound
-            if age is None:
-                reasons.append(f"{name}: no successful poll yet"
-                               + (f" ({state.last_error})" if state.last_error else ""))
-            elif not fresh:
-                reasons.append(f"{name}: last successful poll {age:.0f}s ago (bound {bound:.0f}s)"
-                               + (f": {state.last_error}" if state.last_error else ""))
-            clusters[name] = {
-                "ok": fresh, "last_success_age_seconds": None if age is None else round(age, 3),
-                "consecutive_failures": state.consecutive_failures, "last_error": state.last_error,
-            }
-        crashes = self.supervisor.crashes
-        for crash in crashes.values():
-            reasons.append(f"task {crash.name} crashed: {crash.error}")
-        report: dict[str, Any] = {
-            "status": "ok" if not reasons else "unhealthy",
-            "reasons": reasons,
-            "clusters": clusters,
-            "crashed_tasks": {name: crash.error for name, crash in crashes.items()},
-            "version": __version__,
-        }
-        if self._snapshot.mode is not None:
-            report["mode"] = self._snapshot.mode
-        return not reasons, report
+    def health(self) -> HealthReport:
+        """(healthy, report) for /healthz (see `runtime/health.py`)."""
+        return health_report({name: state.frozen() for name, state in self.poll_state.items()},
+                             self.supervisor.crashes, self.settings.poll, now=self.clock.now(),
+                             mode=self._snapshot.mode)
 
     # -------------------------------------------------------------- the loops
     async def run(self) -> None:
@@ -349,7 +294,7 @@ class Daemon:
             await asyncio.to_thread(self._db.checkpoint)
 
 
-def _cycle_of(daemon: Daemon, cluster: str) -> Any:
+def _cycle_of(daemon: Daemon, cluster: str) -> Callable[[], Awaitable[None]]:
     async def cycle() -> None:
         await daemon.poll_once(cluster)
     return cycle

@@ -2,7 +2,8 @@
 
 `PollerState` is the health of one cluster's polling (Home Assistant's DataUpdateCoordinator
 habit): last success, last failure, last error, failures in a row. It logs once when polling
-starts failing and once when it recovers — never a line per failed poll.
+starts failing (`poll.failed`) and once when it recovers (`poll.recovered`) — never a line per
+failed poll (`logs.TransitionLog`, one line per outage).
 
 `Poller.run()` calls one cycle per tick. Ticks are `interval` apart on the daemon's clock, the
 first one after a small random offset so several pollers do not fire together. A cycle that
@@ -19,10 +20,10 @@ import asyncio
 import math
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from quotapilot.daemon.clock import Clock
-from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.logs import TransitionLog, get_logger
 from quotapilot.daemon.runtime.snapshot import PollHealth
 from quotapilot.daemon.runtime.supervisor import sleep_unless
 
@@ -41,12 +42,13 @@ class PollerState:
     polls: int = 0
     skipped_ticks: int = 0
     last_duration_seconds: float | None = None
+    _transitions: TransitionLog = field(
+        default_factory=lambda: TransitionLog(log, "poll", once_per_outage=True), repr=False, compare=False)
 
     def record_success(self, t: float, duration_seconds: float) -> None:
-        if self.consecutive_failures:
-            log.info("poll.recovered", cluster=self.cluster, failures=self.consecutive_failures,
-                     outage_seconds=round(t - (self.last_success_t or t), 3))
-        elif self.last_success_t is None:
+        recovered = self._transitions.ok(self.cluster, cluster=self.cluster,
+                                         outage_seconds=round(t - (self.last_success_t or t), 3))
+        if not recovered and self.last_success_t is None:
             log.info("poll.succeeded", cluster=self.cluster, first=True)
         self.last_success_t = t
         self.consecutive_failures = 0
@@ -54,8 +56,7 @@ class PollerState:
         self.last_duration_seconds = duration_seconds
 
     def record_failure(self, t: float, error: str, duration_seconds: float) -> None:
-        if self.consecutive_failures == 0:
-            log.warning("poll.failed", cluster=self.cluster, error=error)
+        self._transitions.failed(self.cluster, error, cluster=self.cluster)
         self.last_failure_t = t
         self.last_error = error
         self.consecutive_failures += 1

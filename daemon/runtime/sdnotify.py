@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 
-from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.logs import TransitionLog, get_logger
 
 log = get_logger(__name__)
 
@@ -25,7 +25,8 @@ class Notifier:
             watchdog_usec / 2_000_000 if watchdog_usec and self.socket_path else None)
         """How often to send WATCHDOG=1 (half of systemd's WatchdogSec), or None."""
         self._ready_sent = False
-        self._failing = False
+        self._failures = TransitionLog(log, "sdnotify")
+        """`sdnotify.failed` once when sending starts failing, `sdnotify.recovered` when it works again."""
 
     @property
     def enabled(self) -> bool:
@@ -40,11 +41,9 @@ class Notifier:
                 sock.connect(self.socket_path)
                 sock.sendall(message.encode("utf-8"))
         except OSError as exc:
-            if not self._failing:
-                log.warning("sdnotify.failed", error=str(exc))
-            self._failing = True
+            self._failures.failed(self.socket_path, str(exc))
             return False
-        self._failing = False
+        self._failures.ok(self.socket_path)
         return True
 
     def ready(self, status: str = "polling") -> None:

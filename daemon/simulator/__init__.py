@@ -12,6 +12,8 @@ and faults put on the timeline), `faults` (the fault rules), `render` (VMS objec
 `answers` (DRF-style answers and parsing), `routes` (the VMS endpoints on aiohttp's router),
 `admin` (`/_sim/...`), `middlewares` (errors, faults, auth), `server` (the HTTPS server), `tls`.
 It imports only `quotapilot.daemon.{clock,errors,logs,units}` of the daemon.
+May import: the top-level modules (clock, errors, logs, units) only — it stands in for VMS, so it
+knows nothing of the daemon's runtime, stages or store.
 """
 
 from quotapilot.daemon.simulator.engine import Engine, EngineError, QuotaRecord

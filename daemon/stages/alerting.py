@@ -16,6 +16,8 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -24,6 +26,7 @@ from prometheus_client.registry import Collector
 from quotapilot.alerts.dispatcher import (
     DELIVERY_RESULTS,
     LATENCY_BUCKETS,
+    DeliveryStats,
     Dispatcher,
     OutboxEntry,
     Sink,
@@ -48,7 +51,7 @@ from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
 from quotapilot.daemon.runtime.retry import RetryPolicy
-from quotapilot.daemon.runtime.supervisor import sleep_unless
+from quotapilot.daemon.runtime.supervisor import TaskFactory, sleep_unless
 from quotapilot.daemon.settings import LOG_SINK_NAME, AlertRuleSettings, AlertSettings, PolicyRules, Settings
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.outbox import OutboxStore
@@ -315,7 +318,10 @@ class AlertingStage:
 
     def __init__(self, settings: Settings, db: Database, clock: Clock, *,
                  sinks: Sequence[Sink] | None = None, rng: random.Random | None = None,
-                 task_check_seconds: float = 15.0) -> None:
+                 task_check_seconds: float = 15.0,
+                 task_health: Callable[[], Sequence[TaskHealth]] = tuple) -> None:
+        """`sinks`: None for the configured ones; `task_health`: the supervised tasks and whether
+        each crashed (the wiring reads the daemon's supervisor), checked every `task_check_seconds`."""
         self.settings = settings
         self.clock = clock
         self.config = rule_config(settings.alerts.rules)
@@ -336,28 +342,17 @@ class AlertingStage:
         self._last_action: dict[tuple[str, str], ActionOutcome] = {}
         # where the numbers behind an alert are; not known up front for an ephemeral port (the demo)
         self._generator_url = None if settings.http.port == 0 else f"http://{settings.http.listen}/metrics"
-        self.task_health: Callable[[], Sequence[TaskHealth]] = tuple
+        self.task_health = task_health
         self._state_sent: dict[tuple[str, str], tuple[float, Any]] = {}
         self._ran = False
         self._last_purge: float | None = None
         self._firing_keys: set[tuple[str, str]] = set()
         self._policy_cache: dict[tuple[str, str], PolicyRules] = {}
+        self._evaluated = EvaluationView(firing=_firing_counts({}, frozenset()), sinks=tuple(self.sink_names))
 
-    @classmethod
-    def for_daemon(cls, daemon: Any, *, sinks: Sequence[Sink] | None = None) -> AlertingStage:
-        """Built by `build_stages()`: the daemon's settings, store and clock; the delivery task is
-        registered with the daemon's supervisor, whose crashes become `daemon` alerts."""
-        stage = cls(daemon.settings, daemon.db, daemon.clock, sinks=sinks)
-        supervisor = daemon.supervisor
-
-        def task_health() -> list[TaskHealth]:
-            crashes = supervisor.crashes
-            return [TaskHealth(name, name in crashes, crashes[name].error if name in crashes else "")
-                    for name in supervisor.task_names]
-
-        stage.task_health = task_health
-        daemon.add_task("alerts", stage.run)
-        return stage
+    def tasks(self) -> Mapping[str, TaskFactory]:
+        """The supervised delivery task (see `run`)."""
+        return {"alerts": self.run}
 
     async def close(self) -> None:
         """Daemon exit: the sinks are closed by the delivery task; close them here if it never ran."""
@@ -440,6 +435,9 @@ class AlertingStage:
             log.info("alert.raised" if note.status is Status.FIRING else "alert.resolved",
                      alert_id=note.alert_id, severity=str(note.severity), summary=note.summary,
                      dedup_key=note.dedup_key, sinks=len(entries))
+        self._evaluated = EvaluationView(
+            firing=_firing_counts(states, frozenset(self._firing_keys)), sinks=tuple(self.sink_names),
+            raised=self.alerts_raised, raised_by_kind=MappingProxyType(dict(self.raised_by_kind)))
         return len(result.notifications)
 
     def _entries(self, note: Notification, now: float) -> list[OutboxEntry]:
@@ -497,51 +495,99 @@ class AlertingStage:
             return True
         return await self.dispatcher.drain(timeout)
 
+    @property
+    def view(self) -> AlertView:
+        """What the alerting stage published at its last evaluation, with the dispatcher's delivery
+        counters copied as of now (deliveries complete between cycles, so those are copied on read)."""
+        return AlertView(self._evaluated, DeliveryView.of(self.dispatcher.stats))
+
     def collector(self) -> AlertMetrics:
-        return AlertMetrics(self)
+        return AlertMetrics(lambda: self.view)
 
 
 # ------------------------------------------------------------------------------------- metrics
+@dataclass(frozen=True, slots=True)
+class EvaluationView:
+    """The alert states as of the last evaluation, reduced to what the metrics show."""
+
+    firing: Mapping[tuple[str, str], int]
+    """(kind, severity) → alerts firing; every kind × severity from the start (0 when none fires)."""
+    sinks: tuple[str, ...] = ()
+    raised: int = 0
+    raised_by_kind: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    """An immutable copy of the dispatcher's delivery counters (`DeliveryStats`)."""
+
+    results: Mapping[tuple[str, str], int]
+    pending: Mapping[str, int]
+    latency_buckets: Mapping[str, tuple[int, ...]]
+    latency_sum: Mapping[str, float]
+    latency_count: Mapping[str, int]
+
+    @classmethod
+    def of(cls, stats: DeliveryStats) -> DeliveryView:
+        return cls(results=MappingProxyType(dict(stats.results)), pending=MappingProxyType(dict(stats.pending)),
+                   latency_buckets=MappingProxyType({k: tuple(v) for k, v in stats.latency_buckets.items()}),
+                   latency_sum=MappingProxyType(dict(stats.latency_sum)),
+                   latency_count=MappingProxyType(dict(stats.latency_count)))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertView:
+    """What `AlertMetrics` reads."""
+
+    evaluated: EvaluationView
+    delivery: DeliveryView
+
+
+def _firing_counts(states: Mapping[str, AlertState], seen: frozenset[tuple[str, str]]) -> Mapping[tuple[str, str], int]:
+    counts: Counter[tuple[str, str]] = Counter()
+    for state in states.values():
+        if state.phase is Phase.FIRING and state.severity is not None:
+            counts[(state.kind, str(state.severity))] += 1
+    # every kind × severity from the first scrape (0 when none fires), so dashboards and
+    # rules see a series, not "no data"; the kinds are a fixed list, cardinality is bounded
+    return MappingProxyType({key: counts.get(key, 0) for key in sorted(_FIRING_SERIES | seen | set(counts))})
+
+
 class AlertMetrics(Collector):
     """quotapilot_alerts_firing{kind,severity}, quotapilot_notifications_total{sink,result},
-    quotapilot_outbox_pending{sink}, quotapilot_notification_latency_seconds{sink}. Reads the
-    stage's in-memory state and the dispatcher's counters; no IO at scrape time."""
+    quotapilot_outbox_pending{sink}, quotapilot_notification_latency_seconds{sink}, from the
+    stage's `AlertView`; no IO at scrape time."""
 
-    def __init__(self, stage: AlertingStage) -> None:
-        self.stage = stage
+    def __init__(self, view: Callable[[], AlertView]) -> None:
+        self._view = view
 
     def collect(self) -> Iterator[Metric]:
+        view = self._view()
+        evaluated, stats = view.evaluated, view.delivery
         firing = GaugeMetricFamily("quotapilot_alerts_firing", "Alerts firing now.",
                                    labels=["kind", "severity"])
-        counts: Counter[tuple[str, str]] = Counter()
-        for state in (self.stage._states or {}).values():
-            if state.phase is Phase.FIRING and state.severity is not None:
-                counts[(state.kind, str(state.severity))] += 1
-        # every kind × severity from the first scrape (0 when none fires), so dashboards and
-        # rules see a series, not "no data"; the kinds are a fixed list, cardinality is bounded
-        for kind, severity in sorted(_FIRING_SERIES | self.stage._firing_keys | set(counts)):
-            firing.add_metric([kind, severity], counts.get((kind, severity), 0))
+        for (kind, severity), count in evaluated.firing.items():
+            firing.add_metric([kind, severity], count)
         yield firing
 
-        stats = self.stage.dispatcher.stats
         total = CounterMetricFamily("quotapilot_notifications", "Notification delivery outcomes per sink.",
                                     labels=["sink", "result"])
-        results = {(sink, result) for sink in self.stage.sink_names for result in DELIVERY_RESULTS}
+        results = {(sink, result) for sink in evaluated.sinks for result in DELIVERY_RESULTS}
         for sink, result in sorted(results | set(stats.results)):
             total.add_metric([sink, result], stats.results.get((sink, result), 0))
         yield total
 
         pending = GaugeMetricFamily("quotapilot_outbox_pending", "Notifications waiting in the outbox.",
                                     labels=["sink"])
-        for sink in self.stage.sink_names:
+        for sink in evaluated.sinks:
             pending.add_metric([sink], stats.pending.get(sink, 0))
         yield pending
 
         latency = HistogramMetricFamily(
             "quotapilot_notification_latency_seconds",
             "From rule evaluation to confirmed delivery.", labels=["sink"])
-        for sink in self.stage.sink_names:
-            buckets = stats.latency_buckets.get(sink, [0] * len(LATENCY_BUCKETS))
+        for sink in evaluated.sinks:
+            buckets = stats.latency_buckets.get(sink, (0,) * len(LATENCY_BUCKETS))
             latency.add_metric(
                 [sink],
                 [*((repr(float(b)), n) for b, n in zip(LATENCY_BUCKETS, buckets, strict=True)),

@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -52,9 +51,6 @@ from quotapilot.forecasting.types import (
     TargetId,
     TargetKind,
 )
-
-if TYPE_CHECKING:
-    from quotapilot.daemon.runtime.daemon import Daemon
 
 log = get_logger(__name__)
 
@@ -127,17 +123,6 @@ class ForecastStage:
         self._fit_seconds = NO_FITS
         self._fallbacks: Counter[str] = Counter()
         self.view = ForecastView(t=clock.now())
-
-    @classmethod
-    def for_daemon(cls, daemon: Daemon) -> ForecastStage:
-        """As `build_stages()` wires it: warm start from the store's observation history."""
-        clock = daemon.clock
-        reach = daemon.settings.forecast.step_seconds * ModelConfig().max_history_steps
-
-        def load(target: TargetId) -> History:
-            return daemon.observations.history(target, since=clock.now() - reach)
-
-        return cls(daemon.settings.forecast, clock, history_loader=load)
 
     def collector(self) -> ForecastCollector:
         return ForecastCollector(lambda: self.view)

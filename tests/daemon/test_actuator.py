@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import random
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.errors import TemporaryError
 from quotapilot.daemon.runtime.cycle import CycleContext, DroppedSample, PollResult
 from quotapilot.daemon.settings import Settings
-from quotapilot.daemon.stages.growth import GrowthStage, UsageHistory
+from quotapilot.daemon.stages.growth import GrowthStage
 from quotapilot.daemon.store.actions import ActionStore, query_actions
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.overrides import OverrideStore
@@ -190,7 +188,7 @@ class TestOverrides:
         assert outcome.status == ActionStatus.PAUSED
         assert "migration" in outcome.reason
         registry = CollectorRegistry()
-        registry.register(h2.stage.metrics())
+        registry.register(h2.stage.collector())
         labels = {"cluster": "c1", "target": RAW.name, "path": RAW.path}
         assert registry.get_sample_value("quotapilot_target_paused", labels) == 1.0
         assert OverrideStore(h2.db).resume("/cosmos7/raw")
@@ -268,7 +266,7 @@ class TestViews:
         h = Harness(tmp_path, settings)
         await h.cycle()
         assert h.vms.views == []
-        assert h.stage.counters.views_would_create == ["c1:/cosmos7/new (view and quota)"]
+        assert h.stage.view.views_would_create == ("c1:/cosmos7/new (view and quota)",)
 
 
 class TestMetricsAndAudit:
@@ -276,7 +274,7 @@ class TestMetricsAndAudit:
         h = Harness(tmp_path, make_settings("enforce"))
         (outcome,) = (await h.cycle()).actions
         registry = CollectorRegistry()
-        registry.register(h.stage.metrics())
+        registry.register(h.stage.collector())
         assert registry.get_sample_value("quotapilot_growth_decisions_total", {"result": "verified"}) == 1.0
         assert outcome.new_hard is not None
         assert registry.get_sample_value("quotapilot_growth_bytes_total") == outcome.new_hard - 100 * TIB
@@ -314,47 +312,3 @@ class TestRetention:
         await h.cycle()
         assert [r["id"] for r in query_actions(h.db)] == [recent]
         assert OverrideStore(h.db).active(h.clock.now()) == []
-
-
-class TestUsageHistory:
-    """The observed rates the planner sizes with on a cold start: running sums, same answers as
-    summing the window's increases sample by sample."""
-
-    @staticmethod
-    def brute_force(samples: list[tuple[float, int, int]], window: float) -> tuple[float, float]:
-        last = samples[-1][0]
-        kept = [s for s in samples if s[0] >= last - window]
-        pairs = list(itertools.pairwise(kept))
-        span = kept[-1][0] - kept[0][0]
-        return (sum(max(0, b[1] - a[1]) for a, b in pairs) / span,
-                sum(max(0, b[2] - a[2]) for a, b in pairs) / span)
-
-    def test_running_sums_match_the_window_at_the_demo_interval(self) -> None:
-        rng = random.Random(7)
-        history = UsageHistory()  # resolution 300 s: 15-min samples are never merged
-        samples: list[tuple[float, int, int]] = []
-        used, files = 10 * TIB, 1000
-        for i in range(400):  # four days of 15-minute polls, with nightly deletes
-            used = max(0, used + rng.randint(-TIB // 2, TIB))
-            files = max(0, files + rng.randint(-50, 100))
-            samples.append((NOW + 900 * i, used, files))
-            history.add(Observation(RAW, NOW + 900 * i, used, 100 * TIB, used_inodes=files))
-            if i >= 1:
-                rates = history.write_rates(RAW)
-                expected = self.brute_force(samples, 86400.0)
-                assert rates[Dimension.BYTES] == pytest.approx(expected[0], rel=1e-12)
-                assert rates[Dimension.INODES] == pytest.approx(expected[1], rel=1e-12)
-        (t0, b0, _), (t1, b1, _) = samples[-2:]
-        assert history.latest_rates(RAW)[Dimension.BYTES] == max(0.0, (b1 - b0) / (t1 - t0))
-
-    def test_frequent_samples_are_merged_without_losing_writes(self) -> None:
-        history = UsageHistory()
-        for i in range(3 * 1440):  # three days of 60 s polls writing 1 GB each
-            history.add(Observation(RAW, NOW + 60 * i, i * 10**9, 100 * TIB))
-        window = history._windows[RAW]
-        assert len(window.entries) <= 300  # not 1,441
-        span = window.entries[-1][0] - window.entries[0][0]
-        assert 86400 - 360 <= span <= 86400
-        assert history.write_rates(RAW)[Dimension.BYTES] == pytest.approx(10**9 / 60)
-        assert Dimension.INODES not in history.write_rates(RAW)  # no inode counts observed
-        assert history.latest_rates(RAW)[Dimension.BYTES] == pytest.approx(10**9 / 60)

@@ -84,7 +84,7 @@ async def one_cycle(workdir: Path, t: float, crash_at: str | None = None) -> Cyc
         def checkpoint(point: str) -> None:
             if point == crash_at:
                 os.kill(os.getpid(), signal.SIGKILL)
-        stage.checkpoint = checkpoint  # type: ignore[method-assign]
+        stage.actuator.checkpoint = checkpoint  # type: ignore[method-assign]
     obs = Observation(target=TargetId("c1", "cosmos7-raw", "/cosmos7/raw"), t=t, used_bytes=quota["used"],
                       hard_limit_bytes=quota["hard_limit"], soft_limit_bytes=quota["soft_limit"], quota_id=1)
     capacity = ClusterCapacity("c1", t, usable_bytes=10_000 * TIB, used_bytes=0, free_bytes=10_000 * TIB)

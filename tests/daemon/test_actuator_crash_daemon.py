@@ -24,7 +24,7 @@ from quotapilot.daemon.store.db import Database
 CHILD = """
 import asyncio, json, os, signal, sys
 from pathlib import Path
-from quotapilot.daemon.stages.growth import GrowthStage
+from quotapilot.daemon.runtime.wiring import StageWiring
 from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.settings import Settings
@@ -37,13 +37,14 @@ async def main():
         store={"path": args["store"]},
         policy={"mode": "enforce", "grow_at": 0.55, "target_utilization": 0.5, "cooldown_seconds": 3600},
         vast={"max_retries": 0})
-    async with Daemon(settings, VirtualClock(args["t"])) as daemon:
-        growth = next(s for s in daemon.stages if isinstance(s, GrowthStage))
+    wiring = StageWiring()
+    async with Daemon(settings, VirtualClock(args["t"]), stages=wiring) as daemon:
+        growth = wiring.built.growth
         if args["crash_at"]:
             def checkpoint(point):
                 if point == args["crash_at"]:
                     os.kill(os.getpid(), signal.SIGKILL)
-            growth.checkpoint = checkpoint
+            growth.actuator.checkpoint = checkpoint
         ctx = await daemon.poll_once("sim")
         print(json.dumps([a.status.value for a in ctx.actions]))
 

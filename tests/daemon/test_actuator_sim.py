@@ -7,9 +7,9 @@ from typing import Any
 
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.runtime.daemon import Daemon
+from quotapilot.daemon.runtime.wiring import StageWiring
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.simulator import SimulatorServer
-from quotapilot.daemon.stages.growth import GrowthStage
 from quotapilot.daemon.store.actions import query_actions
 from quotapilot.daemon.store.overrides import OverrideStore
 from quotapilot.forecasting.types import ActionStatus
@@ -47,11 +47,11 @@ class TestAgainstTheSimulator:
         async with SimulatorServer("cosmos7", clock=clock, port=0, state_dir=tmp_path / "sim") as sim:
             before = sim.engine.summary()["quotas"]
             settings = settings_for(sim, tmp_path, "observe", views=(NEW_VIEW,))
-            async with Daemon(settings, clock) as daemon:
+            wiring = StageWiring()
+            async with Daemon(settings, clock, stages=wiring) as daemon:
                 OverrideStore(daemon.db).pause("/cosmos7/processed", now=clock.now(), reason="reprocessing")
                 ctx = await daemon.poll_once("sim")
-                growth = next(s for s in daemon.stages if isinstance(s, GrowthStage))
-                assert growth.counters.views_would_create == ["sim:/cosmos7/calibration (view and quota)"]
+                assert wiring.built.growth.view.views_would_create == ("sim:/cosmos7/calibration (view and quota)",)
                 statuses = {r["target"]: r["status"] for r in query_actions(daemon.db)}
             assert statuses == {"cosmos7-raw": "would_grow", "cosmos7-processed": "paused"}
             assert {a.target.name: a.status for a in ctx.actions}["cosmos7-processed"] == ActionStatus.PAUSED

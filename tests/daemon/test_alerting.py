@@ -17,9 +17,11 @@ from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
 from quotapilot.daemon.runtime.supervisor import Supervisor
+from quotapilot.daemon.runtime.wiring import Collaborators, alerting_stage
 from quotapilot.daemon.settings import Settings, load_settings
 from quotapilot.daemon.stages.alerting import AlertingStage, build_sinks, inputs_from_cycle
 from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.observations import ObservationStore
 from quotapilot.forecasting.types import (
     ActionOutcome,
     ActionStatus,
@@ -317,36 +319,30 @@ class TestSinkFiles:
         assert "ca_file" in caught.value.field
 
 
-class FakeDaemon:
-    def __init__(self, settings: Settings, clock: VirtualClock) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.db = Database(settings.store.path)
-        self.supervisor = Supervisor(shutdown_timeout_seconds=1)
-
-    def add_task(self, name: str, factory: Any) -> None:
-        self.supervisor.add(name, factory)
-
-
 class TestDaemonTasks:
     async def test_a_crashed_task_raises_a_daemon_alert(self, tmp_path: Path) -> None:
-        daemon = FakeDaemon(settings_for(tmp_path), VirtualClock(T0))
-        stage = AlertingStage.for_daemon(daemon, sinks=[ListSink()])
+        settings = settings_for(tmp_path)
+        supervisor = Supervisor(shutdown_timeout_seconds=1)
+        db = Database(settings.store.path)
+        deps = Collaborators(settings=settings, clock=VirtualClock(T0), db=db, observations=ObservationStore(
+            db, raw_retention_seconds=86400.0, hourly_retention_seconds=86400.0),
+                             writers={}, supervisor=supervisor)
+        stage = alerting_stage(deps, sinks=[ListSink()])
+        assert list(stage.tasks()) == ["alerts"]
 
         async def doomed(stopping: asyncio.Event) -> None:
             raise RuntimeError("boom")
 
-        daemon.add_task("poller:c1", doomed)
-        assert "alerts" in daemon.supervisor.task_names
-        runner = asyncio.create_task(daemon.supervisor.run(), name="supervisor")
+        supervisor.add("poller:c1", doomed)
+        runner = asyncio.create_task(supervisor.run(), name="supervisor")
         try:
             for _ in range(20):
                 await asyncio.sleep(0)
-            assert "poller:c1" in daemon.supervisor.crashes
+            assert "poller:c1" in supervisor.crashes
             assert await stage.check_tasks() == 1
             assert await stage.check_tasks() == 0  # still crashed: no new notification
         finally:
-            daemon.supervisor.stop()
+            supervisor.stop()
             await runner
         [row] = stage.store.history_sync("_daemon/poller:c1/daemon")
         assert (row["status"], stage.alerts_raised) == ("firing", 1)

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.runtime.daemon import Daemon
-from quotapilot.daemon.stages.alerting import AlertingStage
+from quotapilot.daemon.runtime.wiring import StageWiring
 
 
 @pytest.fixture
@@ -34,8 +34,9 @@ async def test_a_poll_raises_alerts_that_reach_the_webhook(
     # every quota above 30 % warns, so cosmos7's quotas fire on the first poll
     settings = make_settings(alerts={"webhooks": [{"url": url, "name": "oncall"}]},
                              policy={"overrides": [{"match": "*", "warning_at": 0.3}]})
-    async with Daemon(settings, clock) as daemon:
-        stage = next(s for s in daemon.stages if isinstance(s, AlertingStage))
+    wiring = StageWiring()
+    async with Daemon(settings, clock, stages=wiring) as daemon:
+        stage = wiring.built.alerting
         assert "alerts" in daemon.supervisor.task_names
         registry = CollectorRegistry()
         registry.register(stage.collector())

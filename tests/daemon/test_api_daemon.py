@@ -16,7 +16,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from core_helpers import InstantClock, SettingsFactory
 
 from quotapilot.daemon.clock import VirtualClock
-from quotapilot.daemon.http.server import build_app
 from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.simulator.server import SimulatorServer
@@ -32,7 +31,7 @@ def api_settings(make_settings: SettingsFactory, **policy: Any) -> Settings:
 
 @asynccontextmanager
 async def served(daemon: Daemon) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(build_app(daemon))) as client:
+    async with TestClient(TestServer(daemon.http.build_app())) as client:
         yield client
 
 

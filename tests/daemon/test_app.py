@@ -19,8 +19,8 @@ from vastpy import VASTClient
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.runtime.cycle import CycleContext, Stage
 from quotapilot.daemon.runtime.daemon import Daemon
+from quotapilot.daemon.runtime.wiring import Collaborators, growth_stage
 from quotapilot.daemon.simulator.server import SimulatorServer
-from quotapilot.daemon.stages.growth import GrowthStage
 from quotapilot.daemon.stages.store import StoreStage
 from quotapilot.forecasting.types import POOL_TARGET, ActionStatus
 
@@ -69,9 +69,9 @@ def vms_truth(sim: SimulatorServer) -> dict[str, dict[str, Any]]:
     return {q["path"]: q for q in client.quotas.get()}
 
 
-def core_stages(daemon: Daemon) -> list[Stage]:
+def core_stages(deps: Collaborators) -> list[Stage]:
     """Only the core's own stage: these tests pin the core's behaviour, whatever stages others add."""
-    return [StoreStage(daemon.observations)]
+    return [StoreStage(deps.observations)]
 
 
 class Recorder:
@@ -127,9 +127,8 @@ class TestPollOnce:
             self, sim: SimulatorServer, make_settings: SettingsFactory, clock: VirtualClock) -> None:
         seen: list[str] = []
 
-        def stages(daemon: Daemon) -> list[Stage]:
-            return [StoreStage(daemon.observations), Recorder("forecaster", seen, fail=True),
-                    GrowthStage.for_daemon(daemon)]
+        def stages(deps: Collaborators) -> list[Stage]:
+            return [StoreStage(deps.observations), Recorder("forecaster", seen, fail=True), growth_stage(deps)]
 
         settings = make_settings(policy={"mode": "enforce", "grow_at": 0.01, "target_utilization": 0.005})
         async with Daemon(settings, clock, stages=stages) as daemon:
@@ -261,7 +260,7 @@ class TestRunning:
         async def broken(stopping: asyncio.Event) -> None:
             raise ValueError("bug")
 
-        running.add_task("broken", broken)
+        running.supervisor.add("broken", broken)
         for _ in range(5):
             await asyncio.sleep(0)
         status, body = await get(running.http_port, "/healthz")

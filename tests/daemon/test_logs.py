@@ -34,3 +34,15 @@ class TestTransitionLog:
         assert [(e["event"], e["log_level"]) for e in logs] == [("stage.failed", "error"), ("stage.failed", "error")]
         assert not transitions.failing(("growth", "c1"))
         assert transitions.failing(("growth", "c2"))
+
+    def test_event_names_and_one_line_per_outage_are_configurable(self) -> None:
+        """The machines it replaced keep their event names (`metrics.collect_failed`) and, for a
+        poller, one `failed` line per outage even when the error changes during it."""
+        transitions = TransitionLog(get_logger("test"), "metrics", failed_event="metrics.collect_failed",
+                                    recovered_event="metrics.collect_recovered", once_per_outage=True)
+        with capture_logs() as logs:
+            transitions.failed("m", "boom")
+            transitions.failed("m", "other")
+            transitions.ok("m")
+        assert [(e["event"], e.get("error"), e.get("failures")) for e in logs] == [
+            ("metrics.collect_failed", "boom", None), ("metrics.collect_recovered", None, 2)]

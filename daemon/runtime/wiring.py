@@ -1,0 +1,130 @@
+"""The one place that builds every stage, each with explicit collaborators (never the Daemon).
+
+The daemon opens the resources (store, VMS collectors, supervisor) and hands them over as
+`Collaborators`; `build_stages` builds the cycle's stages from them, in order, and returns them
+as `WiredStages` (the ordered list the daemon runs, plus the named stages the demo and tests
+read). The daemon then registers each stage generically (`StageParts.of`: its tasks, its
+Prometheus collector, open/close) — nothing here writes back into the daemon.
+
+A new stage is one line in `build_stages`:
+
+    stages.append(MyStage(deps.settings.my_group, deps.clock, MyStore(deps.db)))
+
+Options that change a stage's behaviour (the demo's reactive baseline planner, test sinks) are
+arguments of `build_stages`, passed through a `StageWiring` the daemon is given:
+
+    wiring = StageWiring(planner=plan_reactive_cycle)
+    async with Daemon(settings, clock, stages=wiring) as daemon:
+        wiring.built.growth.view ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from quotapilot.alerts.dispatcher import Sink
+from quotapilot.alerts.rules import TaskHealth
+from quotapilot.daemon.clock import Clock
+from quotapilot.daemon.runtime.cycle import Stage
+from quotapilot.daemon.runtime.supervisor import Supervisor
+from quotapilot.daemon.settings import Settings
+from quotapilot.daemon.stages.actuator import QuotaWriter
+from quotapilot.daemon.stages.alerting import AlertingStage
+from quotapilot.daemon.stages.forecast import ForecastStage, History
+from quotapilot.daemon.stages.growth import GrowthStage, Planner
+from quotapilot.daemon.stages.store import StoreStage
+from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.observations import ObservationStore
+from quotapilot.daemon.store.reservations import ReservationStore
+from quotapilot.forecasting.planner import plan_cycle
+from quotapilot.forecasting.series import ModelConfig
+from quotapilot.forecasting.types import TargetId
+
+
+@dataclass(frozen=True, slots=True)
+class Collaborators:
+    """What the opened daemon hands to the stages it builds."""
+
+    settings: Settings
+    clock: Clock
+    db: Database
+    observations: ObservationStore
+    writers: Mapping[str, QuotaWriter]
+    """Per cluster name: its VMS write side (`vms.writer.VmsWriter`, the poller's `.writer`)."""
+    supervisor: Supervisor
+    """Whose task crashes become `daemon` alerts (read-only here: tasks are registered by the daemon)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WiredStages:
+    """What `build_stages` built: `stages` in cycle order, and the named ones."""
+
+    stages: tuple[Stage, ...]
+    forecast: ForecastStage
+    growth: GrowthStage
+    alerting: AlertingStage
+
+
+def forecast_stage(deps: Collaborators) -> ForecastStage:
+    """The forecaster, warm-started from the store's observation history."""
+    clock, observations = deps.clock, deps.observations
+    reach = deps.settings.forecast.step_seconds * ModelConfig().max_history_steps
+
+    def load(target: TargetId) -> History:
+        return observations.history(target, since=clock.now() - reach)
+
+    return ForecastStage(deps.settings.forecast, clock, history_loader=load)
+
+
+def growth_stage(deps: Collaborators, *, planner: Planner = plan_cycle) -> GrowthStage:
+    """The growth stage, with the pre-flight API's active reservations as extra demand."""
+    writers = deps.writers
+    return GrowthStage(deps.settings, deps.db, lambda cluster: writers[cluster], deps.clock,
+                       planner=planner, reserved_totals=ReservationStore(deps.db).active_totals)
+
+
+def alerting_stage(deps: Collaborators, *, sinks: Sequence[Sink] | None = None) -> AlertingStage:
+    """The alerting stage; the supervisor's crashed tasks become `daemon` alerts."""
+    supervisor = deps.supervisor
+
+    def task_health() -> list[TaskHealth]:
+        crashes = supervisor.crashes
+        return [TaskHealth(name, name in crashes, crashes[name].error if name in crashes else "")
+                for name in supervisor.task_names]
+
+    return AlertingStage(deps.settings, deps.db, deps.clock, sinks=sinks, task_health=task_health)
+
+
+def build_stages(deps: Collaborators, *, planner: Planner = plan_cycle,
+                 sinks: Sequence[Sink] | None = None) -> WiredStages:
+    """The cycle's stages, in order: store → forecaster → growth → alerting (+ one line per new stage).
+
+    `planner`: the growth planner (the demo's `--policy reactive` passes the baseline);
+    `sinks`: the alert sinks (None: the configured ones)."""
+    forecast = forecast_stage(deps)
+    growth = growth_stage(deps, planner=planner)
+    alerting = alerting_stage(deps, sinks=sinks)
+    stages: list[Stage] = [StoreStage(deps.observations), forecast, growth]
+    # a new stage that runs before alerting: one line here, e.g. stages.append(X(deps.settings.x, deps.clock, deps.db))
+    stages.append(alerting)
+    return WiredStages(tuple(stages), forecast=forecast, growth=growth, alerting=alerting)
+
+
+class StageWiring:
+    """`build_stages` with options, as the daemon's stage builder; remembers what it built."""
+
+    def __init__(self, *, planner: Planner = plan_cycle, sinks: Sequence[Sink] | None = None) -> None:
+        self.planner = planner
+        self.sinks = sinks
+        self._built: WiredStages | None = None
+
+    def __call__(self, deps: Collaborators) -> Sequence[Stage]:
+        self._built = build_stages(deps, planner=self.planner, sinks=self.sinks)
+        return self._built.stages
+
+    @property
+    def built(self) -> WiredStages:
+        if self._built is None:
+            raise RuntimeError("no stages built yet: the daemon builds them when entered")
+        return self._built

@@ -1,0 +1,216 @@
+"""The growth stage's write path: every change quotapilot makes to VMS goes through `Actuator`.
+
+Per growth in enforce mode (`grow`):
+
+1. record the intent in the store (committed: the write-ahead);
+2. re-read the quota from VMS; if its limit is no longer what the plan saw, someone else changed
+   it: mark `replanned` and leave it to the next cycle's plan;
+3. PATCH the hard and soft limit;
+4. re-read and verify; record the outcome.
+
+A SIGKILL anywhere leaves a row at `intent` or `patched`; on the next start `reconcile` reads each
+such quota back from VMS and settles the row (`reconciled`: the new limit is there; `abandoned`:
+it is not) — it never re-applies a PATCH blindly, so a crash causes no double growth.
+
+It also keeps the managed views (`[[views]]`) in place (`ensure_views`). It talks to VMS only
+through the collector's write calls (`QuotaWriter`), handed in per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from quotapilot.daemon.clock import Clock
+from quotapilot.daemon.errors import PermanentError, TemporaryError
+from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.settings import ManagedView, Settings
+from quotapilot.daemon.store.actions import ActionStore
+from quotapilot.forecasting.types import ActionOutcome, ActionStatus, Decision, Dimension
+
+log = get_logger(__name__)
+
+
+class QuotaWriter(Protocol):
+    """The collector's write side (one per cluster), as the actuator uses it."""
+
+    async def get_quota(self, quota_id: int) -> dict[str, Any]: ...
+
+    async def patch_quota(self, quota_id: int, *, hard_limit: int | None = None,
+                          soft_limit: int | None = None, hard_limit_inodes: int | None = None,
+                          soft_limit_inodes: int | None = None) -> dict[str, Any]: ...
+
+    async def list_quotas(self, path: str | None = None) -> list[dict[str, Any]]: ...
+
+    async def create_quota(self, name: str, path: str, hard_limit: int, soft_limit: int,
+                           hard_limit_inodes: int | None = None) -> dict[str, Any]: ...
+
+    async def list_views(self) -> list[dict[str, Any]]: ...
+
+    async def create_view(self, path: str, name: str, policy_id: int,
+                          protocols: list[str] | tuple[str, ...]) -> dict[str, Any]: ...
+
+    async def find_view_policy(self, name: str) -> dict[str, Any] | None: ...
+
+
+_LIMIT_FIELDS = {Dimension.BYTES: ("hard_limit", "soft_limit"),
+                 Dimension.INODES: ("hard_limit_inodes", "soft_limit_inodes")}
+
+
+def _limit(quota: Mapping[str, Any], dimension: Dimension) -> int | None:
+    value = quota.get(_LIMIT_FIELDS[dimension][0])
+    return int(value) if isinstance(value, int | float) else None
+
+
+def view_name(view: ManagedView) -> str:
+    """A managed view's quota/view name: explicit, or the path with '/' → '-' (names have no '/')."""
+    return view.name or view.path.strip("/").replace("/", "-") or "root"
+
+
+class Actuator:
+    """Writes to VMS for the growth stage: guarded by the audit trail, verified, reconciled."""
+
+    def __init__(self, settings: Settings, actions: ActionStore, clock: Clock) -> None:
+        """`settings`: its `policy.mode`, `views` and `clusters` (which cluster a view belongs to)."""
+        self.settings = settings
+        self.actions = actions
+        self.clock = clock
+        self.reconciled: set[str] = set()
+        """Clusters whose unfinished rows were settled since start."""
+        self.views_would_create: list[str] = []
+        """In observe mode, the managed views (and quotas) that enforce mode would create."""
+        self._views_done: set[tuple[str, str]] = set()
+
+    def checkpoint(self, point: str) -> None:
+        """A named point of the write-ahead sequence (`intent`, `patched`); crash tests hook it."""
+
+    async def grow(self, decision: Decision, quota_id: int | None, writer: QuotaWriter) -> ActionOutcome:
+        """Write-ahead, re-read, PATCH, verify, audit: one growth of one series."""
+        assert decision.new_hard is not None
+        dim, target = decision.dimension, decision.target
+
+        def outcome(status: ActionStatus, reason: str, action_id: int | None) -> ActionOutcome:
+            return ActionOutcome(target, dim, status, self.clock.now(), reason, decision.current_hard,
+                                 decision.new_hard, action_id)
+
+        if quota_id is None:
+            return outcome(ActionStatus.FAILED, "no quota id in the observation", None)
+        action_id = await asyncio.to_thread(
+            self.actions.record, decision, mode="enforce", status="intent", now=self.clock.now(), quota_id=quota_id)
+        self.checkpoint("intent")
+        hard_field, soft_field = _LIMIT_FIELDS[dim]
+        try:
+            live = await writer.get_quota(quota_id)
+            live_hard = _limit(live, dim)
+            if live_hard != decision.current_hard:
+                reason = f"changed by someone else: hard limit {live_hard}, planned on {decision.current_hard}"
+                await self._mark(action_id, "replanned", reason, live_hard=live_hard)
+                log.warning("quota.changed", target=target.key, dimension=dim.value, live_hard=live_hard,
+                            planned_hard=decision.current_hard)
+                return outcome(ActionStatus.REPLANNED, reason, action_id)
+            changes: dict[str, int] = {hard_field: decision.new_hard}
+            if decision.new_soft is not None:
+                changes[soft_field] = decision.new_soft
+            await writer.patch_quota(quota_id, **changes)
+        except (TemporaryError, PermanentError) as exc:
+            await self._mark(action_id, "failed", f"{type(exc).__name__}: {exc}")
+            log.error("quota.grow_failed", target=target.key, dimension=dim.value, error=str(exc))
+            return outcome(ActionStatus.FAILED, str(exc), action_id)
+        await self._mark(action_id, "patched", None)
+        self.checkpoint("patched")
+        try:
+            verified = _limit(await writer.get_quota(quota_id), dim)
+        except (TemporaryError, PermanentError) as exc:
+            await self._mark(action_id, "verify_failed", f"re-read failed: {exc}")
+            return outcome(ActionStatus.VERIFY_FAILED, str(exc), action_id)
+        if verified != decision.new_hard:
+            reason = f"read back {verified}, expected {decision.new_hard}"
+            await self._mark(action_id, "verify_failed", reason)
+            log.error("quota.verify_failed", target=target.key, dimension=dim.value, read_back=verified)
+            return outcome(ActionStatus.VERIFY_FAILED, reason, action_id)
+        await self._mark(action_id, "verified", None)
+        log.info("quota.grown", target=target.key, dimension=dim.value, old_hard=decision.current_hard,
+                 new_hard=decision.new_hard, new_soft=decision.new_soft, action_id=action_id)
+        return outcome(ActionStatus.VERIFIED, decision.reason, action_id)
+
+    async def _mark(self, action_id: int, status: str, reason: str | None, **detail: Any) -> None:
+        await asyncio.to_thread(self.actions.mark, action_id, status, self.clock.now(), reason, **detail)
+
+    # ------------------------------------------------------------------------- reconcile
+    async def reconcile(self, cluster: str, writer: QuotaWriter) -> int:
+        """Settle the rows a crash left at `intent`/`patched` by reading VMS; never re-PATCH.
+
+        Returns how many rows were settled. A VMS error leaves the rest for the next cycle.
+        """
+        settled = 0
+        for record in await asyncio.to_thread(self.actions.unfinished, cluster):
+            dim = Dimension(record.dimension)
+            if record.quota_id is None:
+                await self._mark(record.id, "abandoned", "no quota id")
+                continue
+            try:
+                live_hard = _limit(await writer.get_quota(record.quota_id), dim)
+            except TemporaryError as exc:
+                log.warning("growth.reconcile_deferred", cluster=cluster, action_id=record.id, error=str(exc))
+                return settled
+            except PermanentError as exc:
+                await self._mark(record.id, "abandoned", f"quota unreadable: {exc}")
+                continue
+            if live_hard == record.new_hard:
+                status, reason = "reconciled", "found applied after a restart"
+            elif live_hard == record.old_hard:
+                status, reason = "abandoned", "interrupted before the PATCH took effect; not re-applied"
+            else:
+                status, reason = "abandoned", f"limit is now {live_hard}: changed by someone else"
+            await self._mark(record.id, status, reason, live_hard=live_hard)
+            log.warning("growth.reconciled", cluster=cluster, action_id=record.id, status=status,
+                        live_hard=live_hard, new_hard=record.new_hard)
+            settled += 1
+        self.reconciled.add(cluster)
+        return settled
+
+    # --------------------------------------------------------------------- managed views
+    async def ensure_views(self, cluster: str, writer: QuotaWriter) -> None:
+        """Ensure every managed view of `cluster` not yet found in place (a VMS error: next cycle)."""
+        wanted = [v for v in self.settings.views
+                  if (v.cluster or (self.settings.clusters[0].name if self.settings.clusters else cluster)) == cluster
+                  and (cluster, v.path) not in self._views_done]
+        if not wanted:
+            return
+        try:
+            for view in wanted:
+                await self.ensure_view(cluster, view, writer)
+        except (TemporaryError, PermanentError) as exc:
+            log.warning("view.ensure_failed", cluster=cluster, error=str(exc))
+
+    async def ensure_view(self, cluster: str, view: ManagedView, writer: QuotaWriter) -> str:
+        """Make sure `view` and its quota exist (idempotent). Returns what was done:
+        `exists`, `created`, `would_create`, or `no_policy`."""
+        name = view_name(view)
+        existing_views = {v.get("path") for v in await writer.list_views()}
+        quotas = await writer.list_quotas(path=view.path)
+        missing = [what for what, present in (("view", view.path in existing_views), ("quota", bool(quotas)))
+                   if not present]
+        if not missing:
+            self._views_done.add((cluster, view.path))
+            return "exists"
+        if self.settings.policy.mode != "enforce":
+            note = f"{cluster}:{view.path} ({' and '.join(missing)})"
+            if note not in self.views_would_create:
+                self.views_would_create.append(note)
+                log.info("view.would_create", cluster=cluster, path=view.path, missing=missing)
+            return "would_create"
+        if "view" in missing:
+            policy = await writer.find_view_policy(view.policy)
+            if policy is None:
+                log.error("view.policy_missing", cluster=cluster, path=view.path, policy=view.policy)
+                return "no_policy"
+            await writer.create_view(view.path, name, int(policy["id"]), view.protocols)
+            log.info("view.created", cluster=cluster, path=view.path, name=name)
+        if "quota" in missing:
+            soft = view.soft_limit_bytes if view.soft_limit_bytes is not None else int(view.hard_limit_bytes * 0.9)
+            await writer.create_quota(name, view.path, view.hard_limit_bytes, soft, view.hard_limit_inodes)
+            log.info("quota.created", cluster=cluster, path=view.path, name=name, hard_limit=view.hard_limit_bytes)
+        self._views_done.add((cluster, view.path))
+        return "created"
