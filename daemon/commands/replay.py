@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quotapilot.daemon.errors import ConfigError
+from quotapilot.daemon.errors import ConfigError, QuotapilotError
 from quotapilot.daemon.units import format_bytes, parse_bytes, parse_duration
 
 if TYPE_CHECKING:
@@ -240,7 +240,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if args.csv is not None:
             traces = read_trace_dir(args.csv, initial_limit=initial)
         else:
-            raise ReplayInputError("--prometheus: not available yet in this build; use --csv DIR")
+            from quotapilot.daemon.history.importer import fetch_traces
+
+            if settings.history.prometheus_url is None:
+                raise ConfigError("history.prometheus_url", "required with --prometheus")
+            traces = fetch_traces(settings, since_seconds=since or 30 * 86400.0, initial_limit=initial)
         traces = clip_since(traces, since)
         if not traces:
             raise ReplayInputError("no target has 2 samples or more in the window")
@@ -251,7 +255,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except (ReplayInputError, ReplayError, ValueError) as exc:
         print(f"quotapilot replay: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, QuotapilotError) as exc:
         print(f"quotapilot replay: {exc}", file=sys.stderr)
         return 1
     report = replay_report(replays)
