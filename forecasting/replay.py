@@ -21,10 +21,12 @@ there — `recorded.near_misses` marks those samples).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from quotapilot.forecasting.planner import (
     CycleInput,
@@ -358,3 +360,27 @@ def replay_report(replays: Sequence[TargetReplay]) -> dict[str, object]:
     if recorded:
         report["recorded"] = combined_summary(recorded)
     return report
+
+
+# ------------------------------------------------------------------------- the demo's view
+def simulator_by_path(truth: Mapping[str, Any]) -> dict[str, dict[str, float | int]]:
+    """Per quota path, from the simulator's ground truth (`Engine.summary()`), the figures replay
+    reports per target: `write_failures` (refused write operations), `growth_actions` and
+    `bytes_added` (every raise of the hard limit after the initial one), `mean_utilization` and
+    `peak_utilization` (of the hard limit in place). `quotapilot demo --json` prints it as
+    `by_path`, so a demo and a replay of the same scenario can be compared view by view."""
+    failures = truth.get("write_failures_by_path", {})
+    means = truth.get("mean_utilization_by_path", {})
+    peaks = truth.get("peak_utilization_by_path", {})
+    out: dict[str, dict[str, float | int]] = {}
+    for path, limits in truth.get("limits_over_time", {}).items():
+        raises = [after - before for (_, before), (_, after) in itertools.pairwise(limits)
+                  if before is not None and after is not None and after > before]
+        out[path] = {
+            "write_failures": int(failures.get(path, 0)),
+            "growth_actions": len(raises),
+            "bytes_added": int(sum(raises)),
+            "mean_utilization": round(float(means.get(path, 0.0)), 4),
+            "peak_utilization": round(float(peaks.get(path, 0.0)), 4),
+        }
+    return out

@@ -10,6 +10,7 @@ A refused query (400/422: bad PromQL; 401/403: credentials) is a `PermanentError
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -68,17 +69,17 @@ class PrometheusClient:
 
     async def __aenter__(self) -> PrometheusClient:
         headers: dict[str, str] = {"Accept": "application/json"}
-        auth = None
         s = self.settings
         if s.bearer_token_file is not None:
             headers["Authorization"] = f"Bearer {read_secret_file(s.bearer_token_file)}"
         if s.basic_auth_user is not None and s.basic_auth_password_file is not None:
-            auth = aiohttp.BasicAuth(s.basic_auth_user, read_secret_file(s.basic_auth_password_file))
+            pair = f"{s.basic_auth_user}:{read_secret_file(s.basic_auth_password_file)}".encode()
+            headers["Authorization"] = f"Basic {base64.b64encode(pair).decode('ascii')}"
         connector = None
         if s.ca_file is not None:
             connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=str(s.ca_file)))
         self._session = aiohttp.ClientSession(
-            headers=headers, auth=auth, connector=connector,
+            headers=headers, connector=connector,
             timeout=aiohttp.ClientTimeout(total=s.timeout_seconds))
         return self
 

@@ -129,3 +129,18 @@ class TestBadInput:
         policy.write_text("[policy]\ngrow_at = 0.5\n")  # below target_utilization: invalid
         assert main(["replay", "--config", str(config), "--csv", str(tmp_path), "--policy-file", str(policy)]) == 2
         assert "policy.target_utilization" in capsys.readouterr().err
+
+
+class TestDemoByPath:
+    async def test_demo_json_has_by_path_that_adds_up(self) -> None:
+        from quotapilot.daemon.commands.demo import DemoOptions, run_demo
+
+        report = await run_demo(DemoOptions(days=1.5))
+        by_path = report["by_path"]
+        assert set(by_path) == set(report["final_hard_limits"])
+        for figures in by_path.values():
+            assert {"write_failures", "growth_actions", "bytes_added", "mean_utilization",
+                    "peak_utilization"} <= set(figures)
+        assert sum(f["write_failures"] for f in by_path.values()) == report["write_failures"]
+        assert sum(f["growth_actions"] for f in by_path.values()) >= 1
+        assert sum(f["bytes_added"] for f in by_path.values()) == report["bytes_added"]

@@ -17,6 +17,7 @@ from quotapilot.forecasting.replay import (
     combined_summary,
     replay_report,
     replay_target,
+    simulator_by_path,
 )
 
 TIB = 2**40
@@ -148,3 +149,22 @@ class TestTotals:
                      report["targets"]["x"]["quotapilot"], report["targets"]["x"]["reactive"]):  # type: ignore[index]
             assert {"write_failures", "growth_actions", "bytes_added", "mean_utilization",
                     "peak_utilization"} <= set(part)
+
+
+class TestSimulatorByPath:
+    """`demo --json` `by_path`: the replay's figures per view, from the simulator's ground truth."""
+
+    def test_raises_counted_from_the_limit_history(self) -> None:
+        truth = {
+            "limits_over_time": {"/a": [(0.0, 10), (5.0, 15), (9.0, 25)], "/b": [(0.0, 7)],
+                                 "/c": [(0.0, 5), (3.0, None), (4.0, 8)]},
+            "write_failures_by_path": {"/a": 0, "/b": 3},
+            "mean_utilization_by_path": {"/a": 0.512345, "/b": 0.9},
+            "peak_utilization_by_path": {"/a": 0.8, "/b": 1.2},
+        }
+        by_path = simulator_by_path(truth)
+        assert by_path["/a"] == {"write_failures": 0, "growth_actions": 2, "bytes_added": 15,
+                                 "mean_utilization": 0.5123, "peak_utilization": 0.8}
+        assert by_path["/b"]["growth_actions"] == 0
+        assert by_path["/b"]["write_failures"] == 3
+        assert by_path["/c"]["growth_actions"] == 0  # a deleted and re-created quota is not a growth
