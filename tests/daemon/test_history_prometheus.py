@@ -377,3 +377,46 @@ class TestCommands:
         raw = report["targets"][prom.traces[0].name]
         assert raw["recorded"]["final_hard_limit_bytes"] == prom.traces[0].initial_hard_limit_bytes
         assert raw["samples"] == pytest.approx(3 * 96, abs=2)
+
+
+class TestDayOneForecast:
+    async def test_warm_started_runway_within_the_band_of_a_28_day_old_daemon(
+            self, prom: Prom, tmp_path: Path, store: ObservationStore) -> None:
+        """The forecast stage, warm-started from the imported store on its first cycle, against the
+        same stage fed the trace cycle by cycle for 28 days (an hourly poll), as a running daemon."""
+        from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
+        from quotapilot.daemon.settings import ForecastSettings
+        from quotapilot.daemon.stages.forecast import ForecastStage
+        from quotapilot.forecasting.types import Dimension
+
+        settings = settings_for(prom.url, tmp_path, prom.cluster)
+        await import_history(settings, store, now=prom.end - 900, since_seconds=LOOKBACK)
+        trace = prom.traces[0]  # raw: the 10x ramp
+        target = TargetId(prom.cluster, trace.name, trace.path)
+        limit = int(trace.used_bytes[-1] * 1.5)
+
+        def observation(i: int) -> Observation:
+            return Observation(target, trace.times[i], used_bytes=trace.used_bytes[i], hard_limit_bytes=limit)
+
+        async def cycle(stage: ForecastStage, i: int) -> Any:
+            obs = observation(i)
+            ctx = CycleContext(poll=PollResult(prom.cluster, obs.t, (obs,)), now=obs.t)
+            await stage.on_cycle(ctx)
+            return ctx.forecasts[(target, Dimension.BYTES)].runway(1.0)
+
+        forecast = ForecastSettings(workers=0)
+        warm = ForecastStage(forecast, VirtualClock(prom.end),
+                             history_loader=lambda t: store.history(t, since=prom.end - LOOKBACK))
+        day_one = await cycle(warm, len(trace.times) - 1)
+
+        old = ForecastStage(forecast, VirtualClock(trace.times[0]))
+        for i in range(0, len(trace.times) - 1, 4):  # a daemon that has polled hourly for 28 days
+            await cycle(old, i)
+        aged = await cycle(old, len(trace.times) - 1)
+        assert day_one is not None and aged is not None
+        assert day_one.p50 is not None and aged.p90 is not None and aged.p10 is not None
+        assert aged.p90 <= day_one.p50 <= aged.p10, (
+            f"day one p50 runway {(day_one.p50 - prom.end) / 3600:.1f} h, 28-day-old daemon's band "
+            f"{(aged.p90 - prom.end) / 3600:.1f}–{(aged.p10 - prom.end) / 3600:.1f} h")
+        cold = ForecastStage(forecast, VirtualClock(prom.end))
+        assert await cycle(cold, len(trace.times) - 1) is None  # without the import: no forecast at all
