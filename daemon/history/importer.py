@@ -18,6 +18,7 @@ new series from the store, so an import before the first cycle is a day-one fore
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ class TargetMatcher:
     clusters: Sequence[str]
     known: Sequence[TargetId] = ()
     derive_names: bool = False
-    _by_path: dict[tuple[str, str], TargetId] = field(default_factory=dict)
+    _by_path: dict[tuple[str, str], TargetId] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self._by_path = {(t.cluster, t.path): t for t in self.known if t.kind is TargetKind.QUOTA}
@@ -198,19 +199,13 @@ async def import_history(settings: Settings, store: ObservationStore, *, now: fl
     known = await asyncio.to_thread(known_targets, store, clusters)
     queries = queries_for(settings.history)
     matcher = TargetMatcher(queries, clusters, known)
-    own = client is None
-    prom = client or PrometheusClient(settings.history)
-    if own:
-        await prom.__aenter__()
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        prom = client if client is not None else await stack.enter_async_context(PrometheusClient(settings.history))
         if on_start is not None:
-            per_query = prom.chunks(math.floor((now - since_seconds) / prom.settings.step_seconds)
-                                    * prom.settings.step_seconds, now)
+            step = prom.settings.step_seconds
+            per_query = prom.chunks(math.floor((now - since_seconds) / step) * step, now)
             on_start(per_query * (1 + (queries.hard_limit_bytes is not None) + (queries.used_inodes is not None)))
         fetched = await fetch_history(prom, queries, matcher, start=now - since_seconds, end=now, on_chunk=on_chunk)
-    finally:
-        if own:
-            await prom.__aexit__(None, None, None)
     summary = ImportSummary(dry_run=dry_run, unmatched_series=fetched.unmatched)
     rows = [obs for observations in fetched.observations.values() for obs in observations]
     summary.samples_fetched = len(rows)

@@ -3,6 +3,7 @@ client's HTTP behaviour against a local receiver (auth headers, 429/5xx retries,
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -210,3 +211,26 @@ class TestClient:
     async def test_no_url(self) -> None:
         with pytest.raises(PermanentError, match="prometheus_url"):
             PrometheusClient(HistorySettings())
+
+
+class TestProgressBar:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def test_draws_on_a_terminal_only(self) -> None:
+        from quotapilot.daemon.commands.import_history import ProgressBar
+
+        term = self.Terminal()
+        bar = ProgressBar(term, width=4)
+        bar.start(2)
+        bar.tick()
+        bar.tick()
+        bar.finish()
+        assert term.getvalue() == "\r[░░░░] 0/2 requests\r[██░░] 1/2 requests\r[████] 2/2 requests\n"
+        pipe = io.StringIO()
+        quiet = ProgressBar(pipe)
+        quiet.start(3)
+        quiet.tick()
+        quiet.finish()
+        assert pipe.getvalue() == ""
