@@ -178,3 +178,18 @@ class TestReplayLinesUpWithTheDemo:
         assert totals["growth_actions"] >= 3  # something to agree on: raw and processed each grew
         assert totals["growth_actions"] == pytest.approx(demo["growth_actions"], rel=0.1)
         assert totals["mean_utilization"] == pytest.approx(demo["mean_utilization"], rel=0.1)
+
+
+class TestPrometheusFlags:
+    def test_replay_prometheus_needs_history_url(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["replay", "--config", str(config), "--prometheus"]) == 2
+        assert "history.prometheus_url: required with --prometheus" in capsys.readouterr().err
+
+    def test_import_history_needs_history_url(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        config = tmp_path / "run.toml"
+        config.write_text('[[clusters]]\nname = "c"\naddress = "vms.invalid"\ntoken = "t"\n')
+        assert main(["import-history", "--config", str(config)]) == 2
+        assert "history.prometheus_url: required by import-history" in capsys.readouterr().err
+        config.write_text(config.read_text() + '[history]\nprometheus_url = "http://127.0.0.1:1"\n')
+        assert main(["import-history", "--config", str(config), "--since", "soon"]) == 2
+        assert "--since" in capsys.readouterr().err
