@@ -310,3 +310,45 @@ def fetch_traces(settings: Settings, *, since_seconds: float, initial_limit: int
             return await fetch_history(prom, queries, matcher, start=end - since_seconds, end=end)
 
     return traces_from_history(asyncio.run(go()), initial_limit=initial_limit)
+
+
+# ------------------------------------------------------------------- a target seen late
+class HistoryBackedLoader:
+    """A forecast-stage `history_loader` (`(target) -> [(t, used_bytes, used_inodes), ...]`) that
+    reads the store and, when a new target has less than `min_local_seconds` of local history,
+    first imports from Prometheus — so a target that appears after start (a new quota, or one the
+    VAST mapping could not match before its first poll) is warm-started too.
+
+    Blocking (the stage calls loaders in a worker thread). One import serves every target of a
+    cycle's batch: after an attempt, success or not, the next one waits `retry_interval_seconds`;
+    an attempt is bounded by `start_timeout_seconds` and never raises (the target starts cold)."""
+
+    def __init__(self, settings: Settings, store: ObservationStore, clock: Clock, *,
+                 reach_seconds: float, min_local_seconds: float = 2 * 86400.0) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.reach_seconds = reach_seconds
+        self.min_local_seconds = min_local_seconds
+        self.last_attempt: float | None = None
+        self.imports = 0
+
+    def __call__(self, target: TargetId) -> list[tuple[float, int, int | None]]:
+        now = self.clock.now()
+        local = self.store.history(target, since=now - self.reach_seconds)
+        if self.settings.history.prometheus_url is None or _span(local) >= self.min_local_seconds:
+            return local
+        due = self.last_attempt is None or now - self.last_attempt >= self.settings.history.retry_interval_seconds
+        if not due:
+            return local
+        self.last_attempt = now
+        summary = asyncio.run(_attempt(self.settings, self.store, self.clock,
+                                       within_seconds=self.settings.history.start_timeout_seconds))
+        if summary is None:
+            return local
+        self.imports += 1
+        return self.store.history(target, since=now - self.reach_seconds)
+
+
+def _span(points: Sequence[tuple[float, int, int | None]]) -> float:
+    return points[-1][0] - points[0][0] if len(points) >= 2 else 0.0

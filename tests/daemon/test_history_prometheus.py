@@ -420,3 +420,56 @@ class TestDayOneForecast:
             f"{(aged.p90 - prom.end) / 3600:.1f}–{(aged.p10 - prom.end) / 3600:.1f} h")
         cold = ForecastStage(forecast, VirtualClock(prom.end))
         assert await cycle(cold, len(trace.times) - 1) is None  # without the import: no forecast at all
+
+
+class TestLateTarget:
+    """A target that appears after start with too little local history is fetched when the
+    forecast stage first meets it (the stage's history loader), once per batch."""
+
+    async def cycle(self, stage: Any, prom: Prom, index: int) -> Any:
+        from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
+        from quotapilot.forecasting.types import Dimension
+
+        trace = prom.traces[index]
+        target = TargetId(prom.cluster, trace.name, trace.path)
+        obs = Observation(target, prom.end, used_bytes=trace.used_bytes[-1],
+                          hard_limit_bytes=trace.used_bytes[-1] * 2)
+        ctx = CycleContext(poll=PollResult(prom.cluster, prom.end, (obs,)), now=prom.end)
+        await stage.on_cycle(ctx)
+        return ctx.forecasts[(target, Dimension.BYTES)]
+
+    async def test_new_target_warm_started_from_prometheus(self, prom: Prom, tmp_path: Path,
+                                                           store: ObservationStore) -> None:
+        from quotapilot.daemon.history.importer import HistoryBackedLoader
+        from quotapilot.daemon.settings import ForecastSettings
+        from quotapilot.daemon.stages.forecast import ForecastStage
+
+        clock = VirtualClock(prom.end)
+        loader = HistoryBackedLoader(settings_for(prom.url, tmp_path, prom.cluster), store, clock,
+                                     reach_seconds=LOOKBACK)
+        stage = ForecastStage(ForecastSettings(workers=0), clock, history_loader=loader)
+        first = await self.cycle(stage, prom, 0)
+        assert first.forecast is not None and loader.imports == 1
+        second = await self.cycle(stage, prom, 1)  # in the store already: no second fetch
+        assert second.forecast is not None and loader.imports == 1
+
+    async def test_prometheus_down_starts_cold_without_failing_the_cycle(
+            self, tmp_path: Path, store: ObservationStore) -> None:
+        from quotapilot.daemon.history.importer import HistoryBackedLoader
+        from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
+        from quotapilot.daemon.settings import ForecastSettings
+        from quotapilot.daemon.stages.forecast import ForecastStage
+        from quotapilot.forecasting.types import Dimension
+
+        clock = VirtualClock()
+        settings = settings_for(f"http://127.0.0.1:{free_port()}", tmp_path, "c")
+        loader = HistoryBackedLoader(settings, store, clock, reach_seconds=LOOKBACK)
+        stage = ForecastStage(ForecastSettings(workers=0), clock, history_loader=loader)
+        target = TargetId("c", "q", "/q")
+        obs = Observation(target, clock.now(), used_bytes=5, hard_limit_bytes=10)
+        ctx = CycleContext(poll=PollResult("c", clock.now(), (obs,)), now=clock.now())
+        with capture_logs() as logs:
+            await stage.on_cycle(ctx)
+        assert ctx.forecasts[(target, Dimension.BYTES)].forecast is None
+        assert "history.unavailable" in [e["event"] for e in logs]
+        assert (loader.imports, loader.last_attempt) == (0, clock.now())
