@@ -27,6 +27,8 @@ _HANDLERS: dict[str, str] = {
     "pause": "quotapilot.daemon.commands.client:cmd_pause",
     "resume": "quotapilot.daemon.commands.client:cmd_resume",
     "preflight": "quotapilot.daemon.commands.client:cmd_preflight",
+    "replay": "quotapilot.daemon.commands.replay:cmd_replay",
+    "import-history": "quotapilot.daemon.commands.import_history:cmd_import_history",
 }
 
 
@@ -111,6 +113,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--needed-for", default=None, help="how long the room is needed (e.g. 6h)")
     _daemon_url_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("replay", help="what quotapilot would have done over recorded history (what-if)")
+    p.add_argument("--config", type=Path, required=True, metavar="FILE",
+                   help="configuration: [policy], [forecast] and (with --prometheus) [history]")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prometheus", action="store_true", help="read the history from [history] prometheus_url")
+    source.add_argument("--csv", type=Path, default=None, metavar="DIR",
+                        help="DIR/NAME.csv per target: timestamp,used_bytes[,hard_limit_bytes[,soft_limit_bytes]]")
+    p.add_argument("--since", default=None, help="replay the last DURATION of history (e.g. 30d; default: all of "
+                   "the CSV, 30d from Prometheus)")
+    p.add_argument("--policy-file", type=Path, default=None, metavar="FILE",
+                   help="TOML whose [policy] table is layered over the config's (to try a policy)")
+    p.add_argument("--initial-limit", default=None, metavar="BYTES",
+                   help="hard limit at the start when the history has none (default: 1.25 x the first usage)")
+    p.add_argument("--plot", type=Path, default=None, metavar="DIR", help="write one PNG per target to DIR")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("import-history", help="import usage history from Prometheus into the store")
+    p.add_argument("--config", type=Path, required=True, metavar="FILE", help="configuration with [history]")
+    p.add_argument("--since", default=None, help="how far back (default: [history] lookback, 28d)")
+    p.add_argument("--dry-run", action="store_true", help="fetch and match, write nothing")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     return parser
 
 

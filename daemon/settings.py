@@ -425,6 +425,45 @@ class ManagedView(Group):
     hard_limit_inodes: int | None = Field(None, gt=0, description="Initial inode limit.")
 
 
+class HistorySettings(Group):
+    """`[history]`: usage history from a Prometheus that already scrapes quotapilot or VAST, for a
+    warm start (day-one forecasts) and for `quotapilot replay --prometheus`. Off without a URL."""
+
+    prometheus_url: str | None = Field(None, pattern=r"^https?://",
+                                       description="Prometheus base URL, e.g. http://prometheus:9090.")
+    bearer_token_file: Path | None = Field(None, description="File holding a bearer token for Prometheus.")
+    basic_auth_user: str | None = Field(None, description="HTTP Basic user for Prometheus.")
+    basic_auth_password_file: Path | None = Field(None, description="File holding the Basic auth password.")
+    ca_file: Path | None = Field(None, description="CA bundle that signs Prometheus' certificate.")
+    lookback: Seconds = Field(28 * 86400.0, gt=0, description="How far back to import (seconds or '28d').")
+    step_seconds: Seconds = Field(300.0, gt=0, description="query_range resolution.")
+    max_points_per_query: int = Field(
+        11_000, ge=2, le=11_000, description="Points per series per query_range (Prometheus refuses > 11,000).")
+    source: Literal["quotapilot", "vast"] = Field(
+        "quotapilot", description="Default queries and labels: quotapilot's own metrics, or VAST's exporter's.")
+    used_bytes_query: str | None = Field(None, description="PromQL for used bytes (default: by `source`).")
+    hard_limit_bytes_query: str | None = Field(None, description="PromQL for the hard limit (replay).")
+    used_inodes_query: str | None = Field(None, description="PromQL for used inodes (empty string: none).")
+    cluster_label: str | None = Field(None, description="Label naming the cluster (default: cluster).")
+    name_label: str | None = Field(None, description="Label naming the quota (default: target; vast: none).")
+    path_label: str = Field("path", min_length=1, description="Label holding the quota path.")
+    timeout_seconds: Seconds = Field(30.0, gt=0, description="Timeout of one Prometheus request.")
+    max_retries: int = Field(3, ge=0, le=20, description="Retries of one request on temporary errors.")
+    backoff_base_seconds: Seconds = Field(1.0, gt=0, description="First retry delay (doubles, jittered).")
+    retry_interval_seconds: Seconds = Field(
+        600.0, gt=0, description="When the warm start fails (Prometheus down), try again this often.")
+    start_timeout_seconds: Seconds = Field(
+        20.0, gt=0, description="How long the daemon waits for the warm start before starting cold.")
+
+    @model_validator(mode="after")
+    def _auth_files(self) -> HistorySettings:
+        if self.basic_auth_user is not None and self.basic_auth_password_file is None:
+            raise FieldProblem("basic_auth_password_file", "required with basic_auth_user")
+        if self.bearer_token_file is not None and self.basic_auth_user is not None:
+            raise FieldProblem("bearer_token_file", "give a bearer token or basic auth, not both")
+        return self
+
+
 # ----------------------------------------------------------------------------------- the root
 class Settings(BaseSettings):
     """The whole configuration."""
@@ -443,6 +482,7 @@ class Settings(BaseSettings):
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)  # type: ignore[arg-type]
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
     views: tuple[ManagedView, ...] = ()
+    history: HistorySettings = Field(default_factory=HistorySettings)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _cross_group(self) -> Settings:

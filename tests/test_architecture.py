@@ -154,9 +154,11 @@ class TestImportDirection:
         assert [m for m in importers("aiomqtt") if not within(m, "quotapilot.alerts.sinks")] == []
         assert [m for m in importers("aiohttp") if within(m, "quotapilot.alerts")
                 and not within(m, "quotapilot.alerts.sinks")] == []
-        # an HTTP client session: the webhook sinks, and the pipeline SDK calling our own API
+        # an HTTP client session: the webhook sinks, the pipeline SDK calling our own API, and the
+        # Prometheus history client (a read-only query API, not an alert channel)
         sessions = {m for m in modules() if "ClientSession" in names_used(m)}
-        assert sessions <= {"quotapilot.alerts.sinks.webhook", "quotapilot.daemon.pipeline_client"}
+        assert sessions <= {"quotapilot.alerts.sinks.webhook", "quotapilot.daemon.pipeline_client",
+                            "quotapilot.daemon.history.prometheus"}
 
     def test_stages_and_http_never_import_the_daemon_or_its_wiring(self) -> None:
         for composition_root in ("quotapilot.daemon.runtime.daemon", "quotapilot.daemon.runtime.wiring"):

@@ -132,6 +132,7 @@ async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | 
     from quotapilot.daemon.simulator import SimulatorServer
     from quotapilot.daemon.store.actions import ActionStore
     from quotapilot.forecasting.planner import plan_cycle, plan_reactive_cycle
+    from quotapilot.forecasting.replay import simulator_by_path
 
     started = time.monotonic()
     clock = VirtualClock()
@@ -188,6 +189,7 @@ async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | 
         "seed": options.seed,
         "bytes_refused": int(truth["bytes_refused"]),
         "mean_utilization_by_path": {p: round(v, 4) for p, v in truth["mean_utilization_by_path"].items()},
+        "by_path": simulator_by_path(truth),
         "final_hard_limits": {p: q["hard_limit"] for p, q in truth["quotas"].items()},
         "wall_seconds": round(time.monotonic() - started, 1),
     }

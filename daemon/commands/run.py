@@ -11,6 +11,7 @@ import threading
 import time
 
 from quotapilot.daemon.commands.check_config import config_warnings, settings_to_run
+from quotapilot.daemon.history.importer import warm_start_from_history
 from quotapilot.daemon.logs import configure_logging, get_logger
 from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.settings import Settings
@@ -38,6 +39,8 @@ async def _run(settings: Settings) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, daemon.stop)
             try:
+                await warm_start_from_history(settings, daemon.observations, daemon.clock,
+                                              daemon.supervisor.add)
                 await daemon.run()
             finally:
                 for sig in (signal.SIGTERM, signal.SIGINT):

@@ -20,12 +20,13 @@ arguments of `build_stages`, passed through a `StageWiring` the daemon is given:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from quotapilot.alerts.dispatcher import Sink
 from quotapilot.alerts.rules import TaskHealth
 from quotapilot.daemon.clock import Clock
+from quotapilot.daemon.history.importer import HistoryBackedLoader
 from quotapilot.daemon.runtime.cycle import Stage
 from quotapilot.daemon.runtime.supervisor import Supervisor
 from quotapilot.daemon.settings import Settings
@@ -67,9 +68,14 @@ class WiredStages:
 
 
 def forecast_stage(deps: Collaborators) -> ForecastStage:
-    """The forecaster, warm-started from the store's observation history."""
+    """The forecaster, warm-started from the store's observation history; with `[history]
+    prometheus_url`, a target with too little local history is first imported from Prometheus."""
     clock, observations = deps.clock, deps.observations
     reach = deps.settings.forecast.step_seconds * ModelConfig().max_history_steps
+    if deps.settings.history.prometheus_url is not None:
+        loader: Callable[[TargetId], History] = HistoryBackedLoader(deps.settings, observations, clock,
+                                                                    reach_seconds=reach)
+        return ForecastStage(deps.settings.forecast, clock, history_loader=loader)
 
     def load(target: TargetId) -> History:
         return observations.history(target, since=clock.now() - reach)

@@ -61,6 +61,29 @@ class ObservationStore:
             conn.executemany(_INSERT_RAW, raw)
             conn.executemany(_UPSERT_HOURLY, hourly)
 
+    def import_history(self, observations: Sequence[Observation]) -> int:
+        """Imported history (e.g. from Prometheus) into the hourly tier, the last sample of each
+        hour, in one transaction; an hour that already has a sample keeps it (local samples are
+        never overwritten, and a second import adds nothing). Returns the rows added."""
+        last_of_hour: dict[tuple[str, str, float], Observation] = {}
+        for obs in observations:
+            key = (obs.target.cluster, obs.target.name, obs.t - obs.t % HOUR_SECONDS)
+            kept = last_of_hour.get(key)
+            if kept is None or obs.t >= kept.t:
+                last_of_hour[key] = obs
+        rows = [(o.target.cluster, o.target.name, o.target.path, o.target.kind.value, hour, o.t, o.used_bytes,
+                 o.hard_limit_bytes, o.used_inodes, o.hard_limit_inodes)
+                for (_, _, hour), o in last_of_hour.items()]
+        if not rows:
+            return 0
+        with self.db.transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO observations_hourly (cluster, target, path, kind, hour, t, used_bytes,"
+                " hard_limit_bytes, used_inodes, hard_limit_inodes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            added: int = conn.total_changes - before
+        return added
+
     def history(self, target: TargetId, since: float) -> list[HistoryPoint]:
         """`(t, used_bytes, used_inodes)` of one target from `since`, oldest first: hourly points
         where the raw tier no longer reaches, every raw sample after that."""

@@ -1,0 +1,354 @@
+"""Usage history from Prometheus: which queries, which series is which target, and the import.
+
+Two sources have default queries (`[history] source`, each query and label overridable):
+
+- `quotapilot` — quotapilot's own `quotapilot_target_used_bytes` (+ `_hard_limit_bytes`,
+  `_used_inodes`), labels `cluster`, `target`, `path`: a moved or rebuilt host keeps its history.
+- `vast` — the VMS's built-in exporter (`/api/prometheusmetrics/…`): `vast_quota_used_capacity`,
+  `vast_quota_hard_limit`, `vast_quota_used_inodes`, labels `cluster` and `path` (the names VAST's
+  published Grafana dashboards query). No label there is documented as the quota *name*, so a
+  series is matched by path to a target the store already knows; its `cluster` label is the VAST
+  cluster's name, so with one `[[clusters]]` entry every series belongs to it.
+
+The import goes into the store's hourly tier (`ObservationStore.import_history`: INSERT OR
+IGNORE, so local samples win and a second import adds nothing). The forecast stage warm-starts a
+new series from the store, so an import before the first cycle is a day-one forecast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from quotapilot.daemon.clock import Clock
+from quotapilot.daemon.errors import PermanentError, TemporaryError
+from quotapilot.daemon.history.prometheus import PrometheusClient, RangeSeries
+from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.settings import HistorySettings, Settings
+from quotapilot.daemon.store.observations import ObservationStore
+from quotapilot.forecasting.types import POOL_TARGET, Observation, TargetId, TargetKind
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Queries:
+    """The PromQL per dimension and the labels that identify a target."""
+
+    used_bytes: str
+    hard_limit_bytes: str | None
+    used_inodes: str | None
+    cluster_label: str | None
+    name_label: str | None
+    path_label: str
+
+
+SOURCE_DEFAULTS: dict[str, Queries] = {
+    "quotapilot": Queries("quotapilot_target_used_bytes", "quotapilot_target_hard_limit_bytes",
+                          "quotapilot_target_used_inodes", "cluster", "target", "path"),
+    "vast": Queries("vast_quota_used_capacity", "vast_quota_hard_limit", "vast_quota_used_inodes",
+                    "cluster", None, "path"),
+}
+
+
+def queries_for(settings: HistorySettings) -> Queries:
+    """The source's defaults with every query/label the config sets (an empty string: none)."""
+    base = SOURCE_DEFAULTS[settings.source]
+
+    def pick(value: str | None, default: str | None) -> str | None:
+        if value is None:
+            return default
+        return value or None
+
+    return Queries(
+        used_bytes=settings.used_bytes_query or base.used_bytes,
+        hard_limit_bytes=pick(settings.hard_limit_bytes_query, base.hard_limit_bytes),
+        used_inodes=pick(settings.used_inodes_query, base.used_inodes),
+        cluster_label=pick(settings.cluster_label, base.cluster_label),
+        name_label=pick(settings.name_label, base.name_label),
+        path_label=settings.path_label)
+
+
+def name_from_path(path: str) -> str:
+    """A display name for a path-only series (as the growth stage names a managed view)."""
+    return path.strip("/").replace("/", "-") or "root"
+
+
+@dataclass(slots=True)
+class TargetMatcher:
+    """Series labels → a target: by (cluster, name) when the series has a name label, else by
+    (cluster, path) among `known` targets (or, with `derive_names`, a name made from the path)."""
+
+    queries: Queries
+    clusters: Sequence[str]
+    known: Sequence[TargetId] = ()
+    derive_names: bool = False
+    _by_path: dict[tuple[str, str], TargetId] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self._by_path = {(t.cluster, t.path): t for t in self.known if t.kind is TargetKind.QUOTA}
+
+    def cluster_of(self, series: RangeSeries) -> str | None:
+        value = series.label(self.queries.cluster_label) if self.queries.cluster_label else None
+        if len(self.clusters) == 1:
+            return self.clusters[0]  # one VMS: whatever its exporter calls itself
+        if not self.clusters:
+            return value or "prometheus"
+        return value if value in self.clusters else None
+
+    def match(self, series: RangeSeries) -> TargetId | None:
+        cluster = self.cluster_of(series)
+        path = series.label(self.queries.path_label)
+        if cluster is None:
+            return None
+        name = series.label(self.queries.name_label) if self.queries.name_label else None
+        if name is not None:
+            if name == POOL_TARGET and path == "/":
+                return None
+            return TargetId(cluster, name, path or f"/{name}")
+        if path is None:
+            return None
+        known = self._by_path.get((cluster, path))
+        if known is not None:
+            return known
+        return TargetId(cluster, name_from_path(path), path) if self.derive_names else None
+
+    @staticmethod
+    def describe(series: RangeSeries) -> str:
+        return "{" + ",".join(f'{k}="{v}"' for k, v in series.labels if k != "__name__") + "}"
+
+
+@dataclass(slots=True)
+class FetchedHistory:
+    """What a fetch found: observations per matched target, and the series nobody matched."""
+
+    observations: dict[TargetId, list[Observation]] = field(default_factory=dict)
+    unmatched: list[str] = field(default_factory=list)
+
+
+async def fetch_history(client: PrometheusClient, queries: Queries, matcher: TargetMatcher, *,
+                        start: float, end: float, on_chunk: Callable[[], None] | None = None) -> FetchedHistory:
+    """Run the queries over `[start, end]` and join them per target and step time."""
+    step = client.settings.step_seconds
+    start = math.floor(start / step) * step  # on the step grid, so chunks and re-imports line up
+    used = await client.query_range(queries.used_bytes, start, end, step, on_chunk=on_chunk)
+    extra: dict[str, dict[TargetId, dict[float, float]]] = {}
+    for dimension, query in (("hard", queries.hard_limit_bytes), ("inodes", queries.used_inodes)):
+        by_target: dict[TargetId, dict[float, float]] = {}
+        if query is not None:
+            for series in await client.query_range(query, start, end, step, on_chunk=on_chunk):
+                target = matcher.match(series)
+                if target is not None:
+                    by_target.setdefault(target, {}).update(series.points)
+        extra[dimension] = by_target
+    fetched = FetchedHistory()
+    for series in used:
+        target = matcher.match(series)
+        if target is None:
+            fetched.unmatched.append(TargetMatcher.describe(series))
+            continue
+        hard, inodes = extra["hard"].get(target, {}), extra["inodes"].get(target, {})
+        rows = fetched.observations.setdefault(target, [])
+        for t, value in series.points:
+            if not math.isfinite(value) or value < 0:
+                continue
+            h, i = hard.get(t), inodes.get(t)
+            rows.append(Observation(target=target, t=t, used_bytes=int(value),
+                                    hard_limit_bytes=int(h) if h is not None and math.isfinite(h) and h > 0 else None,
+                                    used_inodes=int(i) if i is not None and math.isfinite(i) else None))
+    for rows in fetched.observations.values():
+        rows.sort(key=lambda o: o.t)
+    return fetched
+
+
+@dataclass(slots=True)
+class ImportSummary:
+    """What an import did (`import-history`'s summary; the warm start's log line)."""
+
+    targets_matched: list[str] = field(default_factory=list)
+    samples_fetched: int = 0
+    samples_imported: int = 0
+    targets_cold: list[str] = field(default_factory=list)
+    """Known targets with no history in Prometheus: they start cold."""
+    unmatched_series: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"targets_matched": sorted(self.targets_matched), "samples_fetched": self.samples_fetched,
+                "samples_imported": self.samples_imported, "targets_cold": sorted(self.targets_cold),
+                "unmatched_series": sorted(self.unmatched_series), "dry_run": self.dry_run}
+
+
+def known_targets(store: ObservationStore, clusters: Sequence[str]) -> list[TargetId]:
+    return [obs.target for cluster in clusters for obs in store.latest(cluster)
+            if obs.target.kind is TargetKind.QUOTA]
+
+
+async def import_history(settings: Settings, store: ObservationStore, *, now: float, since_seconds: float,
+                         dry_run: bool = False, client: PrometheusClient | None = None,
+                         on_chunk: Callable[[], None] | None = None,
+                         on_start: Callable[[int], None] | None = None) -> ImportSummary:
+    """Fetch `since_seconds` of history up to `now` and import it (unless `dry_run`).
+
+    Raises `TemporaryError` (Prometheus down, slow, 5xx after retries) or `PermanentError`."""
+    clusters = [c.name for c in settings.clusters]
+    known = await asyncio.to_thread(known_targets, store, clusters)
+    queries = queries_for(settings.history)
+    matcher = TargetMatcher(queries, clusters, known)
+    async with contextlib.AsyncExitStack() as stack:
+        prom = client if client is not None else await stack.enter_async_context(PrometheusClient(settings.history))
+        if on_start is not None:
+            step = prom.settings.step_seconds
+            per_query = prom.chunks(math.floor((now - since_seconds) / step) * step, now)
+            on_start(per_query * (1 + (queries.hard_limit_bytes is not None) + (queries.used_inodes is not None)))
+        fetched = await fetch_history(prom, queries, matcher, start=now - since_seconds, end=now, on_chunk=on_chunk)
+    summary = ImportSummary(dry_run=dry_run, unmatched_series=fetched.unmatched)
+    rows = [obs for observations in fetched.observations.values() for obs in observations]
+    summary.samples_fetched = len(rows)
+    summary.targets_matched = [t.key for t, obs in fetched.observations.items() if obs]
+    summary.targets_cold = [t.key for t in known if not fetched.observations.get(t)]
+    if not dry_run and rows:
+        summary.samples_imported = await asyncio.to_thread(store.import_history, rows)
+    return summary
+
+
+# --------------------------------------------------------------------------- warm start
+TaskAdder = Callable[[str, Callable[[asyncio.Event], Coroutine[Any, Any, None]]], None]
+
+
+async def warm_start_from_history(settings: Settings, store: ObservationStore, clock: Clock,
+                                  add_task: TaskAdder) -> ImportSummary | None:
+    """The daemon's start hook (before the first cycle): import `[history] lookback` from
+    Prometheus, bounded by `start_timeout_seconds`. If Prometheus is down or slow the daemon starts
+    cold (`history.import_failed`, once) and a supervised task retries every
+    `retry_interval_seconds` until one import succeeds. Without `prometheus_url`: nothing."""
+    history = settings.history
+    if history.prometheus_url is None:
+        return None
+    summary = await _attempt(settings, store, clock, within_seconds=history.start_timeout_seconds)
+    if summary is not None:
+        return summary
+    log.warning("history.import_failed", prometheus_url=history.prometheus_url, starting="cold",
+                retry_in_seconds=history.retry_interval_seconds)
+
+    async def retry(stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            await _wait(clock.sleep(history.retry_interval_seconds), stopping)
+            if stopping.is_set():
+                return
+            # in the background, a slow Prometheus may take every retry it is allowed
+            bound = history.timeout_seconds * (history.max_retries + 1) * 4
+            if await _attempt(settings, store, clock, within_seconds=bound, quiet=True) is not None:
+                await stopping.wait()  # done; a supervised task that returns early reads as a fault
+                return
+
+    add_task("history-import", retry)
+    return None
+
+
+async def _wait(sleeping: Awaitable[None], stopping: asyncio.Event) -> None:
+    sleeper = asyncio.ensure_future(sleeping)
+    stopper = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in (sleeper, stopper):
+            future.cancel()
+        await asyncio.gather(sleeper, stopper, return_exceptions=True)
+
+
+async def _attempt(settings: Settings, store: ObservationStore, clock: Clock, *, within_seconds: float,
+                   quiet: bool = False) -> ImportSummary | None:
+    try:
+        async with asyncio.timeout(within_seconds):
+            summary = await import_history(settings, store, now=clock.now(),
+                                           since_seconds=settings.history.lookback)
+    except (TemporaryError, PermanentError, TimeoutError, OSError) as exc:
+        if not quiet:
+            log.warning("history.unavailable", error=str(exc) or type(exc).__name__)
+        return None
+    log.info("history.imported", targets_matched=len(summary.targets_matched),
+             samples_imported=summary.samples_imported, targets_cold=len(summary.targets_cold),
+             unmatched_series=len(summary.unmatched_series))
+    return summary
+
+
+# ------------------------------------------------------------------------------ replay
+def traces_from_history(fetched: FetchedHistory, *, initial_limit: int | None = None) -> list[Any]:
+    """`TargetTrace`s for `quotapilot replay --prometheus` (hard limits where Prometheus has them)."""
+    from quotapilot.forecasting.replay import TargetTrace
+
+    traces = []
+    names = [target.name for target in fetched.observations]
+    for target, rows in sorted(fetched.observations.items(), key=lambda kv: kv[0].key):
+        if len(rows) < 2:
+            continue
+        hards = [o.hard_limit_bytes for o in rows]
+        has_limits = all(h is not None for h in hards)
+        name = target.name if names.count(target.name) == 1 else f"{target.cluster}-{target.name}"
+        traces.append(TargetTrace(name=name, times=[o.t for o in rows], used_bytes=[o.used_bytes for o in rows],
+                                  hard_limits=hards if has_limits else None,
+                                  initial_hard_limit_bytes=None if has_limits else initial_limit, path=target.path))
+    return traces
+
+
+def fetch_traces(settings: Settings, *, since_seconds: float, initial_limit: int | None = None,
+                 now: float | None = None) -> list[Any]:
+    """Blocking: the history of every series the queries return, as replay traces (names made
+    from the path where the series has no name label)."""
+    import time
+
+    async def go() -> FetchedHistory:
+        end = time.time() if now is None else now
+        queries = queries_for(settings.history)
+        matcher = TargetMatcher(queries, [c.name for c in settings.clusters], derive_names=True)
+        async with PrometheusClient(settings.history) as prom:
+            return await fetch_history(prom, queries, matcher, start=end - since_seconds, end=end)
+
+    return traces_from_history(asyncio.run(go()), initial_limit=initial_limit)
+
+
+# ------------------------------------------------------------------- a target seen late
+class HistoryBackedLoader:
+    """A forecast-stage `history_loader` (`(target) -> [(t, used_bytes, used_inodes), ...]`) that
+    reads the store and, when a new target has less than `min_local_seconds` of local history,
+    first imports from Prometheus — so a target that appears after start (a new quota, or one the
+    VAST mapping could not match before its first poll) is warm-started too.
+
+    Blocking (the stage calls loaders in a worker thread). One import serves every target of a
+    cycle's batch: after an attempt, success or not, the next one waits `retry_interval_seconds`;
+    an attempt is bounded by `start_timeout_seconds` and never raises (the target starts cold)."""
+
+    def __init__(self, settings: Settings, store: ObservationStore, clock: Clock, *,
+                 reach_seconds: float, min_local_seconds: float = 2 * 86400.0) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.reach_seconds = reach_seconds
+        self.min_local_seconds = min_local_seconds
+        self.last_attempt: float | None = None
+        self.imports = 0
+
+    def __call__(self, target: TargetId) -> list[tuple[float, int, int | None]]:
+        now = self.clock.now()
+        local = self.store.history(target, since=now - self.reach_seconds)
+        if self.settings.history.prometheus_url is None or _span(local) >= self.min_local_seconds:
+            return local
+        due = self.last_attempt is None or now - self.last_attempt >= self.settings.history.retry_interval_seconds
+        if not due:
+            return local
+        self.last_attempt = now
+        summary = asyncio.run(_attempt(self.settings, self.store, self.clock,
+                                       within_seconds=self.settings.history.start_timeout_seconds))
+        if summary is None:
+            return local
+        self.imports += 1
+        return self.store.history(target, since=now - self.reach_seconds)
+
+
+def _span(points: Sequence[tuple[float, int, int | None]]) -> float:
+    return points[-1][0] - points[0][0] if len(points) >= 2 else 0.0

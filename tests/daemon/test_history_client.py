@@ -1,0 +1,236 @@
+"""The history pieces that need no Prometheus: chunking, the store's import, settings, and the
+client's HTTP behaviour against a local receiver (auth headers, 429/5xx retries, refusals)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from quotapilot.daemon.errors import ConfigError, PermanentError, TemporaryError
+from quotapilot.daemon.history.importer import (
+    SOURCE_DEFAULTS,
+    TargetMatcher,
+    queries_for,
+)
+from quotapilot.daemon.history.prometheus import PrometheusClient, RangeSeries, chunk_ranges
+from quotapilot.daemon.settings import HistorySettings, load_settings
+from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.observations import ObservationStore
+from quotapilot.forecasting.types import Observation, TargetId
+
+
+class TestChunks:
+    def test_every_step_once_within_the_limit(self) -> None:
+        chunks = chunk_ranges(0.0, 1000.0, 10.0, 11)
+        assert chunks[0] == (0.0, 100.0)
+        steps = [t for a, b in chunks for t in range(int(a), int(b) + 1, 10)]
+        assert steps == list(range(0, 1001, 10))
+        assert all((b - a) / 10 + 1 <= 11 for a, b in chunks)
+
+    def test_short_and_empty_ranges(self) -> None:
+        assert chunk_ranges(5.0, 5.0, 60.0, 11_000) == [(5.0, 5.0)]
+        assert chunk_ranges(10.0, 5.0, 60.0, 11_000) == []
+
+
+class TestStoreImport:
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Any:
+        db = Database(tmp_path / "state.db")
+        yield ObservationStore(db, raw_retention_seconds=3 * 86400, hourly_retention_seconds=70 * 86400)
+        db.close()
+
+    def test_last_sample_of_each_hour_never_over_local(self, store: ObservationStore) -> None:
+        target = TargetId("c", "q", "/q")
+        store.write_poll([Observation(target, 7300.0, used_bytes=999, hard_limit_bytes=5000)])  # hour 7200, local
+        rows = [Observation(target, t, used_bytes=int(t), hard_limit_bytes=5000)
+                for t in (3600.0, 4000.0, 7000.0, 7250.0, 7500.0, 11000.0)]
+        assert store.import_history(rows) == 2  # hours 3600 (its last sample: 7000) and 10800
+        assert store.import_history(rows) == 0
+        hourly = {r["hour"]: (r["t"], r["used_bytes"]) for r in store.db.query(
+            "SELECT hour, t, used_bytes FROM observations_hourly ORDER BY hour")}
+        assert hourly == {3600.0: (7000.0, 7000), 7200.0: (7300.0, 999), 10800.0: (11000.0, 11000)}
+        assert [p[0] for p in store.history(target, since=0)] == [7000.0, 7300.0]  # raw from 7300 on
+
+    def test_nothing_to_import(self, store: ObservationStore) -> None:
+        assert store.import_history([]) == 0
+
+
+class TestSettings:
+    def test_defaults_off(self) -> None:
+        assert load_settings(None).history.prometheus_url is None
+        assert load_settings(None).history.lookback == 28 * 86400
+
+    def test_lookback_as_duration_and_vast_source(self) -> None:
+        history = load_settings(None, history={"prometheus_url": "http://p:9090", "lookback": "14d",
+                                               "source": "vast"}).history
+        assert history.lookback == 14 * 86400
+        queries = queries_for(history)
+        assert queries == SOURCE_DEFAULTS["vast"]
+        assert queries.name_label is None and queries.used_bytes == "vast_quota_used_capacity"
+
+    def test_overrides_and_empty_string_disables(self) -> None:
+        history = HistorySettings(prometheus_url="http://p", used_bytes_query="my_used", used_inodes_query="",
+                                  name_label="quota")
+        queries = queries_for(history)
+        assert (queries.used_bytes, queries.used_inodes, queries.name_label) == ("my_used", None, "quota")
+        assert queries.hard_limit_bytes == "quotapilot_target_hard_limit_bytes"
+
+    @pytest.mark.parametrize(("history", "field"), [
+        ({"prometheus_url": "ftp://x"}, "history.prometheus_url"),
+        ({"basic_auth_user": "u"}, "history.basic_auth_password_file"),
+        ({"bearer_token_file": "/t", "basic_auth_user": "u", "basic_auth_password_file": "/p"},
+         "history.bearer_token_file"),
+        ({"max_points_per_query": 20_000}, "history.max_points_per_query"),
+        ({"lookback": "soon"}, "history.lookback"),
+    ])
+    def test_bad_values_name_the_field(self, history: dict[str, object], field: str) -> None:
+        with pytest.raises(ConfigError) as info:
+            load_settings(None, history=history)
+        assert info.value.field == field
+
+
+class TestMatcher:
+    def series(self, **labels: str) -> RangeSeries:
+        return RangeSeries(tuple(sorted(labels.items())))
+
+    def test_quotapilot_labels(self) -> None:
+        matcher = TargetMatcher(SOURCE_DEFAULTS["quotapilot"], ["c1", "c2"])
+        assert matcher.match(self.series(cluster="c2", target="raw", path="/raw")) == TargetId("c2", "raw", "/raw")
+        assert matcher.match(self.series(cluster="other", target="raw", path="/raw")) is None
+
+    def test_vast_by_path_one_cluster(self) -> None:
+        known = [TargetId("mine", "raw-q", "/cosmos7/raw")]
+        matcher = TargetMatcher(SOURCE_DEFAULTS["vast"], ["mine"], known)
+        assert matcher.match(self.series(cluster="vast-prod", path="/cosmos7/raw")) == known[0]
+        assert matcher.match(self.series(cluster="vast-prod", path="/elsewhere")) is None
+        derived = TargetMatcher(SOURCE_DEFAULTS["vast"], [], derive_names=True)
+        assert derived.match(self.series(cluster="v", path="/a/b")) == TargetId("v", "a-b", "/a/b")
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.requests: list[web.Request] = []
+        self.answers: list[tuple[int, dict[str, Any] | str, dict[str, str]]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append(request)
+        status, body, headers = self.answers.pop(0) if self.answers else (200, _matrix(), {})
+        if isinstance(body, str):
+            return web.Response(status=status, text=body, headers=headers)
+        return web.json_response(body, status=status, headers=headers)
+
+
+def _matrix() -> dict[str, Any]:
+    return {"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"cluster": "c", "target": "q", "path": "/q"}, "values": [[60, "5"], [120, "6"]]}]}}
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_get("/api/v1/query_range", rec.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # aiohttp has no public accessor
+    try:
+        yield rec, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+class TestClient:
+    async def test_bearer_token_from_file(self, receiver: tuple[Receiver, str], tmp_path: Path) -> None:
+        rec, url = receiver
+        token = tmp_path / "token"
+        token.write_text("s3cret\n")
+        async with PrometheusClient(HistorySettings(prometheus_url=url, bearer_token_file=token)) as client:
+            series = await client.query_range("quotapilot_target_used_bytes", 0, 120, 60)
+        assert rec.requests[0].headers["Authorization"] == "Bearer s3cret"
+        assert rec.requests[0].query["query"] == "quotapilot_target_used_bytes"
+        assert [s.points for s in series] == [[(60.0, 5.0), (120.0, 6.0)]]
+
+    async def test_basic_auth_from_file(self, receiver: tuple[Receiver, str], tmp_path: Path) -> None:
+        rec, url = receiver
+        password = tmp_path / "password"
+        password.write_text("pw")
+        settings = HistorySettings(prometheus_url=url, basic_auth_user="ops", basic_auth_password_file=password)
+        async with PrometheusClient(settings) as client:
+            await client.query_range("up", 0, 60, 60)
+        assert rec.requests[0].headers["Authorization"] == "Basic b3BzOnB3"
+
+    async def test_429_and_5xx_retried_with_backoff_honouring_retry_after(
+            self, receiver: tuple[Receiver, str]) -> None:
+        rec, url = receiver
+        rec.answers = [(429, "slow down", {"Retry-After": "7"}), (503, "busy", {})]
+        waits: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            waits.append(seconds)
+
+        settings = HistorySettings(prometheus_url=url, max_retries=3, backoff_base_seconds=2)
+        async with PrometheusClient(settings, sleep=sleep) as client:
+            series = await client.query_range("up", 0, 60, 60)
+        assert len(rec.requests) == 3
+        assert waits[0] == 7.0
+        assert 1.0 <= waits[1] <= 4.0  # 2 s doubled once at most, jittered down to half
+        assert series
+
+    async def test_retries_exhausted_is_temporary(self, receiver: tuple[Receiver, str]) -> None:
+        rec, url = receiver
+        rec.answers = [(500, "no", {})] * 3
+
+        async def sleep(seconds: float) -> None:
+            return None
+
+        async with PrometheusClient(HistorySettings(prometheus_url=url, max_retries=2), sleep=sleep) as client:
+            with pytest.raises(TemporaryError, match="500"):
+                await client.query_range("up", 0, 60, 60)
+        assert len(rec.requests) == 3
+
+    @pytest.mark.parametrize(("status", "body", "match"), [
+        (401, {"status": "error"}, "credentials"),
+        (400, {"status": "error", "errorType": "bad_data", "error": "parse error"}, "parse error"),
+    ])
+    async def test_refusals_are_permanent_and_not_retried(self, receiver: tuple[Receiver, str], status: int,
+                                                          body: dict[str, Any], match: str) -> None:
+        rec, url = receiver
+        rec.answers = [(status, body, {})]
+        async with PrometheusClient(HistorySettings(prometheus_url=url, max_retries=5)) as client:
+            with pytest.raises(PermanentError, match=match):
+                await client.query_range("up{", 0, 60, 60)
+        assert len(rec.requests) == 1
+
+    async def test_no_url(self) -> None:
+        with pytest.raises(PermanentError, match="prometheus_url"):
+            PrometheusClient(HistorySettings())
+
+
+class TestProgressBar:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def test_draws_on_a_terminal_only(self) -> None:
+        from quotapilot.daemon.commands.import_history import ProgressBar
+
+        term = self.Terminal()
+        bar = ProgressBar(term, width=4)
+        bar.start(2)
+        bar.tick()
+        bar.tick()
+        bar.finish()
+        assert term.getvalue() == "\r[░░░░] 0/2 requests\r[██░░] 1/2 requests\r[████] 2/2 requests\n"
+        pipe = io.StringIO()
+        quiet = ProgressBar(pipe)
+        quiet.start(3)
+        quiet.tick()
+        quiet.finish()
+        assert pipe.getvalue() == ""

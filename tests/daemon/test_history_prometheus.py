@@ -1,0 +1,475 @@
+"""History import against a real Prometheus: a TSDB backfilled by `promtool` from the cosmos7
+scenario's ground truth, `prometheus` started on a free port over it (per module, cleaned up)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from structlog.testing import capture_logs
+
+from quotapilot.daemon.cli import main
+from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.errors import TemporaryError
+from quotapilot.daemon.history.importer import import_history, warm_start_from_history
+from quotapilot.daemon.history.prometheus import PrometheusClient, chunk_ranges
+from quotapilot.daemon.history.trace import QuotaTrace, openmetrics_text, scenario_trace
+from quotapilot.daemon.settings import Settings, load_settings
+from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.observations import ObservationStore
+from quotapilot.forecasting.types import Observation, TargetId
+
+DAY = 86400.0
+HOUR = 3600.0
+LOOKBACK = 28 * DAY
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Prom:
+    url: str
+    traces: list[QuotaTrace]
+    end: float
+    cluster: str
+
+
+@pytest.fixture(scope="module")
+def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
+    if shutil.which("promtool") is None or shutil.which("prometheus") is None:
+        pytest.skip("prometheus/promtool are not installed (.ci/run installs the Debian package)")
+    root = tmp_path_factory.mktemp("prometheus")
+    end = math.floor(time.time() / HOUR) * HOUR  # ends now: `import-history` looks back from the wall clock
+    traces = scenario_trace("cosmos7", start=end - LOOKBACK, days=LOOKBACK / DAY, interval_seconds=900.0)
+    source = root / "trace.om"
+    source.write_text(openmetrics_text(traces))
+    tsdb = root / "tsdb"
+    subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=1000h",
+                    "--quiet", str(source), str(tsdb)], check=True, capture_output=True, timeout=120)
+    config = root / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
+    port = free_port()
+    log = (root / "prometheus.log").open("w")
+    process = subprocess.Popen(
+        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tsdb}",
+         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=100y"],
+        stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, process)
+        yield Prom(url, traces, end, traces[0].cluster)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prometheus exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)  # the readiness wait: the only real wait here
+    raise RuntimeError("prometheus did not become ready")
+
+
+def settings_for(prom_url: str, tmp_path: Path, cluster: str, **history: Any) -> Settings:
+    return load_settings(None, clusters=[{"name": cluster, "address": "vms.invalid", "token": "t"}],
+                         store={"path": str(tmp_path / "state.db")},
+                         history={"prometheus_url": prom_url, "max_retries": 0, **history})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ObservationStore]:
+    db = Database(tmp_path / "state.db")
+    try:
+        yield ObservationStore(db, raw_retention_seconds=3 * DAY, hourly_retention_seconds=70 * DAY)
+    finally:
+        db.close()
+
+
+def hourly_truth(trace: QuotaTrace, start: float) -> dict[float, int]:
+    """The trace resampled as the store keeps it: the last sample of each hour."""
+    out: dict[float, int] = {}
+    for t, used in zip(trace.times, trace.used_bytes, strict=True):
+        if t >= start:
+            out[t - t % HOUR] = used
+    return out
+
+
+def stored_hourly(store: ObservationStore, cluster: str, name: str) -> dict[float, int]:
+    rows = store.db.query("SELECT hour, used_bytes FROM observations_hourly WHERE cluster = ? AND target = ?",
+                          (cluster, name))
+    return {row["hour"]: row["used_bytes"] for row in rows}
+
+
+class TestImport:
+    async def test_matches_the_trace_sample_for_sample(self, prom: Prom, tmp_path: Path,
+                                                       store: ObservationStore) -> None:
+        settings = settings_for(prom.url, tmp_path, prom.cluster)
+        summary = await import_history(settings, store, now=prom.end, since_seconds=LOOKBACK)
+        assert sorted(f"{prom.cluster}/{t.name}" for t in prom.traces) == sorted(summary.targets_matched)
+        assert summary.unmatched_series == []
+        start = prom.end - LOOKBACK
+        for trace in prom.traces:
+            truth = hourly_truth(trace, math.floor(start / 300) * 300)
+            assert len(truth) >= 28 * 24
+            assert stored_hourly(store, prom.cluster, trace.name) == truth
+        assert sum(len(hourly_truth(t, start)) for t in prom.traces) == summary.samples_imported
+        # the limits came along
+        row = store.db.query("SELECT hard_limit_bytes, path FROM observations_hourly WHERE target = ? LIMIT 1",
+                             (prom.traces[0].name,))[0]
+        assert (prom.traces[0].initial_hard_limit_bytes, prom.traces[0].path) == (row["hard_limit_bytes"], row["path"])
+
+    async def test_second_import_adds_nothing_and_local_samples_win(self, prom: Prom, tmp_path: Path,
+                                                                    store: ObservationStore) -> None:
+        trace = prom.traces[0]
+        target = TargetId(prom.cluster, trace.name, trace.path)
+        local_t = prom.end - 2 * DAY + 120.0
+        store.write_poll([Observation(target, local_t, used_bytes=12345, hard_limit_bytes=99999)])
+        settings = settings_for(prom.url, tmp_path, prom.cluster)
+        first = await import_history(settings, store, now=prom.end, since_seconds=LOOKBACK)
+        assert first.samples_imported > 0
+        second = await import_history(settings, store, now=prom.end, since_seconds=LOOKBACK)
+        assert second.samples_fetched == first.samples_fetched
+        assert second.samples_imported == 0
+        assert stored_hourly(store, prom.cluster, trace.name)[local_t - local_t % HOUR] == 12345
+        # the forecaster's warm-start read sees the imported weeks
+        history = store.history(target, since=prom.end - LOOKBACK)
+        assert history[0][0] < prom.end - 27 * DAY
+
+    async def test_chunked_to_the_point_limit(self, prom: Prom, tmp_path: Path, store: ObservationStore) -> None:
+        settings = settings_for(prom.url, tmp_path, prom.cluster, max_points_per_query=500)
+        async with PrometheusClient(settings.history) as client:
+            summary = await import_history(settings, store, now=prom.end, since_seconds=LOOKBACK, client=client,
+                                           dry_run=True)
+            chunks = len(chunk_ranges(math.floor((prom.end - LOOKBACK) / 300) * 300, prom.end, 300.0, 500))
+            assert chunks > 10
+            assert client.requests == 3 * chunks  # used bytes, hard limit, inodes
+        assert summary.samples_imported == 0
+        unchunked = settings_for(prom.url, tmp_path, prom.cluster)
+        whole = await import_history(unchunked, store, now=prom.end, since_seconds=LOOKBACK, dry_run=True)
+        assert whole.samples_fetched == summary.samples_fetched
+
+    async def test_known_target_without_history_is_left_cold(self, prom: Prom, tmp_path: Path,
+                                                              store: ObservationStore) -> None:
+        store.write_poll([Observation(TargetId(prom.cluster, "newcomer", "/cosmos7/newcomer"), prom.end - 60,
+                                      used_bytes=1, hard_limit_bytes=10)])
+        summary = await import_history(settings_for(prom.url, tmp_path, prom.cluster), store, now=prom.end,
+                                       since_seconds=LOOKBACK)
+        assert [f"{prom.cluster}/newcomer"] == summary.targets_cold
+
+
+class TestVastMapping:
+    async def test_path_only_series_match_known_targets(self, prom: Prom, tmp_path: Path,
+                                                        store: ObservationStore) -> None:
+        """VAST's series carry a path, not our quota name: matched by path to the store's targets;
+        a path the store does not know is reported, not guessed."""
+        known = prom.traces[0]
+        store.write_poll([Observation(TargetId("vms1", "raw-quota", known.path), prom.end - 60,
+                                      used_bytes=1, hard_limit_bytes=10)])
+        settings = load_settings(None, clusters=[{"name": "vms1", "address": "vms.invalid", "token": "t"}],
+                                 history={"prometheus_url": prom.url, "source": "vast",
+                                          "used_bytes_query": "quotapilot_target_used_bytes",
+                                          "hard_limit_bytes_query": "", "used_inodes_query": ""})
+        summary = await import_history(settings, store, now=prom.end, since_seconds=7 * DAY)
+        assert summary.targets_matched == ["vms1/raw-quota"]
+        assert len(summary.unmatched_series) == len(prom.traces) - 1
+        assert stored_hourly(store, "vms1", "raw-quota")
+
+
+class FlakyProxy:
+    """Our boundary's fault injector in front of the real Prometheus: `down` answers 503, `hang`
+    never answers; otherwise requests are forwarded."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.down = False
+        self.hang = False
+        self.release = asyncio.Event()
+        self.refused = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self.hang:
+            await self.release.wait()
+        if self.down:
+            self.refused += 1
+            return web.Response(status=503, text="down")
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session, \
+                session.get(self.upstream + request.path_qs) as upstream:
+            return web.Response(status=upstream.status, body=await upstream.read(),
+                                content_type="application/json")
+
+
+@pytest.fixture
+async def proxy(prom: Prom) -> AsyncIterator[tuple[FlakyProxy, str]]:
+    flaky = FlakyProxy(prom.url)
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", flaky.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # aiohttp has no public accessor
+    try:
+        yield flaky, f"http://127.0.0.1:{port}"
+    finally:
+        flaky.release.set()
+        await runner.cleanup()
+
+
+class SignallingClock(VirtualClock):
+    """A virtual clock that says when someone starts sleeping on it (the retry's request before
+    that is real IO, so "settled" cannot be counted in loop turns)."""
+
+    def __init__(self, start: float) -> None:
+        super().__init__(start)
+        self.asleep = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.asleep.set()
+        await super().sleep(seconds)
+
+    async def next_sleep(self) -> None:
+        await asyncio.wait_for(self.asleep.wait(), timeout=30)
+        self.asleep.clear()
+
+
+class TestWarmStart:
+    async def test_down_starts_cold_says_so_and_retries_later(self, prom: Prom, proxy: tuple[FlakyProxy, str],
+                                                              tmp_path: Path, store: ObservationStore) -> None:
+        flaky, url = proxy
+        flaky.down = True
+        settings = settings_for(url, tmp_path, prom.cluster, retry_interval_seconds=600)
+        clock = SignallingClock(prom.end)
+        tasks: dict[str, Any] = {}
+        with capture_logs() as logs:
+            summary = await warm_start_from_history(settings, store, clock, tasks.__setitem__)
+        assert summary is None
+        assert [e["event"] for e in logs if e["event"] == "history.import_failed"] == ["history.import_failed"]
+        assert list(tasks) == ["history-import"]
+        assert stored_hourly(store, prom.cluster, prom.traces[0].name) == {}
+
+        imported = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        original = store.import_history
+
+        def recording(rows: Any) -> int:
+            added = original(rows)
+            loop.call_soon_threadsafe(imported.set)
+            return added
+
+        store.import_history = recording  # type: ignore[method-assign]  # observe the retry's import
+        stopping = asyncio.Event()
+        retry = asyncio.create_task(tasks["history-import"](stopping))
+        with capture_logs() as logs:
+            await clock.next_sleep()
+            refused = flaky.refused
+            await clock.advance_and_settle(600)  # still down: the retry fails and sleeps again, quietly
+            await clock.next_sleep()
+            assert flaky.refused == refused + 1
+            assert not imported.is_set()
+            flaky.down = False
+            await clock.advance_and_settle(600)
+            await asyncio.wait_for(imported.wait(), timeout=30)
+            await asyncio.sleep(0)
+            assert not retry.done()  # a supervised task: idles until the daemon stops
+            stopping.set()
+            await asyncio.wait_for(retry, timeout=5)
+        assert "history.imported" in [e["event"] for e in logs]
+        assert stored_hourly(store, prom.cluster, prom.traces[0].name)
+
+    async def test_slow_prometheus_is_bounded(self, prom: Prom, proxy: tuple[FlakyProxy, str], tmp_path: Path,
+                                              store: ObservationStore) -> None:
+        flaky, url = proxy
+        flaky.hang = True
+        settings = settings_for(url, tmp_path, prom.cluster, timeout_seconds=0.2, start_timeout_seconds=0.5)
+        tasks: dict[str, Any] = {}
+        with capture_logs() as logs:
+            assert await warm_start_from_history(settings, store, VirtualClock(prom.end), tasks.__setitem__) is None
+        assert "history.import_failed" in [e["event"] for e in logs]
+        assert "history-import" in tasks
+
+    async def test_up_imports_before_the_first_cycle(self, prom: Prom, tmp_path: Path,
+                                                     store: ObservationStore) -> None:
+        tasks: dict[str, Any] = {}
+        settings = settings_for(prom.url, tmp_path, prom.cluster)
+        summary = await warm_start_from_history(settings, store, VirtualClock(prom.end), tasks.__setitem__)
+        assert summary is not None and summary.samples_imported > 0
+        assert tasks == {}
+
+    async def test_no_url_does_nothing(self, tmp_path: Path, store: ObservationStore) -> None:
+        settings = load_settings(None, clusters=[{"name": "c", "address": "vms.invalid", "token": "t"}])
+        assert await warm_start_from_history(settings, store, VirtualClock(), {}.__setitem__) is None
+
+    async def test_refused_connection_is_temporary(self, tmp_path: Path) -> None:
+        settings = settings_for(f"http://127.0.0.1:{free_port()}", tmp_path, "c")
+        async with PrometheusClient(settings.history) as client:
+            with pytest.raises(TemporaryError, match="cannot reach Prometheus"):
+                await client.query_range("up", 0, 60, 15)
+
+
+class TestCommands:
+    def write_config(self, tmp_path: Path, prom: Prom, **history: object) -> Path:
+        extra = "".join(f"{key} = {json.dumps(value)}\n" for key, value in history.items())
+        path = tmp_path / "quotapilot.toml"
+        path.write_text(f'[[clusters]]\nname = "{prom.cluster}"\naddress = "vms.invalid"\ntoken = "t"\n'
+                        f'[store]\npath = "{tmp_path / "cli.db"}"\n'
+                        f'[history]\nprometheus_url = "{prom.url}"\n{extra}')
+        return path
+
+    def test_import_history_dry_run_then_real_then_again(self, prom: Prom, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+        config = self.write_config(tmp_path, prom)
+        assert main(["import-history", "--config", str(config), "--since", "7d", "--dry-run", "--json"]) == 0
+        dry = json.loads(capsys.readouterr().out)
+        assert dry["dry_run"] and dry["samples_imported"] == 0 and dry["samples_fetched"] > 0
+        assert main(["import-history", "--config", str(config), "--since", "7d", "--json"]) == 0
+        real = json.loads(capsys.readouterr().out)
+        assert len(real["targets_matched"]) == len(prom.traces)
+        assert 0 < real["samples_imported"] <= 7 * 24 * len(prom.traces) + len(prom.traces)
+        assert main(["import-history", "--config", str(config), "--since", "7d"]) == 0
+        text = capsys.readouterr().out
+        assert f"{len(prom.traces)} targets matched" in text and " 0 imported" in text
+        assert "targets left cold: 0" in text
+
+    def test_import_history_unreachable_exits_1(self, prom: Prom, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+        config = self.write_config(tmp_path, prom, max_retries=0)
+        config.write_text(config.read_text().replace(prom.url, f"http://127.0.0.1:{free_port()}"))
+        assert main(["import-history", "--config", str(config)]) == 1
+        assert "cannot reach Prometheus" in capsys.readouterr().err
+
+    def test_replay_from_prometheus(self, prom: Prom, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        config = self.write_config(tmp_path, prom, step_seconds=900)
+        assert main(["replay", "--config", str(config), "--prometheus", "--since", "3d", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert {t.name for t in prom.traces} == set(report["targets"])
+        raw = report["targets"][prom.traces[0].name]
+        assert raw["recorded"]["final_hard_limit_bytes"] == prom.traces[0].initial_hard_limit_bytes
+        assert raw["samples"] == pytest.approx(3 * 96, abs=2)
+
+
+class TestDayOneForecast:
+    async def test_warm_started_runway_within_the_band_of_a_28_day_old_daemon(
+            self, prom: Prom, tmp_path: Path, store: ObservationStore) -> None:
+        """The forecast stage, warm-started from the imported store on its first cycle, against the
+        same stage fed the trace cycle by cycle for 28 days (an hourly poll), as a running daemon."""
+        from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
+        from quotapilot.daemon.settings import ForecastSettings
+        from quotapilot.daemon.stages.forecast import ForecastStage
+        from quotapilot.forecasting.types import Dimension
+
+        settings = settings_for(prom.url, tmp_path, prom.cluster)
+        await import_history(settings, store, now=prom.end - 900, since_seconds=LOOKBACK)
+        trace = prom.traces[0]  # raw: the 10x ramp
+        target = TargetId(prom.cluster, trace.name, trace.path)
+        limit = int(trace.used_bytes[-1] * 1.5)
+
+        def observation(i: int) -> Observation:
+            return Observation(target, trace.times[i], used_bytes=trace.used_bytes[i], hard_limit_bytes=limit)
+
+        async def cycle(stage: ForecastStage, i: int) -> Any:
+            obs = observation(i)
+            ctx = CycleContext(poll=PollResult(prom.cluster, obs.t, (obs,)), now=obs.t)
+            await stage.on_cycle(ctx)
+            return ctx.forecasts[(target, Dimension.BYTES)].runway(1.0)
+
+        forecast = ForecastSettings(workers=0)
+        warm = ForecastStage(forecast, VirtualClock(prom.end),
+                             history_loader=lambda t: store.history(t, since=prom.end - LOOKBACK))
+        day_one = await cycle(warm, len(trace.times) - 1)
+
+        old = ForecastStage(forecast, VirtualClock(trace.times[0]))
+        for i in range(0, len(trace.times) - 1, 4):  # a daemon that has polled hourly for 28 days
+            await cycle(old, i)
+        aged = await cycle(old, len(trace.times) - 1)
+        assert day_one is not None and aged is not None
+        assert day_one.p50 is not None and aged.p90 is not None and aged.p10 is not None
+        assert aged.p90 <= day_one.p50 <= aged.p10, (
+            f"day one p50 runway {(day_one.p50 - prom.end) / 3600:.1f} h, 28-day-old daemon's band "
+            f"{(aged.p90 - prom.end) / 3600:.1f}–{(aged.p10 - prom.end) / 3600:.1f} h")
+        cold = ForecastStage(forecast, VirtualClock(prom.end))
+        assert await cycle(cold, len(trace.times) - 1) is None  # without the import: no forecast at all
+
+
+class TestLateTarget:
+    """A target that appears after start with too little local history is fetched when the
+    forecast stage first meets it (the stage's history loader), once per batch."""
+
+    async def cycle(self, stage: Any, prom: Prom, index: int) -> Any:
+        from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
+        from quotapilot.forecasting.types import Dimension
+
+        trace = prom.traces[index]
+        target = TargetId(prom.cluster, trace.name, trace.path)
+        obs = Observation(target, prom.end, used_bytes=trace.used_bytes[-1],
+                          hard_limit_bytes=trace.used_bytes[-1] * 2)
+        ctx = CycleContext(poll=PollResult(prom.cluster, prom.end, (obs,)), now=prom.end)
+        await stage.on_cycle(ctx)
+        return ctx.forecasts[(target, Dimension.BYTES)]
+
+    async def test_new_target_warm_started_from_prometheus(self, prom: Prom, tmp_path: Path,
+                                                           store: ObservationStore) -> None:
+        from quotapilot.daemon.history.importer import HistoryBackedLoader
+        from quotapilot.daemon.settings import ForecastSettings
+        from quotapilot.daemon.stages.forecast import ForecastStage
+
+        clock = VirtualClock(prom.end)
+        loader = HistoryBackedLoader(settings_for(prom.url, tmp_path, prom.cluster), store, clock,
+                                     reach_seconds=LOOKBACK)
+        stage = ForecastStage(ForecastSettings(workers=0), clock, history_loader=loader)
+        first = await self.cycle(stage, prom, 0)
+        assert first.forecast is not None and loader.imports == 1
+        second = await self.cycle(stage, prom, 1)  # in the store already: no second fetch
+        assert second.forecast is not None and loader.imports == 1
+
+    async def test_prometheus_down_starts_cold_without_failing_the_cycle(
+            self, tmp_path: Path, store: ObservationStore) -> None:
+        from quotapilot.daemon.history.importer import HistoryBackedLoader
+        from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
+        from quotapilot.daemon.settings import ForecastSettings
+        from quotapilot.daemon.stages.forecast import ForecastStage
+        from quotapilot.forecasting.types import Dimension
+
+        clock = VirtualClock()
+        settings = settings_for(f"http://127.0.0.1:{free_port()}", tmp_path, "c")
+        loader = HistoryBackedLoader(settings, store, clock, reach_seconds=LOOKBACK)
+        stage = ForecastStage(ForecastSettings(workers=0), clock, history_loader=loader)
+        target = TargetId("c", "q", "/q")
+        obs = Observation(target, clock.now(), used_bytes=5, hard_limit_bytes=10)
+        ctx = CycleContext(poll=PollResult("c", clock.now(), (obs,)), now=clock.now())
+        with capture_logs() as logs:
+            await stage.on_cycle(ctx)
+        assert ctx.forecasts[(target, Dimension.BYTES)].forecast is None
+        assert "history.unavailable" in [e["event"] for e in logs]
+        assert (loader.imports, loader.last_attempt) == (0, clock.now())

@@ -1,0 +1,195 @@
+"""`quotapilot replay --csv`: files in, one JSON object (or a table) out, plots on disk."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from quotapilot.daemon.cli import main
+from quotapilot.daemon.commands.replay import replay_settings_for
+
+TIB = 2**40
+T0 = 1_767_225_600.0
+
+
+def write_trace(path: Path, *, days: float = 4, tib_per_day: float = 20, start_tib: float = 10,
+                hard_tib: float | None = None) -> None:
+    lines = ["timestamp,used_bytes" + (",hard_limit_bytes" if hard_tib is not None else "")]
+    level = start_tib * TIB
+    for i in range(int(days * 24)):
+        t = T0 + i * 3600
+        row = f"{t:.0f},{int(level)}" + (f",{int(hard_tib * TIB)}" if hard_tib is not None else "")
+        lines.append(row)
+        level += tib_per_day * TIB / 24 * (1 + 0.5 * math.sin(2 * math.pi * i / 24))
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "quotapilot.toml"
+    path.write_text("[policy]\nmode = \"observe\"\n")
+    return path
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
+    assert main(list(argv)) == 0
+    out = capsys.readouterr().out
+    assert len(out.strip().splitlines()) == 1
+    parsed: dict[str, object] = json.loads(out)
+    return parsed
+
+
+class TestCsv:
+    def test_json_has_totals_and_targets(self, tmp_path: Path, config: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+        traces = tmp_path / "traces"
+        traces.mkdir()
+        write_trace(traces / "raw.csv", hard_tib=15)
+        write_trace(traces / "processed.csv", tib_per_day=5)
+        report = run_json(capsys, "replay", "--config", str(config), "--csv", str(traces), "--json")
+        assert {"quotapilot", "reactive", "targets", "recorded"} <= set(report)
+        targets = report["targets"]
+        assert isinstance(targets, dict)
+        assert {"raw", "processed"} == set(targets)
+        for name in ("raw", "processed"):
+            for policy in ("quotapilot", "reactive"):
+                assert {"write_failures", "growth_actions", "bytes_added", "mean_utilization",
+                        "peak_utilization"} <= set(targets[name][policy])
+        # processed has no limit column: it starts at 1.25 x its first usage (10 TiB)
+        assert "recorded" not in targets["processed"]
+        assert targets["raw"]["recorded"]["near_misses"] > 0  # 15 TiB fixed while usage passes it
+        totals = report["quotapilot"]
+        assert isinstance(totals, dict)
+        assert totals["growth_actions"] == sum(targets[n]["quotapilot"]["growth_actions"] for n in targets)
+
+    def test_initial_limit_flag(self, tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        write_trace(tmp_path / "q.csv", days=2, tib_per_day=0.01)
+        report = run_json(capsys, "replay", "--config", str(config), "--csv", str(tmp_path),
+                          "--initial-limit", "100TiB", "--json")
+        assert report["targets"]["q"]["quotapilot"]["final_hard_limit_bytes"] == 100 * TIB  # type: ignore[index]
+
+    def test_since_clips_the_window(self, tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        write_trace(tmp_path / "q.csv", days=4)
+        report = run_json(capsys, "replay", "--config", str(config), "--csv", str(tmp_path),
+                          "--since", "1d", "--json")
+        assert report["targets"]["q"]["samples"] == 25  # type: ignore[index]
+
+    def test_policy_file_is_layered_over_the_config(self, tmp_path: Path, config: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+        traces = tmp_path / "traces"
+        traces.mkdir()
+        write_trace(traces / "q.csv")
+        base = run_json(capsys, "replay", "--config", str(config), "--csv", str(traces), "--json")
+        policy = tmp_path / "policy.toml"
+        policy.write_text("[policy]\nmin_growth_bytes = \"40TiB\"\nstep_bytes = \"40TiB\"\n")
+        tuned = run_json(capsys, "replay", "--config", str(config), "--csv", str(traces),
+                         "--policy-file", str(policy), "--json")
+        growths = tuned["targets"]["q"]["growths"]  # type: ignore[index]
+        assert growths and all(g["new_hard_bytes"] - g["old_hard_bytes"] >= 40 * TIB for g in growths)
+        assert base["quotapilot"] != tuned["quotapilot"]
+
+    def test_text_table_and_plots(self, tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        traces = tmp_path / "traces"
+        traces.mkdir()
+        write_trace(traces / "raw.csv", hard_tib=15)
+        plots = tmp_path / "plots"
+        assert main(["replay", "--config", str(config), "--csv", str(traces), "--plot", str(plots)]) == 0
+        captured = capsys.readouterr()
+        assert "raw" in captured.out and "reactive" in captured.out and "quotapilot" in captured.out
+        png = plots / "raw.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert str(png) in captured.err
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(("content", "problem"), [
+        ("time,used\n1,2\n", "line 1: header"),
+        ("timestamp,used_bytes\n1,2\n2,abc\n", "line 3: used_bytes is not a number"),
+        ("timestamp,used_bytes\n1,2\n1,3\n", "line 3: timestamps must increase"),
+        ("timestamp,used_bytes\n1,2\n", "need at least 2 samples"),
+        ("timestamp,used_bytes\nyesterday,2\n2,3\n", "line 2: not an ISO 8601"),
+    ])
+    def test_exit_2_naming_file_and_line(self, tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str],
+                                         content: str, problem: str) -> None:
+        (tmp_path / "bad.csv").write_text(content)
+        assert main(["replay", "--config", str(config), "--csv", str(tmp_path), "--json"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert "bad.csv" in captured.err and problem in captured.err
+
+    def test_empty_dir_and_bad_policy(self, tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        assert main(["replay", "--config", str(config), "--csv", str(empty)]) == 2
+        assert "no *.csv files" in capsys.readouterr().err
+        write_trace(tmp_path / "q.csv", days=1)
+        policy = tmp_path / "policy.toml"
+        policy.write_text("[policy]\ngrow_at = 0.5\n")  # below target_utilization: invalid
+        assert main(["replay", "--config", str(config), "--csv", str(tmp_path), "--policy-file", str(policy)]) == 2
+        assert "policy.target_utilization" in capsys.readouterr().err
+
+
+class TestDemoByPath:
+    async def test_demo_json_has_by_path_that_adds_up(self) -> None:
+        from quotapilot.daemon.commands.demo import DemoOptions, run_demo
+
+        report = await run_demo(DemoOptions(days=1.5))
+        by_path = report["by_path"]
+        assert set(by_path) == set(report["final_hard_limits"])
+        for figures in by_path.values():
+            assert {"write_failures", "growth_actions", "bytes_added", "mean_utilization",
+                    "peak_utilization"} <= set(figures)
+        assert sum(f["write_failures"] for f in by_path.values()) == report["write_failures"]
+        assert sum(f["growth_actions"] for f in by_path.values()) >= 1
+        assert sum(f["bytes_added"] for f in by_path.values()) == report["bytes_added"]
+
+
+class TestReplayLinesUpWithTheDemo:
+    async def test_cosmos7_ground_truth_replayed_like_the_demo_ran_it(self) -> None:
+        """The demo (simulator + the whole daemon over HTTPS) and a replay of the scenario's
+        ground truth (limits lifted) agree view by view: the same growths, the same utilization."""
+        from quotapilot.daemon.clock import VirtualClock
+        from quotapilot.daemon.commands.demo import DEMO_POLICY, DemoOptions, run_demo
+        from quotapilot.daemon.history.trace import scenario_trace
+        from quotapilot.daemon.settings import load_settings
+        from quotapilot.forecasting.replay import TargetTrace, combined_summary, replay_target
+
+        days = 3.0
+        demo = await run_demo(DemoOptions(days=days))
+        settings = load_settings(None, policy=dict(DEMO_POLICY), forecast={"workers": 0})
+        traces = scenario_trace("cosmos7", start=VirtualClock().now(), days=days, interval_seconds=900.0)
+        replays = {}
+        for trace in traces:
+            replays[trace.path] = replay_target(
+                TargetTrace(trace.name, trace.times, trace.used_bytes,
+                            initial_hard_limit_bytes=trace.initial_hard_limit_bytes,
+                            initial_soft_limit_bytes=trace.initial_soft_limit_bytes, path=trace.path),
+                replay_settings_for(settings, TargetTrace(trace.name, [0, 1], [1, 1], path=trace.path)))
+        assert set(replays) == set(demo["by_path"])
+        for path, replay in replays.items():
+            shown = demo["by_path"][path]
+            assert (replay.quotapilot.write_failures, shown["write_failures"]) == (0, 0)
+            assert replay.quotapilot.growth_actions == pytest.approx(shown["growth_actions"], rel=0.1), path
+            assert replay.quotapilot.mean_utilization == pytest.approx(shown["mean_utilization"], rel=0.1), path
+        totals = combined_summary([r.quotapilot for r in replays.values()])
+        assert totals["growth_actions"] >= 3  # something to agree on: raw and processed each grew
+        assert totals["growth_actions"] == pytest.approx(demo["growth_actions"], rel=0.1)
+        assert totals["mean_utilization"] == pytest.approx(demo["mean_utilization"], rel=0.1)
+
+
+class TestPrometheusFlags:
+    def test_replay_prometheus_needs_history_url(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["replay", "--config", str(config), "--prometheus"]) == 2
+        assert "history.prometheus_url: required with --prometheus" in capsys.readouterr().err
+
+    def test_import_history_needs_history_url(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        config = tmp_path / "run.toml"
+        config.write_text('[[clusters]]\nname = "c"\naddress = "vms.invalid"\ntoken = "t"\n')
+        assert main(["import-history", "--config", str(config)]) == 2
+        assert "history.prometheus_url: required by import-history" in capsys.readouterr().err
+        config.write_text(config.read_text() + '[history]\nprometheus_url = "http://127.0.0.1:1"\n')
+        assert main(["import-history", "--config", str(config), "--since", "soon"]) == 2
+        assert "--since" in capsys.readouterr().err
