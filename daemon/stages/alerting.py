@@ -50,7 +50,7 @@ from quotapilot.daemon.runtime.cycle import CycleContext
 from quotapilot.daemon.runtime.supervisor import sleep_unless
 from quotapilot.daemon.settings import LOG_SINK_NAME, AlertRuleSettings, AlertSettings, PolicyRules, Settings
 from quotapilot.daemon.store.db import Database
-from quotapilot.daemon.store.outbox import OutboxStore
+from quotapilot.daemon.store.outbox import AsyncOutbox, OutboxStore
 from quotapilot.forecasting.types import (
     POOL_TARGET,
     ActionOutcome,
@@ -319,7 +319,7 @@ class AlertingStage:
         self.clock = clock
         self.config = rule_config(settings.alerts.rules)
         self.routes = routes_from(settings.alerts)
-        self.store = OutboxStore(db)
+        self.store = AsyncOutbox(OutboxStore(db))
         self.sinks = list(build_sinks(settings.alerts) if sinks is None else sinks)
         self._publishes_state = any(publishes_state(sink) for sink in self.sinks)
         self.dispatcher = Dispatcher(
