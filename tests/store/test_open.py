@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ class TestOpen:
             backend.close()
 
     def test_unreachable_server_is_a_clear_error(self) -> None:
-        with pytest.raises(StoreUnavailable, match="cannot connect to PostgreSQL at postgresql://qp@127.0.0.1:9/qp"):
+        with pytest.raises(StoreUnavailable, match=re.escape("cannot connect to PostgreSQL at postgresql://qp@127.0.0.1:9/qp")):
             PostgresDatabase("postgresql://qp:pw@127.0.0.1:9/qp", connect_timeout_seconds=1)
 
 
