@@ -35,6 +35,7 @@ from quotapilot.daemon.http.metrics import GuardedCollector, SnapshotCollector, 
 from quotapilot.daemon.http.server import HttpServer
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext, Stage
+from quotapilot.daemon.runtime.leadership import Leadership, build_leadership  # FLEET (issue 15)
 from quotapilot.daemon.runtime.poller import Poller, PollerState
 from quotapilot.daemon.runtime.sdnotify import Notifier
 from quotapilot.daemon.runtime.snapshot import (
@@ -50,8 +51,9 @@ from quotapilot.daemon.stages.alerting import AlertingStage
 from quotapilot.daemon.stages.forecast import ForecastStage
 from quotapilot.daemon.stages.growth import GrowthStage
 from quotapilot.daemon.stages.store import StoreStage
-from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.observations import ObservationStore
+from quotapilot.daemon.store.open import open_backend
 from quotapilot.daemon.vms.collector import Collector
 
 log = get_logger(__name__)
@@ -117,13 +119,15 @@ class Daemon:
         self._stage_failing: dict[tuple[str, str], str] = {}
         self._pollers: dict[str, Poller] = {}
         self._executor: ThreadPoolExecutor | None = None
-        self._db: Database | None = None
+        self._db: Backend | None = None
+        self.leadership: Leadership | None = None
+        """FLEET (issue 15): who leads which cluster; built when the daemon is entered."""
         self._observations: ObservationStore | None = None
         self._entered = False
 
     # -------------------------------------------------------------- resources
     @property
-    def db(self) -> Database:
+    def db(self) -> Backend:
         if self._db is None:
             raise RuntimeError("Daemon is not open: use `async with Daemon(...)`")
         return self._db
@@ -149,7 +153,8 @@ class Daemon:
             raise RuntimeError("a Daemon can be entered only once")
         self._entered = True
         settings = self.settings
-        self._db = await asyncio.to_thread(Database, settings.store.path)
+        self._db = await asyncio.to_thread(open_backend, settings.store)
+        self.leadership = build_leadership(settings, self._db, self.clock, self.add_task)  # FLEET (issue 15)
         self._observations = ObservationStore(
             self._db, raw_retention_seconds=settings.store.raw_retention_seconds,
             hourly_retention_seconds=settings.store.hourly_retention_seconds)
@@ -172,7 +177,7 @@ class Daemon:
                 if opener is not None:
                     await opener()
             self.registry.register(TargetCollector(lambda: self._snapshot))
-            guarded = [GuardedCollector(extra) for extra in build_collectors(self)]
+            guarded = [GuardedCollector(extra) for extra in [*build_collectors(self), self.leadership.collector()]]
             core = SnapshotCollector(lambda: self._snapshot, lambda: self.supervisor.crashes,
                                      lambda: {g.name: g.errors for g in guarded if g.errors})
             for metric_collector in (core, *guarded):
@@ -184,7 +189,7 @@ class Daemon:
         except BaseException:
             await self._close()
             raise
-        log.info("daemon.opened", clusters=list(self.collectors), store=str(settings.store.path),
+        log.info("daemon.opened", clusters=list(self.collectors), store=self.db.describe(),
                  stages=[s.name for s in self.stages], version=__version__)
         return self
 
@@ -206,7 +211,7 @@ class Daemon:
         if self._db is not None:
             db, self._db = self._db, None
             await asyncio.to_thread(_flush_and_close, db)
-            log.info("store.flushed", path=str(db.path))
+            log.info("store.flushed", path=db.describe())
 
     # -------------------------------------------------------------- for stages
     def add_task(self, name: str, factory: TaskFactory) -> None:
@@ -290,6 +295,8 @@ class Daemon:
             "reasons": reasons,
             "clusters": clusters,
             "crashed_tasks": {name: crash.error for name, crash in crashes.items()},
+            # FLEET (issue 15): this instance's role per cluster (leader / standby, lease epoch)
+            "leadership": [role.as_json() for role in self.leadership.roles()] if self.leadership else [],
             "version": __version__,
         }
         if self._snapshot.mode is not None:
@@ -365,7 +372,7 @@ def _watchdog(notifier: Notifier, interval: float) -> TaskFactory:
     return ping
 
 
-def _flush_and_close(db: Database) -> None:
+def _flush_and_close(db: Backend) -> None:
     db.checkpoint()
     db.close()
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,8 +36,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.logs import TransitionLog
+from quotapilot.daemon.runtime.supervisor import TaskFactory, sleep_unless
+from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.store.actions import Fence
-from quotapilot.daemon.store.backend import StoreError
+from quotapilot.daemon.store.backend import Backend, StoreError
 from quotapilot.daemon.store.leases import LeaseStore
 
 log = structlog.get_logger(__name__)
@@ -158,12 +160,15 @@ class LeaseLeadership:
         return LeadershipCollector(self)
 
     # ------------------------------------------------------------------------------- the loop
-    async def run(self) -> None:
-        """Renew (or try to take) every lease every `renew_seconds`; give them up on the way out."""
+    async def run(self, stopping: asyncio.Event | None = None) -> None:
+        """Renew (or try to take) every lease every `renew_seconds` until `stopping` is set (or
+        the task is cancelled); then give them up, so a standby takes over at once."""
+        stopping = stopping or asyncio.Event()
         try:
             while True:
                 await self.step()
-                await self.clock.sleep(self.renew_seconds)
+                if not await sleep_unless(self.clock, self.renew_seconds, stopping):
+                    return
         finally:
             await asyncio.shield(self.release())
 
@@ -234,3 +239,17 @@ class LeadershipCollector:
                 epoch.add_metric([role.cluster], float(role.epoch))
         yield leader
         yield epoch
+
+
+def build_leadership(settings: Settings, db: Backend, clock: Clock,
+                     add_task: Callable[[str, TaskFactory], None]) -> SoleLeadership | LeaseLeadership:
+    """The daemon's leadership: leases (and their supervised renewal task `leases`) on
+    PostgreSQL; the single instance leading alone on SQLite."""
+    clusters = [cluster.name for cluster in settings.clusters]
+    store = settings.store
+    if db.dialect != "postgres":
+        return SoleLeadership(clusters, store.instance_name)
+    leadership = LeaseLeadership(LeaseStore(db), clusters, clock, instance_name=store.instance_name,
+                                 lease_seconds=store.lease_seconds, renew_seconds=store.lease_renew_seconds)
+    add_task("leases", leadership.run)
+    return leadership

@@ -49,7 +49,7 @@ from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
 from quotapilot.daemon.runtime.supervisor import sleep_unless
 from quotapilot.daemon.settings import LOG_SINK_NAME, AlertRuleSettings, AlertSettings, PolicyRules, Settings
-from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.outbox import AsyncOutbox, OutboxStore
 from quotapilot.forecasting.types import (
     POOL_TARGET,
@@ -312,7 +312,7 @@ class AlertingStage:
 
     name = "alerting"
 
-    def __init__(self, settings: Settings, db: Database, clock: Clock, *,
+    def __init__(self, settings: Settings, db: Backend, clock: Clock, *,
                  sinks: Sequence[Sink] | None = None, rng: random.Random | None = None,
                  task_check_seconds: float = 15.0) -> None:
         self.settings = settings

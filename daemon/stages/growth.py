@@ -34,9 +34,10 @@ from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
+from quotapilot.daemon.runtime.leadership import Leadership, SoleLeadership  # FLEET (issue 15)
 from quotapilot.daemon.settings import ManagedView, PolicyRules, Settings
-from quotapilot.daemon.store.actions import ActionStore
-from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.actions import ActionStore, FencedOut
+from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.overrides import OverrideStore
 from quotapilot.daemon.store.reservations import ReservationStore
 from quotapilot.forecasting.planner import CycleInput, GrowthPolicy, TargetInput, plan_cycle
@@ -210,9 +211,12 @@ class GrowthStage:
 
     name = "growth"
 
-    def __init__(self, settings: Settings, db: Database, writers: Callable[[str], QuotaWriter], clock: Clock,
-                 *, planner: Planner = plan_cycle, reserved_totals: ReservedTotals | None = None) -> None:
+    def __init__(self, settings: Settings, db: Backend, writers: Callable[[str], QuotaWriter], clock: Clock,
+                 *, planner: Planner = plan_cycle, reserved_totals: ReservedTotals | None = None,
+                 leadership: Leadership | None = None) -> None:
         self.settings = settings
+        # FLEET (issue 15): only the leader of a cluster plans and writes; alone on SQLite, always us
+        self.leadership = leadership or SoleLeadership(c.name for c in settings.clusters)
         self.actions = ActionStore(db)
         self.overrides = OverrideStore(db)
         self.writers = writers
@@ -232,7 +236,8 @@ class GrowthStage:
         """The stage as `build_stages()` wires it: the daemon's store, collectors, clock, and the
         pre-flight API's active reservations as extra demand."""
         stage = cls(daemon.settings, daemon.db, lambda cluster: daemon.collectors[cluster], daemon.clock,
-                    planner=planner, reserved_totals=ReservationStore(daemon.db).active_totals)
+                    planner=planner, reserved_totals=ReservationStore(daemon.db).active_totals,
+                    leadership=daemon.leadership)
         daemon.set_mode(stage.mode)
         return stage
 
@@ -240,6 +245,8 @@ class GrowthStage:
         """On start: settle what a crash left behind, before any new action (best effort: a VMS
         that cannot be reached now is reconciled at the cluster's first successful cycle)."""
         for cluster in self.settings.clusters:
+            if not self.leadership.is_leader(cluster.name):  # FLEET: a standby never settles the leader's rows
+                continue
             try:
                 await self.reconcile(cluster.name)
             except (TemporaryError, PermanentError, OSError) as exc:
@@ -258,6 +265,9 @@ class GrowthStage:
         if not poll.ok:
             return
         cluster = poll.cluster
+        if not self.leadership.is_leader(cluster):  # FLEET: a standby polls and forecasts, never acts;
+            self._reconciled.discard(cluster)       # on taking over it first settles the old leader's intents
+            return
         writer = self.writers(cluster)
         if cluster not in self._reconciled:
             await self.reconcile(cluster, writer)
@@ -392,8 +402,13 @@ class GrowthStage:
 
         if quota_id is None:
             return outcome(ActionStatus.FAILED, "no quota id in the observation", None)
-        action_id = await asyncio.to_thread(
-            self.actions.record, decision, mode="enforce", status="intent", now=self.clock.now(), quota_id=quota_id)
+        try:  # FLEET: recorded only under our current lease epoch (same transaction)
+            action_id = await asyncio.to_thread(
+                self.actions.record, decision, mode="enforce", status="intent", now=self.clock.now(),
+                quota_id=quota_id, fence=self.leadership.fence(target.cluster))
+        except FencedOut as exc:
+            log.warning("quota.grow_fenced", target=target.key, dimension=dim.value, error=str(exc))
+            return outcome(ActionStatus.FAILED, f"not the leader: {exc}", None)
         self.checkpoint("intent")
         hard_field, soft_field = _LIMIT_FIELDS[dim]
         try:
@@ -408,6 +423,10 @@ class GrowthStage:
             changes: dict[str, int] = {hard_field: decision.new_hard}
             if decision.new_soft is not None:
                 changes[soft_field] = decision.new_soft
+            if not await self.leadership.epoch_is_current(target.cluster):  # FLEET: re-check right before
+                # deposed since the intent: the new leader settles the row (reconcile); we leave it be
+                log.warning("quota.grow_fenced", target=target.key, dimension=dim.value, action_id=action_id)
+                return outcome(ActionStatus.FAILED, "lease lost before the PATCH", action_id)
             await writer.patch_quota(quota_id, **changes)
         except (TemporaryError, PermanentError) as exc:
             await self._mark(action_id, "failed", f"{type(exc).__name__}: {exc}")

@@ -9,10 +9,12 @@ after a crash either both are on disk or neither, so a restart neither re-fires 
 is stored already is ignored, so instances evaluating the same alert enqueue it once.
 
 Shared by a fleet: `pending()` *claims* the rows it returns for `claim_seconds` (PostgreSQL:
-`FOR UPDATE SKIP LOCKED`, so two instances never get the same row; SQLite: its one writer claims
-trivially). A claim that lapses (its instance died before marking the row) is taken by the next
-claimer: delivery is at least once, exactly once unless an instance dies between a send and its
-`mark_delivered`; the unchanged dedup key lets a receiver drop that rare duplicate.
+`FOR UPDATE SKIP LOCKED`, so two instances never get the same row). A claim that lapses (its
+instance died before marking the row) is taken by the next claimer: delivery is at least once,
+exactly once unless an instance dies between a send and its `mark_delivered`; the unchanged dedup
+key lets a receiver drop that rare duplicate. SQLite has one instance by construction, so there
+it claims trivially: `pending()` is the plain read it always was (every pending row is its own,
+including a killed predecessor's), and costs no write.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from quotapilot.daemon.store.backend import Backend, Row, Transaction
 
 _PENDING = "delivered_at IS NULL AND superseded_at IS NULL AND dropped_at IS NULL"
 _ROW_COLUMNS = "id, sink, alert_id, dedup_key, status, payload, created_at, next_attempt_at, attempts"
-DEFAULT_CLAIM_SECONDS = 120.0
+DEFAULT_CLAIM_SECONDS = 60.0
 """How long a claimed row stays with its claimer: longer than any send with its timeout."""
 
 
@@ -74,14 +76,16 @@ class OutboxStore:
     def pending(self, sink: str, limit: int) -> list[OutboxRow]:
         """Claim up to `limit` pending rows of `sink` (unclaimed, ours, or with a lapsed claim),
         oldest first."""
+        if self.db.dialect != "postgres":  # one instance by construction: a plain read, no claim
+            return [_outbox_row(row) for row in self.db.query(
+                f"SELECT {_ROW_COLUMNS} FROM outbox WHERE sink = ? AND {_PENDING} ORDER BY id LIMIT ?", (sink, limit))]
         now = self._wall_clock()
-        lock = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgres" else ""
         with self.db.transaction() as conn:
             rows = conn.execute(
                 f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
                 f"SELECT id FROM outbox WHERE sink = ? AND {_PENDING}"
                 f" AND (claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?)"
-                f" ORDER BY id LIMIT ?{lock}) RETURNING {_ROW_COLUMNS}",
+                f" ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING {_ROW_COLUMNS}",
                 (self.claimer, now + self.claim_seconds, sink, now, self.claimer, limit)).fetchall()
         return sorted((_outbox_row(row) for row in rows), key=lambda r: r.row_id)
 
