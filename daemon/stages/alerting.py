@@ -47,6 +47,7 @@ from quotapilot.alerts.words import iso8601
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
+from quotapilot.daemon.runtime.leadership import Leadership
 from quotapilot.daemon.runtime.supervisor import sleep_unless
 from quotapilot.daemon.settings import LOG_SINK_NAME, AlertRuleSettings, AlertSettings, PolicyRules, Settings
 from quotapilot.daemon.store.backend import Backend
@@ -314,8 +315,9 @@ class AlertingStage:
 
     def __init__(self, settings: Settings, db: Backend, clock: Clock, *,
                  sinks: Sequence[Sink] | None = None, rng: random.Random | None = None,
-                 task_check_seconds: float = 15.0) -> None:
+                 task_check_seconds: float = 15.0, leadership: Leadership | None = None) -> None:
         self.settings = settings
+        self.leadership = leadership  # FLEET (issue 15): only a cluster's leader evaluates its alerts
         self.clock = clock
         self.config = rule_config(settings.alerts.rules)
         self.routes = routes_from(settings.alerts)
@@ -345,7 +347,7 @@ class AlertingStage:
     def for_daemon(cls, daemon: Any, *, sinks: Sequence[Sink] | None = None) -> AlertingStage:
         """Built by `build_stages()`: the daemon's settings, store and clock; the delivery task is
         registered with the daemon's supervisor, whose crashes become `daemon` alerts."""
-        stage = cls(daemon.settings, daemon.db, daemon.clock, sinks=sinks)
+        stage = cls(daemon.settings, daemon.db, daemon.clock, sinks=sinks, leadership=daemon.leadership)
         supervisor = daemon.supervisor
 
         def task_health() -> list[TaskHealth]:
@@ -374,6 +376,9 @@ class AlertingStage:
 
     # ------------------------------------------------------------------------------ evaluation
     async def on_cycle(self, ctx: CycleContext) -> None:
+        if self.leadership is not None and not self.leadership.is_leader(ctx.poll.cluster):  # FLEET
+            self._states = None  # the leader moves the shared states on: reload them when we lead
+            return
         inputs = inputs_from_cycle(ctx, self.settings, self._policy_cache)
         for action in ctx.actions:
             self._last_action[(action.target.cluster, action.target.name)] = action

@@ -20,6 +20,7 @@ from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.runtime.leadership import LeaseLeadership
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.simulator import SimulatorServer
+from quotapilot.daemon.stages.alerting import AlertingStage
 from quotapilot.daemon.stages.growth import GrowthStage
 from quotapilot.daemon.store.actions import query_actions
 from quotapilot.daemon.store.leases import LeaseStore
@@ -63,6 +64,10 @@ def growth_stage(daemon: Daemon) -> GrowthStage:
     return next(s for s in daemon.stages if isinstance(s, GrowthStage))
 
 
+def alerting(daemon: Daemon) -> AlertingStage:
+    return next(s for s in daemon.stages if isinstance(s, AlertingStage))
+
+
 def raw_hard_limit(sim: SimulatorServer) -> Any:
     return sim.engine.summary()["quotas"]["/cosmos7/raw"]["hard_limit"]
 
@@ -81,6 +86,9 @@ class TestFleet:
             grown = {x.target.name: x for x in leader_ctx.actions}
             assert grown["cosmos7-raw"].status == ActionStatus.VERIFIED
             assert raw_hard_limit(sim) == grown["cosmos7-raw"].new_hard
+            # the leader evaluated the cluster's alerts; the standby (same inputs) did not
+            assert alerting(a).alerts_raised > 0
+            assert alerting(b).alerts_raised == 0
             # a dies (never renews again); b takes over within one lease plus one renewal
             waited = 0.0
             while not leases(b).is_leader("sim"):
@@ -116,6 +124,7 @@ class TestFleet:
             assert stalled
             assert {x.status for x in paused_ctx.actions if x.target.name == "cosmos7-raw"} == {ActionStatus.FAILED}
             assert sim.engine.summary()["quotas"] == before  # a wrote nothing
+            assert alerting(a).alerts_raised == 0  # deposed by the end of its cycle: no alerts from it
             await leases(b).step()
             assert leases(b).is_leader("sim")
             taken_over = await b.poll_once("sim")
