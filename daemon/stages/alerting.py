@@ -347,7 +347,8 @@ class AlertingStage:
     def for_daemon(cls, daemon: Any, *, sinks: Sequence[Sink] | None = None) -> AlertingStage:
         """Built by `build_stages()`: the daemon's settings, store and clock; the delivery task is
         registered with the daemon's supervisor, whose crashes become `daemon` alerts."""
-        stage = cls(daemon.settings, daemon.db, daemon.clock, sinks=sinks, leadership=daemon.leadership)
+        stage = cls(daemon.settings, daemon.db, daemon.clock, sinks=sinks,
+                    leadership=getattr(daemon, "leadership", None))  # FLEET (a test double may have none)
         supervisor = daemon.supervisor
 
         def task_health() -> list[TaskHealth]:

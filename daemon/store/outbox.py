@@ -49,7 +49,8 @@ class OutboxStore:
         self.db = db
         self.claimer = claimer or default_claimer()
         self.claim_seconds = claim_seconds
-        self._wall_clock = wall_clock
+        self.wall_clock = wall_clock
+        """What claims are timed by (wall time: claims are compared across instances)."""
 
     # ---------------------------------------------------------------------------- alert state
     def load_states(self) -> dict[str, AlertState]:
@@ -79,7 +80,7 @@ class OutboxStore:
         if self.db.dialect != "postgres":  # one instance by construction: a plain read, no claim
             return [_outbox_row(row) for row in self.db.query(
                 f"SELECT {_ROW_COLUMNS} FROM outbox WHERE sink = ? AND {_PENDING} ORDER BY id LIMIT ?", (sink, limit))]
-        now = self._wall_clock()
+        now = self.wall_clock()
         with self.db.transaction() as conn:
             rows = conn.execute(
                 f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
