@@ -1,5 +1,6 @@
 """Failover of a fleet: three quotapilot instances on one PostgreSQL store against the simulator,
-a random instance killed every few simulated hours (sometimes mid-growth), restarted later.
+a random instance killed every few simulated hours (half of the time the leader, at its next
+growth: mid-growth), restarted one to four hours later.
 
 Everything is real except time: the simulator over HTTPS (vastpy), the daemons' full cycles,
 PostgreSQL (a throwaway server started here, or `--url`), a webhook receiver that records every
@@ -208,28 +209,35 @@ async def run(days: float, seed: int, url: str | None) -> dict[str, Any]:
             end = clock.now() + days * DAY
             next_kill = clock.now() + rng.uniform(2, 6) * 3600
             leader_killed_at: float | None = None
+            armed: str | None = None  # an instance that dies at its next growth (mid-growth kill)
             while clock.now() < end:
                 now = clock.now()
                 for name in [n for n, t in dead_until.items() if t <= now]:  # restarts
                     del dead_until[name]
                     alive[name] = await start(name, sim, db_url, hook, clock, workdir)
-                mid_growth = now >= next_kill and rng.random() < 0.5
-                victim = rng.choice(sorted(alive)) if now >= next_kill and len(alive) > 1 else None
+                victim = None
+                if now >= next_kill and armed is None and len(alive) > 1:
+                    current = await asyncio.to_thread(holder_of, db_url, cluster, now)
+                    leader = next((n for n, i in sorted(alive.items()) if i.leadership.holder == current), None)
+                    if leader is not None and rng.random() < 0.5:
+                        armed = leader  # dies at its next write-ahead step or right after its PATCH
+                        _arm(alive[leader], rng)
+                    else:
+                        victim = rng.choice(sorted(alive))
                 for name in sorted(alive):
                     instance = alive[name]
                     await instance.leadership.step()
                     holder = await asyncio.to_thread(holder_of, db_url, cluster, clock.now())
-                    if name == victim and mid_growth:
-                        _arm(instance, rng)
+                    died = False
                     try:
                         ctx = await instance.daemon.poll_once(cluster)
                     except Killed:
                         tally.mid_growth_kills += 1
-                        ctx = None
+                        died, ctx, armed = True, None, None
                     if ctx is not None and any(a.status in PATCHED for a in ctx.actions) and \
                             holder != instance.leadership.holder:
                         tally.writes_by_non_leader += 1
-                    if name == victim:
+                    if name == victim or died:
                         if holder == instance.leadership.holder and leader_killed_at is None:
                             leader_killed_at = now
                         await kill(alive.pop(name))
