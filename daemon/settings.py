@@ -380,12 +380,48 @@ class HttpSettings(Group):
 
 
 class StoreSettings(Group):
-    """`[store]`: the SQLite state store."""
+    """`[store]`: the state store — SQLite (`path`, one host) or PostgreSQL (`url`, a fleet)."""
 
     path: Path = Field(Path("/var/lib/quotapilot/state.db"), description="SQLite database file.")
     raw_retention_seconds: Seconds = Field(3 * 86400.0, description="Keep every poll sample this long.")
     hourly_retention_seconds: Seconds = Field(70 * 86400.0, description="Keep hourly downsampled history this long.")
     audit_retention_seconds: Seconds = Field(400 * 86400.0, description="Keep the audit trail this long.")
+    # --- PostgreSQL (a fleet of instances; issue 15) ---
+    url: str | None = Field(
+        None, description="postgresql://user@host:port/db?sslmode=verify-full&sslrootcert=… selects PostgreSQL "
+        "instead of `path`; query parameters are libpq's, passed through (TLS). No password in the URL.")
+    password: SecretStr | None = Field(None, description="PostgreSQL password (else libpq's PGPASSWORD/.pgpass).")
+    password_file: Path | None = Field(None, description="File holding the PostgreSQL password.")
+    instance_name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.:-]+$", description="This instance in lease rows (default: the host name).")
+    lease_seconds: Seconds = Field(15.0, gt=0, description="A cluster's lease lasts this long unless renewed.")
+    lease_renew_seconds: Seconds = Field(5.0, gt=0, description="The leader renews its leases this often.")
+    connect_timeout_seconds: Seconds = Field(5.0, gt=0, description="Give up connecting to PostgreSQL after this.")
+    statement_timeout_seconds: Seconds = Field(
+        10.0, gt=0, description="A PostgreSQL statement taking longer fails (a partition must not hang a write).")
+    pool_max_size: int = Field(4, ge=1, le=64, description="PostgreSQL connections per instance, at most.")
+
+    @model_validator(mode="after")
+    def _postgres(self) -> StoreSettings:
+        if self.url is not None:
+            if not self.url.startswith(("postgresql://", "postgres://")):
+                raise FieldProblem("url", "must start with postgresql://")
+            authority = self.url.split("://", 1)[1].split("/", 1)[0]
+            if "@" in authority and ":" in authority.rsplit("@", 1)[0]:
+                raise FieldProblem("url", "put the password in password or password_file, not in the URL")
+        if self.password is not None and self.password_file is not None:
+            raise FieldProblem("password", "give only one of password, password_file")
+        if self.lease_renew_seconds * 2 > self.lease_seconds:
+            raise FieldProblem("lease_renew_seconds", "must be at most half of lease_seconds")
+        _check_files(self, "password_file")
+        return self
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url is not None
+
+    def resolved_password(self) -> str | None:
+        return resolve_secret(self.password, self.password_file)
 
 
 class LogSettings(Group):

@@ -17,6 +17,8 @@ from typing import Any
 from quotapilot.daemon import __version__
 from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.settings import Settings, load_settings
+from quotapilot.daemon.store.backend import StoreError
+from quotapilot.daemon.store.open import probe
 
 
 def validate_for_run(settings: Settings) -> None:
@@ -118,7 +120,9 @@ def _print_summary(summary: Mapping[str, Any], warnings: list[str]) -> None:
     poll = summary["poll"]
     lines.append(f"  poll: every {poll['interval_seconds']:g}s, stale after {poll['stale_after_seconds']:g}s")
     lines.append(f"  http: {summary['http']['listen']}, write token {summary['http']['write_token']}")
-    lines.append(f"  store: {summary['store']['path']}")
+    store = summary["store"]
+    lines.append(f"  store: {store['where']} (PostgreSQL, schema v{store['schema_version']} of "
+                 f"v{store['latest_schema_version']})" if "where" in store else f"  store: {store['path']}")
     policy = summary["policy"]
     lines.append(f"  policy: mode {policy['mode']}, {policy['overrides']} override(s)"
                  + (", KILL SWITCH ON" if policy["kill_switch"] else ""))
@@ -151,6 +155,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 2
     summary = config_summary(settings)
     warnings = config_warnings(settings)
+    if settings.store.url is not None:  # FLEET (issue 15): the database must answer, its schema not be newer
+        try:
+            summary["store"] = {**summary["store"], **probe(settings.store)}
+        except StoreError as exc:
+            _print_config_error(ConfigError("store.url", str(exc)), as_json)
+            return 2
     if as_json:
         print(json.dumps({"valid": True, "summary": summary, "warnings": warnings}))
     else:

@@ -48,7 +48,7 @@ from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.snapshot import Snapshot
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.store.actions import ActionStore, query_actions
-from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.overrides import ANY, Override, OverrideStore
 from quotapilot.daemon.store.reservations import (
     Reservation,
@@ -87,7 +87,7 @@ class ApiDaemon(Protocol):
     clock: Clock
 
     @property
-    def db(self) -> Database: ...
+    def db(self) -> Backend: ...
 
     @property
     def snapshot(self) -> Snapshot: ...

@@ -40,6 +40,7 @@ from quotapilot.daemon.http.server import HttpServer
 from quotapilot.daemon.logs import TransitionLog, get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext, Stage, StageParts
 from quotapilot.daemon.runtime.health import HealthReport, health_report
+from quotapilot.daemon.runtime.leadership import Leadership, build_leadership
 from quotapilot.daemon.runtime.poller import Poller, PollerState
 from quotapilot.daemon.runtime.sdnotify import Notifier
 from quotapilot.daemon.runtime.snapshot import (
@@ -52,8 +53,9 @@ from quotapilot.daemon.runtime.snapshot import (
 from quotapilot.daemon.runtime.supervisor import Supervisor, TaskFactory, sleep_unless
 from quotapilot.daemon.runtime.wiring import Collaborators, build_stages
 from quotapilot.daemon.settings import Settings, systemd_notify_environment
-from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.observations import ObservationStore
+from quotapilot.daemon.store.open import open_backend
 from quotapilot.daemon.vms.collector import VmsPoller
 
 log = get_logger(__name__)
@@ -99,13 +101,15 @@ class Daemon:
         self._closers: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._pollers: dict[str, Poller] = {}
         self._executor: ThreadPoolExecutor | None = None
-        self._db: Database | None = None
+        self._db: Backend | None = None
+        self.leadership: Leadership | None = None
+        """FLEET (issue 15): who leads which cluster; built when the daemon is entered."""
         self._observations: ObservationStore | None = None
         self._entered = False
 
     # -------------------------------------------------------------- resources
     @property
-    def db(self) -> Database:
+    def db(self) -> Backend:
         if self._db is None:
             raise RuntimeError("Daemon is not open: use `async with Daemon(...)`")
         return self._db
@@ -131,7 +135,8 @@ class Daemon:
             raise RuntimeError("a Daemon can be entered only once")
         self._entered = True
         settings = self.settings
-        self._db = await asyncio.to_thread(Database, settings.store.path)
+        self._db = await asyncio.to_thread(open_backend, settings.store)
+        self.leadership = build_leadership(settings, self._db, self.clock, self.supervisor.add)  # FLEET (issue 15)
         self._observations = ObservationStore(
             self._db, raw_retention_seconds=settings.store.raw_retention_seconds,
             hourly_retention_seconds=settings.store.hourly_retention_seconds)
@@ -145,7 +150,7 @@ class Daemon:
                 self.collectors[cluster.name] = collector
             deps = Collaborators(settings=settings, clock=self.clock, db=self._db, observations=self._observations,
                                  writers={name: poller.writer for name, poller in self.collectors.items()},
-                                 supervisor=self.supervisor)
+                                 supervisor=self.supervisor, leadership=self.leadership)
             builder = self._stages_override if self._stages_override is not None else default_stages
             self.stages = list(builder(deps) if callable(builder) else builder)
             parts = [StageParts.of(stage) for stage in self.stages]
@@ -154,11 +159,12 @@ class Daemon:
                     self.supervisor.add(name, factory)
                 self._closers.append((part.stage.name, part.close))
                 await part.open()
-            self._register_metrics([part.collector for part in parts if part.collector is not None])
+            self._register_metrics([*(part.collector for part in parts if part.collector is not None),
+                                    self.leadership.collector()])
         except BaseException:
             await self._close()
             raise
-        log.info("daemon.opened", clusters=list(self.collectors), store=str(settings.store.path),
+        log.info("daemon.opened", clusters=list(self.collectors), store=self.db.describe(),
                  stages=[s.name for s in self.stages], version=__version__)
         return self
 
@@ -192,7 +198,7 @@ class Daemon:
         if self._db is not None:
             db, self._db = self._db, None
             await asyncio.to_thread(_flush_and_close, db)
-            log.info("store.flushed", path=str(db.path))
+            log.info("store.flushed", path=db.describe())
 
     # -------------------------------------------------------------- one cycle
     async def poll_once(self, cluster: str) -> CycleContext:
@@ -237,9 +243,12 @@ class Daemon:
     # -------------------------------------------------------------- health
     def health(self) -> HealthReport:
         """(healthy, report) for /healthz (see `runtime/health.py`)."""
-        return health_report({name: state.frozen() for name, state in self.poll_state.items()},
-                             self.supervisor.crashes, self.settings.poll, now=self.clock.now(),
-                             mode=self._snapshot.mode)
+        healthy, report = health_report({name: state.frozen() for name, state in self.poll_state.items()},
+                                        self.supervisor.crashes, self.settings.poll, now=self.clock.now(),
+                                        mode=self._snapshot.mode)
+        # FLEET (issue 15): this instance's role per cluster (leader / standby, lease epoch)
+        report["leadership"] = [role.as_json() for role in self.leadership.roles()] if self.leadership else []
+        return healthy, report
 
     # -------------------------------------------------------------- the loops
     async def run(self) -> None:
@@ -310,7 +319,7 @@ def _watchdog(notifier: Notifier, interval: float) -> TaskFactory:
     return ping
 
 
-def _flush_and_close(db: Database) -> None:
+def _flush_and_close(db: Backend) -> None:
     db.checkpoint()
     db.close()
 

@@ -28,6 +28,7 @@ from quotapilot.alerts.rules import TaskHealth
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.history.importer import HistoryBackedLoader
 from quotapilot.daemon.runtime.cycle import Stage
+from quotapilot.daemon.runtime.leadership import Leadership
 from quotapilot.daemon.runtime.supervisor import Supervisor
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.stages.actuator import QuotaWriter
@@ -35,7 +36,7 @@ from quotapilot.daemon.stages.alerting import AlertingStage
 from quotapilot.daemon.stages.forecast import ForecastStage, History
 from quotapilot.daemon.stages.growth import GrowthStage, Planner
 from quotapilot.daemon.stages.store import StoreStage
-from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.observations import ObservationStore
 from quotapilot.daemon.store.reservations import ReservationStore
 from quotapilot.forecasting.planner import plan_cycle
@@ -49,12 +50,14 @@ class Collaborators:
 
     settings: Settings
     clock: Clock
-    db: Database
+    db: Backend
     observations: ObservationStore
     writers: Mapping[str, QuotaWriter]
     """Per cluster name: its VMS write side (`vms.writer.VmsWriter`, the poller's `.writer`)."""
     supervisor: Supervisor
     """Whose task crashes become `daemon` alerts (read-only here: tasks are registered by the daemon)."""
+    leadership: Leadership | None = None
+    """Which clusters this instance leads (a fleet on PostgreSQL); None: alone, it leads them all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +90,8 @@ def growth_stage(deps: Collaborators, *, planner: Planner = plan_cycle) -> Growt
     """The growth stage, with the pre-flight API's active reservations as extra demand."""
     writers = deps.writers
     return GrowthStage(deps.settings, deps.db, lambda cluster: writers[cluster], deps.clock,
-                       planner=planner, reserved_totals=ReservationStore(deps.db).active_totals)
+                       planner=planner, reserved_totals=ReservationStore(deps.db).active_totals,
+                       leadership=deps.leadership)
 
 
 def alerting_stage(deps: Collaborators, *, sinks: Sequence[Sink] | None = None) -> AlertingStage:
@@ -99,7 +103,8 @@ def alerting_stage(deps: Collaborators, *, sinks: Sequence[Sink] | None = None) 
         return [TaskHealth(name, name in crashes, crashes[name].error if name in crashes else "")
                 for name in supervisor.task_names]
 
-    return AlertingStage(deps.settings, deps.db, deps.clock, sinks=sinks, task_health=task_health)
+    return AlertingStage(deps.settings, deps.db, deps.clock, sinks=sinks, task_health=task_health,
+                         leadership=deps.leadership)
 
 
 def build_stages(deps: Collaborators, *, planner: Planner = plan_cycle,

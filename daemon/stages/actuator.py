@@ -25,8 +25,9 @@ from typing import Any, Protocol
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.runtime.leadership import Leadership
 from quotapilot.daemon.settings import ManagedView, Settings
-from quotapilot.daemon.store.actions import ActionStore
+from quotapilot.daemon.store.actions import ActionStore, FencedOut
 from quotapilot.forecasting.types import ActionOutcome, ActionStatus, Decision, Dimension
 
 log = get_logger(__name__)
@@ -71,9 +72,11 @@ def view_name(view: ManagedView) -> str:
 class Actuator:
     """Writes to VMS for the growth stage: guarded by the audit trail, verified, reconciled."""
 
-    def __init__(self, settings: Settings, actions: ActionStore, clock: Clock) -> None:
-        """`settings`: its `policy.mode`, `views` and `clusters` (which cluster a view belongs to)."""
+    def __init__(self, settings: Settings, actions: ActionStore, clock: Clock, leadership: Leadership) -> None:
+        """`settings`: its `policy.mode`, `views` and `clusters` (which cluster a view belongs to);
+        `leadership`: the lease epoch an intent is fenced with, re-checked right before the PATCH."""
         self.settings = settings
+        self.leadership = leadership
         self.actions = actions
         self.clock = clock
         self.reconciled: set[str] = set()
@@ -96,8 +99,13 @@ class Actuator:
 
         if quota_id is None:
             return outcome(ActionStatus.FAILED, "no quota id in the observation", None)
-        action_id = await asyncio.to_thread(
-            self.actions.record, decision, mode="enforce", status="intent", now=self.clock.now(), quota_id=quota_id)
+        try:  # FLEET: recorded only under our current lease epoch (same transaction)
+            action_id = await asyncio.to_thread(
+                self.actions.record, decision, mode="enforce", status="intent", now=self.clock.now(),
+                quota_id=quota_id, fence=self.leadership.fence(target.cluster))
+        except FencedOut as exc:
+            log.warning("quota.grow_fenced", target=target.key, dimension=dim.value, error=str(exc))
+            return outcome(ActionStatus.FAILED, f"not the leader: {exc}", None)
         self.checkpoint("intent")
         hard_field, soft_field = _LIMIT_FIELDS[dim]
         try:
@@ -112,6 +120,10 @@ class Actuator:
             changes: dict[str, int] = {hard_field: decision.new_hard}
             if decision.new_soft is not None:
                 changes[soft_field] = decision.new_soft
+            if not await self.leadership.epoch_is_current(target.cluster):  # FLEET: re-check right before
+                # deposed since the intent: the new leader settles the row (reconcile); we leave it be
+                log.warning("quota.grow_fenced", target=target.key, dimension=dim.value, action_id=action_id)
+                return outcome(ActionStatus.FAILED, "lease lost before the PATCH", action_id)
             await writer.patch_quota(quota_id, **changes)
         except (TemporaryError, PermanentError) as exc:
             await self._mark(action_id, "failed", f"{type(exc).__name__}: {exc}")

@@ -50,11 +50,12 @@ from quotapilot.alerts.words import iso8601
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
+from quotapilot.daemon.runtime.leadership import Leadership
 from quotapilot.daemon.runtime.retry import RetryPolicy
 from quotapilot.daemon.runtime.supervisor import TaskFactory, sleep_unless
 from quotapilot.daemon.settings import LOG_SINK_NAME, AlertRuleSettings, AlertSettings, PolicyRules, Settings
-from quotapilot.daemon.store.db import Database
-from quotapilot.daemon.store.outbox import OutboxStore
+from quotapilot.daemon.store.backend import Backend
+from quotapilot.daemon.store.outbox import AsyncOutbox, OutboxStore
 from quotapilot.forecasting.types import (
     POOL_TARGET,
     ActionOutcome,
@@ -316,17 +317,20 @@ class AlertingStage:
 
     name = "alerting"
 
-    def __init__(self, settings: Settings, db: Database, clock: Clock, *,
+    def __init__(self, settings: Settings, db: Backend, clock: Clock, *,
                  sinks: Sequence[Sink] | None = None, rng: random.Random | None = None,
                  task_check_seconds: float = 15.0,
-                 task_health: Callable[[], Sequence[TaskHealth]] = tuple) -> None:
+                 task_health: Callable[[], Sequence[TaskHealth]] = tuple,
+                 leadership: Leadership | None = None) -> None:
         """`sinks`: None for the configured ones; `task_health`: the supervised tasks and whether
-        each crashed (the wiring reads the daemon's supervisor), checked every `task_check_seconds`."""
+        each crashed (the wiring reads the daemon's supervisor), checked every `task_check_seconds`;
+        `leadership`: in a fleet, only a cluster's leader evaluates its alerts (None: always)."""
         self.settings = settings
+        self.leadership = leadership  # FLEET (issue 15): only a cluster's leader evaluates its alerts
         self.clock = clock
         self.config = rule_config(settings.alerts.rules)
         self.routes = routes_from(settings.alerts)
-        self.store = OutboxStore(db)
+        self.store = AsyncOutbox(OutboxStore(db))
         self.sinks = list(build_sinks(settings.alerts) if sinks is None else sinks)
         self._publishes_state = any(publishes_state(sink) for sink in self.sinks)
         self.dispatcher = Dispatcher(
@@ -371,6 +375,9 @@ class AlertingStage:
 
     # ------------------------------------------------------------------------------ evaluation
     async def on_cycle(self, ctx: CycleContext) -> None:
+        if self.leadership is not None and not self.leadership.is_leader(ctx.poll.cluster):  # FLEET
+            self._states = None  # the leader moves the shared states on: reload them when we lead
+            return
         inputs = inputs_from_cycle(ctx, self.settings, self._policy_cache)
         for action in ctx.actions:
             self._last_action[(action.target.cluster, action.target.name)] = action

@@ -27,10 +27,11 @@ from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
+from quotapilot.daemon.runtime.leadership import Leadership, SoleLeadership  # FLEET (issue 15)
 from quotapilot.daemon.settings import ManagedView, PolicyRules, Settings
 from quotapilot.daemon.stages.actuator import Actuator, QuotaWriter
 from quotapilot.daemon.store.actions import ActionStore
-from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.overrides import OverrideStore
 from quotapilot.forecasting.observed_rate import UsageHistory
 from quotapilot.forecasting.planner import CycleInput, GrowthPolicy, TargetInput, plan_cycle
@@ -95,14 +96,18 @@ class GrowthStage:
 
     name = "growth"
 
-    def __init__(self, settings: Settings, db: Database, writers: Callable[[str], QuotaWriter], clock: Clock,
-                 *, planner: Planner = plan_cycle, reserved_totals: ReservedTotals | None = None) -> None:
+    def __init__(self, settings: Settings, db: Backend, writers: Callable[[str], QuotaWriter], clock: Clock,
+                 *, planner: Planner = plan_cycle, reserved_totals: ReservedTotals | None = None,
+                 leadership: Leadership | None = None) -> None:
         """`writers`: cluster name → its VMS writer; `reserved_totals`: the pre-flight API's active
-        reservations, counted as extra demand (None: none)."""
+        reservations, counted as extra demand (None: none); `leadership`: which clusters this
+        instance leads (None: alone, all of them)."""
         self.settings = settings
+        # FLEET (issue 15): only the leader of a cluster plans and writes; alone on SQLite, always us
+        self.leadership = leadership or SoleLeadership(c.name for c in settings.clusters)
         self.actions = ActionStore(db)
         self.overrides = OverrideStore(db)
-        self.actuator = Actuator(settings, self.actions, clock)
+        self.actuator = Actuator(settings, self.actions, clock, self.leadership)
         self.writers = writers
         self.clock = clock
         self.planner = planner
@@ -117,6 +122,8 @@ class GrowthStage:
         """On start: settle what a crash left behind, before any new action (best effort: a VMS
         that cannot be reached now is reconciled at the cluster's first successful cycle)."""
         for cluster in self.settings.clusters:
+            if not self.leadership.is_leader(cluster.name):  # FLEET: a standby never settles the leader's rows
+                continue
             try:
                 await self.reconcile(cluster.name)
             except (TemporaryError, PermanentError, OSError) as exc:
@@ -146,6 +153,9 @@ class GrowthStage:
         if not poll.ok:
             return
         cluster = poll.cluster
+        if not self.leadership.is_leader(cluster):  # FLEET: a standby polls and forecasts, never acts;
+            self.actuator.reconciled.discard(cluster)  # on taking over it first settles the old leader's intents
+            return
         writer = self.writers(cluster)
         if cluster not in self.actuator.reconciled:
             await self.actuator.reconcile(cluster, writer)

@@ -6,17 +6,22 @@ by a crash is settled on the next start by `reconcile` in the actuator (→ `rec
 shows the new limit, `abandoned` when it shows the old one). Observe mode writes `would_grow`;
 guards write `blocked` / `paused` (once per episode, not every cycle).
 
+Fencing (a fleet on PostgreSQL): `record(..., fence=Fence(holder, epoch))` stores the row only if
+that lease is still current for the cluster, in the same transaction (the lease row is locked
+`FOR UPDATE`, so a new leader cannot take over between the check and the insert); otherwise it
+raises `FencedOut` and nothing is written. Every row carries the `epoch` it was made under (0 for
+the single SQLite instance, which leads alone and records without a fence).
+
 Blocking calls: run them with `asyncio.to_thread` from async code.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.backend import Backend, Row, StoreError, Transaction
 from quotapilot.forecasting.types import Decision, Dimension
 
 UNFINISHED = ("intent", "patched")
@@ -48,9 +53,11 @@ class ActionRecord:
     detail: dict[str, Any]
     created_at: float
     updated_at: float
+    epoch: int | None = None
+    """The lease epoch the row was recorded under (None: written before fencing existed)."""
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> ActionRecord:
+    def from_row(cls, row: Row) -> ActionRecord:
         values = dict(row)
         values["detail"] = json.loads(values["detail"] or "{}")
         return cls(**values)
@@ -68,32 +75,59 @@ class ActionRecord:
         }
 
 
+class FencedOut(StoreError):
+    """The lease an intent was to be recorded under is no longer current: a deposed leader."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The lease an action is taken under: `holder` leads the cluster under `epoch`."""
+
+    holder: str
+    epoch: int
+
+
+def lease_is_current(conn: Transaction, cluster: str, fence: Fence, now: float, *, lock: bool) -> bool:
+    """Whether `fence` is the live lease of `cluster` at `now`, optionally locking the lease row
+    until the transaction ends (PostgreSQL; SQLite's write transaction already excludes others)."""
+    sql = "SELECT 1 FROM leases WHERE cluster = ? AND holder = ? AND epoch = ? AND expires_at > ?"
+    if lock:
+        sql += " FOR UPDATE"
+    return conn.execute(sql, (cluster, fence.holder, fence.epoch, now)).fetchone() is not None
+
+
 class ActionStore:
     """Queries of the `actions` table."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Backend) -> None:
         self.db = db
 
     def record(self, decision: Decision, *, mode: str, status: str, now: float, quota_id: int | None,
-               reason: str | None = None) -> int:
-        """Insert one row (committed before returning: this is the write-ahead) and return its id."""
+               reason: str | None = None, fence: Fence | None = None) -> int:
+        """Insert one row (committed before returning: this is the write-ahead) and return its id.
+
+        With a `fence`, only while that lease is current (checked in the same transaction);
+        `FencedOut` otherwise."""
         detail = dict(decision.numbers)
         if decision.guard:
             detail["guard"] = decision.guard  # type: ignore[assignment]
         if decision.urgency_seconds is not None:
             detail["urgency_seconds"] = decision.urgency_seconds
+        cluster = decision.target.cluster
         with self.db.transaction() as conn:
-            cursor = conn.execute(
+            if fence is not None and not lease_is_current(conn, cluster, fence, now,
+                                                          lock=self.db.dialect == "postgres"):
+                raise FencedOut(f"lease of {cluster} under epoch {fence.epoch} is no longer held by {fence.holder}")
+            row = conn.execute(
                 "INSERT INTO actions (cluster, target, path, quota_id, dimension, mode, status, reason,"
-                " old_hard, old_soft, new_hard, new_soft, detail, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (decision.target.cluster, decision.target.name, decision.target.path, quota_id,
+                " old_hard, old_soft, new_hard, new_soft, detail, created_at, updated_at, epoch)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (cluster, decision.target.name, decision.target.path, quota_id,
                  decision.dimension.value, mode, status, reason or decision.reason, decision.current_hard,
                  decision.current_soft, decision.new_hard, decision.new_soft,
-                 json.dumps(detail, sort_keys=True), now, now))
-            action_id = cursor.lastrowid
-        assert action_id is not None
-        return action_id
+                 json.dumps(detail, sort_keys=True), now, now, fence.epoch if fence is not None else 0)).fetchone()
+        assert row is not None
+        return int(row[0])
 
     def mark(self, action_id: int, status: str, now: float, reason: str | None = None,
              **detail: Any) -> None:
@@ -160,7 +194,7 @@ class ActionStore:
             return cursor.rowcount
 
 
-def query_actions(db: Database, *, cluster: str | None = None, target: str | None = None,
+def query_actions(db: Backend, *, cluster: str | None = None, target: str | None = None,
                   status: str | None = None, since: float | None = None, until: float | None = None,
                   before_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """The audit trail for `/api/v1/actions`, newest first.

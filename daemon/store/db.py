@@ -1,130 +1,57 @@
-"""The SQLite database: one file, WAL, a versioned schema, one connection guarded by a lock.
+"""The SQLite backend: one file, WAL, versioned migrations, one connection guarded by a lock.
 
-Every table quotapilot keeps lives here. Repositories (`observations.py`, `outbox.py`,
-`actions.py`, `overrides.py`, `reservations.py`) own the queries of their tables; this module owns
-the connection, the transactions and the migrations. Callers in asyncio code run the blocking
-methods with `asyncio.to_thread`; a threading lock serialises access to the single connection.
+The embedded default for one host. It implements `backend.Backend`, so every repository
+(`observations.py`, `outbox.py`, `actions.py`, `overrides.py`, `reservations.py`, `leases.py`)
+runs on it exactly as on PostgreSQL; this module owns the connection, the transactions and the
+migrations (`migrations/sqlite/NNNN_*.sql`). A threading lock serialises access to the single
+connection, so the blocking methods may be called from `asyncio.to_thread` workers.
 
 Durability: `journal_mode=WAL` + `synchronous=FULL`, so a committed transaction survives SIGKILL
 and power loss; writes are batched per poll, so the fsync cost is once per cycle.
+
+Versions: the `schema_version` table records every applied migration; `PRAGMA user_version`
+mirrors the latest (files written before the table existed have only that, and are read so).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-# Append-only: a released schema never changes; a new version is a new entry.
-MIGRATIONS: tuple[str, ...] = (
-    # v1
-    """
-    CREATE TABLE observations (          -- every validated poll sample (raw tier)
-        cluster TEXT NOT NULL,
-        target TEXT NOT NULL,
-        path TEXT NOT NULL,
-        kind TEXT NOT NULL,              -- 'quota' | 'pool'
-        t REAL NOT NULL,                 -- epoch seconds
-        used_bytes INTEGER NOT NULL,
-        hard_limit_bytes INTEGER,
-        soft_limit_bytes INTEGER,
-        used_inodes INTEGER,
-        hard_limit_inodes INTEGER,
-        soft_limit_inodes INTEGER,
-        state TEXT NOT NULL,
-        quota_id INTEGER,
-        PRIMARY KEY (cluster, target, t)
-    ) WITHOUT ROWID;
-    CREATE INDEX observations_by_t ON observations (t);   -- retention pruning without a full scan
-    CREATE TABLE observations_hourly (   -- downsampled long-term tier: last sample of each hour
-        cluster TEXT NOT NULL,
-        target TEXT NOT NULL,
-        path TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        hour REAL NOT NULL,              -- epoch seconds, start of the hour
-        t REAL NOT NULL,
-        used_bytes INTEGER NOT NULL,
-        hard_limit_bytes INTEGER,
-        used_inodes INTEGER,
-        hard_limit_inodes INTEGER,
-        PRIMARY KEY (cluster, target, hour)
-    ) WITHOUT ROWID;
-    CREATE INDEX observations_hourly_by_t ON observations_hourly (t);
-    CREATE TABLE actions (               -- audit trail of growth actions, write-ahead
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        cluster TEXT NOT NULL,
-        target TEXT NOT NULL,
-        path TEXT NOT NULL,
-        quota_id INTEGER,
-        dimension TEXT NOT NULL,         -- 'bytes' | 'inodes'
-        mode TEXT NOT NULL,              -- 'enforce' | 'observe'
-        status TEXT NOT NULL,            -- intent | patched | verified | failed | replanned | would_grow | ...
-        reason TEXT NOT NULL,
-        old_hard INTEGER,
-        old_soft INTEGER,
-        new_hard INTEGER,
-        new_soft INTEGER,
-        detail TEXT NOT NULL DEFAULT '{}',   -- JSON: the numbers behind the decision
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE INDEX actions_target ON actions (cluster, target, created_at);
-    CREATE INDEX actions_status ON actions (status);
-    CREATE TABLE outbox (                -- every notification, before any send
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        sink TEXT NOT NULL,
-        alert_id TEXT NOT NULL,          -- cluster/target/kind
-        dedup_key TEXT NOT NULL,         -- stable per (alert id, episode, status)
-        status TEXT NOT NULL,            -- firing | resolved
-        payload TEXT NOT NULL,           -- JSON notification (sink-independent)
-        created_at REAL NOT NULL,
-        next_attempt_at REAL NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        delivered_at REAL,
-        superseded_at REAL,
-        dropped_at REAL,
-        last_error TEXT,
-        UNIQUE (sink, dedup_key)
-    );
-    CREATE INDEX outbox_pending ON outbox (sink, delivered_at, superseded_at, dropped_at, next_attempt_at);
-    CREATE INDEX outbox_alert ON outbox (sink, alert_id, id);   -- newest row per alert (supersede)
-    CREATE TABLE alert_state (           -- the rules' state machine, so restarts neither re-fire nor forget
-        alert_id TEXT PRIMARY KEY,
-        state TEXT NOT NULL,             -- JSON
-        updated_at REAL NOT NULL
-    );
-    CREATE TABLE overrides (             -- manual pause per target; '*' is the global kill switch
-        cluster TEXT NOT NULL,
-        target TEXT NOT NULL,
-        paused_until REAL,               -- NULL: until resumed
-        reason TEXT NOT NULL DEFAULT '',
-        created_at REAL NOT NULL,
-        PRIMARY KEY (cluster, target)
-    );
-    CREATE TABLE reservations (
-        id TEXT PRIMARY KEY,
-        idempotency_key TEXT NOT NULL UNIQUE,
-        cluster TEXT NOT NULL,
-        target TEXT NOT NULL,
-        bytes INTEGER NOT NULL,
-        inodes INTEGER NOT NULL DEFAULT 0,
-        status TEXT NOT NULL,            -- granted | refused | released | expired
-        response_status INTEGER NOT NULL,
-        response TEXT NOT NULL,          -- JSON answer, replayed for the same idempotency key
-        request TEXT NOT NULL DEFAULT '{}',  -- JSON of the request, so a reused key with other values is refused
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL,
-        released_at REAL
-    );
-    CREATE INDEX reservations_active ON reservations (cluster, target, status, expires_at);
-    """,
+from quotapilot.daemon.store.backend import (
+    Dialect,
+    Params,
+    Result,
+    Row,
+    latest_version,
+    pending,
+    strip_sql_comments,
 )
+
+
+class _SqliteTransaction:
+    """`backend.Transaction` over the one connection (the lock is held by `Database`)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Params = ()) -> Result:
+        return self._conn.execute(sql, tuple(params))
+
+    def executemany(self, sql: str, params: Iterable[Params]) -> int:
+        before = self._conn.total_changes
+        self._conn.executemany(sql, (tuple(p) for p in params))
+        return self._conn.total_changes - before
 
 
 class Database:
     """One SQLite file. Use `transaction()` for writes; `query()` for reads."""
+
+    dialect: Dialect = "sqlite"
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -139,37 +66,57 @@ class Database:
         self._conn.execute("PRAGMA busy_timeout=5000")
         self.migrate()
 
+    def describe(self) -> str:
+        return str(self.path)
+
     @property
     def schema_version(self) -> int:
         with self._lock:
-            version: int = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            return version
+            user_version: int = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            has_table = self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone()
+            if not has_table:
+                return user_version
+            recorded = self._conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+            return max(user_version, int(recorded))
 
     def migrate(self) -> None:
-        """Apply every migration newer than the file's `user_version`, each in one transaction."""
+        """Apply every migration newer than the file's version, each in one transaction; refuse a
+        file from a newer quotapilot (`SchemaTooNew`)."""
         with self._lock:
-            current = self.schema_version
-            if current > len(MIGRATIONS):
-                raise RuntimeError(
-                    f"{self.path} has schema v{current}, newer than this quotapilot (v{len(MIGRATIONS)})")
-            for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
-                self._conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={version};\nCOMMIT;")
+            todo = pending("sqlite", self.schema_version, str(self.path))
+            for migration in todo:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
+                        " name TEXT NOT NULL, applied_at REAL NOT NULL)")
+                    for statement in strip_sql_comments(migration.sql):
+                        self._conn.execute(statement)
+                    self._conn.execute("INSERT OR REPLACE INTO schema_version VALUES (?, ?, ?)",
+                                       (migration.version, migration.name, time.time()))
+                    self._conn.execute(f"PRAGMA user_version={migration.version}")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[_SqliteTransaction]:
         """A write transaction: commits on success, rolls back on error."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
+                yield _SqliteTransaction(self._conn)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
 
-    def query(self, sql: str, params: tuple[object, ...] | dict[str, object] = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, params: Params = ()) -> list[Row]:
         with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+            rows: list[Row] = self._conn.execute(sql, tuple(params)).fetchall()
+            return rows
 
     def checkpoint(self) -> None:
         """Fold the WAL into the main file (on shutdown)."""
@@ -179,3 +126,7 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+LATEST_VERSION = latest_version("sqlite")
+"""The schema version this code writes."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.backend import Backend
 from quotapilot.forecasting.types import Observation, TargetId, TargetKind
 
 HOUR_SECONDS = 3600.0
@@ -18,9 +18,14 @@ HistoryPoint = tuple[float, int, int | None]
 """(t, used_bytes, used_inodes)"""
 
 _INSERT_RAW = """
-INSERT OR REPLACE INTO observations (cluster, target, path, kind, t, used_bytes, hard_limit_bytes,
+INSERT INTO observations (cluster, target, path, kind, t, used_bytes, hard_limit_bytes,
     soft_limit_bytes, used_inodes, hard_limit_inodes, soft_limit_inodes, state, quota_id)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (cluster, target, t) DO UPDATE SET
+    path = excluded.path, kind = excluded.kind, used_bytes = excluded.used_bytes,
+    hard_limit_bytes = excluded.hard_limit_bytes, soft_limit_bytes = excluded.soft_limit_bytes,
+    used_inodes = excluded.used_inodes, hard_limit_inodes = excluded.hard_limit_inodes,
+    soft_limit_inodes = excluded.soft_limit_inodes, state = excluded.state, quota_id = excluded.quota_id
 """
 _UPSERT_HOURLY = """
 INSERT INTO observations_hourly (cluster, target, path, kind, hour, t, used_bytes, hard_limit_bytes,
@@ -37,7 +42,7 @@ WHERE excluded.t >= observations_hourly.t
 class ObservationStore:
     """Reads and writes the `observations` and `observations_hourly` tables."""
 
-    def __init__(self, db: Database, *, raw_retention_seconds: float,
+    def __init__(self, db: Backend, *, raw_retention_seconds: float,
                  hourly_retention_seconds: float) -> None:
         self.db = db
         self.raw_retention_seconds = raw_retention_seconds
@@ -77,12 +82,10 @@ class ObservationStore:
         if not rows:
             return 0
         with self.db.transaction() as conn:
-            before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO observations_hourly (cluster, target, path, kind, hour, t, used_bytes,"
-                " hard_limit_bytes, used_inodes, hard_limit_inodes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            added: int = conn.total_changes - before
-        return added
+            return conn.executemany(
+                "INSERT INTO observations_hourly (cluster, target, path, kind, hour, t, used_bytes,"
+                " hard_limit_bytes, used_inodes, hard_limit_inodes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (cluster, target, hour) DO NOTHING", rows)
 
     def history(self, target: TargetId, since: float) -> list[HistoryPoint]:
         """`(t, used_bytes, used_inodes)` of one target from `since`, oldest first: hourly points
@@ -145,7 +148,7 @@ class ObservationStore:
             total = 0
             while True:
                 with self.db.transaction() as conn:
-                    count: int = conn.execute(
+                    count = conn.execute(
                         f"DELETE FROM {table} WHERE (cluster, target, {key}) IN"
                         f" (SELECT cluster, target, {key} FROM {table} WHERE t < ? LIMIT ?)",
                         (cutoff, batch_rows)).rowcount

@@ -1,41 +1,67 @@
 """The alert outbox and the alert rules' state, over the `outbox` and `alert_state` tables.
 
-`OutboxStore` implements `quotapilot.alerts.dispatcher.Outbox` (async; the blocking SQLite work
-runs in a thread) and adds `commit_evaluation()`, which writes the rules' new states and the new
-notifications in ONE transaction: after a crash either both are on disk or neither, so a restart
-neither re-fires (the state says "firing, notified") nor forgets (the notification is queued).
+`OutboxStore` is a synchronous repository like every other store (see the package docstring);
+`AsyncOutbox` wraps it for asyncio callers and implements `quotapilot.alerts.dispatcher.Outbox`.
+
+`commit_evaluation()` writes the rules' new states and the new notifications in ONE transaction:
+after a crash either both are on disk or neither, so a restart neither re-fires (the state says
+"firing, notified") nor forgets (the notification is queued). An entry whose (sink, dedup_key)
+is stored already is ignored, so instances evaluating the same alert enqueue it once.
+
+Shared by a fleet: `pending()` *claims* the rows it returns for `claim_seconds` (PostgreSQL:
+`FOR UPDATE SKIP LOCKED`, so two instances never get the same row). A claim that lapses (its
+instance died before marking the row) is taken by the next claimer: delivery is at least once,
+exactly once unless an instance dies between a send and its `mark_delivered`; the unchanged dedup
+key lets a receiver drop that rare duplicate. SQLite has one instance by construction, so there
+it claims trivially: `pending()` is the plain read it always was (every pending row is its own,
+including a killed predecessor's), and costs no write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
-from collections.abc import Mapping, Sequence
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 from quotapilot.alerts.dispatcher import OutboxEntry, OutboxRow
 from quotapilot.alerts.model import AlertState
-from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.backend import Backend, Row, Transaction
 
 _PENDING = "delivered_at IS NULL AND superseded_at IS NULL AND dropped_at IS NULL"
+_ROW_COLUMNS = "id, sink, alert_id, dedup_key, status, payload, created_at, next_attempt_at, attempts"
+DEFAULT_CLAIM_SECONDS = 60.0
+"""How long a claimed row stays with its claimer: longer than any send with its timeout."""
+
+
+def default_claimer() -> str:
+    """This process, as an outbox claimer (host and pid: unique on a fleet)."""
+    return f"{socket.gethostname()}/{os.getpid()}"
 
 
 class OutboxStore:
-    """Repository of the `outbox` and `alert_state` tables."""
+    """Repository of the `outbox` and `alert_state` tables (blocking)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Backend, *, claimer: str | None = None,
+                 claim_seconds: float = DEFAULT_CLAIM_SECONDS, wall_clock: Callable[[], float] = time.time) -> None:
         self.db = db
+        self.claimer = claimer or default_claimer()
+        self.claim_seconds = claim_seconds
+        self.wall_clock = wall_clock
+        """What claims are timed by (wall time: claims are compared across instances)."""
 
     # ---------------------------------------------------------------------------- alert state
-    def load_states_sync(self) -> dict[str, AlertState]:
+    def load_states(self) -> dict[str, AlertState]:
         rows = self.db.query("SELECT alert_id, state FROM alert_state")
         return {row["alert_id"]: AlertState.from_json(row["state"]) for row in rows}
 
-    async def load_states(self) -> dict[str, AlertState]:
-        return await asyncio.to_thread(self.load_states_sync)
-
-    def commit_evaluation_sync(self, states: Mapping[str, AlertState], entries: Sequence[OutboxEntry],
-                               now: float) -> int:
+    def commit_evaluation(self, states: Mapping[str, AlertState], entries: Sequence[OutboxEntry],
+                          now: float) -> int:
+        """Persist the rules' changed states and enqueue notifications, atomically."""
+        if not states and not entries:
+            return 0
         with self.db.transaction() as conn:
             conn.executemany(
                 "INSERT INTO alert_state (alert_id, state, updated_at) VALUES (?, ?, ?) "
@@ -43,106 +69,136 @@ class OutboxStore:
                 [(alert_id, state.to_json(), now) for alert_id, state in states.items()])
             return _insert(conn, entries)
 
-    async def commit_evaluation(self, states: Mapping[str, AlertState], entries: Sequence[OutboxEntry],
-                                now: float) -> int:
-        """Persist the rules' changed states and enqueue notifications, atomically."""
-        if not states and not entries:
-            return 0
-        return await asyncio.to_thread(self.commit_evaluation_sync, states, entries, now)
-
     # --------------------------------------------------------------------------------- outbox
-    async def enqueue(self, entries: Sequence[OutboxEntry]) -> int:
-        def work() -> int:
-            with self.db.transaction() as conn:
-                return _insert(conn, entries)
+    def enqueue(self, entries: Sequence[OutboxEntry]) -> int:
+        with self.db.transaction() as conn:
+            return _insert(conn, entries)
 
-        return await asyncio.to_thread(work)
+    def pending(self, sink: str, limit: int) -> list[OutboxRow]:
+        """Claim up to `limit` pending rows of `sink` (unclaimed, ours, or with a lapsed claim),
+        oldest first."""
+        if self.db.dialect != "postgres":  # one instance by construction: a plain read, no claim
+            return [_outbox_row(row) for row in self.db.query(
+                f"SELECT {_ROW_COLUMNS} FROM outbox WHERE sink = ? AND {_PENDING} ORDER BY id LIMIT ?", (sink, limit))]
+        now = self.wall_clock()
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
+                f"SELECT id FROM outbox WHERE sink = ? AND {_PENDING}"
+                f" AND (claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?)"
+                f" ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING {_ROW_COLUMNS}",
+                (self.claimer, now + self.claim_seconds, sink, now, self.claimer, limit)).fetchall()
+        return sorted((_outbox_row(row) for row in rows), key=lambda r: r.row_id)
 
-    def pending_sync(self, sink: str, limit: int) -> list[OutboxRow]:
-        rows = self.db.query(
-            f"SELECT id, sink, alert_id, dedup_key, status, payload, created_at, next_attempt_at, attempts "
-            f"FROM outbox WHERE sink = ? AND {_PENDING} ORDER BY id LIMIT ?", (sink, limit))
-        return [OutboxRow(row_id=row["id"], sink=row["sink"], alert_id=row["alert_id"],
-                          dedup_key=row["dedup_key"], status=row["status"],
-                          payload=json.loads(row["payload"]), created_at=row["created_at"],
-                          next_attempt_at=row["next_attempt_at"], attempts=row["attempts"])
-                for row in rows]
-
-    async def pending(self, sink: str, limit: int) -> list[OutboxRow]:
-        return await asyncio.to_thread(self.pending_sync, sink, limit)
-
-    async def supersede_older(self, sink: str, now: float) -> int:
+    def supersede_older(self, sink: str, now: float) -> int:
         """Mark every pending row of `sink` that has a newer pending row of the same alert."""
-        def work() -> int:
-            with self.db.transaction() as conn:
-                cursor = conn.execute(
-                    f"UPDATE outbox SET superseded_at = ? WHERE sink = ? AND {_PENDING} AND id < ("
-                    f"SELECT MAX(newer.id) FROM outbox AS newer WHERE newer.sink = outbox.sink "
-                    f"AND newer.alert_id = outbox.alert_id AND newer.delivered_at IS NULL "
-                    f"AND newer.superseded_at IS NULL AND newer.dropped_at IS NULL)", (now, sink))
-                return cursor.rowcount
+        with self.db.transaction() as conn:
+            return conn.execute(
+                f"UPDATE outbox SET superseded_at = ? WHERE sink = ? AND {_PENDING} AND id < ("
+                f"SELECT MAX(newer.id) FROM outbox AS newer WHERE newer.sink = outbox.sink "
+                f"AND newer.alert_id = outbox.alert_id AND newer.delivered_at IS NULL "
+                f"AND newer.superseded_at IS NULL AND newer.dropped_at IS NULL)", (now, sink)).rowcount
 
-        return await asyncio.to_thread(work)
+    def mark_delivered(self, row_ids: Sequence[int], now: float) -> None:
+        self._update("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
+                     [(now, row_id) for row_id in row_ids])
 
-    async def mark_delivered(self, row_ids: Sequence[int], now: float) -> None:
-        await self._update("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
-                           [(now, row_id) for row_id in row_ids])
+    def mark_retry(self, row_ids: Sequence[int], error: str, next_attempt_at: float) -> None:
+        self._update("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+                     [(error[:500], next_attempt_at, row_id) for row_id in row_ids])
 
-    async def mark_retry(self, row_ids: Sequence[int], error: str, next_attempt_at: float) -> None:
-        await self._update(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
-            [(error[:500], next_attempt_at, row_id) for row_id in row_ids])
+    def mark_superseded(self, row_ids: Sequence[int], now: float) -> None:
+        self._update("UPDATE outbox SET superseded_at = ? WHERE id = ?", [(now, row_id) for row_id in row_ids])
 
-    async def mark_superseded(self, row_ids: Sequence[int], now: float) -> None:
-        await self._update("UPDATE outbox SET superseded_at = ? WHERE id = ?",
-                           [(now, row_id) for row_id in row_ids])
+    def mark_dropped(self, row_ids: Sequence[int], now: float, error: str) -> None:
+        self._update("UPDATE outbox SET dropped_at = ?, last_error = ? WHERE id = ?",
+                     [(now, error[:500], row_id) for row_id in row_ids])
 
-    async def mark_dropped(self, row_ids: Sequence[int], now: float, error: str) -> None:
-        await self._update("UPDATE outbox SET dropped_at = ?, last_error = ? WHERE id = ?",
-                           [(now, error[:500], row_id) for row_id in row_ids])
+    def schedule(self, sink: str) -> list[tuple[float, int]]:
+        rows = self.db.query(f"SELECT next_attempt_at, attempts FROM outbox WHERE sink = ? AND {_PENDING}", (sink,))
+        return [(row["next_attempt_at"], row["attempts"]) for row in rows]
 
-    async def schedule(self, sink: str) -> list[tuple[float, int]]:
-        def work() -> list[tuple[float, int]]:
-            rows = self.db.query(
-                f"SELECT next_attempt_at, attempts FROM outbox WHERE sink = ? AND {_PENDING}", (sink,))
-            return [(row["next_attempt_at"], row["attempts"]) for row in rows]
-
-        return await asyncio.to_thread(work)
-
-    def pending_counts_sync(self) -> dict[str, int]:
+    def pending_counts(self) -> dict[str, int]:
         rows = self.db.query(f"SELECT sink, COUNT(*) AS n FROM outbox WHERE {_PENDING} GROUP BY sink")
-        return {row["sink"]: row["n"] for row in rows}
+        return {row["sink"]: int(row["n"]) for row in rows}
 
-    async def pending_counts(self) -> dict[str, int]:
-        return await asyncio.to_thread(self.pending_counts_sync)
-
-    def history_sync(self, alert_id: str) -> list[sqlite3.Row]:
+    def history(self, alert_id: str) -> list[Row]:
         """Every row of one alert (for status output and tests)."""
         return self.db.query("SELECT * FROM outbox WHERE alert_id = ? ORDER BY id", (alert_id,))
 
-    async def purge(self, older_than: float) -> int:
+    def purge(self, older_than: float) -> int:
         """Forget finished rows (delivered, superseded, dropped) created before `older_than`."""
-        def work() -> int:
-            with self.db.transaction() as conn:
-                cursor = conn.execute(
-                    f"DELETE FROM outbox WHERE created_at < ? AND NOT ({_PENDING})", (older_than,))
-                return cursor.rowcount
+        with self.db.transaction() as conn:
+            return conn.execute(f"DELETE FROM outbox WHERE created_at < ? AND NOT ({_PENDING})",
+                                (older_than,)).rowcount
 
-        return await asyncio.to_thread(work)
-
-    async def _update(self, sql: str, params: list[tuple[object, ...]]) -> None:
-        if not params:
-            return
-
-        def work() -> None:
+    def _update(self, sql: str, params: list[tuple[object, ...]]) -> None:
+        if params:
             with self.db.transaction() as conn:
                 conn.executemany(sql, params)
 
-        await asyncio.to_thread(work)
+
+class AsyncOutbox:
+    """`OutboxStore` for asyncio code: every call runs in a worker thread. Implements the
+    dispatcher's `Outbox` protocol (plus the alerting stage's state and housekeeping calls)."""
+
+    def __init__(self, tables: OutboxStore) -> None:
+        self.tables = tables
+
+    async def load_states(self) -> dict[str, AlertState]:
+        return await asyncio.to_thread(self.tables.load_states)
+
+    async def commit_evaluation(self, states: Mapping[str, AlertState], entries: Sequence[OutboxEntry],
+                                now: float) -> int:
+        if not states and not entries:
+            return 0
+        return await asyncio.to_thread(self.tables.commit_evaluation, states, entries, now)
+
+    async def enqueue(self, entries: Sequence[OutboxEntry]) -> int:
+        return await asyncio.to_thread(self.tables.enqueue, entries)
+
+    async def pending(self, sink: str, limit: int) -> list[OutboxRow]:
+        return await asyncio.to_thread(self.tables.pending, sink, limit)
+
+    async def supersede_older(self, sink: str, now: float) -> int:
+        return await asyncio.to_thread(self.tables.supersede_older, sink, now)
+
+    async def mark_delivered(self, row_ids: Sequence[int], now: float) -> None:
+        if row_ids:
+            await asyncio.to_thread(self.tables.mark_delivered, row_ids, now)
+
+    async def mark_retry(self, row_ids: Sequence[int], error: str, next_attempt_at: float) -> None:
+        if row_ids:
+            await asyncio.to_thread(self.tables.mark_retry, row_ids, error, next_attempt_at)
+
+    async def mark_superseded(self, row_ids: Sequence[int], now: float) -> None:
+        if row_ids:
+            await asyncio.to_thread(self.tables.mark_superseded, row_ids, now)
+
+    async def mark_dropped(self, row_ids: Sequence[int], now: float, error: str) -> None:
+        if row_ids:
+            await asyncio.to_thread(self.tables.mark_dropped, row_ids, now, error)
+
+    async def schedule(self, sink: str) -> list[tuple[float, int]]:
+        return await asyncio.to_thread(self.tables.schedule, sink)
+
+    async def pending_counts(self) -> dict[str, int]:
+        return await asyncio.to_thread(self.tables.pending_counts)
+
+    async def purge(self, older_than: float) -> int:
+        return await asyncio.to_thread(self.tables.purge, older_than)
 
 
-def _insert(conn: sqlite3.Connection, entries: Sequence[OutboxEntry]) -> int:
-    before = conn.total_changes
+def _outbox_row(row: Row) -> OutboxRow:
+    return OutboxRow(row_id=int(row["id"]), sink=row["sink"], alert_id=row["alert_id"],
+                     dedup_key=row["dedup_key"], status=row["status"], payload=json.loads(row["payload"]),
+                     created_at=row["created_at"], next_attempt_at=row["next_attempt_at"],
+                     attempts=int(row["attempts"]))
+
+
+def _insert(conn: Transaction, entries: Sequence[OutboxEntry]) -> int:
+    if not entries:
+        return 0
     encoded: dict[int, str] = {}  # one notification bound for several sinks shares its payload object
 
     def encode(entry: OutboxEntry) -> str:
@@ -151,9 +207,8 @@ def _insert(conn: sqlite3.Connection, entries: Sequence[OutboxEntry]) -> int:
             text = encoded[id(entry.payload)] = json.dumps(dict(entry.payload), sort_keys=True)
         return text
 
-    conn.executemany(
-        "INSERT OR IGNORE INTO outbox (sink, alert_id, dedup_key, status, payload, created_at, next_attempt_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+    return conn.executemany(
+        "INSERT INTO outbox (sink, alert_id, dedup_key, status, payload, created_at, next_attempt_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sink, dedup_key) DO NOTHING",
         [(e.sink, e.alert_id, e.dedup_key, e.status, encode(e), e.created_at, e.next_attempt_at)
          for e in entries])
-    return conn.total_changes - before

@@ -11,11 +11,10 @@ run them with `asyncio.to_thread` from async code.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.backend import Backend, Row
 from quotapilot.forecasting.types import TargetId
 
 ANY = "*"
@@ -45,7 +44,7 @@ class Override:
                 "reason": self.reason, "created_at": self.created_at, "kill_switch": self.is_kill_switch}
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Override:
+    def from_row(cls, row: Row) -> Override:
         return cls(cluster=row["cluster"], target=row["target"], paused_until=row["paused_until"],
                    reason=row["reason"], created_at=row["created_at"])
 
@@ -53,7 +52,7 @@ class Override:
 class OverrideStore:
     """Pause, resume, kill switch."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Backend) -> None:
         self.db = db
 
     def pause(self, target: str, *, now: float, cluster: str = ANY, until: float | None = None,

@@ -9,18 +9,17 @@ Expiry is evaluated against `now` in every query (an expired row is never counte
 before `expire()` has marked it), so no background task is needed for correctness; `expire()`
 only keeps the `status` column honest for the audit.
 
-Blocking SQLite calls: call them from asyncio code through `asyncio.to_thread`.
+Blocking calls (either backend): call them from asyncio code through `asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.backend import Backend, Row
 
 ReservationStatus = Literal["granted", "refused", "released", "expired"]
 
@@ -63,7 +62,7 @@ def new_reservation_id() -> str:
     return "rsv_" + uuid.uuid4().hex[:20]
 
 
-def _row(row: sqlite3.Row) -> Reservation:
+def _row(row: Row) -> Reservation:
     return Reservation(
         id=row["id"], idempotency_key=row["idempotency_key"], cluster=row["cluster"],
         target=row["target"], bytes=row["bytes"], inodes=row["inodes"], status=row["status"],
@@ -75,7 +74,7 @@ def _row(row: sqlite3.Row) -> Reservation:
 class ReservationStore:
     """The `reservations` table."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Backend) -> None:
         self.db = db
 
     def find_by_key(self, idempotency_key: str) -> Reservation | None:
@@ -89,23 +88,22 @@ class ReservationStore:
     def record(self, reservation: Reservation) -> Reservation:
         """Store an answer. If the idempotency key is already stored (a concurrent duplicate),
         the stored one wins and is returned; otherwise `reservation` is."""
-        try:
-            with self.db.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO reservations (id, idempotency_key, cluster, target, bytes, inodes, status,"
-                    " response_status, response, request, created_at, expires_at, released_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (reservation.id, reservation.idempotency_key, reservation.cluster, reservation.target,
-                     reservation.bytes, reservation.inodes, reservation.status, reservation.response_status,
-                     json.dumps(reservation.response, sort_keys=True),
-                     json.dumps(reservation.request, sort_keys=True), reservation.created_at,
-                     reservation.expires_at, reservation.released_at))
-        except sqlite3.IntegrityError:
-            existing = self.find_by_key(reservation.idempotency_key)
-            if existing is None:
-                raise
-            return existing
-        return reservation
+        with self.db.transaction() as conn:
+            inserted = conn.execute(
+                "INSERT INTO reservations (id, idempotency_key, cluster, target, bytes, inodes, status,"
+                " response_status, response, request, created_at, expires_at, released_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+                (reservation.id, reservation.idempotency_key, reservation.cluster, reservation.target,
+                 reservation.bytes, reservation.inodes, reservation.status, reservation.response_status,
+                 json.dumps(reservation.response, sort_keys=True),
+                 json.dumps(reservation.request, sort_keys=True), reservation.created_at,
+                 reservation.expires_at, reservation.released_at)).rowcount
+        if inserted:
+            return reservation
+        existing = self.find_by_key(reservation.idempotency_key)
+        if existing is None:
+            raise KeyError(reservation.idempotency_key)
+        return existing
 
     def release(self, reservation_id: str, now: float) -> Reservation | None:
         """Release a granted reservation; releasing twice, or after expiry, changes nothing.
@@ -152,6 +150,6 @@ class ReservationStore:
         return [_row(r) for r in self.db.query(sql + " ORDER BY created_at, id", tuple(params))]
 
 
-def active_reservations(db: Database, cluster: str, target: str, now: float) -> ReservedCapacity:
+def active_reservations(db: Backend, cluster: str, target: str, now: float) -> ReservedCapacity:
     """Convenience for callers holding only the database (the growth stage reads `active_totals`)."""
     return ReservationStore(db).active_reservations(cluster, target, now)

@@ -125,7 +125,7 @@ class TestDedup:
             await stage.on_cycle(cycle(T0, {"raw": 0.95}))
             assert await stage.drain(5)
             # the same notification offered again (e.g. re-enqueued after a crash) is one row
-            [row] = stage.store.history_sync("c1/raw/utilization")[:1]
+            [row] = stage.store.tables.history("c1/raw/utilization")[:1]
             from quotapilot.alerts.dispatcher import OutboxEntry
             again = OutboxEntry(sink=row["sink"], alert_id=row["alert_id"], dedup_key=row["dedup_key"],
                                 status=row["status"], payload={}, created_at=T0, next_attempt_at=T0)

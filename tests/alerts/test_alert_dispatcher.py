@@ -16,7 +16,7 @@ from quotapilot.alerts.errors import SinkRejected, SinkUnavailable
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.runtime.retry import RetryPolicy
 from quotapilot.daemon.store.db import Database
-from quotapilot.daemon.store.outbox import OutboxStore
+from quotapilot.daemon.store.outbox import AsyncOutbox, OutboxStore
 
 T0 = 1_767_225_600.0
 
@@ -63,7 +63,7 @@ def entry(alert: str, seq: int, status: str = "firing", *, sink: str = "memory",
 
 @pytest.fixture
 def store(tmp_path: Path) -> OutboxStore:
-    return OutboxStore(Database(tmp_path / "state.db"))
+    return AsyncOutbox(OutboxStore(Database(tmp_path / "state.db")))
 
 
 class Running:
@@ -89,7 +89,7 @@ async def clock() -> VirtualClock:
     return VirtualClock(T0)
 
 
-async def start(store: OutboxStore, clock: VirtualClock, *sinks: MemorySink, **kwargs: Any) -> AsyncIterator[Running]:
+async def start(store: AsyncOutbox, clock: VirtualClock, *sinks: MemorySink, **kwargs: Any) -> AsyncIterator[Running]:
     dispatcher = Dispatcher(store, list(sinks), now=clock.now, sleep=clock.sleep,
                             backoff=RetryPolicy.schedule((1, 2, 5, 10)).backoff(random.Random(1)), **kwargs)
     task = asyncio.create_task(dispatcher.run(), name="dispatcher")
@@ -101,7 +101,7 @@ async def start(store: OutboxStore, clock: VirtualClock, *sinks: MemorySink, **k
 
 
 class TestDelivery:
-    async def test_delivers_in_order_and_marks(self, store: OutboxStore, clock: VirtualClock) -> None:
+    async def test_delivers_in_order_and_marks(self, store: AsyncOutbox, clock: VirtualClock) -> None:
         sink = MemorySink()
         await store.enqueue([entry("c/a/utilization", 1), entry("c/b/utilization", 1)])
         async for run in start(store, clock, sink):
@@ -112,18 +112,18 @@ class TestDelivery:
             assert run.dispatcher.stats.results[("memory", "delivered")] == 2
         assert sink.closed
 
-    async def test_purge_forgets_only_finished_rows(self, store: OutboxStore) -> None:
+    async def test_purge_forgets_only_finished_rows(self, store: AsyncOutbox) -> None:
         await store.enqueue([entry("c/a/x", 1), entry("c/b/x", 1)])
         [done, _] = await store.pending("memory", 10)
         await store.mark_delivered([done.row_id], T0)
         assert await store.purge(T0 + 1) == 1
         assert await store.pending_counts() == {"memory": 1}
 
-    async def test_same_key_is_enqueued_once(self, store: OutboxStore) -> None:
+    async def test_same_key_is_enqueued_once(self, store: AsyncOutbox) -> None:
         assert await store.enqueue([entry("c/a/x", 1)]) == 1
         assert await store.enqueue([entry("c/a/x", 1)]) == 0
 
-    async def test_resolve_supersedes_fire_in_the_backlog(self, store: OutboxStore, clock: VirtualClock) -> None:
+    async def test_resolve_supersedes_fire_in_the_backlog(self, store: AsyncOutbox, clock: VirtualClock) -> None:
         sink = MemorySink()
         sink.down = True
         async for run in start(store, clock, sink):
@@ -141,7 +141,7 @@ class TestDelivery:
             assert run.dispatcher.stats.results[("memory", "superseded")] == 1
 
     async def test_latest_wins_across_a_backlog_larger_than_a_batch(
-            self, store: OutboxStore, clock: VirtualClock) -> None:
+            self, store: AsyncOutbox, clock: VirtualClock) -> None:
         sink = MemorySink()
         await store.enqueue([entry("c/a/x", 1), entry("c/b/x", 1), entry("c/c/x", 1),
                              entry("c/a/x", 2), entry("c/a/x", 3, "resolved")])
@@ -152,7 +152,7 @@ class TestDelivery:
             assert [p["dedup_key"] for p in sink.received] == ["c/b/x#1", "c/c/x#1", "c/a/x#3"]
             assert run.dispatcher.stats.results[("memory", "superseded")] == 2
 
-    async def test_backoff_grows_and_is_jittered(self, store: OutboxStore, clock: VirtualClock) -> None:
+    async def test_backoff_grows_and_is_jittered(self, store: AsyncOutbox, clock: VirtualClock) -> None:
         sink = MemorySink()
         sink.down = True
         await store.enqueue([entry("c/a/x", 1)])
@@ -201,7 +201,7 @@ class TestDelivery:
             assert [p["dedup_key"] for p in sink.received] == ["c/a/x#1"]
 
     async def test_a_pass_with_nothing_due_is_not_a_recovery(
-            self, store: OutboxStore, clock: VirtualClock) -> None:
+            self, store: AsyncOutbox, clock: VirtualClock) -> None:
         """Between retries a pass finds no row due; that proved nothing about the sink, so the
         backoff keeps growing and the outage is logged once, its recovery once (a refused port
         used to log 9 `unavailable` and 8 `recovered` in 25 s, always retrying after ~1 s)."""
@@ -223,7 +223,7 @@ class TestDelivery:
         recovered = next(e for e in logs if e["event"] == "alert_sink.recovered")
         assert recovered["after_failures"] == 5
 
-    async def test_rejected_is_dropped_others_delivered(self, store: OutboxStore, clock: VirtualClock) -> None:
+    async def test_rejected_is_dropped_others_delivered(self, store: AsyncOutbox, clock: VirtualClock) -> None:
         sink = MemorySink()
         sink.reject = {"c/a/x#1"}
         await store.enqueue([entry("c/a/x", 1), entry("c/b/x", 1)])
@@ -234,7 +234,7 @@ class TestDelivery:
             assert await store.pending_counts() == {}
             assert run.dispatcher.stats.results[("memory", "rejected")] == 1
 
-    async def test_old_rows_expire(self, store: OutboxStore, clock: VirtualClock) -> None:
+    async def test_old_rows_expire(self, store: AsyncOutbox, clock: VirtualClock) -> None:
         sink = MemorySink()
         await store.enqueue([entry("c/a/x", 1, t=T0 - 8 * 86400)])
         async for run in start(store, clock, sink, max_age_seconds=7 * 86400):
@@ -243,7 +243,7 @@ class TestDelivery:
             assert sink.received == []
             assert run.dispatcher.stats.results[("memory", "expired")] == 1
 
-    async def test_held_rows_wait_for_their_time(self, store: OutboxStore, clock: VirtualClock) -> None:
+    async def test_held_rows_wait_for_their_time(self, store: AsyncOutbox, clock: VirtualClock) -> None:
         sink = MemorySink()
         await store.enqueue([entry("c/a/x", 1, not_before=T0 + 3600)])
         async for run in start(store, clock, sink):
@@ -253,7 +253,7 @@ class TestDelivery:
             await run.advance(3600)
             assert [p["dedup_key"] for p in sink.received] == ["c/a/x#1"]
 
-    async def test_one_sink_down_does_not_hold_the_other(self, store: OutboxStore, clock: VirtualClock) -> None:
+    async def test_one_sink_down_does_not_hold_the_other(self, store: AsyncOutbox, clock: VirtualClock) -> None:
         up, down = MemorySink("up"), MemorySink("down")
         down.down = True
         await store.enqueue([entry("c/a/x", 1, sink="up"), entry("c/a/x", 1, sink="down")])
@@ -263,7 +263,7 @@ class TestDelivery:
             assert len(up.received) == 1 and len(down.received) == 0
             assert await store.pending_counts() == {"down": 1}
 
-    async def test_state_is_published_latest_only(self, store: OutboxStore, clock: VirtualClock) -> None:
+    async def test_state_is_published_latest_only(self, store: AsyncOutbox, clock: VirtualClock) -> None:
         sink = MemorySink()
         async for run in start(store, clock, sink):
             run.dispatcher.set_state("c", "a", {"v": 1})
@@ -272,7 +272,7 @@ class TestDelivery:
             await run.settle()
             assert sink.states == [("c", "a", {"v": 2})]
 
-    async def test_latency_is_observed(self, store: OutboxStore, clock: VirtualClock) -> None:
+    async def test_latency_is_observed(self, store: AsyncOutbox, clock: VirtualClock) -> None:
         sink = MemorySink()
         await store.enqueue([entry("c/a/x", 1, t=T0 - 2)])
         async for run in start(store, clock, sink):
@@ -283,7 +283,7 @@ class TestDelivery:
 
 
 class TestDrain:
-    async def test_drain_reports_leftovers(self, store: OutboxStore, clock: VirtualClock) -> None:
+    async def test_drain_reports_leftovers(self, store: AsyncOutbox, clock: VirtualClock) -> None:
         sink = MemorySink()
         sink.down = True
         await store.enqueue([entry("c/a/x", 1)])

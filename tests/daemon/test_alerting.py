@@ -133,7 +133,7 @@ class TestStage:
         await again.on_cycle(ctx_with(0.95, now=T0 + 60, runway_hours=20))
         assert again.alerts_raised == 0
         await again.on_cycle(ctx_with(0.10, now=T0 + 120, runway_hours=None))
-        rows = again.store.history_sync("c1/raw/utilization")
+        rows = again.store.tables.history("c1/raw/utilization")
         assert [r["status"] for r in rows] == ["firing", "resolved"]
 
     async def test_collector_alert_through_failed_polls(self, tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ class TestStage:
         await stage.on_cycle(ctx_with(0.5))
         await stage.on_cycle(ctx_with(0.5, now=T0 + 60, error="VMS unreachable"))
         await stage.on_cycle(ctx_with(0.5, now=T0 + 120, error="VMS unreachable"))
-        assert [r["status"] for r in stage.store.history_sync("c1/vms/collector")] == ["firing"]
+        assert [r["status"] for r in stage.store.tables.history("c1/vms/collector")] == ["firing"]
 
     async def test_metrics(self, tmp_path: Path) -> None:
         clock = VirtualClock(T0)
@@ -344,5 +344,5 @@ class TestDaemonTasks:
         finally:
             supervisor.stop()
             await runner
-        [row] = stage.store.history_sync("_daemon/poller:c1/daemon")
+        [row] = stage.store.tables.history("_daemon/poller:c1/daemon")
         assert (row["status"], stage.alerts_raised) == ("firing", 1)

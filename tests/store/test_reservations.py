@@ -1,11 +1,10 @@
-"""The reservations table (daemon/store/reservations.py): stored answers, idempotency, expiry, totals."""
+"""The reservations table (daemon/store/reservations.py), on both backends: answers, idempotency, expiry."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
-from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.reservations import Reservation, ReservationStore, ReservedCapacity, active_reservations
 
 
@@ -18,15 +17,15 @@ def granted(key: str, nbytes: int, *, t: float = 100.0, ttl: float = 60.0, targe
 class TestReservationStore:
     """Answers are stored once per key; only granted, unexpired rows count as demand."""
 
-    def test_first_answer_wins_for_a_key(self, tmp_path: Path) -> None:
-        store = ReservationStore(Database(tmp_path / "s.db"))
+    def test_first_answer_wins_for_a_key(self, backend: Backend) -> None:
+        store = ReservationStore(backend)
         first = store.record(granted("k", 10))
         again = store.record(replace(granted("k", 99), id="rsv_other"))
         assert again == first
         assert store.find_by_key("k") == first
 
-    def test_totals_follow_expiry_and_release(self, tmp_path: Path) -> None:
-        db = Database(tmp_path / "s.db")
+    def test_totals_follow_expiry_and_release(self, backend: Backend) -> None:
+        db = backend
         store = ReservationStore(db)
         store.record(granted("a", 10, ttl=60))
         store.record(granted("b", 5, ttl=600))

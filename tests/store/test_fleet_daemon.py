@@ -1,0 +1,139 @@
+"""Two real daemons sharing one PostgreSQL store, against the simulator (vastpy over verified
+HTTPS): only the leader of the cluster writes; a standby takes over when the leader's lease runs
+out; a leader paused between its intent and its PATCH (a SIGSTOP, a GC pause) does not write
+once a newer leader has taken over, and the growth happens exactly once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_postgresql.executors import PostgreSQLExecutor
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.runtime.daemon import Daemon
+from quotapilot.daemon.runtime.leadership import LeaseLeadership
+from quotapilot.daemon.settings import Settings
+from quotapilot.daemon.simulator import SimulatorServer
+from quotapilot.daemon.stages.alerting import AlertingStage
+from quotapilot.daemon.stages.growth import GrowthStage
+from quotapilot.daemon.store.actions import query_actions
+from quotapilot.daemon.store.leases import LeaseStore
+from quotapilot.forecasting.types import ActionStatus
+
+LEASE, RENEW = 15.0, 5.0
+
+
+@pytest.fixture
+def pg_url(postgresql_server: PostgreSQLExecutor) -> Iterator[str]:
+    proc = postgresql_server
+    dbname = f"qp_{uuid.uuid4().hex[:12]}"
+    with DatabaseJanitor(user=proc.user, host=proc.host, port=proc.port, dbname=dbname, password=proc.password):
+        yield f"postgresql://{proc.user}@{proc.host}:{proc.port}/{dbname}"
+
+
+def settings_for(sim: SimulatorServer, tmp_path: Path, url: str, name: str) -> Settings:
+    return Settings(
+        clusters=({"name": "sim", "address": sim.address, "token": sim.token,  # type: ignore[arg-type]
+                   "ca_file": str(sim.ca_file)},),
+        store={"url": url, "instance_name": name, "path": tmp_path / f"{name}.db",  # type: ignore[arg-type]
+               "lease_seconds": LEASE, "lease_renew_seconds": RENEW},
+        policy={"mode": "enforce", "grow_at": 0.45, "target_utilization": 0.4})  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def fleet(tmp_path: Path, url: str) -> AsyncIterator[tuple[SimulatorServer, VirtualClock, Daemon, Daemon]]:
+    clock = VirtualClock()
+    async with SimulatorServer("cosmos7", clock=clock, port=0, state_dir=tmp_path / "sim") as sim, \
+            Daemon(settings_for(sim, tmp_path, url, "a"), clock) as a, \
+            Daemon(settings_for(sim, tmp_path, url, "b"), clock) as b:
+        yield sim, clock, a, b
+
+
+def leases(daemon: Daemon) -> LeaseLeadership:
+    assert isinstance(daemon.leadership, LeaseLeadership)
+    return daemon.leadership
+
+
+def growth_stage(daemon: Daemon) -> GrowthStage:
+    return next(s for s in daemon.stages if isinstance(s, GrowthStage))
+
+
+def alerting(daemon: Daemon) -> AlertingStage:
+    return next(s for s in daemon.stages if isinstance(s, AlertingStage))
+
+
+def raw_hard_limit(sim: SimulatorServer) -> Any:
+    return sim.engine.summary()["quotas"]["/cosmos7/raw"]["hard_limit"]
+
+
+class TestFleet:
+    async def test_only_the_leader_writes_and_the_standby_takes_over(self, tmp_path: Path, pg_url: str) -> None:
+        async with fleet(tmp_path, pg_url) as (sim, clock, a, b):
+            await leases(a).step()
+            await leases(b).step()
+            assert a.health()[1]["leadership"] == [{"cluster": "sim", "role": "leader", "epoch": 1,
+                                                    "holder": leases(a).holder}]
+            assert b.health()[1]["leadership"][0]["role"] == "standby"
+            standby_ctx = await b.poll_once("sim")
+            assert standby_ctx.poll.ok and standby_ctx.actions == []  # polled, did not act
+            leader_ctx = await a.poll_once("sim")
+            grown = {x.target.name: x for x in leader_ctx.actions}
+            assert grown["cosmos7-raw"].status == ActionStatus.VERIFIED
+            assert raw_hard_limit(sim) == grown["cosmos7-raw"].new_hard
+            # the leader evaluated the cluster's alerts; the standby (same inputs) did not
+            assert alerting(a).alerts_raised > 0
+            assert alerting(b).alerts_raised == 0
+            # a dies (never renews again); b takes over within one lease plus one renewal
+            waited = 0.0
+            while not leases(b).is_leader("sim"):
+                clock.advance(RENEW)
+                waited += RENEW
+                await leases(b).step()
+            assert waited <= LEASE + RENEW
+            assert leases(b).epoch("sim") == 2
+            assert (await a.poll_once("sim")).actions == []  # the old leader no longer acts
+            epochs = {(r["target"], r["status"]): r for r in query_actions(b.db)}
+            assert epochs[("cosmos7-raw", "verified")]["growth"] == grown["cosmos7-raw"].new_hard - \
+                grown["cosmos7-raw"].old_hard
+
+    async def test_leader_paused_between_intent_and_patch_never_writes(self, tmp_path: Path, pg_url: str) -> None:
+        """SIGSTOP in-process: at a's `intent` checkpoint, time runs past its lease and b takes the
+        cluster. a resumes: the re-check before the PATCH refuses. b settles a's intent and grows
+        once: one growth in the simulator's ground truth, none by a."""
+        async with fleet(tmp_path, pg_url) as (sim, clock, a, b):
+            await leases(a).step()
+            await leases(b).step()
+            before = sim.engine.summary()["quotas"]
+            stalled: list[str] = []
+
+            def stall(point: str) -> None:
+                if point == "intent" and not stalled:
+                    stalled.append(point)
+                    clock.advance(LEASE + RENEW)  # a is stopped; its lease runs out
+                    fence = LeaseStore(b.db).acquire("sim", leases(b).holder, now=clock.now(), ttl_seconds=LEASE)
+                    assert fence is not None and fence.epoch == 2
+
+            growth_stage(a).actuator.checkpoint = stall  # type: ignore[method-assign]  # the test's SIGSTOP
+            paused_ctx = await a.poll_once("sim")
+            assert stalled
+            assert {x.status for x in paused_ctx.actions if x.target.name == "cosmos7-raw"} == {ActionStatus.FAILED}
+            assert sim.engine.summary()["quotas"] == before  # a wrote nothing
+            assert alerting(a).alerts_raised == 0  # deposed by the end of its cycle: no alerts from it
+            await leases(b).step()
+            assert leases(b).is_leader("sim")
+            taken_over = await b.poll_once("sim")
+            raw = [x for x in taken_over.actions if x.target.name == "cosmos7-raw"]
+            assert [x.status for x in raw] == [ActionStatus.VERIFIED]
+            assert raw_hard_limit(sim) == raw[0].new_hard
+            rows = [(r["target"], r["status"], r["epoch"])
+                    for r in b.db.query("SELECT target, status, epoch FROM actions ORDER BY id")]
+            # a's processed intent (epoch 1) settled by b; a's raw intent refused outright (a no
+            # longer led); b's growths under epoch 2
+            assert rows[0] == ("cosmos7-processed", "abandoned", 1)
+            assert sorted(rows[1:]) == [("cosmos7-processed", "verified", 2), ("cosmos7-raw", "verified", 2)]
