@@ -150,7 +150,7 @@ async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | 
                     start = clock.now()
                     actions = ActionStore(daemon.db)
                     while True:
-                        ctx = await daemon.poll_once(cluster)
+                        ctx = await clock.run(daemon.poll_once(cluster))  # its retries advance the clock
                         if on_frame is not None:
                             on_frame(_frame(ctx, growth, start, options.days, metrics_url,
                                             await asyncio.to_thread(actions.totals)))

@@ -394,3 +394,76 @@ class TestValidation:
         result = await collector.poll()
         assert result.capacity is None
         assert [(d.target, d.reason) for d in result.dropped] == [(POOL_TARGET, "implausible")]
+
+
+class TestJumps:
+    """A rise beyond what the target's own rates make plausible is held back (`unconfirmed_jump`)
+    until the next sample agrees: one bad reading never becomes truth, nor a rate."""
+
+    TIB = 2**40
+
+    async def poll_q(self, vms: FakeVms, collector: VmsPoller, clock: InstantClock,
+                     used: int) -> tuple[int | None, str | None, float | None]:
+        """One poll 10 minutes after the last: (the accepted `used` of q or None, the drop reason
+        or None, q's ingest rate or None)."""
+        clock.advance(600)
+        vms.quotas = [quota("q", used_capacity=used)]
+        result = await collector.poll()
+        accepted = next((o.used_bytes for o in result.observations if o.target.name == "q"), None)
+        reason = next((d.reason for d in result.dropped if d.target == "q"), None)
+        return accepted, reason, result.ingest_rates.get("q")
+
+    async def steady(self, vms: FakeVms, collector: VmsPoller, clock: InstantClock, polls: int = 6) -> int:
+        """q grows 10 GiB a poll from 70 TiB (hard limit 100 TiB); returns the last `used`."""
+        used = 70 * self.TIB
+        for _ in range(polls):
+            used += 10 * 2**30
+            assert (used, None) == (await self.poll_q(vms, collector, clock, used))[:2]
+        return used
+
+    async def test_one_glitch_up_is_dropped_and_the_true_sample_after_it_accepted(
+            self, fake: tuple[FakeVms, VmsPoller], clock: InstantClock) -> None:
+        vms, collector = fake
+        used = await self.steady(vms, collector, clock)
+        with capture_logs() as logs:
+            glitch = await self.poll_q(vms, collector, clock, 99 * self.TIB)  # 99 %, really 70 %
+            true = await self.poll_q(vms, collector, clock, used + 20 * 2**30)
+        assert glitch == (None, "unconfirmed_jump", None)
+        accepted, reason, rate = true
+        assert (used + 20 * 2**30, None) == (accepted, reason)  # not dropped as went_backwards
+        assert rate == pytest.approx(20 * 2**30 / 1200)  # the rate never saw the glitch
+        assert dict(collector.dropped_total) == {"unconfirmed_jump": 1}
+        dropped = [e for e in logs if e["event"] == "sample.dropped"]
+        assert [(e["target"], e["reason"]) for e in dropped] == [("q", "unconfirmed_jump")]
+
+    async def test_a_jump_the_next_sample_confirms_is_accepted(
+            self, fake: tuple[FakeVms, VmsPoller], clock: InstantClock) -> None:
+        """A real bulk copy: held back one poll, then believed."""
+        vms, collector = fake
+        await self.steady(vms, collector, clock)
+        assert (await self.poll_q(vms, collector, clock, 90 * self.TIB))[:2] == (None, "unconfirmed_jump")
+        accepted, reason, rate = await self.poll_q(vms, collector, clock, 90 * self.TIB + 2**30)
+        assert (accepted, reason) == (90 * self.TIB + 2**30, None)
+        assert rate is not None and rate > 0
+        assert dict(collector.dropped_total) == {"unconfirmed_jump": 1}
+
+    async def test_a_quiet_quota_that_starts_ingesting_waits_one_poll_at_most(
+            self, fake: tuple[FakeVms, VmsPoller], clock: InstantClock) -> None:
+        vms, collector = fake
+        used = 10 * self.TIB
+        for _ in range(4):  # quiet: no rate at all
+            assert (used, None) == (await self.poll_q(vms, collector, clock, used))[:2]
+        outcomes = []
+        for _ in range(4):  # then 5 TiB a poll, 5 % of the limit each time
+            used += 5 * self.TIB
+            outcomes.append((await self.poll_q(vms, collector, clock, used))[:2])
+        assert [(None, "unconfirmed_jump")] + [(10 * self.TIB + k * 5 * self.TIB, None) for k in (2, 3, 4)] \
+            == outcomes
+
+    async def test_a_glitch_then_another_value_needs_its_own_confirmation(
+            self, fake: tuple[FakeVms, VmsPoller], clock: InstantClock) -> None:
+        vms, collector = fake
+        await self.steady(vms, collector, clock)
+        assert (await self.poll_q(vms, collector, clock, 99 * self.TIB))[1] == "unconfirmed_jump"
+        assert (await self.poll_q(vms, collector, clock, 85 * self.TIB))[1] == "unconfirmed_jump"
+        assert (await self.poll_q(vms, collector, clock, 85 * self.TIB + 2**30))[:2] == (85 * self.TIB + 2**30, None)
