@@ -7,7 +7,8 @@ cluster's `VmsTransport`: `GET /clusters/`, `GET /quotas/` page by page (never o
 quota) and `GET /monitors/ad_hoc_query/` for the cluster's write bandwidth.
 
 `poll()` never raises for VMS trouble: a poll that fails after the transport's retries returns a
-`PollResult` with `error` set (`reason: message`), counted per reason. Samples that fail
+`PollResult` with `error` set (`reason: message`), counted per reason; so does a `GET /clusters/`
+that answers no cluster (`no_cluster`: every growth needs the pool's capacity). Samples that fail
 validation (`validation.py`: malformed or implausible records, a fall or a rise not yet
 confirmed by the next sample — the poller keeps each target's last accepted sample, trend,
 suspect jump and recent rates for those rules) are dropped — never stored, forecast or acted on —,
@@ -42,6 +43,7 @@ from quotapilot.daemon.vms.validation import (
     BadSample,
     Trend,
     capacity_sample,
+    cluster_record,
     jumped,
     quota_label,
     quota_sample,
@@ -102,6 +104,8 @@ class VmsPoller:
         try:
             # sequential on purpose: three requests, and no half-finished sibling to clean up
             clusters = await self.transport.get("clusters")
+            if cluster_record(clusters) is None:  # nothing can grow without the pool: a failed poll
+                raise VmsUnavailable("GET /clusters/ returned no cluster", reason="no_cluster")
             quotas = await self.transport.list_all("quotas")
             bandwidth = await self._bandwidth()
         except (TemporaryError, PermanentError) as exc:

@@ -95,12 +95,19 @@ def _int_field(record: Mapping[str, Any], key: str, *, required: bool) -> int | 
     return int(value)
 
 
-def capacity_sample(cluster: str, clusters: Any, t: float) -> tuple[ClusterCapacity, Observation]:
-    """The cluster pool from a `GET /clusters/` answer (a list, an object or a page envelope)."""
+def cluster_record(clusters: Any) -> dict[str, Any] | None:
+    """The cluster's record in a `GET /clusters/` answer (a list, an object or a page envelope);
+    None when the answer holds no cluster (the poller fails the poll: `no_cluster`)."""
     record = clusters[0] if isinstance(clusters, list) and clusters else clusters
     if isinstance(clusters, dict) and isinstance(clusters.get("results"), list):
         record = clusters["results"][0] if clusters["results"] else None
-    if not isinstance(record, dict):
+    return record if isinstance(record, dict) and record else None
+
+
+def capacity_sample(cluster: str, clusters: Any, t: float) -> tuple[ClusterCapacity, Observation]:
+    """The cluster pool from a `GET /clusters/` answer (a list, an object or a page envelope)."""
+    record = cluster_record(clusters)
+    if record is None:
         raise BadSample("malformed", "GET /clusters/ returned no cluster")
     usable = _int_field(record, "usable_capacity_bytes", required=True)
     free = _int_field(record, "free_usable_capacity", required=True)

@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 import vastpy
+from aiohttp import web
 from core_helpers import InstantClock, SettingsFactory
 from structlog.testing import capture_logs
 
+from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.simulator.server import SimulatorServer
 from quotapilot.daemon.vms.collector import BANDWIDTH_PROPS, VmsPoller
@@ -467,3 +469,43 @@ class TestJumps:
         assert (await self.poll_q(vms, collector, clock, 99 * self.TIB))[1] == "unconfirmed_jump"
         assert (await self.poll_q(vms, collector, clock, 85 * self.TIB))[1] == "unconfirmed_jump"
         assert (await self.poll_q(vms, collector, clock, 85 * self.TIB + 2**30))[:2] == (85 * self.TIB + 2**30, None)
+
+
+class TestNoCluster:
+    """An empty `GET /clusters/` is a failed poll (`no_cluster`), not a good poll without a pool:
+    every growth needs the cluster's capacity, so /healthz must not stay green while none can act."""
+
+    @staticmethod
+    def answer_no_cluster(sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The simulator's `GET /clusters/` answers an empty list (patched on the simulator object)."""
+
+        async def no_clusters(request: web.Request, rest: list[str]) -> web.StreamResponse:
+            return web.json_response([])
+
+        monkeypatch.setattr(sim, "_clusters", no_clusters)
+
+    async def test_the_poll_fails_with_no_cluster(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+        collector = make_collector(make_settings(), clock, executor)
+        self.answer_no_cluster(sim, monkeypatch)
+        result = await collector.poll()
+        assert not result.ok
+        assert result.error is not None and result.error.startswith("no_cluster: ")
+        assert ((), ()) == (result.observations, result.dropped)
+        assert {"no_cluster": 1} == dict(collector.poll_errors_total)
+
+    async def test_healthz_turns_red_when_the_cluster_stays_missing(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        settings = make_settings()
+        async with Daemon(settings, clock) as daemon:
+            await daemon.poll_once("sim")
+            assert daemon.health()[0]
+            self.answer_no_cluster(sim, monkeypatch)
+            for _ in range(int(settings.poll.stale_after_intervals) + 1):
+                clock.advance(settings.poll.interval_seconds)
+                await daemon.poll_once("sim")
+            healthy, report = daemon.health()
+        assert not healthy
+        assert report["clusters"]["sim"]["last_error"].startswith("no_cluster: ")
