@@ -492,8 +492,8 @@ class TestNoCluster:
         result = await collector.poll()
         assert not result.ok
         assert result.error is not None and result.error.startswith("no_cluster: ")
-        assert ((), ()) == (result.observations, result.dropped)
-        assert {"no_cluster": 1} == dict(collector.poll_errors_total)
+        assert (result.observations, result.dropped) == ((), ())
+        assert dict(collector.poll_errors_total) == {"no_cluster": 1}
 
     async def test_healthz_turns_red_when_the_cluster_stays_missing(
             self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,

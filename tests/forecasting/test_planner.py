@@ -225,21 +225,21 @@ class TestNeverBelowUsage:
         """1 TB hard, 14 TB used: +1 TiB is still below usage."""
         target = TargetInput(observation=quota("a", 14 * 10**12, 10**12))
         (decision,) = plan_reactive_cycle(CycleInput(now=NOW, targets=(target,), capacity=None))
-        assert DecisionKind.BLOCKED == decision.kind
-        assert "below_usage" == decision.guard
+        assert decision.kind == DecisionKind.BLOCKED
+        assert decision.guard == "below_usage"
 
     def test_a_growth_trimmed_below_usage_by_the_reserve_is_blocked(self) -> None:
         over = TargetInput(observation=quota("a", 140 * TIB, 100 * TIB))
         # 10 % of 10000 TiB reserved; 1000 + 30 TiB free → 30 TiB of room: 130 TiB < 140 TiB used
         (decision,) = plan_cycle(CycleInput(now=NOW, targets=(over,), capacity=capacity(1030 * TIB)))
-        assert DecisionKind.BLOCKED == decision.kind
-        assert "below_usage" == decision.guard
+        assert decision.kind == DecisionKind.BLOCKED
+        assert decision.guard == "below_usage"
 
     def test_a_growth_capped_below_usage_by_max_growth_is_blocked(self) -> None:
         policy = GrowthPolicy(max_growth_bytes=TIB)
         over = TargetInput(observation=quota("a", 140 * TIB, 100 * TIB), policy=policy)
         (decision,) = plan_cycle(CycleInput(now=NOW, targets=(over,), capacity=capacity(5000 * TIB)))
-        assert "below_usage" == decision.guard
+        assert decision.guard == "below_usage"
 
 
 # ------------------------------------------------------------------------------ properties
