@@ -86,15 +86,15 @@ class TestGlitchesNeverGrow:
         before = hard_limit(sim)
         async with Daemon(enforce_settings(sim, tmp_path), clock) as daemon:
             history = await self.polls(daemon, clock, 4)
-            assert [] == [d for ctx in history for d in dropped(ctx)]
+            assert [d for ctx in history for d in dropped(ctx)] == []
             rewriter.change = lambda record: record.update(used_capacity=int(record["hard_limit"] * 0.99))
             (glitch,) = await self.polls(daemon, clock, 1)
             rewriter.change = None
             after = await self.polls(daemon, clock, 2)
             actions = [r for r in query_actions(daemon.db) if r["target"] == QUOTA]
-        assert [(QUOTA, "unconfirmed_jump")] == dropped(glitch)
-        assert [[], []] == [dropped(ctx) for ctx in after]  # the true sample is not "went_backwards"
-        assert [] == actions
+        assert dropped(glitch) == [(QUOTA, "unconfirmed_jump")]
+        assert [dropped(ctx) for ctx in after] == [[], []]  # the true sample is not "went_backwards"
+        assert actions == []
         assert before == hard_limit(sim)
 
     async def test_a_hard_limit_far_below_usage_is_dropped_and_never_patched(
@@ -109,6 +109,6 @@ class TestGlitchesNeverGrow:
                                                             soft_limit=None)
             glitches = await self.polls(daemon, clock, 2)
             actions = [r for r in query_actions(daemon.db) if r["target"] == QUOTA]
-        assert [[(QUOTA, "implausible")]] * 2 == [dropped(ctx) for ctx in glitches]
-        assert [] == actions
+        assert [dropped(ctx) for ctx in glitches] == [[(QUOTA, "implausible")]] * 2
+        assert actions == []
         assert before == hard_limit(sim)
