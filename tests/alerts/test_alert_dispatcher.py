@@ -296,7 +296,7 @@ class TestWallClockSteps:
             clock.step_wall(-3600)
             run.dispatcher.wake()
             await run.settle()
-            assert ["c/a/utilization#1"] == [p["dedup_key"] for p in sink.received]
+            assert [p["dedup_key"] for p in sink.received] == ["c/a/utilization#1"]
 
     async def test_a_step_back_during_a_backoff_does_not_stretch_it(
             self, store: OutboxStore, clock: VirtualClock) -> None:
@@ -310,7 +310,7 @@ class TestWallClockSteps:
             sink.down = False
             clock.step_wall(-3600)
             await run.advance(2)  # the first backoff is 1 s, jittered ±20 %
-            assert ["c/a/utilization#1"] == [p["dedup_key"] for p in sink.received]
+            assert [p["dedup_key"] for p in sink.received] == ["c/a/utilization#1"]
 
 
 class TestDrain:
