@@ -13,7 +13,8 @@ forward. `VirtualClock.step_wall()` makes such a step in a test.
 
 `Clock` is quotapilot's one clock protocol. Code that must not import the daemon (the alert
 dispatcher in `quotapilot.alerts`) takes a clock's bound methods instead — `now=clock.now`,
-`sleep=clock.sleep` — rather than declaring a second protocol of its own.
+`sleep=clock.sleep`, `monotonic=clock.monotonic` — rather than declaring a second protocol of its
+own.
 """
 
 from __future__ import annotations

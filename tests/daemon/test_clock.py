@@ -96,3 +96,36 @@ class TestWallAndMonotonic:
         """Distinct readings, so code that mixes the two is caught by the tests that use this clock."""
         clock = VirtualClock(start=1000.0)
         assert clock.monotonic() != clock.now()
+
+
+class TestRun:
+    """`VirtualClock.run(awaitable)`: sleeps inside it (and in the tasks it starts) advance the
+    clock at once; sleepers elsewhere still wait for `advance()`."""
+
+    async def test_sleeps_inside_advance_the_clock(self) -> None:
+        clock = VirtualClock(start=1000.0)
+
+        async def retrying() -> float:
+            await clock.sleep(0.5)
+            await asyncio.create_task(clock.sleep(1.5))  # a task it starts inherits the mode
+            return clock.now()
+
+        assert await asyncio.wait_for(clock.run(retrying()), 5) == 1002.0  # a hang detector only
+        assert clock.monotonic() == 2.0
+
+    async def test_other_sleepers_wait_and_wake_in_order(self) -> None:
+        clock = VirtualClock(start=0.0)
+        woke: list[tuple[str, float]] = []
+
+        async def background(name: str, seconds: float) -> None:
+            await clock.sleep(seconds)
+            woke.append((name, clock.now()))
+
+        tasks = [asyncio.create_task(background("due", 1.0)), asyncio.create_task(background("later", 60.0))]
+        await asyncio.sleep(0)
+        await clock.run(clock.sleep(2.0))  # passes the first background deadline: it wakes
+        await asyncio.sleep(0)
+        assert woke == [("due", 2.0)]
+        await clock.advance_and_settle(58.0)
+        assert woke == [("due", 2.0), ("later", 60.0)]
+        await asyncio.gather(*tasks)
