@@ -83,6 +83,7 @@ class VmsPoller:
         self._trends: dict[str, Trend] = {}
         self._suspect_jumps: dict[str, Accepted] = {}
         self._recent_rates: dict[str, deque[float]] = {}
+        self._recent_inode_rates: dict[str, deque[float]] = {}
         self._drop_state: dict[str, str] = {}
         self._bandwidth_log = TransitionLog(log, "bandwidth")
 
@@ -184,6 +185,8 @@ class VmsPoller:
                                Accepted(observation.t, used, observation.used_inodes),
                                hard_limit_bytes=observation.hard_limit_bytes,
                                rates=self._recent_rates.get(name, ()),
+                               hard_limit_inodes=observation.hard_limit_inodes,
+                               inode_rates=self._recent_inode_rates.get(name, ()),
                                tolerance_ratio=self._poll.tolerance_ratio)
         if suspect is None:
             self._suspect_jumps.pop(name, None)
@@ -191,8 +194,10 @@ class VmsPoller:
             self._suspect_jumps[name] = suspect
         if drop:
             assert previous is not None
-            raise BadSample("unconfirmed_jump", f"used {previous.used_bytes} -> {used} in "
-                                                f"{observation.t - previous.t:g}s, beyond the plausible rise")
+            raise BadSample("unconfirmed_jump",
+                            f"used {previous.used_bytes} -> {used} bytes, {previous.used_inodes} -> "
+                            f"{observation.used_inodes} inodes in {observation.t - previous.t:g}s: "
+                            f"beyond the plausible rise")
 
     def _rates(self, observations: list[Observation], dropped: list[DroppedSample]) -> dict[str, float]:
         """Net ingest (bytes/s) of each target since its previous accepted sample. Forgets the
@@ -205,6 +210,9 @@ class VmsPoller:
             if previous is not None and obs.t > previous.t:
                 rates[name] = (obs.used_bytes - previous.used_bytes) / (obs.t - previous.t)
                 self._recent_rates.setdefault(name, deque(maxlen=RATE_WINDOW)).append(rates[name])
+                if obs.used_inodes is not None and previous.used_inodes is not None:
+                    inode_rate = (obs.used_inodes - previous.used_inodes) / (obs.t - previous.t)
+                    self._recent_inode_rates.setdefault(name, deque(maxlen=RATE_WINDOW)).append(inode_rate)
             accepted[name] = Accepted(obs.t, obs.used_bytes, obs.used_inodes)
         refused = {sample.target for sample in dropped}
         for name in refused:
@@ -212,6 +220,7 @@ class VmsPoller:
                 accepted[name] = self._accepted[name]
         self._accepted = accepted
         self._recent_rates = {n: r for n, r in self._recent_rates.items() if n in accepted}
+        self._recent_inode_rates = {n: r for n, r in self._recent_inode_rates.items() if n in accepted}
         # a suspect jump is remembered while its target is refused (its next sample settles it)
         self._suspect_jumps = {n: s for n, s in self._suspect_jumps.items() if n in refused}
         # a suspect fall is remembered while the target is listed; a confirmed decline only while

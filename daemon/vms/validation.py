@@ -7,8 +7,8 @@ arguments and return what the poller should remember next, so the state lives wi
 the rules stay functions:
 
 - `went_backwards`: a fall beyond `tolerance_ratio` is dropped until the next sample confirms it;
-- `jumped`: a rise beyond what the target's own rates make plausible (`plausible_rise`) is dropped
-  as `unconfirmed_jump` until the next sample agrees with it. One glitch reading 99 % of a quota
+- `jumped`: a rise (of bytes or inodes) beyond what the target's own rates make plausible
+  (`plausible_rise`) is dropped as `unconfirmed_jump` until the next sample agrees with it. One glitch reading 99 % of a quota
   that is really at 70 % would otherwise be grown at once, and would inflate every rate after it.
 
 A quota whose `used` is far above its hard limit (`USED_OVER_HARD_IMPLAUSIBLE` times) is
@@ -46,6 +46,9 @@ agrees)."""
 
 JUMP_FLOOR_BYTES = 2**30
 """...and always up to 1 GiB (for a quota without a limit, or a tiny one)."""
+
+JUMP_FLOOR_INODES = 10_000
+"""...and, for the inode counter, always up to 10,000 files."""
 
 RATE_WINDOW = 24
 """How many of a target's latest accepted rates (one per poll) `plausible_rise` looks at."""
@@ -198,36 +201,51 @@ def robust_rate(rates: Sequence[float]) -> float:
     return rising[1] if len(rising) >= 3 else rising[0]
 
 
-def plausible_rise(rate_bytes_per_second: float, elapsed_seconds: float, hard_limit_bytes: int | None) -> float:
-    """How much usage may rise in `elapsed_seconds` without confirmation (bytes):
-    `max(JUMP_SAFETY_FACTOR × rate × elapsed, JUMP_FLOOR_RATIO × hard_limit, JUMP_FLOOR_BYTES)`,
-    `rate` being the target's `robust_rate` over its recent accepted rates."""
-    by_rate = JUMP_SAFETY_FACTOR * max(0.0, rate_bytes_per_second) * max(0.0, elapsed_seconds)
-    return max(by_rate, JUMP_FLOOR_RATIO * (hard_limit_bytes or 0), float(JUMP_FLOOR_BYTES))
+def plausible_rise(rate_per_second: float, elapsed_seconds: float, hard_limit: int | None, *,
+                   floor: int = JUMP_FLOOR_BYTES) -> float:
+    """How much usage may rise in `elapsed_seconds` without confirmation (bytes, or inodes with
+    `floor=JUMP_FLOOR_INODES`): `max(JUMP_SAFETY_FACTOR × rate × elapsed, JUMP_FLOOR_RATIO ×
+    hard_limit, floor)`, `rate` being the target's `robust_rate` over its recent accepted rates."""
+    by_rate = JUMP_SAFETY_FACTOR * max(0.0, rate_per_second) * max(0.0, elapsed_seconds)
+    return max(by_rate, JUMP_FLOOR_RATIO * (hard_limit or 0), float(floor))
+
+
+def _rise(previous: tuple[float, int], suspect: tuple[float, int] | None, sample: tuple[float, int], *,
+          hard_limit: int | None, rates: Sequence[float], tolerance_ratio: float, floor: int) -> bool:
+    """One counter's side of `jumped`: True when `sample` (t, value) is a suspect jump."""
+    rate = robust_rate(rates)
+    if sample[1] - previous[1] <= plausible_rise(rate, sample[0] - previous[0], hard_limit, floor=floor):
+        return False
+    if suspect is not None and sample[0] > suspect[0] > previous[0]:
+        implied = (suspect[1] - previous[1]) / (suspect[0] - previous[0])
+        if sample[1] >= suspect[1] * (1 - tolerance_ratio) and sample[1] - suspect[1] <= plausible_rise(
+                max(rate, implied), sample[0] - suspect[0], hard_limit, floor=floor):
+            return False  # the second sample agrees: a real jump (a bulk copy, an ingest start)
+    return True
 
 
 def jumped(previous: Accepted | None, suspect: Accepted | None, sample: Accepted, *,
-           hard_limit_bytes: int | None, rates: Sequence[float],
-           tolerance_ratio: float) -> tuple[Accepted | None, bool]:
+           hard_limit_bytes: int | None, rates: Sequence[float], tolerance_ratio: float,
+           hard_limit_inodes: int | None = None, inode_rates: Sequence[float] = ()) -> tuple[Accepted | None, bool]:
     """(the target's next suspect jump, whether `sample` is dropped as `unconfirmed_jump`).
 
-    A sample that rose from the previous accepted one by more than `plausible_rise` (at the
-    `robust_rate` of `rates`, the target's recent accepted rates) is suspect: it is dropped and
-    remembered. The next sample settles it: back near the old level (plausible from `previous`) →
-    the suspect was a glitch, forgotten; near the suspect (not below it by more than
-    `tolerance_ratio`, and not above it by more than is plausible at the rate the jump itself
-    implied) → the jump is confirmed and this sample accepted; anything else is a new suspect.
-    Without history (`previous` None) nothing can be judged: accepted."""
+    A sample whose bytes (or inodes) rose from the previous accepted one by more than
+    `plausible_rise` (at the `robust_rate` of `rates` / `inode_rates`, the target's recent accepted
+    rates) is suspect: it is dropped and remembered. The next sample settles it: back near the old
+    level (plausible from `previous`) → the suspect was a glitch, forgotten; near the suspect (not
+    below it by more than `tolerance_ratio`, and not above it by more than is plausible at the
+    rate the jump itself implied) → the jump is confirmed and this sample accepted; anything else
+    is a new suspect. Without history (`previous` None) nothing can be judged: accepted."""
     if previous is None:
         return None, False
-    rate = robust_rate(rates)
-    rise = sample.used_bytes - previous.used_bytes
-    if rise <= plausible_rise(rate, sample.t - previous.t, hard_limit_bytes):
-        return None, False
-    if suspect is not None and sample.t > suspect.t > previous.t:
-        implied = (suspect.used_bytes - previous.used_bytes) / (suspect.t - previous.t)
-        above = sample.used_bytes - suspect.used_bytes
-        if sample.used_bytes >= suspect.used_bytes * (1 - tolerance_ratio) \
-                and above <= plausible_rise(max(rate, implied), sample.t - suspect.t, hard_limit_bytes):
-            return None, False  # the second sample agrees: a real jump (a bulk copy, an ingest start)
-    return sample, True
+    suspect_bytes = None if suspect is None else (suspect.t, suspect.used_bytes)
+    jump = _rise((previous.t, previous.used_bytes), suspect_bytes, (sample.t, sample.used_bytes),
+                 hard_limit=hard_limit_bytes, rates=rates, tolerance_ratio=tolerance_ratio,
+                 floor=JUMP_FLOOR_BYTES)
+    if not jump and sample.used_inodes is not None and previous.used_inodes is not None:
+        suspect_inodes = None if suspect is None or suspect.used_inodes is None \
+            else (suspect.t, suspect.used_inodes)
+        jump = _rise((previous.t, previous.used_inodes), suspect_inodes, (sample.t, sample.used_inodes),
+                     hard_limit=hard_limit_inodes, rates=inode_rates, tolerance_ratio=tolerance_ratio,
+                     floor=JUMP_FLOOR_INODES)
+    return (sample, True) if jump else (None, False)

@@ -509,3 +509,30 @@ class TestNoCluster:
             healthy, report = daemon.health()
         assert not healthy
         assert report["clusters"]["sim"]["last_error"].startswith("no_cluster: ")
+
+
+class TestInodeJumps:
+    """Inode limits are grown too: a jump in `used_inodes` needs the same confirmation."""
+
+    async def poll_q(self, vms: FakeVms, collector: VmsPoller, clock: InstantClock,
+                     inodes: int) -> tuple[int | None, str | None]:
+        clock.advance(600)
+        vms.quotas = [quota("q", used_inodes=inodes, hard_limit_inodes=1_000_000)]
+        result = await collector.poll()
+        accepted = next((o.used_inodes for o in result.observations if o.target.name == "q"), None)
+        return accepted, next((d.reason for d in result.dropped if d.target == "q"), None)
+
+    async def test_one_inode_glitch_is_held_back(self, fake: tuple[FakeVms, VmsPoller],
+                                                 clock: InstantClock) -> None:
+        vms, collector = fake
+        outcomes = [await self.poll_q(vms, collector, clock, inodes)
+                    for inodes in (500_000, 501_000, 502_000, 990_000, 503_000)]
+        assert outcomes == [(500_000, None), (501_000, None), (502_000, None), (None, "unconfirmed_jump"),
+                (503_000, None)]
+
+    async def test_a_confirmed_inode_jump_is_accepted(self, fake: tuple[FakeVms, VmsPoller],
+                                                      clock: InstantClock) -> None:
+        vms, collector = fake
+        outcomes = [await self.poll_q(vms, collector, clock, inodes)
+                    for inodes in (500_000, 501_000, 900_000, 900_500)]
+        assert outcomes == [(500_000, None), (501_000, None), (None, "unconfirmed_jump"), (900_500, None)]

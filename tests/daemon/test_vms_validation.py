@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from quotapilot.daemon.vms.validation import (
+    JUMP_FLOOR_INODES,
     JUMP_FLOOR_RATIO,
     USED_OVER_HARD_IMPLAUSIBLE,
     Accepted,
@@ -192,6 +193,16 @@ class TestJumped:
         assert not self.check(70 * TIB + int(self.HARD * JUMP_FLOOR_RATIO), rates=())[1]
         assert self.check(70 * TIB + int(self.HARD * JUMP_FLOOR_RATIO) + 1, rates=())[1]
         assert plausible_rise(0.0, 600, None) == 2**30
+
+    def test_an_inode_jump_is_suspect_too(self) -> None:
+        previous = Accepted(T, used_bytes=70 * TIB, used_inodes=500_000)
+        glitch = Accepted(T + 600, used_bytes=70 * TIB, used_inodes=990_000)
+        assert (glitch, True) == jumped(previous, None, glitch, hard_limit_bytes=self.HARD, rates=self.RATES,
+                                        hard_limit_inodes=1_000_000, inode_rates=(1.0, 2.0),
+                                        tolerance_ratio=0.05)
+        steady = Accepted(T + 600, used_bytes=70 * TIB, used_inodes=500_000 + JUMP_FLOOR_INODES)
+        assert jumped(previous, None, steady, hard_limit_bytes=self.HARD, rates=self.RATES,
+                                       hard_limit_inodes=None, inode_rates=(), tolerance_ratio=0.05) == (None, False)
 
     def test_robust_rate(self) -> None:
         assert robust_rate([]) == 0.0
