@@ -8,8 +8,9 @@ the rules stay functions:
 
 - `went_backwards`: a fall beyond `tolerance_ratio` is dropped until the next sample confirms it;
 - `jumped`: a rise (of bytes or inodes) beyond what the target's own rates make plausible
-  (`plausible_rise`) is dropped as `unconfirmed_jump` until the next sample agrees with it. One glitch reading 99 % of a quota
-  that is really at 70 % would otherwise be grown at once, and would inflate every rate after it.
+  (`plausible_rise`) is dropped as `unconfirmed_jump` until the next sample agrees with it. One
+  glitch reading 99 % of a quota that is really at 70 % would otherwise be grown at once, and
+  would inflate every rate after it.
 
 A quota whose `used` is far above its hard limit (`USED_OVER_HARD_IMPLAUSIBLE` times) is
 `implausible`: VMS lets usage pass the hard limit only by what was in flight when it was reached
