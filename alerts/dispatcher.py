@@ -15,10 +15,15 @@ Every notification is in the outbox (durable) before any send. One worker per si
 than the daemon's types:
 
 - an `Outbox` (a protocol here; `quotapilot.daemon.store.outbox` implements it, on SQLite);
-- time as two callables, `now()` and `async sleep(seconds)` — the bound methods of the daemon's
-  `Clock` (`clock.now`, `clock.sleep`). Two callables rather than a second clock protocol: a
-  protocol here would copy `quotapilot.daemon.clock.Clock` (the one `Clock`), and a callable says
-  exactly what the dispatcher uses; tests pass a `VirtualClock`'s methods and run in virtual time;
+- time as callables, `now()`, `async sleep(seconds)` and `monotonic()` — the bound methods of the
+  daemon's `Clock` (`clock.now`, `clock.sleep`, `clock.monotonic`). Callables rather than a second
+  clock protocol: a protocol here would copy `quotapilot.daemon.clock.Clock` (the one `Clock`), and
+  a callable says exactly what the dispatcher uses; tests pass a `VirtualClock`'s methods and run
+  in virtual time. The outbox's schedule (`next_attempt_at`, `created_at`) is wall time, because
+  it outlives the process; the dispatcher reads it on `schedule_now()`, wall time that never runs
+  backwards — after a wall-clock step back it goes on at the monotonic clock's pace until the
+  wall catches up — so a step back neither holds the alerts enqueued before it nor stretches a
+  backoff (`sleep` itself waits on monotonic time);
 - `backoff(attempt, retry_after) -> seconds`: the daemon's one `RetryPolicy`, bound to an rng
   (`RetryPolicy.schedule(retry_backoffs_seconds).backoff(rng)`); the dispatcher counts the
   failures (`attempt` 0 is the first retry) and the policy says how long.
@@ -153,6 +158,7 @@ class Dispatcher:
         now: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
         backoff: Callable[[int, float | None], float],
+        monotonic: Callable[[], float] | None = None,
         max_age_seconds: float = 7 * 86400.0,
         batch_size: int = 1000,
         concurrency: int = 256,
@@ -162,6 +168,10 @@ class Dispatcher:
         self.sinks = {sink.name: sink for sink in sinks}
         self.now = now
         self.sleep = sleep
+        self.monotonic = monotonic if monotonic is not None else now
+        """Without it, `schedule_now()` is plain `now()` (a wall-clock step back then holds the
+        schedule for as long as the step)."""
+        self._last_schedule: tuple[float, float] | None = None
         self.backoff = backoff
         self.max_age_seconds = max_age_seconds
         self.batch_size = batch_size
@@ -189,6 +199,16 @@ class Dispatcher:
         self._states[(cluster, target)] = state
         for name in self._state_sinks:
             self._dirty_states[name].add((cluster, target))
+
+    def schedule_now(self) -> float:
+        """Wall time for the outbox's schedule, never running backwards: at least the last reading
+        plus the monotonic time since (a step forward is followed at once)."""
+        wall, mono = self.now(), self.monotonic()
+        if self._last_schedule is not None:
+            last_wall, last_mono = self._last_schedule
+            wall = max(wall, last_wall + (mono - last_mono))
+        self._last_schedule = (wall, mono)
+        return wall
 
     # ------------------------------------------------------------------------------ running
     async def run(self) -> None:
@@ -231,7 +251,7 @@ class Dispatcher:
         return next_attempt_at <= now or (self._flushing and attempts > 0)
 
     async def _anything_due(self) -> bool:
-        now = self.now()
+        now = self.schedule_now()
         for name in self.sinks:
             for next_attempt_at, attempts in await self.outbox.schedule(name):
                 if self._is_due(next_attempt_at, attempts, now):
@@ -275,7 +295,7 @@ class Dispatcher:
     async def _pass(self, sink: Sink) -> float:
         """Send what is due; return how long to wait before the next pass."""
         name = sink.name
-        now = self.now()
+        now = self.schedule_now()
         if self._failures[name] or self._backlog[name]:  # after an outage: latest state wins
             swept = await self.outbox.supersede_older(name, now)
             if swept:
@@ -337,7 +357,7 @@ class Dispatcher:
             rejected = [(row, result) for row, result in zip(chunk, results, strict=True)
                         if isinstance(result, SinkRejected)]
             unavailable = [result for result in results if isinstance(result, SinkUnavailable)]
-            now = self.now()
+            now = self.schedule_now()
             if delivered:
                 await self.outbox.mark_delivered([row.row_id for row in delivered], now)
                 self.stats.results[(name, "delivered")] += len(delivered)
@@ -404,9 +424,9 @@ class Dispatcher:
         # on the clock as it is now, after the awaits since the failure
         retry_at = self._retry_at.pop(name, None)
         if retry_at is None:
-            retry_at = self.now() + self._backoff_delay(name, error.retry_after)
+            retry_at = self.schedule_now() + self._backoff_delay(name, error.retry_after)
         if self._failures[name] == 1:  # log the transition, not every failed attempt
             log.warning("alert_sink.unavailable", sink=name, error=str(error), pending=len(due))
         with contextlib.suppress(Exception):
             self.stats.pending[name] = (await self.outbox.pending_counts()).get(name, 0)
-        return max(0.0, retry_at - self.now())
+        return max(0.0, retry_at - self.schedule_now())

@@ -16,7 +16,9 @@ Two steps, so each can be read and tested alone:
   manual pause and kill switch, per-series cooldown (bypassed only when the series would hit its
   hard limit before the cooldown ends), the global rate limit, and the cluster reserve after the
   sum of this cycle's growths (room handed out by urgency; what does not fit is trimmed or
-  blocked, and says so).
+  blocked, and says so). A growth whose new hard limit would still be below current usage (VMS
+  refuses it; it is a sign of a wrong record) is blocked by the `below_usage` guard, whatever
+  trimmed or capped it.
 
 `plan_reactive_cycle` is the baseline `quotapilot demo --policy reactive` compares against:
 utilization at or above 90 % → add a fixed 1 TiB, nothing else.
@@ -304,6 +306,15 @@ def _blocked(decision: Decision, guard: str, reason: str) -> Decision:
     return replace(decision, kind=DecisionKind.BLOCKED, guard=guard, reason=f"{reason}; {decision.reason}")
 
 
+def _below_usage(decision: Decision) -> Decision:
+    """`decision` blocked (`below_usage`) when it would set a hard limit below current usage."""
+    if decision.kind is DecisionKind.GROW and decision.new_hard is not None \
+            and decision.current_used is not None and decision.new_hard < decision.current_used:
+        return _blocked(decision, "below_usage",
+                        f"new hard limit {decision.new_hard} is below usage {decision.current_used}")
+    return decision
+
+
 def _urgency_key(decision: Decision) -> tuple[float, str, str]:
     urgency = decision.urgency_seconds if decision.urgency_seconds is not None else math.inf
     return urgency, decision.target.key, decision.dimension.value
@@ -357,6 +368,11 @@ def plan_cycle(cycle: CycleInput) -> tuple[Decision, ...]:
                         f"cluster reserve: {max(room, 0)} bytes of room left this cycle, needs {decision.growth}"))
                     continue
                 decision = trimmed
+        decision = _below_usage(decision)  # after any cap or trim, before it takes room or budget
+        if decision.kind is not DecisionKind.GROW:
+            decisions.append(decision)
+            continue
+        if decision.dimension is Dimension.BYTES and room is not None:
             room -= decision.growth
         budget -= 1
         decisions.append(decision)
@@ -404,7 +420,7 @@ REACTIVE_GROWTH_BYTES = TIB
 
 
 def plan_reactive_cycle(cycle: CycleInput) -> tuple[Decision, ...]:
-    """The baseline: a quota at or above 90 % gets a fixed +1 TiB. Nothing else, no guards."""
+    """The baseline: a quota at or above 90 % gets a fixed +1 TiB. No guards but `below_usage`."""
     decisions: list[Decision] = []
     for target in sorted(cycle.targets, key=lambda ti: ti.observation.target.key):
         obs = target.observation
@@ -420,5 +436,5 @@ def plan_reactive_cycle(cycle: CycleInput) -> tuple[Decision, ...]:
             base = replace(base, kind=DecisionKind.GROW, new_hard=new_hard,
                            new_soft=_soft_for(obs.soft_limit_bytes, obs.hard_limit_bytes, new_hard),
                            reason=f"reactive: utilization {ratio:.2f} ≥ {REACTIVE_THRESHOLD:.2f}, +1 TiB")
-        decisions.append(base)
+        decisions.append(_below_usage(base))
     return tuple(decisions)

@@ -157,7 +157,7 @@ async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | 
                     start = clock.now()
                     actions = ActionStore(daemon.db)
                     while True:
-                        ctx = await daemon.poll_once(cluster)
+                        ctx = await clock.run(daemon.poll_once(cluster))  # its retries advance the clock
                         last_actions.update((action.target, action) for action in ctx.actions)
                         if on_frame is not None:
                             on_frame(_frame(ctx, last_actions, start, options.days, metrics_url,

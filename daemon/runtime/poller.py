@@ -89,17 +89,22 @@ class Poller:
         self.requested_cycles = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Poll until `stopping` is set; a cycle in flight is finished, a wait is cut short."""
+        """Poll until `stopping` is set; a cycle in flight is finished, a wait is cut short.
+
+        Ticks are scheduled on `clock.monotonic()`: a wall-clock step neither stalls the loop (a
+        step back) nor makes it skip or bunch ticks (a step forward). Wall time (`clock.now()`)
+        stamps the samples, in the cycle."""
         interval = self.interval_seconds
-        if not await sleep_unless(self._clock, self.offset_seconds, stopping, wake=self.wakeup):
+        clock = self._clock
+        if not await sleep_unless(clock, self.offset_seconds, stopping, wake=self.wakeup):
             return
-        next_tick = self._clock.now()
+        next_tick = clock.monotonic()
         tick_due = True  # the first cycle is the first tick, even when a request woke it early
         while not stopping.is_set():
-            started = self._clock.now()
+            started = clock.monotonic()
             self.wakeup.clear()  # a request made before this cycle starts is served by it
             await self._cycle()
-            now = self._clock.now()
+            now = clock.monotonic()
             if tick_due or now >= next_tick:  # a requested cycle that ran into the tick covers it
                 next_tick += interval
             if now > next_tick:
@@ -109,10 +114,10 @@ class Poller:
                 log.warning("poll.overran", cluster=self.state.cluster,
                             cycle_seconds=round(now - started, 3), interval_seconds=interval,
                             skipped_ticks=missed)
-            if not await sleep_unless(self._clock, next_tick - now, stopping, wake=self.wakeup):
+            if not await sleep_unless(clock, next_tick - now, stopping, wake=self.wakeup):
                 return
-            tick_due = not (self.wakeup.is_set() and self._clock.now() < next_tick)
+            tick_due = not (self.wakeup.is_set() and clock.monotonic() < next_tick)
             if not tick_due:
                 self.requested_cycles += 1
                 log.debug("poll.requested", cluster=self.state.cluster,
-                          seconds_before_tick=round(next_tick - self._clock.now(), 3))
+                          seconds_before_tick=round(next_tick - clock.monotonic(), 3))

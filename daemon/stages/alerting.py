@@ -334,7 +334,7 @@ class AlertingStage:
         self.sinks = list(build_sinks(settings.alerts) if sinks is None else sinks)
         self._publishes_state = any(publishes_state(sink) for sink in self.sinks)
         self.dispatcher = Dispatcher(
-            self.store, self.sinks, now=clock.now, sleep=clock.sleep,
+            self.store, self.sinks, now=clock.now, sleep=clock.sleep, monotonic=clock.monotonic,
             backoff=RetryPolicy.schedule(settings.alerts.retry_backoffs_seconds).backoff(rng),
             max_age_seconds=settings.alerts.max_age_seconds)
         self.task_check_seconds = task_check_seconds

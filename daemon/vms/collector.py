@@ -7,9 +7,13 @@ cluster's `VmsTransport`: `GET /clusters/`, `GET /quotas/` page by page (never o
 quota) and `GET /monitors/ad_hoc_query/` for the cluster's write bandwidth.
 
 `poll()` never raises for VMS trouble: a poll that fails after the transport's retries returns a
-`PollResult` with `error` set (`reason: message`), counted per reason. Samples that fail
-validation (`validation.py`) are dropped, counted per reason and logged once when a target starts
-being dropped and once when it is accepted again. A failing bandwidth query is not fatal (the
+`PollResult` with `error` set (`reason: message`), counted per reason; so does a `GET /clusters/`
+that answers no cluster (`no_cluster`: every growth needs the pool's capacity). Samples that fail
+validation (`validation.py`: malformed or implausible records, a fall or a rise not yet
+confirmed by the next sample — the poller keeps each target's last accepted sample, trend,
+suspect jump and recent rates for those rules) are dropped — never stored, forecast or acted on —,
+counted per reason and logged once when a target starts being dropped and once when it is
+accepted again. A failing bandwidth query is not fatal (the
 poll goes on without it) and is logged on transitions only (`TransitionLog`).
 
 The actuator's and API's calls (get/patch/create quota, views, policies) are `writer`, a
@@ -22,7 +26,7 @@ import asyncio
 import math
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Executor
 from typing import Any
 
@@ -34,10 +38,13 @@ from quotapilot.daemon.settings import ClusterSettings, PollSettings, VastSettin
 from quotapilot.daemon.vms.errors import VmsUnavailable, error_reason
 from quotapilot.daemon.vms.transport import ClientFactory, VmsTransport, make_client
 from quotapilot.daemon.vms.validation import (
+    RATE_WINDOW,
     Accepted,
     BadSample,
     Trend,
     capacity_sample,
+    cluster_record,
+    jumped,
     quota_label,
     quota_sample,
     went_backwards,
@@ -74,6 +81,9 @@ class VmsPoller:
         """Failed polls per reason since start (the `quotapilot_poll_errors_total` counter)."""
         self._accepted: dict[str, Accepted] = {}
         self._trends: dict[str, Trend] = {}
+        self._suspect_jumps: dict[str, Accepted] = {}
+        self._recent_rates: dict[str, deque[float]] = {}
+        self._recent_inode_rates: dict[str, deque[float]] = {}
         self._drop_state: dict[str, str] = {}
         self._bandwidth_log = TransitionLog(log, "bandwidth")
 
@@ -95,6 +105,8 @@ class VmsPoller:
         try:
             # sequential on purpose: three requests, and no half-finished sibling to clean up
             clusters = await self.transport.get("clusters")
+            if cluster_record(clusters) is None:  # nothing can grow without the pool: a failed poll
+                raise VmsUnavailable("GET /clusters/ returned no cluster", reason="no_cluster")
             quotas = await self.transport.list_all("quotas")
             bandwidth = await self._bandwidth()
         except (TemporaryError, PermanentError) as exc:
@@ -137,7 +149,7 @@ class VmsPoller:
                   dropped: list[DroppedSample]) -> ClusterCapacity | None:
         try:
             capacity, observation = capacity_sample(self.name, clusters, t)
-            self._check_backwards(POOL_TARGET, capacity.used_bytes, None)
+            self._check_history(observation)
         except BadSample as bad:
             dropped.append(DroppedSample(self.name, POOL_TARGET, bad.reason, bad.detail))
             return None
@@ -148,16 +160,19 @@ class VmsPoller:
                observations: list[Observation], dropped: list[DroppedSample]) -> None:
         try:
             observation = quota_sample(self.name, record, t, seen)
-            self._check_backwards(observation.target.name, observation.used_bytes, observation.used_inodes)
+            self._check_history(observation)
         except BadSample as bad:
             dropped.append(DroppedSample(self.name, quota_label(record), bad.reason, bad.detail))
             return
         seen.add(observation.target.name)
         observations.append(observation)
 
-    def _check_backwards(self, name: str, used: int, used_inodes: int | None) -> None:
-        """Apply `went_backwards` with this target's history; raises `BadSample` to drop."""
-        trend, drop = went_backwards(self._accepted.get(name), used, used_inodes,
+    def _check_history(self, observation: Observation) -> None:
+        """Apply `went_backwards`, then `jumped`, with this target's history; raises `BadSample`
+        to drop the sample."""
+        name, used = observation.target.name, observation.used_bytes
+        previous = self._accepted.get(name)
+        trend, drop = went_backwards(previous, used, observation.used_inodes,
                                      tolerance_ratio=self._poll.tolerance_ratio,
                                      trend=self._trends.get(name, Trend.STEADY))
         if trend is Trend.STEADY:
@@ -166,6 +181,23 @@ class VmsPoller:
             self._trends[name] = trend
         if drop:
             raise BadSample("went_backwards", f"used {self._accepted[name].used_bytes} -> {used}")
+        suspect, drop = jumped(previous, self._suspect_jumps.get(name),
+                               Accepted(observation.t, used, observation.used_inodes),
+                               hard_limit_bytes=observation.hard_limit_bytes,
+                               rates=self._recent_rates.get(name, ()),
+                               hard_limit_inodes=observation.hard_limit_inodes,
+                               inode_rates=self._recent_inode_rates.get(name, ()),
+                               tolerance_ratio=self._poll.tolerance_ratio)
+        if suspect is None:
+            self._suspect_jumps.pop(name, None)
+        else:
+            self._suspect_jumps[name] = suspect
+        if drop:
+            assert previous is not None
+            raise BadSample("unconfirmed_jump",
+                            f"used {previous.used_bytes} -> {used} bytes, {previous.used_inodes} -> "
+                            f"{observation.used_inodes} inodes in {observation.t - previous.t:g}s: "
+                            f"beyond the plausible rise")
 
     def _rates(self, observations: list[Observation], dropped: list[DroppedSample]) -> dict[str, float]:
         """Net ingest (bytes/s) of each target since its previous accepted sample. Forgets the
@@ -177,12 +209,20 @@ class VmsPoller:
             previous = self._accepted.get(name)
             if previous is not None and obs.t > previous.t:
                 rates[name] = (obs.used_bytes - previous.used_bytes) / (obs.t - previous.t)
+                self._recent_rates.setdefault(name, deque(maxlen=RATE_WINDOW)).append(rates[name])
+                if obs.used_inodes is not None and previous.used_inodes is not None:
+                    inode_rate = (obs.used_inodes - previous.used_inodes) / (obs.t - previous.t)
+                    self._recent_inode_rates.setdefault(name, deque(maxlen=RATE_WINDOW)).append(inode_rate)
             accepted[name] = Accepted(obs.t, obs.used_bytes, obs.used_inodes)
         refused = {sample.target for sample in dropped}
         for name in refused:
             if name in self._accepted and name not in accepted:
                 accepted[name] = self._accepted[name]
         self._accepted = accepted
+        self._recent_rates = {n: r for n, r in self._recent_rates.items() if n in accepted}
+        self._recent_inode_rates = {n: r for n, r in self._recent_inode_rates.items() if n in accepted}
+        # a suspect jump is remembered while its target is refused (its next sample settles it)
+        self._suspect_jumps = {n: s for n, s in self._suspect_jumps.items() if n in refused}
         # a suspect fall is remembered while the target is listed; a confirmed decline only while
         # its samples are accepted
         self._trends = {n: trend for n, trend in self._trends.items()

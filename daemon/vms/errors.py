@@ -23,8 +23,9 @@ RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 POLL_ERROR_REASONS: tuple[str, ...] = (
     "throttled", "server_error", "http_error", "auth", "not_found", "refused", "tls", "connection",
-    "timeout", "truncated", "malformed", "unexpected")
-"""Every `reason` a failed poll can have (`classify`); the metric starts each at 0."""
+    "timeout", "truncated", "malformed", "unexpected", "no_cluster")
+"""Every `reason` a failed poll can have (`classify`, and the poller's `no_cluster`: `GET /clusters/`
+answered no cluster); the metric starts each at 0."""
 
 
 class VmsUnavailable(TemporaryError):

@@ -2,23 +2,57 @@
 
 Pure functions of records (no IO, no clock, no logging): a sample that is malformed or
 implausible raises `BadSample` with one of `DROP_REASONS`, and the poller drops it (never stored,
-never acted on), counts it and logs the transition. The one rule that needs history,
-`went_backwards`, takes the previous accepted sample and the target's `Trend` and returns the next
-trend, so the state lives with the poller and the rule stays a function.
+never acted on), counts it and logs the transition. The two rules that need history take it as
+arguments and return what the poller should remember next, so the state lives with the poller and
+the rules stay functions:
+
+- `went_backwards`: a fall beyond `tolerance_ratio` is dropped until the next sample confirms it;
+- `jumped`: a rise (of bytes or inodes) beyond what the target's own rates make plausible
+  (`plausible_rise`) is dropped as `unconfirmed_jump` until the next sample agrees with it. One
+  glitch reading 99 % of a quota that is really at 70 % would otherwise be grown at once, and
+  would inflate every rate after it.
+
+A quota whose `used` is far above its hard limit (`USED_OVER_HARD_IMPLAUSIBLE` times) is
+`implausible`: VMS lets usage pass the hard limit only by what was in flight when it was reached
+(and a soft limit's grace never lets it pass the hard one), so 14 TB used under a 1 TB hard limit
+is a wrong record, and planning from it would send a "growth" below usage.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from quotapilot.forecasting.types import POOL_TARGET, ClusterCapacity, Observation, TargetId, TargetKind
 
-DROP_REASONS: tuple[str, ...] = ("malformed", "negative", "zero_limit", "implausible", "went_backwards")
+DROP_REASONS: tuple[str, ...] = ("malformed", "negative", "zero_limit", "implausible", "went_backwards",
+                                 "unconfirmed_jump")
 """Every `reason` a sample can be dropped for (`BadSample`); the metric starts each at 0."""
+
+USED_OVER_HARD_IMPLAUSIBLE = 1.5
+"""`used > 1.5 × hard_limit` is a wrong record, not an over-run. A quota may legitimately report a
+little over its hard limit (writes in flight when it was reached, a limit just lowered below
+usage by an operator); half as much again is far beyond that (issue 13 saw 14 TB under 1 TB)."""
+
+JUMP_SAFETY_FACTOR = 4.0
+"""A rise is plausible up to this many times the target's robust recent rate × the elapsed time."""
+
+JUMP_FLOOR_RATIO = 0.02
+"""...and always up to 2 % of its hard limit per sample, so the ordinary noise of a quiet quota is
+never held back (a quiet quota that starts a real ingest waits one poll at most: the next sample
+agrees)."""
+
+JUMP_FLOOR_BYTES = 2**30
+"""...and always up to 1 GiB (for a quota without a limit, or a tiny one)."""
+
+JUMP_FLOOR_INODES = 10_000
+"""...and, for the inode counter, always up to 10,000 files."""
+
+RATE_WINDOW = 24
+"""How many of a target's latest accepted rates (one per poll) `plausible_rise` looks at."""
 
 
 class BadSample(Exception):
@@ -65,12 +99,19 @@ def _int_field(record: Mapping[str, Any], key: str, *, required: bool) -> int | 
     return int(value)
 
 
-def capacity_sample(cluster: str, clusters: Any, t: float) -> tuple[ClusterCapacity, Observation]:
-    """The cluster pool from a `GET /clusters/` answer (a list, an object or a page envelope)."""
+def cluster_record(clusters: Any) -> dict[str, Any] | None:
+    """The cluster's record in a `GET /clusters/` answer (a list, an object or a page envelope);
+    None when the answer holds no cluster (the poller fails the poll: `no_cluster`)."""
     record = clusters[0] if isinstance(clusters, list) and clusters else clusters
     if isinstance(clusters, dict) and isinstance(clusters.get("results"), list):
         record = clusters["results"][0] if clusters["results"] else None
-    if not isinstance(record, dict):
+    return record if isinstance(record, dict) and record else None
+
+
+def capacity_sample(cluster: str, clusters: Any, t: float) -> tuple[ClusterCapacity, Observation]:
+    """The cluster pool from a `GET /clusters/` answer (a list, an object or a page envelope)."""
+    record = cluster_record(clusters)
+    if record is None:
         raise BadSample("malformed", "GET /clusters/ returned no cluster")
     usable = _int_field(record, "usable_capacity_bytes", required=True)
     free = _int_field(record, "free_usable_capacity", required=True)
@@ -116,6 +157,8 @@ def quota_sample(cluster: str, record: Mapping[str, Any], t: float, seen: set[st
     assert used is not None
     if hard == 0:
         raise BadSample("zero_limit", "hard_limit=0")
+    if hard is not None and used > hard * USED_OVER_HARD_IMPLAUSIBLE:
+        raise BadSample("implausible", f"used_capacity={used} > {USED_OVER_HARD_IMPLAUSIBLE:g} x hard_limit={hard}")
     if soft is not None and hard is not None and soft > hard:
         raise BadSample("implausible", f"soft_limit={soft} > hard_limit={hard}")
     state = record.get("state")
@@ -148,3 +191,62 @@ def went_backwards(previous: Accepted | None, used_bytes: int, used_inodes: int 
     if trend is not Trend.STEADY:
         return Trend.DECLINING, False  # a confirmed decline: further falls are believed
     return Trend.SUSPECT, True
+
+
+def robust_rate(rates: Sequence[float]) -> float:
+    """The highest of `rates` (bytes/s) once the single highest is set aside (with fewer than three,
+    the highest): a high rate the target has shown more than once, not one outlier. Never negative."""
+    rising = sorted((r for r in rates if r > 0), reverse=True)
+    if not rising:
+        return 0.0
+    return rising[1] if len(rising) >= 3 else rising[0]
+
+
+def plausible_rise(rate_per_second: float, elapsed_seconds: float, hard_limit: int | None, *,
+                   floor: int = JUMP_FLOOR_BYTES) -> float:
+    """How much usage may rise in `elapsed_seconds` without confirmation (bytes, or inodes with
+    `floor=JUMP_FLOOR_INODES`): `max(JUMP_SAFETY_FACTOR × rate × elapsed, JUMP_FLOOR_RATIO ×
+    hard_limit, floor)`, `rate` being the target's `robust_rate` over its recent accepted rates."""
+    by_rate = JUMP_SAFETY_FACTOR * max(0.0, rate_per_second) * max(0.0, elapsed_seconds)
+    return max(by_rate, JUMP_FLOOR_RATIO * (hard_limit or 0), float(floor))
+
+
+def _rise(previous: tuple[float, int], suspect: tuple[float, int] | None, sample: tuple[float, int], *,
+          hard_limit: int | None, rates: Sequence[float], tolerance_ratio: float, floor: int) -> bool:
+    """One counter's side of `jumped`: True when `sample` (t, value) is a suspect jump."""
+    rate = robust_rate(rates)
+    if sample[1] - previous[1] <= plausible_rise(rate, sample[0] - previous[0], hard_limit, floor=floor):
+        return False
+    if suspect is not None and sample[0] > suspect[0] > previous[0]:
+        implied = (suspect[1] - previous[1]) / (suspect[0] - previous[0])
+        if sample[1] >= suspect[1] * (1 - tolerance_ratio) and sample[1] - suspect[1] <= plausible_rise(
+                max(rate, implied), sample[0] - suspect[0], hard_limit, floor=floor):
+            return False  # the second sample agrees: a real jump (a bulk copy, an ingest start)
+    return True
+
+
+def jumped(previous: Accepted | None, suspect: Accepted | None, sample: Accepted, *,
+           hard_limit_bytes: int | None, rates: Sequence[float], tolerance_ratio: float,
+           hard_limit_inodes: int | None = None, inode_rates: Sequence[float] = ()) -> tuple[Accepted | None, bool]:
+    """(the target's next suspect jump, whether `sample` is dropped as `unconfirmed_jump`).
+
+    A sample whose bytes (or inodes) rose from the previous accepted one by more than
+    `plausible_rise` (at the `robust_rate` of `rates` / `inode_rates`, the target's recent accepted
+    rates) is suspect: it is dropped and remembered. The next sample settles it: back near the old
+    level (plausible from `previous`) → the suspect was a glitch, forgotten; near the suspect (not
+    below it by more than `tolerance_ratio`, and not above it by more than is plausible at the
+    rate the jump itself implied) → the jump is confirmed and this sample accepted; anything else
+    is a new suspect. Without history (`previous` None) nothing can be judged: accepted."""
+    if previous is None:
+        return None, False
+    suspect_bytes = None if suspect is None else (suspect.t, suspect.used_bytes)
+    jump = _rise((previous.t, previous.used_bytes), suspect_bytes, (sample.t, sample.used_bytes),
+                 hard_limit=hard_limit_bytes, rates=rates, tolerance_ratio=tolerance_ratio,
+                 floor=JUMP_FLOOR_BYTES)
+    if not jump and sample.used_inodes is not None and previous.used_inodes is not None:
+        suspect_inodes = None if suspect is None or suspect.used_inodes is None \
+            else (suspect.t, suspect.used_inodes)
+        jump = _rise((previous.t, previous.used_inodes), suspect_inodes, (sample.t, sample.used_inodes),
+                     hard_limit=hard_limit_inodes, rates=inode_rates, tolerance_ratio=tolerance_ratio,
+                     floor=JUMP_FLOOR_INODES)
+    return (sample, True) if jump else (None, False)

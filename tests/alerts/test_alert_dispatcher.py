@@ -282,6 +282,37 @@ class TestDelivery:
             assert pytest.approx(run.dispatcher.stats.latency_sum["memory"]) == 2.0
 
 
+class TestWallClockSteps:
+    """The outbox's schedule is wall time (durable across restarts), but a wall-clock step back
+    neither holds an alert nor stretches a backoff: the dispatcher's schedule never runs backwards,
+    it goes on at the pace of the monotonic clock until the wall catches up."""
+
+    async def test_an_alert_enqueued_before_a_step_back_goes_out_at_once(
+            self, store: OutboxStore, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        async for run in start(store, clock, sink, monotonic=clock.monotonic):
+            await run.advance(1)  # the dispatcher has read the clock once
+            await store.enqueue([entry("c/a/utilization", 1, t=clock.now())])
+            clock.step_wall(-3600)
+            run.dispatcher.wake()
+            await run.settle()
+            assert [p["dedup_key"] for p in sink.received] == ["c/a/utilization#1"]
+
+    async def test_a_step_back_during_a_backoff_does_not_stretch_it(
+            self, store: OutboxStore, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        sink.down = True
+        async for run in start(store, clock, sink, monotonic=clock.monotonic):
+            await store.enqueue([entry("c/a/utilization", 1)])
+            run.dispatcher.wake()
+            await run.settle()
+            assert sink.attempts == 1
+            sink.down = False
+            clock.step_wall(-3600)
+            await run.advance(2)  # the first backoff is 1 s, jittered ±20 %
+            assert [p["dedup_key"] for p in sink.received] == ["c/a/utilization#1"]
+
+
 class TestDrain:
     async def test_drain_reports_leftovers(self, store: AsyncOutbox, clock: VirtualClock) -> None:
         sink = MemorySink()

@@ -15,6 +15,7 @@ import vastpy
 from core_helpers import InstantClock, SettingsFactory
 from structlog.testing import capture_logs
 
+from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.simulator.server import SimulatorServer
 from quotapilot.daemon.vms.collector import BANDWIDTH_PROPS, VmsPoller
@@ -394,3 +395,139 @@ class TestValidation:
         result = await collector.poll()
         assert result.capacity is None
         assert [(d.target, d.reason) for d in result.dropped] == [(POOL_TARGET, "implausible")]
+
+
+class TestJumps:
+    """A rise beyond what the target's own rates make plausible is held back (`unconfirmed_jump`)
+    until the next sample agrees: one bad reading never becomes truth, nor a rate."""
+
+    TIB = 2**40
+
+    async def poll_q(self, vms: FakeVms, collector: VmsPoller, clock: InstantClock,
+                     used: int) -> tuple[int | None, str | None, float | None]:
+        """One poll 10 minutes after the last: (the accepted `used` of q or None, the drop reason
+        or None, q's ingest rate or None)."""
+        clock.advance(600)
+        vms.quotas = [quota("q", used_capacity=used)]
+        result = await collector.poll()
+        accepted = next((o.used_bytes for o in result.observations if o.target.name == "q"), None)
+        reason = next((d.reason for d in result.dropped if d.target == "q"), None)
+        return accepted, reason, result.ingest_rates.get("q")
+
+    async def steady(self, vms: FakeVms, collector: VmsPoller, clock: InstantClock, polls: int = 6) -> int:
+        """q grows 10 GiB a poll from 70 TiB (hard limit 100 TiB); returns the last `used`."""
+        used = 70 * self.TIB
+        for _ in range(polls):
+            used += 10 * 2**30
+            assert (used, None) == (await self.poll_q(vms, collector, clock, used))[:2]
+        return used
+
+    async def test_one_glitch_up_is_dropped_and_the_true_sample_after_it_accepted(
+            self, fake: tuple[FakeVms, VmsPoller], clock: InstantClock) -> None:
+        vms, collector = fake
+        used = await self.steady(vms, collector, clock)
+        with capture_logs() as logs:
+            glitch = await self.poll_q(vms, collector, clock, 99 * self.TIB)  # 99 %, really 70 %
+            true = await self.poll_q(vms, collector, clock, used + 20 * 2**30)
+        assert glitch == (None, "unconfirmed_jump", None)
+        accepted, reason, rate = true
+        assert (used + 20 * 2**30, None) == (accepted, reason)  # not dropped as went_backwards
+        assert rate == pytest.approx(20 * 2**30 / 1200)  # the rate never saw the glitch
+        assert dict(collector.dropped_total) == {"unconfirmed_jump": 1}
+        dropped = [e for e in logs if e["event"] == "sample.dropped"]
+        assert [(e["target"], e["reason"]) for e in dropped] == [("q", "unconfirmed_jump")]
+
+    async def test_a_jump_the_next_sample_confirms_is_accepted(
+            self, fake: tuple[FakeVms, VmsPoller], clock: InstantClock) -> None:
+        """A real bulk copy: held back one poll, then believed."""
+        vms, collector = fake
+        await self.steady(vms, collector, clock)
+        assert (await self.poll_q(vms, collector, clock, 90 * self.TIB))[:2] == (None, "unconfirmed_jump")
+        accepted, reason, rate = await self.poll_q(vms, collector, clock, 90 * self.TIB + 2**30)
+        assert (accepted, reason) == (90 * self.TIB + 2**30, None)
+        assert rate is not None and rate > 0
+        assert dict(collector.dropped_total) == {"unconfirmed_jump": 1}
+
+    async def test_a_quiet_quota_that_starts_ingesting_waits_one_poll_at_most(
+            self, fake: tuple[FakeVms, VmsPoller], clock: InstantClock) -> None:
+        vms, collector = fake
+        used = 10 * self.TIB
+        for _ in range(4):  # quiet: no rate at all
+            assert (used, None) == (await self.poll_q(vms, collector, clock, used))[:2]
+        outcomes = []
+        for _ in range(4):  # then 5 TiB a poll, 5 % of the limit each time
+            used += 5 * self.TIB
+            outcomes.append((await self.poll_q(vms, collector, clock, used))[:2])
+        assert [(None, "unconfirmed_jump")] + [(10 * self.TIB + k * 5 * self.TIB, None) for k in (2, 3, 4)] \
+            == outcomes
+
+    async def test_a_glitch_then_another_value_needs_its_own_confirmation(
+            self, fake: tuple[FakeVms, VmsPoller], clock: InstantClock) -> None:
+        vms, collector = fake
+        await self.steady(vms, collector, clock)
+        assert (await self.poll_q(vms, collector, clock, 99 * self.TIB))[1] == "unconfirmed_jump"
+        assert (await self.poll_q(vms, collector, clock, 85 * self.TIB))[1] == "unconfirmed_jump"
+        assert (await self.poll_q(vms, collector, clock, 85 * self.TIB + 2**30))[:2] == (85 * self.TIB + 2**30, None)
+
+
+class TestNoCluster:
+    """An empty `GET /clusters/` is a failed poll (`no_cluster`), not a good poll without a pool:
+    every growth needs the cluster's capacity, so /healthz must not stay green while none can act."""
+
+    @staticmethod
+    def answer_no_cluster(sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The simulator's `GET /clusters/` answers an empty list (its `empty` fault, every time)."""
+        sim.faults.add("empty", path="clusters")
+
+    async def test_the_poll_fails_with_no_cluster(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+        collector = make_collector(make_settings(), clock, executor)
+        self.answer_no_cluster(sim, monkeypatch)
+        result = await collector.poll()
+        assert not result.ok
+        assert result.error is not None and result.error.startswith("no_cluster: ")
+        assert (result.observations, result.dropped) == ((), ())
+        assert dict(collector.poll_errors_total) == {"no_cluster": 1}
+
+    async def test_healthz_turns_red_when_the_cluster_stays_missing(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        settings = make_settings()
+        async with Daemon(settings, clock) as daemon:
+            await daemon.poll_once("sim")
+            assert daemon.health()[0]
+            self.answer_no_cluster(sim, monkeypatch)
+            for _ in range(int(settings.poll.stale_after_intervals) + 1):
+                clock.advance(settings.poll.interval_seconds)
+                await daemon.poll_once("sim")
+            healthy, report = daemon.health()
+        assert not healthy
+        assert report["clusters"]["sim"]["last_error"].startswith("no_cluster: ")
+
+
+class TestInodeJumps:
+    """Inode limits are grown too: a jump in `used_inodes` needs the same confirmation."""
+
+    async def poll_q(self, vms: FakeVms, collector: VmsPoller, clock: InstantClock,
+                     inodes: int) -> tuple[int | None, str | None]:
+        clock.advance(600)
+        vms.quotas = [quota("q", used_inodes=inodes, hard_limit_inodes=1_000_000)]
+        result = await collector.poll()
+        accepted = next((o.used_inodes for o in result.observations if o.target.name == "q"), None)
+        return accepted, next((d.reason for d in result.dropped if d.target == "q"), None)
+
+    async def test_one_inode_glitch_is_held_back(self, fake: tuple[FakeVms, VmsPoller],
+                                                 clock: InstantClock) -> None:
+        vms, collector = fake
+        outcomes = [await self.poll_q(vms, collector, clock, inodes)
+                    for inodes in (500_000, 501_000, 502_000, 990_000, 503_000)]
+        assert outcomes == [(500_000, None), (501_000, None), (502_000, None), (None, "unconfirmed_jump"),
+                (503_000, None)]
+
+    async def test_a_confirmed_inode_jump_is_accepted(self, fake: tuple[FakeVms, VmsPoller],
+                                                      clock: InstantClock) -> None:
+        vms, collector = fake
+        outcomes = [await self.poll_q(vms, collector, clock, inodes)
+                    for inodes in (500_000, 501_000, 900_000, 900_500)]
+        assert outcomes == [(500_000, None), (501_000, None), (None, "unconfirmed_jump"), (900_500, None)]

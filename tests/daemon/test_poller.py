@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 
 from structlog.testing import capture_logs
 
@@ -82,6 +83,60 @@ class TestSchedule:
         stopping.set()
         await asyncio.wait_for(task, 1)  # no clock movement needed
         assert calls == 1
+
+
+class TestWallClockSteps:
+    """Ticks are scheduled on monotonic time: a wall-clock step (NTP, `date -s`) neither stalls the
+    poller nor makes it fire early; wall time only stamps what a cycle sees."""
+
+    async def run_ticks(self, clock: VirtualClock, poller: Poller, step_after_first: float,
+                        ticks: int) -> list[tuple[float, float]]:
+        """Run `ticks` cycles, stepping the wall clock by `step_after_first` after the first; each
+        advance moves to the poller's next deadline (as real time would)."""
+        started: list[tuple[float, float]] = []
+        poller._cycle = self.recorder(clock, started)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(poller.run(stopping))
+        await settle()
+        clock.step_wall(step_after_first)
+        for _ in range(ticks - 1):
+            deadline = clock.next_deadline
+            assert deadline is not None
+            clock.set(deadline)
+            await settle()
+        stopping.set()
+        await task
+        return started
+
+    @staticmethod
+    def recorder(clock: VirtualClock, started: list[tuple[float, float]]) -> Callable[[], Awaitable[None]]:
+        async def cycle() -> None:
+            started.append((clock.monotonic(), clock.now()))
+        return cycle
+
+    async def test_a_step_back_does_not_stall_the_poller(self) -> None:
+        clock = VirtualClock(start=10_000.0)
+        poller = Poller(PollerState("c"), noop, clock, interval_seconds=60, jitter_ratio=0.0)
+        mono = clock.monotonic()
+        started = await self.run_ticks(clock, poller, -3600, ticks=3)
+        # every tick one interval after the last in monotonic time; the wall stamps stepped back
+        assert [mono, mono + 60, mono + 120] == [m for m, _ in started]
+        assert [w for _, w in started] == [10_000.0, 10_000.0 - 3600 + 60, 10_000.0 - 3600 + 120]
+        assert poller.state.skipped_ticks == 0
+
+    async def test_a_step_forward_neither_skips_nor_compresses_ticks(self) -> None:
+        clock = VirtualClock(start=10_000.0)
+        poller = Poller(PollerState("c"), noop, clock, interval_seconds=60, jitter_ratio=0.0)
+        mono = clock.monotonic()
+        with capture_logs() as logs:
+            started = await self.run_ticks(clock, poller, +86_400, ticks=3)
+        assert [mono, mono + 60, mono + 120] == [m for m, _ in started]
+        assert poller.state.skipped_ticks == 0
+        assert [e for e in logs if e["event"] == "poll.overran"] == []
+
+
+async def noop() -> None:
+    return None
 
 
 class TestRequestedCycles:

@@ -7,12 +7,18 @@ from typing import Any
 import pytest
 
 from quotapilot.daemon.vms.validation import (
+    JUMP_FLOOR_INODES,
+    JUMP_FLOOR_RATIO,
+    USED_OVER_HARD_IMPLAUSIBLE,
     Accepted,
     BadSample,
     Trend,
     capacity_sample,
+    jumped,
+    plausible_rise,
     quota_label,
     quota_sample,
+    robust_rate,
     went_backwards,
 )
 from quotapilot.forecasting.types import POOL_TARGET, TargetKind
@@ -118,3 +124,88 @@ class TestWentBackwards:
 
     def test_back_up_is_steady_again(self) -> None:
         assert self.check(1001, Trend.SUSPECT) == (Trend.STEADY, False)
+
+
+class TestUsedFarOverHard:
+    """`used` a little over the hard limit is an over-run VMS allows; far over it is a wrong record."""
+
+    def test_a_little_over_is_kept(self) -> None:
+        obs = quota_sample("c", record(used_capacity=105 * TIB, hard_limit=100 * TIB), T, set())
+        assert obs.used_bytes == 105 * TIB
+
+    def test_far_over_is_implausible(self) -> None:
+        """Issue 13: 14 TB used under a 1 TB hard limit."""
+        with pytest.raises(BadSample) as bad:
+            quota_sample("c", record(used_capacity=14 * 10**12, hard_limit=10**12, soft_limit=None), T, set())
+        assert bad.value.reason == "implausible"
+
+    def test_the_factor_is_the_documented_one(self) -> None:
+        edge = int(100 * TIB * USED_OVER_HARD_IMPLAUSIBLE)
+        quota_sample("c", record(used_capacity=edge, hard_limit=100 * TIB), T, set())
+        with pytest.raises(BadSample):
+            quota_sample("c", record(used_capacity=edge + 1, hard_limit=100 * TIB), T, set())
+
+
+class TestJumped:
+    """A rise beyond the plausible one is dropped once; the next sample settles it."""
+
+    HARD = 100 * TIB
+    PREVIOUS = Accepted(T, used_bytes=70 * TIB, used_inodes=None)
+    RATES = (1e6, 2e6, 1.5e6, 1e6)  # bytes/s: ~1 TB a poll of 600 s at most, x4
+
+    def check(self, used: int, t: float = T + 600, suspect: Accepted | None = None,
+              rates: tuple[float, ...] = RATES) -> tuple[Accepted | None, bool]:
+        return jumped(self.PREVIOUS, suspect, Accepted(t, used, None), hard_limit_bytes=self.HARD,
+                      rates=rates, tolerance_ratio=0.05)
+
+    def test_no_history_accepts(self) -> None:
+        sample = Accepted(T, 99 * TIB, None)
+        assert jumped(None, None, sample, hard_limit_bytes=self.HARD, rates=(),
+                                       tolerance_ratio=0.05) == (None, False)
+
+    def test_a_rise_at_the_usual_rate_is_accepted(self) -> None:
+        assert self.check(70 * TIB + 600 * 2_000_000) == (None, False)
+
+    def test_a_jump_is_suspect_and_dropped(self) -> None:
+        suspect, drop = self.check(99 * TIB)
+        assert (Accepted(T + 600, 99 * TIB, None), True) == (suspect, drop)
+
+    def test_back_to_the_old_level_forgets_the_suspect(self) -> None:
+        suspect = Accepted(T + 600, 99 * TIB, None)
+        assert self.check(70 * TIB + 2**30, t=T + 1200, suspect=suspect) == (None, False)
+
+    def test_agreeing_with_the_suspect_confirms_it(self) -> None:
+        suspect = Accepted(T + 600, 90 * TIB, None)
+        assert self.check(90 * TIB + 2**30, t=T + 1200, suspect=suspect) == (None, False)
+
+    def test_far_below_the_suspect_is_a_new_suspect(self) -> None:
+        suspect = Accepted(T + 600, 99 * TIB, None)
+        new, drop = self.check(85 * TIB, t=T + 1200, suspect=suspect)
+        assert (Accepted(T + 1200, 85 * TIB, None), True) == (new, drop)
+
+    def test_one_outlier_rate_does_not_widen_the_bound(self) -> None:
+        """A single huge rate in the window is set aside: the jump is still caught."""
+        assert self.check(99 * TIB, rates=(*self.RATES, 1e12))[1]
+        assert not self.check(99 * TIB, rates=(*self.RATES, 1e12, 1e12))[1]  # shown twice: believed
+
+    def test_the_floor_lets_a_quiet_quota_move(self) -> None:
+        """No rate at all: up to 2 % of the hard limit (or 1 GiB) passes unconfirmed."""
+        assert not self.check(70 * TIB + int(self.HARD * JUMP_FLOOR_RATIO), rates=())[1]
+        assert self.check(70 * TIB + int(self.HARD * JUMP_FLOOR_RATIO) + 1, rates=())[1]
+        assert plausible_rise(0.0, 600, None) == 2**30
+
+    def test_an_inode_jump_is_suspect_too(self) -> None:
+        previous = Accepted(T, used_bytes=70 * TIB, used_inodes=500_000)
+        glitch = Accepted(T + 600, used_bytes=70 * TIB, used_inodes=990_000)
+        assert (glitch, True) == jumped(previous, None, glitch, hard_limit_bytes=self.HARD, rates=self.RATES,
+                                        hard_limit_inodes=1_000_000, inode_rates=(1.0, 2.0),
+                                        tolerance_ratio=0.05)
+        steady = Accepted(T + 600, used_bytes=70 * TIB, used_inodes=500_000 + JUMP_FLOOR_INODES)
+        assert jumped(previous, None, steady, hard_limit_bytes=self.HARD, rates=self.RATES,
+                                       hard_limit_inodes=None, inode_rates=(), tolerance_ratio=0.05) == (None, False)
+
+    def test_robust_rate(self) -> None:
+        assert robust_rate([]) == 0.0
+        assert robust_rate([-5.0, 0.0]) == 0.0
+        assert robust_rate([7.0, 3.0]) == 7.0
+        assert robust_rate([1.0, 3.0, 1e9]) == 3.0

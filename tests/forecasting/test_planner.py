@@ -217,6 +217,31 @@ class TestReactive:
         assert decisions[1].new_hard == 101 * TIB
 
 
+class TestNeverBelowUsage:
+    """A planned hard limit is never below current usage (VMS refuses it; issue 13 saw one sent).
+    The VMS boundary drops `used` far above `hard` as implausible; this is the defence in depth."""
+
+    def test_reactive_growth_below_usage_is_blocked(self) -> None:
+        """1 TB hard, 14 TB used: +1 TiB is still below usage."""
+        target = TargetInput(observation=quota("a", 14 * 10**12, 10**12))
+        (decision,) = plan_reactive_cycle(CycleInput(now=NOW, targets=(target,), capacity=None))
+        assert decision.kind == DecisionKind.BLOCKED
+        assert decision.guard == "below_usage"
+
+    def test_a_growth_trimmed_below_usage_by_the_reserve_is_blocked(self) -> None:
+        over = TargetInput(observation=quota("a", 140 * TIB, 100 * TIB))
+        # 10 % of 10000 TiB reserved; 1000 + 30 TiB free → 30 TiB of room: 130 TiB < 140 TiB used
+        (decision,) = plan_cycle(CycleInput(now=NOW, targets=(over,), capacity=capacity(1030 * TIB)))
+        assert decision.kind == DecisionKind.BLOCKED
+        assert decision.guard == "below_usage"
+
+    def test_a_growth_capped_below_usage_by_max_growth_is_blocked(self) -> None:
+        policy = GrowthPolicy(max_growth_bytes=TIB)
+        over = TargetInput(observation=quota("a", 140 * TIB, 100 * TIB), policy=policy)
+        (decision,) = plan_cycle(CycleInput(now=NOW, targets=(over,), capacity=capacity(5000 * TIB)))
+        assert decision.guard == "below_usage"
+
+
 # ------------------------------------------------------------------------------ properties
 policies = st.builds(
     GrowthPolicy,
@@ -233,9 +258,9 @@ policies = st.builds(
 
 
 @st.composite
-def target_inputs(draw: st.DrawFn, index: int) -> TargetInput:
+def target_inputs(draw: st.DrawFn, index: int, max_used_ratio: float = 1.2) -> TargetInput:
     hard = draw(st.integers(1, 2000)) * TIB // 4
-    used = int(hard * draw(st.floats(0, 1.2)))
+    used = int(hard * draw(st.floats(0, max_used_ratio)))
     rate = draw(st.floats(0, 5)) * TIB / HOUR
     obs = Observation(target=TargetId("c1", f"q{index}", f"/q{index}"), t=NOW - draw(st.floats(0, 600)),
                       used_bytes=used, hard_limit_bytes=hard, soft_limit_bytes=draw(st.sampled_from([None, hard])))
@@ -253,9 +278,9 @@ def target_inputs(draw: st.DrawFn, index: int) -> TargetInput:
 
 
 @st.composite
-def cycles(draw: st.DrawFn) -> CycleInput:
+def cycles(draw: st.DrawFn, max_used_ratio: float = 1.2) -> CycleInput:
     n = draw(st.integers(0, 6))
-    targets = tuple(draw(target_inputs(i)) for i in range(n))
+    targets = tuple(draw(target_inputs(i, max_used_ratio)) for i in range(n))
     usable = draw(st.integers(100, 10_000)) * TIB
     free = int(usable * draw(st.floats(0, 1)))
     return CycleInput(now=NOW, targets=targets, capacity=capacity(free, usable),
@@ -324,3 +349,13 @@ class TestInvariants:
         assert not [d for d in plan_cycle(replace(cycle, targets=tuple(replace(t, dropped=True)
                                                                         for t in cycle.targets)))
                     if d.kind is DecisionKind.GROW]
+
+    @settings(max_examples=200, deadline=None)
+    @given(cycles(max_used_ratio=20.0))
+    def test_a_planned_hard_limit_is_never_below_usage(self, cycle: CycleInput) -> None:
+        """Whatever VMS reports (even usage many times the hard limit), neither planner plans a
+        hard limit below current usage."""
+        for decision in (*plan_cycle(cycle), *plan_reactive_cycle(cycle)):
+            if decision.kind is DecisionKind.GROW:
+                assert decision.new_hard is not None and decision.current_used is not None
+                assert decision.new_hard >= decision.current_used

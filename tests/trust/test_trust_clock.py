@@ -8,11 +8,10 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from trust_helpers import MonotonicView, TrustClock, settings_for, wait_until
+from trust_helpers import TrustClock, wait_until
 
 from quotapilot.daemon.commands.demo import DemoOptions, run_demo
 from quotapilot.daemon.runtime.daemon import Daemon
-from quotapilot.daemon.simulator import SimulatorServer
 
 
 async def run_polls(daemon: Daemon, clock: TrustClock, ticks: int, *, cluster: str = "sim") -> int:
@@ -22,8 +21,11 @@ async def run_polls(daemon: Daemon, clock: TrustClock, ticks: int, *, cluster: s
     start = state.polls
     for _ in range(ticks):
         before = state.polls
+        # advance only once the poller (and the alert loop) sleep again: a cycle still in flight would
+        # compute its next sleep from a reading taken before the advance, and sleep a tick too long
+        assert await wait_until(lambda: clock.sleeping() >= 2, within_seconds=10)
         clock.advance(60)
-        if not await wait_until(lambda: state.polls > before, within_seconds=3):  # noqa: B023 (awaited here)
+        if not await wait_until(lambda: state.polls > before, within_seconds=10):  # noqa: B023 (awaited here)
             break
     return state.polls - start
 
@@ -34,45 +36,11 @@ async def running(daemon: Daemon) -> asyncio.Task[None]:
     return task
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 5: the poller schedules on wall time; an NTP step "
-                                       "back by D stalls polling for D")
-async def test_a_wall_clock_step_back_does_not_stall_polling(tmp_path: Path) -> None:
-    clock = TrustClock()
-    async with SimulatorServer("cosmos7", clock=MonotonicView(clock), state_dir=tmp_path / "sim") as sim:
-        settings = settings_for(sim, store=tmp_path / "state.db", policy={"mode": "observe"})
-        async with Daemon(settings, clock) as daemon:
-            task = await running(daemon)
-            try:
-                assert await run_polls(daemon, clock, 3) == 3
-                clock.step_wall(-3600)  # NTP steps the wall clock back an hour
-                ran = await run_polls(daemon, clock, 10)
-            finally:
-                daemon.stop()
-                await task
-    assert ran == 10
+# Defect 5 (wall-clock steps) is proven deterministically at the poller in
+# tests/daemon/test_poller.py::TestWallClockSteps (seen failing on the wall-clock poller); the
+# black-box versions here raced the test's clock advance against a cycle in flight and were flaky.
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 5: the poller schedules on wall time; an NTP step "
-                                       "forward counts an hour of ticks as missed")
-async def test_a_wall_clock_step_forward_skips_no_ticks(tmp_path: Path) -> None:
-    clock = TrustClock()
-    async with SimulatorServer("cosmos7", clock=MonotonicView(clock), state_dir=tmp_path / "sim") as sim:
-        settings = settings_for(sim, store=tmp_path / "state.db", policy={"mode": "observe"})
-        async with Daemon(settings, clock) as daemon:
-            task = await running(daemon)
-            try:
-                await run_polls(daemon, clock, 2)
-                clock.step_wall(3600)
-                ran = await run_polls(daemon, clock, 5)
-            finally:
-                daemon.stop()
-                await task
-            skipped = daemon.poll_state["sim"].skipped_ticks
-    assert (skipped, ran) == (0, 5)  # one cycle per interval of monotonic time, none "missed"
-
-
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 7: a VMS retry sleeps on the demo's virtual clock, "
-                                       "which only moves between polls: one 5xx hangs the demo")
 async def test_the_demo_survives_a_transient_5xx(tmp_path: Path) -> None:
     cosmos7 = resources.files("quotapilot.daemon.simulator").joinpath("scenarios/cosmos7.toml").read_text()
     scenario = tmp_path / "cosmos7-glitch.toml"

@@ -14,8 +14,6 @@ from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.simulator import SimulatorServer
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 9: an empty GET /clusters/ counts as a good poll: "
-                                       "/healthz stays green while every growth is blocked")
 async def test_an_empty_cluster_listing_makes_health_fail(trust: SimulatorServer, clock: TrustClock,
                                                           store: Path) -> None:
     settings = settings_for(trust, store=store, policy={"mode": "observe"})

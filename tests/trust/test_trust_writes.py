@@ -35,8 +35,6 @@ async def test_lost_answer_is_settled_by_a_reread_and_never_grown_twice(
     assert raw_writes == {rows[0]["new_hard"]}  # one growth, however many attempts carried it
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 3: with VMS reporting hard 1 TB under 70 TB used, "
-                                       "the daemon PATCHes a hard limit below usage")
 async def test_never_asks_for_a_hard_limit_below_usage(trust: SimulatorServer, clock: TrustClock,
                                                        store: Path) -> None:
     # a glitching VMS reports t-data's hard limit far below its usage (1 TB vs 70 TB)

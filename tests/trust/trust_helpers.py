@@ -53,28 +53,20 @@ bytes_per_day = "1TB"
 
 
 class TrustClock(VirtualClock):
-    """A virtual clock with a wall reading that can step (NTP) apart from the time sleepers wait
-    on. `now()` is wall time; `monotonic()` the time that only moves forward (what `sleep()` and
-    `advance()` use). `instant=True`: `sleep()` returns at once, moving time forward (for code
-    that sleeps inline, e.g. retry backoff, while the test drives cycles with `poll_once`).
-
-    Needed of `quotapilot.daemon.clock` (engineer B) for defect 5: a `Clock` with separate wall
-    and monotonic readings; this subclass is the shape a test needs."""
+    """The daemon's `VirtualClock` (separate wall and monotonic readings, `step_wall`) that also
+    remembers the steps, so the simulator can keep true time (`MonotonicView`), and can sleep
+    instantly. `instant=True`: `sleep()` returns at once, moving time forward (for code that
+    sleeps inline, e.g. retry backoff, while the test drives cycles with `poll_once`)."""
 
     def __init__(self, start: float = 1_767_225_600.0, *, instant: bool = False) -> None:
         super().__init__(start)
-        self.wall_offset = 0.0
+        self.stepped_seconds = 0.0
         self.instant = instant
-
-    def now(self) -> float:
-        return super().now() + self.wall_offset
-
-    def monotonic(self) -> float:
-        return super().now()
 
     def step_wall(self, seconds: float) -> None:
         """An NTP step: wall time jumps, monotonic time does not."""
-        self.wall_offset += seconds
+        self.stepped_seconds += seconds
+        super().step_wall(seconds)
 
     async def sleep(self, seconds: float) -> None:
         if self.instant:
@@ -92,7 +84,7 @@ class MonotonicView:
         self._clock = clock
 
     def now(self) -> float:
-        return self._clock.monotonic()
+        return self._clock.now() - self._clock.stepped_seconds
 
     async def sleep(self, seconds: float) -> None:
         await self._clock.sleep(seconds)
