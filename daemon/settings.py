@@ -425,6 +425,48 @@ class ManagedView(Group):
     hard_limit_inodes: int | None = Field(None, gt=0, description="Initial inode limit.")
 
 
+def _parse_plan_duration(value: object) -> float:
+    """A duration that may also be given in years (`"1y"` = 365 days) or months (`"6mo"` = 30
+    days each): procurement and planning horizons are long."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        for unit, seconds in (("mo", 30 * 86400.0), ("y", 365 * 86400.0)):
+            number = text.removesuffix(unit).strip()
+            if text.endswith(unit) and number.replace(".", "", 1).isdigit():
+                return float(number) * seconds
+    return parse_duration(value)
+
+
+PlanSeconds = Annotated[float, BeforeValidator(_parse_plan_duration), Field(ge=0)]
+"""A duration in seconds; config accepts `3600`, `"8w"`, `"6mo"`, `"1y"`."""
+
+
+class CapacitySettings(Group):
+    """`[capacity]`: pool capacity planning (per VMS cluster pool and per filesystem)."""
+
+    thresholds: tuple[Ratio, ...] = Field(
+        (0.8, 0.9), min_length=1, description="Planning thresholds (of usable capacity); the lowest is the "
+        "one an expansion must be installed before.")
+    procurement_lead_time: PlanSeconds | None = Field(
+        None, description="Time from order to installed capacity, e.g. \"8w\"; with it the plan has an "
+        "order-by date (the pessimistic threshold date minus this).")
+    plan_horizon: PlanSeconds = Field(
+        365 * 86400.0, gt=0, description="How long an expansion should last, e.g. \"1y\".")
+    price_per_tb: float | None = Field(
+        None, ge=0, description="Price of one TB (10^12 bytes) of usable capacity, once.")
+    price_per_tb_month: float | None = Field(
+        None, ge=0, description="Price of one TB of usable capacity per month (leases, cloud).")
+    alert_lead_time: PlanSeconds = Field(
+        30 * 86400.0, description="The \"order capacity by …\" alert fires this long before the order-by "
+        "date (critical once it has passed).")
+
+    @model_validator(mode="after")
+    def _ratios(self) -> CapacitySettings:
+        if any(ratio > 1 for ratio in self.thresholds):
+            raise FieldProblem("thresholds", "each threshold must be <= 1")
+        return self
+
+
 # ----------------------------------------------------------------------------------- the root
 class Settings(BaseSettings):
     """The whole configuration."""
@@ -443,6 +485,7 @@ class Settings(BaseSettings):
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)  # type: ignore[arg-type]
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
     views: tuple[ManagedView, ...] = ()
+    capacity: CapacitySettings = Field(default_factory=CapacitySettings)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _cross_group(self) -> Settings:
