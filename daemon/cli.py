@@ -27,6 +27,7 @@ _HANDLERS: dict[str, str] = {
     "pause": "quotapilot.daemon.commands.client:cmd_pause",
     "resume": "quotapilot.daemon.commands.client:cmd_resume",
     "preflight": "quotapilot.daemon.commands.client:cmd_preflight",
+    "capacity": "quotapilot.daemon.commands.capacity:cmd_capacity",
 }
 
 
@@ -109,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--needed-for", default=None, help="how long the room is needed (e.g. 6h)")
     _daemon_url_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("capacity", help="pool capacity plan: threshold dates, order-by date, size, cost")
+    _daemon_url_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plot", type=Path, default=None, metavar="FILE",
+                   help="draw usage, forecast band, thresholds and the order-by date (needs matplotlib)")
     return parser
 
 

@@ -459,6 +459,9 @@ class CapacitySettings(Group):
     alert_lead_time: PlanSeconds = Field(
         30 * 86400.0, description="The \"order capacity by …\" alert fires this long before the order-by "
         "date (critical once it has passed).")
+    alert_for: PlanSeconds = Field(
+        86400.0, description="The order alert fires once its condition has held this long (a young "
+        "forecast swings).")
 
     @model_validator(mode="after")
     def _ratios(self) -> CapacitySettings:

@@ -39,6 +39,7 @@ DAY = 86400.0
 TB = 10**12
 """Prices are per decimal terabyte, as storage is sold."""
 DEFAULT_PLANNING_THRESHOLDS: tuple[float, ...] = (0.8, 0.9)
+BAND_STEP_SECONDS = DAY
 EXTEND_WINDOW_SECONDS = 7 * DAY
 """The slope a path is extended at is its mean slope over the forecast's last week (or its whole
 span when shorter)."""
@@ -108,6 +109,9 @@ class PoolPlan:
     """The model whose paths the plan extends (None: no forecast yet)."""
     provisional: bool = False
     """The forecast was the labelled stopgap (not enough history for the model)."""
+    band: tuple[tuple[float, float, float, float], ...] = ()
+    """The extended forecast as `(t, p10, p50, p90)` once a `BAND_STEP_SECONDS` from `t` to the
+    plan horizon (what `quotapilot capacity --plot` draws)."""
 
     def threshold(self, ratio: float) -> Runway | None:
         for runway in self.thresholds:
@@ -182,12 +186,16 @@ def plan_pool(*, name: str, kind: str, now: float, usable_bytes: int, used_bytes
     needed_usable = float(np.interp(horizon_end, times, paths["p50"])) / order_ratio
     order_bytes = max(0, math.ceil(needed_usable - usable_bytes))
     order_logical = None if drr is None else math.ceil(order_bytes * drr)
+    band_t = np.arange(now, horizon_end + 1e-6, BAND_STEP_SECONDS, dtype=np.float64)
+    band_levels = [np.interp(band_t, times, paths[q]) for q in QUANTILES]
+    band = tuple((float(t), float(lo), float(mid), float(hi))
+                 for t, lo, mid, hi in zip(band_t, *band_levels, strict=True))
     return PoolPlan(name=name, kind=kind, t=now, usable_bytes=usable_bytes, used_bytes=used_bytes,
                     thresholds=thresholds, horizon_end=horizon_end, order_ratio=order_ratio,
                     order_by=order_by, order_bytes=order_bytes, order_logical_bytes=order_logical,
                     drr=drr, headroom_bytes=headroom_bytes,
                     cost=_cost(policy, order_bytes, headroom_bytes, drr),
-                    forecast_model=forecast.model, provisional=provisional)
+                    forecast_model=forecast.model, provisional=provisional, band=band)
 
 
 def _cost(policy: CapacityPolicy, order_bytes: int | None, headroom_bytes: int | None,

@@ -90,6 +90,8 @@ class ClusterCapacity:
     free_bytes: int
     quotas_allocated_bytes: int | None = None
     state: str = "ONLINE"
+    drr: float | None = None
+    """Data reduction ratio (logical / physical) as VMS reports it (`drr`); None when absent."""
 
 
 QUANTILES: tuple[str, ...] = ("p10", "p50", "p90")

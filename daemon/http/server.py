@@ -16,6 +16,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from quotapilot.daemon.http.api import add_api_routes
+from quotapilot.daemon.http.capacity import add_capacity_routes
+from quotapilot.daemon.stages.capacity import CapacityStage
 
 if TYPE_CHECKING:
     from quotapilot.daemon.runtime.daemon import Daemon
@@ -42,6 +44,7 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     add_api_routes(app, daemon)
+    add_capacity_routes(app, lambda: next((s.view for s in daemon.stages if isinstance(s, CapacityStage)), None))
     return app
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector as PrometheusCollector
@@ -47,6 +47,7 @@ from quotapilot.daemon.runtime.snapshot import (
 from quotapilot.daemon.runtime.supervisor import Supervisor, TaskFactory, sleep_unless
 from quotapilot.daemon.settings import Settings, systemd_notify_environment
 from quotapilot.daemon.stages.alerting import AlertingStage
+from quotapilot.daemon.stages.capacity import CapacityStage
 from quotapilot.daemon.stages.forecast import ForecastStage
 from quotapilot.daemon.stages.growth import GrowthStage
 from quotapilot.daemon.stages.store import StoreStage
@@ -70,6 +71,8 @@ def build_stages(daemon: Daemon) -> list[Stage]:
     stages.append(ForecastStage.for_daemon(daemon))              # FORECAST (issue 4)
     stages.append(GrowthStage.for_daemon(daemon))                # GROWTH (issue 5)
     stages.append(AlertingStage.for_daemon(daemon))              # ALERTS (issue 6)
+    stages.append(CapacityStage(daemon.settings.capacity, daemon.clock,  # CAPACITY (issue 18), after alerting
+                                raise_alerts=cast(AlertingStage, stages[-1]).raise_conditions))
     return stages
 
 
@@ -80,6 +83,7 @@ def build_collectors(daemon: Daemon) -> list[PrometheusCollector]:
     collectors.extend(s.collector() for s in daemon.stages if isinstance(s, ForecastStage))  # FORECAST (issue 4)
     collectors.extend(s.metrics() for s in daemon.stages if isinstance(s, GrowthStage))  # GROWTH (issue 5)
     collectors.extend(s.collector() for s in daemon.stages if isinstance(s, AlertingStage))  # ALERTS (issue 6)
+    collectors.extend(s.collector() for s in daemon.stages if isinstance(s, CapacityStage))  # CAPACITY (issue 18)
     return collectors
 
 

@@ -424,6 +424,18 @@ class AlertingStage:
             self.dispatcher.wake()
         return made
 
+    async def raise_conditions(self, conditions: Sequence[Any]) -> int:
+        """Evaluate conditions another stage concluded (capacity planning's "order capacity by …")
+        through the same state machine, outbox and sinks; returns notifications made."""
+        if not conditions:
+            return 0
+        async with self._lock:
+            states = await self.states()
+            made = await self._apply(states, conditions, self.clock.now())
+        if made and self.sinks:
+            self.dispatcher.wake()
+        return made
+
     async def _apply(self, states: dict[str, AlertState], conditions: Sequence[Any], now: float) -> int:
         result = evaluate(states, conditions, self.config, now)
         per_note = [self._entries(note, now) for note in result.notifications]

@@ -237,6 +237,15 @@ class _Accepted:
     used_inodes: int | None
 
 
+def _drr(value: object) -> float | None:
+    """VMS's data reduction ratio, when it is a plausible one (>= 1 is not required: a pool of
+    incompressible data with metadata overhead may report slightly below 1)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    ratio = float(value)
+    return ratio if math.isfinite(ratio) and ratio > 0 else None
+
+
 def _int_field(record: Mapping[str, Any], key: str, *, required: bool) -> int | None:
     """An integer field of a VMS record; raises `_Bad` when malformed."""
     value = record.get(key)
@@ -451,7 +460,8 @@ class Collector:
         state = record.get("state")
         capacity = ClusterCapacity(cluster=self.name, t=t, usable_bytes=usable, used_bytes=used,
                                    free_bytes=free, quotas_allocated_bytes=allocated,
-                                   state=state if isinstance(state, str) else "UNKNOWN")
+                                   state=state if isinstance(state, str) else "UNKNOWN",
+                                   drr=_drr(record.get("drr")))
         observations.append(Observation(
             target=TargetId(self.name, POOL_TARGET, "/", TargetKind.POOL), t=t,
             used_bytes=used, hard_limit_bytes=usable, state=capacity.state))
