@@ -40,7 +40,7 @@ ALERT_KINDS: tuple[str, ...] = (
     "utilization", "utilization_inodes", "runway", "runway_inodes", "quota_state", "ingest_anomaly",
     "growth", "growth_inodes", "growth_would_grow", "growth_would_grow_inodes",
     "growth_blocked", "growth_blocked_inodes", "growth_failed", "growth_failed_inodes",
-    "collector", "daemon", "capacity_order",
+    "collector", "daemon", "capacity_order", "filesystem_unreachable",
 )
 """Every `kind` the rules produce (the `kind` label of quotapilot_alerts_firing: bounded)."""
 
@@ -431,7 +431,7 @@ def capacity_order_conditions(plans: Iterable[PoolPlan], *, now: float, alert_le
         if plan.order_bytes is None:
             continue
         target = POOL_TARGET if plan.kind == "cluster" else plan.name
-        cluster = plan.name if plan.kind == "cluster" else "_filesystems"
+        cluster = plan.name if plan.kind == "cluster" else "filesystems"
         window = alert_lead_seconds * (1.0 + hysteresis_ratio if (due_before or {}).get(plan.name) else 1.0)
         severity: Severity | None = None
         summary = f"{plan.name}: no capacity order due within {runway_in_words(alert_lead_seconds)}"

@@ -470,6 +470,52 @@ class CapacitySettings(Group):
         return self
 
 
+class EventSettings(Group):
+    """`[events]`: every decision (growth intent, result, blocked), alert transition and mode change
+    as a JSON event (`deploy/events.schema.json`), delivered at least once through the outbox."""
+
+    mqtt: MqttSettings | None = Field(
+        None, description="Publish events on this broker as {topic_prefix}/events/<type>, QoS 1 "
+        "(`[events.mqtt]`, the same fields as `[alerts.mqtt]`).")
+    webhooks: tuple[WebhookSettings, ...] = Field(
+        (), description="POST every event (as JSON) to these receivers (`[[events.webhooks]]`; format is ignored).")
+    retry_backoffs_seconds: tuple[float, ...] = Field(
+        (1, 2, 5, 10, 30, 60, 120, 300), description="Delivery retry delays per sink (jittered).")
+    max_age_seconds: Seconds = Field(
+        7 * 86400.0, description="Undelivered events older than this are dropped (and counted).")
+
+
+class FilesystemTarget(Group):
+    """`[[filesystems]]`: a mounted filesystem watched like a quota (bytes and inodes from statvfs)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="Short name: the `target` label in metrics and alert ids.")
+    path: Path = Field(description="The mount point (or any directory on the filesystem).")
+    tier: Literal["hot", "warm", "cold"] = Field("warm", description="Storage tier: the `tier` label; "
+                                                 "selects the tier's alert thresholds.")
+    warning_at: Ratio | None = Field(None, description="Utilization warning (default: the tier's).")
+    critical_at: Ratio | None = Field(None, description="Utilization critical (default: the tier's).")
+
+
+class FilesystemSettings(Group):
+    """`[filesystem]`: how filesystems are polled and tiers alerted."""
+
+    statvfs_timeout_seconds: Seconds = Field(
+        5.0, gt=0, description="A statvfs that takes longer (a hung NFS mount) makes the target unreachable.")
+    tier_thresholds: dict[str, tuple[Ratio, Ratio]] = Field(
+        default_factory=lambda: {"hot": (0.8, 0.9), "warm": (0.8, 0.9), "cold": (0.8, 0.9)},
+        description="(warning_at, critical_at) of utilization per tier.")
+
+    @model_validator(mode="after")
+    def _tiers(self) -> FilesystemSettings:
+        for tier, (warning, critical) in self.tier_thresholds.items():
+            if tier not in ("hot", "warm", "cold"):
+                raise FieldProblem("tier_thresholds", f"unknown tier {tier!r} (hot, warm, cold)")
+            if warning > critical:
+                raise FieldProblem("tier_thresholds", f"{tier}: warning must be <= critical")
+        return self
+
+
 # ----------------------------------------------------------------------------------- the root
 class Settings(BaseSettings):
     """The whole configuration."""
@@ -489,6 +535,9 @@ class Settings(BaseSettings):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
     views: tuple[ManagedView, ...] = ()
     capacity: CapacitySettings = Field(default_factory=CapacitySettings)  # type: ignore[arg-type]
+    events: EventSettings = Field(default_factory=EventSettings)  # type: ignore[arg-type]
+    filesystems: tuple[FilesystemTarget, ...] = Field((), description="Mounted filesystems to watch.")
+    filesystem: FilesystemSettings = Field(default_factory=FilesystemSettings)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _cross_group(self) -> Settings:

@@ -19,6 +19,7 @@ POOL_TARGET = "pool"
 class TargetKind(enum.StrEnum):
     QUOTA = "quota"
     POOL = "pool"
+    FILESYSTEM = "filesystem"
 
 
 class Dimension(enum.StrEnum):
@@ -40,6 +41,8 @@ class TargetId:
     name: str
     path: str
     kind: TargetKind = TargetKind.QUOTA
+    tier: str | None = None
+    """A filesystem's storage tier ("hot", "warm", "cold"); None for quotas and pools."""
 
     @property
     def key(self) -> str:

@@ -31,6 +31,10 @@ from prometheus_client.registry import Collector as PrometheusCollector
 
 from quotapilot.daemon import __version__
 from quotapilot.daemon.clock import Clock, SystemClock
+from quotapilot.daemon.events import EventStage
+from quotapilot.daemon.fs.alerts import FilesystemAlertStage
+from quotapilot.daemon.fs.collector import FilesystemCollector
+from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER
 from quotapilot.daemon.http.metrics import GuardedCollector, SnapshotCollector, TargetCollector, TargetText
 from quotapilot.daemon.http.server import HttpServer
 from quotapilot.daemon.logs import get_logger
@@ -53,6 +57,7 @@ from quotapilot.daemon.stages.growth import GrowthStage
 from quotapilot.daemon.stages.store import StoreStage
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.observations import ObservationStore
+from quotapilot.daemon.store.outbox import OutboxStore
 from quotapilot.daemon.vms.collector import Collector
 
 log = get_logger(__name__)
@@ -71,8 +76,13 @@ def build_stages(daemon: Daemon) -> list[Stage]:
     stages.append(ForecastStage.for_daemon(daemon))              # FORECAST (issue 4)
     stages.append(GrowthStage.for_daemon(daemon))                # GROWTH (issue 5)
     stages.append(AlertingStage.for_daemon(daemon))              # ALERTS (issue 6)
+    alerting = cast(AlertingStage, stages[-1])
     stages.append(CapacityStage(daemon.settings.capacity, daemon.clock,  # CAPACITY (issue 18), after alerting
-                                raise_alerts=cast(AlertingStage, stages[-1]).raise_conditions))
+                                raise_alerts=alerting.raise_conditions))
+    stages.append(EventStage(daemon.settings.events, daemon.clock, OutboxStore(daemon.db),  # EVENTS (issue 18), last
+                             alert_states=alerting.states, mode=lambda: daemon.snapshot.mode))
+    stages.insert(-1, FilesystemAlertStage(daemon.settings, alerting.raise_conditions))  # FILESYSTEMS (issue 18)
+    daemon.add_task("events", cast(EventStage, stages[-1]).run)
     return stages
 
 
@@ -84,6 +94,8 @@ def build_collectors(daemon: Daemon) -> list[PrometheusCollector]:
     collectors.extend(s.metrics() for s in daemon.stages if isinstance(s, GrowthStage))  # GROWTH (issue 5)
     collectors.extend(s.collector() for s in daemon.stages if isinstance(s, AlertingStage))  # ALERTS (issue 6)
     collectors.extend(s.collector() for s in daemon.stages if isinstance(s, CapacityStage))  # CAPACITY (issue 18)
+    collectors.extend(s.collector() for s in daemon.stages if isinstance(s, EventStage))  # EVENTS (issue 18)
+    collectors.extend(c.metrics() for c in daemon.collectors.values() if isinstance(c, FilesystemCollector))  # FS (18)
     return collectors
 
 
@@ -165,6 +177,10 @@ class Daemon:
                                       stopping=self.supervisor.stopping)
                 collector.log_tls_mode()
                 self.collectors[cluster.name] = collector
+            if settings.filesystems:  # FILESYSTEMS (issue 18): statvfs targets, cycled as a pseudo-cluster
+                self.collectors[FILESYSTEM_CLUSTER] = FilesystemCollector(  # type: ignore[assignment]  # the Collector's polling contract
+                    settings.filesystems, settings.filesystem, self.clock)
+                self.poll_state[FILESYSTEM_CLUSTER] = PollerState(FILESYSTEM_CLUSTER)
             if self._stages_override is None:
                 self.stages = build_stages(self)
             elif callable(self._stages_override):

@@ -27,7 +27,7 @@ from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
 from quotapilot.daemon.settings import CapacitySettings
 from quotapilot.forecasting.capacity import CapacityPolicy, PoolPlan, plan_pool, quota_headroom
-from quotapilot.forecasting.types import POOL_TARGET, Dimension, TargetId, TargetKind
+from quotapilot.forecasting.types import POOL_TARGET, Dimension, Forecast, TargetId, TargetKind
 
 log = get_logger(__name__)
 
@@ -78,7 +78,18 @@ class CapacityStage:
 
     async def on_cycle(self, ctx: CycleContext) -> None:
         poll = ctx.poll
-        if not poll.ok or poll.capacity is None:
+        if not poll.ok:
+            return
+        filesystems = [plan_pool(name=obs.target.name, kind=POOL_KIND_FILESYSTEM, now=ctx.now,
+                                 usable_bytes=obs.hard_limit_bytes or 0, used_bytes=obs.used_bytes,
+                                 forecast=_forecast_of(ctx, obs.target), policy=self.policy)
+                       for obs in poll.observations if obs.target.kind is TargetKind.FILESYSTEM]
+        for plan in filesystems:
+            self._plans[(POOL_KIND_FILESYSTEM, plan.name)] = plan
+        if filesystems:
+            self._publish(ctx.now)
+            await self._raise(filesystems, ctx.now)
+        if poll.capacity is None:
             return
         capacity = poll.capacity
         pool = TargetId(capacity.cluster, POOL_TARGET, "/", TargetKind.POOL)
@@ -92,16 +103,26 @@ class CapacityStage:
                          provisional=series is not None and series.forecast is None and forecast is not None)
         self._plans[(POOL_KIND_CLUSTER, capacity.cluster)] = plan
         self._publish(ctx.now)
-        if self.raise_alerts is not None and self.settings.procurement_lead_time is not None:
-            conditions = capacity_order_conditions(
-                [plan], now=ctx.now, alert_lead_seconds=self.settings.alert_lead_time,
-                for_seconds=self.settings.alert_for, due_before=self._due)
-            for condition in conditions:
-                self._due[plan.name] = condition.severity is not None
-            await self.raise_alerts(conditions)
+        await self._raise([plan], ctx.now)
+
+    async def _raise(self, plans: Sequence[PoolPlan], now: float) -> None:
+        if self.raise_alerts is None or self.settings.procurement_lead_time is None:
+            return
+        conditions = capacity_order_conditions(
+            plans, now=now, alert_lead_seconds=self.settings.alert_lead_time,
+            for_seconds=self.settings.alert_for, due_before=self._due)
+        for condition in conditions:
+            self._due[condition.target if condition.target != POOL_TARGET else condition.cluster] = \
+                condition.severity is not None
+        await self.raise_alerts(conditions)
 
     def _publish(self, now: float) -> None:
         self.view = CapacityView(t=now, plans=MappingProxyType(dict(self._plans)))
+
+
+def _forecast_of(ctx: CycleContext, target: TargetId) -> Forecast | None:
+    series = ctx.forecasts.get((target, Dimension.BYTES))
+    return None if series is None else (series.forecast or series.provisional)
 
 
 # ---------------------------------------------------------------------------------- metrics

@@ -378,7 +378,7 @@ def _summary_samples(view: ForecastView) -> Iterator[tuple[str, Labels, Labels, 
         if dimension is not Dimension.BYTES:
             continue
         base = (("cluster", target.cluster), ("path", target.path),
-                ("target", target.name if target.kind is TargetKind.QUOTA else POOL_TARGET))
+                ("target", target.name if target.kind is not TargetKind.POOL else POOL_TARGET))
         for way in series.runways or series.provisional_runways:
             threshold = threshold_label(way.threshold_ratio)
             for path_quantile, runway_quantile in RUNWAY_QUANTILE_LABELS.items():

@@ -29,7 +29,7 @@ class TestCapacityOrderConditions:
     def test_ids_and_summary(self) -> None:
         [cluster] = capacity_order_conditions([plan(10)], now=T0, alert_lead_seconds=30 * DAY)
         [fs] = capacity_order_conditions([plan(10, kind="filesystem")], now=T0, alert_lead_seconds=30 * DAY)
-        assert (cluster.alert_id, fs.alert_id) == ("c1/pool/capacity_order", "_filesystems/c1/capacity_order")
+        assert (cluster.alert_id, fs.alert_id) == ("c1/pool/capacity_order", "filesystems/c1/capacity_order")
         assert cluster.summary.startswith("order capacity for c1 by 2026-01-15: 100 TB usable")
 
     def test_hysteresis_keeps_a_due_order_due(self) -> None:
