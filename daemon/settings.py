@@ -495,6 +495,11 @@ class FilesystemTarget(Group):
                                                  "selects the tier's alert thresholds.")
     warning_at: Ratio | None = Field(None, description="Utilization warning (default: the tier's).")
     critical_at: Ratio | None = Field(None, description="Utilization critical (default: the tier's).")
+    command: tuple[str, ...] = Field(
+        (), description="Growth action, run without a shell in enforce mode (e.g. [\"lvextend\", \"-L\", "
+        "\"+{grow_bytes}B\", \"/dev/vg/data\"]); placeholders {name} {path} {grow_bytes} {new_size_bytes}. "
+        "Empty: recommendations only (audited as would_grow).")
+    command_timeout: Seconds = Field(60.0, gt=0, description="The growth command is killed after this.")
 
 
 class FilesystemSettings(Group):

@@ -221,3 +221,43 @@ def quota_headroom(pairs: Sequence[tuple[int, int | None]]) -> int:
     """Headroom granted by quotas: the sum of `hard_limit - used` over (used, hard_limit) pairs
     with a limit (a quota over its limit grants nothing, it does not subtract)."""
     return sum(max(0, hard - used) for used, hard in pairs if hard)
+
+
+@dataclass(frozen=True, slots=True)
+class GrowthRecommendation:
+    """How much a filesystem should grow, and why (the numbers behind it)."""
+
+    grow_bytes: int
+    new_size_bytes: int
+    reason: str
+
+
+def filesystem_growth(*, used_bytes: int, size_bytes: int, forecast: Forecast | None, now: float,
+                      grow_at: float, target_utilization: float, lead_time_seconds: float,
+                      horizon_seconds: float, step_bytes: int, min_growth_bytes: int) -> GrowthRecommendation | None:
+    """A filesystem's growth, by the quota rule: due when usage is at `grow_at` of its size or the
+    pessimistic (p90) path reaches it within `lead_time_seconds`; sized so that the p90 path stays
+    under `target_utilization` until now + `horizon_seconds` (the forecast's last level where the
+    horizon is beyond it), rounded up to `step_bytes`, at least `min_growth_bytes`. None: not due."""
+    if size_bytes <= 0:
+        return None
+    trigger = grow_at * size_bytes
+    ahead = _level(forecast, now + lead_time_seconds, float(used_bytes))
+    if used_bytes < trigger and ahead < trigger:
+        return None
+    needed = _level(forecast, now + horizon_seconds, float(used_bytes)) / target_utilization
+    steps = max(1, math.ceil((needed - size_bytes) / step_bytes)) if step_bytes > 0 else 1
+    grow = max(min_growth_bytes, steps * step_bytes)
+    why = (f"at {used_bytes / size_bytes:.0%} of its size" if used_bytes >= trigger else
+           f"the p90 forecast reaches {grow_at:.0%} within {lead_time_seconds / 3600:g} h")
+    return GrowthRecommendation(grow_bytes=grow, new_size_bytes=size_bytes + grow,
+                                reason=f"{why}; +{grow} bytes keep p90 under {target_utilization:.0%} "
+                                       f"for {horizon_seconds / 3600:g} h")
+
+
+def _level(forecast: Forecast | None, t: float, fallback: float) -> float:
+    """The pessimistic (p90) level at `t`, the forecast's last where `t` is beyond it."""
+    if forecast is None or not len(forecast.times):
+        return fallback
+    level = forecast.at(t, "p90")
+    return float(forecast.p90[-1]) if level is None else max(level, fallback)

@@ -34,6 +34,7 @@ from quotapilot.daemon.clock import Clock, SystemClock
 from quotapilot.daemon.events import EventStage
 from quotapilot.daemon.fs.alerts import FilesystemAlertStage
 from quotapilot.daemon.fs.collector import FilesystemCollector
+from quotapilot.daemon.fs.growth import FilesystemGrowthStage
 from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER
 from quotapilot.daemon.http.metrics import GuardedCollector, SnapshotCollector, TargetCollector, TargetText
 from quotapilot.daemon.http.server import HttpServer
@@ -55,6 +56,7 @@ from quotapilot.daemon.stages.capacity import CapacityStage
 from quotapilot.daemon.stages.forecast import ForecastStage
 from quotapilot.daemon.stages.growth import GrowthStage
 from quotapilot.daemon.stages.store import StoreStage
+from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.observations import ObservationStore
 from quotapilot.daemon.store.outbox import OutboxStore
@@ -82,6 +84,7 @@ def build_stages(daemon: Daemon) -> list[Stage]:
     stages.append(EventStage(daemon.settings.events, daemon.clock, OutboxStore(daemon.db),  # EVENTS (issue 18), last
                              alert_states=alerting.states, mode=lambda: daemon.snapshot.mode))
     stages.insert(-1, FilesystemAlertStage(daemon.settings, alerting.raise_conditions))  # FILESYSTEMS (issue 18)
+    stages.insert(stages.index(alerting), FilesystemGrowthStage(daemon.settings, daemon.clock, ActionStore(daemon.db)))
     daemon.add_task("events", cast(EventStage, stages[-1]).run)
     return stages
 

@@ -5,6 +5,7 @@ others."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -148,3 +149,54 @@ class TestHungMount:
         assert [o.target.name for o in third.observations] == ["local", "nas"]
         events = [(e["event"], e.get("target")) for e in logs if e["event"].startswith("filesystem.")]
         assert events == [("filesystem.unreachable", "nas"), ("filesystem.recovered", "nas")]
+
+
+def growth_settings(tmp_path: Path, mode: str, filesystems: list[dict[str, Any]]) -> Any:
+    return load_settings(None, **{
+        "store": {"path": str(tmp_path / "state.db")}, "http": {"listen": "127.0.0.1:0"},
+        "poll": {"interval_seconds": HOUR, "jitter_ratio": 0.0}, "forecast": {"workers": 0},
+        "policy": {"mode": mode, "overrides": [{"match": str(tmp_path / "*"), "step_bytes": "1MiB",
+                                                "min_growth_bytes": "1MiB"}]},
+        "filesystems": filesystems,
+    })
+
+
+class TestFilesystemGrowth:
+    """A filesystem grows by a configured command (here: remounting a real tmpfs larger), run
+    without a shell, bounded, verified by statvfs and audited; observe mode is a dry run."""
+
+    @pytest.mark.skipif(shutil.which("mount") is None, reason="no mount(8)")
+    async def test_enforce_runs_the_command_and_verifies(self, tmp_path: Path) -> None:
+        with tmpfs(tmp_path / "a") as a, tmpfs(tmp_path / "b") as b, tmpfs(tmp_path / "c") as c:
+            remount = ["mount", "-o", "remount,size={new_size_bytes}", "{path}"]
+            settings = growth_settings(tmp_path, "enforce", [
+                {"name": "a", "path": str(a), "tier": "hot", "command": remount},
+                {"name": "b", "path": str(b), "tier": "warm", "command": ["false"]},
+                {"name": "c", "path": str(c), "tier": "cold", "command": ["sleep", "10"], "command_timeout": 0.2}])
+            for directory in (a, b, c):
+                fill(directory, "data", int(3.2 * MIB))   # 80 % of 4 MiB: over grow_at 75 %
+            async with Daemon(settings, VirtualClock()) as daemon:
+                ctx = await daemon.poll_once(FILESYSTEM_CLUSTER)
+                audit = {r["target"]: r for r in daemon.db.query("SELECT * FROM actions")}
+            size_a = os.statvfs(a).f_blocks * os.statvfs(a).f_frsize
+        outcomes = {o.target.name: o for o in ctx.actions}
+        # 3.2 MiB / 0.70 = 4.6 MiB → +1 MiB (the step): 5 MiB
+        assert (str(outcomes["a"].status), outcomes["a"].new_hard, size_a) == ("verified", 5 * MIB, 5 * MIB)
+        assert str(outcomes["b"].status) == "failed" and "exited 1" in outcomes["b"].reason
+        assert str(outcomes["c"].status) == "failed" and "killed after 0.2 s" in outcomes["c"].reason
+        assert {name: row["status"] for name, row in audit.items()} == {"a": "verified", "b": "failed", "c": "failed"}
+        assert json.loads(audit["a"]["detail"])["command"] == ["mount", "-o", f"remount,size={5 * MIB}", str(a)]
+
+    @pytest.mark.skipif(shutil.which("mount") is None, reason="no mount(8)")
+    async def test_observe_mode_is_a_dry_run(self, tmp_path: Path) -> None:
+        with tmpfs(tmp_path / "a") as a:
+            settings = growth_settings(tmp_path, "observe", [
+                {"name": "a", "path": str(a), "command": ["mount", "-o", "remount,size={new_size_bytes}", "{path}"]}])
+            fill(a, "data", int(3.2 * MIB))
+            async with Daemon(settings, VirtualClock()) as daemon:
+                ctx = await daemon.poll_once(FILESYSTEM_CLUSTER)
+                [row] = daemon.db.query("SELECT * FROM actions")
+            size = os.statvfs(a).f_blocks * os.statvfs(a).f_frsize
+        [outcome] = ctx.actions
+        assert (str(outcome.status), size) == ("would_grow", 4 * MIB)   # nothing ran
+        assert row["status"] == "would_grow" and json.loads(row["detail"])["command"][-1] == str(a)
