@@ -75,10 +75,13 @@ class TestFilesystemTiers:
                                       if e["event"] == "alert.raised" and (e["alert_id"], e["severity"]) not in raised)
                         clock.advance(HOUR)
                     registry = daemon.registry
-                    labels = {"cluster": FILESYSTEM_CLUSTER, "target": "nvme", "path": str(hot)}
+                    # a filesystem is a target like a quota, with kind and tier labels
+                    labels = {"cluster": FILESYSTEM_CLUSTER, "target": "nvme", "path": str(hot),
+                              "kind": "filesystem", "tier": "hot"}
                     used = registry.get_sample_value("quotapilot_target_used_bytes", labels)
                     runway = registry.get_sample_value("quotapilot_target_runway_seconds",
                                                        {**labels, "threshold": "1.0", "quantile": "0.5"})
+                    text = daemon.target_text.render(daemon.snapshot)   # what GET /metrics serves
                     nvme = next(o for o in ctx.poll.observations if o.target.name == "nvme")
                     forecast = ctx.forecasts.get((nvme.target, Dimension.BYTES))
                     tier = registry.get_sample_value("quotapilot_filesystem_info", {
@@ -89,6 +92,8 @@ class TestFilesystemTiers:
                     capacity = next(s for s in daemon.stages if isinstance(s, CapacityStage)).view
         assert not [e for e in logs if e["event"] == "stage.failed"]  # growth, capacity … take the pseudo-cluster
         assert tier == 1.0
+        assert (f'quotapilot_target_used_bytes{{cluster="filesystems",path="{hot}",target="nvme",kind="filesystem",'
+                f'tier="hot"}} {float(nvme.used_bytes)!r}') in text
         assert reachable == {"nvme": 1.0, "nas": 1.0, "gone": 0.0}
         plans = {plan.name: plan for plan in capacity.ordered() if plan.kind == "filesystem"}
         assert set(plans) == {"nvme", "nas"}
