@@ -4,7 +4,8 @@ delivered at least once to MQTT (`{prefix}/events/<type>`, QoS 1) and webhooks t
 outbox.
 
     intent      the planner wants to grow a quota (a GROW decision, before any write)
-    blocked     a guard said no (a BLOCKED decision: `data.guard`, `data.reason`)
+    blocked     a guard said no (a BLOCKED decision: `data.guard`, `data.reason`) — when it starts
+                blocking a series (or the guard changes), not again every poll it holds
     result      the audited outcome of an action (`data.action_id` is the audit row; `data.status`
                 verified, would_grow, failed, blocked, paused, …)
     alert       an alert fired, escalated, de-escalated or resolved (not a re-notification)
@@ -38,7 +39,7 @@ from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
 from quotapilot.daemon.settings import EventSettings
 from quotapilot.daemon.store.outbox import OutboxStore
-from quotapilot.forecasting.types import ActionOutcome, Decision, DecisionKind
+from quotapilot.forecasting.types import ActionOutcome, Decision, DecisionKind, Dimension, TargetId
 
 log = get_logger(__name__)
 
@@ -204,6 +205,7 @@ class EventStage:
         self.published: Counter[str] = Counter()
         """Events enqueued since start, by type."""
         self._alerts: AlertView | None = None
+        self._blocked: dict[tuple[TargetId, Dimension], str | None] = {}
         self._mode: str | None = None
         self._lock = asyncio.Lock()
         self._ran = False
@@ -219,7 +221,22 @@ class EventStage:
                 await sink.close()
 
     async def on_cycle(self, ctx: CycleContext) -> None:
-        await self.publish_now(ctx.now, decision_events(ctx.decisions, ctx.actions, mode=self._current_mode()))
+        if not self.sinks:
+            return  # nothing to deliver to: not even the alert states are read
+        events = decision_events(ctx.decisions, ctx.actions, mode=self._current_mode())
+        await self.publish_now(ctx.now, self._blocked_transitions(ctx, events))
+
+    def _blocked_transitions(self, ctx: CycleContext, events: list[Event]) -> list[Event]:
+        """A guard that holds cycle after cycle (a pause, a cooldown) is one `blocked` event when it
+        starts blocking a series (or another guard takes over), not one per poll."""
+        blocking = {(d.target, d.dimension): d.guard for d in ctx.decisions if d.kind is DecisionKind.BLOCKED}
+        cluster = ctx.poll.cluster
+        before = {key: guard for key, guard in self._blocked.items() if key[0].cluster == cluster}
+        for key in before:
+            del self._blocked[key]
+        self._blocked.update(blocking)
+        fresh = {f"{t.cluster}/{t.name}/{d}" for (t, d), guard in blocking.items() if before.get((t, d), "") != guard}
+        return [e for e in events if e.type != "blocked" or e.id.split("/blocked@")[0] in fresh]
 
     async def publish_now(self, now: float, events: Sequence[Event] = ()) -> int:
         """Enqueue `events` plus the alert transitions and mode change since the last call."""

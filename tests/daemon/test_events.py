@@ -141,3 +141,19 @@ class TestEventStage:
             assert last[0]["dedup_key"] == "c1/raw/utilization#2"
         finally:
             db.close()
+
+    async def test_a_standing_guard_is_one_blocked_event(self, tmp_path: Path) -> None:
+        db = Database(tmp_path / "s.db")
+        try:
+            stage = EventStage(load_settings(None).events, VirtualClock(T0), OutboxStore(db), sinks=[RecordingSink()])
+            for minute, guard in enumerate(("cluster_reserve", "cluster_reserve", "paused", "paused")):
+                now = T0 + 60 * minute
+                ctx = CycleContext(poll=PollResult(cluster="c1", t=now), now=now)
+                decision = blocked()
+                ctx.decisions.append(Decision(**{**{f: getattr(decision, f) for f in decision.__slots__},
+                                                 "t": now, "guard": guard}))
+                await stage.on_cycle(ctx)
+            rows = db.query("SELECT payload FROM outbox WHERE sink = 'events-test' ORDER BY id")
+            assert [json.loads(r["payload"])["data"]["guard"] for r in rows] == ["cluster_reserve", "paused"]
+        finally:
+            db.close()
