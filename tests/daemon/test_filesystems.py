@@ -205,3 +205,16 @@ class TestFilesystemGrowth:
         [outcome] = ctx.actions
         assert (str(outcome.status), size) == ("would_grow", 4 * MIB)   # nothing ran
         assert row["status"] == "would_grow" and json.loads(row["detail"])["command"][-1] == str(a)
+
+
+class TestFilesystemsOnly:
+    """A deployment of filesystems without a VAST cluster is valid; with neither it is not."""
+
+    def test_validate_for_run(self, tmp_path: Path) -> None:
+        from quotapilot.daemon.commands.check_config import validate_for_run
+        from quotapilot.daemon.errors import ConfigError
+
+        validate_for_run(load_settings(None, filesystems=[{"name": "data", "path": str(tmp_path)}]))
+        with pytest.raises(ConfigError) as err:
+            validate_for_run(load_settings(None))
+        assert err.value.field == "clusters"
