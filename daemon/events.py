@@ -179,6 +179,15 @@ class MqttEventSink(MqttSink):
     async def send(self, payload: Mapping[str, Any]) -> None:
         await self._publish(self.event_topic(str(payload["type"])), payload, retain=False)
 
+    async def _drop_client(self) -> None:
+        # A broker that went away leaves the lost connection's error in the client's
+        # disconnected-future; read it, or asyncio reports "exception was never retrieved".
+        client = self._client
+        disconnected: asyncio.Future[None] | None = getattr(client, "_disconnected", None)
+        if disconnected is not None and disconnected.done() and not disconnected.cancelled():
+            disconnected.exception()
+        await super()._drop_client()
+
 
 # ------------------------------------------------------------------------------------- stage
 AlertStates = Callable[[], Awaitable[Mapping[str, AlertState]]]
