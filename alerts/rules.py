@@ -27,7 +27,8 @@ from quotapilot.alerts.model import (
     Status,
     alert_id,
 )
-from quotapilot.alerts.words import runway_in_words
+from quotapilot.alerts.words import iso8601, runway_in_words
+from quotapilot.forecasting.capacity import PoolPlan
 from quotapilot.forecasting.types import POOL_TARGET
 
 DAEMON_CLUSTER = "_daemon"
@@ -39,7 +40,7 @@ ALERT_KINDS: tuple[str, ...] = (
     "utilization", "utilization_inodes", "runway", "runway_inodes", "quota_state", "ingest_anomaly",
     "growth", "growth_inodes", "growth_would_grow", "growth_would_grow_inodes",
     "growth_blocked", "growth_blocked_inodes", "growth_failed", "growth_failed_inodes",
-    "collector", "daemon",
+    "collector", "daemon", "capacity_order", "filesystem_unreachable",
 )
 """Every `kind` the rules produce (the `kind` label of quotapilot_alerts_firing: bounded)."""
 
@@ -413,6 +414,39 @@ def task_conditions(tasks: Iterable[TaskHealth]) -> list[Condition]:
             for_seconds=0.0)
         for task in tasks
     ]
+
+
+def capacity_order_conditions(plans: Iterable[PoolPlan], *, now: float, alert_lead_seconds: float,
+                              for_seconds: float = 86400.0, due_before: Mapping[str, bool] | None = None,
+                              hysteresis_ratio: float = 0.25) -> list[Condition]:
+    """"Order capacity by …": warning from `alert_lead_seconds` before a pool's order-by date,
+    critical once it has passed, after the condition has held `for_seconds` (a young forecast
+    swings; a purchase is not a matter of hours). A pool whose order was due at the previous
+    evaluation (`due_before[plan.name]`) stays due until its order-by date moves more than
+    `hysteresis_ratio` × the lead beyond the window, or beyond the plan horizon. Says nothing for a
+    plan without an order-by date that could not be sized (no forecast), so missing data never
+    resolves it. Plans without a procurement lead time have no order-by date: pass none."""
+    conditions = []
+    for plan in plans:
+        if plan.order_bytes is None:
+            continue
+        target = POOL_TARGET if plan.kind == "cluster" else plan.name
+        cluster = plan.name if plan.kind == "cluster" else "filesystems"
+        window = alert_lead_seconds * (1.0 + hysteresis_ratio if (due_before or {}).get(plan.name) else 1.0)
+        severity: Severity | None = None
+        summary = f"{plan.name}: no capacity order due within {runway_in_words(alert_lead_seconds)}"
+        if plan.order_by is not None and now >= plan.order_by - window:
+            severity = Severity.CRITICAL if now >= plan.order_by else Severity.WARNING
+            order_tb = plan.order_bytes / 10**12
+            summary = (f"order capacity for {plan.name} by {iso8601(plan.order_by)[:10]}: "
+                       f"{order_tb:,.0f} TB usable to stay under {plan.order_ratio:.0%} for the plan horizon")
+        conditions.append(Condition(
+            alert_id=alert_id(cluster, target, "capacity_order"), kind="capacity_order", cluster=cluster,
+            target=target, path="/", severity=severity, summary=summary,
+            value=None if plan.order_by is None else plan.order_by - now, threshold=plan.order_ratio,
+            runway_seconds=None if plan.order_by is None else max(0.0, plan.order_by - now),
+            for_seconds=for_seconds))
+    return conditions
 
 
 # ------------------------------------------------------------------------------ state machine

@@ -29,6 +29,7 @@ _HANDLERS: dict[str, str] = {
     "preflight": "quotapilot.daemon.commands.client:cmd_preflight",
     "replay": "quotapilot.daemon.commands.replay:cmd_replay",
     "import-history": "quotapilot.daemon.commands.import_history:cmd_import_history",
+    "capacity": "quotapilot.daemon.commands.capacity:cmd_capacity",
 }
 
 
@@ -135,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", default=None, help="how far back (default: [history] lookback, 28d)")
     p.add_argument("--dry-run", action="store_true", help="fetch and match, write nothing")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p = sub.add_parser("capacity", help="pool capacity plan: threshold dates, order-by date, size, cost")
+    _daemon_url_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plot", type=Path, default=None, metavar="FILE",
+                   help="draw usage, forecast band, thresholds and the order-by date (needs matplotlib)")
     return parser
 
 

@@ -500,6 +500,102 @@ class HistorySettings(Group):
         return self
 
 
+def _parse_plan_duration(value: object) -> float:
+    """A duration that may also be given in years (`"1y"` = 365 days) or months (`"6mo"` = 30
+    days each): procurement and planning horizons are long."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        for unit, seconds in (("mo", 30 * 86400.0), ("y", 365 * 86400.0)):
+            number = text.removesuffix(unit).strip()
+            if text.endswith(unit) and number.replace(".", "", 1).isdigit():
+                return float(number) * seconds
+    return parse_duration(value)
+
+
+PlanSeconds = Annotated[float, BeforeValidator(_parse_plan_duration), Field(ge=0)]
+"""A duration in seconds; config accepts `3600`, `"8w"`, `"6mo"`, `"1y"`."""
+
+
+class CapacitySettings(Group):
+    """`[capacity]`: pool capacity planning (per VMS cluster pool and per filesystem)."""
+
+    thresholds: tuple[Ratio, ...] = Field(
+        (0.8, 0.9), min_length=1, description="Planning thresholds (of usable capacity); the lowest is the "
+        "one an expansion must be installed before.")
+    procurement_lead_time: PlanSeconds | None = Field(
+        None, description="Time from order to installed capacity, e.g. \"8w\"; with it the plan has an "
+        "order-by date (the pessimistic threshold date minus this).")
+    plan_horizon: PlanSeconds = Field(
+        365 * 86400.0, gt=0, description="How long an expansion should last, e.g. \"1y\".")
+    price_per_tb: float | None = Field(
+        None, ge=0, description="Price of one TB (10^12 bytes) of usable capacity, once.")
+    price_per_tb_month: float | None = Field(
+        None, ge=0, description="Price of one TB of usable capacity per month (leases, cloud).")
+    alert_lead_time: PlanSeconds = Field(
+        30 * 86400.0, description="The \"order capacity by …\" alert fires this long before the order-by "
+        "date (critical once it has passed).")
+    alert_for: PlanSeconds = Field(
+        86400.0, description="The order alert fires once its condition has held this long (a young "
+        "forecast swings).")
+
+    @model_validator(mode="after")
+    def _ratios(self) -> CapacitySettings:
+        if any(ratio > 1 for ratio in self.thresholds):
+            raise FieldProblem("thresholds", "each threshold must be <= 1")
+        return self
+
+
+class EventSettings(Group):
+    """`[events]`: every decision (growth intent, result, blocked), alert transition and mode change
+    as a JSON event (`deploy/events.schema.json`), delivered at least once through the outbox."""
+
+    mqtt: MqttSettings | None = Field(
+        None, description="Publish events on this broker as {topic_prefix}/events/<type>, QoS 1 "
+        "(`[events.mqtt]`, the same fields as `[alerts.mqtt]`).")
+    webhooks: tuple[WebhookSettings, ...] = Field(
+        (), description="POST every event (as JSON) to these receivers (`[[events.webhooks]]`; format is ignored).")
+    retry_backoffs_seconds: tuple[float, ...] = Field(
+        (1, 2, 5, 10, 30, 60, 120, 300), description="Delivery retry delays per sink (jittered).")
+    max_age_seconds: Seconds = Field(
+        7 * 86400.0, description="Undelivered events older than this are dropped (and counted).")
+
+
+class FilesystemTarget(Group):
+    """`[[filesystems]]`: a mounted filesystem watched like a quota (bytes and inodes from statvfs)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="Short name: the `target` label in metrics and alert ids.")
+    path: Path = Field(description="The mount point (or any directory on the filesystem).")
+    tier: Literal["hot", "warm", "cold"] = Field("warm", description="Storage tier: the `tier` label; "
+                                                 "selects the tier's alert thresholds.")
+    warning_at: Ratio | None = Field(None, description="Utilization warning (default: the tier's).")
+    critical_at: Ratio | None = Field(None, description="Utilization critical (default: the tier's).")
+    command: tuple[str, ...] = Field(
+        (), description="Growth action, run without a shell in enforce mode (e.g. [\"lvextend\", \"-L\", "
+        "\"+{grow_bytes}B\", \"/dev/vg/data\"]); placeholders {name} {path} {grow_bytes} {new_size_bytes}. "
+        "Empty: recommendations only (audited as would_grow).")
+    command_timeout: Seconds = Field(60.0, gt=0, description="The growth command is killed after this.")
+
+
+class FilesystemSettings(Group):
+    """`[filesystem]`: how filesystems are polled and tiers alerted."""
+
+    statvfs_timeout_seconds: Seconds = Field(
+        5.0, gt=0, description="A statvfs that takes longer (a hung NFS mount) makes the target unreachable.")
+    tier_thresholds: dict[str, tuple[Ratio, Ratio]] = Field(
+        default_factory=lambda: {"hot": (0.8, 0.9), "warm": (0.8, 0.9), "cold": (0.8, 0.9)},
+        description="(warning_at, critical_at) of utilization per tier.")
+
+    @model_validator(mode="after")
+    def _tiers(self) -> FilesystemSettings:
+        for tier, (warning, critical) in self.tier_thresholds.items():
+            if tier not in ("hot", "warm", "cold"):
+                raise FieldProblem("tier_thresholds", f"unknown tier {tier!r} (hot, warm, cold)")
+            if warning > critical:
+                raise FieldProblem("tier_thresholds", f"{tier}: warning must be <= critical")
+        return self
+
+
 # ----------------------------------------------------------------------------------- the root
 class Settings(BaseSettings):
     """The whole configuration."""
@@ -519,6 +615,10 @@ class Settings(BaseSettings):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
     views: tuple[ManagedView, ...] = ()
     history: HistorySettings = Field(default_factory=HistorySettings)  # type: ignore[arg-type]
+    capacity: CapacitySettings = Field(default_factory=CapacitySettings)  # type: ignore[arg-type]
+    events: EventSettings = Field(default_factory=EventSettings)  # type: ignore[arg-type]
+    filesystems: tuple[FilesystemTarget, ...] = Field((), description="Mounted filesystems to watch.")
+    filesystem: FilesystemSettings = Field(default_factory=FilesystemSettings)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _cross_group(self) -> Settings:

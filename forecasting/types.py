@@ -19,6 +19,7 @@ POOL_TARGET = "pool"
 class TargetKind(enum.StrEnum):
     QUOTA = "quota"
     POOL = "pool"
+    FILESYSTEM = "filesystem"
 
 
 class Dimension(enum.StrEnum):
@@ -40,6 +41,8 @@ class TargetId:
     name: str
     path: str
     kind: TargetKind = TargetKind.QUOTA
+    tier: str | None = None
+    """A filesystem's storage tier ("hot", "warm", "cold"); None for quotas and pools."""
 
     @property
     def key(self) -> str:
@@ -90,6 +93,8 @@ class ClusterCapacity:
     free_bytes: int
     quotas_allocated_bytes: int | None = None
     state: str = "ONLINE"
+    drr: float | None = None
+    """Data reduction ratio (logical / physical) as VMS reports it (`drr`); None when absent."""
 
 
 QUANTILES: tuple[str, ...] = ("p10", "p50", "p90")

@@ -22,11 +22,11 @@ from quotapilot.daemon.store.open import probe
 
 
 def validate_for_run(settings: Settings) -> None:
-    """What the settings model cannot check alone: at least one cluster, secret files that can
+    """What the settings model cannot check alone: at least one cluster or filesystem, secret files that can
     be read and are not empty, a `ca_file` that is a PEM CA bundle. Raises `ConfigError` naming
     the field."""
-    if not settings.clusters:
-        raise ConfigError("clusters", "at least one [[clusters]] table is required")
+    if not settings.clusters and not settings.filesystems:  # filesystems alone are a valid deployment (issue 18)
+        raise ConfigError("clusters", "at least one [[clusters]] (or [[filesystems]]) table is required")
     for i, cluster in enumerate(settings.clusters):
         for field in ("token_file", "password_file"):
             if getattr(cluster, field) is None:

@@ -40,6 +40,7 @@ from quotapilot.daemon.logs import TransitionLog, get_logger
 from quotapilot.daemon.runtime.snapshot import ClusterState, Snapshot, TargetState
 from quotapilot.daemon.vms.errors import POLL_ERROR_REASONS
 from quotapilot.daemon.vms.validation import DROP_REASONS
+from quotapilot.forecasting.types import TargetId, TargetKind
 
 log = get_logger(__name__)
 _T = TypeVar("_T")
@@ -194,14 +195,23 @@ def _target_values(state: TargetState) -> tuple[float | None, ...]:
 
 
 def _target_families(snapshot: Snapshot) -> Iterator[Metric]:
-    families = [GaugeMetricFamily(name, doc, labels=TARGET_LABELS) for name, doc in _TARGET_GAUGES]
+    families = [Metric(name, doc, "gauge") for name, doc in _TARGET_GAUGES]
     for cluster in snapshot.clusters.values():
         for state in cluster.targets.values():
-            labels = [cluster.name, state.target.name, state.target.path]
+            labels = dict(zip(TARGET_LABELS, [cluster.name, state.target.name, state.target.path], strict=True))
+            labels.update(extra_target_labels(state.target))
             for family, value in zip(families, _target_values(state), strict=True):
                 if value is not None:
-                    family.add_metric(labels, value)
+                    family.add_sample(family.name, labels, value)
     yield from families
+
+
+def extra_target_labels(target: TargetId) -> dict[str, str]:
+    """A filesystem target's `kind="filesystem"` and `tier` labels (issue 18); quotas and pools
+    keep the documented three labels, so every existing series keeps its identity."""
+    if target.kind is not TargetKind.FILESYSTEM:
+        return {}
+    return {"kind": str(target.kind), "tier": target.tier or ""}
 
 
 def format_sample_value(value: float) -> str:
@@ -230,8 +240,10 @@ class TargetText:
         lines: list[list[str]] = [[] for _ in _TARGET_GAUGES]
         name_label = escape_label_value(cluster.name)
         for state in cluster.targets.values():
+            extra = "".join(f',{key}="{escape_label_value(value)}"'
+                            for key, value in extra_target_labels(state.target).items())
             labels = (f'{{cluster="{name_label}",path="{escape_label_value(state.target.path)}",'
-                      f'target="{escape_label_value(state.target.name)}"}} ')
+                      f'target="{escape_label_value(state.target.name)}"{extra}}} ')
             for out, value in zip(lines, _target_values(state), strict=True):
                 if value is not None:
                     out.append(labels + format_sample_value(value))

@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from quotapilot.daemon.http.api import ApiDaemon, add_api_routes
+from quotapilot.daemon.http.capacity import CapacityProvider, add_capacity_routes
 from quotapilot.daemon.settings import HttpSettings
 
 HealthFunction = Callable[[], tuple[bool, dict[str, Any]]]
@@ -26,8 +27,9 @@ MetricsRenderer = Callable[[], bytes]
 
 
 def build_app(http: HttpSettings, render_metrics: MetricsRenderer, health: HealthFunction,
-              api: ApiDaemon | None = None) -> web.Application:
-    """The aiohttp application; `api=None` serves no `/api/v1` routes."""
+              api: ApiDaemon | None = None, capacity: CapacityProvider | None = None) -> web.Application:
+    """The aiohttp application; `api=None` serves no `/api/v1` routes, `capacity=None` no
+    `/api/v1/capacity`."""
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=render_metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -40,6 +42,8 @@ def build_app(http: HttpSettings, render_metrics: MetricsRenderer, health: Healt
     app.router.add_get("/healthz", healthz)
     if api is not None:
         add_api_routes(app, api)
+    if capacity is not None:
+        add_capacity_routes(app, capacity)
     return app
 
 
@@ -48,8 +52,9 @@ class HttpServer:
     `close()`."""
 
     def __init__(self, http: HttpSettings, render_metrics: MetricsRenderer, health: HealthFunction,
-                 api: ApiDaemon | None = None) -> None:
+                 api: ApiDaemon | None = None, capacity: CapacityProvider | None = None) -> None:
         self.settings = http
+        self._capacity = capacity
         self._render_metrics = render_metrics
         self._health = health
         self._api = api
@@ -58,7 +63,7 @@ class HttpServer:
 
     def build_app(self) -> web.Application:
         """A fresh application with this server's collaborators (tests serve it with aiohttp's TestServer)."""
-        return build_app(self.settings, self._render_metrics, self._health, self._api)
+        return build_app(self.settings, self._render_metrics, self._health, self._api, self._capacity)
 
     async def start(self) -> None:
         runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)

@@ -35,6 +35,8 @@ from prometheus_client.registry import Collector as PrometheusCollector
 
 from quotapilot.daemon import __version__
 from quotapilot.daemon.clock import Clock, SystemClock
+from quotapilot.daemon.fs.collector import FilesystemCollector
+from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER
 from quotapilot.daemon.http.metrics import Exposition, GuardedCollector, SnapshotCollector, TargetCollector
 from quotapilot.daemon.http.server import HttpServer
 from quotapilot.daemon.logs import TransitionLog, get_logger
@@ -53,6 +55,7 @@ from quotapilot.daemon.runtime.snapshot import (
 from quotapilot.daemon.runtime.supervisor import Supervisor, TaskFactory, sleep_unless
 from quotapilot.daemon.runtime.wiring import Collaborators, build_stages
 from quotapilot.daemon.settings import Settings, systemd_notify_environment
+from quotapilot.daemon.stages.capacity import CapacityStage, CapacityView
 from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.observations import ObservationStore
 from quotapilot.daemon.store.open import open_backend
@@ -69,6 +72,10 @@ def default_stages(deps: Collaborators) -> Sequence[Stage]:
     return build_stages(deps).stages
 
 
+ClusterSource = VmsPoller | FilesystemCollector
+"""What a poller cycles: a VMS cluster, or the configured filesystems (one pseudo-cluster)."""
+
+
 # ------------------------------------------------------------------------------ the daemon
 class Daemon:
     """quotapilot's runtime. `async with` opens resources; `run()` runs loops; `poll_once()` one cycle."""
@@ -83,7 +90,7 @@ class Daemon:
         self.rng = rng or random.Random()
         self._stages_override = stages
         self.stages: list[Stage] = []
-        self.collectors: dict[str, VmsPoller] = {}
+        self.collectors: dict[str, ClusterSource] = {}
         self.poll_state: dict[str, PollerState] = {c.name: PollerState(c.name) for c in settings.clusters}
         self.supervisor = Supervisor(shutdown_timeout_seconds=settings.daemon.shutdown_timeout_seconds)
         self.registry = CollectorRegistry()
@@ -92,7 +99,9 @@ class Daemon:
         """The /metrics body: the same metrics, the per-target and other big families rendered as text."""
         socket_path, watchdog_usec = systemd_notify_environment()
         self.notifier = Notifier(socket_path, watchdog_usec=watchdog_usec)
-        self.http = HttpServer(settings.http, lambda: self.exposition.render(), self.health, api=self)
+        self.http = HttpServer(settings.http, lambda: self.exposition.render(), self.health, api=self,
+                               capacity=self._capacity_view)
+        self._capacity: CapacityStage | None = None
         self._snapshot = replace(empty_snapshot(self.clock.now(), tuple(self.poll_state)),
                                  mode=settings.policy.mode)
         self._stage_errors: Counter[str] = Counter()
@@ -148,11 +157,22 @@ class Daemon:
                                       stopping=self.supervisor.stopping)
                 collector.log_tls_mode()
                 self.collectors[cluster.name] = collector
+            writers = {name: source.writer for name, source in self.collectors.items() if isinstance(source, VmsPoller)}
+            stage_collectors: list[PrometheusCollector] = [self.leadership.collector()]
+            if settings.filesystems:  # statvfs targets, cycled as a pseudo-cluster through the same stages
+                filesystems = FilesystemCollector(settings.filesystems, settings.filesystem, self.clock)
+                self.collectors[FILESYSTEM_CLUSTER] = filesystems
+                self.poll_state[FILESYSTEM_CLUSTER] = PollerState(FILESYSTEM_CLUSTER)
+                stage_collectors.append(filesystems.metrics())
             deps = Collaborators(settings=settings, clock=self.clock, db=self._db, observations=self._observations,
-                                 writers={name: poller.writer for name, poller in self.collectors.items()},
-                                 supervisor=self.supervisor, leadership=self.leadership)
-            builder = self._stages_override if self._stages_override is not None else default_stages
-            self.stages = list(builder(deps) if callable(builder) else builder)
+                                 writers=writers, supervisor=self.supervisor, leadership=self.leadership)
+            if self._stages_override is None:
+                wired = build_stages(deps)
+                self._capacity = wired.capacity
+                self.stages = list(wired.stages)
+            else:
+                builder = self._stages_override
+                self.stages = list(builder(deps) if callable(builder) else builder)
             parts = [StageParts.of(stage) for stage in self.stages]
             for part in parts:
                 for name, factory in part.tasks.items():
@@ -160,7 +180,7 @@ class Daemon:
                 self._closers.append((part.stage.name, part.close))
                 await part.open()
             self._register_metrics([*(part.collector for part in parts if part.collector is not None),
-                                    self.leadership.collector()])
+                                    *stage_collectors])
         except BaseException:
             await self._close()
             raise
@@ -229,7 +249,7 @@ class Daemon:
         return ctx
 
     def _publish_cycle(self, cluster: str, ctx: CycleContext, state: PollerState,
-                       collector: VmsPoller) -> None:
+                       collector: ClusterSource) -> None:
         previous = self._snapshot
         cluster_state = apply_cycle(
             previous.clusters.get(cluster, ClusterState(cluster)), ctx, health=state.frozen(),
@@ -241,6 +261,10 @@ class Daemon:
             stage_seconds_total=frozen_map(self._stage_seconds))
 
     # -------------------------------------------------------------- health
+    def _capacity_view(self) -> CapacityView | None:
+        """The capacity plan `/api/v1/capacity` serves (None until the stage has planned)."""
+        return None if self._capacity is None else self._capacity.view
+
     def health(self) -> HealthReport:
         """(healthy, report) for /healthz (see `runtime/health.py`)."""
         healthy, report = health_report({name: state.frozen() for name, state in self.poll_state.items()},

@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from quotapilot.alerts.dispatcher import Sink
 from quotapilot.alerts.rules import TaskHealth
 from quotapilot.daemon.clock import Clock
+from quotapilot.daemon.events import EventStage
+from quotapilot.daemon.fs.alerts import FilesystemAlertStage
+from quotapilot.daemon.fs.growth import FilesystemGrowthStage
 from quotapilot.daemon.history.importer import HistoryBackedLoader
 from quotapilot.daemon.runtime.cycle import Stage
 from quotapilot.daemon.runtime.leadership import Leadership
@@ -33,11 +36,14 @@ from quotapilot.daemon.runtime.supervisor import Supervisor
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.stages.actuator import QuotaWriter
 from quotapilot.daemon.stages.alerting import AlertingStage
+from quotapilot.daemon.stages.capacity import CapacityStage
 from quotapilot.daemon.stages.forecast import ForecastStage, History
 from quotapilot.daemon.stages.growth import GrowthStage, Planner
 from quotapilot.daemon.stages.store import StoreStage
+from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.observations import ObservationStore
+from quotapilot.daemon.store.outbox import AsyncOutbox, OutboxStore
 from quotapilot.daemon.store.reservations import ReservationStore
 from quotapilot.forecasting.planner import plan_cycle
 from quotapilot.forecasting.series import ModelConfig
@@ -68,6 +74,8 @@ class WiredStages:
     forecast: ForecastStage
     growth: GrowthStage
     alerting: AlertingStage
+    capacity: CapacityStage
+    events: EventStage
 
 
 def forecast_stage(deps: Collaborators) -> ForecastStage:
@@ -116,10 +124,19 @@ def build_stages(deps: Collaborators, *, planner: Planner = plan_cycle,
     forecast = forecast_stage(deps)
     growth = growth_stage(deps, planner=planner)
     alerting = alerting_stage(deps, sinks=sinks)
+    settings, clock = deps.settings, deps.clock
+    capacity = CapacityStage(settings.capacity, clock, raise_alerts=alerting.raise_conditions)
+    events = EventStage(settings.events, clock, AsyncOutbox(OutboxStore(deps.db)), alert_states=alerting.states,
+                        mode=lambda: settings.policy.mode)
     stages: list[Stage] = [StoreStage(deps.observations), forecast, growth]
     # a new stage that runs before alerting: one line here, e.g. stages.append(X(deps.settings.x, deps.clock, deps.db))
+    stages.append(FilesystemGrowthStage(settings, clock, ActionStore(deps.db)))  # filesystems: command or advice
     stages.append(alerting)
-    return WiredStages(tuple(stages), forecast=forecast, growth=growth, alerting=alerting)
+    stages.append(capacity)  # after alerting: it raises the "order capacity by" alert through it
+    stages.append(FilesystemAlertStage(settings, alerting.raise_conditions))  # per-tier thresholds, unreachable
+    stages.append(events)  # last: every decision, action and alert transition of the cycle as an event
+    return WiredStages(tuple(stages), forecast=forecast, growth=growth, alerting=alerting, capacity=capacity,
+                       events=events)
 
 
 class StageWiring:

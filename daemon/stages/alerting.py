@@ -48,6 +48,7 @@ from quotapilot.alerts.rules import (
 )
 from quotapilot.alerts.words import iso8601
 from quotapilot.daemon.clock import Clock
+from quotapilot.daemon.fs.alerts import thresholds_for as filesystem_thresholds
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
 from quotapilot.daemon.runtime.leadership import Leadership
@@ -248,17 +249,20 @@ def inputs_from_cycle(ctx: CycleContext, settings: Settings,
         is_pool = target.kind is TargetKind.POOL
         seen_pool = seen_pool or is_pool
         rules = policy if is_pool else rules_of(target)
+        warning_at, critical_at = rules.warning_at, rules.critical_at
+        if target.kind is TargetKind.FILESYSTEM:  # FILESYSTEMS (issue 18): the tier's thresholds
+            warning_at, critical_at = filesystem_thresholds(settings, target)
         inodes = None
         if obs.hard_limit_inodes and obs.used_inodes is not None:
             inodes = _series(obs.used_inodes, obs.hard_limit_inodes,
                              ctx.forecasts.get((target, Dimension.INODES)), now)
         targets.append(TargetInput(
             cluster=target.cluster, target=target.name, path=target.path, is_pool=is_pool, t=obs.t,
-            state=obs.state, warning_at=rules.warning_at, critical_at=rules.critical_at,
+            state=obs.state, warning_at=warning_at, critical_at=critical_at,
             bytes=_series(obs.used_bytes, obs.hard_limit_bytes,
                           ctx.forecasts.get((target, Dimension.BYTES)), now, t=obs.t, window_seconds=window),
             inodes=inodes, growth=tuple(growth.get(target, ())),
-            growth_managed=not is_pool and managed(target)))
+            growth_managed=target.kind is TargetKind.QUOTA and managed(target)))
     if poll.capacity is not None and not seen_pool:
         capacity = poll.capacity
         pool_forecast = next((f for (t, d), f in ctx.forecasts.items()
@@ -425,6 +429,18 @@ class AlertingStage:
             states = await self.states()
             made = await self._apply(states, task_conditions(tasks), self.clock.now())
         if made:
+            self.dispatcher.wake()
+        return made
+
+    async def raise_conditions(self, conditions: Sequence[Any]) -> int:
+        """Evaluate conditions another stage concluded (capacity planning's "order capacity by …")
+        through the same state machine, outbox and sinks; returns notifications made."""
+        if not conditions:
+            return 0
+        async with self._lock:
+            states = await self.states()
+            made = await self._apply(states, conditions, self.clock.now())
+        if made and self.sinks:
             self.dispatcher.wake()
         return made
 

@@ -36,7 +36,7 @@ from prometheus_client.core import (
 )
 
 from quotapilot.daemon.clock import Clock
-from quotapilot.daemon.http.metrics import escape_label_value, format_sample_value
+from quotapilot.daemon.http.metrics import escape_label_value, extra_target_labels, format_sample_value
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
 from quotapilot.daemon.runtime.snapshot import HistogramState
@@ -363,7 +363,8 @@ def _summary_samples(view: ForecastView) -> Iterator[tuple[str, Labels, Labels, 
         if dimension is not Dimension.BYTES:
             continue
         base = (("cluster", target.cluster), ("path", target.path),
-                ("target", target.name if target.kind is TargetKind.QUOTA else POOL_TARGET))
+                ("target", target.name if target.kind is not TargetKind.POOL else POOL_TARGET),
+                *extra_target_labels(target).items())
         for way in series.runways or series.provisional_runways:
             threshold = threshold_label(way.threshold_ratio)
             for path_quantile, runway_quantile in RUNWAY_QUANTILE_LABELS.items():

@@ -109,6 +109,7 @@ class GrowthStage:
         self.overrides = OverrideStore(db)
         self.actuator = Actuator(settings, self.actions, clock, self.leadership)
         self.writers = writers
+        self._vms_clusters = frozenset(c.name for c in settings.clusters)
         self.clock = clock
         self.planner = planner
         self.reserved_totals = reserved_totals
@@ -153,6 +154,8 @@ class GrowthStage:
         if not poll.ok:
             return
         cluster = poll.cluster
+        if cluster not in self._vms_clusters:
+            return  # the `filesystems` pseudo-cluster: its growth is `fs.growth.FilesystemGrowthStage`
         if not self.leadership.is_leader(cluster):  # FLEET: a standby polls and forecasts, never acts;
             self.actuator.reconciled.discard(cluster)  # on taking over it first settles the old leader's intents
             return

@@ -124,7 +124,7 @@ def capacity_sample(cluster: str, clusters: Any, t: float) -> tuple[ClusterCapac
     state = record.get("state")
     capacity = ClusterCapacity(cluster=cluster, t=t, usable_bytes=usable, used_bytes=usable - free,
                                free_bytes=free, quotas_allocated_bytes=allocated,
-                               state=state if isinstance(state, str) else "UNKNOWN")
+                               state=state if isinstance(state, str) else "UNKNOWN", drr=_drr(record.get("drr")))
     observation = Observation(target=TargetId(cluster, POOL_TARGET, "/", TargetKind.POOL), t=t,
                               used_bytes=capacity.used_bytes, hard_limit_bytes=usable, state=capacity.state)
     return capacity, observation
@@ -250,3 +250,12 @@ def jumped(previous: Accepted | None, suspect: Accepted | None, sample: Accepted
                      hard_limit=hard_limit_inodes, rates=inode_rates, tolerance_ratio=tolerance_ratio,
                      floor=JUMP_FLOOR_INODES)
     return (sample, True) if jump else (None, False)
+
+
+def _drr(value: object) -> float | None:
+    """VMS's data reduction ratio, when it is a plausible one (>= 1 is not required: a pool of
+    incompressible data with metadata overhead may report slightly below 1)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    ratio = float(value)
+    return ratio if math.isfinite(ratio) and ratio > 0 else None

@@ -1,0 +1,335 @@
+"""Decision events: every growth decision (intent, blocked with its reason, result), every alert
+transition and every mode change, as one JSON event each (schema `deploy/events.schema.json`),
+delivered at least once to MQTT (`{prefix}/events/<type>`, QoS 1) and webhooks through the durable
+outbox.
+
+    intent      the planner wants to grow a quota (a GROW decision, before any write)
+    blocked     a guard said no (a BLOCKED decision: `data.guard`, `data.reason`) — when it starts
+                blocking a series (or the guard changes), not again every poll it holds
+    result      the audited outcome of an action (`data.action_id` is the audit row; `data.status`
+                verified, would_grow, failed, blocked, paused, …)
+    alert       an alert fired, escalated, de-escalated or resolved (not a re-notification)
+    mode        the growth mode the daemon runs in changed (observe / enforce), or was first seen
+
+Event ids are deterministic (the audit row, the alert's notification sequence, the decision's
+time), so an event enqueued twice after a crash has one id and a receiver dedups on it; the
+outbox itself ignores a second insert of the same id. `EventStage` runs after the alerting stage
+and is built with explicit collaborators: its settings group, the clock, the outbox store, the
+sinks, a reader of the alert states and a reader of the mode. Its `run` is the supervised
+delivery task (a `Dispatcher` of its own over the same outbox table, with its own sink names).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from quotapilot.alerts.dispatcher import Dispatcher, OutboxEntry, Sink
+from quotapilot.alerts.model import AlertState, Phase
+from quotapilot.alerts.sinks.mqtt import MqttConfig, MqttSink, topic_level
+from quotapilot.alerts.words import iso8601
+from quotapilot.daemon.clock import Clock
+from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.runtime.cycle import CycleContext
+from quotapilot.daemon.runtime.retry import RetryPolicy
+from quotapilot.daemon.runtime.supervisor import TaskFactory
+from quotapilot.daemon.settings import EventSettings
+from quotapilot.daemon.store.outbox import AsyncOutbox
+from quotapilot.forecasting.types import ActionOutcome, Decision, DecisionKind, Dimension, TargetId
+
+log = get_logger(__name__)
+
+SCHEMA = "quotapilot.event/v1"
+SCHEMA_VERSION = 1
+EVENT_TYPES: tuple[str, ...] = ("intent", "blocked", "result", "alert", "mode")
+EVENT_SINK_PREFIX = "events-"
+"""Event sinks are named `events-mqtt`, `events-webhook-<i>` (or `events-<name>`): the outbox
+table is shared with the alerts, the sink name keeps the two deliveries apart."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One decision event. `data` is type-specific (see `deploy/events.schema.json`)."""
+
+    id: str
+    type: str
+    t: float
+    cluster: str | None = None
+    target: str | None = None
+    path: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "id": self.id, "type": self.type,
+                "time": iso8601(self.t), "time_epoch": self.t, "cluster": self.cluster,
+                "target": self.target, "path": self.path, "data": dict(self.data)}
+
+
+# ------------------------------------------------------------------------------ pure builders
+def decision_events(decisions: Iterable[Decision], actions: Iterable[ActionOutcome], *,
+                    mode: str | None) -> list[Event]:
+    """`intent` per GROW decision, `blocked` per BLOCKED decision, `result` per action outcome."""
+    events: list[Event] = []
+    for decision in decisions:
+        target = decision.target
+        where = f"{target.cluster}/{target.name}/{decision.dimension}"
+        if decision.kind is DecisionKind.GROW:
+            events.append(Event(
+                id=f"{where}/intent@{decision.t:.3f}", type="intent", t=decision.t, cluster=target.cluster,
+                target=target.name, path=target.path,
+                data={"dimension": str(decision.dimension), "mode": mode, "reason": decision.reason,
+                      "used": decision.current_used, "old_hard": decision.current_hard,
+                      "new_hard": decision.new_hard, "urgency_seconds": decision.urgency_seconds}))
+        elif decision.kind is DecisionKind.BLOCKED:
+            events.append(Event(
+                id=f"{where}/blocked@{decision.t:.3f}", type="blocked", t=decision.t, cluster=target.cluster,
+                target=target.name, path=target.path,
+                data={"dimension": str(decision.dimension), "mode": mode, "guard": decision.guard,
+                      "reason": decision.reason, "used": decision.current_used,
+                      "old_hard": decision.current_hard, "wanted_hard": decision.new_hard}))
+    for action in actions:
+        target = action.target
+        event_id = (f"action-{action.action_id}/{action.status}" if action.action_id is not None
+                    else f"{target.cluster}/{target.name}/{action.dimension}/result@{action.t:.3f}")
+        events.append(Event(
+            id=event_id, type="result", t=action.t, cluster=target.cluster, target=target.name, path=target.path,
+            data={"dimension": str(action.dimension), "mode": mode, "status": str(action.status),
+                  "reason": action.reason, "action_id": action.action_id, "old_hard": action.old_hard,
+                  "new_hard": action.new_hard}))
+    return events
+
+
+AlertView = Mapping[str, tuple[str, str | None, int, str, str]]
+"""alert id → (phase, severity, sequence, summary, kind): what the alert transitions are read from."""
+
+
+def alert_view(states: Mapping[str, AlertState]) -> AlertView:
+    return {alert_id: (str(s.phase), None if s.severity is None else str(s.severity), s.sequence, s.summary, s.kind)
+            for alert_id, s in states.items()}
+
+
+def alert_events(before: AlertView, after: AlertView, now: float) -> list[Event]:
+    """An event per alert that notified since `before`, except plain re-notifications (firing
+    before and after, same severity): fired, escalated, de-escalated, resolved, one-shot."""
+    events: list[Event] = []
+    for alert_id, (phase, severity, sequence, summary, kind) in sorted(after.items()):
+        old_phase, old_severity, old_sequence, _, _ = before.get(alert_id, (str(Phase.INACTIVE), None, 0, "", kind))
+        if sequence <= old_sequence:
+            continue
+        firing = phase == Phase.FIRING
+        if firing and old_phase == Phase.FIRING and severity == old_severity:
+            continue
+        if firing:
+            transition = "fired" if old_phase != Phase.FIRING else "severity_changed"
+        else:
+            transition = "resolved" if old_phase == Phase.FIRING else "notified"
+        cluster, target, _ = [*alert_id.split("/", 2), "", ""][:3]
+        events.append(Event(
+            id=f"{alert_id}#{sequence}", type="alert", t=now, cluster=cluster, target=target,
+            data={"alert_id": alert_id, "kind": kind, "transition": transition,
+                  "from": {"phase": old_phase, "severity": old_severity},
+                  "to": {"phase": phase, "severity": severity}, "summary": summary, "sequence": sequence}))
+    return events
+
+
+def mode_event(before: str | None, after: str, now: float) -> Event:
+    return Event(id=f"mode/{after}@{now:.3f}", type="mode", t=now, data={"from": before, "to": after})
+
+
+# ------------------------------------------------------------------------------------- sinks
+def build_event_sinks(settings: EventSettings) -> list[Sink]:
+    """`events-mqtt` for `[events.mqtt]`, one `events-webhook-<i>` per `[[events.webhooks]]`."""
+    sinks: list[Sink] = []
+    if settings.mqtt is not None:
+        m = settings.mqtt
+        sinks.append(MqttEventSink(MqttConfig(
+            host=m.host, port=m.port, topic_prefix=m.topic_prefix, username=m.username,
+            password=m.resolved_password(), tls=m.tls, ca_file=m.resolved_ca_file(),
+            client_id=None if m.client_id is None else f"{m.client_id}-events",
+            keepalive_seconds=m.keepalive_seconds, timeout_seconds=m.timeout_seconds,
+            name=f"{EVENT_SINK_PREFIX}mqtt")))
+    if settings.webhooks:
+        from quotapilot.alerts.sinks.webhook import WebhookConfig, WebhookSink
+
+        for i, w in enumerate(settings.webhooks):
+            sinks.append(WebhookSink(WebhookConfig(
+                name=f"{EVENT_SINK_PREFIX}{w.name or f'webhook-{i}'}", url=w.url, format="json",
+                token=w.resolved_token(), headers=dict(w.headers), timeout_seconds=w.timeout_seconds,
+                verify_tls=w.verify_tls, ca_file=w.resolved_ca_file())))
+    return sinks
+
+
+class MqttEventSink(MqttSink):
+    """The MQTT sink, publishing each event to `{prefix}/events/<type>` (QoS 1, not retained);
+    its own connection says `online`/`offline` on `{prefix}/events/status`."""
+
+    publishes_state = False
+
+    @property
+    def status_topic(self) -> str:
+        return f"{self.prefix}/events/status"
+
+    def event_topic(self, event_type: str) -> str:
+        return f"{self.prefix}/events/{topic_level(event_type)}"
+
+    async def send(self, payload: Mapping[str, Any]) -> None:
+        await self._publish(self.event_topic(str(payload["type"])), payload, retain=False)
+
+    async def _drop_client(self) -> None:
+        # A broker that went away leaves the lost connection's error in the client's
+        # disconnected-future; read it, or asyncio reports "exception was never retrieved".
+        client = self._client
+        disconnected: asyncio.Future[None] | None = getattr(client, "_disconnected", None)
+        if disconnected is not None and disconnected.done() and not disconnected.cancelled():
+            disconnected.exception()
+        await super()._drop_client()
+
+
+# ------------------------------------------------------------------------------------- stage
+AlertStates = Callable[[], Awaitable[Mapping[str, AlertState]]]
+ModeReader = Callable[[], str | None]
+
+
+class EventStage:
+    """The `events` stage: turns the cycle's decisions, actions and the alert transitions since
+    the last cycle into outbox entries for the event sinks (after the alerting stage)."""
+
+    name = "events"
+
+    def __init__(self, settings: EventSettings, clock: Clock, outbox: AsyncOutbox, *,
+                 sinks: Sequence[Sink] | None = None, alert_states: AlertStates | None = None,
+                 mode: ModeReader | None = None, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.outbox = outbox
+        self.sinks = list(build_event_sinks(settings) if sinks is None else sinks)
+        self.alert_states = alert_states
+        self.mode = mode
+        self.dispatcher = Dispatcher(
+            outbox, self.sinks, now=clock.now, sleep=clock.sleep, monotonic=clock.monotonic,
+            backoff=RetryPolicy.schedule(settings.retry_backoffs_seconds).backoff(rng or random.Random()),
+            max_age_seconds=settings.max_age_seconds)
+        self.published: Counter[str] = Counter()
+        """Events enqueued since start, by type."""
+        self._alerts: AlertView | None = None
+        self._blocked: dict[tuple[TargetId, Dimension], str | None] = {}
+        self._mode: str | None = None
+        self._lock = asyncio.Lock()
+        self._ran = False
+
+    async def open(self) -> None:
+        """Start from the alert states on disk: a restart does not re-announce standing alerts."""
+        if self.alert_states is not None:
+            self._alerts = alert_view(await self.alert_states())
+
+    async def close(self) -> None:
+        if not self._ran:
+            for sink in self.sinks:
+                await sink.close()
+
+    async def on_cycle(self, ctx: CycleContext) -> None:
+        if not self.sinks:
+            return  # nothing to deliver to: not even the alert states are read
+        events = decision_events(ctx.decisions, ctx.actions, mode=self._current_mode())
+        await self.publish_now(ctx.now, self._blocked_transitions(ctx, events))
+
+    def _blocked_transitions(self, ctx: CycleContext, events: list[Event]) -> list[Event]:
+        """A guard that holds cycle after cycle (a pause, a cooldown) is one `blocked` event when it
+        starts blocking a series (or another guard takes over), not one per poll."""
+        blocking = {(d.target, d.dimension): d.guard for d in ctx.decisions if d.kind is DecisionKind.BLOCKED}
+        cluster = ctx.poll.cluster
+        before = {key: guard for key, guard in self._blocked.items() if key[0].cluster == cluster}
+        for key in before:
+            del self._blocked[key]
+        self._blocked.update(blocking)
+        fresh = {f"{t.cluster}/{t.name}/{d}" for (t, d), guard in blocking.items() if before.get((t, d), "") != guard}
+        return [e for e in events if e.type != "blocked" or e.id.split("/blocked@")[0] in fresh]
+
+    async def publish_now(self, now: float, events: Sequence[Event] = ()) -> int:
+        """Enqueue `events` plus the alert transitions and mode change since the last call."""
+        async with self._lock:
+            pending = list(events)
+            if self.alert_states is not None:
+                after = alert_view(await self.alert_states())
+                pending.extend(alert_events(self._alerts or {}, after, now))
+                self._alerts = after
+            mode = self._current_mode()
+            if mode is not None and mode != self._mode:
+                pending.append(mode_event(self._mode, mode, now))
+                self._mode = mode
+            if not pending or not self.sinks:
+                return 0
+            entries = [OutboxEntry(sink=sink.name, alert_id=f"event:{event.id}", dedup_key=event.id,
+                                   status=event.type, payload=event.payload(), created_at=now, next_attempt_at=now)
+                       for event in pending for sink in self.sinks]
+            inserted = await self.outbox.enqueue(entries)
+            self.published.update(event.type for event in pending)
+        log.debug("events.enqueued", events=len(pending), rows=inserted)
+        self.dispatcher.wake()
+        return len(pending)
+
+    def _current_mode(self) -> str | None:
+        return None if self.mode is None else self.mode()
+
+    def tasks(self) -> Mapping[str, TaskFactory]:
+        """The supervised delivery task (see `run`)."""
+        return {"events": self.run}
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """The supervised delivery task: deliver until `stopping`, then flush within a bound."""
+        self._ran = True
+        if not self.sinks:
+            await stopping.wait()
+            return
+        delivery = asyncio.ensure_future(self.dispatcher.run())
+        try:
+            stop = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait({delivery, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if delivery.done():
+                delivery.result()  # a crash of the dispatcher is this task's crash
+                return
+            flushed = await self.drain(5.0)
+            log.info("events.flushed", complete=flushed)
+        finally:
+            delivery.cancel()
+            await asyncio.gather(delivery, return_exceptions=True)
+
+    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 (the demo's contract: drain(timeout))
+        if not self.sinks:
+            return True
+        return await self.dispatcher.drain(timeout)
+
+    def collector(self) -> EventMetrics:
+        return EventMetrics(lambda: dict(self.published), lambda: dict(self.dispatcher.stats.results))
+
+
+class EventMetrics:
+    """`quotapilot_events_total{type}` (enqueued) and `quotapilot_event_deliveries_total{sink,result}`."""
+
+    def __init__(self, published: Callable[[], Mapping[str, int]],
+                 deliveries: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        self._published = published
+        self._deliveries = deliveries
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        published = CounterMetricFamily("quotapilot_events", "Decision events enqueued for delivery, by type.",
+                                        labels=["type"])
+        counts = {kind: 0 for kind in EVENT_TYPES} | dict(self._published())
+        for kind, count in sorted(counts.items()):
+            published.add_metric([kind], float(count))
+        yield published
+        deliveries = GaugeMetricFamily("quotapilot_event_deliveries",
+                                       "Event deliveries by sink and result since start.", labels=["sink", "result"])
+        for (sink, result), count in sorted(self._deliveries().items()):
+            deliveries.add_metric([sink, result], float(count))
+        yield deliveries

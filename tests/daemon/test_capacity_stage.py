@@ -1,0 +1,210 @@
+"""The capacity stage, its metrics, `/api/v1/capacity`, `quotapilot capacity` and `[capacity]`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
+
+from quotapilot.alerts.model import Condition, Severity
+from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.commands.capacity import plot_pools, render_capacity
+from quotapilot.daemon.errors import ConfigError
+from quotapilot.daemon.http.capacity import add_capacity_routes, capacity_document
+from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
+from quotapilot.daemon.settings import CapacitySettings, load_settings
+from quotapilot.daemon.stages.capacity import CapacityStage, CapacityView
+from quotapilot.forecasting.types import (
+    POOL_TARGET,
+    ClusterCapacity,
+    Dimension,
+    Forecast,
+    Observation,
+    SeriesForecast,
+    StepTimes,
+    TargetId,
+    TargetKind,
+)
+
+T0 = 1_767_571_200.0
+DAY = 86400.0
+HOUR = 3600.0
+TB = 10**12
+POOL = TargetId("c1", POOL_TARGET, "/", TargetKind.POOL)
+QUOTA = TargetId("c1", "raw", "/raw")
+
+
+def pool_cycle(*, used: int, usable: int, rate_per_day: float, now: float = T0,
+               drr: float | None = 1.5) -> CycleContext:
+    """A cycle whose pool is forecast to grow at `rate_per_day` (p10 half, p90 double), with one
+    quota of 10 TB hard limit, 4 TB used."""
+    n = 14 * 24
+    paths = [[used + rate_per_day * factor / DAY * HOUR * k for k in range(1, n + 1)] for factor in (0.5, 1, 2)]
+    forecast = Forecast(t0=now, step_seconds=HOUR, times=StepTimes(now, HOUR, n), p10=paths[0], p50=paths[1],
+                        p90=paths[2], model="test")
+    capacity = ClusterCapacity(cluster="c1", t=now, usable_bytes=usable, used_bytes=used, free_bytes=usable - used,
+                               drr=drr)
+    observations = (Observation(POOL, now, used, usable), Observation(QUOTA, now, 4 * TB, 10 * TB))
+    ctx = CycleContext(poll=PollResult(cluster="c1", t=now, observations=observations, capacity=capacity), now=now)
+    ctx.forecasts[(POOL, Dimension.BYTES)] = SeriesForecast(target=POOL, dimension=Dimension.BYTES, t=now,
+                                                            limit=float(usable), forecast=forecast)
+    return ctx
+
+
+class RecordingAlerts:
+    def __init__(self) -> None:
+        self.conditions: list[Condition] = []
+
+    async def __call__(self, conditions: Sequence[Condition]) -> int:
+        self.conditions.extend(conditions)
+        return len(conditions)
+
+
+def settings(**fields: Any) -> CapacitySettings:
+    return load_settings(None, capacity=fields).capacity
+
+
+class TestCapacityStage:
+    """Each cycle plans the cluster's pool from the forecaster's pool forecast and publishes a view."""
+
+    async def test_plan_published_and_exported(self) -> None:
+        clock = VirtualClock(T0)
+        stage = CapacityStage(settings(procurement_lead_time="8w", price_per_tb=100), clock)
+        # 1000 TB usable, 500 used, +10 TB/day median, +20 pessimistic: 80 % in 15 days on p90
+        await stage.on_cycle(pool_cycle(used=500 * TB, usable=1000 * TB, rate_per_day=10 * TB))
+        [plan] = stage.view.ordered()
+        assert (plan.name, plan.kind, plan.headroom_bytes, plan.drr) == ("c1", "cluster", 6 * TB, 1.5)
+        at80 = plan.threshold(0.8)
+        assert at80 is not None and at80.p90 == pytest.approx(T0 + 15 * DAY)
+        registry = CollectorRegistry()
+        registry.register(stage.collector())
+        assert registry.get_sample_value("quotapilot_cluster_order_by_timestamp_seconds",
+                                         {"cluster": "c1"}) == pytest.approx(T0 + 15 * DAY - 56 * DAY)
+        assert registry.get_sample_value("quotapilot_cluster_capacity_threshold_timestamp_seconds",
+                                         {"cluster": "c1", "threshold": "0.8", "quantile": "0.1"}) == \
+            pytest.approx(T0 + 15 * DAY)
+        assert registry.get_sample_value("quotapilot_cluster_capacity_threshold_timestamp_seconds",
+                                         {"cluster": "c1", "threshold": "0.8", "quantile": "0.5"}) == \
+            pytest.approx(T0 + 30 * DAY)
+        assert registry.get_sample_value("quotapilot_cluster_order_bytes", {"cluster": "c1"}) == plan.order_bytes
+        assert registry.get_sample_value("quotapilot_cluster_capacity_cost",
+                                         {"cluster": "c1", "item": "expansion"}) == pytest.approx(
+            plan.order_bytes / TB * 100, abs=0.01)  # type: ignore[operator]  # sized: a forecast exists
+
+    async def test_no_lead_time_no_order_by_sample(self) -> None:
+        stage = CapacityStage(settings(), VirtualClock(T0))
+        await stage.on_cycle(pool_cycle(used=500 * TB, usable=1000 * TB, rate_per_day=10 * TB))
+        registry = CollectorRegistry()
+        registry.register(stage.collector())
+        assert registry.get_sample_value("quotapilot_cluster_order_by_timestamp_seconds", {"cluster": "c1"}) is None
+        assert registry.get_sample_value("quotapilot_cluster_order_bytes", {"cluster": "c1"}) is not None
+
+    async def test_a_failed_poll_keeps_the_last_plan(self) -> None:
+        stage = CapacityStage(settings(), VirtualClock(T0))
+        await stage.on_cycle(pool_cycle(used=500 * TB, usable=1000 * TB, rate_per_day=10 * TB))
+        before = stage.view
+        await stage.on_cycle(CycleContext(poll=PollResult(cluster="c1", t=T0 + HOUR, error="down"), now=T0 + HOUR))
+        assert stage.view is before
+
+
+class TestOrderAlert:
+    """"Order capacity by …" through the alerting collaborator, with its own lead time."""
+
+    async def test_warning_within_the_alert_lead_time_then_critical_once_overdue(self) -> None:
+        alerts = RecordingAlerts()
+        # p90 reaches 80 % in 15 days; lead 2 weeks: order by day 1; alert from 30 days before
+        stage = CapacityStage(settings(procurement_lead_time="2w", alert_lead_time="30d"), VirtualClock(T0),
+                              raise_alerts=alerts)
+        await stage.on_cycle(pool_cycle(used=500 * TB, usable=1000 * TB, rate_per_day=10 * TB))
+        [warning] = alerts.conditions
+        assert (warning.alert_id, warning.severity) == ("c1/pool/capacity_order", Severity.WARNING)
+        assert "order capacity for c1 by 2026-01-06" in warning.summary
+        # two days on, usage has grown faster: 80 % is 10 days away on p90, the order date has passed
+        await stage.on_cycle(pool_cycle(used=600 * TB, usable=1000 * TB, rate_per_day=10 * TB, now=T0 + 2 * DAY))
+        assert alerts.conditions[-1].severity is Severity.CRITICAL
+        assert "by 2026-01-03" in alerts.conditions[-1].summary
+
+    async def test_far_order_date_resolves(self) -> None:
+        alerts = RecordingAlerts()
+        stage = CapacityStage(settings(procurement_lead_time="1w", alert_lead_time="7d"), VirtualClock(T0),
+                              raise_alerts=alerts)
+        await stage.on_cycle(pool_cycle(used=500 * TB, usable=1000 * TB, rate_per_day=1 * TB))
+        [condition] = alerts.conditions
+        assert condition.severity is None
+
+    async def test_without_a_lead_time_no_alert_is_evaluated(self) -> None:
+        alerts = RecordingAlerts()
+        stage = CapacityStage(settings(), VirtualClock(T0), raise_alerts=alerts)
+        await stage.on_cycle(pool_cycle(used=500 * TB, usable=1000 * TB, rate_per_day=10 * TB))
+        assert alerts.conditions == []
+
+
+class TestCapacityApi:
+    """`GET /api/v1/capacity` serves the view as the documented JSON."""
+
+    async def test_document(self) -> None:
+        stage = CapacityStage(settings(procurement_lead_time="8w"), VirtualClock(T0))
+        await stage.on_cycle(pool_cycle(used=500 * TB, usable=1000 * TB, rate_per_day=10 * TB))
+        app = web.Application()
+        add_capacity_routes(app, lambda: stage.view)
+        async with TestClient(TestServer(app)) as client:
+            response = await client.get("/api/v1/capacity")
+            assert response.status == 200
+            body = await response.json()
+        [pool] = body["pools"]
+        assert {"name", "kind", "usable_bytes", "used_bytes", "thresholds", "order_by", "order_bytes",
+                "cost"} <= set(pool)
+        assert pool["thresholds"]["0.8"]["p90"] == "2026-01-20T00:00:00.000Z"
+        assert pool["thresholds"]["0.9"]["p10"] == "2026-03-26T00:00:00.000Z"  # 400 TB at 5 TB/day: 80 days
+        assert pool["order_by"] == "2025-11-25T00:00:00.000Z"
+        assert len(pool["band"]) == 366
+
+    async def test_without_a_capacity_stage_404(self) -> None:
+        app = web.Application()
+        add_capacity_routes(app, lambda: None)
+        async with TestClient(TestServer(app)) as client:
+            response = await client.get("/api/v1/capacity")
+            assert response.status == 404
+
+
+class TestCapacityCommand:
+    """The table and the plot of `quotapilot capacity` (the JSON is checked against the simulator)."""
+
+    async def test_table_and_plot(self, tmp_path: Path) -> None:
+        stage = CapacityStage(settings(procurement_lead_time="8w", price_per_tb=100), VirtualClock(T0))
+        await stage.on_cycle(pool_cycle(used=500 * TB, usable=1000 * TB, rate_per_day=10 * TB))
+        pools = json.loads(json.dumps(capacity_document(stage.view)))["pools"]
+        table = render_capacity(pools)
+        lines = table.splitlines()
+        assert lines[0].split()[:5] == ["POOL", "KIND", "USED", "USABLE", "THRESHOLD"]
+        assert "2026-01-20" in lines[1] and "2025-11-25" in lines[1]
+        assert lines[2].split()[0] == "90%"
+        pytest.importorskip("matplotlib", reason="--plot needs the plot extra")
+        plot_pools(pools, tmp_path / "capacity.png")
+        assert (tmp_path / "capacity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def test_empty_view(self) -> None:
+        assert "no pool planned yet" in render_capacity(capacity_document(CapacityView(t=T0))["pools"])
+
+
+class TestCapacitySettings:
+    def test_long_durations(self) -> None:
+        group = settings(procurement_lead_time="8w", plan_horizon="1y", alert_lead_time="6mo")
+        assert (group.procurement_lead_time, group.plan_horizon, group.alert_lead_time) == (
+            56 * DAY, 365 * DAY, 180 * DAY)
+
+    def test_threshold_above_one_names_the_field(self) -> None:
+        with pytest.raises(ConfigError) as err:
+            settings(thresholds=[0.8, 1.1])
+        assert err.value.field == "capacity.thresholds"
+
+    def test_bad_duration_names_the_field(self) -> None:
+        with pytest.raises(ConfigError) as err:
+            settings(plan_horizon="soon")
+        assert err.value.field == "capacity.plan_horizon"

@@ -1,0 +1,160 @@
+"""Decision events: the builders, the schema, the outbox entries (the live delivery is in
+test_events_live.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from quotapilot.alerts.model import AlertState, Phase, Severity
+from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.events import (
+    EventStage,
+    alert_events,
+    alert_view,
+    decision_events,
+    mode_event,
+)
+from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
+from quotapilot.daemon.settings import load_settings
+from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.outbox import AsyncOutbox, OutboxStore
+from quotapilot.forecasting.types import (
+    ActionOutcome,
+    ActionStatus,
+    Decision,
+    DecisionKind,
+    Dimension,
+    TargetId,
+)
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "events.schema.json").read_text())
+T0 = 1_767_571_200.0
+RAW = TargetId("c1", "raw", "/raw")
+TIB = 2**40
+
+
+def grow() -> Decision:
+    return Decision(target=RAW, dimension=Dimension.BYTES, kind=DecisionKind.GROW, reason="p90 crosses 0.75",
+                    t=T0, current_used=8 * TIB, current_hard=10 * TIB, new_hard=14 * TIB, urgency_seconds=3600.0)
+
+
+def blocked() -> Decision:
+    return Decision(target=RAW, dimension=Dimension.BYTES, kind=DecisionKind.BLOCKED, reason="cluster reserve",
+                    t=T0, current_used=8 * TIB, current_hard=10 * TIB, new_hard=14 * TIB, guard="cluster_reserve")
+
+
+def verified(action_id: int = 7) -> ActionOutcome:
+    return ActionOutcome(target=RAW, dimension=Dimension.BYTES, status=ActionStatus.VERIFIED, t=T0,
+                         reason="grown", old_hard=10 * TIB, new_hard=14 * TIB, action_id=action_id)
+
+
+def state(alert_id: str, phase: Phase, severity: Severity | None, sequence: int) -> AlertState:
+    return AlertState(alert_id=alert_id, phase=phase, severity=severity, sequence=sequence, summary="s",
+                      kind="utilization")
+
+
+class TestBuilders:
+    """Each builder's events validate against deploy/events.schema.json."""
+
+    def test_decisions_and_results(self) -> None:
+        events = decision_events([grow(), blocked()], [verified()], mode="enforce")
+        assert [(e.type, e.id) for e in events] == [
+            ("intent", f"c1/raw/bytes/intent@{T0:.3f}"), ("blocked", f"c1/raw/bytes/blocked@{T0:.3f}"),
+            ("result", "action-7/verified")]
+        assert events[1].data["guard"] == "cluster_reserve"
+        for event in events:
+            jsonschema.validate(event.payload(), SCHEMA)
+
+    def test_alert_transitions_not_renotifications(self) -> None:
+        before = alert_view({"c1/raw/utilization": state("c1/raw/utilization", Phase.FIRING, Severity.WARNING, 1),
+                             "c1/tmp/utilization": state("c1/tmp/utilization", Phase.FIRING, Severity.WARNING, 3),
+                             "c1/old/utilization": state("c1/old/utilization", Phase.FIRING, Severity.CRITICAL, 1)})
+        after = alert_view({"c1/raw/utilization": state("c1/raw/utilization", Phase.FIRING, Severity.CRITICAL, 2),
+                            "c1/tmp/utilization": state("c1/tmp/utilization", Phase.FIRING, Severity.WARNING, 4),
+                            "c1/old/utilization": state("c1/old/utilization", Phase.INACTIVE, None, 2),
+                            "c1/new/utilization": state("c1/new/utilization", Phase.FIRING, Severity.WARNING, 1)})
+        events = alert_events(before, after, T0)
+        assert [(e.id, e.data["transition"]) for e in events] == [
+            ("c1/new/utilization#1", "fired"), ("c1/old/utilization#2", "resolved"),
+            ("c1/raw/utilization#2", "severity_changed")]  # tmp: a re-notification, no event
+        for event in events:
+            jsonschema.validate(event.payload(), SCHEMA)
+
+    def test_mode(self) -> None:
+        event = mode_event(None, "observe", T0)
+        jsonschema.validate(event.payload(), SCHEMA)
+        assert (event.type, event.data) == ("mode", {"from": None, "to": "observe"})
+
+    def test_schema_rejects_an_unknown_type(self) -> None:
+        payload = mode_event(None, "observe", T0).payload() | {"type": "other"}
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(payload, SCHEMA)
+
+
+class RecordingSink:
+    name = "events-test"
+    publishes_state = False
+
+    async def send(self, payload: Mapping[str, Any]) -> None:  # delivery is not under test here
+        raise AssertionError("not delivering")
+
+    async def send_state(self, cluster: str, target: str, state: Mapping[str, Any]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class TestEventStage:
+    """Outbox entries per sink, deduplicated by event id; standing alerts not re-announced."""
+
+    async def test_enqueue_dedup_and_restart(self, tmp_path: Path) -> None:
+        settings = load_settings(None).events
+        db = Database(tmp_path / "s.db")
+        try:
+            states: dict[str, AlertState] = {
+                "c1/raw/utilization": state("c1/raw/utilization", Phase.FIRING, Severity.WARNING, 1)}
+
+            async def read_states() -> dict[str, AlertState]:
+                return dict(states)
+
+            stage = EventStage(settings, VirtualClock(T0), AsyncOutbox(OutboxStore(db)), sinks=[RecordingSink()],
+                               alert_states=read_states, mode=lambda: "observe")
+            await stage.open()
+            ctx = CycleContext(poll=PollResult(cluster="c1", t=T0), now=T0)
+            ctx.decisions.append(grow())
+            ctx.actions.append(verified())
+            assert await stage.on_cycle(ctx) is None
+            # the standing alert from before the start is not an event; mode is (first seen)
+            assert dict(stage.published) == {"intent": 1, "result": 1, "mode": 1}
+            # the same decisions again (a replayed cycle): same ids, the outbox ignores them
+            await stage.publish_now(T0, decision_events([grow()], [verified()], mode="observe"))
+            rows = db.query("SELECT dedup_key, status FROM outbox WHERE sink = 'events-test' ORDER BY id")
+            assert [r["status"] for r in rows] == ["intent", "result", "mode"]
+            states["c1/raw/utilization"] = state("c1/raw/utilization", Phase.INACTIVE, None, 2)
+            await stage.publish_now(T0 + 60)
+            last = db.query("SELECT dedup_key FROM outbox WHERE sink = 'events-test' ORDER BY id DESC LIMIT 1")
+            assert last[0]["dedup_key"] == "c1/raw/utilization#2"
+        finally:
+            db.close()
+
+    async def test_a_standing_guard_is_one_blocked_event(self, tmp_path: Path) -> None:
+        db = Database(tmp_path / "s.db")
+        try:
+            stage = EventStage(load_settings(None).events, VirtualClock(T0), AsyncOutbox(OutboxStore(db)),
+                               sinks=[RecordingSink()])
+            for minute, guard in enumerate(("cluster_reserve", "cluster_reserve", "paused", "paused")):
+                now = T0 + 60 * minute
+                ctx = CycleContext(poll=PollResult(cluster="c1", t=now), now=now)
+                decision = blocked()
+                ctx.decisions.append(Decision(**{**{f: getattr(decision, f) for f in decision.__slots__},
+                                                 "t": now, "guard": guard}))
+                await stage.on_cycle(ctx)
+            rows = db.query("SELECT payload FROM outbox WHERE sink = 'events-test' ORDER BY id")
+            assert [json.loads(r["payload"])["data"]["guard"] for r in rows] == ["cluster_reserve", "paused"]
+        finally:
+            db.close()

@@ -1,0 +1,128 @@
+"""Decision events end to end: the daemon against the simulator (enforce mode, so it grows quotas
+and raises alerts), events delivered to a real Mosquitto started here on a free port and to a
+real HTTP receiver, validated against `deploy/events.schema.json`, counted against the audit
+trail and the alert notifications, none lost across a broker restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from alert_receivers import Broker, Receiver, Subscriber, run_receiver, subscribe
+
+from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.commands.demo import DEMO_POLICY
+from quotapilot.daemon.events import EventStage
+from quotapilot.daemon.runtime.daemon import Daemon
+from quotapilot.daemon.settings import load_settings
+from quotapilot.daemon.simulator.server import SimulatorServer
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "events.schema.json").read_text())
+HOUR = 3600.0
+POLL = 900.0
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Any:
+    if shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto is not installed")
+    b = Broker(tmp_path)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async for r in run_receiver():
+        yield r
+
+
+@contextlib.asynccontextmanager
+async def subscribed(port: int) -> AsyncIterator[Subscriber]:
+    async for sub in subscribe(port, "qp/events/#"):
+        yield sub
+
+
+def events_of(sub: Subscriber) -> list[dict[str, Any]]:
+    return [payload for topic, payload, _ in sub.messages if topic != "qp/events/status"]
+
+
+async def run_cycles(daemon: Daemon, clock: VirtualClock, cluster: str, n: int) -> None:
+    for _ in range(n):
+        await daemon.poll_once(cluster)
+        await clock.advance_and_settle(POLL)
+
+
+class TestEventsLive:
+    async def test_one_event_per_audited_decision_and_alert_transition_across_a_broker_restart(
+            self, tmp_path: Path, broker: Broker, receiver: Receiver) -> None:
+        clock = VirtualClock()
+        async with SimulatorServer("cosmos7", clock=clock, seed=0) as sim:
+            cluster = sim.scenario.cluster.name
+            settings = load_settings(None, **{
+                "clusters": [{"name": cluster, "address": sim.address, "token": sim.token,
+                              "ca_file": str(sim.ca_file)}],
+                "store": {"path": str(tmp_path / "state.db")},
+                "http": {"listen": "127.0.0.1:0"},
+                "vast": {"backoff_base_seconds": 0.05, "max_retries": 2, "request_timeout_seconds": 5},
+                "poll": {"interval_seconds": POLL, "jitter_ratio": 0.0},
+                "forecast": {"workers": 0},
+                "policy": dict(DEMO_POLICY),
+                "events": {"mqtt": {"host": "127.0.0.1", "port": broker.port, "topic_prefix": "qp",
+                                    "timeout_seconds": 2},
+                           "webhooks": [{"url": receiver.url}],
+                           "retry_backoffs_seconds": [60, 120]},
+            })
+            async with Daemon(settings, clock) as daemon:
+                stage = next(s for s in daemon.stages if isinstance(s, EventStage))
+                supervisor = asyncio.create_task(daemon.supervisor.run(), name="test:supervisor")
+                try:
+                    async with subscribed(broker.port) as before:
+                        await run_cycles(daemon, clock, cluster, 2 * 96)   # two days
+                        assert await stage.drain(10.0)
+                        await before.wait_for(lambda: len({e["id"] for e in events_of(before)})
+                                              == sum(stage.published.values()))
+                    enqueued_before = sum(stage.published.values())
+                    broker.stop()                                          # the outage
+                    await run_cycles(daemon, clock, cluster, 24)           # six hours: events wait in the outbox
+                    assert sum(stage.published.values()) > enqueued_before
+                    broker.start()
+                    async with subscribed(broker.port) as after:
+                        await run_cycles(daemon, clock, cluster, 16)       # back-offs expire, the backlog drains
+                        assert await stage.drain(10.0)
+                        await after.wait_for(lambda: len({e["id"] for e in events_of(before) + events_of(after)})
+                                             == sum(stage.published.values()))
+                        await receiver.wait_for(lambda: len({b["id"] for b in receiver.bodies()})
+                                                == sum(stage.published.values()))
+                finally:
+                    daemon.stop()
+                    await supervisor
+                audit = daemon.db.query("SELECT id, status FROM actions ORDER BY id")
+                log_rows = daemon.db.query("SELECT dedup_key, payload FROM outbox WHERE sink = 'log'")
+        mqtt_events = {e["id"]: e for e in events_of(before) + events_of(after)}
+        hook_events = {b["id"]: b for b in receiver.bodies()}
+        assert mqtt_events.keys() == hook_events.keys()
+        for event in mqtt_events.values():
+            jsonschema.validate(event, SCHEMA)
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        for event in mqtt_events.values():
+            by_type.setdefault(event["type"], []).append(event)
+        # every audited action: exactly one result event carrying its audit id
+        assert sorted(e["data"]["action_id"] for e in by_type["result"]) == [row["id"] for row in audit]
+        assert len(audit) > 0
+        # every alert transition (a notification that is not a re-notification): one event, same key
+        transitions = {row["dedup_key"] for row in log_rows if not json.loads(row["payload"])["renotify"]}
+        assert {e["id"] for e in by_type["alert"]} == transitions
+        assert transitions
+        assert [e["data"] for e in by_type["mode"]] == [{"from": None, "to": "enforce"}]
+        assert by_type.get("intent")
