@@ -1,4 +1,8 @@
-"""`quotapilot run`: the daemon under systemd (or a terminal) until SIGTERM/SIGINT."""
+"""`quotapilot run`: the daemon under systemd (or a terminal) until SIGTERM/SIGINT.
+
+The configuration goes through `check_config.settings_to_run()`, the one validation path that
+`check-config` uses too: what `check-config` accepts, `run` starts with; what it refuses, `run`
+refuses with the same message and exit 2 before anything is opened."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -42,8 +47,8 @@ async def _run(settings: Settings) -> int:
             finally:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
-    except OSError as exc:
-        log.error("daemon.failed", error=str(exc))
+    except (OSError, sqlite3.Error) as exc:  # a busy port, a full disk, a locked database: exit 1, said plainly
+        log.error("daemon.failed", error=str(exc), error_type=type(exc).__name__)
         return 1
     return 0
 
