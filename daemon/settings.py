@@ -351,10 +351,12 @@ class AlertRuleSettings(Group):
         1.0, description="Ingest above the forecast's p90 × (1 + this), or below its p10 ÷ (1 + this), "
         "over anomaly_samples polls is anomalous.")
     anomaly_floor_bytes_per_second: float = Field(
-        1024.0 * 1024.0, ge=0, le=MAX_BYTES, description="Smallest rate difference (bytes/s) that can count as anomalous.")
+        1024.0 * 1024.0, ge=0, le=MAX_BYTES,
+        description="Smallest rate difference (bytes/s) that can count as anomalous.")
     anomaly_samples: int = Field(
         6, ge=1, le=10_000, description="Polls per ingest-anomaly window (what was written over them is judged).")
-    collector_failed_intervals: int = Field(3, ge=1, le=10_000, description="Failed polls in a row before a collector alert.")
+    collector_failed_intervals: int = Field(
+        3, ge=1, le=10_000, description="Failed polls in a row before a collector alert.")
     runway_beyond_horizon_resolve_seconds: Seconds = Field(
         86400.0, description="A firing runway alert whose window is longer than the forecast horizon (the "
         "pool's) is not resolved by one forecast that sees no crossing; it resolves once none has for this long.")
@@ -422,7 +424,8 @@ class HttpSettings(Group):
         return resolve_secret(self.write_token, self.write_token_file)
 
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -494,7 +497,8 @@ class ForecastSettings(Group):
 class DaemonSettings(Group):
     """`[daemon]`: supervision."""
 
-    shutdown_timeout_seconds: Seconds = Field(10.0, gt=0, le=3600, description="SIGTERM: drain within this, then cancel.")
+    shutdown_timeout_seconds: Seconds = Field(
+        10.0, gt=0, le=3600, description="SIGTERM: drain within this, then cancel.")
 
 
 class ManagedView(Group):

@@ -20,7 +20,6 @@ from quotapilot.daemon import __version__
 from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.settings import Settings, expand_path, load_settings
 
-
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 

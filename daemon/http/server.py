@@ -4,7 +4,7 @@
 immutable state); the per-target families, the bulk of a scrape, are rendered straight from the
 snapshot by `TargetText`. `/healthz` answers 200 while every cluster's last successful poll is
 younger than `poll.stale_after_intervals` intervals and no supervised task crashed, else 503 with
-the reasons. `/api/v1/*` belongs to `daemon/api.py` (`add_api_routes(app, daemon)`), registered
+the reasons. `/api/v1/*` belongs to `daemon/http/api/` (`add_api_routes(app, daemon)`), registered
 here.
 """
 

@@ -39,7 +39,7 @@ def check(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[s
 
 def refused(config: Path, capsys: pytest.CaptureFixture[str], field: str, reason: str = "") -> None:
     code, report, err = check(config, capsys)
-    assert (2, False) == (code, report["valid"]), report
+    assert (code, report["valid"]) == (2, False), report
     assert field == report["field"], report
     assert reason in str(report["reason"]), report
     assert f"{field}:" in err
@@ -227,7 +227,7 @@ class TestSecretFiles:
         secret.chmod(0o644)
         config = config_file(tmp_path, f'[http]\nwrite_token_file = "{secret}"\n')
         code, report, err = check(config, capsys)
-        assert 0 == code
+        assert code == 0
         warnings = report["warnings"]
         assert isinstance(warnings, list)
         assert any("http.write_token_file" in w and "world-readable" in w for w in warnings)
@@ -239,4 +239,4 @@ class TestSecretFiles:
         secret.chmod(stat.S_IRUSR | stat.S_IWUSR)
         config = config_file(tmp_path, f'[http]\nwrite_token_file = "{secret}"\n')
         code, report, _ = check(config, capsys)
-        assert (0, []) == (code, report["warnings"])
+        assert (code, report["warnings"]) == (0, [])
