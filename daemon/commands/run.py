@@ -14,6 +14,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from quotapilot.daemon.commands.check_config import config_warnings, settings_to_run
 from quotapilot.daemon.logs import configure_logging, get_logger
@@ -31,21 +32,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(settings.log.level, settings.log.format)
     for warning in config_warnings(settings):
         log.warning("config.doubtful", problem=warning)
-    code = asyncio.run(_run(settings))
+    code = asyncio.run(serve(settings))
     _exit_now_if_requests_hang(code)
     return code
 
 
-async def _run(settings: Settings) -> int:
+async def serve(settings: Settings, *, on_open: Callable[[Daemon], object] | None = None,
+                handle_signals: bool = True) -> int:
+    """What `run` does with checked settings: open the daemon, run it until SIGTERM/SIGINT (or
+    `stop()`), close it; the exit code. `on_open(daemon)` is called once it is open (the config
+    fuzz test stops it there, in-process)."""
     loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
     try:
         async with Daemon(settings) as daemon:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in signals:
                 loop.add_signal_handler(sig, daemon.stop)
             try:
+                if on_open is not None:
+                    on_open(daemon)
                 await daemon.run()
             finally:
-                for sig in (signal.SIGTERM, signal.SIGINT):
+                for sig in signals:
                     loop.remove_signal_handler(sig)
     except (OSError, sqlite3.Error) as exc:  # a busy port, a full disk, a locked database: exit 1, said plainly
         log.error("daemon.failed", error=str(exc), error_type=type(exc).__name__)
