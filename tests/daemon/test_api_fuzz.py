@@ -46,3 +46,47 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                  HealthCheck.filter_too_much])
 def test_api_conforms_to_its_document(case: schemathesis.Case, api_url: str) -> None:
     case.call_and_validate(base_url=api_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+
+
+# Negative data: every body, path and query the document says is invalid. Whatever the API makes
+# of it, it must not be a 5xx, and it must answer in JSON.
+NEGATIVE = schemathesis.Config.from_dict({
+    "generation": {"mode": "negative"},
+    "checks": {"enabled": False, "not_a_server_error": {"enabled": True},
+               "content_type_conformance": {"enabled": True}},
+})
+negative_schema = schemathesis.openapi.from_dict(json.loads(OPENAPI_PATH.read_text()), config=NEGATIVE)
+
+
+@negative_schema.parametrize()
+@settings(max_examples=15, deadline=None, derandomize=True,
+          phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.filter_too_much])
+def test_invalid_input_is_never_a_5xx(case: schemathesis.Case, api_url: str) -> None:
+    case.call_and_validate(base_url=api_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+
+
+# Stateful: sequences that follow the document's links (a reservation, then reading or releasing
+# it by the id the answer carried), checked like the single calls.
+# A released reservation stays readable (status "released", for the audit), so schemathesis'
+# use-after-free check does not apply to DELETE here.
+StatefulConfig = schemathesis.Config.from_dict({
+    "checks": {"positive_data_acceptance": {"enabled": False}, "use_after_free": {"enabled": False}},
+})
+stateful_schema = schemathesis.openapi.from_dict(json.loads(OPENAPI_PATH.read_text()), config=StatefulConfig)
+
+
+def test_linked_sequences_conform(api_url: str) -> None:
+    machine = stateful_schema.as_state_machine()
+    called: list[str] = []
+
+    class ApiMachine(machine):  # type: ignore[valid-type,misc]  # generated at run time by schemathesis
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, object]:
+            called.append(f"{case.method} {case.path}")
+            return {"base_url": api_url, "headers": {"Authorization": f"Bearer {TOKEN}"}, "timeout": 10}
+
+    ApiMachine.run(settings=settings(max_examples=10, deadline=None, derandomize=True, stateful_step_count=4,
+                                     suppress_health_check=list(HealthCheck)))
+    linked = {c for c in called if c.startswith(("GET /api/v1/reservations/", "DELETE /api/v1/reservations/"))}
+    assert linked, called  # the links were followed, not only single calls
