@@ -275,6 +275,7 @@ def _report() -> Iterator[None]:
         Path(REPORT).write_text(json.dumps(dict(TALLY), indent=1, sort_keys=True))
 
 
+@pytest.mark.timeout(120 + 2 * MAX_EXAMPLES)  # one test runs every example
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=not os.environ.get("QP_CONFIG_FUZZ_RANDOM"),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])

@@ -20,6 +20,7 @@ arithmetic is `forecasting.preflight` (pure). Imports only `daemon.store`, `daem
 `daemon.settings` and the pure packages; never the Daemon.
 """
 
-from quotapilot.daemon.http.api.handlers import API_KEY, OPENAPI_PATH, Api, ApiDaemon, add_api_routes
+from quotapilot.daemon.http.api.handlers import API_KEY, Api, ApiDaemon, add_api_routes
+from quotapilot.daemon.http.api.openapi import OPENAPI_PATH
 
 __all__ = ["API_KEY", "OPENAPI_PATH", "Api", "ApiDaemon", "add_api_routes"]

@@ -11,7 +11,6 @@ import json
 import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
@@ -26,6 +25,7 @@ from quotapilot.daemon.http.api.models import (
     ReservationRequest,
     parse_seconds,
 )
+from quotapilot.daemon.http.api.openapi import OPENAPI_PATH
 from quotapilot.daemon.http.api.render import (
     ApiError,
     OverrideView,
@@ -58,7 +58,6 @@ from quotapilot.forecasting.types import Dimension, TargetId
 
 log = get_logger(__name__)
 
-OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 DEFAULT_NEEDED_FOR_SECONDS = 3600.0
 M = TypeVar("M", bound=BaseModel)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="quotapilot"'}
