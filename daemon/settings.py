@@ -365,7 +365,7 @@ class AlertRuleSettings(Group):
 class AlertSettings(Group):
     """`[alerts]`: rules, sinks and routes."""
 
-    rules: AlertRuleSettings = Field(default_factory=AlertRuleSettings)  # type: ignore[arg-type]
+    rules: AlertRuleSettings = Field(default_factory=AlertRuleSettings)
     mqtt: MqttSettings | None = None
     webhooks: tuple[WebhookSettings, ...] = ()
     routes: tuple[RouteSettings, ...] = ()
@@ -522,15 +522,15 @@ class Settings(BaseSettings):
         env_prefix="QUOTAPILOT_", env_nested_delimiter="__", extra="forbid", frozen=True, allow_inf_nan=False)
 
     clusters: tuple[ClusterSettings, ...] = Field((), description="The VMSs to watch.")
-    vast: VastSettings = Field(default_factory=VastSettings)  # type: ignore[arg-type]
-    poll: PollSettings = Field(default_factory=PollSettings)  # type: ignore[arg-type]
-    policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
-    alerts: AlertSettings = Field(default_factory=AlertSettings)  # type: ignore[arg-type]
-    http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
-    store: StoreSettings = Field(default_factory=StoreSettings)  # type: ignore[arg-type]
-    log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
-    forecast: ForecastSettings = Field(default_factory=ForecastSettings)  # type: ignore[arg-type]
-    daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
+    vast: VastSettings = Field(default_factory=VastSettings)
+    poll: PollSettings = Field(default_factory=PollSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    forecast: ForecastSettings = Field(default_factory=ForecastSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     views: tuple[ManagedView, ...] = ()
 
     @model_validator(mode="after")
