@@ -1,9 +1,15 @@
 """quotapilot's configuration: one pydantic-settings model of per-concern groups.
 
 Sources, highest priority first: `QUOTAPILOT_…` environment variables (nested with `__`, e.g.
-`QUOTAPILOT_POLL__INTERVAL_SECONDS=30`), then the TOML file given with `--config`, then the
-defaults here. Secrets are `SecretStr` (never printed) or `*_file` paths read at use; a path may
-name `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
+`QUOTAPILOT_POLL__INTERVAL_SECONDS=30`), then the TOML file given with `--config` (read by
+pydantic-settings' TOML source), then the defaults here; sources merge group by group. Secrets
+are `SecretStr` (never printed) or `*_file` paths read at use; a path may name
+`$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
+
+Every number is finite and in a range that means something (durations at most `MAX_SECONDS`,
+polls at least 1 s apart, ratios of a limit in (0, 1]); cross-field rules live in each group's
+validator. What needs the filesystem (secret files read, CA bundles loaded, the store's location)
+is checked by `commands.check_config.validate_for_run`, which `run` goes through too.
 
 This is the only module that reads the environment.
 """
@@ -13,33 +19,51 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import json
+import math
 import os
 import re
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from quotapilot.daemon.errors import ConfigError
-from quotapilot.daemon.units import parse_bytes, parse_duration
+from quotapilot.daemon.units import parse_duration
 
 MAX_BYTES = 2**62
 """No byte setting is larger (SQLite integers are 64-bit; nothing real comes near)."""
 MAX_SECONDS = 10 * 366 * 86400.0
 """No duration setting is longer than ten years: every one is finite and means something."""
 
-Bytes = Annotated[int, BeforeValidator(parse_bytes), Field(ge=0, le=MAX_BYTES)]
-"""A byte count; config accepts `1099511627776`, `"1TiB"`, `"500TB"`."""
+def _whole_bytes(value: object) -> object:
+    """TOML numbers for `ByteSize`: a finite float becomes whole bytes (`1.5e12`); `inf`/`nan` are refused."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"not a finite byte size: {value}")
+        return int(value)
+    return value
+
+
+Bytes = Annotated[ByteSize, BeforeValidator(_whole_bytes), Field(ge=0, le=MAX_BYTES)]
+"""A byte count (pydantic's `ByteSize`); config accepts `1099511627776`, `"1TiB"`, `"500 TB"`."""
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
 """A duration in seconds; config accepts `3600`, `"1h"`, `"7d"`; finite, at most `MAX_SECONDS`."""
 Ratio = Annotated[float, Field(gt=0, le=1)]
@@ -177,10 +201,10 @@ class PolicyRules(Group):
     target_utilization: Ratio = Field(0.70, description="Size growth so the upper band stays under this.")
     lead_time_seconds: Seconds = Field(24 * 3600.0, description="How far ahead the trigger looks.")
     horizon_seconds: Seconds = Field(7 * 86400.0, ge=60, description="How long one growth should last.")
-    step_bytes: Bytes = Field(2**40, gt=0, description="New hard limits are rounded up to this.")
-    min_growth_bytes: Bytes = Field(2**40, description="Smallest growth per action.")
-    max_growth_bytes: Bytes = Field(500 * 2**40, gt=0, description="Largest growth per action.")
-    max_hard_limit_bytes: Bytes = Field(10 * 2**50, gt=0, description="Ceiling of any quota's hard limit.")
+    step_bytes: Bytes = Field(ByteSize(2**40), gt=0, description="New hard limits are rounded up to this.")
+    min_growth_bytes: Bytes = Field(ByteSize(2**40), description="Smallest growth per action.")
+    max_growth_bytes: Bytes = Field(ByteSize(500 * 2**40), gt=0, description="Largest growth per action.")
+    max_hard_limit_bytes: Bytes = Field(ByteSize(10 * 2**50), gt=0, description="Ceiling of any quota's hard limit.")
     step_inodes: int = Field(1_000_000, gt=0, le=MAX_BYTES, description="New inode limits are rounded up to this.")
     min_growth_inodes: int = Field(1_000_000, ge=0, le=MAX_BYTES, description="Smallest inode growth per action.")
     max_growth_inodes: int = Field(1_000_000_000, gt=0, le=MAX_BYTES, description="Largest inode growth per action.")
@@ -509,7 +533,7 @@ class ManagedView(Group):
     name: str | None = Field(None, description="Quota/view name (default: from the path).")
     policy: str = Field("default", description="View policy name.")
     protocols: tuple[str, ...] = Field(("NFS",), description="View protocols.")
-    hard_limit_bytes: Bytes = Field(10 * 2**40, gt=0, description="Initial quota hard limit.")
+    hard_limit_bytes: Bytes = Field(ByteSize(10 * 2**40), gt=0, description="Initial quota hard limit.")
     soft_limit_bytes: Bytes | None = Field(None, description="Initial soft limit (default 90 % of hard).")
     hard_limit_inodes: int | None = Field(None, gt=0, description="Initial inode limit.")
 
@@ -555,8 +579,37 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file arrives as init kwargs; the environment overrides it.
-        return (env_settings, init_settings)
+        # Highest first: the environment, then keyword overrides (the demo's, tests'), then the
+        # `--config` TOML file (pydantic-settings merges them group by group).
+        config_file = _CONFIG_FILE.get()
+        if config_file is None:
+            return (env_settings, init_settings)
+        return (env_settings, init_settings, ConfigFileSource(settings_cls, config_file))
+
+
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("quotapilot_config_file", default=None)
+"""The `--config` file of the `load_settings()` call in progress (pydantic-settings builds its
+sources in a classmethod, so the path travels beside the call)."""
+
+
+class ConfigFileSource(TomlConfigSettingsSource):
+    """pydantic-settings' TOML source for the `--config` file, with every way of failing to read
+    it a `ConfigError` on `--config` (the library skips a missing file; a config named on the
+    command line must exist)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], config_file: Path) -> None:
+        if not config_file.exists():
+            raise ConfigError("--config", f"no such file: {config_file}")
+        if not config_file.is_file():
+            raise ConfigError("--config", f"{config_file} cannot be read: not a regular file")
+        try:
+            super().__init__(settings_cls, toml_file=config_file)
+        except OSError as exc:
+            raise ConfigError("--config", f"{config_file} cannot be read: {exc.strerror or exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError("--config", f"{config_file} is not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError("--config", f"{config_file}: arrays or tables nested too deeply") from None
 
 
 def describe_validation_error(exc: ValidationError) -> list[ConfigError]:
@@ -583,7 +636,9 @@ def describe_validation_error(exc: ValidationError) -> list[ConfigError]:
 
 
 def read_config_file(config_file: Path) -> dict[str, Any]:
-    """The TOML file as a dict; a missing or malformed file is a `ConfigError` on `--config`."""
+    """The TOML file as a dict; a missing or malformed file is a `ConfigError` on `--config`.
+    (`load_settings` reads `--config` through `ConfigFileSource`; the demo layers a user's file
+    over its own settings with this.)"""
     try:
         with open(config_file, "rb") as fh:
             return tomllib.load(fh)
@@ -602,15 +657,16 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
     Raises `ConfigError` naming the first problem (all of them in `.problems`) on invalid input.
     """
-    data: dict[str, Any] = {} if config_file is None else read_config_file(config_file)
-    data.update(overrides)
+    token = _CONFIG_FILE.set(config_file)
     try:
-        return Settings(**data)
+        return Settings(**overrides)
     except ValidationError as exc:
         first, *others = describe_validation_error(exc)
         raise ConfigError(first.field, first.reason, others=others) from None
     except (SettingsError, RecursionError) as exc:
         raise _environment_problem(exc) from None
+    finally:
+        _CONFIG_FILE.reset(token)
 
 
 def _environment_problem(exc: SettingsError | RecursionError) -> ConfigError:
