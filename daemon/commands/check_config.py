@@ -46,6 +46,9 @@ def validate_for_run(settings: Settings) -> None:
     for field, ca_file in ca_files(settings):
         # a CA that cannot verify anything would fail every TLS check at run time: refuse it now
         try:
+            if ca_file.stat().st_mode & stat.S_IWOTH:
+                raise ConfigError(field, f"{ca_file} is world-writable: anyone on the host could make "
+                                  "quotapilot trust their certificate")
             ssl.create_default_context(cafile=ca_file)
         except ssl.SSLError as exc:
             raise ConfigError(field, f"not a PEM CA bundle ({exc.reason or exc})") from None

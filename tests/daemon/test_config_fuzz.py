@@ -284,7 +284,12 @@ def test_check_config_and_run_agree(data: st.DataObject) -> None:
     workdir = Path(tempfile.mkdtemp(dir=SANDBOX))
     config, overrides = data.draw(mutated(store_paths(workdir)))
     path = workdir / "q.toml"
-    path.write_text(to_toml(config))
+    text = to_toml(config)
+    if data.draw(st.integers(0, 9)) == 0:  # now and then the text itself is broken: cut, spliced, doubled
+        at = data.draw(st.integers(0, len(text)))
+        text = data.draw(st.sampled_from([text[:at], text[:at] + data.draw(st.text(max_size=5)) + text[at:],
+                                          text + text, text[:at] + "[" + text[at:]]))
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
     TALLY["examples"] += 1
     cwd = Path.cwd()
     os.chdir(workdir)  # a relative file path resolves in the sandbox

@@ -221,6 +221,14 @@ class TestSecretFiles:
         config = config_file(tmp_path, f'[http]\nwrite_token_file = "{secret}"\n')
         refused(config, capsys, "http.write_token_file", "world-writable")
 
+    def test_world_writable_ca_file_is_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        from quotapilot.daemon.simulator.tls import make_certificates
+
+        ca = make_certificates(tmp_path / "tls").ca_file
+        ca.chmod(0o666)
+        config = config_file(tmp_path, f'ca_file = "{ca}"\n[store]\npath = "{tmp_path / "state.db"}"\n', store=False)
+        refused(config, capsys, "clusters.0.ca_file", "world-writable")
+
     def test_world_readable_secret_is_a_warning(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         secret = tmp_path / "api.token"
         secret.write_text("tok")
