@@ -636,20 +636,10 @@ def describe_validation_error(exc: ValidationError) -> list[ConfigError]:
 
 
 def read_config_file(config_file: Path) -> dict[str, Any]:
-    """The TOML file as a dict; a missing or malformed file is a `ConfigError` on `--config`.
-    (`load_settings` reads `--config` through `ConfigFileSource`; the demo layers a user's file
-    over its own settings with this.)"""
-    try:
-        with open(config_file, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError("--config", f"no such file: {config_file}") from None
-    except OSError as exc:
-        raise ConfigError("--config", f"{config_file} cannot be read: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError("--config", f"{config_file} is not valid TOML: {exc}") from None
-    except RecursionError:
-        raise ConfigError("--config", f"{config_file}: arrays or tables nested too deeply") from None
+    """The TOML file as a dict, read as `load_settings` reads `--config` (`ConfigFileSource`); a
+    missing or malformed file is a `ConfigError` on `--config`. The demo layers a user's file over
+    its own settings with this."""
+    return dict(ConfigFileSource(Settings, config_file).toml_data)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
