@@ -483,9 +483,15 @@ class StoreSettings(Group):
     """`[store]`: the SQLite state store."""
 
     path: Path = Field(Path("/var/lib/quotapilot/state.db"), description="SQLite database file.")
-    raw_retention_seconds: Seconds = Field(3 * 86400.0, description="Keep every poll sample this long.")
+    raw_retention_seconds: Seconds = Field(3 * 86400.0, ge=3600, description="Keep every poll sample this long.")
     hourly_retention_seconds: Seconds = Field(70 * 86400.0, description="Keep hourly downsampled history this long.")
-    audit_retention_seconds: Seconds = Field(400 * 86400.0, description="Keep the audit trail this long.")
+    audit_retention_seconds: Seconds = Field(400 * 86400.0, ge=86400, description="Keep the audit trail this long.")
+
+    @model_validator(mode="after")
+    def _retentions_ordered(self) -> StoreSettings:
+        if self.hourly_retention_seconds < self.raw_retention_seconds:
+            raise FieldProblem("hourly_retention_seconds", "must be >= raw_retention_seconds (it is the longer memory)")
+        return self
 
 
 class LogSettings(Group):
@@ -535,7 +541,7 @@ class ManagedView(Group):
     protocols: tuple[str, ...] = Field(("NFS",), description="View protocols.")
     hard_limit_bytes: Bytes = Field(ByteSize(10 * 2**40), gt=0, description="Initial quota hard limit.")
     soft_limit_bytes: Bytes | None = Field(None, description="Initial soft limit (default 90 % of hard).")
-    hard_limit_inodes: int | None = Field(None, gt=0, description="Initial inode limit.")
+    hard_limit_inodes: int | None = Field(None, gt=0, le=MAX_BYTES, description="Initial inode limit.")
 
 
 # ----------------------------------------------------------------------------------- the root

@@ -151,6 +151,9 @@ class TestNonsenseIsRefused:
         ('[http]\nwrite_token = "   "\n', "http.write_token"),
         ("[daemon]\nshutdown_timeout_seconds = inf\n", "daemon.shutdown_timeout_seconds"),
         ("[store]\nraw_retention_seconds = inf\n", "store.raw_retention_seconds"),
+        ("[store]\nraw_retention_seconds = 60\n", "store.raw_retention_seconds"),
+        ('[store]\nraw_retention_seconds = "10d"\nhourly_retention_seconds = "5d"\n', "store.hourly_retention_seconds"),
+        ('[[views]]\npath = "/x"\nhard_limit_inodes = 99999999999999999999\n', "views.0.hard_limit_inodes"),
     ])
     def test_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, field: str) -> None:
         refused(config_file(tmp_path, extra, store="[store]" not in extra), capsys, field)
