@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import ssl
 import stat
 import sys
@@ -54,6 +55,9 @@ def validate_for_run(settings: Settings) -> None:
             raise ConfigError(field, f"not a PEM CA bundle ({exc.reason or exc})") from None
         except OSError as exc:
             raise ConfigError(field, f"cannot be read: {exc.strerror or exc}") from None
+    problem = listen_problem(settings.http.host)
+    if problem is not None:
+        raise ConfigError("http.listen", problem)
     problem = store_path_problem(settings.store.path)
     if problem is not None:
         raise ConfigError("store.path", problem)
@@ -100,6 +104,23 @@ def ca_files(settings: Settings) -> Iterator[tuple[str, Path]]:
         ca = hook.resolved_ca_file()
         if ca is not None and hook.verify_tls:
             yield f"alerts.webhooks.{i}.ca_file", ca
+
+
+def listen_problem(host: str) -> str | None:
+    """Why `run` could not listen on `host` (None: it can). Every address the name resolves to is
+    bound as aiohttp will bind it, but on port 0: the configured port may be held right now by
+    the daemon this configuration is about to replace."""
+    try:
+        addresses = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        return f"{host} does not resolve: {getattr(exc, 'strerror', None) or exc}"
+    for family, kind, proto, _, address in addresses:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.bind(address)
+        except OSError as exc:
+            return f"cannot listen on {address[0]}: {exc.strerror or exc} (not an address of this host?)"
+    return None
 
 
 def store_path_problem(path: Path) -> str | None:

@@ -59,6 +59,16 @@ class TestRunCrashedOnWhatCheckConfigAccepted:
                                        listen: str) -> None:
         refused(config_file(tmp_path, f'[http]\nlisten = "{listen}"\n'), capsys, "http.listen")
 
+    @pytest.mark.parametrize(("listen", "reason"), [("192.0.2.1:9187", "cannot listen on 192.0.2.1"),
+                                                    ("0.0.0.25:99", "cannot listen on 0.0.0.25"),
+                                                    ("no-such-host.invalid:9187", "does not resolve")])
+    def test_listen_address_not_of_this_host(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             listen: str, reason: str) -> None:
+        """Found by the config fuzz: `run` exited 1 binding an address this host does not have.
+        check-config binds the address on port 0 (the port itself may be held by the daemon
+        being replaced), as aiohttp will bind it."""
+        refused(config_file(tmp_path, f'[http]\nlisten = "{listen}"\n'), capsys, "http.listen", reason)
+
     @pytest.mark.parametrize(("listen", "host", "port"), [
         ("127.0.0.1:9187", "127.0.0.1", 9187), ("[::1]:0", "::1", 0), ("localhost:8080", "localhost", 8080),
         ("0.0.0.0:9187", "0.0.0.0", 9187)])
