@@ -471,6 +471,11 @@ def parse_listen(listen: str) -> tuple[str, int]:
             raise ValueError(f"an IPv6 address goes in brackets: '[{host}]:{port_text}'")
         if not _HOSTNAME.match(host):
             raise ValueError(f"not a host name or IPv4 address: {host!r}")
+        if host.replace(".", "").isdigit():  # "25" or "127.1" would resolve by inet_aton's old rules
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise ValueError(f"not an IPv4 address (a.b.c.d): {host!r}") from None
     if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
         raise ValueError(f"the port must be a number 0..65535, not {port_text!r}")
     port = int(port_text)

@@ -54,7 +54,7 @@ class TestRunCrashedOnWhatCheckConfigAccepted:
         refused(config_file(tmp_path, '[http]\nlisten = "127.0.0.1:99999"\n'), capsys, "http.listen", "65535")
 
     @pytest.mark.parametrize("listen", ["127.0.0.1", ":9187", "127.0.0.1:http", "bad host:9187",
-                                        "[::1:9187", "127.0.0.1:-1", "::1:9187"])
+                                        "[::1:9187", "127.0.0.1:-1", "::1:9187", "25:99", "127.1:9187"])
     def test_listen_address_must_parse(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                        listen: str) -> None:
         refused(config_file(tmp_path, f'[http]\nlisten = "{listen}"\n'), capsys, "http.listen")
