@@ -1,9 +1,15 @@
 """quotapilot's configuration: one pydantic-settings model of per-concern groups.
 
 Sources, highest priority first: `QUOTAPILOT_…` environment variables (nested with `__`, e.g.
-`QUOTAPILOT_POLL__INTERVAL_SECONDS=30`), then the TOML file given with `--config`, then the
-defaults here. Secrets are `SecretStr` (never printed) or `*_file` paths read at use; a path may
-name `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
+`QUOTAPILOT_POLL__INTERVAL_SECONDS=30`), then the TOML file given with `--config` (read by
+pydantic-settings' TOML source), then the defaults here; sources merge group by group. Secrets
+are `SecretStr` (never printed) or `*_file` paths read at use; a path may name
+`$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
+
+Every number is finite and in a range that means something (durations at most `MAX_SECONDS`,
+polls at least 1 s apart, ratios of a limit in (0, 1]); cross-field rules live in each group's
+validator. What needs the filesystem (secret files read, CA bundles loaded, the store's location)
+is checked by `commands.check_config.validate_for_run`, which `run` goes through too.
 
 This is the only module that reads the environment.
 """
@@ -11,30 +17,59 @@ This is the only module that reads the environment.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
+import json
+import math
 import os
+import re
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from quotapilot.daemon.errors import ConfigError
-from quotapilot.daemon.units import parse_bytes, parse_duration
+from quotapilot.daemon.units import parse_duration
 
-Bytes = Annotated[int, BeforeValidator(parse_bytes), Field(ge=0)]
-"""A byte count; config accepts `1099511627776`, `"1TiB"`, `"500TB"`."""
-Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-"""A duration in seconds; config accepts `3600`, `"1h"`, `"7d"`."""
-Ratio = Annotated[float, Field(gt=0, le=1.5)]
+MAX_BYTES = 2**62
+"""No byte setting is larger (SQLite integers are 64-bit; nothing real comes near)."""
+MAX_SECONDS = 10 * 366 * 86400.0
+"""No duration setting is longer than ten years: every one is finite and means something."""
+
+def _whole_bytes(value: object) -> object:
+    """TOML numbers for `ByteSize`: a finite float becomes whole bytes (`1.5e12`); `inf`/`nan` are refused."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"not a finite byte size: {value}")
+        return int(value)
+    return value
+
+
+Bytes = Annotated[ByteSize, BeforeValidator(_whole_bytes), Field(ge=0, le=MAX_BYTES)]
+"""A byte count (pydantic's `ByteSize`); config accepts `1099511627776`, `"1TiB"`, `"500 TB"`."""
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
+"""A duration in seconds; config accepts `3600`, `"1h"`, `"7d"`; finite, at most `MAX_SECONDS`."""
+Ratio = Annotated[float, Field(gt=0, le=1)]
+"""A fraction of a limit, in (0, 1]."""
+Multiple = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
+"""A finite, non-negative factor (e.g. "at most twice the observed rate")."""
 
 
 class FieldProblem(ValueError):
@@ -47,7 +82,8 @@ class FieldProblem(ValueError):
 
 
 class Group(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: TOML has `inf` and `nan`; no setting means anything with them
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def expand_path(path: Path) -> Path:
@@ -124,23 +160,29 @@ class ClusterSettings(Group):
 class VastSettings(Group):
     """How quotapilot talks to every VMS (`[vast]`)."""
 
-    request_timeout_seconds: Seconds = Field(30.0, gt=0, description="Timeout of one VMS request.")
+    request_timeout_seconds: Seconds = Field(30.0, ge=0.1, le=600, description="Timeout of one VMS request.")
     max_retries: int = Field(4, ge=0, le=20, description="Retries of one request on temporary errors.")
-    backoff_base_seconds: Seconds = Field(1.0, gt=0, description="First retry delay (doubles, jittered).")
-    backoff_max_seconds: Seconds = Field(60.0, gt=0, description="Longest retry delay.")
+    backoff_base_seconds: Seconds = Field(1.0, gt=0, le=3600, description="First retry delay (doubles, jittered).")
+    backoff_max_seconds: Seconds = Field(60.0, gt=0, le=3600, description="Longest retry delay.")
     page_size: int = Field(1000, ge=1, le=10000, description="Quotas per page when listing.")
     threads: int = Field(4, ge=1, le=64, description="Bounded thread pool for the blocking vastpy calls.")
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> VastSettings:
+        if self.backoff_max_seconds < self.backoff_base_seconds:
+            raise FieldProblem("backoff_max_seconds", "must be >= backoff_base_seconds")
+        return self
 
 
 # --------------------------------------------------------------------------------------- poll
 class PollSettings(Group):
     """The poll loop (`[poll]`)."""
 
-    interval_seconds: Seconds = Field(60.0, gt=0, description="Time between polls of one cluster.")
+    interval_seconds: Seconds = Field(60.0, ge=1, le=86400, description="Time between polls of one cluster.")
     jitter_ratio: float = Field(0.1, ge=0, le=0.5,
                                 description="Random start offset, as a fraction of the interval.")
     stale_after_intervals: float = Field(
-        3.0, gt=1, description="/healthz fails, and nothing acts, when data is older than this.")
+        3.0, gt=1, le=1000, description="/healthz fails, and nothing acts, when data is older than this.")
     bandwidth_time_frame: str = Field("10m", description="time_frame of the ingest-bandwidth query.")
     tolerance_ratio: float = Field(
         0.05, ge=0, le=1,
@@ -158,18 +200,18 @@ class PolicyRules(Group):
     critical_at: Ratio = Field(0.90, description="Utilization alert, critical.")
     target_utilization: Ratio = Field(0.70, description="Size growth so the upper band stays under this.")
     lead_time_seconds: Seconds = Field(24 * 3600.0, description="How far ahead the trigger looks.")
-    horizon_seconds: Seconds = Field(7 * 86400.0, gt=0, description="How long one growth should last.")
-    step_bytes: Bytes = Field(2**40, gt=0, description="New hard limits are rounded up to this.")
-    min_growth_bytes: Bytes = Field(2**40, description="Smallest growth per action.")
-    max_growth_bytes: Bytes = Field(500 * 2**40, gt=0, description="Largest growth per action.")
-    max_hard_limit_bytes: Bytes = Field(10 * 2**50, gt=0, description="Ceiling of any quota's hard limit.")
-    step_inodes: int = Field(1_000_000, gt=0, description="New inode limits are rounded up to this.")
-    min_growth_inodes: int = Field(1_000_000, ge=0, description="Smallest inode growth per action.")
-    max_growth_inodes: int = Field(1_000_000_000, gt=0, description="Largest inode growth per action.")
-    max_hard_limit_inodes: int = Field(10_000_000_000, gt=0, description="Ceiling of inode limits.")
+    horizon_seconds: Seconds = Field(7 * 86400.0, ge=60, description="How long one growth should last.")
+    step_bytes: Bytes = Field(ByteSize(2**40), gt=0, description="New hard limits are rounded up to this.")
+    min_growth_bytes: Bytes = Field(ByteSize(2**40), description="Smallest growth per action.")
+    max_growth_bytes: Bytes = Field(ByteSize(500 * 2**40), gt=0, description="Largest growth per action.")
+    max_hard_limit_bytes: Bytes = Field(ByteSize(10 * 2**50), gt=0, description="Ceiling of any quota's hard limit.")
+    step_inodes: int = Field(1_000_000, gt=0, le=MAX_BYTES, description="New inode limits are rounded up to this.")
+    min_growth_inodes: int = Field(1_000_000, ge=0, le=MAX_BYTES, description="Smallest inode growth per action.")
+    max_growth_inodes: int = Field(1_000_000_000, gt=0, le=MAX_BYTES, description="Largest inode growth per action.")
+    max_hard_limit_inodes: int = Field(10_000_000_000, gt=0, le=MAX_BYTES, description="Ceiling of inode limits.")
     cooldown_seconds: Seconds = Field(6 * 3600.0, description="Minimum time between growths of one quota.")
-    max_forecast_rate_ratio: float = Field(
-        2.0, ge=0, description="Size a growth with at most this multiple of the last day's observed write "
+    max_forecast_rate_ratio: Multiple = Field(
+        2.0, description="Size a growth with at most this multiple of the last day's observed write "
         "rate, so a forecast a burst has just thrown upwards cannot size a quota for weeks (0: no cap).")
 
     @model_validator(mode="after")
@@ -210,7 +252,7 @@ class PolicySettings(PolicyRules):
 
     cluster_reserve_ratio: float = Field(
         0.10, ge=0, lt=1, description="Fraction of usable capacity that must stay free after growths.")
-    max_actions_per_hour: int = Field(20, ge=0, description="Global rate limit on growth actions.")
+    max_actions_per_hour: int = Field(20, ge=0, le=1_000_000, description="Global rate limit on growth actions.")
     kill_switch: bool = Field(False, description="Stop all growth actions (decisions still reported).")
     overrides: tuple[PolicyOverride, ...] = Field((), description="Per-target policy by path glob.")
 
@@ -251,8 +293,8 @@ class MqttSettings(Group):
     tls: bool = Field(False, description="Connect with TLS.")
     ca_file: Path | None = Field(None, description="CA bundle for the broker's certificate.")
     client_id: str | None = Field(None, description="MQTT client id (default: quotapilot-<host>).")
-    keepalive_seconds: int = Field(30, ge=5, description="MQTT keepalive.")
-    timeout_seconds: Seconds = Field(10.0, gt=0, description="Connect/publish timeout.")
+    keepalive_seconds: int = Field(30, ge=5, le=65535, description="MQTT keepalive (the protocol's maximum is 65535).")
+    timeout_seconds: Seconds = Field(10.0, gt=0, le=600, description="Connect/publish timeout.")
     state_min_change_ratio: float = Field(
         0.20, ge=0, le=1, description="Retained state is re-published when utilization moved this much "
         "(or at once when the last action, the quota state or the hard limit change).")
@@ -278,7 +320,7 @@ class WebhookSettings(Group):
     token: SecretStr | None = Field(None, description="Bearer token sent as Authorization.")
     token_file: Path | None = Field(None, description="File holding the bearer token.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
-    timeout_seconds: Seconds = Field(10.0, gt=0, description="Timeout of one POST.")
+    timeout_seconds: Seconds = Field(10.0, gt=0, le=600, description="Timeout of one POST.")
     verify_tls: bool = Field(True, description="Verify the receiver's certificate.")
     ca_file: Path | None = Field(None, description="CA bundle for the receiver's certificate.")
 
@@ -299,8 +341,8 @@ class WebhookSettings(Group):
 class QuietWindow(Group):
     """A daily window (UTC, "HH:MM") in which a route holds non-critical notifications."""
 
-    start: str = Field(pattern=r"^\d\d:\d\d$")
-    end: str = Field(pattern=r"^\d\d:\d\d$")
+    start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    end: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 
 class RouteSettings(Group):
@@ -329,14 +371,16 @@ class AlertRuleSettings(Group):
         24 * 3600.0, description="Re-send a firing warning this often (critical: renotify_seconds; info: never).")
     pool_renotify_seconds: Seconds = Field(
         24 * 3600.0, description="Cluster pool alerts (procurement) are re-sent at most this often.")
-    anomaly_margin_ratio: float = Field(
-        1.0, ge=0, description="Ingest above the forecast's p90 × (1 + this), or below its p10 ÷ (1 + this), "
+    anomaly_margin_ratio: Multiple = Field(
+        1.0, description="Ingest above the forecast's p90 × (1 + this), or below its p10 ÷ (1 + this), "
         "over anomaly_samples polls is anomalous.")
     anomaly_floor_bytes_per_second: float = Field(
-        1024.0 * 1024.0, ge=0, description="Smallest rate difference (bytes/s) that can count as anomalous.")
+        1024.0 * 1024.0, ge=0, le=MAX_BYTES,
+        description="Smallest rate difference (bytes/s) that can count as anomalous.")
     anomaly_samples: int = Field(
-        6, ge=1, description="Polls per ingest-anomaly window (what was written over them is judged).")
-    collector_failed_intervals: int = Field(3, ge=1, description="Failed polls in a row before a collector alert.")
+        6, ge=1, le=10_000, description="Polls per ingest-anomaly window (what was written over them is judged).")
+    collector_failed_intervals: int = Field(
+        3, ge=1, le=10_000, description="Failed polls in a row before a collector alert.")
     runway_beyond_horizon_resolve_seconds: Seconds = Field(
         86400.0, description="A firing runway alert whose window is longer than the forecast horizon (the "
         "pool's) is not resolved by one forecast that sees no crossing; it resolves once none has for this long.")
@@ -345,47 +389,108 @@ class AlertRuleSettings(Group):
 class AlertSettings(Group):
     """`[alerts]`: rules, sinks and routes."""
 
-    rules: AlertRuleSettings = Field(default_factory=AlertRuleSettings)  # type: ignore[arg-type]
+    rules: AlertRuleSettings = Field(default_factory=AlertRuleSettings)
     mqtt: MqttSettings | None = None
     webhooks: tuple[WebhookSettings, ...] = ()
     routes: tuple[RouteSettings, ...] = ()
     log_sink: bool = Field(
         True, description="Also deliver every notification, through the outbox, to the structured log "
         "(event `alert.notified`, sink `log`): the journal shows every alert even with no other sink.")
-    retry_backoffs_seconds: tuple[float, ...] = Field(
-        (1, 2, 5, 10, 30, 60, 120, 300), description="Delivery retry delays per sink (jittered).")
+    retry_backoffs_seconds: tuple[Annotated[float, Field(gt=0, le=86400)], ...] = Field(
+        (1, 2, 5, 10, 30, 60, 120, 300), min_length=1, max_length=100,
+        description="Delivery retry delays per sink (jittered); the last one repeats.")
     max_age_seconds: Seconds = Field(
-        7 * 86400.0, description="Undelivered notifications older than this are dropped (and counted).")
+        7 * 86400.0, gt=0, description="Undelivered notifications older than this are dropped (and counted).")
+
+    def sink_names(self) -> list[str]:
+        """The names routes may use: `log` (when on), `mqtt` (when set), each webhook's name."""
+        names = [LOG_SINK_NAME] if self.log_sink else []
+        if self.mqtt is not None:
+            names.append("mqtt")
+        names.extend(w.name or f"webhook-{i}" for i, w in enumerate(self.webhooks))
+        return names
 
 
 # --------------------------------------------------------------------------------- http & co
 class HttpSettings(Group):
     """`[http]`: the daemon's HTTP listener (/metrics, /healthz, /api/v1)."""
 
-    listen: str = Field("127.0.0.1:9187", pattern=r"^.+:\d+$", description="host:port to listen on.")
+    listen: str = Field("127.0.0.1:9187", description="host:port to listen on ([::1]:9187 for IPv6; port 0: any).")
     write_token: SecretStr | None = Field(None, description="Bearer token for write endpoints.")
     write_token_file: Path | None = Field(None, description="File holding the write token.")
-    max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest accepted request body.")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=64 * 2**20, description="Largest accepted request body.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> HttpSettings:
+        try:
+            parse_listen(self.listen)
+        except ValueError as exc:
+            raise FieldProblem("listen", str(exc)) from None
+        if self.write_token is not None:
+            if self.write_token_file is not None:
+                raise FieldProblem("write_token", "give only one of write_token, write_token_file")
+            token = self.write_token.get_secret_value()
+            if not token.strip():
+                raise FieldProblem("write_token", "is empty (leave it unset to refuse every write)")
+            if token != token.strip():
+                raise FieldProblem("write_token", "has leading or trailing white space")
+        return self
 
     @property
     def host(self) -> str:
-        return self.listen.rsplit(":", 1)[0].strip("[]")
+        return parse_listen(self.listen)[0]
 
     @property
     def port(self) -> int:
-        return int(self.listen.rsplit(":", 1)[1])
+        return parse_listen(self.listen)[1]
 
     def resolved_write_token(self) -> str | None:
         return resolve_secret(self.write_token, self.write_token_file)
+
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`host:port` (`[v6]:port` for IPv6) as `(host, port)`; ValueError saying what is wrong."""
+    if listen.startswith("["):
+        host, closed, rest = listen[1:].partition("]")
+        if not closed or not rest.startswith(":"):
+            raise ValueError(f"not host:port: {listen!r} (IPv6: '[::1]:9187')")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"not an IPv6 address: {host!r}") from None
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = listen.rpartition(":")
+        if not colon or not host:
+            raise ValueError(f"not host:port: {listen!r} (e.g. '127.0.0.1:9187')")
+        if ":" in host:
+            raise ValueError(f"an IPv6 address goes in brackets: '[{host}]:{port_text}'")
+        if not _HOSTNAME.match(host):
+            raise ValueError(f"not a host name or IPv4 address: {host!r}")
+        if host.replace(".", "").isdigit():  # "25" or "127.1" would resolve by inet_aton's old rules
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise ValueError(f"not an IPv4 address (a.b.c.d): {host!r}") from None
+    if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
+        raise ValueError(f"the port must be a number 0..65535, not {port_text!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"the port must be 0..65535, not {port}")
+    return host, port
 
 
 class StoreSettings(Group):
     """`[store]`: the state store — SQLite (`path`, one host) or PostgreSQL (`url`, a fleet)."""
 
     path: Path = Field(Path("/var/lib/quotapilot/state.db"), description="SQLite database file.")
-    raw_retention_seconds: Seconds = Field(3 * 86400.0, description="Keep every poll sample this long.")
+    raw_retention_seconds: Seconds = Field(3 * 86400.0, ge=3600, description="Keep every poll sample this long.")
     hourly_retention_seconds: Seconds = Field(70 * 86400.0, description="Keep hourly downsampled history this long.")
-    audit_retention_seconds: Seconds = Field(400 * 86400.0, description="Keep the audit trail this long.")
+    audit_retention_seconds: Seconds = Field(400 * 86400.0, ge=86400, description="Keep the audit trail this long.")
     # --- PostgreSQL (a fleet of instances; issue 15) ---
     url: str | None = Field(
         None, description="postgresql://user@host:port/db?sslmode=verify-full&sslrootcert=… selects PostgreSQL "
@@ -411,6 +516,8 @@ class StoreSettings(Group):
                 raise FieldProblem("url", "put the password in password or password_file, not in the URL")
         if self.password is not None and self.password_file is not None:
             raise FieldProblem("password", "give only one of password, password_file")
+        if self.hourly_retention_seconds < self.raw_retention_seconds:
+            raise FieldProblem("hourly_retention_seconds", "must be >= raw_retention_seconds (it is the longer memory)")
         if self.lease_renew_seconds * 2 > self.lease_seconds:
             raise FieldProblem("lease_renew_seconds", "must be at most half of lease_seconds")
         _check_files(self, "password_file")
@@ -435,17 +542,30 @@ class LogSettings(Group):
 class ForecastSettings(Group):
     """`[forecast]`: the forecasting service."""
 
-    thresholds: tuple[float, ...] = Field((0.75, 0.90, 1.00), description="Runway thresholds (of the limit).")
-    horizon_seconds: Seconds = Field(14 * 86400.0, gt=0, description="How far forecasts reach.")
-    step_seconds: Seconds = Field(3600.0, gt=0, description="Model step (samples are resampled to it).")
-    refit_interval_seconds: Seconds = Field(6 * 3600.0, gt=0, description="Full refit of every model this often.")
+    thresholds: tuple[Ratio, ...] = Field(
+        (0.75, 0.90, 1.00), min_length=1, max_length=20,
+        description="Runway thresholds (of the limit), each in (0, 1]; 1.0 (full) is required.")
+    horizon_seconds: Seconds = Field(14 * 86400.0, ge=3600, le=366 * 86400, description="How far forecasts reach.")
+    step_seconds: Seconds = Field(3600.0, ge=60, le=86400, description="Model step (samples are resampled to it).")
+    refit_interval_seconds: Seconds = Field(6 * 3600.0, ge=60, description="Full refit of every model this often.")
     workers: int = Field(2, ge=0, le=64, description="Process-pool size for refits (0: in-process).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ForecastSettings:
+        if len(set(self.thresholds)) != len(self.thresholds):
+            raise FieldProblem("thresholds", "has a threshold twice")
+        if 1.0 not in self.thresholds:
+            raise FieldProblem("thresholds", "must include 1.0: runway alerts and /api/v1 read the runway to full")
+        if self.horizon_seconds < 2 * self.step_seconds:
+            raise FieldProblem("horizon_seconds", "must cover at least two steps (2 × step_seconds)")
+        return self
 
 
 class DaemonSettings(Group):
     """`[daemon]`: supervision."""
 
-    shutdown_timeout_seconds: Seconds = Field(10.0, gt=0, description="SIGTERM: drain within this, then cancel.")
+    shutdown_timeout_seconds: Seconds = Field(
+        10.0, gt=0, le=3600, description="SIGTERM: drain within this, then cancel.")
 
 
 class ManagedView(Group):
@@ -456,9 +576,9 @@ class ManagedView(Group):
     name: str | None = Field(None, description="Quota/view name (default: from the path).")
     policy: str = Field("default", description="View policy name.")
     protocols: tuple[str, ...] = Field(("NFS",), description="View protocols.")
-    hard_limit_bytes: Bytes = Field(10 * 2**40, gt=0, description="Initial quota hard limit.")
+    hard_limit_bytes: Bytes = Field(ByteSize(10 * 2**40), gt=0, description="Initial quota hard limit.")
     soft_limit_bytes: Bytes | None = Field(None, description="Initial soft limit (default 90 % of hard).")
-    hard_limit_inodes: int | None = Field(None, gt=0, description="Initial inode limit.")
+    hard_limit_inodes: int | None = Field(None, gt=0, le=MAX_BYTES, description="Initial inode limit.")
 
 
 class HistorySettings(Group):
@@ -538,12 +658,6 @@ class CapacitySettings(Group):
         86400.0, description="The order alert fires once its condition has held this long (a young "
         "forecast swings).")
 
-    @model_validator(mode="after")
-    def _ratios(self) -> CapacitySettings:
-        if any(ratio > 1 for ratio in self.thresholds):
-            raise FieldProblem("thresholds", "each threshold must be <= 1")
-        return self
-
 
 class EventSettings(Group):
     """`[events]`: every decision (growth intent, result, blocked), alert transition and mode change
@@ -601,24 +715,24 @@ class Settings(BaseSettings):
     """The whole configuration."""
 
     model_config = SettingsConfigDict(
-        env_prefix="QUOTAPILOT_", env_nested_delimiter="__", extra="forbid", frozen=True)
+        env_prefix="QUOTAPILOT_", env_nested_delimiter="__", extra="forbid", frozen=True, allow_inf_nan=False)
 
     clusters: tuple[ClusterSettings, ...] = Field((), description="The VMSs to watch.")
-    vast: VastSettings = Field(default_factory=VastSettings)  # type: ignore[arg-type]
-    poll: PollSettings = Field(default_factory=PollSettings)  # type: ignore[arg-type]
-    policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
-    alerts: AlertSettings = Field(default_factory=AlertSettings)  # type: ignore[arg-type]
-    http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
-    store: StoreSettings = Field(default_factory=StoreSettings)  # type: ignore[arg-type]
-    log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
-    forecast: ForecastSettings = Field(default_factory=ForecastSettings)  # type: ignore[arg-type]
-    daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
+    vast: VastSettings = Field(default_factory=VastSettings)
+    poll: PollSettings = Field(default_factory=PollSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    forecast: ForecastSettings = Field(default_factory=ForecastSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     views: tuple[ManagedView, ...] = ()
-    history: HistorySettings = Field(default_factory=HistorySettings)  # type: ignore[arg-type]
-    capacity: CapacitySettings = Field(default_factory=CapacitySettings)  # type: ignore[arg-type]
-    events: EventSettings = Field(default_factory=EventSettings)  # type: ignore[arg-type]
+    history: HistorySettings = Field(default_factory=HistorySettings)
+    capacity: CapacitySettings = Field(default_factory=CapacitySettings)
+    events: EventSettings = Field(default_factory=EventSettings)
     filesystems: tuple[FilesystemTarget, ...] = Field((), description="Mounted filesystems to watch.")
-    filesystem: FilesystemSettings = Field(default_factory=FilesystemSettings)  # type: ignore[arg-type]
+    filesystem: FilesystemSettings = Field(default_factory=FilesystemSettings)
 
     @model_validator(mode="after")
     def _cross_group(self) -> Settings:
@@ -642,8 +756,37 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file arrives as init kwargs; the environment overrides it.
-        return (env_settings, init_settings)
+        # Highest first: the environment, then keyword overrides (the demo's, tests'), then the
+        # `--config` TOML file (pydantic-settings merges them group by group).
+        config_file = _CONFIG_FILE.get()
+        if config_file is None:
+            return (env_settings, init_settings)
+        return (env_settings, init_settings, ConfigFileSource(settings_cls, config_file))
+
+
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("quotapilot_config_file", default=None)
+"""The `--config` file of the `load_settings()` call in progress (pydantic-settings builds its
+sources in a classmethod, so the path travels beside the call)."""
+
+
+class ConfigFileSource(TomlConfigSettingsSource):
+    """pydantic-settings' TOML source for the `--config` file, with every way of failing to read
+    it a `ConfigError` on `--config` (the library skips a missing file; a config named on the
+    command line must exist)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], config_file: Path) -> None:
+        if not config_file.exists():
+            raise ConfigError("--config", f"no such file: {config_file}")
+        if not config_file.is_file():
+            raise ConfigError("--config", f"{config_file} cannot be read: not a regular file")
+        try:
+            super().__init__(settings_cls, toml_file=config_file)
+        except OSError as exc:
+            raise ConfigError("--config", f"{config_file} cannot be read: {exc.strerror or exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError("--config", f"{config_file} is not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError("--config", f"{config_file}: arrays or tables nested too deeply") from None
 
 
 def describe_validation_error(exc: ValidationError) -> list[ConfigError]:
@@ -670,14 +813,10 @@ def describe_validation_error(exc: ValidationError) -> list[ConfigError]:
 
 
 def read_config_file(config_file: Path) -> dict[str, Any]:
-    """The TOML file as a dict; a missing or malformed file is a `ConfigError` on `--config`."""
-    try:
-        with open(config_file, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError("--config", f"no such file: {config_file}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("--config", f"{config_file} is not valid TOML: {exc}") from None
+    """The TOML file as a dict, read as `load_settings` reads `--config` (`ConfigFileSource`); a
+    missing or malformed file is a `ConfigError` on `--config`. The demo layers a user's file over
+    its own settings with this."""
+    return dict(ConfigFileSource(Settings, config_file).toml_data)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -685,13 +824,36 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
     Raises `ConfigError` naming the first problem (all of them in `.problems`) on invalid input.
     """
-    data: dict[str, Any] = {} if config_file is None else read_config_file(config_file)
-    data.update(overrides)
+    token = _CONFIG_FILE.set(config_file)
     try:
-        return Settings(**data)
+        return Settings(**overrides)
     except ValidationError as exc:
         first, *others = describe_validation_error(exc)
         raise ConfigError(first.field, first.reason, others=others) from None
+    except (SettingsError, RecursionError) as exc:
+        raise _environment_problem(exc) from None
+    finally:
+        _CONFIG_FILE.reset(token)
+
+
+def _environment_problem(exc: SettingsError | RecursionError) -> ConfigError:
+    """A `QUOTAPILOT_…` variable that pydantic-settings could not decode as JSON (a list or a
+    group given whole, e.g. `QUOTAPILOT_CLUSTERS`), named with what is wrong with it."""
+    prefix = str(Settings.model_config.get("env_prefix", "")).upper()
+    field = re.search(r'field "([^"]+)"', str(exc)) if isinstance(exc, SettingsError) else None
+    wanted = prefix + field.group(1).upper() if field else prefix
+    for name, value in sorted(os.environ.items()):
+        if not name.upper().startswith(wanted) or not value.lstrip().startswith(("[", "{")):
+            continue
+        try:
+            json.loads(value)
+        except RecursionError:
+            return ConfigError(name, "JSON nested too deeply")
+        except ValueError as err:
+            return ConfigError(name, f"not valid JSON: {err}")
+    if isinstance(exc, RecursionError):
+        return ConfigError("(environment)", "a QUOTAPILOT_ value is nested too deeply")
+    return ConfigError(wanted, f"cannot be decoded: {exc.__cause__ or exc}")
 
 
 def systemd_notify_environment() -> tuple[str | None, int | None]:

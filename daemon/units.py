@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _BYTE_UNITS: dict[str, int] = {
@@ -20,14 +21,22 @@ def parse_bytes(value: object) -> int:
     """`1099511627776`, `"1TiB"`, `"1.5 TB"` → bytes. Raises ValueError naming the problem."""
     if isinstance(value, bool):
         raise ValueError("a byte size must be a number or a string like '10TiB'")
-    if isinstance(value, int | float):
-        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return _whole_bytes(value, value)
     if not isinstance(value, str):
         raise ValueError("a byte size must be a number or a string like '10TiB'")
     match = _NUMBER_UNIT.match(value)
     if not match or match.group(2).lower() not in _BYTE_UNITS:
         raise ValueError(f"not a byte size: {value!r} (e.g. 1099511627776, '10TiB', '500TB')")
-    return int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
+    return _whole_bytes(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()], value)
+
+
+def _whole_bytes(n: float, given: object) -> int:
+    if not math.isfinite(n):
+        raise ValueError(f"not a finite byte size: {given!r}")
+    return int(n)
 
 
 def parse_duration(value: object) -> float:

@@ -8,44 +8,149 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import ssl
+import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from quotapilot.daemon import __version__
 from quotapilot.daemon.errors import ConfigError
-from quotapilot.daemon.settings import Settings, load_settings
+from quotapilot.daemon.settings import Settings, expand_path, load_settings
 from quotapilot.daemon.store.backend import StoreError
 from quotapilot.daemon.store.open import probe
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
 
 def validate_for_run(settings: Settings) -> None:
-    """What the settings model cannot check alone: at least one cluster or filesystem, secret files that can
-    be read and are not empty, a `ca_file` that is a PEM CA bundle. Raises `ConfigError` naming
-    the field."""
-    if not settings.clusters and not settings.filesystems:  # filesystems alone are a valid deployment (issue 18)
+    """What the settings model cannot check alone, checked the way `run` will meet it: at least
+    one cluster; every secret file read with the same `resolved_*()` call `run` makes (readable,
+    not empty, not world-writable); every `ca_file` loaded as `run` loads it (a PEM CA bundle);
+    the store path a writable SQLite file location; every route naming a configured sink.
+    Raises `ConfigError` naming the field."""
+    if not settings.clusters and not settings.filesystems:  # filesystems alone are a valid deployment
         raise ConfigError("clusters", "at least one [[clusters]] (or [[filesystems]]) table is required")
+    for field, path, read in secret_files(settings):
+        try:
+            mode = expand_path(path).stat().st_mode
+            secret = read()
+        except OSError as exc:
+            raise ConfigError(field, f"cannot be read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(field, "is not UTF-8 text") from None
+        if not secret:
+            raise ConfigError(field, "is empty")
+        if mode & stat.S_IWOTH:
+            raise ConfigError(field, f"{path} is world-writable: anyone on the host could replace the secret")
+    for field, ca_file in ca_files(settings):
+        # a CA that cannot verify anything would fail every TLS check at run time: refuse it now
+        try:
+            if ca_file.stat().st_mode & stat.S_IWOTH:
+                raise ConfigError(field, f"{ca_file} is world-writable: anyone on the host could make "
+                                  "quotapilot trust their certificate")
+            ssl.create_default_context(cafile=ca_file)
+        except ssl.SSLError as exc:
+            raise ConfigError(field, f"not a PEM CA bundle ({exc.reason or exc})") from None
+        except OSError as exc:
+            raise ConfigError(field, f"cannot be read: {exc.strerror or exc}") from None
+    problem = listen_problem(settings.http.host)
+    if problem is not None:
+        raise ConfigError("http.listen", problem)
+    problem = None if settings.store.url is not None else store_path_problem(settings.store.path)
+    if problem is not None:  # (PostgreSQL: `probe` checks reachability and schema in check-config)
+        raise ConfigError("store.path", problem)
+    sinks = settings.alerts.sink_names()
+    for i, name in enumerate(sinks):
+        if name in sinks[:i]:
+            raise ConfigError("alerts.webhooks", f"two sinks are named {name!r}")
+    for i, route in enumerate(settings.alerts.routes):
+        for j, sink in enumerate(route.sinks):
+            if sink not in sinks:
+                raise ConfigError(f"alerts.routes.{i}.sinks.{j}",
+                                  f"no sink named {sink!r} (configured: {', '.join(sinks) or 'none'})")
+
+
+def secret_files(settings: Settings) -> Iterator[tuple[str, Path, Callable[[], str | None]]]:
+    """`(field, path, read)` for every secret kept in a file, `read` being what `run` calls."""
     for i, cluster in enumerate(settings.clusters):
-        for field in ("token_file", "password_file"):
-            if getattr(cluster, field) is None:
-                continue
-            try:
-                secret = cluster.resolved_token() if field == "token_file" else cluster.resolved_password()
-            except OSError as exc:
-                raise ConfigError(f"clusters.{i}.{field}", f"cannot be read: {exc}") from None
-            if not secret:
-                raise ConfigError(f"clusters.{i}.{field}", "is empty")
-        if cluster.ca_file is not None and not cluster.insecure_skip_tls_verify:
-            # a CA that cannot verify anything would fail every poll's TLS check: refuse it now
-            try:
-                ssl.create_default_context(cafile=cluster.resolved_ca_file())
-            except ssl.SSLError as exc:
-                raise ConfigError(f"clusters.{i}.ca_file",
-                                  f"not a PEM CA bundle ({exc.reason or exc})") from None
-            except OSError as exc:
-                raise ConfigError(f"clusters.{i}.ca_file", f"cannot be read: {exc.strerror or exc}") from None
+        if cluster.token_file is not None:
+            yield f"clusters.{i}.token_file", cluster.token_file, cluster.resolved_token
+        if cluster.password_file is not None:
+            yield f"clusters.{i}.password_file", cluster.password_file, cluster.resolved_password
+    if settings.http.write_token_file is not None:
+        yield "http.write_token_file", settings.http.write_token_file, settings.http.resolved_write_token
+    mqtt = settings.alerts.mqtt
+    if mqtt is not None and mqtt.password_file is not None:
+        yield "alerts.mqtt.password_file", mqtt.password_file, mqtt.resolved_password
+    for i, hook in enumerate(settings.alerts.webhooks):
+        if hook.token_file is not None:
+            yield f"alerts.webhooks.{i}.token_file", hook.token_file, hook.resolved_token
+
+
+def ca_files(settings: Settings) -> Iterator[tuple[str, Path]]:
+    """`(field, path)` of every CA bundle `run` will load (`ssl.create_default_context(cafile=)`)."""
+    for i, cluster in enumerate(settings.clusters):
+        ca = cluster.resolved_ca_file()
+        if ca is not None and not cluster.insecure_skip_tls_verify:
+            yield f"clusters.{i}.ca_file", ca
+    mqtt = settings.alerts.mqtt
+    if mqtt is not None and mqtt.tls:
+        ca = mqtt.resolved_ca_file()
+        if ca is not None:
+            yield "alerts.mqtt.ca_file", ca
+    for i, hook in enumerate(settings.alerts.webhooks):
+        ca = hook.resolved_ca_file()
+        if ca is not None and hook.verify_tls:
+            yield f"alerts.webhooks.{i}.ca_file", ca
+
+
+def listen_problem(host: str) -> str | None:
+    """Why `run` could not listen on `host` (None: it can). Every address the name resolves to is
+    bound as aiohttp will bind it, but on port 0: the configured port may be held right now by
+    the daemon this configuration is about to replace."""
+    try:
+        addresses = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        return f"{host} does not resolve: {getattr(exc, 'strerror', None) or exc}"
+    for family, kind, proto, _, address in addresses:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.bind(address)
+        except OSError as exc:
+            return f"cannot listen on {address[0]}: {exc.strerror or exc} (not an address of this host?)"
+    return None
+
+
+def store_path_problem(path: Path) -> str | None:
+    """Why `run` could not open `path` as its SQLite store (None: it can). The database is created
+    with its parent directories when missing; SQLite writes `-wal`/`-shm` files beside it, so the
+    directory must be writable too. Nothing is created here."""
+    if path.is_dir():
+        return f"{path} is a directory; give a file path, e.g. {path / 'state.db'}"
+    if path.exists():
+        if not path.is_file():
+            return f"{path} is not a regular file"
+        if not os.access(path, os.R_OK | os.W_OK):
+            return f"{path} is not readable and writable by this user"
+        try:
+            with open(path, "rb") as fh:
+                header = fh.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            return f"{path} cannot be read: {exc.strerror or exc}"
+        if header and header != SQLITE_HEADER:
+            return f"{path} is not an SQLite database"
+    directory = path.parent
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent  # the first ancestor that exists is where mkdir starts
+    if not directory.is_dir():
+        return f"{directory} is not a directory"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"the directory {directory} is not writable by this user (SQLite writes its journal beside the file)"
+    return None
 
 
 def _print_config_error(exc: ConfigError, as_json: bool) -> None:
@@ -108,8 +213,18 @@ def config_warnings(settings: Settings) -> list[str]:
                 "anyone on the path can read the token and change quotas"
                 for i, c in enumerate(settings.clusters) if c.insecure_skip_tls_verify]
     if settings.http.host not in ("127.0.0.1", "localhost", "::1") and \
-            settings.http.resolved_write_token() is None:
+            settings.http.write_token is None and settings.http.write_token_file is None:
         warnings.append(f"http.listen: {settings.http.listen} is not loopback and no write token is set")
+    for field, path, _ in secret_files(settings):
+        # Warned, not refused: container runtimes mount secrets 0444 inside a private mount
+        # namespace (Docker's /run/secrets), where world-readable reaches no other user.
+        try:
+            mode = expand_path(path).stat().st_mode
+        except OSError:
+            continue
+        if mode & stat.S_IROTH:
+            warnings.append(f"{field}: {path} is world-readable (mode {stat.filemode(mode)}); "
+                            "make it 0600 or 0640, or use systemd LoadCredential=")
     return warnings
 
 

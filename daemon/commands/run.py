@@ -1,4 +1,8 @@
-"""`quotapilot run`: the daemon under systemd (or a terminal) until SIGTERM/SIGINT."""
+"""`quotapilot run`: the daemon under systemd (or a terminal) until SIGTERM/SIGINT.
+
+The configuration goes through `check_config.settings_to_run()`, the one validation path that
+`check-config` uses too: what `check-config` accepts, `run` starts with; what it refuses, `run`
+refuses with the same message and exit 2 before anything is opened."""
 
 from __future__ import annotations
 
@@ -6,15 +10,18 @@ import argparse
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from quotapilot.daemon.commands.check_config import config_warnings, settings_to_run
 from quotapilot.daemon.history.importer import warm_start_from_history
 from quotapilot.daemon.logs import configure_logging, get_logger
 from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.settings import Settings
+from quotapilot.daemon.store.backend import StoreError
 
 log = get_logger(__name__)
 
@@ -27,26 +34,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(settings.log.level, settings.log.format)
     for warning in config_warnings(settings):
         log.warning("config.doubtful", problem=warning)
-    code = asyncio.run(_run(settings))
+    code = asyncio.run(serve(settings))
     _exit_now_if_requests_hang(code)
     return code
 
 
-async def _run(settings: Settings) -> int:
+async def serve(settings: Settings, *, on_open: Callable[[Daemon], object] | None = None,
+                handle_signals: bool = True) -> int:
+    """What `run` does with checked settings: open the daemon, run it until SIGTERM/SIGINT (or
+    `stop()`), close it; the exit code. `on_open(daemon)` is called once it is open (the config
+    fuzz test stops it there, in-process)."""
     loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
     try:
         async with Daemon(settings) as daemon:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in signals:
                 loop.add_signal_handler(sig, daemon.stop)
             try:
+                if on_open is not None:
+                    on_open(daemon)
                 await warm_start_from_history(settings, daemon.observations, daemon.clock,
                                               daemon.supervisor.add)
                 await daemon.run()
             finally:
-                for sig in (signal.SIGTERM, signal.SIGINT):
+                for sig in signals:
                     loop.remove_signal_handler(sig)
-    except OSError as exc:
-        log.error("daemon.failed", error=str(exc))
+    except (OSError, sqlite3.Error, StoreError) as exc:  # a busy port, a full disk, a locked or unreachable
+        # database: exit 1, said plainly
+        log.error("daemon.failed", error=str(exc), error_type=type(exc).__name__)
         return 1
     return 0
 

@@ -3,7 +3,7 @@
 The server is built with explicit collaborators, never the daemon: a `/metrics` renderer (the
 `Exposition` of `http/metrics.py`, reading immutable state only), a health function (`/healthz`:
 200 when healthy, else 503 with the reasons; the logic is `runtime/health.py`), the HTTP
-settings, and the API's collaborators (`ApiDaemon`, the contract of `http/api.py`, which
+settings, and the API's collaborators (`ApiDaemon`, the contract of `http/api/`, which
 registers the `/api/v1/*` routes).
 """
 

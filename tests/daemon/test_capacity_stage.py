@@ -202,7 +202,7 @@ class TestCapacitySettings:
     def test_threshold_above_one_names_the_field(self) -> None:
         with pytest.raises(ConfigError) as err:
             settings(thresholds=[0.8, 1.1])
-        assert err.value.field == "capacity.thresholds"
+        assert err.value.field == "capacity.thresholds.1"
 
     def test_bad_duration_names_the_field(self) -> None:
         with pytest.raises(ConfigError) as err:

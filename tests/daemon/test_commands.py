@@ -73,7 +73,7 @@ class TestCheckConfig:
         assert "secret-token-value" not in json.dumps(report)
 
     @pytest.mark.parametrize(("interval", "field", "reason"), [
-        (-5, "poll.interval_seconds", "greater than 0"),
+        (-5, "poll.interval_seconds", "greater than or equal to 1"),
         ('"soon"', "poll.interval_seconds", "not a duration"),
     ])
     def test_bad_value_exits_2_naming_the_field(self, tmp_path: Path, ca_file: str, interval: object,

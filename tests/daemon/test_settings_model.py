@@ -131,3 +131,21 @@ class TestPolicyOverrides:
         ]})
         assert settings.policy.rules_for("cosmos7-raw", "/cosmos7/raw").cooldown_seconds == 7200.0
         assert settings.policy.rules_for("cosmos7-temp", "/cosmos7/temp").cooldown_seconds == 3600.0
+
+
+class TestTomlSourceMerging:
+    """The `--config` file is read by pydantic-settings' TOML source: environment over keyword
+    overrides over the file, merged group by group."""
+
+    def test_overrides_merge_into_the_files_groups(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        cfg = tmp_path / "q.toml"
+        cfg.write_text("[poll]\ninterval_seconds = 30\njitter_ratio = 0.2\n[vast]\npage_size = 10\n")
+        monkeypatch.setenv("QUOTAPILOT_VAST__PAGE_SIZE", "20")
+        settings = load_settings(cfg, poll={"interval_seconds": 45})
+        assert (settings.poll.interval_seconds, settings.poll.jitter_ratio,
+                                   settings.vast.page_size) == (45.0, 0.2, 20)
+
+    def test_a_config_path_that_is_a_directory(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError, match="not a regular file") as err:
+            load_settings(tmp_path)
+        assert err.value.field == "--config"

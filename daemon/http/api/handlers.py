@@ -1,19 +1,6 @@
-"""The pipeline API: `/api/v1` on the daemon's aiohttp server.
-
-Read endpoints (targets, actions, reservations, the OpenAPI document) are open on the listen
-address; every write endpoint needs `Authorization: Bearer <[http] write_token>`. Bodies are
-JSON, validated with pydantic (400 naming the field), size-limited (413); an unknown target is
-404; any unexpected error becomes a 500 JSON answer and a log line, never a crashed daemon. The
-document `daemon/http/openapi.json` describes every route and is what `/api/v1/openapi.json` serves.
-
-Targets are addressed by quota name (`/api/v1/targets/cosmos7-raw`), by URL-encoded path
-(`/api/v1/targets/%2Fcosmos7%2Fraw`), or by `?path=/cosmos7/raw` (the `{ref}` segment is then
-ignored; `by-path` reads well). With several clusters, `?cluster=` (or a `cluster` body field)
-picks one when a name is ambiguous.
-
-The handlers read the daemon's latest immutable snapshot (through `ApiDaemon`, a small
-documented interface) and the store; the fit arithmetic is `daemon.preflight` (pure).
-"""
+"""The `/api/v1` handlers: `Api` (one per daemon), the JSON error middleware, and
+`add_api_routes`. Request bodies are `models`, read by `body.read_body`; answers are shaped by
+`render`."""
 
 from __future__ import annotations
 
@@ -22,34 +9,42 @@ import functools
 import hmac
 import json
 import math
-import re
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    Strict,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-)
+from pydantic import BaseModel
 
 from quotapilot.daemon.clock import Clock
+from quotapilot.daemon.http.api.body import read_body
+from quotapilot.daemon.http.api.models import (
+    KillSwitchRequest,
+    PauseRequest,
+    PreflightRequest,
+    ReservationRequest,
+    parse_seconds,
+)
+from quotapilot.daemon.http.api.openapi import OPENAPI_PATH
+from quotapilot.daemon.http.api.render import (
+    ApiError,
+    OverrideView,
+    Pause,
+    TargetRecord,
+    assessment_json,
+    json_response,
+    killswitch_json,
+    reservation_json,
+    snapshot_records,
+    target_json,
+    target_ref,
+)
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.snapshot import Snapshot
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.store.actions import ActionStore, query_actions
 from quotapilot.daemon.store.backend import Backend
-from quotapilot.daemon.store.overrides import ANY, Override, OverrideStore
+from quotapilot.daemon.store.overrides import ANY, OverrideStore
 from quotapilot.daemon.store.reservations import (
     Reservation,
     ReservationStatus,
@@ -57,31 +52,20 @@ from quotapilot.daemon.store.reservations import (
     ReservedCapacity,
     new_reservation_id,
 )
-from quotapilot.daemon.units import parse_bytes, parse_duration
 from quotapilot.forecasting import preflight as pf
 from quotapilot.forecasting.planner import GrowthPolicy
-from quotapilot.forecasting.types import (
-    ActionOutcome,
-    ClusterCapacity,
-    Decision,
-    Dimension,
-    Observation,
-    SeriesForecast,
-    TargetId,
-)
+from quotapilot.forecasting.types import Dimension, TargetId
 
 log = get_logger(__name__)
 
-OPENAPI_PATH = Path(__file__).with_name("openapi.json")
-MAX_BYTES = 2**62  # SQLite integers are 64-bit; nothing real is larger
-MAX_TTL_SECONDS = 30 * 86400.0
 DEFAULT_NEEDED_FOR_SECONDS = 3600.0
-BODY_READ_TIMEOUT_SECONDS = 10.0
+M = TypeVar("M", bound=BaseModel)
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="quotapilot"'}
 
 
 # ------------------------------------------------------------------------------ the daemon side
 class ApiDaemon(Protocol):
-    """What the API needs from the daemon (`daemon.app.Daemon` provides it)."""
+    """What the API needs from the daemon (`runtime.daemon.Daemon` provides it)."""
 
     settings: Settings
     clock: Clock
@@ -94,129 +78,6 @@ class ApiDaemon(Protocol):
 
     def request_cycle(self, cluster: str) -> object:
         """Run `cluster`'s next cycle now (see `Daemon.request_cycle`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TargetRecord:
-    """One quota as the latest snapshot knows it."""
-
-    observation: Observation
-    capacity: ClusterCapacity | None = None
-    forecasts: Mapping[Dimension, SeriesForecast] = field(default_factory=dict)
-    decisions: Mapping[Dimension, Decision] = field(default_factory=dict)
-    last_action: ActionOutcome | None = None
-    ingest_bytes_per_second: float | None = None
-    dropped: bool = False
-
-    @property
-    def target(self) -> TargetId:
-        return self.observation.target
-
-
-def snapshot_records(snapshot: Snapshot | None) -> list[TargetRecord]:
-    """The quotas of a snapshot that have an accepted observation (none before the first poll)."""
-    if snapshot is None:
-        return []
-    records: list[TargetRecord] = []
-    for cluster in snapshot.clusters.values():
-        for state in cluster.targets.values():
-            if state.observation is None:
-                continue
-            records.append(TargetRecord(
-                observation=state.observation, capacity=cluster.capacity, forecasts=state.forecasts,
-                decisions=state.decisions, last_action=state.last_action,
-                ingest_bytes_per_second=state.ingest_rate_bytes_per_second, dropped=state.dropped is not None))
-    return records
-
-
-# --------------------------------------------------------------------------------- request models
-# The accepted spellings are exactly the patterns in openapi.json, so the document and the code
-# agree on what is valid (the schema fuzz test holds them to it).
-_BYTE_STRING = re.compile(
-    r"^([0-9]{1,18}(\.[0-9]{1,3})? ?B|[0-9]{1,15}(\.[0-9]{1,3})? ?Ki?B|[0-9]{1,12}(\.[0-9]{1,3})? ?Mi?B"
-    r"|[0-9]{1,9}(\.[0-9]{1,3})? ?Gi?B|[0-9]{1,6}(\.[0-9]{1,3})? ?Ti?B|[0-9]{1,3}(\.[0-9]{1,3})? ?Pi?B)$")
-_DURATION_STRING = re.compile(r"^[0-9]{1,6} ?(s|m|h|d)$")
-
-
-def _bytes(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError("must be an integer number of bytes or a string like '40TB'")
-    if isinstance(value, str) and not _BYTE_STRING.match(value):
-        raise ValueError("not a byte size: use an integer or e.g. '40TB', '1.5TiB'")
-    return parse_bytes(value)
-
-
-def _seconds(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError("must be seconds or a string like '6h'")
-    if isinstance(value, str) and not _DURATION_STRING.match(value):
-        raise ValueError("not a duration: use seconds or e.g. '90s', '15m', '6h', '2d'")
-    return parse_duration(value)
-
-
-ByteCount = Annotated[int, BeforeValidator(_bytes), Field(ge=0, le=MAX_BYTES)]
-Duration = Annotated[float, BeforeValidator(_seconds), Field(ge=0, le=MAX_TTL_SECONDS, allow_inf_nan=False)]
-Count = Annotated[int, Strict(), Field(ge=0, le=MAX_BYTES)]
-
-
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PreflightRequest(Body):
-    target: StrictStr = Field(min_length=1, max_length=4096, description="Quota name or path.")
-    cluster: StrictStr | None = Field(None, max_length=256)
-    bytes: ByteCount
-    inodes: Count | None = None
-    needed_for: Duration | None = None
-
-
-class ReservationRequest(Body):
-    target: StrictStr = Field(min_length=1, max_length=4096)
-    cluster: StrictStr | None = Field(None, max_length=256)
-    bytes: ByteCount
-    inodes: Count | None = None
-    ttl: Annotated[float, BeforeValidator(_seconds), Field(gt=0, le=MAX_TTL_SECONDS, allow_inf_nan=False)]
-    idempotency_key: StrictStr = Field(min_length=1, max_length=256)
-
-
-class PauseRequest(Body):
-    until: StrictStr | StrictFloat | StrictInt | None = Field(
-        None, description="ISO 8601 time, a duration ('12h') or seconds.")
-    reason: StrictStr = Field("", max_length=1000)
-
-
-class KillSwitchRequest(Body):
-    enabled: StrictBool
-    reason: StrictStr = Field("", max_length=1000)
-
-
-M = TypeVar("M", bound=BaseModel)
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="quotapilot"'}
-
-
-class ApiError(Exception):
-    """An answer other than success, with a JSON body `{"error": {"code", "message", "field"?}}`."""
-
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-        self.headers = dict(headers or {})
-
-    def response(self) -> web.Response:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            error["field"] = self.field
-        return _json({"error": error}, status=self.status, headers=self.headers)
-
-
-def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(text=json.dumps(body, allow_nan=False), status=status, content_type="application/json",
-                        headers=headers)
 
 
 # ----------------------------------------------------------------------------------- the API
@@ -280,40 +141,7 @@ class Api:
             raise ApiError(401, "unauthorized", "wrong token", headers=_CHALLENGE)
 
     async def _body(self, request: web.Request, model: type[M], *, optional: bool = False) -> M:
-        """The JSON body as `model`; with `optional`, an empty body means `{}`."""
-        limit = self.settings.http.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise ApiError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(BODY_READ_TIMEOUT_SECONDS):
-                while size <= limit:
-                    chunk = await request.content.read(limit + 1 - size)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    size += len(chunk)
-        except TimeoutError:
-            raise ApiError(408, "body_timeout", "the request body did not arrive in time") from None
-        raw = b"".join(chunks)
-        if len(raw) > limit:
-            raise ApiError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
-        try:
-            payload = json.loads(raw) if raw.strip() else ({} if optional else None)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "bad_json", f"the body is not JSON: {exc}", field="body") from None
-        if not isinstance(payload, dict):
-            raise ApiError(400, "bad_request", "the body must be a JSON object", field="body")
-        try:
-            return model.model_validate(payload)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field_name = ".".join(str(p) for p in first["loc"]) or "body"
-            reason = first["msg"]
-            if first["type"] == "extra_forbidden":
-                reason = "unknown field"
-            raise ApiError(400, "invalid", f"{field_name}: {reason}", field=field_name) from None
+        return await read_body(request, model, limit=self.settings.http.max_body_bytes, optional=optional)
 
     def _find(self, ref: str, cluster: str | None) -> TargetRecord:
         records = [r for r in snapshot_records(self.daemon.snapshot) if cluster is None or r.target.cluster == cluster]
@@ -370,43 +198,6 @@ class Api:
             actions_last_hour=actions.count_since(now - 3600.0),
             max_actions_per_hour=settings.policy.max_actions_per_hour)
 
-    def _target_json(self, record: TargetRecord, reserved: ReservedCapacity, overrides: OverrideView,
-                     now: float) -> dict[str, Any]:
-        obs = record.observation
-        target = obs.target
-        rules = self.settings.policy.rules_for(target.name, target.path)
-        pause = overrides.pause_of(target)
-        bytes_forecast = record.forecasts.get(Dimension.BYTES)
-        full = bytes_forecast.runway(1.0) if bytes_forecast is not None else None
-        decision = record.decisions.get(Dimension.BYTES)
-        action = record.last_action
-        return {
-            "cluster": target.cluster, "name": target.name, "path": target.path,
-            "used_bytes": obs.used_bytes, "hard_limit_bytes": obs.hard_limit_bytes,
-            "soft_limit_bytes": obs.soft_limit_bytes, "utilization_ratio": _finite(obs.utilization_ratio),
-            "used_inodes": obs.used_inodes, "hard_limit_inodes": obs.hard_limit_inodes,
-            "inode_utilization_ratio": _finite(obs.inode_utilization_ratio),
-            "ingest_rate_bytes_per_second": _finite(record.ingest_bytes_per_second),
-            "state": obs.state, "observed_at": obs.t, "data_age_seconds": max(0.0, now - obs.t),
-            "runway_seconds": {q: _until(getattr(full, q), now) if full else None for q in ("p10", "p50", "p90")},
-            "runways": [
-                {"threshold_ratio": r.threshold_ratio,
-                 **{f"{q}_seconds": _until(getattr(r, q), now) for q in ("p10", "p50", "p90")}}
-                for r in (bytes_forecast.runways if bytes_forecast is not None else ())],
-            "forecast_model": (bytes_forecast.forecast.model if bytes_forecast is not None
-                               and bytes_forecast.forecast is not None else None),
-            "mode": rules.mode,
-            "paused": pause is not None, "paused_until": pause.until if pause else None,
-            "pause_reason": pause.reason if pause else None,
-            "reserved_bytes": reserved.bytes, "reserved_inodes": reserved.inodes, "reservations": reserved.count,
-            "decision": None if decision is None else {
-                "kind": decision.kind.value, "reason": decision.reason, "guard": decision.guard,
-                "new_hard_limit_bytes": decision.new_hard, "urgency_seconds": _finite(decision.urgency_seconds)},
-            "last_action": None if action is None else {
-                "status": action.status.value, "at": action.t, "reason": action.reason,
-                "dimension": action.dimension.value, "old_hard": action.old_hard, "new_hard": action.new_hard},
-        }
-
     # ---------------------------------------------------------------- read endpoints
     async def list_targets(self, request: web.Request) -> web.Response:
         now = self.now()
@@ -426,7 +217,7 @@ class Api:
                 clusters[cap.cluster] = {"cluster": cap.cluster, "usable_bytes": cap.usable_bytes,
                                          "used_bytes": cap.used_bytes, "free_bytes": cap.free_bytes,
                                          "observed_at": cap.t}
-        return _json({"generated_at": now, "kill_switch": overrides.kill_switch is not None
+        return json_response({"generated_at": now, "kill_switch": overrides.kill_switch is not None
                       or self.settings.policy.kill_switch,
                       "targets": targets, "clusters": sorted(clusters.values(), key=lambda c: c["cluster"])})
 
@@ -436,7 +227,7 @@ class Api:
         now = self.now()
         reserved = await asyncio.to_thread(
             self.reservations.active_reservations, record.target.cluster, record.target.name, now)
-        return _json(self._target_json(record, reserved, await self._overrides(), now))
+        return json_response(self._target_json(record, reserved, await self._overrides(), now))
 
     async def list_actions(self, request: web.Request) -> web.Response:
         try:
@@ -453,7 +244,7 @@ class Api:
             cluster, target = record.target.cluster, record.target.name
         rows = await asyncio.to_thread(query_actions, self.daemon.db, cluster=cluster, target=target, since=since,
                                        limit=limit)
-        return _json({"actions": rows})
+        return json_response({"actions": rows})
 
     async def openapi(self, request: web.Request) -> web.Response:
         if self._openapi is None:
@@ -469,13 +260,13 @@ class Api:
             record = self._find(target, cluster)
             cluster, name = record.target.cluster, record.target.name
         rows = await asyncio.to_thread(self.reservations.list_active, now, cluster=cluster, target=name)
-        return _json({"reservations": [_reservation_json(r, now) for r in rows]})
+        return json_response({"reservations": [reservation_json(r, now) for r in rows]})
 
     async def get_reservation(self, request: web.Request) -> web.Response:
         found = await asyncio.to_thread(self.reservations.get, request.match_info["id"])
         if found is None:
             raise ApiError(404, "unknown_reservation", "no such reservation", field="id")
-        return _json(_reservation_json(found, self.now()))
+        return json_response(reservation_json(found, self.now()))
 
     # ---------------------------------------------------------------- preflight & reservations
     async def preflight(self, request: web.Request) -> web.Response:
@@ -484,7 +275,7 @@ class Api:
         window = body.needed_for if body.needed_for is not None else DEFAULT_NEEDED_FOR_SECONDS
         now = self.now()
         assessment = await self._assess(record, body.bytes, body.inodes, window, now)
-        return _json(_assessment_json(record, assessment, now))
+        return json_response(assessment_json(record, assessment, now))
 
     async def _assess(self, record: TargetRecord, request_bytes: int, request_inodes: int | None,
                       window: float, now: float) -> pf.Assessment:
@@ -503,7 +294,7 @@ class Api:
                 if stored.request != fingerprint:
                     raise ApiError(422, "idempotency_key_reused",
                                    "this idempotency_key was used for a different request", field="idempotency_key")
-                return _json(stored.response, status=stored.response_status)
+                return json_response(stored.response, status=stored.response_status)
             record = self._find(body.target, body.cluster)
             now = self.now()
             assessment = await self._assess(record, body.bytes, body.inodes, body.ttl, now)
@@ -513,7 +304,7 @@ class Api:
                  status=stored.status, http_status=stored.response_status)
         if stored.status == "granted" and assessment.plan.kind == "grow":
             self._trigger_growth(record.target.cluster)
-        return _json(stored.response, status=stored.response_status)
+        return json_response(stored.response, status=stored.response_status)
 
     def _decide_reservation(self, body: ReservationRequest, fingerprint: dict[str, Any], record: TargetRecord,
                             assessment: pf.Assessment, now: float) -> Reservation:
@@ -522,7 +313,7 @@ class Api:
         status: ReservationStatus
         rid = new_reservation_id()
         common = {
-            "id": rid, "idempotency_key": body.idempotency_key, "target": _target_ref(record.target),
+            "id": rid, "idempotency_key": body.idempotency_key, "target": target_ref(record.target),
             "bytes": body.bytes,
             "inodes": body.inodes or 0, "ttl_seconds": body.ttl, "created_at": now,
             "fits_now": assessment.fits_now, "fits_over_ttl": assessment.fits, "action": plan.as_json(),
@@ -557,7 +348,7 @@ class Api:
         if found is None:
             raise ApiError(404, "unknown_reservation", "no such reservation", field="id")
         log.info("reservation.released", id=rid, status=found.status)
-        return _json(_reservation_json(found, self.now()))
+        return json_response(reservation_json(found, self.now()))
 
     # ---------------------------------------------------------------- overrides
     async def pause(self, request: web.Request) -> web.Response:
@@ -569,7 +360,7 @@ class Api:
         await asyncio.to_thread(self.overrides.pause, record.target.name, now=now, cluster=record.target.cluster,
                                 until=until, reason=body.reason)
         log.info("target.paused", target=record.target.key, until=until, reason=body.reason)
-        return _json({"target": _target_ref(record.target), "paused": True, "paused_until": until,
+        return json_response({"target": target_ref(record.target), "paused": True, "paused_until": until,
                       "reason": body.reason})
 
     async def resume(self, request: web.Request) -> web.Response:
@@ -577,7 +368,8 @@ class Api:
         record = self._find(ref, cluster)
         await asyncio.to_thread(self._resume, record.target)
         log.info("target.resumed", target=record.target.key)
-        return _json({"target": _target_ref(record.target), "paused": False, "paused_until": None, "reason": None})
+        return json_response({"target": target_ref(record.target), "paused": False, "paused_until": None,
+                              "reason": None})
 
     def _resume(self, target: TargetId) -> None:
         # a pause may have been set by name or by path, on this cluster or on all of them
@@ -587,7 +379,7 @@ class Api:
 
     async def get_killswitch(self, request: web.Request) -> web.Response:
         overrides = await self._overrides()
-        return _json(_killswitch_json(self.settings, overrides))
+        return json_response(killswitch_json(self.settings, overrides))
 
     async def set_killswitch(self, request: web.Request) -> web.Response:
         body = await self._body(request, KillSwitchRequest)
@@ -596,45 +388,12 @@ class Api:
         else:
             await asyncio.to_thread(self.overrides.release_kill_switch)
         log.info("killswitch.set", enabled=body.enabled, reason=body.reason)
-        return _json(_killswitch_json(self.settings, await self._overrides()))
+        return json_response(killswitch_json(self.settings, await self._overrides()))
 
-
-# ------------------------------------------------------------------------------- JSON shapes
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
-def _until(t: float | None, now: float) -> float | None:
-    return None if t is None or not math.isfinite(t) else max(0.0, t - now)
-
-
-def _target_ref(target: TargetId) -> dict[str, str]:
-    return {"cluster": target.cluster, "name": target.name, "path": target.path}
-
-
-def _killswitch_json(settings: Settings, overrides: OverrideView) -> dict[str, Any]:
-    switch = overrides.kill_switch
-    return {"enabled": settings.policy.kill_switch or switch is not None,
-            "from_config": settings.policy.kill_switch,
-            "reason": switch.reason if switch else None, "since": switch.since if switch else None}
-
-
-def _reservation_json(r: Reservation, now: float) -> dict[str, Any]:
-    return {"id": r.id, "idempotency_key": r.idempotency_key, "cluster": r.cluster, "target": r.target,
-            "bytes": r.bytes, "inodes": r.inodes, "status": r.effective_status(now), "created_at": r.created_at,
-            "expires_at": r.expires_at, "released_at": r.released_at}
-
-
-def _assessment_json(record: TargetRecord, a: pf.Assessment, now: float) -> dict[str, Any]:
-    inodes = next((d for d in a.dimensions if d.dimension is Dimension.INODES), None)
-    earliest = now if a.fits else a.plan.earliest_at
-    return {
-        "target": _target_ref(record.target), "fits": a.fits, "fits_now": a.fits_now,
-        "needed_for_seconds": a.window_seconds, "forecast_quantile": pf.FORECAST_QUANTILE,
-        "bytes": a.bytes.as_json(), "inodes": inodes.as_json() if inodes else None,
-        "action": a.plan.as_json(), "earliest_fit_at": earliest,
-        "data_age_seconds": max(0.0, now - record.observation.t), "evaluated_at": now,
-    }
+    def _target_json(self, record: TargetRecord, reserved: ReservedCapacity, overrides: OverrideView,
+                     now: float) -> dict[str, Any]:
+        rules = self.settings.policy.rules_for(record.target.name, record.target.path)
+        return target_json(record, reserved, overrides, now, mode=rules.mode)
 
 
 def _until_time(value: str | float | None, now: float) -> float | None:
@@ -653,7 +412,7 @@ def _until_time(value: str | float | None, now: float) -> float | None:
                 raise ApiError(400, "invalid", "until: must be in the future", field="until")
             return parsed.timestamp()
     try:
-        seconds = _seconds(value)
+        seconds = parse_seconds(value)
     except ValueError as exc:
         raise ApiError(400, "invalid", f"until: {exc}", field="until") from None
     if not math.isfinite(seconds) or seconds < 1 or seconds > 400 * 86400:
@@ -661,29 +420,22 @@ def _until_time(value: str | float | None, now: float) -> float | None:
     return now + seconds
 
 
-# --------------------------------------------------------------------------- the overrides in force
-@dataclass(frozen=True, slots=True)
-class Pause:
-    until: float | None
-    reason: str
-    since: float
-
-
-@dataclass(frozen=True, slots=True)
-class OverrideView:
-    """The overrides in force at one time: pauses by (cluster, target name), and the kill switch."""
-
-    overrides: tuple[Override, ...] = ()
-    kill_switch: Pause | None = None
-
-    def pause_of(self, target: TargetId) -> Pause | None:
-        for override in self.overrides:
-            if not override.is_kill_switch and override.applies_to(target):
-                return Pause(override.paused_until, override.reason, override.created_at)
-        return None
-
-
 # ---------------------------------------------------------------------------------- routing
+@web.middleware
+async def json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                      ) -> web.StreamResponse:
+    """aiohttp's own refusals under `/api/` (no such route, wrong method, body too large) in the
+    API's JSON error shape, like every handler's; other paths are left alone."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status, "http_error")
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate", "retry-after")}
+        return ApiError(exc.status, code, exc.reason, headers=headers).response()
+
+
 def add_api_routes(app: web.Application, daemon: ApiDaemon) -> Api:
     """Register every `/api/v1` route on `app` (called by `daemon.http`)."""
     api = Api(daemon)
@@ -704,6 +456,7 @@ def add_api_routes(app: web.Application, daemon: ApiDaemon) -> Api:
         web.post("/api/v1/killswitch", e(api.set_killswitch, write=True)),
     ]
     app.add_routes(routes)
+    app.middlewares.append(json_errors)
     app[API_KEY] = api
     return api
 

@@ -1,0 +1,263 @@
+"""Issue 14: every bad configuration is refused up front by `check-config` (exit 2 naming the
+field, never a traceback), and `run` refuses it the same way, because both go through
+`settings_to_run()`. One test per case the issue lists, plus the rules they imply."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from quotapilot.daemon.cli import main
+
+BASE = '[[clusters]]\nname = "c"\naddress = "vms.example.org"\ntoken = "t0ken"\n'
+
+
+def config_file(tmp_path: Path, extra: str = "", *, store: bool = True) -> Path:
+    path = tmp_path / "q.toml"
+    text = BASE
+    if store:
+        text += f'[store]\npath = "{tmp_path / "state.db"}"\n'
+    path.write_text(text + extra)
+    return path
+
+
+def check(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, object], str]:
+    """`check-config --json` and plain `check-config`, and `run`: the three must agree on a refusal."""
+    code = main(["check-config", "--config", str(config), "--json"])
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    plain = main(["check-config", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in out.err + err
+    assert code == plain
+    return code, report, err
+
+
+def refused(config: Path, capsys: pytest.CaptureFixture[str], field: str, reason: str = "") -> None:
+    code, report, err = check(config, capsys)
+    assert (code, report["valid"]) == (2, False), report
+    assert field == report["field"], report
+    assert reason in str(report["reason"]), report
+    assert f"{field}:" in err
+    assert main(["run", "--config", str(config)]) == 2  # the same path refuses it before anything starts
+    assert field in capsys.readouterr().err
+
+
+class TestRunCrashedOnWhatCheckConfigAccepted:
+    """The four cases where `check-config` said 0 and `run` died with a traceback."""
+
+    def test_listen_port_out_of_range(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        refused(config_file(tmp_path, '[http]\nlisten = "127.0.0.1:99999"\n'), capsys, "http.listen", "65535")
+
+    @pytest.mark.parametrize("listen", ["127.0.0.1", ":9187", "127.0.0.1:http", "bad host:9187",
+                                        "[::1:9187", "127.0.0.1:-1", "::1:9187", "25:99", "127.1:9187"])
+    def test_listen_address_must_parse(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                       listen: str) -> None:
+        refused(config_file(tmp_path, f'[http]\nlisten = "{listen}"\n'), capsys, "http.listen")
+
+    @pytest.mark.parametrize(("listen", "reason"), [("192.0.2.1:9187", "cannot listen on 192.0.2.1"),
+                                                    ("0.0.0.25:99", "cannot listen on 0.0.0.25"),
+                                                    ("no-such-host.invalid:9187", "does not resolve")])
+    def test_listen_address_not_of_this_host(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             listen: str, reason: str) -> None:
+        """Found by the config fuzz: `run` exited 1 binding an address this host does not have.
+        check-config binds the address on port 0 (the port itself may be held by the daemon
+        being replaced), as aiohttp will bind it."""
+        refused(config_file(tmp_path, f'[http]\nlisten = "{listen}"\n'), capsys, "http.listen", reason)
+
+    @pytest.mark.parametrize(("listen", "host", "port"), [
+        ("127.0.0.1:9187", "127.0.0.1", 9187), ("[::1]:0", "::1", 0), ("localhost:8080", "localhost", 8080),
+        ("0.0.0.0:9187", "0.0.0.0", 9187)])
+    def test_listen_address_parsed(self, tmp_path: Path, listen: str, host: str, port: int) -> None:
+        from quotapilot.daemon.settings import load_settings
+
+        http = load_settings(http={"listen": listen}).http
+        assert (host, port) == (http.host, http.port)
+
+    def test_store_path_is_a_directory(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        config = config_file(tmp_path, f'[store]\npath = "{tmp_path}"\n', store=False)
+        refused(config, capsys, "store.path", "is a directory")
+
+    def test_store_path_not_a_database(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (tmp_path / "notes.txt").write_text("not sqlite " * 100)
+        config = config_file(tmp_path, f'[store]\npath = "{tmp_path / "notes.txt"}"\n', store=False)
+        refused(config, capsys, "store.path", "not an SQLite database")
+
+    @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+    def test_store_directory_not_writable(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        try:
+            config = config_file(tmp_path, f'[store]\npath = "{locked / "state.db"}"\n', store=False)
+            refused(config, capsys, "store.path", "not writable")
+        finally:
+            locked.chmod(0o700)
+
+    def test_store_parent_is_a_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (tmp_path / "file").write_text("x")
+        config = config_file(tmp_path, f'[store]\npath = "{tmp_path / "file" / "state.db"}"\n', store=False)
+        refused(config, capsys, "store.path", "not a directory")
+
+    def test_clusters_environment_not_json(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("QUOTAPILOT_CLUSTERS", "[{")
+        refused(config_file(tmp_path), capsys, "QUOTAPILOT_CLUSTERS", "not valid JSON")
+
+    def test_nested_environment_group_not_json(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("QUOTAPILOT_FORECAST__THRESHOLDS", "[0.5,")
+        refused(config_file(tmp_path), capsys, "QUOTAPILOT_FORECAST__THRESHOLDS", "not valid JSON")
+
+    def test_toml_nested_5000_deep(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        config = config_file(tmp_path, "[poll]\ninterval_seconds = " + "[" * 5000 + "]" * 5000 + "\n")
+        refused(config, capsys, "--config", "nested too deeply")
+
+    def test_deep_json_in_the_environment(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("QUOTAPILOT_CLUSTERS", "[" * 5000 + "]" * 5000)
+        refused(config_file(tmp_path), capsys, "QUOTAPILOT_CLUSTERS", "nested too deeply")
+
+    def test_config_is_a_directory(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        refused(tmp_path, capsys, "--config", "cannot be read")
+
+    def test_config_not_utf8(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        config = tmp_path / "q.toml"
+        config.write_bytes(b'[poll]\nname = "\xff\xfe"\n')
+        refused(config, capsys, "--config", "not valid TOML")
+
+
+class TestNonsenseIsRefused:
+    """Every numeric setting finite and in a sensible range; lists non-empty where empty means nothing."""
+
+    @pytest.mark.parametrize(("extra", "field"), [
+        ("[poll]\ninterval_seconds = inf\n", "poll.interval_seconds"),
+        ("[poll]\ninterval_seconds = nan\n", "poll.interval_seconds"),
+        ("[poll]\ninterval_seconds = 0.000001\n", "poll.interval_seconds"),
+        ('[poll]\ninterval_seconds = "1e999s"\n', "poll.interval_seconds"),
+        ("[poll]\nstale_after_intervals = inf\n", "poll.stale_after_intervals"),
+        ("[vast]\nrequest_timeout_seconds = inf\n", "vast.request_timeout_seconds"),
+        ("[vast]\nbackoff_base_seconds = 30\nbackoff_max_seconds = 10\n", "vast.backoff_max_seconds"),
+        ("[policy]\ngrow_at = 1.2\nwarning_at = 1.25\ncritical_at = 1.3\n", "policy.grow_at"),
+        ("[policy]\ncooldown_seconds = inf\n", "policy.cooldown_seconds"),
+        ("[policy]\nstep_bytes = inf\n", "policy.step_bytes"),
+        ('[policy]\nstep_bytes = "1e400TB"\n', "policy.step_bytes"),
+        ("[policy]\nmax_forecast_rate_ratio = inf\n", "policy.max_forecast_rate_ratio"),
+        ("[alerts]\nretry_backoffs_seconds = [-1, 2]\n", "alerts.retry_backoffs_seconds.0"),
+        ("[alerts]\nretry_backoffs_seconds = []\n", "alerts.retry_backoffs_seconds"),
+        ("[alerts]\nretry_backoffs_seconds = [1, inf]\n", "alerts.retry_backoffs_seconds.1"),
+        ("[alerts.rules]\nanomaly_margin_ratio = inf\n", "alerts.rules.anomaly_margin_ratio"),
+        ("[alerts.rules]\nanomaly_floor_bytes_per_second = nan\n", "alerts.rules.anomaly_floor_bytes_per_second"),
+        ("[forecast]\nthresholds = [-1, 0, 7]\n", "forecast.thresholds.0"),
+        ("[forecast]\nthresholds = []\n", "forecast.thresholds"),
+        ("[forecast]\nthresholds = [0.5, 0.5, 1.0]\n", "forecast.thresholds"),
+        ("[forecast]\nstep_seconds = 0.001\n", "forecast.step_seconds"),
+        ('[forecast]\nstep_seconds = "1h"\nhorizon_seconds = "30m"\n', "forecast.horizon_seconds"),
+        ('[http]\nwrite_token = ""\n', "http.write_token"),
+        ('[http]\nwrite_token = "   "\n', "http.write_token"),
+        ("[daemon]\nshutdown_timeout_seconds = inf\n", "daemon.shutdown_timeout_seconds"),
+        ("[store]\nraw_retention_seconds = inf\n", "store.raw_retention_seconds"),
+        ("[store]\nraw_retention_seconds = 60\n", "store.raw_retention_seconds"),
+        ('[store]\nraw_retention_seconds = "10d"\nhourly_retention_seconds = "5d"\n', "store.hourly_retention_seconds"),
+        ('[[views]]\npath = "/x"\nhard_limit_inodes = 99999999999999999999\n', "views.0.hard_limit_inodes"),
+    ])
+    def test_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, field: str) -> None:
+        refused(config_file(tmp_path, extra, store="[store]" not in extra), capsys, field)
+
+    def test_inf_from_the_environment(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("QUOTAPILOT_POLL__STALE_AFTER_INTERVALS", "inf")
+        refused(config_file(tmp_path), capsys, "poll.stale_after_intervals")
+
+    def test_the_example_configs_still_pass_the_model(self) -> None:
+        """The floors are where nobody sensible goes: the shipped configs stay valid."""
+        import tomllib
+
+        from quotapilot.daemon.settings import load_settings
+
+        root = Path(__file__).resolve().parents[2] / "deploy" / "config"
+        for example in sorted(root.glob("*.toml")):
+            data = tomllib.loads(example.read_text())
+            for cluster in data["clusters"]:  # the secret files exist only on the site's host
+                cluster.pop("token_file"), cluster.pop("ca_file")
+                cluster["token"] = "t"
+            assert load_settings(None, **data).clusters, example
+
+
+class TestSecretFiles:
+    """Every referenced file is opened by check-config exactly as `run` opens it."""
+
+    def test_write_token_file_missing(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        config = config_file(tmp_path, f'[http]\nwrite_token_file = "{tmp_path / "nope"}"\n')
+        refused(config, capsys, "http.write_token_file", "cannot be read")
+
+    def test_write_token_file_empty(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (tmp_path / "api.token").write_text("\n")
+        (tmp_path / "api.token").chmod(0o600)
+        config = config_file(tmp_path, f'[http]\nwrite_token_file = "{tmp_path / "api.token"}"\n')
+        refused(config, capsys, "http.write_token_file", "is empty")
+
+    def test_write_token_and_file_both(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (tmp_path / "api.token").write_text("x")
+        config = config_file(tmp_path, f'[http]\nwrite_token = "y"\nwrite_token_file = "{tmp_path / "api.token"}"\n')
+        refused(config, capsys, "http.write_token", "only one")
+
+    def test_mqtt_password_file_unreadable(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        config = config_file(tmp_path, f'[alerts.mqtt]\nhost = "b"\npassword_file = "{tmp_path}"\n')
+        refused(config, capsys, "alerts.mqtt.password_file")
+
+    def test_webhook_token_file_empty(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (tmp_path / "hook.token").write_text("")
+        config = config_file(tmp_path, '[[alerts.webhooks]]\nurl = "http://x/"\n'
+                                       f'token_file = "{tmp_path / "hook.token"}"\n')
+        refused(config, capsys, "alerts.webhooks.0.token_file", "is empty")
+
+    def test_webhook_ca_file_not_pem(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (tmp_path / "ca.pem").write_text("hello\n")
+        config = config_file(tmp_path, '[[alerts.webhooks]]\nurl = "https://x/"\n'
+                                       f'ca_file = "{tmp_path / "ca.pem"}"\n')
+        refused(config, capsys, "alerts.webhooks.0.ca_file", "not a PEM CA bundle")
+
+    def test_mqtt_ca_file_not_pem(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (tmp_path / "ca.pem").write_text("hello\n")
+        config = config_file(tmp_path, f'[alerts.mqtt]\nhost = "b"\ntls = true\nca_file = "{tmp_path / "ca.pem"}"\n')
+        refused(config, capsys, "alerts.mqtt.ca_file", "not a PEM CA bundle")
+
+    def test_world_writable_secret_is_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        secret = tmp_path / "api.token"
+        secret.write_text("tok")
+        secret.chmod(0o666)
+        config = config_file(tmp_path, f'[http]\nwrite_token_file = "{secret}"\n')
+        refused(config, capsys, "http.write_token_file", "world-writable")
+
+    def test_world_writable_ca_file_is_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        from quotapilot.daemon.simulator.tls import make_certificates
+
+        ca = make_certificates(tmp_path / "tls").ca_file
+        ca.chmod(0o666)
+        config = config_file(tmp_path, f'ca_file = "{ca}"\n[store]\npath = "{tmp_path / "state.db"}"\n', store=False)
+        refused(config, capsys, "clusters.0.ca_file", "world-writable")
+
+    def test_world_readable_secret_is_a_warning(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        secret = tmp_path / "api.token"
+        secret.write_text("tok")
+        secret.chmod(0o644)
+        config = config_file(tmp_path, f'[http]\nwrite_token_file = "{secret}"\n')
+        code, report, err = check(config, capsys)
+        assert code == 0
+        warnings = report["warnings"]
+        assert isinstance(warnings, list)
+        assert any("http.write_token_file" in w and "world-readable" in w for w in warnings)
+        assert "WARNING: http.write_token_file" in err
+
+    def test_private_secret_file_is_quiet(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        secret = tmp_path / "api.token"
+        secret.write_text("tok\n")
+        secret.chmod(stat.S_IRUSR | stat.S_IWUSR)
+        config = config_file(tmp_path, f'[http]\nwrite_token_file = "{secret}"\n')
+        code, report, _ = check(config, capsys)
+        assert (code, report["warnings"]) == (0, [])
