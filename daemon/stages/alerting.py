@@ -71,7 +71,7 @@ log = get_logger(__name__)
 OUTBOX_KEEP_SECONDS = 30 * 86400.0
 """Delivered, superseded and dropped outbox rows are kept this long (for `status` and audits)."""
 
-ALERTING_GUARDS = frozenset({"cluster_reserve", "max_hard_limit", "rate_limit"})
+ALERTING_GUARDS = frozenset({"cluster_reserve", "max_hard_limit", "rate_limit", "unsettled"})
 """Guards whose block is worth an alert; cooldown, pause, kill switch and stale data are either
 intended or covered by the collector alert."""
 
@@ -182,6 +182,9 @@ _ACTION_STATUS = {
     ActionStatus.BLOCKED: "blocked",
     ActionStatus.VERIFY_FAILED: "failed",
     ActionStatus.FAILED: "failed",
+    # outcome unknown (answer lost): not a failure — the growth is held until a read settles it,
+    # and the alert (`growth_blocked`, warning) says exactly that (the outcome's reason)
+    ActionStatus.UNKNOWN: "blocked",
 }
 
 

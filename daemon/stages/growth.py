@@ -37,6 +37,7 @@ from quotapilot.forecasting.planner import CycleInput, GrowthPolicy, TargetInput
 from quotapilot.forecasting.types import (
     ActionOutcome,
     ActionStatus,
+    ClusterCapacity,
     Decision,
     DecisionKind,
     Dimension,
@@ -96,9 +97,11 @@ class GrowthStage:
     name = "growth"
 
     def __init__(self, settings: Settings, db: Database, writers: Callable[[str], QuotaWriter], clock: Clock,
-                 *, planner: Planner = plan_cycle, reserved_totals: ReservedTotals | None = None) -> None:
+                 *, planner: Planner = plan_cycle, reserved_totals: ReservedTotals | None = None,
+                 expire_reservations: Callable[[float], int] | None = None) -> None:
         """`writers`: cluster name → its VMS writer; `reserved_totals`: the pre-flight API's active
-        reservations, counted as extra demand (None: none)."""
+        reservations, counted as extra demand (None: none); `expire_reservations`: now → marks
+        the reservations past their TTL `expired` (called once per cycle, in the store thread)."""
         self.settings = settings
         self.actions = ActionStore(db)
         self.overrides = OverrideStore(db)
@@ -107,7 +110,14 @@ class GrowthStage:
         self.clock = clock
         self.planner = planner
         self.reserved_totals = reserved_totals
+        self.expire_reservations = expire_reservations
         self.counters = GrowthCounters()
+        """Mutated on the event loop only (never from the store thread): `/metrics` reads `view`."""
+        self._rate_lock = asyncio.Lock()
+        """One stage serves every cluster's poller: the global hourly rate limit's check and the
+        reservation of a slot happen under this lock, so concurrent cycles cannot exceed it."""
+        self._in_flight = 0
+        """Growths (and would-grows) past the rate-limit check whose audit row is not yet counted."""
         self._history = UsageHistory()
         self._recorded_guard: dict[tuple[TargetId, Dimension], str] = {}
         self._last_prune: float | None = None
@@ -147,16 +157,22 @@ class GrowthStage:
             return
         cluster = poll.cluster
         writer = self.writers(cluster)
-        if cluster not in self.actuator.reconciled:
+        if cluster not in self.actuator.reconciled:  # at the first cycle, and while any row is open
             await self.actuator.reconcile(cluster, writer)
         await self.actuator.ensure_views(cluster, writer)
 
         for obs in poll.observations:
             self._history.add(obs)
-        cycle = await asyncio.to_thread(self._cycle_input, ctx)
-        decisions = self.planner(cycle)
-        ctx.decisions.extend(decisions)
+        prune = self._last_prune is None or ctx.now - self._last_prune >= 3600.0
+        if prune:
+            self._last_prune = ctx.now
+        cycle, paused, kill_switch = await asyncio.to_thread(self._cycle_input, ctx, prune)
+        self.counters.paused.update(paused)
+        self.counters.kill_switch = kill_switch
         observations = {o.target: o for o in poll.observations}
+        frozen = self.actuator.unsettled.get(cluster, frozenset())
+        decisions = tuple(_hold_if_unsettled(d, observations.get(d.target), frozen) for d in self.planner(cycle))
+        ctx.decisions.extend(decisions)
         for decision in decisions:
             outcome = await self._act(decision, observations.get(decision.target), ctx.now, writer)
             if outcome is not None:
@@ -169,13 +185,15 @@ class GrowthStage:
             paused=MappingProxyType(dict(counters.paused)), kill_switch=counters.kill_switch,
             views_would_create=tuple(self.actuator.views_would_create))
 
-    def _cycle_input(self, ctx: CycleContext) -> CycleInput:
-        """Gather the planner's input (store reads: runs in a thread)."""
+    def _cycle_input(self, ctx: CycleContext, prune: bool) -> tuple[CycleInput, dict[TargetId, bool], bool]:
+        """Gather the planner's input, the targets' pauses and the kill switch (store reads: runs
+        in a thread, so it mutates no state of the stage — the caller applies what it returns)."""
         poll, now, policy = ctx.poll, ctx.now, self.settings.policy
-        if self._last_prune is None or now - self._last_prune >= 3600.0:
-            self._last_prune = now
+        if prune:
             self.actions.prune(now - self.settings.store.audit_retention_seconds)
             self.overrides.prune(now)
+        if self.expire_reservations is not None:
+            self.expire_reservations(now)
         # a would-grow starts a cooldown only for a target still observed: switching to enforce
         # acts at once
         last_growth = {mode: self.actions.last_growth_at(poll.cluster, mode=mode) for mode in ("observe", "enforce")}
@@ -185,7 +203,6 @@ class GrowthStage:
         kill = next((o for o in overrides if o.is_kill_switch), None)
         kill_reason = "policy.kill_switch in config" if policy.kill_switch else (
             (kill.reason or "engaged") if kill is not None else None)
-        self.counters.kill_switch = kill_reason is not None
         # Everything per target is grouped once per cycle: a scan of the cycle's forecasts (or
         # growths, pauses) per target made a 10,000-quota cycle quadratic.
         forecasts: dict[TargetId, dict[Dimension, SeriesForecast]] = {}
@@ -199,13 +216,14 @@ class GrowthStage:
         pauses = [o for o in overrides if not o.is_kill_switch]
         rules_cache: dict[tuple[int, ...], tuple[PolicyRules, GrowthPolicy]] = {}
         targets: list[TargetInput] = []
+        paused: dict[TargetId, bool] = {}
         for obs in poll.observations:
             if obs.target.kind is not TargetKind.QUOTA:
                 continue
             rules, growth_policy = self._rules_for(obs.target, rules_cache)
             # the kill switch is reported as itself, not as a pause
             pause = next((o for o in pauses if o.applies_to(obs.target)), None)
-            self.counters.paused[obs.target] = pause is not None
+            paused[obs.target] = pause is not None
             held = reserved.get((obs.target.cluster, obs.target.name))
             targets.append(TargetInput(
                 observation=obs,
@@ -218,13 +236,14 @@ class GrowthStage:
                 last_growth_at=growth_by_name[rules.mode].get(obs.target.name, {}),
                 paused_reason=None if pause is None else (pause.reason or "paused"),
                 dropped=obs.target.name in dropped))
-        return CycleInput(
-            now=now, targets=tuple(targets), capacity=poll.capacity,
+        cycle = CycleInput(
+            now=now, targets=tuple(targets), capacity=_net_of_overcommit(poll.capacity),
             cluster_reserve_ratio=policy.cluster_reserve_ratio,
             max_actions_per_hour=policy.max_actions_per_hour,
             actions_last_hour=self.actions.count_since(now - 3600.0, mode=self.mode),
             kill_switch_reason=kill_reason,
             stale_after_seconds=self.settings.poll.stale_after_intervals * self.settings.poll.interval_seconds)
+        return cycle, paused, kill_reason is not None
 
     # ------------------------------------------------------------------------------- acting
     async def _act(self, decision: Decision, obs: Observation | None, now: float,
@@ -245,10 +264,28 @@ class GrowthStage:
                 log.warning("growth.blocked", target=decision.target.key, dimension=decision.dimension.value,
                             guard=decision.guard, reason=decision.reason)
             return outcome
-        self._recorded_guard.pop(key, None)
         if decision.kind is not DecisionKind.GROW:
+            self._recorded_guard.pop(key, None)
             self.counters.count(decision.kind.value)
             return None
+        limit = self.settings.policy.max_actions_per_hour
+        async with self._rate_lock:  # check and reserve a slot of the global rate limit atomically
+            done = await asyncio.to_thread(self.actions.count_since, now - 3600.0, mode=self.mode)
+            reserved = done + self._in_flight < limit
+            if reserved:
+                self._in_flight += 1
+        if not reserved:  # another cluster's cycle took the last slot since the planner counted
+            held = replace(decision, kind=DecisionKind.BLOCKED, guard="rate_limit",
+                           reason=f"rate limit: {limit} actions per hour (across clusters)")
+            return await self._act(held, obs, now, writer)
+        self._recorded_guard.pop(key, None)
+        try:
+            return await self._grow(decision, quota_id, now, writer)
+        finally:
+            self._in_flight -= 1  # its audit row now counts (or it failed and does not)
+
+    async def _grow(self, decision: Decision, quota_id: int | None, now: float,
+                    writer: QuotaWriter) -> ActionOutcome:
         if self._mode_of(decision) != "enforce":
             self.counters.count(ActionStatus.WOULD_GROW.value)
             action_id = await asyncio.to_thread(
@@ -280,6 +317,30 @@ class GrowthStage:
     # --------------------------------------------------------------------------- metrics
     def collector(self) -> GrowthMetrics:
         return GrowthMetrics(lambda: self.view)
+
+
+def _net_of_overcommit(capacity: ClusterCapacity | None) -> ClusterCapacity | None:
+    """The pool as the cluster-reserve guard must see it: bytes the quotas already promise count
+    as taken. With `quotas_allocated_bytes` known, free is at most usable − allocated, so growth
+    stops (the guard blocks it) while the quotas over-commit the pool beyond its reserve."""
+    if capacity is None or capacity.quotas_allocated_bytes is None:
+        return capacity
+    unpromised = capacity.usable_bytes - capacity.quotas_allocated_bytes
+    if unpromised >= capacity.free_bytes:
+        return capacity
+    return replace(capacity, free_bytes=unpromised)
+
+
+def _hold_if_unsettled(decision: Decision, obs: Observation | None, frozen: frozenset[int]) -> Decision:
+    """A growth of a quota with an open write of ours (outcome unknown, or a request that can
+    still land) is held until a read settles it."""
+    wants_growth = decision.kind is DecisionKind.GROW or (
+        decision.kind is DecisionKind.BLOCKED and decision.guard == "cooldown")  # (an `unknown` row counts)
+    if not wants_growth or obs is None or obs.quota_id not in frozen:
+        return decision
+    return replace(decision, kind=DecisionKind.BLOCKED, guard="unsettled",
+                   reason="a write of ours is unsettled (outcome unknown, or a request that can still land): "
+                          "growth frozen until a read settles it")
 
 
 class GrowthMetrics(Collector):

@@ -1,9 +1,11 @@
 """The audit trail of growth actions (table `actions`), written ahead of every PATCH.
 
 A row's life in enforce mode: `intent` (committed before the PATCH) → `patched` → `verified`
-(or `verify_failed`); or `intent` → `failed` / `replanned`. A row left at `intent` or `patched`
-by a crash is settled on the next start by `reconcile` in the actuator (→ `reconciled` when VMS
-shows the new limit, `abandoned` when it shows the old one). Observe mode writes `would_grow`;
+(or `verify_failed`); or `intent` → `failed` / `replanned`; or `intent` → `unknown` (the PATCH
+was sent, its answer lost, the re-read inconclusive). A row left open (`intent`, `patched`,
+`unknown`) is settled by `reconcile` in the actuator once no request of ours can still land
+(→ `reconciled` when VMS shows the new limit, `abandoned` when it shows the old one,
+`external_change` when someone else moved it). Observe mode writes `would_grow`;
 guards write `blocked` / `paused` (once per episode, not every cycle).
 
 Blocking calls: run them with `asyncio.to_thread` from async code.
@@ -19,11 +21,13 @@ from typing import Any
 from quotapilot.daemon.store.db import Database
 from quotapilot.forecasting.types import Decision, Dimension
 
-UNFINISHED = ("intent", "patched")
-"""Statuses a crash can leave behind."""
-GREW = ("verified", "reconciled", "patched", "verify_failed")
-"""Statuses after which VMS (probably) holds the new limit: they count as growths (cooldown,
-rate limit, the audit's totals). `patched`/`verify_failed` are included to err on the safe side."""
+UNFINISHED = ("intent", "patched", "unknown")
+"""Open statuses: a crash can leave `intent`/`patched` behind; `unknown` is a write whose answer
+was lost and whose re-read did not show it applied. `reconcile` settles them by reading VMS."""
+GREW = ("verified", "reconciled", "patched", "verify_failed", "unknown")
+"""Statuses after which VMS (probably, or possibly) holds the new limit: they count as growths
+(cooldown, rate limit, the audit's totals). `patched`/`verify_failed`/`unknown` are included to
+err on the safe side."""
 COUNTED = (*GREW, "would_grow")
 """Statuses that start a cooldown and count against the rate limit (observe mode included)."""
 
