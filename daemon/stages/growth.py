@@ -29,6 +29,7 @@ from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
 from quotapilot.daemon.settings import ManagedView, PolicyRules, Settings
 from quotapilot.daemon.stages.actuator import Actuator, QuotaWriter
+from quotapilot.daemon.stages.presence import TargetPresence
 from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.overrides import OverrideStore
@@ -119,6 +120,9 @@ class GrowthStage:
         self._in_flight = 0
         """Growths (and would-grows) past the rate-limit check whose audit row is not yet counted."""
         self._history = UsageHistory()
+        self._presence = TargetPresence()
+        """Vanished targets (see `stages/presence.py`): their counters, pause series and usage
+        window are evicted after the grace period; their audit rows stay."""
         self._recorded_guard: dict[tuple[TargetId, Dimension], str] = {}
         self._last_prune: float | None = None
         self.view = GrowthView(mode=self.mode)
@@ -163,6 +167,7 @@ class GrowthStage:
 
         for obs in poll.observations:
             self._history.add(obs)
+        self._evict(cluster, self._presence.removed(poll, ctx.now))
         prune = self._last_prune is None or ctx.now - self._last_prune >= 3600.0
         if prune:
             self._last_prune = ctx.now
@@ -177,6 +182,19 @@ class GrowthStage:
             outcome = await self._act(decision, observations.get(decision.target), ctx.now, writer)
             if outcome is not None:
                 ctx.actions.append(outcome)
+
+    def _evict(self, cluster: str, removed: list[tuple[str, str]]) -> None:
+        if not removed:
+            return
+        gone = {(cluster, name, path) for name, path in removed}
+        for target in [t for t in self.counters.paused if (t.cluster, t.name, t.path) in gone]:
+            del self.counters.paused[target]
+            self._history.forget(target)
+        for key in [k for k in self._recorded_guard if (k[0].cluster, k[0].name, k[0].path) in gone]:
+            del self._recorded_guard[key]
+        for name, path in removed:
+            self._history.forget(TargetId(cluster, name, path))
+            log.info("target.evicted", cluster=cluster, target=name, path=path)
 
     def _publish(self) -> None:
         counters = self.counters
@@ -196,7 +214,8 @@ class GrowthStage:
             self.expire_reservations(now)
         # a would-grow starts a cooldown only for a target still observed: switching to enforce
         # acts at once
-        last_growth = {mode: self.actions.last_growth_at(poll.cluster, mode=mode) for mode in ("observe", "enforce")}
+        last_growth = {mode: self.actions.last_growth_by_quota(poll.cluster, mode=mode)
+                       for mode in ("observe", "enforce")}
         reserved = self.reserved_totals(now) if self.reserved_totals is not None else {}
         dropped = {d.target for d in poll.dropped}
         overrides = self.overrides.active(now)  # the kill switch and the pauses, in one read
@@ -208,11 +227,13 @@ class GrowthStage:
         forecasts: dict[TargetId, dict[Dimension, SeriesForecast]] = {}
         for (tid, dim), sf in ctx.forecasts.items():
             forecasts.setdefault(tid, {})[dim] = sf
-        growth_by_name: dict[str, dict[str, dict[Dimension, float]]] = {}
+        # a target is its VMS id + path: a quota re-created under the same name (another id or
+        # path) inherits no cooldown; a renamed one (same id and path) keeps it
+        growth_by_quota: dict[str, dict[tuple[int | None, str], dict[Dimension, float]]] = {}
         for mode, growths in last_growth.items():
-            by_name = growth_by_name[mode] = {}
-            for (name, dim), t in growths.items():
-                by_name.setdefault(name, {})[dim] = t
+            by_quota = growth_by_quota[mode] = {}
+            for (quota_id, path, dim), t in growths.items():
+                by_quota.setdefault((quota_id, path), {})[dim] = t
         pauses = [o for o in overrides if not o.is_kill_switch]
         rules_cache: dict[tuple[int, ...], tuple[PolicyRules, GrowthPolicy]] = {}
         targets: list[TargetInput] = []
@@ -233,7 +254,7 @@ class GrowthStage:
                 latest_rate_per_second=self._history.latest_rates(obs.target),
                 reserved_bytes=held.bytes if held is not None else 0,
                 reserved_inodes=held.inodes if held is not None else 0,
-                last_growth_at=growth_by_name[rules.mode].get(obs.target.name, {}),
+                last_growth_at=growth_by_quota[rules.mode].get((obs.quota_id, obs.target.path), {}),
                 paused_reason=None if pause is None else (pause.reason or "paused"),
                 dropped=obs.target.name in dropped))
         cycle = CycleInput(

@@ -135,6 +135,19 @@ class ActionStore:
         rows = self.db.query(sql + " GROUP BY target, dimension", tuple(params))
         return {(r["target"], Dimension(r["dimension"])): float(r["t"]) for r in rows}
 
+    def last_growth_by_quota(self, cluster: str,
+                             mode: str | None = None) -> dict[tuple[int | None, str, Dimension], float]:
+        """When each series of `cluster` last grew (or would have), keyed by the quota's identity:
+        (VMS quota id, path, dimension) → time. A quota re-created under the same name is another key."""
+        sql = (f"SELECT quota_id, path, dimension, MAX(created_at) AS t FROM actions WHERE cluster = ?"
+               f" AND status IN ({', '.join('?' * len(COUNTED))})")
+        params: list[object] = [cluster, *COUNTED]
+        if mode is not None:
+            sql += " AND mode = ?"
+            params.append(mode)
+        rows = self.db.query(sql + " GROUP BY quota_id, path, dimension", tuple(params))
+        return {(r["quota_id"], r["path"], Dimension(r["dimension"])): float(r["t"]) for r in rows}
+
     def count_since(self, since: float, cluster: str | None = None, mode: str | None = None) -> int:
         """Growth actions (and would-grows) started at or after `since` (the global rate limit)."""
         sql = f"SELECT COUNT(*) FROM actions WHERE created_at >= ? AND status IN ({', '.join('?' * len(COUNTED))})"
