@@ -73,7 +73,7 @@ log = get_logger(__name__)
 OUTBOX_KEEP_SECONDS = 30 * 86400.0
 """Delivered, superseded and dropped outbox rows are kept this long (for `status` and audits)."""
 
-ALERTING_GUARDS = frozenset({"cluster_reserve", "max_hard_limit", "rate_limit", "unsettled"})
+ALERTING_GUARDS = frozenset({"cluster_reserve", "max_hard_limit", "rate_limit", "unsettled", "external_change"})
 """Guards whose block is worth an alert; cooldown, pause, kill switch and stale data are either
 intended or covered by the collector alert."""
 

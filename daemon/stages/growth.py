@@ -15,7 +15,7 @@ exports it and reads nothing else.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Protocol
@@ -121,6 +121,9 @@ class GrowthStage:
         """Growths (and would-grows) past the rate-limit check whose audit row is not yet counted."""
         self._history = UsageHistory()
         self._presence = TargetPresence()
+        self._last_hard: dict[tuple[str, int | None, str], int] = {}
+        """(cluster, quota id, path) → the bytes hard limit last read: a move without a write of
+        ours is an external change."""
         """Vanished targets (see `stages/presence.py`): their counters, pause series and usage
         window are evicted after the grace period; their audit rows stay."""
         self._recorded_guard: dict[tuple[TargetId, Dimension], str] = {}
@@ -175,13 +178,51 @@ class GrowthStage:
         self.counters.paused.update(paused)
         self.counters.kill_switch = kill_switch
         observations = {o.target: o for o in poll.observations}
+        changed = await self._external_changes(cluster, poll.observations, ctx.now)
         frozen = self.actuator.unsettled.get(cluster, frozenset())
-        decisions = tuple(_hold_if_unsettled(d, observations.get(d.target), frozen) for d in self.planner(cycle))
+        decisions = tuple(_hold_if_changed(_hold_if_unsettled(d, observations.get(d.target), frozen), changed)
+                          for d in self.planner(cycle))
         ctx.decisions.extend(decisions)
         for decision in decisions:
             outcome = await self._act(decision, observations.get(decision.target), ctx.now, writer)
             if outcome is not None:
                 ctx.actions.append(outcome)
+        held = {d.target for d in decisions if d.guard == "external_change"}
+        for target, (action_id, reason) in changed.items():
+            if target not in held:  # nothing to grow: still alerted (as a one-cycle hold)
+                ctx.actions.append(ActionOutcome(target, Dimension.BYTES, ActionStatus.BLOCKED, ctx.now, reason,
+                                                 action_id=action_id))
+
+    async def _external_changes(self, cluster: str, observations: Sequence[Observation],
+                                now: float) -> dict[TargetId, tuple[int | None, str]]:
+        """Targets whose hard limit moved since the last read without a write of ours: each is
+        audited (`external_change`) and its growth held this cycle (the next read confirms the new
+        limit, and sizing starts from it). Also those found changed while settling an open row."""
+        settled = dict(self.actuator.take_external_changes(cluster))
+        found: dict[TargetId, tuple[int | None, str]] = {}
+        for obs in observations:
+            if obs.target.kind is not TargetKind.QUOTA or obs.hard_limit_bytes is None:
+                continue
+            key = (cluster, obs.quota_id, obs.target.path)
+            previous = self._last_hard.get(key)
+            self._last_hard[key] = obs.hard_limit_bytes
+            if obs.quota_id in settled:
+                found[obs.target] = (None, settled[obs.quota_id])
+                continue
+            if previous is None or previous == obs.hard_limit_bytes or await asyncio.to_thread(
+                    self.actions.audited_write, cluster, obs.quota_id, obs.hard_limit_bytes):
+                continue  # unchanged, or a write of ours (even one that landed late, after a restart)
+            reason = (f"external change: hard limit moved from {previous} to {obs.hard_limit_bytes} without a write "
+                      f"of ours; not overwritten, growth waits for the next read")
+            change = Decision(obs.target, Dimension.BYTES, DecisionKind.NONE, reason, now,
+                              current_used=obs.used_bytes, current_hard=previous, new_hard=obs.hard_limit_bytes,
+                              new_soft=obs.soft_limit_bytes)
+            action_id = await asyncio.to_thread(self.actions.record, change, mode=self._mode_of(change),
+                                                status="external_change", now=now, quota_id=obs.quota_id)
+            log.warning("quota.changed_externally", target=obs.target.key, old_hard=previous,
+                        new_hard=obs.hard_limit_bytes, action_id=action_id)
+            found[obs.target] = (action_id, reason)
+        return found
 
     def _evict(self, cluster: str, removed: list[tuple[str, str]]) -> None:
         if not removed:
@@ -192,6 +233,9 @@ class GrowthStage:
             self._history.forget(target)
         for key in [k for k in self._recorded_guard if (k[0].cluster, k[0].name, k[0].path) in gone]:
             del self._recorded_guard[key]
+        paths = {path for _, path in removed}
+        for limit_key in [k for k in self._last_hard if k[0] == cluster and k[2] in paths]:
+            del self._last_hard[limit_key]
         for name, path in removed:
             self._history.forget(TargetId(cluster, name, path))
             log.info("target.evicted", cluster=cluster, target=name, path=path)
@@ -362,6 +406,16 @@ def _hold_if_unsettled(decision: Decision, obs: Observation | None, frozen: froz
     return replace(decision, kind=DecisionKind.BLOCKED, guard="unsettled",
                    reason="a write of ours is unsettled (outcome unknown, or a request that can still land): "
                           "growth frozen until a read settles it")
+
+
+def _hold_if_changed(decision: Decision, changed: Mapping[TargetId, tuple[int | None, str]]) -> Decision:
+    """A growth of a quota whose limit someone else just moved waits for the next read."""
+    found = changed.get(decision.target)
+    wants_growth = decision.kind is DecisionKind.GROW or (
+        decision.kind is DecisionKind.BLOCKED and decision.guard == "cooldown")
+    if found is None or not wants_growth or decision.dimension is not Dimension.BYTES:
+        return decision
+    return replace(decision, kind=DecisionKind.BLOCKED, guard="external_change", reason=found[1])
 
 
 class GrowthMetrics(Collector):

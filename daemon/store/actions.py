@@ -29,6 +29,8 @@ GREW = ("verified", "reconciled", "patched", "verify_failed", "unknown")
 (cooldown, rate limit, the audit's totals). `patched`/`verify_failed`/`unknown` are included to
 err on the safe side."""
 COUNTED = (*GREW, "would_grow")
+WRITTEN = (*UNFINISHED, "verified", "reconciled", "verify_failed", "failed", "abandoned")
+"""Statuses of an enforce-mode row whose PATCH we sent (or may have sent)."""
 """Statuses that start a cooldown and count against the rate limit (observe mode included)."""
 
 
@@ -147,6 +149,14 @@ class ActionStore:
             params.append(mode)
         rows = self.db.query(sql + " GROUP BY quota_id, path, dimension", tuple(params))
         return {(r["quota_id"], r["path"], Dimension(r["dimension"])): float(r["t"]) for r in rows}
+
+    def audited_write(self, cluster: str, quota_id: int | None, hard_limit: int) -> bool:
+        """Whether a write of ours (any sent or possibly sent PATCH) asked `quota_id` for `hard_limit`:
+        a limit that moved to anything else was moved by someone else."""
+        rows = self.db.query(
+            f"SELECT 1 FROM actions WHERE cluster = ? AND quota_id IS ? AND new_hard = ? AND mode = 'enforce'"
+            f" AND status IN ({', '.join('?' * len(WRITTEN))}) LIMIT 1", (cluster, quota_id, hard_limit, *WRITTEN))
+        return bool(rows)
 
     def count_since(self, since: float, cluster: str | None = None, mode: str | None = None) -> int:
         """Growth actions (and would-grows) started at or after `since` (the global rate limit)."""

@@ -161,6 +161,29 @@ class TestEnforce:
         assert query_actions(h.db)[0]["status"] == "failed"
 
 
+class TestExternalChange:
+    """Issue 13 defect 4: a limit moved without an audited write of ours is detected, audited and
+    alerted, never silently overwritten; growth waits for the next read and sizes from the new limit."""
+
+    async def test_an_operator_change_is_audited_held_once_then_sized_from(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.add(2, "cosmos7-cold", "/cosmos7/cold", hard=100 * TIB, used=10 * TIB)  # needs nothing
+        await h.cycle()
+        h.vms.quotas[2].update(hard_limit=11 * TIB, soft_limit=10 * TIB)  # an operator shrinks it by hand
+        h.clock.advance(60)
+        ctx = await h.cycle()
+        cold = [a for a in ctx.actions if a.target.name == "cosmos7-cold"]
+        assert [(a.status, "external" in a.reason) for a in cold] == [(ActionStatus.BLOCKED, True)]
+        assert [q for q, _ in h.vms.patches if q == 2] == []
+        changed = [r for r in query_actions(h.db, target="cosmos7-cold") if r["status"] == "external_change"]
+        assert [(r["old_hard"], r["new_hard"]) for r in changed] == [(100 * TIB, 11 * TIB)]
+        h.clock.advance(60)
+        await h.cycle()  # the next read confirms the new limit: growth sizes from it
+        ((_, changes),) = [(q, c) for q, c in h.vms.patches if q == 2]
+        grown = [r for r in query_actions(h.db, target="cosmos7-cold") if r["status"] == "verified"]
+        assert [r["old_hard"] for r in grown] == [11 * TIB] and changes["hard_limit"] > 11 * TIB
+
+
 class TestLostAnswer:
     """Issue 13 defect 1: a PATCH whose answer is lost ends in a re-read, never in a second growth."""
 
