@@ -302,7 +302,7 @@ class GrowthStage:
                 paused_reason=None if pause is None else (pause.reason or "paused"),
                 dropped=obs.target.name in dropped))
         cycle = CycleInput(
-            now=now, targets=tuple(targets), capacity=_net_of_overcommit(poll.capacity),
+            now=now, targets=tuple(targets), capacity=net_of_overcommit(poll.capacity),
             cluster_reserve_ratio=policy.cluster_reserve_ratio,
             max_actions_per_hour=policy.max_actions_per_hour,
             actions_last_hour=self.actions.count_since(now - 3600.0, mode=self.mode),
@@ -384,7 +384,7 @@ class GrowthStage:
         return GrowthMetrics(lambda: self.view)
 
 
-def _net_of_overcommit(capacity: ClusterCapacity | None) -> ClusterCapacity | None:
+def net_of_overcommit(capacity: ClusterCapacity | None) -> ClusterCapacity | None:
     """The pool as the cluster-reserve guard must see it: bytes the quotas already promise count
     as taken. With `quotas_allocated_bytes` known, free is at most usable − allocated, so growth
     stops (the guard blocks it) while the quotas over-commit the pool beyond its reserve."""

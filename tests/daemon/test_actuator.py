@@ -230,6 +230,7 @@ class TestLostAnswer:
         await h.cycle()
         statuses = [r["status"] for r in reversed(query_actions(h.db))]
         assert statuses[0] == "reconciled"
+        assert "external_change" not in statuses  # the limit moved by a write of ours, audited
         assert h.vms.patches == []  # and the cooldown it started holds the next growth
 
     async def test_verify_failure(self, tmp_path: Path) -> None:
