@@ -95,3 +95,7 @@ class UsageHistory:
         if i0 is not None and i1 is not None:
             rates[Dimension.INODES] = max(0.0, (i1 - i0) / (t1 - t0))
         return rates
+
+    def forget(self, target: TargetId) -> None:
+        """Drop a removed target's window (its samples no longer matter; memory stays bounded)."""
+        self._windows.pop(target, None)

@@ -284,6 +284,7 @@ class ActionStatus(enum.StrEnum):
     REPLANNED = "replanned"        # someone changed the quota between plan and act
     BLOCKED = "blocked"            # a guard said no
     PAUSED = "paused"              # manual override
+    UNKNOWN = "unknown"            # sent, answer lost, re-read inconclusive: frozen until a read settles it
 
 
 @dataclass(frozen=True, slots=True)

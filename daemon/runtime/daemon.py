@@ -244,8 +244,10 @@ class Daemon:
             finally:
                 self._stage_seconds[stage.name] += time.perf_counter() - started
         self._publish_cycle(cluster, ctx, state, collector)
-        if poll.ok and all(s.last_success_t is not None for s in self.poll_state.values()):
-            self.notifier.ready()  # once every cluster has been polled successfully (sent once)
+        if poll.ok:
+            # READY once any cluster has been polled successfully (sent once): one VMS down at boot
+            # must not hold protection back from the others (its poller keeps retrying; /healthz shows it)
+            self.notifier.ready()
         return ctx
 
     def _publish_cycle(self, cluster: str, ctx: CycleContext, state: PollerState,

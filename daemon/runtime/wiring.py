@@ -95,11 +95,13 @@ def forecast_stage(deps: Collaborators) -> ForecastStage:
 
 
 def growth_stage(deps: Collaborators, *, planner: Planner = plan_cycle) -> GrowthStage:
-    """The growth stage, with the pre-flight API's active reservations as extra demand."""
+    """The growth stage, with the pre-flight API's active reservations as extra demand (and
+    marked `expired` past their TTL, once per cycle)."""
     writers = deps.writers
+    reservations = ReservationStore(deps.db)
     return GrowthStage(deps.settings, deps.db, lambda cluster: writers[cluster], deps.clock,
-                       planner=planner, reserved_totals=ReservationStore(deps.db).active_totals,
-                       leadership=deps.leadership)
+                       planner=planner, reserved_totals=reservations.active_totals,
+                       expire_reservations=reservations.expire, leadership=deps.leadership)
 
 
 def alerting_stage(deps: Collaborators, *, sinks: Sequence[Sink] | None = None) -> AlertingStage:

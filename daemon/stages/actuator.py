@@ -8,9 +8,23 @@ Per growth in enforce mode (`grow`):
 3. PATCH the hard and soft limit;
 4. re-read and verify; record the outcome.
 
-A SIGKILL anywhere leaves a row at `intent` or `patched`; on the next start `reconcile` reads each
-such quota back from VMS and settles the row (`reconciled`: the new limit is there; `abandoned`:
-it is not) — it never re-applies a PATCH blindly, so a crash causes no double growth.
+An error that leaves the PATCH's outcome unknown (a timeout, a connection dropped after the
+request was sent: `TemporaryError`) ends in a re-read: the new limit there → `verified` (applied,
+its answer lost); otherwise the row is `unknown` and stays open. A refusal (`PermanentError`) is
+`failed`.
+
+A SIGKILL anywhere leaves a row at `intent` or `patched`. Open rows (`intent`, `patched`,
+`unknown`) are settled by `reconcile`, at start and at every cycle while any is open, by reading
+the quota back from VMS — never by re-applying a PATCH, so neither a crash nor a lost answer
+causes a double growth:
+
+- the new limit is there → `reconciled` (applied);
+- a request of ours can still land (the landing window, `landing_window_seconds`: the request
+  timeout × attempts plus the retries' backoff, measured from the intent) → left open, and the
+  target stays frozen for growth (`Actuator.unsettled`);
+- past the window, the old limit → `abandoned` (not applied);
+- past the window, any other limit → `external_change` (someone else moved it; alerted by the
+  growth stage, never overwritten blindly).
 
 It also keeps the managed views (`[[views]]`) in place (`ensure_views`). It talks to VMS only
 through the collector's write calls (`QuotaWriter`), handed in per call.
@@ -19,7 +33,7 @@ through the collector's write calls (`QuotaWriter`), handed in per call.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from quotapilot.daemon.clock import Clock
@@ -80,7 +94,14 @@ class Actuator:
         self.actions = actions
         self.clock = clock
         self.reconciled: set[str] = set()
-        """Clusters whose unfinished rows were settled since start."""
+        """Clusters with no open row left (settled since start); a cluster with open rows is
+        reconciled again at each of its cycles."""
+        self.unsettled: dict[str, frozenset[int]] = {}
+        """Per cluster: the quota ids with an open row (a write of ours that may still land, or
+        whose outcome is unknown) — frozen for growth until a read settles it."""
+        self.external_changes: list[tuple[str, int, str]] = []
+        """(cluster, quota id, reason) of limits found moved by someone else while settling a row,
+        since the growth stage last took them (`take_external_changes`)."""
         self.views_would_create: list[str] = []
         """In observe mode, the managed views (and quotas) that enforce mode would create."""
         self._views_done: set[tuple[str, str]] = set()
@@ -108,6 +129,9 @@ class Actuator:
             return outcome(ActionStatus.FAILED, f"not the leader: {exc}", None)
         self.checkpoint("intent")
         hard_field, soft_field = _LIMIT_FIELDS[dim]
+        changes: dict[str, int] = {hard_field: decision.new_hard}
+        if decision.new_soft is not None:
+            changes[soft_field] = decision.new_soft
         try:
             live = await writer.get_quota(quota_id)
             live_hard = _limit(live, dim)
@@ -117,18 +141,22 @@ class Actuator:
                 log.warning("quota.changed", target=target.key, dimension=dim.value, live_hard=live_hard,
                             planned_hard=decision.current_hard)
                 return outcome(ActionStatus.REPLANNED, reason, action_id)
-            changes: dict[str, int] = {hard_field: decision.new_hard}
-            if decision.new_soft is not None:
-                changes[soft_field] = decision.new_soft
-            if not await self.leadership.epoch_is_current(target.cluster):  # FLEET: re-check right before
-                # deposed since the intent: the new leader settles the row (reconcile); we leave it be
-                log.warning("quota.grow_fenced", target=target.key, dimension=dim.value, action_id=action_id)
-                return outcome(ActionStatus.FAILED, "lease lost before the PATCH", action_id)
-            await writer.patch_quota(quota_id, **changes)
-        except (TemporaryError, PermanentError) as exc:
+        except (TemporaryError, PermanentError) as exc:  # nothing was sent: a known failure
             await self._mark(action_id, "failed", f"{type(exc).__name__}: {exc}")
             log.error("quota.grow_failed", target=target.key, dimension=dim.value, error=str(exc))
             return outcome(ActionStatus.FAILED, str(exc), action_id)
+        if not await self.leadership.epoch_is_current(target.cluster):  # FLEET: re-check right before the PATCH
+            # deposed since the intent: the new leader settles the row (reconcile); we leave it be
+            log.warning("quota.grow_fenced", target=target.key, dimension=dim.value, action_id=action_id)
+            return outcome(ActionStatus.FAILED, "lease lost before the PATCH", action_id)
+        try:
+            await writer.patch_quota(quota_id, **changes)
+        except PermanentError as exc:  # VMS answered: refused
+            await self._mark(action_id, "failed", f"{type(exc).__name__}: {exc}")
+            log.error("quota.grow_failed", target=target.key, dimension=dim.value, error=str(exc))
+            return outcome(ActionStatus.FAILED, str(exc), action_id)
+        except TemporaryError as exc:  # sent, answer lost: the outcome is unknown until a read
+            return await self._settle_lost_answer(decision, quota_id, writer, action_id, exc, outcome)
         await self._mark(action_id, "patched", None)
         self.checkpoint("patched")
         try:
@@ -146,40 +174,104 @@ class Actuator:
                  new_hard=decision.new_hard, new_soft=decision.new_soft, action_id=action_id)
         return outcome(ActionStatus.VERIFIED, decision.reason, action_id)
 
+    async def _settle_lost_answer(self, decision: Decision, quota_id: int, writer: QuotaWriter, action_id: int,
+                                  error: TemporaryError,
+                                  outcome: Callable[[ActionStatus, str, int | None], ActionOutcome]) -> ActionOutcome:
+        """The PATCH was sent but its answer is lost: re-read. The new limit there → applied
+        (`verified`, starting the cooldown); anything else → `unknown`, left open for `reconcile`
+        (the target frozen for growth until a read settles it)."""
+        dim, target = decision.dimension, decision.target
+        try:
+            live_hard: int | None = _limit(await writer.get_quota(quota_id), dim)
+        except (TemporaryError, PermanentError) as exc:
+            live_hard, reread = None, f"re-read failed: {exc}"
+        else:
+            reread = f"re-read shows hard limit {live_hard}"
+        if live_hard == decision.new_hard:
+            reason = f"answer lost ({error}); {reread}: applied"
+            await self._mark(action_id, "verified", reason, answer_lost=True)
+            log.info("quota.grown", target=target.key, dimension=dim.value, old_hard=decision.current_hard,
+                     new_hard=decision.new_hard, new_soft=decision.new_soft, action_id=action_id, answer_lost=True)
+            return outcome(ActionStatus.VERIFIED, decision.reason, action_id)
+        reason = (f"outcome unknown: answer lost ({error}); {reread}; growth of this quota frozen until a "
+                  f"read settles it")
+        await self._mark(action_id, "unknown", reason, answer_lost=True, live_hard=live_hard)
+        self.unsettled[target.cluster] = self.unsettled.get(target.cluster, frozenset()) | {quota_id}
+        self.reconciled.discard(target.cluster)
+        log.warning("quota.grow_unknown", target=target.key, dimension=dim.value, error=str(error),
+                    live_hard=live_hard, new_hard=decision.new_hard, action_id=action_id)
+        return outcome(ActionStatus.UNKNOWN, reason, action_id)
+
+    def landing_window_seconds(self) -> float:
+        """How long after its intent a request of ours can still land at VMS: every attempt's
+        timeout plus the backoff between them (the longest each can be)."""
+        vast = self.settings.vast
+        backoffs = sum(min(float(vast.backoff_base_seconds) * 2.0 ** i, float(vast.backoff_max_seconds))
+                       for i in range(vast.max_retries))
+        return float(vast.request_timeout_seconds) * (vast.max_retries + 1) + backoffs
+
+    def take_external_changes(self, cluster: str) -> list[tuple[int, str]]:
+        """The external changes found on `cluster` while settling, once each."""
+        mine = [(quota_id, reason) for c, quota_id, reason in self.external_changes if c == cluster]
+        self.external_changes = [e for e in self.external_changes if e[0] != cluster]
+        return mine
+
     async def _mark(self, action_id: int, status: str, reason: str | None, **detail: Any) -> None:
         await asyncio.to_thread(self.actions.mark, action_id, status, self.clock.now(), reason, **detail)
 
     # ------------------------------------------------------------------------- reconcile
     async def reconcile(self, cluster: str, writer: QuotaWriter) -> int:
-        """Settle the rows a crash left at `intent`/`patched` by reading VMS; never re-PATCH.
+        """Settle the open rows of `cluster` (`intent`/`patched` left by a crash, `unknown` left by
+        a lost answer) by reading VMS; never re-PATCH. A row whose request can still land (within
+        `landing_window_seconds` of its intent) and is not yet visible stays open, its quota frozen.
 
         Returns how many rows were settled. A VMS error leaves the rest for the next cycle.
         """
         settled = 0
-        for record in await asyncio.to_thread(self.actions.unfinished, cluster):
+        now = self.clock.now()
+        window = self.landing_window_seconds()
+        still_open: set[int] = set()
+        records = await asyncio.to_thread(self.actions.unfinished, cluster)
+        for index, record in enumerate(records):
             dim = Dimension(record.dimension)
             if record.quota_id is None:
                 await self._mark(record.id, "abandoned", "no quota id")
                 continue
+            can_land = now < record.created_at + window
             try:
                 live_hard = _limit(await writer.get_quota(record.quota_id), dim)
             except TemporaryError as exc:
                 log.warning("growth.reconcile_deferred", cluster=cluster, action_id=record.id, error=str(exc))
+                still_open.update(r.quota_id for r in records[index:] if r.quota_id is not None)
+                self.unsettled[cluster] = frozenset(still_open)
                 return settled
             except PermanentError as exc:
+                if can_land:
+                    still_open.add(record.quota_id)
+                    continue
                 await self._mark(record.id, "abandoned", f"quota unreadable: {exc}")
+                settled += 1
                 continue
             if live_hard == record.new_hard:
-                status, reason = "reconciled", "found applied after a restart"
+                status, reason = "reconciled", "found applied by a re-read"
+            elif can_land:
+                still_open.add(record.quota_id)  # not settled while an in-flight request can still land
+                continue
             elif live_hard == record.old_hard:
-                status, reason = "abandoned", "interrupted before the PATCH took effect; not re-applied"
+                status, reason = "abandoned", "not applied (the old limit stands, no request can still land)"
             else:
-                status, reason = "abandoned", f"limit is now {live_hard}: changed by someone else"
+                status = "external_change"
+                reason = f"limit is now {live_hard}: changed by someone else; not overwritten"
+                self.external_changes.append((cluster, record.quota_id, reason))
             await self._mark(record.id, status, reason, live_hard=live_hard)
             log.warning("growth.reconciled", cluster=cluster, action_id=record.id, status=status,
                         live_hard=live_hard, new_hard=record.new_hard)
             settled += 1
-        self.reconciled.add(cluster)
+        self.unsettled[cluster] = frozenset(still_open)
+        if still_open:
+            self.reconciled.discard(cluster)
+        else:
+            self.reconciled.add(cluster)
         return settled
 
     # --------------------------------------------------------------------- managed views

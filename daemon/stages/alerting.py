@@ -32,10 +32,11 @@ from quotapilot.alerts.dispatcher import (
     Sink,
     publishes_state,
 )
-from quotapilot.alerts.model import AlertState, Notification, Phase, Severity, Status
+from quotapilot.alerts.model import AlertState, Condition, Notification, Phase, Severity, Status
 from quotapilot.alerts.routing import QuietWindow, Route, route
 from quotapilot.alerts.rules import (
     ALERT_KINDS,
+    COLLECTOR_TARGET,
     GrowthInput,
     RuleConfig,
     RuleInputs,
@@ -55,6 +56,7 @@ from quotapilot.daemon.runtime.leadership import Leadership
 from quotapilot.daemon.runtime.retry import RetryPolicy
 from quotapilot.daemon.runtime.supervisor import TaskFactory, sleep_unless
 from quotapilot.daemon.settings import LOG_SINK_NAME, AlertRuleSettings, AlertSettings, PolicyRules, Settings
+from quotapilot.daemon.stages.presence import TargetPresence
 from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.outbox import AsyncOutbox, OutboxStore
 from quotapilot.forecasting.types import (
@@ -73,7 +75,7 @@ log = get_logger(__name__)
 OUTBOX_KEEP_SECONDS = 30 * 86400.0
 """Delivered, superseded and dropped outbox rows are kept this long (for `status` and audits)."""
 
-ALERTING_GUARDS = frozenset({"cluster_reserve", "max_hard_limit", "rate_limit"})
+ALERTING_GUARDS = frozenset({"cluster_reserve", "max_hard_limit", "rate_limit", "unsettled", "external_change"})
 """Guards whose block is worth an alert; cooldown, pause, kill switch and stale data are either
 intended or covered by the collector alert."""
 
@@ -184,6 +186,9 @@ _ACTION_STATUS = {
     ActionStatus.BLOCKED: "blocked",
     ActionStatus.VERIFY_FAILED: "failed",
     ActionStatus.FAILED: "failed",
+    # outcome unknown (answer lost): not a failure — the growth is held until a read settles it,
+    # and the alert (`growth_blocked`, warning) says exactly that (the outcome's reason)
+    ActionStatus.UNKNOWN: "blocked",
 }
 
 
@@ -356,6 +361,8 @@ class AlertingStage:
         self._last_purge: float | None = None
         self._firing_keys: set[tuple[str, str]] = set()
         self._policy_cache: dict[tuple[str, str], PolicyRules] = {}
+        self._presence = TargetPresence()
+        """Vanished targets: their alerts resolve ("target removed") after the grace period."""
         self._evaluated = EvaluationView(firing=_firing_counts({}, frozenset()), sinks=tuple(self.sink_names))
 
     def tasks(self) -> Mapping[str, TaskFactory]:
@@ -388,11 +395,30 @@ class AlertingStage:
         async with self._lock:
             states = await self.states()
             conditions = cycle_conditions(inputs, states, self.config)
+            removed = self._removed_targets(ctx, states)
+            conditions.extend(_removed_conditions(ctx.poll.cluster, removed, states))
             await self._apply(states, conditions, ctx.now)
+            self._evict(ctx.poll.cluster, removed, states)
         if self._publishes_state:
             self._publish_states(inputs, states)
         if self.sinks:
             self.dispatcher.wake()
+
+    def _removed_targets(self, ctx: CycleContext, states: Mapping[str, AlertState]) -> list[tuple[str, str]]:
+        """(name, path) of the cycle's cluster's targets gone past the grace period (`stages/presence.py`)."""
+        cluster = ctx.poll.cluster
+        known = {(target, "") for target in _alert_targets(cluster, states)}
+        return self._presence.removed(ctx.poll, ctx.now, known=known)
+
+    def _evict(self, cluster: str, removed: Sequence[tuple[str, str]], states: dict[str, AlertState]) -> None:
+        """Forget a removed target's alert states (resolved just now), retained state and last action."""
+        for name, path in removed:
+            prefix = f"{cluster}/{name}/"
+            for alert in [a for a, st in states.items() if a.startswith(prefix) and st.phase is Phase.INACTIVE]:
+                del states[alert]
+            self._last_action.pop((cluster, name), None)
+            self._state_sent.pop((cluster, name), None)
+            log.info("target.removed", cluster=cluster, target=name, path=path)
 
     def _publish_states(self, inputs: RuleInputs, states: Mapping[str, AlertState]) -> None:
         """Retained per-target state, re-published when what it says changes: at once for the
@@ -564,6 +590,31 @@ class AlertView:
 
     evaluated: EvaluationView
     delivery: DeliveryView
+
+
+def _alert_targets(cluster: str, states: Mapping[str, AlertState]) -> set[str]:
+    """The target names of `cluster` with an alert that is not inactive (not the collector's, not the pool's)."""
+    names: set[str] = set()
+    for alert, state in states.items():
+        parts = alert.split("/", 2)
+        if len(parts) == 3 and parts[0] == cluster and parts[1] not in (COLLECTOR_TARGET, POOL_TARGET) \
+                and state.phase is not Phase.INACTIVE:
+            names.add(parts[1])
+    return names
+
+
+def _removed_conditions(cluster: str, removed: Sequence[tuple[str, str]],
+                        states: Mapping[str, AlertState]) -> list[Condition]:
+    """A resolving condition for every pending or firing alert of a removed target."""
+    conditions: list[Condition] = []
+    for name, path in removed:
+        prefix = f"{cluster}/{name}/"
+        for alert, state in states.items():
+            if alert.startswith(prefix) and state.phase is not Phase.INACTIVE:
+                conditions.append(Condition(
+                    alert_id=alert, kind=state.kind, cluster=cluster, target=name, path=path or "/",
+                    severity=None, summary=f"{name}: target removed (no longer listed by VMS)", for_seconds=0.0))
+    return conditions
 
 
 def _firing_counts(states: Mapping[str, AlertState], seen: frozenset[tuple[str, str]]) -> Mapping[tuple[str, str], int]:

@@ -15,7 +15,7 @@ exports it and reads nothing else.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Protocol
@@ -30,6 +30,7 @@ from quotapilot.daemon.runtime.cycle import CycleContext
 from quotapilot.daemon.runtime.leadership import Leadership, SoleLeadership  # FLEET (issue 15)
 from quotapilot.daemon.settings import ManagedView, PolicyRules, Settings
 from quotapilot.daemon.stages.actuator import Actuator, QuotaWriter
+from quotapilot.daemon.stages.presence import TargetPresence
 from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.overrides import OverrideStore
@@ -38,6 +39,7 @@ from quotapilot.forecasting.planner import CycleInput, GrowthPolicy, TargetInput
 from quotapilot.forecasting.types import (
     ActionOutcome,
     ActionStatus,
+    ClusterCapacity,
     Decision,
     DecisionKind,
     Dimension,
@@ -98,10 +100,12 @@ class GrowthStage:
 
     def __init__(self, settings: Settings, db: Backend, writers: Callable[[str], QuotaWriter], clock: Clock,
                  *, planner: Planner = plan_cycle, reserved_totals: ReservedTotals | None = None,
+                 expire_reservations: Callable[[float], int] | None = None,
                  leadership: Leadership | None = None) -> None:
         """`writers`: cluster name → its VMS writer; `reserved_totals`: the pre-flight API's active
-        reservations, counted as extra demand (None: none); `leadership`: which clusters this
-        instance leads (None: alone, all of them)."""
+        reservations, counted as extra demand (None: none); `expire_reservations`: now → marks
+        the reservations past their TTL `expired` (called once per cycle, in the store thread);
+        `leadership`: which clusters this instance leads (None: alone, all of them)."""
         self.settings = settings
         # FLEET (issue 15): only the leader of a cluster plans and writes; alone on SQLite, always us
         self.leadership = leadership or SoleLeadership(c.name for c in settings.clusters)
@@ -113,8 +117,21 @@ class GrowthStage:
         self.clock = clock
         self.planner = planner
         self.reserved_totals = reserved_totals
+        self.expire_reservations = expire_reservations
         self.counters = GrowthCounters()
+        """Mutated on the event loop only (never from the store thread): `/metrics` reads `view`."""
+        self._rate_lock = asyncio.Lock()
+        """One stage serves every cluster's poller: the global hourly rate limit's check and the
+        reservation of a slot happen under this lock, so concurrent cycles cannot exceed it."""
+        self._in_flight = 0
+        """Growths (and would-grows) past the rate-limit check whose audit row is not yet counted."""
         self._history = UsageHistory()
+        self._presence = TargetPresence()
+        self._last_hard: dict[tuple[str, int | None, str], int] = {}
+        """(cluster, quota id, path) → the bytes hard limit last read: a move without a write of
+        ours is an external change."""
+        """Vanished targets (see `stages/presence.py`): their counters, pause series and usage
+        window are evicted after the grace period; their audit rows stay."""
         self._recorded_guard: dict[tuple[TargetId, Dimension], str] = {}
         self._last_prune: float | None = None
         self.view = GrowthView(mode=self.mode)
@@ -160,20 +177,81 @@ class GrowthStage:
             self.actuator.reconciled.discard(cluster)  # on taking over it first settles the old leader's intents
             return
         writer = self.writers(cluster)
-        if cluster not in self.actuator.reconciled:
+        if cluster not in self.actuator.reconciled:  # at the first cycle, and while any row is open
             await self.actuator.reconcile(cluster, writer)
         await self.actuator.ensure_views(cluster, writer)
 
         for obs in poll.observations:
             self._history.add(obs)
-        cycle = await asyncio.to_thread(self._cycle_input, ctx)
-        decisions = self.planner(cycle)
-        ctx.decisions.extend(decisions)
+        self._evict(cluster, self._presence.removed(poll, ctx.now))
+        prune = self._last_prune is None or ctx.now - self._last_prune >= 3600.0
+        if prune:
+            self._last_prune = ctx.now
+        cycle, paused, kill_switch = await asyncio.to_thread(self._cycle_input, ctx, prune)
+        self.counters.paused.update(paused)
+        self.counters.kill_switch = kill_switch
         observations = {o.target: o for o in poll.observations}
+        changed = await self._external_changes(cluster, poll.observations, ctx.now)
+        frozen = self.actuator.unsettled.get(cluster, frozenset())
+        decisions = tuple(_hold_if_changed(_hold_if_unsettled(d, observations.get(d.target), frozen), changed)
+                          for d in self.planner(cycle))
+        ctx.decisions.extend(decisions)
         for decision in decisions:
             outcome = await self._act(decision, observations.get(decision.target), ctx.now, writer)
             if outcome is not None:
                 ctx.actions.append(outcome)
+        held = {d.target for d in decisions if d.guard == "external_change"}
+        for target, (action_id, reason) in changed.items():
+            if target not in held:  # nothing to grow: still alerted (as a one-cycle hold)
+                ctx.actions.append(ActionOutcome(target, Dimension.BYTES, ActionStatus.BLOCKED, ctx.now, reason,
+                                                 action_id=action_id))
+
+    async def _external_changes(self, cluster: str, observations: Sequence[Observation],
+                                now: float) -> dict[TargetId, tuple[int | None, str]]:
+        """Targets whose hard limit moved since the last read without a write of ours: each is
+        audited (`external_change`) and its growth held this cycle (the next read confirms the new
+        limit, and sizing starts from it). Also those found changed while settling an open row."""
+        settled = dict(self.actuator.take_external_changes(cluster))
+        found: dict[TargetId, tuple[int | None, str]] = {}
+        for obs in observations:
+            if obs.target.kind is not TargetKind.QUOTA or obs.hard_limit_bytes is None:
+                continue
+            key = (cluster, obs.quota_id, obs.target.path)
+            previous = self._last_hard.get(key)
+            self._last_hard[key] = obs.hard_limit_bytes
+            if obs.quota_id in settled:
+                found[obs.target] = (None, settled[obs.quota_id])
+                continue
+            if previous is None or previous == obs.hard_limit_bytes or await asyncio.to_thread(
+                    self.actions.audited_write, cluster, obs.quota_id, obs.hard_limit_bytes):
+                continue  # unchanged, or a write of ours (even one that landed late, after a restart)
+            reason = (f"external change: hard limit moved from {previous} to {obs.hard_limit_bytes} without a write "
+                      f"of ours; not overwritten, growth waits for the next read")
+            change = Decision(obs.target, Dimension.BYTES, DecisionKind.NONE, reason, now,
+                              current_used=obs.used_bytes, current_hard=previous, new_hard=obs.hard_limit_bytes,
+                              new_soft=obs.soft_limit_bytes)
+            action_id = await asyncio.to_thread(self.actions.record, change, mode=self._mode_of(change),
+                                                status="external_change", now=now, quota_id=obs.quota_id)
+            log.warning("quota.changed_externally", target=obs.target.key, old_hard=previous,
+                        new_hard=obs.hard_limit_bytes, action_id=action_id)
+            found[obs.target] = (action_id, reason)
+        return found
+
+    def _evict(self, cluster: str, removed: list[tuple[str, str]]) -> None:
+        if not removed:
+            return
+        gone = {(cluster, name, path) for name, path in removed}
+        for target in [t for t in self.counters.paused if (t.cluster, t.name, t.path) in gone]:
+            del self.counters.paused[target]
+            self._history.forget(target)
+        for key in [k for k in self._recorded_guard if (k[0].cluster, k[0].name, k[0].path) in gone]:
+            del self._recorded_guard[key]
+        paths = {path for _, path in removed}
+        for limit_key in [k for k in self._last_hard if k[0] == cluster and k[2] in paths]:
+            del self._last_hard[limit_key]
+        for name, path in removed:
+            self._history.forget(TargetId(cluster, name, path))
+            log.info("target.evicted", cluster=cluster, target=name, path=path)
 
     def _publish(self) -> None:
         counters = self.counters
@@ -182,43 +260,48 @@ class GrowthStage:
             paused=MappingProxyType(dict(counters.paused)), kill_switch=counters.kill_switch,
             views_would_create=tuple(self.actuator.views_would_create))
 
-    def _cycle_input(self, ctx: CycleContext) -> CycleInput:
-        """Gather the planner's input (store reads: runs in a thread)."""
+    def _cycle_input(self, ctx: CycleContext, prune: bool) -> tuple[CycleInput, dict[TargetId, bool], bool]:
+        """Gather the planner's input, the targets' pauses and the kill switch (store reads: runs
+        in a thread, so it mutates no state of the stage — the caller applies what it returns)."""
         poll, now, policy = ctx.poll, ctx.now, self.settings.policy
-        if self._last_prune is None or now - self._last_prune >= 3600.0:
-            self._last_prune = now
+        if prune:
             self.actions.prune(now - self.settings.store.audit_retention_seconds)
             self.overrides.prune(now)
+        if self.expire_reservations is not None:
+            self.expire_reservations(now)
         # a would-grow starts a cooldown only for a target still observed: switching to enforce
         # acts at once
-        last_growth = {mode: self.actions.last_growth_at(poll.cluster, mode=mode) for mode in ("observe", "enforce")}
+        last_growth = {mode: self.actions.last_growth_by_quota(poll.cluster, mode=mode)
+                       for mode in ("observe", "enforce")}
         reserved = self.reserved_totals(now) if self.reserved_totals is not None else {}
         dropped = {d.target for d in poll.dropped}
         overrides = self.overrides.active(now)  # the kill switch and the pauses, in one read
         kill = next((o for o in overrides if o.is_kill_switch), None)
         kill_reason = "policy.kill_switch in config" if policy.kill_switch else (
             (kill.reason or "engaged") if kill is not None else None)
-        self.counters.kill_switch = kill_reason is not None
         # Everything per target is grouped once per cycle: a scan of the cycle's forecasts (or
         # growths, pauses) per target made a 10,000-quota cycle quadratic.
         forecasts: dict[TargetId, dict[Dimension, SeriesForecast]] = {}
         for (tid, dim), sf in ctx.forecasts.items():
             forecasts.setdefault(tid, {})[dim] = sf
-        growth_by_name: dict[str, dict[str, dict[Dimension, float]]] = {}
+        # a target is its VMS id + path: a quota re-created under the same name (another id or
+        # path) inherits no cooldown; a renamed one (same id and path) keeps it
+        growth_by_quota: dict[str, dict[tuple[int | None, str], dict[Dimension, float]]] = {}
         for mode, growths in last_growth.items():
-            by_name = growth_by_name[mode] = {}
-            for (name, dim), t in growths.items():
-                by_name.setdefault(name, {})[dim] = t
+            by_quota = growth_by_quota[mode] = {}
+            for (quota_id, path, dim), t in growths.items():
+                by_quota.setdefault((quota_id, path), {})[dim] = t
         pauses = [o for o in overrides if not o.is_kill_switch]
         rules_cache: dict[tuple[int, ...], tuple[PolicyRules, GrowthPolicy]] = {}
         targets: list[TargetInput] = []
+        paused: dict[TargetId, bool] = {}
         for obs in poll.observations:
             if obs.target.kind is not TargetKind.QUOTA:
                 continue
             rules, growth_policy = self._rules_for(obs.target, rules_cache)
             # the kill switch is reported as itself, not as a pause
             pause = next((o for o in pauses if o.applies_to(obs.target)), None)
-            self.counters.paused[obs.target] = pause is not None
+            paused[obs.target] = pause is not None
             held = reserved.get((obs.target.cluster, obs.target.name))
             targets.append(TargetInput(
                 observation=obs,
@@ -228,16 +311,17 @@ class GrowthStage:
                 latest_rate_per_second=self._history.latest_rates(obs.target),
                 reserved_bytes=held.bytes if held is not None else 0,
                 reserved_inodes=held.inodes if held is not None else 0,
-                last_growth_at=growth_by_name[rules.mode].get(obs.target.name, {}),
+                last_growth_at=growth_by_quota[rules.mode].get((obs.quota_id, obs.target.path), {}),
                 paused_reason=None if pause is None else (pause.reason or "paused"),
                 dropped=obs.target.name in dropped))
-        return CycleInput(
-            now=now, targets=tuple(targets), capacity=poll.capacity,
+        cycle = CycleInput(
+            now=now, targets=tuple(targets), capacity=net_of_overcommit(poll.capacity),
             cluster_reserve_ratio=policy.cluster_reserve_ratio,
             max_actions_per_hour=policy.max_actions_per_hour,
             actions_last_hour=self.actions.count_since(now - 3600.0, mode=self.mode),
             kill_switch_reason=kill_reason,
             stale_after_seconds=self.settings.poll.stale_after_intervals * self.settings.poll.interval_seconds)
+        return cycle, paused, kill_reason is not None
 
     # ------------------------------------------------------------------------------- acting
     async def _act(self, decision: Decision, obs: Observation | None, now: float,
@@ -258,10 +342,28 @@ class GrowthStage:
                 log.warning("growth.blocked", target=decision.target.key, dimension=decision.dimension.value,
                             guard=decision.guard, reason=decision.reason)
             return outcome
-        self._recorded_guard.pop(key, None)
         if decision.kind is not DecisionKind.GROW:
+            self._recorded_guard.pop(key, None)
             self.counters.count(decision.kind.value)
             return None
+        limit = self.settings.policy.max_actions_per_hour
+        async with self._rate_lock:  # check and reserve a slot of the global rate limit atomically
+            done = await asyncio.to_thread(self.actions.count_since, now - 3600.0, mode=self.mode)
+            reserved = done + self._in_flight < limit
+            if reserved:
+                self._in_flight += 1
+        if not reserved:  # another cluster's cycle took the last slot since the planner counted
+            held = replace(decision, kind=DecisionKind.BLOCKED, guard="rate_limit",
+                           reason=f"rate limit: {limit} actions per hour (across clusters)")
+            return await self._act(held, obs, now, writer)
+        self._recorded_guard.pop(key, None)
+        try:
+            return await self._grow(decision, quota_id, now, writer)
+        finally:
+            self._in_flight -= 1  # its audit row now counts (or it failed and does not)
+
+    async def _grow(self, decision: Decision, quota_id: int | None, now: float,
+                    writer: QuotaWriter) -> ActionOutcome:
         if self._mode_of(decision) != "enforce":
             self.counters.count(ActionStatus.WOULD_GROW.value)
             action_id = await asyncio.to_thread(
@@ -293,6 +395,40 @@ class GrowthStage:
     # --------------------------------------------------------------------------- metrics
     def collector(self) -> GrowthMetrics:
         return GrowthMetrics(lambda: self.view)
+
+
+def net_of_overcommit(capacity: ClusterCapacity | None) -> ClusterCapacity | None:
+    """The pool as the cluster-reserve guard must see it: bytes the quotas already promise count
+    as taken. With `quotas_allocated_bytes` known, free is at most usable − allocated, so growth
+    stops (the guard blocks it) while the quotas over-commit the pool beyond its reserve."""
+    if capacity is None or capacity.quotas_allocated_bytes is None:
+        return capacity
+    unpromised = capacity.usable_bytes - capacity.quotas_allocated_bytes
+    if unpromised >= capacity.free_bytes:
+        return capacity
+    return replace(capacity, free_bytes=unpromised)
+
+
+def _hold_if_unsettled(decision: Decision, obs: Observation | None, frozen: frozenset[int]) -> Decision:
+    """A growth of a quota with an open write of ours (outcome unknown, or a request that can
+    still land) is held until a read settles it."""
+    wants_growth = decision.kind is DecisionKind.GROW or (
+        decision.kind is DecisionKind.BLOCKED and decision.guard == "cooldown")  # (an `unknown` row counts)
+    if not wants_growth or obs is None or obs.quota_id not in frozen:
+        return decision
+    return replace(decision, kind=DecisionKind.BLOCKED, guard="unsettled",
+                   reason="a write of ours is unsettled (outcome unknown, or a request that can still land): "
+                          "growth frozen until a read settles it")
+
+
+def _hold_if_changed(decision: Decision, changed: Mapping[TargetId, tuple[int | None, str]]) -> Decision:
+    """A growth of a quota whose limit someone else just moved waits for the next read."""
+    found = changed.get(decision.target)
+    wants_growth = decision.kind is DecisionKind.GROW or (
+        decision.kind is DecisionKind.BLOCKED and decision.guard == "cooldown")
+    if found is None or not wants_growth or decision.dimension is not Dimension.BYTES:
+        return decision
+    return replace(decision, kind=DecisionKind.BLOCKED, guard="external_change", reason=found[1])
 
 
 class GrowthMetrics(Collector):

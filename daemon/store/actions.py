@@ -1,9 +1,11 @@
 """The audit trail of growth actions (table `actions`), written ahead of every PATCH.
 
 A row's life in enforce mode: `intent` (committed before the PATCH) → `patched` → `verified`
-(or `verify_failed`); or `intent` → `failed` / `replanned`. A row left at `intent` or `patched`
-by a crash is settled on the next start by `reconcile` in the actuator (→ `reconciled` when VMS
-shows the new limit, `abandoned` when it shows the old one). Observe mode writes `would_grow`;
+(or `verify_failed`); or `intent` → `failed` / `replanned`; or `intent` → `unknown` (the PATCH
+was sent, its answer lost, the re-read inconclusive). A row left open (`intent`, `patched`,
+`unknown`) is settled by `reconcile` in the actuator once no request of ours can still land
+(→ `reconciled` when VMS shows the new limit, `abandoned` when it shows the old one,
+`external_change` when someone else moved it). Observe mode writes `would_grow`;
 guards write `blocked` / `paused` (once per episode, not every cycle).
 
 Fencing (a fleet on PostgreSQL): `record(..., fence=Fence(holder, epoch))` stores the row only if
@@ -24,12 +26,16 @@ from typing import Any
 from quotapilot.daemon.store.backend import Backend, Row, StoreError, Transaction
 from quotapilot.forecasting.types import Decision, Dimension
 
-UNFINISHED = ("intent", "patched")
-"""Statuses a crash can leave behind."""
-GREW = ("verified", "reconciled", "patched", "verify_failed")
-"""Statuses after which VMS (probably) holds the new limit: they count as growths (cooldown,
-rate limit, the audit's totals). `patched`/`verify_failed` are included to err on the safe side."""
+UNFINISHED = ("intent", "patched", "unknown")
+"""Open statuses: a crash can leave `intent`/`patched` behind; `unknown` is a write whose answer
+was lost and whose re-read did not show it applied. `reconcile` settles them by reading VMS."""
+GREW = ("verified", "reconciled", "patched", "verify_failed", "unknown")
+"""Statuses after which VMS (probably, or possibly) holds the new limit: they count as growths
+(cooldown, rate limit, the audit's totals). `patched`/`verify_failed`/`unknown` are included to
+err on the safe side."""
 COUNTED = (*GREW, "would_grow")
+WRITTEN = (*UNFINISHED, "verified", "reconciled", "verify_failed", "failed", "abandoned")
+"""Statuses of an enforce-mode row whose PATCH we sent (or may have sent)."""
 """Statuses that start a cooldown and count against the rate limit (observe mode included)."""
 
 
@@ -164,6 +170,27 @@ class ActionStore:
             params.append(mode)
         rows = self.db.query(sql + " GROUP BY target, dimension", tuple(params))
         return {(r["target"], Dimension(r["dimension"])): float(r["t"]) for r in rows}
+
+    def last_growth_by_quota(self, cluster: str,
+                             mode: str | None = None) -> dict[tuple[int | None, str, Dimension], float]:
+        """When each series of `cluster` last grew (or would have), keyed by the quota's identity:
+        (VMS quota id, path, dimension) → time. A quota re-created under the same name is another key."""
+        sql = (f"SELECT quota_id, path, dimension, MAX(created_at) AS t FROM actions WHERE cluster = ?"
+               f" AND status IN ({', '.join('?' * len(COUNTED))})")
+        params: list[object] = [cluster, *COUNTED]
+        if mode is not None:
+            sql += " AND mode = ?"
+            params.append(mode)
+        rows = self.db.query(sql + " GROUP BY quota_id, path, dimension", tuple(params))
+        return {(r["quota_id"], r["path"], Dimension(r["dimension"])): float(r["t"]) for r in rows}
+
+    def audited_write(self, cluster: str, quota_id: int | None, hard_limit: int) -> bool:
+        """Whether a write of ours (any sent or possibly sent PATCH) asked `quota_id` for `hard_limit`:
+        a limit that moved to anything else was moved by someone else."""
+        rows = self.db.query(
+            f"SELECT 1 FROM actions WHERE cluster = ? AND quota_id IS ? AND new_hard = ? AND mode = 'enforce'"
+            f" AND status IN ({', '.join('?' * len(WRITTEN))}) LIMIT 1", (cluster, quota_id, hard_limit, *WRITTEN))
+        return bool(rows)
 
     def count_since(self, since: float, cluster: str | None = None, mode: str | None = None) -> int:
         """Growth actions (and would-grows) started at or after `since` (the global rate limit)."""

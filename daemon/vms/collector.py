@@ -85,6 +85,9 @@ class VmsPoller:
         self._recent_rates: dict[str, deque[float]] = {}
         self._recent_inode_rates: dict[str, deque[float]] = {}
         self._drop_state: dict[str, str] = {}
+        self._identity: dict[str, tuple[int | None, str]] = {}
+        """(VMS id, path) of the quota each name last stood for: a quota deleted and re-created
+        under the same name (at another path, or with a new id) is a new target, without history."""
         self._bandwidth_log = TransitionLog(log, "bandwidth")
 
     @property
@@ -171,6 +174,10 @@ class VmsPoller:
         """Apply `went_backwards`, then `jumped`, with this target's history; raises `BadSample`
         to drop the sample."""
         name, used = observation.target.name, observation.used_bytes
+        identity = (observation.quota_id, observation.target.path)
+        if self._identity.setdefault(name, identity) != identity:
+            self._forget(name)
+            self._identity[name] = identity
         previous = self._accepted.get(name)
         trend, drop = went_backwards(previous, used, observation.used_inodes,
                                      tolerance_ratio=self._poll.tolerance_ratio,
@@ -198,6 +205,12 @@ class VmsPoller:
                             f"used {previous.used_bytes} -> {used} bytes, {previous.used_inodes} -> "
                             f"{observation.used_inodes} inodes in {observation.t - previous.t:g}s: "
                             f"beyond the plausible rise")
+
+    def _forget(self, name: str) -> None:
+        """Drop everything remembered of the quota named `name` (another quota took the name)."""
+        for memory in (self._accepted, self._trends, self._suspect_jumps, self._recent_rates,
+                       self._recent_inode_rates, self._drop_state, self._identity):
+            memory.pop(name, None)
 
     def _rates(self, observations: list[Observation], dropped: list[DroppedSample]) -> dict[str, float]:
         """Net ingest (bytes/s) of each target since its previous accepted sample. Forgets the
@@ -228,6 +241,7 @@ class VmsPoller:
         self._trends = {n: trend for n, trend in self._trends.items()
                         if n in accepted or (trend is Trend.SUSPECT and n in refused)}
         self._drop_state = {n: reason for n, reason in self._drop_state.items() if n in accepted or n in refused}
+        self._identity = {n: key for n, key in self._identity.items() if n in accepted or n in refused}
         return rates
 
     def _log_drop_transitions(self, observations: list[Observation], dropped: list[DroppedSample]) -> None:

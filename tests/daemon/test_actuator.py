@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from quotapilot.daemon.clock import VirtualClock
-from quotapilot.daemon.errors import TemporaryError
+from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.runtime.cycle import CycleContext, DroppedSample, PollResult
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.stages.growth import GrowthStage
@@ -31,6 +31,7 @@ class FakeVms:
         self.views: list[dict[str, Any]] = []
         self.patches: list[tuple[int, dict[str, int]]] = []
         self.fail_patch: Exception | None = None
+        self.apply_then_fail: Exception | None = None
         self.before_read: list[dict[str, Any]] = []  # changes applied at the next get_quota
 
     def add(self, quota_id: int, name: str, path: str, hard: int, used: int) -> None:
@@ -48,6 +49,8 @@ class FakeVms:
         changes = {k: v for k, v in limits.items() if v is not None}
         self.patches.append((quota_id, changes))
         self.quotas[quota_id].update(changes)
+        if self.apply_then_fail is not None:  # applied, its answer lost
+            raise self.apply_then_fail
         return dict(self.quotas[quota_id])
 
     async def list_quotas(self, path: str | None = None) -> list[dict[str, Any]]:
@@ -152,10 +155,83 @@ class TestEnforce:
 
     async def test_refused_patch_is_failed_and_audited(self, tmp_path: Path) -> None:
         h = Harness(tmp_path, make_settings("enforce"))
-        h.vms.fail_patch = TemporaryError("503 from VMS")
+        h.vms.fail_patch = PermanentError("400 from VMS: refused")
         (outcome,) = (await h.cycle()).actions
         assert outcome.status == ActionStatus.FAILED
         assert query_actions(h.db)[0]["status"] == "failed"
+
+
+class TestExternalChange:
+    """Issue 13 defect 4: a limit moved without an audited write of ours is detected, audited and
+    alerted, never silently overwritten; growth waits for the next read and sizes from the new limit."""
+
+    async def test_an_operator_change_is_audited_held_once_then_sized_from(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.add(2, "cosmos7-cold", "/cosmos7/cold", hard=100 * TIB, used=10 * TIB)  # needs nothing
+        await h.cycle()
+        h.vms.quotas[2].update(hard_limit=11 * TIB, soft_limit=10 * TIB)  # an operator shrinks it by hand
+        h.clock.advance(60)
+        ctx = await h.cycle()
+        cold = [a for a in ctx.actions if a.target.name == "cosmos7-cold"]
+        assert [(a.status, "external" in a.reason) for a in cold] == [(ActionStatus.BLOCKED, True)]
+        assert [q for q, _ in h.vms.patches if q == 2] == []
+        changed = [r for r in query_actions(h.db, target="cosmos7-cold") if r["status"] == "external_change"]
+        assert [(r["old_hard"], r["new_hard"]) for r in changed] == [(100 * TIB, 11 * TIB)]
+        h.clock.advance(60)
+        await h.cycle()  # the next read confirms the new limit: growth sizes from it
+        ((_, changes),) = [(q, c) for q, c in h.vms.patches if q == 2]
+        grown = [r for r in query_actions(h.db, target="cosmos7-cold") if r["status"] == "verified"]
+        assert [r["old_hard"] for r in grown] == [11 * TIB] and changes["hard_limit"] > 11 * TIB
+
+
+class TestLostAnswer:
+    """Issue 13 defect 1: a PATCH whose answer is lost ends in a re-read, never in a second growth."""
+
+    async def test_applied_with_its_answer_lost_is_verified_by_the_reread(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.apply_then_fail = TemporaryError("connection dropped after sending")
+        (outcome,) = (await h.cycle()).actions
+        assert outcome.status == ActionStatus.VERIFIED
+        (row,) = query_actions(h.db)
+        assert (row["status"], row["detail"]["answer_lost"]) == ("verified", True)
+        h.clock.advance(60)
+        h.vms.apply_then_fail = None
+        await h.cycle()  # inside the cooldown the verified growth started: not grown again
+        assert len(h.vms.patches) == 1
+
+    async def test_unknown_outcome_freezes_the_target_until_a_read_settles_it(self, tmp_path: Path) -> None:
+        settings = make_settings("enforce")
+        h = Harness(tmp_path, settings)
+        h.vms.fail_patch = TemporaryError("read timed out")  # not applied (yet?): the re-read shows the old limit
+        (outcome,) = (await h.cycle()).actions
+        assert outcome.status == ActionStatus.UNKNOWN
+        assert "frozen until a read settles it" in outcome.reason
+        (row,) = query_actions(h.db)
+        assert row["status"] == "unknown"
+        h.vms.fail_patch = None
+        h.clock.advance(60)  # the request could still land: held, not grown again
+        (held,) = (await h.cycle()).actions
+        assert (held.status, h.vms.patches) == (ActionStatus.BLOCKED, [])
+        assert "unsettled" in query_actions(h.db)[0]["detail"]["guard"]
+        h.clock.advance(h.stage.actuator.landing_window_seconds())  # no request can land any more
+        (grown,) = (await h.cycle()).actions
+        assert grown.status == ActionStatus.VERIFIED
+        statuses = [r["status"] for r in reversed(query_actions(h.db))]
+        assert statuses == ["abandoned", "blocked", "verified"]
+
+    async def test_unknown_outcome_found_applied_later_is_reconciled(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.fail_patch = TemporaryError("read timed out")
+        (outcome,) = (await h.cycle()).actions
+        assert outcome.new_hard is not None
+        h.vms.fail_patch = None
+        h.vms.quotas[1]["hard_limit"] = outcome.new_hard  # the request landed after all
+        h.clock.advance(60)
+        await h.cycle()
+        statuses = [r["status"] for r in reversed(query_actions(h.db))]
+        assert statuses[0] == "reconciled"
+        assert "external_change" not in statuses  # the limit moved by a write of ours, audited
+        assert h.vms.patches == []  # and the cooldown it started holds the next growth
 
     async def test_verify_failure(self, tmp_path: Path) -> None:
         h = Harness(tmp_path, make_settings("enforce"))
@@ -238,8 +314,14 @@ class TestReconcile:
         applied = store.record(replace(raw_decision, current_hard=50 * TIB, new_hard=100 * TIB),
                                mode="enforce", status="patched", now=NOW, quota_id=2)
         stage = GrowthStage(make_settings("enforce"), h.db, lambda c: h.vms, h.clock)
-        assert await stage.reconcile("c1") == 2
+        # the applied one settles at once; the interrupted one not while its request could still land
+        assert await stage.reconcile("c1") == 1
+        assert [r.status for r in (store.get(interrupted), store.get(applied))] == ["intent", "reconciled"]
+        assert stage.actuator.unsettled["c1"] == {1}
+        h.clock.advance(stage.actuator.landing_window_seconds())
+        assert await stage.reconcile("c1") == 1
         assert [r.status for r in (store.get(interrupted), store.get(applied))] == ["abandoned", "reconciled"]
+        assert stage.actuator.unsettled["c1"] == set()
         assert store.unfinished() == []
         assert len(h.vms.patches) == 1
 

@@ -128,7 +128,10 @@ async def test_sigkill_then_restart_grows_exactly_once(tmp_path: Path, point: st
     rows = query_actions(Database(tmp_path / "state.db"))
     statuses = [r["status"] for r in reversed(rows)]
     if point == "intent":
-        assert statuses == ["abandoned", "verified"]
+        # held (`blocked`, guard unsettled: one row per process, each cycle here is a restart) while
+        # the killed process's request could still land (issue 13 defect 4), then abandoned and grown once
+        assert statuses == ["abandoned", "blocked", "blocked", "verified"]
+        assert [r["detail"]["guard"] for r in rows[1:3]] == ["unsettled", "unsettled"]
     else:
         assert statuses == ["reconciled"]
     assert all(r["status"] not in ("intent", "patched") for r in rows)

@@ -111,6 +111,21 @@ class TestInputs:
         inputs = inputs_from_cycle(ctx_with(0.5, decisions=(decision,), actions=(action,)), settings_for(tmp_path))
         assert [g.status for g in inputs.targets[0].growth] == ["failed"]
 
+    def test_an_unknown_outcome_is_a_hold_not_a_failure(self, tmp_path: Path) -> None:
+        """Issue 13 defect 1: a lost answer is alerted as what it is (growth held until a read
+        settles it), not as a critical `growth_failed`."""
+        decision = Decision(RAW, Dimension.BYTES, DecisionKind.GROW, "grow", T0)
+        action = ActionOutcome(RAW, Dimension.BYTES, ActionStatus.UNKNOWN, T0,
+                               "outcome unknown: answer lost; growth of this quota frozen until a read settles it")
+        inputs = inputs_from_cycle(ctx_with(0.5, decisions=(decision,), actions=(action,)), settings_for(tmp_path))
+        assert [(g.status, g.reason) for g in inputs.targets[0].growth] == [("blocked", action.reason)]
+
+    def test_unsettled_and_external_change_holds_are_alerts(self, tmp_path: Path) -> None:
+        unsettled = Decision(RAW, Dimension.BYTES, DecisionKind.BLOCKED, "frozen", T0, guard="unsettled")
+        changed = Decision(RAW, Dimension.INODES, DecisionKind.BLOCKED, "moved", T0, guard="external_change")
+        inputs = inputs_from_cycle(ctx_with(0.5, decisions=(unsettled, changed)), settings_for(tmp_path))
+        assert [g.status for g in inputs.targets[0].growth] == ["blocked", "blocked"]
+
     def test_cooldown_block_is_not_an_alert(self, tmp_path: Path) -> None:
         blocked = Decision(RAW, Dimension.BYTES, DecisionKind.BLOCKED, "cooling down", T0, guard="cooldown")
         reserve = Decision(RAW, Dimension.INODES, DecisionKind.BLOCKED, "pool full", T0, guard="cluster_reserve")

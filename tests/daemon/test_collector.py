@@ -260,10 +260,12 @@ class FakeResource:
 
 
 _ids = itertools.count(1)
+_id_of: dict[str, int] = {}
+"""A quota keeps its VMS id from poll to poll (a new id under the same name is a new quota)."""
 
 
 def quota(name: str, **fields: Any) -> dict[str, Any]:
-    record = {"id": next(_ids), "name": name, "path": f"/{name}", "used_capacity": 50 * 2**40,
+    record = {"id": _id_of.setdefault(name, next(_ids)), "name": name, "path": f"/{name}", "used_capacity": 50 * 2**40,
               "hard_limit": 100 * 2**40, "soft_limit": 90 * 2**40, "used_inodes": 10, "hard_limit_inodes": 1000,
               "state": "OK"}
     record.update(fields)

@@ -133,7 +133,9 @@ class TestFleet:
             assert raw_hard_limit(sim) == raw[0].new_hard
             rows = [(r["target"], r["status"], r["epoch"])
                     for r in b.db.query("SELECT target, status, epoch FROM actions ORDER BY id")]
-            # a's processed intent (epoch 1) settled by b; a's raw intent refused outright (a no
-            # longer led); b's growths under epoch 2
-            assert rows[0] == ("cosmos7-processed", "abandoned", 1)
-            assert sorted(rows[1:]) == [("cosmos7-processed", "verified", 2), ("cosmos7-raw", "verified", 2)]
+            # a's processed intent (epoch 1) is held open by b while a's request could still land
+            # (the landing window, issue 13 defect 4): processed is frozen, not grown under epoch 2;
+            # a's raw intent was refused outright (a no longer led); b grows raw under epoch 2
+            assert rows[0] == ("cosmos7-processed", "intent", 1)
+            assert ("cosmos7-raw", "verified", 2) in rows
+            assert not [r for r in rows if r[0] == "cosmos7-processed" and r[1] == "verified"]

@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
 from trust_helpers import MonotonicView, TrustClock, daemon_writes, settings_for
 
 from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.simulator import SimulatorServer
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 8: the global rate limit is check-then-act across "
-                                       "clusters: concurrent cycles exceed it")
 async def test_the_global_rate_limit_holds_across_concurrent_clusters(tmp_path: Path) -> None:
     clock = TrustClock(instant=True)
     view = MonotonicView(clock)

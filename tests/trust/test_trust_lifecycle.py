@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from trust_helpers import TB, TrustClock, audit, daemon_writes, notifications, settings_for
 
 from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.simulator import SimulatorServer
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 6: a firing alert of a deleted quota never resolves")
 async def test_the_alerts_of_a_deleted_quota_resolve(trust: SimulatorServer, clock: TrustClock, store: Path) -> None:
     # every quota above 50 % warns: t-data (70 %) and t-hot (60 %) fire on the first poll
     settings = settings_for(trust, store=store, policy={"mode": "observe", "overrides": [
@@ -28,8 +26,6 @@ async def test_the_alerts_of_a_deleted_quota_resolve(trust: SimulatorServer, clo
     assert notifications(store, "sim/t-hot/utilization")[-1] == ("sim/t-hot/utilization", "resolved")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 6: identity is the quota name, so a quota re-created "
-                                       "under the same name at another path inherits the old one's cooldown")
 async def test_a_quota_recreated_under_the_same_name_elsewhere_starts_afresh(
         trust: SimulatorServer, clock: TrustClock, store: Path) -> None:
     policy = {"mode": "enforce", "overrides": [{"match": "t-hot", "grow_at": 0.5, "target_utilization": 0.45}]}
@@ -48,8 +44,6 @@ async def test_a_quota_recreated_under_the_same_name_elsewhere_starts_afresh(
     assert [w.quota_id for w in daemon_writes(trust) if w.path == "/t/spare"] == [new.id]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 6: a removed target's series stay in /metrics forever "
-                                       "(cardinality grows under churn)")
 async def test_a_removed_targets_series_are_evicted(trust: SimulatorServer, clock: TrustClock, store: Path) -> None:
     async with Daemon(settings_for(trust, store=store, policy={"mode": "observe"}), clock) as daemon:
         await daemon.poll_once("sim")

@@ -29,8 +29,6 @@ async def test_an_empty_cluster_listing_makes_health_fail(trust: SimulatorServer
     assert not healthy, report
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 9: READY waits for every cluster: one VMS down at "
-                                       "boot holds readiness for all")
 async def test_ready_once_one_cluster_is_polled(trust: SimulatorServer, clock: TrustClock, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     notify = tmp_path / "notify.sock"
@@ -74,8 +72,6 @@ initial = { used = "5TB" }
 """
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 9: the cluster-reserve guard ignores existing "
-                                       "over-commit (quotas_allocated_bytes is collected but unused)")
 async def test_no_growth_while_the_quotas_already_overcommit_the_pool(clock: TrustClock, tmp_path: Path) -> None:
     scenario = tmp_path / "overcommit.toml"
     scenario.write_text(OVERCOMMITTED)
@@ -89,8 +85,6 @@ async def test_no_growth_while_the_quotas_already_overcommit_the_pool(clock: Tru
     assert grown == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 9: reservations never expire "
-                                       "(ReservationStore.expire() is never called)")
 async def test_a_reservation_past_its_ttl_is_expired(trust: SimulatorServer, clock: TrustClock, store: Path) -> None:
     settings = settings_for(trust, store=store, policy={"mode": "observe"}, http={"write_token": "s3cret"})
     async with Daemon(settings, clock) as daemon:

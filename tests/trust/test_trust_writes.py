@@ -17,8 +17,6 @@ GROW_NOW = {"mode": "enforce", "grow_at": 0.45, "target_utilization": 0.4, "max_
 """cosmos7-raw (12 of 20 TB) grows on the first poll, by at most 2 TiB, so it still wants more after."""
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 1: a PATCH applied with its answer lost is audited "
-                                       "`failed` and the quota is grown again inside its cooldown")
 async def test_lost_answer_is_settled_by_a_reread_and_never_grown_twice(
         cosmos: SimulatorServer, clock: TrustClock, store: Path) -> None:
     # every attempt of the growth (the first try and both retries) is applied, its answer lost
@@ -28,7 +26,10 @@ async def test_lost_answer_is_settled_by_a_reread_and_never_grown_twice(
         clock.advance(2)
         await daemon.poll_once("sim")
     raw_writes = {w.changes["hard_limit"] for w in daemon_writes(cosmos) if w.name == "cosmos7-raw"}
-    rows = [r for r in audit(store, "cosmos7-raw") if r["mode"] == "enforce"]
+    # the growth rows (a guard's once-per-episode `blocked` row, e.g. the cooldown holding the
+    # second cycle, is not a growth)
+    rows = [r for r in audit(store, "cosmos7-raw")
+            if r["mode"] == "enforce" and r["status"] not in ("blocked", "paused")]
     # the limit VMS holds matches the intent: recorded as applied (starting the cooldown), not failed
     assert rows[0]["status"] in ("verified", "reconciled", "applied"), rows[0]
     assert len(rows) == 1  # not grown again inside the cooldown
@@ -50,8 +51,6 @@ async def test_never_asks_for_a_hard_limit_below_usage(trust: SimulatorServer, c
     assert asked == []  # used >> hard is implausible data: dropped, never acted on
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 4: after a kill with a PATCH in flight, reconcile "
-                                       "abandons the intent at once and the new process grows again")
 async def test_an_intent_is_not_settled_while_its_request_can_still_land(tmp_path: Path, store: Path) -> None:
     clock = TrustClock()  # time moves only when the test says (no retries here: nothing sleeps inline)
     async with SimulatorServer("cosmos7", clock=MonotonicView(clock), state_dir=tmp_path / "sim") as cosmos:

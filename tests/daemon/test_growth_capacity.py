@@ -1,0 +1,34 @@
+"""The growth stage's view of the pool for the cluster-reserve guard (issue 13 defect 9)."""
+
+from __future__ import annotations
+
+from quotapilot.daemon.stages.growth import net_of_overcommit
+from quotapilot.forecasting.types import ClusterCapacity
+
+TB = 10**12
+
+
+def pool(*, free: int, allocated: int | None) -> ClusterCapacity:
+    return ClusterCapacity("c1", 0.0, usable_bytes=100 * TB, used_bytes=100 * TB - free, free_bytes=free,
+                           quotas_allocated_bytes=allocated)
+
+
+class TestNetOfOvercommit:
+    """Bytes the quotas already promise count as taken."""
+
+    def test_overcommitted_pool_has_no_room_left(self) -> None:
+        seen = net_of_overcommit(pool(free=95 * TB, allocated=140 * TB))
+        assert seen is not None and seen.free_bytes == -40 * TB
+
+    def test_partly_promised_pool_offers_only_the_unpromised_part(self) -> None:
+        seen = net_of_overcommit(pool(free=95 * TB, allocated=60 * TB))
+        assert seen is not None and seen.free_bytes == 40 * TB
+
+    def test_free_space_below_the_unpromised_part_stays(self) -> None:
+        seen = net_of_overcommit(pool(free=20 * TB, allocated=60 * TB))
+        assert seen is not None and seen.free_bytes == 20 * TB
+
+    def test_unknown_allocation_changes_nothing(self) -> None:
+        capacity = pool(free=95 * TB, allocated=None)
+        assert net_of_overcommit(capacity) == capacity
+        assert net_of_overcommit(None) is None
