@@ -42,7 +42,7 @@ from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.metrics import escape_label_value, format_sample_value
 from quotapilot.daemon.settings import ForecastSettings
 from quotapilot.daemon.snapshot import HistogramState
-from quotapilot.forecasting.holtwinters import FallbackReason, FittedModel
+from quotapilot.forecasting.hw import FallbackReason, FittedModel
 from quotapilot.forecasting.series import ModelConfig, RefitRequest, SeriesModel, run_refit
 from quotapilot.forecasting.types import (
     POOL_TARGET,

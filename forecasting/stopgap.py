@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quotapilot.forecasting.holtwinters import FallbackReason
+from quotapilot.forecasting.hw import FallbackReason
 from quotapilot.forecasting.resample import FloatArray
 from quotapilot.forecasting.runway import DEFAULT_THRESHOLDS, paths_of
 from quotapilot.forecasting.types import Forecast, Runway

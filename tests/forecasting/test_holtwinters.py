@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quotapilot.forecasting import holtwinters as hw
-from quotapilot.forecasting.holtwinters import FallbackReason, ModelKind, fit_rates, forecast_rates, update
+from quotapilot.forecasting import hw
+from quotapilot.forecasting.hw import FallbackReason, ModelKind, fit_rates, forecast_rates, update
 
 HOUR = 3600.0
 
@@ -54,14 +54,15 @@ class TestFallbacks:
         assert not fitted.band_low.any() and not fitted.band_high.any()
 
     def test_failed_fit_falls_back_to_the_next_simpler(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        real = hw._fit_exponential_smoothing
+        real = hw.statsfit.fit_exponential_smoothing
 
         def weekly_fails(rates: np.ndarray, kind: ModelKind, step: float, brute: bool):  # type: ignore[no-untyped-def]
             if kind is ModelKind.HW_WEEKLY:
-                raise hw._FitFailed(FallbackReason.NOT_CONVERGED, "test")
+                raise hw.model.FitFailed(FallbackReason.NOT_CONVERGED, "test")
             return real(rates, kind, step, brute)
 
-        monkeypatch.setattr(hw, "_fit_exponential_smoothing", weekly_fails)
+        for module in (hw.fit, hw.statsfit):
+            monkeypatch.setattr(module, "fit_exponential_smoothing", weekly_fails)
         fitted = fit_rates(seasonal_rates(15, noise=50.0), step_seconds=HOUR, horizon_steps=24)
         assert fitted is not None
         assert fitted.params.kind == ModelKind.HW_DAILY
@@ -69,7 +70,7 @@ class TestFallbacks:
         assert fitted.fallback_detail is not None and "holt_winters_weekly" in fitted.fallback_detail
 
     def test_absurd_forecast_is_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        real = hw._fit_exponential_smoothing
+        real = hw.statsfit.fit_exponential_smoothing
 
         def exploding(rates: np.ndarray, kind: ModelKind, step: float, brute: bool):  # type: ignore[no-untyped-def]
             result = real(rates, kind, step, brute)
@@ -77,7 +78,8 @@ class TestFallbacks:
                 result[1].level = 1e6 * float(np.max(np.abs(rates)))
             return result
 
-        monkeypatch.setattr(hw, "_fit_exponential_smoothing", exploding)
+        for module in (hw.fit, hw.statsfit):
+            monkeypatch.setattr(module, "fit_exponential_smoothing", exploding)
         fitted = fit_rates(seasonal_rates(3, noise=50.0), step_seconds=HOUR, horizon_steps=24)
         assert fitted is not None
         assert (fitted.params.kind, fitted.fallback) == (ModelKind.DAMPED_TREND, FallbackReason.ABSURD)
@@ -121,7 +123,7 @@ class TestHoltWinters:
         """Too short for the 3-day score, the day's score still chooses α (an infinite score
         would leave statsmodels' one-step α, often ≈ 1)."""
         rates = seasonal_rates(7, noise=100.0, seed=2)[:steps]
-        score = hw._fit_exponential_smoothing(rates, ModelKind.HW_DAILY, HOUR, False)[3]
+        score = hw.statsfit.fit_exponential_smoothing(rates, ModelKind.HW_DAILY, HOUR, False)[3]
         assert math.isfinite(score)
 
     def test_update_is_the_holt_winters_recursion(self) -> None:
@@ -153,7 +155,7 @@ class TestSeasonSums:
         season = np.random.default_rng(seed).normal(size=3 * period + 5)
         cs = np.concatenate(([0.0], np.cumsum(season)))
         origins = np.arange(period, len(season), dtype=np.int64)
-        got = hw._season_sums(cs, origins, period, h)
+        got = hw.scoring.season_sums(cs, origins, period, h)
         for o, value in zip(origins, got, strict=True):
             # from origin o, step o+k uses the season written at o+k-period, then repeats
             expected = sum(season[o + 1 - period + (k - 1) % period] for k in range(1, h + 1))

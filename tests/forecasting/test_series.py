@@ -11,7 +11,7 @@ from forecast_helpers import T0, cumulative, daily
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quotapilot.forecasting.holtwinters import FallbackReason, ModelKind
+from quotapilot.forecasting.hw import FallbackReason, ModelKind
 from quotapilot.forecasting.runway import runways
 from quotapilot.forecasting.series import ModelConfig, SeriesModel, forecast_samples, run_refit
 from quotapilot.forecasting.types import Forecast

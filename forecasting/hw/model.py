@@ -1,0 +1,128 @@
+"""What a fitted series model is: its kinds, parameters, state, and why a simpler one is in use."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from quotapilot.forecasting.resample import FloatArray
+
+MIN_STEPS = 3
+"""Fewer complete steps than this: no forecast."""
+DAMPED_MIN_STEPS = 12
+"""statsmodels' heuristic initialisation needs at least 10 observations."""
+ABSURD_RATE_FACTOR = 10.0
+"""A forecast rate beyond this many times the largest observed |rate| is not believed."""
+
+
+class ModelKind(enum.StrEnum):
+    HW_WEEKLY = "holt_winters_weekly"
+    HW_DAILY = "holt_winters_daily"
+    DAMPED_TREND = "damped_trend"
+    LINEAR = "linear"
+
+
+class FallbackReason(enum.StrEnum):
+    """Why a simpler model than the preferred one is in use (a metric label: keep the set small)."""
+
+    SHORT_HISTORY = "short_history"
+    CONSTANT_RATE = "constant_rate"
+    NOT_CONVERGED = "not_converged"
+    NON_FINITE = "non_finite"
+    ABSURD = "absurd"
+    FIT_ERROR = "fit_error"
+    BELOW_MIN_HISTORY = "below_min_history"
+    """Not a refit: fewer than `MIN_STEPS` steps, so only the stopgap line (`stopgap`) exists."""
+
+
+SIMPLER: dict[ModelKind, ModelKind] = {
+    ModelKind.HW_WEEKLY: ModelKind.HW_DAILY,
+    ModelKind.HW_DAILY: ModelKind.DAMPED_TREND,
+    ModelKind.DAMPED_TREND: ModelKind.LINEAR,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelParams:
+    """Smoothing parameters (statsmodels' names: level α, trend β, seasonal γ, damping φ)."""
+
+    kind: ModelKind
+    period: int = 0
+    alpha: float = 0.0
+    beta: float = 0.0
+    gamma: float = 0.0
+    phi: float = 1.0
+    rho: float = 0.0
+    """Persistence of the one-step error (lag-1 autocorrelation of the residuals, ≥ 0): a burst
+    or a slow hour tends to last, so the forecast adds the last error decaying as ρ^h."""
+    rate_trend: bool = False
+    """A seasonal model whose rate also has a fixed (possibly damped) trend: `with_rate_trend`."""
+
+
+@dataclass(slots=True, eq=False)
+class ModelState:
+    """Where the recursions stand after the last consumed step. `seasons[phase]` is the seasonal
+    component of the next step."""
+
+    level: float
+    trend: float = 0.0
+    seasons: FloatArray | None = None
+    phase: int = 0
+    last_error: float = 0.0
+
+    def copy(self) -> ModelState:
+        return ModelState(self.level, self.trend,
+                          None if self.seasons is None else self.seasons.copy(), self.phase, self.last_error)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FittedModel:
+    """A fit: parameters, the state after the fitted steps, and the band offsets.
+
+    `band_low[h-1]`/`band_high[h-1]` are the p10/p90 offsets of the cumulative usage `h` steps
+    ahead from the model's mean path (`band_low <= 0 <= band_high`). `sigma` is the RMS one-step
+    error of the rate, used to notice drift.
+    """
+
+    params: ModelParams
+    state: ModelState
+    sigma: float
+    band_low: FloatArray
+    band_high: FloatArray
+    n_steps: int
+    step_seconds: float
+    fallback: FallbackReason | None = None
+    fallback_detail: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.params.kind}_trend" if self.params.rate_trend else str(self.params.kind)
+
+
+def seasonal_period(kind: ModelKind, step_seconds: float) -> int:
+    if kind is ModelKind.HW_WEEKLY:
+        return max(2, round(7 * 86400 / step_seconds))
+    if kind is ModelKind.HW_DAILY:
+        return max(2, round(86400 / step_seconds))
+    return 0
+
+
+def preferred_kind(n_steps: int, step_seconds: float) -> ModelKind | None:
+    """The model the history length allows (None: not enough for any forecast)."""
+    for kind in (ModelKind.HW_WEEKLY, ModelKind.HW_DAILY):
+        period = seasonal_period(kind, step_seconds)
+        if n_steps >= max(2 * period, 10 + 2 * (period // 2)):
+            return kind
+    if n_steps >= DAMPED_MIN_STEPS:
+        return ModelKind.DAMPED_TREND
+    if n_steps >= MIN_STEPS:
+        return ModelKind.LINEAR
+    return None
+
+
+class FitFailed(Exception):
+    def __init__(self, reason: FallbackReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+

@@ -1,0 +1,53 @@
+"""The Holt-Winters recursions on plain data: one-step forecast, the O(1) update, mean paths."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from quotapilot.forecasting.hw.model import ModelParams, ModelState
+from quotapilot.forecasting.resample import FloatArray
+
+
+def predict_next(params: ModelParams, state: ModelState) -> float:
+    season = state.seasons[state.phase] if state.seasons is not None else 0.0
+    return float(state.level + params.phi * state.trend + season + params.rho * state.last_error)
+
+
+def update(params: ModelParams, state: ModelState, y: float) -> float:
+    """Consume one step's increment `y` (in place); returns the Holt-Winters one-step error (the
+    recursions use it as statsmodels does; the ρ correction is an overlay on the forecast)."""
+    level, trend = state.level, state.trend
+    season = float(state.seasons[state.phase]) if state.seasons is not None else 0.0
+    damped = params.phi * trend
+    error = y - (level + damped + season)
+    new_level = params.alpha * (y - season) + (1.0 - params.alpha) * (level + damped)
+    state.trend = params.beta * (new_level - level) + (1.0 - params.beta) * damped
+    if state.seasons is not None:
+        state.seasons[state.phase] = params.gamma * (y - level - damped) + (1.0 - params.gamma) * season
+        state.phase = (state.phase + 1) % len(state.seasons)
+    state.level = new_level
+    state.last_error = error
+    return error
+
+
+def forecast_rates(params: ModelParams, state: ModelState, steps: int) -> FloatArray:
+    """Mean increments of the next `steps` steps."""
+    h = np.arange(1, steps + 1, dtype=np.float64)
+    if params.phi == 1.0:
+        trend = h * state.trend
+    else:
+        trend = params.phi * (1.0 - params.phi**h) / (1.0 - params.phi) * state.trend
+    rates = state.level + trend
+    if state.seasons is not None:
+        rates = rates + state.seasons[(state.phase + np.arange(steps)) % len(state.seasons)]
+    if params.rho > 0.0:
+        rates = rates + state.last_error * params.rho**h
+    return np.asarray(rates, dtype=np.float64)
+
+
+def trend_sum(phi: float, steps: int) -> FloatArray:
+    """Cumulative effect of a unit trend at steps 1..`steps`: Σ_{k≤h} Σ_{i≤k} φ^i."""
+    h = np.arange(1, steps + 1, dtype=np.float64)
+    per_step = h if phi == 1.0 else phi * (1.0 - phi**h) / (1.0 - phi)
+    return np.cumsum(per_step)
+
