@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import numpy as np
 
 from quotapilot.forecasting.hw.bands import BAND_INFLATION, band_offsets, calibration
@@ -14,6 +17,20 @@ from quotapilot.forecasting.hw.model import (
     ModelParams,
     ModelState,
     preferred_kind,
+)
+from quotapilot.forecasting.hw.robust import clip_spikes
+from quotapilot.forecasting.hw.scoring import SCORE_STEPS, SELECTION_STEPS, cumulative_errors
+from quotapilot.forecasting.hw.selection import (
+    BLEND_WEIGHT,
+    HW_MARGIN,
+    SCORE_TOLERANCE,
+    actual_totals,
+    best_simple,
+    blended_errors,
+    fitted_starts,
+    score,
+    simple_candidates,
+    trim_to,
 )
 from quotapilot.forecasting.hw.statsfit import check_forecast, fit_exponential_smoothing, weekly_or_daily
 from quotapilot.forecasting.hw.trend import with_rate_trend
@@ -37,19 +54,29 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     day_errors: FloatArray | None = None
     slope_sd = 0.0
     usable: FloatArray | None = None
+    held_out: dict[int, FloatArray] | None = None
+    scores: tuple[float, float] | None = None
+    # Spikes are fitted out (one would freeze the level for weeks) but stay in what the fit is
+    # judged against and in the residuals the band is drawn from.
+    clipped = clip_spikes(rates) if kind is not ModelKind.LINEAR else rates
     while kind is not ModelKind.LINEAR:
         try:
-            fit = fit_exponential_smoothing(rates, kind, step_seconds, use_brute)
+            fit = fit_exponential_smoothing(clipped, kind, step_seconds, use_brute)
             check_forecast(fit[0], fit[1], rates, horizon_steps)
             if kind is ModelKind.HW_WEEKLY:
-                fit = weekly_or_daily(rates, step_seconds, horizon_steps, use_brute, fit)
+                fit = weekly_or_daily(clipped, step_seconds, horizon_steps, use_brute, fit)
             params, state, residuals, _, day_errors, components = fit
+            residuals = residuals + (rates - clipped)
             kind = params.kind
             trended = None if components is None else with_rate_trend(
-                rates, params, state, components, residuals, step_seconds, horizon_steps)
+                clipped, params, state, components, residuals, step_seconds, horizon_steps)
             if trended is not None:
                 params, state, slope_sd = trended.params, trended.state, trended.slope_sd
                 usable, day_errors = trended.residuals, trended.day_errors
+                held_out = trended.held_out
+            elif components is not None:
+                held_out = {h: cumulative_errors(rates, components[0], components[1], params.period,
+                                                 residuals, params.rho, steps=h) for h in SCORE_STEPS}
             break
         except FitFailed as failed:
             if fallback is None:
@@ -59,6 +86,32 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
         params, state, residuals = _fit_linear(rates, step_seconds)
         if fallback is FallbackReason.CONSTANT_RATE:
             residuals = np.zeros_like(residuals)  # not rounding noise of the mean: exactly no spread
+    if held_out is not None or (kind is ModelKind.LINEAR and fallback not in (None, FallbackReason.CONSTANT_RATE,
+                                                                              FallbackReason.SHORT_HISTORY)):
+        # the held-out choice (`selection`): a fit that forecasts the series' own later half worse
+        # than a simple candidate gives way to it
+        starts = {} if held_out is None else fitted_starts(held_out, n, params.period)
+        if held_out is not None:
+            held_out = trim_to(held_out, n, starts)
+        _, means = actual_totals(rates, starts)
+        fitted_score = math.inf if held_out is None else score(held_out, means)
+        candidates = simple_candidates(rates, step_seconds, starts)
+        simple = best_simple(candidates)
+        level = best_simple(candidates, ModelKind.LEVEL)
+        blended = None if held_out is None or level is None else blended_errors(held_out, level, BLEND_WEIGHT)
+        blended_score = math.inf if blended is None else score(blended, means)
+        chosen_score = fitted_score
+        if simple is not None and simple.score * HW_MARGIN + SCORE_TOLERANCE < min(fitted_score, blended_score):
+            params, state, kind = simple.params, simple.state.copy(), simple.params.kind
+            usable, day_errors, slope_sd = simple.residuals, simple.day_errors, 0.0
+            chosen_score = simple.score
+        elif blended is not None and level is not None and blended_score + SCORE_TOLERANCE < fitted_score:
+            params = replace(params, blend=BLEND_WEIGHT, anchor_alpha=level.params.alpha)
+            state.anchor = level.state.level
+            day_errors = blended.get(SELECTION_STEPS, day_errors)
+            chosen_score = blended_score
+        if simple is not None:
+            scores = (chosen_score, simple.score)
     if usable is None:
         # The first cycles' residuals are small because the heuristic initial states were computed
         # from them; they would make the band too narrow.
@@ -72,7 +125,9 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
         low, high = low * factor, high * factor
     low, high = low * BAND_INFLATION, high * BAND_INFLATION
     return FittedModel(params=params, state=state, sigma=sigma, band_low=low, band_high=high,
-                       n_steps=n, step_seconds=step_seconds, fallback=fallback, fallback_detail=detail)
+                       n_steps=n, step_seconds=step_seconds, fallback=fallback, fallback_detail=detail,
+                       held_out_score=None if scores is None else scores[0],
+                       best_simple_score=None if scores is None else scores[1])
 
 
 def _is_constant(rates: FloatArray) -> bool:

@@ -11,6 +11,9 @@ MIN_STEPS = 3
 """Fewer complete steps than this: no forecast."""
 DAMPED_MIN_STEPS = 12
 """statsmodels' heuristic initialisation needs at least 10 observations."""
+WEEKLY_HELD_OUT_SECONDS = 1.5 * 86400.0
+"""History beyond the two weeks that initialise a weekly season, so that its held-out choice has
+a day's totals from a dozen origins (`selection.MIN_ORIGINS`) the initialisation did not read."""
 ABSURD_RATE_FACTOR = 10.0
 """A forecast rate beyond this many times the largest observed |rate| is not believed."""
 
@@ -20,6 +23,10 @@ class ModelKind(enum.StrEnum):
     HW_DAILY = "holt_winters_daily"
     DAMPED_TREND = "damped_trend"
     LINEAR = "linear"
+    LEVEL = "level"
+    """The rate smoothed exponentially, no season: chosen held out (`selection`)."""
+    SEASONAL_NAIVE = "seasonal_naive"
+    """The last period's rates, repeated: chosen held out (`selection`)."""
 
 
 class FallbackReason(enum.StrEnum):
@@ -57,6 +64,11 @@ class ModelParams:
     or a slow hour tends to last, so the forecast adds the last error decaying as ρ^h."""
     rate_trend: bool = False
     """A seasonal model whose rate also has a fixed (possibly damped) trend: `with_rate_trend`."""
+    blend: float = 0.0
+    """Weight of the anchor (a second, simply smoothed level) in the forecast: a fit and a simple
+    candidate averaged, when that forecasts the held-out history best (`selection`)."""
+    anchor_alpha: float = 0.0
+    """Smoothing of the anchor (used only with `blend` > 0)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -69,10 +81,12 @@ class ModelState:
     seasons: FloatArray | None = None
     phase: int = 0
     last_error: float = 0.0
+    anchor: float = 0.0
+    """The blended simple level (`ModelParams.blend`)."""
 
     def copy(self) -> ModelState:
-        return ModelState(self.level, self.trend,
-                          None if self.seasons is None else self.seasons.copy(), self.phase, self.last_error)
+        return ModelState(self.level, self.trend, None if self.seasons is None else self.seasons.copy(),
+                          self.phase, self.last_error, self.anchor)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -93,10 +107,17 @@ class FittedModel:
     step_seconds: float
     fallback: FallbackReason | None = None
     fallback_detail: str | None = None
+    held_out_score: float | None = None
+    """How the model in use forecast the later half of its history (`selection.score`: mean
+    |error| of the next day's and three days' totals, relative to their mean); None: not scored."""
+    best_simple_score: float | None = None
+    """The same for the best simple candidate (level or seasonal naive); `held_out_score` is
+    never above it (beyond `selection.SCORE_TOLERANCE`)."""
 
     @property
     def model_name(self) -> str:
-        return f"{self.params.kind}_trend" if self.params.rate_trend else str(self.params.kind)
+        name = f"{self.params.kind}_trend" if self.params.rate_trend else str(self.params.kind)
+        return f"{name}_blend" if self.params.blend > 0.0 else name
 
 
 def seasonal_period(kind: ModelKind, step_seconds: float) -> int:
@@ -111,7 +132,10 @@ def preferred_kind(n_steps: int, step_seconds: float) -> ModelKind | None:
     """The model the history length allows (None: not enough for any forecast)."""
     for kind in (ModelKind.HW_WEEKLY, ModelKind.HW_DAILY):
         period = seasonal_period(kind, step_seconds)
-        if n_steps >= max(2 * period, 10 + 2 * (period // 2)):
+        # A weekly season is initialised from two weeks; it must also be checked on data it has
+        # not read (`selection`), so it waits for `WEEKLY_HELD_OUT_SECONDS` more.
+        held_out = round(WEEKLY_HELD_OUT_SECONDS / step_seconds) if kind is ModelKind.HW_WEEKLY else 0
+        if n_steps >= max(2 * period, 10 + 2 * (period // 2)) + held_out:
             return kind
     if n_steps >= DAMPED_MIN_STEPS:
         return ModelKind.DAMPED_TREND

@@ -10,7 +10,8 @@ from quotapilot.forecasting.resample import FloatArray
 
 def predict_next(params: ModelParams, state: ModelState) -> float:
     season = state.seasons[state.phase] if state.seasons is not None else 0.0
-    return float(state.level + params.phi * state.trend + season + params.rho * state.last_error)
+    fitted = float(state.level + params.phi * state.trend + season + params.rho * state.last_error)
+    return fitted if params.blend == 0.0 else (1.0 - params.blend) * fitted + params.blend * state.anchor
 
 
 def update(params: ModelParams, state: ModelState, y: float) -> float:
@@ -27,6 +28,8 @@ def update(params: ModelParams, state: ModelState, y: float) -> float:
         state.phase = (state.phase + 1) % len(state.seasons)
     state.level = new_level
     state.last_error = error
+    if params.blend > 0.0:
+        state.anchor += params.anchor_alpha * (y - state.anchor)
     return error
 
 
@@ -42,6 +45,8 @@ def forecast_rates(params: ModelParams, state: ModelState, steps: int) -> FloatA
         rates = rates + state.seasons[(state.phase + np.arange(steps)) % len(state.seasons)]
     if params.rho > 0.0:
         rates = rates + state.last_error * params.rho**h
+    if params.blend > 0.0:
+        rates = (1.0 - params.blend) * rates + params.blend * state.anchor
     return np.asarray(rates, dtype=np.float64)
 
 

@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from quotapilot.forecasting.hw.model import FitFailed, ModelParams, ModelState
 from quotapilot.forecasting.hw.recursions import forecast_rates, trend_sum
-from quotapilot.forecasting.hw.scoring import SELECTION_STEPS, persistence, total_errors
+from quotapilot.forecasting.hw.scoring import SCORE_STEPS, SELECTION_STEPS, persistence, total_errors
 from quotapilot.forecasting.hw.statsfit import check_forecast
 from quotapilot.forecasting.resample import FloatArray
 
@@ -48,6 +48,8 @@ class Trended:
     bias them, and the band would count the trend twice)."""
     day_errors: FloatArray
     """Its errors of the next `SELECTION_STEPS` steps' total, which calibrate the band."""
+    held_out: dict[int, FloatArray]
+    """Its errors of the next `SCORE_STEPS` totals from the later half (the held-out choice)."""
 
 
 FALLING_DAMPING: tuple[float, ...] = (0.99, 0.98, 0.95, 0.9, 0.8, 0.5)
@@ -146,7 +148,9 @@ def with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
         check_forecast(with_trend, trended, rates, horizon_steps)
     except FitFailed:
         return None
-    later = np.arange(max(period + window, n // 2), n - SELECTION_STEPS, dtype=np.int64)
-    a_later, b_later = line_at(later, window)
-    return Trended(with_trend, trended, float(np.std(b)), own[steps_from + 1],
-                    errors(later, SELECTION_STEPS, a_later, b_later, with_trend.phi, rho, own))
+    held_out: dict[int, FloatArray] = {}
+    for steps in SCORE_STEPS:
+        later = np.arange(max(period + window, n // 2), n - steps, dtype=np.int64)
+        a_later, b_later = line_at(later, window)
+        held_out[steps] = errors(later, steps, a_later, b_later, with_trend.phi, rho, own)
+    return Trended(with_trend, trended, float(np.std(b)), own[steps_from + 1], held_out[SELECTION_STEPS], held_out)

@@ -27,7 +27,8 @@ class TestModelChoice:
     @pytest.mark.parametrize(("steps", "kind"), [
         (2, None), (3, ModelKind.LINEAR), (11, ModelKind.LINEAR), (12, ModelKind.DAMPED_TREND),
         (47, ModelKind.DAMPED_TREND), (48, ModelKind.HW_DAILY), (335, ModelKind.HW_DAILY),
-        (336, ModelKind.HW_WEEKLY)])
+        (336 + 35, ModelKind.HW_DAILY),
+        (336 + 36, ModelKind.HW_WEEKLY)])
     def test_by_history_length(self, steps: int, kind: ModelKind | None) -> None:
         assert kind == hw.preferred_kind(steps, HOUR)
 
@@ -63,7 +64,7 @@ class TestFallbacks:
 
         for module in (hw.fit, hw.statsfit):
             monkeypatch.setattr(module, "fit_exponential_smoothing", weekly_fails)
-        fitted = fit_rates(seasonal_rates(15, noise=50.0), step_seconds=HOUR, horizon_steps=24)
+        fitted = fit_rates(seasonal_rates(16, noise=50.0), step_seconds=HOUR, horizon_steps=24)
         assert fitted is not None
         assert fitted.params.kind == ModelKind.HW_DAILY
         assert fitted.fallback == FallbackReason.NOT_CONVERGED
