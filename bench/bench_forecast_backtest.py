@@ -9,9 +9,21 @@ Two families of traces, judged separately (`families`, `targets_met`):
   scaled to 20 TB/day and used as the ingest rate, as the measurement behind issue 4 used a
   half-hourly demand trace. Without pmdarima the family is skipped and the JSON says why.
 
-At forecast origins every 12 h from day 21 to a week before the end, for each horizon H in
-6h/1d/3d/7d the threshold is the usage actually reached at origin+H; the error is
-|predicted − actual first crossing| / (actual crossing − origin). Compared, same run:
+- dev: the real rates in ../shared/traces/nab next to the checkout (or `--dev-traces DIR`), each
+  summed into a usage as `forecast-real` does (tweet volumes, EC2 and ELB series; see that
+  folder's README). Absent: the family is skipped and the JSON says why.
+
+At forecast origins every 12 h from day 21 (day 7 for traces shorter than five weeks; dev traces:
+24 origins spread evenly) while a day of future remains, each fit seeing at most 42 days, for
+each horizon H in 6h/1d/3d/7d whose target exists the threshold is the usage actually reached at
+origin+H; the error is |predicted − actual first crossing| / (actual crossing − origin).
+
+Tuning and report halves: each trace is split at the middle of its origins. An (origin, horizon)
+is in the tuning half when origin + H is before the split, in the report half when the origin is
+after it (the rest is dropped, so no target is in both). Constants set from this backtest were set
+on the tuning half only; the report half is what the README quotes. Both are printed.
+
+Compared, same run:
 
 - ours: Holt-Winters on the rate (quotapilot.forecasting.series), p50 path;
 - predict_linear: Prometheus-style least squares on the last 1h / 6h / 1d / 7d of samples,
@@ -25,9 +37,10 @@ At forecast origins every 12 h from day 21 to a week before the end, for each ho
   family (`target_reachable_by_oracle`).
 
 Band coverage: share of (origin, horizon) where the actual usage at origin+H lies in p10–p90.
-Seeds are fixed.
+Late rate: share where the p90 path crosses the threshold after the usage did (a missed warning:
+growth acts on the p90 path). Seeds are fixed.
 
-Prints one JSON object.  Run: .venv/bin/python bench/bench_forecast_backtest.py [SEED ...]
+Prints one JSON object.  Run: .venv/bin/python bench/bench_forecast_backtest.py [SEED ...] [--dev-traces DIR]
 """
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from quotapilot.forecasting.hw.model import (
     ModelParams,
     ModelState,
     preferred_kind,
+    seasonal_period,
 )
 from quotapilot.forecasting.hw.robust import clip_spikes
 from quotapilot.forecasting.hw.scoring import SCORE_STEPS, SELECTION_STEPS, cumulative_errors
@@ -58,7 +59,8 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     scores: tuple[float, float] | None = None
     # Spikes are fitted out (one would freeze the level for weeks) but stay in what the fit is
     # judged against and in the residuals the band is drawn from.
-    clipped = clip_spikes(rates) if kind is not ModelKind.LINEAR else rates
+    daily, weekly = (seasonal_period(k, step_seconds) for k in (ModelKind.HW_DAILY, ModelKind.HW_WEEKLY))
+    clipped = clip_spikes(rates, (daily, weekly)) if kind is not ModelKind.LINEAR else rates
     while kind is not ModelKind.LINEAR:
         try:
             fit = fit_exponential_smoothing(clipped, kind, step_seconds, use_brute)

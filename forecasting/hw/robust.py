@@ -36,9 +36,13 @@ def running_median(rates: FloatArray, window: int = SPIKE_WINDOW) -> FloatArray:
     return np.concatenate((np.full(half, medians[0]), medians, np.full(half, medians[-1])))
 
 
-def clip_spikes(rates: FloatArray) -> FloatArray:
+def clip_spikes(rates: FloatArray, periods: tuple[int, ...] = ()) -> FloatArray:
     """`rates` with spikes clipped to the running median ± `SPIKE_SIGMAS` robust σ (a copy; the
-    same values when nothing is a spike or the spread is too small to tell)."""
+    same values when nothing is a spike or the spread is too small to tell).
+
+    A jump that is typical of its phase of a period (of `periods`, in steps: a day, a week) — the
+    median jump at that phase over every cycle goes the same way and at least half as far — is
+    the season (a nightly cleanup, a daily batch), not a spike, and is kept."""
     rates = np.asarray(rates, dtype=np.float64)
     if len(rates) < SPIKE_WINDOW:
         return rates.copy()
@@ -49,6 +53,16 @@ def clip_spikes(rates: FloatArray) -> FloatArray:
         return rates.copy()
     bound = SPIKE_SIGMAS * sigma
     clipped = np.clip(rates, median - bound, median + bound)
+    spikes = np.abs(deviation) > bound
+    for period in periods:
+        cycles = len(rates) // period if period > 0 else 0
+        if cycles < 2:
+            continue
+        # the typical jump at each phase of the period, over every cycle seen
+        typical = np.median(deviation[:cycles * period].reshape(cycles, period), axis=0)
+        at = typical[np.arange(len(rates)) % period]
+        seasonal = spikes & (at * deviation > 0.0) & (np.abs(at) > bound / 2)
+        clipped[seasonal] = rates[seasonal]
     # The ends have neighbours on one side only: a reference from the nearest full window is off
     # on a steep season, and the last steps are the ones a forecast leans on. Left as they are.
     half = SPIKE_WINDOW // 2

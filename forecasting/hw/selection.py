@@ -45,6 +45,8 @@ margins of 0.9 and 1.1 changed no report-half ratio by more than noise."""
 BLEND_WEIGHT = 0.5
 """Weight of the best level candidate when it is averaged with the fit (a third choice next to
 either alone). An equal average is the classic robust combination; set without tuning."""
+ERROR_STATISTIC = np.mean
+"""How a candidate's absolute held-out errors are summarised."""
 SCORE_TOLERANCE = 1e-6
 """Scores closer than this (a millionth of the mean total) are a tie, and a tie keeps the fit: a
 noise-free season is forecast exactly by both, and the fit is the model that goes on learning."""
@@ -93,7 +95,7 @@ def fitted_starts(errors: dict[int, FloatArray], n: int, period: int) -> Starts:
 
 def score(errors: dict[int, FloatArray], actual_mean: dict[int, float]) -> float:
     """Sum over the horizons with enough origins of mean |error| / mean |actual total|."""
-    terms = [float(np.mean(np.abs(errors[h]))) / actual_mean[h] for h in errors
+    terms = [float(ERROR_STATISTIC(np.abs(errors[h]))) / actual_mean[h] for h in errors
              if len(errors[h]) >= MIN_ORIGINS and actual_mean.get(h, 0.0) > 0.0 and np.isfinite(errors[h]).all()]
     return sum(terms) if terms else math.inf
 
@@ -115,7 +117,7 @@ def simple_candidates(rates: FloatArray, step_seconds: float, starts: Starts | N
     n = len(rates)
     cy, means = actual_totals(rates, starts)
     out: list[Candidate] = []
-    clipped = clip_spikes(rates)
+    clipped = clip_spikes(rates, tuple(round(d * 86400 / step_seconds) for d in (1, 7)))
     for robust, source in ((False, rates), (True, clipped)):
         if robust and np.array_equal(source, rates):
             continue

@@ -48,3 +48,11 @@ class TestClipSpikes:
         half = SPIKE_WINDOW // 2
         if len(rates) >= SPIKE_WINDOW:
             np.testing.assert_array_equal(clipped[-half:], rates[-half:])
+
+    def test_a_jump_that_recurs_daily_is_the_season_not_a_spike(self) -> None:
+        """A nightly cleanup (a large negative hour every day) is kept: clipping it would forecast
+        the writes without the deletes."""
+        rates = noisy_day(24 * 5)
+        rates[2::24] = -20_000.0
+        np.testing.assert_array_equal(clip_spikes(rates, (24,)), rates)
+        assert (clip_spikes(rates)[2::24][1:-1] > -20_000.0).all()  # without the period: clipped
