@@ -29,6 +29,7 @@ from quotapilot.forecasting.hw.selection import (
     best_simple,
     blended_errors,
     fitted_starts,
+    reanchored,
     score,
     simple_candidates,
     trim_to,
@@ -57,6 +58,7 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     usable: FloatArray | None = None
     held_out: dict[int, FloatArray] | None = None
     scores: tuple[float, float] | None = None
+    season_written: FloatArray | None = None
     # Spikes are fitted out (one would freeze the level for weeks) but stay in what the fit is
     # judged against and in the residuals the band is drawn from.
     daily, weekly = (seasonal_period(k, step_seconds) for k in (ModelKind.HW_DAILY, ModelKind.HW_WEEKLY))
@@ -77,8 +79,9 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
                 usable, day_errors = trended.residuals, trended.day_errors
                 held_out = trended.held_out
             elif components is not None:
-                held_out = {h: cumulative_errors(rates, components[0], components[1], params.period,
+                held_out = {h: cumulative_errors(clipped, components[0], components[1], params.period,
                                                  residuals, params.rho, steps=h) for h in SCORE_STEPS}
+                season_written = components[1]
             break
         except FitFailed as failed:
             if fallback is None:
@@ -95,13 +98,25 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
         starts = {} if held_out is None else fitted_starts(held_out, n, params.period)
         if held_out is not None:
             held_out = trim_to(held_out, n, starts)
-        _, means = actual_totals(rates, starts)
+        _, means = actual_totals(clipped, starts)
         fitted_score = math.inf if held_out is None else score(held_out, means)
-        candidates = simple_candidates(rates, step_seconds, starts)
+        candidates = simple_candidates(rates, step_seconds, starts, clipped)
         simple = best_simple(candidates)
         level = best_simple(candidates, ModelKind.LEVEL)
         blended = None if held_out is None or level is None else blended_errors(held_out, level, BLEND_WEIGHT)
         blended_score = math.inf if blended is None else score(blended, means)
+        anchored = None if season_written is None else reanchored(
+            clipped, season_written, params.period, daily, starts)
+        anchored_score = math.inf if anchored is None or held_out is None or any(
+            len(anchored[0].get(h, ())) != len(e) for h, e in held_out.items()) else score(anchored[0], means)
+        if anchored is not None and anchored_score + SCORE_TOLERANCE < fitted_score:
+            # the fit's seasons with its level re-anchored on the last day: a level shift
+            params, fitted_score = replace(params, rho=0.0), anchored_score
+            state.level, state.last_error = anchored[1], 0.0
+            day_errors = anchored[0].get(SELECTION_STEPS, day_errors)
+            held_out = anchored[0]
+            blended = None if level is None else blended_errors(held_out, level, BLEND_WEIGHT)
+            blended_score = math.inf if blended is None else score(blended, means)
         chosen_score = fitted_score
         if simple is not None and simple.score * HW_MARGIN + SCORE_TOLERANCE < min(fitted_score, blended_score):
             params, state, kind = simple.params, simple.state.copy(), simple.params.kind

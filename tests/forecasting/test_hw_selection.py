@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quotapilot.forecasting.hw import ModelKind, fit_rates, forecast_rates, update
-from quotapilot.forecasting.hw.selection import SCORE_TOLERANCE, simple_candidates
+from quotapilot.forecasting.hw.selection import SCORE_TOLERANCE, reanchored, simple_candidates, usage_slopes
 
 HOUR = 3600.0
 
@@ -74,9 +74,37 @@ class TestCandidates:
         update(naive.params, state, 123.0)
         assert forecast_rates(naive.params, state, 24)[-1] == pytest.approx(123.0)
 
-    def test_level_candidates_smooth_towards_the_latest_rates(self) -> None:
+    def test_level_candidates_are_predict_linear_rates(self) -> None:
         rates = np.concatenate((np.full(96, 100.0), np.full(96, 400.0)))
-        levels = [c for c in simple_candidates(rates, HOUR) if c.params.kind is ModelKind.LEVEL]
-        assert levels
-        short = min(levels, key=lambda c: -c.params.alpha)
-        assert short.state.level == pytest.approx(400.0, rel=0.01)
+        levels = {c.name: c for c in simple_candidates(rates, HOUR) if c.params.kind is ModelKind.LEVEL}
+        assert levels["level_6"].state.level == pytest.approx(400.0)
+        usage = np.cumsum(rates)[-72:]
+        assert levels["level_72"].state.level == pytest.approx(np.polyfit(np.arange(72), usage, 1)[0])
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(st.floats(-1e6, 1e6), min_size=8, max_size=60), st.integers(2, 8))
+    def test_usage_slopes_match_a_least_squares_line(self, values: list[float], window: int) -> None:
+        rates = np.asarray(values)
+        slopes = usage_slopes(rates, window)
+        usage = np.cumsum(rates)
+        assert np.isnan(slopes[:window - 1]).all()
+        for end in range(window - 1, len(rates)):
+            expected = np.polyfit(np.arange(window), usage[end - window + 1:end + 1], 1)[0]
+            assert slopes[end] == pytest.approx(expected, rel=1e-6, abs=1e-3)
+
+
+class TestReanchored:
+    """After a level shift the fit's seasons with a re-anchored level forecast the new level."""
+
+    def test_reanchoring_follows_a_shift_the_smoothed_level_lags(self) -> None:
+        period = 24
+        season = 100.0 * np.sin(2 * np.pi * np.arange(10 * period) / period)
+        rates = 1000.0 + season
+        rates[7 * period:] += 2000.0  # the level triples for the last three days
+        got = reanchored(rates, season, period, period, {})
+        assert got is not None
+        errors, level_now = got
+        assert level_now == pytest.approx(3000.0)
+        # from origins a day after the shift on, its next day's total is exact
+        day = errors[24]
+        assert np.allclose(day[-(3 * period - 24 - period):], 0.0, atol=1e-6)
