@@ -19,7 +19,7 @@ from quotapilot.forecasting.hw.model import (
     preferred_kind,
     seasonal_period,
 )
-from quotapilot.forecasting.hw.robust import clip_spikes
+from quotapilot.forecasting.hw.robust import SPIKE_SIGMAS, clip_spikes
 from quotapilot.forecasting.hw.scoring import SCORE_STEPS, SELECTION_STEPS, cumulative_errors
 from quotapilot.forecasting.hw.selection import (
     BLEND_WEIGHT,
@@ -135,6 +135,8 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
         warmup = 2 * params.period if params.period else (10 if kind is ModelKind.DAMPED_TREND else 0)
         usable = residuals[warmup:] if len(residuals) - warmup >= 20 else residuals[len(residuals) // 2:]
     sigma = float(np.sqrt(np.mean(usable**2))) if len(usable) else 0.0
+    if kind is not ModelKind.LINEAR and len(usable):
+        params = replace(params, error_bound=SPIKE_SIGMAS * 1.4826 * float(np.median(np.abs(usable))))
     low, high = band_offsets(params, usable, horizon_steps, step_seconds=step_seconds, seed=seed,
                              n_fitted=n, slope_sd=slope_sd)
     if day_errors is not None and kind is not ModelKind.LINEAR:

@@ -14,6 +14,8 @@ DAMPED_MIN_STEPS = 12
 WEEKLY_HELD_OUT_SECONDS = 1.5 * 86400.0
 """History beyond the two weeks that initialise a weekly season, so that its held-out choice has
 a day's totals from a dozen origins (`selection.MIN_ORIGINS`) the initialisation did not read."""
+SHIFT_STEPS = 3
+"""Steps in a row beyond the error bound, the same way, that make a level shift, not spikes."""
 ABSURD_RATE_FACTOR = 10.0
 """A forecast rate beyond this many times the largest observed |rate| is not believed."""
 
@@ -69,6 +71,10 @@ class ModelParams:
     candidate averaged, when that forecasts the held-out history best (`selection`)."""
     anchor_alpha: float = 0.0
     """Smoothing of the anchor (used only with `blend` > 0)."""
+    error_bound: float = 0.0
+    """A one-step error beyond this is a spike to the O(1) updates: the step is clipped to it
+    before it moves the level and the season, unless `SHIFT_STEPS` in a row go the same way (a
+    level shift: the level re-anchors on the step). 0: no clipping."""
 
 
 @dataclass(slots=True, eq=False)
@@ -83,10 +89,12 @@ class ModelState:
     last_error: float = 0.0
     anchor: float = 0.0
     """The blended simple level (`ModelParams.blend`)."""
+    outliers: int = 0
+    """Consecutive steps beyond `ModelParams.error_bound`, signed by their direction."""
 
     def copy(self) -> ModelState:
         return ModelState(self.level, self.trend, None if self.seasons is None else self.seasons.copy(),
-                          self.phase, self.last_error, self.anchor)
+                          self.phase, self.last_error, self.anchor, self.outliers)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -261,3 +261,34 @@ class TestBands:
             inside.append(np.mean((totals >= mean_total + fitted.band_low[23])
                                   & (totals <= mean_total + fitted.band_high[23])))
         assert 0.65 <= float(np.mean(inside)) <= 0.95
+
+
+class TestRobustUpdate:
+    """Between refits one spike does not bend the level or the season; a shift re-anchors."""
+
+    def _model(self) -> tuple[hw.ModelParams, hw.ModelState]:
+        params = hw.ModelParams(ModelKind.HW_DAILY, period=24, alpha=0.2, gamma=0.3, error_bound=100.0)
+        return params, hw.ModelState(level=1000.0, seasons=np.zeros(24))
+
+    def test_a_spike_moves_the_state_only_by_the_bound(self) -> None:
+        params, state = self._model()
+        update(params, state, 1e9)
+        assert state.level == pytest.approx(1000.0 + 0.2 * 100.0)
+        assert state.seasons is not None and state.seasons[0] == pytest.approx(0.3 * 100.0)
+        update(params, state, 1000.0)
+        assert state.outliers == 0
+
+    def test_three_steps_the_same_way_are_a_level_shift(self) -> None:
+        params, state = self._model()
+        for _ in range(3):
+            update(params, state, 5000.0)
+        assert state.level == pytest.approx(5000.0, rel=0.05)
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.floats(-1e12, 1e12), min_size=1, max_size=2))
+    def test_isolated_steps_never_move_the_level_further_than_alpha_times_the_bound(self, ys: list[float]) -> None:
+        params, state = self._model()
+        before = state.level
+        for y in ys:
+            update(params, state, y)
+        assert abs(state.level - before) <= len(ys) * (0.2 * 100.0 + 1e-6)
