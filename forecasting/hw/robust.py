@@ -20,8 +20,8 @@ SPIKE_WINDOW = 7
 a spike, a change that lasts longer is a level)."""
 SPIKE_SIGMAS = 6.0
 """How far from the running median, in robust standard deviations (1.4826 · MAD of the
-deviations), a step is a spike. Set from the backtest's tuning half (bench/bench_forecast_backtest.py):
-4 clipped the synthetic bursts family's real bursts, 8 left the EC2 spikes in."""
+deviations), a step is a spike. Not tuned on the backtest: a conservative Hampel threshold (3 is
+usual to *flag* outliers; clipping should rarely touch ordinary noise)."""
 
 
 def running_median(rates: FloatArray, window: int = SPIKE_WINDOW) -> FloatArray:
