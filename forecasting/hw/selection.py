@@ -6,18 +6,21 @@ rate makes least squares freeze the level (α ≈ 0), and after a level shift th
 forecasting the old level for as long as it is not refitted on something else. Simple forecasts
 do not fail that way. So every refit also scores
 
-- `level`: the rate smoothed exponentially (α = 2 / (W + 1), the exponential cousin of the mean
-  of the last W steps, which is what `predict_linear` over W extrapolates), for W in
-  `LEVEL_WINDOWS_SECONDS`, on the raw rates and on rates with spikes clipped (`robust`);
+- `level`: the rate `predict_linear` over W extrapolates (the least-squares slope of the usage
+  over the last W steps), for W in `LEVEL_WINDOWS_SECONDS`, on the raw rates and on rates with
+  spikes clipped (`robust`), held until the next refit;
 - `seasonal_naive`: the rates of the last day (and of the last week when the history holds
   three), repeated;
 
-and the fit, all on the same origins (the later half of the history, every origin using only
-the steps before it) by the absolute error of the next day's and three days' totals against the
-raw rates (absolute, not squared: one spike in a target must not decide; relative to the mean
-total, so both horizons count alike). The lowest wins, so the model in use is never worse on
-that history than the best simple candidate. Each candidate is plain `ModelParams`/`ModelState`
-(a level with α, or a season with γ = 1), so the O(1) updates go on as for any fit.
+and the fit, the fit re-anchored on the last day's level (`reanchored`) and the fit averaged
+with the best level (`blended_errors`), all on the same origins (the later half of the history,
+every origin using only the steps before it; for a seasonal fit not within the two periods its
+initialisation read) by the absolute error of the next day's and three days' totals of the
+spike-clipped rates (clipped, so that the many windows holding one spike do not decide, while a
+level shift, which clipping keeps, does; relative to the mean total, so both horizons count
+alike). The lowest wins, so the model in use is never worse on that history than the best simple
+candidate. Each candidate is plain `ModelParams`/`ModelState` (a level, or a season with γ = 1),
+so the O(1) updates go on as for any fit.
 """
 
 from __future__ import annotations
