@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -93,42 +93,14 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
             residuals = np.zeros_like(residuals)  # not rounding noise of the mean: exactly no spread
     if held_out is not None or (kind is ModelKind.LINEAR and fallback not in (None, FallbackReason.CONSTANT_RATE,
                                                                               FallbackReason.SHORT_HISTORY)):
-        # the held-out choice (`selection`): a fit that forecasts the series' own later half worse
-        # than a simple candidate gives way to it
-        starts = {} if held_out is None else fitted_starts(held_out, n, params.period)
-        if held_out is not None:
-            held_out = trim_to(held_out, n, starts)
-        _, means = actual_totals(clipped, starts)
-        fitted_score = math.inf if held_out is None else score(held_out, means)
-        candidates = simple_candidates(rates, step_seconds, starts, clipped)
-        simple = best_simple(candidates)
-        level = best_simple(candidates, ModelKind.LEVEL)
-        blended = None if held_out is None or level is None else blended_errors(held_out, level, BLEND_WEIGHT)
-        blended_score = math.inf if blended is None else score(blended, means)
-        anchored = None if season_written is None else reanchored(
-            clipped, season_written, params.period, daily, starts)
-        anchored_score = math.inf if anchored is None or held_out is None or any(
-            len(anchored[0].get(h, ())) != len(e) for h, e in held_out.items()) else score(anchored[0], means)
-        if anchored is not None and anchored_score + SCORE_TOLERANCE < fitted_score:
-            # the fit's seasons with its level re-anchored on the last day: a level shift
-            params, fitted_score = replace(params, rho=0.0), anchored_score
-            state.level, state.last_error = anchored[1], 0.0
-            day_errors = anchored[0].get(SELECTION_STEPS, day_errors)
-            held_out = anchored[0]
-            blended = None if level is None else blended_errors(held_out, level, BLEND_WEIGHT)
-            blended_score = math.inf if blended is None else score(blended, means)
-        chosen_score = fitted_score
-        if simple is not None and simple.score * HW_MARGIN + SCORE_TOLERANCE < min(fitted_score, blended_score):
-            params, state, kind = simple.params, simple.state.copy(), simple.params.kind
-            usable, day_errors, slope_sd = simple.residuals, simple.day_errors, 0.0
-            chosen_score = simple.score
-        elif blended is not None and level is not None and blended_score + SCORE_TOLERANCE < fitted_score:
-            params = replace(params, blend=BLEND_WEIGHT, anchor_alpha=level.params.alpha)
-            state.anchor = level.state.level
-            day_errors = blended.get(SELECTION_STEPS, day_errors)
-            chosen_score = blended_score
-        if simple is not None:
-            scores = (chosen_score, simple.score)
+        choice = _held_out_choice(rates, clipped, step_seconds, params, state, held_out, season_written)
+        if choice is not None:
+            scores = choice.scores
+            if choice.params is not None and choice.state is not None:
+                params, state, kind = choice.params, choice.state, choice.params.kind
+                day_errors = choice.day_errors if choice.day_errors is not None else day_errors
+                if choice.residuals is not None:
+                    usable, slope_sd = choice.residuals, 0.0
     if usable is None:
         # The first cycles' residuals are small because the heuristic initial states were computed
         # from them; they would make the band too narrow.
@@ -160,3 +132,58 @@ def _fit_linear(rates: FloatArray, step_seconds: float) -> tuple[ModelParams, Mo
     recent = rates[-window:]
     mean = float(np.mean(recent))
     return ModelParams(ModelKind.LINEAR), ModelState(level=mean), recent - mean
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Choice:
+    """What the held-out choice changed: the model (None: the fit stays as it is), its residuals
+    for the band when they are its own, its held-out day errors, and (chosen, best simple) scores."""
+
+    params: ModelParams | None
+    state: ModelState | None
+    residuals: FloatArray | None
+    day_errors: FloatArray | None
+    scores: tuple[float, float] | None
+
+
+def _held_out_choice(rates: FloatArray, clipped: FloatArray, step_seconds: float, params: ModelParams,
+                     state: ModelState, held_out: dict[int, FloatArray] | None,
+                     season_written: FloatArray | None) -> _Choice | None:
+    """The fit, the fit re-anchored, the fit blended with the best level, or the best simple
+    candidate, whichever forecasts the later half of the history best (`selection`)."""
+    n = len(rates)
+    starts = {} if held_out is None else fitted_starts(held_out, n, params.period)
+    if held_out is not None:
+        held_out = trim_to(held_out, n, starts)
+    _, means = actual_totals(clipped, starts)
+    fitted_score = math.inf if held_out is None else score(held_out, means)
+    candidates = simple_candidates(rates, step_seconds, starts, clipped)
+    simple = best_simple(candidates)
+    if simple is None:
+        return None
+    level = best_simple(candidates, ModelKind.LEVEL)
+    chosen: tuple[ModelParams, ModelState] | None = None
+    day_errors: FloatArray | None = None
+    daily = seasonal_period(ModelKind.HW_DAILY, step_seconds)
+    anchored = None if season_written is None else reanchored(clipped, season_written, params.period, daily, starts)
+    if anchored is not None and held_out is not None and all(
+            len(anchored[0].get(h, ())) == len(e) for h, e in held_out.items()):
+        anchored_score = score(anchored[0], means)
+        if anchored_score + SCORE_TOLERANCE < fitted_score:
+            # the fit's seasons with its level re-anchored on the last day: a level shift
+            moved = state.copy()
+            moved.level, moved.last_error = anchored[1], 0.0
+            chosen, fitted_score, held_out = (replace(params, rho=0.0), moved), anchored_score, anchored[0]
+            day_errors = held_out.get(SELECTION_STEPS)
+    blended = None if held_out is None or level is None else blended_errors(held_out, level, BLEND_WEIGHT)
+    blended_score = math.inf if blended is None else score(blended, means)
+    if simple.score * HW_MARGIN + SCORE_TOLERANCE < min(fitted_score, blended_score):
+        return _Choice(simple.params, simple.state.copy(), simple.residuals, simple.day_errors,
+                       (simple.score, simple.score))
+    if blended is not None and level is not None and blended_score + SCORE_TOLERANCE < fitted_score:
+        base_params, base_state = chosen if chosen is not None else (params, state.copy())
+        base_state.anchor = level.state.level
+        return _Choice(replace(base_params, blend=BLEND_WEIGHT, anchor_alpha=level.params.alpha), base_state,
+                       None, blended.get(SELECTION_STEPS), (blended_score, simple.score))
+    return _Choice(chosen[0] if chosen else None, chosen[1] if chosen else None, None, day_errors,
+                   (fitted_score, simple.score))
