@@ -15,7 +15,9 @@ WEEKLY_HELD_OUT_SECONDS = 1.5 * 86400.0
 """History beyond the two weeks that initialise a weekly season, so that its held-out choice has
 a day's totals from a dozen origins (`selection.MIN_ORIGINS`) the initialisation did not read."""
 SHIFT_STEPS = 3
-"""Steps in a row beyond the error bound, the same way, that make a level shift, not spikes."""
+"""Steps in a row beyond the error bound, the same way, that are a burst or a level shift, not
+spikes. (Re-anchoring the level on the third such step, α = 1, was tried first: a multi-hour
+burst would then set the level until the next refit.)"""
 ABSURD_RATE_FACTOR = 10.0
 """A forecast rate beyond this many times the largest observed |rate| is not believed."""
 
@@ -74,7 +76,7 @@ class ModelParams:
     error_bound: float = 0.0
     """A one-step error beyond this is a spike to the O(1) updates: the step is clipped to it
     before it moves the level and the season, unless `SHIFT_STEPS` in a row go the same way (a
-    level shift: the level re-anchors on the step). 0: no clipping."""
+    burst or a level shift: those steps count as they are). 0: no clipping."""
 
 
 @dataclass(slots=True, eq=False)

@@ -21,7 +21,6 @@ def update(params: ModelParams, state: ModelState, y: float) -> float:
     season = float(state.seasons[state.phase]) if state.seasons is not None else 0.0
     damped = params.phi * trend
     error = y - (level + damped + season)
-    alpha = params.alpha
     if params.error_bound > 0.0:
         if abs(error) > params.error_bound:
             direction = 1 if error > 0.0 else -1
@@ -29,11 +28,11 @@ def update(params: ModelParams, state: ModelState, y: float) -> float:
             state.outliers = run
             if abs(run) < SHIFT_STEPS:
                 y = level + damped + season + direction * params.error_bound  # a spike: clipped
-            else:
-                alpha = 1.0  # a level shift: re-anchor on it
+            # else: it lasts (a burst, or a level shift): the steps count as they are, the level
+            # follows at its α, and the drift check refits on data the shift is part of
         else:
             state.outliers = 0
-    new_level = alpha * (y - season) + (1.0 - alpha) * (level + damped)
+    new_level = params.alpha * (y - season) + (1.0 - params.alpha) * (level + damped)
     state.trend = params.beta * (new_level - level) + (1.0 - params.beta) * damped
     if state.seasons is not None:
         state.seasons[state.phase] = params.gamma * (y - level - damped) + (1.0 - params.gamma) * season

@@ -278,11 +278,14 @@ class TestRobustUpdate:
         update(params, state, 1000.0)
         assert state.outliers == 0
 
-    def test_three_steps_the_same_way_are_a_level_shift(self) -> None:
+    def test_from_the_third_step_the_same_way_the_steps_count_as_they_are(self) -> None:
         params, state = self._model()
-        for _ in range(3):
+        for _ in range(2):
             update(params, state, 5000.0)
-        assert state.level == pytest.approx(5000.0, rel=0.05)
+        clipped_level = state.level
+        assert clipped_level == pytest.approx(1000.0 + 0.2 * 100.0 + 0.2 * 100.0, rel=0.01)
+        update(params, state, 5000.0)
+        assert state.level - clipped_level > 0.2 * 1000.0  # the full error moves it: a shift or burst
 
     @settings(max_examples=60, deadline=None)
     @given(st.lists(st.floats(-1e12, 1e12), min_size=1, max_size=2))
