@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quotapilot.forecasting.holtwinters import FittedModel, ModelState, forecast_rates
+from quotapilot.forecasting.hw import FittedModel, ModelState, forecast_rates
 from quotapilot.forecasting.resample import FloatArray
 from quotapilot.forecasting.types import QUANTILES, Forecast, Runway, StepTimes, float_array
 

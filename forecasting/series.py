@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quotapilot.forecasting.holtwinters import (
+from quotapilot.forecasting.hw import (
     MIN_STEPS,
     FittedModel,
     ModelState,

@@ -1,6 +1,6 @@
 """A stopgap for young series: a straight line on the observed rate, with a wide band.
 
-Below `holtwinters.MIN_STEPS` complete model steps (a few hours at hourly steps) there is no
+Below `hw.MIN_STEPS` complete model steps (a few hours at hourly steps) there is no
 model at all. Rather than say nothing for those first hours, the forecaster offers what
 Prometheus' `predict_linear` would: the least-squares rate of the samples seen so far,
 extrapolated from the last one. It is labelled as such (`STOPGAP_MODEL`, fallback
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quotapilot.forecasting.holtwinters import FallbackReason
+from quotapilot.forecasting.hw import FallbackReason
 from quotapilot.forecasting.resample import FloatArray
 from quotapilot.forecasting.runway import DEFAULT_THRESHOLDS, paths_of
 from quotapilot.forecasting.types import Forecast, Runway

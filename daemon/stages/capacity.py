@@ -70,6 +70,8 @@ class CapacityStage:
         self.raise_alerts = raise_alerts
         self._plans: dict[tuple[str, str], PoolPlan] = {}
         self._due: dict[str, bool] = {}
+        self._last_due: dict[str, Condition] = {}
+        self._clear_since: dict[str, float] = {}
         """Per pool: was its order due at the last evaluation (the alert's hysteresis)?"""
         self.view = CapacityView(t=clock.now())
 
@@ -111,10 +113,22 @@ class CapacityStage:
         conditions = capacity_order_conditions(
             plans, now=now, alert_lead_seconds=self.settings.alert_lead_time,
             for_seconds=self.settings.alert_for, due_before=self._due)
+        held = []
         for condition in conditions:
-            self._due[condition.target if condition.target != POOL_TARGET else condition.cluster] = \
-                condition.severity is not None
-        await self.raise_alerts(conditions)
+            key = condition.target if condition.target != POOL_TARGET else condition.cluster
+            if condition.severity is not None:
+                self._last_due[key] = condition
+                self._clear_since.pop(key, None)
+            elif self._due.get(key):
+                # an order that was due resolves only once it has stayed clear for `alert_for`, as
+                # it fired only once it had held that long: a young pool forecast swings both ways
+                since = self._clear_since.setdefault(key, now)
+                if now - since < self.settings.alert_for and key in self._last_due:
+                    held.append(self._last_due[key])
+                    continue
+            self._due[key] = condition.severity is not None
+            held.append(condition)
+        await self.raise_alerts(held)
 
     def _publish(self, now: float) -> None:
         self.view = CapacityView(t=now, plans=MappingProxyType(dict(self._plans)))

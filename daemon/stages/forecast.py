@@ -41,7 +41,7 @@ from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
 from quotapilot.daemon.runtime.snapshot import HistogramState
 from quotapilot.daemon.settings import ForecastSettings
-from quotapilot.forecasting.holtwinters import FallbackReason, FittedModel
+from quotapilot.forecasting.hw import FallbackReason, FittedModel
 from quotapilot.forecasting.series import ModelConfig, RefitRequest, SeriesModel, run_refit
 from quotapilot.forecasting.types import (
     POOL_TARGET,

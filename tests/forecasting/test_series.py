@@ -11,7 +11,7 @@ from forecast_helpers import T0, cumulative, daily
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quotapilot.forecasting.holtwinters import FallbackReason, ModelKind
+from quotapilot.forecasting.hw import FallbackReason, ModelKind
 from quotapilot.forecasting.runway import runways
 from quotapilot.forecasting.series import ModelConfig, SeriesModel, forecast_samples, run_refit
 from quotapilot.forecasting.types import Forecast
@@ -155,3 +155,23 @@ class TestIncremental:
         model, _ = forecast_samples(cumulative(daily(1e6), 60), limit=None, config=SHORT)
         clone = pickle.loads(pickle.dumps(model))
         assert clone.fitted is not None and clone.steps_seen == model.steps_seen
+
+
+class TestRealWorldSampling:
+    """Missed polls, jittered poll times and spikes do not bend the forecast."""
+
+    def test_irregular_samples_with_a_day_missing_and_spikes(self) -> None:
+        rng = np.random.default_rng(7)
+        rate = daily(1e6, amplitude=0.5)
+        samples = cumulative(rate, 10 * 24, every_seconds=300.0)
+        times = np.array([t for t, _ in samples]) + rng.uniform(-120, 120, len(samples))  # jitter
+        used = np.array([u for _, u in samples])
+        for k in rng.choice(len(used) - 10, 4, replace=False):
+            used[k:] += 500 * 1e6 * 300  # a spike: 500× the usual rate for one poll interval
+        keep = (times < T0 + 4 * 86400) | (times > T0 + 5 * 86400)  # a day of missed polls
+        history = sorted(zip(times[keep].tolist(), used[keep].tolist(), strict=True))
+        _, outlook = forecast_samples(history, limit=None)
+        assert outlook.forecast is not None
+        ahead = outlook.forecast.at(outlook.forecast.t0 + 86400.0)
+        assert ahead is not None
+        assert abs((ahead - used[-1]) / (1e6 * 86400.0) - 1.0) < 0.25  # a day's writes within 25 %

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quotapilot.forecasting import holtwinters as hw
-from quotapilot.forecasting.holtwinters import FallbackReason, ModelKind, fit_rates, forecast_rates, update
+from quotapilot.forecasting import hw
+from quotapilot.forecasting.hw import FallbackReason, ModelKind, fit_rates, forecast_rates, update
 
 HOUR = 3600.0
 
@@ -27,7 +27,8 @@ class TestModelChoice:
     @pytest.mark.parametrize(("steps", "kind"), [
         (2, None), (3, ModelKind.LINEAR), (11, ModelKind.LINEAR), (12, ModelKind.DAMPED_TREND),
         (47, ModelKind.DAMPED_TREND), (48, ModelKind.HW_DAILY), (335, ModelKind.HW_DAILY),
-        (336, ModelKind.HW_WEEKLY)])
+        (336 + 35, ModelKind.HW_DAILY),
+        (336 + 36, ModelKind.HW_WEEKLY)])
     def test_by_history_length(self, steps: int, kind: ModelKind | None) -> None:
         assert kind == hw.preferred_kind(steps, HOUR)
 
@@ -54,22 +55,23 @@ class TestFallbacks:
         assert not fitted.band_low.any() and not fitted.band_high.any()
 
     def test_failed_fit_falls_back_to_the_next_simpler(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        real = hw._fit_exponential_smoothing
+        real = hw.statsfit.fit_exponential_smoothing
 
         def weekly_fails(rates: np.ndarray, kind: ModelKind, step: float, brute: bool):  # type: ignore[no-untyped-def]
             if kind is ModelKind.HW_WEEKLY:
-                raise hw._FitFailed(FallbackReason.NOT_CONVERGED, "test")
+                raise hw.model.FitFailed(FallbackReason.NOT_CONVERGED, "test")
             return real(rates, kind, step, brute)
 
-        monkeypatch.setattr(hw, "_fit_exponential_smoothing", weekly_fails)
-        fitted = fit_rates(seasonal_rates(15, noise=50.0), step_seconds=HOUR, horizon_steps=24)
+        for module in (hw.fit, hw.statsfit):
+            monkeypatch.setattr(module, "fit_exponential_smoothing", weekly_fails)
+        fitted = fit_rates(seasonal_rates(16, noise=50.0), step_seconds=HOUR, horizon_steps=24)
         assert fitted is not None
         assert fitted.params.kind == ModelKind.HW_DAILY
         assert fitted.fallback == FallbackReason.NOT_CONVERGED
         assert fitted.fallback_detail is not None and "holt_winters_weekly" in fitted.fallback_detail
 
     def test_absurd_forecast_is_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        real = hw._fit_exponential_smoothing
+        real = hw.statsfit.fit_exponential_smoothing
 
         def exploding(rates: np.ndarray, kind: ModelKind, step: float, brute: bool):  # type: ignore[no-untyped-def]
             result = real(rates, kind, step, brute)
@@ -77,7 +79,8 @@ class TestFallbacks:
                 result[1].level = 1e6 * float(np.max(np.abs(rates)))
             return result
 
-        monkeypatch.setattr(hw, "_fit_exponential_smoothing", exploding)
+        for module in (hw.fit, hw.statsfit):
+            monkeypatch.setattr(module, "fit_exponential_smoothing", exploding)
         fitted = fit_rates(seasonal_rates(3, noise=50.0), step_seconds=HOUR, horizon_steps=24)
         assert fitted is not None
         assert (fitted.params.kind, fitted.fallback) == (ModelKind.DAMPED_TREND, FallbackReason.ABSURD)
@@ -121,7 +124,7 @@ class TestHoltWinters:
         """Too short for the 3-day score, the day's score still chooses α (an infinite score
         would leave statsmodels' one-step α, often ≈ 1)."""
         rates = seasonal_rates(7, noise=100.0, seed=2)[:steps]
-        score = hw._fit_exponential_smoothing(rates, ModelKind.HW_DAILY, HOUR, False)[3]
+        score = hw.statsfit.fit_exponential_smoothing(rates, ModelKind.HW_DAILY, HOUR, False)[3]
         assert math.isfinite(score)
 
     def test_update_is_the_holt_winters_recursion(self) -> None:
@@ -153,7 +156,7 @@ class TestSeasonSums:
         season = np.random.default_rng(seed).normal(size=3 * period + 5)
         cs = np.concatenate(([0.0], np.cumsum(season)))
         origins = np.arange(period, len(season), dtype=np.int64)
-        got = hw._season_sums(cs, origins, period, h)
+        got = hw.scoring.season_sums(cs, origins, period, h)
         for o, value in zip(origins, got, strict=True):
             # from origin o, step o+k uses the season written at o+k-period, then repeats
             expected = sum(season[o + 1 - period + (k - 1) % period] for k in range(1, h + 1))
@@ -258,3 +261,37 @@ class TestBands:
             inside.append(np.mean((totals >= mean_total + fitted.band_low[23])
                                   & (totals <= mean_total + fitted.band_high[23])))
         assert 0.65 <= float(np.mean(inside)) <= 0.95
+
+
+class TestRobustUpdate:
+    """Between refits one spike does not bend the level or the season; a shift re-anchors."""
+
+    def _model(self) -> tuple[hw.ModelParams, hw.ModelState]:
+        params = hw.ModelParams(ModelKind.HW_DAILY, period=24, alpha=0.2, gamma=0.3, error_bound=100.0)
+        return params, hw.ModelState(level=1000.0, seasons=np.zeros(24))
+
+    def test_a_spike_moves_the_state_only_by_the_bound(self) -> None:
+        params, state = self._model()
+        update(params, state, 1e9)
+        assert state.level == pytest.approx(1000.0 + 0.2 * 100.0)
+        assert state.seasons is not None and state.seasons[0] == pytest.approx(0.3 * 100.0)
+        update(params, state, 1000.0)
+        assert state.outliers == 0
+
+    def test_from_the_third_step_the_same_way_the_steps_count_as_they_are(self) -> None:
+        params, state = self._model()
+        for _ in range(2):
+            update(params, state, 5000.0)
+        clipped_level = state.level
+        assert clipped_level == pytest.approx(1000.0 + 0.2 * 100.0 + 0.2 * 100.0, rel=0.01)
+        update(params, state, 5000.0)
+        assert state.level - clipped_level > 0.2 * 1000.0  # the full error moves it: a shift or burst
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.floats(-1e12, 1e12), min_size=1, max_size=2))
+    def test_isolated_steps_never_move_the_level_further_than_alpha_times_the_bound(self, ys: list[float]) -> None:
+        params, state = self._model()
+        before = state.level
+        for y in ys:
+            update(params, state, y)
+        assert abs(state.level - before) <= len(ys) * (0.2 * 100.0 + 1e-6)

@@ -1,0 +1,70 @@
+"""Spikes clipped out of a rate history, level shifts kept.
+
+A real rate has spikes (one EC2 hour at a thousand times the usual network-in) and level shifts
+(a feed that moves to another host). A spike is what a running median does not follow: a step
+further than `SPIKE_SIGMAS` robust standard deviations from the median of the `SPIKE_WINDOW`
+steps around it is clipped to that bound. A level shift is what the median does follow: once
+more than half of a window sits at the new level, the median is there too and nothing is
+clipped, so a model fed the clipped history re-anchors on the new level within half a window.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from quotapilot.forecasting.resample import FloatArray
+
+SPIKE_WINDOW = 7
+"""Steps of the running median (odd; 7 hours at hourly steps: a burst shorter than half of it is
+a spike, a change that lasts longer is a level)."""
+SPIKE_SIGMAS = 6.0
+"""How far from the running median, in robust standard deviations (1.4826 · MAD of the
+deviations), a step is a spike. Not tuned on the backtest: a conservative Hampel threshold (3 is
+usual to *flag* outliers; clipping should rarely touch ordinary noise)."""
+
+
+def running_median(rates: FloatArray, window: int = SPIKE_WINDOW) -> FloatArray:
+    """Median of the `window` - 1 neighbours of each step (the step itself left out, so a spike
+    cannot pull its own reference; at the ends: the neighbours of the nearest full window)."""
+    n = len(rates)
+    if n < window:
+        return np.full(n, float(np.median(rates)) if n else 0.0)
+    half = window // 2
+    windows = sliding_window_view(rates, window)
+    medians = np.median(np.delete(windows, half, axis=1), axis=1)
+    return np.concatenate((np.full(half, medians[0]), medians, np.full(half, medians[-1])))
+
+
+def clip_spikes(rates: FloatArray, periods: tuple[int, ...] = ()) -> FloatArray:
+    """`rates` with spikes clipped to the running median ± `SPIKE_SIGMAS` robust σ (a copy; the
+    same values when nothing is a spike or the spread is too small to tell).
+
+    A jump that is typical of its phase of a period (of `periods`, in steps: a day, a week) — the
+    median jump at that phase over every cycle goes the same way and at least half as far — is
+    the season (a nightly cleanup, a daily batch), not a spike, and is kept."""
+    rates = np.asarray(rates, dtype=np.float64)
+    if len(rates) < SPIKE_WINDOW:
+        return rates.copy()
+    median = running_median(rates)
+    deviation = rates - median
+    sigma = 1.4826 * float(np.median(np.abs(deviation)))
+    if not sigma > 0.0:
+        return rates.copy()
+    bound = SPIKE_SIGMAS * sigma
+    clipped = np.clip(rates, median - bound, median + bound)
+    spikes = np.abs(deviation) > bound
+    for period in periods:
+        cycles = len(rates) // period if period > 0 else 0
+        if cycles < 2:
+            continue
+        # the typical jump at each phase of the period, over every cycle seen
+        typical = np.median(deviation[:cycles * period].reshape(cycles, period), axis=0)
+        at = typical[np.arange(len(rates)) % period]
+        seasonal = spikes & (at * deviation > 0.0) & (np.abs(at) > bound / 2)
+        clipped[seasonal] = rates[seasonal]
+    # The ends have neighbours on one side only: a reference from the nearest full window is off
+    # on a steep season, and the last steps are the ones a forecast leans on. Left as they are.
+    half = SPIKE_WINDOW // 2
+    clipped[:half], clipped[-half:] = rates[:half], rates[-half:]
+    return np.asarray(clipped, dtype=np.float64)

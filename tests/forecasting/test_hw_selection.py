@@ -1,0 +1,110 @@
+"""The held-out choice between the fit and the simple candidates (forecasting/hw/selection.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quotapilot.forecasting.hw import ModelKind, fit_rates, forecast_rates, update
+from quotapilot.forecasting.hw.selection import SCORE_TOLERANCE, reanchored, simple_candidates, usage_slopes
+
+HOUR = 3600.0
+
+
+def rate_series(days: int, *, season: float, noise: float, seed: int, shift_at: float | None = None,
+                shift: float = 1.0, spikes: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    h = np.arange(days * 24)
+    rates = 1000.0 * (1 + season * np.sin(2 * np.pi * h / 24)) + noise * rng.normal(size=len(h))
+    if shift_at is not None:
+        rates[int(shift_at * len(h)):] *= shift
+    if spikes:
+        rates[rng.choice(len(h) - 3, size=spikes, replace=False)] *= 500.0
+    return rates
+
+
+class TestHeldOutChoice:
+    """The model in use never forecasts its own later half worse than the best simple one."""
+
+    def test_spikes_and_a_level_shift_do_not_freeze_the_level(self) -> None:
+        """The ec2_network_in failure: giant spikes made least squares freeze the level (α ≈ 0),
+        and after the rate fell to a third the forecast stayed at the old level (27× too much)."""
+        rates = rate_series(10, season=0.2, noise=30.0, seed=4, shift_at=0.625, shift=1 / 3)
+        rates[[10, 60, 61, 130, 175]] *= 800.0
+        fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=72)
+        assert fitted is not None
+        day_total = float(forecast_rates(fitted.params, fitted.state, 24).sum())
+        assert 0.7 < day_total / (24 * 1000.0 / 3) < 1.4
+
+    @settings(max_examples=25, deadline=None)
+    @given(days=st.integers(4, 21), season=st.floats(0.0, 0.9), noise=st.floats(0.0, 600.0),
+           seed=st.integers(0, 10_000), shift=st.sampled_from([None, 0.3, 3.0]), spikes=st.integers(0, 4))
+    def test_never_worse_than_the_best_simple_candidate(self, days: int, season: float, noise: float, seed: int,
+                                                        shift: float | None, spikes: int) -> None:
+        rates = rate_series(days, season=season, noise=noise, seed=seed, shift_at=None if shift is None else 0.7,
+                            shift=shift or 1.0, spikes=spikes)
+        fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=72)
+        assert fitted is not None
+        if fitted.best_simple_score is not None:
+            assert fitted.held_out_score is not None
+            assert fitted.held_out_score <= fitted.best_simple_score + SCORE_TOLERANCE
+
+    def test_a_clean_season_keeps_holt_winters(self) -> None:
+        fitted = fit_rates(rate_series(7, season=0.8, noise=20.0, seed=1), step_seconds=HOUR, horizon_steps=48)
+        assert fitted is not None and fitted.params.kind is ModelKind.HW_DAILY
+
+    def test_white_noise_around_a_level_gets_a_simple_model_or_a_flat_one(self) -> None:
+        rates = rate_series(14, season=0.0, noise=500.0, seed=2)
+        fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=72)
+        assert fitted is not None
+        ahead = forecast_rates(fitted.params, fitted.state, 72)
+        assert np.ptp(ahead) < 0.5 * 1000.0  # no phantom season bigger than the noise's own mean
+
+
+class TestCandidates:
+    """Each candidate is plain state the O(1) recursions carry on."""
+
+    def test_seasonal_naive_repeats_the_last_day_and_keeps_doing_so(self) -> None:
+        rates = rate_series(6, season=0.5, noise=100.0, seed=5)
+        naive = next(c for c in simple_candidates(rates, HOUR) if c.params.kind is ModelKind.SEASONAL_NAIVE)
+        np.testing.assert_allclose(forecast_rates(naive.params, naive.state, 48), np.tile(rates[-24:], 2))
+        state = naive.state.copy()
+        update(naive.params, state, 123.0)
+        assert forecast_rates(naive.params, state, 24)[-1] == pytest.approx(123.0)
+
+    def test_level_candidates_are_predict_linear_rates(self) -> None:
+        rates = np.concatenate((np.full(96, 100.0), np.full(96, 400.0)))
+        levels = {c.name: c for c in simple_candidates(rates, HOUR) if c.params.kind is ModelKind.LEVEL}
+        assert levels["level_6"].state.level == pytest.approx(400.0)
+        usage = np.cumsum(rates)[-72:]
+        assert levels["level_72"].state.level == pytest.approx(np.polyfit(np.arange(72), usage, 1)[0])
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(st.floats(-1e6, 1e6), min_size=8, max_size=60), st.integers(2, 8))
+    def test_usage_slopes_match_a_least_squares_line(self, values: list[float], window: int) -> None:
+        rates = np.asarray(values)
+        slopes = usage_slopes(rates, window)
+        usage = np.cumsum(rates)
+        assert np.isnan(slopes[:window - 1]).all()
+        for end in range(window - 1, len(rates)):
+            expected = np.polyfit(np.arange(window), usage[end - window + 1:end + 1], 1)[0]
+            assert slopes[end] == pytest.approx(expected, rel=1e-6, abs=1e-3)
+
+
+class TestReanchored:
+    """After a level shift the fit's seasons with a re-anchored level forecast the new level."""
+
+    def test_reanchoring_follows_a_shift_the_smoothed_level_lags(self) -> None:
+        period = 24
+        season = 100.0 * np.sin(2 * np.pi * np.arange(10 * period) / period)
+        rates = 1000.0 + season
+        rates[7 * period:] += 2000.0  # the level triples for the last three days
+        got = reanchored(rates, season, period, period, {})
+        assert got is not None
+        errors, level_now = got
+        assert level_now == pytest.approx(3000.0)
+        # from origins a day after the shift on, its next day's total is exact
+        day = errors[24]
+        assert np.allclose(day[-(3 * period - 24 - period):], 0.0, atol=1e-6)
