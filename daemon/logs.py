@@ -28,7 +28,7 @@ class _CurrentStderr:
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-_stderr: TextIO = _CurrentStderr()  # type: ignore[assignment]
+_stderr: TextIO = _CurrentStderr()  # type: ignore[assignment]  # a write/flush duck, all structlog needs of a file
 
 
 def configure_logging(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:

@@ -179,7 +179,7 @@ def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
             target=state.target, dimension=state.dimension, kind=kind, reason=reason, t=now,
             current_used=state.used, current_hard=state.hard, current_soft=state.soft,
             numbers=tuple(sorted(numbers.items())))
-        return replace(decision, **changes) if changes else decision  # type: ignore[arg-type]
+        return replace(decision, **changes) if changes else decision  # type: ignore[arg-type]  # replace(**dict) is untyped by design
 
     if state.hard <= 0:
         return made(DecisionKind.NONE, "no hard limit to grow")

@@ -116,7 +116,7 @@ class ActionStore:
         `FencedOut` otherwise."""
         detail = dict(decision.numbers)
         if decision.guard:
-            detail["guard"] = decision.guard  # type: ignore[assignment]
+            detail["guard"] = decision.guard  # type: ignore[assignment]  # the JSON detail mixes numbers and the guard name
         if decision.urgency_seconds is not None:
             detail["urgency_seconds"] = decision.urgency_seconds
         cluster = decision.target.cluster

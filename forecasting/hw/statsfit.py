@@ -152,7 +152,7 @@ def _param(params: dict[str, object], name: str) -> float:
     value = params.get(name)
     if value is None:
         raise FitFailed(FallbackReason.NON_FINITE, f"no {name}")
-    as_float = float(value)  # type: ignore[arg-type]
+    as_float = float(value)  # type: ignore[arg-type]  # statsmodels' params are untyped; float() checks at run time
     if not math.isfinite(as_float):
         raise FitFailed(FallbackReason.NON_FINITE, f"{name} = {as_float}")
     return as_float
