@@ -142,9 +142,13 @@ def duplicate_growths(writes: list[WriteRecord]) -> int:
 
 
 def unresolved_alerts(store: Path, removed: set[str]) -> list[str]:
-    rows = query(store, "SELECT alert_id, status FROM outbox WHERE sink = 'log' ORDER BY id")
+    """Standing alerts of removed targets whose last notification is not a resolve. One-shot
+    notifications (`"event": true` in the payload: "quota grown") never stand, so never resolve."""
+    rows = query(store, "SELECT alert_id, status, payload FROM outbox WHERE sink = 'log' ORDER BY id")
     last: dict[str, str] = {}
     for row in rows:
+        if json.loads(row["payload"]).get("event"):
+            continue
         last[row["alert_id"]] = row["status"]
     return sorted(a for a, status in last.items() if a.split("/")[1] in removed and status != "resolved")
 
