@@ -188,7 +188,7 @@ class GrowthStage:
         if prune:
             self._last_prune = ctx.now
         cycle, paused, kill_switch = await asyncio.to_thread(self._cycle_input, ctx, prune)
-        self.counters.paused.update(paused)
+        self._replace_paused(paused)
         self.counters.kill_switch = kill_switch
         observations = {o.target: o for o in poll.observations}
         changed = await self._external_changes(cluster, poll.observations, ctx.now)
@@ -236,6 +236,17 @@ class GrowthStage:
                         new_hard=obs.hard_limit_bytes, action_id=action_id)
             found[obs.target] = (action_id, reason)
         return found
+
+    def _replace_paused(self, paused: Mapping[TargetId, bool]) -> None:
+        """This cycle's pause flags; a name now at another path (a quota re-created elsewhere)
+        drops the old path's series, so a moved quota never leaves a series behind."""
+        current = self.counters.paused
+        by_name = {(t.cluster, t.name): t for t in current}
+        for target in paused:
+            old = by_name.get((target.cluster, target.name))
+            if old is not None and old != target:
+                del current[old]
+        current.update(paused)
 
     def _evict(self, cluster: str, removed: list[tuple[str, str]]) -> None:
         if not removed:

@@ -394,3 +394,18 @@ class TestRetention:
         await h.cycle()
         assert [r["id"] for r in query_actions(h.db)] == [recent]
         assert OverrideStore(h.db).active(h.clock.now()) == []
+
+
+class TestMovedQuotaSeries:
+    """A quota re-created under its name at another path leaves no series of the old path behind
+    (the 90-day soak found `quotapilot_target_paused` of a moved-then-deleted quota forever)."""
+
+    def test_a_name_at_a_new_path_replaces_the_old_paths_pause_series(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        stage = GrowthStage(make_settings("enforce"), h.db, lambda c: h.vms, h.clock)
+        old = TargetId("c1", "churn-c", "/churn/c")
+        moved = TargetId("c1", "churn-c", "/churn/d")
+        other = TargetId("c1", "raw", "/raw")
+        stage._replace_paused({old: False, other: True})
+        stage._replace_paused({moved: False})
+        assert stage.counters.paused == {moved: False, other: True}
