@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import structlog
+from alert_receivers import Broker, Receiver, run_receiver
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +35,23 @@ async def _no_leftover_tasks() -> AsyncIterator[None]:
     for task in leftover:
         task.cancel()
     pytest.fail(f"test left asyncio tasks behind: {names}")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A Mosquitto broker of this test's own, on a free port (never the shared 1883), stopped after it."""
+    if shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto is not installed")
+    b = Broker(tmp_path)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real aiohttp HTTP receiver on a free loopback port (webhooks are posted to it)."""
+    async for r in run_receiver():
+        yield r

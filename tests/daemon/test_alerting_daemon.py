@@ -4,10 +4,9 @@ HTTP receiver, on a virtual clock."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-from alert_receivers import Receiver, run_receiver
+from alert_receivers import Receiver
 from core_helpers import SettingsFactory
 from prometheus_client import CollectorRegistry
 
@@ -19,12 +18,6 @@ from quotapilot.daemon.runtime.wiring import StageWiring
 @pytest.fixture
 def clock() -> VirtualClock:  # the delivery task sleeps on it; nothing here needs time to pass
     return VirtualClock()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async for r in run_receiver():
-        yield r
 
 
 async def test_a_poll_raises_alerts_that_reach_the_webhook(

@@ -23,7 +23,6 @@ import contextlib
 import copy
 import io
 import json
-import math
 import os
 import tempfile
 import tomllib
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import toml_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -108,31 +108,14 @@ def store_paths(workdir: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- TOML out
-def toml_value(value: Any) -> str:
-    """A TOML literal (inline tables and arrays only; that is all we need to write any tree)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string (lone surrogates make it invalid TOML: fine)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
+def _deep(value: Any) -> str:
     if isinstance(value, Deep):
         return "[" * value.depth + "]" * value.depth
     raise TypeError(value)
 
 
 def to_toml(data: dict[str, Any]) -> str:
-    return "".join(f"{json.dumps(key)} = {toml_value(value)}\n" for key, value in data.items())
+    return toml_text.to_toml(data, _deep)
 
 
 class Deep:

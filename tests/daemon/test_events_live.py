@@ -8,14 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
-from alert_receivers import Broker, Receiver, Subscriber, run_receiver, subscribe
+from alert_receivers import Broker, Receiver, Subscriber, subscribe
 
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.commands.demo import DEMO_POLICY
@@ -27,24 +25,6 @@ from quotapilot.daemon.simulator.server import SimulatorServer
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "events.schema.json").read_text())
 HOUR = 3600.0
 POLL = 900.0
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Any:
-    if shutil.which("mosquitto") is None:
-        pytest.skip("mosquitto is not installed")
-    b = Broker(tmp_path)
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async for r in run_receiver():
-        yield r
 
 
 @contextlib.asynccontextmanager

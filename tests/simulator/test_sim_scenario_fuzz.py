@@ -5,7 +5,6 @@ FILE` exits 0 or 2, never with a traceback (hypothesis: trees mutated from the b
 from __future__ import annotations
 
 import json
-import math
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from toml_text import to_toml
 
 from quotapilot.daemon.simulator import BUILTIN_SCENARIOS, Engine, Faults, ScenarioError, load_scenario
 from quotapilot.daemon.simulator.events import install
@@ -34,30 +34,6 @@ VALUES = st.recursive(
                             st.dictionaries(st.sampled_from(["at", "action", "path", "kind", "x", "hard_limit"]),
                                             inner, max_size=3)),
     max_leaves=6)
-
-
-def toml_value(value: Any) -> str:
-    """A TOML text for `value` (inline tables and arrays only)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    assert isinstance(value, dict)
-    return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-
-
-def to_toml(tree: dict[str, Any]) -> str:
-    return "\n".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in tree.items()) + "\n"
 
 
 def slots(tree: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
