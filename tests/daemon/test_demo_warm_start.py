@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from quotapilot.daemon.cli import main
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.commands.demo import DemoOptions, Frame, run_demo
 from quotapilot.daemon.errors import PermanentError
@@ -132,6 +134,16 @@ class TestDemoWarmStart:
                 await demo
         assert not process_alive(prometheus_pid(logs))
         assert any(entry["event"] == "history_server.stopped" for entry in logs)
+
+    def test_cli_flag_reaches_the_demo(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["demo", "--days", "0.05", "--warm-start", "builtin", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert report["warm_start"]["history_server"] == "builtin"
+        assert report["warm_start"]["import"]["samples_imported"] >= 3 * 28 * 24
+        with pytest.raises(SystemExit) as refused:
+            main(["demo", "--days", "0.05", "--warm-start", "elsewhere"])
+        assert refused.value.code == 2
+        assert "invalid choice: 'elsewhere'" in capsys.readouterr().err
 
     async def test_asking_for_prometheus_without_the_binaries_is_a_clear_error(
             self, monkeypatch: pytest.MonkeyPatch) -> None:
