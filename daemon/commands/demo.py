@@ -28,10 +28,11 @@ import asyncio
 import contextlib
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
@@ -349,6 +350,19 @@ def format_summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+async def _until_stopped(demo: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """`demo`, with SIGTERM handled like Ctrl-C (under `asyncio.run`): the task is cancelled, so
+    the daemon, the simulator and a `--warm-start` Prometheus are closed on the way out."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await demo
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """`quotapilot demo [--days N] [--scenario S] [--policy quotapilot|reactive] [--seed N]
     [--config FILE] [--warm-start [auto|prometheus|builtin]] [--json]`."""
@@ -362,7 +376,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     options = DemoOptions(days=args.days, scenario=args.scenario, policy=args.policy, seed=args.seed,
                           config=args.config, warm_start=args.warm_start)
     try:
-        report = asyncio.run(run_demo(options, on_frame=LiveView(sys.stdout) if live else None))
+        report = asyncio.run(_until_stopped(run_demo(options, on_frame=LiveView(sys.stdout) if live else None)))
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C or SIGTERM: everything is torn down
+        print("quotapilot demo: interrupted", file=sys.stderr)
+        return 130
     except ConfigError as exc:
         print(f"quotapilot demo: {exc.field}: {exc.reason}", file=sys.stderr)
         return 2

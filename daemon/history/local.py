@@ -2,7 +2,8 @@
 
 `TemporaryPrometheus` is the real thing: `promtool tsdb create-blocks-from openmetrics` backfills a
 TSDB in a scratch directory and `prometheus` serves it on a free loopback port until the context
-exits (also on Ctrl-C or an error: the process is terminated, then killed if it lingers).
+exits (also on Ctrl-C or an error: the process is terminated, then killed if it lingers; on Linux
+it also gets SIGTERM if the demo dies without exiting the context).
 
 `OpenMetricsServer` is the fallback where the binaries are not installed: an in-process HTTP
 server that answers Prometheus' `/api/v1/query_range` for plain metric names from the same file
@@ -14,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import math
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Literal
@@ -75,7 +79,7 @@ class TemporaryPrometheus:
         self.process = await asyncio.create_subprocess_exec(
             "prometheus", f"--config.file={config}", f"--storage.tsdb.path={tsdb}",
             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=100y",
-            stdout=self._log, stderr=subprocess.STDOUT)
+            stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         self.url = f"http://127.0.0.1:{port}"
         try:
             await self._wait_ready()
@@ -113,6 +117,18 @@ class TemporaryPrometheus:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, SIGTERM when the demo dies without cleaning up
+    (SIGKILL, a crash), so no Prometheus outlives it. Elsewhere nothing: `__aexit__` still stops it."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 Samples = tuple[list[float], list[float]]
