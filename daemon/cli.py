@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--config", type=Path, default=None, metavar="FILE",
                    help="extra configuration (e.g. [alerts] sinks) layered over the demo's own")
+    p.add_argument("--warm-start", nargs="?", const="auto", default=None, choices=("auto", "prometheus", "builtin"),
+                   help="start with 28 days of the scenario's history, served by a temporary prometheus "
+                        "(promtool backfill) or, without the binaries, an in-process stand-in (default auto)")
     p.add_argument("--json", action="store_true", help="print one JSON summary object")
 
     p = sub.add_parser("status", help="every target of a running daemon, most urgent first")

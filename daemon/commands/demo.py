@@ -11,21 +11,31 @@ the end they are drained before the summary is printed.
 same builder as the daemon (`runtime.wiring.StageWiring`); nothing else changes.
 Figures in the summary come from the simulator's ground truth (write failures, utilization of the
 hard limits) and the daemon's audit trail (growth actions, bytes added).
+
+`--warm-start` gives the daemon 28 days of history before its first poll, so the live view shows
+runways from the first cycle: the scenario's pre-history (`history.trace.scenario_prehistory`: the
+same ingest model and seed, ending exactly at the simulator's initial usage) is written as
+quotapilot's own metrics to an OpenMetrics file, served by a temporary `prometheus` backfilled
+with `promtool` (or, without the binaries, by an in-process stand-in answering `query_range` from
+that file: `history.local`), and imported through the daemon's own `[history]` warm start — the
+path `quotapilot run` takes. The server is stopped when the demo ends, also on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.settings import read_config_file
@@ -39,6 +49,13 @@ if TYPE_CHECKING:
 DAY = 86400.0
 POLL_INTERVAL_SECONDS = 900.0
 """Simulated time between two polls of the demo (the daemon's `poll.interval_seconds`)."""
+
+WARM_START_DAYS = 28.0
+"""How much history `--warm-start` pre-generates (the `[history] lookback` default)."""
+WARM_START_STEP_SECONDS = 300.0
+"""The pre-generated history's sample interval (a typical scrape-derived resolution)."""
+
+WarmStart = Literal["auto", "prometheus", "builtin"]
 
 DEMO_POLICY: dict[str, Any] = {
     "mode": "enforce",
@@ -64,6 +81,9 @@ class DemoOptions:
     seed: int = 0
     config: Path | None = None
     poll_interval_seconds: float = POLL_INTERVAL_SECONDS
+    warm_start: WarmStart | None = None
+    """Serve 28 days of pre-history from a temporary Prometheus (`prometheus`), the in-process
+    stand-in (`builtin`) or whichever is available (`auto`), and warm-start from it; None: cold."""
 
 
 @dataclass(slots=True)
@@ -87,6 +107,7 @@ class Frame:
     rows: list[ViewRow] = field(default_factory=list)
     growth_actions: int = 0
     metrics_url: str = ""
+    history_note: str = ""
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -100,9 +121,11 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def demo_settings_data(*, cluster: str, address: str, token: str, ca_file: Path, store: Path,
-                       config: Path | None, poll_interval_seconds: float) -> dict[str, Any]:
+                       config: Path | None, poll_interval_seconds: float,
+                       prometheus_url: str | None = None) -> dict[str, Any]:
     """The demo's configuration, with the user's `--config` sections layered over it (its
-    `[[clusters]]`, `[store]` and `[http]` are the demo's own)."""
+    `[[clusters]]`, `[store]` and `[http]` are the demo's own, and so is `[history]
+    prometheus_url` with `--warm-start`)."""
     data: dict[str, Any] = {
         "clusters": [{"name": cluster, "address": address, "token": token, "ca_file": str(ca_file)}],
         "poll": {"interval_seconds": poll_interval_seconds, "jitter_ratio": 0.0},
@@ -120,12 +143,44 @@ def demo_settings_data(*, cluster: str, address: str, token: str, ca_file: Path,
         if isinstance(user_policy, dict):
             user_policy.pop("mode", None)  # the demo is the enforce-mode showcase
         data = _deep_merge(data, user)
+    if prometheus_url is not None:
+        history = {"prometheus_url": prometheus_url, "lookback": WARM_START_DAYS * DAY, "source": "quotapilot",
+                   "start_timeout_seconds": 120.0}
+        data["history"] = {**data.get("history", {}), **history}
     return data
+
+
+@dataclass(slots=True)
+class WarmStartHistory:
+    """Where the demo's pre-history is served, and what the daemon imported from it."""
+
+    kind: str
+    url: str
+    samples_served: int
+    import_summary: dict[str, Any] | None = None
+
+
+@contextlib.asynccontextmanager
+async def serve_prehistory(scenario: str, *, start: float, seed: int, workdir: Path,
+                           kind: WarmStart) -> AsyncIterator[WarmStartHistory]:
+    """The scenario's 28 days before `start` as an OpenMetrics file under `workdir`, served by a
+    temporary Prometheus or the in-process stand-in until the context exits."""
+    from quotapilot.daemon.history.local import history_server
+    from quotapilot.daemon.history.trace import openmetrics_text, scenario_prehistory
+
+    traces = await asyncio.to_thread(scenario_prehistory, scenario, start=start, days=WARM_START_DAYS,
+                                     interval_seconds=WARM_START_STEP_SECONDS, seed=seed)
+    source = workdir / "prehistory.om"
+    await asyncio.to_thread(source.write_text, openmetrics_text(traces))
+    (workdir / "prometheus").mkdir(exist_ok=True)
+    async with history_server(source, workdir / "prometheus", kind) as server:
+        yield WarmStartHistory(server.kind, server.url, sum(len(t.times) for t in traces))
 
 
 async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | None = None) -> dict[str, Any]:
     """Run the demo; return the summary (the `--json` object)."""
     from quotapilot.daemon.clock import VirtualClock
+    from quotapilot.daemon.history.importer import warm_start_from_history
     from quotapilot.daemon.runtime.daemon import Daemon
     from quotapilot.daemon.runtime.wiring import StageWiring
     from quotapilot.daemon.settings import load_settings
@@ -138,17 +193,32 @@ async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | 
     clock = VirtualClock()
     workdir = Path(tempfile.mkdtemp(prefix="quotapilot-demo-"))
     try:
-        async with SimulatorServer(options.scenario, clock=clock, seed=options.seed, port=0,
-                                   state_dir=workdir / "sim") as sim:
+        async with contextlib.AsyncExitStack() as servers:
+            sim = await servers.enter_async_context(SimulatorServer(
+                options.scenario, clock=clock, seed=options.seed, port=0, state_dir=workdir / "sim"))
+            prehistory: WarmStartHistory | None = None
+            if options.warm_start is not None:
+                prehistory = await servers.enter_async_context(serve_prehistory(
+                    options.scenario, start=clock.now(), seed=options.seed, workdir=workdir,
+                    kind=options.warm_start))
             cluster = sim.scenario.cluster.name
             settings = load_settings(None, **demo_settings_data(
                 cluster=cluster, address=sim.address, token=sim.token, ca_file=sim.ca_file,
                 store=workdir / "state.db", config=options.config,
-                poll_interval_seconds=options.poll_interval_seconds))
+                poll_interval_seconds=options.poll_interval_seconds,
+                prometheus_url=prehistory.url if prehistory is not None else None))
             wiring = StageWiring(planner=plan_reactive_cycle if options.policy == "reactive" else plan_cycle)
             async with Daemon(settings, clock, stages=wiring) as daemon:
                 stages = wiring.built
                 last_actions: dict[TargetId, ActionOutcome] = {}
+                history_note = ""
+                if prehistory is not None:  # what `quotapilot run` does before its first cycle
+                    imported = await warm_start_from_history(settings, daemon.observations, clock,
+                                                             daemon.supervisor.add)
+                    prehistory.import_summary = imported.as_dict() if imported is not None else None
+                    history_note = (f"warm start: {WARM_START_DAYS:g} days from {prehistory.kind} "
+                                    f"{prehistory.url}" if imported is not None else
+                                    f"warm start failed ({prehistory.kind} {prehistory.url}): cold")
                 await daemon.http.start()
                 metrics_url = f"http://127.0.0.1:{daemon.http.port}/metrics"
                 tasks = asyncio.create_task(daemon.supervisor.run(), name="demo:supervisor")
@@ -160,8 +230,10 @@ async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | 
                         ctx = await clock.run(daemon.poll_once(cluster))  # its retries advance the clock
                         last_actions.update((action.target, action) for action in ctx.actions)
                         if on_frame is not None:
-                            on_frame(_frame(ctx, last_actions, start, options.days, metrics_url,
-                                            await asyncio.to_thread(actions.totals)))
+                            frame = _frame(ctx, last_actions, start, options.days, metrics_url,
+                                           await asyncio.to_thread(actions.totals))
+                            frame.history_note = history_note
+                            on_frame(frame)
                         if clock.now() >= end:
                             break
                         await clock.advance_and_settle(min(options.poll_interval_seconds, end - clock.now()))
@@ -191,6 +263,9 @@ async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | 
         "mean_utilization_by_path": {p: round(v, 4) for p, v in truth["mean_utilization_by_path"].items()},
         "by_path": simulator_by_path(truth),
         "final_hard_limits": {p: q["hard_limit"] for p, q in truth["quotas"].items()},
+        "warm_start": None if prehistory is None else {
+            "history_server": prehistory.kind, "samples_served": prehistory.samples_served,
+            "import": prehistory.import_summary},
         "wall_seconds": round(time.monotonic() - started, 1),
     }
 
@@ -236,7 +311,8 @@ class LiveView:
         done = min(1.0, frame.elapsed_days / frame.days) if frame.days else 1.0
         bar = "█" * int(done * width) + "░" * (width - int(done * width))
         lines = [f"quotapilot demo  {bar} day {frame.elapsed_days:5.1f}/{frame.days:g}   "
-                 f"growth actions {frame.growth_actions}   metrics {frame.metrics_url}", ""]
+                 f"growth actions {frame.growth_actions}   metrics {frame.metrics_url}"]
+        lines += [frame.history_note, ""] if frame.history_note else [""]
         lines.append(f"{'view':<22}{'used':>12}{'limit':>12}{'util':>7}{'runway':>10}  last action")
         for row in frame.rows:
             util = f"{row.used / row.hard:6.0%}" if row.hard else "     –"
@@ -262,15 +338,34 @@ def format_summary(report: dict[str, Any]) -> str:
         f"  peak utilization    {report['peak_utilization']:.1%}",
         f"  alerts raised       {report['alerts']}",
     ]
+    warm = report.get("warm_start")
+    if warm is not None:
+        imported = warm["import"]
+        lines.append(f"  warm start          {warm['history_server']}: " + (
+            f"{imported['samples_imported']} hourly samples of {len(imported['targets_matched'])} targets imported"
+            if imported is not None else "failed, started cold"))
     for path, limit in sorted(report["final_hard_limits"].items()):
         util = report["mean_utilization_by_path"].get(path, 0.0)
         lines.append(f"  {path:<22} hard limit now {format_bytes(limit or 0):>10}, mean utilization {util:.0%}")
     return "\n".join(lines)
 
 
+async def _until_stopped(demo: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """`demo`, with SIGTERM handled like Ctrl-C (under `asyncio.run`): the task is cancelled, so
+    the daemon, the simulator and a `--warm-start` Prometheus are closed on the way out."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await demo
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """`quotapilot demo [--days N] [--scenario S] [--policy quotapilot|reactive] [--seed N]
-    [--config FILE] [--json]`."""
+    [--config FILE] [--warm-start [auto|prometheus|builtin]] [--json]`."""
     from quotapilot.daemon.logs import configure_logging
 
     if args.days <= 0:
@@ -279,12 +374,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     live = sys.stdout.isatty() and not args.json
     configure_logging("error" if live else "warning", "auto")
     options = DemoOptions(days=args.days, scenario=args.scenario, policy=args.policy, seed=args.seed,
-                          config=args.config)
+                          config=args.config, warm_start=args.warm_start)
     try:
-        report = asyncio.run(run_demo(options, on_frame=LiveView(sys.stdout) if live else None))
+        report = asyncio.run(_until_stopped(run_demo(options, on_frame=LiveView(sys.stdout) if live else None)))
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C or SIGTERM: everything is torn down
+        print("quotapilot demo: interrupted", file=sys.stderr)
+        return 130
     except ConfigError as exc:
         print(f"quotapilot demo: {exc.field}: {exc.reason}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # --warm-start: the history server would not start
+        print(f"quotapilot demo: --warm-start: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(report, sort_keys=True))
     else:

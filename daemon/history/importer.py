@@ -4,10 +4,13 @@ Two sources have default queries (`[history] source`, each query and label overr
 
 - `quotapilot` — quotapilot's own `quotapilot_target_used_bytes` (+ `_hard_limit_bytes`,
   `_used_inodes`), labels `cluster`, `target`, `path`: a moved or rebuilt host keeps its history.
-- `vast` — the VMS's built-in exporter (`/api/prometheusmetrics/…`): `vast_quota_used_capacity`,
-  `vast_quota_hard_limit`, `vast_quota_used_inodes`, labels `cluster` and `path` (the names VAST's
-  published Grafana dashboards query). No label there is documented as the quota *name*, so a
-  series is matched by path to a target the store already knows; its `cluster` label is the VAST
+- `vast` — the VMS's built-in exporter (`/api/prometheusmetrics/quotas`): `vast_quota_used_capacity`,
+  `vast_quota_hard_limit`, `vast_quota_used_inodes`, labels `cluster` and `path`. Source: the
+  queries of VAST's own Grafana dashboards (github.com/vast-data/vast-grafana-dashboards,
+  `dashboards/5.4.3/Capacity  Utilization.json`, panel "Quotas utilization"), which also show the
+  labels `guid`, `tenant_name` and `title` ("Quota Name"); not checked against a live exporter.
+  No label is documented as the quota *name*, so a series is matched by path to a target the
+  store already knows (`name_label = "title"` opts into names); its `cluster` label is the VAST
   cluster's name, so with one `[[clusters]]` entry every series belongs to it.
 
 The import goes into the store's hourly tier (`ObservationStore.import_history`: INSERT OR

@@ -105,6 +105,15 @@ class PrometheusClient:
                 on_chunk()
         return list(merged.values())
 
+    async def ready(self) -> bool:
+        """Whether Prometheus answers `/-/ready` with 200 (once, no retries; False when unreachable)."""
+        assert self._session is not None, "use PrometheusClient as an async context manager"
+        try:
+            async with self._session.get(self.base_url + "/-/ready") as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
     def chunks(self, start: float, end: float, step: float | None = None) -> int:
         """How many requests `query_range` will make (for a progress bar)."""
         return len(chunk_ranges(start, end, step or self.settings.step_seconds, self.settings.max_points_per_query))

@@ -110,6 +110,30 @@ class Renderer:
                                     used_b=used_b, used_f=used_f, state=state, grace=record.grace_period_seconds,
                                     time_to_block=time_to_block)
 
+    def prometheus_quotas(self) -> str:
+        """The VMS exporter's `/api/prometheusmetrics/quotas`, for the scenario's quotas: the metric
+        names and labels VAST's own Grafana dashboards query (`vast_quota_used_capacity`,
+        `vast_quota_hard_limit`, `vast_quota_used_inodes`, `vast_quota_hard_limit_inodes`;
+        `cluster`, `path`, `guid`, `tenant_name`, `title` = the quota name). A real exporter
+        publishes more families; these are the ones quotapilot's `vast` history preset reads."""
+        e = self.engine
+        cluster = e.scenario.cluster.name
+        families: dict[str, list[str]] = {"vast_quota_used_capacity": [], "vast_quota_hard_limit": [],
+                                          "vast_quota_used_inodes": [], "vast_quota_hard_limit_inodes": []}
+        for record in sorted(e.quotas.values(), key=lambda r: r.id):
+            used_b, used_f = e.quota_usage(record)
+            labels = ",".join(f'{key}="{_prom_label(value)}"' for key, value in (
+                ("cluster", cluster), ("guid", record.guid), ("path", record.path), ("tenant_name", "default"),
+                ("title", record.name)))
+            for name, value in (("vast_quota_used_capacity", int(used_b)), ("vast_quota_hard_limit", record.hard_limit),
+                                ("vast_quota_used_inodes", int(used_f)),
+                                ("vast_quota_hard_limit_inodes", record.hard_limit_inodes)):
+                families[name].append(f"{name}{{{labels}}} {value}")
+        lines = []
+        for name, samples in families.items():
+            lines += [f"# TYPE {name} gauge", *samples]
+        return "\n".join(lines) + "\n"
+
     def quota_json(self, record: QuotaRecord) -> dict[str, Any]:
         """One quota as VMS shows it."""
         value: dict[str, Any] = json.loads(self._record_fragment(record))
@@ -187,3 +211,7 @@ def _quota_text_field(e: Engine, ident: int, field: str) -> str:
         return record.path if field == "path" else record.name
     idx = ident - e.extra_base_id
     return e.extra_path(idx) if field == "path" else e.extra_name(idx)
+
+
+def _prom_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

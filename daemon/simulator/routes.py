@@ -3,7 +3,8 @@
 Each path is served under `/api/latest/`, `/api/<vN>/` and `/api/` (no version), with or without
 the trailing slash: `clusters/`, `clusters/{id}/`, `quotas/` (GET with `page`/`page_size` paging in
 a DRF envelope and `path`/`name` filters, POST), `quotas/{id}/` (GET/PATCH/PUT/DELETE), `views/`
-(GET, POST), `views/{id}/`, `viewpolicies/`, `viewpolicies/{id}/`, `monitors/ad_hoc_query/`.
+(GET, POST), `views/{id}/`, `viewpolicies/`, `viewpolicies/{id}/`, `monitors/ad_hoc_query/`; and
+the built-in exporter's `/api/prometheusmetrics/quotas` (no version prefix, as on a VMS).
 Handlers find the simulator's state under `request.app[SIM]`; authentication, faults and the
 error answers are the middlewares' (`middlewares.py`).
 """
@@ -134,6 +135,13 @@ async def quotas(request: web.Request) -> web.StreamResponse:
         raise bad(exc.field, exc.reason) from exc
     log.info("simulator.quota_created", quota_id=record.id, path=record.path)
     return json_response(state.render.quota_json(record), 201)
+
+
+@ROUTES.get(f"/api/prometheusmetrics/quotas{_SLASH}")
+async def prometheus_quotas(request: web.Request) -> web.StreamResponse:
+    """The VMS's built-in Prometheus exporter, quota endpoint (text exposition format)."""
+    text = request.app[SIM].render.prometheus_quotas()
+    return web.Response(text=text, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
 def patch_quota(engine: Engine, quota_id: int, body: dict[str, Any], *, source: str,

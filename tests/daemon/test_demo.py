@@ -58,7 +58,8 @@ class TestRun:
 
 class TestCli:
     def test_json_is_the_last_stdout_line(self, capsys: pytest.CaptureFixture[str]) -> None:
-        args = argparse.Namespace(days=0.25, scenario="cosmos7", policy="reactive", seed=1, config=None, json=True)
+        args = argparse.Namespace(days=0.25, scenario="cosmos7", policy="reactive", seed=1, config=None, json=True,
+                                  warm_start=None)
         assert cmd_demo(args) == 0
         last = capsys.readouterr().out.strip().splitlines()[-1]
         report = json.loads(last)
@@ -66,7 +67,8 @@ class TestCli:
         assert report["policy"] == "reactive"
 
     def test_bad_days(self, capsys: pytest.CaptureFixture[str]) -> None:
-        args = argparse.Namespace(days=0, scenario="cosmos7", policy="quotapilot", seed=0, config=None, json=True)
+        args = argparse.Namespace(days=0, scenario="cosmos7", policy="quotapilot", seed=0, config=None, json=True,
+                                  warm_start=None)
         assert cmd_demo(args) == 2
 
 

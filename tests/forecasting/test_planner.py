@@ -216,6 +216,12 @@ class TestReactive:
         assert [d.kind for d in decisions] == [DecisionKind.NONE, DecisionKind.GROW]
         assert decisions[1].new_hard == 101 * TIB
 
+    def test_moves_the_soft_limit_with_the_hard_one(self) -> None:
+        """The README's baseline: the soft limit keeps its ratio to the hard limit (90 % here)."""
+        (decision,) = plan_reactive_cycle(CycleInput(now=NOW, targets=(TargetInput(
+            observation=quota("a", 95 * TIB, 100 * TIB)),), capacity=None))
+        assert (decision.new_hard, decision.new_soft) == (101 * TIB, int(100 * TIB * 0.9) * 101 // 100)
+
 
 class TestNeverBelowUsage:
     """A planned hard limit is never below current usage (VMS refuses it; issue 13 saw one sent).

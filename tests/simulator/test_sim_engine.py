@@ -119,6 +119,41 @@ class TestSoftLimitsAndGrace:
         assert summary["quotas"]["/t/data"]["used_capacity"] == pytest.approx(9.75 * TB, rel=1e-3)
         assert summary["bytes_refused"] == pytest.approx(0.25 * TB, rel=1e-2)
 
+    @pytest.mark.parametrize("move_soft", [True, False])
+    def test_raising_only_the_hard_limit_fails_once_grace_expires(self, move_soft: bool) -> None:
+        """The reactive baseline (+1 TiB at 90 %, `plan_reactive_cycle`) every 15 minutes for a
+        week: moving the soft limit with the hard one keeps writes flowing; a script that raises
+        only the hard limit leaves usage above the soft limit, and when its grace period ends the
+        quota refuses writes (GRACE_EXPIRED) although the hard limit has room."""
+        from quotapilot.forecasting.planner import CycleInput, TargetInput, plan_reactive_cycle
+        from quotapilot.forecasting.types import Observation, TargetId
+
+        engine = engine_for(one_view(rate="2TB", hard="10TB", soft="9TB", used="5TB",
+                                     quota_extra=', grace_period = "1d"'))
+        record = engine.quotas[1]
+        t = START
+        while t < START + 7 * DAY:
+            t += 900
+            engine.advance_to(t)
+            used = int(engine.quota_usage(record)[0])
+            observation = Observation(target=TargetId("sim", record.name, record.path), t=t, used_bytes=used,
+                                      hard_limit_bytes=record.hard_limit, soft_limit_bytes=record.soft_limit)
+            (decision,) = plan_reactive_cycle(CycleInput(now=t, targets=(TargetInput(observation),), capacity=None))
+            if decision.new_hard is not None:
+                change = {"hard_limit": decision.new_hard}
+                if move_soft:
+                    assert decision.new_soft is not None
+                    change["soft_limit"] = decision.new_soft
+                engine.patch_quota(record.id, change)
+        summary = engine.summary()
+        if move_soft:
+            assert summary["write_failures"] == 0
+            assert engine.quota_state(record) == "OK"
+        else:
+            assert summary["write_failures"] > 0
+            assert engine.quota_state(record) == "GRACE_EXPIRED"
+            assert record.hard_limit > engine.quota_usage(record)[0]  # refused with room under the hard limit
+
     def test_soft_limit_without_grace_only_warns(self) -> None:
         engine = engine_for(one_view(hard="100TB", soft="9.5TB"))
         engine.advance_to(START + 1 * DAY)
