@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from core_helpers import InstantClock
+from openapi_schemas import validator
 from structlog.testing import capture_logs
 
 from quotapilot.daemon.cli import main
@@ -79,6 +81,32 @@ async def capacity_json(port: int | None, capsys: pytest.CaptureFixture[str]) ->
     return document
 
 
+async def capacity_answer(port: int | None) -> dict[str, Any]:
+    """`GET /api/v1/capacity` as a client reads it."""
+    def get() -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/capacity", timeout=10) as resp:
+            answer: dict[str, Any] = json.loads(resp.read())
+            return answer
+    return await asyncio.to_thread(get)
+
+
+ISSUE_POOL_KEYS = {"name", "kind", "usable_bytes", "used_bytes", "thresholds", "order_by", "order_bytes", "cost"}
+"""What issue 18 asks of each pool of `quotapilot capacity --json`."""
+
+
+def assert_cli_shape(document: dict[str, Any]) -> None:
+    """`{"pools": [{name, kind, usable_bytes, used_bytes, thresholds: {"0.8": {p10, p50, p90}, …},
+    order_by, order_bytes, cost, …}]}`, timestamps ISO 8601 with a zone or null."""
+    assert list(document) == ["pools"]
+    for pool in document["pools"]:
+        assert set(pool) >= ISSUE_POOL_KEYS, pool.keys()
+        assert {"0.8", "0.9"} <= set(pool["thresholds"])
+        for band in pool["thresholds"].values():
+            assert set(band) == {"p10", "p50", "p90"}
+            for value in (*band.values(), pool["order_by"]):
+                assert value is None or datetime.fromisoformat(value).tzinfo is not None, value
+
+
 def epoch(value: str | None) -> float | None:
     return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
@@ -109,9 +137,14 @@ class TestFillingPool:
                     truth.append((clock.now(), sim.engine.physical_used_bytes()))
                     if plan is None and clock.now() >= start + 8 * DAY:
                         plan = await capacity_json(daemon.http_port, capsys)
+                        answer = await capacity_answer(daemon.http_port)
                     clock.advance(POLL)
                     sim.engine.advance_to(clock.now())
         assert plan is not None
+        # the API answer is what openapi.json documents; the CLI's JSON is the issue's shape
+        validator("CapacityPlan").validate(answer)
+        assert answer["pools"][0]["band"]
+        assert_cli_shape(plan)
         [pool] = plan["pools"]
         assert (pool["name"], pool["kind"], pool["usable_bytes"]) == (cluster, "cluster", usable)
         assert pool["used_bytes"] == pytest.approx(truth[int(8 * DAY // POLL)][1], rel=0.01)
