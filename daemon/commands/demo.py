@@ -64,6 +64,9 @@ class DemoOptions:
     seed: int = 0
     config: Path | None = None
     poll_interval_seconds: float = POLL_INTERVAL_SECONDS
+    state_dir: Path | None = None
+    """Where the simulator's state and the daemon's store (`state.db`, with the audit trail and
+    the outbox) are kept after the run; None: a temporary directory, removed at the end."""
 
 
 @dataclass(slots=True)
@@ -136,7 +139,8 @@ async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | 
 
     started = time.monotonic()
     clock = VirtualClock()
-    workdir = Path(tempfile.mkdtemp(prefix="quotapilot-demo-"))
+    workdir = options.state_dir or Path(tempfile.mkdtemp(prefix="quotapilot-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     try:
         async with SimulatorServer(options.scenario, clock=clock, seed=options.seed, port=0,
                                    state_dir=workdir / "sim") as sim:
@@ -175,7 +179,8 @@ async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | 
                 alerts = stages.alerting.view.evaluated.raised
             truth = sim.engine.summary()
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if options.state_dir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
     return {
         "write_failures": int(truth["write_failures"]),
         "growth_actions": growth_actions,
