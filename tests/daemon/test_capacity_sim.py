@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import urllib.request
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ DAY = 86400.0
 HOUR = 3600.0
 POLL = 2 * HOUR
 """Simulated time between polls (the forecaster resamples to its hourly step)."""
+COSMOS7_CROSSING_DAYS = float(os.environ.get("QP_COSMOS7_CROSSING_DAYS", "0"))
+"""How long to carry cosmos7 on to meet its actual crossings (0: that test is skipped)."""
 
 FILLING_POOL = """
 [scenario]
@@ -213,3 +216,43 @@ class TestCosmos7:
         assert pool["order_bytes"] > 0
         assert pool["cost"]["expansion"] == pytest.approx(pool["order_bytes"] / 1e12 * 150.0, abs=0.01)
         assert pool["cost"]["headroom"] is not None and pool["cost"]["headroom"] > 0
+
+    @pytest.mark.slow
+    @pytest.mark.timeout(900)
+    @pytest.mark.skipif(not COSMOS7_CROSSING_DAYS, reason="about 40 simulated days, minutes of wall time: "
+                                                          "QP_COSMOS7_CROSSING_DAYS=40 runs it")
+    async def test_the_band_of_day_7_contains_the_crossing_when_the_run_goes_on(
+            self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """The same plan, made after 7 days, against the run carried on until the pool crosses:
+        the simulator's actual 80 % and 90 % dates lie inside the plan's p90…p10 band."""
+        clock = InstantClock()
+        async with SimulatorServer("cosmos7", clock=clock, seed=0) as sim:
+            settings = settings_for(sim, tmp_path, policy=dict(DEMO_POLICY))
+            cluster = sim.scenario.cluster.name
+            usable = sim.scenario.cluster.usable_capacity_bytes
+            truth: list[tuple[float, float]] = []
+            plan: dict[str, Any] | None = None
+            async with Daemon(settings, clock) as daemon:
+                await daemon.http.start()
+                start = clock.now()
+                while clock.now() < start + COSMOS7_CROSSING_DAYS * DAY:
+                    await daemon.poll_once(cluster)
+                    truth.append((clock.now(), sim.engine.physical_used_bytes()))
+                    if plan is None and clock.now() >= start + 7 * DAY:
+                        plan = await capacity_json(daemon.http_port, capsys)
+                    clock.advance(POLL)
+                    sim.engine.advance_to(clock.now())
+        assert plan is not None
+        [pool] = plan["pools"]
+        figures = []
+        for ratio in ("0.8", "0.9"):
+            actual = first_crossing(truth, float(ratio) * usable)
+            band = pool["thresholds"][ratio]
+            early, late = epoch(band["p90"]), epoch(band["p10"])
+            assert actual is not None, f"the pool does not cross {ratio} within {COSMOS7_CROSSING_DAYS:g} days"
+            assert early is not None and early <= actual + HOUR, (ratio, band)
+            assert late is None or actual <= late + HOUR, (ratio, band)
+            figures.append(f"{ratio}: band p90 {band['p90']} p50 {band['p50']} p10 {band['p10']}, "
+                           f"actual {datetime.fromtimestamp(actual, UTC).isoformat()}")
+        with capsys.disabled():
+            print(f"\ncosmos7 plan at day 7, order_by {pool['order_by']}; " + "; ".join(figures))
