@@ -84,6 +84,9 @@ class DemoOptions:
     warm_start: WarmStart | None = None
     """Serve 28 days of pre-history from a temporary Prometheus (`prometheus`), the in-process
     stand-in (`builtin`) or whichever is available (`auto`), and warm-start from it; None: cold."""
+    state_dir: Path | None = None
+    """Where the simulator's state and the daemon's store (`state.db`, with the audit trail and
+    the outbox) are kept after the run; None: a temporary directory, removed at the end."""
 
 
 @dataclass(slots=True)
@@ -191,7 +194,8 @@ async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | 
 
     started = time.monotonic()
     clock = VirtualClock()
-    workdir = Path(tempfile.mkdtemp(prefix="quotapilot-demo-"))
+    workdir = options.state_dir or Path(tempfile.mkdtemp(prefix="quotapilot-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     try:
         async with contextlib.AsyncExitStack() as servers:
             sim = await servers.enter_async_context(SimulatorServer(
@@ -247,7 +251,8 @@ async def run_demo(options: DemoOptions, *, on_frame: Callable[[Frame], None] | 
                 alerts = stages.alerting.view.evaluated.raised
             truth = sim.engine.summary()
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if options.state_dir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
     return {
         "write_failures": int(truth["write_failures"]),
         "growth_actions": growth_actions,

@@ -67,7 +67,9 @@ def add_capacity_routes(app: web.Application, provider: CapacityProvider) -> Non
     async def get_capacity(request: web.Request) -> web.Response:
         view = provider()
         if view is None:
-            return web.json_response({"error": "capacity planning is not running in this daemon"}, status=404)
+            return web.json_response({"error": {"code": "capacity_not_running",
+                                                "message": "capacity planning is not running in this daemon"}},
+                                     status=404)
         return web.json_response(capacity_document(view))
 
     app.router.add_get(CAPACITY_PATH, get_capacity)

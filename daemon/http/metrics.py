@@ -3,7 +3,8 @@
 `SnapshotCollector.collect()` reads the snapshot it is handed and yields metric families; it does
 no IO and changes nothing, so a scrape can never disturb a poll. Names are a contract (README):
 
-per target (labels cluster, target, path) — one series per quota:
+per target (labels cluster, target, path, kind, tier) — one series per quota or filesystem
+(kind "quota" or "filesystem"; tier "" for a quota):
   quotapilot_target_used_bytes, quotapilot_target_hard_limit_bytes,
   quotapilot_target_soft_limit_bytes, quotapilot_target_utilization_ratio,
   quotapilot_target_used_inodes, quotapilot_target_hard_limit_inodes,
@@ -40,12 +41,12 @@ from quotapilot.daemon.logs import TransitionLog, get_logger
 from quotapilot.daemon.runtime.snapshot import ClusterState, Snapshot, TargetState
 from quotapilot.daemon.vms.errors import POLL_ERROR_REASONS
 from quotapilot.daemon.vms.validation import DROP_REASONS
-from quotapilot.forecasting.types import TargetId, TargetKind
+from quotapilot.forecasting.types import TargetId
 
 log = get_logger(__name__)
 _T = TypeVar("_T")
 
-TARGET_LABELS = ["cluster", "target", "path"]
+TARGET_LABELS = ["cluster", "target", "path", "kind", "tier"]
 
 _TARGET_GAUGES: tuple[tuple[str, str], ...] = (
     ("quotapilot_target_used_bytes", "Bytes used in the quota (VMS used_capacity)."),
@@ -198,8 +199,8 @@ def _target_families(snapshot: Snapshot) -> Iterator[Metric]:
     families = [Metric(name, doc, "gauge") for name, doc in _TARGET_GAUGES]
     for cluster in snapshot.clusters.values():
         for state in cluster.targets.values():
-            labels = dict(zip(TARGET_LABELS, [cluster.name, state.target.name, state.target.path], strict=True))
-            labels.update(extra_target_labels(state.target))
+            labels = {"cluster": cluster.name, "target": state.target.name, "path": state.target.path,
+                      **extra_target_labels(state.target)}
             for family, value in zip(families, _target_values(state), strict=True):
                 if value is not None:
                     family.add_sample(family.name, labels, value)
@@ -207,10 +208,10 @@ def _target_families(snapshot: Snapshot) -> Iterator[Metric]:
 
 
 def extra_target_labels(target: TargetId) -> dict[str, str]:
-    """A filesystem target's `kind="filesystem"` and `tier` labels (issue 18); quotas and pools
-    keep the documented three labels, so every existing series keeps its identity."""
-    if target.kind is not TargetKind.FILESYSTEM:
-        return {}
+    """The `kind` ("quota", "pool", "filesystem") and `tier` labels every per-target series carries
+    after cluster, target and path. `tier` is a filesystem's tier and "" for the others: one label
+    set per family, and Prometheus stores an empty label as no label, so `{tier=""}` selects
+    exactly the targets without a tier."""
     return {"kind": str(target.kind), "tier": target.tier or ""}
 
 

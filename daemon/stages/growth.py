@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.errors import PermanentError, TemporaryError
+from quotapilot.daemon.http.metrics import TARGET_LABELS, extra_target_labels
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
 from quotapilot.daemon.runtime.leadership import Leadership, SoleLeadership  # FLEET (issue 15)
@@ -460,9 +461,10 @@ class GrowthMetrics(Collector):
         grown.add_metric([], view.bytes_grown)
         yield grown
         paused = GaugeMetricFamily("quotapilot_target_paused", "1 when growth on the target is paused by hand.",
-                                   labels=["cluster", "target", "path"])
+                                   labels=TARGET_LABELS)
         for target, is_paused in sorted(view.paused.items(), key=lambda kv: kv[0].key):
-            paused.add_metric([target.cluster, target.name, target.path], 1.0 if is_paused else 0.0)
+            paused.add_metric([target.cluster, target.name, target.path, *extra_target_labels(target).values()],
+                              1.0 if is_paused else 0.0)
         yield paused
         mode = GaugeMetricFamily("quotapilot_mode", "1 for the growth mode in force.", labels=["mode"])
         for name in ("observe", "enforce"):

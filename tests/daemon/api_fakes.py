@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.http.api import add_api_routes
+from quotapilot.daemon.http.capacity import add_capacity_routes
 from quotapilot.daemon.runtime.snapshot import ClusterState, PollHealth, Snapshot, TargetState, frozen_map
 from quotapilot.daemon.settings import Settings, load_settings
 from quotapilot.daemon.simulator.faults import Faults
@@ -155,6 +156,7 @@ def serve_in_thread(daemon: FakeDaemon, faults: Faults | None = None) -> Iterato
     async def start() -> None:
         app = web.Application(middlewares=[fault_middleware(faults, daemon.clock)] if faults else [])
         add_api_routes(app, daemon)
+        add_capacity_routes(app, lambda: None)  # documented too: its 404 is the API's error shape
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -265,7 +265,7 @@ class TestOverrides:
         assert "migration" in outcome.reason
         registry = CollectorRegistry()
         registry.register(h2.stage.collector())
-        labels = {"cluster": "c1", "target": RAW.name, "path": RAW.path}
+        labels = {"cluster": "c1", "target": RAW.name, "path": RAW.path, "kind": "quota", "tier": ""}
         assert registry.get_sample_value("quotapilot_target_paused", labels) == 1.0
         assert OverrideStore(h2.db).resume("/cosmos7/raw")
         (outcome,) = (await h2.cycle()).actions

@@ -220,7 +220,8 @@ class TestRunning:
         assert ratio["/cosmos7/raw"] == pytest.approx(truth["/cosmos7/raw"]["used_capacity"]
                                                       / truth["/cosmos7/raw"]["hard_limit"])
         labels = samples["quotapilot_target_used_bytes"][0][0]
-        assert {"cluster", "target", "path"} == set(labels)
+        assert {"cluster", "target", "path", "kind", "tier"} == set(labels)
+        assert {("quota", "")} == {(lab["kind"], lab["tier"]) for lab, _ in samples["quotapilot_target_used_bytes"]}
         for name in ("quotapilot_cluster_usable_bytes", "quotapilot_cluster_used_bytes",
                      "quotapilot_cluster_free_bytes", "quotapilot_last_successful_poll_timestamp_seconds",
                      "quotapilot_poll_duration_seconds_count", "quotapilot_build_info",

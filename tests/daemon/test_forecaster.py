@@ -109,21 +109,20 @@ class TestForecastCollector:
         ctx = await run_cycles(stage, clock, 30)
         registry = CollectorRegistry()
         registry.register(stage.collector())
-        labels = {"cluster": "sim", "target": "cosmos7-raw", "path": "/cosmos7/raw"}
+        labels = {"cluster": "sim", "target": "cosmos7-raw", "path": "/cosmos7/raw", "kind": "quota", "tier": ""}
         runway = registry.get_sample_value("quotapilot_target_runway_seconds",
                                            {**labels, "threshold": "1.0", "quantile": "0.1"})
         assert runway is not None and abs(runway - (48 * 3600 + T0 + 30 * 3600 - ctx.now)) < 3600
         used_1h = registry.get_sample_value("quotapilot_target_forecast_used_bytes",
                                             {**labels, "horizon": "1h", "quantile": "0.5"})
         assert used_1h is not None and used_1h > 1e12
+        pool_labels = {"cluster": "sim", "target": "pool", "path": "/", "kind": "pool", "tier": ""}
         pool = registry.get_sample_value("quotapilot_target_forecast_used_bytes",
-                                         {"cluster": "sim", "target": "pool", "path": "/", "horizon": "7d",
-                                          "quantile": "0.9"})
+                                         {**pool_labels, "horizon": "7d", "quantile": "0.9"})
         assert pool is not None
         # the pool never fills within the horizon: no runway sample rather than +Inf
         assert registry.get_sample_value("quotapilot_target_runway_seconds",
-                                         {"cluster": "sim", "target": "pool", "path": "/", "threshold": "1.0",
-                                          "quantile": "0.5"}) is None
+                                         {**pool_labels, "threshold": "1.0", "quantile": "0.5"}) is None
         fits = registry.get_sample_value("quotapilot_forecast_fit_seconds_count", {})
         assert fits is not None and fits >= 3
         assert registry.get_sample_value("quotapilot_forecast_fallbacks_total", {"reason": "constant_rate"}) >= 1
@@ -138,7 +137,7 @@ class TestForecastCollector:
         await run_cycles(stage, clock, 30)
         registry = CollectorRegistry()
         registry.register(stage.collector())
-        labels = {"cluster": "sim", "target": "cosmos7-raw", "path": "/cosmos7/raw"}
+        labels = {"cluster": "sim", "target": "cosmos7-raw", "path": "/cosmos7/raw", "kind": "quota", "tier": ""}
 
         def runway(q: str) -> float | None:
             return registry.get_sample_value("quotapilot_target_runway_seconds",
@@ -192,7 +191,7 @@ class TestForecastCollector:
         assert raw.provisional.fallback is not None and raw.provisional.fallback.startswith("below_min_history")
         registry = CollectorRegistry()
         registry.register(stage.collector())
-        labels = {"cluster": "sim", "target": "cosmos7-raw", "path": "/cosmos7/raw"}
+        labels = {"cluster": "sim", "target": "cosmos7-raw", "path": "/cosmos7/raw", "kind": "quota", "tier": ""}
         median = registry.get_sample_value("quotapilot_target_runway_seconds",
                                            {**labels, "threshold": "1.0", "quantile": "0.5"})
         expected = 48 * 3600 + T0 + 30 * 3600 - ctx.now

@@ -23,7 +23,7 @@ from quotapilot.daemon.runtime.snapshot import (
 )
 from quotapilot.daemon.vms.errors import POLL_ERROR_REASONS
 from quotapilot.daemon.vms.validation import DROP_REASONS
-from quotapilot.forecasting.types import ClusterCapacity, Observation, TargetId
+from quotapilot.forecasting.types import ClusterCapacity, Observation, TargetId, TargetKind
 
 TIB = 2**40
 
@@ -42,7 +42,10 @@ def snapshot() -> Snapshot:
         targets=MappingProxyType(targets),
         samples_dropped_total=MappingProxyType({"negative": 2}),
         poll_errors_total=MappingProxyType({"timeout": 1}), poll_duration=durations, requests_total=7)
-    return Snapshot(t=1000.0, clusters=MappingProxyType({"c": cluster}),
+    disk = TargetId("filesystems", "nvme", "/mnt/nvme", TargetKind.FILESYSTEM, tier="hot")
+    filesystems = ClusterState("filesystems", targets=MappingProxyType({"nvme": TargetState(
+        disk, Observation(disk, 1000.0, 3 * TIB, 4 * TIB, None, 50, 100, None))}))
+    return Snapshot(t=1000.0, clusters=MappingProxyType({"c": cluster, "filesystems": filesystems}),
                     stage_errors_total=MappingProxyType({"growth": 1}))
 
 
@@ -64,7 +67,7 @@ class TestFamilies:
     """Names and labels are the README's contract; values come straight from the snapshot."""
 
     def test_target_metrics(self, registry: CollectorRegistry) -> None:
-        labels = {"cluster": "c", "target": "raw", "path": "/c/raw"}
+        labels = {"cluster": "c", "target": "raw", "path": "/c/raw", "kind": "quota", "tier": ""}
         assert registry.get_sample_value("quotapilot_target_used_bytes", labels) == 60 * TIB
         assert registry.get_sample_value("quotapilot_target_hard_limit_bytes", labels) == 100 * TIB
         assert registry.get_sample_value("quotapilot_target_soft_limit_bytes", labels) == 90 * TIB
@@ -72,10 +75,21 @@ class TestFamilies:
         assert registry.get_sample_value("quotapilot_target_used_inodes", labels) == 10
         assert registry.get_sample_value("quotapilot_target_hard_limit_inodes", labels) == 1000
         assert registry.get_sample_value("quotapilot_target_ingest_rate_bytes_per_second", labels) == 5e6
-        no_rate = {"cluster": "c", "target": "new", "path": "/c/new"}
+        no_rate = {"cluster": "c", "target": "new", "path": "/c/new", "kind": "quota", "tier": ""}
         assert registry.get_sample_value("quotapilot_target_ingest_rate_bytes_per_second", no_rate) is None
-        never = {"cluster": "c", "target": "gone", "path": "/c/gone"}
+        never = {"cluster": "c", "target": "gone", "path": "/c/gone", "kind": "quota", "tier": ""}
         assert registry.get_sample_value("quotapilot_target_used_bytes", never) is None
+
+    def test_kind_and_tier_label_every_target(self, registry: CollectorRegistry) -> None:
+        """One label set per family: a quota is `kind="quota", tier=""`, a filesystem carries its
+        kind and tier (issue 18), so one query serves both and `{kind="quota"}` tells them apart."""
+        disk = {"cluster": "filesystems", "target": "nvme", "path": "/mnt/nvme", "kind": "filesystem", "tier": "hot"}
+        assert registry.get_sample_value("quotapilot_target_utilization_ratio", disk) == 0.75
+        assert registry.get_sample_value("quotapilot_target_used_inodes", disk) == 50
+        [family] = [f for f in registry.collect() if f.name == "quotapilot_target_used_bytes"]
+        label_sets = {tuple(sorted(sample.labels)) for sample in family.samples}
+        assert label_sets == {("cluster", "kind", "path", "target", "tier")}
+        assert {(s.labels["kind"], s.labels["tier"]) for s in family.samples} == {("quota", ""), ("filesystem", "hot")}
 
     def test_cluster_and_self_metrics(self, registry: CollectorRegistry) -> None:
         c = {"cluster": "c"}
@@ -126,8 +140,9 @@ class TestTargetText:
         expected = samples(generate_latest(registry).decode())
         text = TargetText().render(snap)
         assert expected == samples(text)
-        assert ("quotapilot_target_used_bytes", (("cluster", "c"), ("path", '/c/we"ird\\path'),
-                                                 ("target", "odd"))) in samples(text)
+        assert ("quotapilot_target_used_bytes", (("cluster", "c"), ("kind", "quota"), ("path", '/c/we"ird\\path'),
+                                                 ("target", "odd"), ("tier", ""))) in samples(text)
+        assert 'target="nvme",kind="filesystem",tier="hot"} 3298534883328.0' in text
 
     def test_cached_per_cluster_state(self) -> None:
         snap = snapshot()

@@ -167,7 +167,8 @@ class TestDashboardShape:
     def test_queries_are_valid_promql(self, promtool: str, tmp_path: Path) -> None:
         """Every panel and annotation query, with Grafana's variables filled in, parses as PromQL
         (checked by promtool as the expressions of recording rules)."""
-        variables = {"$__rate_interval": "5m", "$__range": "1h", "$cluster": ".*", "$target": ".*"}
+        variables = {"$__rate_interval": "5m", "$__range": "1h", "$cluster": ".*", "$kind": ".*", "$tier": ".*",
+                     "$target": ".*"}
         exprs = []
         for text in queries(dashboard()["panels"]) + queries(dashboard()["annotations"]):
             for name, value in variables.items():
