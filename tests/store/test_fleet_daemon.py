@@ -78,8 +78,10 @@ class TestFleet:
             await leases(a).step()
             await leases(b).step()
             assert a.health()[1]["leadership"] == [{"cluster": "sim", "role": "leader", "epoch": 1,
-                                                    "holder": leases(a).holder}]
-            assert b.health()[1]["leadership"][0]["role"] == "standby"
+                                                    "holder": leases(a).holder, "lease_epoch": 1,
+                                                    "expires_in_seconds": LEASE}]
+            standby = b.health()[1]["leadership"][0]
+            assert (standby["role"], standby["holder"], standby["lease_epoch"]) == ("standby", leases(a).holder, 1)
             standby_ctx = await b.poll_once("sim")
             assert standby_ctx.poll.ok and standby_ctx.actions == []  # polled, did not act
             leader_ctx = await a.poll_once("sim")
