@@ -107,6 +107,9 @@ ChangeListener = Callable[[LeadershipChange], Awaitable[None]]
 class Leadership(Protocol):
     """What the stages ask before acting on a cluster."""
 
+    holder: str
+    """This instance, as lease rows name it."""
+
     def is_leader(self, cluster: str) -> bool: ...
 
     def epoch(self, cluster: str) -> int | None:

@@ -209,6 +209,12 @@ class TestCli:
         lines = table.splitlines()
         assert lines[0].split()[:4] == ["TARGET", "USED", "LIMIT", "UTIL"]
         assert lines[1].startswith("/cosmos7/raw")
+        # who leads what: the single SQLite instance leads its cluster, epoch 0, no expiry
+        assert body["leadership"] == {"instance": "ops1", "clusters": [
+            {"cluster": "sim", "role": "leader", "epoch": 0, "holder": "ops1", "lease_epoch": 0,
+             "expires_in_seconds": None}]}
+        assert lines[-2].split() == ["CLUSTER", "HOLDER", "EPOCH", "EXPIRES", "IN", "THIS", "INSTANCE"]
+        assert lines[-1].split() == ["sim", "ops1", "0", "—", "leader"]
 
     def test_pause_resume(self, daemon: FakeDaemon, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                           monkeypatch: pytest.MonkeyPatch) -> None:
