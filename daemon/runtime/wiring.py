@@ -132,7 +132,7 @@ def build_stages(deps: Collaborators, *, planner: Planner = plan_cycle,
                         mode=lambda: settings.policy.mode)
     if deps.leadership is not None:
         deps.leadership.subscribe(announcer(alerting, events))
-    stages: list[Stage] = [StoreStage(deps.observations), forecast, growth]
+    stages: list[Stage] = [StoreStage(deps.observations, leadership=deps.leadership), forecast, growth]
     # a new stage that runs before alerting: one line here, e.g. stages.append(X(deps.settings.x, deps.clock, deps.db))
     stages.append(FilesystemGrowthStage(settings, clock, ActionStore(deps.db)))  # filesystems: command or advice
     stages.append(alerting)
