@@ -190,7 +190,8 @@ class LeaseLeadership:
         self._seen: dict[str, Lease] = {}
         self._listeners: list[ChangeListener] = []
         self._unannounced: list[LeadershipChange] = []
-        self._store_health = TransitionLog(log, "lease_store")
+        # one line per outage: a real one fails differently (the connection cut, then pool timeouts)
+        self._store_health = TransitionLog(log, "lease_store", once_per_outage=True)
         self.changes = 0
         """Leadership transitions of this instance so far (gained + lost)."""
         self.handovers = 0
