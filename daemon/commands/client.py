@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from quotapilot.daemon.errors import ConfigError
-from quotapilot.daemon.pipeline_client import DEFAULT_URL, ApiError, Client, ClientError, RetryPolicy
+from quotapilot.daemon.pipeline_client import DEFAULT_URL, ApiError, Client, ClientError, NotFound, RetryPolicy
 from quotapilot.daemon.units import format_bytes, format_duration, parse_bytes
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_ROOM = 0, 1, 2, 3
@@ -142,7 +142,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         client = _client(args)
         answer = client.request("GET", "/api/v1/targets")
-        leadership = client.request("GET", "/api/v1/leadership")
+        try:
+            leadership = client.request("GET", "/api/v1/leadership")
+        except NotFound:  # a daemon older than the endpoint: the targets alone
+            leadership = {}
     except (ClientError, UsageError) as exc:
         return _fail(exc)
     targets = sorted(answer.get("targets", []), key=urgency_key)
