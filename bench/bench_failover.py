@@ -62,6 +62,8 @@ from quotapilot.forecasting.types import ActionStatus
 DAY = 86400.0
 POLL_SECONDS = 900.0
 PATCHED = (ActionStatus.VERIFIED, ActionStatus.VERIFY_FAILED)
+ARMED_HOURS = 6.0
+"""A leader armed to die at its next growth that has not grown within this long is killed outright."""
 WRAPPER = Path(__file__).parents[1] / "tests" / "store" / "pg_ctl_as_postgres.sh"
 
 
@@ -126,11 +128,15 @@ def _find_pg_ctl() -> str | None:
 
 # ---------------------------------------------------------------------------- the receiver
 @asynccontextmanager
-async def receiver() -> AsyncIterator[tuple[str, Counter[str]]]:
+async def receiver(clock: VirtualClock) -> AsyncIterator[tuple[str, Counter[str], dict[str, list[str]]]]:
+    """The webhook: counts each dedup key, and remembers who sent it when (to trace a duplicate)."""
     received: Counter[str] = Counter()
+    senders: dict[str, list[str]] = {}
 
     async def hook(request: web.Request) -> web.Response:
-        received[(await request.json())["dedup_key"]] += 1
+        key = (await request.json())["dedup_key"]
+        received[key] += 1
+        senders.setdefault(key, []).append(f"{request.headers.get('X-Instance')}@{clock.now():.0f}")
         return web.Response(status=204)
 
     app = web.Application()
@@ -141,7 +147,7 @@ async def receiver() -> AsyncIterator[tuple[str, Counter[str]]]:
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield f"http://127.0.0.1:{port}/hook", received
+        yield f"http://127.0.0.1:{port}/hook", received, senders
     finally:
         await runner.cleanup()
 
@@ -158,7 +164,7 @@ def settings_data(sim: SimulatorServer, url: str, hook: str, name: str, workdir:
                   "lease_seconds": 2 * POLL_SECONDS, "lease_renew_seconds": POLL_SECONDS},
         "vast": {"max_retries": 2, "backoff_base_seconds": 0.05, "backoff_max_seconds": 0.2},
         "forecast": {"workers": 0},
-        "alerts": {"webhooks": [{"name": "hook", "url": hook}]},
+        "alerts": {"webhooks": [{"name": "hook", "url": hook, "headers": {"X-Instance": name}}]},
     }
 
 
@@ -199,7 +205,7 @@ async def run(days: float, seed: int, url: str | None) -> dict[str, Any]:
     tally = Tally()
     started = time.monotonic()
     try:
-        async with receiver() as (hook, received), \
+        async with receiver(clock) as (hook, received, senders), \
                 (throwaway_postgres(workdir) if url is None else _given(url)) as db_url, \
                 SimulatorServer("cosmos7", clock=clock, seed=seed, port=0, state_dir=workdir / "sim") as sim:
             cluster = sim.scenario.cluster.name
@@ -210,17 +216,21 @@ async def run(days: float, seed: int, url: str | None) -> dict[str, Any]:
             next_kill = clock.now() + rng.uniform(2, 6) * 3600
             leader_killed_at: float | None = None
             armed: str | None = None  # an instance that dies at its next growth (mid-growth kill)
+            armed_at = 0.0
             while clock.now() < end:
                 now = clock.now()
                 for name in [n for n, t in dead_until.items() if t <= now]:  # restarts
                     del dead_until[name]
                     alive[name] = await start(name, sim, db_url, hook, clock, workdir)
                 victim = None
-                if now >= next_kill and armed is None and len(alive) > 1:
+                if armed is not None and (armed not in alive or now - armed_at >= ARMED_HOURS * 3600):
+                    # no growth came within ARMED_HOURS: the armed leader is killed outright
+                    victim, armed = (armed if armed in alive else None), None
+                elif now >= next_kill and armed is None and len(alive) > 1:
                     current = await asyncio.to_thread(holder_of, db_url, cluster, now)
                     leader = next((n for n, i in sorted(alive.items()) if i.leadership.holder == current), None)
                     if leader is not None and rng.random() < 0.5:
-                        armed = leader  # dies at its next write-ahead step or right after its PATCH
+                        armed, armed_at = leader, now  # dies at its next write-ahead step or right after its PATCH
                         _arm(alive[leader], rng)
                     else:
                         victim = rng.choice(sorted(alive))
@@ -261,6 +271,9 @@ async def run(days: float, seed: int, url: str | None) -> dict[str, Any]:
                 await kill(instance)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    for key, count in sorted(received.items()):
+        if count > 1:  # the trace of a duplicate: which instance sent it when
+            print(f"duplicate {key}: {senders[key]}", file=sys.stderr)
     return _report(days, tally, truth, audit, outbox, received, time.monotonic() - started)
 
 
@@ -271,14 +284,14 @@ async def _given(url: str) -> AsyncIterator[str]:
 
 def _arm(instance: Instance, rng: random.Random) -> None:
     """The next growth of this instance dies at its intent or right after its PATCH."""
-    point = rng.choice(["intent", "patched"])
+    dies_at = rng.choice(["intent", "patched"])
     growth = next(s for s in instance.daemon.stages if isinstance(s, GrowthStage))
 
-    def checkpoint(reached: str) -> None:
-        if reached == point:
+    def checkpoint(point: str) -> None:
+        if point == dies_at:
             raise Killed(point)
 
-    growth.checkpoint = checkpoint  # type: ignore[method-assign]  # the bench's kill -9
+    growth.actuator.checkpoint = checkpoint  # type: ignore[method-assign]  # the bench's kill -9
 
 
 def _read_store(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

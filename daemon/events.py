@@ -10,6 +10,8 @@ outbox.
                 verified, would_grow, failed, blocked, paused, …)
     alert       an alert fired, escalated, de-escalated or resolved (not a re-notification)
     mode        the growth mode the daemon runs in changed (observe / enforce), or was first seen
+    leadership  a cluster got a new leader (a fleet on PostgreSQL): enqueued by the new leader,
+                id `leadership/<cluster>@<epoch>` — the same on every instance, so sent once
 
 Event ids are deterministic (the audit row, the alert's notification sequence, the decision's
 time), so an event enqueued twice after a crash has one id and a receiver dedups on it; the
@@ -37,6 +39,7 @@ from quotapilot.alerts.words import iso8601
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
+from quotapilot.daemon.runtime.leadership import LeadershipChange
 from quotapilot.daemon.runtime.retry import RetryPolicy
 from quotapilot.daemon.runtime.supervisor import TaskFactory
 from quotapilot.daemon.settings import EventSettings
@@ -47,7 +50,7 @@ log = get_logger(__name__)
 
 SCHEMA = "quotapilot.event/v1"
 SCHEMA_VERSION = 1
-EVENT_TYPES: tuple[str, ...] = ("intent", "blocked", "result", "alert", "mode")
+EVENT_TYPES: tuple[str, ...] = ("intent", "blocked", "result", "alert", "mode", "leadership")
 EVENT_SINK_PREFIX = "events-"
 """Event sinks are named `events-mqtt`, `events-webhook-<i>` (or `events-<name>`): the outbox
 table is shared with the alerts, the sink name keeps the two deliveries apart."""
@@ -140,6 +143,12 @@ def alert_events(before: AlertView, after: AlertView, now: float) -> list[Event]
 
 def mode_event(before: str | None, after: str, now: float) -> Event:
     return Event(id=f"mode/{after}@{now:.3f}", type="mode", t=now, data={"from": before, "to": after})
+
+
+def leadership_event(change: LeadershipChange) -> Event:
+    return Event(id=change.dedup_key, type="leadership", t=change.t, cluster=change.cluster,
+                 data={"holder": change.holder, "epoch": change.epoch, "previous_holder": change.previous_holder,
+                       "transition": change.transition})
 
 
 # ------------------------------------------------------------------------------------- sinks

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from quotapilot.daemon.errors import ConfigError
-from quotapilot.daemon.pipeline_client import DEFAULT_URL, ApiError, Client, ClientError, RetryPolicy
+from quotapilot.daemon.pipeline_client import DEFAULT_URL, ApiError, Client, ClientError, NotFound, RetryPolicy
 from quotapilot.daemon.units import format_bytes, format_duration, parse_bytes
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_ROOM = 0, 1, 2, 3
@@ -140,16 +140,44 @@ def urgency_key(target: Mapping[str, Any]) -> tuple[float, float, str]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     try:
-        answer = _client(args).request("GET", "/api/v1/targets")
+        client = _client(args)
+        answer = client.request("GET", "/api/v1/targets")
+        try:
+            leadership = client.request("GET", "/api/v1/leadership")
+        except NotFound:  # a daemon older than the endpoint: the targets alone
+            leadership = {}
     except (ClientError, UsageError) as exc:
         return _fail(exc)
     targets = sorted(answer.get("targets", []), key=urgency_key)
+    leases = list(leadership.get("clusters", []))
     if args.json:
         _emit(json.dumps({"generated_at": answer.get("generated_at"), "kill_switch": answer.get("kill_switch"),
-                          "targets": targets, "clusters": answer.get("clusters", [])}))
+                          "targets": targets, "clusters": answer.get("clusters", []),
+                          "leadership": {"instance": leadership.get("instance"), "clusters": leases}}))
         return EXIT_OK
     _emit(render_status(targets, bool(answer.get("kill_switch"))))
+    if leases:
+        _emit("")
+        _emit(render_leadership(leases))
     return EXIT_OK
+
+
+def render_leadership(leases: Sequence[Mapping[str, Any]]) -> str:
+    """Who leads what: per cluster the lease holder, its epoch, how long it runs on, and what the
+    daemon asked (this instance) is for that cluster."""
+    header = ("CLUSTER", "HOLDER", "EPOCH", "EXPIRES IN", "THIS INSTANCE")
+    rows: list[tuple[str, ...]] = []
+    for lease in leases:
+        expires = lease.get("expires_in_seconds")
+        epoch = lease.get("lease_epoch")
+        rows.append((str(lease.get("cluster")), str(lease.get("holder") or "(nobody)"),
+                     "—" if epoch is None else str(epoch),
+                     "—" if not isinstance(expires, int | float) else
+                     "expired" if expires <= 0 else f"{expires:.0f}s",
+                     str(lease.get("role", ""))))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in (header, *rows))
 
 
 def _runway(seconds: object) -> str:

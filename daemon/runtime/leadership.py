@@ -5,10 +5,18 @@ Two implementations of one small interface (`Leadership`):
 
 - `SoleLeadership` (SQLite, one host): this instance always leads every cluster, epoch 0, and
   records intents without a fence — single-instance behaviour is exactly what it was.
-- `LeaseLeadership` (PostgreSQL, a fleet): a loop on the injected clock takes or renews the lease
-  of every configured cluster every `renew_seconds` (`store.leases`); the lease lasts
-  `lease_seconds`. A lease whose holder stopped renewing (killed, partitioned, paused) expires
-  and the next instance's attempt takes it, with the epoch incremented.
+- `LeaseLeadership` (PostgreSQL, a fleet): a loop on the injected clock heartbeats this
+  instance's `members` row, then renews the leases it holds and takes the free ones it is
+  preferred for, every `renew_seconds` (`store.leases`); the lease lasts `lease_seconds`.
+  `runtime/placement.py` decides which: clusters spread over the live instances (least loaded
+  first), and an instance two leases above a stable member hands one over. A lease whose holder
+  stopped renewing (killed, partitioned, paused) expires and the preferred survivor takes it at
+  its next round, with the epoch incremented.
+
+A change of leader is announced by the NEW leader (it holds the lease; a deposed one cannot be
+trusted to): each subscriber (`subscribe`) gets a `LeadershipChange` — the wiring turns it into an
+info notification and a `leadership` event whose dedup key is `leadership/<cluster>@<epoch>`, the
+same whichever instance enqueues it, so it is delivered once across the fleet.
 
 Safety does not rest on this loop's view: `is_leader` is only a fast local answer (it turns false
 as soon as a renewal fails or the local estimate of the lease runs out — PostgreSQL down means
@@ -27,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,31 +44,71 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.logs import TransitionLog
+from quotapilot.daemon.runtime.placement import place
 from quotapilot.daemon.runtime.supervisor import TaskFactory, sleep_unless
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.store.actions import Fence
 from quotapilot.daemon.store.backend import Backend, StoreError
-from quotapilot.daemon.store.leases import LeaseStore
+from quotapilot.daemon.store.leases import Lease, LeaseStore
+from quotapilot.daemon.store.members import Member, MemberStore
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Role:
-    """This instance's part in one cluster, for `/healthz`, `status` and metrics."""
+    """This instance's part in one cluster, for `/healthz`, `status` and metrics: whether it leads
+    (and under which epoch), and who holds the lease as this instance last read it."""
 
     cluster: str
     leader: bool
     epoch: int | None
     holder: str
+    """The lease's holder as last read (this instance when it leads; None-like "" when nobody does)."""
+    lease_epoch: int | None = None
+    """The lease's epoch as last read, whoever holds it."""
+    expires_in_seconds: float | None = None
+    """How long the lease runs on as last read (negative: expired, free to take)."""
 
     def as_json(self) -> dict[str, object]:
         return {"cluster": self.cluster, "role": "leader" if self.leader else "standby", "epoch": self.epoch,
-                "holder": self.holder}
+                "holder": self.holder, "lease_epoch": self.lease_epoch,
+                "expires_in_seconds": None if self.expires_in_seconds is None else round(self.expires_in_seconds, 3)}
+
+
+@dataclass(frozen=True, slots=True)
+class LeadershipChange:
+    """A cluster got a new leader: this instance, under `epoch` (announced by the new leader)."""
+
+    cluster: str
+    holder: str
+    epoch: int
+    t: float
+    previous_holder: str | None
+    transition: str
+    """`first` (the cluster never had a leader), `takeover` (the previous holder is gone: it
+    died, was cut off or exited) or `handover` (the previous holder is live: it handed over to
+    even out the fleet)."""
+
+    @property
+    def dedup_key(self) -> str:
+        """The same on every instance: one announcement per (cluster, epoch)."""
+        return f"leadership/{self.cluster}@{self.epoch}"
+
+    def summary(self) -> str:
+        was = f" from {self.previous_holder}" if self.previous_holder else ""
+        return f"{self.holder} leads cluster {self.cluster} (epoch {self.epoch}, {self.transition}{was})"
+
+
+ChangeListener = Callable[[LeadershipChange], Awaitable[None]]
+"""Told of every leadership this instance gains (the wiring: an info alert and an event)."""
 
 
 class Leadership(Protocol):
     """What the stages ask before acting on a cluster."""
+
+    holder: str
+    """This instance, as lease rows name it."""
 
     def is_leader(self, cluster: str) -> bool: ...
 
@@ -77,6 +125,10 @@ class Leadership(Protocol):
         ...
 
     def roles(self) -> list[Role]: ...
+
+    def subscribe(self, listener: ChangeListener) -> None:
+        """Call `listener` on every leadership this instance gains (never for the single instance)."""
+        ...
 
 
 class SoleLeadership:
@@ -99,33 +151,51 @@ class SoleLeadership:
         return True
 
     def roles(self) -> list[Role]:
-        return [Role(cluster, True, 0, self.holder) for cluster in self.clusters]
+        return [Role(cluster, True, 0, self.holder, 0) for cluster in self.clusters]
+
+    def subscribe(self, listener: ChangeListener) -> None:
+        """The single instance leads from start to end: there is never a change to announce."""
 
     def collector(self) -> LeadershipCollector:
         return LeadershipCollector(self)
 
 
 class LeaseLeadership:
-    """Leases in the shared store, renewed by `run()` (a supervised task) every `renew_seconds`."""
+    """Leases in the shared store, renewed by `run()` (a supervised task) every `renew_seconds`.
+
+    `members`: the fleet's membership (None: no spreading — this instance takes every free lease,
+    as a fleet of one would); `grace_seconds` (default: `lease_seconds`): a free lease that its
+    preferred member has not taken within this long is taken by anyone."""
 
     def __init__(self, leases: LeaseStore, clusters: Iterable[str], clock: Clock, *,
                  instance_name: str | None = None, lease_seconds: float = 15.0,
-                 renew_seconds: float = 5.0) -> None:
+                 renew_seconds: float = 5.0, members: MemberStore | None = None,
+                 grace_seconds: float | None = None) -> None:
         if renew_seconds * 2 > lease_seconds:
             raise ValueError("renew_seconds must be at most half of lease_seconds")
         self.leases = leases
+        self.members = members if members is not None else MemberStore(leases.db)
         self.clusters = list(clusters)
         self.clock = clock
+        self.instance = instance_name or socket.gethostname()
         # a per-process suffix: a restarted instance is a new holder, so it waits for (or is
         # handed) the lease and bumps the epoch — two processes can never share an epoch
-        self.holder = f"{instance_name or socket.gethostname()}/{uuid.uuid4().hex[:8]}"
+        self.holder = f"{self.instance}/{uuid.uuid4().hex[:8]}"
         self.lease_seconds = lease_seconds
         self.renew_seconds = renew_seconds
+        self.grace_seconds = lease_seconds if grace_seconds is None else grace_seconds
+        self.started_at = clock.now()
         self._fences: dict[str, Fence] = {}
         self._valid_until: dict[str, float] = {}
-        self._store_health = TransitionLog(log, "lease_store")
+        self._seen: dict[str, Lease] = {}
+        self._listeners: list[ChangeListener] = []
+        self._unannounced: list[LeadershipChange] = []
+        # one line per outage: a real one fails differently (the connection cut, then pool timeouts)
+        self._store_health = TransitionLog(log, "lease_store", once_per_outage=True)
         self.changes = 0
         """Leadership transitions of this instance so far (gained + lost)."""
+        self.handovers = 0
+        """Leases this instance handed over to even out the fleet."""
 
     # ------------------------------------------------------------------------------ queries
     def is_leader(self, cluster: str) -> bool:
@@ -154,7 +224,24 @@ class LeaseLeadership:
             return False
 
     def roles(self) -> list[Role]:
-        return [Role(c, self.is_leader(c), self.epoch(c), self.holder) for c in self.clusters]
+        """Per cluster: this instance's role, and the lease as this instance last read it."""
+        now = self.clock.now()
+        roles = []
+        for cluster in self.clusters:
+            leader = self.is_leader(cluster)
+            seen = self._seen.get(cluster)
+            if leader:
+                fence = self._fences[cluster]
+                roles.append(Role(cluster, True, fence.epoch, self.holder, fence.epoch,
+                                  self._valid_until[cluster] - now))
+            elif seen is not None:
+                roles.append(Role(cluster, False, None, seen.holder, seen.epoch, seen.expires_at - now))
+            else:
+                roles.append(Role(cluster, False, None, ""))
+        return roles
+
+    def subscribe(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
 
     def collector(self) -> LeadershipCollector:
         return LeadershipCollector(self)
@@ -173,8 +260,20 @@ class LeaseLeadership:
             await asyncio.shield(self.release())
 
     async def step(self) -> None:
-        """One round over every cluster. A store error drops every lease at once."""
-        for cluster in self.clusters:
+        """One round: heartbeat, read the fleet, renew what we keep, take what we are preferred
+        for, hand over at most one lease. A store error drops every lease at once."""
+        now = self.clock.now()
+        try:
+            members, seen = await asyncio.to_thread(self._read_fleet, now)
+        except StoreError as exc:
+            self._lose_all(str(exc))
+            return
+        self._seen = {lease.cluster: lease for lease in seen}
+        me = next((m for m in members if m.holder == self.holder), Member(self.holder, self.instance, now, now))
+        placement = place(me, self.clusters, members, seen, now=now, stable_seconds=2 * self.renew_seconds,
+                          grace_seconds=self.grace_seconds, started_at=self.started_at)
+        live = {m.holder for m in members}
+        for cluster in [*placement.renew, *placement.take]:
             started = self.clock.now()
             try:
                 fence = await asyncio.to_thread(self.leases.acquire, cluster, self.holder, now=started,
@@ -182,14 +281,53 @@ class LeaseLeadership:
             except StoreError as exc:
                 self._lose_all(str(exc))
                 return
-            self._store_health.ok("store", holder=self.holder)
             if fence is None:
                 self._lose(cluster, "held by another instance")
             else:
-                self._gain(cluster, fence, started + self.lease_seconds)
+                self._gain(cluster, fence, started + self.lease_seconds, self._seen.get(cluster), live)
+        for cluster in set(self.clusters) - {*placement.renew, *placement.take, placement.release}:
+            self._lose(cluster, "held by another instance")
+        self._store_health.ok("store", holder=self.holder)
+        if placement.release is not None and placement.release in self._fences:
+            await self._hand_over(placement.release)
+        await self._announce()
+
+    def _read_fleet(self, now: float) -> tuple[list[Member], list[Lease]]:
+        self.members.heartbeat(self.holder, self.instance, now=now, ttl_seconds=self.lease_seconds)
+        return self.members.live(now=now, ttl_seconds=self.lease_seconds), self.leases.all()
+
+    async def _hand_over(self, cluster: str) -> None:
+        """Give one lease up to even out the fleet: a less loaded member takes it next round."""
+        fence = self._fences.pop(cluster)
+        self._valid_until.pop(cluster, None)
+        self.changes += 1
+        self.handovers += 1
+        try:
+            await asyncio.to_thread(self.leases.release, fence, cluster, now=self.clock.now())
+        except StoreError as exc:  # it expires by itself; the fence already stops our writes
+            self._lose_all(str(exc))
+            return
+        log.info("leadership.handed_over", cluster=cluster, epoch=fence.epoch, holder=self.holder)
+
+    async def _announce(self) -> None:
+        """Tell the listeners of the leaderships gained; one that fails is retried next round
+        while we still lead under that epoch (the store may be briefly down)."""
+        pending, self._unannounced = self._unannounced, []
+        for change in pending:
+            if self.epoch(change.cluster) != change.epoch:
+                continue  # lost it again meanwhile: the next leader announces its own epoch
+            try:
+                for listener in self._listeners:
+                    await listener(change)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("leadership.announce_failed", cluster=change.cluster, epoch=change.epoch, error=str(exc))
+                self._unannounced.append(change)
 
     async def release(self) -> None:
-        """Hand every lease we hold over now (a clean shutdown), so a standby need not wait."""
+        """Hand every lease we hold over now and leave the fleet (a clean shutdown), so a
+        standby need not wait."""
         held = dict(self._fences)
         self._fences.clear()
         for cluster, fence in held.items():
@@ -199,14 +337,24 @@ class LeaseLeadership:
                 log.warning("lease.release_failed", cluster=cluster, error=str(exc))
                 continue
             log.info("leadership.released", cluster=cluster, epoch=fence.epoch, holder=self.holder)
+        try:
+            await asyncio.to_thread(self.members.leave, self.holder)
+        except StoreError as exc:
+            log.warning("member.leave_failed", holder=self.holder, error=str(exc))
 
-    def _gain(self, cluster: str, fence: Fence, valid_until: float) -> None:
+    def _gain(self, cluster: str, fence: Fence, valid_until: float, before: Lease | None,
+              live: set[str]) -> None:
         previous = self._fences.get(cluster)
         self._fences[cluster] = fence
         self._valid_until[cluster] = valid_until
         if previous != fence:
             self.changes += 1
             log.info("leadership.gained", cluster=cluster, epoch=fence.epoch, holder=self.holder)
+            if before is not None and before.epoch == fence.epoch:
+                return  # our own lease again (after a store outage): nobody led in between
+            transition = "first" if before is None else "handover" if before.holder in live else "takeover"
+            self._unannounced.append(LeadershipChange(cluster, self.holder, fence.epoch, self.clock.now(),
+                                                      None if before is None else before.holder, transition))
 
     def _lose(self, cluster: str, why: str) -> None:
         fence = self._fences.pop(cluster, None)
@@ -250,6 +398,7 @@ def build_leadership(settings: Settings, db: Backend, clock: Clock,
     if db.dialect != "postgres":
         return SoleLeadership(clusters, store.instance_name)
     leadership = LeaseLeadership(LeaseStore(db), clusters, clock, instance_name=store.instance_name,
-                                 lease_seconds=store.lease_seconds, renew_seconds=store.lease_renew_seconds)
+                                 lease_seconds=store.lease_seconds, renew_seconds=store.lease_renew_seconds,
+                                 members=MemberStore(db))
     add_task("leases", leadership.run)
     return leadership

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from quotapilot.alerts.dispatcher import Sink
 from quotapilot.alerts.rules import TaskHealth
 from quotapilot.daemon.clock import Clock
-from quotapilot.daemon.events import EventStage
+from quotapilot.daemon.events import EventStage, leadership_event
 from quotapilot.daemon.fs.alerts import FilesystemAlertStage
 from quotapilot.daemon.fs.growth import FilesystemGrowthStage
 from quotapilot.daemon.history.importer import HistoryBackedLoader
 from quotapilot.daemon.runtime.cycle import Stage
-from quotapilot.daemon.runtime.leadership import Leadership
+from quotapilot.daemon.runtime.leadership import ChangeListener, Leadership, LeadershipChange
 from quotapilot.daemon.runtime.supervisor import Supervisor
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.stages.actuator import QuotaWriter
@@ -130,7 +130,9 @@ def build_stages(deps: Collaborators, *, planner: Planner = plan_cycle,
     capacity = CapacityStage(settings.capacity, clock, raise_alerts=alerting.raise_conditions)
     events = EventStage(settings.events, clock, AsyncOutbox(OutboxStore(deps.db)), alert_states=alerting.states,
                         mode=lambda: settings.policy.mode)
-    stages: list[Stage] = [StoreStage(deps.observations), forecast, growth]
+    if deps.leadership is not None:
+        deps.leadership.subscribe(announcer(alerting, events))
+    stages: list[Stage] = [StoreStage(deps.observations, leadership=deps.leadership), forecast, growth]
     # a new stage that runs before alerting: one line here, e.g. stages.append(X(deps.settings.x, deps.clock, deps.db))
     stages.append(FilesystemGrowthStage(settings, clock, ActionStore(deps.db)))  # filesystems: command or advice
     stages.append(alerting)
@@ -139,6 +141,15 @@ def build_stages(deps: Collaborators, *, planner: Planner = plan_cycle,
     stages.append(events)  # last: every decision, action and alert transition of the cycle as an event
     return WiredStages(tuple(stages), forecast=forecast, growth=growth, alerting=alerting, capacity=capacity,
                        events=events)
+
+
+def announcer(alerting: AlertingStage, events: EventStage) -> ChangeListener:
+    """A leadership this instance gained: an info alert and a `leadership` event, both with the
+    dedup key `leadership/<cluster>@<epoch>` (delivered once across the fleet)."""
+    async def announce(change: LeadershipChange) -> None:
+        await alerting.announce(change)
+        await events.publish_now(change.t, [leadership_event(change)])
+    return announce
 
 
 class StageWiring:

@@ -32,7 +32,7 @@ from quotapilot.alerts.dispatcher import (
     Sink,
     publishes_state,
 )
-from quotapilot.alerts.model import AlertState, Condition, Notification, Phase, Severity, Status
+from quotapilot.alerts.model import AlertState, Condition, Notification, Phase, Severity, Status, alert_id
 from quotapilot.alerts.routing import QuietWindow, Route, route
 from quotapilot.alerts.rules import (
     ALERT_KINDS,
@@ -52,7 +52,7 @@ from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.fs.alerts import thresholds_for as filesystem_thresholds
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
-from quotapilot.daemon.runtime.leadership import Leadership
+from quotapilot.daemon.runtime.leadership import Leadership, LeadershipChange
 from quotapilot.daemon.runtime.retry import RetryPolicy
 from quotapilot.daemon.runtime.supervisor import TaskFactory, sleep_unless
 from quotapilot.daemon.settings import LOG_SINK_NAME, AlertRuleSettings, AlertSettings, PolicyRules, Settings
@@ -470,6 +470,20 @@ class AlertingStage:
             self.dispatcher.wake()
         return made
 
+    async def announce(self, change: LeadershipChange) -> int:
+        """An info notification that `change.holder` now leads a cluster (kind `leadership`),
+        routed and queued like every alert. One-shot, outside the rules' state: its dedup key
+        `leadership/<cluster>@<epoch>` is the same whichever instance enqueues it, and the outbox
+        keeps one row per (sink, key). Returns the outbox rows added."""
+        note = leadership_notification(change)
+        entries = self._entries(note, change.t)
+        added = await self.store.enqueue(entries) if entries else 0
+        log.info("alert.raised", alert_id=note.alert_id, severity=str(note.severity), summary=note.summary,
+                 dedup_key=note.dedup_key, sinks=len(entries))
+        if added:
+            self.dispatcher.wake()
+        return added
+
     async def _apply(self, states: dict[str, AlertState], conditions: Sequence[Any], now: float) -> int:
         result = evaluate(states, conditions, self.config, now)
         per_note = [self._entries(note, now) for note in result.notifications]
@@ -552,6 +566,17 @@ class AlertingStage:
 
     def collector(self) -> AlertMetrics:
         return AlertMetrics(lambda: self.view)
+
+
+def leadership_notification(change: LeadershipChange) -> Notification:
+    """The info notification of a leadership change (alert id `<cluster>/fleet/leadership`)."""
+    return Notification(
+        alert_id=alert_id(change.cluster, "fleet", "leadership"), dedup_key=change.dedup_key,
+        sequence=change.epoch, episode=change.epoch, status=Status.FIRING, severity=Severity.INFO,
+        kind="leadership", cluster=change.cluster, target="fleet", path="", summary=change.summary(),
+        evaluated_at=change.t, started_at=change.t, event=True,
+        labels=(("holder", change.holder), ("previous_holder", change.previous_holder or ""),
+                ("transition", change.transition)))
 
 
 # ------------------------------------------------------------------------------------- metrics

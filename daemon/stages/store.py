@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import asyncio
 
+from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER
 from quotapilot.daemon.runtime.cycle import CycleContext
+from quotapilot.daemon.runtime.leadership import Leadership
 from quotapilot.daemon.store.observations import ObservationStore
 
 PRUNE_INTERVAL_SECONDS = 3600.0
 
 
 class StoreStage:
-    """First stage: the poll's validated samples into SQLite, one transaction per poll; retention
-    pruning once an hour (of the daemon's clock)."""
+    """First stage: the poll's validated samples into the store, one transaction per poll;
+    retention pruning once an hour (of the daemon's clock).
+
+    In a fleet every instance polls every cluster, but only the cluster's leader records: the
+    shared history stays one series at the poll rate (the forecaster warm-starts from it), not
+    one per instance interleaved. `leadership` None: alone, record everything."""
 
     name = "store"
 
-    def __init__(self, store: ObservationStore) -> None:
+    def __init__(self, store: ObservationStore, *, leadership: Leadership | None = None) -> None:
         self.store = store
+        self.leadership = leadership
         self._last_prune: float | None = None
 
     def _write(self, ctx: CycleContext) -> None:
@@ -27,5 +34,8 @@ class StoreStage:
             self.store.prune(ctx.now)
 
     async def on_cycle(self, ctx: CycleContext) -> None:
+        cluster = ctx.poll.cluster
+        if self.leadership is not None and cluster != FILESYSTEM_CLUSTER and not self.leadership.is_leader(cluster):
+            return  # a standby: the leader records this cluster (a host's own filesystems have no leader)
         if ctx.poll.ok and ctx.poll.observations:
             await asyncio.to_thread(self._write, ctx)

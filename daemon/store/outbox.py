@@ -24,6 +24,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 from quotapilot.alerts.dispatcher import OutboxEntry, OutboxRow
@@ -37,8 +38,11 @@ DEFAULT_CLAIM_SECONDS = 60.0
 
 
 def default_claimer() -> str:
-    """This process, as an outbox claimer (host and pid: unique on a fleet)."""
-    return f"{socket.gethostname()}/{os.getpid()}"
+    """A claimer of its own: host and pid for whoever reads the row, plus a random suffix — host
+    and pid alone are not unique (instances sharing a process; containers with one host name,
+    each quotapilot pid 1), and two instances taking each other's claims for their own would
+    both send the row."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
 class OutboxStore:

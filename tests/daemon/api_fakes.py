@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.http.api import add_api_routes
 from quotapilot.daemon.http.capacity import add_capacity_routes
+from quotapilot.daemon.runtime.leadership import SoleLeadership
 from quotapilot.daemon.runtime.snapshot import ClusterState, PollHealth, Snapshot, TargetState, frozen_map
 from quotapilot.daemon.settings import Settings, load_settings
 from quotapilot.daemon.simulator.faults import Faults
@@ -88,6 +89,7 @@ class FakeDaemon:
     usable_bytes: int = 1000 * TIB
     free_bytes: int = 500 * TIB
     cycles_requested: list[str] = field(default_factory=list)
+    leadership: SoleLeadership | None = field(default_factory=lambda: SoleLeadership([CLUSTER], holder="ops1"))
 
     @property
     def snapshot(self) -> Snapshot:

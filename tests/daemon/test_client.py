@@ -4,11 +4,13 @@ CLI wrappers (`preflight`, `status`, `pause`, `resume`). No test sleeps for real
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
 import json
 import random
 import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +211,37 @@ class TestCli:
         lines = table.splitlines()
         assert lines[0].split()[:4] == ["TARGET", "USED", "LIMIT", "UTIL"]
         assert lines[1].startswith("/cosmos7/raw")
+        # who leads what: the single SQLite instance leads its cluster, epoch 0, no expiry
+        assert body["leadership"] == {"instance": "ops1", "clusters": [
+            {"cluster": "sim", "role": "leader", "epoch": 0, "holder": "ops1", "lease_epoch": 0,
+             "expires_in_seconds": None}]}
+        assert lines[-2].split() == ["CLUSTER", "HOLDER", "EPOCH", "EXPIRES", "IN", "THIS", "INSTANCE"]
+        assert lines[-1].split() == ["sim", "ops1", "0", "—", "leader"]
+
+    def test_status_of_a_daemon_without_the_leadership_endpoint(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A daemon older than `/api/v1/leadership` (404): the targets alone, no error."""
+
+        class Older(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                found = self.path == "/api/v1/targets"
+                body = json.dumps({"targets": []} if found else {"error": "not_found", "message": "no route"})
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, format: str, *args: object) -> None: ...  # quiet
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Older)
+        thread = threading.Thread(target=server.serve_forever, name="older-daemon", daemon=True)
+        thread.start()
+        try:
+            assert main(["status", "--url", f"http://127.0.0.1:{server.server_address[1]}"]) == 0
+        finally:
+            server.shutdown()
+            thread.join()
+        out = capsys.readouterr().out
+        assert "no targets yet" in out and "CLUSTER" not in out
 
     def test_pause_resume(self, daemon: FakeDaemon, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                           monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,9 +18,11 @@ from quotapilot.daemon.events import (
     alert_events,
     alert_view,
     decision_events,
+    leadership_event,
     mode_event,
 )
 from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
+from quotapilot.daemon.runtime.leadership import LeadershipChange
 from quotapilot.daemon.settings import load_settings
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.outbox import AsyncOutbox, OutboxStore
@@ -90,6 +92,16 @@ class TestBuilders:
         event = mode_event(None, "observe", T0)
         jsonschema.validate(event.payload(), SCHEMA)
         assert (event.type, event.data) == ("mode", {"from": None, "to": "observe"})
+
+    def test_leadership(self) -> None:
+        change = LeadershipChange("c1", "b/1234abcd", 7, T0, "a/5678ef01", "takeover")
+        event = leadership_event(change)
+        jsonschema.validate(event.payload(), SCHEMA)
+        assert (event.type, event.id, event.cluster) == ("leadership", "leadership/c1@7", "c1")
+        assert event.data == {"holder": "b/1234abcd", "epoch": 7, "previous_holder": "a/5678ef01",
+                              "transition": "takeover"}
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(event.payload() | {"data": {**event.data, "transition": "coup"}}, SCHEMA)
 
     def test_schema_rejects_an_unknown_type(self) -> None:
         payload = mode_event(None, "observe", T0).payload() | {"type": "other"}

@@ -5,6 +5,8 @@ once a newer leader has taken over, and the growth happens exactly once."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -15,6 +17,7 @@ import pytest
 from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from quotapilot.daemon.cli import main
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.runtime.leadership import LeaseLeadership
@@ -78,8 +81,10 @@ class TestFleet:
             await leases(a).step()
             await leases(b).step()
             assert a.health()[1]["leadership"] == [{"cluster": "sim", "role": "leader", "epoch": 1,
-                                                    "holder": leases(a).holder}]
-            assert b.health()[1]["leadership"][0]["role"] == "standby"
+                                                    "holder": leases(a).holder, "lease_epoch": 1,
+                                                    "expires_in_seconds": LEASE}]
+            standby = b.health()[1]["leadership"][0]
+            assert (standby["role"], standby["holder"], standby["lease_epoch"]) == ("standby", leases(a).holder, 1)
             standby_ctx = await b.poll_once("sim")
             assert standby_ctx.poll.ok and standby_ctx.actions == []  # polled, did not act
             leader_ctx = await a.poll_once("sim")
@@ -139,3 +144,23 @@ class TestFleet:
             assert rows[0] == ("cosmos7-processed", "intent", 1)
             assert ("cosmos7-raw", "verified", 2) in rows
             assert not [r for r in rows if r[0] == "cosmos7-processed" and r[1] == "verified"]
+
+    async def test_status_shows_who_leads_what(self, tmp_path: Path, pg_url: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+        """`quotapilot status` against the standby's HTTP API: the holder is the leader, with its
+        epoch and remaining time; this instance stands by."""
+        async with fleet(tmp_path, pg_url) as (_, clock, a, b):
+            await leases(a).step()
+            await leases(b).step()
+            clock.advance(RENEW)
+            await b.http.start()
+            url = f"http://127.0.0.1:{b.http_port}"
+            assert await asyncio.to_thread(main, ["status", "--url", url]) == 0
+            table = capsys.readouterr().out.splitlines()
+            assert await asyncio.to_thread(main, ["status", "--url", url, "--json"]) == 0
+            body = json.loads(capsys.readouterr().out)
+            await b.http.close()
+        assert table[-1].split() == ["sim", leases(a).holder, "1", f"{LEASE - RENEW:.0f}s", "standby"]
+        assert body["leadership"] == {"instance": leases(b).holder, "clusters": [
+            {"cluster": "sim", "role": "standby", "epoch": None, "holder": leases(a).holder, "lease_epoch": 1,
+             "expires_in_seconds": LEASE - RENEW}]}

@@ -19,6 +19,7 @@ from quotapilot.daemon.runtime.leadership import LeaseLeadership, SoleLeadership
 from quotapilot.daemon.store.actions import ActionStore, FencedOut
 from quotapilot.daemon.store.backend import Backend, Params, Row, StoreUnavailable, Transaction
 from quotapilot.daemon.store.leases import LeaseStore
+from quotapilot.daemon.store.members import MemberStore
 from quotapilot.forecasting.types import Decision, DecisionKind, Dimension, TargetId
 
 CLUSTERS = ["c1", "c2"]
@@ -154,6 +155,115 @@ class TestLeaseLeadership:
         assert leader.get_sample_value("quotapilot_lease_epoch", {"cluster": "c1"}) == 1.0
         assert standby.get_sample_value("quotapilot_leader", {"cluster": "c1"}) == 0.0
         assert standby.get_sample_value("quotapilot_lease_epoch", {"cluster": "c1"}) is None
+
+
+SPREAD = ["c1", "c2", "c3"]
+
+
+class Fleet:
+    """Instances of one store on one virtual clock, stepped in rounds of `RENEW` seconds; after
+    every single step the invariant is checked against the lease table: at any instant, at most
+    one instance believes it leads a cluster, and that one is the table's live holder."""
+
+    def __init__(self, open_store: OpenStore, clock: VirtualClock, names: list[str]) -> None:
+        self.open_store, self.clock = open_store, clock
+        self.table = LeaseStore(open_store())
+        self.alive = {name: self.start(name) for name in names}
+        self.checks = 0
+
+    def start(self, name: str) -> LeaseLeadership:
+        return LeaseLeadership(LeaseStore(self.open_store()), SPREAD, self.clock, instance_name=name,
+                               lease_seconds=15, renew_seconds=5)
+
+    async def round(self) -> None:
+        for instance in list(self.alive.values()):
+            await instance.step()
+            self.check()
+        self.clock.advance(5)
+
+    def check(self) -> None:
+        now = self.clock.now()
+        live = {lease.cluster: lease.holder for lease in self.table.all() if lease.expires_at > now}
+        for cluster in SPREAD:
+            leading = [i.holder for i in self.alive.values() if i.is_leader(cluster)]
+            assert len(leading) <= 1, (cluster, leading)
+            assert leading == [] or live.get(cluster) == leading[0], (cluster, leading, live)
+        self.checks += 1
+
+    def led_by(self) -> dict[str, list[str]]:
+        return {name: [c for c in SPREAD if i.is_leader(c)] for name, i in self.alive.items()}
+
+    def handovers(self) -> int:
+        return sum(i.handovers for i in self.alive.values())
+
+
+class TestSpread:
+    """Clusters spread over the live instances (runtime/placement.py), on both backends."""
+
+    async def test_three_instances_three_clusters_each_leads_one(self, open_store: OpenStore) -> None:
+        """All start together: the first takes everything, then hands over one lease per round
+        once the others are stable (live for two renewals) — never two leaders at once."""
+        fleet = Fleet(open_store, VirtualClock(), ["a", "b", "c"])
+        for _ in range(6):
+            await fleet.round()
+        assert sorted(len(clusters) for clusters in fleet.led_by().values()) == [1, 1, 1]
+        assert fleet.handovers() == 2
+        for _ in range(10):  # settled: nothing moves any more
+            await fleet.round()
+        assert fleet.handovers() == 2
+
+    async def test_a_dead_instance_cluster_moves_and_comes_back_once(self, open_store: OpenStore) -> None:
+        fleet = Fleet(open_store, VirtualClock(), ["a", "b", "c"])
+        for _ in range(6):
+            await fleet.round()
+        orphan = fleet.led_by()["b"][0]
+        fleet.alive.pop("b")  # killed: never renews, never releases
+        killed_at = fleet.clock.now() - 5  # its last renewal, in the round just run
+        while not any(i.is_leader(orphan) for i in fleet.alive.values()):
+            await fleet.round()
+        # the lease runs out 15 s after b's last renewal; the preferred survivor takes it at its
+        # next round: within the lease plus one renewal (with the default 60 s polls and 15 s
+        # leases, well within 2 poll intervals)
+        assert fleet.clock.now() - 5 - killed_at <= 15 + 5
+        assert sorted(len(clusters) for clusters in fleet.led_by().values()) == [1, 2]
+        handovers = fleet.handovers()
+        fleet.alive["b"] = fleet.start("b")  # restarted (a new holder under the same name)
+        for _ in range(10):
+            await fleet.round()
+        assert sorted(len(clusters) for clusters in fleet.led_by().values()) == [1, 1, 1]
+        assert fleet.handovers() == handovers + 1  # rebalanced once, then still
+        assert fleet.checks >= 6 * 3 + 10 * 3  # the invariant held after every single step
+
+    async def test_a_member_that_just_came_back_is_not_handed_leases_yet(self, open_store: OpenStore) -> None:
+        """Hysteresis: a lease is handed over only to a member live for two renewals."""
+        fleet = Fleet(open_store, VirtualClock(), ["a"])
+        await fleet.round()
+        assert fleet.led_by() == {"a": SPREAD}
+        fleet.alive["b"] = fleet.start("b")
+        await fleet.round()  # b: first heartbeat
+        await fleet.round()  # b live for one renewal: still nothing handed over
+        assert fleet.handovers() == 0
+        await fleet.round()  # two renewals: a hands one over, and b takes it in the same round
+        assert fleet.handovers() == 1
+        assert [len(c) for c in fleet.led_by().values()] == [2, 1]
+
+    async def test_a_free_lease_is_taken_by_anyone_after_the_grace(self, open_store: OpenStore) -> None:
+        """The preferred member (the least loaded) heartbeats but never takes the free lease
+        (stuck): a waits, then takes it once it has been free for the grace (one lease length),
+        so no cluster stays unled."""
+        clock = VirtualClock()
+        a = LeaseLeadership(LeaseStore(open_store()), ["c1"], clock, instance_name="a", lease_seconds=15,
+                            renew_seconds=5)
+        assert LeaseStore(open_store()).acquire("elsewhere", a.holder, now=clock.now(), ttl_seconds=3600)
+        members = MemberStore(open_store())  # a leads one cluster already; "stuck" leads none
+        waited = 0.0
+        while not a.is_leader("c1"):
+            members.heartbeat("stuck/0", "stuck", now=clock.now(), ttl_seconds=15)
+            await a.step()
+            if not a.is_leader("c1"):
+                clock.advance(5)
+                waited += 5
+        assert 15 <= waited <= 15 + 5
 
 
 class TestSoleLeadership:

@@ -8,7 +8,7 @@ from store_helpers import OpenStore
 from quotapilot.daemon.store.backend import Backend, SchemaTooNew, latest_version, migrations
 
 TABLES = {"observations", "observations_hourly", "actions", "outbox", "alert_state", "overrides", "reservations",
-          "leases", "schema_version"}
+          "leases", "members", "schema_version"}
 
 
 class TestMigrations:

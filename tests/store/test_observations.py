@@ -10,9 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from store_helpers import OpenStore
 
+from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
+from quotapilot.daemon.runtime.leadership import LeaseLeadership
+from quotapilot.daemon.stages.store import StoreStage
 from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.leases import LeaseStore
 from quotapilot.daemon.store.observations import HOUR_SECONDS, ObservationStore
 from quotapilot.forecasting.types import Observation, TargetId, TargetKind
 
@@ -107,6 +113,7 @@ class TestWriteAndHistory:
 _WRITER = """
 import sys
 from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.leases import LeaseStore
 from quotapilot.daemon.store.observations import ObservationStore
 from quotapilot.forecasting.types import Observation, TargetId
 store = ObservationStore(Database(sys.argv[1]), raw_retention_seconds=1e9, hourly_retention_seconds=1e9)
@@ -145,3 +152,29 @@ class TestCrashSafety:
         db = Database(path)  # and it reopens (migrations already applied)
         assert db.schema_version >= 1
         db.close()
+
+
+class TestFleetWrites:
+    """A fleet polls every cluster on every instance; only the cluster's leader records the
+    samples, so the shared history is one series, not one per instance interleaved."""
+
+    async def test_only_the_leader_records_observations(self, open_store: OpenStore) -> None:
+        clock = VirtualClock(T0)
+        stores = [open_store(), open_store()]
+        a, b = (LeaseLeadership(LeaseStore(db), ["c"], clock, instance_name=name, lease_seconds=15,
+                                renew_seconds=5) for db, name in zip(stores, "ab", strict=True))
+        await a.step()
+        await b.step()
+        assert a.is_leader("c") and not b.is_leader("c")
+        for db, leadership, t in ((stores[0], a, T0 + 1), (stores[1], b, T0 + 2)):
+            stage = StoreStage(ObservationStore(db, raw_retention_seconds=86400, hourly_retention_seconds=86400),
+                               leadership=leadership)
+            await stage.on_cycle(CycleContext(poll=PollResult("c", t, (obs(RAW, t, 10),)), now=t))
+        rows = stores[0].query("SELECT t FROM observations ORDER BY t")
+        assert [r["t"] for r in rows] == [T0 + 1]  # the standby's sample (T0 + 2) was not recorded
+
+    async def test_alone_every_sample_is_recorded(self, backend: Backend) -> None:
+        stage = StoreStage(ObservationStore(backend, raw_retention_seconds=86400, hourly_retention_seconds=86400))
+        for t in (T0 + 1, T0 + 2):
+            await stage.on_cycle(CycleContext(poll=PollResult("c", t, (obs(RAW, t, 10),)), now=t))
+        assert [r["t"] for r in backend.query("SELECT t FROM observations ORDER BY t")] == [T0 + 1, T0 + 2]

@@ -55,6 +55,19 @@ class TestClaims:
         assert len(got["a"]) + len(got["b"]) == 60
         assert first.pending_counts() == {}
 
+    def test_instances_in_one_process_are_distinct_claimers(self, open_store: OpenStore) -> None:
+        """The duplicate of bench_failover's 30-day run (alerts_duplicated=1; traced in --quick:
+        one dedup key POSTed by a, b and c at the same instant): claimers defaulted to host/pid,
+        so instances sharing a process (the bench, tests; containers with one host name, pid 1)
+        each took the others' claims for their own and sent the same row. Each outbox store is
+        a claimer of its own."""
+        shared_only(open_store)
+        first, second = OutboxStore(open_store()), OutboxStore(open_store())
+        first.enqueue([entry(1)])
+        assert [row.dedup_key for row in first.pending("webhook", 10)] == ["c1/t1/utilization:1:firing"]
+        assert second.pending("webhook", 10) == []  # claimed by the first: not sent twice
+        assert first.claimer != second.claimer
+
     def test_claimed_rows_are_not_handed_to_another_until_the_claim_lapses(self, open_store: OpenStore) -> None:
         shared_only(open_store)
         now = [T0]

@@ -40,6 +40,7 @@ from quotapilot.daemon.http.api.render import (
     target_ref,
 )
 from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.runtime.leadership import Leadership
 from quotapilot.daemon.runtime.snapshot import Snapshot
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.store.actions import ActionStore, query_actions
@@ -69,6 +70,8 @@ class ApiDaemon(Protocol):
 
     settings: Settings
     clock: Clock
+    leadership: Leadership | None
+    """Who leads which cluster (None before the daemon is entered)."""
 
     @property
     def db(self) -> Backend: ...
@@ -377,6 +380,14 @@ class Api:
             self.overrides.resume(key, cluster=target.cluster)
             self.overrides.resume(key, cluster=ANY)
 
+    async def get_leadership(self, request: web.Request) -> web.Response:
+        """Per cluster: the lease's holder, epoch and remaining time as this instance last read
+        them, and whether this instance leads it."""
+        leadership = self.daemon.leadership
+        return json_response({
+            "generated_at": self.now(), "instance": None if leadership is None else leadership.holder,
+            "clusters": [] if leadership is None else [role.as_json() for role in leadership.roles()]})
+
     async def get_killswitch(self, request: web.Request) -> web.Response:
         overrides = await self._overrides()
         return json_response(killswitch_json(self.settings, overrides))
@@ -453,6 +464,7 @@ def add_api_routes(app: web.Application, daemon: ApiDaemon) -> Api:
         web.get("/api/v1/reservations/{id}", e(api.get_reservation)),
         web.delete("/api/v1/reservations/{id}", e(api.release, write=True)),
         web.get("/api/v1/killswitch", e(api.get_killswitch)),
+        web.get("/api/v1/leadership", e(api.get_leadership)),
         web.post("/api/v1/killswitch", e(api.set_killswitch, write=True)),
     ]
     app.add_routes(routes)
