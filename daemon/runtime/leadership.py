@@ -43,6 +43,7 @@ import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from quotapilot.daemon.clock import Clock
+from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER
 from quotapilot.daemon.logs import TransitionLog
 from quotapilot.daemon.runtime.placement import place
 from quotapilot.daemon.runtime.supervisor import TaskFactory, sleep_unless
@@ -129,6 +130,13 @@ class Leadership(Protocol):
     def subscribe(self, listener: ChangeListener) -> None:
         """Call `listener` on every leadership this instance gains (never for the single instance)."""
         ...
+
+
+def acts_on(leadership: Leadership | None, cluster: str) -> bool:
+    """Does this instance record, evaluate and act for `cluster`? Alone (None): always. In a fleet:
+    a VMS cluster only on its leader; the host's own filesystems (the `filesystems` pseudo-cluster,
+    which has no lease) always, on every instance — each watches the mounts it is configured with."""
+    return leadership is None or cluster == FILESYSTEM_CLUSTER or leadership.is_leader(cluster)
 
 
 class SoleLeadership:

@@ -52,7 +52,7 @@ from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.fs.alerts import thresholds_for as filesystem_thresholds
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
-from quotapilot.daemon.runtime.leadership import Leadership, LeadershipChange
+from quotapilot.daemon.runtime.leadership import Leadership, LeadershipChange, acts_on
 from quotapilot.daemon.runtime.retry import RetryPolicy
 from quotapilot.daemon.runtime.supervisor import TaskFactory, sleep_unless
 from quotapilot.daemon.settings import LOG_SINK_NAME, AlertRuleSettings, AlertSettings, PolicyRules, Settings
@@ -386,7 +386,7 @@ class AlertingStage:
 
     # ------------------------------------------------------------------------------ evaluation
     async def on_cycle(self, ctx: CycleContext) -> None:
-        if self.leadership is not None and not self.leadership.is_leader(ctx.poll.cluster):  # FLEET
+        if not acts_on(self.leadership, ctx.poll.cluster):  # FLEET: a standby leaves it to the leader
             self._states = None  # the leader moves the shared states on: reload them when we lead
             return
         inputs = inputs_from_cycle(ctx, self.settings, self._policy_cache)

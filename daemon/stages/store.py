@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER
 from quotapilot.daemon.runtime.cycle import CycleContext
-from quotapilot.daemon.runtime.leadership import Leadership
+from quotapilot.daemon.runtime.leadership import Leadership, acts_on
 from quotapilot.daemon.store.observations import ObservationStore
 
 PRUNE_INTERVAL_SECONDS = 3600.0
@@ -35,7 +34,7 @@ class StoreStage:
 
     async def on_cycle(self, ctx: CycleContext) -> None:
         cluster = ctx.poll.cluster
-        if self.leadership is not None and cluster != FILESYSTEM_CLUSTER and not self.leadership.is_leader(cluster):
-            return  # a standby: the leader records this cluster (a host's own filesystems have no leader)
+        if not acts_on(self.leadership, cluster):
+            return  # a standby: the leader records this cluster
         if ctx.poll.ok and ctx.poll.observations:
             await asyncio.to_thread(self._write, ctx)

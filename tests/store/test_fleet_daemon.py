@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -19,9 +20,11 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from quotapilot.daemon.cli import main
 from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.fs.collector import FilesystemCollector
+from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER
 from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.runtime.leadership import LeaseLeadership
-from quotapilot.daemon.settings import Settings
+from quotapilot.daemon.settings import FilesystemTarget, Settings
 from quotapilot.daemon.simulator import SimulatorServer
 from quotapilot.daemon.stages.alerting import AlertingStage
 from quotapilot.daemon.stages.growth import GrowthStage
@@ -164,3 +167,38 @@ class TestFleet:
         assert body["leadership"] == {"instance": leases(b).holder, "clusters": [
             {"cluster": "sim", "role": "standby", "epoch": None, "holder": leases(a).holder, "lease_epoch": 1,
              "expires_in_seconds": LEASE - RENEW}]}
+
+
+def full_statvfs(path: str) -> os.statvfs_result:
+    """A filesystem 92 % full (our boundary: the call the filesystem poller makes)."""
+    blocks, free = 1_000_000, 80_000
+    return os.statvfs_result((4096, 4096, blocks, free, free, 1000, 900, 900, 0, 255))
+
+
+class TestFleetFilesystems:
+    """A host's own filesystems have no VMS leader: every instance watches its own, in a fleet as
+    alone (the `filesystems` pseudo-cluster has no lease)."""
+
+    async def test_each_instance_alerts_on_its_own_filesystems(self, tmp_path: Path, pg_url: str) -> None:
+        clock = VirtualClock()
+        async with SimulatorServer("cosmos7", clock=clock, port=0, state_dir=tmp_path / "sim") as sim:
+            daemons = []
+            for name in ("a", "b"):
+                (tmp_path / f"mnt-{name}").mkdir()
+                base = settings_for(sim, tmp_path, pg_url, name)
+                daemons.append(Daemon(base.model_copy(update={"filesystems": (FilesystemTarget(
+                    name=f"scratch-{name}", path=tmp_path / f"mnt-{name}", tier="hot"),)}), clock))
+            async with daemons[0] as a, daemons[1] as b:
+                for daemon in (a, b):
+                    collector = daemon.collectors[FILESYSTEM_CLUSTER]
+                    assert isinstance(collector, FilesystemCollector)
+                    collector.poller.statvfs = full_statvfs
+                await leases(a).step()
+                await leases(b).step()
+                assert leases(a).is_leader("sim") != leases(b).is_leader("sim")
+                for daemon in (a, b):
+                    await daemon.poll_once(FILESYSTEM_CLUSTER)
+                states = {r["alert_id"]: json.loads(r["state"])["severity"] for r in a.db.query(
+                    "SELECT alert_id, state FROM alert_state WHERE alert_id LIKE 'filesystems/%/utilization'")}
+        assert states == {"filesystems/scratch-a/utilization": "critical",
+                          "filesystems/scratch-b/utilization": "critical"}
