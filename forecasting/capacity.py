@@ -123,8 +123,8 @@ class PoolPlan:
 def extended_paths(forecast: Forecast, *, current_used: float, until: float,
                    window_seconds: float = EXTEND_WINDOW_SECONDS) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The forecast's paths from `(forecast.t0, current_used)`, carried on linearly past their last
-    point up to `until` at each path's slope over its last `window_seconds`; the extension keeps
-    `p10 <= p50 <= p90` and never falls (a pool's usage forecast does not shrink into the future)."""
+    point up to `until` at each path's slope over its last `window_seconds` (the p10 no steeper and
+    the p90 no flatter than the median's); the extension keeps `p10 <= p50 <= p90` and never falls (a pool's usage forecast does not shrink into the future)."""
     times = np.concatenate(([forecast.t0], np.asarray(forecast.times, dtype=np.float64)))
     paths = {q: np.concatenate(([current_used], np.asarray(getattr(forecast, q), dtype=np.float64)))
              for q in QUANTILES}
@@ -138,11 +138,16 @@ def extended_paths(forecast: Forecast, *, current_used: float, until: float,
     start = last - window
     n_more = max(1, math.ceil((until - last) / step - 1e-9))
     more_t = last + step * np.arange(1, n_more + 1, dtype=np.float64)
+    slopes = {q: max(0.0, (float(paths[q][-1]) - float(np.interp(start, times, paths[q]))) / window)
+              if window > 0 else 0.0 for q in QUANTILES}
+    # the band's edges go on at least as far apart as the median: a p10 path that was closing in
+    # on the median (a band narrowing towards its end) would otherwise cross it and drag the
+    # median's date onto its own
+    slopes["p10"] = min(slopes["p10"], slopes["p50"])
+    slopes["p90"] = max(slopes["p90"], slopes["p50"])
     out_paths: dict[str, np.ndarray] = {}
     for q in QUANTILES:
-        level_start = float(np.interp(start, times, paths[q]))
-        slope = max(0.0, (float(paths[q][-1]) - level_start) / window) if window > 0 else 0.0
-        out_paths[q] = np.concatenate((paths[q], float(paths[q][-1]) + slope * (more_t - last)))
+        out_paths[q] = np.concatenate((paths[q], float(paths[q][-1]) + slopes[q] * (more_t - last)))
     out_paths["p50"] = np.maximum(out_paths["p50"], out_paths["p10"])
     out_paths["p90"] = np.maximum(out_paths["p90"], out_paths["p50"])
     return np.concatenate((times, more_t)), out_paths

@@ -159,3 +159,24 @@ class TestExtension:
         assert (paths["p10"] <= paths["p50"]).all() and (paths["p50"] <= paths["p90"]).all()
         for q in ("p10", "p50", "p90"):
             assert (paths[q][1:] >= paths[q][:-1] - 1e-3).all()
+
+    def test_a_steeper_low_path_does_not_drag_the_median_date_onto_it(self) -> None:
+        """A p10 path that closes in on the median over the forecast (a band narrowing towards its
+        end) must not be carried on at its own, steeper slope: within days it would pass the
+        median, which would then be lifted onto it, and the median's date would be the p10 date."""
+        n = 14 * 24
+        times = StepTimes(T0, HOUR, n)
+        used = 100 * TB
+        p50 = [used + 10 * TB / DAY * HOUR * k for k in range(1, n + 1)]
+        p90 = [used + 20 * TB / DAY * HOUR * k for k in range(1, n + 1)]
+        gap = [30 * TB * (1 - 0.9 * k / n) for k in range(1, n + 1)]  # 30 TB below at first, 3 TB by day 14
+        p10 = [m - g for m, g in zip(p50, gap, strict=True)]
+        forecast = Forecast(t0=T0, step_seconds=HOUR, times=times, p10=p10, p50=p50, p90=p90, model="test")
+        plan = plan_pool(name="c", kind="cluster", now=T0, usable_bytes=10_000 * TB, used_bytes=int(used),
+                         forecast=forecast, policy=CapacityPolicy(plan_horizon_seconds=3 * 365 * DAY))
+        at80 = plan.threshold(0.8)
+        assert at80 is not None and at80.p50 is not None and at80.p10 is not None and at80.p90 is not None
+        assert at80.p50 == pytest.approx(T0 + 790 * DAY, abs=DAY)   # 7.9 PB at the median's 10 TB a day
+        assert at80.p90 < at80.p50 < at80.p10
+        _, paths = extended_paths(forecast, current_used=used, until=T0 + 800 * DAY)
+        assert (paths["p10"] < paths["p50"]).all() or (paths["p10"][1:] < paths["p50"][1:]).all()
