@@ -124,7 +124,8 @@ def extended_paths(forecast: Forecast, *, current_used: float, until: float,
                    window_seconds: float = EXTEND_WINDOW_SECONDS) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The forecast's paths from `(forecast.t0, current_used)`, carried on linearly past their last
     point up to `until` at each path's slope over its last `window_seconds` (the p10 no steeper and
-    the p90 no flatter than the median's); the extension keeps `p10 <= p50 <= p90` and never falls (a pool's usage forecast does not shrink into the future)."""
+    the p90 no flatter than the median's); the extension keeps `p10 <= p50 <= p90` and never falls
+    (a pool's usage forecast does not shrink into the future)."""
     times = np.concatenate(([forecast.t0], np.asarray(forecast.times, dtype=np.float64)))
     paths = {q: np.concatenate(([current_used], np.asarray(getattr(forecast, q), dtype=np.float64)))
              for q in QUANTILES}
