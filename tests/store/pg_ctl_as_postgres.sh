@@ -27,7 +27,7 @@ for ((i = 0; i < ${#args[@]} - 1; i++)); do
 done
 status=0
 runuser -u postgres -- "$PG_CTL" "${args[@]}" || status=$?
-if [ "${args[0]}" = stop ] && [ "$status" = 0 ]; then
+if [ "${args[0]}" = stop ] && [ "$status" = 0 ] && [ -z "${QP_PG_KEEP_DATA:-}" ]; then
   rm -rf "$home"
   [ -L "$datadir" ] && rm -f "$datadir"
 elif [ -d "$home/data" ] && [ ! -e "$datadir" ]; then

@@ -1,0 +1,178 @@
+"""A fleet of real processes on one throwaway PostgreSQL: `quotapilot run` instances (enforce
+mode, 2 s polls, 3 s leases renewed every second) against `quotapilot simulator` over verified
+HTTPS, with real faults — kill -9, SIGSTOP/SIGCONT, the database stopped and started — judged by
+the simulator's ground truth of quota writes, the shared audit trail and a real webhook receiver.
+
+Mid-growth is made exact with the simulator's fault injection: a growth's PATCH (or the re-read
+between its intent and its PATCH) is held for a moment, and the fault's `fired` count says when
+the leader is inside it. No fixed sleeps: every wait is a condition polled until a deadline.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alert_receivers import free_port
+from fleet_processes import (
+    Instance,
+    Processes,
+    Simulator,
+    actions,
+    instance_config,
+    leases,
+    wait_until,
+)
+from pytest_postgresql.executors import PostgreSQLExecutor
+from pytest_postgresql.janitor import DatabaseJanitor
+from store_helpers import NO_PG_CTL, PG_CTL
+
+from quotapilot.daemon.store.overrides import OverrideStore
+from quotapilot.daemon.store.postgres import PostgresDatabase
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(PG_CTL is None, reason=NO_PG_CTL)]
+
+POLL, LEASE, RENEW = 2.0, 3.0, 1.0
+OPEN = ("intent", "patched", "unknown")
+APPLIED = ("verified", "reconciled")
+RAW, PROCESSED = "/cosmos7/raw", "/cosmos7/processed"
+
+
+@pytest.fixture
+def url(postgresql_server: PostgreSQLExecutor) -> Iterator[str]:
+    """A database of this test's own on the session's throwaway server, migrated."""
+    proc = postgresql_server
+    dbname = f"qp_{uuid.uuid4().hex[:12]}"
+    with DatabaseJanitor(user=proc.user, host=proc.host, port=proc.port, dbname=dbname, password=proc.password):
+        address = f"postgresql://{proc.user}@{proc.host}:{proc.port}/{dbname}"
+        PostgresDatabase(address).close()  # migrated once here, not raced by the instances
+        yield address
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    started = Processes()
+    try:
+        yield started
+    finally:
+        started.kill_all()
+
+
+@dataclass
+class Fleet:
+    """The simulator and the instances of one test, on one store."""
+
+    processes: Processes
+    directory: Path
+    url: str
+    sim: Simulator
+    extra: str = ""
+    mode: str = "enforce"
+    clusters: tuple[str, ...] = ("sim",)
+
+    def __post_init__(self) -> None:
+        self.instances: dict[str, Instance] = {}
+        self.ports: dict[str, int] = {}
+
+    def start(self, name: str) -> Instance:
+        """Start (or restart, on the same port) the instance `name`."""
+        port = self.ports.setdefault(name, free_port())
+        config = instance_config(self.sim, self.directory, name, self.url, port=port, clusters=self.clusters,
+                                 poll_seconds=POLL, lease_seconds=LEASE, renew_seconds=RENEW, mode=self.mode,
+                                 extra=self.extra)
+        self.instances[name] = Instance(self.processes, config, name, port)
+        return self.instances[name]
+
+    def leader(self, cluster: str = "sim") -> Instance | None:
+        """The instance whose /healthz says it leads `cluster` (None: nobody does)."""
+        leading = [i for i in self.instances.values() if i.proc.poll() is None and i.roles().get(cluster) == "leader"]
+        assert len(leading) <= 1, f"two leaders of {cluster}: {[i.name for i in leading]}"
+        return leading[0] if leading else None
+
+    def standby(self, cluster: str = "sim") -> Instance | None:
+        found = [i for i in self.instances.values() if i.roles().get(cluster) == "standby"]
+        return found[0] if found else None
+
+    def kill_switch(self, engaged: bool) -> None:
+        db = PostgresDatabase(self.url)
+        try:
+            overrides = OverrideStore(db)
+            if engaged:
+                overrides.engage_kill_switch(now=time.time(), reason="test: hold growth until the fleet is up")
+            else:
+                overrides.release_kill_switch()
+        finally:
+            db.close()
+
+
+@pytest.fixture
+async def fleet(processes: Processes, tmp_path: Path, url: str) -> AsyncIterator[Fleet]:
+    sim = Simulator(processes, tmp_path, "--scenario", "cosmos7", "--speed", "60", "--seed", "7")
+    yield Fleet(processes, tmp_path, url, sim)
+
+
+def open_rows(url: str) -> list[dict[str, Any]]:
+    return [r for r in actions(url) if r["status"] in OPEN]
+
+
+def growths_by_path(url: str) -> Counter[tuple[str, int, int]]:
+    """The audit trail's applied growths: (path, old hard, new hard) → how often."""
+    return Counter((r["path"], r["old_hard"], r["new_hard"]) for r in actions(url)
+                   if r["status"] in APPLIED and r["mode"] == "enforce")
+
+
+def truth_by_path(sim: Simulator) -> Counter[tuple[str, int, int]]:
+    """The simulator's applied hard-limit changes: (path, old hard, new hard) → how often."""
+    return Counter((w["path"], w["before"]["hard_limit"], w["changes"]["hard_limit"]) for w in sim.limit_changes())
+
+
+async def fleet_up(fleet: Fleet, *names: str) -> Instance:
+    """Start `names` together; wait until every one answers and one of them leads; the leader."""
+    for name in names:
+        fleet.start(name)
+    await wait_until(lambda: all(i.roles() for i in fleet.instances.values()), "every instance's /healthz")
+    return await wait_until(fleet.leader, "a leader")
+
+
+class TestKillTheLeaderMidGrowth:
+    async def test_standby_takes_over_and_settles_the_intent_once(self, fleet: Fleet) -> None:
+        """kill -9 while the leader's PATCH of raw is held at VMS: the standby leads within two
+        poll intervals, settles the dead leader's intent from VMS (never re-applying it), and every
+        limit change in the simulator is one audited growth — none twice, none missing."""
+        sim, url = fleet.sim, fleet.url
+        fleet.kill_switch(True)
+        # VMS applies the PATCH of raw at once but holds its answer 2 s (then drops it)
+        held = sim.add_fault(kind="applied_answer_lost", method="PATCH", path=f"/quotas/{sim.quota_id(RAW)}/",
+                             seconds=2.0, count=1)
+        leader = await fleet_up(fleet, "a", "b")
+        fleet.kill_switch(False)
+        await wait_until(lambda: sim.fired(held) == 1, "the leader's PATCH of raw at VMS")
+        # mid-growth: the intent recorded (epoch 1), its PATCH applied, its answer not yet back
+        [intent] = [r for r in actions(url) if r["path"] == RAW and r["status"] in OPEN]
+        assert (intent["status"], intent["epoch"]) == ("intent", 1)
+        killed_at = time.monotonic()
+        leader.kill()
+        successor = await wait_until(lambda: leases(url)["sim"][0] != leader.name and leases(url)["sim"],
+                                     "a new lease holder", timeout=4 * POLL)
+        failover_seconds = time.monotonic() - killed_at
+        assert successor[1] == 2
+        assert failover_seconds <= 2 * POLL, f"failover took {failover_seconds:.1f}s"
+
+        def settled() -> bool:
+            grown = {path for path, _, _ in growths_by_path(url)}
+            return not open_rows(url) and {RAW, PROCESSED} <= grown
+
+        await wait_until(settled, "both growths settled by the new leader")
+        print(f"failover after kill -9: {failover_seconds:.2f}s ({failover_seconds / POLL:.2f} poll intervals)")
+        settled_by = {r["id"]: r for r in actions(url)}[intent["id"]]
+        assert settled_by["status"] == "reconciled"  # the dead leader's PATCH is found applied, not repeated
+        assert truth_by_path(sim) == growths_by_path(url)  # no lost growth
+        assert all(n == 1 for n in truth_by_path(sim).values())  # no duplicate
+        assert sorted(path for path, _, _ in truth_by_path(sim)) == [PROCESSED, RAW]
