@@ -10,6 +10,7 @@ the leader is inside it. No fixed sleeps: every wait is a condition polled until
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 from collections import Counter
@@ -42,6 +43,8 @@ pytestmark = [pytest.mark.slow,
 POLL, LEASE, RENEW = 2.0, 3.0, 1.0
 OPEN = ("intent", "patched", "unknown")
 APPLIED = ("verified", "reconciled")
+GROWTH_ENDS = ("quota.grown", "quota.grow_fenced", "quota.grow_failed", "quota.grow_unknown", "quota.verify_failed")
+"""Log events that end one growth attempt in the actuator."""
 RAW, PROCESSED = "/cosmos7/raw", "/cosmos7/processed"
 
 
@@ -176,3 +179,39 @@ class TestKillTheLeaderMidGrowth:
         assert truth_by_path(sim) == growths_by_path(url)  # no lost growth
         assert all(n == 1 for n in truth_by_path(sim).values())  # no duplicate
         assert sorted(path for path, _, _ in truth_by_path(sim)) == [PROCESSED, RAW]
+
+
+class TestPausedLeaderIsFenced:
+    async def test_leader_stopped_between_intent_and_patch_never_writes_after_its_successor(
+            self, fleet: Fleet) -> None:
+        """SIGSTOP the leader while its re-read of raw (between the intent and the PATCH) is held
+        at VMS; the standby takes the lease, settles the stale intent and grows raw itself; then
+        SIGCONT the old leader: its re-check before the PATCH refuses, and VMS sees exactly one
+        change of raw — the new leader's."""
+        sim, url = fleet.sim, fleet.url
+        fleet.kill_switch(True)
+        held = sim.add_fault(kind="latency", method="GET", path=f"/quotas/{sim.quota_id(RAW)}/", seconds=1.0,
+                             count=1)
+        leader = await fleet_up(fleet, "a", "b")
+        fleet.kill_switch(False)
+        await wait_until(lambda: sim.fired(held) == 1, "the leader's re-read of raw before its PATCH")
+        leader.signal(signal.SIGSTOP)
+        [stale] = [r for r in actions(url) if r["path"] == RAW and r["status"] in OPEN]
+        assert (stale["status"], stale["epoch"]) == ("intent", 1)
+        await wait_until(lambda: leases(url)["sim"][1] == 2, "the standby's lease (epoch 2)", timeout=4 * POLL)
+
+        def grown_by_successor() -> list[dict[str, Any]]:
+            return [r for r in actions(url) if r["path"] == RAW and r["epoch"] == 2 and r["status"] in APPLIED]
+
+        [successor_growth] = await wait_until(grown_by_successor, "the new leader's growth of raw")
+        assert {r["id"]: r for r in actions(url)}[stale["id"]]["status"] == "abandoned"  # settled, not repeated
+        leader.signal(signal.SIGCONT)
+        ended = await wait_until(lambda: [e["event"] for e in leader.events() if e.get("event") in GROWTH_ENDS
+                                          and e.get("target", "").endswith("cosmos7-raw")],
+                                 "the old leader's growth of raw to end")
+        await wait_until(lambda: leader.roles().get("sim") == "standby", "the old leader standing by")
+        raw_changes = [w for w in sim.limit_changes() if w["path"] == RAW]
+        assert [(w["before"]["hard_limit"], w["changes"]["hard_limit"]) for w in raw_changes] == \
+            [(successor_growth["old_hard"], successor_growth["new_hard"])]  # none by the old leader
+        assert ended == ["quota.grow_fenced"]
+        assert truth_by_path(sim) == growths_by_path(url)
