@@ -10,6 +10,7 @@ the leader is inside it. No fixed sleeps: every wait is a condition polled until
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 import uuid
@@ -24,6 +25,7 @@ from alert_receivers import free_port
 from fleet_processes import (
     Instance,
     Processes,
+    RestartableServer,
     Simulator,
     actions,
     instance_config,
@@ -214,4 +216,55 @@ class TestPausedLeaderIsFenced:
         assert [(w["before"]["hard_limit"], w["changes"]["hard_limit"]) for w in raw_changes] == \
             [(successor_growth["old_hard"], successor_growth["new_hard"])]  # none by the old leader
         assert ended == ["quota.grow_fenced"]
+        assert truth_by_path(sim) == growths_by_path(url)
+
+
+def metric(instance: Instance, name: str) -> float | None:
+    """The value of an unlabelled-or-first sample `name` on the instance's /metrics (None: absent)."""
+    answer = instance.get("/metrics")
+    if answer is None or answer[0] != 200:
+        return None
+    for line in answer[1].splitlines():
+        if line.startswith(name) and line[len(name)] in " {":
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+class TestDatabaseRestart:
+    async def test_leader_stops_writing_while_the_database_is_down_and_leads_again(
+            self, fleet: Fleet, postgresql_server: PostgreSQLExecutor) -> None:
+        """The store stops while a growth of raw becomes due (VMS reports raw 95 % full): the
+        leader drops its lease at once, writes nothing, keeps polling and serving /metrics, and
+        reports the store; once the database is back it leads again by itself and grows raw."""
+        sim, url = fleet.sim, fleet.url
+        fleet.extra = "connect_timeout_seconds = 0.5\nstatement_timeout_seconds = 1"  # a 2 s poll: give up fast
+        leader = await fleet_up(fleet, "a", "b")
+        await wait_until(lambda: not open_rows(url) and len(growths_by_path(url)) == 2, "the first growths")
+        before = truth_by_path(sim)
+        raw_hard = sim.quotas()[RAW]["hard_limit"]
+        with RestartableServer(postgresql_server).stopped():
+            down_at = time.time()
+            sim.add_fault(kind="rewrite", path="/quotas", match=RAW, values={"used_capacity": int(raw_hard * 0.95)})
+            await wait_until(lambda: not fleet.leader(), "every instance standing by", timeout=2 * RENEW + 1)
+            dropped_after = time.time() - down_at
+
+            def polled_twice_since_down() -> bool:
+                last = metric(leader, "quotapilot_last_successful_poll_timestamp_seconds")
+                return last is not None and last > down_at + POLL
+
+            await wait_until(polled_twice_since_down, "polls while the database is down", timeout=4 * POLL)
+            health = leader.get("/healthz")
+            assert health is not None
+            status, body = health
+            print(f"database down: leadership dropped after {dropped_after:.2f}s; /healthz {status} {body}")
+            assert status == 503  # the outage is reported: nobody can lead, so nothing is protected
+            assert [r for r in json.loads(body)["reasons"] if r.startswith("store: ")]
+            assert truth_by_path(sim) == before  # nothing written while the store is down
+        await wait_until(fleet.leader, "a leader again", timeout=4 * POLL)
+
+        def raw_grown_again() -> bool:
+            return not open_rows(url) and sum(n for (path, _, _), n in growths_by_path(url).items()
+                                              if path == RAW) == 2
+
+        await wait_until(raw_grown_again, "the growth of raw once the database is back")
         assert truth_by_path(sim) == growths_by_path(url)
