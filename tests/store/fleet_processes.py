@@ -114,8 +114,10 @@ class Simulator:
 
 def instance_config(sim: Simulator, directory: Path, name: str, url: str, *, port: int,
                     clusters: tuple[str, ...] = ("sim",), poll_seconds: float, lease_seconds: float,
-                    renew_seconds: float, mode: str = "enforce", extra: str = "") -> Path:
-    """One instance's TOML: the simulator as each of `clusters`, the shared store, fast timings."""
+                    renew_seconds: float, mode: str = "enforce", store: str = "", policy: str = "",
+                    tables: str = "") -> Path:
+    """One instance's TOML: the simulator as each of `clusters`, the shared store, fast timings;
+    `store`/`policy`: more lines of those tables; `tables`: more tables at the end."""
     cluster_tables = "".join(
         f'[[clusters]]\nname = "{cluster}"\naddress = "{sim.info["address"]}"\ntoken = "{sim.info["token"]}"\n'
         f'ca_file = "{sim.info["ca_file"]}"\n\n' for cluster in clusters)
@@ -133,6 +135,7 @@ jitter_ratio = 0
 mode = "{mode}"
 grow_at = 0.45
 target_utilization = 0.4
+{policy}
 
 [forecast]
 workers = 0
@@ -149,7 +152,9 @@ instance_name = "{name}"
 path = "{directory / name}.db"
 lease_seconds = {lease_seconds}
 lease_renew_seconds = {renew_seconds}
-{extra}""")
+{store}
+
+{tables}""")
     return path
 
 

@@ -17,11 +17,13 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-from alert_receivers import free_port
+from alert_receivers import Receiver, free_port
 from fleet_processes import (
     Instance,
     Processes,
@@ -30,6 +32,7 @@ from fleet_processes import (
     actions,
     instance_config,
     leases,
+    rows,
     wait_until,
 )
 from pytest_postgresql.executors import PostgreSQLExecutor
@@ -78,7 +81,9 @@ class Fleet:
     directory: Path
     url: str
     sim: Simulator
-    extra: str = ""
+    store: str = ""
+    policy: str = ""
+    tables: str = ""
     mode: str = "enforce"
     clusters: tuple[str, ...] = ("sim",)
 
@@ -91,7 +96,7 @@ class Fleet:
         port = self.ports.setdefault(name, free_port())
         config = instance_config(self.sim, self.directory, name, self.url, port=port, clusters=self.clusters,
                                  poll_seconds=POLL, lease_seconds=LEASE, renew_seconds=RENEW, mode=self.mode,
-                                 extra=self.extra)
+                                 store=self.store, policy=self.policy, tables=self.tables)
         self.instances[name] = Instance(self.processes, config, name, port)
         return self.instances[name]
 
@@ -230,6 +235,12 @@ def metric(instance: Instance, name: str) -> float | None:
     return None
 
 
+def polled_since(instance: Instance, t: float) -> bool:
+    """Whether the instance's last successful poll (its /metrics) is later than `t` (wall time)."""
+    last = metric(instance, "quotapilot_last_successful_poll_timestamp_seconds")
+    return last is not None and last > t
+
+
 class TestDatabaseRestart:
     async def test_leader_stops_writing_while_the_database_is_down_and_leads_again(
             self, fleet: Fleet, postgresql_server: PostgreSQLExecutor) -> None:
@@ -237,7 +248,7 @@ class TestDatabaseRestart:
         leader drops its lease at once, writes nothing, keeps polling and serving /metrics, and
         reports the store; once the database is back it leads again by itself and grows raw."""
         sim, url = fleet.sim, fleet.url
-        fleet.extra = "connect_timeout_seconds = 0.5\nstatement_timeout_seconds = 1"  # a 2 s poll: give up fast
+        fleet.store = "connect_timeout_seconds = 0.5\nstatement_timeout_seconds = 1"  # a 2 s poll: give up fast
         leader = await fleet_up(fleet, "a", "b")
         await wait_until(lambda: not open_rows(url) and len(growths_by_path(url)) == 2, "the first growths")
         before = truth_by_path(sim)
@@ -247,12 +258,8 @@ class TestDatabaseRestart:
             sim.add_fault(kind="rewrite", path="/quotas", match=RAW, values={"used_capacity": int(raw_hard * 0.95)})
             await wait_until(lambda: not fleet.leader(), "every instance standing by", timeout=2 * RENEW + 1)
             dropped_after = time.time() - down_at
-
-            def polled_twice_since_down() -> bool:
-                last = metric(leader, "quotapilot_last_successful_poll_timestamp_seconds")
-                return last is not None and last > down_at + POLL
-
-            await wait_until(polled_twice_since_down, "polls while the database is down", timeout=4 * POLL)
+            await wait_until(partial(polled_since, leader, down_at + POLL), "polls while the database is down",
+                             timeout=4 * POLL)
             health = leader.get("/healthz")
             assert health is not None
             status, body = health
@@ -268,3 +275,79 @@ class TestDatabaseRestart:
 
         await wait_until(raw_grown_again, "the growth of raw once the database is back")
         assert truth_by_path(sim) == growths_by_path(url)
+
+
+class TestSpread:
+    @pytest.mark.xfail(strict=True, reason="clusters do not spread yet: issue 15 part A")
+    async def test_three_instances_lead_one_cluster_each(self, fleet: Fleet) -> None:
+        """Three clusters (the simulator under three names, observe mode), three instances: once
+        the leases settle, each instance leads exactly one cluster and every cluster has a leader."""
+        fleet.mode, fleet.clusters = "observe", ("c1", "c2", "c3")
+        for name in ("a", "b", "c"):
+            fleet.start(name)
+
+        def led_by() -> dict[str, list[str]]:
+            return {i.name: sorted(c for c, role in i.roles().items() if role == "leader")
+                    for i in fleet.instances.values()}
+
+        await wait_until(lambda: all(len(r) == 3 for r in (i.roles() for i in fleet.instances.values())),
+                         "every instance's /healthz")
+        await wait_until(lambda: sorted(c for led in led_by().values() for c in led) == ["c1", "c2", "c3"],
+                         "a leader for every cluster")
+        try:
+            await wait_until(lambda: all(len(led) == 1 for led in led_by().values()),
+                             "one cluster led by each instance", timeout=3 * LEASE)
+        finally:
+            print("leases:", leases(fleet.url), "led by:", led_by())
+        assert sorted(holder for holder, _ in leases(fleet.url).values()) == ["a", "b", "c"]
+
+
+RETRY = 3.0
+"""Seconds between delivery attempts of the alert test (the quiet window it kills the leader in)."""
+
+
+def raw_alert_rows(url: str) -> list[dict[str, Any]]:
+    """The outbox rows of raw's utilization alert."""
+    try:
+        return rows(url, "SELECT * FROM outbox WHERE alert_id LIKE %s", ("%/cosmos7-raw/utilization",))
+    except psycopg.errors.UndefinedTable:
+        return []
+
+
+class TestAlertOnceAcrossTheFleet:
+    async def test_one_alert_is_sent_once_while_leaders_die_and_restart(self, fleet: Fleet,
+                                                                         receiver: Receiver) -> None:
+        """raw stays above the warning threshold (observe mode). The receiver refuses the alert
+        at first, so it waits in the shared outbox for its retry when its leader is killed -9; the
+        successor delivers it; the dead one restarts, and the new leader is killed and restarted
+        too. The receiver gets the raw utilization alert once, and no dedup key twice."""
+        fleet.mode, fleet.policy = "observe", "warning_at = 0.55"
+        fleet.tables = (f'[alerts]\nlog_sink = false\nretry_backoffs_seconds = [{RETRY}]\n\n'
+                        f'[[alerts.webhooks]]\nurl = "{receiver.url}"\n')
+        receiver.statuses = [503] * 10_000  # down until the first leader is dead
+        leader = await fleet_up(fleet, "a", "b")
+
+        def waiting_for_its_retry() -> bool:
+            return any(r["attempts"] >= 1 and r["claimed_by"] is None for r in raw_alert_rows(fleet.url))
+
+        await wait_until(waiting_for_its_retry, "a refused delivery waiting for its retry")
+
+        def raw_utilization() -> list[dict[str, Any]]:
+            return [b for b in receiver.bodies() if b["kind"] == "utilization" and b["path"] == RAW]
+
+        for round_ in range(2):
+            leader.kill()
+            taken_at = time.time()
+            successor = await wait_until(fleet.leader, "the standby leading", timeout=4 * POLL)
+            if round_ == 0:
+                receiver.statuses.clear()  # the receiver is back: the queued alert goes out now
+                await wait_until(raw_utilization, "the raw utilization alert at the receiver", timeout=3 * RETRY)
+            fleet.start(leader.name)  # the dead one comes back (a new process, a new holder)
+            # a cycle that started after the takeover has ended (alerts evaluated by the new leader)
+            await wait_until(partial(polled_since, successor, taken_at + POLL), "the new leader's cycles")
+            leader = successor
+        await wait_until(lambda: fleet.standby() is not None, "the restarted instance standing by")
+        [alert] = raw_utilization()
+        assert alert["status"] == "firing"
+        duplicated = {k: n for k, n in Counter(b["dedup_key"] for b in receiver.bodies()).items() if n > 1}
+        assert duplicated == {}
