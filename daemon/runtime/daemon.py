@@ -271,7 +271,8 @@ class Daemon:
         """(healthy, report) for /healthz (see `runtime/health.py`)."""
         healthy, report = health_report({name: state.frozen() for name, state in self.poll_state.items()},
                                         self.supervisor.crashes, self.settings.poll, now=self.clock.now(),
-                                        mode=self._snapshot.mode)
+                                        mode=self._snapshot.mode,
+                                        store_outage=self._db.outage() if self._db is not None else None)
         # FLEET (issue 15): this instance's role per cluster (leader / standby, lease epoch)
         report["leadership"] = [role.as_json() for role in self.leadership.roles()] if self.leadership else []
         return healthy, report

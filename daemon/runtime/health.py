@@ -1,8 +1,9 @@
 """`/healthz` as a pure function of state: the clusters' poll health, supervised task crashes, the
-poll settings and the growth mode. No IO, no clock (`now` is passed in).
+store's reachability, the poll settings and the growth mode. No IO, no clock (`now` is passed in).
 
 Healthy while every cluster's last successful poll is younger than `poll.stale_after_intervals`
-intervals and no supervised task crashed; otherwise unhealthy, with one reason per problem.
+intervals, no supervised task crashed and the store answers (a fleet's PostgreSQL); otherwise
+unhealthy, with one reason per problem.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ HealthReport = tuple[bool, dict[str, Any]]
 
 
 def health_report(polls: Mapping[str, PollHealth], crashes: Mapping[str, TaskCrash], poll: PollSettings, *,
-                  now: float, mode: str | None) -> HealthReport:
-    """(healthy, report) for /healthz from each cluster's poll health and the crashed tasks."""
+                  now: float, mode: str | None, store_outage: str | None = None) -> HealthReport:
+    """(healthy, report) for /healthz from each cluster's poll health, the crashed tasks and the
+    store's outage (a fleet's PostgreSQL out of reach: no instance can lead, nothing is grown)."""
     bound = poll.stale_after_intervals * poll.interval_seconds
     reasons: list[str] = []
     clusters: dict[str, Any] = {}
@@ -40,11 +42,14 @@ def health_report(polls: Mapping[str, PollHealth], crashes: Mapping[str, TaskCra
         }
     for crash in crashes.values():
         reasons.append(f"task {crash.name} crashed: {crash.error}")
+    if store_outage is not None:
+        reasons.append(f"store: {store_outage}")
     report: dict[str, Any] = {
         "status": "ok" if not reasons else "unhealthy",
         "reasons": reasons,
         "clusters": clusters,
         "crashed_tasks": {name: crash.error for name, crash in crashes.items()},
+        "store": {"ok": store_outage is None, "error": store_outage},
         "version": __version__,
     }
     if mode is not None:

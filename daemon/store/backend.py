@@ -87,6 +87,11 @@ class Backend(Protocol):
 
     def close(self) -> None: ...
 
+    def outage(self) -> str | None:
+        """Why the database could not be reached at the last attempt, None when it could (a
+        server that is down or partitioned away; /healthz reports it)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Migration:

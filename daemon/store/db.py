@@ -69,6 +69,10 @@ class Database:
     def describe(self) -> str:
         return str(self.path)
 
+    def outage(self) -> str | None:
+        """Never: a local file has no server to lose (its errors fail the stage that met them)."""
+        return None
+
     @property
     def schema_version(self) -> int:
         with self._lock:

@@ -9,8 +9,9 @@ after a crash either both are on disk or neither, so a restart neither re-fires 
 is stored already is ignored, so instances evaluating the same alert enqueue it once.
 
 Shared by a fleet: `pending()` *claims* the rows it returns for `claim_seconds` (PostgreSQL:
-`FOR UPDATE SKIP LOCKED`, so two instances never get the same row). A claim that lapses (its
-instance died before marking the row) is taken by the next claimer: delivery is at least once,
+`FOR UPDATE SKIP LOCKED`, so two instances never get the same row); a failed send gives its row
+back (`mark_retry`). A claim that lapses (its instance died before marking the row) is taken by
+the next claimer: delivery is at least once,
 exactly once unless an instance dies between a send and its `mark_delivered`; the unchanged dedup
 key lets a receiver drop that rare duplicate. SQLite has one instance by construction, so there
 it claims trivially: `pending()` is the plain read it always was (every pending row is its own,
@@ -108,7 +109,10 @@ class OutboxStore:
                      [(now, row_id) for row_id in row_ids])
 
     def mark_retry(self, row_ids: Sequence[int], error: str, next_attempt_at: float) -> None:
-        self._update("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+        """A failed send: the row waits for `next_attempt_at` unclaimed, so if this instance dies
+        while backing off, whichever instance is alive sends it then (not a claim later)."""
+        self._update("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+                     " claimed_by = NULL, claimed_until = NULL WHERE id = ?",
                      [(error[:500], next_attempt_at, row_id) for row_id in row_ids])
 
     def mark_superseded(self, row_ids: Sequence[int], now: float) -> None:

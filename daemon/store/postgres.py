@@ -133,6 +133,7 @@ class PostgresDatabase:
                  max_connections: int = 4, connect_timeout_seconds: float = 5.0,
                  statement_timeout_seconds: float = 10.0, migrate: bool = True) -> None:
         self.url = url
+        self._outage: str | None = None
         kwargs: dict[str, Any] = {
             "autocommit": True,
             "connect_timeout": max(1, round(connect_timeout_seconds)),
@@ -198,16 +199,23 @@ class PostgresDatabase:
     def close(self) -> None:
         self._pool.close()
 
+    def outage(self) -> str | None:
+        return self._outage
+
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection; an unreachable server becomes `StoreUnavailable`."""
+        """A pooled connection; an unreachable server becomes `StoreUnavailable` (and the outage
+        `outage()` reports until a connection works again)."""
         try:
             with self._pool.connection() as conn:
+                self._outage = None
                 yield conn
         except psycopg_pool.PoolTimeout as exc:
-            raise StoreUnavailable(f"PostgreSQL at {self.describe()} unavailable: {exc}") from None
+            self._outage = f"PostgreSQL at {self.describe()} unavailable: {exc}"
+            raise StoreUnavailable(self._outage) from None
         except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"PostgreSQL at {self.describe()} failed: {exc}") from exc
+            self._outage = f"PostgreSQL at {self.describe()} failed: {exc}"
+            raise StoreUnavailable(self._outage) from exc
 
 
 LATEST_VERSION = latest_version("postgres")

@@ -29,3 +29,13 @@ class TestHealthReport:
                                      "task alerts crashed: RuntimeError: boom"]
         assert report["crashed_tasks"] == {"alerts": "RuntimeError: boom"}
         assert "mode" not in report
+
+    def test_store_out_of_reach_is_unhealthy_with_its_error(self) -> None:
+        """A fleet's PostgreSQL down: polls are fresh, but no instance can lead or grow anything."""
+        polls = {"c1": PollHealth(last_success_t=1000.0, polls=1)}
+        healthy, report = health_report(polls, {}, POLL, now=1010.0, mode="enforce",
+                                        store_outage="PostgreSQL at postgresql://db/qp unavailable: refused")
+        assert (healthy, report["status"]) == (False, "unhealthy")
+        assert report["reasons"] == ["store: PostgreSQL at postgresql://db/qp unavailable: refused"]
+        assert report["store"] == {"ok": False, "error": "PostgreSQL at postgresql://db/qp unavailable: refused"}
+        assert health_report(polls, {}, POLL, now=1010.0, mode=None)[1]["store"] == {"ok": True, "error": None}

@@ -7,9 +7,7 @@ never the machine's shared PostgreSQL service. Each test gets a database of its 
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,22 +16,12 @@ import pytest
 from pytest_postgresql import factories
 from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
-from store_helpers import OpenStore
+from store_helpers import NO_PG_CTL, PG_CTL, OpenStore
 
 from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.postgres import PostgresDatabase
 
-
-def _find_pg_ctl() -> str | None:
-    found = shutil.which("pg_ctl")
-    if found:
-        return found
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    return candidates[-1] if candidates else None
-
-
-PG_CTL = _find_pg_ctl()
 if PG_CTL is not None:
     os.environ.setdefault("QP_PG_CTL", PG_CTL)
 # as root (PostgreSQL refuses to run so) the wrapper runs pg_ctl as the `postgres` user
@@ -61,7 +49,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenS
         yield open_sqlite
     else:
         if PG_CTL is None:
-            pytest.skip("PostgreSQL server binaries (pg_ctl) not installed: .ci/run installs them")
+            pytest.skip(NO_PG_CTL)
         proc: PostgreSQLExecutor = request.getfixturevalue("postgresql_server")
         dbname = f"qp_{uuid.uuid4().hex[:12]}"
         with DatabaseJanitor(user=proc.user, host=proc.host, port=proc.port, dbname=dbname,

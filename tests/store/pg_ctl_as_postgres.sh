@@ -3,7 +3,8 @@
 # containers often are). As root, this runs pg_ctl as the `postgres` user, with the data directory
 # and server log moved from pytest's private temp folder (0700, re-tightened by every pytest run)
 # to a folder of its own under /tmp (a symlink left where the plugin looks), removed again when
-# the server is stopped.
+# the server is stopped — unless QP_PG_KEEP_DATA is set (a test stopping the server to start it
+# again: tests/store/fleet_processes.py).
 set -euo pipefail
 PG_CTL="${QP_PG_CTL:-pg_ctl}"
 if [ "$(id -u)" != 0 ]; then
@@ -27,7 +28,7 @@ for ((i = 0; i < ${#args[@]} - 1; i++)); do
 done
 status=0
 runuser -u postgres -- "$PG_CTL" "${args[@]}" || status=$?
-if [ "${args[0]}" = stop ] && [ "$status" = 0 ]; then
+if [ "${args[0]}" = stop ] && [ "$status" = 0 ] && [ -z "${QP_PG_KEEP_DATA:-}" ]; then
   rm -rf "$home"
   [ -L "$datadir" ] && rm -f "$datadir"
 elif [ -d "$home/data" ] && [ ! -e "$datadir" ]; then

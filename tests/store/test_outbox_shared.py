@@ -81,6 +81,20 @@ class TestClaims:
         assert [row.payload["n"] for row in b.pending("webhook", 10)] == [1, 2]
         assert a.pending("webhook", 10) == []
 
+    def test_a_failed_send_gives_the_row_back_until_its_next_attempt(self, open_store: OpenStore) -> None:
+        """A row whose send failed waits for its retry unclaimed: when its instance is killed while
+        backing off, another instance sends it at the next attempt, not a whole claim later."""
+        shared_only(open_store)
+        now = [T0]
+        a = OutboxStore(open_store(), claimer="a", claim_seconds=60, wall_clock=lambda: now[0])
+        b = OutboxStore(open_store(), claimer="b", claim_seconds=60, wall_clock=lambda: now[0])
+        a.enqueue([entry(1)])
+        [row] = a.pending("webhook", 10)
+        a.mark_retry([row.row_id], "503 from the receiver", next_attempt_at=T0 + 5)
+        now[0] += 5  # a is killed while it backs off; the retry is due
+        assert [(r.payload["n"], r.attempts) for r in b.pending("webhook", 10)] == [(1, 1)]
+        assert a.pending("webhook", 10) == []  # b's claim now
+
     def test_sqlite_restart_takes_over_a_killed_predecessors_rows_at_once(self, tmp_path: Path) -> None:
         before = OutboxStore(Database(tmp_path / "s.db"), claimer="old-pid")
         before.enqueue([entry(1)])
