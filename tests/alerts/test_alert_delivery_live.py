@@ -141,6 +141,12 @@ class TestDedup:
         assert [p["dedup_key"] for p in receiver.bodies()] == ["c1/raw/utilization#1"]
 
 
+def backing_off(clock: VirtualClock, *, within: float) -> bool:
+    """Somebody (the webhook worker, backing off) sleeps on `clock` until at most `within` from now."""
+    deadline = clock.next_deadline
+    return deadline is not None and deadline <= clock.now() + within
+
+
 class TestOutages:
     async def test_broker_down_while_firing_then_back_every_alert_once(
             self, tmp_path: Path, broker: Broker, receiver: Receiver) -> None:
@@ -179,10 +185,13 @@ class TestOutages:
         async with running(stage):
             await stage.on_cycle(cycle(T0, {"raw": 0.95}))
             retries = stage.dispatcher.stats.results
-            # advance only once the failure is recorded: its retry time is taken from the clock then
-            await receiver.wait_for(lambda: receiver.attempts == 1 and retries[("webhook-0", "retry")] == 1)
+            # advance only once the worker sleeps on its backoff: its wake-up time is taken from
+            # the clock when it goes to sleep, a moment after the failure is counted
+            await receiver.wait_for(lambda: receiver.attempts == 1 and retries[("webhook-0", "retry")] == 1
+                                    and backing_off(clock, within=1.3))
             clock.advance(1.3)
-            await receiver.wait_for(lambda: receiver.attempts == 2 and retries[("webhook-0", "retry")] == 2)
+            await receiver.wait_for(lambda: receiver.attempts == 2 and retries[("webhook-0", "retry")] == 2
+                                    and backing_off(clock, within=2.5))
             assert receiver.posts == []
             clock.advance(2.5)
             await receiver.wait_for(lambda: receiver.posts)
