@@ -32,8 +32,17 @@ postgresql_server = factories.postgresql_proc(executable=_EXECUTABLE, port=None)
 BACKENDS = ["sqlite", "postgres"]
 
 
-def pg_url(proc: PostgreSQLExecutor, dbname: str) -> str:
+def url_of(proc: PostgreSQLExecutor, dbname: str) -> str:
     return f"postgresql://{proc.user}@{proc.host}:{proc.port}/{dbname}"
+
+
+@pytest.fixture
+def pg_url(postgresql_server: PostgreSQLExecutor) -> Iterator[str]:
+    """The URL of a database of its own on the session's throwaway server, dropped afterwards."""
+    proc = postgresql_server
+    dbname = f"qp_{uuid.uuid4().hex[:12]}"
+    with DatabaseJanitor(user=proc.user, host=proc.host, port=proc.port, dbname=dbname, password=proc.password):
+        yield url_of(proc, dbname)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -55,7 +64,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenS
         with DatabaseJanitor(user=proc.user, host=proc.host, port=proc.port, dbname=dbname,
                              password=proc.password):
             def open_postgres() -> Backend:
-                opened.append(PostgresDatabase(pg_url(proc, dbname)))
+                opened.append(PostgresDatabase(url_of(proc, dbname)))
                 return opened[-1]
 
             try:

@@ -4,25 +4,13 @@ it) and checks the schema version, naming `store.url` when either fails."""
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pytest_postgresql.executors import PostgreSQLExecutor
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from quotapilot.daemon.cli import main
 from quotapilot.daemon.store.backend import latest_version
 from quotapilot.daemon.store.postgres import PostgresDatabase
-
-
-@pytest.fixture
-def pg_url(postgresql_server: PostgreSQLExecutor) -> Iterator[str]:
-    proc = postgresql_server
-    dbname = f"qp_{uuid.uuid4().hex[:12]}"
-    with DatabaseJanitor(user=proc.user, host=proc.host, port=proc.port, dbname=dbname, password=proc.password):
-        yield f"postgresql://{proc.user}@{proc.host}:{proc.port}/{dbname}"
 
 
 def config(tmp_path: Path, url: str) -> Path:

@@ -8,15 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pytest_postgresql.executors import PostgreSQLExecutor
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from quotapilot.daemon.cli import main
 from quotapilot.daemon.clock import VirtualClock
@@ -33,14 +30,6 @@ from quotapilot.daemon.store.leases import LeaseStore
 from quotapilot.forecasting.types import ActionStatus
 
 LEASE, RENEW = 15.0, 5.0
-
-
-@pytest.fixture
-def pg_url(postgresql_server: PostgreSQLExecutor) -> Iterator[str]:
-    proc = postgresql_server
-    dbname = f"qp_{uuid.uuid4().hex[:12]}"
-    with DatabaseJanitor(user=proc.user, host=proc.host, port=proc.port, dbname=dbname, password=proc.password):
-        yield f"postgresql://{proc.user}@{proc.host}:{proc.port}/{dbname}"
 
 
 def settings_for(sim: SimulatorServer, tmp_path: Path, url: str, name: str) -> Settings:

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 from alert_receivers import Broker, Receiver, Subscriber, subscribe
-from pytest_postgresql.executors import PostgreSQLExecutor
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.events import EventStage
@@ -31,14 +27,6 @@ from quotapilot.daemon.stages.alerting import AlertingStage
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "events.schema.json").read_text())
 LEASE, RENEW = 15.0, 5.0
-
-
-@pytest.fixture
-def pg_url(postgresql_server: PostgreSQLExecutor) -> Iterator[str]:
-    proc = postgresql_server
-    dbname = f"qp_{uuid.uuid4().hex[:12]}"
-    with DatabaseJanitor(user=proc.user, host=proc.host, port=proc.port, dbname=dbname, password=proc.password):
-        yield f"postgresql://{proc.user}@{proc.host}:{proc.port}/{dbname}"
 
 
 def settings_data(sim: SimulatorServer, tmp_path: Path, url: str, name: str, hook: str,
