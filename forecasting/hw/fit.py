@@ -30,8 +30,10 @@ from quotapilot.forecasting.hw.selection import (
     blended_errors,
     fitted_starts,
     reanchored,
+    recent_level_shift,
     score,
     simple_candidates,
+    since,
     trim_to,
 )
 from quotapilot.forecasting.hw.statsfit import check_forecast, fit_exponential_smoothing, weekly_or_daily
@@ -148,6 +150,15 @@ class _Choice:
     scores: tuple[float, float] | None
 
 
+Option = tuple[str, ModelParams, ModelState, dict[int, FloatArray], FloatArray | None]
+"""A held-out choice's option: name, parameters, state, held-out errors per horizon, and its own
+one-step residuals for the band (None: the fit's)."""
+
+
+def _horizon_score(errors: dict[int, FloatArray], steps: int, means: dict[int, float]) -> float:
+    return score({steps: errors[steps]}, means) if steps in errors else math.inf
+
+
 def _held_out_choice(rates: FloatArray, clipped: FloatArray, step_seconds: float, params: ModelParams,
                      state: ModelState, held_out: dict[int, FloatArray] | None,
                      season_written: FloatArray | None) -> _Choice | None:
@@ -166,11 +177,11 @@ def _held_out_choice(rates: FloatArray, clipped: FloatArray, step_seconds: float
     if simple is None:
         return None
     level = best_simple(candidates, ModelKind.LEVEL)
+    daily = seasonal_period(ModelKind.HW_DAILY, step_seconds)
     # (name, params, state, held-out errors, own residuals for the band); fits first: ties keep them
-    options: list[tuple[str, ModelParams, ModelState, dict[int, FloatArray], FloatArray | None]] = []
+    options: list[Option] = []
     if held_out is not None:
         options.append(("fit", params, state, held_out, None))
-        daily = seasonal_period(ModelKind.HW_DAILY, step_seconds)
         anchored = None if season_written is None else reanchored(clipped, season_written, params.period, daily,
                                                                   starts)
         if anchored is not None and all(len(anchored[0].get(h, ())) == len(e) for h, e in held_out.items()):
@@ -189,37 +200,52 @@ def _held_out_choice(rates: FloatArray, clipped: FloatArray, step_seconds: float
     for candidate in candidates:
         options.append((candidate.name, candidate.params, candidate.state, candidate.errors, candidate.residuals))
 
-    def horizon_score(errors: dict[int, FloatArray], steps: int) -> float:
-        return score({steps: errors[steps]}, means) if steps in errors else math.inf
-
-    def pick(steps: int | None) -> int:
-        scored = [score(o[3], means) if steps is None else horizon_score(o[3], steps) for o in options]
-        best = min(range(len(options)), key=lambda i: (scored[i], i))
+    def pick(pool: list[Option], steps: int | None, against: dict[int, float]) -> Option:
+        scored = [score(o[3], against) if steps is None else _horizon_score(o[3], steps, against) for o in pool]
+        best = min(range(len(pool)), key=lambda i: (scored[i], i))
         # a simple candidate must beat the fits by more than a tie (`SCORE_TOLERANCE`, `HW_MARGIN`)
-        fits = [i for i, o in enumerate(options) if o[4] is None]
-        if options[best][4] is not None and fits:
+        fits = [i for i, o in enumerate(pool) if o[4] is None]
+        if pool[best][4] is not None and fits:
             best_fit = min(fits, key=lambda i: (scored[i], i))
             if not scored[best] * HW_MARGIN + SCORE_TOLERANCE < scored[best_fit]:
                 best = best_fit
-        return best
+        return pool[best]
 
     near_steps, far_steps = SCORE_STEPS[0], SCORE_STEPS[-1]
-    far = pick(None)
-    near = pick(near_steps)
-    if not horizon_score(options[near][3], near_steps) + SCORE_TOLERANCE < horizon_score(options[far][3], near_steps):
+    far = pick(options, None, means)
+    # The next day is chosen on the same origins, except right after a level shift: then on the
+    # origins since (none a day after it: then among what is anchored on the last day, a full day
+    # so that the daily season cancels — the re-anchored fit, predict_linear's rate over the day).
+    near_pool, near_means = options, means
+    shifted_days = recent_level_shift(clipped, daily)
+    if shifted_days:
+        recent = shifted_days * daily
+        near_pool = [(o[0], o[1], o[2], since(o[3], recent), o[4]) for o in options]
+        cy = np.concatenate(([0.0], np.cumsum(clipped)))
+        near_means = {h: float(np.mean(np.abs(cy[at + h + 1] - cy[at + 1]))) for h in SCORE_STEPS
+                      if len(at := np.arange(n - recent, n - h, dtype=np.int64))}
+        if not any(math.isfinite(_horizon_score(o[3], near_steps, near_means)) for o in near_pool):
+            on_last_day = [o for o in near_pool if o[0] in ("reanchored", f"level_{daily}", f"level_robust_{daily}")]
+            near_pool = on_last_day or near_pool
+    near = pick(near_pool, near_steps, near_means)
+    far_on_near = next(o for o in near_pool if o[0] == far[0]) if any(o[0] == far[0] for o in near_pool) else None
+    if far_on_near is not None and not _horizon_score(near[3], near_steps, near_means) + SCORE_TOLERANCE < \
+            _horizon_score(far_on_near[3], near_steps, near_means):
         near = far
-    _, far_params, far_state, far_errors, far_residuals = options[far]
-    _, near_params, near_state, near_errors, _ = options[near]
+    _, far_params, far_state, far_errors, far_residuals = far
+    near_params, near_state = near[1], near[2]
+    near_errors = next(o[3] for o in options if o[0] == near[0])
+    if near_steps not in far_errors or far_steps not in far_errors:
+        near = far  # a history too short for one of the two: one model
     # the path is the near model's at the next day and the model's from three days on
-    combined = {h: near_errors[h] if h == near_steps else e for h, e in far_errors.items()}
-    if near_steps not in combined or far_steps not in far_errors:
-        near, combined = far, far_errors  # a history too short for one of the two: one model
-    scores = (score(combined, means), simple.score)
+    combined = {h: near_errors[h] if h == near_steps and near_errors[h].shape == e.shape else e
+                for h, e in far_errors.items()}
+    scores = (min(score(combined, means), score(far_errors, means)), simple.score)
     chosen_state = far_state.copy()
-    if near != far:
+    if near[0] != far[0]:
         far_params = replace(far_params, near=near_params)
         chosen_state.near = near_state.copy()
     day_errors = near_errors.get(SELECTION_STEPS)
-    if far == 0 and near == 0:
+    if far[0] == "fit" and near[0] == far[0]:
         return _Choice(None, None, None, None, scores)
     return _Choice(far_params, chosen_state, far_residuals, day_errors, scores)

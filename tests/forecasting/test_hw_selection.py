@@ -19,7 +19,13 @@ from quotapilot.forecasting.hw import (
     update,
 )
 from quotapilot.forecasting.hw.model import FAR_STEPS, NEAR_STEPS
-from quotapilot.forecasting.hw.selection import SCORE_TOLERANCE, reanchored, simple_candidates, usage_slopes
+from quotapilot.forecasting.hw.selection import (
+    SCORE_TOLERANCE,
+    reanchored,
+    recent_level_shift,
+    simple_candidates,
+    usage_slopes,
+)
 
 HOUR = 3600.0
 
@@ -167,3 +173,28 @@ class TestNearModel:
         assert fitted.held_out_score <= fitted.best_simple_score + SCORE_TOLERANCE
         total = float(forecast_rates(fitted.params, fitted.state, 24).sum())
         assert abs(total / float(rates[-24:].sum()) - 1.0) < 0.3
+
+
+class TestLevelShift:
+    """A day after a level shift the held-out origins all forecast across it; the next day's
+    forecast must come from what is anchored on the last day, not from whichever candidate
+    recovered fastest from the shift (ec2_network_in: a 6-hour slope, 20–30 % off)."""
+
+    @pytest.mark.parametrize("seed", [1, 2, 3])
+    def test_a_day_after_a_fall_the_next_day_is_forecast_from_the_last_day(self, seed: int) -> None:
+        rates = rate_series(8, season=0.3, noise=40.0, seed=seed, shift_at=7 / 8, shift=1 / 3)
+        rates[6 * 24 - 30:6 * 24 - 20] *= 4.0  # a burst before the fall, as ec2_network_in had
+        fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=72)
+        assert fitted is not None
+        day_total = float(forecast_rates(fitted.params, fitted.state, 24).sum())
+        assert day_total / float(rates[-24:].sum()) == pytest.approx(1.0, abs=0.08)
+
+    def test_detection(self) -> None:
+        steady = rate_series(10, season=0.3, noise=40.0, seed=1)
+        assert recent_level_shift(steady, 24) == 0
+        fell = steady.copy()
+        fell[-24:] /= 3
+        assert recent_level_shift(fell, 24) == 1
+        fell[-48:] = steady[-48:] / 3
+        assert recent_level_shift(fell, 24) == 2
+        assert recent_level_shift(steady * np.linspace(1.0, 1.1, len(steady)), 24) == 0  # slow growth
