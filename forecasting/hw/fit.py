@@ -30,8 +30,10 @@ from quotapilot.forecasting.hw.selection import (
     blended_errors,
     fitted_starts,
     reanchored,
+    recent_level_shift,
     score,
     simple_candidates,
+    since,
     trim_to,
 )
 from quotapilot.forecasting.hw.statsfit import check_forecast, fit_exponential_smoothing, weekly_or_daily
@@ -108,7 +110,9 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
         usable = residuals[warmup:] if len(residuals) - warmup >= 20 else residuals[len(residuals) // 2:]
     sigma = float(np.sqrt(np.mean(usable**2))) if len(usable) else 0.0
     if kind is not ModelKind.LINEAR and len(usable):
-        params = replace(params, error_bound=SPIKE_SIGMAS * 1.4826 * float(np.median(np.abs(usable))))
+        bound = SPIKE_SIGMAS * 1.4826 * float(np.median(np.abs(usable)))
+        near = None if params.near is None else replace(params.near, error_bound=bound)
+        params = replace(params, error_bound=bound, near=near)
     low, high = band_offsets(params, usable, horizon_steps, step_seconds=step_seconds, seed=seed,
                              n_fitted=n, slope_sd=slope_sd)
     if day_errors is not None and kind is not ModelKind.LINEAR:
@@ -146,44 +150,102 @@ class _Choice:
     scores: tuple[float, float] | None
 
 
+Option = tuple[str, ModelParams, ModelState, dict[int, FloatArray], FloatArray | None]
+"""A held-out choice's option: name, parameters, state, held-out errors per horizon, and its own
+one-step residuals for the band (None: the fit's)."""
+
+
+def _horizon_score(errors: dict[int, FloatArray], steps: int, means: dict[int, float]) -> float:
+    return score({steps: errors[steps]}, means) if steps in errors else math.inf
+
+
 def _held_out_choice(rates: FloatArray, clipped: FloatArray, step_seconds: float, params: ModelParams,
                      state: ModelState, held_out: dict[int, FloatArray] | None,
                      season_written: FloatArray | None) -> _Choice | None:
-    """The fit, the fit re-anchored, the fit blended with the best level, or the best simple
-    candidate, whichever forecasts the later half of the history best (`selection`)."""
+    """The fit, the fit re-anchored, either blended with the best level, or a simple candidate,
+    whichever forecast the later half of the history best (`selection`: the next day's and three
+    days' totals). The one that forecast the next day best, when another, becomes the model's near
+    model (`ModelParams.near`): a level that tracks the last day can win the next day while the
+    season wins over three days, and one model for both gives one of them away."""
     n = len(rates)
     starts = {} if held_out is None else fitted_starts(held_out, n, params.period)
     if held_out is not None:
         held_out = trim_to(held_out, n, starts)
     _, means = actual_totals(clipped, starts)
-    fitted_score = math.inf if held_out is None else score(held_out, means)
     candidates = simple_candidates(rates, step_seconds, starts, clipped)
     simple = best_simple(candidates)
     if simple is None:
         return None
     level = best_simple(candidates, ModelKind.LEVEL)
-    chosen: tuple[ModelParams, ModelState] | None = None
-    day_errors: FloatArray | None = None
     daily = seasonal_period(ModelKind.HW_DAILY, step_seconds)
-    anchored = None if season_written is None else reanchored(clipped, season_written, params.period, daily, starts)
-    if anchored is not None and held_out is not None and all(
-            len(anchored[0].get(h, ())) == len(e) for h, e in held_out.items()):
-        anchored_score = score(anchored[0], means)
-        if anchored_score + SCORE_TOLERANCE < fitted_score:
+    # (name, params, state, held-out errors, own residuals for the band); fits first: ties keep them
+    options: list[Option] = []
+    if held_out is not None:
+        options.append(("fit", params, state, held_out, None))
+        anchored = None if season_written is None else reanchored(clipped, season_written, params.period, daily,
+                                                                  starts)
+        if anchored is not None and all(len(anchored[0].get(h, ())) == len(e) for h, e in held_out.items()):
             # the fit's seasons with its level re-anchored on the last day: a level shift
             moved = state.copy()
             moved.level, moved.last_error = anchored[1], 0.0
-            chosen, fitted_score, held_out = (replace(params, rho=0.0), moved), anchored_score, anchored[0]
-            day_errors = held_out.get(SELECTION_STEPS)
-    blended = None if held_out is None or level is None else blended_errors(held_out, level, BLEND_WEIGHT)
-    blended_score = math.inf if blended is None else score(blended, means)
-    if simple.score * HW_MARGIN + SCORE_TOLERANCE < min(fitted_score, blended_score):
-        return _Choice(simple.params, simple.state.copy(), simple.residuals, simple.day_errors,
-                       (simple.score, simple.score))
-    if blended is not None and level is not None and blended_score + SCORE_TOLERANCE < fitted_score:
-        base_params, base_state = chosen if chosen is not None else (params, state.copy())
-        base_state.anchor = level.state.level
-        return _Choice(replace(base_params, blend=BLEND_WEIGHT, anchor_alpha=level.params.alpha), base_state,
-                       None, blended.get(SELECTION_STEPS), (blended_score, simple.score))
-    return _Choice(chosen[0] if chosen else None, chosen[1] if chosen else None, None, day_errors,
-                   (fitted_score, simple.score))
+            options.append(("reanchored", replace(params, rho=0.0), moved, anchored[0], None))
+        if level is not None:
+            for name, base_params, base_state, errors, _ in list(options):
+                blended = blended_errors(errors, level, BLEND_WEIGHT)
+                if blended is not None:
+                    mixed = base_state.copy()
+                    mixed.anchor = level.state.level
+                    options.append((f"{name}_blend", replace(base_params, blend=BLEND_WEIGHT,
+                                                             anchor_alpha=level.params.alpha), mixed, blended, None))
+    for candidate in candidates:
+        options.append((candidate.name, candidate.params, candidate.state, candidate.errors, candidate.residuals))
+
+    def pick(pool: list[Option], steps: int | None, against: dict[int, float]) -> Option:
+        scored = [score(o[3], against) if steps is None else _horizon_score(o[3], steps, against) for o in pool]
+        best = min(range(len(pool)), key=lambda i: (scored[i], i))
+        # a simple candidate must beat the fits by more than a tie (`SCORE_TOLERANCE`, `HW_MARGIN`)
+        fits = [i for i, o in enumerate(pool) if o[4] is None]
+        if pool[best][4] is not None and fits:
+            best_fit = min(fits, key=lambda i: (scored[i], i))
+            if not scored[best] * HW_MARGIN + SCORE_TOLERANCE < scored[best_fit]:
+                best = best_fit
+        return pool[best]
+
+    near_steps, far_steps = SCORE_STEPS[0], SCORE_STEPS[-1]
+    far = pick(options, None, means)
+    # The next day is chosen on the same origins, except right after a level shift: then on the
+    # origins since (none a day after it: then among what is anchored on the last day, a full day
+    # so that the daily season cancels — the re-anchored fit, predict_linear's rate over the day).
+    near_pool, near_means = options, means
+    shifted_days = recent_level_shift(clipped, daily)
+    if shifted_days:
+        recent = shifted_days * daily
+        near_pool = [(o[0], o[1], o[2], since(o[3], recent), o[4]) for o in options]
+        cy = np.concatenate(([0.0], np.cumsum(clipped)))
+        near_means = {h: float(np.mean(np.abs(cy[at + h + 1] - cy[at + 1]))) for h in SCORE_STEPS
+                      if len(at := np.arange(n - recent, n - h, dtype=np.int64))}
+        if not any(math.isfinite(_horizon_score(o[3], near_steps, near_means)) for o in near_pool):
+            on_last_day = [o for o in near_pool if o[0] in ("reanchored", f"level_{daily}", f"level_robust_{daily}")]
+            near_pool = on_last_day or near_pool
+    near = pick(near_pool, near_steps, near_means)
+    far_on_near = next(o for o in near_pool if o[0] == far[0]) if any(o[0] == far[0] for o in near_pool) else None
+    if far_on_near is not None and not _horizon_score(near[3], near_steps, near_means) + SCORE_TOLERANCE < \
+            _horizon_score(far_on_near[3], near_steps, near_means):
+        near = far
+    _, far_params, far_state, far_errors, far_residuals = far
+    near_params, near_state = near[1], near[2]
+    near_errors = next(o[3] for o in options if o[0] == near[0])
+    if near_steps not in far_errors or far_steps not in far_errors:
+        near = far  # a history too short for one of the two: one model
+    # the path is the near model's at the next day and the model's from three days on
+    combined = {h: near_errors[h] if h == near_steps and near_errors[h].shape == e.shape else e
+                for h, e in far_errors.items()}
+    scores = (min(score(combined, means), score(far_errors, means)), simple.score)
+    chosen_state = far_state.copy()
+    if near[0] != far[0]:
+        far_params = replace(far_params, near=near_params)
+        chosen_state.near = near_state.copy()
+    day_errors = near_errors.get(SELECTION_STEPS)
+    if far[0] == "fit" and near[0] == far[0]:
+        return _Choice(None, None, None, None, scores)
+    return _Choice(far_params, chosen_state, far_residuals, day_errors, scores)

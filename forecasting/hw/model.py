@@ -18,6 +18,11 @@ SHIFT_STEPS = 3
 """Steps in a row beyond the error bound, the same way, that are a burst or a level shift, not
 spikes. (Re-anchoring the level on the third such step, α = 1, was tried first: a multi-hour
 burst would then set the level until the next refit.)"""
+NEAR_STEPS = 24
+FAR_STEPS = 72
+"""With a near model (`ModelParams.near`), the cumulative forecast is the near model's up to
+`NEAR_STEPS` ahead and the other's from `FAR_STEPS` on, weighted linearly in between: the two
+horizons the held-out choice scores (`scoring.SCORE_STEPS`, a day and three days at hourly steps)."""
 ABSURD_RATE_FACTOR = 10.0
 """A forecast rate beyond this many times the largest observed |rate| is not believed."""
 
@@ -77,6 +82,11 @@ class ModelParams:
     """A one-step error beyond this is a spike to the O(1) updates: the step is clipped to it
     before it moves the level and the season, unless `SHIFT_STEPS` in a row go the same way (a
     burst or a level shift: those steps count as they are). 0: no clipping."""
+    near: ModelParams | None = None
+    """The model that forecast the next day best held out, when it is another than this one
+    (which forecast three days best): the forecast follows it for the first `NEAR_STEPS` and
+    moves over to this one by `FAR_STEPS` (`recursions.forecast_rates`). Its state is
+    `ModelState.near`; both are updated with every step."""
 
 
 @dataclass(slots=True, eq=False)
@@ -93,10 +103,13 @@ class ModelState:
     """The blended simple level (`ModelParams.blend`)."""
     outliers: int = 0
     """Consecutive steps beyond `ModelParams.error_bound`, signed by their direction."""
+    near: ModelState | None = None
+    """The state of `ModelParams.near`."""
 
     def copy(self) -> ModelState:
         return ModelState(self.level, self.trend, None if self.seasons is None else self.seasons.copy(),
-                          self.phase, self.last_error, self.anchor, self.outliers)
+                          self.phase, self.last_error, self.anchor, self.outliers,
+                          None if self.near is None else self.near.copy())
 
 
 @dataclass(frozen=True, slots=True, eq=False)

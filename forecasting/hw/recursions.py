@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from quotapilot.forecasting.hw.model import SHIFT_STEPS, ModelParams, ModelState
+from quotapilot.forecasting.hw.model import FAR_STEPS, NEAR_STEPS, SHIFT_STEPS, ModelParams, ModelState
 from quotapilot.forecasting.resample import FloatArray
 
 
 def predict_next(params: ModelParams, state: ModelState) -> float:
+    if params.near is not None and state.near is not None:
+        return predict_next(params.near, state.near)  # the next step is the near model's
     season = state.seasons[state.phase] if state.seasons is not None else 0.0
     fitted = float(state.level + params.phi * state.trend + season + params.rho * state.last_error)
     return fitted if params.blend == 0.0 else (1.0 - params.blend) * fitted + params.blend * state.anchor
@@ -17,6 +19,8 @@ def predict_next(params: ModelParams, state: ModelState) -> float:
 def update(params: ModelParams, state: ModelState, y: float) -> float:
     """Consume one step's increment `y` (in place); returns the Holt-Winters one-step error (the
     recursions use it as statsmodels does; the ρ correction is an overlay on the forecast)."""
+    if params.near is not None and state.near is not None:
+        update(params.near, state.near, y)
     level, trend = state.level, state.trend
     season = float(state.seasons[state.phase]) if state.seasons is not None else 0.0
     damped = params.phi * trend
@@ -46,6 +50,16 @@ def update(params: ModelParams, state: ModelState, y: float) -> float:
 
 def forecast_rates(params: ModelParams, state: ModelState, steps: int) -> FloatArray:
     """Mean increments of the next `steps` steps."""
+    rates = _own_rates(params, state, steps)
+    if params.near is None or state.near is None:
+        return rates
+    near = np.cumsum(forecast_rates(params.near, state.near, steps))
+    far = np.cumsum(rates)
+    weight = np.clip((np.arange(1, steps + 1) - NEAR_STEPS) / (FAR_STEPS - NEAR_STEPS), 0.0, 1.0)
+    return np.diff(near + weight * (far - near), prepend=0.0)
+
+
+def _own_rates(params: ModelParams, state: ModelState, steps: int) -> FloatArray:
     h = np.arange(1, steps + 1, dtype=np.float64)
     if params.phi == 1.0:
         trend = h * state.trend

@@ -179,6 +179,41 @@ def simple_candidates(rates: FloatArray, step_seconds: float, starts: Starts | N
     return out
 
 
+LEVEL_SHIFT_SIGMAS = 5.0
+"""A day whose mean rate is further than this many robust standard deviations of the day-to-day
+changes from the day before a span is a level shift. Not tuned on the backtest: a conservative
+threshold, far above a day's ordinary change."""
+LEVEL_SHIFT_MIN = 0.2
+"""... and by more than this share of the earlier day's rate (a very steady rate has a tiny σ; a
+smaller change is left to the smoothed level). Not tuned on the backtest."""
+
+
+def recent_level_shift(rates: FloatArray, period: int) -> int:
+    """How many of the last `period`s (days: 1 or 2; 0 for none) the rate has been at a new level:
+    each of them differs from the day before them, the same way, by more than
+    `LEVEL_SHIFT_SIGMAS` robust σ of the history's day-to-day changes and by more than
+    `LEVEL_SHIFT_MIN` of that day's rate. Held-out origins before the shift forecast across it:
+    their errors say how fast a candidate recovered from it, not how it forecasts now."""
+    days = len(rates) // period if period > 0 else 0
+    if days < 4:
+        return 0
+    means = rates[len(rates) - days * period:].reshape(days, period).mean(axis=1)
+    # the ordinary day-to-day change, from before the days that may hold the shift
+    sigma = 1.4826 * float(np.median(np.abs(np.diff(means[:-2]))))
+    for span in (1, 2):
+        before = float(means[-span - 1])
+        change = means[-span:] - before
+        bound = max(LEVEL_SHIFT_SIGMAS * sigma, LEVEL_SHIFT_MIN * abs(before))
+        if bound > 0.0 and (np.abs(change) > bound).all() and abs(float(np.sign(change).sum())) == span:
+            return span
+    return 0
+
+
+def since(errors: dict[int, FloatArray], steps: int) -> dict[int, FloatArray]:
+    """Held-out errors (each array ending at the last origin) of the origins in the last `steps`."""
+    return {h: e[len(e) - max(0, min(len(e), steps - h)):] for h, e in errors.items()}
+
+
 def best_simple(candidates: list[Candidate], kind: ModelKind | None = None) -> Candidate | None:
     """The candidate (of `kind`, if given) with the lowest finite score."""
     finite = [c for c in candidates if math.isfinite(c.score) and kind in (None, c.params.kind)]

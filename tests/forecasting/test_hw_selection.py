@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quotapilot.forecasting.hw import ModelKind, fit_rates, forecast_rates, update
-from quotapilot.forecasting.hw.selection import SCORE_TOLERANCE, reanchored, simple_candidates, usage_slopes
+from quotapilot.forecasting.hw import (
+    ModelKind,
+    ModelParams,
+    ModelState,
+    fit_rates,
+    forecast_rates,
+    predict_next,
+    update,
+)
+from quotapilot.forecasting.hw.model import FAR_STEPS, NEAR_STEPS
+from quotapilot.forecasting.hw.selection import (
+    SCORE_TOLERANCE,
+    reanchored,
+    recent_level_shift,
+    simple_candidates,
+    usage_slopes,
+)
 
 HOUR = 3600.0
 
@@ -108,3 +125,76 @@ class TestReanchored:
         # from origins a day after the shift on, its next day's total is exact
         day = errors[24]
         assert np.allclose(day[-(3 * period - 24 - period):], 0.0, atol=1e-6)
+
+
+class TestNearModel:
+    """A second model for the next day: the forecast follows it for a day and hands over to the
+    model by three days; both are carried by the O(1) updates."""
+
+    def _pair(self) -> tuple[ModelParams, ModelState]:
+        far = ModelParams(ModelKind.HW_DAILY, period=24)
+        near = ModelParams(ModelKind.LEVEL)
+        state = ModelState(level=100.0, seasons=10.0 * np.sin(2 * np.pi * np.arange(24) / 24),
+                           near=ModelState(level=160.0))
+        return replace(far, near=near), state
+
+    def test_the_path_is_the_near_models_for_a_day_and_the_models_from_three_days(self) -> None:
+        params, state = self._pair()
+        assert params.near is not None and state.near is not None
+        cumulative = np.cumsum(forecast_rates(params, state, 120))
+        near = np.cumsum(forecast_rates(params.near, state.near, 120))
+        far = np.cumsum(forecast_rates(replace(params, near=None), state, 120))
+        np.testing.assert_allclose(cumulative[:NEAR_STEPS], near[:NEAR_STEPS])
+        np.testing.assert_allclose(cumulative[FAR_STEPS - 1:], far[FAR_STEPS - 1:])
+        between = cumulative[NEAR_STEPS:FAR_STEPS - 1]
+        assert (np.minimum(near, far)[NEAR_STEPS:FAR_STEPS - 1] <= between + 1e-9).all()
+        assert (between <= np.maximum(near, far)[NEAR_STEPS:FAR_STEPS - 1] + 1e-9).all()
+        assert predict_next(params, state) == pytest.approx(160.0)
+
+    def test_updates_move_both_and_copies_are_deep(self) -> None:
+        params, state = self._pair()
+        params = replace(params, alpha=0.5, near=replace(ModelParams(ModelKind.LEVEL), alpha=0.5))
+        kept = state.copy()
+        update(params, state, 200.0)
+        assert state.near is not None and kept.near is not None
+        assert state.near.level == pytest.approx(180.0)
+        assert kept.near.level == pytest.approx(160.0)
+        assert state.level != kept.level
+
+    def test_a_fit_with_a_near_model_still_never_loses_to_the_best_simple_candidate(self) -> None:
+        """A daily season on a level that wanders (the last day's level tells the next day)."""
+        rng = np.random.default_rng(7)
+        h = np.arange(21 * 24)
+        level = 1000.0 + np.cumsum(rng.normal(0.0, 20.0, len(h)))
+        rates = level * (1 + 0.5 * np.sin(2 * np.pi * h / 24)) + rng.normal(0.0, 50.0, len(h))
+        fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=96)
+        assert fitted is not None and fitted.held_out_score is not None
+        assert fitted.best_simple_score is not None
+        assert fitted.held_out_score <= fitted.best_simple_score + SCORE_TOLERANCE
+        total = float(forecast_rates(fitted.params, fitted.state, 24).sum())
+        assert abs(total / float(rates[-24:].sum()) - 1.0) < 0.3
+
+
+class TestLevelShift:
+    """A day after a level shift the held-out origins all forecast across it; the next day's
+    forecast must come from what is anchored on the last day, not from whichever candidate
+    recovered fastest from the shift (ec2_network_in: a 6-hour slope, 20–30 % off)."""
+
+    @pytest.mark.parametrize("seed", [1, 2, 3])
+    def test_a_day_after_a_fall_the_next_day_is_forecast_from_the_last_day(self, seed: int) -> None:
+        rates = rate_series(8, season=0.3, noise=40.0, seed=seed, shift_at=7 / 8, shift=1 / 3)
+        rates[6 * 24 - 30:6 * 24 - 20] *= 4.0  # a burst before the fall, as ec2_network_in had
+        fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=72)
+        assert fitted is not None
+        day_total = float(forecast_rates(fitted.params, fitted.state, 24).sum())
+        assert day_total / float(rates[-24:].sum()) == pytest.approx(1.0, abs=0.08)
+
+    def test_detection(self) -> None:
+        steady = rate_series(10, season=0.3, noise=40.0, seed=1)
+        assert recent_level_shift(steady, 24) == 0
+        fell = steady.copy()
+        fell[-24:] /= 3
+        assert recent_level_shift(fell, 24) == 1
+        fell[-48:] = steady[-48:] / 3
+        assert recent_level_shift(fell, 24) == 2
+        assert recent_level_shift(steady * np.linspace(1.0, 1.1, len(steady)), 24) == 0  # slow growth
