@@ -418,12 +418,16 @@ def task_conditions(tasks: Iterable[TaskHealth]) -> list[Condition]:
 
 def capacity_order_conditions(plans: Iterable[PoolPlan], *, now: float, alert_lead_seconds: float,
                               for_seconds: float = 86400.0, due_before: Mapping[str, bool] | None = None,
+                              overdue_before: Mapping[str, bool] | None = None,
                               hysteresis_ratio: float = 0.25) -> list[Condition]:
     """"Order capacity by …": warning from `alert_lead_seconds` before a pool's order-by date,
     critical once it has passed, after the condition has held `for_seconds` (a young forecast
     swings; a purchase is not a matter of hours). A pool whose order was due at the previous
     evaluation (`due_before[plan.name]`) stays due until its order-by date moves more than
-    `hysteresis_ratio` × the lead beyond the window, or beyond the plan horizon. Says nothing for a
+    `hysteresis_ratio` × the lead beyond the window, or beyond the plan horizon; one whose order-by
+    date had passed (`overdue_before[plan.name]`) stays critical until that date moves more than
+    `hysteresis_ratio` × the lead beyond now (a swing across now would otherwise de-escalate it
+    silently and page again as a new escalation at the next swing back). Says nothing for a
     plan without an order-by date that could not be sized (no forecast), so missing data never
     resolves it. Plans without a procurement lead time have no order-by date: pass none."""
     conditions = []
@@ -436,7 +440,9 @@ def capacity_order_conditions(plans: Iterable[PoolPlan], *, now: float, alert_le
         severity: Severity | None = None
         summary = f"{plan.name}: no capacity order due within {runway_in_words(alert_lead_seconds)}"
         if plan.order_by is not None and now >= plan.order_by - window:
-            severity = Severity.CRITICAL if now >= plan.order_by else Severity.WARNING
+            overdue_from = plan.order_by - (alert_lead_seconds * hysteresis_ratio
+                                            if (overdue_before or {}).get(plan.name) else 0.0)
+            severity = Severity.CRITICAL if now >= overdue_from else Severity.WARNING
             order_tb = plan.order_bytes / 10**12
             summary = (f"order capacity for {plan.name} by {iso8601(plan.order_by)[:10]}: "
                        f"{order_tb:,.0f} TB usable to stay under {plan.order_ratio:.0%} for the plan horizon")

@@ -20,7 +20,7 @@ from types import MappingProxyType
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from quotapilot.alerts.model import Condition
+from quotapilot.alerts.model import Condition, Severity
 from quotapilot.alerts.rules import capacity_order_conditions
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.logs import get_logger
@@ -70,6 +70,7 @@ class CapacityStage:
         self.raise_alerts = raise_alerts
         self._plans: dict[tuple[str, str], PoolPlan] = {}
         self._due: dict[str, bool] = {}
+        self._overdue: dict[str, bool] = {}
         self._last_due: dict[str, Condition] = {}
         self._clear_since: dict[str, float] = {}
         """Per pool: was its order due at the last evaluation (the alert's hysteresis)?"""
@@ -112,7 +113,7 @@ class CapacityStage:
             return
         conditions = capacity_order_conditions(
             plans, now=now, alert_lead_seconds=self.settings.alert_lead_time,
-            for_seconds=self.settings.alert_for, due_before=self._due)
+            for_seconds=self.settings.alert_for, due_before=self._due, overdue_before=self._overdue)
         held = []
         for condition in conditions:
             key = condition.target if condition.target != POOL_TARGET else condition.cluster
@@ -127,6 +128,7 @@ class CapacityStage:
                     held.append(self._last_due[key])
                     continue
             self._due[key] = condition.severity is not None
+            self._overdue[key] = condition.severity is Severity.CRITICAL
             held.append(condition)
         await self.raise_alerts(held)
 

@@ -65,6 +65,7 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     # judged against and in the residuals the band is drawn from.
     daily, weekly = (seasonal_period(k, step_seconds) for k in (ModelKind.HW_DAILY, ModelKind.HW_WEEKLY))
     clipped = clip_spikes(rates, (daily, weekly)) if kind is not ModelKind.LINEAR else rates
+    spikes = rates - clipped
     while kind is not ModelKind.LINEAR:
         try:
             fit = fit_exponential_smoothing(clipped, kind, step_seconds, use_brute)
@@ -72,7 +73,7 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
             if kind is ModelKind.HW_WEEKLY:
                 fit = weekly_or_daily(clipped, step_seconds, horizon_steps, use_brute, fit)
             params, state, residuals, _, day_errors, components = fit
-            residuals = residuals + (rates - clipped)
+            residuals = residuals + spikes
             kind = params.kind
             trended = None if components is None else with_rate_trend(
                 clipped, params, state, components, residuals, step_seconds, horizon_steps)
@@ -93,6 +94,15 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
         params, state, residuals = _fit_linear(rates, step_seconds)
         if fallback is FallbackReason.CONSTANT_RATE:
             residuals = np.zeros_like(residuals)  # not rounding noise of the mean: exactly no spread
+    if usable is None:
+        # The first cycles' residuals are small because the heuristic initial states were computed
+        # from them; they would make the band too narrow. Spikes are left out: one hour at many
+        # times the rate, in the day-long blocks the band draws, would widen the p90 path (and
+        # the growth sized from it) for the whole week ahead; the held-out errors that calibrate
+        # the band below still hold them where they last.
+        warmup = 2 * params.period if params.period else (10 if kind is ModelKind.DAMPED_TREND else 0)
+        spread = residuals - spikes if len(residuals) == len(spikes) else residuals
+        usable = spread[warmup:] if len(spread) - warmup >= 20 else spread[len(spread) // 2:]
     if held_out is not None or (kind is ModelKind.LINEAR and fallback not in (None, FallbackReason.CONSTANT_RATE,
                                                                               FallbackReason.SHORT_HISTORY)):
         choice = _held_out_choice(rates, clipped, step_seconds, params, state, held_out, season_written)
@@ -101,13 +111,9 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
             if choice.params is not None and choice.state is not None:
                 params, state, kind = choice.params, choice.state, choice.params.kind
                 day_errors = choice.day_errors if choice.day_errors is not None else day_errors
-                if choice.residuals is not None:
-                    usable, slope_sd = choice.residuals, 0.0
-    if usable is None:
-        # The first cycles' residuals are small because the heuristic initial states were computed
-        # from them; they would make the band too narrow.
-        warmup = 2 * params.period if params.period else (10 if kind is ModelKind.DAMPED_TREND else 0)
-        usable = residuals[warmup:] if len(residuals) - warmup >= 20 else residuals[len(residuals) // 2:]
+                # The band keeps the fit's one-step residuals (a level's own are mostly the season
+                # it does not model) and is widened to the choice's held-out errors below.
+                slope_sd = slope_sd if params.rate_trend else 0.0
     sigma = float(np.sqrt(np.mean(usable**2))) if len(usable) else 0.0
     if kind is not ModelKind.LINEAR and len(usable):
         bound = SPIKE_SIGMAS * 1.4826 * float(np.median(np.abs(usable)))
@@ -140,19 +146,18 @@ def _fit_linear(rates: FloatArray, step_seconds: float) -> tuple[ModelParams, Mo
 
 @dataclass(frozen=True, slots=True, eq=False)
 class _Choice:
-    """What the held-out choice changed: the model (None: the fit stays as it is), its residuals
-    for the band when they are its own, its held-out day errors, and (chosen, best simple) scores."""
+    """What the held-out choice changed: the model (None: the fit stays as it is), its held-out
+    day errors, and (chosen, best simple) scores."""
 
     params: ModelParams | None
     state: ModelState | None
-    residuals: FloatArray | None
     day_errors: FloatArray | None
     scores: tuple[float, float] | None
 
 
 Option = tuple[str, ModelParams, ModelState, dict[int, FloatArray], FloatArray | None]
 """A held-out choice's option: name, parameters, state, held-out errors per horizon, and its own
-one-step residuals for the band (None: the fit's)."""
+one-step residuals (None for the fit and what is built on it)."""
 
 
 def _horizon_score(errors: dict[int, FloatArray], steps: int, means: dict[int, float]) -> float:
@@ -232,7 +237,7 @@ def _held_out_choice(rates: FloatArray, clipped: FloatArray, step_seconds: float
     if far_on_near is not None and not _horizon_score(near[3], near_steps, near_means) + SCORE_TOLERANCE < \
             _horizon_score(far_on_near[3], near_steps, near_means):
         near = far
-    _, far_params, far_state, far_errors, far_residuals = far
+    _, far_params, far_state, far_errors, _ = far
     near_params, near_state = near[1], near[2]
     near_errors = next(o[3] for o in options if o[0] == near[0])
     if near_steps not in far_errors or far_steps not in far_errors:
@@ -247,5 +252,5 @@ def _held_out_choice(rates: FloatArray, clipped: FloatArray, step_seconds: float
         chosen_state.near = near_state.copy()
     day_errors = near_errors.get(SELECTION_STEPS)
     if far[0] == "fit" and near[0] == far[0]:
-        return _Choice(None, None, None, None, scores)
-    return _Choice(far_params, chosen_state, far_residuals, day_errors, scores)
+        return _Choice(None, None, None, scores)
+    return _Choice(far_params, chosen_state, day_errors, scores)

@@ -38,6 +38,33 @@ class TestCapacityOrderConditions:
         [gone] = capacity_order_conditions([plan(40)], now=T0, alert_lead_seconds=30 * DAY, due_before={"c1": True})
         assert (fresh.severity, held.severity, gone.severity) == (None, Severity.WARNING, None)
 
+    def test_hysteresis_keeps_an_overdue_order_critical(self) -> None:
+        # a young forecast's order-by date swings across now: once passed, it stays critical until
+        # it moves more than the hysteresis beyond now, or the page would escalate again and again
+        def severity(days: float, overdue: bool) -> Severity | None:
+            [condition] = capacity_order_conditions([plan(days)], now=T0, alert_lead_seconds=30 * DAY,
+                                                    due_before={"c1": True}, overdue_before={"c1": overdue})
+            return condition.severity
+
+        assert [severity(5, False), severity(5, True), severity(9, True)] == [
+            Severity.WARNING, Severity.CRITICAL, Severity.WARNING]
+
+    def test_an_order_date_swinging_across_now_escalates_once(self) -> None:
+        config = RuleConfig()
+        states: dict = {}
+        raised = []
+        overdue = False
+        for day, order_in_days in enumerate((10, 5, -3, 6, -2, 4, -1)):
+            now = T0 + day * DAY
+            [condition] = capacity_order_conditions(
+                [plan(order_in_days, now=now)], now=now, alert_lead_seconds=30 * DAY, for_seconds=0.0,
+                due_before={"c1": day > 0}, overdue_before={"c1": overdue})
+            overdue = condition.severity is Severity.CRITICAL
+            result = evaluate(states, [condition], config, now)
+            states.update(result.states)
+            raised.extend(n.severity for n in result.notifications if not n.renotify)
+        assert raised == [Severity.WARNING, Severity.CRITICAL]
+
     def test_an_unsized_plan_says_nothing(self) -> None:
         assert capacity_order_conditions([plan(None, sized=False)], now=T0, alert_lead_seconds=DAY) == []
 

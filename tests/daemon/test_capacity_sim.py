@@ -203,7 +203,7 @@ class TestCosmos7:
         assert events[0] == ("alert.raised", "warning") or events[0] == ("alert.raised", "critical"), events
         assert events[-1] == ("alert.raised", "critical"), events
         assert all(event == "alert.raised" for event, _ in events), events  # never resolved
-        assert 1 <= alerting.raised_by_kind["capacity_order"] <= 2  # the rest: daily re-notifications
+        assert 1 <= alerting.raised_by_kind["capacity_order"] <= 2, events  # the rest: daily re-notifications
         assert order_by_metric == pytest.approx(epoch(pool["order_by"]), abs=0.01)
         run_end = truth[-1][0]
         assert first_crossing(truth, 0.8 * usable) is None  # ground truth: not within the run
