@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.simulator.engine import Engine, EngineError
@@ -38,12 +39,9 @@ def install(engine: Engine, faults: Faults, on_clock_step: Callable[[float], Non
     for event in engine.scenario.events:
         engine.schedule(origin + event.at_seconds, _runner(engine, event, on_clock_step, log_))
     for spec in engine.scenario.faults:
-        faults.add(spec.kind, rate=spec.rate, count=spec.count,
-                   start=None if spec.start_seconds is None else origin + spec.start_seconds,
-                   end=None if spec.end_seconds is None else origin + spec.end_seconds,
-                   path=spec.path, method=spec.method, status=spec.status, retry_after=spec.retry_after,
-                   seconds=spec.seconds, apply_after=spec.apply_after, match=spec.match,
-                   values=dict(spec.values) or None)
+        options: dict[str, Any] = {k: dict(v) if k == "values" else v for k, v in spec.options}
+        faults.add(spec.kind, start=None if spec.start_seconds is None else origin + spec.start_seconds,
+                   end=None if spec.end_seconds is None else origin + spec.end_seconds, **options)
     return log_
 
 

@@ -73,13 +73,11 @@ from pathlib import Path
 from typing import Any
 
 from quotapilot.daemon.errors import ConfigError
+from quotapilot.daemon.simulator.faults import FaultError, Faults
 from quotapilot.daemon.units import parse_bytes, parse_duration
 
 BUILTIN_SCENARIOS = ("cosmos7", "step3x", "burst20", "lull_surge", "churn")
 EVENT_ACTIONS = ("create_quota", "delete_quota", "rename_quota", "recreate_quota", "operator_patch", "clock_step")
-_FAULT_KINDS = ("latency", "error", "rate_limit", "timeout", "drop", "malformed", "truncated_page",
-                "token_expired", "applied_answer_lost", "delayed_apply", "rewrite", "empty")
-"""The kinds of `faults.FAULT_KINDS` (repeated: faults.py must not be imported by the parser)."""
 
 
 class ScenarioError(ConfigError):
@@ -183,21 +181,13 @@ class EventSpec:
 
 @dataclass(frozen=True)
 class FaultSpec:
-    """A fault rule of the scenario; `start_seconds`/`end_seconds` are after the start."""
+    """A fault rule of the scenario: `Faults.add(kind, **options)` with its window
+    (`start_seconds`/`end_seconds`) counted from the start instead of in epoch seconds."""
 
     kind: str
-    rate: float = 1.0
-    count: int | None = None
     start_seconds: float | None = None
     end_seconds: float | None = None
-    path: str | None = None
-    method: str | None = None
-    status: int = 503
-    retry_after: int = 1
-    seconds: float | None = None
-    apply_after: float = 300.0
-    match: str | None = None
-    values: tuple[tuple[str, Any], ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -496,32 +486,33 @@ def _parse_event(t: _Table) -> EventSpec:
 
 
 def _parse_fault(t: _Table) -> FaultSpec:
+    """The table's units parsed here; the rule itself checked by the simulator's own `Faults.add`."""
     kind = t.get("kind")
-    if kind not in _FAULT_KINDS:
-        raise ScenarioError(t.at("kind"), f"must be one of {', '.join(_FAULT_KINDS)}")
-    count = None
+    options: dict[str, Any] = {"rate": t.number("rate", 1.0, minimum=0.0, maximum=1.0),
+                               "status": int(t.number("status", 503, minimum=500, maximum=599)),
+                               "retry_after": int(t.number("retry_after", 1, minimum=0, maximum=86400))}
     if t.has("count"):
-        value = t.get("count")
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ScenarioError(t.at("count"), "must be a non-negative integer")
-        count = value
-    status = int(t.number("status", 503, minimum=500, maximum=599))
-    retry_after = int(t.number("retry_after", 1, minimum=0, maximum=86400))
+        options["count"] = t.get("count")
+    for name in ("path", "method", "match"):
+        if t.has(name):
+            options[name] = _optional_string(t, name)
+    if t.has("seconds"):
+        options["seconds"] = t.number("seconds", 0.0, minimum=0.0, maximum=600.0)
+    if t.has("apply_after"):
+        options["apply_after"] = _seconds(t, "apply_after")
     values = t.get("values", {})
     if not isinstance(values, Mapping):
         raise ScenarioError(t.at("values"), "must be a table of field names to values")
-    if kind == "rewrite" and not values:
-        raise ScenarioError(t.at("values"), "a rewrite needs the fields to replace")
-    method = _optional_string(t, "method")
-    spec = FaultSpec(
-        kind=kind, rate=t.number("rate", 1.0, minimum=0.0, maximum=1.0), count=count,
-        start_seconds=_seconds(t, "start") if t.has("start") else None,
-        end_seconds=_seconds(t, "end") if t.has("end") else None,
-        path=_optional_string(t, "path"), method=None if method is None else method.upper(),
-        status=status, retry_after=retry_after,
-        seconds=t.number("seconds", 0.0, minimum=0.0, maximum=600.0) if t.has("seconds") else None,
-        apply_after=_seconds(t, "apply_after") if t.has("apply_after") else 300.0,
-        match=_optional_string(t, "match"), values=tuple(sorted(values.items())))
+    if values:
+        options["values"] = dict(values)
+    try:
+        Faults().add(kind, **options)
+    except FaultError as exc:
+        raise ScenarioError(t.at(exc.field), exc.reason) from None
+    spec = FaultSpec(kind=kind, start_seconds=_seconds(t, "start") if t.has("start") else None,
+                     end_seconds=_seconds(t, "end") if t.has("end") else None,
+                     options=tuple(sorted((k, tuple(sorted(v.items())) if k == "values" else v)
+                                          for k, v in options.items())))
     t.reject_unknown()
     return spec
 
