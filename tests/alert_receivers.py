@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,19 @@ class Receiver:
             await asyncio.sleep(0.01)
 
 
+@asynccontextmanager
+async def serve_app(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """Serve `app` on a free loopback port until the block ends; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    try:
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
 async def run_receiver(ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Receiver]:
     """An HTTP receiver on a free loopback port (HTTPS with `ssl_context`), until closed."""
     receiver = Receiver()
@@ -140,13 +154,6 @@ async def run_receiver(ssl_context: ssl.SSLContext | None = None) -> AsyncIterat
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-    await site.start()
-    port = runner.addresses[0][1]
-    receiver.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}/hook"
-    try:
+    async with serve_app(app, ssl_context) as base:
+        receiver.url = f"{base}/hook"
         yield receiver
-    finally:
-        await runner.cleanup()

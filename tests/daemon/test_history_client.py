@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from alert_receivers import serve_app
 
 from quotapilot.daemon.errors import ConfigError, PermanentError, TemporaryError
 from quotapilot.daemon.history.importer import (
@@ -135,15 +136,8 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     rec = Receiver()
     app = web.Application()
     app.router.add_get("/api/v1/query_range", rec.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # aiohttp has no public accessor
-    try:
-        yield rec, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield rec, url
 
 
 class TestClient:

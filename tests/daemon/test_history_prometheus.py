@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from alert_receivers import serve_app
 from structlog.testing import capture_logs
 
 from quotapilot.daemon.cli import main
@@ -235,16 +236,11 @@ async def proxy(prom: Prom) -> AsyncIterator[tuple[FlakyProxy, str]]:
     flaky = FlakyProxy(prom.url)
     app = web.Application()
     app.router.add_route("GET", "/{tail:.*}", flaky.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # aiohttp has no public accessor
-    try:
-        yield flaky, f"http://127.0.0.1:{port}"
-    finally:
-        flaky.release.set()
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        try:
+            yield flaky, url
+        finally:
+            flaky.release.set()
 
 
 class SignallingClock(VirtualClock):
