@@ -162,27 +162,25 @@ class ActionStore:
 
     def last_growth_at(self, cluster: str, mode: str | None = None) -> dict[tuple[str, Dimension], float]:
         """When each series of `cluster` last grew (or would have): (target name, dimension) → time."""
-        sql = (f"SELECT target, dimension, MAX(created_at) AS t FROM actions WHERE cluster = ?"
-               f" AND status IN ({', '.join('?' * len(COUNTED))})")
-        params: list[object] = [cluster, *COUNTED]
-        if mode is not None:
-            sql += " AND mode = ?"
-            params.append(mode)
-        rows = self.db.query(sql + " GROUP BY target, dimension", tuple(params))
-        return {(r["target"], Dimension(r["dimension"])): float(r["t"]) for r in rows}
+        return {(r["target"], Dimension(r["dimension"])): float(r["t"])
+                for r in self._last_growths(cluster, mode, "target")}
 
     def last_growth_by_quota(self, cluster: str,
                              mode: str | None = None) -> dict[tuple[int | None, str, Dimension], float]:
         """When each series of `cluster` last grew (or would have), keyed by the quota's identity:
         (VMS quota id, path, dimension) → time. A quota re-created under the same name is another key."""
-        sql = (f"SELECT quota_id, path, dimension, MAX(created_at) AS t FROM actions WHERE cluster = ?"
+        return {(r["quota_id"], r["path"], Dimension(r["dimension"])): float(r["t"])
+                for r in self._last_growths(cluster, mode, "quota_id, path")}
+
+    def _last_growths(self, cluster: str, mode: str | None, key: str) -> list[Row]:
+        """The latest counted action of `cluster` per `key` columns and dimension."""
+        sql = (f"SELECT {key}, dimension, MAX(created_at) AS t FROM actions WHERE cluster = ?"
                f" AND status IN ({', '.join('?' * len(COUNTED))})")
         params: list[object] = [cluster, *COUNTED]
         if mode is not None:
             sql += " AND mode = ?"
             params.append(mode)
-        rows = self.db.query(sql + " GROUP BY quota_id, path, dimension", tuple(params))
-        return {(r["quota_id"], r["path"], Dimension(r["dimension"])): float(r["t"]) for r in rows}
+        return self.db.query(sql + f" GROUP BY {key}, dimension", tuple(params))
 
     def audited_write(self, cluster: str, quota_id: int | None, hard_limit: int) -> bool:
         """Whether a write of ours (any sent or possibly sent PATCH) asked `quota_id` for `hard_limit`:
