@@ -32,6 +32,12 @@ class TaskCrash:
     t: float
 
 
+async def _sleep_until(clock: Clock, deadline: float) -> None:
+    """Sleep until `deadline` on `clock.monotonic()`, measured when this task first runs: the clock
+    may have moved since the deadline was taken (another task ran first)."""
+    await clock.sleep(deadline - clock.monotonic())
+
+
 async def sleep_unless(clock: Clock, seconds: float, stopping: asyncio.Event, *,
                        wake: asyncio.Event | None = None) -> bool:
     """Sleep `seconds` on `clock` unless `stopping` (or `wake`, when given) is set first.
@@ -41,7 +47,8 @@ async def sleep_unless(clock: Clock, seconds: float, stopping: asyncio.Event, *,
     if seconds <= 0 or (wake is not None and wake.is_set()):
         await asyncio.sleep(0)
         return not stopping.is_set()
-    tasks = {asyncio.create_task(clock.sleep(seconds), name="sleep"),
+    deadline = clock.monotonic() + seconds
+    tasks = {asyncio.create_task(_sleep_until(clock, deadline), name="sleep"),
              asyncio.create_task(stopping.wait(), name="sleep-stopper")}
     if wake is not None:
         tasks.add(asyncio.create_task(wake.wait(), name="sleep-waker"))

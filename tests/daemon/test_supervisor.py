@@ -94,3 +94,18 @@ class TestSleepUnless:
         await asyncio.sleep(0)
         stopping.set()
         assert await sleeper is False
+
+    async def test_the_deadline_is_taken_when_called_not_when_the_sleeper_task_starts(self) -> None:
+        """`sleep_unless(clock, s)` ends `s` after the call, even when the clock moves before its
+        inner sleeper task first runs (another task moved it in between: the poller's tick then
+        slipped a whole interval, and a test driving the clock waited for a cycle that never came)."""
+        clock = VirtualClock()
+        stopping = asyncio.Event()
+        start = clock.monotonic()
+        sleeper = asyncio.create_task(sleep_unless(clock, 10, stopping))
+        await asyncio.sleep(0)      # sleep_unless has run up to its wait; its sleeper task has not
+        clock.set(clock.now() + 10)  # the moment it asked to wake
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert sleeper.done(), f"still asleep at +{clock.monotonic() - start:.0f} s, deadline {clock.next_deadline}"
+        assert sleeper.result() is True
