@@ -124,6 +124,14 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
+RECONNECT_TIMEOUT_SECONDS = 10.0
+"""How long psycopg_pool retries a lost connection, with its doubling backoff (1, 2, 4 … s), before
+it gives up and the next store call starts again at once. Its default, 5 minutes, let the backoff
+grow with the outage: after 160 s down, its next attempt came 90 s after the server was back, and
+no instance could renew a lease until then (`tests/store/test_postgres_recovery.py`). Bounded so, a
+store call finds the server within about this long after it is back."""
+
+
 class PostgresDatabase:
     """A pool of connections to one PostgreSQL database."""
 
@@ -131,7 +139,8 @@ class PostgresDatabase:
 
     def __init__(self, url: str, *, password: str | None = None, min_connections: int = 1,
                  max_connections: int = 4, connect_timeout_seconds: float = 5.0,
-                 statement_timeout_seconds: float = 10.0, migrate: bool = True) -> None:
+                 statement_timeout_seconds: float = 10.0, reconnect_timeout_seconds: float = RECONNECT_TIMEOUT_SECONDS,
+                 migrate: bool = True) -> None:
         self.url = url
         self._outage: str | None = None
         kwargs: dict[str, Any] = {
@@ -144,7 +153,7 @@ class PostgresDatabase:
             kwargs["password"] = password
         self._pool = psycopg_pool.ConnectionPool(
             url, kwargs=kwargs, min_size=min_connections, max_size=max_connections, open=False,
-            timeout=connect_timeout_seconds, name="quotapilot-store")
+            timeout=connect_timeout_seconds, reconnect_timeout=reconnect_timeout_seconds, name="quotapilot-store")
         try:
             self._pool.open(wait=True, timeout=connect_timeout_seconds)
         except psycopg_pool.PoolTimeout as exc:
