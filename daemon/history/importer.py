@@ -135,7 +135,11 @@ class FetchedHistory:
 
 async def fetch_history(client: PrometheusClient, queries: Queries, matcher: TargetMatcher, *,
                         start: float, end: float, on_chunk: Callable[[], None] | None = None) -> FetchedHistory:
-    """Run the queries over `[start, end]` and join them per target and step time."""
+    """Run the queries over `[start, end]` and join them per target and step time.
+
+    Several series can be one target: every instance of a fleet serves the same targets' metrics
+    (the series differ in `instance`), as does an HA pair of Prometheus servers. They are merged
+    into one value per step time (the largest: usage is never under-stated), not appended."""
     step = client.settings.step_seconds
     start = math.floor(start / step) * step  # on the step grid, so chunks and re-imports line up
     used = await client.query_range(queries.used_bytes, start, end, step, on_chunk=on_chunk)
@@ -146,26 +150,33 @@ async def fetch_history(client: PrometheusClient, queries: Queries, matcher: Tar
             for series in await client.query_range(query, start, end, step, on_chunk=on_chunk):
                 target = matcher.match(series)
                 if target is not None:
-                    by_target.setdefault(target, {}).update(series.points)
+                    _merge_points(by_target.setdefault(target, {}), series.points)
         extra[dimension] = by_target
     fetched = FetchedHistory()
+    used_by_target: dict[TargetId, dict[float, float]] = {}
     for series in used:
         target = matcher.match(series)
         if target is None:
             fetched.unmatched.append(TargetMatcher.describe(series))
             continue
+        _merge_points(used_by_target.setdefault(target, {}), series.points)
+    for target, points in used_by_target.items():
         hard, inodes = extra["hard"].get(target, {}), extra["inodes"].get(target, {})
-        rows = fetched.observations.setdefault(target, [])
-        for t, value in series.points:
-            if not math.isfinite(value) or value < 0:
-                continue
-            h, i = hard.get(t), inodes.get(t)
-            rows.append(Observation(target=target, t=t, used_bytes=int(value),
-                                    hard_limit_bytes=int(h) if h is not None and math.isfinite(h) and h > 0 else None,
-                                    used_inodes=int(i) if i is not None and math.isfinite(i) else None))
-    for rows in fetched.observations.values():
-        rows.sort(key=lambda o: o.t)
+        fetched.observations[target] = [
+            Observation(target=target, t=t, used_bytes=int(value),
+                        hard_limit_bytes=int(h) if (h := hard.get(t)) is not None and h > 0 else None,
+                        used_inodes=int(i) if (i := inodes.get(t)) is not None else None)
+            for t, value in sorted(points.items())]
     return fetched
+
+
+def _merge_points(into: dict[float, float], points: Sequence[tuple[float, float]]) -> None:
+    """Add one series' points to a target's `t -> value`, the larger value where two share a step
+    (non-finite and negative values dropped)."""
+    for t, value in points:
+        if math.isfinite(value) and value >= 0:
+            kept = into.get(t)
+            into[t] = value if kept is None else max(kept, value)
 
 
 @dataclass(slots=True)
