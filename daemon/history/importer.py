@@ -11,7 +11,9 @@ Two sources have default queries (`[history] source`, each query and label overr
   labels `guid`, `tenant_name` and `title` ("Quota Name"); not checked against a live exporter.
   No label is documented as the quota *name*, so a series is matched by path to a target the
   store already knows (`name_label = "title"` opts into names); its `cluster` label is the VAST
-  cluster's name, so with one `[[clusters]]` entry every series belongs to it.
+  cluster's name, so with one `[[clusters]]` entry the series belong to it when they carry its
+  name, no cluster label, or one other name (the exporter's for our VMS); where a Prometheus
+  holds several clusters' series, the ones naming another cluster are reported as unmatched.
 
 The import goes into the store's hourly tier (`ObservationStore.import_history`: INSERT OR
 IGNORE, so local samples win and a second import adds nothing). The forecast stage warm-starts a
@@ -95,10 +97,27 @@ class TargetMatcher:
     def __post_init__(self) -> None:
         self._by_path = {(t.cluster, t.path): t for t in self.known if t.kind is TargetKind.QUOTA}
 
+    _exporter_name: str | None = field(default=None, init=False)
+    _names_seen: bool = field(default=False, init=False)
+
+    def learn(self, series: Sequence[RangeSeries]) -> None:
+        """Read the cluster names a query's series carry. With one configured cluster, the
+        exporter may call our VMS something else (VAST's label is the VAST cluster's name, not
+        ours): a lone name that is not ours is taken as that; with several names (a Prometheus
+        scraping more clusters), only ours is ours."""
+        if not self.queries.cluster_label or len(self.clusters) != 1:
+            return
+        names = {value for s in series if (value := s.label(self.queries.cluster_label)) is not None}
+        self._names_seen = True
+        self._exporter_name = next(iter(names)) if len(names) == 1 else None
+
     def cluster_of(self, series: RangeSeries) -> str | None:
         value = series.label(self.queries.cluster_label) if self.queries.cluster_label else None
         if len(self.clusters) == 1:
-            return self.clusters[0]  # one VMS: whatever its exporter calls itself
+            only = self.clusters[0]
+            if value is None or value == only or not self._names_seen or value == self._exporter_name:
+                return only
+            return None
         if not self.clusters:
             return value or "prometheus"
         return value if value in self.clusters else None
@@ -143,6 +162,7 @@ async def fetch_history(client: PrometheusClient, queries: Queries, matcher: Tar
     step = client.settings.step_seconds
     start = math.floor(start / step) * step  # on the step grid, so chunks and re-imports line up
     used = await client.query_range(queries.used_bytes, start, end, step, on_chunk=on_chunk)
+    matcher.learn(used)
     extra: dict[str, dict[TargetId, dict[float, float]]] = {}
     for dimension, query in (("hard", queries.hard_limit_bytes), ("inodes", queries.used_inodes)):
         by_target: dict[TargetId, dict[float, float]] = {}

@@ -113,9 +113,22 @@ class TestMatcher:
         matcher = TargetMatcher(SOURCE_DEFAULTS["vast"], ["mine"], known)
         assert matcher.match(self.series(cluster="vast-prod", path="/cosmos7/raw")) == known[0]
         assert matcher.match(self.series(cluster="vast-prod", path="/elsewhere")) is None
+        matcher.learn([self.series(cluster="vast-prod", path="/cosmos7/raw")])
+        assert matcher.match(self.series(cluster="vast-prod", path="/cosmos7/raw")) == known[0]
         derived = TargetMatcher(SOURCE_DEFAULTS["vast"], [], derive_names=True)
         assert derived.match(self.series(cluster="v", path="/a/b")) == TargetId("v", "a-b", "/a/b")
 
+
+    def test_one_cluster_among_several_names(self) -> None:
+        """A Prometheus that scrapes more clusters: with ours among the names only ours matches;
+        with two names, neither ours, none is guessed to be ours."""
+        known = [TargetId("mine", "raw-q", "/raw")]
+        matcher = TargetMatcher(SOURCE_DEFAULTS["vast"], ["mine"], known)
+        matcher.learn([self.series(cluster="mine", path="/raw"), self.series(cluster="other", path="/raw")])
+        assert matcher.match(self.series(cluster="mine", path="/raw")) == known[0]
+        assert matcher.match(self.series(cluster="other", path="/raw")) is None
+        matcher.learn([self.series(cluster="a", path="/raw"), self.series(cluster="b", path="/raw")])
+        assert matcher.match(self.series(cluster="a", path="/raw")) is None
 
 class Receiver:
     def __init__(self) -> None:

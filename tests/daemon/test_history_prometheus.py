@@ -439,6 +439,44 @@ class TestFleetSeries:
         assert report["targets"][fleet.trace.name]["samples"] == pytest.approx(2 * 96, abs=2)
 
 
+@dataclass
+class TwoClusters:
+    url: str
+    ours: list[QuotaTrace]
+    theirs: list[QuotaTrace]
+
+
+@pytest.fixture(scope="module")
+def two_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoClusters]:
+    """One Prometheus scraping two single-cluster quotapilot daemons whose quotas share names."""
+    from dataclasses import replace
+
+    end = math.floor(time.time() / HOUR) * HOUR
+    ours = scenario_trace("cosmos7", start=end - 2 * DAY, days=2, interval_seconds=900.0)
+    theirs = [replace(t, cluster="archive", used_bytes=tuple(3 * u + 10**12 for u in t.used_bytes)) for t in ours]
+    text = openmetrics_text([*ours, *theirs], with_limits=False)
+    with serve_openmetrics(tmp_path_factory.mktemp("two-clusters"), text) as url:
+        yield TwoClusters(url, ours, theirs)
+
+
+class TestAnotherClustersSeries:
+    async def test_are_not_imported_as_ours(self, two_clusters: TwoClusters, tmp_path: Path,
+                                            store: ObservationStore) -> None:
+        """With one `[[clusters]]` entry, series that name *another* cluster are not ours (only a
+        lone cluster name that is not ours is taken as the exporter's name for our VMS)."""
+        cluster = two_clusters.ours[0].cluster
+        now = math.floor(time.time() / HOUR) * HOUR
+        summary = await import_history(settings_for(two_clusters.url, tmp_path, cluster), store, now=now,
+                                       since_seconds=DAY)
+        assert sorted(f"{cluster}/{t.name}" for t in two_clusters.ours) == sorted(summary.targets_matched)
+        assert len(summary.unmatched_series) == len(two_clusters.theirs)
+        assert all('cluster="archive"' in series for series in summary.unmatched_series)
+        for trace in two_clusters.ours:
+            stored = stored_hourly(store, cluster, trace.name)
+            truth = hourly_truth(trace, now - DAY)
+            assert stored == {hour: truth[hour] for hour in stored}
+
+
 class TestDayOneForecast:
     async def test_warm_started_runway_within_the_band_of_a_28_day_old_daemon(
             self, prom: Prom, tmp_path: Path, store: ObservationStore) -> None:
