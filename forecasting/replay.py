@@ -143,12 +143,14 @@ class PolicyRun:
 
     @property
     def write_failures(self) -> int:
-        return sum(1 for u, h in zip(self.used_bytes, self.hard_limits, strict=True) if u > h)
+        """Samples above the hard limit in place (a hard limit of 0 is none, as VAST's is)."""
+        return sum(1 for u, h in zip(self.used_bytes, self.hard_limits, strict=True) if 0 < h < u)
 
     @property
     def near_misses(self) -> int:
         """Samples at or above 95 % of the limit (hit, or came within 5 %)."""
-        return sum(1 for u, h in zip(self.used_bytes, self.hard_limits, strict=True) if u >= NEAR_MISS_RATIO * h)
+        return sum(1 for u, h in zip(self.used_bytes, self.hard_limits, strict=True)
+                   if h > 0 and u >= NEAR_MISS_RATIO * h)
 
     @property
     def growth_actions(self) -> int:
@@ -168,7 +170,7 @@ class PolicyRun:
         return max((u / h for u, h in zip(self.used_bytes, self.hard_limits, strict=True) if h > 0), default=0.0)
 
     def first_failure_at(self) -> float | None:
-        return next((t for t, u, h in zip(self.times, self.used_bytes, self.hard_limits, strict=True) if u > h),
+        return next((t for t, u, h in zip(self.times, self.used_bytes, self.hard_limits, strict=True) if 0 < h < u),
                     None)
 
     def summary(self) -> dict[str, float | int | None]:

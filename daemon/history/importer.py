@@ -11,7 +11,9 @@ Two sources have default queries (`[history] source`, each query and label overr
   labels `guid`, `tenant_name` and `title` ("Quota Name"); not checked against a live exporter.
   No label is documented as the quota *name*, so a series is matched by path to a target the
   store already knows (`name_label = "title"` opts into names); its `cluster` label is the VAST
-  cluster's name, so with one `[[clusters]]` entry every series belongs to it.
+  cluster's name, so with one `[[clusters]]` entry the series belong to it when they carry its
+  name, no cluster label, or one other name (the exporter's for our VMS); where a Prometheus
+  holds several clusters' series, the ones naming another cluster are reported as unmatched.
 
 The import goes into the store's hourly tier (`ObservationStore.import_history`: INSERT OR
 IGNORE, so local samples win and a second import adds nothing). The forecast stage warm-starts a
@@ -95,10 +97,27 @@ class TargetMatcher:
     def __post_init__(self) -> None:
         self._by_path = {(t.cluster, t.path): t for t in self.known if t.kind is TargetKind.QUOTA}
 
+    _exporter_name: str | None = field(default=None, init=False)
+    _names_seen: bool = field(default=False, init=False)
+
+    def learn(self, series: Sequence[RangeSeries]) -> None:
+        """Read the cluster names a query's series carry. With one configured cluster, the
+        exporter may call our VMS something else (VAST's label is the VAST cluster's name, not
+        ours): a lone name that is not ours is taken as that; with several names (a Prometheus
+        scraping more clusters), only ours is ours."""
+        if not self.queries.cluster_label or len(self.clusters) != 1:
+            return
+        names = {value for s in series if (value := s.label(self.queries.cluster_label)) is not None}
+        self._names_seen = True
+        self._exporter_name = next(iter(names)) if len(names) == 1 else None
+
     def cluster_of(self, series: RangeSeries) -> str | None:
         value = series.label(self.queries.cluster_label) if self.queries.cluster_label else None
         if len(self.clusters) == 1:
-            return self.clusters[0]  # one VMS: whatever its exporter calls itself
+            only = self.clusters[0]
+            if value is None or value == only or not self._names_seen or value == self._exporter_name:
+                return only
+            return None
         if not self.clusters:
             return value or "prometheus"
         return value if value in self.clusters else None
@@ -135,10 +154,15 @@ class FetchedHistory:
 
 async def fetch_history(client: PrometheusClient, queries: Queries, matcher: TargetMatcher, *,
                         start: float, end: float, on_chunk: Callable[[], None] | None = None) -> FetchedHistory:
-    """Run the queries over `[start, end]` and join them per target and step time."""
+    """Run the queries over `[start, end]` and join them per target and step time.
+
+    Several series can be one target: every instance of a fleet serves the same targets' metrics
+    (the series differ in `instance`), as does an HA pair of Prometheus servers. They are merged
+    into one value per step time (the largest: usage is never under-stated), not appended."""
     step = client.settings.step_seconds
     start = math.floor(start / step) * step  # on the step grid, so chunks and re-imports line up
     used = await client.query_range(queries.used_bytes, start, end, step, on_chunk=on_chunk)
+    matcher.learn(used)
     extra: dict[str, dict[TargetId, dict[float, float]]] = {}
     for dimension, query in (("hard", queries.hard_limit_bytes), ("inodes", queries.used_inodes)):
         by_target: dict[TargetId, dict[float, float]] = {}
@@ -146,26 +170,33 @@ async def fetch_history(client: PrometheusClient, queries: Queries, matcher: Tar
             for series in await client.query_range(query, start, end, step, on_chunk=on_chunk):
                 target = matcher.match(series)
                 if target is not None:
-                    by_target.setdefault(target, {}).update(series.points)
+                    _merge_points(by_target.setdefault(target, {}), series.points)
         extra[dimension] = by_target
     fetched = FetchedHistory()
+    used_by_target: dict[TargetId, dict[float, float]] = {}
     for series in used:
         target = matcher.match(series)
         if target is None:
             fetched.unmatched.append(TargetMatcher.describe(series))
             continue
+        _merge_points(used_by_target.setdefault(target, {}), series.points)
+    for target, points in used_by_target.items():
         hard, inodes = extra["hard"].get(target, {}), extra["inodes"].get(target, {})
-        rows = fetched.observations.setdefault(target, [])
-        for t, value in series.points:
-            if not math.isfinite(value) or value < 0:
-                continue
-            h, i = hard.get(t), inodes.get(t)
-            rows.append(Observation(target=target, t=t, used_bytes=int(value),
-                                    hard_limit_bytes=int(h) if h is not None and math.isfinite(h) and h > 0 else None,
-                                    used_inodes=int(i) if i is not None and math.isfinite(i) else None))
-    for rows in fetched.observations.values():
-        rows.sort(key=lambda o: o.t)
+        fetched.observations[target] = [
+            Observation(target=target, t=t, used_bytes=int(value),
+                        hard_limit_bytes=int(h) if (h := hard.get(t)) is not None and h > 0 else None,
+                        used_inodes=int(i) if (i := inodes.get(t)) is not None else None)
+            for t, value in sorted(points.items())]
     return fetched
+
+
+def _merge_points(into: dict[float, float], points: Sequence[tuple[float, float]]) -> None:
+    """Add one series' points to a target's `t -> value`, the larger value where two share a step
+    (non-finite and negative values dropped)."""
+    for t, value in points:
+        if math.isfinite(value) and value >= 0:
+            kept = into.get(t)
+            into[t] = value if kept is None else max(kept, value)
 
 
 @dataclass(slots=True)

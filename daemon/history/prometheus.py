@@ -98,9 +98,12 @@ class PrometheusClient:
             data = await self._get("/api/v1/query_range", {
                 "query": query, "start": _num(chunk_start), "end": _num(chunk_end), "step": _num(step)})
             for item in _result(data, "matrix"):
-                labels = tuple(sorted((str(k), str(v)) for k, v in item.get("metric", {}).items()))
-                series = merged.setdefault(labels, RangeSeries(labels))
-                series.points.extend((float(t), float(v)) for t, v in item.get("values", ()))
+                try:
+                    labels = tuple(sorted((str(k), str(v)) for k, v in item.get("metric", {}).items()))
+                    points = [(float(t), float(v)) for t, v in item.get("values", ())]
+                except (AttributeError, TypeError, ValueError) as exc:
+                    raise PermanentError(f"Prometheus answered a malformed series for {query!r}: {exc}") from exc
+                merged.setdefault(labels, RangeSeries(labels)).points.extend(points)
             if on_chunk is not None:
                 on_chunk()
         return list(merged.values())
@@ -149,6 +152,14 @@ class PrometheusClient:
                     raise TemporaryError(f"Prometheus answered {status} with a body that is not JSON") from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise TemporaryError(f"cannot reach Prometheus at {self.base_url}: {exc}") from exc
+        except aiohttp.TooManyRedirects as exc:
+            raise PermanentError(f"Prometheus at {self.base_url} redirects in a loop ({path})") from exc
+        except aiohttp.ClientResponseError as exc:  # not HTTP at all: another service on that port, say
+            reason = exc.message.strip().splitlines()[0] if exc.message.strip() else type(exc).__name__
+            raise TemporaryError(f"what answers at {self.base_url} is not an HTTP server "
+                                 f"({exc.status}: {reason})") from exc
+        except aiohttp.ClientError as exc:
+            raise TemporaryError(f"cannot query Prometheus at {self.base_url}: {exc}") from exc
         except TimeoutError as exc:
             raise TemporaryError(f"Prometheus at {self.base_url} did not answer within "
                                  f"{self.settings.timeout_seconds:g} s") from exc
@@ -163,6 +174,8 @@ class PrometheusClient:
 
 def _result(body: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
     data = body.get("data") or {}
+    if not isinstance(data, dict):
+        raise PermanentError(f"Prometheus answered a {type(data).__name__} as data, want an object")
     if data.get("resultType") != kind:
         raise PermanentError(f"Prometheus returned a {data.get('resultType')!r} result, want {kind!r}")
     result = data.get("result") or []

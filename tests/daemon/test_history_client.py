@@ -4,13 +4,17 @@ client's HTTP behaviour against a local receiver (auth headers, 429/5xx retries,
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+import json
+import socketserver
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from alert_receivers import serve_app
+from structlog.testing import capture_logs
 
 from quotapilot.daemon.errors import ConfigError, PermanentError, TemporaryError
 from quotapilot.daemon.history.importer import (
@@ -109,9 +113,22 @@ class TestMatcher:
         matcher = TargetMatcher(SOURCE_DEFAULTS["vast"], ["mine"], known)
         assert matcher.match(self.series(cluster="vast-prod", path="/cosmos7/raw")) == known[0]
         assert matcher.match(self.series(cluster="vast-prod", path="/elsewhere")) is None
+        matcher.learn([self.series(cluster="vast-prod", path="/cosmos7/raw")])
+        assert matcher.match(self.series(cluster="vast-prod", path="/cosmos7/raw")) == known[0]
         derived = TargetMatcher(SOURCE_DEFAULTS["vast"], [], derive_names=True)
         assert derived.match(self.series(cluster="v", path="/a/b")) == TargetId("v", "a-b", "/a/b")
 
+
+    def test_one_cluster_among_several_names(self) -> None:
+        """A Prometheus that scrapes more clusters: with ours among the names only ours matches;
+        with two names, neither ours, none is guessed to be ours."""
+        known = [TargetId("mine", "raw-q", "/raw")]
+        matcher = TargetMatcher(SOURCE_DEFAULTS["vast"], ["mine"], known)
+        matcher.learn([self.series(cluster="mine", path="/raw"), self.series(cluster="other", path="/raw")])
+        assert matcher.match(self.series(cluster="mine", path="/raw")) == known[0]
+        assert matcher.match(self.series(cluster="other", path="/raw")) is None
+        matcher.learn([self.series(cluster="a", path="/raw"), self.series(cluster="b", path="/raw")])
+        assert matcher.match(self.series(cluster="a", path="/raw")) is None
 
 class Receiver:
     def __init__(self) -> None:
@@ -205,6 +222,78 @@ class TestClient:
     async def test_no_url(self) -> None:
         with pytest.raises(PermanentError, match="prometheus_url"):
             PrometheusClient(HistorySettings())
+
+
+def _http(status: str, body: bytes = b"", headers: str = "") -> bytes:
+    return (f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n{headers}\r\n").encode() + body
+
+
+MALFORMED_ANSWERS = {
+    # the URL points at another service (a port mix-up), or a proxy that speaks something else
+    "not_http": b"SSH-2.0-OpenSSH_9.6\r\n",
+    # an auth proxy sending every request back to itself
+    "redirect_loop": _http("302 Found", headers="Location: /api/v1/query_range\r\n"),
+    "sample_not_a_number": _http("200 OK", json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"cluster": "c", "target": "q", "path": "/q"}, "values": [[60, "n/a"]]}]}}).encode()),
+    "data_not_an_object": _http("200 OK", json.dumps({"status": "success", "data": ["matrix"]}).encode()),
+}
+
+
+@pytest.fixture(params=sorted(MALFORMED_ANSWERS))
+def malformed(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A server (in a thread, so the blocking CLI can use it too) that answers every request with
+    one malformed reply: its base URL."""
+    answer = MALFORMED_ANSWERS[request.param]
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            self.wfile.write(answer)
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler) as server:
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, name="malformed-prometheus")
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            thread.join()
+
+
+class TestMalformedAnswers:
+    """Whatever answers at `prometheus_url`, the daemon starts cold and `import-history` says what
+    went wrong in one line (exit 1), not a traceback."""
+
+    async def test_daemon_starts_cold(self, malformed: str, tmp_path: Path) -> None:
+        from quotapilot.daemon.clock import VirtualClock
+        from quotapilot.daemon.history.importer import warm_start_from_history
+
+        settings = load_settings(None, clusters=[{"name": "c", "address": "vms.invalid", "token": "t"}],
+                                 history={"prometheus_url": malformed, "max_retries": 0})
+        db = Database(tmp_path / "state.db")
+        tasks: dict[str, Any] = {}
+        try:
+            store = ObservationStore(db, raw_retention_seconds=86400, hourly_retention_seconds=86400)
+            with capture_logs() as logs:
+                assert await warm_start_from_history(settings, store, VirtualClock(), tasks.__setitem__) is None
+        finally:
+            db.close()
+        assert "history.import_failed" in [e["event"] for e in logs]
+        assert list(tasks) == ["history-import"]
+
+    def test_import_history_exits_1_with_a_message(self, malformed: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+        from quotapilot.daemon.cli import main
+
+        config = tmp_path / "quotapilot.toml"
+        config.write_text(f'[[clusters]]\nname = "c"\naddress = "vms.invalid"\ntoken = "t"\n'
+                          f'[store]\npath = "{tmp_path / "state.db"}"\n'
+                          f'[history]\nprometheus_url = "{malformed}"\nmax_retries = 0\n')
+        assert main(["import-history", "--config", str(config), "--since", "1d"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("quotapilot import-history: ") and len(err.strip().splitlines()) == 1
 
 
 class TestProgressBar:

@@ -4,6 +4,7 @@ scenario's ground truth, `prometheus` started on a free port over it (per module
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import shutil
@@ -54,13 +55,20 @@ class Prom:
 
 @pytest.fixture(scope="module")
 def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
-    if shutil.which("promtool") is None or shutil.which("prometheus") is None:
-        pytest.skip("prometheus/promtool are not installed (.ci/run installs the Debian package)")
     root = tmp_path_factory.mktemp("prometheus")
     end = math.floor(time.time() / HOUR) * HOUR  # ends now: `import-history` looks back from the wall clock
     traces = scenario_trace("cosmos7", start=end - LOOKBACK, days=LOOKBACK / DAY, interval_seconds=900.0)
+    with serve_openmetrics(root, openmetrics_text(traces)) as url:
+        yield Prom(url, traces, end, traces[0].cluster)
+
+
+@contextlib.contextmanager
+def serve_openmetrics(root: Path, text: str) -> Iterator[str]:
+    """A real Prometheus over a TSDB backfilled from `text`, on a free port: its URL."""
+    if shutil.which("promtool") is None or shutil.which("prometheus") is None:
+        pytest.skip("prometheus/promtool are not installed (.ci/run installs the Debian package)")
     source = root / "trace.om"
-    source.write_text(openmetrics_text(traces))
+    source.write_text(text)
     tsdb = root / "tsdb"
     subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=1000h",
                     "--quiet", str(source), str(tsdb)], check=True, capture_output=True, timeout=120)
@@ -75,7 +83,7 @@ def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, process)
-        yield Prom(url, traces, end, traces[0].cluster)
+        yield url
     finally:
         process.terminate()
         try:
@@ -373,6 +381,100 @@ class TestCommands:
         raw = report["targets"][prom.traces[0].name]
         assert raw["recorded"]["final_hard_limit_bytes"] == prom.traces[0].initial_hard_limit_bytes
         assert raw["samples"] == pytest.approx(3 * 96, abs=2)
+
+
+@dataclass
+class Fleet:
+    url: str
+    trace: QuotaTrace
+    instances: tuple[str, ...]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Every instance of a quotapilot fleet polls and serves the same targets' metrics, so
+    Prometheus holds one series per instance (differing in `instance`), scraped a minute apart."""
+    end = math.floor(time.time() / HOUR) * HOUR
+    trace = scenario_trace("cosmos7", start=end - 3 * DAY, days=3, interval_seconds=900.0)[0]
+    instances = ("qp-a:9187", "qp-b:9187")
+    lines = []
+    for metric in ("used_bytes", "hard_limit_bytes"):
+        lines.append(f"# TYPE quotapilot_target_{metric} gauge")
+        for instance, shift in zip(instances, (0.0, -60.0), strict=True):
+            labels = f'cluster="{trace.cluster}",instance="{instance}",path="{trace.path}",target="{trace.name}"'
+            for t, used in zip(trace.times, trace.used_bytes, strict=True):
+                value = used - int(shift) if metric == "used_bytes" else trace.initial_hard_limit_bytes
+                lines.append(f"quotapilot_target_{metric}{{{labels}}} {value} {t + shift:.3f}")
+    with serve_openmetrics(tmp_path_factory.mktemp("fleet"), "\n".join([*lines, "# EOF"]) + "\n") as url:
+        yield Fleet(url, trace, instances)
+
+
+class TestFleetSeries:
+    """Two series of one target (a fleet's instances, an HA pair of Prometheus): one history."""
+
+    def one_instance(self, fleet: Fleet) -> dict[str, str]:
+        selector = f'{{instance="{fleet.instances[0]}"}}'
+        return {"used_bytes_query": "quotapilot_target_used_bytes" + selector,
+                "hard_limit_bytes_query": "quotapilot_target_hard_limit_bytes" + selector,
+                "used_inodes_query": ""}
+
+    async def test_each_step_is_fetched_once(self, fleet: Fleet, tmp_path: Path,
+                                             store: ObservationStore) -> None:
+        now = math.floor(time.time() / HOUR) * HOUR
+        alone = await import_history(settings_for(fleet.url, tmp_path, fleet.trace.cluster, **self.one_instance(fleet)),
+                                     store, now=now, since_seconds=2 * DAY, dry_run=True)
+        both = await import_history(settings_for(fleet.url, tmp_path, fleet.trace.cluster), store, now=now,
+                                    since_seconds=2 * DAY, dry_run=True)
+        assert alone.samples_fetched > 2 * 24 * 4
+        assert (alone.targets_matched, alone.samples_fetched) == (both.targets_matched, both.samples_fetched)
+
+    def test_replay_from_prometheus(self, fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        config = tmp_path / "quotapilot.toml"
+        config.write_text(f'[[clusters]]\nname = "{fleet.trace.cluster}"\naddress = "vms.invalid"\ntoken = "t"\n'
+                          f'[history]\nprometheus_url = "{fleet.url}"\nstep_seconds = 900\n')
+        assert main(["replay", "--config", str(config), "--prometheus", "--since", "2d", "--json"]) == 0, \
+            capsys.readouterr().err
+        report = json.loads(capsys.readouterr().out)
+        assert [fleet.trace.name] == list(report["targets"])
+        assert report["targets"][fleet.trace.name]["samples"] == pytest.approx(2 * 96, abs=2)
+
+
+@dataclass
+class TwoClusters:
+    url: str
+    ours: list[QuotaTrace]
+    theirs: list[QuotaTrace]
+
+
+@pytest.fixture(scope="module")
+def two_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoClusters]:
+    """One Prometheus scraping two single-cluster quotapilot daemons whose quotas share names."""
+    from dataclasses import replace
+
+    end = math.floor(time.time() / HOUR) * HOUR
+    ours = scenario_trace("cosmos7", start=end - 2 * DAY, days=2, interval_seconds=900.0)
+    theirs = [replace(t, cluster="archive", used_bytes=tuple(3 * u + 10**12 for u in t.used_bytes)) for t in ours]
+    text = openmetrics_text([*ours, *theirs], with_limits=False)
+    with serve_openmetrics(tmp_path_factory.mktemp("two-clusters"), text) as url:
+        yield TwoClusters(url, ours, theirs)
+
+
+class TestAnotherClustersSeries:
+    async def test_are_not_imported_as_ours(self, two_clusters: TwoClusters, tmp_path: Path,
+                                            store: ObservationStore) -> None:
+        """With one `[[clusters]]` entry, series that name *another* cluster are not ours (only a
+        lone cluster name that is not ours is taken as the exporter's name for our VMS)."""
+        cluster = two_clusters.ours[0].cluster
+        now = math.floor(time.time() / HOUR) * HOUR
+        summary = await import_history(settings_for(two_clusters.url, tmp_path, cluster), store, now=now,
+                                       since_seconds=DAY)
+        assert sorted(f"{cluster}/{t.name}" for t in two_clusters.ours) == sorted(summary.targets_matched)
+        assert len(summary.unmatched_series) == len(two_clusters.theirs)
+        assert all('cluster="archive"' in series for series in summary.unmatched_series)
+        for trace in two_clusters.ours:
+            stored = stored_hourly(store, cluster, trace.name)
+            truth = hourly_truth(trace, now - DAY)
+            assert stored == {hour: truth[hour] for hour in stored}
 
 
 class TestDayOneForecast:

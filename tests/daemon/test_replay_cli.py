@@ -104,6 +104,23 @@ class TestCsv:
         assert str(png) in captured.err
 
 
+class TestUnlimitedQuota:
+    def test_a_zero_hard_limit_is_no_limit(self, tmp_path: Path, config: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+        """VAST's hard limit 0 is "no hard limit" (as the importer reads it): a sample under it is
+        no write failure. Here the quota had none for a day, then one set below its usage."""
+        rows = [(T0 + i * 3600, 10 * TIB + i * TIB // 10, 0 if i < 24 else 12 * TIB) for i in range(48)]
+        (tmp_path / "q.csv").write_text("timestamp,used_bytes,hard_limit_bytes\n"
+                                        + "".join(f"{t:.0f},{u},{h}\n" for t, u, h in rows))
+        report = run_json(capsys, "replay", "--config", str(config), "--csv", str(tmp_path), "--json")
+        recorded = report["targets"]["q"]["recorded"]  # type: ignore[index]
+        over = [t for t, u, h in rows if h > 0 and u > h]
+        assert over
+        assert (len(over), over[0]) == (recorded["write_failures"], recorded["first_write_failure_at"])
+        assert recorded["near_misses"] == sum(1 for _, u, h in rows if h > 0 and u >= 0.95 * h)
+        assert report["recorded"]["write_failures"] == len(over)  # type: ignore[index]
+
+
 class TestBadInput:
     @pytest.mark.parametrize(("content", "problem"), [
         ("time,used\n1,2\n", "line 1: header"),
