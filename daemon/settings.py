@@ -260,17 +260,35 @@ class PolicySettings(PolicyRules):
     def _overrides_valid(self) -> PolicySettings:
         for i, override in enumerate(self.overrides):
             try:
-                self.rules_for("", "", only=override)
+                self.rules_for("", "", only=(override,))
             except ValidationError as exc:
                 problem = describe_validation_error(exc)[0]
                 raise FieldProblem(f"overrides.{i}.{problem.field}", problem.reason) from None
+        # A target may match several overrides (a path glob and a name glob, or nested paths), and
+        # its rules are all of them merged: two valid alone may not be together, and `rules_for`
+        # would fail on every cycle for that target. Every rule of `PolicyRules._ordered` compares
+        # two fields, each taken from the last override that sets it, so checking every pair (in
+        # order) covers every set of overrides that can match at once.
+        for j, later in enumerate(self.overrides):
+            for i, earlier in enumerate(self.overrides[:j]):
+                try:
+                    self.rules_for("", "", only=(earlier, later))
+                except ValidationError as exc:
+                    problem = describe_validation_error(exc)[0]
+                    mentioned = [f for f in PolicyRules.model_fields
+                                 if f == problem.field or problem.reason.endswith(f" {f}")]
+                    field = next((f for f in mentioned if f in (later.model_extra or {})), problem.field)
+                    raise FieldProblem(
+                        f"overrides.{j}.{field}",
+                        f"{problem.field} {problem.reason} for a target that policy.overrides.{i} "
+                        f"({earlier.match!r}) matches too") from None
         return self
 
-    def rules_for(self, name: str, path: str, *, only: PolicyOverride | None = None) -> PolicyRules:
+    def rules_for(self, name: str, path: str, *, only: tuple[PolicyOverride, ...] | None = None) -> PolicyRules:
         """The policy for one target: the global rules with every matching override applied in
-        order (later overrides win)."""
+        order (later overrides win); `only`: these overrides, whatever they match."""
         base = {k: getattr(self, k) for k in PolicyRules.model_fields}
-        chosen = [only] if only is not None else [o for o in self.overrides if o.matches(name, path)]
+        chosen = list(only) if only is not None else [o for o in self.overrides if o.matches(name, path)]
         for override in chosen:
             base.update(override.model_extra or {})
         return PolicyRules.model_validate(base)

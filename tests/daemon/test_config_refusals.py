@@ -168,6 +168,26 @@ class TestNonsenseIsRefused:
     def test_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, field: str) -> None:
         refused(config_file(tmp_path, extra, store="[store]" not in extra), capsys, field)
 
+    def test_overrides_that_conflict_where_both_match(self, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+        """Each override was checked alone against the global policy, so two that are valid alone
+        but not together passed; the daemon's growth and alerting stages then failed on every
+        cycle (a ValidationError from `rules_for`) for every quota of the cluster."""
+        extra = ('[[policy.overrides]]\nmatch = "/cosmos7/*"\ntarget_utilization = 0.80\ngrow_at = 0.85\n'
+                 '[[policy.overrides]]\nmatch = "/cosmos7/raw*"\ngrow_at = 0.78\n')
+        refused(config_file(tmp_path, extra), capsys, "policy.overrides.1.grow_at", "overrides.0")
+
+    def test_overrides_that_agree_where_both_match(self, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+        from quotapilot.daemon.settings import load_settings
+
+        extra = ('[[policy.overrides]]\nmatch = "/cosmos7/*"\ntarget_utilization = 0.80\ngrow_at = 0.85\n'
+                 '[[policy.overrides]]\nmatch = "/cosmos7/raw*"\ngrow_at = 0.82\nstep_bytes = "20TiB"\n')
+        code, _, _ = check(config_file(tmp_path, extra), capsys)
+        assert code == 0
+        rules = load_settings(config_file(tmp_path, extra)).policy.rules_for("raw", "/cosmos7/raw")
+        assert (rules.target_utilization, rules.grow_at, rules.step_bytes) == (0.80, 0.82, 20 * 2**40)
+
     def test_inf_from_the_environment(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("QUOTAPILOT_POLL__STALE_AFTER_INTERVALS", "inf")
