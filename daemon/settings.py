@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import string
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -708,6 +709,38 @@ class FilesystemTarget(Group):
         "Empty: recommendations only (audited as would_grow).")
     command_timeout: Seconds = Field(60.0, gt=0, description="The growth command is killed after this.")
 
+    @model_validator(mode="after")
+    def _usable(self) -> FilesystemTarget:
+        # statvfs and the command would resolve a relative path against the daemon's working
+        # directory (`/` under systemd), not where check-config was run
+        if not self.path.is_absolute():
+            raise FieldProblem("path", f"must be an absolute path (a mount point), not {str(self.path)!r}")
+        if self.warning_at is not None and self.critical_at is not None and self.warning_at > self.critical_at:
+            raise FieldProblem("warning_at", "must be <= critical_at")
+        for i, argument in enumerate(self.command):
+            problem = _placeholder_problem(argument)
+            if problem is not None:
+                raise FieldProblem(f"command.{i}", problem)
+        return self
+
+
+COMMAND_PLACEHOLDERS = ("name", "path", "grow_bytes", "new_size_bytes")
+"""What a `[[filesystems]] command` argument may name (`fs.growth.command_line` fills them in)."""
+
+
+def _placeholder_problem(argument: str) -> str | None:
+    """Why `argument.format(name=…, path=…, …)` would fail or insert something else (None: fine)."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(argument) if field is not None]
+        unknown = next((field for field in fields if field not in COMMAND_PLACEHOLDERS), None)
+        if unknown is not None:
+            return (f"unknown placeholder {{{unknown}}} in {argument!r} (known: "
+                    + ", ".join(f"{{{name}}}" for name in COMMAND_PLACEHOLDERS) + ")")
+        argument.format(**dict.fromkeys(COMMAND_PLACEHOLDERS, "0"))
+    except (ValueError, KeyError, IndexError, AttributeError) as exc:
+        return f"not a valid placeholder in {argument!r} ({exc}; write {{{{ and }}}} for literal braces)"
+    return None
+
 
 class FilesystemSettings(Group):
     """`[filesystem]`: how filesystems are polled and tiers alerted."""
@@ -763,6 +796,19 @@ class Settings(BaseSettings):
                 raise FieldProblem(f"views.{i}.cluster", "required when several clusters are configured")
             if view.cluster is not None and view.cluster not in names:
                 raise FieldProblem(f"views.{i}.cluster", f"no cluster named {view.cluster!r}")
+        # a filesystem's name is its target: its series, its alerts, the growth command run for it
+        filesystem_names = [f.name for f in self.filesystems]
+        for i, target in enumerate(self.filesystems):
+            if target.name in filesystem_names[:i]:
+                raise FieldProblem(f"filesystems.{i}.name", f"duplicate filesystem name {target.name!r}")
+            # one threshold of its own, the other its tier's (both its own: `FilesystemTarget._usable`)
+            warning, critical = self.filesystem.tier_thresholds.get(target.tier, (0.8, 0.9))
+            if target.warning_at is not None and target.critical_at is None and target.warning_at > critical:
+                raise FieldProblem(f"filesystems.{i}.warning_at",
+                                   f"must be <= the {target.tier} tier's critical_at, {critical:g}")
+            if target.critical_at is not None and target.warning_at is None and target.critical_at < warning:
+                raise FieldProblem(f"filesystems.{i}.critical_at",
+                                   f"must be >= the {target.tier} tier's warning_at, {warning:g}")
         return self
 
     @classmethod

@@ -208,6 +208,49 @@ class TestNonsenseIsRefused:
             assert load_settings(None, **data).clusters, example
 
 
+class TestFilesystemTargets:
+    """`[[filesystems]]` entries the daemon would act on wrongly: only the name and its pattern
+    were checked, so a duplicate name (the growth stage keeps one entry per name: the command of
+    one filesystem would run, and its size be re-read, for the other's forecast), a relative path
+    (statvfs of the daemon's working directory), thresholds in the wrong order and a command
+    with a placeholder it does not know (a KeyError in the growth stage on every cycle) passed."""
+
+    @staticmethod
+    def filesystem(name: str = "fast", path: str = "/tmp", more: str = "") -> str:
+        return f'[[filesystems]]\nname = "{name}"\npath = "{path}"\n{more}'
+
+    def test_duplicate_name(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        extra = self.filesystem("data", "/tmp") + self.filesystem("data", str(tmp_path))
+        refused(config_file(tmp_path, extra), capsys, "filesystems.1.name", "duplicate")
+
+    @pytest.mark.parametrize("path", ["data/scratch", "", "."])
+    def test_relative_path(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], path: str) -> None:
+        refused(config_file(tmp_path, self.filesystem(path=path)), capsys, "filesystems.0.path", "absolute")
+
+    def test_warning_above_critical(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        extra = self.filesystem(more="warning_at = 0.95\ncritical_at = 0.9\n")
+        refused(config_file(tmp_path, extra), capsys, "filesystems.0.warning_at", "critical_at")
+
+    @pytest.mark.parametrize(("own", "field", "reason"), [("warning_at = 0.95", "warning_at", "critical_at, 0.9"),
+                                                          ("critical_at = 0.7", "critical_at", "warning_at, 0.8")])
+    def test_own_threshold_against_the_tiers(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             own: str, field: str, reason: str) -> None:
+        extra = self.filesystem(more=f'tier = "hot"\n{own}\n')  # hot: 0.8, 0.9
+        refused(config_file(tmp_path, extra), capsys, f"filesystems.0.{field}", reason)
+
+    @pytest.mark.parametrize("argument", ["+{grow}B", "+{grow_bytes", "{}", "{0}", "{name.upper}"])
+    def test_command_placeholder(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], argument: str) -> None:
+        extra = self.filesystem(more=f'command = ["lvextend", "-L", "{argument}", "/dev/vg/data"]\n')
+        refused(config_file(tmp_path, extra), capsys, "filesystems.0.command.2", "placeholder")
+
+    def test_valid_targets_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        extra = (self.filesystem("fast", "/tmp", 'tier = "hot"\nwarning_at = 0.7\n'
+                                 'command = ["lvextend", "-L", "+{grow_bytes}B", "{path}", "{{literal}}"]\n')
+                 + self.filesystem("bulk", str(tmp_path), 'tier = "cold"\n'))
+        code, report, _ = check(config_file(tmp_path, extra), capsys)
+        assert code == 0, report
+
+
 class TestSecretFiles:
     """Every referenced file is opened by check-config exactly as `run` opens it."""
 
