@@ -24,11 +24,13 @@ import os
 import re
 import string
 import tomllib
+import urllib.parse
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ByteSize,
@@ -67,6 +69,27 @@ Bytes = Annotated[ByteSize, BeforeValidator(_whole_bytes), Field(ge=0, le=MAX_BY
 """A byte count (pydantic's `ByteSize`); config accepts `1099511627776`, `"1TiB"`, `"500 TB"`."""
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
 """A duration in seconds; config accepts `3600`, `"1h"`, `"7d"`; finite, at most `MAX_SECONDS`."""
+def _http_url(value: str) -> str:
+    """An http(s) URL with a host (and a port, if any, in 1..65535): what aiohttp can request.
+    Checked here, not at first use (import-history died with aiohttp's InvalidUrlClientError)."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must start with http:// or https://")
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("has white space or control characters in it")
+    if not parts.hostname:
+        raise ValueError(f"has no host: {value!r} (e.g. http://prometheus:9090)")
+    if port == 0:
+        raise ValueError("port 0 is not a port to connect to")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+"""An `http://` or `https://` URL with a host."""
 Ratio = Annotated[float, Field(gt=0, le=1)]
 """A fraction of a limit, in (0, 1]."""
 Multiple = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
@@ -334,7 +357,7 @@ class WebhookSettings(Group):
     """`[[alerts.webhooks]]`: one webhook receiver."""
 
     name: str | None = Field(None, description="Sink name in metrics (default: webhook-<index>).")
-    url: str = Field(pattern=r"^https?://", description="Where to POST.")
+    url: HttpUrl = Field(description="Where to POST.")
     format: Literal["json", "alertmanager", "slack"] = Field("json", description="Payload format.")
     token: SecretStr | None = Field(None, description="Bearer token sent as Authorization.")
     token_file: Path | None = Field(None, description="File holding the bearer token.")
@@ -604,8 +627,7 @@ class HistorySettings(Group):
     """`[history]`: usage history from a Prometheus that already scrapes quotapilot or VAST, for a
     warm start (day-one forecasts) and for `quotapilot replay --prometheus`. Off without a URL."""
 
-    prometheus_url: str | None = Field(None, pattern=r"^https?://",
-                                       description="Prometheus base URL, e.g. http://prometheus:9090.")
+    prometheus_url: HttpUrl | None = Field(None, description="Prometheus base URL, e.g. http://prometheus:9090.")
     bearer_token_file: Path | None = Field(None, description="File holding a bearer token for Prometheus.")
     basic_auth_user: str | None = Field(None, description="HTTP Basic user for Prometheus.")
     basic_auth_password_file: Path | None = Field(None, description="File holding the Basic auth password.")

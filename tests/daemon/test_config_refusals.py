@@ -188,6 +188,22 @@ class TestNonsenseIsRefused:
         rules = load_settings(config_file(tmp_path, extra)).policy.rules_for("raw", "/cosmos7/raw")
         assert (rules.target_utilization, rules.grow_at, rules.step_bytes) == (0.80, 0.82, 20 * 2**40)
 
+    @pytest.mark.parametrize("url", ["http://", "http:///api", "http://prom :9090", "https://prom:99999",
+                                     "http://[::1:9090", "http://prom:http", "http://prom:9090/ x"])
+    def test_malformed_urls(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
+        """Anything after `http://` passed; import-history then died with an aiohttp traceback
+        (InvalidUrlClientError), exit 1."""
+        refused(config_file(tmp_path, f'[history]\nprometheus_url = "{url}"\n'), capsys,
+                "history.prometheus_url")
+        refused(config_file(tmp_path, f'[[alerts.webhooks]]\nurl = "{url}"\n'), capsys, "alerts.webhooks.0.url")
+
+    @pytest.mark.parametrize("url", ["http://prom:9090", "https://prometheus.example.org/prom/", "http://[::1]:9090",
+                                     "http://10.0.0.5:9090/?x=1", "http://vast_exporter:9090"])
+    def test_good_urls_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
+        code, report, _ = check(config_file(tmp_path, f'[history]\nprometheus_url = "{url}"\n'
+                                                      f'[[alerts.webhooks]]\nurl = "{url}"\n'), capsys)
+        assert code == 0, report
+
     def test_inf_from_the_environment(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("QUOTAPILOT_POLL__STALE_AFTER_INTERVALS", "inf")
@@ -304,6 +320,34 @@ class TestSecretFiles:
         ca.chmod(0o666)
         config = config_file(tmp_path, f'ca_file = "{ca}"\n[store]\npath = "{tmp_path / "state.db"}"\n', store=False)
         refused(config, capsys, "clusters.0.ca_file", "world-writable")
+
+    # [history] and [store] secrets and CA were left out of the files check-config opens: a missing
+    # bearer token file passed check-config, and import-history then exited 1 with "[Errno 2] No
+    # such file or directory" naming no setting; a world-writable store password was not refused.
+    @pytest.mark.parametrize(("extra", "field", "reason"), [
+        ('[history]\nprometheus_url = "http://prom:9090"\nbearer_token_file = "{missing}"\n',
+         "history.bearer_token_file", "cannot be read"),
+        ('[history]\nprometheus_url = "http://prom:9090"\nbasic_auth_user = "u"\n'
+         'basic_auth_password_file = "{world_writable}"\n', "history.basic_auth_password_file", "world-writable"),
+        ('[history]\nprometheus_url = "https://prom:9090"\nbearer_token_file = "{empty}"\n',
+         "history.bearer_token_file", "is empty"),
+        ('[history]\nprometheus_url = "https://prom:9090"\nca_file = "{not_pem}"\n', "history.ca_file",
+         "not a PEM CA bundle"),
+        ('[store]\nurl = "postgresql://qp@127.0.0.1:1/qp"\npassword_file = "{world_writable}"\n',
+         "store.password_file", "world-writable"),
+        ('[store]\nurl = "postgresql://qp@127.0.0.1:1/qp"\npassword_file = "{empty}"\n',
+         "store.password_file", "is empty"),
+    ])
+    def test_history_and_store_files(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     extra: str, field: str, reason: str) -> None:
+        files = {"missing": tmp_path / "missing", "world_writable": tmp_path / "ww", "empty": tmp_path / "empty",
+                 "not_pem": tmp_path / "not.pem"}
+        files["world_writable"].write_text("secret\n")
+        files["world_writable"].chmod(0o666)
+        files["empty"].write_text("\n")
+        files["not_pem"].write_text("hello\n")
+        config = config_file(tmp_path, extra.format(**files), store="[store]" not in extra)
+        refused(config, capsys, field, reason)
 
     def test_world_readable_secret_is_a_warning(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         secret = tmp_path / "api.token"
