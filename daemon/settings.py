@@ -22,12 +22,15 @@ import json
 import math
 import os
 import re
+import string
 import tomllib
+import urllib.parse
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ByteSize,
@@ -66,6 +69,27 @@ Bytes = Annotated[ByteSize, BeforeValidator(_whole_bytes), Field(ge=0, le=MAX_BY
 """A byte count (pydantic's `ByteSize`); config accepts `1099511627776`, `"1TiB"`, `"500 TB"`."""
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
 """A duration in seconds; config accepts `3600`, `"1h"`, `"7d"`; finite, at most `MAX_SECONDS`."""
+def _http_url(value: str) -> str:
+    """An http(s) URL with a host (and a port, if any, in 1..65535): what aiohttp can request.
+    Checked here, not at first use (import-history died with aiohttp's InvalidUrlClientError)."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must start with http:// or https://")
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("has white space or control characters in it")
+    if not parts.hostname:
+        raise ValueError(f"has no host: {value!r} (e.g. http://prometheus:9090)")
+    if port == 0:
+        raise ValueError("port 0 is not a port to connect to")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+"""An `http://` or `https://` URL with a host."""
 Ratio = Annotated[float, Field(gt=0, le=1)]
 """A fraction of a limit, in (0, 1]."""
 Multiple = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
@@ -260,17 +284,35 @@ class PolicySettings(PolicyRules):
     def _overrides_valid(self) -> PolicySettings:
         for i, override in enumerate(self.overrides):
             try:
-                self.rules_for("", "", only=override)
+                self.rules_for("", "", only=(override,))
             except ValidationError as exc:
                 problem = describe_validation_error(exc)[0]
                 raise FieldProblem(f"overrides.{i}.{problem.field}", problem.reason) from None
+        # A target may match several overrides (a path glob and a name glob, or nested paths), and
+        # its rules are all of them merged: two valid alone may not be together, and `rules_for`
+        # would fail on every cycle for that target. Every rule of `PolicyRules._ordered` compares
+        # two fields, each taken from the last override that sets it, so checking every pair (in
+        # order) covers every set of overrides that can match at once.
+        for j, later in enumerate(self.overrides):
+            for i, earlier in enumerate(self.overrides[:j]):
+                try:
+                    self.rules_for("", "", only=(earlier, later))
+                except ValidationError as exc:
+                    problem = describe_validation_error(exc)[0]
+                    mentioned = [f for f in PolicyRules.model_fields
+                                 if f == problem.field or problem.reason.endswith(f" {f}")]
+                    field = next((f for f in mentioned if f in (later.model_extra or {})), problem.field)
+                    raise FieldProblem(
+                        f"overrides.{j}.{field}",
+                        f"{problem.field} {problem.reason} for a target that policy.overrides.{i} "
+                        f"({earlier.match!r}) matches too") from None
         return self
 
-    def rules_for(self, name: str, path: str, *, only: PolicyOverride | None = None) -> PolicyRules:
+    def rules_for(self, name: str, path: str, *, only: tuple[PolicyOverride, ...] | None = None) -> PolicyRules:
         """The policy for one target: the global rules with every matching override applied in
-        order (later overrides win)."""
+        order (later overrides win); `only`: these overrides, whatever they match."""
         base = {k: getattr(self, k) for k in PolicyRules.model_fields}
-        chosen = [only] if only is not None else [o for o in self.overrides if o.matches(name, path)]
+        chosen = list(only) if only is not None else [o for o in self.overrides if o.matches(name, path)]
         for override in chosen:
             base.update(override.model_extra or {})
         return PolicyRules.model_validate(base)
@@ -315,7 +357,7 @@ class WebhookSettings(Group):
     """`[[alerts.webhooks]]`: one webhook receiver."""
 
     name: str | None = Field(None, description="Sink name in metrics (default: webhook-<index>).")
-    url: str = Field(pattern=r"^https?://", description="Where to POST.")
+    url: HttpUrl = Field(description="Where to POST.")
     format: Literal["json", "alertmanager", "slack"] = Field("json", description="Payload format.")
     token: SecretStr | None = Field(None, description="Bearer token sent as Authorization.")
     token_file: Path | None = Field(None, description="File holding the bearer token.")
@@ -585,8 +627,7 @@ class HistorySettings(Group):
     """`[history]`: usage history from a Prometheus that already scrapes quotapilot or VAST, for a
     warm start (day-one forecasts) and for `quotapilot replay --prometheus`. Off without a URL."""
 
-    prometheus_url: str | None = Field(None, pattern=r"^https?://",
-                                       description="Prometheus base URL, e.g. http://prometheus:9090.")
+    prometheus_url: HttpUrl | None = Field(None, description="Prometheus base URL, e.g. http://prometheus:9090.")
     bearer_token_file: Path | None = Field(None, description="File holding a bearer token for Prometheus.")
     basic_auth_user: str | None = Field(None, description="HTTP Basic user for Prometheus.")
     basic_auth_password_file: Path | None = Field(None, description="File holding the Basic auth password.")
@@ -690,6 +731,38 @@ class FilesystemTarget(Group):
         "Empty: recommendations only (audited as would_grow).")
     command_timeout: Seconds = Field(60.0, gt=0, description="The growth command is killed after this.")
 
+    @model_validator(mode="after")
+    def _usable(self) -> FilesystemTarget:
+        # statvfs and the command would resolve a relative path against the daemon's working
+        # directory (`/` under systemd), not where check-config was run
+        if not self.path.is_absolute():
+            raise FieldProblem("path", f"must be an absolute path (a mount point), not {str(self.path)!r}")
+        if self.warning_at is not None and self.critical_at is not None and self.warning_at > self.critical_at:
+            raise FieldProblem("warning_at", "must be <= critical_at")
+        for i, argument in enumerate(self.command):
+            problem = _placeholder_problem(argument)
+            if problem is not None:
+                raise FieldProblem(f"command.{i}", problem)
+        return self
+
+
+COMMAND_PLACEHOLDERS = ("name", "path", "grow_bytes", "new_size_bytes")
+"""What a `[[filesystems]] command` argument may name (`fs.growth.command_line` fills them in)."""
+
+
+def _placeholder_problem(argument: str) -> str | None:
+    """Why `argument.format(name=…, path=…, …)` would fail or insert something else (None: fine)."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(argument) if field is not None]
+        unknown = next((field for field in fields if field not in COMMAND_PLACEHOLDERS), None)
+        if unknown is not None:
+            return (f"unknown placeholder {{{unknown}}} in {argument!r} (known: "
+                    + ", ".join(f"{{{name}}}" for name in COMMAND_PLACEHOLDERS) + ")")
+        argument.format(**dict.fromkeys(COMMAND_PLACEHOLDERS, "0"))
+    except (ValueError, KeyError, IndexError, AttributeError) as exc:
+        return f"not a valid placeholder in {argument!r} ({exc}; write {{{{ and }}}} for literal braces)"
+    return None
+
 
 class FilesystemSettings(Group):
     """`[filesystem]`: how filesystems are polled and tiers alerted."""
@@ -745,6 +818,19 @@ class Settings(BaseSettings):
                 raise FieldProblem(f"views.{i}.cluster", "required when several clusters are configured")
             if view.cluster is not None and view.cluster not in names:
                 raise FieldProblem(f"views.{i}.cluster", f"no cluster named {view.cluster!r}")
+        # a filesystem's name is its target: its series, its alerts, the growth command run for it
+        filesystem_names = [f.name for f in self.filesystems]
+        for i, target in enumerate(self.filesystems):
+            if target.name in filesystem_names[:i]:
+                raise FieldProblem(f"filesystems.{i}.name", f"duplicate filesystem name {target.name!r}")
+            # one threshold of its own, the other its tier's (both its own: `FilesystemTarget._usable`)
+            warning, critical = self.filesystem.tier_thresholds.get(target.tier, (0.8, 0.9))
+            if target.warning_at is not None and target.critical_at is None and target.warning_at > critical:
+                raise FieldProblem(f"filesystems.{i}.warning_at",
+                                   f"must be <= the {target.tier} tier's critical_at, {critical:g}")
+            if target.critical_at is not None and target.warning_at is None and target.critical_at < warning:
+                raise FieldProblem(f"filesystems.{i}.critical_at",
+                                   f"must be >= the {target.tier} tier's warning_at, {warning:g}")
         return self
 
     @classmethod

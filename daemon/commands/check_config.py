@@ -14,12 +14,13 @@ import ssl
 import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from quotapilot.daemon import __version__
 from quotapilot.daemon.errors import ConfigError
-from quotapilot.daemon.settings import Settings, expand_path, load_settings
+from quotapilot.daemon.settings import Settings, expand_path, load_settings, read_secret_file
 from quotapilot.daemon.store.backend import StoreError
 from quotapilot.daemon.store.open import probe
 
@@ -89,6 +90,13 @@ def secret_files(settings: Settings) -> Iterator[tuple[str, Path, Callable[[], s
     for i, hook in enumerate(settings.alerts.webhooks):
         if hook.token_file is not None:
             yield f"alerts.webhooks.{i}.token_file", hook.token_file, hook.resolved_token
+    if settings.store.password_file is not None:
+        yield "store.password_file", settings.store.password_file, settings.store.resolved_password
+    history = settings.history
+    for name in ("bearer_token_file", "basic_auth_password_file"):
+        path = getattr(history, name)
+        if path is not None:  # read as `history.prometheus.PrometheusClient` reads it
+            yield f"history.{name}", path, partial(read_secret_file, path)
 
 
 def ca_files(settings: Settings) -> Iterator[tuple[str, Path]]:
@@ -106,6 +114,8 @@ def ca_files(settings: Settings) -> Iterator[tuple[str, Path]]:
         ca = hook.resolved_ca_file()
         if ca is not None and hook.verify_tls:
             yield f"alerts.webhooks.{i}.ca_file", ca
+    if settings.history.ca_file is not None:  # loaded by the Prometheus client whenever it is set
+        yield "history.ca_file", expand_path(settings.history.ca_file)
 
 
 def listen_problem(host: str) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import io
 import json
 import math
 import sys
@@ -34,6 +35,12 @@ class CsvError(ValueError):
         self.line = line
 
 
+EARLIEST = 0.0
+LATEST = dt.datetime(3000, 1, 1, tzinfo=dt.UTC).timestamp()
+"""Sample times are in [1970, 3000): anything else is a mistake (epoch milliseconds), and a time
+past year 9999 cannot even be printed (`datetime` stops there)."""
+
+
 def parse_timestamp(text: str) -> float:
     """ISO 8601 (naive: UTC; a trailing Z is fine) or epoch seconds → epoch seconds."""
     text = text.strip()
@@ -44,6 +51,9 @@ def parse_timestamp(text: str) -> float:
     else:
         if not math.isfinite(value):
             raise ValueError(f"not a finite time: {text!r}")
+        if not EARLIEST <= value < LATEST:
+            raise ValueError(f"epoch seconds out of range (years 1970 to 2999): {text!r}"
+                             + (" (epoch milliseconds?)" if EARLIEST <= value / 1000 < LATEST else ""))
         return value
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -51,13 +61,26 @@ def parse_timestamp(text: str) -> float:
         raise ValueError(f"not an ISO 8601 time or epoch seconds: {text!r}") from exc
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
+    if not EARLIEST <= when.timestamp() < LATEST:
+        raise ValueError(f"time out of range (years 1970 to 2999): {text!r}")
     return when.timestamp()
+
+
+def read_csv_text(path: Path) -> str:
+    """The whole file as UTF-8; raises `CsvError` naming the line of the first byte that is not
+    UTF-8 (decoding while the csv module reads would know neither), OSError if unreadable."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise CsvError(line, f"not UTF-8 text (byte {raw[exc.start]:#04x}); save the file as UTF-8") from None
 
 
 def read_samples(path: Path) -> list[tuple[float, float]]:
     """Samples from the CSV; raises `CsvError` naming the first bad line, OSError if unreadable."""
     samples: list[tuple[float, float]] = []
-    with path.open(newline="", encoding="utf-8") as handle:
+    with io.StringIO(read_csv_text(path), newline="") as handle:
         rows = csv.reader(handle)
         header = next(rows, None)
         if header is None:

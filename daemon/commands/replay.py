@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import sys
@@ -37,7 +38,7 @@ class ReplayInputError(ValueError):
 # ---------------------------------------------------------------------------------- inputs
 def read_trace_csv(path: Path, *, initial_limit: int | None = None) -> TargetTrace:
     """One `NAME.csv` → a trace named NAME. Raises `ReplayInputError` naming the file and line."""
-    from quotapilot.daemon.commands.forecast import parse_timestamp
+    from quotapilot.daemon.commands.forecast import CsvError, parse_timestamp, read_csv_text
     from quotapilot.forecasting.replay import TargetTrace
 
     name = path.stem
@@ -46,7 +47,7 @@ def read_trace_csv(path: Path, *, initial_limit: int | None = None) -> TargetTra
     hards: list[int | None] = []
     softs: list[int | None] = []
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with io.StringIO(read_csv_text(path), newline="") as handle:
             rows = csv.reader(handle)
             header = [cell.strip().lower() for cell in next(rows, [])]
             allowed = ["timestamp", "used_bytes", "hard_limit_bytes", "soft_limit_bytes"]
@@ -72,6 +73,8 @@ def read_trace_csv(path: Path, *, initial_limit: int | None = None) -> TargetTra
                 used.append(values[0])
                 hards.append(values[1] if len(values) > 1 else None)
                 softs.append(values[2] if len(values) > 2 else None)
+    except CsvError as exc:
+        raise ReplayInputError(f"{path}: {exc}") from None
     except OSError as exc:
         raise ReplayInputError(f"{path}: {exc.strerror or exc}") from None
     if len(times) < 2:

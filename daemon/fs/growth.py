@@ -47,7 +47,8 @@ StatVfs = Callable[[str], os.statvfs_result]
 
 
 def command_line(target: FilesystemTarget, recommendation: GrowthRecommendation) -> list[str]:
-    """The configured command with its placeholders filled (each argument on its own: no shell)."""
+    """The configured command with its placeholders filled (each argument on its own: no shell);
+    the settings refuse any placeholder but `settings.COMMAND_PLACEHOLDERS`, the keys here."""
     values = {"name": target.name, "path": str(target.path), "grow_bytes": str(recommendation.grow_bytes),
               "new_size_bytes": str(recommendation.new_size_bytes)}
     return [part.format(**values) for part in target.command]

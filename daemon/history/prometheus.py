@@ -21,7 +21,7 @@ import aiohttp
 
 from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.logs import get_logger
-from quotapilot.daemon.settings import HistorySettings, read_secret_file
+from quotapilot.daemon.settings import HistorySettings, expand_path, read_secret_file
 
 log = get_logger(__name__)
 
@@ -77,7 +77,7 @@ class PrometheusClient:
             headers["Authorization"] = f"Basic {base64.b64encode(pair).decode('ascii')}"
         connector = None
         if s.ca_file is not None:
-            connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=str(s.ca_file)))
+            connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=str(expand_path(s.ca_file))))
         self._session = aiohttp.ClientSession(
             headers=headers, connector=connector,
             timeout=aiohttp.ClientTimeout(total=s.timeout_seconds))

@@ -168,6 +168,42 @@ class TestNonsenseIsRefused:
     def test_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, field: str) -> None:
         refused(config_file(tmp_path, extra, store="[store]" not in extra), capsys, field)
 
+    def test_overrides_that_conflict_where_both_match(self, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+        """Each override was checked alone against the global policy, so two that are valid alone
+        but not together passed; the daemon's growth and alerting stages then failed on every
+        cycle (a ValidationError from `rules_for`) for every quota of the cluster."""
+        extra = ('[[policy.overrides]]\nmatch = "/cosmos7/*"\ntarget_utilization = 0.80\ngrow_at = 0.85\n'
+                 '[[policy.overrides]]\nmatch = "/cosmos7/raw*"\ngrow_at = 0.78\n')
+        refused(config_file(tmp_path, extra), capsys, "policy.overrides.1.grow_at", "overrides.0")
+
+    def test_overrides_that_agree_where_both_match(self, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+        from quotapilot.daemon.settings import load_settings
+
+        extra = ('[[policy.overrides]]\nmatch = "/cosmos7/*"\ntarget_utilization = 0.80\ngrow_at = 0.85\n'
+                 '[[policy.overrides]]\nmatch = "/cosmos7/raw*"\ngrow_at = 0.82\nstep_bytes = "20TiB"\n')
+        code, _, _ = check(config_file(tmp_path, extra), capsys)
+        assert code == 0
+        rules = load_settings(config_file(tmp_path, extra)).policy.rules_for("raw", "/cosmos7/raw")
+        assert (rules.target_utilization, rules.grow_at, rules.step_bytes) == (0.80, 0.82, 20 * 2**40)
+
+    @pytest.mark.parametrize("url", ["http://", "http:///api", "http://prom :9090", "https://prom:99999",
+                                     "http://[::1:9090", "http://prom:http", "http://prom:9090/ x"])
+    def test_malformed_urls(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
+        """Anything after `http://` passed; import-history then died with an aiohttp traceback
+        (InvalidUrlClientError), exit 1."""
+        refused(config_file(tmp_path, f'[history]\nprometheus_url = "{url}"\n'), capsys,
+                "history.prometheus_url")
+        refused(config_file(tmp_path, f'[[alerts.webhooks]]\nurl = "{url}"\n'), capsys, "alerts.webhooks.0.url")
+
+    @pytest.mark.parametrize("url", ["http://prom:9090", "https://prometheus.example.org/prom/", "http://[::1]:9090",
+                                     "http://10.0.0.5:9090/?x=1", "http://vast_exporter:9090"])
+    def test_good_urls_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
+        code, report, _ = check(config_file(tmp_path, f'[history]\nprometheus_url = "{url}"\n'
+                                                      f'[[alerts.webhooks]]\nurl = "{url}"\n'), capsys)
+        assert code == 0, report
+
     def test_inf_from_the_environment(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("QUOTAPILOT_POLL__STALE_AFTER_INTERVALS", "inf")
@@ -186,6 +222,49 @@ class TestNonsenseIsRefused:
                 cluster.pop("token_file"), cluster.pop("ca_file")
                 cluster["token"] = "t"
             assert load_settings(None, **data).clusters, example
+
+
+class TestFilesystemTargets:
+    """`[[filesystems]]` entries the daemon would act on wrongly: only the name and its pattern
+    were checked, so a duplicate name (the growth stage keeps one entry per name: the command of
+    one filesystem would run, and its size be re-read, for the other's forecast), a relative path
+    (statvfs of the daemon's working directory), thresholds in the wrong order and a command
+    with a placeholder it does not know (a KeyError in the growth stage on every cycle) passed."""
+
+    @staticmethod
+    def filesystem(name: str = "fast", path: str = "/tmp", more: str = "") -> str:
+        return f'[[filesystems]]\nname = "{name}"\npath = "{path}"\n{more}'
+
+    def test_duplicate_name(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        extra = self.filesystem("data", "/tmp") + self.filesystem("data", str(tmp_path))
+        refused(config_file(tmp_path, extra), capsys, "filesystems.1.name", "duplicate")
+
+    @pytest.mark.parametrize("path", ["data/scratch", "", "."])
+    def test_relative_path(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], path: str) -> None:
+        refused(config_file(tmp_path, self.filesystem(path=path)), capsys, "filesystems.0.path", "absolute")
+
+    def test_warning_above_critical(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        extra = self.filesystem(more="warning_at = 0.95\ncritical_at = 0.9\n")
+        refused(config_file(tmp_path, extra), capsys, "filesystems.0.warning_at", "critical_at")
+
+    @pytest.mark.parametrize(("own", "field", "reason"), [("warning_at = 0.95", "warning_at", "critical_at, 0.9"),
+                                                          ("critical_at = 0.7", "critical_at", "warning_at, 0.8")])
+    def test_own_threshold_against_the_tiers(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             own: str, field: str, reason: str) -> None:
+        extra = self.filesystem(more=f'tier = "hot"\n{own}\n')  # hot: 0.8, 0.9
+        refused(config_file(tmp_path, extra), capsys, f"filesystems.0.{field}", reason)
+
+    @pytest.mark.parametrize("argument", ["+{grow}B", "+{grow_bytes", "{}", "{0}", "{name.upper}"])
+    def test_command_placeholder(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], argument: str) -> None:
+        extra = self.filesystem(more=f'command = ["lvextend", "-L", "{argument}", "/dev/vg/data"]\n')
+        refused(config_file(tmp_path, extra), capsys, "filesystems.0.command.2", "placeholder")
+
+    def test_valid_targets_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        extra = (self.filesystem("fast", "/tmp", 'tier = "hot"\nwarning_at = 0.7\n'
+                                 'command = ["lvextend", "-L", "+{grow_bytes}B", "{path}", "{{literal}}"]\n')
+                 + self.filesystem("bulk", str(tmp_path), 'tier = "cold"\n'))
+        code, report, _ = check(config_file(tmp_path, extra), capsys)
+        assert code == 0, report
 
 
 class TestSecretFiles:
@@ -241,6 +320,34 @@ class TestSecretFiles:
         ca.chmod(0o666)
         config = config_file(tmp_path, f'ca_file = "{ca}"\n[store]\npath = "{tmp_path / "state.db"}"\n', store=False)
         refused(config, capsys, "clusters.0.ca_file", "world-writable")
+
+    # [history] and [store] secrets and CA were left out of the files check-config opens: a missing
+    # bearer token file passed check-config, and import-history then exited 1 with "[Errno 2] No
+    # such file or directory" naming no setting; a world-writable store password was not refused.
+    @pytest.mark.parametrize(("extra", "field", "reason"), [
+        ('[history]\nprometheus_url = "http://prom:9090"\nbearer_token_file = "{missing}"\n',
+         "history.bearer_token_file", "cannot be read"),
+        ('[history]\nprometheus_url = "http://prom:9090"\nbasic_auth_user = "u"\n'
+         'basic_auth_password_file = "{world_writable}"\n', "history.basic_auth_password_file", "world-writable"),
+        ('[history]\nprometheus_url = "https://prom:9090"\nbearer_token_file = "{empty}"\n',
+         "history.bearer_token_file", "is empty"),
+        ('[history]\nprometheus_url = "https://prom:9090"\nca_file = "{not_pem}"\n', "history.ca_file",
+         "not a PEM CA bundle"),
+        ('[store]\nurl = "postgresql://qp@127.0.0.1:1/qp"\npassword_file = "{world_writable}"\n',
+         "store.password_file", "world-writable"),
+        ('[store]\nurl = "postgresql://qp@127.0.0.1:1/qp"\npassword_file = "{empty}"\n',
+         "store.password_file", "is empty"),
+    ])
+    def test_history_and_store_files(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     extra: str, field: str, reason: str) -> None:
+        files = {"missing": tmp_path / "missing", "world_writable": tmp_path / "ww", "empty": tmp_path / "empty",
+                 "not_pem": tmp_path / "not.pem"}
+        files["world_writable"].write_text("secret\n")
+        files["world_writable"].chmod(0o666)
+        files["empty"].write_text("\n")
+        files["not_pem"].write_text("hello\n")
+        config = config_file(tmp_path, extra.format(**files), store="[store]" not in extra)
+        refused(config, capsys, field, reason)
 
     def test_world_readable_secret_is_a_warning(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         secret = tmp_path / "api.token"

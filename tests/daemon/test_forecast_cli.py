@@ -62,6 +62,22 @@ class TestForecastCli:
         captured = capsys.readouterr()
         assert f"line {line}" in captured.err and captured.out == ""
 
+    @pytest.mark.parametrize(("body", "line", "problem"), [
+        # epoch milliseconds (a common export): the year 57993 was a ValueError traceback, exit 1
+        (b"timestamp,used_bytes\n1767225600000,100\n1767229200000,200\n1767232800000,300\n", 2, "out of range"),
+        (b"timestamp,used_bytes\n1767225600,100\n-1e12,200\n", 3, "out of range"),
+        (b"timestamp,used_bytes\n1e300,100\n2e300,200\n", 2, "out of range"),
+        # a Latin-1 byte: the message named neither the file nor the line
+        (b"timestamp,used_bytes\n1767225600,100\n1767229200,200 \xb5\n1767232800,300\n", 3, "not UTF-8"),
+    ])
+    def test_unreadable_rows_name_the_file_and_line(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    body: bytes, line: int, problem: str) -> None:
+        (tmp_path / "bad.csv").write_bytes(body)
+        assert main(["forecast", "--csv", str(tmp_path / "bad.csv"), "--json"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and "Traceback" not in captured.err
+        assert f"bad.csv: line {line}: " in captured.err and problem in captured.err
+
     def test_missing_file_and_bad_flags(self, tmp_path: Path) -> None:
         assert main(["forecast", "--csv", str(tmp_path / "nope.csv")]) == 2
         write_csv(tmp_path / "u.csv", 5, 1e7)

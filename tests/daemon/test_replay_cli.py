@@ -137,6 +137,19 @@ class TestBadInput:
         assert captured.out == ""
         assert "bad.csv" in captured.err and problem in captured.err
 
+    @pytest.mark.parametrize(("content", "problem"), [
+        (b"timestamp,used_bytes\n1,2\n2,3 \xff\n", "line 3: not UTF-8"),  # named neither file nor line
+        (b"timestamp,used_bytes\n1767225600000,2\n1767229200000,3\n", "line 2: epoch seconds out of range"),
+    ])
+    def test_bytes_and_times_name_file_and_line(self, tmp_path: Path, config: Path,
+                                                capsys: pytest.CaptureFixture[str], content: bytes,
+                                                problem: str) -> None:
+        (tmp_path / "bad.csv").write_bytes(content)
+        assert main(["replay", "--config", str(config), "--csv", str(tmp_path), "--json"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert "bad.csv" in captured.err and problem in captured.err
+
     def test_empty_dir_and_bad_policy(self, tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
         empty = tmp_path / "empty"
         empty.mkdir()
