@@ -29,6 +29,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import structlog
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -271,6 +272,29 @@ class PolicyOverride(Group):
         return fnmatch.fnmatchcase(path, self.match) or fnmatch.fnmatchcase(name, self.match)
 
 
+log = structlog.get_logger(__name__)
+
+_CONFLICTS_LOGGED: set[tuple[str, str, tuple[str, ...]]] = set()
+"""(name, path, override globs) whose clash `PolicySettings.rules_for` has logged already."""
+_GLOB_SPECIAL = re.compile(r"[*?\[\]]")
+
+
+def globs_may_meet(a: str, b: str) -> bool:
+    """Whether one string can match both globs. A glob matches from the first character to the
+    last, so two whose literal heads (before the first wildcard) or tails (after the last) differ
+    where both have characters never can; otherwise they are taken to (conservative)."""
+    def head(glob: str) -> str:
+        found = _GLOB_SPECIAL.search(glob)
+        return glob if found is None else glob[:found.start()]
+
+    def tail(glob: str) -> str:
+        found = [m.end() for m in _GLOB_SPECIAL.finditer(glob)]
+        return glob[found[-1]:] if found else glob
+
+    ha, hb, ta, tb = head(a), head(b), tail(a), tail(b)
+    return (ha.startswith(hb) or hb.startswith(ha)) and (ta.endswith(tb) or tb.endswith(ta))
+
+
 class PolicySettings(PolicyRules):
     """`[policy]`: the global growth policy, its per-target overrides and global guards."""
 
@@ -288,13 +312,16 @@ class PolicySettings(PolicyRules):
             except ValidationError as exc:
                 problem = describe_validation_error(exc)[0]
                 raise FieldProblem(f"overrides.{i}.{problem.field}", problem.reason) from None
-        # A target may match several overrides (a path glob and a name glob, or nested paths), and
-        # its rules are all of them merged: two valid alone may not be together, and `rules_for`
-        # would fail on every cycle for that target. Every rule of `PolicyRules._ordered` compares
+        # A target may match several overrides (nested paths), and its rules are all of them
+        # merged: two valid alone may not be together. Every rule of `PolicyRules._ordered` compares
         # two fields, each taken from the last override that sets it, so checking every pair (in
-        # order) covers every set of overrides that can match at once.
+        # order) whose globs can match one string covers every set of overrides that can meet on a
+        # path. (A path glob and a name glob can also meet on one target; such a clash shows only
+        # at run time, where `rules_for` falls back for that target alone.)
         for j, later in enumerate(self.overrides):
             for i, earlier in enumerate(self.overrides[:j]):
+                if not globs_may_meet(earlier.match, later.match):
+                    continue  # separate trees: each may have its own policy
                 try:
                     self.rules_for("", "", only=(earlier, later))
                 except ValidationError as exc:
@@ -310,12 +337,29 @@ class PolicySettings(PolicyRules):
 
     def rules_for(self, name: str, path: str, *, only: tuple[PolicyOverride, ...] | None = None) -> PolicyRules:
         """The policy for one target: the global rules with every matching override applied in
-        order (later overrides win); `only`: these overrides, whatever they match."""
+        order (later overrides win); `only`: these overrides, whatever they match (a clash raises).
+
+        Overrides that clash on this target (one matching its path, another its name: the load
+        cannot see that) give it the global rules in observe mode — no write on a policy that is
+        not valid, alerts at the global thresholds — and log the conflict once; every other
+        target goes on with its own."""
         base = {k: getattr(self, k) for k in PolicyRules.model_fields}
         chosen = list(only) if only is not None else [o for o in self.overrides if o.matches(name, path)]
         for override in chosen:
             base.update(override.model_extra or {})
-        return PolicyRules.model_validate(base)
+        try:
+            return PolicyRules.model_validate(base)
+        except ValidationError as exc:
+            if only is not None:
+                raise
+            key = (name, path, tuple(o.match for o in chosen))
+            if key not in _CONFLICTS_LOGGED:
+                _CONFLICTS_LOGGED.add(key)
+                problem = describe_validation_error(exc)[0]
+                log.error("policy.overrides_conflict", target=name, path=path, overrides=list(key[2]),
+                          problem=f"{problem.field} {problem.reason}", using="the global policy, observe mode")
+            fallback = {k: getattr(self, k) for k in PolicyRules.model_fields} | {"mode": "observe"}
+            return PolicyRules.model_validate(fallback)
 
 
 # ------------------------------------------------------------------------------------- alerts

@@ -188,6 +188,46 @@ class TestNonsenseIsRefused:
         rules = load_settings(config_file(tmp_path, extra)).policy.rules_for("raw", "/cosmos7/raw")
         assert (rules.target_utilization, rules.grow_at, rules.step_bytes) == (0.80, 0.82, 20 * 2**40)
 
+    def test_overrides_for_trees_that_never_meet_may_differ(self, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+        """Merged in order the two clash (target 0.80 from the first, grow_at 0.78 from the second),
+        but no path can match both globs: each tree has its own policy, and that is no error."""
+        from quotapilot.daemon.settings import load_settings
+
+        extra = ('[[policy.overrides]]\nmatch = "/raw/*"\ntarget_utilization = 0.80\ngrow_at = 0.85\n'
+                 '[[policy.overrides]]\nmatch = "/processed/*"\ngrow_at = 0.78\n')
+        code, _, _ = check(config_file(tmp_path, extra), capsys)
+        assert code == 0
+        policy = load_settings(config_file(tmp_path, extra)).policy
+        raw, processed = policy.rules_for("a", "/raw/a"), policy.rules_for("b", "/processed/b")
+        assert (raw.target_utilization, raw.grow_at) == (0.80, 0.85)
+        assert (processed.target_utilization, processed.grow_at) == (0.70, 0.78)
+
+    def test_a_clash_found_only_at_run_time_falls_back_to_observe_for_that_target(self, tmp_path: Path) -> None:
+        """A path glob and a name glob whose strings never meet can still match one target (one on
+        its path, one on its name); their clash shows only then. That target gets the global rules
+        in observe mode (no write on a policy that is not valid; the others go on, alerts with the
+        global thresholds) and the conflict is logged once, not per cycle."""
+        from structlog.testing import capture_logs
+
+        from quotapilot.daemon.settings import load_settings
+
+        extra = ('[policy]\nmode = "enforce"\n'
+                 '[[policy.overrides]]\nmatch = "/cosmos7/raw"\nmode = "observe"\ntarget_utilization = 0.80\n'
+                 'grow_at = 0.85\n'
+                 '[[policy.overrides]]\nmatch = "raw"\ngrow_at = 0.78\n')
+        policy = load_settings(config_file(tmp_path, extra)).policy
+        with capture_logs() as logs:
+            rules = policy.rules_for("raw", "/cosmos7/raw")
+            again = policy.rules_for("raw", "/cosmos7/raw")
+            other = policy.rules_for("temp", "/cosmos7/temp")
+        assert rules == again
+        assert (rules.mode, rules.target_utilization, rules.grow_at) == ("observe", 0.70, 0.75)
+        assert other.mode == "enforce"
+        conflicts = [e for e in logs if e["event"] == "policy.overrides_conflict"]
+        assert len(conflicts) == 1 and conflicts[0]["path"] == "/cosmos7/raw", logs
+        assert conflicts[0]["overrides"] == ["/cosmos7/raw", "raw"]
+
     @pytest.mark.parametrize("url", ["http://", "http:///api", "http://prom :9090", "https://prom:99999",
                                      "http://[::1:9090", "http://prom:http", "http://prom:9090/ x"])
     def test_malformed_urls(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quotapilot.daemon.errors import ConfigError
-from quotapilot.daemon.settings import load_settings
+from quotapilot.daemon.settings import globs_may_meet, load_settings
 
 CLUSTER = {"name": "cosmos", "address": "vms.example.org", "token": "t0ken"}
 
@@ -149,3 +152,20 @@ class TestTomlSourceMerging:
         with pytest.raises(ConfigError, match="not a regular file") as err:
             load_settings(tmp_path)
         assert err.value.field == "--config"
+
+
+class TestGlobsMayMeet:
+    """Sound: whenever one string matches both globs, they are said to meet (a refusal may be
+    conservative, a clash never missed)."""
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.text("/ab*?", max_size=6), st.text("/ab*?", max_size=6), st.text("/ab", max_size=8))
+    def test_a_string_matching_both_means_they_meet(self, a: str, b: str, s: str) -> None:
+        if a and b and fnmatch.fnmatchcase(s, a) and fnmatch.fnmatchcase(s, b):
+            assert globs_may_meet(a, b)
+
+    def test_separate_trees_do_not_meet(self) -> None:
+        assert not globs_may_meet("/raw/*", "/processed/*")
+        assert not globs_may_meet("*.tmp", "*.log")
+        assert globs_may_meet("/cosmos7/*", "/cosmos7/raw*")
+        assert globs_may_meet("/a/[bc]*", "/a/b")
