@@ -112,3 +112,47 @@ class TestEventsLive:
         assert transitions
         assert [e["data"] for e in by_type["mode"]] == [{"from": None, "to": "enforce"}]
         assert by_type.get("intent")
+
+
+GROW_NOW = {"mode": "enforce", "grow_at": 0.45, "target_utilization": 0.4, "max_growth_bytes": "2TiB",
+            "min_growth_bytes": "1TiB", "step_bytes": "1TiB", "cooldown_seconds": 6 * 3600}
+"""cosmos7-raw (12 of 20 TB) grows on the first poll."""
+
+
+class TestEventsOfAnUnknownOutcome:
+    """A growth whose PATCH answer is lost and whose re-read does not show it (the actuator's
+    `unknown`, target frozen until a read settles it) is a `result` event a consumer can validate."""
+
+    async def test_unknown_result_is_a_valid_event(self, tmp_path: Path, receiver: Receiver) -> None:
+        clock = VirtualClock()
+        async with SimulatorServer("cosmos7", clock=clock, seed=0) as sim:
+            raw = next(q for q in sim.engine.quotas.values() if q.path == "/cosmos7/raw")
+            # the PATCH is held and dropped, and lands only an hour (simulated) later
+            sim.faults.add("delayed_apply", method="PATCH", path=f"/quotas/{raw.id}/", count=1, apply_after=3600)
+            settings = load_settings(None, **{
+                "clusters": [{"name": "sim", "address": sim.address, "token": sim.token,
+                              "ca_file": str(sim.ca_file)}],
+                "store": {"path": str(tmp_path / "state.db")},
+                "http": {"listen": "127.0.0.1:0"},
+                "vast": {"backoff_base_seconds": 0.05, "max_retries": 0, "request_timeout_seconds": 5},
+                "poll": {"interval_seconds": POLL, "jitter_ratio": 0.0},
+                "forecast": {"workers": 0},
+                "policy": GROW_NOW,
+                "events": {"webhooks": [{"url": receiver.url}]},
+            })
+            async with Daemon(settings, clock) as daemon:
+                stage = next(s for s in daemon.stages if isinstance(s, EventStage))
+                supervisor = asyncio.create_task(daemon.supervisor.run(), name="test:supervisor")
+                try:
+                    await daemon.poll_once("sim")
+                    assert await stage.drain(10.0)
+                    await receiver.wait_for(lambda: len(receiver.bodies()) == sum(stage.published.values()))
+                finally:
+                    daemon.stop()
+                    await supervisor
+                audit = daemon.db.query("SELECT id, status FROM actions WHERE target = 'cosmos7-raw'")
+        assert [row["status"] for row in audit] == ["unknown"]
+        results = [b for b in receiver.bodies() if b["type"] == "result" and b["target"] == "cosmos7-raw"]
+        assert [(r["data"]["action_id"], r["data"]["status"]) for r in results] == [(audit[0]["id"], "unknown")]
+        for body in receiver.bodies():
+            jsonschema.validate(body, SCHEMA)
