@@ -7,7 +7,9 @@ outbox.
     blocked     a guard said no (a BLOCKED decision: `data.guard`, `data.reason`) — when it starts
                 blocking a series (or the guard changes), not again every poll it holds
     result      the audited outcome of an action (`data.action_id` is the audit row; `data.status`
-                verified, would_grow, failed, blocked, paused, …)
+                verified, would_grow, failed, blocked, paused, …); an outcome left open (`unknown`,
+                or an intent a crash left) has a second `result` when a re-read settles it
+                (`reconciled`, `abandoned`, `external_change`)
     alert       an alert fired, escalated, de-escalated or resolved (not a re-notification)
     mode        the growth mode the daemon runs in changed (observe / enforce), or was first seen
     leadership  a cluster got a new leader (a fleet on PostgreSQL): enqueued by the new leader,
@@ -245,7 +247,7 @@ class EventStage:
     async def on_cycle(self, ctx: CycleContext) -> None:
         if not self.sinks:
             return  # nothing to deliver to: not even the alert states are read
-        events = decision_events(ctx.decisions, ctx.actions, mode=self._current_mode())
+        events = decision_events(ctx.decisions, [*ctx.actions, *ctx.settled], mode=self._current_mode())
         await self.publish_now(ctx.now, self._blocked_transitions(ctx, events))
 
     def _blocked_transitions(self, ctx: CycleContext, events: list[Event]) -> list[Event]:

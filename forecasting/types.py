@@ -285,6 +285,10 @@ class ActionStatus(enum.StrEnum):
     BLOCKED = "blocked"            # a guard said no
     PAUSED = "paused"              # manual override
     UNKNOWN = "unknown"            # sent, answer lost, re-read inconclusive: frozen until a read settles it
+    # an earlier row (`unknown`, or an intent a crash left open) settled by a later re-read:
+    RECONCILED = "reconciled"      # found applied
+    ABANDONED = "abandoned"        # not applied, and no request of ours can still land
+    EXTERNAL_CHANGE = "external_change"  # the limit moved to neither: changed by someone else
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,9 @@ class CycleContext:
     forecasts: dict[tuple[TargetId, Dimension], SeriesForecast] = field(default_factory=dict)
     decisions: list[Decision] = field(default_factory=list)
     actions: list[ActionOutcome] = field(default_factory=list)
+    settled: list[ActionOutcome] = field(default_factory=list)
+    """Earlier actions (an `unknown` outcome, an intent a crash left open) whose audit row a re-read
+    settled since the last cycle: published as `result` events, not this cycle's actions."""
 
 
 class Stage(Protocol):

@@ -41,8 +41,8 @@ from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.leadership import Leadership
 from quotapilot.daemon.settings import ManagedView, Settings
-from quotapilot.daemon.store.actions import ActionStore, FencedOut
-from quotapilot.forecasting.types import ActionOutcome, ActionStatus, Decision, Dimension
+from quotapilot.daemon.store.actions import ActionRecord, ActionStore, FencedOut
+from quotapilot.forecasting.types import ActionOutcome, ActionStatus, Decision, Dimension, TargetId
 
 log = get_logger(__name__)
 
@@ -102,6 +102,9 @@ class Actuator:
         self.external_changes: list[tuple[str, int, str]] = []
         """(cluster, quota id, reason) of limits found moved by someone else while settling a row,
         since the growth stage last took them (`take_external_changes`)."""
+        self.settled: list[ActionOutcome] = []
+        """Open rows settled by `reconcile` (at start or in a cycle), until the growth stage takes
+        them (`take_settled`) for the cycle's `result` events."""
         self.views_would_create: list[str] = []
         """In observe mode, the managed views (and quotas) that enforce mode would create."""
         self._views_done: set[tuple[str, str]] = set()
@@ -220,6 +223,17 @@ class Actuator:
         await asyncio.to_thread(self.actions.mark, action_id, status, self.clock.now(), reason, **detail)
 
     # ------------------------------------------------------------------------- reconcile
+    def _settled(self, record: ActionRecord, status: ActionStatus, reason: str, now: float) -> None:
+        target = TargetId(record.cluster, record.target, record.path)
+        self.settled.append(ActionOutcome(target, Dimension(record.dimension), status, now, reason,
+                                          record.old_hard, record.new_hard, record.id))
+
+    def take_settled(self, cluster: str) -> list[ActionOutcome]:
+        """The rows of `cluster` settled since the last call, once each."""
+        mine = [o for o in self.settled if o.target.cluster == cluster]
+        self.settled = [o for o in self.settled if o.target.cluster != cluster]
+        return mine
+
     async def reconcile(self, cluster: str, writer: QuotaWriter) -> int:
         """Settle the open rows of `cluster` (`intent`/`patched` left by a crash, `unknown` left by
         a lost answer) by reading VMS; never re-PATCH. A row whose request can still land (within
@@ -236,6 +250,7 @@ class Actuator:
             dim = Dimension(record.dimension)
             if record.quota_id is None:
                 await self._mark(record.id, "abandoned", "no quota id")
+                self._settled(record, ActionStatus.ABANDONED, "no quota id", now)
                 continue
             can_land = now < record.created_at + window
             try:
@@ -250,20 +265,23 @@ class Actuator:
                     still_open.add(record.quota_id)
                     continue
                 await self._mark(record.id, "abandoned", f"quota unreadable: {exc}")
+                self._settled(record, ActionStatus.ABANDONED, f"quota unreadable: {exc}", now)
                 settled += 1
                 continue
             if live_hard == record.new_hard:
-                status, reason = "reconciled", "found applied by a re-read"
+                status, reason = ActionStatus.RECONCILED, "found applied by a re-read"
             elif can_land:
                 still_open.add(record.quota_id)  # not settled while an in-flight request can still land
                 continue
             elif live_hard == record.old_hard:
-                status, reason = "abandoned", "not applied (the old limit stands, no request can still land)"
+                status, reason = (ActionStatus.ABANDONED,
+                                  "not applied (the old limit stands, no request can still land)")
             else:
-                status = "external_change"
+                status = ActionStatus.EXTERNAL_CHANGE
                 reason = f"limit is now {live_hard}: changed by someone else; not overwritten"
                 self.external_changes.append((cluster, record.quota_id, reason))
-            await self._mark(record.id, status, reason, live_hard=live_hard)
+            await self._mark(record.id, status.value, reason, live_hard=live_hard)
+            self._settled(record, status, reason, now)
             log.warning("growth.reconciled", cluster=cluster, action_id=record.id, status=status,
                         live_hard=live_hard, new_hard=record.new_hard)
             settled += 1

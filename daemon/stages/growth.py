@@ -180,6 +180,7 @@ class GrowthStage:
         writer = self.writers(cluster)
         if cluster not in self.actuator.reconciled:  # at the first cycle, and while any row is open
             await self.actuator.reconcile(cluster, writer)
+        ctx.settled.extend(self.actuator.take_settled(cluster))  # also those settled at start
         await self.actuator.ensure_views(cluster, writer)
 
         for obs in poll.observations:

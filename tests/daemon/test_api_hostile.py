@@ -103,6 +103,16 @@ class TestJsonErrorsEverywhere:
         status, body, _ = await answer(daemon, "GET", f"/api/v1/actions?{query}", b"")
         assert (status, body["error"]["code"]) == (400, "invalid")
 
+    @pytest.mark.parametrize(("query", "field"), [
+        ("limit=1e9", "limit"), ("limit=0", "limit"), ("limit=x", "limit"),
+        ("since=nan", "since"), ("since=inf", "since"), ("since=-1e400", "since"), ("since=yesterday", "since"),
+        ("limit=10&since=x", "since")])
+    async def test_bad_query_names_the_parameter(self, daemon: FakeDaemon, query: str, field: str) -> None:
+        """`since=nan` was refused as 'limit must be 1..1000', field `limit`."""
+        status, body, _ = await answer(daemon, "GET", f"/api/v1/actions?{query}", b"")
+        assert (status, body["error"]["field"]) == (400, field)
+        assert body["error"]["message"].startswith(field)
+
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)

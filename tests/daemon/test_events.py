@@ -103,6 +103,13 @@ class TestBuilders:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(event.payload() | {"data": {**event.data, "transition": "coup"}}, SCHEMA)
 
+    def test_every_action_status_is_a_result_status_of_the_schema(self) -> None:
+        """`ActionStatus.UNKNOWN` (a lost PATCH answer) reached consumers as a `result` event the
+        schema refused."""
+        result = next(rule for rule in SCHEMA["allOf"] if rule["if"]["properties"]["type"]["const"] == "result")
+        assert sorted(str(s) for s in ActionStatus) == sorted(result["then"]["properties"]["data"]["properties"]
+                                                                 ["status"]["enum"])
+
     def test_schema_rejects_an_unknown_type(self) -> None:
         payload = mode_event(None, "observe", T0).payload() | {"type": "other"}
         with pytest.raises(jsonschema.ValidationError):

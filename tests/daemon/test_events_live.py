@@ -112,3 +112,71 @@ class TestEventsLive:
         assert transitions
         assert [e["data"] for e in by_type["mode"]] == [{"from": None, "to": "enforce"}]
         assert by_type.get("intent")
+
+
+GROW_NOW = {"mode": "enforce", "grow_at": 0.45, "target_utilization": 0.4, "max_growth_bytes": "2TiB",
+            "min_growth_bytes": "1TiB", "step_bytes": "1TiB", "cooldown_seconds": 6 * 3600}
+"""cosmos7-raw (12 of 20 TB) grows on the first poll."""
+
+
+def grow_now_settings(sim: SimulatorServer, tmp_path: Path, receiver: Receiver) -> Any:
+    return load_settings(None, **{
+        "clusters": [{"name": "sim", "address": sim.address, "token": sim.token, "ca_file": str(sim.ca_file)}],
+        "store": {"path": str(tmp_path / "state.db")},
+        "http": {"listen": "127.0.0.1:0"},
+        "vast": {"backoff_base_seconds": 0.05, "max_retries": 0, "request_timeout_seconds": 5},
+        "poll": {"interval_seconds": POLL, "jitter_ratio": 0.0},
+        "forecast": {"workers": 0},
+        "policy": GROW_NOW,
+        "events": {"webhooks": [{"url": receiver.url}]},
+    })
+
+
+class TestEventsOfAnUnknownOutcome:
+    """A growth whose PATCH answer is lost and whose re-read does not show it (the actuator's
+    `unknown`, target frozen until a read settles it) is a `result` event a consumer can validate,
+    and the read that settles it later is one too: the consumer learns the final outcome."""
+
+    async def run(self, tmp_path: Path, receiver: Receiver, *, settle: bool) -> list[dict[str, Any]]:
+        """cosmos7-raw's growth PATCH is held and dropped and lands an hour (simulated) later; with
+        `settle`, a poll two hours later settles the audit row. Returns the audit rows of raw."""
+        clock = VirtualClock()
+        async with SimulatorServer("cosmos7", clock=clock, seed=0) as sim:
+            raw = next(q for q in sim.engine.quotas.values() if q.path == "/cosmos7/raw")
+            sim.faults.add("delayed_apply", method="PATCH", path=f"/quotas/{raw.id}/", count=1, apply_after=3600)
+            async with Daemon(grow_now_settings(sim, tmp_path, receiver), clock) as daemon:
+                stage = next(s for s in daemon.stages if isinstance(s, EventStage))
+                supervisor = asyncio.create_task(daemon.supervisor.run(), name="test:supervisor")
+                try:
+                    await daemon.poll_once("sim")
+                    if settle:
+                        await clock.advance_and_settle(2 * HOUR)
+                        await daemon.poll_once("sim")
+                    assert await stage.drain(10.0)
+                    await receiver.wait_for(lambda: len(receiver.bodies()) == sum(stage.published.values()))
+                finally:
+                    daemon.stop()
+                    await supervisor
+                rows: list[dict[str, Any]] = daemon.db.query(
+                    "SELECT id, status, new_hard FROM actions WHERE target = 'cosmos7-raw' ORDER BY id")
+        for body in receiver.bodies():
+            jsonschema.validate(body, SCHEMA)
+        return rows
+
+    def raw_results(self, receiver: Receiver) -> list[tuple[int, str]]:
+        return [(b["data"]["action_id"], b["data"]["status"]) for b in receiver.bodies()
+                if b["type"] == "result" and b["target"] == "cosmos7-raw"]
+
+    async def test_unknown_result_is_a_valid_event(self, tmp_path: Path, receiver: Receiver) -> None:
+        audit = await self.run(tmp_path, receiver, settle=False)
+        assert [row["status"] for row in audit] == ["unknown"]
+        assert self.raw_results(receiver) == [(audit[0]["id"], "unknown")]
+
+    async def test_the_read_that_settles_an_unknown_outcome_is_a_result_event(self, tmp_path: Path,
+                                                                            receiver: Receiver) -> None:
+        audit = await self.run(tmp_path, receiver, settle=True)
+        first = audit[0]
+        assert first["status"] == "reconciled"  # the late PATCH landed; a re-read found it applied
+        assert self.raw_results(receiver)[:2] == [(first["id"], "unknown"), (first["id"], "reconciled")]
+        settled = next(b for b in receiver.bodies() if b["id"] == f"action-{first['id']}/reconciled")
+        assert settled["data"]["new_hard"] == first["new_hard"]

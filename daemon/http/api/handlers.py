@@ -235,11 +235,16 @@ class Api:
     async def list_actions(self, request: web.Request) -> web.Response:
         try:
             limit = int(request.query.get("limit", "100"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            raise ApiError(400, "invalid", "limit must be an integer 1..1000", field="limit")
+        try:
             since = float(request.query["since"]) if "since" in request.query else None
         except ValueError:
-            raise ApiError(400, "invalid", "limit must be an integer and since epoch seconds", field="limit") from None
-        if not 1 <= limit <= 1000 or (since is not None and not math.isfinite(since)):
-            raise ApiError(400, "invalid", "limit must be 1..1000", field="limit")
+            since = math.nan
+        if since is not None and not math.isfinite(since):
+            raise ApiError(400, "invalid", "since must be a time in epoch seconds", field="since")
         target = request.query.get("target")
         cluster = request.query.get("cluster")
         if target is not None:
