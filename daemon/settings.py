@@ -27,7 +27,7 @@ import tomllib
 import urllib.parse
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import structlog
 from pydantic import (
@@ -39,6 +39,8 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -106,9 +108,31 @@ class FieldProblem(ValueError):
         self.reason = reason
 
 
+def _admits_bool(annotation: object) -> bool:
+    """Whether a field's type has `bool` in it (`bool`, `bool | None`, …)."""
+    return annotation is bool or any(_admits_bool(arg) for arg in get_args(annotation))
+
+
+def _has_bool(value: object) -> bool:
+    """A bool, or a list (a TOML array) holding one; tables are their own group's to check."""
+    if isinstance(value, list | tuple):
+        return any(_has_bool(item) for item in value)
+    return isinstance(value, bool)
+
+
 class Group(BaseModel):
     # allow_inf_nan=False: TOML has `inf` and `nan`; no setting means anything with them
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: object, info: ValidationInfo) -> object:
+        # pydantic's lax mode takes `true` as 1 for an int or a float: `step_bytes = true` was a
+        # one-byte step. Only a field typed bool takes true/false.
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and not _admits_bool(field.annotation) and _has_bool(value):
+            raise ValueError("true/false is not a value for this setting (a number or a string is)")
+        return value
 
 
 def expand_path(path: Path) -> Path:

@@ -264,6 +264,32 @@ class TestNonsenseIsRefused:
             assert load_settings(None, **data).clusters, example
 
 
+class TestBooleansAreNotNumbers:
+    """TOML `true`/`false` where a byte size, a count or a ratio belongs passed as 1 or 0 (pydantic's
+    lax mode takes a bool for an int or a float): `step_bytes = true` rounded limits to one byte."""
+
+    @pytest.mark.parametrize(("extra", "field"), [
+        ("[policy]\nstep_bytes = true\n", "policy.step_bytes"),
+        ("[policy]\nmin_growth_bytes = false\n", "policy.min_growth_bytes"),
+        ("[policy]\nmax_growth_inodes = true\n", "policy.max_growth_inodes"),
+        ("[policy]\nmax_actions_per_hour = false\n", "policy.max_actions_per_hour"),
+        ("[vast]\nmax_retries = true\n", "vast.max_retries"),
+        ("[vast]\nthreads = true\n", "vast.threads"),
+        ("[poll]\njitter_ratio = false\n", "poll.jitter_ratio"),
+        ("[forecast]\nthresholds = [0.5, true]\n", "forecast.thresholds"),
+        ('[[views]]\npath = "/x"\nhard_limit_bytes = true\n', "views.0.hard_limit_bytes"),
+        ('[[policy.overrides]]\nmatch = "/raw*"\nstep_bytes = true\n', "policy.overrides.0.step_bytes"),
+    ])
+    def test_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, field: str) -> None:
+        refused(config_file(tmp_path, extra), capsys, field, "true/false")
+
+    def test_booleans_stay_booleans(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        extra = ('[policy]\nkill_switch = true\n[alerts]\nlog_sink = false\n'
+                 '[[alerts.webhooks]]\nurl = "http://x/"\nverify_tls = false\n')
+        code, report, _ = check(config_file(tmp_path, extra), capsys)
+        assert code == 0, report
+
+
 class TestFilesystemTargets:
     """`[[filesystems]]` entries the daemon would act on wrongly: only the name and its pattern
     were checked, so a duplicate name (the growth stage keeps one entry per name: the command of
