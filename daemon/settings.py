@@ -275,6 +275,15 @@ class PolicyRules(Group):
             raise FieldProblem("min_growth_bytes", "must be <= max_growth_bytes")
         if self.min_growth_inodes > self.max_growth_inodes:
             raise FieldProblem("min_growth_inodes", "must be <= max_growth_inodes")
+        # a ceiling below one step (or one minimum growth) cuts every growth to the ceiling: no
+        # new limit could be rounded to the step or grow by the minimum the policy promises
+        for unit in ("bytes", "inodes"):
+            ceiling = getattr(self, f"max_hard_limit_{unit}")
+            for floor, broken in ((f"step_{unit}", "never rounded to a step"),
+                                  (f"min_growth_{unit}", "smaller than the minimum growth")):
+                if ceiling < getattr(self, floor):
+                    raise FieldProblem(f"max_hard_limit_{unit}",
+                                       f"every growth would stop at this ceiling, {broken}: must be >= {floor}")
         return self
 
 

@@ -290,6 +290,36 @@ class TestBooleansAreNotNumbers:
         assert code == 0, report
 
 
+class TestPolicyCeilings:
+    """A ceiling (`max_hard_limit_*`) below one step or one minimum growth passed: every growth was
+    then cut to the ceiling, neither rounded to the step nor as large as the minimum growth the
+    policy promises (`min_growth_* > max_growth_*` was refused already)."""
+
+    @pytest.mark.parametrize(("extra", "field", "reason"), [
+        ('[policy]\nmax_hard_limit_bytes = "500GiB"\n', "policy.max_hard_limit_bytes", "policy.step_bytes"),
+        ('[policy]\nstep_bytes = "1GiB"\nmax_hard_limit_bytes = "500GiB"\n', "policy.max_hard_limit_bytes",
+         "policy.min_growth_bytes"),
+        ("[policy]\nmax_hard_limit_inodes = 10\n", "policy.max_hard_limit_inodes", "policy.step_inodes"),
+        ("[policy]\nstep_inodes = 1\nmax_hard_limit_inodes = 10\n", "policy.max_hard_limit_inodes",
+         "policy.min_growth_inodes"),
+        ('[policy]\nmin_growth_bytes = "600TiB"\n', "policy.min_growth_bytes", "policy.max_growth_bytes"),
+        ('[[policy.overrides]]\nmatch = "/small/*"\nmax_hard_limit_bytes = "500GiB"\n',
+         "policy.overrides.0.max_hard_limit_bytes", "step_bytes"),
+        ('[[policy.overrides]]\nmatch = "/small/*"\nstep_bytes = "1GiB"\nmin_growth_bytes = "1GiB"\n'
+         'max_hard_limit_bytes = "500GiB"\n[[policy.overrides]]\nmatch = "/small/big*"\nstep_bytes = "1TiB"\n',
+         "policy.overrides.1.step_bytes", "overrides.0"),
+    ])
+    def test_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, field: str,
+                     reason: str) -> None:
+        refused(config_file(tmp_path, extra), capsys, field, reason)
+
+    def test_small_quotas_with_small_steps_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        extra = ('[[policy.overrides]]\nmatch = "/small/*"\nstep_bytes = "10GiB"\nmin_growth_bytes = "10GiB"\n'
+                 'max_hard_limit_bytes = "500GiB"\n')
+        code, report, _ = check(config_file(tmp_path, extra), capsys)
+        assert code == 0, report
+
+
 class TestFilesystemTargets:
     """`[[filesystems]]` entries the daemon would act on wrongly: only the name and its pattern
     were checked, so a duplicate name (the growth stage keeps one entry per name: the command of
