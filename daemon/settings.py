@@ -750,8 +750,9 @@ def _parse_plan_duration(value: object) -> float:
     return parse_duration(value)
 
 
-PlanSeconds = Annotated[float, BeforeValidator(_parse_plan_duration), Field(ge=0)]
-"""A duration in seconds; config accepts `3600`, `"8w"`, `"6mo"`, `"1y"`."""
+PlanSeconds = Annotated[float, BeforeValidator(_parse_plan_duration), Field(ge=0, le=MAX_SECONDS)]
+"""A duration in seconds; config accepts `3600`, `"8w"`, `"6mo"`, `"1y"`; at most `MAX_SECONDS`
+(ten years: the plan keeps a daily band to its horizon, and its dates must stay printable)."""
 
 
 class CapacitySettings(Group):
@@ -775,6 +776,15 @@ class CapacitySettings(Group):
     alert_for: PlanSeconds = Field(
         86400.0, description="The order alert fires once its condition has held this long (a young "
         "forecast swings).")
+
+    @model_validator(mode="after")
+    def _lead_within_horizon(self) -> CapacitySettings:
+        # the plan sees threshold crossings only up to now + plan_horizon: with a longer lead time,
+        # a crossing past the horizon whose order is already due (crossing - lead < now) is never seen
+        if self.procurement_lead_time is not None and self.procurement_lead_time > self.plan_horizon:
+            raise FieldProblem("procurement_lead_time", "is longer than the plan horizon, so an order due for "
+                               "a crossing beyond the horizon would be missed: must be <= plan_horizon")
+        return self
 
 
 class EventSettings(Group):
@@ -963,7 +973,8 @@ def describe_validation_error(exc: ValidationError) -> list[ConfigError]:
             field = f"{prefix}.{problem.field}" if prefix else problem.field
             reason = problem.reason
             # name the other field with the same prefix: "policy.grow_at: must be < policy.critical_at"
-            for other in (*PolicyRules.model_fields, *ClusterSettings.model_fields):
+            for other in (*PolicyRules.model_fields, *ClusterSettings.model_fields,
+                          *CapacitySettings.model_fields):
                 if reason.endswith(f" {other}") and prefix:
                     reason = reason[: -len(other)] + f"{prefix}.{other}"
         else:

@@ -320,6 +320,32 @@ class TestPolicyCeilings:
         assert code == 0, report
 
 
+class TestCapacityDurations:
+    """`[capacity]` durations had no upper bound: `plan_horizon = "100000y"` made the capacity stage
+    build a daily band of 36 million points (the daemon was killed for memory), a lead time of
+    1e300 s raised OverflowError in the stage on every cycle; and a procurement lead time longer
+    than the plan horizon hid an order already due (its threshold crossing, beyond the horizon, is
+    never seen: "no capacity order due")."""
+
+    @pytest.mark.parametrize(("extra", "field", "reason"), [
+        ('[capacity]\nplan_horizon = "100000y"\n', "capacity.plan_horizon", "less than or equal"),
+        ('[capacity]\nalert_for = "1e300"\n', "capacity.alert_for", "less than or equal"),
+        ("[capacity]\nalert_lead_time = 1e300\n", "capacity.alert_lead_time", "less than or equal"),
+        ('[capacity]\nprocurement_lead_time = "1e300"\n', "capacity.procurement_lead_time", "less than or equal"),
+        ('[capacity]\nprocurement_lead_time = "2y"\nplan_horizon = "1y"\n', "capacity.procurement_lead_time",
+         "capacity.plan_horizon"),
+    ])
+    def test_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, field: str,
+                     reason: str) -> None:
+        refused(config_file(tmp_path, extra), capsys, field, reason)
+
+    def test_ten_years_and_a_lead_time_as_long_as_the_horizon_pass(self, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+        extra = '[capacity]\nplan_horizon = "10y"\nprocurement_lead_time = "10y"\nalert_for = "1y"\n'
+        code, report, _ = check(config_file(tmp_path, extra), capsys)
+        assert code == 0, report
+
+
 class TestFilesystemTargets:
     """`[[filesystems]]` entries the daemon would act on wrongly: only the name and its pattern
     were checked, so a duplicate name (the growth stage keeps one entry per name: the command of
