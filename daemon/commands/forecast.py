@@ -9,6 +9,7 @@ matplotlib are imported only when the command runs.
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
 import datetime as dt
 import io
@@ -67,9 +68,10 @@ def parse_timestamp(text: str) -> float:
 
 
 def read_csv_text(path: Path) -> str:
-    """The whole file as UTF-8; raises `CsvError` naming the line of the first byte that is not
-    UTF-8 (decoding while the csv module reads would know neither), OSError if unreadable."""
-    raw = path.read_bytes()
+    """The whole file as UTF-8, a leading byte-order mark dropped (Excel's "CSV UTF-8" writes one);
+    raises `CsvError` naming the line of the first byte that is not UTF-8 (decoding while the csv
+    module reads would know neither), OSError if unreadable."""
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

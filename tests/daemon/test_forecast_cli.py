@@ -78,6 +78,18 @@ class TestForecastCli:
         assert captured.out == "" and "Traceback" not in captured.err
         assert f"bad.csv: line {line}: " in captured.err and problem in captured.err
 
+    def test_utf8_byte_order_mark_is_read(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """Excel's "CSV UTF-8" starts with a byte-order mark: the header was refused as
+        '\\ufefftimestamp,used_bytes'. The same file with and without it gives the same report."""
+        used, _ = write_csv(tmp_path / "plain.csv", 30, 1e7)
+        (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "plain.csv").read_bytes())
+        reports = []
+        for name in ("plain.csv", "excel.csv"):
+            assert main(["forecast", "--csv", str(tmp_path / name), "--limit", str(int(used * 2)), "--json"]) == 0
+            reports.append(json.loads(capsys.readouterr().out))
+        assert reports[0] == reports[1]
+        assert reports[0]["used_bytes"] == pytest.approx(used)
+
     def test_missing_file_and_bad_flags(self, tmp_path: Path) -> None:
         assert main(["forecast", "--csv", str(tmp_path / "nope.csv")]) == 2
         write_csv(tmp_path / "u.csv", 5, 1e7)
