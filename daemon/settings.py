@@ -27,7 +27,7 @@ import tomllib
 import urllib.parse
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import structlog
 from pydantic import (
@@ -39,6 +39,8 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -106,9 +108,31 @@ class FieldProblem(ValueError):
         self.reason = reason
 
 
+def _admits_bool(annotation: object) -> bool:
+    """Whether a field's type has `bool` in it (`bool`, `bool | None`, …)."""
+    return annotation is bool or any(_admits_bool(arg) for arg in get_args(annotation))
+
+
+def _has_bool(value: object) -> bool:
+    """A bool, or a list (a TOML array) holding one; tables are their own group's to check."""
+    if isinstance(value, list | tuple):
+        return any(_has_bool(item) for item in value)
+    return isinstance(value, bool)
+
+
 class Group(BaseModel):
     # allow_inf_nan=False: TOML has `inf` and `nan`; no setting means anything with them
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: object, info: ValidationInfo) -> object:
+        # pydantic's lax mode takes `true` as 1 for an int or a float: `step_bytes = true` was a
+        # one-byte step. Only a field typed bool takes true/false.
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and not _admits_bool(field.annotation) and _has_bool(value):
+            raise ValueError("true/false is not a value for this setting (a number or a string is)")
+        return value
 
 
 def expand_path(path: Path) -> Path:
@@ -251,6 +275,15 @@ class PolicyRules(Group):
             raise FieldProblem("min_growth_bytes", "must be <= max_growth_bytes")
         if self.min_growth_inodes > self.max_growth_inodes:
             raise FieldProblem("min_growth_inodes", "must be <= max_growth_inodes")
+        # a ceiling below one step (or one minimum growth) cuts every growth to the ceiling: no
+        # new limit could be rounded to the step or grow by the minimum the policy promises
+        for unit in ("bytes", "inodes"):
+            ceiling = getattr(self, f"max_hard_limit_{unit}")
+            for floor, broken in ((f"step_{unit}", "never rounded to a step"),
+                                  (f"min_growth_{unit}", "smaller than the minimum growth")):
+                if ceiling < getattr(self, floor):
+                    raise FieldProblem(f"max_hard_limit_{unit}",
+                                       f"every growth would stop at this ceiling, {broken}: must be >= {floor}")
         return self
 
 
@@ -717,8 +750,9 @@ def _parse_plan_duration(value: object) -> float:
     return parse_duration(value)
 
 
-PlanSeconds = Annotated[float, BeforeValidator(_parse_plan_duration), Field(ge=0)]
-"""A duration in seconds; config accepts `3600`, `"8w"`, `"6mo"`, `"1y"`."""
+PlanSeconds = Annotated[float, BeforeValidator(_parse_plan_duration), Field(ge=0, le=MAX_SECONDS)]
+"""A duration in seconds; config accepts `3600`, `"8w"`, `"6mo"`, `"1y"`; at most `MAX_SECONDS`
+(ten years: the plan keeps a daily band to its horizon, and its dates must stay printable)."""
 
 
 class CapacitySettings(Group):
@@ -742,6 +776,15 @@ class CapacitySettings(Group):
     alert_for: PlanSeconds = Field(
         86400.0, description="The order alert fires once its condition has held this long (a young "
         "forecast swings).")
+
+    @model_validator(mode="after")
+    def _lead_within_horizon(self) -> CapacitySettings:
+        # the plan sees threshold crossings only up to now + plan_horizon: with a longer lead time,
+        # a crossing past the horizon whose order is already due (crossing - lead < now) is never seen
+        if self.procurement_lead_time is not None and self.procurement_lead_time > self.plan_horizon:
+            raise FieldProblem("procurement_lead_time", "is longer than the plan horizon, so an order due for "
+                               "a crossing beyond the horizon would be missed: must be <= plan_horizon")
+        return self
 
 
 class EventSettings(Group):
@@ -930,7 +973,8 @@ def describe_validation_error(exc: ValidationError) -> list[ConfigError]:
             field = f"{prefix}.{problem.field}" if prefix else problem.field
             reason = problem.reason
             # name the other field with the same prefix: "policy.grow_at: must be < policy.critical_at"
-            for other in (*PolicyRules.model_fields, *ClusterSettings.model_fields):
+            for other in (*PolicyRules.model_fields, *ClusterSettings.model_fields,
+                          *CapacitySettings.model_fields):
                 if reason.endswith(f" {other}") and prefix:
                     reason = reason[: -len(other)] + f"{prefix}.{other}"
         else:

@@ -1,7 +1,8 @@
 """`quotapilot forecast`: runway from a CSV of `timestamp,used_bytes`.
 
 The CSV has a header line and two columns; timestamps are ISO 8601 (naive means UTC) or epoch
-seconds, steps may be irregular. The model, bands and runways are exactly the daemon's
+seconds, strictly increasing (as `replay --csv` wants them), steps may be irregular; a UTF-8
+byte-order mark is dropped. The model, bands and runways are exactly the daemon's
 (`quotapilot.forecasting.series`); "now" is the last sample's time. numpy, statsmodels and
 matplotlib are imported only when the command runs.
 """
@@ -9,6 +10,7 @@ matplotlib are imported only when the command runs.
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
 import datetime as dt
 import io
@@ -67,9 +69,10 @@ def parse_timestamp(text: str) -> float:
 
 
 def read_csv_text(path: Path) -> str:
-    """The whole file as UTF-8; raises `CsvError` naming the line of the first byte that is not
-    UTF-8 (decoding while the csv module reads would know neither), OSError if unreadable."""
-    raw = path.read_bytes()
+    """The whole file as UTF-8, a leading byte-order mark dropped (Excel's "CSV UTF-8" writes one);
+    raises `CsvError` naming the line of the first byte that is not UTF-8 (decoding while the csv
+    module reads would know neither), OSError if unreadable."""
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -104,6 +107,10 @@ def read_samples(path: Path) -> list[tuple[float, float]]:
                 raise CsvError(line, f"used_bytes is not a number: {row[1].strip()!r}") from None
             if not math.isfinite(used) or used < 0:
                 raise CsvError(line, f"used_bytes must be a finite number >= 0, got {row[1].strip()!r}")
+            if samples and t <= samples[-1][0]:
+                # a repeated or earlier time is a merged or unsorted export: refused, as replay does,
+                # rather than one of two readings of one moment silently winning
+                raise CsvError(line, "timestamps must increase")
             samples.append((t, used))
     if len(samples) < 2:
         raise CsvError(max(2, len(samples) + 1), "need at least 2 samples")

@@ -264,6 +264,88 @@ class TestNonsenseIsRefused:
             assert load_settings(None, **data).clusters, example
 
 
+class TestBooleansAreNotNumbers:
+    """TOML `true`/`false` where a byte size, a count or a ratio belongs passed as 1 or 0 (pydantic's
+    lax mode takes a bool for an int or a float): `step_bytes = true` rounded limits to one byte."""
+
+    @pytest.mark.parametrize(("extra", "field"), [
+        ("[policy]\nstep_bytes = true\n", "policy.step_bytes"),
+        ("[policy]\nmin_growth_bytes = false\n", "policy.min_growth_bytes"),
+        ("[policy]\nmax_growth_inodes = true\n", "policy.max_growth_inodes"),
+        ("[policy]\nmax_actions_per_hour = false\n", "policy.max_actions_per_hour"),
+        ("[vast]\nmax_retries = true\n", "vast.max_retries"),
+        ("[vast]\nthreads = true\n", "vast.threads"),
+        ("[poll]\njitter_ratio = false\n", "poll.jitter_ratio"),
+        ("[forecast]\nthresholds = [0.5, true]\n", "forecast.thresholds"),
+        ('[[views]]\npath = "/x"\nhard_limit_bytes = true\n', "views.0.hard_limit_bytes"),
+        ('[[policy.overrides]]\nmatch = "/raw*"\nstep_bytes = true\n', "policy.overrides.0.step_bytes"),
+    ])
+    def test_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, field: str) -> None:
+        refused(config_file(tmp_path, extra), capsys, field, "true/false")
+
+    def test_booleans_stay_booleans(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        extra = ('[policy]\nkill_switch = true\n[alerts]\nlog_sink = false\n'
+                 '[[alerts.webhooks]]\nurl = "http://x/"\nverify_tls = false\n')
+        code, report, _ = check(config_file(tmp_path, extra), capsys)
+        assert code == 0, report
+
+
+class TestPolicyCeilings:
+    """A ceiling (`max_hard_limit_*`) below one step or one minimum growth passed: every growth was
+    then cut to the ceiling, neither rounded to the step nor as large as the minimum growth the
+    policy promises (`min_growth_* > max_growth_*` was refused already)."""
+
+    @pytest.mark.parametrize(("extra", "field", "reason"), [
+        ('[policy]\nmax_hard_limit_bytes = "500GiB"\n', "policy.max_hard_limit_bytes", "policy.step_bytes"),
+        ('[policy]\nstep_bytes = "1GiB"\nmax_hard_limit_bytes = "500GiB"\n', "policy.max_hard_limit_bytes",
+         "policy.min_growth_bytes"),
+        ("[policy]\nmax_hard_limit_inodes = 10\n", "policy.max_hard_limit_inodes", "policy.step_inodes"),
+        ("[policy]\nstep_inodes = 1\nmax_hard_limit_inodes = 10\n", "policy.max_hard_limit_inodes",
+         "policy.min_growth_inodes"),
+        ('[policy]\nmin_growth_bytes = "600TiB"\n', "policy.min_growth_bytes", "policy.max_growth_bytes"),
+        ('[[policy.overrides]]\nmatch = "/small/*"\nmax_hard_limit_bytes = "500GiB"\n',
+         "policy.overrides.0.max_hard_limit_bytes", "step_bytes"),
+        ('[[policy.overrides]]\nmatch = "/small/*"\nstep_bytes = "1GiB"\nmin_growth_bytes = "1GiB"\n'
+         'max_hard_limit_bytes = "500GiB"\n[[policy.overrides]]\nmatch = "/small/big*"\nstep_bytes = "1TiB"\n',
+         "policy.overrides.1.step_bytes", "overrides.0"),
+    ])
+    def test_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, field: str,
+                     reason: str) -> None:
+        refused(config_file(tmp_path, extra), capsys, field, reason)
+
+    def test_small_quotas_with_small_steps_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        extra = ('[[policy.overrides]]\nmatch = "/small/*"\nstep_bytes = "10GiB"\nmin_growth_bytes = "10GiB"\n'
+                 'max_hard_limit_bytes = "500GiB"\n')
+        code, report, _ = check(config_file(tmp_path, extra), capsys)
+        assert code == 0, report
+
+
+class TestCapacityDurations:
+    """`[capacity]` durations had no upper bound: `plan_horizon = "100000y"` made the capacity stage
+    build a daily band of 36 million points (the daemon was killed for memory), a lead time of
+    1e300 s raised OverflowError in the stage on every cycle; and a procurement lead time longer
+    than the plan horizon hid an order already due (its threshold crossing, beyond the horizon, is
+    never seen: "no capacity order due")."""
+
+    @pytest.mark.parametrize(("extra", "field", "reason"), [
+        ('[capacity]\nplan_horizon = "100000y"\n', "capacity.plan_horizon", "less than or equal"),
+        ('[capacity]\nalert_for = "1e300"\n', "capacity.alert_for", "less than or equal"),
+        ("[capacity]\nalert_lead_time = 1e300\n", "capacity.alert_lead_time", "less than or equal"),
+        ('[capacity]\nprocurement_lead_time = "1e300"\n', "capacity.procurement_lead_time", "less than or equal"),
+        ('[capacity]\nprocurement_lead_time = "2y"\nplan_horizon = "1y"\n', "capacity.procurement_lead_time",
+         "capacity.plan_horizon"),
+    ])
+    def test_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, field: str,
+                     reason: str) -> None:
+        refused(config_file(tmp_path, extra), capsys, field, reason)
+
+    def test_ten_years_and_a_lead_time_as_long_as_the_horizon_pass(self, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+        extra = '[capacity]\nplan_horizon = "10y"\nprocurement_lead_time = "10y"\nalert_for = "1y"\n'
+        code, report, _ = check(config_file(tmp_path, extra), capsys)
+        assert code == 0, report
+
+
 class TestFilesystemTargets:
     """`[[filesystems]]` entries the daemon would act on wrongly: only the name and its pattern
     were checked, so a duplicate name (the growth stage keeps one entry per name: the command of

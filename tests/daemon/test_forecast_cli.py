@@ -78,6 +78,33 @@ class TestForecastCli:
         assert captured.out == "" and "Traceback" not in captured.err
         assert f"bad.csv: line {line}: " in captured.err and problem in captured.err
 
+    @pytest.mark.parametrize(("body", "line"), [
+        (b"timestamp,used_bytes\n1767225600,100\n1767229200,200\n1767229200,250\n1767232800,300\n", 4),
+        (b"timestamp,used_bytes\n1767225600,100\n1767232800,300\n1767229200,200\n", 4),
+        (b"timestamp,used_bytes\n2026-01-01T01:00:00Z,100\n2026-01-01T00:00:00Z,200\n", 3),
+    ])
+    def test_timestamps_must_increase_as_in_replay(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   body: bytes, line: int) -> None:
+        """A repeated or earlier time was taken silently (the later row won) while `replay --csv`
+        refuses the same file: both now name the line."""
+        (tmp_path / "bad.csv").write_bytes(body)
+        assert main(["forecast", "--csv", str(tmp_path / "bad.csv"), "--json"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and "Traceback" not in captured.err
+        assert f"bad.csv: line {line}: timestamps must increase" in captured.err
+
+    def test_utf8_byte_order_mark_is_read(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """Excel's "CSV UTF-8" starts with a byte-order mark: the header was refused as
+        '\\ufefftimestamp,used_bytes'. The same file with and without it gives the same report."""
+        used, _ = write_csv(tmp_path / "plain.csv", 30, 1e7)
+        (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "plain.csv").read_bytes())
+        reports = []
+        for name in ("plain.csv", "excel.csv"):
+            assert main(["forecast", "--csv", str(tmp_path / name), "--limit", str(int(used * 2)), "--json"]) == 0
+            reports.append(json.loads(capsys.readouterr().out))
+        assert reports[0] == reports[1]
+        assert reports[0]["used_bytes"] == pytest.approx(used)
+
     def test_missing_file_and_bad_flags(self, tmp_path: Path) -> None:
         assert main(["forecast", "--csv", str(tmp_path / "nope.csv")]) == 2
         write_csv(tmp_path / "u.csv", 5, 1e7)

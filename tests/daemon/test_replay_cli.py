@@ -126,6 +126,7 @@ class TestBadInput:
         ("time,used\n1,2\n", "line 1: header"),
         ("timestamp,used_bytes\n1,2\n2,abc\n", "line 3: used_bytes is not a number"),
         ("timestamp,used_bytes\n1,2\n1,3\n", "line 3: timestamps must increase"),
+        ("timestamp,used_bytes\n1,2\n3,3\n2,4\n", "line 4: timestamps must increase"),
         ("timestamp,used_bytes\n1,2\n", "need at least 2 samples"),
         ("timestamp,used_bytes\nyesterday,2\n2,3\n", "line 2: not an ISO 8601"),
     ])
@@ -149,6 +150,20 @@ class TestBadInput:
         captured = capsys.readouterr()
         assert captured.out == ""
         assert "bad.csv" in captured.err and problem in captured.err
+
+    def test_utf8_byte_order_mark_is_read(self, tmp_path: Path, config: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+        """Excel's "CSV UTF-8" starts with a byte-order mark: the header was refused as
+        '\\ufefftimestamp,used_bytes'. The same trace with and without it replays alike."""
+        for name, mark in (("plain", b""), ("excel", b"\xef\xbb\xbf")):
+            (tmp_path / name).mkdir()
+            write_trace(tmp_path / name / "raw.csv", days=2, hard_tib=15)
+            path = tmp_path / name / "raw.csv"
+            path.write_bytes(mark + path.read_bytes())
+        plain, excel = (run_json(capsys, "replay", "--config", str(config), "--csv", str(tmp_path / name), "--json")
+                        for name in ("plain", "excel"))
+        assert plain == excel
+        assert plain["targets"]["raw"]["recorded"]  # type: ignore[index]  # the limit column was read
 
     def test_empty_dir_and_bad_policy(self, tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
         empty = tmp_path / "empty"
