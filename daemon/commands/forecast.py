@@ -1,8 +1,7 @@
 """`quotapilot forecast`: runway from a CSV of `timestamp,used_bytes`.
 
 The CSV has a header line and two columns; timestamps are ISO 8601 (naive means UTC) or epoch
-seconds, strictly increasing (as `replay --csv` wants them), steps may be irregular; a UTF-8
-byte-order mark is dropped. The model, bands and runways are exactly the daemon's
+seconds, steps may be irregular. The model, bands and runways are exactly the daemon's
 (`quotapilot.forecasting.series`); "now" is the last sample's time. numpy, statsmodels and
 matplotlib are imported only when the command runs.
 """
@@ -107,10 +106,6 @@ def read_samples(path: Path) -> list[tuple[float, float]]:
                 raise CsvError(line, f"used_bytes is not a number: {row[1].strip()!r}") from None
             if not math.isfinite(used) or used < 0:
                 raise CsvError(line, f"used_bytes must be a finite number >= 0, got {row[1].strip()!r}")
-            if samples and t <= samples[-1][0]:
-                # a repeated or earlier time is a merged or unsorted export: refused, as replay does,
-                # rather than one of two readings of one moment silently winning
-                raise CsvError(line, "timestamps must increase")
             samples.append((t, used))
     if len(samples) < 2:
         raise CsvError(max(2, len(samples) + 1), "need at least 2 samples")
