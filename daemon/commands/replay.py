@@ -65,10 +65,14 @@ def read_trace_csv(path: Path, *, initial_limit: int | None = None) -> TargetTra
                 except ValueError as exc:
                     raise ReplayInputError(f"{where}: {exc}") from None
                 values = [_number(where, header[i], row[i]) for i in range(1, len(row))]
-                if times and t <= times[-1]:
+                if times and t < times[-1]:
                     raise ReplayInputError(f"{where}: timestamps must increase")
                 if values[0] is None:
                     raise ReplayInputError(f"{where}: used_bytes is empty")
+                if times and t == times[-1]:
+                    # a moment read twice (local time repeats at a daylight-saving change): the
+                    # later row is the reading, as `forecast --csv` takes it
+                    del times[-1], used[-1], hards[-1], softs[-1]
                 times.append(t)
                 used.append(values[0])
                 hards.append(values[1] if len(values) > 1 else None)

@@ -125,7 +125,7 @@ class TestBadInput:
     @pytest.mark.parametrize(("content", "problem"), [
         ("time,used\n1,2\n", "line 1: header"),
         ("timestamp,used_bytes\n1,2\n2,abc\n", "line 3: used_bytes is not a number"),
-        ("timestamp,used_bytes\n1,2\n1,3\n", "line 3: timestamps must increase"),
+        ("timestamp,used_bytes\n1,2\n1,3\n", "need at least 2 samples"),  # one moment read twice: one sample
         ("timestamp,used_bytes\n1,2\n3,3\n2,4\n", "line 4: timestamps must increase"),
         ("timestamp,used_bytes\n1,2\n", "need at least 2 samples"),
         ("timestamp,used_bytes\nyesterday,2\n2,3\n", "line 2: not an ISO 8601"),
@@ -164,6 +164,22 @@ class TestBadInput:
                         for name in ("plain", "excel"))
         assert plain == excel
         assert plain["targets"]["raw"]["recorded"]  # type: ignore[index]  # the limit column was read
+
+    def test_a_repeated_timestamp_takes_the_later_row(self, tmp_path: Path, config: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+        """A series logged in local time repeats a timestamp at the spring daylight-saving change
+        (NAB's ec2_disk_write_bytes: 2014-03-09 03:00:00 eleven times): it was refused ("timestamps
+        must increase"); the later reading of one moment is taken, as `forecast --csv` does. The
+        same trace with the repeats replays like the one without them."""
+        for name in ("plain", "repeats"):
+            (tmp_path / name).mkdir()
+            write_trace(tmp_path / name / "raw.csv", days=2, hard_tib=15)
+        path = tmp_path / "repeats" / "raw.csv"
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join(lines[:30] + [lines[30]] * 10 + lines[30:]) + "\n")
+        plain, repeats = (run_json(capsys, "replay", "--config", str(config), "--csv", str(tmp_path / name), "--json")
+                          for name in ("plain", "repeats"))
+        assert plain == repeats
 
     def test_empty_dir_and_bad_policy(self, tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
         empty = tmp_path / "empty"
