@@ -44,11 +44,30 @@ def prometheus_installed() -> bool:
     return shutil.which("prometheus") is not None and shutil.which("promtool") is not None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def backfill_tsdb(source: Path, tsdb: Path) -> None:
+    """`promtool tsdb create-blocks-from openmetrics`: a TSDB at `tsdb` holding `source`'s samples."""
+    done = subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=1000h",
+                           "--quiet", str(source), str(tsdb)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"promtool could not backfill {source}: {done.stdout.decode(errors='replace')[-500:]}")
+
+
+def prometheus_argv(workdir: Path, tsdb: Path, port: int) -> list[str]:
+    """The `prometheus` command serving `tsdb` (backfilled: nothing scraped, nothing expired) on
+    127.0.0.1:`port`; writes its config file into `workdir`."""
+    config = workdir / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
+    return ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tsdb}",
+            f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=100y"]
 
 
 class TemporaryPrometheus:
@@ -66,20 +85,12 @@ class TemporaryPrometheus:
 
     async def __aenter__(self) -> TemporaryPrometheus:
         tsdb = self.workdir / "tsdb"
-        backfill = await asyncio.create_subprocess_exec(
-            "promtool", "tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=1000h", "--quiet",
-            str(self.source), str(tsdb), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        output, _ = await backfill.communicate()
-        if backfill.returncode != 0:
-            raise RuntimeError(f"promtool could not backfill {self.source}: {output.decode(errors='replace')[-500:]}")
-        config = self.workdir / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
-        port = _free_port()
+        await asyncio.to_thread(backfill_tsdb, self.source, tsdb)
+        port = free_port()
         self._log = (self.workdir / "prometheus.log").open("wb")
         self.process = await asyncio.create_subprocess_exec(
-            "prometheus", f"--config.file={config}", f"--storage.tsdb.path={tsdb}",
-            f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=100y",
-            stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            *prometheus_argv(self.workdir, tsdb, port), stdout=self._log, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent)
         self.url = f"http://127.0.0.1:{port}"
         try:
             await self._wait_ready()

@@ -8,7 +8,6 @@ import contextlib
 import json
 import math
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -26,6 +25,7 @@ from quotapilot.daemon.cli import main
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.errors import TemporaryError
 from quotapilot.daemon.history.importer import import_history, warm_start_from_history
+from quotapilot.daemon.history.local import backfill_tsdb, free_port, prometheus_argv
 from quotapilot.daemon.history.prometheus import PrometheusClient, chunk_ranges
 from quotapilot.daemon.history.trace import QuotaTrace, openmetrics_text, scenario_trace
 from quotapilot.daemon.settings import Settings, load_settings
@@ -36,13 +36,6 @@ from quotapilot.forecasting.types import Observation, TargetId
 DAY = 86400.0
 HOUR = 3600.0
 LOOKBACK = 28 * DAY
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -70,16 +63,10 @@ def serve_openmetrics(root: Path, text: str) -> Iterator[str]:
     source = root / "trace.om"
     source.write_text(text)
     tsdb = root / "tsdb"
-    subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=1000h",
-                    "--quiet", str(source), str(tsdb)], check=True, capture_output=True, timeout=120)
-    config = root / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
+    backfill_tsdb(source, tsdb)
     port = free_port()
     log = (root / "prometheus.log").open("w")
-    process = subprocess.Popen(
-        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tsdb}",
-         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=100y"],
-        stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(prometheus_argv(root, tsdb, port), stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, process)
