@@ -851,14 +851,25 @@ def _placeholder_problem(argument: str) -> str | None:
     return None
 
 
+DEFAULT_TIER_THRESHOLDS = (0.8, 0.9)
+"""(warning_at, critical_at) of every tier unless `[filesystem] tier_thresholds` says otherwise."""
+
+
 class FilesystemSettings(Group):
     """`[filesystem]`: how filesystems are polled and tiers alerted."""
 
     statvfs_timeout_seconds: Seconds = Field(
         5.0, gt=0, description="A statvfs that takes longer (a hung NFS mount) makes the target unreachable.")
     tier_thresholds: dict[str, tuple[Ratio, Ratio]] = Field(
-        default_factory=lambda: {"hot": (0.8, 0.9), "warm": (0.8, 0.9), "cold": (0.8, 0.9)},
+        default_factory=lambda: dict.fromkeys(("hot", "warm", "cold"), DEFAULT_TIER_THRESHOLDS),
         description="(warning_at, critical_at) of utilization per tier.")
+
+    def thresholds(self, tier: str, warning_at: float | None = None,
+                   critical_at: float | None = None) -> tuple[float, float]:
+        """(warning_at, critical_at) of a filesystem of `tier`: those given (its own), else its tier's."""
+        warning, critical = self.tier_thresholds.get(tier, DEFAULT_TIER_THRESHOLDS)
+        return (float(warning if warning_at is None else warning_at),
+                float(critical if critical_at is None else critical_at))
 
     @model_validator(mode="after")
     def _tiers(self) -> FilesystemSettings:
@@ -911,11 +922,11 @@ class Settings(BaseSettings):
             if target.name in filesystem_names[:i]:
                 raise FieldProblem(f"filesystems.{i}.name", f"duplicate filesystem name {target.name!r}")
             # one threshold of its own, the other its tier's (both its own: `FilesystemTarget._usable`)
-            warning, critical = self.filesystem.tier_thresholds.get(target.tier, (0.8, 0.9))
-            if target.warning_at is not None and target.critical_at is None and target.warning_at > critical:
+            warning, critical = self.filesystem.thresholds(target.tier, target.warning_at, target.critical_at)
+            if warning > critical and target.critical_at is None:
                 raise FieldProblem(f"filesystems.{i}.warning_at",
                                    f"must be <= the {target.tier} tier's critical_at, {critical:g}")
-            if target.critical_at is not None and target.warning_at is None and target.critical_at < warning:
+            if warning > critical and target.warning_at is None:
                 raise FieldProblem(f"filesystems.{i}.critical_at",
                                    f"must be >= the {target.tier} tier's warning_at, {warning:g}")
         return self

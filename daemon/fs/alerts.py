@@ -26,12 +26,9 @@ RaiseAlerts = Callable[[Sequence[Condition]], Awaitable[int]]
 def thresholds_for(settings: Settings, target: TargetId) -> tuple[float, float]:
     """(warning_at, critical_at) of a filesystem target: its own, else its tier's."""
     configured = next((f for f in settings.filesystems if f.name == target.name), None)
-    tier = configured.tier if configured is not None else (target.tier or "warm")
-    warning, critical = settings.filesystem.tier_thresholds.get(tier, (0.8, 0.9))
-    if configured is not None:
-        warning = configured.warning_at if configured.warning_at is not None else warning
-        critical = configured.critical_at if configured.critical_at is not None else critical
-    return float(warning), float(critical)
+    if configured is None:
+        return settings.filesystem.thresholds(target.tier or "warm")
+    return settings.filesystem.thresholds(configured.tier, configured.warning_at, configured.critical_at)
 
 
 def unreachable_conditions(ctx: CycleContext, tiers: Mapping[str, str]) -> list[Condition]:
