@@ -376,8 +376,9 @@ class PolicySettings(PolicyRules):
         cannot see that) give it the global rules in observe mode — no write on a policy that is
         not valid, alerts at the global thresholds — and log the conflict once; every other
         target goes on with its own."""
-        base = {k: getattr(self, k) for k in PolicyRules.model_fields}
+        defaults = {k: getattr(self, k) for k in PolicyRules.model_fields}
         chosen = list(only) if only is not None else [o for o in self.overrides if o.matches(name, path)]
+        base = dict(defaults)
         for override in chosen:
             base.update(override.model_extra or {})
         try:
@@ -391,8 +392,7 @@ class PolicySettings(PolicyRules):
                 problem = describe_validation_error(exc)[0]
                 log.error("policy.overrides_conflict", target=name, path=path, overrides=list(key[2]),
                           problem=f"{problem.field} {problem.reason}", using="the global policy, observe mode")
-            fallback = {k: getattr(self, k) for k in PolicyRules.model_fields} | {"mode": "observe"}
-            return PolicyRules.model_validate(fallback)
+            return PolicyRules.model_validate(defaults | {"mode": "observe"})
 
 
 # ------------------------------------------------------------------------------------- alerts
