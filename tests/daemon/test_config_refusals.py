@@ -37,6 +37,12 @@ def check(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[s
     return code, report, err
 
 
+def accepted(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Valid to `check-config --json`, plain `check-config` alike."""
+    code, report, _ = check(config, capsys)
+    assert code == 0, report
+
+
 def refused(config: Path, capsys: pytest.CaptureFixture[str], field: str, reason: str = "") -> None:
     code, report, err = check(config, capsys)
     assert (code, report["valid"]) == (2, False), report
@@ -183,8 +189,7 @@ class TestNonsenseIsRefused:
 
         extra = ('[[policy.overrides]]\nmatch = "/cosmos7/*"\ntarget_utilization = 0.80\ngrow_at = 0.85\n'
                  '[[policy.overrides]]\nmatch = "/cosmos7/raw*"\ngrow_at = 0.82\nstep_bytes = "20TiB"\n')
-        code, _, _ = check(config_file(tmp_path, extra), capsys)
-        assert code == 0
+        accepted(config_file(tmp_path, extra), capsys)
         rules = load_settings(config_file(tmp_path, extra)).policy.rules_for("raw", "/cosmos7/raw")
         assert (rules.target_utilization, rules.grow_at, rules.step_bytes) == (0.80, 0.82, 20 * 2**40)
 
@@ -196,8 +201,7 @@ class TestNonsenseIsRefused:
 
         extra = ('[[policy.overrides]]\nmatch = "/raw/*"\ntarget_utilization = 0.80\ngrow_at = 0.85\n'
                  '[[policy.overrides]]\nmatch = "/processed/*"\ngrow_at = 0.78\n')
-        code, _, _ = check(config_file(tmp_path, extra), capsys)
-        assert code == 0
+        accepted(config_file(tmp_path, extra), capsys)
         policy = load_settings(config_file(tmp_path, extra)).policy
         raw, processed = policy.rules_for("a", "/raw/a"), policy.rules_for("b", "/processed/b")
         assert (raw.target_utilization, raw.grow_at) == (0.80, 0.85)
@@ -240,9 +244,8 @@ class TestNonsenseIsRefused:
     @pytest.mark.parametrize("url", ["http://prom:9090", "https://prometheus.example.org/prom/", "http://[::1]:9090",
                                      "http://10.0.0.5:9090/?x=1", "http://vast_exporter:9090"])
     def test_good_urls_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
-        code, report, _ = check(config_file(tmp_path, f'[history]\nprometheus_url = "{url}"\n'
+        accepted(config_file(tmp_path, f'[history]\nprometheus_url = "{url}"\n'
                                                       f'[[alerts.webhooks]]\nurl = "{url}"\n'), capsys)
-        assert code == 0, report
 
     def test_inf_from_the_environment(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
@@ -286,8 +289,7 @@ class TestBooleansAreNotNumbers:
     def test_booleans_stay_booleans(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         extra = ('[policy]\nkill_switch = true\n[alerts]\nlog_sink = false\n'
                  '[[alerts.webhooks]]\nurl = "http://x/"\nverify_tls = false\n')
-        code, report, _ = check(config_file(tmp_path, extra), capsys)
-        assert code == 0, report
+        accepted(config_file(tmp_path, extra), capsys)
 
 
 class TestPolicyCeilings:
@@ -316,8 +318,7 @@ class TestPolicyCeilings:
     def test_small_quotas_with_small_steps_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         extra = ('[[policy.overrides]]\nmatch = "/small/*"\nstep_bytes = "10GiB"\nmin_growth_bytes = "10GiB"\n'
                  'max_hard_limit_bytes = "500GiB"\n')
-        code, report, _ = check(config_file(tmp_path, extra), capsys)
-        assert code == 0, report
+        accepted(config_file(tmp_path, extra), capsys)
 
 
 class TestCapacityDurations:
@@ -342,8 +343,7 @@ class TestCapacityDurations:
     def test_ten_years_and_a_lead_time_as_long_as_the_horizon_pass(self, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
         extra = '[capacity]\nplan_horizon = "10y"\nprocurement_lead_time = "10y"\nalert_for = "1y"\n'
-        code, report, _ = check(config_file(tmp_path, extra), capsys)
-        assert code == 0, report
+        accepted(config_file(tmp_path, extra), capsys)
 
 
 class TestFilesystemTargets:
@@ -385,8 +385,7 @@ class TestFilesystemTargets:
         extra = (self.filesystem("fast", "/tmp", 'tier = "hot"\nwarning_at = 0.7\n'
                                  'command = ["lvextend", "-L", "+{grow_bytes}B", "{path}", "{{literal}}"]\n')
                  + self.filesystem("bulk", str(tmp_path), 'tier = "cold"\n'))
-        code, report, _ = check(config_file(tmp_path, extra), capsys)
-        assert code == 0, report
+        accepted(config_file(tmp_path, extra), capsys)
 
 
 class TestSecretFiles:
