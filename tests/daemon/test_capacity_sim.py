@@ -97,6 +97,31 @@ ISSUE_POOL_KEYS = {"name", "kind", "usable_bytes", "used_bytes", "thresholds", "
 """What issue 18 asks of each pool of `quotapilot capacity --json`."""
 
 
+async def poll_and_plan(sim: SimulatorServer, settings: Settings, clock: InstantClock,
+                        capsys: pytest.CaptureFixture[str], *, days: float,
+                        plan_at_day: float) -> tuple[list[tuple[float, float]], dict[str, Any], dict[str, Any]]:
+    """Poll the simulator's cluster every `POLL` for `days`: the pool's true physical usage at
+    each poll, and the capacity plan (`quotapilot capacity --json`, and the API's answer) made
+    on `plan_at_day`."""
+    cluster = sim.scenario.cluster.name
+    truth: list[tuple[float, float]] = []
+    plan: dict[str, Any] | None = None
+    answer: dict[str, Any] | None = None
+    async with Daemon(settings, clock) as daemon:
+        await daemon.http.start()
+        start = clock.now()
+        while clock.now() < start + days * DAY:
+            await daemon.poll_once(cluster)
+            truth.append((clock.now(), sim.engine.physical_used_bytes()))
+            if plan is None and clock.now() >= start + plan_at_day * DAY:
+                plan = await capacity_json(daemon.http_port, capsys)
+                answer = await capacity_answer(daemon.http_port)
+            clock.advance(POLL)
+            sim.engine.advance_to(clock.now())
+    assert plan is not None and answer is not None
+    return truth, plan, answer
+
+
 def assert_cli_shape(document: dict[str, Any]) -> None:
     """`{"pools": [{name, kind, usable_bytes, used_bytes, thresholds: {"0.8": {p10, p50, p90}, …},
     order_by, order_bytes, cost, …}]}`, timestamps ISO 8601 with a zone or null."""
@@ -127,23 +152,10 @@ class TestFillingPool:
         scenario.write_text(FILLING_POOL)
         clock = InstantClock()
         async with SimulatorServer(scenario, clock=clock, seed=3) as sim:
-            settings = settings_for(sim, tmp_path)
             cluster = sim.scenario.cluster.name
             usable = sim.scenario.cluster.usable_capacity_bytes
-            truth: list[tuple[float, float]] = []
-            plan: dict[str, Any] | None = None
-            async with Daemon(settings, clock) as daemon:
-                await daemon.http.start()
-                start = clock.now()
-                while clock.now() < start + 25 * DAY:
-                    await daemon.poll_once(cluster)
-                    truth.append((clock.now(), sim.engine.physical_used_bytes()))
-                    if plan is None and clock.now() >= start + 8 * DAY:
-                        plan = await capacity_json(daemon.http_port, capsys)
-                        answer = await capacity_answer(daemon.http_port)
-                    clock.advance(POLL)
-                    sim.engine.advance_to(clock.now())
-        assert plan is not None
+            truth, plan, answer = await poll_and_plan(sim, settings_for(sim, tmp_path), clock, capsys,
+                                                      days=25, plan_at_day=8)
         # the API answer is what openapi.json documents; the CLI's JSON is the issue's shape
         validator("CapacityPlan").validate(answer)
         assert answer["pools"][0]["band"]
@@ -227,22 +239,9 @@ class TestCosmos7:
         the simulator's actual 80 % and 90 % dates lie inside the plan's p90…p10 band."""
         clock = InstantClock()
         async with SimulatorServer("cosmos7", clock=clock, seed=0) as sim:
-            settings = settings_for(sim, tmp_path, policy=dict(DEMO_POLICY))
-            cluster = sim.scenario.cluster.name
             usable = sim.scenario.cluster.usable_capacity_bytes
-            truth: list[tuple[float, float]] = []
-            plan: dict[str, Any] | None = None
-            async with Daemon(settings, clock) as daemon:
-                await daemon.http.start()
-                start = clock.now()
-                while clock.now() < start + COSMOS7_CROSSING_DAYS * DAY:
-                    await daemon.poll_once(cluster)
-                    truth.append((clock.now(), sim.engine.physical_used_bytes()))
-                    if plan is None and clock.now() >= start + 7 * DAY:
-                        plan = await capacity_json(daemon.http_port, capsys)
-                    clock.advance(POLL)
-                    sim.engine.advance_to(clock.now())
-        assert plan is not None
+            truth, plan, _ = await poll_and_plan(sim, settings_for(sim, tmp_path, policy=dict(DEMO_POLICY)), clock,
+                                                 capsys, days=COSMOS7_CROSSING_DAYS, plan_at_day=7)
         [pool] = plan["pools"]
         figures = []
         for ratio in ("0.8", "0.9"):
