@@ -73,8 +73,8 @@ PAUSE_MAX_SECONDS = 400 * 86400
 Until = Annotated[
     StrictStr | StrictFloat | StrictInt | None,
     WithJsonSchema({"oneOf": [
-        {"type": "string", "description": "ISO 8601 time with timezone (in the future), or a duration like `12h` "
-                                          "(1 s to 400 d)."},
+        {"type": "string", "description": "ISO 8601 time with timezone (in the future, at most 400 d ahead), or a "
+                                          "duration like `12h` (1 s to 400 d)."},
         {"type": "number", "minimum": 1, "maximum": PAUSE_MAX_SECONDS}], "nullable": True})]
 
 
