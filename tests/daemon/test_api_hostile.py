@@ -118,7 +118,7 @@ class TestJsonErrorsEverywhere:
 class TestDurationBounds:
     """Durations in write bodies have the bounds a user expects: a pause `until` given as an ISO
     time was unbounded (`9999-12-31T00:00:00Z` paused a target for 8,000 years, though the same
-    pause as a duration stops at 400 days)."""
+    pause as a duration stops at 400 days), and a reservation `ttl` of 1e-300 s was granted."""
 
     @pytest.mark.parametrize("until", ["9999-12-31T00:00:00Z", "2027-02-05T00:00:01Z",
                                        "9999-12-31T23:59:59-23:59"])
@@ -133,6 +133,17 @@ class TestDurationBounds:
         status, body, _ = await answer(daemon, "POST", "/api/v1/targets/cosmos7-raw/pause",
                                        b'{"until": "2027-02-05T00:00:00Z"}')
         assert (status, body["paused_until"]) == (200, daemon.clock.now() + PAUSE_MAX_SECONDS)
+
+    @pytest.mark.parametrize("ttl", ["1e-300", "5e-324", "0.5", "0", "1e999", '"0s"'])
+    async def test_ttl_under_a_second_or_not_finite_is_400(self, daemon: FakeDaemon, ttl: str) -> None:
+        raw = f'{{"target": "cosmos7-temp", "bytes": 1, "ttl": {ttl}, "idempotency_key": "k"}}'.encode()
+        status, body, _ = await answer(daemon, "POST", "/api/v1/reservations", raw)
+        assert (status, body["error"]["code"], body["error"]["field"]) == (400, "invalid", "ttl")
+
+    async def test_ttl_of_one_second_is_granted(self, daemon: FakeDaemon) -> None:
+        raw = b'{"target": "cosmos7-temp", "bytes": 1, "ttl": 1, "idempotency_key": "k"}'
+        status, body, _ = await answer(daemon, "POST", "/api/v1/reservations", raw)
+        assert (status, body["status"]) == (201, "granted")
 
 
 json_values = st.recursive(
