@@ -276,7 +276,8 @@ class PolicyRules(Group):
         if self.min_growth_inodes > self.max_growth_inodes:
             raise FieldProblem("min_growth_inodes", "must be <= max_growth_inodes")
         # a ceiling below one step (or one minimum growth) cuts every growth to the ceiling: no
-        # new limit could be rounded to the step or grow by the minimum the policy promises
+        # new limit could be rounded to the step or grow by the minimum the policy promises; a cap
+        # per action below one step cuts every growth to less than the step
         for unit in ("bytes", "inodes"):
             ceiling = getattr(self, f"max_hard_limit_{unit}")
             for floor, broken in ((f"step_{unit}", "never rounded to a step"),
@@ -284,6 +285,10 @@ class PolicyRules(Group):
                 if ceiling < getattr(self, floor):
                     raise FieldProblem(f"max_hard_limit_{unit}",
                                        f"every growth would stop at this ceiling, {broken}: must be >= {floor}")
+            if getattr(self, f"max_growth_{unit}") < getattr(self, f"step_{unit}"):
+                raise FieldProblem(f"max_growth_{unit}",
+                                   f"every growth would be cut to this cap, never rounded to a step: "
+                                   f"must be >= step_{unit}")
         return self
 
 

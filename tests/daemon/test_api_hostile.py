@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from quotapilot.daemon.http.api.body import MAX_JSON_DEPTH, json_depth
+from quotapilot.daemon.http.api.models import PAUSE_MAX_SECONDS
 from quotapilot.daemon.store.db import Database
 
 
@@ -112,6 +113,37 @@ class TestJsonErrorsEverywhere:
         status, body, _ = await answer(daemon, "GET", f"/api/v1/actions?{query}", b"")
         assert (status, body["error"]["field"]) == (400, field)
         assert body["error"]["message"].startswith(field)
+
+
+class TestDurationBounds:
+    """Durations in write bodies have the bounds a user expects: a pause `until` given as an ISO
+    time was unbounded (`9999-12-31T00:00:00Z` paused a target for 8,000 years, though the same
+    pause as a duration stops at 400 days), and a reservation `ttl` of 1e-300 s was granted."""
+
+    @pytest.mark.parametrize("until", ["9999-12-31T00:00:00Z", "2027-02-05T00:00:01Z",
+                                       "9999-12-31T23:59:59-23:59"])
+    async def test_pause_until_beyond_400_days_is_400(self, daemon: FakeDaemon, until: str) -> None:
+        """T0 is 2026-01-01T00:00:00Z: 2027-02-05T00:00:01Z is 400 days and a second later."""
+        status, body, logs = await answer(daemon, "POST", "/api/v1/targets/cosmos7-raw/pause",
+                                          json.dumps({"until": until}).encode())
+        assert (status, body["error"]["code"], body["error"]["field"]) == (400, "invalid", "until")
+        assert not [e for e in logs if e["event"] == "api.failed"]
+
+    async def test_pause_until_400_days_ahead_is_accepted(self, daemon: FakeDaemon) -> None:
+        status, body, _ = await answer(daemon, "POST", "/api/v1/targets/cosmos7-raw/pause",
+                                       b'{"until": "2027-02-05T00:00:00Z"}')
+        assert (status, body["paused_until"]) == (200, daemon.clock.now() + PAUSE_MAX_SECONDS)
+
+    @pytest.mark.parametrize("ttl", ["1e-300", "5e-324", "0.5", "0", "1e999", '"0s"'])
+    async def test_ttl_under_a_second_or_not_finite_is_400(self, daemon: FakeDaemon, ttl: str) -> None:
+        raw = f'{{"target": "cosmos7-temp", "bytes": 1, "ttl": {ttl}, "idempotency_key": "k"}}'.encode()
+        status, body, _ = await answer(daemon, "POST", "/api/v1/reservations", raw)
+        assert (status, body["error"]["code"], body["error"]["field"]) == (400, "invalid", "ttl")
+
+    async def test_ttl_of_one_second_is_granted(self, daemon: FakeDaemon) -> None:
+        raw = b'{"target": "cosmos7-temp", "bytes": 1, "ttl": 1, "idempotency_key": "k"}'
+        status, body, _ = await answer(daemon, "POST", "/api/v1/reservations", raw)
+        assert (status, body["status"]) == (201, "granted")
 
 
 json_values = st.recursive(

@@ -321,6 +321,29 @@ class TestPolicyCeilings:
         accepted(config_file(tmp_path, extra), capsys)
 
 
+class TestPolicyGrowthCaps:
+    """A cap per action (`max_growth_*`) below one step passed: every growth was then cut to less
+    than a step, never rounded to it as the policy promises (`max_growth_* < min_growth_*` was
+    refused already, naming `min_growth_*`)."""
+
+    @pytest.mark.parametrize(("extra", "field", "reason"), [
+        ('[policy]\nmin_growth_bytes = "100GiB"\nmax_growth_bytes = "500GiB"\n', "policy.max_growth_bytes",
+         "policy.step_bytes"),
+        ("[policy]\nmin_growth_inodes = 10\nmax_growth_inodes = 100\n", "policy.max_growth_inodes",
+         "policy.step_inodes"),
+        ('[[policy.overrides]]\nmatch = "/small/*"\nmin_growth_bytes = "100GiB"\nmax_growth_bytes = "500GiB"\n',
+         "policy.overrides.0.max_growth_bytes", "step_bytes"),
+    ])
+    def test_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, field: str,
+                     reason: str) -> None:
+        refused(config_file(tmp_path, extra), capsys, field, reason)
+
+    def test_a_cap_of_one_step_passes(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        extra = ('[[policy.overrides]]\nmatch = "/small/*"\nstep_bytes = "10GiB"\nmin_growth_bytes = "10GiB"\n'
+                 'max_growth_bytes = "10GiB"\nmax_hard_limit_bytes = "500GiB"\n')
+        accepted(config_file(tmp_path, extra), capsys)
+
+
 class TestCapacityDurations:
     """`[capacity]` durations had no upper bound: `plan_horizon = "100000y"` made the capacity stage
     build a daily band of 36 million points (the daemon was killed for memory), a lead time of

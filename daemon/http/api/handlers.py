@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.http.api.body import read_body
 from quotapilot.daemon.http.api.models import (
+    PAUSE_MAX_SECONDS,
     KillSwitchRequest,
     PauseRequest,
     PreflightRequest,
@@ -413,9 +414,11 @@ class Api:
 
 
 def _until_time(value: str | float | None, now: float) -> float | None:
-    """`until` as epoch seconds: an ISO 8601 time, or a duration from now."""
+    """`until` as epoch seconds: an ISO 8601 time, or a duration from now; at most
+    `PAUSE_MAX_SECONDS` ahead either way."""
     if value is None or value == "":
         return None
+    longest = f"{PAUSE_MAX_SECONDS // 86400}d"
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -426,13 +429,15 @@ def _until_time(value: str | float | None, now: float) -> float | None:
                 raise ApiError(400, "invalid", "until: an ISO time needs a timezone (e.g. Z)", field="until")
             if parsed.timestamp() <= now:
                 raise ApiError(400, "invalid", "until: must be in the future", field="until")
+            if parsed.timestamp() - now > PAUSE_MAX_SECONDS:
+                raise ApiError(400, "invalid", f"until: must be at most {longest} ahead", field="until")
             return parsed.timestamp()
     try:
         seconds = parse_seconds(value)
     except ValueError as exc:
         raise ApiError(400, "invalid", f"until: {exc}", field="until") from None
-    if not math.isfinite(seconds) or seconds < 1 or seconds > 400 * 86400:
-        raise ApiError(400, "invalid", "until: must be a duration between 1s and 400d", field="until")
+    if not math.isfinite(seconds) or seconds < 1 or seconds > PAUSE_MAX_SECONDS:
+        raise ApiError(400, "invalid", f"until: must be a duration between 1s and {longest}", field="until")
     return now + seconds
 
 

@@ -27,6 +27,8 @@ from quotapilot.daemon.units import parse_bytes, parse_duration
 
 MAX_BYTES = 2**62  # SQLite integers are 64-bit; nothing real is larger
 MAX_TTL_SECONDS = 30 * 86400.0
+MIN_TTL_SECONDS = 1.0
+"""The shortest reservation: a shorter one (0.5, 1e-300) expires before the write it is for can start."""
 
 # --------------------------------------------------------------------------------- request models
 # The accepted spellings; the same patterns go into openapi.json (`request_schemas()`), so the
@@ -65,16 +67,16 @@ Duration = Annotated[
     WithJsonSchema({"oneOf": [{"type": "number", "minimum": 0, "maximum": MAX_TTL_SECONDS},
                               {"type": "string", "pattern": DURATION_STRING_PATTERN}]})]
 Ttl = Annotated[
-    float, BeforeValidator(parse_seconds), Field(gt=0, le=MAX_TTL_SECONDS, allow_inf_nan=False),
-    WithJsonSchema({"oneOf": [{"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": MAX_TTL_SECONDS},
+    float, BeforeValidator(parse_seconds), Field(ge=MIN_TTL_SECONDS, le=MAX_TTL_SECONDS, allow_inf_nan=False),
+    WithJsonSchema({"oneOf": [{"type": "number", "minimum": MIN_TTL_SECONDS, "maximum": MAX_TTL_SECONDS},
                               {"type": "string", "pattern": DURATION_STRING_PATTERN}]})]
 Count = Annotated[int, Strict(), Field(ge=0, le=MAX_BYTES)]
 PAUSE_MAX_SECONDS = 400 * 86400
 Until = Annotated[
     StrictStr | StrictFloat | StrictInt | None,
     WithJsonSchema({"oneOf": [
-        {"type": "string", "description": "ISO 8601 time with timezone (in the future), or a duration like `12h` "
-                                          "(1 s to 400 d)."},
+        {"type": "string", "description": "ISO 8601 time with timezone (in the future, at most 400 d ahead), or a "
+                                          "duration like `12h` (1 s to 400 d)."},
         {"type": "number", "minimum": 1, "maximum": PAUSE_MAX_SECONDS}], "nullable": True})]
 
 
@@ -98,7 +100,7 @@ class ReservationRequest(Body):
     cluster: StrictStr | None = Field(None, max_length=256)
     bytes: ByteCount = Field(description=BYTES_DESCRIPTION)
     inodes: Count | None = None
-    ttl: Ttl = Field(description="Seconds, or a string like `1h` (at most 30 days).")
+    ttl: Ttl = Field(description="Seconds, or a string like `1h` (1 second to 30 days).")
     idempotency_key: StrictStr = Field(
         min_length=1, max_length=256,
         description="Retrying with the same key returns the stored answer (same status, same body).")
