@@ -124,13 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--prometheus", action="store_true", help="read the history from [history] prometheus_url")
     source.add_argument("--csv", type=Path, default=None, metavar="DIR",
-                        help="DIR/NAME.csv per target: timestamp,used_bytes[,hard_limit_bytes[,soft_limit_bytes]]")
+                        help="DIR/NAME.csv per target: timestamp,used_bytes[,hard_limit_bytes[,soft_limit_bytes]] "
+                             "(an empty limit cell: unchanged since the row before)")
     p.add_argument("--since", default=None, help="replay the last DURATION of history (e.g. 30d; default: all of "
                    "the CSV, 30d from Prometheus)")
     p.add_argument("--policy-file", type=Path, default=None, metavar="FILE",
                    help="TOML whose [policy] table is layered over the config's (to try a policy)")
     p.add_argument("--initial-limit", default=None, metavar="BYTES",
-                   help="hard limit at the start when the history has none (default: 1.25 x the first usage)")
+                   help="hard limit at the start when the history has none there (default: the first limit "
+                        "a CSV records, else 1.25 x the first usage)")
     p.add_argument("--plot", type=Path, default=None, metavar="DIR", help="write one PNG per target to DIR")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

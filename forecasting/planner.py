@@ -21,7 +21,8 @@ Two steps, so each can be read and tested alone:
   trimmed or capped it.
 
 `plan_reactive_cycle` is the baseline `quotapilot demo --policy reactive` compares against:
-utilization at or above 90 % → add a fixed 1 TiB, nothing else.
+utilization at or above 90 % → add a fixed 1 TiB (as many 1 TiB steps as clear usage when a quota
+is already over its limit by more), nothing else.
 """
 
 from __future__ import annotations
@@ -420,7 +421,11 @@ REACTIVE_GROWTH_BYTES = TIB
 
 
 def plan_reactive_cycle(cycle: CycleInput) -> tuple[Decision, ...]:
-    """The baseline: a quota at or above 90 % gets a fixed +1 TiB. No guards but `below_usage`."""
+    """The baseline: a quota at or above 90 % gets a fixed +1 TiB. No guards but `below_usage`.
+
+    A quota already more than 1 TiB over its limit gets as many 1 TiB steps as clear its usage:
+    one step would be a limit below usage, which VMS refuses, so the baseline would never grow the
+    quotas it most needs to react to."""
     decisions: list[Decision] = []
     for target in sorted(cycle.targets, key=lambda ti: ti.observation.target.key):
         obs = target.observation
@@ -432,9 +437,10 @@ def plan_reactive_cycle(cycle: CycleInput) -> tuple[Decision, ...]:
                         t=cycle.now, current_used=obs.used_bytes, current_hard=obs.hard_limit_bytes,
                         current_soft=obs.soft_limit_bytes, numbers=(("utilization", ratio),))
         if ratio >= REACTIVE_THRESHOLD:
-            new_hard = obs.hard_limit_bytes + REACTIVE_GROWTH_BYTES
+            steps = max(1, (obs.used_bytes - obs.hard_limit_bytes) // REACTIVE_GROWTH_BYTES + 1)
+            new_hard = obs.hard_limit_bytes + steps * REACTIVE_GROWTH_BYTES
             base = replace(base, kind=DecisionKind.GROW, new_hard=new_hard,
                            new_soft=_soft_for(obs.soft_limit_bytes, obs.hard_limit_bytes, new_hard),
-                           reason=f"reactive: utilization {ratio:.2f} ≥ {REACTIVE_THRESHOLD:.2f}, +1 TiB")
+                           reason=f"reactive: utilization {ratio:.2f} ≥ {REACTIVE_THRESHOLD:.2f}, +{steps} TiB")
         decisions.append(_below_usage(base))
     return tuple(decisions)

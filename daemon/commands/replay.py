@@ -4,7 +4,8 @@
 [--initial-limit BYTES] [--json] [--plot DIR]`
 
 The history comes from CSV files (`DIR/NAME.csv`: `timestamp,used_bytes[,hard_limit_bytes
-[,soft_limit_bytes]]`, one target a file) or from the Prometheus of `[history]`. The replay itself
+[,soft_limit_bytes]]`, one target a file; an empty limit cell is the limit of the row before) or
+from the Prometheus of `[history]`. The replay itself
 is `quotapilot.forecasting.replay` (pure): the daemon's series model and planner, per target, on
 the trace's own timestamps. The policy is the config's `[policy]` (per-target overrides applied by
 name and path), with `--policy-file`'s `[policy]` table layered over it — so a team can tune the
@@ -69,23 +70,30 @@ def read_trace_csv(path: Path, *, initial_limit: int | None = None) -> TargetTra
                     raise ReplayInputError(f"{where}: timestamps must increase")
                 if values[0] is None:
                     raise ReplayInputError(f"{where}: used_bytes is empty")
+                # an empty limit cell: the limit has not changed since the row before (none is
+                # known before the first value)
+                hard, soft = [*values[1:], None, None][:2]
+                if hard is None and hards:
+                    hard = hards[-1]
+                if soft is None and softs:
+                    soft = softs[-1]
                 if times and t == times[-1]:
                     # a moment read twice (local time repeats at a daylight-saving change): the
                     # later row is the reading, as `forecast --csv` takes it
                     del times[-1], used[-1], hards[-1], softs[-1]
                 times.append(t)
                 used.append(values[0])
-                hards.append(values[1] if len(values) > 1 else None)
-                softs.append(values[2] if len(values) > 2 else None)
+                hards.append(hard)
+                softs.append(soft)
     except CsvError as exc:
         raise ReplayInputError(f"{path}: {exc}") from None
     except OSError as exc:
         raise ReplayInputError(f"{path}: {exc.strerror or exc}") from None
     if len(times) < 2:
         raise ReplayInputError(f"{path}: need at least 2 samples")
-    has_limits = "hard_limit_bytes" in header and all(h is not None for h in hards)
+    has_limits = any(h is not None for h in hards)
     return TargetTrace(name=name, times=times, used_bytes=used, hard_limits=hards if has_limits else None,
-                       initial_hard_limit_bytes=initial_limit if not has_limits else None,
+                       initial_hard_limit_bytes=initial_limit if hards[0] is None else None,
                        initial_soft_limit_bytes=softs[0])
 
 

@@ -104,6 +104,40 @@ class TestCsv:
         assert str(png) in captured.err
 
 
+class TestEmptyLimitCells:
+    """An empty hard_limit_bytes cell is the limit of the row before (none known yet before the
+    first value); one such cell dropped every limit of the file, as if the column were absent."""
+
+    def test_an_empty_cell_keeps_the_previous_limit(self, tmp_path: Path, config: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+        for name in ("full", "gaps"):
+            (tmp_path / name).mkdir()
+            write_trace(tmp_path / name / "raw.csv", days=2, hard_tib=15)
+        path = tmp_path / "gaps" / "raw.csv"
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join(line.rsplit(",", 1)[0] + "," if 5 <= i <= 20 else line
+                                  for i, line in enumerate(lines)) + "\n")
+        full, gaps = (run_json(capsys, "replay", "--config", str(config), "--csv", str(tmp_path / name), "--json")
+                      for name in ("full", "gaps"))
+        assert full == gaps
+        assert gaps["targets"]["raw"]["recorded"]  # type: ignore[index]
+
+    @pytest.mark.parametrize(("flags", "start_tib"), [((), 100), (("--initial-limit", "200TiB"), 200)])
+    def test_the_replay_starts_from_the_first_limit_known(self, tmp_path: Path, config: Path,
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          flags: tuple[str, ...], start_tib: int) -> None:
+        """Before the first value no limit is known: `--initial-limit` sets the start, else the first
+        recorded limit does (not 1.25 x the first usage, as without the column)."""
+        write_trace(tmp_path / "q.csv", days=2, tib_per_day=0.01, hard_tib=100)
+        lines = (tmp_path / "q.csv").read_text().splitlines()
+        (tmp_path / "q.csv").write_text("\n".join(line.rsplit(",", 1)[0] + "," if 1 <= i <= 3 else line
+                                                  for i, line in enumerate(lines)) + "\n")
+        report = run_json(capsys, "replay", "--config", str(config), "--csv", str(tmp_path), *flags, "--json")
+        target = report["targets"]["q"]  # type: ignore[index]
+        assert target["quotapilot"]["final_hard_limit_bytes"] == start_tib * TIB
+        assert "recorded" not in target  # the limits as they were are not known for every sample
+
+
 class TestUnlimitedQuota:
     def test_a_zero_hard_limit_is_no_limit(self, tmp_path: Path, config: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,6 +159,7 @@ class TestBadInput:
     @pytest.mark.parametrize(("content", "problem"), [
         ("time,used\n1,2\n", "line 1: header"),
         ("timestamp,used_bytes\n1,2\n2,abc\n", "line 3: used_bytes is not a number"),
+        ("timestamp,used_bytes,hard_limit_bytes\n1,2,9\n2,3,\n3,4,9 TB\n", "line 4: hard_limit_bytes is not a number"),
         ("timestamp,used_bytes\n1,2\n1,3\n", "need at least 2 samples"),  # one moment read twice: one sample
         ("timestamp,used_bytes\n1,2\n3,3\n2,4\n", "line 4: timestamps must increase"),
         ("timestamp,used_bytes\n1,2\n", "need at least 2 samples"),

@@ -227,12 +227,15 @@ class TestNeverBelowUsage:
     """A planned hard limit is never below current usage (VMS refuses it; issue 13 saw one sent).
     The VMS boundary drops `used` far above `hard` as implausible; this is the defence in depth."""
 
-    def test_reactive_growth_below_usage_is_blocked(self) -> None:
-        """1 TB hard, 14 TB used: +1 TiB is still below usage."""
+    def test_reactive_growth_over_usage_takes_the_tib_steps_it_needs(self) -> None:
+        """1 TB hard, 14 TB used: +1 TiB is still below usage, so the baseline adds the whole TiB
+        steps that clear it (it was blocked by `below_usage` at every cycle, and never grew)."""
         target = TargetInput(observation=quota("a", 14 * 10**12, 10**12))
         (decision,) = plan_reactive_cycle(CycleInput(now=NOW, targets=(target,), capacity=None))
-        assert decision.kind == DecisionKind.BLOCKED
-        assert decision.guard == "below_usage"
+        assert decision.kind == DecisionKind.GROW
+        assert decision.new_hard is not None
+        assert (decision.new_hard - 10**12) % TIB == 0
+        assert decision.new_hard - TIB <= 14 * 10**12 < decision.new_hard
 
     def test_a_growth_trimmed_below_usage_by_the_reserve_is_blocked(self) -> None:
         over = TargetInput(observation=quota("a", 140 * TIB, 100 * TIB))

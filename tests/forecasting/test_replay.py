@@ -53,7 +53,10 @@ class TestFastRamp:
 
     def test_reactive_baseline_fails(self, result: TargetReplay) -> None:
         assert result.reactive.write_failures > 10
-        assert all(g.bytes_added == REACTIVE_GROWTH_BYTES for g in result.reactive.growths)
+        used_at = dict(zip(result.reactive.times, result.reactive.used_bytes, strict=True))
+        for growth in result.reactive.growths:  # +1 TiB; over the limit, the 1 TiB steps that clear usage
+            over = max(0, used_at[growth.t] - growth.old_hard)
+            assert growth.bytes_added == (over // REACTIVE_GROWTH_BYTES + 1) * REACTIVE_GROWTH_BYTES
 
     def test_limits_only_grow_and_growths_match_limit_changes(self, result: TargetReplay) -> None:
         limits = result.quotapilot.hard_limits
@@ -83,6 +86,20 @@ class TestScoring:
         assert result.quotapilot.write_failures == 1
         assert result.quotapilot.first_failure_at() == times[2]
         assert result.quotapilot.hard_limits[3] > 30 * TIB
+
+    def test_usage_over_the_limit_grows_under_both_policies(self) -> None:
+        """Usage 10 TiB over the limit (a recorded over-limit quota): each policy counts the
+        failure and grows past usage at once. The baseline's +1 TiB alone stays below usage (VMS
+        refuses it), so it was blocked at every sample and never grew: 6 failures of 6."""
+        times = [T0 + i * HOUR for i in range(6)]
+        used = [30 * TIB] * 6
+        result = replay_target(TargetTrace("q", times, used, hard_limits=[20 * TIB] * 6))
+        for run in (result.quotapilot, result.reactive):
+            assert run.write_failures == 1
+            assert run.growths[0].t == times[0]
+            assert run.hard_limits[1] > 30 * TIB
+        first = result.reactive.growths[0]
+        assert (first.old_hard, first.new_hard) == (20 * TIB, 31 * TIB)  # whole 1 TiB steps past usage
 
     def test_reactive_moves_the_soft_limit_with_the_hard(self) -> None:
         times = [T0 + i * HOUR for i in range(4)]
