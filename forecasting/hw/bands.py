@@ -27,10 +27,40 @@ def calibration(day_errors: FloatArray, low: FloatArray, high: FloatArray) -> fl
     h = min(SELECTION_STEPS, len(low)) - 1
     if h < 0 or len(day_errors) < 10 or not np.isfinite(day_errors).all():
         return 1.0
+    return calibration_at(day_errors, low, high, h)
+
+
+def calibrated(low: FloatArray, high: FloatArray, day_errors: FloatArray,
+               far_errors: FloatArray | None, far_steps: int) -> tuple[FloatArray, FloatArray]:
+    """The band widened to the held-out errors: to the next day's (`calibration`) at every
+    horizon, and from there towards those of the next `far_steps` steps' total (widen only,
+    linearly between the two). Where fewer than ten of those exist (a history of a few days),
+    nothing measured how the error grows past a day, so the band past a day grows at least in
+    proportion to the horizon: a young series' error is mostly its level's, and that persists.
+    Simulated paths of one-step residuals let it average out, and the backtest's short histories
+    were late that way (see `TestShortHistoryBands`)."""
+    factor = calibration(day_errors, low, high)
+    low, high = low * factor, high * factor
+    steps = np.arange(1, len(low) + 1, dtype=np.float64)
+    if len(low) <= SELECTION_STEPS:
+        return low, high
+    day = SELECTION_STEPS - 1
+    if far_errors is not None and len(far_errors) >= 10 and np.isfinite(far_errors).all() and len(low) >= far_steps:
+        far = calibration_at(far_errors, low, high, far_steps - 1)
+        widen = 1.0 + (far - 1.0) * np.clip((steps - SELECTION_STEPS) / (far_steps - SELECTION_STEPS), 0.0, 1.0)
+        return low * widen, high * widen
+    past = steps > SELECTION_STEPS
+    proportional = steps / SELECTION_STEPS
+    return (np.where(past, np.minimum(low, low[day] * proportional), low),
+            np.where(past, np.maximum(high, high[day] * proportional), high))
+
+
+def calibration_at(errors: FloatArray, low: FloatArray, high: FloatArray, h: int) -> float:
+    """How much wider the band at step `h` must be for its p10–p90 to match the errors' (≥ 1)."""
     simulated = float(high[h] - low[h])
-    empirical = float(np.quantile(day_errors, BAND_QUANTILES[1]) - np.quantile(day_errors, BAND_QUANTILES[0]))
     if simulated <= 0.0:
         return 1.0
+    empirical = float(np.quantile(errors, BAND_QUANTILES[1]) - np.quantile(errors, BAND_QUANTILES[0]))
     return float(min(4.0, max(1.0, empirical / simulated)))
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from quotapilot.forecasting.hw.bands import BAND_INFLATION, band_offsets, calibration
+from quotapilot.forecasting.hw.bands import BAND_INFLATION, band_offsets, calibrated
 from quotapilot.forecasting.hw.model import (
     SIMPLER,
     FallbackReason,
@@ -56,6 +56,7 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     elif kind is ModelKind.LINEAR:
         fallback, detail = FallbackReason.SHORT_HISTORY, f"{n} steps: too few for a damped trend"
     day_errors: FloatArray | None = None
+    far_errors: FloatArray | None = None  # held-out errors of the SCORE_STEPS[-1] steps' total
     slope_sd = 0.0
     usable: FloatArray | None = None
     held_out: dict[int, FloatArray] | None = None
@@ -81,10 +82,12 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
                 params, state, slope_sd = trended.params, trended.state, trended.slope_sd
                 usable, day_errors = trended.residuals, trended.day_errors
                 held_out = trended.held_out
+                far_errors = held_out.get(SCORE_STEPS[-1])
             elif components is not None:
                 held_out = {h: cumulative_errors(clipped, components[0], components[1], params.period,
                                                  residuals, params.rho, steps=h) for h in SCORE_STEPS}
                 season_written = components[1]
+                far_errors = held_out.get(SCORE_STEPS[-1])
             break
         except FitFailed as failed:
             if fallback is None:
@@ -111,6 +114,7 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
             if choice.params is not None and choice.state is not None:
                 params, state, kind = choice.params, choice.state, choice.params.kind
                 day_errors = choice.day_errors if choice.day_errors is not None else day_errors
+                far_errors = choice.far_errors
                 # The band keeps the fit's one-step residuals (a level's own are mostly the season
                 # it does not model) and is widened to the choice's held-out errors below.
                 slope_sd = slope_sd if params.rate_trend else 0.0
@@ -122,8 +126,7 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     low, high = band_offsets(params, usable, horizon_steps, step_seconds=step_seconds, seed=seed,
                              n_fitted=n, slope_sd=slope_sd)
     if day_errors is not None and kind is not ModelKind.LINEAR:
-        factor = calibration(day_errors, low, high)
-        low, high = low * factor, high * factor
+        low, high = calibrated(low, high, day_errors, far_errors, SCORE_STEPS[-1])
     low, high = low * BAND_INFLATION, high * BAND_INFLATION
     return FittedModel(params=params, state=state, sigma=sigma, band_low=low, band_high=high,
                        n_steps=n, step_seconds=step_seconds, fallback=fallback, fallback_detail=detail,
@@ -153,6 +156,8 @@ class _Choice:
     state: ModelState | None
     day_errors: FloatArray | None
     scores: tuple[float, float] | None
+    far_errors: FloatArray | None
+    """Held-out errors of the chosen model's `SCORE_STEPS[-1]` steps' totals."""
 
 
 Option = tuple[str, ModelParams, ModelState, dict[int, FloatArray], FloatArray | None]
@@ -252,5 +257,5 @@ def _held_out_choice(rates: FloatArray, clipped: FloatArray, step_seconds: float
         chosen_state.near = near_state.copy()
     day_errors = near_errors.get(SELECTION_STEPS)
     if far[0] == "fit" and near[0] == far[0]:
-        return _Choice(None, None, None, scores)
-    return _Choice(far_params, chosen_state, day_errors, scores)
+        return _Choice(None, None, None, scores, None)
+    return _Choice(far_params, chosen_state, day_errors, scores, far_errors.get(far_steps))
