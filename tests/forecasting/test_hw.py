@@ -6,11 +6,13 @@ import math
 
 import numpy as np
 import pytest
+from forecast_helpers import T0
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quotapilot.forecasting import hw
 from quotapilot.forecasting.hw import FallbackReason, ModelKind, fit_rates, forecast_rates, update
+from quotapilot.forecasting.series import ModelConfig, forecast_samples
 
 HOUR = 3600.0
 
@@ -234,6 +236,74 @@ class TestRateTrend:
         day_ahead = float(np.sum(forecast_rates(fitted.params, state, 24)))
         truth = float(np.sum(self.growing(36, slope=2.0, noise=0.0)[34 * 24:35 * 24]))
         assert abs(day_ahead - truth) < 0.03 * truth
+
+
+SHORT_TREND_PENDING = pytest.mark.xfail(strict=True, reason=(
+    "known, measured 2026-12-04: under ~12 days of hourly history there is no rate trend (the trend "
+    "windows need 7 d + 24 origins + a 3 d selection horizon), so a feed accelerating like cosmos7 gets "
+    "holt_winters_daily after 7-9 days: the week-ahead p50 crossing is 47-70 h late and p10 = p50"))
+"""Short-history trend windows (2/3/5 d, judged on 2 d totals, the season centred) fix these fast
+tests, but on the opt-in cosmos7 40-day test they moved the day-7 p90 80 % date from 31.6 h to
+~4.8 days late (a narrower band on a pool that keeps accelerating past the forecast's horizon),
+so that change is not in (it needs the pool plan to hold up first)."""
+
+
+class TestShortHistoryTrend:
+    """A feed that accelerates from its first days (cosmos7's 5 → 50 TB/day) gets its trend after
+    a week of history, not only once the standard windows fit (~12 days); a steady feed of the
+    same length still does not."""
+
+    NIGHT_PROFILE = np.array([1.8, 1.8, 1.8, 1.8, 1.7, 1.5, 1.0, 0.7, 0.5, 0.4, 0.4, 0.4,
+                              0.4, 0.4, 0.4, 0.4, 0.5, 0.6, 0.8, 1.1, 1.5, 1.7, 1.8, 1.8])
+    """cosmos7's raw feed: observing at night, most of it landing between 20:00 and 06:00."""
+
+    @classmethod
+    def feed(cls, hours: int, *, growth_per_day: float, noise: float, seed: int) -> np.ndarray:
+        """Hourly rate of a feed starting at 5 (TB/day) and growing by `growth_per_day` every day
+        (cosmos7: 1.5, ~10 %/day at day 7, 30 %/day at day 0), on the night profile, with
+        relative noise."""
+        rng = np.random.default_rng(seed)
+        h = np.arange(hours)
+        profile = cls.NIGHT_PROFILE / cls.NIGHT_PROFILE.mean()
+        return (5.0 + growth_per_day * h / 24) / 24 * profile[h % 24] * (1 + noise * rng.normal(size=hours))
+
+    @SHORT_TREND_PENDING
+    @pytest.mark.parametrize("days", [7, 8, 9])
+    def test_accelerating_feed_gets_a_trend_after_a_week(self, days: int) -> None:
+        rates = self.feed(days * 24, growth_per_day=1.5, noise=0.1, seed=days)
+        fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=14 * 24)
+        assert fitted is not None and fitted.params.rate_trend, fitted and fitted.model_name
+        assert fitted.state.trend > 0.0
+
+    @SHORT_TREND_PENDING
+    @pytest.mark.parametrize("seed", [0, 1, 2])
+    def test_the_week_ahead_crossing_lies_inside_a_two_sided_band(self, seed: int) -> None:
+        """From 7 days of history, the date the usage reaches its level of a week later: p50
+        within a day of it, p90 before, p10 after — and p10 apart from p50 (without a trend the
+        band's low side is cut at the mean path, so p10 = p50, and p50 is days late)."""
+        days, ahead = 7, 7
+        rates = self.feed((days + ahead + 7) * 24, growth_per_day=1.5, noise=0.1, seed=seed)
+        used = 100.0 + np.cumsum(rates)
+        samples = [(T0 + (k + 1) * HOUR, float(u)) for k, u in enumerate(used[:days * 24])]
+        limit = float(used[(days + ahead) * 24 - 1])
+        actual = T0 + (days + ahead) * 24 * HOUR
+        _, outlook = forecast_samples(samples, limit=limit, thresholds=(1.0,),
+                                      config=ModelConfig(horizon_seconds=14 * 86400.0))
+        assert outlook.forecast is not None and outlook.forecast.model.endswith("_trend"), outlook.forecast
+        (way,) = outlook.runways
+        assert way.p90 is not None and way.p50 is not None
+        assert way.p90 <= actual, (actual - way.p90) / HOUR
+        assert abs(way.p50 - actual) <= 24 * HOUR, (way.p50 - actual) / HOUR
+        assert way.p10 is None or way.p10 >= actual, (way.p10 - actual) / HOUR
+        assert way.p10 is None or way.p10 - way.p50 >= 2 * HOUR, (way.p10 - way.p50) / HOUR
+
+    @pytest.mark.parametrize("days", [7, 8, 9, 10, 11])
+    @pytest.mark.parametrize("seed", [0, 1, 2])
+    def test_steady_feed_of_a_week_gets_no_trend(self, days: int, seed: int) -> None:
+        """A slope fitted to a short, noisy history must still clear the held-out gain to be kept."""
+        rates = self.feed(days * 24, growth_per_day=0.0, noise=0.2, seed=seed)
+        fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=14 * 24)
+        assert fitted is not None and not fitted.params.rate_trend, fitted.model_name
 
 
 class TestBands:
