@@ -24,6 +24,7 @@ from quotapilot.forecasting.hw.scoring import SCORE_STEPS, SELECTION_STEPS, cumu
 from quotapilot.forecasting.hw.selection import (
     BLEND_WEIGHT,
     HW_MARGIN,
+    MIN_ORIGINS,
     SCORE_TOLERANCE,
     actual_totals,
     best_simple,
@@ -62,6 +63,7 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     held_out: dict[int, FloatArray] | None = None
     scores: tuple[float, float] | None = None
     season_written: FloatArray | None = None
+    unchecked = False  # a fit no held-out origin outside its initialisation can score
     # Spikes are fitted out (one would freeze the level for weeks) but stay in what the fit is
     # judged against and in the residuals the band is drawn from.
     daily, weekly = (seasonal_period(k, step_seconds) for k in (ModelKind.HW_DAILY, ModelKind.HW_WEEKLY))
@@ -88,6 +90,11 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
                                                  residuals, params.rho, steps=h) for h in SCORE_STEPS}
                 season_written = components[1]
                 far_errors = held_out.get(SCORE_STEPS[-1])
+            if held_out is not None and not _checkable(held_out, n, params.period):
+                # two or three days: every origin the fit could be scored on lies within the two
+                # periods its initialisation read, so every score would be inf and the tie would
+                # keep the fit unchecked (after a level shift such a fit missed by 50 %)
+                held_out, unchecked = None, True
             break
         except FitFailed as failed:
             if fallback is None:
@@ -106,9 +113,11 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
         warmup = 2 * params.period if params.period else (10 if kind is ModelKind.DAMPED_TREND else 0)
         spread = residuals - spikes if len(residuals) == len(spikes) else residuals
         usable = spread[warmup:] if len(spread) - warmup >= 20 else spread[len(spread) // 2:]
-    if held_out is not None or (kind is ModelKind.LINEAR and fallback not in (None, FallbackReason.CONSTANT_RATE,
-                                                                              FallbackReason.SHORT_HISTORY)):
+    if held_out is not None or unchecked or (kind is ModelKind.LINEAR and fallback not in (
+            None, FallbackReason.CONSTANT_RATE, FallbackReason.SHORT_HISTORY)):
         choice = _held_out_choice(rates, clipped, step_seconds, params, state, held_out, season_written)
+        if choice is None and unchecked:
+            params, state = _with_last_day(clipped, step_seconds, params, state)
         if choice is not None:
             scores = choice.scores
             if choice.params is not None and choice.state is not None:
@@ -132,6 +141,24 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
                        n_steps=n, step_seconds=step_seconds, fallback=fallback, fallback_detail=detail,
                        held_out_score=None if scores is None else scores[0],
                        best_simple_score=None if scores is None else scores[1])
+
+
+def _with_last_day(rates: FloatArray, step_seconds: float, params: ModelParams,
+                   state: ModelState) -> tuple[ModelParams, ModelState]:
+    """A fit nothing can check (two or three days: no held-out origins for it or any candidate),
+    averaged with the mean rate of the last day, which a daily season cancels out of (`BLEND_WEIGHT`,
+    the blend the held-out choice offers; the anchor is held, α = 0, as the level candidates are)."""
+    window = max(1, min(len(rates), round(86400 / step_seconds)))
+    mixed = state.copy()
+    mixed.anchor = float(np.mean(rates[-window:]))
+    return replace(params, blend=BLEND_WEIGHT, anchor_alpha=0.0), mixed
+
+
+def _checkable(held_out: dict[int, FloatArray], n: int, period: int) -> bool:
+    """Whether any horizon of the fit's held-out errors keeps `MIN_ORIGINS` origins outside the
+    periods its initialisation read (`fitted_starts`)."""
+    kept = trim_to(held_out, n, fitted_starts(held_out, n, period))
+    return any(len(e) >= MIN_ORIGINS and np.isfinite(e).all() for e in kept.values())
 
 
 def _is_constant(rates: FloatArray) -> bool:

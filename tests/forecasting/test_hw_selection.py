@@ -20,6 +20,7 @@ from quotapilot.forecasting.hw import (
 )
 from quotapilot.forecasting.hw.model import FAR_STEPS, NEAR_STEPS
 from quotapilot.forecasting.hw.selection import (
+    BLEND_WEIGHT,
     SCORE_TOLERANCE,
     reanchored,
     recent_level_shift,
@@ -198,3 +199,27 @@ class TestLevelShift:
         fell[-48:] = steady[-48:] / 3
         assert recent_level_shift(fell, 24) == 2
         assert recent_level_shift(steady * np.linspace(1.0, 1.1, len(steady)), 24) == 0  # slow growth
+
+
+class TestUncheckedFit:
+    """Two or three days gave a daily fit that no held-out origin could score (all of them lie
+    within the two days its initialisation read): every score was inf, and the tie kept the fit
+    unchecked — after truncation at a level shift, on ec2_network_in, it missed the next day by 50 %."""
+
+    @pytest.mark.parametrize("seed", [1, 2])
+    def test_a_three_day_history_gets_a_model_that_was_checked(self, seed: int) -> None:
+        rates = rate_series(3, season=0.3, noise=50.0, seed=seed)
+        fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=72)
+        assert fitted is not None
+        assert fitted.held_out_score is not None and fitted.best_simple_score is not None
+        assert fitted.held_out_score <= fitted.best_simple_score + SCORE_TOLERANCE
+
+    def test_when_nothing_can_be_checked_the_fit_is_averaged_with_the_last_day(self) -> None:
+        rates = rate_series(3, season=0.3, noise=50.0, seed=2)[:60]
+        fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=72)
+        assert fitted is not None and fitted.held_out_score is None
+        assert (BLEND_WEIGHT, float(np.mean(rates[-24:]))) == (fitted.params.blend, fitted.state.anchor)
+
+    def test_a_fit_that_can_be_checked_is_scored_as_before(self) -> None:
+        fitted = fit_rates(rate_series(5, season=0.3, noise=50.0, seed=1), step_seconds=HOUR, horizon_steps=72)
+        assert fitted is not None and fitted.held_out_score is not None
