@@ -93,7 +93,8 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
             if held_out is not None and not _checkable(held_out, n, params.period):
                 # two or three days: every origin the fit could be scored on lies within the two
                 # periods its initialisation read, so every score would be inf and the tie would
-                # keep the fit unchecked (after a level shift such a fit missed by 50 %)
+                # keep the fit unchecked (after a level shift such a fit missed by 50 %); the
+                # simple candidates' ~12 origins are too few to choose among either (`_with_last_day`)
                 held_out, unchecked = None, True
             break
         except FitFailed as failed:
@@ -113,11 +114,11 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
         warmup = 2 * params.period if params.period else (10 if kind is ModelKind.DAMPED_TREND else 0)
         spread = residuals - spikes if len(residuals) == len(spikes) else residuals
         usable = spread[warmup:] if len(spread) - warmup >= 20 else spread[len(spread) // 2:]
-    if held_out is not None or unchecked or (kind is ModelKind.LINEAR and fallback not in (
+    if unchecked:
+        params, state = _with_last_day(clipped, step_seconds, params, state)
+    elif held_out is not None or (kind is ModelKind.LINEAR and fallback not in (
             None, FallbackReason.CONSTANT_RATE, FallbackReason.SHORT_HISTORY)):
         choice = _held_out_choice(rates, clipped, step_seconds, params, state, held_out, season_written)
-        if choice is None and unchecked:
-            params, state = _with_last_day(clipped, step_seconds, params, state)
         if choice is not None:
             scores = choice.scores
             if choice.params is not None and choice.state is not None:
@@ -145,8 +146,10 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
 
 def _with_last_day(rates: FloatArray, step_seconds: float, params: ModelParams,
                    state: ModelState) -> tuple[ModelParams, ModelState]:
-    """A fit nothing can check (two or three days: no held-out origins for it or any candidate),
-    averaged with the mean rate of the last day, which a daily season cancels out of (`BLEND_WEIGHT`,
+    """A fit nothing can check (two to three and a half days: no held-out origin for it, and at
+    most ~12 for the simple candidates, too few to choose on: bench_forecast_phases at 3 days of
+    history failed 85 of 96 grids choosing on them, 71 with this), averaged with the mean rate of
+    the last day, which a daily season cancels out of (`BLEND_WEIGHT`,
     the blend the held-out choice offers; the anchor is held, α = 0, as the level candidates are)."""
     window = max(1, min(len(rates), round(86400 / step_seconds)))
     mixed = state.copy()

@@ -206,16 +206,12 @@ class TestUncheckedFit:
     within the two days its initialisation read): every score was inf, and the tie kept the fit
     unchecked — after truncation at a level shift, on ec2_network_in, it missed the next day by 50 %."""
 
-    @pytest.mark.parametrize("seed", [1, 2])
-    def test_a_three_day_history_gets_a_model_that_was_checked(self, seed: int) -> None:
-        rates = rate_series(3, season=0.3, noise=50.0, seed=seed)
-        fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=72)
-        assert fitted is not None
-        assert fitted.held_out_score is not None and fitted.best_simple_score is not None
-        assert fitted.held_out_score <= fitted.best_simple_score + SCORE_TOLERANCE
-
-    def test_when_nothing_can_be_checked_the_fit_is_averaged_with_the_last_day(self) -> None:
-        rates = rate_series(3, season=0.3, noise=50.0, seed=2)[:60]
+    @pytest.mark.parametrize("steps", [60, 72, 80])
+    def test_a_fit_nothing_can_check_is_averaged_with_the_last_day(self, steps: int) -> None:
+        """2.5–3.3 days. (The simple candidates can be scored on ~12 origins from 3 days on, but
+        choosing among them on so few was worse on bench_forecast_phases at 3 days of history —
+        85 of 96 grids failing against 75 before — than this average, 71.)"""
+        rates = rate_series(4, season=0.3, noise=50.0, seed=2)[:steps]
         fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=72)
         assert fitted is not None and fitted.held_out_score is None
         assert (BLEND_WEIGHT, float(np.mean(rates[-24:]))) == (fitted.params.blend, fitted.state.anchor)
