@@ -45,7 +45,9 @@ def calibrated(low: FloatArray, high: FloatArray, day_errors: FloatArray,
     if len(low) <= SELECTION_STEPS:
         return low, high
     day = SELECTION_STEPS - 1
-    if far_errors is not None and len(far_errors) >= 10 and np.isfinite(far_errors).all() and len(low) >= far_steps:
+    if far_errors is not None and len(far_errors) >= 10 and np.isfinite(far_errors).all():
+        if len(low) < far_steps:
+            return low, high  # the band ends before the horizon those errors measured
         far = calibration_at(far_errors, low, high, far_steps - 1)
         widen = 1.0 + (far - 1.0) * np.clip((steps - SELECTION_STEPS) / (far_steps - SELECTION_STEPS), 0.0, 1.0)
         return low * widen, high * widen

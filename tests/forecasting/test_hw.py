@@ -398,3 +398,16 @@ class TestShortHistoryBands:
                 count += 1
         assert late / count <= 0.2, f"late {late}/{count}"
         assert inside / count >= 0.6, f"inside {inside}/{count}"
+
+    def test_a_band_shorter_than_three_days_keeps_the_day_calibration_when_three_day_errors_exist(self) -> None:
+        """With held-out three-day errors there is evidence of how the error grows: a band of two
+        days (the CLI's `--horizon 2d`) is not stretched in proportion to the horizon as a young
+        series' is."""
+        steps = np.arange(1, 49, dtype=np.float64)
+        low, high = -np.sqrt(steps), np.sqrt(steps)
+        day_errors = np.linspace(-np.sqrt(24.0), np.sqrt(24.0), 50) * 1.25  # p10–p90 wider than the band's
+        far_errors = np.linspace(-1.0, 1.0, 50)
+        new_low, new_high = hw.bands.calibrated(low, high, day_errors, far_errors, 72)
+        factor = hw.bands.calibration(day_errors, low, high)
+        np.testing.assert_allclose(new_high, high * factor)
+        np.testing.assert_allclose(new_low, low * factor)
