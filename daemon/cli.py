@@ -131,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy-file", type=Path, default=None, metavar="FILE",
                    help="TOML whose [policy] table is layered over the config's (to try a policy)")
     p.add_argument("--initial-limit", default=None, metavar="BYTES",
-                   help="hard limit at the start when the history has none there (default: the first limit "
-                        "a CSV records, else 1.25 x the first usage)")
+                   help="hard limit at the start when the history has none there (none or 0; default: the first limit "
+                        "recorded, else 1.25 x the first usage)")
     p.add_argument("--plot", type=Path, default=None, metavar="DIR", help="write one PNG per target to DIR")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -75,6 +75,23 @@ class TargetTrace:
     initial_soft_limit_bytes: int | None = None
     path: str | None = None
 
+    @classmethod
+    def from_samples(cls, name: str, times: Sequence[float], used_bytes: Sequence[int],
+                     hard_limits: Sequence[int | None], *, initial_limit: int | None = None,
+                     initial_soft_limit_bytes: int | None = None, path: str | None = None) -> TargetTrace:
+        """A trace from samples whose hard limit may be missing (None: an empty CSV cell, a step
+        where Prometheus has no limit point). A missing limit is the one of the sample before (the
+        limit has not changed); none is known before the first value. 0 ("no limit") is a value,
+        not a gap. `initial_limit` sets the start only where the first sample has no limit (None
+        or 0); the limits as they were are `recorded` only when every sample has one."""
+        carried: list[int | None] = []
+        for hard in hard_limits:
+            carried.append(carried[-1] if hard is None and carried else hard)
+        known = any(h is not None for h in carried)
+        return cls(name=name, times=times, used_bytes=used_bytes, hard_limits=carried if known else None,
+                   initial_hard_limit_bytes=None if carried and carried[0] else initial_limit,
+                   initial_soft_limit_bytes=initial_soft_limit_bytes, path=path)
+
     def starting_hard_limit(self) -> int:
         if self.initial_hard_limit_bytes is not None:
             return self.initial_hard_limit_bytes

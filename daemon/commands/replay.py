@@ -70,16 +70,14 @@ def read_trace_csv(path: Path, *, initial_limit: int | None = None) -> TargetTra
                     raise ReplayInputError(f"{where}: timestamps must increase")
                 if values[0] is None:
                     raise ReplayInputError(f"{where}: used_bytes is empty")
-                # an empty limit cell: the limit has not changed since the row before (none is
-                # known before the first value)
+                # an empty limit cell (None) is the row before's limit: TargetTrace.from_samples
                 hard, soft = [*values[1:], None, None][:2]
-                if hard is None and hards:
-                    hard = hards[-1]
-                if soft is None and softs:
-                    soft = softs[-1]
                 if times and t == times[-1]:
                     # a moment read twice (local time repeats at a daylight-saving change): the
-                    # later row is the reading, as `forecast --csv` takes it
+                    # later row is the reading, as `forecast --csv` takes it (its empty limit
+                    # cells: the earlier row's)
+                    hard = hards[-1] if hard is None else hard
+                    soft = softs[-1] if soft is None else soft
                     del times[-1], used[-1], hards[-1], softs[-1]
                 times.append(t)
                 used.append(values[0])
@@ -91,10 +89,8 @@ def read_trace_csv(path: Path, *, initial_limit: int | None = None) -> TargetTra
         raise ReplayInputError(f"{path}: {exc.strerror or exc}") from None
     if len(times) < 2:
         raise ReplayInputError(f"{path}: need at least 2 samples")
-    has_limits = any(h is not None for h in hards)
-    return TargetTrace(name=name, times=times, used_bytes=used, hard_limits=hards if has_limits else None,
-                       initial_hard_limit_bytes=initial_limit if hards[0] is None else None,
-                       initial_soft_limit_bytes=softs[0])
+    return TargetTrace.from_samples(name, times, used, hards, initial_limit=initial_limit,
+                                    initial_soft_limit_bytes=softs[0])
 
 
 def _number(where: str, column: str, text: str) -> int | None:

@@ -150,6 +150,9 @@ class FetchedHistory:
 
     observations: dict[TargetId, list[Observation]] = field(default_factory=dict)
     unmatched: list[str] = field(default_factory=list)
+    hard_limits: dict[TargetId, dict[float, float]] = field(default_factory=dict)
+    """The hard-limit series per target, `t -> bytes`, as Prometheus has it: 0 is "no limit", a step
+    with no point is not known (the observations read both as None)."""
 
 
 async def fetch_history(client: PrometheusClient, queries: Queries, matcher: TargetMatcher, *,
@@ -172,7 +175,7 @@ async def fetch_history(client: PrometheusClient, queries: Queries, matcher: Tar
                 if target is not None:
                     _merge_points(by_target.setdefault(target, {}), series.points)
         extra[dimension] = by_target
-    fetched = FetchedHistory()
+    fetched = FetchedHistory(hard_limits=extra["hard"])
     used_by_target: dict[TargetId, dict[float, float]] = {}
     for series in used:
         target = matcher.match(series)
@@ -313,7 +316,8 @@ async def _attempt(settings: Settings, store: ObservationStore, clock: Clock, *,
 
 # ------------------------------------------------------------------------------ replay
 def traces_from_history(fetched: FetchedHistory, *, initial_limit: int | None = None) -> list[Any]:
-    """`TargetTrace`s for `quotapilot replay --prometheus` (hard limits where Prometheus has them)."""
+    """`TargetTrace`s for `quotapilot replay --prometheus`: the hard limits as `TargetTrace.from_samples`
+    reads them (a step with no limit point keeps the limit before; 0 is no limit)."""
     from quotapilot.forecasting.replay import TargetTrace
 
     traces = []
@@ -321,12 +325,12 @@ def traces_from_history(fetched: FetchedHistory, *, initial_limit: int | None = 
     for target, rows in sorted(fetched.observations.items(), key=lambda kv: kv[0].key):
         if len(rows) < 2:
             continue
-        hards = [o.hard_limit_bytes for o in rows]
-        has_limits = all(h is not None for h in hards)
+        # from the limit series itself: the observations read 0 ("no limit") as None, as a gap
+        points = fetched.hard_limits.get(target, {})
+        hards = [int(h) if (h := points.get(o.t)) is not None else None for o in rows]
         name = target.name if names.count(target.name) == 1 else f"{target.cluster}-{target.name}"
-        traces.append(TargetTrace(name=name, times=[o.t for o in rows], used_bytes=[o.used_bytes for o in rows],
-                                  hard_limits=hards if has_limits else None,
-                                  initial_hard_limit_bytes=None if has_limits else initial_limit, path=target.path))
+        traces.append(TargetTrace.from_samples(name, [o.t for o in rows], [o.used_bytes for o in rows], hards,
+                                               initial_limit=initial_limit, path=target.path))
     return traces
 
 

@@ -426,6 +426,76 @@ class TestFleetSeries:
         assert report["targets"][fleet.trace.name]["samples"] == pytest.approx(2 * 96, abs=2)
 
 
+TIB = 2**40
+
+
+@dataclass
+class LimitGaps:
+    url: str
+    cluster: str
+
+
+@pytest.fixture(scope="module")
+def limit_gaps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitGaps]:
+    """Hourly samples of 2 days, one target per way a limit series can look: every point there
+    (`full`); no point for 16 hours while usage has one (`gaps`: a scrape gap in the limit series);
+    0 throughout (`unlimited`: VAST's "no hard limit"); 15 TiB, then 0 from hour 24 on (`lifted`: the
+    limit removed a day in, before usage passes 15 TiB)."""
+    end = math.floor(time.time() / HOUR) * HOUR
+    hours = range(49)
+    limits: dict[str, list[int | None]] = {
+        "full": [15 * TIB for _ in hours],
+        "gaps": [None if 5 <= i <= 20 else 15 * TIB for i in hours],
+        "unlimited": [0 for _ in hours],
+        "lifted": [15 * TIB if i < 24 else 0 for i in hours],
+    }
+    lines = []
+    for metric in ("used_bytes", "hard_limit_bytes"):
+        lines.append(f"# TYPE quotapilot_target_{metric} gauge")
+        for name, hards in limits.items():
+            labels = f'cluster="c1",path="/{name}",target="{name}"'
+            per_hour = TIB // 5 if name == "lifted" else TIB // 10
+            for i, hard in zip(hours, hards, strict=True):
+                value = 10 * TIB + i * per_hour if metric == "used_bytes" else hard
+                if value is not None:
+                    lines.append(f"quotapilot_target_{metric}{{{labels}}} {value} {end - 2 * DAY + i * HOUR:.3f}")
+    with serve_openmetrics(tmp_path_factory.mktemp("limit-gaps"), "\n".join([*lines, "# EOF"]) + "\n") as url:
+        yield LimitGaps(url, "c1")
+
+
+class TestLimitGaps:
+    """A step where the limit series has no point is the limit of the step before (none known before
+    the first), as an empty limit cell is in `replay --csv`; one such step dropped every recorded
+    limit of the target. A limit of 0 is VAST's "no limit", not a gap."""
+
+    def replay(self, limit_gaps: LimitGaps, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+               *flags: str) -> dict[str, Any]:
+        config = tmp_path / "quotapilot.toml"
+        config.write_text(f'[[clusters]]\nname = "{limit_gaps.cluster}"\naddress = "vms.invalid"\ntoken = "t"\n'
+                          f'[history]\nprometheus_url = "{limit_gaps.url}"\nstep_seconds = 3600\n')
+        assert main(["replay", "--config", str(config), "--prometheus", "--since", "2d", *flags, "--json"]) == 0, \
+            capsys.readouterr().err
+        report: dict[str, Any] = json.loads(capsys.readouterr().out)["targets"]
+        return report
+
+    def test_a_step_without_a_limit_keeps_the_previous_limit(self, limit_gaps: LimitGaps, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+        targets = self.replay(limit_gaps, tmp_path, capsys)
+        assert targets["full"] == targets["gaps"]
+        assert targets["gaps"]["recorded"]["final_hard_limit_bytes"] == 15 * TIB
+
+    def test_a_zero_limit_is_no_limit(self, limit_gaps: LimitGaps, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+        """0 is not carried over as a gap would be: `lifted` passes its old 15 TiB with no limit
+        in place, which is no write failure; `unlimited` starts from `--initial-limit`."""
+        targets = self.replay(limit_gaps, tmp_path, capsys, "--initial-limit", "100TiB")
+        lifted = targets["lifted"]["recorded"]
+        assert (lifted["write_failures"], lifted["final_hard_limit_bytes"]) == (0, 0)
+        assert targets["unlimited"]["recorded"]["write_failures"] == 0
+        assert targets["unlimited"]["quotapilot"]["final_hard_limit_bytes"] == 100 * TIB
+        assert targets["full"]["quotapilot"]["final_hard_limit_bytes"] != 100 * TIB  # it has a limit at the start
+
+
 @dataclass
 class TwoClusters:
     url: str

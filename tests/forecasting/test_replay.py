@@ -150,6 +150,23 @@ class TestBadTraces:
         assert str(info.value).startswith(trace.name + ":")
 
 
+class TestFromSamples:
+    """`TargetTrace.from_samples`: the one reading of missing limits that `replay --csv` and
+    `replay --prometheus` share."""
+
+    def test_a_missing_limit_is_the_one_before_and_zero_is_a_value(self) -> None:
+        trace = TargetTrace.from_samples("q", [T0 + i for i in range(6)], [1] * 6, [None, 5, None, 0, None, 7],
+                                         initial_limit=9)
+        assert (trace.hard_limits, trace.initial_hard_limit_bytes) == ([None, 5, 5, 0, 0, 7], 9)
+
+    @pytest.mark.parametrize(("hards", "expected"), [
+        ([5, None], ([5, 5], None)), ([0, 5], ([0, 5], 9)), ([None, None], (None, 9))])
+    def test_the_initial_limit_only_where_the_first_sample_has_none(
+            self, hards: list[int | None], expected: tuple[list[int] | None, int | None]) -> None:
+        trace = TargetTrace.from_samples("q", [T0, T0 + 1], [1, 1], hards, initial_limit=9)
+        assert expected == (trace.hard_limits, trace.initial_hard_limit_bytes)
+
+
 class TestTotals:
     def test_mean_utilization_is_capacity_weighted_per_time(self) -> None:
         a = PolicyRun((1.0, 2.0), (50, 50), (100, 100))
