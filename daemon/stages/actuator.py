@@ -223,7 +223,10 @@ class Actuator:
         await asyncio.to_thread(self.actions.mark, action_id, status, self.clock.now(), reason, **detail)
 
     # ------------------------------------------------------------------------- reconcile
-    def _settled(self, record: ActionRecord, status: ActionStatus, reason: str, now: float) -> None:
+    async def _settle(self, record: ActionRecord, status: ActionStatus, reason: str, now: float,
+                      **detail: Any) -> None:
+        """Mark an open row settled, and keep its outcome for the cycle's `result` event."""
+        await self._mark(record.id, status.value, reason, **detail)
         target = TargetId(record.cluster, record.target, record.path)
         self.settled.append(ActionOutcome(target, Dimension(record.dimension), status, now, reason,
                                           record.old_hard, record.new_hard, record.id))
@@ -249,8 +252,7 @@ class Actuator:
         for index, record in enumerate(records):
             dim = Dimension(record.dimension)
             if record.quota_id is None:
-                await self._mark(record.id, "abandoned", "no quota id")
-                self._settled(record, ActionStatus.ABANDONED, "no quota id", now)
+                await self._settle(record, ActionStatus.ABANDONED, "no quota id", now)
                 continue
             can_land = now < record.created_at + window
             try:
@@ -264,8 +266,7 @@ class Actuator:
                 if can_land:
                     still_open.add(record.quota_id)
                     continue
-                await self._mark(record.id, "abandoned", f"quota unreadable: {exc}")
-                self._settled(record, ActionStatus.ABANDONED, f"quota unreadable: {exc}", now)
+                await self._settle(record, ActionStatus.ABANDONED, f"quota unreadable: {exc}", now)
                 settled += 1
                 continue
             if live_hard == record.new_hard:
@@ -280,8 +281,7 @@ class Actuator:
                 status = ActionStatus.EXTERNAL_CHANGE
                 reason = f"limit is now {live_hard}: changed by someone else; not overwritten"
                 self.external_changes.append((cluster, record.quota_id, reason))
-            await self._mark(record.id, status.value, reason, live_hard=live_hard)
-            self._settled(record, status, reason, now)
+            await self._settle(record, status, reason, now, live_hard=live_hard)
             log.warning("growth.reconciled", cluster=cluster, action_id=record.id, status=status,
                         live_hard=live_hard, new_hard=record.new_hard)
             settled += 1
