@@ -84,17 +84,17 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
                 params, state, slope_sd = trended.params, trended.state, trended.slope_sd
                 usable, day_errors = trended.residuals, trended.day_errors
                 held_out = trended.held_out
-                far_errors = held_out.get(SCORE_STEPS[-1])
             elif components is not None:
                 held_out = {h: cumulative_errors(clipped, components[0], components[1], params.period,
                                                  residuals, params.rho, steps=h) for h in SCORE_STEPS}
                 season_written = components[1]
-                far_errors = held_out.get(SCORE_STEPS[-1])
+            far_errors = None if held_out is None else held_out.get(SCORE_STEPS[-1])
             if held_out is not None and not _checkable(held_out, n, params.period):
                 # two or three days: every origin the fit could be scored on lies within the two
                 # periods its initialisation read, so every score would be inf and the tie would
                 # keep the fit unchecked (after a level shift such a fit missed by 50 %); the
-                # simple candidates' ~12 origins are too few to choose among either (`_with_last_day`)
+                # simple candidates' ~12 origins are too few to choose among either: the fit is
+                # averaged with the last day's mean rate below
                 held_out, unchecked = None, True
             break
         except FitFailed as failed:
@@ -115,7 +115,10 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
         spread = residuals - spikes if len(residuals) == len(spikes) else residuals
         usable = spread[warmup:] if len(spread) - warmup >= 20 else spread[len(spread) // 2:]
     if unchecked:
-        params, state = _with_last_day(clipped, step_seconds, params, state)
+        # (at 3 days, choosing on the candidates' ~12 origins failed 85 of 96 grids of
+        # bench_forecast_phases, this average 71); the daily season cancels out of a day's mean,
+        # held (α = 0) as the level candidates are
+        params, state = _blended(params, state, float(np.mean(_last_day(clipped, step_seconds))), 0.0)
     elif held_out is not None or (kind is ModelKind.LINEAR and fallback not in (
             None, FallbackReason.CONSTANT_RATE, FallbackReason.SHORT_HISTORY)):
         choice = _held_out_choice(rates, clipped, step_seconds, params, state, held_out, season_written)
@@ -144,17 +147,17 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
                        best_simple_score=None if scores is None else scores[1])
 
 
-def _with_last_day(rates: FloatArray, step_seconds: float, params: ModelParams,
-                   state: ModelState) -> tuple[ModelParams, ModelState]:
-    """A fit nothing can check (two to three and a half days: no held-out origin for it, and at
-    most ~12 for the simple candidates, too few to choose on: bench_forecast_phases at 3 days of
-    history failed 85 of 96 grids choosing on them, 71 with this), averaged with the mean rate of
-    the last day, which a daily season cancels out of (`BLEND_WEIGHT`,
-    the blend the held-out choice offers; the anchor is held, α = 0, as the level candidates are)."""
-    window = max(1, min(len(rates), round(86400 / step_seconds)))
+def _blended(params: ModelParams, state: ModelState, anchor: float,
+             anchor_alpha: float) -> tuple[ModelParams, ModelState]:
+    """The model averaged (`BLEND_WEIGHT`) with a level `anchor` that moves at `anchor_alpha`."""
     mixed = state.copy()
-    mixed.anchor = float(np.mean(rates[-window:]))
-    return replace(params, blend=BLEND_WEIGHT, anchor_alpha=0.0), mixed
+    mixed.anchor = anchor
+    return replace(params, blend=BLEND_WEIGHT, anchor_alpha=anchor_alpha), mixed
+
+
+def _last_day(rates: FloatArray, step_seconds: float) -> FloatArray:
+    """The rates of the last day (all of them, if fewer)."""
+    return rates[-max(1, min(len(rates), round(86400 / step_seconds))):]
 
 
 def _checkable(held_out: dict[int, FloatArray], n: int, period: int) -> bool:
@@ -171,8 +174,7 @@ def _is_constant(rates: FloatArray) -> bool:
 
 def _fit_linear(rates: FloatArray, step_seconds: float) -> tuple[ModelParams, ModelState, FloatArray]:
     """The recent mean rate, held (α = 0: only a refit moves it)."""
-    window = max(1, min(len(rates), round(86400 / step_seconds)))
-    recent = rates[-window:]
+    recent = _last_day(rates, step_seconds)
     mean = float(np.mean(recent))
     return ModelParams(ModelKind.LINEAR), ModelState(level=mean), recent - mean
 
@@ -233,10 +235,9 @@ def _held_out_choice(rates: FloatArray, clipped: FloatArray, step_seconds: float
             for name, base_params, base_state, errors, _ in list(options):
                 blended = blended_errors(errors, level, BLEND_WEIGHT)
                 if blended is not None:
-                    mixed = base_state.copy()
-                    mixed.anchor = level.state.level
-                    options.append((f"{name}_blend", replace(base_params, blend=BLEND_WEIGHT,
-                                                             anchor_alpha=level.params.alpha), mixed, blended, None))
+                    options.append((f"{name}_blend",
+                                    *_blended(base_params, base_state, level.state.level, level.params.alpha),
+                                    blended, None))
     for candidate in candidates:
         options.append((candidate.name, candidate.params, candidate.state, candidate.errors, candidate.residuals))
 
