@@ -158,10 +158,13 @@ class PolicyRun:
     hard_limits: tuple[int, ...]
     growths: tuple[Growth, ...] = ()
 
+    def failure_times(self) -> list[float]:
+        """Times of the samples above the hard limit in place (a hard limit of 0 is none, as VAST's is)."""
+        return [t for t, u, h in zip(self.times, self.used_bytes, self.hard_limits, strict=True) if 0 < h < u]
+
     @property
     def write_failures(self) -> int:
-        """Samples above the hard limit in place (a hard limit of 0 is none, as VAST's is)."""
-        return sum(1 for u, h in zip(self.used_bytes, self.hard_limits, strict=True) if 0 < h < u)
+        return len(self.failure_times())
 
     @property
     def near_misses(self) -> int:
@@ -187,8 +190,7 @@ class PolicyRun:
         return max((u / h for u, h in zip(self.used_bytes, self.hard_limits, strict=True) if h > 0), default=0.0)
 
     def first_failure_at(self) -> float | None:
-        return next((t for t, u, h in zip(self.times, self.used_bytes, self.hard_limits, strict=True) if 0 < h < u),
-                    None)
+        return next(iter(self.failure_times()), None)
 
     def summary(self) -> dict[str, float | int | None]:
         return {

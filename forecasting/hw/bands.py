@@ -41,9 +41,9 @@ def calibrated(low: FloatArray, high: FloatArray, day_errors: FloatArray,
     were late that way (see `TestShortHistoryBands`)."""
     factor = calibration(day_errors, low, high)
     low, high = low * factor, high * factor
-    steps = np.arange(1, len(low) + 1, dtype=np.float64)
     if len(low) <= SELECTION_STEPS:
         return low, high
+    steps = np.arange(1, len(low) + 1, dtype=np.float64)
     day = SELECTION_STEPS - 1
     if far_errors is not None and len(far_errors) >= 10 and np.isfinite(far_errors).all():
         if len(low) < far_steps:
