@@ -293,9 +293,10 @@ class TestBooleansAreNotNumbers:
 
 
 class TestPolicyCeilings:
-    """A ceiling (`max_hard_limit_*`) below one step or one minimum growth passed: every growth was
-    then cut to the ceiling, neither rounded to the step nor as large as the minimum growth the
-    policy promises (`min_growth_* > max_growth_*` was refused already)."""
+    """A ceiling (`max_hard_limit_*`) below one step or one minimum growth, or a cap per action
+    (`max_growth_*`) below one step, passed: every growth was then cut to it, not rounded to the
+    step (nor, under a ceiling, as large as the minimum growth the policy promises;
+    `min_growth_* > max_growth_*` was refused already)."""
 
     @pytest.mark.parametrize(("extra", "field", "reason"), [
         ('[policy]\nmax_hard_limit_bytes = "500GiB"\n', "policy.max_hard_limit_bytes", "policy.step_bytes"),
@@ -310,23 +311,6 @@ class TestPolicyCeilings:
         ('[[policy.overrides]]\nmatch = "/small/*"\nstep_bytes = "1GiB"\nmin_growth_bytes = "1GiB"\n'
          'max_hard_limit_bytes = "500GiB"\n[[policy.overrides]]\nmatch = "/small/big*"\nstep_bytes = "1TiB"\n',
          "policy.overrides.1.step_bytes", "overrides.0"),
-    ])
-    def test_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, field: str,
-                     reason: str) -> None:
-        refused(config_file(tmp_path, extra), capsys, field, reason)
-
-    def test_small_quotas_with_small_steps_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        extra = ('[[policy.overrides]]\nmatch = "/small/*"\nstep_bytes = "10GiB"\nmin_growth_bytes = "10GiB"\n'
-                 'max_hard_limit_bytes = "500GiB"\n')
-        accepted(config_file(tmp_path, extra), capsys)
-
-
-class TestPolicyGrowthCaps:
-    """A cap per action (`max_growth_*`) below one step passed: every growth was then cut to less
-    than a step, never rounded to it as the policy promises (`max_growth_* < min_growth_*` was
-    refused already, naming `min_growth_*`)."""
-
-    @pytest.mark.parametrize(("extra", "field", "reason"), [
         ('[policy]\nmin_growth_bytes = "100GiB"\nmax_growth_bytes = "500GiB"\n', "policy.max_growth_bytes",
          "policy.step_bytes"),
         ("[policy]\nmin_growth_inodes = 10\nmax_growth_inodes = 100\n", "policy.max_growth_inodes",
@@ -337,6 +321,11 @@ class TestPolicyGrowthCaps:
     def test_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, field: str,
                      reason: str) -> None:
         refused(config_file(tmp_path, extra), capsys, field, reason)
+
+    def test_small_quotas_with_small_steps_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        extra = ('[[policy.overrides]]\nmatch = "/small/*"\nstep_bytes = "10GiB"\nmin_growth_bytes = "10GiB"\n'
+                 'max_hard_limit_bytes = "500GiB"\n')
+        accepted(config_file(tmp_path, extra), capsys)
 
     def test_a_cap_of_one_step_passes(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         extra = ('[[policy.overrides]]\nmatch = "/small/*"\nstep_bytes = "10GiB"\nmin_growth_bytes = "10GiB"\n'
