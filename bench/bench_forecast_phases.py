@@ -16,18 +16,23 @@ origin the history up to it is forecast (in process, `forecast_samples` as `quot
 Prints one JSON object: per lookback, per trace and horizon, the ratio of each grid (phase 0 is
 the check's own grid), their geometric mean, how many grids fail (ratio > 1.0 or late > 0.25, the
 check's goal), the late rates; and totals.
-Run: .venv/bin/python bench/bench_forecast_phases.py [--phases 8] [--lookbacks 42,6,4] [--dev-traces DIR]
+`--short-traces` judges, instead of the dev traces, the two-week traces `short_traces.py` writes
+(a wandering level, lasting steps, weekday traffic: kinds NAB's other real series show).
+Run: .venv/bin/python bench/bench_forecast_phases.py [--phases 8] [--lookbacks 42,6,4]
+     [--dev-traces DIR | --short-traces]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from bench_forecast_backtest import DAY, Trace, crossing_of, dev_traces, predict_linear
+from short_traces import write_traces
 
 from quotapilot.forecasting.series import ModelConfig, forecast_samples
 
@@ -123,5 +128,13 @@ if __name__ == "__main__":
     parser.add_argument("--phases", type=int, default=8)
     parser.add_argument("--lookbacks", default=f"{CHECK_LOOKBACK_DAYS:g},6,4")
     parser.add_argument("--dev-traces", default=None)
+    parser.add_argument("--short-traces", action="store_true",
+                        help="judge short_traces.py's two-week traces instead of the dev traces")
     args = parser.parse_args()
-    print(json.dumps(run(args.phases, [float(x) for x in args.lookbacks.split(",")], args.dev_traces)))
+    lookbacks = [float(x) for x in args.lookbacks.split(",")]
+    if args.short_traces:
+        with tempfile.TemporaryDirectory() as generated:
+            write_traces(generated)
+            print(json.dumps(run(args.phases, lookbacks, generated)))
+    else:
+        print(json.dumps(run(args.phases, lookbacks, args.dev_traces)))
