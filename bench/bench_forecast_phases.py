@@ -127,14 +127,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phases", type=int, default=8)
     parser.add_argument("--lookbacks", default=f"{CHECK_LOOKBACK_DAYS:g},6,4")
-    parser.add_argument("--dev-traces", default=None)
-    parser.add_argument("--short-traces", action="store_true",
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--dev-traces", default=None)
+    source.add_argument("--short-traces", action="store_true",
                         help="judge short_traces.py's two-week traces instead of the dev traces")
     args = parser.parse_args()
-    lookbacks = [float(x) for x in args.lookbacks.split(",")]
-    if args.short_traces:
-        with tempfile.TemporaryDirectory() as generated:
+    with tempfile.TemporaryDirectory() as generated:
+        directory = args.dev_traces
+        if args.short_traces:
             write_traces(generated)
-            print(json.dumps(run(args.phases, lookbacks, generated)))
-    else:
-        print(json.dumps(run(args.phases, lookbacks, args.dev_traces)))
+            directory = generated
+        print(json.dumps(run(args.phases, [float(x) for x in args.lookbacks.split(",")], directory)))
