@@ -251,3 +251,123 @@ def reanchored(targets: FloatArray, season: FloatArray, period: int, window: int
             level = (cd[at + 1] - cd[at + 1 - window]) / window
             errors[h] = cy[at + h + 1] - cy[at + 1] - h * level - season_sums(cs, at, period, h)
     return errors, float((cd[n] - cd[n - window]) / window)
+
+
+ADAPTIVE_WINDOWS_SECONDS: tuple[float, ...] = (
+    3600.0, 2 * 3600.0, 3 * 3600.0, 6 * 3600.0, 12 * 3600.0, 86400.0, 2 * 86400.0, 3 * 86400.0, 5 * 86400.0,
+    7 * 86400.0)
+"""Windows the level since a shift is taken over (`adaptive_levels`): an hour to a week."""
+ADAPTIVE_SIGMAS = 3.0
+"""How many standard errors two windows' means may differ by and still be one level (Lepski's
+rule). Not tuned on the backtest: the usual 3σ, loose enough for the ~45 comparisons at a step."""
+PAUSE_SHARE = 0.05
+"""A fall to below this share of the rate before is a feed that paused (writes resume), not a new
+level: a usage forecast that followed it would stop warning. Not tuned on the backtest."""
+
+
+def adaptive_levels(rates: FloatArray, step_seconds: float) -> tuple[FloatArray, FloatArray, float] | None:
+    """At every step: the mean rate over the longest window (of `ADAPTIVE_WINDOWS_SECONDS`) whose
+    mean agrees with that of every shorter window within `ADAPTIVE_SIGMAS` standard errors of
+    their difference (Lepski's rule; σ from the step-to-step changes): the mean since the last
+    level shift, over a week at most. Returns the levels, the windows (steps) and σ; None when
+    the history is too short."""
+    n = len(rates)
+    windows = sorted({w for w in (max(1, round(s / step_seconds)) for s in ADAPTIVE_WINDOWS_SECONDS) if w <= n})
+    if n < 4 or not windows:
+        return None
+    sigma = 1.4826 * float(np.median(np.abs(np.diff(rates)))) / math.sqrt(2.0)
+    cx = np.concatenate(([0.0], np.cumsum(rates)))
+    means = []
+    for w in windows:
+        m = np.full(n, np.nan)
+        m[w - 1:] = (cx[w:] - cx[:n - w + 1]) / w
+        means.append(m)
+    level, chosen = means[0].copy(), np.full(n, float(windows[0]))
+    for k in range(1, len(windows)):
+        ok = np.isfinite(means[k])
+        longer = np.where(ok, means[k], 0.0)
+        for j in range(k):
+            ok &= np.abs(means[j] - longer) <= ADAPTIVE_SIGMAS * sigma * math.sqrt(1.0 / windows[j] - 1.0 / windows[k])
+        level = np.where(ok, means[k], level)
+        chosen = np.where(ok, float(windows[k]), chosen)
+    return level, chosen, sigma
+
+
+SHIFT_MIN_STEPS = 3
+"""A shift seen over fewer steps is a burst or a spike as far as anyone can tell yet (the O(1)
+updates' `model.SHIFT_STEPS`, the same three)."""
+
+
+def daily_profile(rates: FloatArray, day: int) -> FloatArray:
+    """How each step of the day typically differs from its day's mean rate (`profile[t % day]`):
+    the median over the history's whole days; zeros when there are under three or the profile is
+    within noise of flat."""
+    n = len(rates)
+    days = n // day if day > 1 else 0
+    if days < 3:
+        return np.zeros(max(day, 1))
+    first = n - days * day
+    rows = rates[first:].reshape(days, day)
+    rows = rows - rows.mean(axis=1, keepdims=True)
+    median = np.median(rows, axis=0)
+    noise = 1.4826 * float(np.median(np.abs(rows - median)))
+    # 1.25 σ/√days: the standard error of a median of `days` values
+    if not float(np.sqrt(np.mean(median**2))) > ADAPTIVE_SIGMAS * 1.25 * noise / math.sqrt(days):
+        return np.zeros(day)
+    return np.roll(median, first % day)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Shifts:
+    """Where a history's rate had moved to a new level within the day before, at every step."""
+
+    targets: FloatArray
+    """The rates (spike-clipped) the shifts were found in."""
+    fired: npt.NDArray[np.bool_]
+    levels: FloatArray
+    """The mean deseasonalised rate since (`adaptive_levels`), at every step."""
+    profile: FloatArray
+    """The daily profile (`daily_profile`) the rates were deseasonalised by."""
+
+    def errors(self, h: int, at: npt.NDArray[np.int64]) -> FloatArray:
+        """Errors of the totals of the `h` steps after each origin `at` forecast as the level since
+        the shift plus the profile."""
+        period = len(self.profile)
+        cp = np.concatenate(([0.0], np.cumsum(self.profile[np.arange(len(self.targets) + h + 1) % period])))
+        cy = np.concatenate(([0.0], np.cumsum(self.targets)))
+        return np.asarray(cy[at + h + 1] - cy[at + 1] - h * self.levels[at] - (cp[at + h + 1] - cp[at + 1]),
+                          dtype=np.float64)
+
+    def model(self) -> tuple[ModelParams, ModelState]:
+        """The level since the last step's shift with the daily profile, held until the next refit."""
+        period = len(self.profile)
+        return (ModelParams(ModelKind.HW_DAILY, period=period),
+                ModelState(level=float(self.levels[-1]), seasons=self.profile.copy(), phase=len(self.fired) % period))
+
+
+def level_shifts(rates: FloatArray, step_seconds: float) -> Shifts | None:
+    """At every step, whether the rate had moved to a new level within the day before: the
+    deseasonalised rates' adaptive window is at least `SHIFT_MIN_STEPS` and under a day, and its
+    mean differs from the day before it by more than `LEVEL_SHIFT_MIN` of that day's and by
+    `ADAPTIVE_SIGMAS` standard errors — unless the rate since is a pause (`PAUSE_SHARE`). None
+    when the history is too short. `recent_level_shift` sees whole days; this, hours."""
+    day = max(1, round(86400 / step_seconds))
+    n = len(rates)
+    profile = daily_profile(rates, day)
+    deseasonalised = rates - profile[np.arange(n) % len(profile)]
+    adaptive = adaptive_levels(deseasonalised, step_seconds)
+    if adaptive is None:
+        return None
+    levels, windows, sigma = adaptive
+    w = windows.astype(np.int64)
+    t = np.arange(n)
+    valid = (w >= SHIFT_MIN_STEPS) & (w < day) & (t + 1 >= w + day)
+    start = t + 1 - np.where(valid, w, 0)  # first step of the window (t + 1 where not valid)
+    cd = np.concatenate(([0.0], np.cumsum(deseasonalised)))
+    cx = np.concatenate(([0.0], np.cumsum(rates)))
+    before = (cd[np.maximum(start, day)] - cd[np.maximum(start, day) - day]) / day
+    since = (cx[t + 1] - cx[start]) / np.maximum(w, 1)
+    change = np.abs(levels - before)
+    fired = (valid & (since > PAUSE_SHARE * np.abs(before)) & (change > LEVEL_SHIFT_MIN * np.abs(before))
+             & (change > ADAPTIVE_SIGMAS * sigma * np.sqrt(1.0 / np.maximum(w, 1) + 1.0 / day)))
+    return Shifts(rates, fired, levels, profile)

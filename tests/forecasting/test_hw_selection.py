@@ -22,6 +22,7 @@ from quotapilot.forecasting.hw.model import FAR_STEPS, NEAR_STEPS
 from quotapilot.forecasting.hw.selection import (
     BLEND_WEIGHT,
     SCORE_TOLERANCE,
+    level_shifts,
     reanchored,
     recent_level_shift,
     simple_candidates,
@@ -199,6 +200,56 @@ class TestLevelShift:
         fell[-48:] = steady[-48:] / 3
         assert recent_level_shift(fell, 24) == 2
         assert recent_level_shift(steady * np.linspace(1.0, 1.1, len(steady)), 24) == 0  # slow growth
+
+
+class TestSubDayLevelShift:
+    """A lasting shift a few hours before a refit: the held-out origins nearly all lie before it
+    (`recent_level_shift` sees whole days), so the next day was forecast at the old level (the
+    short-traces bench's `steps`: 7 h after a ×1.4 step, 29 % of the day off where predict_linear
+    over 1 h was right)."""
+
+    @staticmethod
+    def _day_total(rates: np.ndarray) -> float:
+        fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=72)
+        assert fitted is not None
+        return float(forecast_rates(fitted.params, fitted.state, 24).sum())
+
+    @pytest.mark.parametrize(("hours", "factor", "season"),
+                             [(5, 1.4, 0.0), (8, 0.7, 0.0), (10, 1.3, 0.3), (6, 0.6, 0.3)])
+    def test_the_next_day_is_forecast_from_the_level_since(self, hours: int, factor: float,
+                                                          season: float) -> None:
+        rates = rate_series(10, season=season, noise=20.0, seed=hours)
+        rates[-hours:] += 1000.0 * (factor - 1.0)  # the level moves; the season stays as it was
+        # the season's day total is the level's: 24 × 1000 at the new level
+        assert self._day_total(rates) / (24_000.0 * factor) == pytest.approx(1.0, abs=0.04)
+
+    def test_a_feed_that_paused_is_not_forecast_to_stay_paused(self) -> None:
+        rates = rate_series(10, season=0.0, noise=20.0, seed=4)
+        rates[-6:] = 0.0
+        assert self._day_total(rates) > 0.7 * 24_000.0
+
+    def test_shifts_that_did_not_last_in_the_history_are_not_followed(self) -> None:
+        """Eight-hour bursts at ×1.6 every 36 hours, the last one five hours old: at every
+        earlier burst the level since forecast the next day worse than the model did."""
+        rates = rate_series(12, season=0.0, noise=20.0, seed=5)
+        for start in range(30, len(rates), 36):
+            rates[start:start + 8] *= 1.6
+        rates[-5:] = 1.6 * rate_series(12, season=0.0, noise=20.0, seed=6)[-5:]
+        shifts = level_shifts(rates, HOUR)
+        assert shifts is not None and shifts.fired[-1]  # the rule sees one...
+        assert self._day_total(rates) < 1.2 * 24_000.0  # ...and the history says it will not last
+
+    def test_detection(self) -> None:
+        steady = rate_series(10, season=0.5, noise=20.0, seed=1)
+        shifts = level_shifts(steady, HOUR)
+        assert shifts is not None and not shifts.fired.any()  # a strong daily season is no shift
+        stepped = steady.copy()
+        stepped[-10:] += 400.0
+        shifts = level_shifts(stepped, HOUR)
+        assert shifts is not None
+        # from the third step at the new level (`SHIFT_MIN_STEPS`: two are a burst as yet), not before
+        assert shifts.fired[-8:].all() and not shifts.fired[:-8].any()
+        assert shifts.levels[-1] == pytest.approx(1400.0, rel=0.03)
 
 
 class TestUncheckedFit:
