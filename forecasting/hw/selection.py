@@ -260,6 +260,9 @@ ADAPTIVE_WINDOWS_SECONDS: tuple[float, ...] = (
 ADAPTIVE_SIGMAS = 3.0
 """How many standard errors two windows' means may differ by and still be one level (Lepski's
 rule). Not tuned on the backtest: the usual 3σ, loose enough for the ~45 comparisons at a step."""
+SHIFT_MIN_STEPS = 3
+"""A shift seen over fewer steps is a burst or a spike as far as anyone can tell yet (the O(1)
+updates' `model.SHIFT_STEPS`, the same three)."""
 PAUSE_SHARE = 0.05
 """A fall to below this share of the rate before is a feed that paused (writes resume), not a new
 level: a usage forecast that followed it would stop warning. Not tuned on the backtest."""
@@ -291,11 +294,6 @@ def adaptive_levels(rates: FloatArray, step_seconds: float) -> tuple[FloatArray,
         level = np.where(ok, means[k], level)
         chosen = np.where(ok, float(windows[k]), chosen)
     return level, chosen, sigma
-
-
-SHIFT_MIN_STEPS = 3
-"""A shift seen over fewer steps is a burst or a spike as far as anyone can tell yet (the O(1)
-updates' `model.SHIFT_STEPS`, the same three)."""
 
 
 def daily_profile(rates: FloatArray, day: int) -> FloatArray:
@@ -350,7 +348,9 @@ def level_shifts(rates: FloatArray, step_seconds: float) -> Shifts | None:
     deseasonalised rates' adaptive window is at least `SHIFT_MIN_STEPS` and under a day, and its
     mean differs from the day before it by more than `LEVEL_SHIFT_MIN` of that day's and by
     `ADAPTIVE_SIGMAS` standard errors — unless the rate since is a pause (`PAUSE_SHARE`). None
-    when the history is too short. `recent_level_shift` sees whole days; this, hours."""
+    when the history is too short. `recent_level_shift` sees whole days; this, hours. (Each
+    step's decision reads only the steps up to it, except the profile and σ, which are scales
+    taken from the whole history.)"""
     day = max(1, round(86400 / step_seconds))
     n = len(rates)
     profile = daily_profile(rates, day)
