@@ -297,11 +297,12 @@ def _held_out_choice(rates: FloatArray, clipped: FloatArray, step_seconds: float
     if far_on_near is not None and not _horizon_score(near[3], near_steps, near_means) + SCORE_TOLERANCE < \
             _horizon_score(far_on_near[3], near_steps, near_means):
         near = far
-    if not shifted_days:
-        # (where the last whole day already moved, the near pool above is anchored on it: after a
-        # shift that scaled a strong season, 24 h on, the sub-day rule took part of the day for
-        # the shift and missed by a third — TestLevelShift)
-        near = _after_shift(level_shifts(clipped, step_seconds), near, options, near_steps) or near
+    shifts = level_shifts(clipped, step_seconds)
+    if not shifted_days or (shifts is not None and shifts.began_within_the_last_day()):
+        # (where the last whole day moved, the near pool above is anchored on it, unless the shift
+        # is younger than the day: after a shift that scaled a strong season, 24 h on, the sub-day
+        # rule took part of the day for the shift and missed by a third — TestLevelShift)
+        near = _after_shift(shifts, near, options, near_steps) or near
     _, far_params, far_state, far_errors, _ = far
     near_params, near_state = near[1], near[2]
     near_errors = next(o[3] for o in options if o[0] == near[0])

@@ -223,6 +223,18 @@ class TestSubDayLevelShift:
         # the season's day total is the level's: 24 × 1000 at the new level
         assert self._day_total(rates) / (24_000.0 * factor) == pytest.approx(1.0, abs=0.04)
 
+    @pytest.mark.parametrize("seed", [1, 2, 3])
+    def test_a_step_half_a_day_ago_that_the_whole_day_rule_also_sees(self, seed: int) -> None:
+        """As rds_cpu_utilization_e47b3b (NAB): ×1.6 thirteen hours before the origin moves the
+        last day's mean by a third, so `recent_level_shift` fires too, and its near model is
+        anchored on the whole last day — half of it before the step (20 % of the horizon off on
+        that trace). The sub-day rule knows the shift is younger than the day and wins."""
+        rng = np.random.default_rng(seed)
+        rates = 1000.0 + 10.0 * rng.normal(size=10 * 24)
+        rates[-13:] = 1600.0 + 10.0 * rng.normal(size=13)
+        assert recent_level_shift(rates, 24) == 1
+        assert self._day_total(rates) / 38_400.0 == pytest.approx(1.0, abs=0.04)
+
     def test_a_feed_that_paused_is_not_forecast_to_stay_paused(self) -> None:
         rates = rate_series(10, season=0.0, noise=20.0, seed=4)
         rates[-6:] = 0.0
