@@ -298,7 +298,7 @@ def _held_out_choice(rates: FloatArray, clipped: FloatArray, step_seconds: float
             _horizon_score(far_on_near[3], near_steps, near_means):
         near = far
     shifts = level_shifts(clipped, step_seconds)
-    if not shifted_days or (shifts is not None and shifts.began_within_the_last_day()):
+    if not shifted_days or (shifts is not None and shifts.younger_than_a_day):
         # (where the last whole day moved, the near pool above is anchored on it, unless the shift
         # is younger than the day: after a shift that scaled a strong season, 24 h on, the sub-day
         # rule took part of the day for the shift and missed by a third — TestLevelShift)

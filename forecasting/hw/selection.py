@@ -326,30 +326,19 @@ class Shifts:
     """The mean deseasonalised rate since (`adaptive_levels`), at every step."""
     profile: FloatArray
     """The daily profile (`daily_profile`) the rates were deseasonalised by."""
-    window: int
-    """The last step's adaptive window (steps)."""
-    before: float
-    """The last step's level of the day before its window."""
-
-    def began_within_the_last_day(self) -> bool:
-        """Whether the part of the last day before the last step's window was still at the old
-        level (closer to `before` than to the level since): the shift is that window's age, not
-        older. (Where a shift scaled a strong season, what is left of the season shortens the
-        window a day later, and the window's age is no longer the shift's.)"""
-        day, n = len(self.profile), len(self.targets)
-        if self.window >= day or n < day:
-            return False
-        part = self.targets[n - day:n - self.window] - self.profile[np.arange(n - day, n - self.window) % day]
-        level = float(self.levels[-1])
-        return abs(float(np.mean(part)) - self.before) < abs(float(np.mean(part)) - level)
+    younger_than_a_day: bool
+    """Whether the last step's shift began within the last day: the part of that day before its
+    window was still nearer the old level than the new. (Where a shift scaled a strong season,
+    what is left of the season shortens the window a day later, and the window's age is no longer
+    the shift's.)"""
 
     def errors(self, h: int, at: npt.NDArray[np.int64]) -> FloatArray:
         """Errors of the totals of the `h` steps after each origin `at` forecast as the level since
         the shift plus the profile."""
         period = len(self.profile)
-        cp = np.concatenate(([0.0], np.cumsum(self.profile[np.arange(len(self.targets) + h + 1) % period])))
+        cs = np.concatenate(([0.0], np.cumsum(self.profile[np.arange(len(self.targets)) % period])))
         cy = np.concatenate(([0.0], np.cumsum(self.targets)))
-        return np.asarray(cy[at + h + 1] - cy[at + 1] - h * self.levels[at] - (cp[at + h + 1] - cp[at + 1]),
+        return np.asarray(cy[at + h + 1] - cy[at + 1] - h * self.levels[at] - season_sums(cs, at, period, h),
                           dtype=np.float64)
 
     def model(self) -> tuple[ModelParams, ModelState]:
@@ -386,4 +375,8 @@ def level_shifts(rates: FloatArray, step_seconds: float) -> Shifts | None:
     change = np.abs(levels - before)
     fired = (valid & (since > PAUSE_SHARE * np.abs(before)) & (change > LEVEL_SHIFT_MIN * np.abs(before))
              & (change > ADAPTIVE_SIGMAS * sigma * np.sqrt(1.0 / np.maximum(w, 1) + 1.0 / day)))
-    return Shifts(rates, fired, levels, profile, int(w[-1]), float(before[-1]))
+    younger = False
+    if fired[-1]:
+        part = (cd[n - w[-1]] - cd[n - day]) / (day - w[-1])  # the last day, before the window
+        younger = bool(abs(part - before[-1]) < abs(part - levels[-1]))
+    return Shifts(rates, fired, levels, profile, younger)
