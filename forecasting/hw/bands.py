@@ -20,6 +20,13 @@ coverage to ~80 %. Re-checked on the report half of issue 16's backtest: 0.82–
 family (0.84–0.90 on the dev traces), late rate ≤ 0.18 (≤ 0.10 on the dev traces)."""
 
 
+FAR_EVIDENCE_WINDOWS = 2
+"""How many horizons' worth of consecutive held-out origins (two: at least two disjoint totals)
+the far errors must span before they alone set the band past a day; fewer, and it keeps part of
+the floor in proportion to the horizon (`calibrated`). Set from that reasoning, not tuned on the
+backtest; checked on both of its halves (README)."""
+
+
 def calibration(day_errors: FloatArray, low: FloatArray, high: FloatArray) -> float:
     """How much wider the band must be for its p10–p90 to match the spread of the in-sample
     errors of the next day's total (≥ 1: simulated paths from one-step residuals miss the level's
@@ -38,23 +45,29 @@ def calibrated(low: FloatArray, high: FloatArray, day_errors: FloatArray,
     nothing measured how the error grows past a day, so the band past a day grows at least in
     proportion to the horizon: a young series' error is mostly its level's, and that persists.
     Simulated paths of one-step residuals let it average out, and the backtest's short histories
-    were late that way (see `TestShortHistoryBands`)."""
+    were late that way (see `TestShortHistoryBands`). Between the two (`FAR_EVIDENCE_WINDOWS`):
+    the far errors of one or two weeks' history are consecutive origins' overlapping totals, a
+    window or two of independent evidence, so the band moves from that floor to them only as
+    they accumulate."""
     factor = calibration(day_errors, low, high)
     low, high = low * factor, high * factor
     if len(low) <= SELECTION_STEPS:
         return low, high
     steps = np.arange(1, len(low) + 1, dtype=np.float64)
     day = SELECTION_STEPS - 1
-    if far_errors is not None and len(far_errors) >= 10 and np.isfinite(far_errors).all():
-        if len(low) < far_steps:
-            return low, high  # the band ends before the horizon those errors measured
-        far = calibration_at(far_errors, low, high, far_steps - 1)
-        widen = 1.0 + (far - 1.0) * np.clip((steps - SELECTION_STEPS) / (far_steps - SELECTION_STEPS), 0.0, 1.0)
-        return low * widen, high * widen
     past = steps > SELECTION_STEPS
     proportional = steps / SELECTION_STEPS
-    return (np.where(past, np.minimum(low, low[day] * proportional), low),
-            np.where(past, np.maximum(high, high[day] * proportional), high))
+    floor_low = np.where(past, np.minimum(low, low[day] * proportional), low)
+    floor_high = np.where(past, np.maximum(high, high[day] * proportional), high)
+    if far_errors is None or len(far_errors) < 10 or not np.isfinite(far_errors).all():
+        return floor_low, floor_high
+    if len(low) < far_steps:
+        return low, high  # the band ends before the horizon those errors measured
+    far = calibration_at(far_errors, low, high, far_steps - 1)
+    widen = 1.0 + (far - 1.0) * np.clip((steps - SELECTION_STEPS) / (far_steps - SELECTION_STEPS), 0.0, 1.0)
+    low, high = low * widen, high * widen
+    doubt = 1.0 - min(1.0, len(far_errors) / (FAR_EVIDENCE_WINDOWS * far_steps))
+    return (low + doubt * np.minimum(floor_low - low, 0.0), high + doubt * np.maximum(floor_high - high, 0.0))
 
 
 def calibration_at(errors: FloatArray, low: FloatArray, high: FloatArray, h: int) -> float:
