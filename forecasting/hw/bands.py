@@ -122,8 +122,10 @@ def band_offsets(params: ModelParams, residuals: FloatArray, horizon_steps: int,
     high = np.maximum(np.quantile(cumulative, BAND_QUANTILES[1], axis=0), 0.0)
     if len(residuals) < CENTRED_BLOCKS * block:
         centred = cumulative - cumulative.mean(axis=0)
-        low = np.where(low < 0.0, low, np.minimum(np.quantile(centred, BAND_QUANTILES[0], axis=0), 0.0))
-        high = np.where(high > 0.0, high, np.maximum(np.quantile(centred, BAND_QUANTILES[1], axis=0), 0.0))
+        if (low >= 0.0).any():
+            low = np.where(low < 0.0, low, np.minimum(np.quantile(centred, BAND_QUANTILES[0], axis=0), 0.0))
+        if (high <= 0.0).any():
+            high = np.where(high > 0.0, high, np.maximum(np.quantile(centred, BAND_QUANTILES[1], axis=0), 0.0))
     return low, high
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from quotapilot.forecasting.hw.model import ModelKind, ModelParams, ModelState
+from quotapilot.forecasting.hw.model import ModelKind, ModelParams, ModelState, seasonal_period
 from quotapilot.forecasting.hw.robust import clip_spikes
 from quotapilot.forecasting.hw.scoring import SCORE_STEPS, SELECTION_STEPS, season_sums
 from quotapilot.forecasting.resample import FloatArray
@@ -268,7 +268,7 @@ PAUSE_SHARE = 0.05
 level: a usage forecast that followed it would stop warning. Not tuned on the backtest."""
 
 
-def adaptive_levels(rates: FloatArray, step_seconds: float) -> tuple[FloatArray, FloatArray, float] | None:
+def adaptive_levels(rates: FloatArray, step_seconds: float) -> tuple[FloatArray, npt.NDArray[np.int64], float] | None:
     """At every step: the mean rate over the longest window (of `ADAPTIVE_WINDOWS_SECONDS`) whose
     mean agrees with that of every shorter window within `ADAPTIVE_SIGMAS` standard errors of
     their difference (Lepski's rule; σ from the step-to-step changes): the mean since the last
@@ -285,14 +285,14 @@ def adaptive_levels(rates: FloatArray, step_seconds: float) -> tuple[FloatArray,
         m = np.full(n, np.nan)
         m[w - 1:] = (cx[w:] - cx[:n - w + 1]) / w
         means.append(m)
-    level, chosen = means[0].copy(), np.full(n, float(windows[0]))
+    level, chosen = means[0].copy(), np.full(n, windows[0], dtype=np.int64)
     for k in range(1, len(windows)):
         ok = np.isfinite(means[k])
         longer = np.where(ok, means[k], 0.0)
         for j in range(k):
             ok &= np.abs(means[j] - longer) <= ADAPTIVE_SIGMAS * sigma * math.sqrt(1.0 / windows[j] - 1.0 / windows[k])
         level = np.where(ok, means[k], level)
-        chosen = np.where(ok, float(windows[k]), chosen)
+        chosen = np.where(ok, windows[k], chosen)
     return level, chosen, sigma
 
 
@@ -356,15 +356,14 @@ def level_shifts(rates: FloatArray, step_seconds: float) -> Shifts | None:
     when the history is too short. `recent_level_shift` sees whole days; this, hours. (Each
     step's decision reads only the steps up to it, except the profile and σ, which are scales
     taken from the whole history.)"""
-    day = max(1, round(86400 / step_seconds))
+    day = seasonal_period(ModelKind.HW_DAILY, step_seconds)
     n = len(rates)
     profile = daily_profile(rates, day)
     deseasonalised = rates - profile[np.arange(n) % len(profile)]
     adaptive = adaptive_levels(deseasonalised, step_seconds)
     if adaptive is None:
         return None
-    levels, windows, sigma = adaptive
-    w = windows.astype(np.int64)
+    levels, w, sigma = adaptive
     t = np.arange(n)
     valid = (w >= SHIFT_MIN_STEPS) & (w < day) & (t + 1 >= w + day)
     start = t + 1 - np.where(valid, w, 0)  # first step of the window (t + 1 where not valid)
