@@ -385,8 +385,8 @@ class TestShortHistoryBands:
     narrow there as if the level's error averaged out."""
 
     @staticmethod
-    def three_day_outcomes(history_days: tuple[int, ...]) -> tuple[float, float]:
-        """Over 60 wandering levels per history length: the share of actual totals 72 steps
+    def outcomes(history_days: tuple[int, ...], steps: int = 72) -> tuple[float, float]:
+        """Over 60 wandering levels per history length: the share of actual totals `steps`
         ahead above p90 (late) and inside p10–p90."""
         late = inside = count = 0
         for days in history_days:
@@ -394,17 +394,18 @@ class TestShortHistoryBands:
                 rates = wandering_rates(days + 3, seed)
                 fitted = fit_rates(rates[:days * 24], step_seconds=HOUR, horizon_steps=72, seed=seed)
                 assert fitted is not None
-                mean = float(np.sum(forecast_rates(fitted.params, fitted.state, 72)))
-                actual = float(np.sum(rates[days * 24:]))
-                late += actual > mean + fitted.band_high[71]
-                inside += mean + fitted.band_low[71] <= actual <= mean + fitted.band_high[71]
+                mean = float(np.sum(forecast_rates(fitted.params, fitted.state, steps)))
+                actual = float(np.sum(rates[days * 24:days * 24 + steps]))
+                low, high = mean + fitted.band_low[steps - 1], mean + fitted.band_high[steps - 1]
+                late += actual > high
+                inside += low <= actual <= high
                 count += 1
         return late / count, inside / count
 
     def test_the_three_day_band_holds_a_wandering_level(self) -> None:
         """From 4–6 days of history, the actual total 72 steps ahead lies inside p10–p90 in
         about 80 % of 180 histories and above p90 (a missed warning) in at most 20 %."""
-        late, inside = self.three_day_outcomes((4, 5, 6))
+        late, inside = self.outcomes((4, 5, 6))
         assert late <= 0.2 and inside >= 0.6, (late, inside)
 
     def test_neither_side_of_a_young_series_band_is_empty(self) -> None:
@@ -433,8 +434,30 @@ class TestShortHistoryBands:
         """From 7–9 days of history the fit's held-out three-day errors exist, but as consecutive
         origins' overlapping totals of one or two windows: a band narrowed to their spread was
         late in 24 % of 180 histories and held the actual total in 61 %."""
-        late, inside = self.three_day_outcomes((7, 8, 9))
+        late, inside = self.outcomes((7, 8, 9))
         assert late <= 0.2 and inside >= 0.7, (late, inside)
+
+    def test_the_one_day_band_holds_a_wandering_level_from_a_few_days_of_history(self) -> None:
+        """From 4–6 days of history the held-out next-day errors are the overlapping totals of
+        a day or two of origins: a band widened to their spread alone was late in 16 % of 180
+        histories and held the actual total in 66 %."""
+        late, inside = self.outcomes((4, 5, 6), steps=24)
+        assert late <= 0.13 and inside >= 0.72, (late, inside)
+
+    @pytest.mark.parametrize(("origins", "factor"), [(10, 2.40), (24, 2.40), (48, 1.47), (168, 1.10),
+                                                     (504, 1.03), (10_000, 1.00)])
+    def test_errors_from_few_independent_windows_widen_their_spread(self, origins: int, factor: float) -> None:
+        """Student's t with origins / 24 degrees of freedom (at least one) against the normal."""
+        assert hw.bands.small_sample_factor(origins, 24) == pytest.approx(factor, abs=0.005)
+
+    def test_the_day_calibration_reads_the_spread_of_few_days_wider(self) -> None:
+        steps = np.arange(1, 73, dtype=np.float64)
+        low, high = -np.sqrt(steps), np.sqrt(steps)
+        day_errors = np.linspace(-1.0, 1.0, 48) * np.sqrt(24.0) * 1.5  # p10–p90 wider than the band's
+        plain = hw.bands.calibration_at(day_errors, low, high, 23)
+        assert plain > 1.0
+        assert hw.bands.calibration(day_errors, low, high) == pytest.approx(
+            plain * hw.bands.small_sample_factor(48, 24))
 
     @pytest.mark.parametrize("origins", [12, 72, 144, 300])
     def test_the_floor_past_a_day_gives_way_as_three_day_origins_accumulate(self, origins: int) -> None:
