@@ -18,7 +18,7 @@ BAND_INFLATION = 1.4
 """Out-of-sample errors exceed in-sample ones (parameters are fitted to the same data); this
 factor, set from the backtest (bench/bench_forecast_backtest.py) before it had halves, brings p10–p90
 coverage to ~80 %. Re-checked on the report half of issue 16's backtest: 0.82–0.98 per horizon and
-family (0.84–0.90 on the dev traces), late rate ≤ 0.18 (≤ 0.10 on the dev traces)."""
+family (0.85–0.90 on the dev traces), late rate ≤ 0.18 (≤ 0.10 on the dev traces)."""
 
 
 CENTRED_BLOCKS = 7
