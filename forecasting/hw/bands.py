@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import t as student_t
 
 from quotapilot.forecasting.hw.model import ModelParams, ModelState
 from quotapilot.forecasting.hw.recursions import trend_sum
@@ -55,6 +54,8 @@ def small_sample_factor(origins: int, steps: int) -> float:
     normal's z. From one day's origins 2.4×, two 1.47×, a week's 1.10×, three weeks' 1.03×. The
     standard small-sample correction, not tuned: a young series' one-day band was late on a
     fifth of the origins at 4–6 days of history (`TestShortHistoryBands`)."""
+    from scipy.stats import t as student_t  # heavy (~0.5 s): only where fits run, as statsmodels
+
     independent = max(1.0, origins / steps)
     return float(student_t.ppf(BAND_QUANTILES[1], independent) / student_t.ppf(BAND_QUANTILES[1], math.inf))
 
