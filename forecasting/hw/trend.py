@@ -20,6 +20,22 @@ TREND_WINDOWS_SECONDS: tuple[float, ...] = (7 * 86400.0, 10 * 86400.0, 14 * 8640
 follow a change sooner)."""
 TREND_SELECTION_SECONDS = 3 * 86400.0
 """The horizon whose cumulative errors decide whether the rate's trend is used."""
+SHORT_TREND_WINDOWS_SECONDS: tuple[float, ...] = (3 * 86400.0, 5 * 86400.0)
+SHORT_TREND_SELECTION_SECONDS = 2 * 86400.0
+"""Where no `TREND_WINDOWS_SECONDS` window fits (under ~12 days of history: a week's window, a day
+of origins and the 3-day horizon), a line over the last 3 or 5 days, judged on the next 2 days'
+totals: from 7 days of history on (a day of origins from the later half). A feed that accelerates
+from its first days (cosmos7's 5 → 50 TB/day) otherwise had no trend for 12 days and its
+week-ahead p50 crossing came 47–70 h late. Not tuned on a backtest: the shortest windows that
+leave a day of origins at 7 and 9 days of history. Only a rising line: it warns earlier, while a
+falling one would promise room on a week's evidence (NAB's rds_cpu, drifting down 0.3 %/day,
+took one: its one-day ratio 0.75 → 0.97 on bench_forecast_phases.py)."""
+SHORT_TREND_SIGNIFICANCE = 0.05
+"""... and only where the history's daily mean rates rise monotonically beyond chance: Kendall's
+τ of the day means against time, positive, two-sided p below this. A 2-day total has a handful of
+independent origins in a week, too few to tell a trend from a weekday/weekend swing on their own
+(tweet volumes at 9 days took such lines: 45 → 48 of 96 grids failing on
+bench_forecast_phases.py, 45 with this test). The usual 5 %, not tuned."""
 TREND_DAMPING: tuple[float, ...] = (1.0, 0.99)
 """Per-step damping φ of the rate's trend tried (0.99 at hourly steps: it fades over a few days).
 A falling rate is always damped (`FALLING_DAMPING`): extrapolated straight, it would promise ever
@@ -70,14 +86,23 @@ def with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
     Holt-Winters state with a fixed trend (β = 0, damping φ), so the O(1) updates go on as
     before. A falling rate is damped until its forecast stays at or above the lowest rate
     observed (zero if there were never net deletes): a fading feed must not promise room that
-    only deletes would make. None: no trend.
+    only deletes would make. Under ~12 days of history only a rising, undamped line over a few
+    days is tried (`SHORT_TREND_WINDOWS_SECONDS`), where the day means rise beyond chance. None:
+    no trend.
     """
     level, season = components
     period = params.period
     n = len(rates)
     h = round(TREND_SELECTION_SECONDS / step_seconds)
-    windows = [w for w in (round(seconds / step_seconds) for seconds in TREND_WINDOWS_SECONDS)
-               if w >= 3 and n - h - max(period + w - 1, n // 2) >= TREND_MIN_ORIGINS]
+    windows = _windows(TREND_WINDOWS_SECONDS, n, h, period, step_seconds)
+    dampings = TREND_DAMPING
+    short = not windows
+    if short:
+        # undamped only: over two days φ = 0.99 and 1 differ by noise, over the plan's weeks by
+        # most of the growth (with damping allowed, cosmos7's day-7 p90 80 % date came ~4.8 days
+        # late in an earlier attempt)
+        h = round(SHORT_TREND_SELECTION_SECONDS / step_seconds)
+        windows, dampings = _windows(SHORT_TREND_WINDOWS_SECONDS, n, h, period, step_seconds), (1.0,)
     if not windows:
         return None
     # every candidate is scored on the same origins: those the longest window allows
@@ -116,7 +141,7 @@ def with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
     best_mse = TREND_MIN_GAIN * plain_mse
     for window in windows:
         a, b = line_at(origins, window)
-        for phi in TREND_DAMPING:
+        for phi in dampings:
             mse = float(np.mean(errors(origins, h, a, b, phi) ** 2))
             if math.isfinite(mse) and mse < best_mse:
                 best, best_mse = (window, phi), mse
@@ -125,6 +150,8 @@ def with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
     window, phi = best
     a, b = line_at(origins, window)
     a_now, b_now = line_at(np.array([n - 1], dtype=np.int64), window)
+    if short and (b_now[0] <= 0.0 or not _days_move(rates, period, float(b_now[0]))):
+        return None
     # The trended model's own one-step errors, from every origin its window allows: its
     # persistence ρ, its last error and its band come from them.
     steps_from = np.arange(period + window - 1, n - 1, dtype=np.int64)
@@ -154,3 +181,22 @@ def with_rate_trend(rates: FloatArray, params: ModelParams, state: ModelState,
         a_later, b_later = line_at(later, window)
         held_out[steps] = errors(later, steps, a_later, b_later, with_trend.phi, rho, own)
     return Trended(with_trend, trended, float(np.std(b)), own[steps_from + 1], held_out[SELECTION_STEPS], held_out)
+
+
+def _windows(seconds: tuple[float, ...], n: int, h: int, period: int, step_seconds: float) -> list[int]:
+    """The line windows (steps) that leave `TREND_MIN_ORIGINS` origins for an `h`-step total."""
+    return [w for w in (round(s / step_seconds) for s in seconds)
+            if w >= 3 and n - h - max(period + w - 1, n // 2) >= TREND_MIN_ORIGINS]
+
+
+def _days_move(rates: FloatArray, period: int, slope: float) -> bool:
+    """Whether the mean rates of the history's whole periods (days) move monotonically the way of
+    `slope` beyond chance (`SHORT_TREND_SIGNIFICANCE`; the daily season cancels out of them)."""
+    from scipy.stats import kendalltau  # heavy: only where a short line is kept
+
+    days = len(rates) // period if period > 0 else 0
+    if days < 4:
+        return False
+    means = rates[len(rates) - days * period:].reshape(days, period).mean(axis=1)
+    tau = kendalltau(np.arange(days), means)
+    return bool(float(tau.pvalue) < SHORT_TREND_SIGNIFICANCE and float(tau.statistic) * slope > 0.0)

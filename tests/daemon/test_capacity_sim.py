@@ -233,10 +233,6 @@ class TestCosmos7:
     @pytest.mark.timeout(900)
     @pytest.mark.skipif(not COSMOS7_CROSSING_DAYS, reason="about 40 simulated days, minutes of wall time: "
                                                           "QP_COSMOS7_CROSSING_DAYS=40 runs it")
-    @pytest.mark.xfail(strict=True, reason=(
-        "known, measured 2026-12-04: at day 7 the pool forecast has no trend yet (the trend windows need "
-        "~12 days) and its p90 80 % date, 2026-02-04T23:37Z, comes after the simulator's crossing on "
-        "2026-02-03T16:00Z: the pessimistic date is 31.6 hours late"))
     async def test_the_band_of_day_7_contains_the_crossing_when_the_run_goes_on(
             self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """The same plan, made after 7 days, against the run carried on until the pool crosses:
