@@ -58,6 +58,10 @@ MAX_BYTES = 2**62
 """No byte setting is larger (SQLite integers are 64-bit; nothing real comes near)."""
 MAX_SECONDS = 10 * 366 * 86400.0
 """No duration setting is longer than ten years: every one is finite and means something."""
+MAX_FORECAST_HORIZON_SECONDS = 366 * 86400.0
+"""How far a forecast may reach (`[forecast] horizon_seconds`, `quotapilot forecast --horizon`): a
+year, hourly, is 8,784 points a path; a model fitted on weeks of history says nothing useful years
+out, and 20,000 weeks took minutes and 23 GB."""
 
 def _whole_bytes(value: object) -> object:
     """TOML numbers for `ByteSize`: a finite float becomes whole bytes (`1.5e12`); `inf`/`nan` are refused."""
@@ -89,6 +93,16 @@ def _http_url(value: str) -> str:
     if port == 0:
         raise ValueError("port 0 is not a port to connect to")
     return value
+
+
+def url_for_display(url: str) -> str:
+    """What may be printed of a URL that can carry credentials (userinfo; a query; a path that is
+    itself the secret, as in Slack's incoming webhooks): `scheme://host[:port]`, then `/…` when the
+    URL goes on."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    more = "/…" if parts.path not in ("", "/") or parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{host}{more}"
 
 
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
@@ -156,11 +170,15 @@ def resolve_secret(value: SecretStr | None, path: Path | None) -> str | None:
 
 
 def _check_files(group: BaseModel, *names: str) -> None:
-    """Each named path setting, when set, must name an existing file (after `expand_path`)."""
+    """Each named path setting, when set, must name an existing regular file (after `expand_path`):
+    reading a FIFO waits for a writer, reading /dev/zero never ends."""
     for name in names:
         path = getattr(group, name)
-        if path is not None and not expand_path(path).is_file():
-            raise FieldProblem(name, f"no such file: {path}")
+        if path is None or expand_path(path).is_file():
+            continue
+        if expand_path(path).exists():
+            raise FieldProblem(name, f"{path} is not a regular file")
+        raise FieldProblem(name, f"cannot be read: no such file: {path}")
 
 
 # --------------------------------------------------------------------------------------- VMS
@@ -558,6 +576,7 @@ class HttpSettings(Group):
                 raise FieldProblem("write_token", "is empty (leave it unset to refuse every write)")
             if token != token.strip():
                 raise FieldProblem("write_token", "has leading or trailing white space")
+        _check_files(self, "write_token_file")
         return self
 
     @property
@@ -608,6 +627,11 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, port
 
 
+LIBPQ_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+"""libpq connection parameters that are secrets: refused in `[store] url` as `user:password@` is,
+and dropped from any such URL printed (`store.postgres.redact`)."""
+
+
 class StoreSettings(Group):
     """`[store]`: the state store — SQLite (`path`, one host) or PostgreSQL (`url`, a fleet)."""
 
@@ -636,7 +660,9 @@ class StoreSettings(Group):
             if not self.url.startswith(("postgresql://", "postgres://")):
                 raise FieldProblem("url", "must start with postgresql://")
             authority = self.url.split("://", 1)[1].split("/", 1)[0]
-            if "@" in authority and ":" in authority.rsplit("@", 1)[0]:
+            query = urllib.parse.parse_qsl(urllib.parse.urlsplit(self.url).query, keep_blank_values=True)
+            if ("@" in authority and ":" in authority.rsplit("@", 1)[0]) or \
+                    any(key.lower() in LIBPQ_SECRET_PARAMETERS for key, _ in query):
                 raise FieldProblem("url", "put the password in password or password_file, not in the URL")
         if self.password is not None and self.password_file is not None:
             raise FieldProblem("password", "give only one of password, password_file")
@@ -669,7 +695,8 @@ class ForecastSettings(Group):
     thresholds: tuple[Ratio, ...] = Field(
         (0.75, 0.90, 1.00), min_length=1, max_length=20,
         description="Runway thresholds (of the limit), each in (0, 1]; 1.0 (full) is required.")
-    horizon_seconds: Seconds = Field(14 * 86400.0, ge=3600, le=366 * 86400, description="How far forecasts reach.")
+    horizon_seconds: Seconds = Field(14 * 86400.0, ge=3600, le=MAX_FORECAST_HORIZON_SECONDS,
+                                     description="How far forecasts reach.")
     step_seconds: Seconds = Field(3600.0, ge=60, le=86400, description="Model step (samples are resampled to it).")
     refit_interval_seconds: Seconds = Field(6 * 3600.0, ge=60, description="Full refit of every model this often.")
     workers: int = Field(2, ge=0, le=64, description="Process-pool size for refits (0: in-process).")
@@ -736,10 +763,15 @@ class HistorySettings(Group):
 
     @model_validator(mode="after")
     def _auth_files(self) -> HistorySettings:
+        if self.prometheus_url is not None and "@" in urllib.parse.urlsplit(self.prometheus_url).netloc:
+            # it would be printed wherever the URL is: in logs, in errors
+            raise FieldProblem("prometheus_url", "put no user or password in the URL: use basic_auth_user "
+                               "with basic_auth_password_file, or bearer_token_file")
         if self.basic_auth_user is not None and self.basic_auth_password_file is None:
             raise FieldProblem("basic_auth_password_file", "required with basic_auth_user")
         if self.bearer_token_file is not None and self.basic_auth_user is not None:
             raise FieldProblem("bearer_token_file", "give a bearer token or basic auth, not both")
+        _check_files(self, "bearer_token_file", "basic_auth_password_file")
         return self
 
 

@@ -13,6 +13,7 @@ import socket
 import ssl
 import stat
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 from quotapilot.daemon import __version__
 from quotapilot.daemon.errors import ConfigError
-from quotapilot.daemon.settings import Settings, expand_path, load_settings, read_secret_file
+from quotapilot.daemon.settings import Settings, expand_path, load_settings, read_secret_file, url_for_display
 from quotapilot.daemon.store.backend import StoreError
 from quotapilot.daemon.store.open import probe
 
@@ -138,7 +139,10 @@ def listen_problem(host: str) -> str | None:
 def store_path_problem(path: Path) -> str | None:
     """Why `run` could not open `path` as its SQLite store (None: it can). The database is created
     with its parent directories when missing; SQLite writes `-wal`/`-shm` files beside it, so the
-    directory must be writable too. Nothing is created here."""
+    directory must be writable too: a file is created there and removed (`os.access` says yes to
+    root anywhere, /proc and read-only mounts included). Nothing else is created here."""
+    if "\0" in str(path):
+        return "has a NUL character in it"
     if path.is_dir():
         return f"{path} is a directory; give a file path, e.g. {path / 'state.db'}"
     if path.exists():
@@ -160,6 +164,11 @@ def store_path_problem(path: Path) -> str | None:
         return f"{directory} is not a directory"
     if not os.access(directory, os.W_OK | os.X_OK):
         return f"the directory {directory} is not writable by this user (SQLite writes its journal beside the file)"
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".quotapilot-check-"):
+            pass
+    except OSError as exc:
+        return f"cannot create a file in {directory}: {exc.strerror or exc}"
     return None
 
 
@@ -211,7 +220,7 @@ def config_summary(settings: Settings) -> dict[str, Any]:
         "policy": {"mode": settings.policy.mode, "overrides": len(settings.policy.overrides),
                    "kill_switch": settings.policy.kill_switch},
         "alerts": {"mqtt": alerts.mqtt.host if alerts.mqtt else None,
-                   "webhooks": [w.name or w.url.split("?")[0] for w in alerts.webhooks],
+                   "webhooks": [w.name or url_for_display(w.url) for w in alerts.webhooks],
                    "routes": len(alerts.routes)},
         "views": [v.path for v in settings.views],
         "shutdown_timeout_seconds": settings.daemon.shutdown_timeout_seconds,

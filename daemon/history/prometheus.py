@@ -21,7 +21,7 @@ import aiohttp
 
 from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.logs import get_logger
-from quotapilot.daemon.settings import HistorySettings, expand_path, read_secret_file
+from quotapilot.daemon.settings import HistorySettings, expand_path, read_secret_file, url_for_display
 
 log = get_logger(__name__)
 
@@ -63,6 +63,8 @@ class PrometheusClient:
             raise PermanentError("[history] prometheus_url is not set")
         self.settings = settings
         self.base_url = settings.prometheus_url.rstrip("/")
+        self.where = url_for_display(self.base_url)
+        """What errors and logs say of the URL: a user or password in it stays out of them."""
         self._sleep = sleep
         self._session: aiohttp.ClientSession | None = None
         self.requests = 0
@@ -151,17 +153,17 @@ class PrometheusClient:
                 except (ValueError, aiohttp.ContentTypeError) as exc:
                     raise TemporaryError(f"Prometheus answered {status} with a body that is not JSON") from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise TemporaryError(f"cannot reach Prometheus at {self.base_url}: {exc}") from exc
+            raise TemporaryError(f"cannot reach Prometheus at {self.where}: {exc}") from exc
         except aiohttp.TooManyRedirects as exc:
-            raise PermanentError(f"Prometheus at {self.base_url} redirects in a loop ({path})") from exc
+            raise PermanentError(f"Prometheus at {self.where} redirects in a loop ({path})") from exc
         except aiohttp.ClientResponseError as exc:  # not HTTP at all: another service on that port, say
             reason = exc.message.strip().splitlines()[0] if exc.message.strip() else type(exc).__name__
-            raise TemporaryError(f"what answers at {self.base_url} is not an HTTP server "
+            raise TemporaryError(f"what answers at {self.where} is not an HTTP server "
                                  f"({exc.status}: {reason})") from exc
         except aiohttp.ClientError as exc:
-            raise TemporaryError(f"cannot query Prometheus at {self.base_url}: {exc}") from exc
+            raise TemporaryError(f"cannot query Prometheus at {self.where}: {exc}") from exc
         except TimeoutError as exc:
-            raise TemporaryError(f"Prometheus at {self.base_url} did not answer within "
+            raise TemporaryError(f"Prometheus at {self.where} did not answer within "
                                  f"{self.settings.timeout_seconds:g} s") from exc
         if status in (401, 403):
             raise PermanentError(f"Prometheus refused the credentials ({status})")

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from quotapilot.daemon.settings import StoreSettings
-from quotapilot.daemon.store.backend import Backend, latest_version, pending
+from quotapilot.daemon.store.backend import Backend, StoreError, latest_version, pending
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.postgres import PostgresDatabase
 
 
 def open_backend(settings: StoreSettings) -> Backend:
     """Connect and migrate (blocking: call through `asyncio.to_thread`). Raises
-    `StoreUnavailable` (cannot connect) or `SchemaTooNew` (the store is from a newer quotapilot)."""
+    `StoreUnavailable` (cannot connect), `SchemaTooNew` (the store is from a newer quotapilot) or
+    `StoreError` (a path no file can have)."""
     if settings.url is None:
-        return Database(settings.path)
+        try:
+            return Database(settings.path)
+        except ValueError as exc:  # a NUL in the path: the OS calls refuse it before SQLite sees it
+            raise StoreError(f"cannot open the store at {str(settings.path)!r}: {exc}") from None
     return PostgresDatabase(
         settings.url, password=settings.resolved_password(), max_connections=settings.pool_max_size,
         connect_timeout_seconds=settings.connect_timeout_seconds,

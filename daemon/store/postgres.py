@@ -17,16 +17,18 @@ so a version is applied whole or not at all.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import psycopg
 import psycopg_pool
 from psycopg.rows import RowMaker
 
+from quotapilot.daemon.settings import LIBPQ_SECRET_PARAMETERS
 from quotapilot.daemon.store.backend import (
     Dialect,
     Params,
@@ -35,6 +37,25 @@ from quotapilot.daemon.store.backend import (
     latest_version,
     pending,
 )
+
+# psycopg_pool logs every failed connection attempt through stdlib logging, which quotapilot does
+# not configure: logging's last-resort handler wrote those lines raw to stderr, outside the JSON
+# logs and around check-config's message. Each failure reaches the operator as `StoreUnavailable`.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
+
+
+class _LastAttempt(logging.Handler):
+    """Why the pool's last connection attempt failed (psycopg_pool logs it as "error connecting
+    in <pool>: <error>"; its own timeout only says "pool initialization incomplete")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reason: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.args, tuple) and len(record.args) == 2:
+            lines = str(record.args[1]).strip().splitlines()
+            self.reason = lines[0] if lines else None  # the error; the next lines are libpq's hints
 
 _MIGRATION_LOCK = 7_215_519_001
 """Advisory lock key that serialises migrations between instances starting at once."""
@@ -113,15 +134,15 @@ class _PgTransaction:
 
 
 def redact(url: str) -> str:
-    """`url` without a password (for logs and errors)."""
+    """`url` without a password, whether in the userinfo or a query parameter (`?password=`), and
+    whatever its shape (several hosts, no host, a port that is no number): for logs and errors."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}@" if parts.username else ""
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    query = "&".join(pair for pair in parts.query.split("&")
+                     if unquote_plus(pair.split("=", 1)[0]).lower() not in LIBPQ_SECRET_PARAMETERS)
+    return (f"{parts.scheme}://{user + '@' if user else ''}{hosts}{parts.path}"
+            + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else ""))
 
 
 RECONNECT_TIMEOUT_SECONDS = 10.0
@@ -154,11 +175,17 @@ class PostgresDatabase:
         self._pool = psycopg_pool.ConnectionPool(
             url, kwargs=kwargs, min_size=min_connections, max_size=max_connections, open=False,
             timeout=connect_timeout_seconds, reconnect_timeout=reconnect_timeout_seconds, name="quotapilot-store")
+        attempts = _LastAttempt()
+        pool_log = logging.getLogger("psycopg.pool")
+        pool_log.addHandler(attempts)
         try:
             self._pool.open(wait=True, timeout=connect_timeout_seconds)
         except psycopg_pool.PoolTimeout as exc:
             self._pool.close()
-            raise StoreUnavailable(f"cannot connect to PostgreSQL at {self.describe()}: {exc}") from None
+            why = f" (last attempt: {attempts.reason})" if attempts.reason else ""
+            raise StoreUnavailable(f"cannot connect to PostgreSQL at {self.describe()}: {exc}{why}") from None
+        finally:
+            pool_log.removeHandler(attempts)
         if migrate:
             try:
                 self.migrate()

@@ -4,6 +4,7 @@ error shape too."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,33 @@ class TestDepthScanner:
     @given(json_values)
     def test_depth_is_the_nesting(self, value: object) -> None:
         assert nesting(value) == json_depth(json.dumps(value).encode())
+
+
+class TestTokenNotUtf8:
+    """A bearer token of bytes that are not UTF-8 (`s3cret\\xe9`, `\\xff\\xfe`) was a 500: aiohttp
+    hands the header over surrogate-escaped, `.encode()` raised UnicodeEncodeError, and `api.failed`
+    logged the presented token with a traceback. It is a wrong token: 401, nothing of it logged."""
+
+    @pytest.mark.parametrize("token", [b"s3cret\xe9", b"\xff\xfe", "s3cr\u00e9t".encode()])
+    async def test_401_and_nothing_logged(self, daemon: FakeDaemon, token: bytes) -> None:
+        body = b'{"enabled": false}'
+        with capture_logs() as logs:
+            async with api_client(daemon) as client:
+                url = client.make_url("/api/v1/killswitch")
+                reader, writer = await asyncio.open_connection(url.host, url.port)
+                writer.write(b"POST /api/v1/killswitch HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                             b"Content-Type: application/json\r\nAuthorization: Bearer " + token + b"\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                reply = await reader.read()
+                writer.close()
+                await writer.wait_closed()
+        head, _, payload = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 401 "), head
+        assert b'WWW-Authenticate: Bearer realm="quotapilot"' in head
+        assert json.loads(payload)["error"]["code"] == "unauthorized"
+        assert [e for e in logs if e["event"] == "api.failed"] == []
+        assert token.decode("utf-8", "surrogateescape") not in repr(logs)
+
+    async def test_the_right_token_still_passes(self, daemon: FakeDaemon) -> None:
+        status, _, _ = await answer(daemon, "POST", "/api/v1/killswitch", b'{"enabled": false}')
+        assert status == 200

@@ -501,3 +501,111 @@ class TestSecretFiles:
         config = config_file(tmp_path, f'[http]\nwrite_token_file = "{secret}"\n')
         code, report, _ = check(config, capsys)
         assert (code, report["warnings"]) == (0, [])
+
+
+def refused_without_echo(config: Path, capsys: pytest.CaptureFixture[str], field: str, reason: str,
+                         secret: str) -> None:
+    """`refused`, and no output of check-config (JSON, plain) or `run` holds `secret`."""
+    code, report, err = check(config, capsys)
+    assert (code, report["field"]) == (2, field), report
+    assert reason in str(report["reason"]), report
+    assert main(["run", "--config", str(config)]) == 2
+    run_err = capsys.readouterr().err
+    assert field in run_err
+    assert secret not in json.dumps(report) + err + run_err
+
+
+class TestCredentialsInUrls:
+    """Credentials written into a URL were accepted and printed: a libpq `?password=` in `[store]
+    url` (check-config's error and `daemon.failed` showed it), userinfo in `[history]
+    prometheus_url` (logged on every `prometheus.retrying`), userinfo and secret paths of webhook
+    URLs (check-config's summary)."""
+
+    @pytest.mark.parametrize("query", ["password=PGSECRET", "sslmode=disable&password=PGSECRET"])
+    def test_store_url_password_parameter(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          query: str) -> None:
+        config = config_file(tmp_path, f'[store]\nurl = "postgresql://u@127.0.0.1:1/db?{query}"\n'
+                                       "connect_timeout_seconds = 1\n", store=False)
+        refused_without_echo(config, capsys, "store.url", "password_file", "PGSECRET")
+
+    @pytest.mark.parametrize("userinfo", ["u:PROMSECRET", "PROMSECRET", "u:"])
+    def test_prometheus_url_userinfo(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     userinfo: str) -> None:
+        config = config_file(tmp_path, f'[history]\nprometheus_url = "http://{userinfo}@127.0.0.1:1"\n')
+        refused_without_echo(config, capsys, "history.prometheus_url", "basic_auth_password_file", "PROMSECRET")
+
+    def test_webhook_urls_summarised_to_their_origin(self, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+        extra = ('[[alerts.webhooks]]\nurl = "https://bob:HOOKPW@hooks.example.org:8443/in?key=Q"\n'
+                 '[[alerts.webhooks]]\nurl = "https://hooks.slack.com/services/T000/B000/SLACKSECRET"\n'
+                 '[[alerts.webhooks]]\nurl = "http://receiver"\n'
+                 '[[alerts.webhooks]]\nname = "named"\nurl = "http://receiver/x"\n')
+        code, report, err = check(config_file(tmp_path, extra), capsys)
+        assert code == 0
+        summary = report["summary"]
+        assert isinstance(summary, dict)
+        assert summary["alerts"]["webhooks"] == ["https://hooks.example.org:8443/…", "https://hooks.slack.com/…",
+                                                 "http://receiver", "named"]
+        for secret in ("bob", "HOOKPW", "key=Q", "T000", "SLACKSECRET"):
+            assert secret not in json.dumps(report) + err
+
+
+class TestSecretFilesAreRegularFiles:
+    """`http.write_token_file`, `history.bearer_token_file` and `history.basic_auth_password_file`
+    were read without the regular-file check the other secret files get: a FIFO hung check-config
+    (and `run`), /dev/zero would have been read until memory ran out."""
+
+    FIELDS = (("http.write_token_file", '[http]\nwrite_token_file = "{path}"\n'),
+              ("history.bearer_token_file", '[history]\nprometheus_url = "http://prom:9090"\n'
+                                            'bearer_token_file = "{path}"\n'),
+              ("history.basic_auth_password_file", '[history]\nprometheus_url = "http://prom:9090"\n'
+                                                   'basic_auth_user = "u"\nbasic_auth_password_file = "{path}"\n'))
+
+    @pytest.mark.parametrize(("field", "extra"), FIELDS)
+    def test_a_device_is_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str,
+                                 extra: str) -> None:
+        refused(config_file(tmp_path, extra.format(path="/dev/null")), capsys, field, "not a regular file")
+
+    @pytest.mark.timeout(20)  # the hang, as it was, fails here
+    @pytest.mark.parametrize(("field", "extra"), FIELDS)
+    def test_a_fifo_is_refused_without_opening_it(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  field: str, extra: str) -> None:
+        fifo = tmp_path / "secret.fifo"
+        os.mkfifo(fifo, 0o600)
+        refused(config_file(tmp_path, extra.format(path=fifo)), capsys, field, "not a regular file")
+
+
+class TestStorePathRunCannotOpen:
+    """A store path that `check-config` passed and `run` could not open: a NUL in it (`run` died
+    with `ValueError: embedded null byte` and a traceback), and, as root, a directory where no
+    file can be created (`/proc`: `os.access` says yes to root; SQLite then could not open it)."""
+
+    def test_nul_in_the_path(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        config = config_file(tmp_path, f'[store]\npath = "{tmp_path}/st\\u0000ate.db"\n', store=False)
+        refused(config, capsys, "store.path", "NUL")
+
+    @pytest.mark.parametrize("path", ["/proc/state.db", "/proc/quotapilot/state.db", "/sys/state.db"])
+    def test_a_directory_where_no_file_can_be_created(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      path: str) -> None:
+        refused(config_file(tmp_path, f'[store]\npath = "{path}"\n', store=False), capsys, "store.path",
+                "cannot create a file in")
+
+    def test_the_check_leaves_nothing_behind(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        store = tmp_path / "data"
+        store.mkdir()
+        accepted(config_file(tmp_path, f'[store]\npath = "{store / "state.db"}"\n', store=False), capsys)
+        assert list(store.iterdir()) == []
+
+    async def test_serve_exits_1_on_a_path_it_cannot_open(self, tmp_path: Path) -> None:
+        """`serve()` with settings that skipped the check: `daemon.failed`, exit 1, no traceback."""
+        from structlog.testing import capture_logs
+
+        from quotapilot.daemon.commands.run import serve
+        from quotapilot.daemon.settings import load_settings
+
+        settings = load_settings(None, clusters=[{"name": "c", "address": "vms.invalid", "token": "t"}],
+                                 store={"path": str(tmp_path / "st\0ate.db")}, http={"listen": "127.0.0.1:0"})
+        with capture_logs() as logs:
+            assert await serve(settings, handle_signals=False) == 1
+        failed = [e for e in logs if e["event"] == "daemon.failed"]
+        assert [(e["error_type"], "null" in e["error"]) for e in failed] == [("StoreError", True)]

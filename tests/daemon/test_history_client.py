@@ -22,6 +22,7 @@ from quotapilot.daemon.history.importer import (
     TargetMatcher,
     queries_for,
 )
+from quotapilot.daemon.history.local import free_port
 from quotapilot.daemon.history.prometheus import PrometheusClient, RangeSeries, chunk_ranges
 from quotapilot.daemon.settings import HistorySettings, load_settings
 from quotapilot.daemon.store.db import Database
@@ -218,6 +219,23 @@ class TestClient:
             with pytest.raises(PermanentError, match=match):
                 await client.query_range("up{", 0, 60, 60)
         assert len(rec.requests) == 1
+
+    async def test_a_password_in_the_url_is_never_logged(self) -> None:
+        """Settings refuse userinfo in `prometheus_url`; a client given one anyway (the model
+        bypassed) kept it out of `prometheus.retrying` and its errors: they said it every retry."""
+        url = f"http://u:PROMSECRET@127.0.0.1:{free_port()}"
+        settings = HistorySettings().model_copy(update={"prometheus_url": url, "max_retries": 2})
+
+        async def sleep(seconds: float) -> None:
+            return None
+
+        with capture_logs() as logs:
+            async with PrometheusClient(settings, sleep=sleep) as client:
+                with pytest.raises(TemporaryError, match="cannot reach Prometheus") as raised:
+                    await client.query_range("up", 0, 60, 60)
+        retries = [e for e in logs if e["event"] == "prometheus.retrying"]
+        assert len(retries) == 2
+        assert "PROMSECRET" not in repr(logs) + str(raised.value)
 
     async def test_no_url(self) -> None:
         with pytest.raises(PermanentError, match="prometheus_url"):

@@ -4,6 +4,8 @@ it) and checks the schema version, naming `store.url` when either fails."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,18 @@ class TestCheckConfigStore:
         assert main(["check-config", "--config", str(config(tmp_path, "postgresql://qp@127.0.0.1:9/qp"))]) == 2
         err = capsys.readouterr().err
         assert "store.url" in err and "cannot connect to PostgreSQL" in err
+
+    def test_a_failed_connection_prints_only_our_message(self, tmp_path: Path) -> None:
+        """psycopg_pool's own warnings ("error connecting in 'quotapilot-store': ...") reached
+        stderr raw, through logging's last-resort handler, around the message naming the field.
+        A process of its own: pytest's log capture stands in for that handler in-process."""
+        done = subprocess.run([sys.executable, "-m", "quotapilot.daemon", "check-config", "--config",
+                               str(config(tmp_path, "postgresql://qp@127.0.0.1:9/qp"))],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 2
+        err = done.stderr
+        assert [line for line in err.splitlines() if line.strip()] == [
+            line for line in err.splitlines() if line.startswith("quotapilot: invalid configuration: store.url:")]
 
     def test_newer_schema_names_the_field(self, tmp_path: Path, pg_url: str,
                                           capsys: pytest.CaptureFixture[str]) -> None:

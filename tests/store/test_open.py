@@ -23,6 +23,13 @@ class TestSettings:
         with pytest.raises(ValidationError, match="not in the URL"):
             StoreSettings(url="postgresql://qp:secret@db:5432/qp")
 
+    @pytest.mark.parametrize("query", ["password=PGSECRET", "sslmode=disable&password=PGSECRET",
+                                       "pass%77ord=PGSECRET", "PASSWORD=PGSECRET", "sslpassword=PGSECRET"])
+    def test_password_as_a_query_parameter_is_refused(self, query: str) -> None:
+        """libpq reads `?password=` as it reads `user:password@`: refused alike."""
+        with pytest.raises(ValidationError, match="not in the URL"):
+            StoreSettings(url=f"postgresql://u@127.0.0.1:1/db?{query}")
+
     def test_not_a_postgres_url_is_refused(self) -> None:
         with pytest.raises(ValidationError, match="postgresql://"):
             StoreSettings(url="mysql://db/qp")
@@ -63,11 +70,33 @@ class TestOpen:
         with pytest.raises(StoreUnavailable, match=re.escape("cannot connect to PostgreSQL at postgresql://qp@127.0.0.1:9/qp")):
             PostgresDatabase("postgresql://qp:pw@127.0.0.1:9/qp", connect_timeout_seconds=1)
 
+    def test_the_error_says_why_the_last_attempt_failed(self) -> None:
+        """The pool's own timeout ("pool initialization incomplete") does not say why: the last
+        connection attempt's error does (refused, no such host, authentication)."""
+        with pytest.raises(StoreUnavailable) as raised:
+            PostgresDatabase("postgresql://qp:pw@127.0.0.1:9/qp", connect_timeout_seconds=1)
+        assert "refused" in str(raised.value).lower(), raised.value
+        assert "pw@" not in str(raised.value)
+
 
 class TestHelpers:
     def test_redact_drops_only_the_password(self) -> None:
         assert redact("postgresql://qp:pw@db:5433/qp?sslmode=require") == "postgresql://qp@db:5433/qp?sslmode=require"
         assert redact("postgresql://qp@db/qp") == "postgresql://qp@db/qp"
+
+    @pytest.mark.parametrize(("url", "redacted"), [
+        ("postgresql://u@db/qp?password=PGSECRET", "postgresql://u@db/qp"),
+        ("postgresql://u@db/qp?sslmode=require&password=PGSECRET&application_name=x",
+         "postgresql://u@db/qp?sslmode=require&application_name=x"),
+        ("postgresql://u@db/qp?pass%77ord=PGSECRET&sslpassword=PGSECRET", "postgresql://u@db/qp"),
+        ("postgresql://u:PGSECRET@db1:5432,db2:5433/qp", "postgresql://u@db1:5432,db2:5433/qp"),
+        ("postgresql://u:PGSECRET@db:notaport/qp", "postgresql://u@db:notaport/qp"),
+        ("postgresql://:PGSECRET@db/qp", "postgresql://db/qp"),
+    ])
+    def test_redact_drops_query_passwords_and_any_url_shape(self, url: str, redacted: str) -> None:
+        """`?password=` was kept (`check-config` and `daemon.failed` printed it), and a multi-host
+        URL (`db1:5432,db2:5433`) raised ValueError from `urlsplit(...).port` instead of redacting."""
+        assert redacted == redact(url)
 
     def test_placeholders(self) -> None:
         assert to_pg("SELECT ? WHERE x LIKE 'a%'") == "SELECT %s WHERE x LIKE 'a%%'"

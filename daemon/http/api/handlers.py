@@ -141,7 +141,10 @@ class Api:
         if scheme.lower() != "bearer" or not token:
             raise ApiError(401, "unauthorized", "write endpoints need 'Authorization: Bearer <token>'",
                            headers=_CHALLENGE)
-        if not hmac.compare_digest(token.strip().encode(), self._write_token.encode()):
+        # aiohttp hands over bytes that are not UTF-8 surrogate-escaped: back to those bytes, a
+        # wrong token like any other (a plain `.encode()` raised, a 500 logging the token)
+        presented = token.strip().encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(presented, self._write_token.encode("utf-8", "surrogateescape")):
             raise ApiError(401, "unauthorized", "wrong token", headers=_CHALLENGE)
 
     async def _body(self, request: web.Request, model: type[M], *, optional: bool = False) -> M:
