@@ -3,6 +3,9 @@
 The cumulative path starts at the last observed usage; the rest of the open step gets its share
 of that step's forecast rate, every later step its whole rate. Between grid points the path is
 linear (a constant rate within a step), so crossings are interpolated exactly.
+
+Every path is floored at 0 bytes: stored usage cannot be negative, but a model extrapolating a
+shrinking series, a counter reset or a wide band would otherwise carry it below zero.
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ class Paths:
 
 def paths_of(last_t: float, last_used: float, step: float, out_t: FloatArray, p10: FloatArray, p50: FloatArray,
              p90: FloatArray, *, model: str, fallback: str | None) -> Paths:
-    """`Paths` of quantile levels at `out_t` (`last_t + k*step`, k = 1 … n), starting at `last_used`."""
+    """`Paths` of quantile levels at `out_t` (`last_t + k*step`, k = 1 … n), starting at `last_used`,
+    each floored at 0 bytes (the floor keeps p10 <= p50 <= p90; NaN stays NaN for the caller to see)."""
     n_out = len(out_t)
+    p10, p50, p90 = (np.maximum(path, 0.0) for path in (p10, p50, p90))
     # compact paths (8 bytes a value, the grid derived): ~20,000 series each hold one
     forecast = Forecast(t0=last_t, step_seconds=step, times=StepTimes(last_t, step, n_out),
                         p10=float_array(p10.tolist()), p50=float_array(p50.tolist()), p90=float_array(p90.tolist()),

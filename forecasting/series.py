@@ -294,8 +294,13 @@ class SeriesModel:
         paths = cumulative_paths(self.fitted, self.state, open_start=self.accumulator.open_start,
                                  last_t=last_t, last_used=last_used, horizon_seconds=self.config.horizon_seconds)
         forecast = paths.forecast
-        ways = paths.runways(limit=limit, thresholds=thresholds, now=now)
         rate = predict_next(self.fitted.params, self.state) / self.config.step_seconds
+        if not (math.isfinite(rate) and all(np.isfinite(path).all() for path in (paths.p10, paths.p50, paths.p90))):
+            # an overflow the fit's own fallbacks let through (the band's squared residuals at 1e155
+            # bytes): no forecast, rather than NaN paths that crash whatever prints or compares them
+            reason = f"non-finite forecast: {forecast.model}" + (f" ({forecast.fallback})" if forecast.fallback else "")
+            return SeriesOutlook(None, (), None, reason, last_used)
+        ways = paths.runways(limit=limit, thresholds=thresholds, now=now)
         return SeriesOutlook(forecast, ways, rate, forecast.fallback, last_used)
 
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from quotapilot.daemon.settings import MAX_BYTES, MAX_FORECAST_HORIZON_SECONDS
 from quotapilot.daemon.units import format_bytes, format_duration, parse_bytes, parse_duration
 
 if TYPE_CHECKING:
@@ -40,6 +41,13 @@ EARLIEST = 0.0
 LATEST = dt.datetime(3000, 1, 1, tzinfo=dt.UTC).timestamp()
 """Sample times are in [1970, 3000): anything else is a mistake (epoch milliseconds), and a time
 past year 9999 cannot even be printed (`datetime` stops there)."""
+
+
+MAX_USED_BYTES = float(MAX_BYTES)
+"""The largest `used_bytes` read (2**62, 4 EiB, the daemon's own ceiling for byte counts: SQLite
+integers are 64-bit). No VAST quota comes within orders of magnitude of it, so a larger value is
+a unit or export mistake; and the model squares rates, which overflow to NaN long before 1e308
+(1e155 bytes did)."""
 
 
 def parse_timestamp(text: str) -> float:
@@ -106,6 +114,8 @@ def read_samples(path: Path) -> list[tuple[float, float]]:
                 raise CsvError(line, f"used_bytes is not a number: {row[1].strip()!r}") from None
             if not math.isfinite(used) or used < 0:
                 raise CsvError(line, f"used_bytes must be a finite number >= 0, got {row[1].strip()!r}")
+            if used > MAX_USED_BYTES:
+                raise CsvError(line, f"used_bytes above 2**62 (4 EiB), no quota is that large: {row[1].strip()!r}")
             samples.append((t, used))
     if len(samples) < 2:
         raise CsvError(max(2, len(samples) + 1), "need at least 2 samples")
@@ -129,8 +139,9 @@ def _parse_args(args: argparse.Namespace) -> tuple[float | None, list[float], fl
     if not thresholds or any(not (0 < ratio <= 10) for ratio in thresholds):
         raise ValueError(f"--thresholds: want ratios like 0.75,0.9,1.0, got {args.thresholds!r}")
     horizon = parse_duration(args.horizon)
-    if horizon <= 0:
-        raise ValueError("--horizon must be > 0")
+    if not 0 < horizon <= MAX_FORECAST_HORIZON_SECONDS:
+        raise ValueError(f"--horizon must be > 0 and at most {MAX_FORECAST_HORIZON_SECONDS / 86400:.0f} days, "
+                         f"got {args.horizon!r}")
     return limit, sorted(set(thresholds)), horizon
 
 

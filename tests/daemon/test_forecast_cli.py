@@ -67,6 +67,9 @@ class TestForecastCli:
         (b"timestamp,used_bytes\n1767225600000,100\n1767229200000,200\n1767232800000,300\n", 2, "out of range"),
         (b"timestamp,used_bytes\n1767225600,100\n-1e12,200\n", 3, "out of range"),
         (b"timestamp,used_bytes\n1e300,100\n2e300,200\n", 2, "out of range"),
+        # 1e155 bytes: the forecast overflowed to NaN, a ValueError traceback at round(), exit 1
+        (b"timestamp,used_bytes\n1767225600,1000000000000\n1767229200,1e155\n", 3, "used_bytes above"),
+        (b"timestamp,used_bytes\n1767225600,100\n1767229200,9223372036854775808\n", 3, "used_bytes above"),
         # a Latin-1 byte: the message named neither the file nor the line
         (b"timestamp,used_bytes\n1767225600,100\n1767229200,200 \xb5\n1767232800,300\n", 3, "not UTF-8"),
     ])
@@ -112,3 +115,31 @@ class TestForecastCli:
         assert main(["forecast", "--csv", str(tmp_path / "s.csv"), "--limit", "1TB", "--json"]) == 0
         out = json.loads(capsys.readouterr().out)
         assert out["model"] is None and "insufficient" in out["fallback"] and out["forecast"] == []
+
+    def test_usage_never_forecast_below_zero(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A series shrinking 1 TB a day from 1 TB: every path was about -13 TB at +14 d."""
+        write_csv(tmp_path / "u.csv", 12, -1e12 / 86400)
+        assert main(["forecast", "--csv", str(tmp_path / "u.csv"), "--limit", "10TB", "--json"]) == 0
+        points = json.loads(capsys.readouterr().out)["forecast"]
+        assert len(points) == 14 * 24
+        assert all(0 <= p["p10"] <= p["p50"] <= p["p90"] for p in points)
+        assert points[-1] == {"t": points[-1]["t"], "p10": 0, "p50": 0, "p90": 0}
+
+    def test_a_ceiling_just_below_is_read(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """The largest accepted usage is forecast (finite), not refused."""
+        body = "timestamp,used_bytes\n" + "".join(f"{1767225600 + 3600 * k},{2**62 - 2**40 + k * 2**20}\n"
+                                                  for k in range(30))
+        (tmp_path / "big.csv").write_text(body)
+        assert main(["forecast", "--csv", str(tmp_path / "big.csv"), "--horizon", "1d", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["forecast"] and all(0 <= p["p10"] <= p["p50"] <= p["p90"] for p in out["forecast"])
+
+    @pytest.mark.parametrize("horizon", ["1e400d", "100000w", "20000w", "367d"])
+    def test_horizon_beyond_a_year_is_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              horizon: str) -> None:
+        """1e400d was an OverflowError traceback, 100000w a 25 GiB allocation, 20000w minutes and 23 GB."""
+        write_csv(tmp_path / "u.csv", 30, 1e7)
+        assert main(["forecast", "--csv", str(tmp_path / "u.csv"), "--horizon", horizon, "--json"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and "Traceback" not in captured.err
+        assert "--horizon" in captured.err and "366 days" in captured.err

@@ -175,3 +175,58 @@ class TestRealWorldSampling:
         ahead = outlook.forecast.at(outlook.forecast.t0 + 86400.0)
         assert ahead is not None
         assert abs((ahead - used[-1]) / (1e6 * 86400.0) - 1.0) < 0.25  # a day's writes within 25 %
+
+
+class TestNeverBelowZero:
+    """Stored usage is never below 0 bytes: every path is floored there, in order, whatever the model says."""
+
+    @staticmethod
+    def assert_floored(forecast: Forecast | None) -> None:
+        assert forecast is not None
+        for path in (forecast.p10, forecast.p50, forecast.p90):
+            assert min(path) >= 0.0
+        assert all(a <= b <= c for a, b, c in zip(forecast.p10, forecast.p50, forecast.p90, strict=True))
+
+    def test_a_shrinking_series_ends_at_zero(self) -> None:
+        """A usage shrinking by 5 TB a day from 3 TB: all three paths were below -6 TB at +14 d."""
+        samples = cumulative(lambda t: -5e12 / 86400, 12, every_seconds=HOUR, start_used=3e12)
+        _, outlook = forecast_samples(samples, limit=None)
+        self.assert_floored(outlook.forecast)
+        assert outlook.forecast is not None
+        assert (outlook.forecast.p10[-1], outlook.forecast.p50[-1], outlook.forecast.p90[-1]) == (0.0, 0.0, 0.0)
+
+    def test_a_counter_reset_in_the_last_hours(self) -> None:
+        """Growth for 5 days, then usage reset to 1 MB for the last 3 h: the fall was carried on (p50 -1.5e14)."""
+        samples = cumulative(daily(1e12 / 86400, amplitude=0.5), 5 * 24, every_seconds=HOUR)
+        reset_from = len(samples) - 3
+        offset = samples[reset_from][1]
+        samples = [(t, used if k < reset_from else used - offset + 1e6) for k, (t, used) in enumerate(samples)]
+        _, outlook = forecast_samples(samples, limit=None)
+        self.assert_floored(outlook.forecast)
+
+    def test_a_wide_band_on_a_series_that_never_shrank(self) -> None:
+        """3 days of growth, then one sample 10 days later at 1.5×: p10 went to -1.2e13 by +14 d."""
+        samples = cumulative(daily(1e12 / 86400, amplitude=0.5), 3 * 24, every_seconds=HOUR)
+        samples.append((samples[-1][0] + 10 * 86400, samples[-1][1] * 1.5))
+        _, outlook = forecast_samples(samples, limit=None)
+        self.assert_floored(outlook.forecast)
+
+    def test_the_stopgap_line_too(self) -> None:
+        """Before the first fit the stopgap extrapolates the observed (here falling) rate."""
+        samples = cumulative(lambda t: -1e9, 1, every_seconds=300.0, start_used=1e12)
+        _, outlook = forecast_samples(samples, limit=None)
+        assert outlook.forecast is None and outlook.provisional is not None
+        self.assert_floored(outlook.provisional.forecast)
+
+
+class TestNonFiniteForecast:
+    """A model whose forecast overflows gives no forecast and says why, never NaN paths."""
+
+    def test_overflowing_band_is_no_forecast(self) -> None:
+        """119 hours near 1 TB, then 1e155 bytes: the band's squares overflow to NaN (a CLI traceback)."""
+        samples = cumulative(lambda t: 1e12 / 86400, 119, every_seconds=HOUR)
+        samples.append((samples[-1][0] + HOUR, 1e155))
+        _, outlook = forecast_samples(samples, limit=2e12)
+        assert outlook.forecast is None and outlook.runways == ()
+        assert outlook.reason is not None and "non-finite" in outlook.reason
+        assert outlook.rate_per_second is None or math.isfinite(outlook.rate_per_second)
