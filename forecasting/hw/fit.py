@@ -19,7 +19,7 @@ from quotapilot.forecasting.hw.model import (
     preferred_kind,
     seasonal_period,
 )
-from quotapilot.forecasting.hw.robust import SPIKE_SIGMAS, clip_spikes
+from quotapilot.forecasting.hw.robust import SPIKE_SIGMAS, clip_spikes, raise_end_drops
 from quotapilot.forecasting.hw.scoring import SCORE_STEPS, SELECTION_STEPS, cumulative_errors
 from quotapilot.forecasting.hw.selection import (
     BLEND_WEIGHT,
@@ -52,6 +52,8 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     kind = preferred_kind(n, step_seconds)
     if kind is None or not np.isfinite(rates).all():
         return None
+    daily, weekly = (seasonal_period(k, step_seconds) for k in (ModelKind.HW_DAILY, ModelKind.HW_WEEKLY))
+    rates = raise_end_drops(rates, (daily, weekly))  # a delete or reset in the last hours: not a rate
     fallback: FallbackReason | None = None
     detail: str | None = None
     if _is_constant(rates):
@@ -68,7 +70,6 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     unchecked = False  # a fit no held-out origin outside its initialisation can score
     # Spikes are fitted out (one would freeze the level for weeks) but stay in what the fit is
     # judged against and in the residuals the band is drawn from.
-    daily, weekly = (seasonal_period(k, step_seconds) for k in (ModelKind.HW_DAILY, ModelKind.HW_WEEKLY))
     clipped = clip_spikes(rates, (daily, weekly)) if kind is not ModelKind.LINEAR else rates
     spikes = rates - clipped
     while kind is not ModelKind.LINEAR:

@@ -7,6 +7,7 @@ import math
 import pickle
 
 import numpy as np
+import pytest
 from forecast_helpers import T0, cumulative, daily
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -230,3 +231,60 @@ class TestNonFiniteForecast:
         assert outlook.forecast is None and outlook.runways == ()
         assert outlook.reason is not None and "non-finite" in outlook.reason
         assert outlook.rate_per_second is None or math.isfinite(outlook.rate_per_second)
+
+
+class TestOneOffDropAtTheEnd:
+    """A delete or a counter reset in the last hours is a step down in usage, not a rate to carry
+    on: the forecast goes on growing from where usage now is (a refit then had the drop repeated
+    daily by the seasonal naive candidate, or carried on by the error overlay: p50 went to 0)."""
+
+    DAILY = 1e12
+    """Bytes written a day."""
+
+    @classmethod
+    def history(cls, seed: int) -> list[tuple[float, float]]:
+        """Five days of hourly usage: a daily cycle, 10 % noise."""
+        rng = np.random.default_rng(seed)
+        rate = daily(cls.DAILY / 86400, amplitude=0.5)
+        out, used = [], 1e13
+        for k in range(5 * 24):
+            t = T0 + k * HOUR
+            used += rate(t) * HOUR * (1 + 0.1 * rng.normal())
+            out.append((t, used))
+        return out
+
+    def day_ahead(self, samples: list[tuple[float, float]]) -> float:
+        _, outlook = forecast_samples(samples, limit=None)
+        assert outlook.forecast is not None
+        ahead = outlook.forecast.at(outlook.forecast.t0 + 86400.0)
+        assert ahead is not None
+        return (ahead - samples[-1][1]) / self.DAILY
+
+    @pytest.mark.parametrize("seed", [0, 1, 2])
+    @pytest.mark.parametrize(("hours_ago", "kept"), [(0, 0.7), (1, 0.7), (2, 0.5), (2, 1e-6)])
+    def test_the_next_day_grows_as_before(self, seed: int, hours_ago: int, kept: float) -> None:
+        """Usage cut to `kept` of itself `hours_ago` hours before the last sample (1e-6: a reset)."""
+        samples = self.history(seed)
+        at = len(samples) - 1 - hours_ago
+        cut = samples[at][1] * (1 - kept)
+        samples = [(t, used - cut if k >= at else used) for k, (t, used) in enumerate(samples)]
+        assert 0.6 < self.day_ahead(samples) < 1.4
+
+    def test_without_the_drop(self) -> None:
+        """(the same histories as they are: a day's writes within 40 %)"""
+        assert 0.6 < self.day_ahead(self.history(0)) < 1.4
+
+    @pytest.mark.parametrize("kept", [0.7, 1e-6])
+    def test_between_refits(self, kept: float) -> None:
+        """Fitted on the five days, then the drop arrives as one more hourly step."""
+        samples = self.history(0)
+        model = SeriesModel.from_samples(samples[:-1], ModelConfig(horizon_seconds=4 * 86400.0))
+        model.refit(samples[-2][0])
+        t, used = samples[-1]
+        model.add_sample(t, used * kept)
+        model.add_sample(t + HOUR, used * kept + self.DAILY / 24)  # the next hour's writes complete the step
+        outlook = model.outlook(t + HOUR, limit=None)
+        assert outlook.forecast is not None
+        ahead = outlook.forecast.at(outlook.forecast.t0 + 86400.0)
+        assert ahead is not None
+        assert 0.6 < (ahead - (used * kept + self.DAILY / 24)) / self.DAILY < 1.4
