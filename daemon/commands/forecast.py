@@ -51,13 +51,15 @@ a unit or export mistake; and the model squares rates, which overflow to NaN lon
 
 
 def parse_timestamp(text: str) -> float:
-    """ISO 8601 (naive: UTC; a trailing Z is fine) or epoch seconds → epoch seconds."""
+    """ISO 8601 (naive: UTC; a trailing Z is fine) or epoch seconds → epoch seconds. Eight digits
+    are ISO 8601's basic date (`20260105`), not epoch seconds in 1970–1973."""
     text = text.strip()
+    basic_date = len(text) == 8 and text.isdigit()
     try:
         value = float(text)
     except ValueError:
-        pass
-    else:
+        value = None
+    if value is not None and not basic_date:
         if not math.isfinite(value):
             raise ValueError(f"not a finite time: {text!r}")
         if not EARLIEST <= value < LATEST:

@@ -105,6 +105,17 @@ class TestForecastCli:
         assert main(["forecast", "--csv", str(tmp_path / "dst.csv"), "--limit", str(int(used * 2)), "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["used_bytes"] == pytest.approx(used)
 
+    def test_iso_basic_dates_are_dates(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`20260105` is ISO 8601's basic form of 2026-01-05; read as epoch seconds it was 1970-08-23,
+        silently (a daily export was forecast half a century back)."""
+        reports = []
+        for name, form in (("extended.csv", "%Y-%m-%d"), ("basic.csv", "%Y%m%d")):
+            rows = [f"{(T0 + dt.timedelta(days=k)).strftime(form)},{1e12 + 1e11 * k:.0f}" for k in range(20)]
+            (tmp_path / name).write_text("timestamp,used_bytes\n" + "\n".join(rows) + "\n")
+            assert main(["forecast", "--csv", str(tmp_path / name), "--json"]) == 0
+            reports.append(json.loads(capsys.readouterr().out))
+        assert reports[0] == reports[1]
+
     def test_missing_file_and_bad_flags(self, tmp_path: Path) -> None:
         assert main(["forecast", "--csv", str(tmp_path / "nope.csv")]) == 2
         write_csv(tmp_path / "u.csv", 5, 1e7)
