@@ -122,6 +122,23 @@ class FieldProblem(ValueError):
         self.reason = reason
 
 
+def _has_control(text: str) -> bool:
+    """A control character (a line break, a NUL, DEL, ...): nothing an HTTP header can carry."""
+    return any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in text)
+
+
+def secret_problem(secret: str) -> str | None:
+    """Why `secret` cannot go into an HTTP header as it is (None: it can); an empty or padded one
+    is never what a server expects (every request would be refused, HTTP 401)."""
+    if not secret.strip():
+        return "is empty"
+    if secret != secret.strip():
+        return "has leading or trailing white space"
+    if _has_control(secret):
+        return "has a control character (a line break?) in it"
+    return None
+
+
 def _admits_bool(annotation: object) -> bool:
     """Whether a field's type has `bool` in it (`bool`, `bool | None`, …)."""
     return annotation is bool or any(_admits_bool(arg) for arg in get_args(annotation))
@@ -182,12 +199,53 @@ def _check_files(group: BaseModel, *names: str) -> None:
 
 
 # --------------------------------------------------------------------------------------- VMS
+_API_VERSION = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)?")
+"""`api_version`: one segment of `https://{address}/api/{api_version}/` (empty: the unversioned `/api/`)."""
+_ADDRESS_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _latin1(text: str) -> bool:
+    """Whether `text` can be sent in an HTTP header (http.client encodes them as Latin-1)."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def vms_address_problem(address: str) -> str | None:
+    """Why `address` is not a VMS `host`, `host:port`, `[v6]` or `[v6]:port` (None: it is).
+    vastpy requests `https://{address}/api/…`: a scheme, a path, a query or user info in it makes
+    a URL that reaches no VMS."""
+    if "://" in address:
+        return "give host or host:port, without a scheme (vastpy always uses https)"
+    if address.startswith("["):
+        host, closed, rest = address[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return "not an IPv6 address in brackets (e.g. '[fd00::1]:443')"
+        if not closed or (rest and not rest.startswith(":")):
+            return "not host:port (IPv6: '[fd00::1]:443')"
+        port = rest[1:] if rest else None
+    else:
+        host, colon, after = address.partition(":")
+        port = after if colon else None
+        if port is not None and ":" in port:
+            return "an IPv6 address goes in brackets: '[fd00::1]:443'"
+        if not _ADDRESS_HOST.fullmatch(host):
+            return "not host or host:port (a host name or an IP address; no space, '/', '?', '#' or '@')"
+    if port is not None and (not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535):
+        return "the port must be a number 1..65535"
+    return None
+
+
 class ClusterSettings(Group):
     """One VAST cluster (VMS) to watch: `[[clusters]]`."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
                       description="Short name: the `cluster` label in metrics and alert ids.")
-    address: str = Field(min_length=1, description="VMS host[:port], as vastpy takes it.")
+    address: str = Field(min_length=1, description="VMS host[:port] ([v6]:port for IPv6), as vastpy takes it.")
     token: SecretStr | None = Field(None, description="VMS API token (Api-Token auth).")
     token_file: Path | None = Field(None, description="File holding the VMS API token.")
     user: str | None = Field(None, description="VMS user for HTTP Basic auth (if no token).")
@@ -200,7 +258,7 @@ class ClusterSettings(Group):
     api_version: str = Field("latest", description="VMS API version in the URL path.")
 
     @model_validator(mode="after")
-    def _credentials(self) -> ClusterSettings:
+    def _usable(self) -> ClusterSettings:
         sources = [self.token is not None, self.token_file is not None,
                    self.user is not None]
         if sum(sources) == 0:
@@ -209,6 +267,25 @@ class ClusterSettings(Group):
             raise FieldProblem("token", "give only one of token, token_file, user")
         if self.user is not None and self.password is None and self.password_file is None:
             raise FieldProblem("password", "user needs password or password_file")
+        problem = vms_address_problem(self.address)
+        if problem is not None:
+            raise FieldProblem("address", problem)
+        # each is sent in a header of every request: the VMS would refuse every poll (HTTP 401)
+        for name in ("token", "password"):
+            secret: SecretStr | None = getattr(self, name)
+            problem = None if secret is None else secret_problem(secret.get_secret_value())
+            if problem is not None and not (name == "password" and problem.startswith("has leading")):
+                raise FieldProblem(name, problem)  # (a password may begin or end with a space)
+        if self.user is not None:
+            problem = secret_problem(self.user) or (
+                "has a ':' in it (HTTP Basic auth splits user and password there)" if ":" in self.user else None)
+            if problem is not None:
+                raise FieldProblem("user", problem)
+        if self.tenant is not None and (_has_control(self.tenant) or not _latin1(self.tenant)):
+            raise FieldProblem("tenant", "has a control character or a character an HTTP header cannot carry")
+        if not _API_VERSION.fullmatch(self.api_version):
+            raise FieldProblem("api_version", "must be one URL path segment, e.g. 'latest' or 'v5' "
+                               "(letters, digits, '.', '_', '-')")
         _check_files(self, "token_file", "password_file", "ca_file")
         # No ca_file: the collector verifies against the system trust store. vastpy itself would
         # skip verification without a cert_file; only insecure_skip_tls_verify does that here.
@@ -453,6 +530,10 @@ class MqttSettings(Group):
         return None if self.ca_file is None else expand_path(self.ca_file)
 
 
+_HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP header name (RFC 9110's `token`)."""
+
+
 class WebhookSettings(Group):
     """`[[alerts.webhooks]]`: one webhook receiver."""
 
@@ -470,6 +551,15 @@ class WebhookSettings(Group):
     def _files(self) -> WebhookSettings:
         if self.name == LOG_SINK_NAME:
             raise FieldProblem("name", f"{LOG_SINK_NAME!r} is the built-in log sink's name")
+        # aiohttp refuses to send such a header: every delivery would fail. The value may be a
+        # secret (an API key): never in the message.
+        for header, value in self.headers.items():
+            if not _HTTP_TOKEN.fullmatch(header):
+                raise FieldProblem("headers", f"header name {header!r} is not an HTTP token "
+                                   "(letters, digits, !#$%&'*+-.^_`|~; no space or ':')")
+            if _has_control(value):
+                raise FieldProblem("headers", f"the value of header {header!r} has a control character "
+                                   "(a line break?) in it")
         _check_files(self, "token_file", "ca_file")
         return self
 
@@ -478,6 +568,10 @@ class WebhookSettings(Group):
 
     def resolved_ca_file(self) -> Path | None:
         return None if self.ca_file is None else expand_path(self.ca_file)
+
+
+RetryBackoffs = Annotated[tuple[Annotated[float, Field(gt=0, le=86400)], ...], Field(min_length=1, max_length=100)]
+"""Delivery retry delays of an outbox (`[alerts]`, `[events]`): at least one, each in (0, 1 day]."""
 
 
 class QuietWindow(Group):
@@ -538,9 +632,8 @@ class AlertSettings(Group):
     log_sink: bool = Field(
         True, description="Also deliver every notification, through the outbox, to the structured log "
         "(event `alert.notified`, sink `log`): the journal shows every alert even with no other sink.")
-    retry_backoffs_seconds: tuple[Annotated[float, Field(gt=0, le=86400)], ...] = Field(
-        (1, 2, 5, 10, 30, 60, 120, 300), min_length=1, max_length=100,
-        description="Delivery retry delays per sink (jittered); the last one repeats.")
+    retry_backoffs_seconds: RetryBackoffs = Field(
+        (1, 2, 5, 10, 30, 60, 120, 300), description="Delivery retry delays per sink (jittered); the last one repeats.")
     max_age_seconds: Seconds = Field(
         7 * 86400.0, gt=0, description="Undelivered notifications older than this are dropped (and counted).")
 
@@ -571,11 +664,11 @@ class HttpSettings(Group):
         if self.write_token is not None:
             if self.write_token_file is not None:
                 raise FieldProblem("write_token", "give only one of write_token, write_token_file")
-            token = self.write_token.get_secret_value()
-            if not token.strip():
+            problem = secret_problem(self.write_token.get_secret_value())
+            if problem == "is empty":
                 raise FieldProblem("write_token", "is empty (leave it unset to refuse every write)")
-            if token != token.strip():
-                raise FieldProblem("write_token", "has leading or trailing white space")
+            if problem is not None:
+                raise FieldProblem("write_token", problem)
         _check_files(self, "write_token_file")
         return self
 
@@ -833,8 +926,8 @@ class EventSettings(Group):
         "(`[events.mqtt]`, the same fields as `[alerts.mqtt]`).")
     webhooks: tuple[WebhookSettings, ...] = Field(
         (), description="POST every event (as JSON) to these receivers (`[[events.webhooks]]`; format is ignored).")
-    retry_backoffs_seconds: tuple[float, ...] = Field(
-        (1, 2, 5, 10, 30, 60, 120, 300), description="Delivery retry delays per sink (jittered).")
+    retry_backoffs_seconds: RetryBackoffs = Field(
+        (1, 2, 5, 10, 30, 60, 120, 300), description="Delivery retry delays per sink (jittered); the last one repeats.")
     max_age_seconds: Seconds = Field(
         7 * 86400.0, description="Undelivered events older than this are dropped (and counted).")
 

@@ -21,7 +21,15 @@ from typing import Any
 
 from quotapilot.daemon import __version__
 from quotapilot.daemon.errors import ConfigError
-from quotapilot.daemon.settings import Settings, expand_path, load_settings, read_secret_file, url_for_display
+from quotapilot.daemon.settings import (
+    Settings,
+    WebhookSettings,
+    expand_path,
+    load_settings,
+    read_secret_file,
+    secret_problem,
+    url_for_display,
+)
 from quotapilot.daemon.store.backend import StoreError
 from quotapilot.daemon.store.open import probe
 
@@ -44,8 +52,9 @@ def validate_for_run(settings: Settings) -> None:
             raise ConfigError(field, f"cannot be read: {exc.strerror or exc}") from None
         except UnicodeDecodeError:
             raise ConfigError(field, "is not UTF-8 text") from None
-        if not secret:
-            raise ConfigError(field, "is empty")
+        problem = secret_problem(secret or "")  # (read strips the white space around it)
+        if problem is not None:  # a secret file holds one line: a second one is a mistake
+            raise ConfigError(field, problem)
         if mode & stat.S_IWOTH:
             raise ConfigError(field, f"{path} is world-writable: anyone on the host could replace the secret")
     for field, ca_file in ca_files(settings):
@@ -85,12 +94,13 @@ def secret_files(settings: Settings) -> Iterator[tuple[str, Path, Callable[[], s
             yield f"clusters.{i}.password_file", cluster.password_file, cluster.resolved_password
     if settings.http.write_token_file is not None:
         yield "http.write_token_file", settings.http.write_token_file, settings.http.resolved_write_token
-    mqtt = settings.alerts.mqtt
-    if mqtt is not None and mqtt.password_file is not None:
-        yield "alerts.mqtt.password_file", mqtt.password_file, mqtt.resolved_password
-    for i, hook in enumerate(settings.alerts.webhooks):
-        if hook.token_file is not None:
-            yield f"alerts.webhooks.{i}.token_file", hook.token_file, hook.resolved_token
+    for section, sinks in (("alerts", settings.alerts), ("events", settings.events)):
+        mqtt = sinks.mqtt
+        if mqtt is not None and mqtt.password_file is not None:
+            yield f"{section}.mqtt.password_file", mqtt.password_file, mqtt.resolved_password
+        for i, hook in enumerate(sinks.webhooks):
+            if hook.token_file is not None:
+                yield f"{section}.webhooks.{i}.token_file", hook.token_file, hook.resolved_token
     if settings.store.password_file is not None:
         yield "store.password_file", settings.store.password_file, settings.store.resolved_password
     history = settings.history
@@ -106,15 +116,16 @@ def ca_files(settings: Settings) -> Iterator[tuple[str, Path]]:
         ca = cluster.resolved_ca_file()
         if ca is not None and not cluster.insecure_skip_tls_verify:
             yield f"clusters.{i}.ca_file", ca
-    mqtt = settings.alerts.mqtt
-    if mqtt is not None and mqtt.tls:
-        ca = mqtt.resolved_ca_file()
-        if ca is not None:
-            yield "alerts.mqtt.ca_file", ca
-    for i, hook in enumerate(settings.alerts.webhooks):
-        ca = hook.resolved_ca_file()
-        if ca is not None and hook.verify_tls:
-            yield f"alerts.webhooks.{i}.ca_file", ca
+    for section, sinks in (("alerts", settings.alerts), ("events", settings.events)):
+        mqtt = sinks.mqtt
+        if mqtt is not None and mqtt.tls:
+            ca = mqtt.resolved_ca_file()
+            if ca is not None:
+                yield f"{section}.mqtt.ca_file", ca
+        for i, hook in enumerate(sinks.webhooks):
+            ca = hook.resolved_ca_file()
+            if ca is not None and hook.verify_tls:
+                yield f"{section}.webhooks.{i}.ca_file", ca
     if settings.history.ca_file is not None:  # loaded by the Prometheus client whenever it is set
         yield "history.ca_file", expand_path(settings.history.ca_file)
 
@@ -231,6 +242,12 @@ def config_warnings(settings: Settings) -> list[str]:
     warnings = [f"clusters.{i}.insecure_skip_tls_verify: the certificate of {c.address} is NOT verified; "
                 "anyone on the path can read the token and change quotas"
                 for i, c in enumerate(settings.clusters) if c.insecure_skip_tls_verify]
+    webhooks: list[tuple[str, WebhookSettings]] = [
+        *((f"alerts.webhooks.{i}", w) for i, w in enumerate(settings.alerts.webhooks)),
+        *((f"events.webhooks.{i}", w) for i, w in enumerate(settings.events.webhooks))]
+    warnings.extend(f"{field}.verify_tls: the certificate of {url_for_display(w.url)} is NOT verified; "
+                    "anyone on the path can read what is posted (and its token)"
+                    for field, w in webhooks if not w.verify_tls and w.url.startswith("https://"))
     if settings.http.host not in ("127.0.0.1", "localhost", "::1") and \
             settings.http.write_token is None and settings.http.write_token_file is None:
         warnings.append(f"http.listen: {settings.http.listen} is not loopback and no write token is set")

@@ -156,6 +156,9 @@ class TestNonsenseIsRefused:
         ("[alerts]\nretry_backoffs_seconds = [-1, 2]\n", "alerts.retry_backoffs_seconds.0"),
         ("[alerts]\nretry_backoffs_seconds = []\n", "alerts.retry_backoffs_seconds"),
         ("[alerts]\nretry_backoffs_seconds = [1, inf]\n", "alerts.retry_backoffs_seconds.1"),
+        ("[events]\nretry_backoffs_seconds = []\n", "events.retry_backoffs_seconds"),
+        ("[events]\nretry_backoffs_seconds = [-1, 2]\n", "events.retry_backoffs_seconds.0"),
+        ("[events]\nretry_backoffs_seconds = [1, inf]\n", "events.retry_backoffs_seconds.1"),
         ("[alerts.rules]\nanomaly_margin_ratio = inf\n", "alerts.rules.anomaly_margin_ratio"),
         ("[alerts.rules]\nanomaly_floor_bytes_per_second = nan\n", "alerts.rules.anomaly_floor_bytes_per_second"),
         ("[forecast]\nthresholds = [-1, 0, 7]\n", "forecast.thresholds.0"),
@@ -428,6 +431,26 @@ class TestSecretFiles:
                                        f'token_file = "{tmp_path / "hook.token"}"\n')
         refused(config, capsys, "alerts.webhooks.0.token_file", "is empty")
 
+    @pytest.mark.parametrize("section", ["alerts", "events"])
+    def test_every_webhook_token_file_is_read(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              section: str) -> None:
+        """`[[events.webhooks]]` too: its empty token file passed, and every event went unauthenticated."""
+        (tmp_path / "hook.token").write_text("")
+        config = config_file(tmp_path, f'[[{section}.webhooks]]\nurl = "http://x/"\n'
+                                       f'token_file = "{tmp_path / "hook.token"}"\n')
+        refused(config, capsys, f"{section}.webhooks.0.token_file", "is empty")
+
+    def test_events_mqtt_password_file_and_ca_are_read(self, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+        (tmp_path / "mqtt.pw").write_text("\n")
+        config = config_file(tmp_path, '[events.mqtt]\nhost = "b"\nusername = "u"\n'
+                                       f'password_file = "{tmp_path / "mqtt.pw"}"\n')
+        refused(config, capsys, "events.mqtt.password_file", "is empty")
+        (tmp_path / "ca.pem").write_text("hello\n")
+        config = config_file(tmp_path, '[[events.webhooks]]\nurl = "https://x/"\n'
+                                       f'ca_file = "{tmp_path / "ca.pem"}"\n')
+        refused(config, capsys, "events.webhooks.0.ca_file")
+
     def test_webhook_ca_file_not_pem(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (tmp_path / "ca.pem").write_text("hello\n")
         config = config_file(tmp_path, '[[alerts.webhooks]]\nurl = "https://x/"\n'
@@ -609,3 +632,145 @@ class TestStorePathRunCannotOpen:
             assert await serve(settings, handle_signals=False) == 1
         failed = [e for e in logs if e["event"] == "daemon.failed"]
         assert [(e["error_type"], "null" in e["error"]) for e in failed] == [("StoreError", True)]
+
+
+def cluster_config(tmp_path: Path, cluster: str) -> Path:
+    """A config of one cluster `c` given by `cluster` (TOML lines: address, credentials, ...)."""
+    path = tmp_path / "q.toml"
+    path.write_text(f'[[clusters]]\nname = "c"\n{cluster}[store]\npath = "{tmp_path / "state.db"}"\n')
+    return path
+
+
+class TestClusterValuesEveryPollFailsOn:
+    """Cluster settings `check-config` accepted and the daemon could not use: every poll then
+    failed (HTTP 401 on an empty or padded credential; "Invalid header value" on a tenant with a
+    line break; a URL vastpy cannot request from an address with a scheme or a path in it)."""
+
+    @pytest.mark.parametrize(("cluster", "field", "reason"), [
+        ('address = "vms"\ntoken = ""\n', "clusters.0.token", "is empty"),
+        ('address = "vms"\ntoken = "   "\n', "clusters.0.token", "is empty"),
+        ('address = "vms"\ntoken = " SECRET"\n', "clusters.0.token", "white space"),
+        ('address = "vms"\ntoken = "SECRET\\n"\n', "clusters.0.token", "white space"),
+        ('address = "vms"\ntoken = "SEC\\nRET"\n', "clusters.0.token", "control character"),
+        ('address = "vms"\nuser = "u"\npassword = ""\n', "clusters.0.password", "is empty"),
+        ('address = "vms"\nuser = "u"\npassword = "SEC\\u0000RET"\n', "clusters.0.password", "control character"),
+        ('address = "vms"\nuser = ""\npassword = "SECRET"\n', "clusters.0.user", "is empty"),
+        ('address = "vms"\nuser = "u "\npassword = "SECRET"\n', "clusters.0.user", "white space"),
+        ('address = "vms"\nuser = "u:v"\npassword = "SECRET"\n', "clusters.0.user", "':'"),
+    ])
+    def test_credentials(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], cluster: str, field: str,
+                         reason: str) -> None:
+        refused_without_echo(cluster_config(tmp_path, cluster), capsys, field, reason, "SECRET")
+
+    @pytest.mark.parametrize(("key", "contents", "reason"), [
+        ("token_file", "", "is empty"), ("password_file", "\n", "is empty"),
+        ("token_file", "SEC\nRET\n", "control character"), ("password_file", "SEC\rRET", "control character")])
+    def test_credential_files(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, contents: str,
+                              reason: str) -> None:
+        secret = tmp_path / "secret"
+        secret.write_text(contents)
+        secret.chmod(0o600)
+        user = 'user = "u"\n' if key == "password_file" else ""
+        config = cluster_config(tmp_path, f'address = "vms"\n{user}{key} = "{secret}"\n')
+        refused_without_echo(config, capsys, f"clusters.0.{key}", reason, "SEC")
+
+    def test_credentials_that_work_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        secret = tmp_path / "secret"
+        secret.write_text("  t0ken \n")  # a file is stripped when read, as `run` reads it
+        secret.chmod(0o600)
+        accepted(cluster_config(tmp_path, f'address = "vms"\ntoken_file = "{secret}"\n'), capsys)
+        accepted(cluster_config(tmp_path, 'address = "vms"\nuser = "admin"\npassword = "p a s s"\n'), capsys)
+        accepted(cluster_config(tmp_path, 'address = "vms"\nuser = "admin"\npassword = " pass "\n'), capsys)
+
+    @pytest.mark.parametrize("address", ["https://vms:443", "vms.example.org/api", "vms example.org", "vms?x=1",
+                                         "vms#x", "admin@vms", "vms:", ":443", "vms:0", "vms:65536", "vms:https",
+                                         "::1", "::1:443", "[::1", "[::1]443", "[vms]:443", "vms\\n"])
+    def test_address_not_host_port(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], address: str) -> None:
+        refused(cluster_config(tmp_path, f'address = "{address}"\ntoken = "t"\n'), capsys, "clusters.0.address")
+
+    @pytest.mark.parametrize("address", ["vms", "vms.example.org", "vms:443", "localhost:8443", "127.0.0.1:1",
+                                         "[::1]:8443", "[::1]", "vast-vms.example.org.", "vast_vms:443"])
+    def test_address_forms_that_work_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          address: str) -> None:
+        accepted(cluster_config(tmp_path, f'address = "{address}"\ntoken = "t"\n'), capsys)
+
+    @pytest.mark.parametrize("tenant", ["t\\n", "t\\r\\nX-Evil: 1", "t\\u0000", "\\tt", "租户"])
+    def test_tenant_not_sendable_as_a_header(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             tenant: str) -> None:
+        config = cluster_config(tmp_path, f'address = "vms"\ntoken = "t"\ntenant = "{tenant}"\n')
+        refused(config, capsys, "clusters.0.tenant")
+
+    @pytest.mark.parametrize("version", ["v1/quotas", "..", "../v1", "v 1", "v1\\n", "v1?x", "."])
+    def test_api_version_not_a_path_segment(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            version: str) -> None:
+        config = cluster_config(tmp_path, f'address = "vms"\ntoken = "t"\napi_version = "{version}"\n')
+        refused(config, capsys, "clusters.0.api_version")
+
+    @pytest.mark.parametrize("version", ["latest", "v5", "v6.1", ""])  # "": the unversioned /api/
+    def test_api_versions_that_work_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         version: str) -> None:
+        extra = f'address = "vms"\ntoken = "t"\ntenant = "default"\napi_version = "{version}"\n'
+        accepted(cluster_config(tmp_path, extra), capsys)
+
+
+class TestWebhookHeadersAndTls:
+    """`[[alerts.webhooks]]` and `[[events.webhooks]]` headers aiohttp cannot send (every delivery
+    failed), and TLS verification turned off without a word (the cluster's is a WARNING)."""
+
+    @pytest.mark.parametrize("section", ["alerts", "events"])
+    @pytest.mark.parametrize("headers", ['{"X Key" = "SECRET"}', '{"X:Key" = "SECRET"}', '{"" = "SECRET"}',
+                                         '{"X\\nKey" = "SECRET"}', '{"Clé" = "SECRET"}',
+                                         '{"X-Key" = "SECRET\\r\\nX-Evil: 1"}', '{"X-Key" = "SECRET\\n"}',
+                                         '{"X-Key" = "SEC\\u0000RET"}', '{"X-Key" = "SEC\\u007fRET"}'])
+    def test_headers_refused_without_echo(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str,
+                                          headers: str) -> None:
+        extra = f'[[{section}.webhooks]]\nurl = "http://receiver/"\nheaders = {headers}\n'
+        refused_without_echo(config_file(tmp_path, extra), capsys, f"{section}.webhooks.0.headers", "header",
+                             "SEC")
+
+    def test_headers_that_work_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        headers = '{"X-Api-Key" = "s3cret value", "X_Custom.Header~1" = "é"}'
+        extra = (f'[[alerts.webhooks]]\nurl = "http://receiver/"\nheaders = {headers}\n'
+                 f'[[events.webhooks]]\nurl = "http://receiver/"\nheaders = {headers}\n')
+        accepted(config_file(tmp_path, extra), capsys)
+
+    @pytest.mark.parametrize("section", ["alerts", "events"])
+    def test_tls_verification_off_is_a_warning(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               section: str) -> None:
+        extra = (f'[[{section}.webhooks]]\nurl = "https://hooks.example.org/in/HOOKSECRET"\n'
+                 "verify_tls = false\n")
+        code, report, err = check(config_file(tmp_path, extra), capsys)
+        assert code == 0
+        warnings = report["warnings"]
+        assert isinstance(warnings, list)
+        field = f"{section}.webhooks.0.verify_tls"
+        assert [w for w in warnings if w.startswith(f"{field}: ")], warnings
+        assert f"WARNING: {field}: " in err
+        assert "https://hooks.example.org" in err
+        assert "HOOKSECRET" not in json.dumps(report) + err
+
+    def test_tls_verification_off_is_logged_at_run(self, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+        """`run` logs every check-config warning as `config.doubtful` before it starts."""
+        from structlog.testing import capture_logs
+
+        from quotapilot.daemon.commands import run
+
+        async def serve(*_: object, **__: object) -> int:
+            return 0
+
+        monkeypatch.setattr(run, "serve", serve)
+        monkeypatch.setattr(run, "configure_logging", lambda *_: None)  # keep capture_logs' configuration
+        extra = '[[alerts.webhooks]]\nurl = "https://hooks.example.org/in"\nverify_tls = false\n'
+        with capture_logs() as logs:
+            assert main(["run", "--config", str(config_file(tmp_path, extra))]) == 0
+        doubtful = [e["problem"] for e in logs if e["event"] == "config.doubtful"]
+        assert [p for p in doubtful if p.startswith("alerts.webhooks.0.verify_tls: ")], logs
+
+    def test_tls_verification_on_or_plain_http_is_quiet(self, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+        """Plain http has no certificate to verify: `verify_tls = false` changes nothing there."""
+        extra = ('[[alerts.webhooks]]\nurl = "https://hooks.example.org/in"\n'
+                 '[[events.webhooks]]\nurl = "http://receiver/"\nverify_tls = false\n')
+        code, report, _ = check(config_file(tmp_path, extra), capsys)
+        assert (code, report["warnings"]) == (0, [])
