@@ -1116,7 +1116,7 @@ def describe_validation_error(exc: ValidationError) -> list[ConfigError]:
             # name the other field with the same prefix: "policy.grow_at: must be < policy.critical_at"
             for other in (*PolicyRules.model_fields, *ClusterSettings.model_fields,
                           *CapacitySettings.model_fields):
-                if reason.endswith(f" {other}") and prefix:
+                if reason.endswith(f" {other}") and not reason.endswith(f", {other}") and prefix:
                     reason = reason[: -len(other)] + f"{prefix}.{other}"
         else:
             field = ".".join(loc) or "(root)"

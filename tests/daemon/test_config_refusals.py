@@ -674,6 +674,11 @@ class TestClusterValuesEveryPollFailsOn:
         config = cluster_config(tmp_path, f'address = "vms"\n{user}{key} = "{secret}"\n')
         refused_without_echo(config, capsys, f"clusters.0.{key}", reason, "SEC")
 
+    def test_a_list_of_fields_is_not_rewritten(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """The last name of a list kept its own form ("…, token_file, clusters.0.user" read badly)."""
+        config = cluster_config(tmp_path, 'address = "vms"\ntoken = "t"\nuser = "u"\npassword = "p"\n')
+        refused(config, capsys, "clusters.0.token", "give only one of token, token_file, user")
+
     def test_credentials_that_work_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         secret = tmp_path / "secret"
         secret.write_text("  t0ken \n")  # a file is stripped when read, as `run` reads it
