@@ -195,8 +195,9 @@ class GrowthStage:
         observations = {o.target: o for o in poll.observations}
         changed = await self._external_changes(cluster, poll.observations, ctx.now)
         frozen = self.actuator.unsettled.get(cluster, frozenset())
-        decisions = tuple(_hold_if_changed(_hold_if_unsettled(d, observations.get(d.target), frozen), changed)
-                          for d in self.planner(cycle))
+        decisions = tuple(_hold_if_unconfirmed(
+            _hold_if_changed(_hold_if_unsettled(d, observations.get(d.target), frozen), changed), poll.unconfirmed)
+            for d in self.planner(cycle))
         ctx.decisions.extend(decisions)
         for decision in decisions:
             outcome = await self._act(decision, observations.get(decision.target), ctx.now, writer)
@@ -432,6 +433,18 @@ def _hold_if_unsettled(decision: Decision, obs: Observation | None, frozen: froz
     return replace(decision, kind=DecisionKind.BLOCKED, guard="unsettled",
                    reason="a write of ours is unsettled (outcome unknown, or a request that can still land): "
                           "growth frozen until a read settles it")
+
+
+def _hold_if_unconfirmed(decision: Decision, unconfirmed: frozenset[str]) -> Decision:
+    """A growth on a sample nothing confirmed yet (a target's first since start, since it was
+    forgotten or changed identity) waits for the next sample: one glitch must not be written on.
+    Not a block (no audit row, no `growth_blocked` alert): a hold of one poll, which would
+    otherwise page on the glitch it holds back."""
+    if decision.kind is not DecisionKind.GROW or decision.target.name not in unconfirmed:
+        return decision
+    return replace(decision, kind=DecisionKind.NONE, guard="unconfirmed",
+                   reason="first sample of this target (since start, or since it was forgotten or changed "
+                          "identity): growth waits for the next sample to confirm it")
 
 
 def _hold_if_changed(decision: Decision, changed: Mapping[TargetId, tuple[int | None, str]]) -> Decision:

@@ -42,6 +42,7 @@ from quotapilot.daemon.vms.validation import (
     Accepted,
     BadSample,
     Trend,
+    agrees,
     capacity_sample,
     cluster_record,
     jumped,
@@ -85,6 +86,8 @@ class VmsPoller:
         self._recent_rates: dict[str, deque[float]] = {}
         self._recent_inode_rates: dict[str, deque[float]] = {}
         self._drop_state: dict[str, str] = {}
+        self._unconfirmed: set[str] = set()
+        """Targets whose sample of the current poll is not confirmed by the one before it."""
         self._identity: dict[str, tuple[int | None, str]] = {}
         """(VMS id, path) of the quota each name last stood for: a quota deleted and re-created
         under the same name (at another path, or with a new id) is a new target, without history."""
@@ -119,6 +122,7 @@ class VmsPoller:
                               error=f"{error_reason(exc)}: {exc}")
         observations: list[Observation] = []
         dropped: list[DroppedSample] = []
+        self._unconfirmed = set()
         capacity = self._capacity(clusters, t, observations, dropped)
         seen: set[str] = set()
         for record in quotas:
@@ -132,7 +136,7 @@ class VmsPoller:
             ingest_bytes_per_second=bandwidth, dropped=tuple(dropped),
             requests=self.requests_made - requests_before,
             duration_seconds=time.perf_counter() - started,
-            ingest_rates=rates)
+            ingest_rates=rates, unconfirmed=frozenset(self._unconfirmed))
 
     async def _bandwidth(self) -> float | None:
         """The cluster's latest write bandwidth (bytes/s); None when VMS cannot say (not fatal)."""
@@ -179,6 +183,19 @@ class VmsPoller:
             self._forget(name)
             self._identity[name] = identity
         previous = self._accepted.get(name)
+        if previous is None or not previous.confirmed:
+            # nothing confirmed to judge it against (the first poll, a restart, a quota new or
+            # forgotten, another identity): kept, but unconfirmed until the next sample agrees —
+            # a glitch here was grown on at once; and the next, true sample must not be dropped
+            # as a fall from it
+            self._trends.pop(name, None)
+            self._suspect_jumps.pop(name, None)
+            if previous is None or not agrees(
+                    previous, Accepted(observation.t, used, observation.used_inodes),
+                    hard_limit_bytes=observation.hard_limit_bytes, tolerance_ratio=self._poll.tolerance_ratio,
+                    hard_limit_inodes=observation.hard_limit_inodes):
+                self._unconfirmed.add(name)
+            return
         trend, drop = went_backwards(previous, used, observation.used_inodes,
                                      tolerance_ratio=self._poll.tolerance_ratio,
                                      trend=self._trends.get(name, Trend.STEADY))
@@ -226,7 +243,7 @@ class VmsPoller:
                 if obs.used_inodes is not None and previous.used_inodes is not None:
                     inode_rate = (obs.used_inodes - previous.used_inodes) / (obs.t - previous.t)
                     self._recent_inode_rates.setdefault(name, deque(maxlen=RATE_WINDOW)).append(inode_rate)
-            accepted[name] = Accepted(obs.t, obs.used_bytes, obs.used_inodes)
+            accepted[name] = Accepted(obs.t, obs.used_bytes, obs.used_inodes, name not in self._unconfirmed)
         refused = {sample.target for sample in dropped}
         for name in refused:
             if name in self._accepted and name not in accepted:

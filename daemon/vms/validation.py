@@ -71,6 +71,9 @@ class Accepted:
     t: float
     used_bytes: int
     used_inodes: int | None
+    confirmed: bool = True
+    """Whether a sample before it agreed with it (`agrees`): a target's first sample — nothing to
+    judge it against — is kept but unconfirmed, and nothing is written on it."""
 
 
 class Trend(enum.Enum):
@@ -250,6 +253,17 @@ def jumped(previous: Accepted | None, suspect: Accepted | None, sample: Accepted
                      hard_limit=hard_limit_inodes, rates=inode_rates, tolerance_ratio=tolerance_ratio,
                      floor=JUMP_FLOOR_INODES)
     return (sample, True) if jump else (None, False)
+
+
+def agrees(previous: Accepted, sample: Accepted, *, hard_limit_bytes: int | None, tolerance_ratio: float,
+           hard_limit_inodes: int | None = None) -> bool:
+    """Whether `sample` confirms `previous`: no fall beyond `tolerance_ratio`, no rise beyond the
+    plausible (`jumped`'s rules, without recent rates: the floors alone)."""
+    _, fell = went_backwards(previous, sample.used_bytes, sample.used_inodes, tolerance_ratio=tolerance_ratio,
+                             trend=Trend.STEADY)
+    _, rose = jumped(previous, None, sample, hard_limit_bytes=hard_limit_bytes, rates=(),
+                     tolerance_ratio=tolerance_ratio, hard_limit_inodes=hard_limit_inodes)
+    return not (fell or rose)
 
 
 def _drr(value: object) -> float | None:

@@ -38,8 +38,11 @@ async def main():
         policy={"mode": "enforce", "grow_at": 0.55, "target_utilization": 0.5, "cooldown_seconds": 3600},
         vast={"max_retries": 0})
     wiring = StageWiring()
-    async with Daemon(settings, VirtualClock(args["t"]), stages=wiring) as daemon:
+    clock = VirtualClock(args["t"])
+    async with Daemon(settings, clock, stages=wiring) as daemon:
         growth = wiring.built.growth
+        await daemon.poll_once("sim")  # a first sample: growth waits for the next to confirm it
+        clock.advance(1)
         if args["crash_at"]:
             def checkpoint(point):
                 if point == args["crash_at"]:

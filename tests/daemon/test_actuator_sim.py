@@ -33,6 +33,8 @@ class TestAgainstTheSimulator:
         async with SimulatorServer("cosmos7", clock=clock, port=0, state_dir=tmp_path / "sim") as sim:
             settings = settings_for(sim, tmp_path, "enforce", views=(NEW_VIEW,))
             async with Daemon(settings, clock) as daemon:
+                await daemon.poll_once("sim")  # first samples: growth waits for the next to confirm them
+                clock.advance(60)
                 ctx = await daemon.poll_once("sim")
                 assert daemon.snapshot.mode == "enforce"
             grown = {a.target.name: a for a in ctx.actions}
@@ -50,7 +52,8 @@ class TestAgainstTheSimulator:
             wiring = StageWiring()
             async with Daemon(settings, clock, stages=wiring) as daemon:
                 OverrideStore(daemon.db).pause("/cosmos7/processed", now=clock.now(), reason="reprocessing")
-                ctx = await daemon.poll_once("sim")
+                await daemon.poll_once("sim")  # first samples: growth waits for the next to confirm them
+                ctx = await daemon.poll_once("sim")  # (at the same time: usage compared unchanged below)
                 assert wiring.built.growth.view.views_would_create == ("sim:/cosmos7/calibration (view and quota)",)
                 statuses = {r["target"]: r["status"] for r in query_actions(daemon.db)}
             assert statuses == {"cosmos7-raw": "would_grow", "cosmos7-processed": "paused"}

@@ -132,6 +132,7 @@ class TestPollOnce:
 
         settings = make_settings(policy={"mode": "enforce", "grow_at": 0.01, "target_utilization": 0.005})
         async with Daemon(settings, clock, stages=stages) as daemon:
+            await daemon.poll_once("sim")  # first samples: growth waits for the next to confirm them
             clock.advance(3600)
             ctx = await daemon.poll_once("sim")
             assert not ctx.forecasts and ctx.decisions  # growth ran after the failed stage
@@ -141,7 +142,7 @@ class TestPollOnce:
             live = {q.path: q.hard_limit for q in sim.engine.quotas.values()}
             for action in grown:
                 assert live[action.target.path] == action.new_hard
-            assert dict(daemon.snapshot.stage_errors_total) == {"forecaster": 1}
+            assert dict(daemon.snapshot.stage_errors_total) == {"forecaster": 2}
 
     async def test_stages_see_failed_polls(self, sim: SimulatorServer, make_settings: SettingsFactory,
                                            clock: VirtualClock) -> None:

@@ -364,11 +364,11 @@ class TestValidation:
     async def test_a_decline_over_two_polls_loses_one_sample(self, fake: tuple[FakeVms, VmsPoller]) -> None:
         vms, collector = fake
         accepted = []
-        for used in (1000, 500, 200, 100):
+        for used in (1000, 1000, 500, 200, 100):  # (two first: the first alone is not confirmed)
             vms.quotas = [quota("q", used_capacity=used)]
             result = await collector.poll()
             accepted += [o.used_bytes for o in result.observations if o.target.name == "q"]
-        assert accepted == [1000, 200, 100]
+        assert accepted == [1000, 1000, 200, 100]
 
     async def test_vanished_quota_is_forgotten(self, fake: tuple[FakeVms, VmsPoller]) -> None:
         vms, collector = fake
@@ -385,11 +385,26 @@ class TestValidation:
         vms, collector = fake
         vms.quotas = [quota("q", used_capacity=1000)]
         await collector.poll()
+        await collector.poll()
         vms.quotas = [quota("q", used_capacity=0)]
         assert len((await collector.poll()).dropped) == 1
         vms.quotas = [quota("q", used_capacity=1001)]
         result = await collector.poll()
         assert list(result.dropped) == []
+
+    async def test_a_first_sample_is_kept_but_unconfirmed(self, fake: tuple[FakeVms, VmsPoller]) -> None:
+        """Nothing to judge a target's first sample against: it is kept (stored, forecast) but
+        unconfirmed — written on only once the next sample agrees. A next sample that disagrees
+        replaces it, unconfirmed too (either may be the glitch); a third that agrees settles it."""
+        vms, collector = fake
+        unconfirmed = []
+        for tib in (99.0, 70.0, 70.1, 70.2):  # of 100 TiB: a 99 % glitch first, then the truth
+            used = int(tib * 2**40)
+            vms.quotas = [quota("q", used_capacity=used)]
+            result = await collector.poll()
+            assert [o.used_bytes for o in result.observations if o.target.name == "q"] == [used]
+            unconfirmed.append("q" in result.unconfirmed)
+        assert unconfirmed == [True, True, False, False]
 
     async def test_pool_with_free_above_usable_is_dropped(self, fake: tuple[FakeVms, VmsPoller]) -> None:
         vms, collector = fake

@@ -148,6 +148,7 @@ class TestEventsOfAnUnknownOutcome:
                 stage = next(s for s in daemon.stages if isinstance(s, EventStage))
                 supervisor = asyncio.create_task(daemon.supervisor.run(), name="test:supervisor")
                 try:
+                    await daemon.poll_once("sim")  # first samples: growth waits for the next to confirm them
                     await daemon.poll_once("sim")
                     if settle:
                         await clock.advance_and_settle(2 * HOUR)

@@ -79,6 +79,7 @@ class TestFleet:
             assert (standby["role"], standby["holder"], standby["lease_epoch"]) == ("standby", leases(a).holder, 1)
             standby_ctx = await b.poll_once("sim")
             assert standby_ctx.poll.ok and standby_ctx.actions == []  # polled, did not act
+            await a.poll_once("sim")  # first samples: growth waits for the next to confirm them
             leader_ctx = await a.poll_once("sim")
             grown = {x.target.name: x for x in leader_ctx.actions}
             assert grown["cosmos7-raw"].status == ActionStatus.VERIFIED
@@ -116,6 +117,7 @@ class TestFleet:
                     fence = LeaseStore(b.db).acquire("sim", leases(b).holder, now=clock.now(), ttl_seconds=LEASE)
                     assert fence is not None and fence.epoch == 2
 
+            await a.poll_once("sim")  # first samples: growth waits for the next to confirm them
             growth_stage(a).actuator.checkpoint = stall  # type: ignore[method-assign]  # the test's SIGSTOP
             paused_ctx = await a.poll_once("sim")
             assert stalled
@@ -124,6 +126,7 @@ class TestFleet:
             assert alerting(a).alerts_raised == 0  # deposed by the end of its cycle: no alerts from it
             await leases(b).step()
             assert leases(b).is_leader("sim")
+            await b.poll_once("sim")  # b's first samples
             taken_over = await b.poll_once("sim")
             raw = [x for x in taken_over.actions if x.target.name == "cosmos7-raw"]
             assert [x.status for x in raw] == [ActionStatus.VERIFIED]

@@ -30,6 +30,8 @@ async def test_a_quota_recreated_under_the_same_name_elsewhere_starts_afresh(
         trust: SimulatorServer, clock: TrustClock, store: Path) -> None:
     policy = {"mode": "enforce", "overrides": [{"match": "t-hot", "grow_at": 0.5, "target_utilization": 0.45}]}
     async with Daemon(settings_for(trust, store=store, policy=policy), clock) as daemon:
+        await daemon.poll_once("sim")  # a first sample: growth waits for the next to confirm it
+        clock.advance(60)
         await daemon.poll_once("sim")
         assert [r["status"] for r in audit(store, "t-hot")] == ["verified"]
         # t-hot is deleted and a quota of the same name made on /t/spare (15 TB used of 20 TB: 75 %)
@@ -38,6 +40,8 @@ async def test_a_quota_recreated_under_the_same_name_elsewhere_starts_afresh(
         trust.engine.delete_quota(old.id, source="operator")
         new = trust.engine.create_quota(name="t-hot", path="/t/spare", hard_limit=20 * TB, soft_limit=18 * TB,
                                         source="operator")
+        clock.advance(60)
+        await daemon.poll_once("sim")  # the new quota's first sample
         clock.advance(60)
         await daemon.poll_once("sim")
     # another quota (VMS id, path): no cooldown of the old one applies

@@ -63,6 +63,8 @@ async def _restart_with_a_patch_in_flight(cosmos: SimulatorServer, clock: TrustC
                              apply_after=600)
     settings = settings_for(cosmos, store=store, policy=GROW_NOW, vast={"max_retries": 0})
     async with Daemon(settings, clock) as first:
+        await first.poll_once("sim")  # a first sample: growth waits for the next to confirm it
+        clock.advance(60)
         cycle = asyncio.create_task(first.poll_once("sim"))
         assert await wait_until(lambda: rule.fired == 1, within_seconds=20)
         cycle.cancel()  # the process dies with the PATCH in flight (its intent row stays open)
