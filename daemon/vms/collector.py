@@ -125,8 +125,9 @@ class VmsPoller:
         self._unconfirmed = set()
         capacity = self._capacity(clusters, t, observations, dropped)
         seen: set[str] = set()
-        for record in quotas:
-            self._quota(record, t, seen, observations, dropped)
+        ids: set[int] = set()
+        for number, record in enumerate(quotas, start=1):
+            self._quota(number, record, t, seen, ids, observations, dropped)
         rates = self._rates(observations, dropped)
         for sample in dropped:
             self.dropped_total[sample.reason] += 1
@@ -163,15 +164,24 @@ class VmsPoller:
         observations.append(observation)
         return capacity
 
-    def _quota(self, record: Any, t: float, seen: set[str],
+    def _quota(self, number: int, record: Any, t: float, seen: set[str], ids: set[int],
                observations: list[Observation], dropped: list[DroppedSample]) -> None:
+        """The `number`th entry of the listing; `seen`/`ids`: the names and VMS ids taken so far."""
+        if not isinstance(record, dict):
+            dropped.append(DroppedSample(self.name, f"entry:{number}", "malformed",
+                                         f"not a quota record: {type(record).__name__}"))
+            return
         try:
             observation = quota_sample(self.name, record, t, seen)
+            if observation.quota_id is not None and observation.quota_id in ids:
+                raise BadSample("malformed", f"quota id {observation.quota_id} listed again for another quota")
             self._check_history(observation)
         except BadSample as bad:
             dropped.append(DroppedSample(self.name, quota_label(record), bad.reason, bad.detail))
             return
         seen.add(observation.target.name)
+        if observation.quota_id is not None:
+            ids.add(observation.quota_id)
         observations.append(observation)
 
     def _check_history(self, observation: Observation) -> None:

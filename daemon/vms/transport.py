@@ -252,18 +252,19 @@ class VmsTransport:
         """`GET /<resource>/` with query parameters."""
         return await self.call(f"GET {resource}", lambda client: client[resource].get(**params))
 
-    async def list_all(self, resource: str, **filters: Any) -> list[dict[str, Any]]:
+    async def list_all(self, resource: str, **filters: Any) -> list[Any]:
         """Every object of a list endpoint, following `next` page by page. A page shorter than
-        the envelope's `count` implies is refetched like any temporary failure."""
+        the envelope's `count` implies is refetched like any temporary failure. Entries that are
+        no object are kept, for the caller to drop and count as malformed."""
         page_size = self._vast.page_size
-        items: list[dict[str, Any]] = []
+        items: list[Any] = []
         page = 1
         while True:
             fetch = functools.partial(_fetch_page, resource, page, page_size, filters)
             body = await self.call(f"GET {resource} page {page}", fetch)
             if isinstance(body, list):  # a VMS that ignores paging answers the plain array
-                return [item for item in body if isinstance(item, dict)]
-            items.extend(item for item in body["results"] if isinstance(item, dict))
+                return list(body)
+            items.extend(body["results"])
             if not body.get("next") or not body["results"]:
                 return _unique_by_id(items)
             page += 1
@@ -291,16 +292,19 @@ class VmsTransport:
         return True
 
 
-def _unique_by_id(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _unique_by_id(items: list[Any]) -> list[Any]:
     """A listing without the repeats a page shift causes (an object deleted while paging moves
-    the next page's first object onto the previous page)."""
-    seen: set[Any] = set()
+    the next page's first object onto the previous page): a record with an id already listed
+    and the same name and path. Another record under that id is kept (the caller drops it as
+    malformed, counted)."""
+    seen: set[tuple[Any, Any, Any]] = set()
     unique = []
     for item in items:
-        ident = item.get("id")
-        if ident is not None and ident in seen:
+        key = (item.get("id"), item.get("name"), item.get("path")) if isinstance(item, dict) else None
+        if key is not None and key[0] is not None and key in seen:
             continue
-        seen.add(ident)
+        if key is not None:
+            seen.add(key)
         unique.append(item)
     return unique
 

@@ -86,6 +86,11 @@ class Trend(enum.Enum):
     """A fall was confirmed; further falls are believed."""
 
 
+INT64_MAX = 2**63 - 1
+"""VMS's integer fields are `format: int64` (the OpenAPI schema); a larger value is garbage, and
+the store's 64-bit integers could not hold it (the store stage failed on 1e19 bytes)."""
+
+
 def _int_field(record: Mapping[str, Any], key: str, *, required: bool) -> int | None:
     """An integer field of a VMS record; raises `BadSample` when malformed."""
     value = record.get(key)
@@ -99,6 +104,8 @@ def _int_field(record: Mapping[str, Any], key: str, *, required: bool) -> int | 
         raise BadSample("malformed", f"{key}={value!r} is not finite")
     if value < 0:
         raise BadSample("negative", f"{key}={value}")
+    if value > INT64_MAX:
+        raise BadSample("malformed", f"{key}={value!r} is beyond the schema's int64")
     return int(value)
 
 

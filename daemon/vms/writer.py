@@ -27,7 +27,7 @@ class VmsWriter:
     async def list_quotas(self, path: str | None = None) -> list[dict[str, Any]]:
         """Every quota (paged), or the ones on `path`."""
         filters = {} if path is None else {"path": path}
-        return await self.transport.list_all("quotas", **filters)
+        return [r for r in await self.transport.list_all("quotas", **filters) if isinstance(r, dict)]
 
     async def patch_quota(self, quota_id: int, *, hard_limit: int | None = None,
                           soft_limit: int | None = None, hard_limit_inodes: int | None = None,
@@ -54,7 +54,7 @@ class VmsWriter:
 
     async def list_views(self) -> list[dict[str, Any]]:
         """Every view (paged)."""
-        return await self.transport.list_all("views")
+        return [r for r in await self.transport.list_all("views") if isinstance(r, dict)]
 
     async def create_view(self, path: str, name: str, policy_id: int,
                           protocols: list[str] | tuple[str, ...]) -> dict[str, Any]:

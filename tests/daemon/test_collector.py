@@ -291,6 +291,10 @@ class TestValidation:
         ({"used_capacity": None}, "malformed"),
         ({"path": None}, "malformed"),
         ({"soft_limit": 200 * 2**40}, "implausible"),
+        # beyond the schema's int64: the store stage failed on it (OverflowError) after validation
+        ({"used_capacity": 10**19, "hard_limit": 2 * 10**19}, "malformed"),
+        ({"used_capacity": 1e19, "hard_limit": 2e19}, "malformed"),
+        ({"hard_limit_inodes": 2**63}, "malformed"),
     ])
     async def test_bad_sample_is_dropped(self, fake: tuple[FakeVms, VmsPoller], fields: dict[str, Any],
                                          reason: str) -> None:
@@ -310,6 +314,23 @@ class TestValidation:
         assert {"a", "b", POOL_TARGET} == {o.target.name for o in result.observations}
         vms.quotas = [quota("a", id=1), quota("a", id=3)]  # the same name twice: VMS is confused
         assert [(d.target, d.reason) for d in (await collector.poll()).dropped] == [("a", "malformed")]
+
+    async def test_entries_that_are_no_record_are_counted(self, fake: tuple[FakeVms, VmsPoller]) -> None:
+        """A listing with `null` or a string among its records: they vanished, uncounted and unlogged."""
+        vms, collector = fake
+        vms.quotas = [quota("a"), None, "junk"]  # type: ignore[list-item]  # what a confused VMS sends
+        result = await collector.poll()
+        assert {"a", POOL_TARGET} == {o.target.name for o in result.observations}
+        assert [(d.target, d.reason) for d in result.dropped] == [("entry:2", "malformed"), ("entry:3", "malformed")]
+        assert dict(collector.dropped_total) == {"malformed": 2}
+
+    async def test_one_id_for_two_quotas_is_counted(self, fake: tuple[FakeVms, VmsPoller]) -> None:
+        """Two records with one VMS id but another name: the second vanished, uncounted."""
+        vms, collector = fake
+        vms.quotas = [quota("a", id=7), quota("b", id=7, path="/elsewhere")]
+        result = await collector.poll()
+        assert {"a", POOL_TARGET} == {o.target.name for o in result.observations}
+        assert [(d.target, d.reason) for d in result.dropped] == [("b", "malformed")]
 
     async def test_bandwidth_is_the_latest_sample(self, fake: tuple[FakeVms, VmsPoller]) -> None:
         _, collector = fake
