@@ -64,7 +64,8 @@ class PollResult:
     error: str | None = None
     ingest_rates: Mapping[str, float] = field(default_factory=dict)
     """Net ingest (bytes/s) per target name since its previous accepted sample; the pool is
-    `POOL_TARGET`. Absent for a target's first sample. `observations` includes the pool."""
+    `POOL_TARGET`. Absent for a target's first sample and for one that disagrees with an
+    unconfirmed sample before it. `observations` includes the pool."""
     unconfirmed: frozenset[str] = frozenset()
     """Target names whose sample is not yet confirmed by a second one (`validation.agrees`): a
     target's first sample since start, since it was forgotten, or since its identity changed.

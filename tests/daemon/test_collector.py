@@ -460,6 +460,19 @@ class TestJumps:
             assert (used, None) == (await self.poll_q(vms, collector, clock, used))[:2]
         return used
 
+    async def test_a_glitch_before_confirmation_is_no_rate(self, fake: tuple[FakeVms, VmsPoller],
+                                                          clock: InstantClock) -> None:
+        """A first sample that was a glitch (1 TiB, really 70): the rise to the true sample is no
+        ingest rate — as a rate it made every later rise plausible, a 99 % glitch included."""
+        vms, collector = fake
+        assert (await self.poll_q(vms, collector, clock, 1 * self.TIB))[2] is None
+        assert (await self.poll_q(vms, collector, clock, 70 * self.TIB))[2] is None  # unconfirmed: no rate
+        used = 70 * self.TIB
+        for _ in range(3):
+            used += 10 * 2**30
+            assert (await self.poll_q(vms, collector, clock, used))[:2] == (used, None)
+        assert (await self.poll_q(vms, collector, clock, 99 * self.TIB))[:2] == (None, "unconfirmed_jump")
+
     async def test_one_glitch_up_is_dropped_and_the_true_sample_after_it_accepted(
             self, fake: tuple[FakeVms, VmsPoller], clock: InstantClock) -> None:
         vms, collector = fake
