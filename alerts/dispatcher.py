@@ -2,14 +2,22 @@
 
 Every notification is in the outbox (durable) before any send. One worker per sink:
 
-- fetches that sink's pending rows in outbox order; of several pending rows of one alert id only
+- fetches that sink's pending rows in outbox order — only of alerts with a row due, so rows held
+  for a quiet window (however many) never crowd a due one out of a batch, and a batch full of
+  them is no reason to pass again at once; of several pending rows of one alert id only
   the newest is sent (the older are marked superseded): after an outage the backlog drains with
   the latest state winning, e.g. a resolve supersedes the fire it ends;
 - sends the due rows concurrently (at most one per alert id, so per-alert order holds), marks the
   delivered ones; a temporary failure backs the whole sink off (the injected `backoff`, at least
   the server's Retry-After) — the receiver is down, hammering it with the rest of the batch helps
   nobody; a permanent rejection drops that row;
-- rows older than `max_age_seconds` are dropped, counted as `expired`.
+- rows that have waited longer than `max_age_seconds` since they became due are dropped, counted
+  as `expired`. The age is measured on the monotonic clock from the moment this process first
+  fetched the row (plus the wall-clock age it had then, since it became due), so time held for a
+  quiet window does not count (the README promises held notifications are delivered when the
+  window ends, not dropped), and neither does a wall-clock step back (a row created after a step
+  back of any length is as young as it is). One limit: after a restart, a row that was held and
+  then retried is aged from its `created_at` (its original hold end is no longer on disk).
 
 `alerts` never imports `quotapilot.daemon`, so the dispatcher is given plain collaborators rather
 than the daemon's types:
@@ -38,8 +46,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -84,8 +93,13 @@ class Outbox(Protocol):
         """Insert; an entry whose (sink, dedup_key) exists already is ignored. Returns inserted."""
         ...
 
-    async def pending(self, sink: str, limit: int) -> list[OutboxRow]:
-        """Undelivered, not superseded, not dropped rows of `sink`, oldest first."""
+    async def pending(self, sink: str, limit: int, due_by: float = math.inf, *,
+                      retries: bool = False) -> list[OutboxRow]:
+        """Undelivered, not superseded, not dropped rows of `sink`, oldest first — only those of
+        alerts that have a row due (`next_attempt_at <= due_by`, or with `retries` any row tried
+        before), with every pending row of such an alert (so the newest of them can win). Rows of
+        alerts with nothing due (held for a quiet window, backing off) are not fetched: however
+        many they are, they never crowd a due row out of the batch."""
         ...
 
     async def supersede_older(self, sink: str, now: float) -> int:
@@ -187,6 +201,8 @@ class Dispatcher:
         self._backlog: dict[str, bool] = dict.fromkeys(self.sinks, True)  # a backlog may be on disk at start
         self._flushing = False
         self._flush_requested = asyncio.Event()
+        self._first_seen: dict[int, tuple[float, float]] = {}
+        """row id → (monotonic time this process first fetched it, its age then): see `_age`."""
 
     # ------------------------------------------------------------------------------ feeding
     def wake(self) -> None:
@@ -300,7 +316,7 @@ class Dispatcher:
             swept = await self.outbox.supersede_older(name, now)
             if swept:
                 self.stats.results[(name, "superseded")] += swept
-        rows = await self.outbox.pending(name, self.batch_size)
+        rows = await self.outbox.pending(name, self.batch_size, now, retries=self._flushing)
         self._backlog[name] = len(rows) >= self.batch_size
         latest: dict[str, OutboxRow] = {}
         superseded: list[int] = []
@@ -312,10 +328,13 @@ class Dispatcher:
         if superseded:
             await self.outbox.mark_superseded(superseded, now)
             self.stats.results[(name, "superseded")] += len(superseded)
+            self._forget(superseded)
         candidates = sorted(latest.values(), key=lambda r: r.row_id)
-        expired = [r for r in candidates if now - r.created_at > self.max_age_seconds]
+        expired = [r for r in candidates if self._is_due(r.next_attempt_at, r.attempts, now)
+                   and self._age(r) > self.max_age_seconds]
         if expired:
             await self.outbox.mark_dropped([r.row_id for r in expired], now, "expired")
+            self._forget(r.row_id for r in expired)
             self.stats.results[(name, "expired")] += len(expired)
             log.warning("alert.expired", sink=name, count=len(expired))
         dropped = {r.row_id for r in expired}
@@ -343,9 +362,29 @@ class Dispatcher:
                 return self._backoff_delay(name, None)
             log.info("alert_sink.recovered", sink=name, after_failures=self._failures[name])
             self._failures[name] = 0
-        if len(rows) >= self.batch_size:
-            return 0.0
+        if len(rows) >= self.batch_size and (due or superseded or expired):
+            return 0.0  # more may be due beyond this batch; a batch that moved nothing is no reason to spin
         return min(later) - now if later else self.idle_seconds
+
+    def _age(self, row: OutboxRow) -> float:
+        """How long `row` has been due and undelivered: its wall-clock age when this process
+        first fetched it (from `created_at`, or from the end of its quiet-window hold if it was
+        never tried: `next_attempt_at` is then still the hold's end), then monotonic time. The
+        wall clock is read raw, not `schedule_now()`: that runs ahead of the wall after a step
+        back, while a row created since was stamped with the stepped wall."""
+        seen = self._first_seen.get(row.row_id)
+        mono = self.monotonic()
+        if seen is None:
+            due_since = max(row.created_at, row.next_attempt_at) if row.attempts == 0 else row.created_at
+            seen = self._first_seen[row.row_id] = (mono, max(0.0, self.now() - due_since))
+            if len(self._first_seen) > 20 * self.batch_size:  # rows finished elsewhere (a sweep, a peer)
+                self._first_seen = dict(list(self._first_seen.items())[-10 * self.batch_size:])
+        first_mono, age_then = seen
+        return age_then + max(0.0, mono - first_mono)
+
+    def _forget(self, row_ids: Iterable[int]) -> None:
+        for row_id in row_ids:
+            self._first_seen.pop(row_id, None)
 
     async def _send_rows(self, sink: Sink, rows: Sequence[OutboxRow]) -> SinkUnavailable | None:
         """Send `rows` in chunks of `concurrency`; stop at the first chunk with a temporary error."""
@@ -360,6 +399,7 @@ class Dispatcher:
             now = self.schedule_now()
             if delivered:
                 await self.outbox.mark_delivered([row.row_id for row in delivered], now)
+                self._forget(row.row_id for row in delivered)
                 self.stats.results[(name, "delivered")] += len(delivered)
                 for row in delivered:
                     evaluated = row.payload.get("evaluated_at_epoch")
@@ -368,6 +408,7 @@ class Dispatcher:
                 log.debug("alert.delivered", sink=name, count=len(delivered))
             for row, problem in rejected:
                 await self.outbox.mark_dropped([row.row_id], now, str(problem))
+                self._forget((row.row_id,))
                 self.stats.results[(name, "rejected")] += 1
                 log.error("alert.rejected", sink=name, alert_id=row.alert_id, dedup_key=row.dedup_key,
                           error=str(problem))

@@ -549,8 +549,8 @@ class WebhookSettings(Group):
 
     @model_validator(mode="after")
     def _files(self) -> WebhookSettings:
-        if self.name == LOG_SINK_NAME:
-            raise FieldProblem("name", f"{LOG_SINK_NAME!r} is the built-in log sink's name")
+        if self.name is not None:
+            _check_webhook_name(self.name)
         # aiohttp refuses to send such a header: every delivery would fail. The value may be a
         # secret (an API key): never in the message.
         for header, value in self.headers.items():
@@ -568,6 +568,31 @@ class WebhookSettings(Group):
 
     def resolved_ca_file(self) -> Path | None:
         return None if self.ca_file is None else expand_path(self.ca_file)
+
+
+_RESERVED_SINK_NAMES = {LOG_SINK_NAME: "the built-in log sink", "mqtt": "the MQTT sink (events-mqtt for events)"}
+_EVENT_SINK_PREFIX = "events-"
+"""The event outbox's sinks are `events-<webhook name>` and `events-mqtt` (`daemon/events.py`)."""
+
+
+def _check_webhook_name(name: str) -> None:
+    """A webhook's name is its outbox sink; alerts and events share the outbox table, so a name
+    that can equal another sink's would make two dispatchers read (and mark) the same rows."""
+    if name in _RESERVED_SINK_NAMES:
+        raise FieldProblem("name", f"{name!r} is reserved for {_RESERVED_SINK_NAMES[name]}")
+    if name.startswith(_EVENT_SINK_PREFIX):
+        raise FieldProblem("name", f"{name!r}: names starting with {_EVENT_SINK_PREFIX!r} are reserved "
+                           "for the events outbox's sinks (events-webhook-<i>, events-mqtt)")
+
+
+def _check_webhook_names(webhooks: tuple[WebhookSettings, ...]) -> None:
+    """No two webhooks of one group share a sink: a name given twice, or one another webhook has
+    by default (`webhook-<its index>`)."""
+    names = [w.name or f"webhook-{i}" for i, w in enumerate(webhooks)]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise FieldProblem(f"webhooks.{i}.name", f"sink {name!r} is taken by webhook {names.index(name)} "
+                               "(webhook-<i> is the default of the i-th webhook)")
 
 
 RetryBackoffs = Annotated[tuple[Annotated[float, Field(gt=0, le=86400)], ...], Field(min_length=1, max_length=100)]
@@ -636,6 +661,11 @@ class AlertSettings(Group):
         (1, 2, 5, 10, 30, 60, 120, 300), description="Delivery retry delays per sink (jittered); the last one repeats.")
     max_age_seconds: Seconds = Field(
         7 * 86400.0, gt=0, description="Undelivered notifications older than this are dropped (and counted).")
+
+    @model_validator(mode="after")
+    def _webhook_names(self) -> AlertSettings:
+        _check_webhook_names(self.webhooks)
+        return self
 
     def sink_names(self) -> list[str]:
         """The names routes may use: `log` (when on), `mqtt` (when set), each webhook's name."""
@@ -930,6 +960,11 @@ class EventSettings(Group):
         (1, 2, 5, 10, 30, 60, 120, 300), description="Delivery retry delays per sink (jittered); the last one repeats.")
     max_age_seconds: Seconds = Field(
         7 * 86400.0, description="Undelivered events older than this are dropped (and counted).")
+
+    @model_validator(mode="after")
+    def _webhook_names(self) -> EventSettings:
+        _check_webhook_names(self.webhooks)
+        return self
 
 
 class FilesystemTarget(Group):

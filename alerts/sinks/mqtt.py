@@ -13,6 +13,11 @@ learns that a connection died the public way: a publish on it fails at once with
 `SinkUnavailable` and drops the client, and the dispatcher's backoff decides when the next send
 (and so the next connect) happens. Every aiomqtt/paho/OS error is translated into the
 `quotapilot.alerts.errors` hierarchy.
+
+A message no broker could ever take — a topic that is not UTF-8 (a lone surrogate in a target
+name) or longer than MQTT's 65,535 bytes, which paho refuses with ValueError — is `SinkRejected`:
+retrying cannot help, so the dispatcher drops it (counted, logged once) instead of backing off the
+whole sink for it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from quotapilot.alerts.errors import SinkRejected, SinkTimeout, SinkUnavailable
 # hundreds in flight on purpose. Our own errors say what matters.
 _CLIENT_LOG = logging.getLogger("quotapilot.alerts.sinks.mqtt.aiomqtt")
 _CLIENT_LOG.setLevel(logging.ERROR)
+
+_MAX_TOPIC_BYTES = 65535
+"""MQTT's limit on a topic name (a UTF-8 string with a 16-bit length)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +147,16 @@ class MqttSink:
             await asyncio.wait_for(client.__aexit__(None, None, None), timeout=1.0)
 
     # ------------------------------------------------------------------------------ sending
+    def _check_topic(self, topic: str) -> None:
+        try:
+            size = len(topic.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise SinkRejected(self.name, f"topic {topic[:100]!r} is not valid UTF-8: {exc.reason}") from exc
+        if size > _MAX_TOPIC_BYTES:
+            raise SinkRejected(self.name, f"topic {topic[:100]!r}… is {size} bytes, MQTT allows {_MAX_TOPIC_BYTES}")
+
     async def _publish(self, topic: str, payload: Mapping[str, Any], *, retain: bool) -> None:
+        self._check_topic(topic)
         try:
             body = json.dumps(dict(payload), sort_keys=True).encode()
         except (TypeError, ValueError) as exc:
@@ -156,6 +173,8 @@ class MqttSink:
                     await self._drop_client()
                 client = await self._connected()
                 await client.publish(topic, body, qos=1, retain=retain, timeout=self.config.timeout_seconds)
+        except ValueError as exc:  # paho refuses the message itself (topic, size): it never will take it
+            raise SinkRejected(self.name, f"publish to {topic[:100]!r}: {exc}") from exc
         except aiomqtt.MqttError as exc:
             await self._drop_client()
             if "timed out" in str(exc):

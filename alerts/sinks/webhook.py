@@ -5,6 +5,18 @@ Formats: `json` (our schema, as is), `alertmanager` (a `postableAlerts` list to 
 Errors become the `quotapilot.alerts.errors` hierarchy: connection trouble, timeouts, 5xx, 408,
 429 and auth/404 (a configuration a human will fix — retrying loses nothing) are temporary;
 other 4xx reject the notification.
+
+Redirects are not followed: aiohttp would turn a POST answered by 301/302/303 into a GET without
+a body (the notification lost, yet "delivered"), and following a 307/308 would send the payload
+and the bearer token wherever the receiver points. Any 3xx is a misconfigured URL, which by the
+taxonomy above is temporary (`SinkUnavailable`, retried with backoff and logged once as
+`alert_sink.unavailable`, like 401/403/404): the notification waits in the outbox until a human
+fixes the URL, rather than being dropped. The error names only the Location's host, never the
+URL: a webhook URL's path is often itself the secret (Slack's).
+
+A response body is read only up to `_BODY_READ_LIMIT` bytes (a 2xx is not read at all beyond
+that; an error's first 200 characters go into the error message), so a receiver answering with
+a huge or endless body costs no memory.
 """
 
 from __future__ import annotations
@@ -24,6 +36,8 @@ from quotapilot.alerts.formats import to_alertmanager, to_slack
 
 Format = Literal["json", "alertmanager", "slack"]
 _RETRYABLE_4XX = {401, 403, 404, 408, 425, 429}
+_BODY_READ_LIMIT = 4096
+"""At most this much of a response body is read (bytes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +50,31 @@ class WebhookConfig:
     timeout_seconds: float = 10.0
     verify_tls: bool = True
     ca_file: Path | None = None
+
+
+async def _body_start(response: aiohttp.ClientResponse) -> bytes:
+    """Up to `_BODY_READ_LIMIT` bytes of the body (a body that ends sooner lets the connection be
+    reused; a longer one is cut off and its connection closed on release)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < _BODY_READ_LIMIT:
+        chunk = await response.content.read(_BODY_READ_LIMIT - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _location_host(value: str | None) -> str:
+    """Where a redirect points, without its path or query (which may carry a secret)."""
+    if not value:
+        return "no Location"
+    try:
+        host = urlsplit(value).hostname
+    except ValueError:
+        host = None
+    return f"Location host {host}" if host else "a relative Location"
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -93,12 +132,16 @@ class WebhookSink:
     async def send(self, payload: Mapping[str, Any]) -> None:
         session = self._session_now()
         try:
-            async with session.post(self.url, json=self.body(payload)) as response:
+            async with session.post(self.url, json=self.body(payload), allow_redirects=False) as response:
                 status = response.status
                 if status < 300:
-                    await response.read()
+                    await _body_start(response)
                     return
-                text = (await response.text(errors="replace"))[:200]
+                if status < 400:
+                    raise SinkUnavailable(self.name, f"HTTP {status}: the receiver redirects "
+                                          f"({_location_host(response.headers.get('Location'))}); "
+                                          "redirects are not followed: configure the final URL")
+                text = (await _body_start(response)).decode("utf-8", errors="replace")[:200]
                 if status >= 500 or status in _RETRYABLE_4XX:
                     raise SinkUnavailable(self.name, f"HTTP {status}: {text}",
                                           retry_after=_retry_after(response.headers.get("Retry-After")))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import socket
 import time
@@ -79,20 +80,28 @@ class OutboxStore:
         with self.db.transaction() as conn:
             return _insert(conn, entries)
 
-    def pending(self, sink: str, limit: int) -> list[OutboxRow]:
+    def pending(self, sink: str, limit: int, due_by: float = math.inf, *,
+                      retries: bool = False) -> list[OutboxRow]:
         """Claim up to `limit` pending rows of `sink` (unclaimed, ours, or with a lapsed claim),
-        oldest first."""
+        oldest first: the rows of every alert that has a row due (`next_attempt_at <= due_by`, or
+        with `retries` any row tried before — a flush), all of that alert's pending rows so the
+        dispatcher can let the newest win. Rows of alerts with nothing due (held for a quiet window,
+        backing off) are left out, so a backlog of them never keeps a due row out of the batch."""
+        due = (f"alert_id IN (SELECT alert_id FROM outbox WHERE sink = ? AND {_PENDING}"
+               f" AND (next_attempt_at <= ? OR (? AND attempts > 0)))")
+        due_params = (sink, due_by, retries)
         if self.db.dialect != "postgres":  # one instance by construction: a plain read, no claim
             return [_outbox_row(row) for row in self.db.query(
-                f"SELECT {_ROW_COLUMNS} FROM outbox WHERE sink = ? AND {_PENDING} ORDER BY id LIMIT ?", (sink, limit))]
+                f"SELECT {_ROW_COLUMNS} FROM outbox WHERE sink = ? AND {_PENDING} AND {due} ORDER BY id LIMIT ?",
+                (sink, *due_params, limit))]
         now = self.wall_clock()
         with self.db.transaction() as conn:
             rows = conn.execute(
                 f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
-                f"SELECT id FROM outbox WHERE sink = ? AND {_PENDING}"
+                f"SELECT id FROM outbox WHERE sink = ? AND {_PENDING} AND {due}"
                 f" AND (claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?)"
                 f" ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING {_ROW_COLUMNS}",
-                (self.claimer, now + self.claim_seconds, sink, now, self.claimer, limit)).fetchall()
+                (self.claimer, now + self.claim_seconds, sink, *due_params, now, self.claimer, limit)).fetchall()
         return sorted((_outbox_row(row) for row in rows), key=lambda r: r.row_id)
 
     def supersede_older(self, sink: str, now: float) -> int:
@@ -165,8 +174,9 @@ class AsyncOutbox:
     async def enqueue(self, entries: Sequence[OutboxEntry]) -> int:
         return await asyncio.to_thread(self.tables.enqueue, entries)
 
-    async def pending(self, sink: str, limit: int) -> list[OutboxRow]:
-        return await asyncio.to_thread(self.tables.pending, sink, limit)
+    async def pending(self, sink: str, limit: int, due_by: float = math.inf, *,
+                      retries: bool = False) -> list[OutboxRow]:
+        return await asyncio.to_thread(self.tables.pending, sink, limit, due_by, retries=retries)
 
     async def supersede_older(self, sink: str, now: float) -> int:
         return await asyncio.to_thread(self.tables.supersede_older, sink, now)

@@ -324,3 +324,120 @@ class TestDrain:
             clock.advance(5)
             assert await run.dispatcher.drain(2.0)
             assert len(sink.received) == 1
+
+
+class CountingOutbox:
+    """The real outbox, counting `pending()` calls (a worker that spins calls it without end)."""
+
+    def __init__(self, inner: AsyncOutbox) -> None:
+        self.inner = inner
+        self.pending_calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def pending(self, *args: Any, **kwargs: Any) -> Any:
+        self.pending_calls += 1
+        return await self.inner.pending(*args, **kwargs)
+
+
+class TestHeldRowsDoNotStarveDueOnes:
+    """A full batch of rows held for a quiet window used to hide a due critical alert queued behind
+    it (the oldest `batch_size` rows by id were fetched, due or not), and the worker spun: a full
+    batch meant "more to do at once" although nothing in it was due."""
+
+    async def test_a_due_critical_behind_a_full_batch_of_held_rows_is_sent(
+            self, store: AsyncOutbox, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        held = [entry(f"c/q{i}/x", 1, not_before=T0 + 3600) for i in range(5)]
+        await store.enqueue([*held, entry("c/big/x", 1)])
+        async for run in start(store, clock, sink, batch_size=5):
+            run.dispatcher.wake()
+            await run.settle()
+            assert [p["dedup_key"] for p in sink.received] == ["c/big/x#1"]
+            await run.advance(3600)
+            assert len(sink.received) == 6
+
+    async def test_a_batch_of_held_rows_does_not_spin_the_worker(
+            self, store: AsyncOutbox, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        counting = CountingOutbox(store)
+        await store.enqueue([entry(f"c/q{i}/x", 1, not_before=T0 + 3600) for i in range(5)])
+        async for run in start(counting, clock, sink, batch_size=5):  # type: ignore[arg-type]
+            run.dispatcher.wake()
+            for _ in range(20):
+                await asyncio.sleep(0.005)
+            assert sink.received == []
+            assert counting.pending_calls <= 2
+
+    async def test_a_held_older_row_is_superseded_by_a_due_newer_one(
+            self, store: AsyncOutbox, clock: VirtualClock) -> None:
+        """A warning held for the night, then the same alert escalates to critical (due now): the
+        critical goes out and the held warning never does — latest state wins, per alert order holds."""
+        sink = MemorySink()
+        await store.enqueue([entry("c/a/x", 1, not_before=T0 + 3600), entry("c/a/x", 2)])
+        async for run in start(store, clock, sink):
+            run.dispatcher.wake()
+            await run.settle()
+            await run.advance(3600)
+            assert [p["dedup_key"] for p in sink.received] == ["c/a/x#2"]
+            assert await store.pending_counts() == {}
+
+
+class TestExpiry:
+    """`max_age_seconds` counts the time a notification was due and undelivered: not the time a
+    quiet window held it, and not a wall-clock step back (the age runs on the monotonic clock)."""
+
+    async def test_a_row_created_after_a_step_back_longer_than_max_age_is_sent(
+            self, store: AsyncOutbox, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        async for run in start(store, clock, sink, monotonic=clock.monotonic, max_age_seconds=3600):
+            await run.advance(1)  # the dispatcher has read the clock
+            clock.step_wall(-7200)
+            await store.enqueue([entry("c/a/x", 1, t=clock.now())])
+            run.dispatcher.wake()
+            await run.settle()
+            assert [p["dedup_key"] for p in sink.received] == ["c/a/x#1"]
+            assert run.dispatcher.stats.results[("memory", "expired")] == 0
+
+    async def test_a_row_still_expires_after_max_age_across_a_step_back(
+            self, store: AsyncOutbox, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        sink.down = True
+        async for run in start(store, clock, sink, monotonic=clock.monotonic, max_age_seconds=3600):
+            await store.enqueue([entry("c/a/x", 1, t=clock.now())])
+            run.dispatcher.wake()
+            await run.settle()
+            clock.step_wall(-7200)
+            for _ in range(40):
+                await run.advance(100)
+            assert run.dispatcher.stats.results[("memory", "expired")] == 1
+            assert await store.pending_counts() == {}
+
+    async def test_time_held_in_a_quiet_window_does_not_count(
+            self, store: AsyncOutbox, clock: VirtualClock) -> None:
+        """max_age 1 h, a warning held 8 h for the night: delivered when the window ends."""
+        sink = MemorySink()
+        await store.enqueue([entry("c/a/x", 1, not_before=T0 + 8 * 3600)])
+        async for run in start(store, clock, sink, monotonic=clock.monotonic, max_age_seconds=3600):
+            run.dispatcher.wake()
+            await run.settle()
+            await run.advance(8 * 3600)
+            assert [p["dedup_key"] for p in sink.received] == ["c/a/x#1"]
+            assert run.dispatcher.stats.results[("memory", "expired")] == 0
+
+    async def test_a_held_row_retried_after_its_window_expires_only_after_max_age(
+            self, store: AsyncOutbox, clock: VirtualClock) -> None:
+        sink = MemorySink()
+        sink.down = True
+        await store.enqueue([entry("c/a/x", 1, not_before=T0 + 8 * 3600)])
+        async for run in start(store, clock, sink, monotonic=clock.monotonic, max_age_seconds=3600):
+            run.dispatcher.wake()
+            await run.settle()
+            await run.advance(8 * 3600)
+            assert sink.attempts == 1  # the window ended: tried, failed
+            await run.advance(20 * 60)
+            sink.down = False
+            await run.advance(20 * 60)
+            assert [p["dedup_key"] for p in sink.received] == ["c/a/x#1"]
+            assert run.dispatcher.stats.results[("memory", "expired")] == 0

@@ -779,3 +779,43 @@ class TestWebhookHeadersAndTls:
                  '[[events.webhooks]]\nurl = "http://receiver/"\nverify_tls = false\n')
         code, report, _ = check(config_file(tmp_path, extra), capsys)
         assert (code, report["warnings"]) == (0, [])
+
+
+class TestWebhookSinkNames:
+    """A webhook's name is its outbox sink: an `[[alerts.webhooks]]` named `events-webhook-0` next
+    to an `[[events.webhooks]]` shared that sink, and both dispatchers read (and marked) the same
+    rows. Every name that can meet another sink's is refused, naming the field."""
+
+    @pytest.mark.parametrize("name", ["events-webhook-0", "events-mqtt", "events-x"])
+    def test_an_alert_webhook_named_like_an_event_sink(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       name: str) -> None:
+        extra = (f'[[alerts.webhooks]]\nurl = "http://receiver/pager"\nname = "{name}"\n'
+                 '[[events.webhooks]]\nurl = "http://receiver/events"\n')
+        refused(config_file(tmp_path, extra), capsys, "alerts.webhooks.0.name", "events-")
+
+    @pytest.mark.parametrize("section", ["alerts", "events"])
+    @pytest.mark.parametrize("name", ["mqtt", "log"])
+    def test_the_reserved_names(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str,
+                                name: str) -> None:
+        extra = f'[[{section}.webhooks]]\nurl = "http://receiver/"\nname = "{name}"\n'
+        refused(config_file(tmp_path, extra), capsys, f"{section}.webhooks.0.name", "reserved")
+
+    @pytest.mark.parametrize("section", ["alerts", "events"])
+    def test_a_name_another_webhook_has_by_default(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   section: str) -> None:
+        extra = (f'[[{section}.webhooks]]\nurl = "http://receiver/a"\nname = "webhook-1"\n'
+                 f'[[{section}.webhooks]]\nurl = "http://receiver/b"\n')
+        refused(config_file(tmp_path, extra), capsys, f"{section}.webhooks.1.name", "webhook-1")
+
+    @pytest.mark.parametrize("section", ["alerts", "events"])
+    def test_a_name_twice(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str) -> None:
+        extra = (f'[[{section}.webhooks]]\nurl = "http://receiver/a"\nname = "oncall"\n'
+                 f'[[{section}.webhooks]]\nurl = "http://receiver/b"\nname = "oncall"\n')
+        refused(config_file(tmp_path, extra), capsys, f"{section}.webhooks.1.name", "oncall")
+
+    def test_distinct_names_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        extra = ('[[alerts.webhooks]]\nurl = "http://receiver/a"\nname = "webhook-0"\n'
+                 '[[alerts.webhooks]]\nurl = "http://receiver/b"\nname = "oncall"\n'
+                 '[[events.webhooks]]\nurl = "http://receiver/c"\nname = "oncall"\n'
+                 '[[events.webhooks]]\nurl = "http://receiver/d"\n')
+        accepted(config_file(tmp_path, extra), capsys)

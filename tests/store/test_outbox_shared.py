@@ -109,6 +109,23 @@ class TestClaims:
         assert a.pending_counts() == {"webhook": 1, "mqtt": 1}
 
 
+class TestDueRowsFirst:
+    def test_rows_held_for_later_are_not_fetched_nor_claimed(self, open_store: OpenStore) -> None:
+        """Both backends: a batch of rows held for a quiet window used to fill `pending()` and
+        hide the due row behind it; only alerts with a row due are fetched (and, on PostgreSQL,
+        claimed: the held rows stay free for whoever sends them when they are due)."""
+        store = OutboxStore(open_store(), claimer="a")
+        held = [OutboxEntry(sink="webhook", alert_id=f"c1/h{n}/utilization", dedup_key=f"h{n}",
+                            status="firing", payload={"n": n}, created_at=T0, next_attempt_at=T0 + 3600)
+                for n in range(3)]
+        store.enqueue([*held, entry(9)])
+        assert [row.payload["n"] for row in store.pending("webhook", 3, T0)] == [9]
+        assert [row.payload["n"] for row in store.pending("webhook", 3, T0 + 3600)] == [0, 1, 2]
+        store.mark_retry([store.pending("webhook", 1, T0)[0].row_id], "down", T0 + 60)
+        assert store.pending("webhook", 10, T0) == []
+        assert [row.payload["n"] for row in store.pending("webhook", 10, T0, retries=True)] == [9]
+
+
 class TestOverridesAreShared:
     def test_a_pause_on_one_instance_is_seen_by_another_at_once(self, open_store: OpenStore) -> None:
         a, b = OverrideStore(open_store()), OverrideStore(open_store())
