@@ -117,6 +117,10 @@ class Outbox(Protocol):
 
     async def pending_counts(self) -> dict[str, int]: ...
 
+    async def drop_pending(self, sink: str, now: float, error: str, created_before: float = math.inf) -> int:
+        """Drop the pending rows of `sink` made before `created_before`; returns how many."""
+        ...
+
     async def schedule(self, sink: str) -> list[tuple[float, int]]:
         """(next_attempt_at, attempts) of every pending row of `sink` — cheap, no payloads."""
         ...
@@ -177,7 +181,10 @@ class Dispatcher:
         batch_size: int = 1000,
         concurrency: int = 256,
         idle_seconds: float = 60.0,
+        owns_sink: Callable[[str], bool] | None = None,
     ) -> None:
+        """`owns_sink`: which sink names of the (shared) outbox are this dispatcher's to deliver —
+        for `drop_removed_sinks`; None: only the configured ones (nothing is ever removed)."""
         self.outbox = outbox
         self.sinks = {sink.name: sink for sink in sinks}
         self.now = now
@@ -191,6 +198,7 @@ class Dispatcher:
         self.batch_size = batch_size
         self.concurrency = concurrency
         self.idle_seconds = idle_seconds
+        self.owns_sink = owns_sink
         self.stats = DeliveryStats()
         self._wakeups = {name: asyncio.Event() for name in self.sinks}
         self._states: dict[tuple[str, str], Mapping[str, Any]] = {}
@@ -225,6 +233,27 @@ class Dispatcher:
             wall = max(wall, last_wall + (mono - last_mono))
         self._last_schedule = (wall, mono)
         return wall
+
+    async def drop_removed_sinks(self) -> dict[str, int]:
+        """Pending rows of a sink this dispatcher owns but no longer has (removed from the
+        configuration, or renamed) would wait forever, unseen: drop them, counted as
+        `sink_removed` under that sink's name, logged once per sink with the count. An outbox
+        other instances share (a fleet) may hold rows of a sink only their newer configuration
+        has (a rolling change): there only rows older than `max_age_seconds` — which no instance
+        would deliver any more — are dropped, and the rest are logged. Returns sink → rows dropped."""
+        if self.owns_sink is None:
+            return {}
+        dropped: dict[str, int] = {}
+        now = self.schedule_now()
+        shared = bool(getattr(self.outbox, "shared", False))
+        cutoff = self.now() - self.max_age_seconds if shared else math.inf
+        for sink, count in sorted((await self.outbox.pending_counts()).items()):
+            if sink in self.sinks or not count or not self.owns_sink(sink):
+                continue
+            dropped[sink] = await self.outbox.drop_pending(sink, now, "sink_removed", cutoff)
+            self.stats.results[(sink, "sink_removed")] += dropped[sink]
+            log.warning("alert_sink.removed", sink=sink, dropped=dropped[sink], kept=count - dropped[sink])
+        return dropped
 
     # ------------------------------------------------------------------------------ running
     async def run(self) -> None:

@@ -19,16 +19,29 @@ Event ids are deterministic (the audit row, the alert's notification sequence, t
 time), so an event enqueued twice after a crash has one id and a receiver dedups on it; the
 outbox itself ignores a second insert of the same id. `EventStage` runs after the alerting stage
 and is built with explicit collaborators: its settings group, the clock, the outbox store, the
-sinks, a reader of the alert states and a reader of the mode. Its `run` is the supervised
-delivery task (a `Dispatcher` of its own over the same outbox table, with its own sink names).
+sinks, the audit trail and a reader of the mode. Its `run` is the supervised delivery task (a
+`Dispatcher` of its own over the same outbox table, with its own sink names).
+
+What a crash may not lose (README: "one `result` event per audit row", "one `alert` event per
+alert notification", at least once):
+
+- `alert` events are enqueued by the alerting stage, in the same transaction as the alert states
+  they describe (`EventStage.alert_entries`, the alerting stage's `AlertTransitions`): both are on
+  disk or neither.
+- `result` events of the audit rows: at start (`open`), every audit row changed since shortly
+  before this sink's newest outbox row is turned into its `result` event again. Its id
+  (`action-<row>/<status>`) is the one the live event had, so what was enqueued already is
+  ignored by the outbox; what a SIGKILL between the audit and the events stage lost is enqueued.
+  `intent`/`blocked` describe in-memory decisions, not durable records, and are not replayed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,8 +58,9 @@ from quotapilot.daemon.runtime.leadership import LeadershipChange
 from quotapilot.daemon.runtime.retry import RetryPolicy
 from quotapilot.daemon.runtime.supervisor import TaskFactory
 from quotapilot.daemon.settings import EventSettings
+from quotapilot.daemon.store.actions import ActionRecord, ActionStore
 from quotapilot.daemon.store.outbox import AsyncOutbox
-from quotapilot.forecasting.types import ActionOutcome, Decision, DecisionKind, Dimension, TargetId
+from quotapilot.forecasting.types import ActionOutcome, ActionStatus, Decision, DecisionKind, Dimension, TargetId
 
 log = get_logger(__name__)
 
@@ -56,6 +70,12 @@ EVENT_TYPES: tuple[str, ...] = ("intent", "blocked", "result", "alert", "mode", 
 EVENT_SINK_PREFIX = "events-"
 """Event sinks are named `events-mqtt`, `events-webhook-<i>` (or `events-<name>`): the outbox
 table is shared with the alerts, the sink name keeps the two deliveries apart."""
+REPLAY_OVERLAP_SECONDS = 3600.0
+"""At start, audit rows changed since this long before a sink's newest outbox row are replayed
+(a margin for a wall clock that stepped; replaying what is queued already costs nothing)."""
+REPLAY_MAX_SECONDS = 7 * 86400.0
+"""…but never rows older than this: the outbox forgets finished rows after 30 days
+(`OUTBOX_KEEP_SECONDS`), and a replay must find an event already sent still there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +128,22 @@ def decision_events(decisions: Iterable[Decision], actions: Iterable[ActionOutco
                   "reason": action.reason, "action_id": action.action_id, "old_hard": action.old_hard,
                   "new_hard": action.new_hard}))
     return events
+
+
+_RESULT_STATUSES = frozenset(str(s) for s in ActionStatus)
+
+
+def audit_result_event(record: ActionRecord) -> Event | None:
+    """The `result` event of one audit row as it stands (the one `decision_events` made of its
+    outcome: the same id), or None for a row still open (`intent`, `patched`: the reconcile that
+    settles it makes its result) or a status that is no action outcome."""
+    if record.status not in _RESULT_STATUSES:  # `intent`, `patched` are no outcome
+        return None
+    return Event(
+        id=f"action-{record.id}/{record.status}", type="result", t=record.updated_at, cluster=record.cluster,
+        target=record.target, path=record.path,
+        data={"dimension": record.dimension, "mode": record.mode, "status": record.status, "reason": record.reason,
+              "action_id": record.id, "old_hard": record.old_hard, "new_hard": record.new_hard})
 
 
 AlertView = Mapping[str, tuple[str, str | None, int, str, str]]
@@ -203,41 +239,68 @@ class MqttEventSink(MqttSink):
 
 
 # ------------------------------------------------------------------------------------- stage
-AlertStates = Callable[[], Awaitable[Mapping[str, AlertState]]]
 ModeReader = Callable[[], str | None]
 
 
 class EventStage:
-    """The `events` stage: turns the cycle's decisions, actions and the alert transitions since
-    the last cycle into outbox entries for the event sinks (after the alerting stage)."""
+    """The `events` stage: turns the cycle's decisions and actions into outbox entries for the
+    event sinks (after the alerting stage, which enqueues the alert transitions with its states)."""
 
     name = "events"
 
     def __init__(self, settings: EventSettings, clock: Clock, outbox: AsyncOutbox, *,
-                 sinks: Sequence[Sink] | None = None, alert_states: AlertStates | None = None,
+                 sinks: Sequence[Sink] | None = None, audit: ActionStore | None = None,
                  mode: ModeReader | None = None, rng: random.Random | None = None) -> None:
+        """`audit`: the audit trail, whose rows a crash left without their `result` event are
+        enqueued at start (None: no replay)."""
         self.settings = settings
         self.clock = clock
         self.outbox = outbox
         self.sinks = list(build_event_sinks(settings) if sinks is None else sinks)
-        self.alert_states = alert_states
+        self.audit = audit
         self.mode = mode
         self.dispatcher = Dispatcher(
             outbox, self.sinks, now=clock.now, sleep=clock.sleep, monotonic=clock.monotonic,
             backoff=RetryPolicy.schedule(settings.retry_backoffs_seconds).backoff(rng or random.Random()),
-            max_age_seconds=settings.max_age_seconds)
+            max_age_seconds=settings.max_age_seconds, owns_sink=lambda sink: sink.startswith(EVENT_SINK_PREFIX))
         self.published: Counter[str] = Counter()
         """Events enqueued since start, by type."""
-        self._alerts: AlertView | None = None
         self._blocked: dict[tuple[TargetId, Dimension], str | None] = {}
         self._mode: str | None = None
         self._lock = asyncio.Lock()
         self._ran = False
 
     async def open(self) -> None:
-        """Start from the alert states on disk: a restart does not re-announce standing alerts."""
-        if self.alert_states is not None:
-            self._alerts = alert_view(await self.alert_states())
+        """At start: the `result` events of audit rows changed since this life's predecessor last
+        enqueued (see the module docstring), then the mode — also this life's first outbox row,
+        which the next start replays from."""
+        if not self.sinks:
+            return
+        await self._replay_audit()
+        await self.publish_now(self.clock.now())
+
+    async def _replay_audit(self) -> None:
+        if self.audit is None:
+            return
+        now = self.clock.now()
+        last = await self.outbox.last_created_at([sink.name for sink in self.sinks])
+        # a sink with no row yet is new: it gets what happens from now on, not a backfill
+        since = {sink: max(t - REPLAY_OVERLAP_SECONDS, now - REPLAY_MAX_SECONDS) for sink, t in last.items()}
+        if not since:
+            return
+        records = await asyncio.to_thread(self.audit.changed_since, min(since.values()))
+        replayed = [(record.updated_at, event) for record in records
+                    if (event := audit_result_event(record)) is not None]
+        entries = [entry for t, event in replayed for entry in self._entries([event], now)
+                   if t >= since.get(entry.sink, math.inf)]
+        if not entries:
+            return
+        async with self._lock:
+            inserted = await self.outbox.enqueue(entries)
+        if inserted:
+            self.published["result"] += len({e.dedup_key for e in entries})
+            log.info("events.replayed", audit_rows=len(replayed), rows=inserted)
+            self.dispatcher.wake()
 
     async def close(self) -> None:
         if not self._ran:
@@ -246,7 +309,7 @@ class EventStage:
 
     async def on_cycle(self, ctx: CycleContext) -> None:
         if not self.sinks:
-            return  # nothing to deliver to: not even the alert states are read
+            return
         events = decision_events(ctx.decisions, [*ctx.actions, *ctx.settled], mode=self._current_mode())
         await self.publish_now(ctx.now, self._blocked_transitions(ctx, events))
 
@@ -263,27 +326,40 @@ class EventStage:
         return [e for e in events if e.type != "blocked" or e.id.split("/blocked@")[0] in fresh]
 
     async def publish_now(self, now: float, events: Sequence[Event] = ()) -> int:
-        """Enqueue `events` plus the alert transitions and mode change since the last call."""
+        """Enqueue `events` plus the mode change since the last call."""
         async with self._lock:
             pending = list(events)
-            if self.alert_states is not None:
-                after = alert_view(await self.alert_states())
-                pending.extend(alert_events(self._alerts or {}, after, now))
-                self._alerts = after
             mode = self._current_mode()
             if mode is not None and mode != self._mode:
                 pending.append(mode_event(self._mode, mode, now))
                 self._mode = mode
             if not pending or not self.sinks:
                 return 0
-            entries = [OutboxEntry(sink=sink.name, alert_id=f"event:{event.id}", dedup_key=event.id,
-                                   status=event.type, payload=event.payload(), created_at=now, next_attempt_at=now)
-                       for event in pending for sink in self.sinks]
-            inserted = await self.outbox.enqueue(entries)
+            inserted = await self.outbox.enqueue(self._entries(pending, now))
             self.published.update(event.type for event in pending)
         log.debug("events.enqueued", events=len(pending), rows=inserted)
         self.dispatcher.wake()
         return len(pending)
+
+    # ---------------------------------------------------- alert transitions (`AlertTransitions`)
+    def alert_entries(self, before: Mapping[str, AlertState], after: Mapping[str, AlertState],
+                      now: float) -> list[OutboxEntry]:
+        """The `alert` events of an evaluation (`before` → `after`, the alerts it changed), as
+        outbox entries the alerting stage commits with the states."""
+        if not self.sinks:
+            return []
+        return self._entries(alert_events(alert_view(before), alert_view(after), now), now)
+
+    def alerts_committed(self, entries: Sequence[OutboxEntry]) -> None:
+        """The entries of `alert_entries` are on disk: count them and deliver."""
+        if entries:
+            self.published["alert"] += len({entry.dedup_key for entry in entries})
+            self.dispatcher.wake()
+
+    def _entries(self, events: Sequence[Event], now: float) -> list[OutboxEntry]:
+        return [OutboxEntry(sink=sink.name, alert_id=f"event:{event.id}", dedup_key=event.id,
+                            status=event.type, payload=event.payload(), created_at=now, next_attempt_at=now)
+                for event in events for sink in self.sinks]
 
     def _current_mode(self) -> str | None:
         return None if self.mode is None else self.mode()
@@ -295,6 +371,10 @@ class EventStage:
     async def run(self, stopping: asyncio.Event) -> None:
         """The supervised delivery task: deliver until `stopping`, then flush within a bound."""
         self._ran = True
+        try:  # rows queued for an event sink no longer configured (`Dispatcher.drop_removed_sinks`)
+            await self.dispatcher.drop_removed_sinks()
+        except Exception:  # the store is busy: those rows wait for the next start, delivery goes on
+            log.exception("outbox.sweep_failed")
         if not self.sinks:
             await stopping.wait()
             return

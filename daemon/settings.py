@@ -537,7 +537,11 @@ _HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 class WebhookSettings(Group):
     """`[[alerts.webhooks]]`: one webhook receiver."""
 
-    name: str | None = Field(None, description="Sink name in metrics (default: webhook-<index>).")
+    name: str | None = Field(None, description=(
+        "Sink name in metrics, routes and the outbox (default: webhook-<index>). Name every webhook: "
+        "an unnamed one is known by its position, so removing an earlier unnamed webhook hands its "
+        "queued notifications to the next one; rows of a sink no longer configured are dropped at "
+        "start (counted as sink_removed)."))
     url: HttpUrl = Field(description="Where to POST.")
     format: Literal["json", "alertmanager", "slack"] = Field("json", description="Payload format.")
     token: SecretStr | None = Field(None, description="Bearer token sent as Authorization.")

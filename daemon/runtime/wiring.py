@@ -35,7 +35,7 @@ from quotapilot.daemon.runtime.leadership import ChangeListener, Leadership, Lea
 from quotapilot.daemon.runtime.supervisor import Supervisor
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.stages.actuator import QuotaWriter
-from quotapilot.daemon.stages.alerting import AlertingStage
+from quotapilot.daemon.stages.alerting import AlertingStage, AlertTransitions
 from quotapilot.daemon.stages.capacity import CapacityStage
 from quotapilot.daemon.stages.forecast import ForecastStage, History
 from quotapilot.daemon.stages.growth import GrowthStage, Planner
@@ -104,8 +104,10 @@ def growth_stage(deps: Collaborators, *, planner: Planner = plan_cycle) -> Growt
                        expire_reservations=reservations.expire, leadership=deps.leadership)
 
 
-def alerting_stage(deps: Collaborators, *, sinks: Sequence[Sink] | None = None) -> AlertingStage:
-    """The alerting stage; the supervisor's crashed tasks become `daemon` alerts."""
+def alerting_stage(deps: Collaborators, *, sinks: Sequence[Sink] | None = None,
+                   transitions: AlertTransitions | None = None) -> AlertingStage:
+    """The alerting stage; the supervisor's crashed tasks become `daemon` alerts; `transitions`:
+    the events stage, whose `alert` events are committed with the alert states."""
     supervisor = deps.supervisor
 
     def task_health() -> list[TaskHealth]:
@@ -114,7 +116,7 @@ def alerting_stage(deps: Collaborators, *, sinks: Sequence[Sink] | None = None) 
                 for name in supervisor.task_names]
 
     return AlertingStage(deps.settings, deps.db, deps.clock, sinks=sinks, task_health=task_health,
-                         leadership=deps.leadership)
+                         leadership=deps.leadership, transitions=transitions)
 
 
 def build_stages(deps: Collaborators, *, planner: Planner = plan_cycle,
@@ -125,11 +127,11 @@ def build_stages(deps: Collaborators, *, planner: Planner = plan_cycle,
     `sinks`: the alert sinks (None: the configured ones)."""
     forecast = forecast_stage(deps)
     growth = growth_stage(deps, planner=planner)
-    alerting = alerting_stage(deps, sinks=sinks)
     settings, clock = deps.settings, deps.clock
-    capacity = CapacityStage(settings.capacity, clock, raise_alerts=alerting.raise_conditions)
-    events = EventStage(settings.events, clock, AsyncOutbox(OutboxStore(deps.db)), alert_states=alerting.states,
+    events = EventStage(settings.events, clock, AsyncOutbox(OutboxStore(deps.db)), audit=ActionStore(deps.db),
                         mode=lambda: settings.policy.mode)
+    alerting = alerting_stage(deps, sinks=sinks, transitions=events)
+    capacity = CapacityStage(settings.capacity, clock, raise_alerts=alerting.raise_conditions)
     if deps.leadership is not None:
         deps.leadership.subscribe(announcer(alerting, events))
     stages: list[Stage] = [StoreStage(deps.observations, leadership=deps.leadership), forecast, growth]

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -49,6 +49,7 @@ from quotapilot.alerts.rules import (
 )
 from quotapilot.alerts.words import iso8601
 from quotapilot.daemon.clock import Clock
+from quotapilot.daemon.events import EVENT_SINK_PREFIX
 from quotapilot.daemon.fs.alerts import thresholds_for as filesystem_thresholds
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
@@ -321,6 +322,21 @@ def target_state_payload(target: TargetInput, last_action: ActionOutcome | None,
 
 
 # --------------------------------------------------------------------------------------- stage
+class AlertTransitions(Protocol):
+    """Who describes alert state changes in the outbox (the decision events' `alert` events,
+    `quotapilot.daemon.events.EventStage`): its entries are committed in the same transaction as
+    the states, so a crash loses neither without the other."""
+
+    def alert_entries(self, before: Mapping[str, AlertState], after: Mapping[str, AlertState],
+                      now: float) -> list[OutboxEntry]:
+        """Entries for the change of the alerts in `after` (`before`: those of them known before)."""
+        ...
+
+    def alerts_committed(self, entries: Sequence[OutboxEntry]) -> None:
+        """`entries` are on disk."""
+        ...
+
+
 class AlertingStage:
     """The last stage of every cycle, and (via `run`) the delivery task."""
 
@@ -330,10 +346,11 @@ class AlertingStage:
                  sinks: Sequence[Sink] | None = None, rng: random.Random | None = None,
                  task_check_seconds: float = 15.0,
                  task_health: Callable[[], Sequence[TaskHealth]] = tuple,
-                 leadership: Leadership | None = None) -> None:
+                 leadership: Leadership | None = None, transitions: AlertTransitions | None = None) -> None:
         """`sinks`: None for the configured ones; `task_health`: the supervised tasks and whether
         each crashed (the wiring reads the daemon's supervisor), checked every `task_check_seconds`;
-        `leadership`: in a fleet, only a cluster's leader evaluates its alerts (None: always)."""
+        `leadership`: in a fleet, only a cluster's leader evaluates its alerts (None: always);
+        `transitions`: the `alert` events, committed with the states."""
         self.settings = settings
         self.leadership = leadership  # FLEET (issue 15): only a cluster's leader evaluates its alerts
         self.clock = clock
@@ -341,11 +358,13 @@ class AlertingStage:
         self.routes = routes_from(settings.alerts)
         self.store = AsyncOutbox(OutboxStore(db))
         self.sinks = list(build_sinks(settings.alerts) if sinks is None else sinks)
+        self.transitions = transitions
         self._publishes_state = any(publishes_state(sink) for sink in self.sinks)
         self.dispatcher = Dispatcher(
             self.store, self.sinks, now=clock.now, sleep=clock.sleep, monotonic=clock.monotonic,
             backoff=RetryPolicy.schedule(settings.alerts.retry_backoffs_seconds).backoff(rng),
-            max_age_seconds=settings.alerts.max_age_seconds)
+            max_age_seconds=settings.alerts.max_age_seconds,
+            owns_sink=lambda sink: not sink.startswith(EVENT_SINK_PREFIX))  # the events' rows share the table
         self.task_check_seconds = task_check_seconds
         self.alerts_raised = 0
         """Firing notifications raised since start (first fires and escalations; not re-notifies)."""
@@ -487,7 +506,12 @@ class AlertingStage:
     async def _apply(self, states: dict[str, AlertState], conditions: Sequence[Any], now: float) -> int:
         result = evaluate(states, conditions, self.config, now)
         per_note = [self._entries(note, now) for note in result.notifications]
-        await self.store.commit_evaluation(result.states, [e for batch in per_note for e in batch], now)
+        described = [] if self.transitions is None else self.transitions.alert_entries(
+            {alert: states[alert] for alert in result.states if alert in states}, result.states, now)
+        await self.store.commit_evaluation(result.states, [*(e for batch in per_note for e in batch), *described],
+                                           now)
+        if self.transitions is not None:
+            self.transitions.alerts_committed(described)
         states.update(result.states)
         self._firing_keys.update((s.kind, str(s.severity)) for s in result.states.values()
                                  if s.phase is Phase.FIRING and s.severity is not None)
@@ -519,6 +543,7 @@ class AlertingStage:
     async def run(self, stopping: asyncio.Event) -> None:
         """The supervised delivery task: deliver until `stopping`, then flush within the bound."""
         self._ran = True
+        await self._drop_removed_sinks()
         if not self.sinks:
             while not stopping.is_set():
                 await sleep_unless(self.clock, self.task_check_seconds, stopping)
@@ -541,6 +566,13 @@ class AlertingStage:
         finally:
             delivery.cancel()
             await asyncio.gather(delivery, return_exceptions=True)
+
+    async def _drop_removed_sinks(self) -> None:
+        """Rows queued for a sink no longer configured are dropped (`Dispatcher.drop_removed_sinks`)."""
+        try:
+            await self.dispatcher.drop_removed_sinks()
+        except Exception:  # the store is busy: those rows wait for the next start, delivery goes on
+            log.exception("outbox.sweep_failed")
 
     async def _purge(self) -> None:
         """Forget finished outbox rows after `OUTBOX_KEEP_SECONDS`, once per hour of the clock."""

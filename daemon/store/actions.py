@@ -160,6 +160,11 @@ class ActionStore:
             params.append(cluster)
         return [ActionRecord.from_row(r) for r in self.db.query(sql + " ORDER BY id", tuple(params))]
 
+    def changed_since(self, since: float) -> list[ActionRecord]:
+        """Rows recorded or moved to another status at or after `since`, oldest first."""
+        return [ActionRecord.from_row(r) for r in
+                self.db.query("SELECT * FROM actions WHERE updated_at >= ? ORDER BY id", (since,))]
+
     def last_growth_at(self, cluster: str, mode: str | None = None) -> dict[tuple[str, Dimension], float]:
         """When each series of `cluster` last grew (or would have): (target name, dimension) → time."""
         return {(r["target"], Dimension(r["dimension"])): float(r["t"])

@@ -131,6 +131,21 @@ class OutboxStore:
         self._update("UPDATE outbox SET dropped_at = ?, last_error = ? WHERE id = ?",
                      [(now, error[:500], row_id) for row_id in row_ids])
 
+    def drop_pending(self, sink: str, now: float, error: str, created_before: float = math.inf) -> int:
+        """Drop the pending rows of `sink` (a sink no longer configured) made before
+        `created_before`; returns how many."""
+        with self.db.transaction() as conn:
+            return conn.execute(f"UPDATE outbox SET dropped_at = ?, last_error = ? WHERE sink = ? AND {_PENDING}"
+                                f" AND created_at < ?", (now, error[:500], sink, created_before)).rowcount
+
+    def last_created_at(self, sinks: Sequence[str]) -> dict[str, float]:
+        """Per sink of `sinks` that has any row (pending or finished): when its newest row was made."""
+        if not sinks:
+            return {}
+        rows = self.db.query(f"SELECT sink, MAX(created_at) AS t FROM outbox WHERE sink IN "
+                             f"({', '.join('?' * len(sinks))}) GROUP BY sink", tuple(sinks))
+        return {row["sink"]: float(row["t"]) for row in rows if row["t"] is not None}
+
     def schedule(self, sink: str) -> list[tuple[float, int]]:
         rows = self.db.query(f"SELECT next_attempt_at, attempts FROM outbox WHERE sink = ? AND {_PENDING}", (sink,))
         return [(row["next_attempt_at"], row["attempts"]) for row in rows]
@@ -161,6 +176,8 @@ class AsyncOutbox:
 
     def __init__(self, tables: OutboxStore) -> None:
         self.tables = tables
+        self.shared = tables.db.dialect == "postgres"
+        """Whether other instances (a fleet, each with its own configuration) read this outbox."""
 
     async def load_states(self) -> dict[str, AlertState]:
         return await asyncio.to_thread(self.tables.load_states)
@@ -196,6 +213,12 @@ class AsyncOutbox:
     async def mark_dropped(self, row_ids: Sequence[int], now: float, error: str) -> None:
         if row_ids:
             await asyncio.to_thread(self.tables.mark_dropped, row_ids, now, error)
+
+    async def drop_pending(self, sink: str, now: float, error: str, created_before: float = math.inf) -> int:
+        return await asyncio.to_thread(self.tables.drop_pending, sink, now, error, created_before)
+
+    async def last_created_at(self, sinks: Sequence[str]) -> dict[str, float]:
+        return await asyncio.to_thread(self.tables.last_created_at, sinks)
 
     async def schedule(self, sink: str) -> list[tuple[float, int]]:
         return await asyncio.to_thread(self.tables.schedule, sink)

@@ -12,9 +12,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from quotapilot.alerts.dispatcher import OutboxEntry
 from quotapilot.alerts.errors import SinkUnavailable
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.errors import ConfigError
+from quotapilot.daemon.events import EventStage
 from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
 from quotapilot.daemon.runtime.supervisor import Supervisor
 from quotapilot.daemon.runtime.wiring import Collaborators, alerting_stage
@@ -22,6 +24,7 @@ from quotapilot.daemon.settings import Settings, load_settings
 from quotapilot.daemon.stages.alerting import AlertingStage, build_sinks, inputs_from_cycle
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.observations import ObservationStore
+from quotapilot.daemon.store.outbox import AsyncOutbox, OutboxStore
 from quotapilot.forecasting.types import (
     ActionOutcome,
     ActionStatus,
@@ -361,3 +364,64 @@ class TestDaemonTasks:
             await runner
         [row] = stage.store.tables.history("_daemon/poller:c1/daemon")
         assert (row["status"], stage.alerts_raised) == ("firing", 1)
+
+
+class TestRemovedSinks:
+    """Rows queued for a sink that is no longer configured are dropped at start, counted and
+    logged once per sink — the events' sinks left to the events stage, and the other way round."""
+
+    async def test_rows_of_a_removed_sink_are_dropped_counted_and_logged(self, tmp_path: Path) -> None:
+        """Before: the rows of `webhook-1` (removed from the configuration) stayed pending for ever,
+        never sent, expired nor counted, and absent from quotapilot_outbox_pending."""
+        settings = settings_for(tmp_path)
+        db = Database(settings.store.path)
+        clock = VirtualClock(T0)
+        outbox = AsyncOutbox(OutboxStore(db))
+        await outbox.enqueue([
+            OutboxEntry(sink=sink, alert_id=f"c1/raw/{kind}", dedup_key=f"c1/raw/{kind}#1", status="firing",
+                        payload={"secret": "never logged"}, created_at=T0, next_attempt_at=T0)
+            for sink in ("webhook-1", "events-webhook-3") for kind in ("utilization", "runway")])
+        stage = AlertingStage(settings, db, clock, sinks=[ListSink()])
+        events = EventStage(settings.events, clock, AsyncOutbox(OutboxStore(db)), sinks=[ListSink("events-webhook-0")])
+        registry = CollectorRegistry()
+        registry.register(stage.collector())
+        with capture_logs() as logs:
+            stopping = asyncio.Event()
+            task = asyncio.create_task(stage.run(stopping), name="alerts")
+            try:
+                assert await stage.drain(2)
+            finally:
+                stopping.set()
+                await task
+            # the alerts' dispatcher leaves the events' rows alone: those are the events stage's
+            assert await outbox.pending_counts() == {"events-webhook-3": 2}
+            task = asyncio.create_task(events.run(stopping), name="events")
+            await task
+        assert await outbox.pending_counts() == {}
+        assert registry.get_sample_value("quotapilot_notifications_total",
+                                         {"sink": "webhook-1", "result": "sink_removed"}) == 2
+        assert events.dispatcher.stats.results[("events-webhook-3", "sink_removed")] == 2
+        removed = [entry for entry in logs if entry["event"] == "alert_sink.removed"]
+        assert [(entry["sink"], entry["dropped"]) for entry in removed] == [("webhook-1", 2), ("events-webhook-3", 2)]
+        assert "never logged" not in repr(logs)
+        rows = db.query("SELECT sink, last_error FROM outbox WHERE dropped_at IS NOT NULL ORDER BY id")
+        assert {(r["sink"], r["last_error"]) for r in rows} == {("webhook-1", "sink_removed"),
+                                                                  ("events-webhook-3", "sink_removed")}
+
+    async def test_a_shared_outbox_keeps_what_another_instance_may_deliver(self, tmp_path: Path) -> None:
+        """In a fleet the sink may be one only another instance's (newer) configuration has, during
+        a rolling change: only rows older than max_age — delivered by nobody any more — go."""
+        settings = settings_for(tmp_path)
+        db = Database(settings.store.path)
+        clock = VirtualClock(T0)
+        outbox = AsyncOutbox(OutboxStore(db))
+        outbox.shared = True  # as on PostgreSQL
+        old, new = T0 - settings.alerts.max_age_seconds - 60, T0 - 60
+        await outbox.enqueue([
+            OutboxEntry(sink="webhook-9", alert_id=f"c1/raw/{kind}", dedup_key=f"c1/raw/{kind}#1", status="firing",
+                        payload={}, created_at=at, next_attempt_at=at)
+            for kind, at in (("utilization", old), ("runway", new))])
+        stage = AlertingStage(settings, db, clock, sinks=[ListSink()])
+        stage.dispatcher.outbox = outbox
+        assert await stage.dispatcher.drop_removed_sinks() == {"webhook-9": 1}
+        assert await outbox.pending_counts() == {"webhook-9": 1}

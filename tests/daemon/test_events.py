@@ -135,29 +135,27 @@ class TestEventStage:
         settings = load_settings(None).events
         db = Database(tmp_path / "s.db")
         try:
-            states: dict[str, AlertState] = {
-                "c1/raw/utilization": state("c1/raw/utilization", Phase.FIRING, Severity.WARNING, 1)}
-
-            async def read_states() -> dict[str, AlertState]:
-                return dict(states)
-
-            stage = EventStage(settings, VirtualClock(T0), AsyncOutbox(OutboxStore(db)), sinks=[RecordingSink()],
-                               alert_states=read_states, mode=lambda: "observe")
+            outbox = AsyncOutbox(OutboxStore(db))
+            stage = EventStage(settings, VirtualClock(T0), outbox, sinks=[RecordingSink()], mode=lambda: "observe")
             await stage.open()
             ctx = CycleContext(poll=PollResult(cluster="c1", t=T0), now=T0)
             ctx.decisions.append(grow())
             ctx.actions.append(verified())
             assert await stage.on_cycle(ctx) is None
-            # the standing alert from before the start is not an event; mode is (first seen)
-            assert dict(stage.published) == {"intent": 1, "result": 1, "mode": 1}
+            # the mode is an event (first seen, at start); alerts are the alerting stage's to enqueue
+            assert dict(stage.published) == {"mode": 1, "intent": 1, "result": 1}
             # the same decisions again (a replayed cycle): same ids, the outbox ignores them
             await stage.publish_now(T0, decision_events([grow()], [verified()], mode="observe"))
             rows = db.query("SELECT dedup_key, status FROM outbox WHERE sink = 'events-test' ORDER BY id")
-            assert [r["status"] for r in rows] == ["intent", "result", "mode"]
-            states["c1/raw/utilization"] = state("c1/raw/utilization", Phase.INACTIVE, None, 2)
-            await stage.publish_now(T0 + 60)
+            assert [r["status"] for r in rows] == ["mode", "intent", "result"]
+            # an alert resolved: the entries the alerting stage commits with its states
+            entries = stage.alert_entries(
+                {"c1/raw/utilization": state("c1/raw/utilization", Phase.FIRING, Severity.WARNING, 1)},
+                {"c1/raw/utilization": state("c1/raw/utilization", Phase.INACTIVE, None, 2)}, T0 + 60)
+            await outbox.enqueue(entries)
+            stage.alerts_committed(entries)
             last = db.query("SELECT dedup_key FROM outbox WHERE sink = 'events-test' ORDER BY id DESC LIMIT 1")
-            assert last[0]["dedup_key"] == "c1/raw/utilization#2"
+            assert (last[0]["dedup_key"], stage.published["alert"]) == ("c1/raw/utilization#2", 1)
         finally:
             db.close()
 
