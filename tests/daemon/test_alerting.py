@@ -63,6 +63,17 @@ class ListSink:
         pass
 
 
+async def deliver_all(stage: AlertingStage) -> None:
+    """Run the stage's delivery task until the outbox is drained, then stop it."""
+    stopping = asyncio.Event()
+    task = asyncio.create_task(stage.run(stopping), name="alerts")
+    try:
+        assert await stage.drain(2)
+    finally:
+        stopping.set()
+        await task
+
+
 def settings_for(tmp_path: Path, **alerts: Any) -> Settings:
     return load_settings(None, store={"path": tmp_path / "s.db"}, alerts=alerts,
                          daemon={"shutdown_timeout_seconds": 1})
@@ -173,13 +184,7 @@ class TestStage:
         await stage.on_cycle(ctx_with(0.95))
         assert registry.get_sample_value("quotapilot_alerts_firing", {"kind": "utilization",
                                                                       "severity": "critical"}) == 1
-        stopping = asyncio.Event()
-        task = asyncio.create_task(stage.run(stopping), name="alerts")
-        try:
-            assert await stage.drain(2)
-        finally:
-            stopping.set()
-            await task
+        await deliver_all(stage)
         assert registry.get_sample_value("quotapilot_notifications_total",
                                          {"sink": "list", "result": "delivered"}) == 1
         assert registry.get_sample_value("quotapilot_outbox_pending", {"sink": "list"}) == 0
@@ -386,17 +391,12 @@ class TestRemovedSinks:
         registry = CollectorRegistry()
         registry.register(stage.collector())
         with capture_logs() as logs:
-            stopping = asyncio.Event()
-            task = asyncio.create_task(stage.run(stopping), name="alerts")
-            try:
-                assert await stage.drain(2)
-            finally:
-                stopping.set()
-                await task
+            await deliver_all(stage)
             # the alerts' dispatcher leaves the events' rows alone: those are the events stage's
             assert await outbox.pending_counts() == {"events-webhook-3": 2}
-            task = asyncio.create_task(events.run(stopping), name="events")
-            await task
+            stopping = asyncio.Event()
+            stopping.set()
+            await events.run(stopping)
         assert await outbox.pending_counts() == {}
         assert registry.get_sample_value("quotapilot_notifications_total",
                                          {"sink": "webhook-1", "result": "sink_removed"}) == 2
