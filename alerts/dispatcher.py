@@ -240,19 +240,24 @@ class Dispatcher:
         `sink_removed` under that sink's name, logged once per sink with the count. An outbox
         other instances share (a fleet) may hold rows of a sink only their newer configuration
         has (a rolling change): there only rows older than `max_age_seconds` — which no instance
-        would deliver any more — are dropped, and the rest are logged. Returns sink → rows dropped."""
+        would deliver any more — are dropped, and the rest are logged. Returns sink → rows dropped.
+        A store that fails here is logged and left: those rows wait for the next start, delivery
+        goes on."""
         if self.owns_sink is None:
             return {}
         dropped: dict[str, int] = {}
         now = self.schedule_now()
         shared = bool(getattr(self.outbox, "shared", False))
         cutoff = self.now() - self.max_age_seconds if shared else math.inf
-        for sink, count in sorted((await self.outbox.pending_counts()).items()):
-            if sink in self.sinks or not count or not self.owns_sink(sink):
-                continue
-            dropped[sink] = await self.outbox.drop_pending(sink, now, "sink_removed", cutoff)
-            self.stats.results[(sink, "sink_removed")] += dropped[sink]
-            log.warning("alert_sink.removed", sink=sink, dropped=dropped[sink], kept=count - dropped[sink])
+        try:
+            for sink, count in sorted((await self.outbox.pending_counts()).items()):
+                if sink in self.sinks or not count or not self.owns_sink(sink):
+                    continue
+                dropped[sink] = await self.outbox.drop_pending(sink, now, "sink_removed", cutoff)
+                self.stats.results[(sink, "sink_removed")] += dropped[sink]
+                log.warning("alert_sink.removed", sink=sink, dropped=dropped[sink], kept=count - dropped[sink])
+        except Exception:
+            log.exception("outbox.sweep_failed")
         return dropped
 
     # ------------------------------------------------------------------------------ running

@@ -371,10 +371,7 @@ class EventStage:
     async def run(self, stopping: asyncio.Event) -> None:
         """The supervised delivery task: deliver until `stopping`, then flush within a bound."""
         self._ran = True
-        try:  # rows queued for an event sink no longer configured (`Dispatcher.drop_removed_sinks`)
-            await self.dispatcher.drop_removed_sinks()
-        except Exception:  # the store is busy: those rows wait for the next start, delivery goes on
-            log.exception("outbox.sweep_failed")
+        await self.dispatcher.drop_removed_sinks()  # rows queued for an event sink no longer configured
         if not self.sinks:
             await stopping.wait()
             return

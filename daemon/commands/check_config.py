@@ -22,6 +22,8 @@ from typing import Any
 from quotapilot.daemon import __version__
 from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.settings import (
+    AlertSettings,
+    EventSettings,
     Settings,
     WebhookSettings,
     expand_path,
@@ -85,6 +87,11 @@ def validate_for_run(settings: Settings) -> None:
                                   f"no sink named {sink!r} (configured: {', '.join(sinks) or 'none'})")
 
 
+def notification_groups(settings: Settings) -> tuple[tuple[str, AlertSettings | EventSettings], ...]:
+    """The two groups with MQTT and webhook sinks of the same settings: `[alerts]`, `[events]`."""
+    return ("alerts", settings.alerts), ("events", settings.events)
+
+
 def secret_files(settings: Settings) -> Iterator[tuple[str, Path, Callable[[], str | None]]]:
     """`(field, path, read)` for every secret kept in a file, `read` being what `run` calls."""
     for i, cluster in enumerate(settings.clusters):
@@ -94,7 +101,7 @@ def secret_files(settings: Settings) -> Iterator[tuple[str, Path, Callable[[], s
             yield f"clusters.{i}.password_file", cluster.password_file, cluster.resolved_password
     if settings.http.write_token_file is not None:
         yield "http.write_token_file", settings.http.write_token_file, settings.http.resolved_write_token
-    for section, sinks in (("alerts", settings.alerts), ("events", settings.events)):
+    for section, sinks in notification_groups(settings):
         mqtt = sinks.mqtt
         if mqtt is not None and mqtt.password_file is not None:
             yield f"{section}.mqtt.password_file", mqtt.password_file, mqtt.resolved_password
@@ -116,7 +123,7 @@ def ca_files(settings: Settings) -> Iterator[tuple[str, Path]]:
         ca = cluster.resolved_ca_file()
         if ca is not None and not cluster.insecure_skip_tls_verify:
             yield f"clusters.{i}.ca_file", ca
-    for section, sinks in (("alerts", settings.alerts), ("events", settings.events)):
+    for section, sinks in notification_groups(settings):
         mqtt = sinks.mqtt
         if mqtt is not None and mqtt.tls:
             ca = mqtt.resolved_ca_file()
@@ -243,8 +250,8 @@ def config_warnings(settings: Settings) -> list[str]:
                 "anyone on the path can read the token and change quotas"
                 for i, c in enumerate(settings.clusters) if c.insecure_skip_tls_verify]
     webhooks: list[tuple[str, WebhookSettings]] = [
-        *((f"alerts.webhooks.{i}", w) for i, w in enumerate(settings.alerts.webhooks)),
-        *((f"events.webhooks.{i}", w) for i, w in enumerate(settings.events.webhooks))]
+        (f"{section}.webhooks.{i}", w) for section, sinks in notification_groups(settings)
+        for i, w in enumerate(sinks.webhooks)]
     warnings.extend(f"{field}.verify_tls: the certificate of {url_for_display(w.url)} is NOT verified; "
                     "anyone on the path can read what is posted (and its token)"
                     for field, w in webhooks if not w.verify_tls and w.url.startswith("https://"))

@@ -543,7 +543,7 @@ class AlertingStage:
     async def run(self, stopping: asyncio.Event) -> None:
         """The supervised delivery task: deliver until `stopping`, then flush within the bound."""
         self._ran = True
-        await self._drop_removed_sinks()
+        await self.dispatcher.drop_removed_sinks()
         if not self.sinks:
             while not stopping.is_set():
                 await sleep_unless(self.clock, self.task_check_seconds, stopping)
@@ -566,13 +566,6 @@ class AlertingStage:
         finally:
             delivery.cancel()
             await asyncio.gather(delivery, return_exceptions=True)
-
-    async def _drop_removed_sinks(self) -> None:
-        """Rows queued for a sink no longer configured are dropped (`Dispatcher.drop_removed_sinks`)."""
-        try:
-            await self.dispatcher.drop_removed_sinks()
-        except Exception:  # the store is busy: those rows wait for the next start, delivery goes on
-            log.exception("outbox.sweep_failed")
 
     async def _purge(self) -> None:
         """Forget finished outbox rows after `OUTBOX_KEEP_SECONDS`, once per hour of the clock."""

@@ -81,7 +81,7 @@ class OutboxStore:
             return _insert(conn, entries)
 
     def pending(self, sink: str, limit: int, due_by: float = math.inf, *,
-                      retries: bool = False) -> list[OutboxRow]:
+                retries: bool = False) -> list[OutboxRow]:
         """Claim up to `limit` pending rows of `sink` (unclaimed, ours, or with a lapsed claim),
         oldest first: the rows of every alert that has a row due (`next_attempt_at <= due_by`, or
         with `retries` any row tried before — a flush), all of that alert's pending rows so the

@@ -249,8 +249,7 @@ class VmsPoller:
             previous = self._accepted.get(name)
             # no rate between two samples that disagree (either may be a glitch): as one of the
             # recent rates it made every later rise plausible
-            agreed = previous is not None and (previous.confirmed or name not in self._unconfirmed)
-            if previous is not None and agreed and obs.t > previous.t:
+            if previous is not None and (previous.confirmed or name not in self._unconfirmed) and obs.t > previous.t:
                 rates[name] = (obs.used_bytes - previous.used_bytes) / (obs.t - previous.t)
                 self._recent_rates.setdefault(name, deque(maxlen=RATE_WINDOW)).append(rates[name])
                 if obs.used_inodes is not None and previous.used_inodes is not None:

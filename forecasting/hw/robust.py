@@ -99,12 +99,7 @@ def raise_end_drops(rates: FloatArray, periods: tuple[int, ...] = ()) -> FloatAr
         return out
     bound = SPIKE_SIGMAS * sigma
     down = (np.nan_to_num(deviation, nan=0.0) < -bound) & (rates < 0.0)
-    run = 0
-    for k in range(n - 1, -1, -1):  # the run of drops that reaches the end
-        if not down[k]:
-            break
-        run += 1
-    if run >= SHIFT_STEPS:
+    if down[-SHIFT_STEPS:].all():  # the drops that reach the end are a run: a lasting change
         return out
     for k in range(n - half, n):
         if down[k] and not _seasonal(deviation, k, periods, bound):
