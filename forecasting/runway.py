@@ -42,12 +42,14 @@ class Paths:
 
 def paths_of(last_t: float, last_used: float, step: float, out_t: FloatArray, p10: FloatArray, p50: FloatArray,
              p90: FloatArray, *, model: str, fallback: str | None) -> Paths:
-    """`Paths` of quantile levels at `out_t` (`last_t + k*step`, k = 1 … n), starting at `last_used`,
+    """`Paths` of quantile levels at `out_t` (`last_t + k*step`, k = 1 … n, the last one possibly
+    earlier: the horizon), starting at `last_used`,
     each floored at 0 bytes (the floor keeps p10 <= p50 <= p90; NaN stays NaN for the caller to see)."""
     n_out = len(out_t)
     p10, p50, p90 = (np.maximum(path, 0.0) for path in (p10, p50, p90))
     # compact paths (8 bytes a value, the grid derived): ~20,000 series each hold one
-    forecast = Forecast(t0=last_t, step_seconds=step, times=StepTimes(last_t, step, n_out),
+    end = float(out_t[-1]) if n_out and out_t[-1] < last_t + step * n_out else math.inf
+    forecast = Forecast(t0=last_t, step_seconds=step, times=StepTimes(last_t, step, n_out, end),
                         p10=float_array(p10.tolist()), p50=float_array(p50.tolist()), p90=float_array(p90.tolist()),
                         model=model, fallback=fallback)
     origin = np.array([last_used])
@@ -57,7 +59,9 @@ def paths_of(last_t: float, last_used: float, step: float, out_t: FloatArray, p1
 
 def cumulative_paths(fitted: FittedModel, state: ModelState, *, open_start: float, last_t: float,
                      last_used: float, horizon_seconds: float) -> Paths:
-    """The p10/p50/p90 cumulative paths at `last_t + k*step`, k = 1 … ceil(horizon/step)."""
+    """The p10/p50/p90 cumulative paths at `last_t + k*step`, k = 1 … ceil(horizon/step), the last
+    point at the horizon itself (a horizon that is not a whole number of steps ends there: nothing
+    past what was asked for is forecast, and no runway beyond it is reported)."""
     step = fitted.step_seconds
     n_out = max(1, math.ceil(horizon_seconds / step - 1e-9))
     n_knots = math.ceil((last_t + n_out * step - open_start) / step - 1e-9)
@@ -70,7 +74,7 @@ def cumulative_paths(fitted: FittedModel, state: ModelState, *, open_start: floa
     mean = np.concatenate(([last_used], last_used + np.cumsum(increments)))
     low = np.concatenate(([0.0], _band(fitted.band_low, n_knots)))
     high = np.concatenate(([0.0], _band(fitted.band_high, n_knots)))
-    out_t = last_t + step * np.arange(1, n_out + 1, dtype=np.float64)
+    out_t = np.minimum(last_t + step * np.arange(1, n_out + 1, dtype=np.float64), last_t + horizon_seconds)
     p50 = np.interp(out_t, knot_t, mean)
     p10 = np.minimum(p50 + np.interp(out_t, knot_t, low), p50)
     p90 = np.maximum(p50 + np.interp(out_t, knot_t, high), p50)

@@ -67,7 +67,7 @@ def stopgap_forecast(samples: Sequence[tuple[float, float]] | FloatArray, *, now
     half_width = max(STOPGAP_RATE_BAND_RATIO * abs(rate), Z_80 * se)
     last_t, last_used = float(t[-1]), float(used[-1])
     n_out = max(1, math.ceil(horizon_seconds / step_seconds - 1e-9))
-    ahead = step_seconds * np.arange(1, n_out + 1, dtype=np.float64)
+    ahead = np.minimum(step_seconds * np.arange(1, n_out + 1, dtype=np.float64), horizon_seconds)
     p50 = last_used + rate * ahead
     p10 = p50 - half_width * ahead
     p90 = p50 + half_width * ahead

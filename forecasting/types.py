@@ -7,6 +7,7 @@ as input, `daemon` produces them from VMS and consumes the results.
 from __future__ import annotations
 
 import enum
+import math
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -102,13 +103,14 @@ QUANTILES: tuple[str, ...] = ("p10", "p50", "p90")
 
 
 class StepTimes(Sequence[float]):
-    """`t0 + step_seconds * k` for k = 1 … n, computed on access (a forecast's grid in 32 bytes
+    """`t0 + step_seconds * k` for k = 1 … n, none past `end` (a horizon that is not a whole number
+    of steps: the last point is the horizon), computed on access (a forecast's grid in 40 bytes
     instead of n floats). Values equal numpy's `t0 + step * np.arange(1, n + 1)` bit for bit."""
 
-    __slots__ = ("n", "step_seconds", "t0")
+    __slots__ = ("end", "n", "step_seconds", "t0")
 
-    def __init__(self, t0: float, step_seconds: float, n: int) -> None:
-        self.t0, self.step_seconds, self.n = float(t0), float(step_seconds), n
+    def __init__(self, t0: float, step_seconds: float, n: int, end: float = math.inf) -> None:
+        self.t0, self.step_seconds, self.n, self.end = float(t0), float(step_seconds), n, float(end)
 
     def __len__(self) -> int:
         return self.n
@@ -119,20 +121,21 @@ class StepTimes(Sequence[float]):
     def __getitem__(self, index: slice) -> tuple[float, ...]: ...
     def __getitem__(self, index: int | slice) -> float | tuple[float, ...]:
         if isinstance(index, slice):
-            return tuple(self.t0 + self.step_seconds * float(k + 1) for k in range(*index.indices(self.n)))
+            return tuple(min(self.t0 + self.step_seconds * float(k + 1), self.end)
+                         for k in range(*index.indices(self.n)))
         if index < 0:
             index += self.n
         if not 0 <= index < self.n:
             raise IndexError("StepTimes index out of range")
-        return self.t0 + self.step_seconds * float(index + 1)
+        return min(self.t0 + self.step_seconds * float(index + 1), self.end)
 
     def __iter__(self) -> Iterator[float]:
-        t0, step = self.t0, self.step_seconds
-        return (t0 + step * float(k) for k in range(1, self.n + 1))
+        t0, step, end = self.t0, self.step_seconds, self.end
+        return (min(t0 + step * float(k), end) for k in range(1, self.n + 1))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, StepTimes):
-            return (self.t0, self.step_seconds, self.n) == (other.t0, other.step_seconds, other.n)
+            return (self.t0, self.step_seconds, self.n, self.end) == (other.t0, other.step_seconds, other.n, other.end)
         if isinstance(other, Sequence):
             return len(other) == self.n and all(a == b for a, b in zip(self, other, strict=True))
         return NotImplemented
@@ -140,7 +143,8 @@ class StepTimes(Sequence[float]):
     __hash__ = None  # type: ignore[assignment]  # equal to sequences, which do not all hash
 
     def __repr__(self) -> str:
-        return f"StepTimes(t0={self.t0!r}, step_seconds={self.step_seconds!r}, n={self.n})"
+        end = "" if self.end == math.inf else f", end={self.end!r}"
+        return f"StepTimes(t0={self.t0!r}, step_seconds={self.step_seconds!r}, n={self.n}{end})"
 
     def __reduce__(self) -> tuple[type[StepTimes], tuple[float, float, int]]:
         return StepTimes, (self.t0, self.step_seconds, self.n)

@@ -40,6 +40,23 @@ class TestForecastCli:
         assert len(out["forecast"]) == 72
         assert all(p["p10"] <= p["p50"] <= p["p90"] for p in out["forecast"])
 
+    @pytest.mark.parametrize("horizon", ["30m", "90m", "1d"])
+    def test_nothing_is_forecast_past_the_horizon(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   horizon: str) -> None:
+        """The forecast and its runways end at the requested horizon, not at the next hourly step:
+        a limit reached 15 minutes past a 30-minute horizon is not within it."""
+        used, _ = write_csv(tmp_path / "u.csv", 30, 1e7, epoch=True)
+        seconds = {"30m": 1800, "90m": 5400, "1d": 86400}[horizon]
+        limit = used + 1e7 * (seconds + 900)  # reached 15 minutes after the horizon
+        assert main(["forecast", "--csv", str(tmp_path / "u.csv"), "--limit", str(int(limit)),
+                     "--horizon", horizon, "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        t0 = dt.datetime.fromisoformat(out["t0"].replace("Z", "+00:00"))
+        ends = [dt.datetime.fromisoformat(p["t"].replace("Z", "+00:00")) for p in out["forecast"]]
+        assert (ends[-1] - t0).total_seconds() == pytest.approx(seconds)
+        assert all((t - t0).total_seconds() <= seconds + 1e-6 for t in ends)
+        assert out["runway"]["1.0"] == {"p10": None, "p50": None, "p90": None}
+
     def test_table_and_plot(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         used, _ = write_csv(tmp_path / "u.csv", 60, 1e7)
         rc = main(["forecast", "--csv", str(tmp_path / "u.csv"), "--limit", str(int(used * 1.5)),

@@ -50,6 +50,17 @@ class TestStopgap:
         rise = f.p50[-1] - samples[-1][1]
         assert f.p90[-1] - f.p50[-1] >= rise  # at least twice the rate on the pessimistic side
 
+    def test_the_line_ends_at_the_horizon(self) -> None:
+        """A horizon that is not a whole number of steps ends there: a limit reached 15 minutes
+        past a 30-minute horizon is not within it."""
+        samples = line(5, 60.0)
+        limit = samples[-1][1] + RATE * (1800 + 900)
+        result = stopgap_forecast(samples, now=samples[-1][0], step_seconds=3600.0, horizon_seconds=1800.0,
+                                  limit=limit, min_span_seconds=1.0)
+        assert result is not None
+        assert list(result.forecast.times) == [samples[-1][0] + 1800.0]
+        assert result.runways[-1].p50 is None
+
     def test_no_limit_gives_no_runways(self) -> None:
         result = forecast(line(3, 60.0), limit=None)
         assert result is not None and result.runways == ()
