@@ -4,7 +4,8 @@ Pure (no asyncio, no IO). Two layers:
 
 1. *conditions*: each rule looks at one cycle's `RuleInputs` (and the alert's previous state, for
    hysteresis and counters) and says, per alert id, which severity holds now — or nothing at all
-   when it cannot tell (no data), so an alert is never resolved by missing data;
+   when it cannot tell (no data, or a sample VMS has said only once: `TargetInput.confirmed`), so
+   an alert is never resolved by missing data, nor fired or resolved by one glitch;
 2. *the state machine* (`step`): inactive → pending (`for_seconds`) → firing → resolved, with
    re-notification of firing alerts and a notification on every severity change.
 
@@ -137,6 +138,12 @@ class TargetInput:
     growth_managed: bool = False
     """The daemon grows this quota itself (enforce mode, not paused, not blocked by a guard other
     than cooldown): its runway is then the daemon's job, not on-call's, and raises no alert."""
+    confirmed: bool = True
+    """False while no second sample agrees with this one (the collector's `unconfirmed`: the
+    target's first sample, or a hard limit that moved without a write of ours): what is computed
+    from it — utilization, runway, quota state, ingest, what the planner made of it — neither fires
+    nor resolves an alert until a confirmed sample. What we did ourselves (a growth, a failed
+    write) is said at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +237,8 @@ def target_conditions(target: TargetInput, states: Mapping[str, AlertState],
     def previous(kind: str) -> AlertState | None:
         return states.get(alert_id(target.cluster, target.target, kind))
 
+    if not target.confirmed:  # VMS said it once: held as it was (a one-poll glitch paged, and resolved)
+        return _growth_conditions(target, make, ours_only=True)
     name = target.target
     for dimension, series in (("bytes", target.bytes), ("inodes", target.inodes)):
         if series is None:
@@ -334,7 +343,9 @@ def _anomaly_condition(
     return severity, summary, observed, tuple(sorted(memory.items())) or (("idle", 1.0),)
 
 
-def _growth_conditions(target: TargetInput, make: _MakeCondition) -> list[Condition]:
+def _growth_conditions(target: TargetInput, make: _MakeCondition, *, ours_only: bool = False) -> list[Condition]:
+    """`ours_only`: only what our own writes did (a growth, a failed write), not what the planner
+    concluded from the sample (would grow, blocked)."""
     conditions: list[Condition] = []
     by_dimension: dict[str, list[GrowthInput]] = {}
     for item in target.growth:
@@ -349,20 +360,8 @@ def _growth_conditions(target: TargetInput, make: _MakeCondition) -> list[Condit
                     f"growth{suffix}", Severity.INFO,
                     f"{name} grown from {_tib(item.old_hard)} to {_tib(item.new_hard)}: {item.reason}",
                     value=float(item.new_hard or 0), event=True, for_seconds=0.0))
-        would = next((i for i in items if i.status == "would_grow"), None)
-        conditions.append(make(
-            f"growth_would_grow{suffix}", Severity.INFO if would else None,
-            (f"{name} would grow from {_tib(would.old_hard)} to {_tib(would.new_hard)} "
-             f"(observe mode): {would.reason}") if would else f"{name} no longer needs to grow",
-            for_seconds=0.0))
-        blocked = next((i for i in items if i.status == "blocked"), None)
-        severity = None
-        if blocked is not None:
-            severity = Severity.CRITICAL if "reserve" in blocked.reason else Severity.WARNING
-        conditions.append(make(
-            f"growth_blocked{suffix}", severity,
-            f"{name} growth blocked: {blocked.reason}" if blocked else f"{name} growth no longer blocked",
-            for_seconds=0.0))
+        if not ours_only:
+            conditions.extend(_planned_conditions(name, suffix, items, make))
         failed = next((i for i in items if i.status == "failed"), None)
         if failed is not None:
             conditions.append(make(
@@ -372,6 +371,24 @@ def _growth_conditions(target: TargetInput, make: _MakeCondition) -> list[Condit
             conditions.append(make(
                 f"growth_failed{suffix}", None, f"{name} grown and verified", for_seconds=0.0))
     return conditions
+
+
+def _planned_conditions(name: str, suffix: str, items: list[GrowthInput], make: _MakeCondition) -> list[Condition]:
+    """What the planner concluded for one series: would grow (observe mode), growth blocked."""
+    would = next((i for i in items if i.status == "would_grow"), None)
+    blocked = next((i for i in items if i.status == "blocked"), None)
+    severity = None
+    if blocked is not None:
+        severity = Severity.CRITICAL if "reserve" in blocked.reason else Severity.WARNING
+    return [
+        make(f"growth_would_grow{suffix}", Severity.INFO if would else None,
+             (f"{name} would grow from {_tib(would.old_hard)} to {_tib(would.new_hard)} "
+              f"(observe mode): {would.reason}") if would else f"{name} no longer needs to grow",
+             for_seconds=0.0),
+        make(f"growth_blocked{suffix}", severity,
+             f"{name} growth blocked: {blocked.reason}" if blocked else f"{name} growth no longer blocked",
+             for_seconds=0.0),
+    ]
 
 
 def _tib(value: int | None) -> str:

@@ -251,7 +251,10 @@ class ClusterSettings(Group):
     user: str | None = Field(None, description="VMS user for HTTP Basic auth (if no token).")
     password: SecretStr | None = Field(None, description="Password for `user`.")
     password_file: Path | None = Field(None, description="File holding the password for `user`.")
-    tenant: str | None = Field(None, description="Sent as X-Tenant-Name when set.")
+    tenant: str | None = Field(
+        None, description="Sent as X-Tenant-Name when set: VMS lists that tenant's quotas only, under their "
+        "names. Unset: every tenant's an admin sees; the default tenant's under their names, another "
+        "tenant's as '<tenant>:<name>'.")
     ca_file: Path | None = Field(None, description="CA bundle that signs the VMS certificate.")
     insecure_skip_tls_verify: bool = Field(
         False, description="Do NOT verify the VMS certificate. Logged as a warning at every start.")
@@ -392,7 +395,8 @@ class PolicyOverride(Group):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    match: str = Field(min_length=1, description="Glob on the quota path or name, e.g. '/cosmos7/temp*'.")
+    match: str = Field(min_length=1, description="Glob on the quota path or name, e.g. '/cosmos7/temp*' "
+                       "(another tenant's quota is named '<tenant>:<name>', e.g. 'acme:*').")
 
     @model_validator(mode="after")
     def _known_fields(self) -> PolicyOverride:

@@ -34,8 +34,9 @@ class Dimension(enum.StrEnum):
 class TargetId:
     """Identity of a watched target: a directory quota, or a cluster's capacity pool.
 
-    `name` is the VMS quota name (or `POOL_TARGET`); it is the `target` label in metrics and the
-    middle part of alert ids `cluster/target/kind`. `path` is the quota path ("/" for the pool).
+    `name` is the VMS quota name (or `POOL_TARGET`) — another tenant's than the one the daemon
+    works in as `<tenant>:<name>` (`daemon.vms.validation.QuotaNaming`); it is the `target` label
+    in metrics and the middle part of alert ids `cluster/target/kind`. `path` is the quota path ("/" for the pool).
     """
 
     cluster: str

@@ -10,8 +10,9 @@ Two sources have default queries (`[history] source`, each query and label overr
   `dashboards/5.4.3/Capacity  Utilization.json`, panel "Quotas utilization"), which also show the
   labels `guid`, `tenant_name` and `title` ("Quota Name"); not checked against a live exporter.
   No label is documented as the quota *name*, so a series is matched by path to a target the
-  store already knows (`name_label = "title"` opts into names); its `cluster` label is the VAST
-  cluster's name, so with one `[[clusters]]` entry the series belong to it when they carry its
+  store already knows (`name_label = "title"` opts into names: VMS's own, so another tenant's
+  quota still goes to the target known at its path, `acme:scratch`); its `cluster` label is the
+  VAST cluster's name, so with one `[[clusters]]` entry the series belong to it when they carry its
   name, no cluster label, or one other name (the exporter's for our VMS); where a Prometheus
   holds several clusters' series, the ones naming another cluster are reported as unmatched.
 
@@ -35,6 +36,7 @@ from quotapilot.daemon.history.prometheus import PrometheusClient, RangeSeries
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.settings import HistorySettings, Settings
 from quotapilot.daemon.store.observations import ObservationStore
+from quotapilot.daemon.vms.validation import TENANT_SEPARATOR
 from quotapilot.forecasting.types import POOL_TARGET, Observation, TargetId, TargetKind
 
 log = get_logger(__name__)
@@ -128,13 +130,15 @@ class TargetMatcher:
         if cluster is None:
             return None
         name = series.label(self.queries.name_label) if self.queries.name_label else None
+        known = self._by_path.get((cluster, path)) if path is not None else None
         if name is not None:
             if name == POOL_TARGET and path == "/":
                 return None
+            if known is not None and known.name.endswith(f"{TENANT_SEPARATOR}{name}"):
+                return known  # another tenant's quota: VMS's name (`title`) is not its target name
             return TargetId(cluster, name, path or f"/{name}")
         if path is None:
             return None
-        known = self._by_path.get((cluster, path))
         if known is not None:
             return known
         return TargetId(cluster, name_from_path(path), path) if self.derive_names else None

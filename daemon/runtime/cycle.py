@@ -68,8 +68,9 @@ class PollResult:
     unconfirmed sample before it. `observations` includes the pool."""
     unconfirmed: frozenset[str] = frozenset()
     """Target names whose sample is not yet confirmed by a second one (`validation.agrees`): a
-    target's first sample since start, since it was forgotten, or since its identity changed.
-    Kept and forecast, never written on."""
+    target's first sample since start, since it was forgotten, or since its identity changed; a
+    sample whose hard limit moved without a write of ours (`validation.limit_changed`). Kept and
+    forecast, never written on; no alert of the target fires or resolves on it."""
 
     @property
     def ok(self) -> bool:

@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from quotapilot.daemon.simulator.ingest import IngestModel
-from quotapilot.daemon.simulator.scenario import Scenario, ViewSpec, name_of_path
+from quotapilot.daemon.simulator.scenario import DEFAULT_TENANT, Scenario, ViewSpec, name_of_path
 from quotapilot.daemon.simulator.truth import WriteLog, WriteRecord
 
 FloatArray = npt.NDArray[np.float64]
@@ -81,6 +81,7 @@ class QuotaRecord:
     guid: str = ""
     stream: int | None = None
     soft_since: float | None = None  # when the soft limit was first exceeded (grace timer)
+    tenant_id: int = 1
 
 
 @dataclass
@@ -93,6 +94,7 @@ class ViewRecord:
     guid: str = ""
     bucket: str = ""
     create_dir: bool = True
+    tenant_id: int = 1
 
 
 @dataclass
@@ -164,6 +166,8 @@ class Engine:
         self.used_files: FloatArray = np.array([float(v.initial_files) for v in views])
         self.ingest = IngestModel(scenario, seed=seed, origin=self.origin)
 
+        self.tenants: dict[int, str] = {1: DEFAULT_TENANT}
+        """Tenant names by id: the default tenant is 1, the scenario's others follow in order."""
         self.policies: dict[int, PolicyRecord] = {}
         self.views: dict[int, ViewRecord] = {}
         self.quotas: dict[int, QuotaRecord] = {}
@@ -182,7 +186,8 @@ class Engine:
                 self.create_quota(name=view.quota_name, path=view.path, hard_limit=q.hard_limit_bytes,
                                   soft_limit=q.soft_limit_bytes, hard_limit_inodes=q.hard_limit_inodes,
                                   soft_limit_inodes=q.soft_limit_inodes,
-                                  grace_period_seconds=q.grace_period_seconds, _validate=False)
+                                  grace_period_seconds=q.grace_period_seconds, _validate=False,
+                                  tenant_id=self.tenant(view.tenant))
 
         # benchmark filler: closed-form quotas, ids after the scenario's
         self.extra_base_id = self._next_id["quota"]
@@ -216,6 +221,15 @@ class Engine:
     def _guid(self, kind: str, ident: int) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"quotapilot-sim/{self.seed}/{kind}/{ident}"))
 
+    def tenant(self, name: str) -> int:
+        """The id of the tenant named `name`, added (with the next id) when it is new."""
+        for ident, known in self.tenants.items():
+            if known == name:
+                return ident
+        ident = max(self.tenants) + 1
+        self.tenants[ident] = name
+        return ident
+
     def _policy(self, name: str) -> PolicyRecord:
         for p in self.policies.values():
             if p.name == name:
@@ -229,7 +243,7 @@ class Engine:
         policy = self._policy(view.policy)
         ident = self._new_id("view")
         self.views[ident] = ViewRecord(ident, view.view_name, view.path, policy.id, list(view.protocols),
-                                       self._guid("view", ident))
+                                       self._guid("view", ident), tenant_id=self.tenant(view.tenant))
 
     def create_view(self, *, path: str, policy_id: int, name: str | None = None,
                     protocols: list[str] | None = None, create_dir: bool = True) -> ViewRecord:
@@ -248,22 +262,26 @@ class Engine:
     def create_quota(self, *, name: str, path: str, hard_limit: int = 0, soft_limit: int = 0,
                      hard_limit_inodes: int = 0, soft_limit_inodes: int = 0,
                      grace_period_seconds: float = 0.0, _validate: bool = True,
-                     source: str | None = None) -> QuotaRecord:
-        """POST /quotas/: a quota on `path` (usage is the path's current usage). `source` (who
-        asked) puts the creation in the write log."""
+                     source: str | None = None, tenant_id: int = 1) -> QuotaRecord:
+        """POST /quotas/: a quota of tenant `tenant_id` on `path` (usage is the path's current
+        usage; a name is unique within its tenant, a path on the cluster). `source` (who asked)
+        puts the creation in the write log."""
         if _validate:
             if not path.startswith("/"):
                 raise EngineError("path", "must be an absolute path")
             if any(q.path == path for q in self.quotas.values()) or self.extra_index(path=path) is not None:
                 raise EngineError("path", f"a quota on {path} already exists")
-            if any(q.name == name for q in self.quotas.values()) or self.extra_index(name=name) is not None:
+            if tenant_id not in self.tenants:
+                raise EngineError("tenant_id", f"tenant {tenant_id} does not exist")
+            if any(q.name == name and q.tenant_id == tenant_id for q in self.quotas.values()) or (
+                    tenant_id == 1 and self.extra_index(name=name) is not None):
                 raise EngineError("name", f"a quota named {name} already exists")
             _check_limits(hard_limit, soft_limit, "")
             _check_limits(hard_limit_inodes, soft_limit_inodes, "_inodes")
         ident = self._new_id("quota")
         stream = self.stream_paths.index(path) if path in self.stream_paths else None
         record = QuotaRecord(ident, name, path, hard_limit, soft_limit, hard_limit_inodes, soft_limit_inodes,
-                             grace_period_seconds, self._guid("quota", ident), stream)
+                             grace_period_seconds, self._guid("quota", ident), stream, tenant_id=tenant_id)
         self.quotas[ident] = record
         stats = self._stats.setdefault(path, _PathStats())
         stats.limits.append((self.now, hard_limit or None))
@@ -309,7 +327,8 @@ class Engine:
                                                    f"the used inodes {int(used_f)}")
         _check_limits(new["hard_limit"], new["soft_limit"], "")
         _check_limits(new["hard_limit_inodes"], new["soft_limit_inodes"], "_inodes")
-        if new["name"] != record.name and any(q.name == new["name"] for q in self.quotas.values()):
+        if new["name"] != record.name and any(q.name == new["name"] and q.tenant_id == record.tenant_id
+                                              for q in self.quotas.values()):
             raise EngineError("name", f"a quota named {new['name']} already exists")
         for key, value in new.items():
             setattr(record, key, value)

@@ -68,7 +68,8 @@ def _apply(engine: Engine, event: EventSpec, on_clock_step: Callable[[float], No
     if event.action == "create_quota":
         assert event.name is not None
         engine.create_quota(name=event.name, path=event.path, hard_limit=event.hard_limit_bytes or 0,
-                            soft_limit=event.soft_limit_bytes or 0, source="scenario")
+                            soft_limit=event.soft_limit_bytes or 0, source="scenario",
+                            tenant_id=engine.tenant(event.tenant))
         return
     record = engine.quota_by_path(event.path)
     if record is None:
@@ -86,7 +87,8 @@ def _apply(engine: Engine, event: EventSpec, on_clock_step: Callable[[float], No
         name, hard, soft = record.name, record.hard_limit, record.soft_limit
         engine.delete_quota(record.id, source="scenario")
         log_.removed_names.append((engine.now, name, record.path))
-        engine.create_quota(name=name, path=event.new_path, hard_limit=hard, soft_limit=soft, source="scenario")
+        engine.create_quota(name=name, path=event.new_path, hard_limit=hard, soft_limit=soft, source="scenario",
+                            tenant_id=record.tenant_id)
     elif event.action == "operator_patch":
         if event.factor is not None:
             used = int(engine.quota_usage(record)[0])

@@ -58,18 +58,18 @@ class Renderer:
             "uptime": str(datetime.timedelta(seconds=int(e.now - e.origin))),
         }
 
-    def _quota_prefix(self, ident: int, guid: str, name: str, path: str) -> str:
+    def _quota_prefix(self, ident: int, guid: str, name: str, path: str, tenant_id: int = 1) -> str:
         """The fields of a quota that rarely change, serialised once (listing 10,000 quotas must be
         cheap): the JSON object without its closing brace."""
         address = self.address
         cached = self._prefix_cache.get(ident)
         if cached is not None and cached[0] == (name, path, address):
-            return cached[1]
+            return cached[1]  # (a quota's tenant never changes)
         static = {
             "id": ident, "guid": guid, "name": name, "title": name, "path": path,
             "url": f"https://{address}/api/quotas/{ident}",
             "cluster": self.engine.scenario.cluster.name, "cluster_id": self.engine.cluster_id,
-            "tenant_id": 1, "tenant_name": "default", "system_id": ident,
+            "tenant_id": tenant_id, "tenant_name": self.engine.tenants[tenant_id], "system_id": ident,
             "enable_alarms": True, "is_user_quota": False, "internal": False,
             "num_exceeded_users": 0, "num_blocked_users": 0, "sync_state": "SYNCHRONIZED",
         }
@@ -104,7 +104,7 @@ class Renderer:
         if record.grace_period_seconds > 0 and record.soft_since is not None and state.endswith("SOFT_EXCEEDED"):
             left = record.soft_since + record.grace_period_seconds - self.engine.now
             time_to_block = grace_text(max(60.0, left // 60 * 60))
-        prefix = self._quota_prefix(record.id, record.guid, record.name, record.path)
+        prefix = self._quota_prefix(record.id, record.guid, record.name, record.path, record.tenant_id)
         return self._quota_fragment(prefix, hard=record.hard_limit, soft=record.soft_limit,
                                     hard_inodes=record.hard_limit_inodes, soft_inodes=record.soft_limit_inodes,
                                     used_b=used_b, used_f=used_f, state=state, grace=record.grace_period_seconds,
@@ -123,8 +123,8 @@ class Renderer:
         for record in sorted(e.quotas.values(), key=lambda r: r.id):
             used_b, used_f = e.quota_usage(record)
             labels = ",".join(f'{key}="{_prom_label(value)}"' for key, value in (
-                ("cluster", cluster), ("guid", record.guid), ("path", record.path), ("tenant_name", "default"),
-                ("title", record.name)))
+                ("cluster", cluster), ("guid", record.guid), ("path", record.path),
+                ("tenant_name", e.tenants[record.tenant_id]), ("title", record.name)))
             for name, value in (("vast_quota_used_capacity", int(used_b)), ("vast_quota_hard_limit", record.hard_limit),
                                 ("vast_quota_used_inodes", int(used_f)),
                                 ("vast_quota_hard_limit_inodes", record.hard_limit_inodes)):
@@ -169,7 +169,8 @@ class Renderer:
         return {
             "id": v.id, "guid": v.guid, "name": v.name, "title": v.name, "path": v.path, "alias": "",
             "url": f"https://{self.address}/api/views/{v.id}", "policy_id": v.policy_id, "policy": policy.name,
-            "protocols": list(v.protocols), "bucket": v.bucket, "tenant_id": 1, "tenant_name": "default",
+            "protocols": list(v.protocols), "bucket": v.bucket, "tenant_id": v.tenant_id,
+            "tenant_name": e.tenants[v.tenant_id],
             "cluster": e.scenario.cluster.name, "cluster_id": e.cluster_id, "create_dir": v.create_dir,
             "logical_capacity": int(used), "physical_capacity": int(used / e.drr), "directory": True,
             "share": "", "sync": "SYNCHRONIZED",
@@ -183,9 +184,12 @@ class Renderer:
                 "cluster_id": self.engine.cluster_id, "flavor": "NFS"}
 
 
-def quota_ids(engine: Engine, query: Any) -> list[int]:
-    """The quota ids a `GET /quotas/` with these filters lists, in id order."""
+def quota_ids(engine: Engine, query: Any, tenant: str | None = None) -> list[int]:
+    """The quota ids a `GET /quotas/` with these filters lists, in id order: with `tenant` (the
+    request's X-Tenant-Name), that tenant's only (none for a tenant the cluster does not have)."""
     e = engine
+    if tenant is not None:
+        return [i for i in quota_ids(engine, query) if _tenant_of(e, i) == tenant]
     path, name = query.get("path"), query.get("name")
     if path is not None or name is not None:
         ids = [q.id for q in e.quotas.values()
@@ -203,6 +207,11 @@ def quota_ids(engine: Engine, query: Any) -> list[int]:
         if needle is not None:
             ids = [i for i in ids if needle in _quota_text_field(e, i, field)]
     return ids
+
+
+def _tenant_of(e: Engine, ident: int) -> str:
+    record = e.quotas.get(ident)
+    return e.tenants[record.tenant_id if record is not None else 1]  # benchmark filler: the default tenant
 
 
 def _quota_text_field(e: Engine, ident: int, field: str) -> str:

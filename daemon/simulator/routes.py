@@ -2,8 +2,9 @@
 
 Each path is served under `/api/latest/`, `/api/<vN>/` and `/api/` (no version), with or without
 the trailing slash: `clusters/`, `clusters/{id}/`, `quotas/` (GET with `page`/`page_size` paging in
-a DRF envelope and `path`/`name` filters, POST), `quotas/{id}/` (GET/PATCH/PUT/DELETE), `views/`
-(GET, POST), `views/{id}/`, `viewpolicies/`, `viewpolicies/{id}/`, `monitors/ad_hoc_query/`; and
+a DRF envelope and `path`/`name` filters, POST; both in the tenant an `X-Tenant-Name` header
+names), `quotas/{id}/` (GET/PATCH/PUT/DELETE), `views/` (GET, POST), `views/{id}/`,
+`viewpolicies/`, `viewpolicies/{id}/`, `monitors/ad_hoc_query/`; and
 the built-in exporter's `/api/prometheusmetrics/quotas` (no version prefix, as on a VMS).
 Handlers find the simulator's state under `request.app[SIM]`; authentication, faults and the
 error answers are the middlewares' (`middlewares.py`).
@@ -55,6 +56,9 @@ class SimState:
     wall_offset: Callable[[], float]
     """Seconds the simulated VMS's wall clock is ahead of simulated time (scenario clock steps)."""
 
+
+TENANT_HEADER = "X-Tenant-Name"
+"""vastpy's tenant header: a listing holds that tenant's quotas only, a new quota is that tenant's."""
 
 SIM = web.AppKey("simulator", SimState)
 USER_KEY = web.RequestKey("sim_user", str)
@@ -108,7 +112,8 @@ async def quotas(request: web.Request) -> web.StreamResponse:
     state = request.app[SIM]
     e = state.engine
     if request.method == "GET":
-        return list_response(request, quota_ids(e, request.query), state.render.quotas)
+        tenant = request.headers.get(TENANT_HEADER)
+        return list_response(request, quota_ids(e, request.query, tenant), state.render.quotas)
     if request.method != "POST":
         raise not_allowed(request.method)
     body = await json_body(request)
@@ -125,12 +130,16 @@ async def quotas(request: web.Request) -> web.StreamResponse:
             grace = parse_grace(body["grace_period"])
         except ValueError as exc:
             raise bad("grace_period", str(exc)) from exc
+    tenant = request.headers.get(TENANT_HEADER)
+    if tenant is not None and tenant not in e.tenants.values():
+        raise bad("tenant", f"no tenant named {tenant}")
     try:
         record = e.create_quota(
             name=body["name"], path=body["path"], grace_period_seconds=grace,
             hard_limit=limits.get("hard_limit", 0), soft_limit=limits.get("soft_limit", 0),
             hard_limit_inodes=limits.get("hard_limit_inodes", 0),
-            soft_limit_inodes=limits.get("soft_limit_inodes", 0), source=source_of(request))
+            soft_limit_inodes=limits.get("soft_limit_inodes", 0), source=source_of(request),
+            tenant_id=1 if tenant is None else e.tenant(tenant))
     except EngineError as exc:
         raise bad(exc.field, exc.reason) from exc
     log.info("simulator.quota_created", quota_id=record.id, path=record.path)

@@ -18,7 +18,9 @@ drr = 1.3                  # data reduction ratio: logical / physical
 
 [[views]]
 path = "/example/raw"
-quota_name = "example-raw" # no "/" in quota names
+quota_name = "example-raw" # no "/" in quota names; unique within a tenant
+tenant = "default"         # the VMS tenant of the view and its quota: "default" is id 1, others get
+                           # ids 2, 3, ... in order of appearance
 quota = { hard_limit = "20TB", soft_limit = "18TB", hard_limit_inodes = 50_000_000, grace_period = "7d" }
 initial = { used = "12TB", files = 1_000_000 }
 
@@ -46,7 +48,7 @@ at = "2d"
 action = "operator_patch"  # a human changes a quota: hard_limit (and soft_limit), or factor = 1.5
 path = "/example/raw"
 factor = 0.9
-# action = "create_quota"   path, name (default from the path), hard_limit, soft_limit
+# action = "create_quota"   path, name (default from the path), hard_limit, soft_limit, tenant
 # action = "delete_quota"   path
 # action = "rename_quota"   path, new_name
 # action = "recreate_quota" path, new_path: deleted, then created under the same name at new_path
@@ -77,6 +79,8 @@ from quotapilot.daemon.simulator.faults import FaultError, Faults
 from quotapilot.daemon.units import parse_bytes, parse_duration
 
 BUILTIN_SCENARIOS = ("cosmos7", "step3x", "burst20", "lull_surge", "churn")
+DEFAULT_TENANT = "default"
+"""The tenant every VAST cluster has (id 1): a view or quota names no tenant → this one."""
 EVENT_ACTIONS = ("create_quota", "delete_quota", "rename_quota", "recreate_quota", "operator_patch", "clock_step")
 
 
@@ -161,6 +165,7 @@ class ViewSpec:
     initial_files: int = 0
     ingest: IngestSpec = field(default_factory=IngestSpec)
     deletes: tuple[DeleteSpec, ...] = ()
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True)
@@ -177,6 +182,8 @@ class EventSpec:
     soft_limit_bytes: int | None = None
     factor: float | None = None
     seconds: float = 0.0
+    tenant: str = DEFAULT_TENANT
+    """`create_quota`: the tenant of the new quota."""
 
 
 @dataclass(frozen=True)
@@ -397,7 +404,8 @@ def _parse_view(t: _Table) -> ViewSpec:
         protocols=tuple(protocols),
         initial_used_bytes=used, initial_files=files,
         ingest=_parse_ingest(t.table("ingest")),
-        deletes=tuple(deletes))
+        deletes=tuple(deletes),
+        tenant=t.string("tenant", DEFAULT_TENANT))
     t.reject_unknown()
     return spec
 
@@ -455,10 +463,12 @@ def _parse_event(t: _Table) -> EventSpec:
     name = new_name = new_path = None
     hard = soft = None
     factor = None
+    tenant = DEFAULT_TENANT
     if action == "create_quota":
         name = t.string("name", name_of_path(path))
         if "/" in name:
             raise ScenarioError(t.at("name"), "must not contain '/'")
+        tenant = t.string("tenant", DEFAULT_TENANT)
         hard = t.size("hard_limit", 0)
         soft = t.size("soft_limit", hard)
         if hard and soft > hard:
@@ -480,7 +490,7 @@ def _parse_event(t: _Table) -> EventSpec:
             if soft is not None and hard and soft > hard:
                 raise ScenarioError(t.at("soft_limit"), "must be <= hard_limit")
     event = EventSpec(at, action, path=path, name=name, new_name=new_name, new_path=new_path,
-                      hard_limit_bytes=hard, soft_limit_bytes=soft, factor=factor)
+                      hard_limit_bytes=hard, soft_limit_bytes=soft, factor=factor, tenant=tenant)
     t.reject_unknown()
     return event
 
@@ -549,9 +559,9 @@ def parse_scenario(raw: Mapping[str, Any], default_name: str = "custom") -> Scen
             raise ScenarioError(f"views[{i}].ingest.follows", f"no other view with path {follows!r}")
         if follows is not None and views[paths.index(follows)].ingest.follows is not None:
             raise ScenarioError(f"views[{i}].ingest.follows", "may not follow a view that itself follows another")
-    names = [v.quota_name for v in views if v.quota is not None]
+    names = [(v.tenant, v.quota_name) for v in views if v.quota is not None]
     if len(set(names)) != len(names):
-        raise ScenarioError("views", "quota names must be unique")
+        raise ScenarioError("views", "quota names must be unique within a tenant")
     events = tuple(sorted((_parse_event(e) for e in root.tables("events")), key=lambda e: e.at_seconds))
     faults = tuple(_parse_fault(f) for f in root.tables("faults"))
     root.reject_unknown()

@@ -3,8 +3,12 @@
 Per poll cycle, `AlertingStage.on_cycle` reduces the `CycleContext` to plain `RuleInputs`, runs
 the pure rules (`quotapilot.alerts.rules`) against the alerts' persisted states, routes the
 notifications, and writes the new states and the outbox rows in one SQLite transaction — only
-then wakes the dispatcher. `run(stopping)` is the supervised root task that delivers; on stop it
-flushes what it can within the shutdown bound and leaves the rest on disk for the next start.
+then wakes the dispatcher. A target whose sample the collector has not confirmed yet
+(`PollResult.unconfirmed`: its first, or a hard limit that moved without a write of ours) keeps
+its alerts and retained state as they were until a sample that is (`TargetInput.confirmed`): an
+alert fires or resolves on what VMS said twice. `run(stopping)` is the supervised root task that
+delivers; on stop it flushes what it can within the shutdown bound and leaves the rest on disk
+for the next start.
 
 Supervised task crashes (the `daemon` alert kind) are checked by the same task every
 `task_check_seconds`, so they are reported even when no poll cycle runs any more.
@@ -268,7 +272,8 @@ def inputs_from_cycle(ctx: CycleContext, settings: Settings,
             bytes=_series(obs.used_bytes, obs.hard_limit_bytes,
                           ctx.forecasts.get((target, Dimension.BYTES)), now, t=obs.t, window_seconds=window),
             inodes=inodes, growth=tuple(growth.get(target, ())),
-            growth_managed=target.kind is TargetKind.QUOTA and managed(target)))
+            growth_managed=target.kind is TargetKind.QUOTA and managed(target),
+            confirmed=target.name not in poll.unconfirmed))
     if poll.capacity is not None and not seen_pool:
         capacity = poll.capacity
         pool_forecast = next((f for (t, d), f in ctx.forecasts.items()
@@ -277,7 +282,7 @@ def inputs_from_cycle(ctx: CycleContext, settings: Settings,
             cluster=poll.cluster, target=POOL_TARGET, path="/", is_pool=True, t=capacity.t,
             state=capacity.state, warning_at=policy.warning_at, critical_at=policy.critical_at,
             bytes=_series(capacity.used_bytes, capacity.usable_bytes, pool_forecast, now, t=capacity.t,
-                          window_seconds=window)))
+                          window_seconds=window), confirmed=POOL_TARGET not in poll.unconfirmed))
     return RuleInputs(cluster=poll.cluster, now=now, poll_ok=poll.ok, poll_error=poll.error,
                       invalid_samples=len(poll.dropped), targets=tuple(targets))
 
@@ -451,6 +456,8 @@ class AlertingStage:
                 firing_by_target.setdefault((cluster_name, target_name), []).append(state.kind)
         step = self.settings.alerts.mqtt.state_min_change_ratio if self.settings.alerts.mqtt else 0.0
         for target in inputs.targets:
+            if not target.confirmed:  # VMS said it once: the retained state waits, as the alerts do
+                continue
             key = (target.cluster, target.target)
             last_action = self._last_action.get(key)
             firing = sorted(firing_by_target.get(key, []))

@@ -128,11 +128,14 @@ class GrowthStage:
         """Growths (and would-grows) past the rate-limit check whose audit row is not yet counted."""
         self._history = UsageHistory()
         self._presence = TargetPresence()
-        self._last_hard: dict[tuple[str, int | None, str], int] = {}
-        """(cluster, quota id, path) → the bytes hard limit last read: a move without a write of
-        ours is an external change."""
         """Vanished targets (see `stages/presence.py`): their counters, pause series and usage
         window are evicted after the grace period; their audit rows stay."""
+        self._last_hard: dict[tuple[str, int | None, str], int] = {}
+        """(cluster, quota id, path) → the bytes hard limit last read in a confirmed sample: a move
+        without a write of ours is an external change."""
+        self._settled_changes: dict[str, dict[int, str]] = {}
+        """Per cluster, quota id → reason: external changes the actuator found (and audited) while
+        settling a row of a target whose sample is not confirmed yet, said at its confirmed one."""
         self._recorded_guard: dict[tuple[TargetId, Dimension], str] = {}
         self._last_prune: float | None = None
         self.view = GrowthView(mode=self.mode)
@@ -193,7 +196,7 @@ class GrowthStage:
         self._replace_paused(paused)
         self.counters.kill_switch = kill_switch
         observations = {o.target: o for o in poll.observations}
-        changed = await self._external_changes(cluster, poll.observations, ctx.now)
+        changed = await self._external_changes(cluster, poll.observations, poll.unconfirmed, ctx.now)
         frozen = self.actuator.unsettled.get(cluster, frozenset())
         decisions = tuple(_hold_if_unconfirmed(
             _hold_if_changed(_hold_if_unsettled(d, observations.get(d.target), frozen), changed), poll.unconfirmed)
@@ -209,15 +212,25 @@ class GrowthStage:
                 ctx.actions.append(ActionOutcome(target, Dimension.BYTES, ActionStatus.BLOCKED, ctx.now, reason,
                                                  action_id=action_id))
 
-    async def _external_changes(self, cluster: str, observations: Sequence[Observation],
+    async def _external_changes(self, cluster: str, observations: Sequence[Observation], unconfirmed: frozenset[str],
                                 now: float) -> dict[TargetId, tuple[int | None, str]]:
-        """Targets whose hard limit moved since the last read without a write of ours: each is
-        audited (`external_change`) and its growth held this cycle (the next read confirms the new
-        limit, and sizing starts from it). Also those found changed while settling an open row."""
-        settled = dict(self.actuator.take_external_changes(cluster))
+        """Targets whose hard limit moved since the last confirmed read without a write of ours:
+        each is audited (`external_change`) and its growth held this cycle (sizing starts from the
+        new limit at the next read). Also those found changed while settling an open row.
+
+        Only a confirmed sample is judged (`unconfirmed`: the collector's, which holds the target's
+        alerts): a moved limit is VMS's word alone until the next poll repeats it. Judged at once,
+        a one-poll glitch was audited twice (there and back), and a lasting change was never
+        paged — its `growth_blocked` fell on the held poll, and the confirming one saw no move."""
+        settled = {**self._settled_changes.pop(cluster, {}), **dict(self.actuator.take_external_changes(cluster))}
+        waiting: dict[int, str] = {}
         found: dict[TargetId, tuple[int | None, str]] = {}
         for obs in observations:
             if obs.target.kind is not TargetKind.QUOTA or obs.hard_limit_bytes is None:
+                continue
+            if obs.target.name in unconfirmed:  # neither a change nor the new baseline, yet
+                if obs.quota_id in settled:
+                    waiting[obs.quota_id] = settled[obs.quota_id]
                 continue
             key = (cluster, obs.quota_id, obs.target.path)
             previous = self._last_hard.get(key)
@@ -238,6 +251,8 @@ class GrowthStage:
             log.warning("quota.changed_externally", target=obs.target.key, old_hard=previous,
                         new_hard=obs.hard_limit_bytes, action_id=action_id)
             found[obs.target] = (action_id, reason)
+        if waiting:
+            self._settled_changes[cluster] = waiting
         return found
 
     def _replace_paused(self, paused: Mapping[TargetId, bool]) -> None:
@@ -437,14 +452,16 @@ def _hold_if_unsettled(decision: Decision, obs: Observation | None, frozen: froz
 
 def _hold_if_unconfirmed(decision: Decision, unconfirmed: frozenset[str]) -> Decision:
     """A growth on a sample nothing confirmed yet (a target's first since start, since it was
-    forgotten or changed identity) waits for the next sample: one glitch must not be written on.
-    Not a block (no audit row, no `growth_blocked` alert): a hold of one poll, which would
-    otherwise page on the glitch it holds back."""
+    forgotten or changed identity; one whose hard limit moved without a write of ours) waits for
+    the next sample: one glitch must not be written on. Not a block (no audit row, no
+    `growth_blocked` alert): a hold of one poll, which would otherwise page on the glitch it holds
+    back."""
     if decision.kind is not DecisionKind.GROW or decision.target.name not in unconfirmed:
         return decision
     return replace(decision, kind=DecisionKind.NONE, guard="unconfirmed",
-                   reason="first sample of this target (since start, or since it was forgotten or changed "
-                          "identity): growth waits for the next sample to confirm it")
+                   reason="sample not confirmed yet (the first of this target since start, or since it was "
+                          "forgotten or changed identity; or a hard limit moved without a write of ours): "
+                          "growth waits for the next sample to confirm it")
 
 
 def _hold_if_changed(decision: Decision, changed: Mapping[TargetId, tuple[int | None, str]]) -> Decision:

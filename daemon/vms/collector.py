@@ -13,8 +13,10 @@ validation (`validation.py`: malformed or implausible records, a fall or a rise 
 confirmed by the next sample — the poller keeps each target's last accepted sample, trend,
 suspect jump and recent rates for those rules) are dropped — never stored, forecast or acted on —,
 counted per reason and logged once when a target starts being dropped and once when it is
-accepted again. A failing bandwidth query is not fatal (the
-poll goes on without it) and is logged on transitions only (`TransitionLog`).
+accepted again. A hard limit that moved without a write of ours keeps its sample, unconfirmed
+until the next one repeats it (`sample.unconfirmed`, logged once per move). A failing bandwidth
+query is not fatal (the poll goes on without it) and is logged on transitions only
+(`TransitionLog`).
 
 The actuator's and API's calls (get/patch/create quota, views, policies) are `writer`, a
 `VmsWriter` on the same transport (same client, pool, retry policy and request count).
@@ -41,11 +43,13 @@ from quotapilot.daemon.vms.validation import (
     RATE_WINDOW,
     Accepted,
     BadSample,
+    QuotaNaming,
     Trend,
     agrees,
     capacity_sample,
     cluster_record,
     jumped,
+    limit_changed,
     quota_label,
     quota_sample,
     went_backwards,
@@ -126,8 +130,9 @@ class VmsPoller:
         capacity = self._capacity(clusters, t, observations, dropped)
         seen: set[str] = set()
         ids: set[int] = set()
+        naming = QuotaNaming.for_listing(quotas, self.cluster.tenant)
         for number, record in enumerate(quotas, start=1):
-            self._quota(number, record, t, seen, ids, observations, dropped)
+            self._quota(number, record, t, naming, seen, ids, observations, dropped)
         rates = self._rates(observations, dropped)
         for sample in dropped:
             self.dropped_total[sample.reason] += 1
@@ -164,20 +169,21 @@ class VmsPoller:
         observations.append(observation)
         return capacity
 
-    def _quota(self, number: int, record: Any, t: float, seen: set[str], ids: set[int],
+    def _quota(self, number: int, record: Any, t: float, naming: QuotaNaming, seen: set[str], ids: set[int],
                observations: list[Observation], dropped: list[DroppedSample]) -> None:
-        """The `number`th entry of the listing; `seen`/`ids`: the names and VMS ids taken so far."""
+        """The `number`th entry of the listing, named by `naming` (the tenant's quota name, or
+        another tenant's qualified); `seen`/`ids`: the target names and VMS ids taken so far."""
         if not isinstance(record, dict):
             dropped.append(DroppedSample(self.name, f"entry:{number}", "malformed",
                                          f"not a quota record: {type(record).__name__}"))
             return
         try:
-            observation = quota_sample(self.name, record, t, seen)
+            observation = quota_sample(self.name, record, t, seen, naming)
             if observation.quota_id is not None and observation.quota_id in ids:
                 raise BadSample("malformed", f"quota id {observation.quota_id} listed again for another quota")
             self._check_history(observation)
         except BadSample as bad:
-            dropped.append(DroppedSample(self.name, quota_label(record), bad.reason, bad.detail))
+            dropped.append(DroppedSample(self.name, quota_label(record, naming), bad.reason, bad.detail))
             return
         seen.add(observation.target.name)
         if observation.quota_id is not None:
@@ -186,24 +192,29 @@ class VmsPoller:
 
     def _check_history(self, observation: Observation) -> None:
         """Apply `went_backwards`, then `jumped`, with this target's history; raises `BadSample`
-        to drop the sample."""
+        to drop the sample. A sample kept with nothing confirmed to judge it against, or whose hard
+        limit moved without a write of ours (`limit_changed`), is marked unconfirmed."""
         name, used = observation.target.name, observation.used_bytes
         identity = (observation.quota_id, observation.target.path)
         if self._identity.setdefault(name, identity) != identity:
             self._forget(name)
             self._identity[name] = identity
         previous = self._accepted.get(name)
+        sample = Accepted(observation.t, used, observation.used_inodes,
+                          hard_limit_bytes=observation.hard_limit_bytes,
+                          hard_limit_inodes=observation.hard_limit_inodes)
+        written = self.writer.sent_hard_limits(observation.quota_id)
         if previous is None or not previous.confirmed:
             # nothing confirmed to judge it against (the first poll, a restart, a quota new or
-            # forgotten, another identity): kept, but unconfirmed until the next sample agrees —
-            # a glitch here was grown on at once; and the next, true sample must not be dropped
-            # as a fall from it
+            # forgotten, another identity, a hard limit just moved): kept, but unconfirmed until
+            # the next sample agrees — a glitch here was grown on at once; and the next, true
+            # sample must not be dropped as a fall from it
             self._trends.pop(name, None)
             self._suspect_jumps.pop(name, None)
             if previous is None or not agrees(
-                    previous, Accepted(observation.t, used, observation.used_inodes),
-                    hard_limit_bytes=observation.hard_limit_bytes, tolerance_ratio=self._poll.tolerance_ratio,
-                    hard_limit_inodes=observation.hard_limit_inodes):
+                    previous, sample, hard_limit_bytes=observation.hard_limit_bytes,
+                    tolerance_ratio=self._poll.tolerance_ratio, hard_limit_inodes=observation.hard_limit_inodes,
+                    written=written):
                 self._unconfirmed.add(name)
             return
         trend, drop = went_backwards(previous, used, observation.used_inodes,
@@ -215,8 +226,7 @@ class VmsPoller:
             self._trends[name] = trend
         if drop:
             raise BadSample("went_backwards", f"used {self._accepted[name].used_bytes} -> {used}")
-        suspect, drop = jumped(previous, self._suspect_jumps.get(name),
-                               Accepted(observation.t, used, observation.used_inodes),
+        suspect, drop = jumped(previous, self._suspect_jumps.get(name), sample,
                                hard_limit_bytes=observation.hard_limit_bytes,
                                rates=self._recent_rates.get(name, ()),
                                hard_limit_inodes=observation.hard_limit_inodes,
@@ -232,6 +242,14 @@ class VmsPoller:
                             f"used {previous.used_bytes} -> {used} bytes, {previous.used_inodes} -> "
                             f"{observation.used_inodes} inodes in {observation.t - previous.t:g}s: "
                             f"beyond the plausible rise")
+        if limit_changed(previous, sample, written=written):
+            # VMS's word alone (an operator, or a glitch of one poll that paged on-call at once):
+            # kept but unconfirmed — its alerts held, no external change audited — until the next
+            # sample reports the same limit. Logged here, once: a glitch leaves no other trace.
+            self._unconfirmed.add(name)
+            log.warning("sample.unconfirmed", cluster=self.name, target=name, reason="limit_changed",
+                        old_hard=previous.hard_limit_bytes, new_hard=sample.hard_limit_bytes,
+                        old_hard_inodes=previous.hard_limit_inodes, new_hard_inodes=sample.hard_limit_inodes)
 
     def _forget(self, name: str) -> None:
         """Drop everything remembered of the quota named `name` (another quota took the name)."""
@@ -255,7 +273,8 @@ class VmsPoller:
                 if obs.used_inodes is not None and previous.used_inodes is not None:
                     inode_rate = (obs.used_inodes - previous.used_inodes) / (obs.t - previous.t)
                     self._recent_inode_rates.setdefault(name, deque(maxlen=RATE_WINDOW)).append(inode_rate)
-            accepted[name] = Accepted(obs.t, obs.used_bytes, obs.used_inodes, name not in self._unconfirmed)
+            accepted[name] = Accepted(obs.t, obs.used_bytes, obs.used_inodes, name not in self._unconfirmed,
+                                      obs.hard_limit_bytes, obs.hard_limit_inodes)
         refused = {sample.target for sample in dropped}
         for name in refused:
             if name in self._accepted and name not in accepted:

@@ -2,15 +2,23 @@
 
 Pure functions of records (no IO, no clock, no logging): a sample that is malformed or
 implausible raises `BadSample` with one of `DROP_REASONS`, and the poller drops it (never stored,
-never acted on), counts it and logs the transition. The two rules that need history take it as
-arguments and return what the poller should remember next, so the state lives with the poller and
-the rules stay functions:
+never acted on), counts it and logs the transition. The rules that need history take it as
+arguments (and the two that drop return what the poller should remember next), so the state lives
+with the poller and the rules stay functions:
 
 - `went_backwards`: a fall beyond `tolerance_ratio` is dropped until the next sample confirms it;
 - `jumped`: a rise (of bytes or inodes) beyond what the target's own rates make plausible
   (`plausible_rise`) is dropped as `unconfirmed_jump` until the next sample agrees with it. One
   glitch reading 99 % of a quota that is really at 70 % would otherwise be grown at once, and
-  would inflate every rate after it.
+  would inflate every rate after it;
+- `limit_changed`: a hard limit that moved without a write of ours leaves its sample kept but
+  unconfirmed until the next one reports the same limit (`Accepted.confirmed`, as a target's first
+  sample: `agrees`).
+
+Targets are named per listing by `QuotaNaming`: a quota of the tenant the daemon works in (the
+configured one, else VAST's default tenant) by its VMS name, another tenant's as
+`<tenant name>:<name>` (`tenant<id>:<name>` when VMS gives no usable tenant name), so one name in
+two tenants is two targets and neither name moves when a third tenant takes or frees it.
 
 A quota whose `used` is far above its hard limit (`USED_OVER_HARD_IMPLAUSIBLE` times) is
 `implausible`: VMS lets usage pass the hard limit only by what was in flight when it was reached
@@ -22,7 +30,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +81,15 @@ class Accepted:
     used_inodes: int | None
     confirmed: bool = True
     """Whether a sample before it agreed with it (`agrees`): a target's first sample — nothing to
-    judge it against — is kept but unconfirmed, and nothing is written on it."""
+    judge it against — and one whose hard limit moved without a write of ours (`limit_changed`)
+    are kept but unconfirmed: nothing is written on them, no alert fires or resolves on them."""
+    hard_limit_bytes: int | None = None
+    hard_limit_inodes: int | None = None
+    """The hard limits the sample reported (the pool's: its usable capacity), for `limit_changed`."""
+
+
+HardLimits = tuple[int | None, int | None]
+"""A quota's hard limits (bytes, inodes); None where there is none (or none is known)."""
 
 
 class Trend(enum.Enum):
@@ -140,19 +156,104 @@ def capacity_sample(cluster: str, clusters: Any, t: float) -> tuple[ClusterCapac
     return capacity, observation
 
 
-def quota_label(record: Mapping[str, Any]) -> str:
-    """How a quota record is named in a drop (its name, else its id)."""
-    name = record.get("name")
-    return name if isinstance(name, str) and name else f"id:{record.get('id')}"
+DEFAULT_TENANT_ID = 1
+DEFAULT_TENANT_NAME = "default"
+"""VAST's default tenant: the home of a daemon configured with no tenant."""
+
+TENANT_SEPARATOR = ":"
+"""Between the tenant and the quota name of another tenant's target (`acme:scratch`). Not "/":
+alert ids are `cluster/target/kind`, MQTT topics `prefix/cluster/target/...`, and the API reads a
+target ref holding "/" as a path."""
 
 
-def quota_sample(cluster: str, record: Mapping[str, Any], t: float, seen: set[str]) -> Observation:
-    """A directory quota from one `GET /quotas/` record; `seen` holds the names already taken
-    this poll (a repeated name is malformed)."""
+@dataclass(frozen=True, slots=True)
+class QuotaNaming:
+    """How the quotas of one `GET /quotas/` listing are named as targets.
+
+    Home is the tenant the daemon works in: `tenant` (the configured one, sent as X-Tenant-Name:
+    VMS then lists that tenant's quotas only), else the default tenant (id 1). A home quota's
+    target name is its VMS name — what a single-tenant deployment always saw, in metrics, alert
+    ids, the API, per-target config and the audit. Another tenant's is qualified:
+    `<tenant_name>:<name>`, or `tenant<tenant_id>:<name>` when VMS gives no tenant name (or one
+    holding ":" or "/"). A tenant's names depend on that tenant alone, so they hold when another
+    tenant creates or deletes a quota of the same name."""
+
+    tenant: str | None = None
+    """The configured tenant; None: the default tenant is home."""
+    home_names: frozenset[str] = frozenset()
+    """The names the home tenant's quotas have in this listing: a qualified name that is one of
+    them (a home quota named `acme:scratch`) is refused, so the home quota keeps its name
+    whatever the listing order."""
+
+    @classmethod
+    def for_listing(cls, records: Iterable[object], tenant: str | None) -> QuotaNaming:
+        plain = cls(tenant)
+        return cls(tenant, frozenset(
+            name for record in records if isinstance(record, Mapping)
+            and isinstance(name := record.get("name"), str) and name and plain.qualifier(record) is None))
+
+    def qualifier(self, record: Mapping[str, Any]) -> str | None:
+        """What another tenant's quota name is prefixed with; None for a home quota."""
+        tenant_id = record.get("tenant_id")
+        if isinstance(tenant_id, bool) or not isinstance(tenant_id, int):
+            tenant_id = None
+        tenant_name = record.get("tenant_name")
+        if not isinstance(tenant_name, str) or not tenant_name:
+            tenant_name = None
+        if self.tenant is not None:
+            # the listing is the configured tenant's: a record says otherwise by its name only
+            home = tenant_name is None or tenant_name == self.tenant
+        elif tenant_id is not None:
+            home = tenant_id == DEFAULT_TENANT_ID
+        else:
+            home = tenant_name is None or tenant_name == DEFAULT_TENANT_NAME
+        if home:
+            return None
+        if tenant_name is not None and not _unsafe_in_name(tenant_name):
+            return tenant_name
+        if tenant_id is not None:
+            return f"tenant{tenant_id}"
+        assert tenant_name is not None  # not home: the record named its tenant one way or the other
+        return tenant_name.replace(TENANT_SEPARATOR, "_").replace("/", "_")
+
+    def target_name(self, record: Mapping[str, Any]) -> str:
+        """The record's target name; raises `BadSample` when it has no name, or when its
+        qualified name is a home quota's name."""
+        name = record.get("name")
+        if not isinstance(name, str) or not name:
+            raise BadSample("malformed", "name missing")
+        qualified = self.qualified(name, record)
+        if qualified != name and qualified in self.home_names:
+            home = "the default tenant" if self.tenant is None else f"tenant {self.tenant!r}"
+            raise BadSample("malformed", f"quota name {qualified!r} of {home} is this quota's target name")
+        return qualified
+
+    def qualified(self, name: str, record: Mapping[str, Any]) -> str:
+        """`name` as the target name of `record`'s quota (unchecked)."""
+        qualifier = self.qualifier(record)
+        return name if qualifier is None else f"{qualifier}{TENANT_SEPARATOR}{name}"
+
+
+SINGLE_TENANT = QuotaNaming()
+"""The naming of a daemon configured with no tenant, before it saw a listing."""
+
+
+def _unsafe_in_name(text: str) -> bool:
+    return TENANT_SEPARATOR in text or "/" in text
+
+
+def quota_label(record: Mapping[str, Any], naming: QuotaNaming = SINGLE_TENANT) -> str:
+    """How a quota record is named in a drop (its target name, else its id)."""
     name = record.get("name")
+    return naming.qualified(name, record) if isinstance(name, str) and name else f"id:{record.get('id')}"
+
+
+def quota_sample(cluster: str, record: Mapping[str, Any], t: float, seen: set[str],
+                 naming: QuotaNaming = SINGLE_TENANT) -> Observation:
+    """A directory quota from one `GET /quotas/` record; `seen` holds the target names already
+    taken this poll (a repeated tenant and name is malformed); `naming` names it (`QuotaNaming`)."""
+    name = naming.target_name(record)
     path = record.get("path")
-    if not isinstance(name, str) or not name:
-        raise BadSample("malformed", "name missing")
     if not isinstance(path, str) or not path.startswith("/"):
         raise BadSample("malformed", f"path={path!r}")
     if name in seen or name == POOL_TARGET:
@@ -262,15 +363,27 @@ def jumped(previous: Accepted | None, suspect: Accepted | None, sample: Accepted
     return (sample, True) if jump else (None, False)
 
 
+def limit_changed(previous: Accepted, sample: Accepted, *, written: HardLimits = (None, None)) -> bool:
+    """Whether a hard limit of `sample` (bytes or inodes) differs from `previous`'s, and is not
+    the one a write of ours sent (`written`: our last write's hard limits for this quota). Such a
+    limit is VMS's word alone — an operator's change, or a glitch (1 GiB for a 100 TB quota, one
+    poll long, paged on-call at once) — and waits for the next sample to agree. A limit we wrote
+    is our growth landing: believed at once, so the read that shows it resolves its alerts."""
+    pairs = ((previous.hard_limit_bytes, sample.hard_limit_bytes, written[0]),
+             (previous.hard_limit_inodes, sample.hard_limit_inodes, written[1]))
+    return any(limit != before and (ours is None or limit != ours) for before, limit, ours in pairs)
+
+
 def agrees(previous: Accepted, sample: Accepted, *, hard_limit_bytes: int | None, tolerance_ratio: float,
-           hard_limit_inodes: int | None = None) -> bool:
+           hard_limit_inodes: int | None = None, written: HardLimits = (None, None)) -> bool:
     """Whether `sample` confirms `previous`: no fall beyond `tolerance_ratio`, no rise beyond the
-    plausible (`jumped`'s rules, without recent rates: the floors alone)."""
+    plausible (`jumped`'s rules, without recent rates: the floors alone), the same hard limits
+    (or ours: `limit_changed`)."""
     _, fell = went_backwards(previous, sample.used_bytes, sample.used_inodes, tolerance_ratio=tolerance_ratio,
                              trend=Trend.STEADY)
     _, rose = jumped(previous, None, sample, hard_limit_bytes=hard_limit_bytes, rates=(),
                      tolerance_ratio=tolerance_ratio, hard_limit_inodes=hard_limit_inodes)
-    return not (fell or rose)
+    return not (fell or rose or limit_changed(previous, sample, written=written))
 
 
 def _drr(value: object) -> float | None:

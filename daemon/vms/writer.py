@@ -11,6 +11,7 @@ from typing import Any
 
 from quotapilot.daemon.vms.errors import VmsUnavailable
 from quotapilot.daemon.vms.transport import VmsTransport, as_object
+from quotapilot.daemon.vms.validation import HardLimits
 
 
 class VmsWriter:
@@ -19,6 +20,13 @@ class VmsWriter:
     def __init__(self, transport: VmsTransport) -> None:
         self.transport = transport
         self.name = transport.name
+        self._sent_hard_limits: dict[int, HardLimits] = {}
+
+    def sent_hard_limits(self, quota_id: int | None) -> HardLimits:
+        """(bytes, inodes): the hard limits the PATCHes of ours last sent to `quota_id` — applied,
+        refused or unknown —, None where none was sent. A read showing one is our write landing
+        (the poller believes it at once: `validation.limit_changed`)."""
+        return self._sent_hard_limits.get(quota_id, (None, None)) if quota_id is not None else (None, None)
 
     async def get_quota(self, quota_id: int) -> dict[str, Any]:
         """`GET /quotas/{id}/` (re-read before acting)."""
@@ -38,6 +46,9 @@ class VmsWriter:
                                      "soft_limit_inodes": soft_limit_inodes}.items() if v is not None}
         if not changes:
             raise ValueError("patch_quota needs at least one limit")
+        sent_bytes, sent_inodes = self.sent_hard_limits(quota_id)
+        self._sent_hard_limits[quota_id] = (sent_bytes if hard_limit is None else hard_limit,
+                                            sent_inodes if hard_limit_inodes is None else hard_limit_inodes)
         body = await self.transport.call(f"PATCH quotas/{quota_id}",
                                          lambda client: client[f"quotas/{quota_id}"].patch(**changes))
         return body if isinstance(body, dict) else await self.get_quota(quota_id)

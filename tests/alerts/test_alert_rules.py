@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -311,6 +312,62 @@ class TestQuietNoise:
         for hour in range(0, 49, 4):
             run.cycle(T0 + hour * 3600, pool(T0 + hour * 3600))
         assert [n.renotify for n in run.notes if n.alert_id == "c1/pool/runway"] == [False, True, True]
+
+
+class TestUnconfirmedSamples:
+    """A sample the collector has not confirmed yet (a target's first, or one whose hard limit moved
+    without a write of ours) is VMS's word alone: what is computed from it — utilization, runway,
+    quota state, ingest, what the planner made of it — neither fires nor resolves an alert; the
+    next, confirmed sample does. What we did ourselves (a growth, a failed write) is said at once."""
+
+    @staticmethod
+    def unconfirmed(target: TargetInput) -> TargetInput:
+        return replace(target, confirmed=False)
+
+    def test_a_glitch_fires_nothing(self) -> None:
+        run = Run()
+        run.cycle(T0, quota(50))
+        blocked = GrowthInput("bytes", "blocked", "external change: hard limit moved from 100 to 55")
+        glitch = quota(50, 55, state="HARD_EXCEEDED", runway=0.0, inodes=SeriesInput(used=990, limit=1000),
+                       growth=(blocked, GrowthInput("inodes", "would_grow", "p90 crosses")),
+                       expect=(T0 + 120, 60.0, 61.0))
+        assert run.cycle(T0 + 60, self.unconfirmed(glitch)) == []
+        assert run.cycle(T0 + 120, self.unconfirmed(quota(50))) == []  # the truth, not confirmed yet
+        assert run.cycle(T0 + 180, quota(50)) == []
+        assert [a for a, s in run.states.items() if s.phase is not Phase.INACTIVE] == []
+
+    def test_a_glitch_resolves_nothing(self) -> None:
+        run = Run()
+        run.cycle(T0, quota(95, runway=3600.0, state="SOFT_EXCEEDED"))
+        firing = {"c1/raw/utilization", "c1/raw/runway", "c1/raw/quota_state"}
+        assert firing == {n.alert_id for n in run.notes}
+        assert run.cycle(T0 + 60, self.unconfirmed(quota(10, 1000, runway=None, known=True))) == []
+        assert firing == {a for a, s in run.states.items() if s.phase is Phase.FIRING}
+        resolved = run.cycle(T0 + 120, quota(10, 1000, runway=None, known=True))
+        assert firing == {n.alert_id for n in resolved if n.status is Status.RESOLVED}
+
+    def test_the_confirming_sample_fires(self) -> None:
+        run = Run()
+        assert run.cycle(T0, self.unconfirmed(quota(95))) == []
+        assert run.of("c1/raw/utilization") == []
+        run.cycle(T0 + 60, quota(95))
+        assert run.of("c1/raw/utilization") == [(Status.FIRING, Severity.CRITICAL)]
+
+    def test_the_pool_too(self) -> None:
+        pool = TargetInput(cluster="c1", target="pool", path="/", is_pool=True, t=T0,
+                           bytes=SeriesInput(used=95, limit=100, forecast_known=True,
+                                             runway_p50_seconds=86400.0, runway_p90_seconds=86400.0))
+        run = Run()
+        assert run.cycle(T0, self.unconfirmed(pool)) == []
+        run.cycle(T0 + 60, replace(pool, t=T0 + 60))
+        assert {"c1/pool/utilization", "c1/pool/runway"} == {n.alert_id for n in run.notes}
+
+    def test_what_we_did_is_said_at_once(self) -> None:
+        run = Run()
+        grown = GrowthInput("bytes", "grown", "runway", 2**40, 2 * 2**40)
+        failed = GrowthInput("inodes", "failed", "read back 1000")
+        run.cycle(T0, self.unconfirmed(quota(95, growth=(grown, failed))))
+        assert {"c1/raw/growth", "c1/raw/growth_failed_inodes"} == {n.alert_id for n in run.notes}
 
 
 # ------------------------------------------------------------------------------------ properties

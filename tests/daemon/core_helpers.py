@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import tomllib
 from collections.abc import Callable
 
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.settings import Settings
+from quotapilot.daemon.simulator.scenario import Scenario, parse_scenario
 
 
 class InstantClock(VirtualClock):
@@ -25,3 +27,28 @@ class InstantClock(VirtualClock):
 
 
 SettingsFactory = Callable[..., Settings]
+
+
+TWO_TENANTS: Scenario = parse_scenario(tomllib.loads("""
+[cluster]
+name = "shared-vast"
+
+[[views]]
+path = "/default/scratch"
+quota_name = "scratch"
+quota = { hard_limit = "20TB" }
+initial = { used = "14TB" }
+[views.ingest]
+bytes_per_day = "0.5TB"
+
+[[views]]
+path = "/acme/scratch"
+quota_name = "scratch"
+tenant = "acme"
+quota = { hard_limit = "20TB" }
+initial = { used = "14TB" }
+[views.ingest]
+bytes_per_day = "5TB"
+"""), "two-tenants")
+"""One VAST cluster that two tenants share, each with a quota named "scratch" at 70 % of its
+20 TB hard limit: the default tenant's (id 1) filling slowly, tenant acme's (id 2) fast."""

@@ -183,6 +183,53 @@ class TestExternalChange:
         grown = [r for r in query_actions(h.db, target="cosmos7-cold") if r["status"] == "verified"]
         assert [r["old_hard"] for r in grown] == [11 * TIB] and changes["hard_limit"] > 11 * TIB
 
+    async def test_a_change_waits_for_the_poll_that_confirms_it(self, tmp_path: Path) -> None:
+        """The collector marks a sample whose limit moved without a write of ours unconfirmed
+        (`PollResult.unconfirmed`), and its alerts are held: the change is audited and held on the
+        next poll, the one that confirms it (so `growth_blocked` pages), never on the first."""
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.add(2, "cosmos7-cold", "/cosmos7/cold", hard=100 * TIB, used=10 * TIB)
+        await h.cycle()
+        h.vms.quotas[2].update(hard_limit=11 * TIB, soft_limit=10 * TIB)
+        statuses = []
+        for unconfirmed in ({"cosmos7-cold"}, set()):
+            h.clock.advance(60)
+            ctx = await h.cycle(unconfirmed=frozenset(unconfirmed))
+            statuses.append([a.status for a in ctx.actions if a.target.name == "cosmos7-cold"])
+        assert statuses == [[], [ActionStatus.BLOCKED]]
+        changed = [r for r in query_actions(h.db, target="cosmos7-cold") if r["status"] == "external_change"]
+        assert [(r["old_hard"], r["new_hard"]) for r in changed] == [(100 * TIB, 11 * TIB)]
+
+    async def test_a_limit_vms_said_once_is_no_change(self, tmp_path: Path) -> None:
+        """A glitch (11 TB for one poll; the true limit after it, unconfirmed too) is not audited."""
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.add(2, "cosmos7-cold", "/cosmos7/cold", hard=100 * TIB, used=10 * TIB)
+        await h.cycle()
+        actions = []
+        for hard, unconfirmed in ((11, {"cosmos7-cold"}), (100, {"cosmos7-cold"}), (100, set())):
+            h.vms.quotas[2].update(hard_limit=hard * TIB, soft_limit=int(hard * TIB * 0.9))
+            h.clock.advance(60)
+            ctx = await h.cycle(unconfirmed=frozenset(unconfirmed))
+            actions += [a for a in ctx.actions if a.target.name == "cosmos7-cold"]
+        assert (actions, query_actions(h.db, target="cosmos7-cold")) == ([], [])
+
+    async def test_one_found_while_settling_is_alerted_once_its_target_is_confirmed(self, tmp_path: Path) -> None:
+        """After a restart every first sample is unconfirmed: an external change the actuator
+        found settling an open row (audited on that row) is held back to the confirmed poll."""
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.fail_patch = TemporaryError("read timed out")
+        assert [a.status for a in (await h.cycle()).actions] == [ActionStatus.UNKNOWN]
+        h.vms.fail_patch = None
+        h.vms.quotas[1].update(hard_limit=130 * TIB, soft_limit=117 * TIB)  # an operator's, not ours
+        h.clock.advance(h.stage.actuator.landing_window_seconds() + 60)
+        statuses = []
+        for unconfirmed in ({RAW.name}, set(), set()):
+            ctx = await h.cycle(unconfirmed=frozenset(unconfirmed))
+            statuses.append([(a.status, a.action_id) for a in ctx.actions if a.status is ActionStatus.BLOCKED])
+            h.clock.advance(60)
+        assert statuses == [[], [(ActionStatus.BLOCKED, None)], []]
+        assert [r["status"] for r in query_actions(h.db)] == ["external_change"]  # the settled row, once
+
 
 class TestLostAnswer:
     """Issue 13 defect 1: a PATCH whose answer is lost ends in a re-read, never in a second growth."""

@@ -93,12 +93,13 @@ def forecast_for(target: TargetId, used: float, limit: float, runway_hours: floa
 
 def ctx_with(used_ratio: float, *, now: float = T0, runway_hours: float | None = None,
              actions: tuple[ActionOutcome, ...] = (), decisions: tuple[Decision, ...] = (),
-             error: str | None = None) -> CycleContext:
+             error: str | None = None, unconfirmed: frozenset[str] = frozenset()) -> CycleContext:
     limit = 10 * TIB
     used = int(used_ratio * limit)
     poll = PollResult("c1", now, error=error) if error else PollResult(
         "c1", now, observations=(Observation(RAW, now, used, limit),),
-        capacity=ClusterCapacity("c1", now, usable_bytes=100 * TIB, used_bytes=50 * TIB, free_bytes=50 * TIB))
+        capacity=ClusterCapacity("c1", now, usable_bytes=100 * TIB, used_bytes=50 * TIB, free_bytes=50 * TIB),
+        unconfirmed=unconfirmed)
     ctx = CycleContext(poll=poll, now=now, actions=list(actions), decisions=list(decisions))
     if runway_hours is not None and not error:
         ctx.forecasts[(RAW, Dimension.BYTES)] = forecast_for(RAW, used, limit, runway_hours)
@@ -140,6 +141,12 @@ class TestInputs:
         inputs = inputs_from_cycle(ctx_with(0.5, decisions=(unsettled, changed)), settings_for(tmp_path))
         assert [g.status for g in inputs.targets[0].growth] == ["blocked", "blocked"]
 
+    def test_the_collectors_unconfirmed_targets_are_marked(self, tmp_path: Path) -> None:
+        inputs = inputs_from_cycle(ctx_with(0.5, unconfirmed=frozenset({"raw", "pool"})), settings_for(tmp_path))
+        assert [(t.target, t.confirmed) for t in inputs.targets] == [("raw", False), ("pool", False)]
+        inputs = inputs_from_cycle(ctx_with(0.5), settings_for(tmp_path))
+        assert [(t.target, t.confirmed) for t in inputs.targets] == [("raw", True), ("pool", True)]
+
     def test_cooldown_block_is_not_an_alert(self, tmp_path: Path) -> None:
         blocked = Decision(RAW, Dimension.BYTES, DecisionKind.BLOCKED, "cooling down", T0, guard="cooldown")
         reserve = Decision(RAW, Dimension.INODES, DecisionKind.BLOCKED, "pool full", T0, guard="cluster_reserve")
@@ -164,6 +171,29 @@ class TestStage:
         await again.on_cycle(ctx_with(0.10, now=T0 + 120, runway_hours=None))
         rows = again.store.tables.history("c1/raw/utilization")
         assert [r["status"] for r in rows] == ["firing", "resolved"]
+
+    async def test_an_unconfirmed_sample_neither_fires_nor_resolves(self, tmp_path: Path) -> None:
+        """A target the collector marks unconfirmed (its first sample, or a hard limit that moved
+        without a write of ours) keeps its alerts and retained state as they were until a confirmed
+        sample: a one-poll glitch paged on-call, and resolved on the next poll."""
+        settings = settings_for(tmp_path, mqtt={"host": "127.0.0.1"})
+        sink = ListSink()
+        stage = AlertingStage(settings, Database(settings.store.path), VirtualClock(T0), sinks=[sink])
+        raw = frozenset({"raw"})
+        history: list[list[str]] = []
+        stopping = asyncio.Event()
+        task = asyncio.create_task(stage.run(stopping), name="alerts")
+        try:
+            for t, ratio, unconfirmed in ((T0, 0.95, raw), (T0 + 60, 0.95, frozenset()),
+                                          (T0 + 120, 0.10, raw), (T0 + 180, 0.10, frozenset())):
+                await stage.on_cycle(ctx_with(ratio, now=t, runway_hours=None, unconfirmed=unconfirmed))
+                assert await stage.drain(2)
+                history.append([r["status"] for r in stage.store.tables.history("c1/raw/utilization")])
+        finally:
+            stopping.set()
+            await task
+        assert history == [[], ["firing"], ["firing"], ["firing", "resolved"]]
+        assert [s["utilization_ratio"] for s in sink.states if s["path"] == RAW.path] == [0.95, 0.1]
 
     async def test_collector_alert_through_failed_polls(self, tmp_path: Path) -> None:
         clock = VirtualClock(T0)

@@ -258,6 +258,13 @@ class FakeResource:
         return {"prop_list": ["timestamp", "object_id", BANDWIDTH_PROPS[0]],
                 "data": [["2026-01-01T00:00:00Z", 1, 5.0], ["2026-01-01T00:00:10Z", 1, 7.5]]}
 
+    def patch(self, **changes: Any) -> Any:
+        """`quotas/<id>` PATCHed (the writer's call): VMS applies it."""
+        quota_id = int(self.resource.split("/")[1])
+        record = next(q for q in self.vms.quotas if q["id"] == quota_id)
+        record.update(changes)
+        return dict(record)
+
 
 _ids = itertools.count(1)
 _id_of: dict[str, int] = {}
@@ -519,6 +526,98 @@ class TestJumps:
         assert (await self.poll_q(vms, collector, clock, 99 * self.TIB))[1] == "unconfirmed_jump"
         assert (await self.poll_q(vms, collector, clock, 85 * self.TIB))[1] == "unconfirmed_jump"
         assert (await self.poll_q(vms, collector, clock, 85 * self.TIB + 2**30))[:2] == (85 * self.TIB + 2**30, None)
+
+
+class TestLimitChanges:
+    """A hard limit (bytes or inodes) that moved without a write of ours is VMS's word alone: the
+    sample is kept but unconfirmed until the next one reports the same limit — a one-poll glitch
+    (1 GiB for a 100 TiB quota, then 100 TiB again) paged on-call on its single sample. A limit we
+    wrote ourselves settles at once (after a growth, its alerts resolve on the first read)."""
+
+    TIB = 2**40
+
+    def limit(self, tib: int) -> dict[str, Any]:
+        """A hard limit of `tib` TiB (its soft limit at 90 %)."""
+        return {"hard_limit": tib * self.TIB, "soft_limit": tib * self.TIB * 9 // 10}
+
+    async def unconfirmed(self, vms: FakeVms, collector: VmsPoller, clock: InstantClock,
+                          samples: list[dict[str, Any]]) -> list[bool]:
+        """Poll q once per entry of `samples` (its fields), 10 minutes apart: whether q was
+        accepted unconfirmed at each poll (every sample is accepted)."""
+        flags = []
+        for fields in samples:
+            clock.advance(600)
+            vms.quotas = [quota("q", **fields)]
+            result = await collector.poll()
+            assert [o.target.name for o in result.observations if o.target.name == "q"] == ["q"]
+            flags.append("q" in result.unconfirmed)
+        return flags
+
+    async def test_a_one_poll_limit_glitch_is_unconfirmed_until_a_sample_agrees(
+            self, fake: tuple[FakeVms, VmsPoller], clock: InstantClock) -> None:
+        """The glitch, and the true sample after it (either may be the glitch), wait for the next."""
+        vms, collector = fake
+        limits = [100, 100, 100, 60, 100, 100]  # TiB; 50 TiB used
+        flags = await self.unconfirmed(vms, collector, clock, [self.limit(n) for n in limits])
+        assert flags == [True, False, False, True, True, False]
+
+    async def test_a_changed_limit_the_next_sample_repeats_is_confirmed(
+            self, fake: tuple[FakeVms, VmsPoller], clock: InstantClock) -> None:
+        vms, collector = fake
+        limits = [100, 100, 60, 60, 60]
+        flags = await self.unconfirmed(vms, collector, clock, [self.limit(n) for n in limits])
+        assert flags == [True, False, True, False, False]
+
+    async def test_an_inode_limit_glitch_too(self, fake: tuple[FakeVms, VmsPoller], clock: InstantClock) -> None:
+        vms, collector = fake
+        limits = [1000, 1000, 20, 1000, 1000]
+        flags = await self.unconfirmed(vms, collector, clock, [{"hard_limit_inodes": n} for n in limits])
+        assert flags == [True, False, True, True, False]
+
+    async def test_a_limit_we_wrote_settles_at_once(self, fake: tuple[FakeVms, VmsPoller],
+                                                    clock: InstantClock) -> None:
+        """Our growth, read back: confirmed at once. Someone else's change right after: not."""
+        vms, collector = fake
+        assert await self.unconfirmed(vms, collector, clock, [{}, {}]) == [True, False]
+        quota_id = vms.quotas[0]["id"]
+        await collector.writer.patch_quota(quota_id, hard_limit=150 * self.TIB, soft_limit=135 * self.TIB,
+                                           hard_limit_inodes=2000)
+        ours = {"hard_limit": 150 * self.TIB, "soft_limit": 135 * self.TIB, "hard_limit_inodes": 2000}
+        assert vms.quotas[0]["hard_limit"] == 150 * self.TIB  # VMS applied it
+        operator = {**ours, "hard_limit": 160 * self.TIB}
+        flags = await self.unconfirmed(vms, collector, clock, [ours, ours, operator, operator])
+        assert flags == [False, False, True, False]
+
+    async def test_a_limit_vms_said_once_is_logged_once(self, fake: tuple[FakeVms, VmsPoller],
+                                                         clock: InstantClock) -> None:
+        """A one-poll glitch leaves no audit row and pages nobody: one `sample.unconfirmed` line
+        (not one per unconfirmed poll) says VMS answered a strange limit. A limit we wrote logs
+        nothing."""
+        vms, collector = fake
+        with capture_logs() as logs:
+            await self.unconfirmed(vms, collector, clock, [self.limit(n) for n in (100, 100, 60, 100, 100)])
+            await collector.writer.patch_quota(vms.quotas[0]["id"], hard_limit=150 * self.TIB)
+            await self.unconfirmed(vms, collector, clock, [{"hard_limit": 150 * self.TIB}])
+            await self.unconfirmed(vms, collector, clock, [{"hard_limit": 150 * self.TIB, "hard_limit_inodes": 20}])
+        events = [(e["log_level"], e["target"], e["reason"], e["old_hard"], e["new_hard"], e["old_hard_inodes"],
+                   e["new_hard_inodes"]) for e in logs if e["event"] == "sample.unconfirmed"]
+        assert events == [("warning", "q", "limit_changed", 100 * self.TIB, 60 * self.TIB, 1000, 1000),
+                          ("warning", "q", "limit_changed", 150 * self.TIB, 150 * self.TIB, 1000, 20)]
+
+    async def test_the_pools_usable_capacity_too(self, fake: tuple[FakeVms, VmsPoller],
+                                                 clock: InstantClock) -> None:
+        """The pool's limit is its usable capacity: one answer of 400 TiB for 1000 waits too."""
+        vms, collector = fake
+        vms.quotas = [quota("q")]
+        flags = []
+        for usable in (1000, 1000, 400, 1000, 1000):
+            clock.advance(600)
+            vms.cluster.update(usable_capacity_bytes=usable * self.TIB,
+                               free_usable_capacity=(usable - 400) * self.TIB)
+            result = await collector.poll()
+            assert result.capacity is not None
+            flags.append(POOL_TARGET in result.unconfirmed)
+        assert flags == [True, False, True, True, False]
 
 
 class TestNoCluster:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from core_helpers import TWO_TENANTS
 
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.history.importer import import_history
@@ -92,3 +93,29 @@ class TestVastPreset:
                 (start + k * HOUR, used) for k, used in enumerate(truth[target.path])], target.key
             assert all(inodes is not None for _, _, inodes in imported)
         assert cluster != "our-name"  # one [[clusters]] entry: its series, whatever VAST calls itself
+
+    async def test_titles_of_two_tenants_go_to_each_tenants_target(self, tmp_path: Path,
+                                                                    store: ObservationStore) -> None:
+        """With `name_label = "title"` (the VMS quota name), a series of another tenant's quota
+        goes to the target the store knows at its path (`acme:scratch`), not to the default
+        tenant's quota of the same name."""
+        clock = VirtualClock()
+        start = clock.now()
+        async with SimulatorServer(TWO_TENANTS, clock=clock, seed=0, port=0, state_dir=tmp_path / "sim") as sim:
+            text, truth = await scrape_hourly(sim, clock, hours=4)
+        assert 'tenant_name="default",title="scratch"' in text and 'tenant_name="acme",title="scratch"' in text
+        source = tmp_path / "vast.om"
+        source.write_text(text)
+        end = start + 3 * HOUR
+        known = [TargetId("sim", "scratch", "/default/scratch"), TargetId("sim", "acme:scratch", "/acme/scratch")]
+        store.write_poll([Observation(target=t, t=end + HOUR, used_bytes=1, hard_limit_bytes=None) for t in known])
+        async with OpenMetricsServer(source) as server:
+            settings = load_settings(None, clusters=[{"name": "sim", "address": "vms.invalid", "token": "t"}],
+                                     store={"path": str(tmp_path / "state.db")},
+                                     history={"prometheus_url": server.url, "source": "vast", "max_retries": 0,
+                                              "step_seconds": HOUR, "name_label": "title"})
+            summary = await import_history(settings, store, now=end, since_seconds=4 * HOUR)
+        assert sorted(summary.targets_matched) == ["sim/acme:scratch", "sim/scratch"]
+        for target in known:
+            imported = store.history(target, since=start)[:-1]
+            assert [used for _, used, _ in imported] == truth[target.path], target.key

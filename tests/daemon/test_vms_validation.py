@@ -12,6 +12,7 @@ from quotapilot.daemon.vms.validation import (
     USED_OVER_HARD_IMPLAUSIBLE,
     Accepted,
     BadSample,
+    QuotaNaming,
     Trend,
     capacity_sample,
     jumped,
@@ -73,6 +74,66 @@ class TestQuotaSample:
 
     def test_label_falls_back_to_the_id(self) -> None:
         assert (quota_label(record()), quota_label(record(name=None))) == ("raw", "id:4")
+
+
+class TestTenantNaming:
+    """A quota of the tenant the daemon works in is named as VMS names it; another tenant's gets
+    `<tenant>:<name>` (or `tenant<id>:<name>`), so one name in two tenants is two targets."""
+
+    @pytest.mark.parametrize(("tenant", "fields", "expected"), [
+        # no tenant configured: the default tenant (id 1, "default") is home
+        (None, {}, "raw"),  # an older VMS, or a record without tenant fields
+        (None, {"tenant_id": 1, "tenant_name": "default"}, "raw"),
+        (None, {"tenant_id": 1}, "raw"),
+        (None, {"tenant_name": "default"}, "raw"),
+        (None, {"tenant_id": 1, "tenant_name": "renamed"}, "raw"),  # the id decides
+        (None, {"tenant_id": 2, "tenant_name": "acme"}, "acme:raw"),
+        (None, {"tenant_id": 2}, "tenant2:raw"),  # VMS gives no tenant name
+        (None, {"tenant_id": 2, "tenant_name": ""}, "tenant2:raw"),
+        (None, {"tenant_name": "acme"}, "acme:raw"),
+        (None, {"tenant_id": True, "tenant_name": "default"}, "raw"),  # not an id: the name decides
+        # a tenant name that holds the separator (or "/", the alert id's) is not used
+        (None, {"tenant_id": 3, "tenant_name": "a:b"}, "tenant3:raw"),
+        (None, {"tenant_id": 3, "tenant_name": "a/b"}, "tenant3:raw"),
+        # a configured tenant (X-Tenant-Name): VMS lists that tenant's quotas, and they are home
+        ("acme", {"tenant_id": 2, "tenant_name": "acme"}, "raw"),
+        ("acme", {"tenant_id": 2}, "raw"),
+        ("acme", {}, "raw"),
+        ("acme", {"tenant_id": 1, "tenant_name": "default"}, "default:raw"),
+        ("default", {"tenant_id": 1, "tenant_name": "default"}, "raw"),
+    ])
+    def test_target_name(self, tenant: str | None, fields: dict[str, Any], expected: str) -> None:
+        naming = QuotaNaming(tenant)
+        assert expected == quota_sample("c1", record(**fields), T, set(), naming).target.name
+        assert expected == quota_label(record(**fields), naming)
+
+    def test_home_names_are_never_qualified(self) -> None:
+        """A home quota whose name holds the separator keeps it (a single-tenant deployment sees
+        no change); another tenant's quota whose qualified name it already is, is malformed,
+        whatever the listing order."""
+        home = record(id=1, name="acme:raw", tenant_id=1)
+        other = record(id=2, name="raw", tenant_id=2, tenant_name="acme")
+        for listing in ([home, other], [other, home]):
+            naming = QuotaNaming.for_listing(listing, tenant=None)
+            assert quota_sample("c1", home, T, set(), naming).target.name == "acme:raw"
+            with pytest.raises(BadSample) as bad:
+                quota_sample("c1", other, T, set(), naming)
+            assert (bad.value.reason, bad.value.detail) == (
+                "malformed", "quota name 'acme:raw' of the default tenant is this quota's target name")
+
+    def test_a_repeated_tenant_and_name_is_malformed(self) -> None:
+        acme = record(tenant_id=2, tenant_name="acme")
+        with pytest.raises(BadSample, match="duplicate quota name 'acme:raw'") as bad:
+            quota_sample("c1", acme, T, {"acme:raw"}, QuotaNaming())
+        assert bad.value.reason == "malformed"
+        assert quota_sample("c1", record(), T, {"acme:raw"}).target.name == "raw"  # the default tenant's
+
+    def test_another_tenants_pool_is_a_quota(self) -> None:
+        pool = record(name=POOL_TARGET, tenant_id=2, tenant_name="acme")
+        assert quota_sample("c1", pool, T, set()).target.name == "acme:pool"
+
+    def test_a_nameless_record_is_labelled_by_its_id(self) -> None:
+        assert quota_label(record(name=None, tenant_id=2, tenant_name="acme")) == "id:4"
 
 
 class TestCapacitySample:

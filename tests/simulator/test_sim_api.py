@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import urllib3
 import vastpy
-from sim_helpers import call, client_for, schema_errors
+from sim_helpers import call, client_for, schema_errors, write_scenario
 
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.simulator import SimulatorServer
@@ -139,6 +140,54 @@ class TestWrites:
             await call(client.views.post, path="/cosmos7/raw", policy_id=1)
         assert (missing.value.status, duplicate.value.status) == (400, 400)
         assert b"policy_id" in missing.value.data and b"path" in duplicate.value.data
+
+
+TWO_TENANTS = """
+[[views]]
+path = "/default/scratch"
+quota_name = "scratch"
+quota = { hard_limit = "10TB" }
+
+[[views]]
+path = "/acme/scratch"
+quota_name = "scratch"
+tenant = "acme"
+quota = { hard_limit = "20TB" }
+"""
+
+
+class TestTenants:
+    """Quotas of several tenants: an admin listing holds them all, `X-Tenant-Name` one tenant's."""
+
+    @pytest.fixture
+    async def shared(self, clock: VirtualClock, tmp_path: Path) -> AsyncIterator[SimulatorServer]:
+        async with SimulatorServer(write_scenario(tmp_path, TWO_TENANTS), clock=clock,
+                                   state_dir=tmp_path / "sim") as server:
+            yield server
+
+    async def test_an_admin_listing_holds_every_tenants_quotas(self, shared: SimulatorServer) -> None:
+        quotas = await call(client_for(shared).quotas.get)
+        assert [(q["name"], q["path"], q["tenant_id"], q["tenant_name"]) for q in quotas] == [
+            ("scratch", "/default/scratch", 1, "default"), ("scratch", "/acme/scratch", 2, "acme")]
+        assert [schema_errors(q, "Quota") for q in quotas] == [[], []]
+
+    async def test_a_tenant_header_lists_that_tenants_quotas_only(self, shared: SimulatorServer) -> None:
+        acme = await call(client_for(shared, tenant="acme").quotas.get)
+        default = await call(client_for(shared, tenant="default").quotas.get, page_size=10)
+        nobody = await call(client_for(shared, tenant="nobody").quotas.get)
+        assert [q["path"] for q in acme] == ["/acme/scratch"]
+        assert (default["count"], [q["path"] for q in default["results"]]) == (1, ["/default/scratch"])
+        assert nobody == []
+
+    async def test_a_quota_is_created_in_the_header_tenant_its_name_unique_there(
+            self, shared: SimulatorServer) -> None:
+        acme = client_for(shared, tenant="acme")
+        created = await call(acme.quotas.post, name="archive", path="/acme/archive", hard_limit=TB)
+        again = await call(client_for(shared).quotas.post, name="archive", path="/default/archive", hard_limit=TB)
+        with pytest.raises(vastpy.RESTFailure) as taken:
+            await call(acme.quotas.post, name="scratch", path="/acme/other", hard_limit=TB)
+        assert (created["tenant_name"], again["tenant_name"]) == ("acme", "default")
+        assert taken.value.status == 400 and b"name" in taken.value.data
 
 
 class TestProtocol:

@@ -111,6 +111,44 @@ async def test_events_happen_at_their_time(tmp_path: Path) -> None:
         assert [name for _, name, _ in sim.events.removed_names] == ["e-c", "e-a", "e-c2"]
 
 
+TENANT_EVENTS = """
+[[views]]
+path = "/t/a"
+quota_name = "a"
+tenant = "acme"
+quota = { hard_limit = "10TB" }
+[[events]]
+at = "1d"
+action = "create_quota"
+path = "/t/b"
+name = "a"
+tenant = "beta"
+[[events]]
+at = "2d"
+action = "recreate_quota"
+path = "/t/a"
+new_path = "/t/c"
+"""
+
+
+async def test_quota_events_keep_to_their_tenant(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    async with SimulatorServer(write_scenario(tmp_path, TENANT_EVENTS), clock=clock,
+                               state_dir=tmp_path / "sim") as sim:
+        client = client_for(sim)
+
+        async def quotas() -> dict[tuple[str, str], str]:
+            return {(q["tenant_name"], q["name"]): q["path"] for q in await call(client.quotas.get)}
+
+        seen = [await quotas()]
+        for _ in range(2):
+            clock.advance(1 * DAY)
+            seen.append(await quotas())
+    assert seen == [{("acme", "a"): "/t/a"},
+                    {("acme", "a"): "/t/a", ("beta", "a"): "/t/b"},  # another tenant's name is free
+                    {("acme", "a"): "/t/c", ("beta", "a"): "/t/b"}]  # re-created in its own tenant
+
+
 @pytest.mark.parametrize(("text", "field"), [
     ('[[events]]\naction = "delete_quota"\npath = "/a/b"', "events[0].at"),
     ('[[events]]\nat = "1d"\naction = "explode"', "events[0].action"),

@@ -78,6 +78,14 @@ class TestErrorsNameTheField:
                 parse_scenario(tomllib.loads(text))
             assert err.value.field == field
 
+    def test_a_quota_name_is_unique_within_its_tenant(self) -> None:
+        same_name = '[[views]]\npath = "/a/c"\nquota_name = "a-b"\nquota = { hard_limit = "10TB" }\n'
+        two_tenants = parse_scenario(tomllib.loads(MINIMAL + same_name + 'tenant = "acme"\n'))
+        assert [(v.tenant, v.quota_name) for v in two_tenants.views] == [("default", "a-b"), ("acme", "a-b")]
+        with pytest.raises(ScenarioError) as err:
+            parse_scenario(tomllib.loads(MINIMAL + same_name))
+        assert (err.value.field, err.value.reason) == ("views", "quota names must be unique within a tenant")
+
     def test_unknown_scenario_and_bad_toml(self, tmp_path: Path) -> None:
         broken = tmp_path / "broken.toml"
         broken.write_text("[views\n")

@@ -11,10 +11,13 @@ from quotapilot.daemon.simulator import SimulatorServer
 
 
 async def test_the_alerts_of_a_deleted_quota_resolve(trust: SimulatorServer, clock: TrustClock, store: Path) -> None:
-    # every quota above 50 % warns: t-data (70 %) and t-hot (60 %) fire on the first poll
+    # every quota above 50 % warns: t-data (70 %) and t-hot (60 %) fire on the second poll (the
+    # first one confirms)
     settings = settings_for(trust, store=store, policy={"mode": "observe", "overrides": [
         {"match": "*", "warning_at": 0.5}]})
     async with Daemon(settings, clock) as daemon:
+        await daemon.poll_once("sim")
+        clock.advance(60)
         await daemon.poll_once("sim")
         assert ("sim/t-hot/utilization", "firing") in notifications(store, "sim/t-hot/")
         hot = trust.engine.quota_by_name("t-hot")

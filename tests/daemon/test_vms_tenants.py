@@ -1,0 +1,152 @@
+"""Quotas of several tenants on one VAST cluster, end to end: real vastpy over verified HTTPS
+against the simulator, whose two tenants each have a quota named "scratch" (`TWO_TENANTS`).
+
+The default tenant's quota keeps its plain name (what a single-tenant deployment always saw); the
+other tenant's is `acme:scratch`, whatever other tenants create or delete; the daemon grows,
+pauses, audits and exports each under its own name, and writes to VMS by the quota's id."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from core_helpers import TWO_TENANTS, InstantClock, SettingsFactory
+from prometheus_client.parser import text_string_to_metric_families
+
+from quotapilot.daemon.runtime.cycle import PollResult
+from quotapilot.daemon.runtime.daemon import Daemon
+from quotapilot.daemon.settings import Settings
+from quotapilot.daemon.simulator.engine import QuotaRecord
+from quotapilot.daemon.simulator.server import SimulatorServer
+from quotapilot.daemon.store.actions import query_actions
+from quotapilot.daemon.vms.collector import VmsPoller
+from quotapilot.forecasting.types import ActionStatus, TargetKind
+
+TB = 10**12
+TOKEN = "pipeline-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+async def sim(clock: InstantClock) -> AsyncIterator[SimulatorServer]:
+    """The two-tenant cluster (in place of conftest's cosmos7: `make_settings` points at it)."""
+    async with SimulatorServer(TWO_TENANTS, clock=clock, seed=0) as server:
+        yield server
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(max_workers=2)
+    yield pool
+    pool.shutdown(wait=True)
+
+
+def scratch(sim: SimulatorServer, tenant: str) -> QuotaRecord:
+    """The simulator's record of `tenant`'s quota named "scratch"."""
+    return next(q for q in sim.engine.quotas.values()
+                if q.name == "scratch" and sim.engine.tenants[q.tenant_id] == tenant)
+
+
+def quotas(result: PollResult) -> dict[str, tuple[str, int | None]]:
+    """target name -> (path, VMS id) of the quotas a poll observed."""
+    return {o.target.name: (o.target.path, o.quota_id) for o in result.observations
+            if o.target.kind is TargetKind.QUOTA}
+
+
+class TestPoll:
+    """Every tenant's quotas are observed, each under a name of its own that does not move."""
+
+    async def test_a_name_in_two_tenants_is_two_targets(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        settings = make_settings()
+        poller = VmsPoller(settings.clusters[0], settings.vast, settings.poll, clock, executor)
+        result = await poller.poll()
+        assert result.ok, result.error
+        assert [(d.target, d.reason, d.detail) for d in result.dropped] == []
+        assert {"scratch": ("/default/scratch", scratch(sim, "default").id),
+                "acme:scratch": ("/acme/scratch", scratch(sim, "acme").id)} == quotas(result)
+
+    async def test_names_hold_while_another_tenant_takes_and_frees_the_name(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        settings = make_settings()
+        poller = VmsPoller(settings.clusters[0], settings.vast, settings.poll, clock, executor)
+        polls = [await poller.poll()]
+        beta = sim.engine.create_quota(name="scratch", path="/beta/scratch", hard_limit=10 * TB,
+                                       tenant_id=sim.engine.tenant("beta"))
+        clock.advance(600)
+        polls.append(await poller.poll())
+        sim.engine.delete_quota(beta.id)
+        clock.advance(600)
+        polls.append(await poller.poll())
+        assert [sorted(quotas(p)) for p in polls] == [["acme:scratch", "scratch"],
+                                                      ["acme:scratch", "beta:scratch", "scratch"],
+                                                      ["acme:scratch", "scratch"]]
+        # the same targets poll after poll: each has a rate from its previous sample
+        assert {"acme:scratch", "scratch"} <= set(polls[1].ingest_rates) & set(polls[2].ingest_rates)
+        assert polls[2].ingest_rates["acme:scratch"] > polls[2].ingest_rates["scratch"] > 0
+
+    async def test_a_configured_tenant_sees_its_quotas_by_their_names(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        settings = make_settings(cluster={"tenant": "acme"})  # X-Tenant-Name: VMS lists acme's only
+        poller = VmsPoller(settings.clusters[0], settings.vast, settings.poll, clock, executor)
+        result = await poller.poll()
+        assert {"scratch": ("/acme/scratch", scratch(sim, "acme").id)} == quotas(result)
+
+
+def settings_with(make_settings: SettingsFactory, **policy: Any) -> Settings:
+    return make_settings(http={"write_token": TOKEN},
+                         policy={"mode": "observe", "grow_at": 0.45, "target_utilization": 0.4, **policy})
+
+
+class TestDaemon:
+    """Per-target policy, growth, audit, metrics and the API under the qualified name."""
+
+    async def test_growth_writes_the_other_tenants_quota_by_its_id(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock) -> None:
+        # both quotas need room; only acme's is in enforce mode, by a per-target override
+        settings = settings_with(make_settings, overrides=[{"match": "acme:scratch", "mode": "enforce"}])
+        async with Daemon(settings, clock) as daemon:
+            await daemon.poll_once("sim")  # first samples: growth waits for the next to confirm them
+            clock.advance(60)
+            ctx = await daemon.poll_once("sim")
+            audit = {(r["target"], r["path"], r["quota_id"]): r["status"] for r in query_actions(daemon.db)}
+        grown = {a.target.name: a for a in ctx.actions}
+        acme, default = scratch(sim, "acme"), scratch(sim, "default")
+        assert grown["acme:scratch"].status is ActionStatus.VERIFIED
+        assert grown["acme:scratch"].new_hard == acme.hard_limit > 20 * TB
+        assert default.hard_limit == 20 * TB
+        assert audit == {("acme:scratch", "/acme/scratch", acme.id): "verified",
+                         ("scratch", "/default/scratch", default.id): "would_grow"}
+        patched = [(w.quota_id, w.path) for w in sim.engine.writes.records if w.kind == "patch"]
+        assert patched == [(acme.id, "/acme/scratch")]
+
+    async def test_metrics_and_the_api_name_each_tenants_quota(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock) -> None:
+        async with Daemon(settings_with(make_settings), clock) as daemon, \
+                TestClient(TestServer(daemon.http.build_app())) as client:
+            await daemon.poll_once("sim")
+            text = await (await client.get("/metrics")).text()
+            one = await (await client.get("/api/v1/targets/acme:scratch")).json()
+            plain = await (await client.get("/api/v1/targets/scratch")).json()
+            encoded = await (await client.get("/api/v1/targets/acme%3Ascratch")).json()  # as pipeline_client sends it
+            paused = await client.post("/api/v1/targets/acme:scratch/pause", headers=AUTH,
+                                       json={"reason": "tenant migration"})
+            assert paused.status == 200, await paused.text()
+            clock.advance(60)
+            ctx = await daemon.poll_once("sim")
+            resumed = await client.post("/api/v1/targets/acme:scratch/resume", headers=AUTH)
+            assert (resumed.status, (await resumed.json())["target"]["name"]) == (200, "acme:scratch")
+        used = {s.labels["target"]: (s.labels["path"], s.value) for family in text_string_to_metric_families(text)
+                for s in family.samples if s.name == "quotapilot_target_used_bytes"}
+        assert (used["acme:scratch"][0], used["scratch"][0]) == ("/acme/scratch", "/default/scratch")
+        assert (one["name"], one["path"], plain["name"], plain["path"]) == (
+            "acme:scratch", "/acme/scratch", "scratch", "/default/scratch")
+        assert encoded == one
+        assert {a.target.name: a.status for a in ctx.actions} == {"acme:scratch": ActionStatus.PAUSED,
+                                                                  "scratch": ActionStatus.WOULD_GROW}
