@@ -19,7 +19,7 @@ from quotapilot.forecasting.hw.model import (
     preferred_kind,
     seasonal_period,
 )
-from quotapilot.forecasting.hw.robust import SPIKE_SIGMAS, clip_spikes, raise_end_drops
+from quotapilot.forecasting.hw.robust import SPIKE_SIGMAS, burst_allowance, burst_path, clip_spikes, raise_end_drops
 from quotapilot.forecasting.hw.scoring import SCORE_STEPS, SELECTION_STEPS, cumulative_errors
 from quotapilot.forecasting.hw.selection import (
     BLEND_WEIGHT,
@@ -72,6 +72,8 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     # judged against and in the residuals the band is drawn from.
     clipped = clip_spikes(rates, (daily, weekly)) if kind is not ModelKind.LINEAR else rates
     spikes = rates - clipped
+    bursts = burst_allowance(spikes, step_seconds)
+    raw_share = 0.0  # how much of the model in use is built on the raw rates (`_raw_share`)
     while kind is not ModelKind.LINEAR:
         try:
             fit = fit_exponential_smoothing(clipped, kind, step_seconds, use_brute)
@@ -129,6 +131,7 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
             scores = choice.scores
             if choice.params is not None and choice.state is not None:
                 params, state, kind = choice.params, choice.state, choice.params.kind
+                raw_share = choice.raw_share
                 day_errors = choice.day_errors if choice.day_errors is not None else day_errors
                 far_errors = choice.far_errors
                 # The band keeps the fit's one-step residuals (a level's own are mostly the season
@@ -144,6 +147,13 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     if day_errors is not None and kind is not ModelKind.LINEAR:
         low, high = calibrated(low, high, day_errors, far_errors, SCORE_STEPS[-1])
     low, high = low * BAND_INFLATION, high * BAND_INFLATION
+    if bursts and raw_share < 1.0:
+        # The spread above leaves spikes out, and a fit on spike-clipped rates forecasts the rate
+        # between bursts: the pessimistic path holds the volume bursts typically add as well
+        # (half the volume of some real rates comes in bursts; their p90 was late on a quarter of
+        # the origins). The p50 keeps the rate between them: adding the bursts there too
+        # (tried 2026-12-05) over-forecast the typical day where bursts are news events.
+        high = high + (1.0 - raw_share) * burst_path(bursts, step_seconds, len(high))
     return FittedModel(params=params, state=state, sigma=sigma, band_low=low, band_high=high,
                        n_steps=n, step_seconds=step_seconds, fallback=fallback, fallback_detail=detail,
                        held_out_score=None if scores is None else scores[0],
@@ -193,6 +203,9 @@ class _Choice:
     scores: tuple[float, float] | None
     far_errors: FloatArray | None
     """Held-out errors of the chosen model's `SCORE_STEPS[-1]` steps' totals."""
+    raw_share: float = 0.0
+    """How much of the chosen model (the far one) is built on the raw rates, which carry their
+    bursts (`_raw_share`)."""
 
 
 Option = tuple[str, ModelParams, ModelState, dict[int, FloatArray], FloatArray | None]
@@ -320,4 +333,16 @@ def _held_out_choice(rates: FloatArray, clipped: FloatArray, step_seconds: float
     day_errors = near_errors.get(SELECTION_STEPS)
     if far[0] == "fit" and near[0] == far[0]:
         return _Choice(None, None, None, scores, None)
-    return _Choice(far_params, chosen_state, day_errors, scores, far_errors.get(far_steps))
+    share = _raw_share(far[0], None if level is None else level.name)
+    return _Choice(far_params, chosen_state, day_errors, scores, far_errors.get(far_steps), share)
+
+
+def _raw_share(option: str, level_name: str | None) -> float:
+    """How much of an option's forecast is built on the raw rates (so carries their bursts): the
+    level and seasonal-naive candidates are (all of it), their robust levels and the fits (on
+    spike-clipped rates) are not, a blend with a raw level half."""
+    def raw(name: str) -> bool:
+        return name.startswith(("level_", "seasonal_naive_")) and not name.startswith("level_robust_")
+    if option.endswith("_blend"):
+        return BLEND_WEIGHT if level_name is not None and raw(level_name) else 0.0
+    return 1.0 if raw(option) else 0.0

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from quotapilot.forecasting.hw.robust import SPIKE_WINDOW, clip_spikes
+from quotapilot.forecasting.hw.robust import SPIKE_WINDOW, burst_allowance, burst_path, clip_spikes
 
 
 def noisy_day(hours: int, seed: int = 0) -> np.ndarray:
@@ -72,3 +72,69 @@ class TestSpikesAndTheBand:
         calm, spiked = (fit_rates(r, step_seconds=3600.0, horizon_steps=7 * 24) for r in (rates, spiky))
         assert calm is not None and spiked is not None
         assert spiked.band_high[week] < 1.5 * calm.band_high[week]
+
+
+def bursty(days: int, seed: int, burst: float = 15_000.0) -> np.ndarray:
+    """`noisy_day` with two one-hour bursts at random hours of most days (nine in ten): over half
+    the volume comes in bursts, as with some real rates (NAB's Twitter_volume_UPS: 48 %)."""
+    rng = np.random.default_rng(100 + seed)
+    rates = noisy_day(days * 24, seed=seed)
+    for day in range(days):
+        if rng.random() < 0.9:
+            rates[day * 24 + rng.choice(24, size=2, replace=False)] += burst
+    return rates
+
+
+class TestBurstAllowance:
+    """The volume bursts typically add over a horizon: the median over the windows of two weeks."""
+
+    def test_nothing_clipped_is_no_allowance(self) -> None:
+        assert burst_allowance(np.zeros(20 * 24), 3600.0) == ()
+
+    def test_a_rare_burst_is_not_a_typical_one(self) -> None:
+        spikes = np.zeros(20 * 24)
+        spikes[[50, 300]] = 1e6  # two news hours in twenty days
+        assert burst_allowance(spikes, 3600.0) == ()
+
+    def test_bursts_of_most_days_are_counted(self) -> None:
+        rates = bursty(21, seed=0)
+        allowance = burst_allowance(rates - clip_spikes(rates, (24, 168)), 3600.0)
+        assert len(allowance) == 2
+        six_hours, day = allowance
+        assert six_hours < 0.5 * day  # fewer than half of the 6-hour windows hold a burst
+        assert 0.8 * 15_000.0 < day < 2 * 15_000.0  # most days' windows hold one or two
+
+    def test_the_path_rises_to_the_knots_and_on_at_the_last_ones_rate(self) -> None:
+        path = burst_path((60.0, 240.0), 3600.0, 48)
+        assert path[5] == 60.0 and path[23] == 240.0 and path[47] == 480.0
+        assert (np.diff(path) >= 0).all()
+
+
+class TestBurstsAndTheBand:
+    """A fit on spike-clipped rates forecasts the rate between bursts; where bursts come most days
+    the pessimistic path must still hold them (growth is sized from it)."""
+
+    def test_the_next_days_p90_holds_the_bursts_of_most_days(self) -> None:
+        from quotapilot.forecasting.hw import fit_rates
+        from quotapilot.forecasting.hw.recursions import forecast_rates
+
+        late = []
+        for seed in range(8):
+            rates = bursty(22, seed)
+            history, ahead = rates[:-24], rates[-24:]
+            fitted = fit_rates(history, step_seconds=3600.0, horizon_steps=7 * 24)
+            assert fitted is not None
+            p90 = float(np.sum(forecast_rates(fitted.params, fitted.state.copy(), 24))) + fitted.band_high[23]
+            late.append(p90 < float(np.sum(ahead)))
+        assert sum(late) <= 2, late
+
+    def test_the_median_path_stays_between_the_bursts(self) -> None:
+        """The p50 is not raised by them (where bursts are news, the typical day has none)."""
+        from quotapilot.forecasting.hw import fit_rates
+        from quotapilot.forecasting.hw.recursions import forecast_rates
+
+        rates = bursty(22, seed=0)
+        fitted = fit_rates(rates, step_seconds=3600.0, horizon_steps=7 * 24)
+        assert fitted is not None
+        day = float(np.sum(forecast_rates(fitted.params, fitted.state.copy(), 24)))
+        assert day < 1.5 * float(np.sum(noisy_day(24)))
