@@ -140,19 +140,25 @@ def burst_allowance(spikes: FloatArray, step_seconds: float) -> tuple[float, ...
     if not np.any(recent > 0.0):
         return ()
     cs = np.concatenate(([0.0], np.cumsum(recent)))
-    out = []
+    out = [max(0.0, float(np.median(cs[h:] - cs[:-h]))) for h in _knot_steps(step_seconds) if h <= len(recent)]
+    return tuple(out) if any(v > 0.0 for v in out) else ()
+
+
+def _knot_steps(step_seconds: float) -> list[int]:
+    """`BURST_KNOTS_SECONDS` in steps, each further than the one before (a step of a day or more
+    makes the knots one)."""
+    steps: list[int] = []
     for seconds in BURST_KNOTS_SECONDS:
         h = max(1, round(seconds / step_seconds))
-        if h > len(recent):
-            break
-        out.append(max(0.0, float(np.median(cs[h:] - cs[:-h]))))
-    return tuple(out) if any(v > 0.0 for v in out) else ()
+        if not steps or h > steps[-1]:
+            steps.append(h)
+    return steps
 
 
 def burst_path(allowance: tuple[float, ...], step_seconds: float, steps: int) -> FloatArray:
     """The cumulative burst allowance at 1 … `steps` steps ahead (`burst_allowance`'s knots joined
     linearly from 0, carried on at the last knot's mean rate)."""
-    knots = np.array([0.0] + [max(1, round(s / step_seconds)) for s in BURST_KNOTS_SECONDS[:len(allowance)]])
+    knots = np.array([0.0, *_knot_steps(step_seconds)[:len(allowance)]])
     values = np.array((0.0, *allowance))
     h = np.arange(1, steps + 1, dtype=np.float64)
     path = np.interp(h, knots, values)

@@ -104,6 +104,13 @@ class TestBurstAllowance:
         assert six_hours < 0.5 * day  # fewer than half of the 6-hour windows hold a burst
         assert 0.8 * 15_000.0 < day < 2 * 15_000.0  # most days' windows hold one or two
 
+    def test_a_step_of_a_day_has_one_knot(self) -> None:
+        spikes = np.tile([5.0, 0.0], 10)  # daily steps: bursts every other day
+        allowance = burst_allowance(spikes, 86400.0)
+        assert len(allowance) == 1 and allowance[0] > 0.0
+        path = burst_path(allowance, 86400.0, 4)
+        assert np.allclose(path, allowance[0] * np.arange(1, 5))
+
     def test_the_path_rises_to_the_knots_and_on_at_the_last_ones_rate(self) -> None:
         path = burst_path((60.0, 240.0), 3600.0, 48)
         assert path[5] == 60.0 and path[23] == 240.0 and path[47] == 480.0
