@@ -3,9 +3,10 @@ transition and every mode change, as one JSON event each (schema `deploy/events.
 delivered at least once to MQTT (`{prefix}/events/<type>`, QoS 1) and webhooks through the durable
 outbox.
 
-    intent      the planner wants to grow a quota (a GROW decision, before any write)
+    intent      the planner wants to grow a quota (a GROW decision, audited before any write)
     blocked     a guard said no (a BLOCKED decision: `data.guard`, `data.reason`) — when it starts
-                blocking a series (or the guard changes), not again every poll it holds
+                blocking a series (or the guard changes), not again every poll it holds: the
+                growth stage audits a guard's episode once, and the event with it
     result      the audited outcome of an action (`data.action_id` is the audit row; `data.status`
                 verified, would_grow, failed, blocked, paused, …); an outcome left open (`unknown`,
                 or an intent a crash left) has a second `result` when a re-read settles it
@@ -19,20 +20,27 @@ Event ids are deterministic (the audit row, the alert's notification sequence, t
 time), so an event enqueued twice after a crash has one id and a receiver dedups on it; the
 outbox itself ignores a second insert of the same id. `EventStage` runs after the alerting stage
 and is built with explicit collaborators: its settings group, the clock, the outbox store, the
-sinks, the audit trail and a reader of the mode. Its `run` is the supervised delivery task (a
-`Dispatcher` of its own over the same outbox table, with its own sink names).
+sinks, the audit trail and a reader of the mode; the alerting and growth stages get it as their
+`AlertTransitions` and `DecisionEvents`, to commit their events with their own writes. Its `run`
+is the supervised delivery task (a `Dispatcher` of its own over the same outbox table, with its
+own sink names).
 
 What a crash may not lose (README: "one `result` event per audit row", "one `alert` event per
-alert notification", at least once):
+alert notification", every intent and every block, at least once):
 
 - `alert` events are enqueued by the alerting stage, in the same transaction as the alert states
   they describe (`EventStage.alert_entries`, the alerting stage's `AlertTransitions`): both are on
   disk or neither.
+- `intent` and `blocked` events are enqueued by the stage that audits the decision, in the same
+  transaction as its audit row (`EventStage.decision_entries`, the growth stages'
+  `DecisionEvents`): the write-ahead `intent` row (or `would_grow`, `running`) with the intent, the
+  `blocked`/`paused` row a guard's episode starts with the block. So there is one `blocked` event
+  per audited block (once per episode, as the audit), and a growth fenced out of a lost lease
+  leaves neither row nor event.
 - `result` events of the audit rows: at start (`open`), every audit row changed since shortly
   before this sink's newest outbox row is turned into its `result` event again. Its id
   (`action-<row>/<status>`) is the one the live event had, so what was enqueued already is
   ignored by the outbox; what a SIGKILL between the audit and the events stage lost is enqueued.
-  `intent`/`blocked` describe in-memory decisions, not durable records, and are not replayed.
 """
 
 from __future__ import annotations
@@ -60,7 +68,7 @@ from quotapilot.daemon.runtime.supervisor import TaskFactory
 from quotapilot.daemon.settings import EventSettings
 from quotapilot.daemon.store.actions import ActionRecord, ActionStore
 from quotapilot.daemon.store.outbox import AsyncOutbox
-from quotapilot.forecasting.types import ActionOutcome, ActionStatus, Decision, DecisionKind, Dimension, TargetId
+from quotapilot.forecasting.types import ActionOutcome, ActionStatus, Decision, DecisionKind
 
 log = get_logger(__name__)
 
@@ -97,37 +105,44 @@ class Event:
 
 
 # ------------------------------------------------------------------------------ pure builders
+def decision_event(decision: Decision, *, mode: str | None) -> Event | None:
+    """The `intent` of a GROW decision, the `blocked` of a BLOCKED one (None for any other)."""
+    target = decision.target
+    where = f"{target.cluster}/{target.name}/{decision.dimension}"
+    if decision.kind is DecisionKind.GROW:
+        return Event(
+            id=f"{where}/intent@{decision.t:.3f}", type="intent", t=decision.t, cluster=target.cluster,
+            target=target.name, path=target.path,
+            data={"dimension": str(decision.dimension), "mode": mode, "reason": decision.reason,
+                  "used": decision.current_used, "old_hard": decision.current_hard,
+                  "new_hard": decision.new_hard, "urgency_seconds": decision.urgency_seconds})
+    if decision.kind is DecisionKind.BLOCKED:
+        return Event(
+            id=f"{where}/blocked@{decision.t:.3f}", type="blocked", t=decision.t, cluster=target.cluster,
+            target=target.name, path=target.path,
+            data={"dimension": str(decision.dimension), "mode": mode, "guard": decision.guard,
+                  "reason": decision.reason, "used": decision.current_used,
+                  "old_hard": decision.current_hard, "wanted_hard": decision.new_hard})
+    return None
+
+
+def result_event(action: ActionOutcome, *, mode: str | None) -> Event:
+    """The `result` event of an action outcome (id `action-<row>/<status>` when audited)."""
+    target = action.target
+    event_id = (f"action-{action.action_id}/{action.status}" if action.action_id is not None
+                else f"{target.cluster}/{target.name}/{action.dimension}/result@{action.t:.3f}")
+    return Event(
+        id=event_id, type="result", t=action.t, cluster=target.cluster, target=target.name, path=target.path,
+        data={"dimension": str(action.dimension), "mode": mode, "status": str(action.status),
+              "reason": action.reason, "action_id": action.action_id, "old_hard": action.old_hard,
+              "new_hard": action.new_hard})
+
+
 def decision_events(decisions: Iterable[Decision], actions: Iterable[ActionOutcome], *,
                     mode: str | None) -> list[Event]:
     """`intent` per GROW decision, `blocked` per BLOCKED decision, `result` per action outcome."""
-    events: list[Event] = []
-    for decision in decisions:
-        target = decision.target
-        where = f"{target.cluster}/{target.name}/{decision.dimension}"
-        if decision.kind is DecisionKind.GROW:
-            events.append(Event(
-                id=f"{where}/intent@{decision.t:.3f}", type="intent", t=decision.t, cluster=target.cluster,
-                target=target.name, path=target.path,
-                data={"dimension": str(decision.dimension), "mode": mode, "reason": decision.reason,
-                      "used": decision.current_used, "old_hard": decision.current_hard,
-                      "new_hard": decision.new_hard, "urgency_seconds": decision.urgency_seconds}))
-        elif decision.kind is DecisionKind.BLOCKED:
-            events.append(Event(
-                id=f"{where}/blocked@{decision.t:.3f}", type="blocked", t=decision.t, cluster=target.cluster,
-                target=target.name, path=target.path,
-                data={"dimension": str(decision.dimension), "mode": mode, "guard": decision.guard,
-                      "reason": decision.reason, "used": decision.current_used,
-                      "old_hard": decision.current_hard, "wanted_hard": decision.new_hard}))
-    for action in actions:
-        target = action.target
-        event_id = (f"action-{action.action_id}/{action.status}" if action.action_id is not None
-                    else f"{target.cluster}/{target.name}/{action.dimension}/result@{action.t:.3f}")
-        events.append(Event(
-            id=event_id, type="result", t=action.t, cluster=target.cluster, target=target.name, path=target.path,
-            data={"dimension": str(action.dimension), "mode": mode, "status": str(action.status),
-                  "reason": action.reason, "action_id": action.action_id, "old_hard": action.old_hard,
-                  "new_hard": action.new_hard}))
-    return events
+    events = [event for decision in decisions if (event := decision_event(decision, mode=mode)) is not None]
+    return events + [result_event(action, mode=mode) for action in actions]
 
 
 _RESULT_STATUSES = frozenset(str(s) for s in ActionStatus)
@@ -243,8 +258,9 @@ ModeReader = Callable[[], str | None]
 
 
 class EventStage:
-    """The `events` stage: turns the cycle's decisions and actions into outbox entries for the
-    event sinks (after the alerting stage, which enqueues the alert transitions with its states)."""
+    """The `events` stage: turns the cycle's action outcomes into `result` entries for the event
+    sinks (after the alerting stage, which enqueues the alert transitions with its states; the
+    growth stages enqueue the `intent`/`blocked` events with their audit rows)."""
 
     name = "events"
 
@@ -265,7 +281,6 @@ class EventStage:
             max_age_seconds=settings.max_age_seconds, owns_sink=lambda sink: sink.startswith(EVENT_SINK_PREFIX))
         self.published: Counter[str] = Counter()
         """Events enqueued since start, by type."""
-        self._blocked: dict[tuple[TargetId, Dimension], str | None] = {}
         self._mode: str | None = None
         self._lock = asyncio.Lock()
         self._ran = False
@@ -310,20 +325,8 @@ class EventStage:
     async def on_cycle(self, ctx: CycleContext) -> None:
         if not self.sinks:
             return
-        events = decision_events(ctx.decisions, [*ctx.actions, *ctx.settled], mode=self._current_mode())
-        await self.publish_now(ctx.now, self._blocked_transitions(ctx, events))
-
-    def _blocked_transitions(self, ctx: CycleContext, events: list[Event]) -> list[Event]:
-        """A guard that holds cycle after cycle (a pause, a cooldown) is one `blocked` event when it
-        starts blocking a series (or another guard takes over), not one per poll."""
-        blocking = {(d.target, d.dimension): d.guard for d in ctx.decisions if d.kind is DecisionKind.BLOCKED}
-        cluster = ctx.poll.cluster
-        before = {key: guard for key, guard in self._blocked.items() if key[0].cluster == cluster}
-        for key in before:
-            del self._blocked[key]
-        self._blocked.update(blocking)
-        fresh = {f"{t.cluster}/{t.name}/{d}" for (t, d), guard in blocking.items() if before.get((t, d), "") != guard}
-        return [e for e in events if e.type != "blocked" or e.id.split("/blocked@")[0] in fresh]
+        mode = self._current_mode()
+        await self.publish_now(ctx.now, [result_event(action, mode=mode) for action in [*ctx.actions, *ctx.settled]])
 
     async def publish_now(self, now: float, events: Sequence[Event] = ()) -> int:
         """Enqueue `events` plus the mode change since the last call."""
@@ -352,8 +355,25 @@ class EventStage:
 
     def alerts_committed(self, entries: Sequence[OutboxEntry]) -> None:
         """The entries of `alert_entries` are on disk: count them and deliver."""
+        self._committed(entries)
+
+    # ------------------------------------------ audited decisions (the growth stages' `DecisionEvents`)
+    def decision_entries(self, decision: Decision, *, mode: str, now: float) -> list[OutboxEntry]:
+        """The `intent` (a GROW) or `blocked` (a BLOCKED) event of a decision being audited under
+        `mode`, as outbox entries the auditing stage commits with the audit row."""
+        if not self.sinks:
+            return []
+        event = decision_event(decision, mode=mode)
+        return [] if event is None else self._entries([event], now)
+
+    def decisions_committed(self, entries: Sequence[OutboxEntry]) -> None:
+        """The entries of `decision_entries` are on disk: count them and deliver."""
+        self._committed(entries)
+
+    def _committed(self, entries: Sequence[OutboxEntry]) -> None:
+        """Entries another stage committed: each event once by type (an entry per sink), then deliver."""
         if entries:
-            self.published["alert"] += len({entry.dedup_key for entry in entries})
+            self.published.update(status for _, status in {(entry.dedup_key, entry.status) for entry in entries})
             self.dispatcher.wake()
 
     def _entries(self, events: Sequence[Event], now: float) -> list[OutboxEntry]:

@@ -16,7 +16,8 @@ A filesystem cannot be PATCHed. When the quota rule says a filesystem should gro
   the cycle's actions, so alerts (`growth_*`) and events see it as they see a quota's.
 
 The audit row is written before the command runs, with status `running` (not one the quota
-actuator reconciles: a crash mid-command leaves it for a human to read).
+actuator reconciles: a crash mid-command leaves it for a human to read). The growth's `intent`
+event is committed with the audit row (`DecisionEvents`), as the quota growth stage does.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER, observation_of, targ
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
 from quotapilot.daemon.settings import FilesystemTarget, Settings
+from quotapilot.daemon.stages.growth import DecisionEvents, NoDecisionEvents
 from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.forecasting.capacity import GrowthRecommendation, filesystem_growth
 from quotapilot.forecasting.types import (
@@ -60,11 +62,13 @@ class FilesystemGrowthStage:
     name = "filesystem_growth"
 
     def __init__(self, settings: Settings, clock: Clock, actions: ActionStore, *,
-                 statvfs: StatVfs = os.statvfs) -> None:
+                 statvfs: StatVfs = os.statvfs, events: DecisionEvents | None = None) -> None:
+        """`events`: the `intent` events, committed with the audit rows (None: no event sinks)."""
         self.settings = settings
         self.clock = clock
         self.actions = actions
         self.statvfs = statvfs
+        self.events = events or NoDecisionEvents()
         self.targets = {t.name: t for t in settings.filesystems}
 
     async def on_cycle(self, ctx: CycleContext) -> None:
@@ -99,10 +103,13 @@ class FilesystemGrowthStage:
                    recommendation: GrowthRecommendation, mode: str) -> ActionOutcome:
         argv = command_line(target, recommendation) if target.command else []
         now = self.clock.now()
+        entries = self.events.decision_entries(decision, mode=mode, now=now)
         if mode != "enforce" or not argv:
             why = "observe mode (dry run)" if argv else "recommendation only (no command configured)"
             action_id = await asyncio.to_thread(self.actions.record, decision, mode=mode, status="would_grow",
-                                                now=now, quota_id=None, reason=f"{decision.reason}; {why}")
+                                                now=now, quota_id=None, reason=f"{decision.reason}; {why}",
+                                                events=entries)
+            self.events.decisions_committed(entries)
             if argv:
                 await asyncio.to_thread(self.actions.mark, action_id, "would_grow", now, command=argv)
             log.info("filesystem.would_grow", target=target.name, grow_bytes=recommendation.grow_bytes,
@@ -111,7 +118,8 @@ class FilesystemGrowthStage:
                                  old_hard=obs.hard_limit_bytes, new_hard=recommendation.new_size_bytes,
                                  action_id=action_id)
         action_id = await asyncio.to_thread(self.actions.record, decision, mode=mode, status="running", now=now,
-                                            quota_id=None)
+                                            quota_id=None, events=entries)
+        self.events.decisions_committed(entries)
         status, reason, after = await self._run(target, argv)
         end = self.clock.now()
         await asyncio.to_thread(self.actions.mark, action_id, str(status), end, reason, command=argv)

@@ -38,7 +38,7 @@ from quotapilot.daemon.stages.actuator import QuotaWriter
 from quotapilot.daemon.stages.alerting import AlertingStage, AlertTransitions
 from quotapilot.daemon.stages.capacity import CapacityStage
 from quotapilot.daemon.stages.forecast import ForecastStage, History
-from quotapilot.daemon.stages.growth import GrowthStage, Planner
+from quotapilot.daemon.stages.growth import DecisionEvents, GrowthStage, Planner
 from quotapilot.daemon.stages.store import StoreStage
 from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.daemon.store.backend import Backend
@@ -94,14 +94,16 @@ def forecast_stage(deps: Collaborators) -> ForecastStage:
     return ForecastStage(deps.settings.forecast, clock, history_loader=load)
 
 
-def growth_stage(deps: Collaborators, *, planner: Planner = plan_cycle) -> GrowthStage:
+def growth_stage(deps: Collaborators, *, planner: Planner = plan_cycle,
+                 events: DecisionEvents | None = None) -> GrowthStage:
     """The growth stage, with the pre-flight API's active reservations as extra demand (and
-    marked `expired` past their TTL, once per cycle)."""
+    marked `expired` past their TTL, once per cycle); `events`: the events stage, whose `intent`
+    and `blocked` events are committed with the audit rows."""
     writers = deps.writers
     reservations = ReservationStore(deps.db)
     return GrowthStage(deps.settings, deps.db, lambda cluster: writers[cluster], deps.clock,
                        planner=planner, reserved_totals=reservations.active_totals,
-                       expire_reservations=reservations.expire, leadership=deps.leadership)
+                       expire_reservations=reservations.expire, leadership=deps.leadership, events=events)
 
 
 def alerting_stage(deps: Collaborators, *, sinks: Sequence[Sink] | None = None,
@@ -125,22 +127,22 @@ def build_stages(deps: Collaborators, *, planner: Planner = plan_cycle,
 
     `planner`: the growth planner (the demo's `--policy reactive` passes the baseline);
     `sinks`: the alert sinks (None: the configured ones)."""
-    forecast = forecast_stage(deps)
-    growth = growth_stage(deps, planner=planner)
     settings, clock = deps.settings, deps.clock
     events = EventStage(settings.events, clock, AsyncOutbox(OutboxStore(deps.db)), audit=ActionStore(deps.db),
                         mode=lambda: settings.policy.mode)
+    forecast = forecast_stage(deps)
+    growth = growth_stage(deps, planner=planner, events=events)
     alerting = alerting_stage(deps, sinks=sinks, transitions=events)
     capacity = CapacityStage(settings.capacity, clock, raise_alerts=alerting.raise_conditions)
     if deps.leadership is not None:
         deps.leadership.subscribe(announcer(alerting, events))
     stages: list[Stage] = [StoreStage(deps.observations, leadership=deps.leadership), forecast, growth]
     # a new stage that runs before alerting: one line here, e.g. stages.append(X(deps.settings.x, deps.clock, deps.db))
-    stages.append(FilesystemGrowthStage(settings, clock, ActionStore(deps.db)))  # filesystems: command or advice
+    stages.append(FilesystemGrowthStage(settings, clock, ActionStore(deps.db), events=events))  # command or advice
     stages.append(alerting)
     stages.append(capacity)  # after alerting: it raises the "order capacity by" alert through it
     stages.append(FilesystemAlertStage(settings, alerting.raise_conditions))  # per-tier thresholds, unreachable
-    stages.append(events)  # last: every decision, action and alert transition of the cycle as an event
+    stages.append(events)  # last: the cycle's action outcomes as `result` events (the rest is committed earlier)
     return WiredStages(tuple(stages), forecast=forecast, growth=growth, alerting=alerting, capacity=capacity,
                        events=events)
 

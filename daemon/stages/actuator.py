@@ -2,7 +2,7 @@
 
 Per growth in enforce mode (`grow`):
 
-1. record the intent in the store (committed: the write-ahead);
+1. record the intent in the store (committed: the write-ahead), with its `intent` event;
 2. re-read the quota from VMS; if its limit is no longer what the plan saw, someone else changed
    it: mark `replanned` and leave it to the next cycle's plan;
 3. PATCH the hard and soft limit;
@@ -33,9 +33,10 @@ through the collector's write calls (`QuotaWriter`), handed in per call.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from quotapilot.alerts.dispatcher import OutboxEntry
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.logs import get_logger
@@ -112,8 +113,11 @@ class Actuator:
     def checkpoint(self, point: str) -> None:
         """A named point of the write-ahead sequence (`intent`, `patched`); crash tests hook it."""
 
-    async def grow(self, decision: Decision, quota_id: int | None, writer: QuotaWriter) -> ActionOutcome:
-        """Write-ahead, re-read, PATCH, verify, audit: one growth of one series."""
+    async def grow(self, decision: Decision, quota_id: int | None, writer: QuotaWriter, *,
+                   events: Sequence[OutboxEntry] = ()) -> ActionOutcome:
+        """Write-ahead, re-read, PATCH, verify, audit: one growth of one series. `events`: the
+        outbox entries of the decision's `intent` event, committed with the intent row (an
+        outcome without `action_id` wrote neither)."""
         assert decision.new_hard is not None
         dim, target = decision.dimension, decision.target
 
@@ -126,7 +130,7 @@ class Actuator:
         try:  # FLEET: recorded only under our current lease epoch (same transaction)
             action_id = await asyncio.to_thread(
                 self.actions.record, decision, mode="enforce", status="intent", now=self.clock.now(),
-                quota_id=quota_id, fence=self.leadership.fence(target.cluster))
+                quota_id=quota_id, fence=self.leadership.fence(target.cluster), events=events)
         except FencedOut as exc:
             log.warning("quota.grow_fenced", target=target.key, dimension=dim.value, error=str(exc))
             return outcome(ActionStatus.FAILED, f"not the leader: {exc}", None)

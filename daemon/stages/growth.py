@@ -8,6 +8,10 @@ decisions. In observe mode (the default) a GROW becomes a `would_grow` row; in e
 actuator applies it. Guards that hold a growth (pause, kill switch, cluster reserve, ...) are
 recorded once per episode, not every cycle.
 
+Each audited decision's event (a GROW's `intent`, a guard's `blocked`: `DecisionEvents`, the
+events stage) is committed with its audit row, in one transaction: a crash after the audit cannot
+lose the event (nor enqueue an event of a row that was never written).
+
 After each cycle the stage publishes an immutable `GrowthView` (`stage.view`); `GrowthMetrics`
 exports it and reads nothing else.
 """
@@ -23,6 +27,7 @@ from typing import Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from quotapilot.alerts.dispatcher import OutboxEntry
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.http.metrics import TARGET_LABELS, extra_target_labels
@@ -68,6 +73,30 @@ ReservedTotals = Callable[[float], Mapping[tuple[str, str], Reserved]]
 """now → {(cluster, target name): reserved capacity} (the pre-flight API's active reservations)."""
 
 
+class DecisionEvents(Protocol):
+    """Who describes audited decisions in the outbox (the decision events' `intent` and `blocked`,
+    `quotapilot.daemon.events.EventStage`): its entries are committed in the same transaction as
+    the decision's audit row, so a crash loses neither without the other."""
+
+    def decision_entries(self, decision: Decision, *, mode: str, now: float) -> list[OutboxEntry]:
+        """Entries for the event of `decision` (none for a decision that is no event)."""
+        ...
+
+    def decisions_committed(self, entries: Sequence[OutboxEntry]) -> None:
+        """`entries` are on disk."""
+        ...
+
+
+class NoDecisionEvents:
+    """No event sinks: nothing to commit with the audit rows."""
+
+    def decision_entries(self, decision: Decision, *, mode: str, now: float) -> list[OutboxEntry]:
+        return []
+
+    def decisions_committed(self, entries: Sequence[OutboxEntry]) -> None:
+        pass
+
+
 @dataclass(slots=True)
 class GrowthCounters:
     """What the stage has done since start (mutable, private to the stage; published as `GrowthView`)."""
@@ -102,12 +131,14 @@ class GrowthStage:
     def __init__(self, settings: Settings, db: Backend, writers: Callable[[str], QuotaWriter], clock: Clock,
                  *, planner: Planner = plan_cycle, reserved_totals: ReservedTotals | None = None,
                  expire_reservations: Callable[[float], int] | None = None,
-                 leadership: Leadership | None = None) -> None:
+                 leadership: Leadership | None = None, events: DecisionEvents | None = None) -> None:
         """`writers`: cluster name → its VMS writer; `reserved_totals`: the pre-flight API's active
         reservations, counted as extra demand (None: none); `expire_reservations`: now → marks
         the reservations past their TTL `expired` (called once per cycle, in the store thread);
-        `leadership`: which clusters this instance leads (None: alone, all of them)."""
+        `leadership`: which clusters this instance leads (None: alone, all of them); `events`: the
+        `intent`/`blocked` events, committed with the audit rows (None: no event sinks)."""
         self.settings = settings
+        self.events = events or NoDecisionEvents()
         # FLEET (issue 15): only the leader of a cluster plans and writes; alone on SQLite, always us
         self.leadership = leadership or SoleLeadership(c.name for c in settings.clusters)
         self.actions = ActionStore(db)
@@ -363,11 +394,14 @@ class GrowthStage:
             outcome = ActionOutcome(decision.target, decision.dimension, status, now, decision.reason,
                                     old_hard=decision.current_hard, new_hard=decision.new_hard)
             guard = decision.guard or "blocked"
-            if self._recorded_guard.get(key) != guard:  # once per episode
+            if self._recorded_guard.get(key) != guard:  # once per episode, and its `blocked` event with it
                 self._recorded_guard[key] = guard
+                mode = self._mode_of(decision)
+                entries = self.events.decision_entries(decision, mode=mode, now=now)
                 outcome = replace(outcome, action_id=await asyncio.to_thread(
-                    self.actions.record, decision, mode=self._mode_of(decision), status=status.value, now=now,
-                    quota_id=quota_id))
+                    self.actions.record, decision, mode=mode, status=status.value, now=now,
+                    quota_id=quota_id, events=entries))
+                self.events.decisions_committed(entries)
                 log.warning("growth.blocked", target=decision.target.key, dimension=decision.dimension.value,
                             guard=decision.guard, reason=decision.reason)
             return outcome
@@ -395,13 +429,19 @@ class GrowthStage:
                     writer: QuotaWriter) -> ActionOutcome:
         if self._mode_of(decision) != "enforce":
             self.counters.count(ActionStatus.WOULD_GROW.value)
+            entries = self.events.decision_entries(decision, mode="observe", now=now)
             action_id = await asyncio.to_thread(
-                self.actions.record, decision, mode="observe", status="would_grow", now=now, quota_id=quota_id)
+                self.actions.record, decision, mode="observe", status="would_grow", now=now, quota_id=quota_id,
+                events=entries)
+            self.events.decisions_committed(entries)
             log.info("quota.would_grow", target=decision.target.key, dimension=decision.dimension.value,
                      old_hard=decision.current_hard, new_hard=decision.new_hard, reason=decision.reason)
             return ActionOutcome(decision.target, decision.dimension, ActionStatus.WOULD_GROW, now,
                                  decision.reason, decision.current_hard, decision.new_hard, action_id)
-        outcome = await self.actuator.grow(decision, quota_id, writer)
+        entries = self.events.decision_entries(decision, mode="enforce", now=now)
+        outcome = await self.actuator.grow(decision, quota_id, writer, events=entries)
+        if outcome.action_id is not None:  # the intent row was written, and its event with it
+            self.events.decisions_committed(entries)
         self.counters.count(outcome.status.value)
         if outcome.status is ActionStatus.VERIFIED and decision.dimension is Dimension.BYTES:
             self.counters.bytes_grown += decision.growth

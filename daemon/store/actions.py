@@ -14,16 +14,23 @@ that lease is still current for the cluster, in the same transaction (the lease 
 raises `FencedOut` and nothing is written. Every row carries the `epoch` it was made under (0 for
 the single SQLite instance, which leads alone and records without a fence).
 
+Decision events: `record(..., events=entries)` enqueues the outbox entries of the row's decision
+(its `intent` or `blocked` event) in the row's transaction, so the audit row and its event are on
+disk together or not at all (a fenced-out intent leaves neither).
+
 Blocking calls: run them with `asyncio.to_thread` from async code.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from quotapilot.alerts.dispatcher import OutboxEntry
 from quotapilot.daemon.store.backend import Backend, Row, StoreError, Transaction
+from quotapilot.daemon.store.outbox import insert_entries
 from quotapilot.forecasting.types import Decision, Dimension
 
 UNFINISHED = ("intent", "patched", "unknown")
@@ -109,11 +116,12 @@ class ActionStore:
         self.db = db
 
     def record(self, decision: Decision, *, mode: str, status: str, now: float, quota_id: int | None,
-               reason: str | None = None, fence: Fence | None = None) -> int:
+               reason: str | None = None, fence: Fence | None = None, events: Sequence[OutboxEntry] = ()) -> int:
         """Insert one row (committed before returning: this is the write-ahead) and return its id.
 
         With a `fence`, only while that lease is current (checked in the same transaction);
-        `FencedOut` otherwise."""
+        `FencedOut` otherwise. `events`: the outbox entries of the decision's event, enqueued in
+        the same transaction."""
         detail = dict(decision.numbers)
         if decision.guard:
             detail["guard"] = decision.guard  # type: ignore[assignment]  # the JSON detail mixes numbers and the guard name
@@ -132,6 +140,7 @@ class ActionStore:
                  decision.dimension.value, mode, status, reason or decision.reason, decision.current_hard,
                  decision.current_soft, decision.new_hard, decision.new_soft,
                  json.dumps(detail, sort_keys=True), now, now, fence.epoch if fence is not None else 0)).fetchone()
+            insert_entries(conn, events)
         assert row is not None
         return int(row[0])
 

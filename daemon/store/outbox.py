@@ -73,12 +73,12 @@ class OutboxStore:
                 "INSERT INTO alert_state (alert_id, state, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (alert_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
                 [(alert_id, state.to_json(), now) for alert_id, state in states.items()])
-            return _insert(conn, entries)
+            return insert_entries(conn, entries)
 
     # --------------------------------------------------------------------------------- outbox
     def enqueue(self, entries: Sequence[OutboxEntry]) -> int:
         with self.db.transaction() as conn:
-            return _insert(conn, entries)
+            return insert_entries(conn, entries)
 
     def pending(self, sink: str, limit: int, due_by: float = math.inf, *,
                 retries: bool = False) -> list[OutboxRow]:
@@ -237,7 +237,10 @@ def _outbox_row(row: Row) -> OutboxRow:
                      attempts=int(row["attempts"]))
 
 
-def _insert(conn: Transaction, entries: Sequence[OutboxEntry]) -> int:
+def insert_entries(conn: Transaction, entries: Sequence[OutboxEntry]) -> int:
+    """Enqueue `entries` in the caller's transaction (an entry whose (sink, dedup_key) is stored
+    already is ignored); returns the rows added. The audit trail commits the decision events of a
+    row with the row (`ActionStore.record`)."""
     if not entries:
         return 0
     encoded: dict[int, str] = {}  # one notification bound for several sinks shares its payload object

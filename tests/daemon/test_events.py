@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +22,23 @@ from quotapilot.daemon.events import (
     leadership_event,
     mode_event,
 )
+from quotapilot.daemon.fs.growth import FilesystemGrowthStage
+from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER, target_id
 from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
 from quotapilot.daemon.runtime.leadership import LeadershipChange
 from quotapilot.daemon.settings import load_settings
+from quotapilot.daemon.stages.growth import GrowthStage
+from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.outbox import AsyncOutbox, OutboxStore
+from quotapilot.forecasting.planner import CycleInput
 from quotapilot.forecasting.types import (
     ActionOutcome,
     ActionStatus,
     Decision,
     DecisionKind,
     Dimension,
+    Observation,
     TargetId,
 )
 
@@ -138,8 +145,11 @@ class TestEventStage:
             outbox = AsyncOutbox(OutboxStore(db))
             stage = EventStage(settings, VirtualClock(T0), outbox, sinks=[RecordingSink()], mode=lambda: "observe")
             await stage.open()
+            # an intent: the entries the growth stage commits with its audit row
+            entries = stage.decision_entries(grow(), mode="observe", now=T0)
+            await outbox.enqueue(entries)
+            stage.decisions_committed(entries)
             ctx = CycleContext(poll=PollResult(cluster="c1", t=T0), now=T0)
-            ctx.decisions.append(grow())
             ctx.actions.append(verified())
             assert await stage.on_cycle(ctx) is None
             # the mode is an event (first seen, at start); alerts are the alerting stage's to enqueue
@@ -160,18 +170,51 @@ class TestEventStage:
             db.close()
 
     async def test_a_standing_guard_is_one_blocked_event(self, tmp_path: Path) -> None:
+        """A guard holding a growth cycle after cycle is one `blocked` event, committed by the growth
+        stage with the audit row it writes once per episode; again when another guard takes over."""
         db = Database(tmp_path / "s.db")
         try:
-            stage = EventStage(load_settings(None).events, VirtualClock(T0), AsyncOutbox(OutboxStore(db)),
+            clock = VirtualClock(T0)
+            stage = EventStage(load_settings(None).events, clock, AsyncOutbox(OutboxStore(db)),
                                sinks=[RecordingSink()])
-            for minute, guard in enumerate(("cluster_reserve", "cluster_reserve", "paused", "paused")):
+            guards = iter(("cluster_reserve", "cluster_reserve", "paused", "paused"))
+
+            def planner(cycle: CycleInput) -> tuple[Decision, ...]:
+                return (replace(blocked(), t=cycle.now, guard=next(guards)),)
+
+            settings = load_settings(None, clusters=[{"name": "c1", "address": "vms", "token": "t"}])
+            growth = GrowthStage(settings, db, lambda cluster: None, clock,  # type: ignore[arg-type,return-value]
+                                 planner=planner, events=stage)  # (every decision is blocked: nothing written)
+            for minute in range(4):
                 now = T0 + 60 * minute
-                ctx = CycleContext(poll=PollResult(cluster="c1", t=now), now=now)
-                decision = blocked()
-                ctx.decisions.append(Decision(**{**{f: getattr(decision, f) for f in decision.__slots__},
-                                                 "t": now, "guard": guard}))
-                await stage.on_cycle(ctx)
+                observation = Observation(RAW, now, 8 * TIB, 10 * TIB, quota_id=1)
+                await growth.on_cycle(CycleContext(poll=PollResult("c1", now, observations=(observation,)), now=now))
             rows = db.query("SELECT payload FROM outbox WHERE sink = 'events-test' ORDER BY id")
             assert [json.loads(r["payload"])["data"]["guard"] for r in rows] == ["cluster_reserve", "paused"]
+            assert [r["status"] for r in db.query("SELECT status FROM actions ORDER BY id")] == ["blocked", "paused"]
+            assert dict(stage.published) == {"blocked": 2}
+        finally:
+            db.close()
+
+    async def test_a_filesystem_growth_commits_its_intent_with_the_audit_row(self, tmp_path: Path) -> None:
+        """The filesystem growth stage audits a recommendation (`would_grow`) and its `intent` event
+        in one transaction, as the quota growth stage does."""
+        db = Database(tmp_path / "s.db")
+        try:
+            clock = VirtualClock(T0)
+            settings = load_settings(None, filesystems=[{"name": "nas", "path": str(tmp_path)}])
+            stage = EventStage(settings.events, clock, AsyncOutbox(OutboxStore(db)), sinks=[RecordingSink()])
+            growth = FilesystemGrowthStage(settings, clock, ActionStore(db), events=stage)
+            nas = target_id(settings.filesystems[0])
+            observation = Observation(nas, T0, 8 * TIB, 10 * TIB)  # 80 %: over grow_at
+            await growth.on_cycle(CycleContext(poll=PollResult(FILESYSTEM_CLUSTER, T0, observations=(observation,)),
+                                               now=T0))
+            [row] = db.query("SELECT id, status FROM actions")
+            [event] = [json.loads(r["payload"])
+                       for r in db.query("SELECT payload FROM outbox WHERE sink = 'events-test'")]
+            assert (row["status"], event["type"], event["id"]) == ("would_grow", "intent",
+                                                                   f"filesystems/nas/bytes/intent@{T0:.3f}")
+            assert (event["data"]["mode"], event["data"]["old_hard"]) == ("observe", 10 * TIB)
+            assert dict(stage.published) == {"intent": 1}
         finally:
             db.close()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from quotapilot.daemon.store.actions import ActionStore
+import pytest
+
+from quotapilot.alerts.dispatcher import OutboxEntry
+from quotapilot.daemon.store.actions import ActionStore, FencedOut
 from quotapilot.daemon.store.backend import Backend
+from quotapilot.daemon.store.leases import LeaseStore
 from quotapilot.forecasting.types import Decision, DecisionKind, Dimension, TargetId
 
 T0 = 1_767_225_600.0
@@ -31,3 +35,31 @@ class TestAuditedWrite:
         actions.record(grow(200), mode="enforce", status="verified", now=T0, quota_id=None)
         assert actions.audited_write("c1", None, 200)
         assert not actions.audited_write("c1", 7, 200)
+
+
+def intent_entry(sink: str) -> OutboxEntry:
+    event_id = f"c1/raw/bytes/intent@{T0:.3f}"
+    return OutboxEntry(sink=sink, alert_id=f"event:{event_id}", dedup_key=event_id, status="intent",
+                       payload={"id": event_id, "type": "intent"}, created_at=T0, next_attempt_at=T0)
+
+
+class TestDecisionEventsWithTheRow:
+    """A decision's event is enqueued in its audit row's transaction: both are stored, or neither."""
+
+    def test_the_row_and_its_event_are_stored_together(self, backend: Backend) -> None:
+        entries = [intent_entry("events-mqtt"), intent_entry("events-webhook-0")]
+        action_id = ActionStore(backend).record(grow(200), mode="enforce", status="intent", now=T0, quota_id=7,
+                                                events=entries)
+        assert [r["status"] for r in backend.query("SELECT status FROM actions WHERE id = ?", (action_id,))] == [
+            "intent"]
+        assert [(r["sink"], r["status"]) for r in backend.query("SELECT sink, status FROM outbox ORDER BY id")] == [
+            ("events-mqtt", "intent"), ("events-webhook-0", "intent")]
+
+    def test_a_fenced_out_intent_enqueues_no_event(self, backend: Backend) -> None:
+        """A deposed leader's intent is refused, and the event that would have announced it with it."""
+        fence = LeaseStore(backend).acquire("c1", "a", now=T0, ttl_seconds=15.0)
+        with pytest.raises(FencedOut):
+            ActionStore(backend).record(grow(200), mode="enforce", status="intent", now=T0 + 15.0, quota_id=7,
+                                        fence=fence, events=[intent_entry("events-webhook-0")])
+        assert backend.query("SELECT COUNT(*) FROM actions")[0][0] == 0
+        assert backend.query("SELECT COUNT(*) FROM outbox")[0][0] == 0
