@@ -67,10 +67,11 @@ class PollResult:
     `POOL_TARGET`. Absent for a target's first sample and for one that disagrees with an
     unconfirmed sample before it. `observations` includes the pool."""
     unconfirmed: frozenset[str] = frozenset()
-    """Target names whose sample is not yet confirmed by a second one (`validation.agrees`): a
-    target's first sample since start, since it was forgotten, or since its identity changed; a
-    sample whose hard limit moved without a write of ours (`validation.limit_changed`). Kept and
-    forecast, never written on; no alert of the target fires or resolves on it."""
+    """Target names whose sample is not believed yet (`validation.Accepted.believed`): a target's
+    first sample since start, since it was forgotten, or since its identity changed, until a
+    second one agrees (`validation.agrees`); a sample whose hard limit moved without a write of
+    ours, for one poll (`validation.limit_held`: never two in a row). Kept and forecast, never
+    written on; no alert of the target fires or resolves on it."""
 
     @property
     def ok(self) -> bool:

@@ -250,9 +250,10 @@ class GrowthStage:
         new limit at the next read). Also those found changed while settling an open row.
 
         Only a confirmed sample is judged (`unconfirmed`: the collector's, which holds the target's
-        alerts): a moved limit is VMS's word alone until the next poll repeats it. Judged at once,
-        a one-poll glitch was audited twice (there and back), and a lasting change was never
-        paged — its `growth_blocked` fell on the held poll, and the confirming one saw no move."""
+        alerts): a moved limit is VMS's word alone for one poll (`validation.limit_held`). Judged
+        at once, a one-poll glitch was audited twice (there and back), and a lasting change was
+        never paged — its `growth_blocked` fell on the held poll, and the confirming one saw no
+        move."""
         settled = {**self._settled_changes.pop(cluster, {}), **dict(self.actuator.take_external_changes(cluster))}
         waiting: dict[int, str] = {}
         found: dict[TargetId, tuple[int | None, str]] = {}

@@ -13,8 +13,9 @@ validation (`validation.py`: malformed or implausible records, a fall or a rise 
 confirmed by the next sample — the poller keeps each target's last accepted sample, trend,
 suspect jump and recent rates for those rules) are dropped — never stored, forecast or acted on —,
 counted per reason and logged once when a target starts being dropped and once when it is
-accepted again. A hard limit that moved without a write of ours keeps its sample, unconfirmed
-until the next one repeats it (`sample.unconfirmed`, logged once per move). A failing bandwidth
+accepted again. A hard limit that moved without a write of ours keeps its sample, held until the
+next one (`validation.limit_held`: never two polls in a row; `sample.unconfirmed`, logged once per
+held move); its usage is judged as any other's, and the next sample's against it. A failing bandwidth
 query is not fatal (the poll goes on without it) and is logged on transitions only
 (`TransitionLog`).
 
@@ -30,6 +31,7 @@ import random
 import time
 from collections import Counter, deque
 from concurrent.futures import Executor
+from dataclasses import replace
 from typing import Any
 
 from quotapilot.daemon.clock import Clock
@@ -49,7 +51,7 @@ from quotapilot.daemon.vms.validation import (
     capacity_sample,
     cluster_record,
     jumped,
-    limit_changed,
+    limit_held,
     quota_label,
     quota_sample,
     went_backwards,
@@ -90,8 +92,9 @@ class VmsPoller:
         self._recent_rates: dict[str, deque[float]] = {}
         self._recent_inode_rates: dict[str, deque[float]] = {}
         self._drop_state: dict[str, str] = {}
-        self._unconfirmed: set[str] = set()
-        """Targets whose sample of the current poll is not confirmed by the one before it."""
+        self._judged: dict[str, Accepted] = {}
+        """This poll's accepted samples as the rules judged them (`confirmed`, `limit_held`): the
+        next poll's `_accepted`."""
         self._identity: dict[str, tuple[int | None, str]] = {}
         """(VMS id, path) of the quota each name last stood for: a quota deleted and re-created
         under the same name (at another path, or with a new id) is a new target, without history."""
@@ -126,7 +129,7 @@ class VmsPoller:
                               error=f"{error_reason(exc)}: {exc}")
         observations: list[Observation] = []
         dropped: list[DroppedSample] = []
-        self._unconfirmed = set()
+        self._judged = {}
         capacity = self._capacity(clusters, t, observations, dropped)
         seen: set[str] = set()
         ids: set[int] = set()
@@ -142,7 +145,8 @@ class VmsPoller:
             ingest_bytes_per_second=bandwidth, dropped=tuple(dropped),
             requests=self.requests_made - requests_before,
             duration_seconds=time.perf_counter() - started,
-            ingest_rates=rates, unconfirmed=frozenset(self._unconfirmed))
+            ingest_rates=rates,
+            unconfirmed=frozenset(name for name, sample in self._judged.items() if not sample.believed))
 
     async def _bandwidth(self) -> float | None:
         """The cluster's latest write bandwidth (bytes/s); None when VMS cannot say (not fatal)."""
@@ -191,9 +195,10 @@ class VmsPoller:
         observations.append(observation)
 
     def _check_history(self, observation: Observation) -> None:
-        """Apply `went_backwards`, then `jumped`, with this target's history; raises `BadSample`
-        to drop the sample. A sample kept with nothing confirmed to judge it against, or whose hard
-        limit moved without a write of ours (`limit_changed`), is marked unconfirmed."""
+        """Apply `went_backwards`, then `jumped`, with this target's history (`agrees` to a first
+        sample's), then `limit_held`; raises `BadSample` to drop the sample. A sample kept with
+        no usage history to judge it against is marked unconfirmed, one whose hard limit moved
+        without a write of ours held: both are `PollResult.unconfirmed`."""
         name, used = observation.target.name, observation.used_bytes
         identity = (observation.quota_id, observation.target.path)
         if self._identity.setdefault(name, identity) != identity:
@@ -203,20 +208,33 @@ class VmsPoller:
         sample = Accepted(observation.t, used, observation.used_inodes,
                           hard_limit_bytes=observation.hard_limit_bytes,
                           hard_limit_inodes=observation.hard_limit_inodes)
-        written = self.writer.sent_hard_limits(observation.quota_id)
-        if previous is None or not previous.confirmed:
-            # nothing confirmed to judge it against (the first poll, a restart, a quota new or
-            # forgotten, another identity, a hard limit just moved): kept, but unconfirmed until
-            # the next sample agrees — a glitch here was grown on at once; and the next, true
-            # sample must not be dropped as a fall from it
+        if previous is not None and previous.confirmed:
+            self._judge_usage(name, observation, previous, sample)
+        else:
+            # nothing to judge the usage against (the first poll, a restart, a quota new or
+            # forgotten, another identity): kept, but unconfirmed until the next sample agrees —
+            # a glitch here was grown on at once; and the next, true sample must not be dropped
+            # as a fall from it
             self._trends.pop(name, None)
             self._suspect_jumps.pop(name, None)
-            if previous is None or not agrees(
-                    previous, sample, hard_limit_bytes=observation.hard_limit_bytes,
-                    tolerance_ratio=self._poll.tolerance_ratio, hard_limit_inodes=observation.hard_limit_inodes,
-                    written=written):
-                self._unconfirmed.add(name)
-            return
+            sample = replace(sample, confirmed=previous is not None and agrees(
+                previous, sample, hard_limit_bytes=observation.hard_limit_bytes,
+                tolerance_ratio=self._poll.tolerance_ratio, hard_limit_inodes=observation.hard_limit_inodes))
+        if previous is not None and limit_held(previous, sample,
+                                               written=self.writer.sent_hard_limits(observation.quota_id)):
+            # VMS's word alone (an operator, or a glitch of one poll that paged on-call at once):
+            # kept but held — its alerts held, no external change audited — for this poll. Logged
+            # here, once: a glitch leaves no other trace.
+            sample = replace(sample, limit_held=True)
+            log.warning("sample.unconfirmed", cluster=self.name, target=name, reason="limit_changed",
+                        old_hard=previous.hard_limit_bytes, new_hard=sample.hard_limit_bytes,
+                        old_hard_inodes=previous.hard_limit_inodes, new_hard_inodes=sample.hard_limit_inodes)
+        self._judged[name] = sample
+
+    def _judge_usage(self, name: str, observation: Observation, previous: Accepted, sample: Accepted) -> None:
+        """`went_backwards`, then `jumped`, against `previous` (whose usage has history) and this
+        target's trend, suspect jump and recent rates; raises `BadSample` to drop the sample."""
+        used = sample.used_bytes
         trend, drop = went_backwards(previous, used, observation.used_inodes,
                                      tolerance_ratio=self._poll.tolerance_ratio,
                                      trend=self._trends.get(name, Trend.STEADY))
@@ -225,7 +243,7 @@ class VmsPoller:
         else:
             self._trends[name] = trend
         if drop:
-            raise BadSample("went_backwards", f"used {self._accepted[name].used_bytes} -> {used}")
+            raise BadSample("went_backwards", f"used {previous.used_bytes} -> {used}")
         suspect, drop = jumped(previous, self._suspect_jumps.get(name), sample,
                                hard_limit_bytes=observation.hard_limit_bytes,
                                rates=self._recent_rates.get(name, ()),
@@ -237,19 +255,10 @@ class VmsPoller:
         else:
             self._suspect_jumps[name] = suspect
         if drop:
-            assert previous is not None
             raise BadSample("unconfirmed_jump",
                             f"used {previous.used_bytes} -> {used} bytes, {previous.used_inodes} -> "
                             f"{observation.used_inodes} inodes in {observation.t - previous.t:g}s: "
                             f"beyond the plausible rise")
-        if limit_changed(previous, sample, written=written):
-            # VMS's word alone (an operator, or a glitch of one poll that paged on-call at once):
-            # kept but unconfirmed — its alerts held, no external change audited — until the next
-            # sample reports the same limit. Logged here, once: a glitch leaves no other trace.
-            self._unconfirmed.add(name)
-            log.warning("sample.unconfirmed", cluster=self.name, target=name, reason="limit_changed",
-                        old_hard=previous.hard_limit_bytes, new_hard=sample.hard_limit_bytes,
-                        old_hard_inodes=previous.hard_limit_inodes, new_hard_inodes=sample.hard_limit_inodes)
 
     def _forget(self, name: str) -> None:
         """Drop everything remembered of the quota named `name` (another quota took the name)."""
@@ -265,16 +274,16 @@ class VmsPoller:
         for obs in observations:
             name = obs.target.name
             previous = self._accepted.get(name)
-            # no rate between two samples that disagree (either may be a glitch): as one of the
-            # recent rates it made every later rise plausible
-            if previous is not None and (previous.confirmed or name not in self._unconfirmed) and obs.t > previous.t:
+            judged = self._judged[name]
+            # no rate between two samples whose usage disagrees (either may be a glitch): as one
+            # of the recent rates it made every later rise plausible. A held limit is no matter
+            if previous is not None and (previous.confirmed or judged.confirmed) and obs.t > previous.t:
                 rates[name] = (obs.used_bytes - previous.used_bytes) / (obs.t - previous.t)
                 self._recent_rates.setdefault(name, deque(maxlen=RATE_WINDOW)).append(rates[name])
                 if obs.used_inodes is not None and previous.used_inodes is not None:
                     inode_rate = (obs.used_inodes - previous.used_inodes) / (obs.t - previous.t)
                     self._recent_inode_rates.setdefault(name, deque(maxlen=RATE_WINDOW)).append(inode_rate)
-            accepted[name] = Accepted(obs.t, obs.used_bytes, obs.used_inodes, name not in self._unconfirmed,
-                                      obs.hard_limit_bytes, obs.hard_limit_inodes)
+            accepted[name] = judged
         refused = {sample.target for sample in dropped}
         for name in refused:
             if name in self._accepted and name not in accepted:

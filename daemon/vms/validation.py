@@ -11,9 +11,15 @@ with the poller and the rules stay functions:
   (`plausible_rise`) is dropped as `unconfirmed_jump` until the next sample agrees with it. One
   glitch reading 99 % of a quota that is really at 70 % would otherwise be grown at once, and
   would inflate every rate after it;
-- `limit_changed`: a hard limit that moved without a write of ours leaves its sample kept but
-  unconfirmed until the next one reports the same limit (`Accepted.confirmed`, as a target's first
-  sample: `agrees`).
+- `limit_held`: a hard limit that moved without a write of ours (`limit_changed`) leaves its
+  sample kept but held (`Accepted.limit_held`) — unless the sample before it was held itself, so
+  no two polls in a row are held for a limit: a one-poll glitch is held and the return from it
+  believed, a lasting change is believed on the poll that repeats it, a limit that moves at every
+  poll (a script, an expansion phasing in) every other poll. A limit-only change leaves the usage
+  rules as they were: they judge the next sample against this one as against any other.
+
+A target's first sample (nothing to judge its usage against) is kept but unconfirmed
+(`Accepted.confirmed`) until the next one agrees with its usage (`agrees`).
 
 Targets are named per listing by `QuotaNaming`: a quota of the tenant the daemon works in (the
 configured one, else VAST's default tenant) by its VMS name, another tenant's as
@@ -80,12 +86,21 @@ class Accepted:
     used_bytes: int
     used_inodes: int | None
     confirmed: bool = True
-    """Whether a sample before it agreed with it (`agrees`): a target's first sample — nothing to
-    judge it against — and one whose hard limit moved without a write of ours (`limit_changed`)
-    are kept but unconfirmed: nothing is written on them, no alert fires or resolves on them."""
+    """Whether its usage has history: a sample before it judged it (`went_backwards`, `jumped`) or
+    agreed with it (`agrees`). A target's first sample — nothing to judge it against — is kept but
+    unconfirmed, and the next sample is held to the first-sample rule (`agrees`) rather than to
+    the rules with history."""
     hard_limit_bytes: int | None = None
     hard_limit_inodes: int | None = None
-    """The hard limits the sample reported (the pool's: its usable capacity), for `limit_changed`."""
+    """The hard limits the sample reported (the pool's: its usable capacity), for `limit_held`."""
+    limit_held: bool = False
+    """Whether its hard limit moved without a write of ours and waits for the next sample
+    (`limit_held`). Says nothing of its usage: the next sample's usage is judged against it."""
+
+    @property
+    def believed(self) -> bool:
+        """Usage confirmed and limit not held: something may be written, fired or resolved on it."""
+        return self.confirmed and not self.limit_held
 
 
 HardLimits = tuple[int | None, int | None]
@@ -243,9 +258,14 @@ def _unsafe_in_name(text: str) -> bool:
 
 
 def quota_label(record: Mapping[str, Any], naming: QuotaNaming = SINGLE_TENANT) -> str:
-    """How a quota record is named in a drop (its target name, else its id)."""
-    name = record.get("name")
-    return naming.qualified(name, record) if isinstance(name, str) and name else f"id:{record.get('id')}"
+    """How a quota record is named in a drop: its target name; its VMS id (`id:<n>`) when it has
+    no name, or when its qualified name is a home quota's (refused by `QuotaNaming.target_name`).
+    Everything reading `PollResult.dropped` by target name (the planner's `dropped` guard, the
+    pre-flight's staleness, the drop log) would take the home quota for dropped."""
+    try:
+        return naming.target_name(record)
+    except BadSample:
+        return f"id:{record.get('id')}"
 
 
 def quota_sample(cluster: str, record: Mapping[str, Any], t: float, seen: set[str],
@@ -367,23 +387,34 @@ def limit_changed(previous: Accepted, sample: Accepted, *, written: HardLimits =
     """Whether a hard limit of `sample` (bytes or inodes) differs from `previous`'s, and is not
     the one a write of ours sent (`written`: our last write's hard limits for this quota). Such a
     limit is VMS's word alone — an operator's change, or a glitch (1 GiB for a 100 TB quota, one
-    poll long, paged on-call at once) — and waits for the next sample to agree. A limit we wrote
-    is our growth landing: believed at once, so the read that shows it resolves its alerts."""
+    poll long, paged on-call at once). A limit we wrote is our growth landing: believed at once,
+    so the read that shows it resolves its alerts."""
     pairs = ((previous.hard_limit_bytes, sample.hard_limit_bytes, written[0]),
              (previous.hard_limit_inodes, sample.hard_limit_inodes, written[1]))
     return any(limit != before and (ours is None or limit != ours) for before, limit, ours in pairs)
 
 
+def limit_held(previous: Accepted, sample: Accepted, *, written: HardLimits = (None, None)) -> bool:
+    """Whether `sample` waits for the next poll because of its hard limit: it moved
+    (`limit_changed`) and `previous` was not held itself. At most one poll in a row is held, so
+    a limit is never held for good: a glitch G between true limits L is held and the return to L
+    believed; a lasting change is held once and believed on the poll that repeats it; a limit
+    moving at every poll is believed every other poll (each believed move judged as an external
+    change)."""
+    return not previous.limit_held and limit_changed(previous, sample, written=written)
+
+
 def agrees(previous: Accepted, sample: Accepted, *, hard_limit_bytes: int | None, tolerance_ratio: float,
-           hard_limit_inodes: int | None = None, written: HardLimits = (None, None)) -> bool:
-    """Whether `sample` confirms `previous`: no fall beyond `tolerance_ratio`, no rise beyond the
-    plausible (`jumped`'s rules, without recent rates: the floors alone), the same hard limits
-    (or ours: `limit_changed`)."""
+           hard_limit_inodes: int | None = None) -> bool:
+    """Whether `sample`'s usage confirms `previous`'s, a target's first: no fall beyond
+    `tolerance_ratio`, no rise beyond the plausible (`jumped`'s rules, without recent rates: the
+    floors alone). Limits are not compared (`limit_held` judges them, whatever the usage): held
+    to agree on them too, a first sample followed by a moving limit was never confirmed."""
     _, fell = went_backwards(previous, sample.used_bytes, sample.used_inodes, tolerance_ratio=tolerance_ratio,
                              trend=Trend.STEADY)
     _, rose = jumped(previous, None, sample, hard_limit_bytes=hard_limit_bytes, rates=(),
                      tolerance_ratio=tolerance_ratio, hard_limit_inodes=hard_limit_inodes)
-    return not (fell or rose or limit_changed(previous, sample, written=written))
+    return not (fell or rose)
 
 
 def _drr(value: object) -> float | None:

@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import vastpy
@@ -19,6 +20,7 @@ from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.runtime.wiring import StageWiring
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.simulator import SimulatorServer
+from quotapilot.forecasting.types import POOL_TARGET
 
 TB = 10**12
 
@@ -201,3 +203,147 @@ class TestSamplesVmsSaidOnce:
         async with oncall(settings, clock) as polls:
             await polls(3)
         assert [p for p in pages(receiver) if p[0] in SAMPLE_ALERTS] == []
+
+
+def webhook(make_settings: SettingsFactory, receiver: Receiver, **groups: Any) -> Settings:
+    """Settings whose alerts go to `receiver` (named "oncall"), with `groups` as given."""
+    return make_settings(alerts={"webhooks": [{"url": receiver.url, "name": "oncall"}]}, **groups)
+
+
+class TestALimitThatKeepsMoving:
+    """A limit that moves at every poll (an operator's script stepping it, another tool managing
+    the quota, a pool whose usable capacity phases in while an expansion comes online) is held
+    one poll in two, not for good: held at every poll, a quota at 91 % never paged critical, its
+    growth was held with no audit row and no alert, and the external change was never audited
+    (`_external_changes` judges only believed samples)."""
+
+    async def test_a_quota_whose_limit_moves_every_poll_still_pages_and_is_audited(
+            self, make_settings: SettingsFactory, clock: VirtualClock, sim: SimulatorServer,
+            receiver: Receiver) -> None:
+        settings = webhook(make_settings, receiver)
+        utilization = f"{PROCESSED}utilization"
+        async with oncall(settings, clock) as polls:
+            await polls(3)
+            # about 5 TB used: a script keeps the limit just above usage, 10 GB more at every poll
+            for step in range(10):
+                await operator_sets_processed(sim, 5_500 * 10**9 + step * 10 * 10**9)
+                await polls(1)
+        assert (utilization, "firing") in pages(receiver, utilization)
+        # every other move is believed (steps 1, 3, 5, 7, 9), each audited against the last believed
+        assert audit_statuses(settings, "cosmos7-processed").count("external_change") == 5
+
+    async def test_the_pool_filling_while_capacity_phases_in_pages(
+            self, make_settings: SettingsFactory, clock: VirtualClock, sim: SimulatorServer,
+            receiver: Receiver) -> None:
+        """An expansion's capacity comes online a few TB per poll while ingest fills the pool
+        faster: it crosses 90 % (critical), and on-call is paged."""
+        settings = webhook(make_settings, receiver)
+        critical = f"sim/{POOL_TARGET}/utilization"
+
+        def pool(usable_tb: float, used_tb: float) -> None:
+            sim.faults.add("rewrite", method="GET", path="clusters", count=1,
+                           values={"usable_capacity_bytes": int(usable_tb * TB),
+                                   "free_usable_capacity": int((usable_tb - used_tb) * TB)})
+
+        async with oncall(settings, clock) as polls:
+            for _ in range(3):  # 85 % of 1000 TB, steady
+                pool(1000, 850)
+                await polls(1)
+            for step in range(1, 11):  # +1 TB usable and +8 TB used per poll: 86 % ... 93 %
+                pool(1000 + step, 850 + 8 * step)
+                await polls(1)
+        assert [p for p in receiver.bodies() if p["id"] == critical and p["severity"] == "critical"] != []
+
+
+# --------------------------------------------------------------------- known gaps (xfail)
+@pytest.mark.xfail(strict=True, reason="known: an operator's limit change seen by one poll before a restart "
+                                       "is never audited nor paged after it")
+class TestAChangeSeenOnceBeforeARestart:
+    """The growth stage's baseline of hard limits (`_last_hard`) lives in memory, and a changed
+    limit is judged only on a believed poll. An operator's lasting change seen by one poll before
+    a restart (held, so not yet audited) is never audited nor paged after it: the first sample
+    after the restart is unconfirmed, the second becomes the new baseline. Before 0198d09 the
+    change was audited on the first poll that saw it."""
+
+    async def test_the_change_is_audited_and_paged_after_the_restart(
+            self, make_settings: SettingsFactory, clock: VirtualClock, sim: SimulatorServer,
+            receiver: Receiver) -> None:
+        settings = webhook(make_settings, receiver)
+        blocked = f"{PROCESSED}growth_blocked"
+        async with oncall(settings, clock) as polls:
+            await polls(3)
+            await operator_sets_processed(sim, 12 * TB)
+            await polls(1)  # seen once: held
+        async with oncall(settings, clock) as polls:  # e.g. the operator restarts quotapilot too
+            await polls(3)
+        assert audit_statuses(settings, "cosmos7-processed").count("external_change") == 1
+        assert (blocked, "firing") in pages(receiver, blocked)
+
+
+@pytest.mark.xfail(strict=True, reason="known: one poll reporting a far larger pool lets a growth the cluster "
+                                       "reserve was blocking be written")
+class TestAPoolSampleVmsSaidOnce:
+    """The pool's usable capacity is its hard limit: a one-poll change leaves the pool unconfirmed
+    (`test_collector.TestLimitChanges.test_the_pools_usable_capacity_too`), and the pool's own
+    alerts wait. But the growth stage holds only the decisions of unconfirmed *quotas*
+    (`_hold_if_unconfirmed`): the cluster-reserve guard reads the unconfirmed pool
+    (`poll.capacity`) at once. A glitch of one poll reporting a far larger pool lets a growth the
+    reserve was holding be written. (Failed before 0198d09 too: a gap the commit's "kept ...,
+    never written on" leaves open.)"""
+
+    async def test_no_growth_is_written_past_the_reserve_on_a_pool_vms_said_once(
+            self, make_settings: SettingsFactory, clock: VirtualClock, sim: SimulatorServer,
+            receiver: Receiver) -> None:
+        # cosmos7-raw (60 %) wants to grow; the pool (2 PB, ~83 % free) cannot keep a 90 % reserve
+        policy = {"mode": "enforce", "cluster_reserve_ratio": 0.9, "overrides": [
+            {"match": "cosmos7-raw", "grow_at": 0.5, "target_utilization": 0.2}]}
+        settings = webhook(make_settings, receiver, policy=policy)
+        raw = sim.engine.quota_by_name("cosmos7-raw")
+        assert raw is not None
+        before = raw.hard_limit
+        async with oncall(settings, clock) as polls:
+            await polls(3)
+            assert (raw.hard_limit, audit_statuses(settings, "cosmos7-raw")) == (before, ["blocked"])
+            # one listing says the pool is 20 PB, 98 % free
+            sim.faults.add("rewrite", method="GET", path="clusters", count=1,
+                           values={"usable_capacity_bytes": 20_000 * TB, "free_usable_capacity": 19_600 * TB})
+            await polls(1)
+        assert raw.hard_limit == before
+        assert "verified" not in audit_statuses(settings, "cosmos7-raw")
+
+
+async def operator_sets_processed_inodes(sim: SimulatorServer, hard_limit_inodes: int) -> None:
+    """An operator sets cosmos7-processed's inode hard limit in VMS (soft at 90 %) with vastpy."""
+    quota = sim.engine.quota_by_name("cosmos7-processed")
+    assert quota is not None
+    client = vastpy.VASTClient(address=sim.address, token=sim.token, cert_file=str(sim.ca_file))
+    await asyncio.to_thread(client[f"quotas/{quota.id}"].patch, hard_limit_inodes=hard_limit_inodes,
+                            soft_limit_inodes=hard_limit_inodes * 9 // 10)
+
+
+@pytest.mark.xfail(strict=True, reason="known: an operator's inode hard-limit change is not audited and is "
+                                       "grown back over on the poll that confirms it")
+class TestAnOperatorsInodeLimitChange:
+    """The collector holds a sample whose *inode* hard limit moved (README: "A hard limit (bytes or
+    inodes, ...) that moved without a write of ours is likewise kept but unconfirmed"), but the
+    growth stage audits and holds only bytes (`_external_changes` reads `hard_limit_bytes`,
+    `_hold_if_changed` lets every non-bytes decision through). An operator who lowers an inode
+    limit (to stop a job creating millions of files) sees it grown back on the poll that confirms
+    it, with no `external_change` row and no `growth_blocked` page — the design's "recorded,
+    alerted, never silently overwritten". (Failed before 0198d09 too: the audit was always
+    bytes-only; the commit's docs claim inode limits are covered.)"""
+
+    async def test_it_is_audited_and_not_grown_over_on_the_confirming_poll(
+            self, make_settings: SettingsFactory, clock: VirtualClock, sim: SimulatorServer,
+            receiver: Receiver) -> None:
+        settings = webhook(make_settings, receiver, policy={"mode": "enforce"})
+        quota = sim.engine.quota_by_name("cosmos7-processed")
+        assert quota is not None
+        async with oncall(settings, clock) as polls:
+            await polls(3)
+            await operator_sets_processed_inodes(sim, 12_000)  # ~10,000 files used: 83 %
+            await polls(2)  # the new limit (held), again (believed)
+            after_confirming_poll = quota.hard_limit_inodes
+            await polls(1)
+        assert "external_change" in audit_statuses(settings, "cosmos7-processed")
+        assert after_confirming_poll == 12_000

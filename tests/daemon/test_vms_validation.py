@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,8 +15,10 @@ from quotapilot.daemon.vms.validation import (
     BadSample,
     QuotaNaming,
     Trend,
+    agrees,
     capacity_sample,
     jumped,
+    limit_held,
     plausible_rise,
     quota_label,
     quota_sample,
@@ -120,6 +123,8 @@ class TestTenantNaming:
                 quota_sample("c1", other, T, set(), naming)
             assert (bad.value.reason, bad.value.detail) == (
                 "malformed", "quota name 'acme:raw' of the default tenant is this quota's target name")
+            # dropped under its id: under `acme:raw` the home quota looked dropped at every poll
+            assert (quota_label(home, naming), quota_label(other, naming)) == ("acme:raw", "id:2")
 
     def test_a_repeated_tenant_and_name_is_malformed(self) -> None:
         acme = record(tenant_id=2, tenant_name="acme")
@@ -270,3 +275,43 @@ class TestJumped:
         assert robust_rate([-5.0, 0.0]) == 0.0
         assert robust_rate([7.0, 3.0]) == 7.0
         assert robust_rate([1.0, 3.0, 1e9]) == 3.0
+
+
+class TestLimitHeld:
+    """A hard limit that moved without a write of ours holds its sample one poll, never two in a
+    row; usage and limits are judged apart (`agrees` compares usage only)."""
+
+    @staticmethod
+    def sample(k: int, hard_tib: int, *, inodes: int = 1000) -> Accepted:
+        return Accepted(T + 600 * k, 50 * TIB, 10, hard_limit_bytes=hard_tib * TIB, hard_limit_inodes=inodes)
+
+    def held_flags(self, limits: list[int]) -> list[bool]:
+        """Whether each of successive samples with these hard limits (TiB) is held (the first: never)."""
+        flags, previous = [False], self.sample(0, limits[0])
+        for k, hard in enumerate(limits[1:], start=1):
+            sample = self.sample(k, hard)
+            flags.append(limit_held(previous, sample))
+            previous = replace(sample, limit_held=flags[-1])
+        return flags
+
+    @pytest.mark.parametrize(("limits", "expected"), [
+        ([100, 100, 100], [False, False, False]),
+        ([100, 60, 100, 100], [False, True, False, False]),  # a glitch is held, the return believed
+        ([100, 60, 60, 60], [False, True, False, False]),  # a lasting change: believed on the repeat
+        ([100, 101, 102, 103, 104], [False, True, False, True, False]),  # moving every poll
+    ], ids=["steady", "glitch", "lasting", "moving"])
+    def test_never_two_polls_in_a_row(self, limits: list[int], expected: list[bool]) -> None:
+        assert expected == self.held_flags(limits)
+
+    def test_a_limit_we_wrote_is_not_held(self) -> None:
+        previous = self.sample(0, 100)
+        assert not limit_held(previous, self.sample(1, 150), written=(150 * TIB, None))
+        assert limit_held(previous, self.sample(1, 160), written=(150 * TIB, None))
+
+    def test_inode_limits_count_too(self) -> None:
+        assert limit_held(self.sample(0, 100), self.sample(1, 100, inodes=20))
+
+    def test_agrees_compares_usage_only(self) -> None:
+        """A first sample followed by a moved limit: its usage is confirmed (the limit is
+        `limit_held`'s), so a limit moving from the start is not held for good."""
+        assert agrees(self.sample(0, 100), self.sample(1, 101), hard_limit_bytes=101 * TIB, tolerance_ratio=0.05)
