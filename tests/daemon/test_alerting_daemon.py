@@ -100,13 +100,14 @@ def glitch_processed(sim: SimulatorServer, hard_limit: int, *, polls: int = 1) -
                    values={"hard_limit": hard_limit, "soft_limit": hard_limit * 9 // 10})
 
 
-async def operator_sets_processed(sim: SimulatorServer, hard_limit: int) -> None:
-    """An operator sets cosmos7-processed's hard limit in VMS (soft at 90 %) with vastpy: it stays."""
+async def operator_sets_processed(sim: SimulatorServer, hard_limit: int, *, dimension: str = "") -> None:
+    """An operator sets cosmos7-processed's hard limit in VMS (soft at 90 %) with vastpy: it stays
+    (`dimension="_inodes"`: the inode limits)."""
     quota = sim.engine.quota_by_name("cosmos7-processed")
     assert quota is not None
     client = vastpy.VASTClient(address=sim.address, token=sim.token, cert_file=str(sim.ca_file))
-    await asyncio.to_thread(client[f"quotas/{quota.id}"].patch, hard_limit=hard_limit,
-                            soft_limit=hard_limit * 9 // 10)
+    limits = {f"hard_limit{dimension}": hard_limit, f"soft_limit{dimension}": hard_limit * 9 // 10}
+    await asyncio.to_thread(client[f"quotas/{quota.id}"].patch, **limits)
 
 
 def pages(receiver: Receiver, prefix: str = PROCESSED) -> list[tuple[str, str]]:
@@ -312,15 +313,6 @@ class TestAPoolSampleVmsSaidOnce:
         assert "verified" not in audit_statuses(settings, "cosmos7-raw")
 
 
-async def operator_sets_processed_inodes(sim: SimulatorServer, hard_limit_inodes: int) -> None:
-    """An operator sets cosmos7-processed's inode hard limit in VMS (soft at 90 %) with vastpy."""
-    quota = sim.engine.quota_by_name("cosmos7-processed")
-    assert quota is not None
-    client = vastpy.VASTClient(address=sim.address, token=sim.token, cert_file=str(sim.ca_file))
-    await asyncio.to_thread(client[f"quotas/{quota.id}"].patch, hard_limit_inodes=hard_limit_inodes,
-                            soft_limit_inodes=hard_limit_inodes * 9 // 10)
-
-
 @pytest.mark.xfail(strict=True, reason="known: an operator's inode hard-limit change is not audited and is "
                                        "grown back over on the poll that confirms it")
 class TestAnOperatorsInodeLimitChange:
@@ -341,7 +333,7 @@ class TestAnOperatorsInodeLimitChange:
         assert quota is not None
         async with oncall(settings, clock) as polls:
             await polls(3)
-            await operator_sets_processed_inodes(sim, 12_000)  # ~10,000 files used: 83 %
+            await operator_sets_processed(sim, 12_000, dimension="_inodes")  # ~10,000 files used: 83 %
             await polls(2)  # the new limit (held), again (believed)
             after_confirming_poll = quota.hard_limit_inodes
             await polls(1)
