@@ -43,6 +43,7 @@ from quotapilot.daemon.store.overrides import OverrideStore
 from quotapilot.forecasting.observed_rate import UsageHistory
 from quotapilot.forecasting.planner import CycleInput, GrowthPolicy, TargetInput, plan_cycle
 from quotapilot.forecasting.types import (
+    POOL_TARGET,
     ActionOutcome,
     ActionStatus,
     ClusterCapacity,
@@ -494,15 +495,22 @@ def _hold_if_unsettled(decision: Decision, obs: Observation | None, frozen: froz
 def _hold_if_unconfirmed(decision: Decision, unconfirmed: frozenset[str]) -> Decision:
     """A growth on a sample nothing confirmed yet (a target's first since start, since it was
     forgotten or changed identity; one whose hard limit moved without a write of ours) waits for
-    the next sample: one glitch must not be written on. Not a block (no audit row, no
+    the next sample: one glitch must not be written on. So does every growth of a poll whose pool
+    sample is unconfirmed (the cluster-reserve guard reads it: one answer claiming a pool ten times
+    larger let a growth the reserve was holding through). Not a block (no audit row, no
     `growth_blocked` alert): a hold of one poll, which would otherwise page on the glitch it holds
     back."""
-    if decision.kind is not DecisionKind.GROW or decision.target.name not in unconfirmed:
+    if decision.kind is not DecisionKind.GROW:
+        return decision
+    if decision.target.name in unconfirmed:
+        why = ("sample not confirmed yet (the first of this target since start, or since it was forgotten or "
+               "changed identity; or a hard limit moved without a write of ours)")
+    elif POOL_TARGET in unconfirmed:
+        why = "the cluster pool's sample is not confirmed yet (its first since start, or its usable capacity moved)"
+    else:
         return decision
     return replace(decision, kind=DecisionKind.NONE, guard="unconfirmed",
-                   reason="sample not confirmed yet (the first of this target since start, or since it was "
-                          "forgotten or changed identity; or a hard limit moved without a write of ours): "
-                          "growth waits for the next sample to confirm it")
+                   reason=f"{why}: growth waits for the next sample to confirm it")
 
 
 def _hold_if_changed(decision: Decision, changed: Mapping[TargetId, tuple[int | None, str]]) -> Decision:

@@ -281,8 +281,6 @@ class TestAChangeSeenOnceBeforeARestart:
         assert (blocked, "firing") in pages(receiver, blocked)
 
 
-@pytest.mark.xfail(strict=True, reason="known: one poll reporting a far larger pool lets a growth the cluster "
-                                       "reserve was blocking be written")
 class TestAPoolSampleVmsSaidOnce:
     """The pool's usable capacity is its hard limit: a one-poll change leaves the pool unconfirmed
     (`test_collector.TestLimitChanges.test_the_pools_usable_capacity_too`), and the pool's own
