@@ -162,9 +162,9 @@ class GrowthStage:
         self._presence = TargetPresence()
         """Vanished targets (see `stages/presence.py`): their counters, pause series and usage
         window are evicted after the grace period; their audit rows stay."""
-        self._last_hard: dict[tuple[str, int | None, str], int] = {}
-        """(cluster, quota id, path) → the bytes hard limit last read in a confirmed sample: a move
-        without a write of ours is an external change."""
+        self._last_hard: dict[tuple[str, int | None, str, Dimension], int] = {}
+        """(cluster, quota id, path, dimension) → the hard limit (bytes or inodes) last read in a
+        confirmed sample: a move without a write of ours is an external change."""
         self._settled_changes: dict[str, dict[int, str]] = {}
         """Per cluster, quota id → reason: external changes the actuator found (and audited) while
         settling a row of a target whose sample is not confirmed yet, said at its confirmed one."""
@@ -238,15 +238,16 @@ class GrowthStage:
             outcome = await self._act(decision, observations.get(decision.target), ctx.now, writer)
             if outcome is not None:
                 ctx.actions.append(outcome)
-        held = {d.target for d in decisions if d.guard == "external_change"}
-        for target, (action_id, reason) in changed.items():
-            if target not in held:  # nothing to grow: still alerted (as a one-cycle hold)
-                ctx.actions.append(ActionOutcome(target, Dimension.BYTES, ActionStatus.BLOCKED, ctx.now, reason,
+        held = {(d.target, d.dimension) for d in decisions if d.guard == "external_change"}
+        for (target, dimension), (action_id, reason) in changed.items():
+            if (target, dimension) not in held:  # nothing to grow: still alerted (as a one-cycle hold)
+                ctx.actions.append(ActionOutcome(target, dimension, ActionStatus.BLOCKED, ctx.now, reason,
                                                  action_id=action_id))
 
     async def _external_changes(self, cluster: str, observations: Sequence[Observation], unconfirmed: frozenset[str],
-                                now: float) -> dict[TargetId, tuple[int | None, str]]:
-        """Targets whose hard limit moved since the last confirmed read without a write of ours:
+                                now: float) -> dict[tuple[TargetId, Dimension], tuple[int | None, str]]:
+        """Targets whose hard limit (of bytes or of inodes) moved since the last confirmed read
+        without a write of ours:
         each is audited (`external_change`) and its growth held this cycle (sizing starts from the
         new limit at the next read). Also those found changed while settling an open row.
 
@@ -257,33 +258,38 @@ class GrowthStage:
         move."""
         settled = {**self._settled_changes.pop(cluster, {}), **dict(self.actuator.take_external_changes(cluster))}
         waiting: dict[int, str] = {}
-        found: dict[TargetId, tuple[int | None, str]] = {}
+        found: dict[tuple[TargetId, Dimension], tuple[int | None, str]] = {}
         for obs in observations:
-            if obs.target.kind is not TargetKind.QUOTA or obs.hard_limit_bytes is None:
+            if obs.target.kind is not TargetKind.QUOTA:
                 continue
             if obs.target.name in unconfirmed:  # neither a change nor the new baseline, yet
                 if obs.quota_id in settled:
                     waiting[obs.quota_id] = settled[obs.quota_id]
                 continue
-            key = (cluster, obs.quota_id, obs.target.path)
-            previous = self._last_hard.get(key)
-            self._last_hard[key] = obs.hard_limit_bytes
-            if obs.quota_id in settled:
-                found[obs.target] = (None, settled[obs.quota_id])
-                continue
-            if previous is None or previous == obs.hard_limit_bytes or await asyncio.to_thread(
-                    self.actions.audited_write, cluster, obs.quota_id, obs.hard_limit_bytes):
-                continue  # unchanged, or a write of ours (even one that landed late, after a restart)
-            reason = (f"external change: hard limit moved from {previous} to {obs.hard_limit_bytes} without a write "
-                      f"of ours; not overwritten, growth waits for the next read")
-            change = Decision(obs.target, Dimension.BYTES, DecisionKind.NONE, reason, now,
-                              current_used=obs.used_bytes, current_hard=previous, new_hard=obs.hard_limit_bytes,
-                              new_soft=obs.soft_limit_bytes)
-            action_id = await asyncio.to_thread(self.actions.record, change, mode=self._mode_of(change),
-                                                status="external_change", now=now, quota_id=obs.quota_id)
-            log.warning("quota.changed_externally", target=obs.target.key, old_hard=previous,
-                        new_hard=obs.hard_limit_bytes, action_id=action_id)
-            found[obs.target] = (action_id, reason)
+            if obs.quota_id in settled and obs.hard_limit_bytes is not None:
+                self._last_hard[(cluster, obs.quota_id, obs.target.path, Dimension.BYTES)] = obs.hard_limit_bytes
+                found[(obs.target, Dimension.BYTES)] = (None, settled[obs.quota_id])
+            for dimension, hard, used, soft in (
+                    (Dimension.BYTES, obs.hard_limit_bytes, obs.used_bytes, obs.soft_limit_bytes),
+                    (Dimension.INODES, obs.hard_limit_inodes, obs.used_inodes, obs.soft_limit_inodes)):
+                if hard is None or (obs.target, dimension) in found:
+                    continue
+                key = (cluster, obs.quota_id, obs.target.path, dimension)
+                previous = self._last_hard.get(key)
+                self._last_hard[key] = hard
+                if previous is None or previous == hard or await asyncio.to_thread(
+                        self.actions.audited_write, cluster, obs.quota_id, hard, dimension):
+                    continue  # unchanged, or a write of ours (even one that landed late, after a restart)
+                what = "hard limit" if dimension is Dimension.BYTES else "inode hard limit"
+                reason = (f"external change: {what} moved from {previous} to {hard} without a write of ours; "
+                          f"not overwritten, growth waits for the next read")
+                change = Decision(obs.target, dimension, DecisionKind.NONE, reason, now,
+                                  current_used=used or 0, current_hard=previous, new_hard=hard, new_soft=soft)
+                action_id = await asyncio.to_thread(self.actions.record, change, mode=self._mode_of(change),
+                                                    status="external_change", now=now, quota_id=obs.quota_id)
+                log.warning("quota.changed_externally", target=obs.target.key, dimension=dimension.value,
+                            old_hard=previous, new_hard=hard, action_id=action_id)
+                found[(obs.target, dimension)] = (action_id, reason)
         if waiting:
             self._settled_changes[cluster] = waiting
         return found
@@ -513,12 +519,14 @@ def _hold_if_unconfirmed(decision: Decision, unconfirmed: frozenset[str]) -> Dec
                    reason=f"{why}: growth waits for the next sample to confirm it")
 
 
-def _hold_if_changed(decision: Decision, changed: Mapping[TargetId, tuple[int | None, str]]) -> Decision:
-    """A growth of a quota whose limit someone else just moved waits for the next read."""
-    found = changed.get(decision.target)
+def _hold_if_changed(decision: Decision, changed: Mapping[tuple[TargetId, Dimension], tuple[int | None, str]],
+                     ) -> Decision:
+    """A growth of a quota whose limit (of that dimension) someone else just moved waits for the
+    next read."""
+    found = changed.get((decision.target, decision.dimension))
     wants_growth = decision.kind is DecisionKind.GROW or (
         decision.kind is DecisionKind.BLOCKED and decision.guard == "cooldown")
-    if found is None or not wants_growth or decision.dimension is not Dimension.BYTES:
+    if found is None or not wants_growth:
         return decision
     return replace(decision, kind=DecisionKind.BLOCKED, guard="external_change", reason=found[1])
 

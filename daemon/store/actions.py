@@ -196,14 +196,17 @@ class ActionStore:
             params.append(mode)
         return self.db.query(sql + f" GROUP BY {key}, dimension", tuple(params))
 
-    def audited_write(self, cluster: str, quota_id: int | None, hard_limit: int) -> bool:
-        """Whether a write of ours (any sent or possibly sent PATCH) asked `quota_id` for `hard_limit`:
-        a limit that moved to anything else was moved by someone else."""
+    def audited_write(self, cluster: str, quota_id: int | None, hard_limit: int,
+                      dimension: Dimension = Dimension.BYTES) -> bool:
+        """Whether a write of ours (any sent or possibly sent PATCH) asked `quota_id` for `hard_limit`
+        (of `dimension`: bytes or inodes): a limit that moved to anything else was moved by someone
+        else."""
         # `quota_id IS ?` is SQLite only (PostgreSQL's IS takes NULL/TRUE/FALSE, not a parameter)
         same_quota, params = ("quota_id IS NULL", ()) if quota_id is None else ("quota_id = ?", (quota_id,))
         rows = self.db.query(
-            f"SELECT 1 FROM actions WHERE cluster = ? AND {same_quota} AND new_hard = ? AND mode = 'enforce'"
-            f" AND status IN ({', '.join('?' * len(WRITTEN))}) LIMIT 1", (cluster, *params, hard_limit, *WRITTEN))
+            f"SELECT 1 FROM actions WHERE cluster = ? AND {same_quota} AND dimension = ? AND new_hard = ?"
+            f" AND mode = 'enforce' AND status IN ({', '.join('?' * len(WRITTEN))}) LIMIT 1",
+            (cluster, *params, dimension.value, hard_limit, *WRITTEN))
         return bool(rows)
 
     def count_since(self, since: float, cluster: str | None = None, mode: str | None = None) -> int:

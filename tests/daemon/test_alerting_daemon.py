@@ -311,8 +311,6 @@ class TestAPoolSampleVmsSaidOnce:
         assert "verified" not in audit_statuses(settings, "cosmos7-raw")
 
 
-@pytest.mark.xfail(strict=True, reason="known: an operator's inode hard-limit change is not audited and is "
-                                       "grown back over on the poll that confirms it")
 class TestAnOperatorsInodeLimitChange:
     """The collector holds a sample whose *inode* hard limit moved (README: "A hard limit (bytes or
     inodes, ...) that moved without a write of ours is likewise kept but unconfirmed"), but the

@@ -29,6 +29,7 @@ class TestAuditedWrite:
         assert not actions.audited_write("c1", 7, 300)  # another limit: someone else's
         assert not actions.audited_write("c1", 8, 200)  # another quota
         assert not actions.audited_write("c1", None, 200)
+        assert not actions.audited_write("c1", 7, 200, Dimension.INODES)  # a bytes limit is no inode limit
 
     def test_a_quota_without_an_id(self, backend: Backend) -> None:
         actions = ActionStore(backend)
