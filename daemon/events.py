@@ -49,7 +49,7 @@ import asyncio
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,23 +107,20 @@ class Event:
 # ------------------------------------------------------------------------------ pure builders
 def decision_event(decision: Decision, *, mode: str | None) -> Event | None:
     """The `intent` of a GROW decision, the `blocked` of a BLOCKED one (None for any other)."""
-    target = decision.target
-    where = f"{target.cluster}/{target.name}/{decision.dimension}"
+    common = {"dimension": str(decision.dimension), "mode": mode}
     if decision.kind is DecisionKind.GROW:
-        return Event(
-            id=f"{where}/intent@{decision.t:.3f}", type="intent", t=decision.t, cluster=target.cluster,
-            target=target.name, path=target.path,
-            data={"dimension": str(decision.dimension), "mode": mode, "reason": decision.reason,
-                  "used": decision.current_used, "old_hard": decision.current_hard,
-                  "new_hard": decision.new_hard, "urgency_seconds": decision.urgency_seconds})
-    if decision.kind is DecisionKind.BLOCKED:
-        return Event(
-            id=f"{where}/blocked@{decision.t:.3f}", type="blocked", t=decision.t, cluster=target.cluster,
-            target=target.name, path=target.path,
-            data={"dimension": str(decision.dimension), "mode": mode, "guard": decision.guard,
-                  "reason": decision.reason, "used": decision.current_used,
-                  "old_hard": decision.current_hard, "wanted_hard": decision.new_hard})
-    return None
+        kind, data = "intent", {**common, "reason": decision.reason, "used": decision.current_used,
+                                "old_hard": decision.current_hard, "new_hard": decision.new_hard,
+                                "urgency_seconds": decision.urgency_seconds}
+    elif decision.kind is DecisionKind.BLOCKED:
+        kind, data = "blocked", {**common, "guard": decision.guard, "reason": decision.reason,
+                                 "used": decision.current_used, "old_hard": decision.current_hard,
+                                 "wanted_hard": decision.new_hard}
+    else:
+        return None
+    target = decision.target
+    return Event(id=f"{target.cluster}/{target.name}/{decision.dimension}/{kind}@{decision.t:.3f}", type=kind,
+                 t=decision.t, cluster=target.cluster, target=target.name, path=target.path, data=data)
 
 
 def result_event(action: ActionOutcome, *, mode: str | None) -> Event:
@@ -138,18 +135,11 @@ def result_event(action: ActionOutcome, *, mode: str | None) -> Event:
               "new_hard": action.new_hard})
 
 
-def decision_events(decisions: Iterable[Decision], actions: Iterable[ActionOutcome], *,
-                    mode: str | None) -> list[Event]:
-    """`intent` per GROW decision, `blocked` per BLOCKED decision, `result` per action outcome."""
-    events = [event for decision in decisions if (event := decision_event(decision, mode=mode)) is not None]
-    return events + [result_event(action, mode=mode) for action in actions]
-
-
 _RESULT_STATUSES = frozenset(str(s) for s in ActionStatus)
 
 
 def audit_result_event(record: ActionRecord) -> Event | None:
-    """The `result` event of one audit row as it stands (the one `decision_events` made of its
+    """The `result` event of one audit row as it stands (the one `result_event` made of its
     outcome: the same id), or None for a row still open (`intent`, `patched`: the reconcile that
     settles it makes its result) or a status that is no action outcome."""
     if record.status not in _RESULT_STATUSES:  # `intent`, `patched` are no outcome
@@ -313,9 +303,8 @@ class EventStage:
         async with self._lock:
             inserted = await self.outbox.enqueue(entries)
         if inserted:
-            self.published["result"] += len({e.dedup_key for e in entries})
             log.info("events.replayed", audit_rows=len(replayed), rows=inserted)
-            self.dispatcher.wake()
+            self._committed(entries)
 
     async def close(self) -> None:
         if not self._ran:

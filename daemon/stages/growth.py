@@ -247,9 +247,9 @@ class GrowthStage:
     async def _external_changes(self, cluster: str, observations: Sequence[Observation], unconfirmed: frozenset[str],
                                 now: float) -> dict[tuple[TargetId, Dimension], tuple[int | None, str]]:
         """Targets whose hard limit (of bytes or of inodes) moved since the last confirmed read
-        without a write of ours:
-        each is audited (`external_change`) and its growth held this cycle (sizing starts from the
-        new limit at the next read). Also those found changed while settling an open row.
+        without a write of ours: each is audited (`external_change`) and its growth held this cycle
+        (sizing starts from the new limit at the next read). Also those found changed while
+        settling an open row.
 
         Only a confirmed sample is judged (`unconfirmed`: the collector's, which holds the target's
         alerts): a moved limit is VMS's word alone for one poll (`validation.limit_held`). Judged
@@ -266,33 +266,41 @@ class GrowthStage:
                 if obs.quota_id in settled:
                     waiting[obs.quota_id] = settled[obs.quota_id]
                 continue
-            if obs.quota_id in settled and obs.hard_limit_bytes is not None:
+            if obs.quota_id in settled and obs.hard_limit_bytes is not None:  # audited by the actuator
                 self._last_hard[(cluster, obs.quota_id, obs.target.path, Dimension.BYTES)] = obs.hard_limit_bytes
                 found[(obs.target, Dimension.BYTES)] = (None, settled[obs.quota_id])
             for dimension, hard, used, soft in (
                     (Dimension.BYTES, obs.hard_limit_bytes, obs.used_bytes, obs.soft_limit_bytes),
                     (Dimension.INODES, obs.hard_limit_inodes, obs.used_inodes, obs.soft_limit_inodes)):
-                if hard is None or (obs.target, dimension) in found:
-                    continue
-                key = (cluster, obs.quota_id, obs.target.path, dimension)
-                previous = self._last_hard.get(key)
-                self._last_hard[key] = hard
-                if previous is None or previous == hard or await asyncio.to_thread(
-                        self.actions.audited_write, cluster, obs.quota_id, hard, dimension):
-                    continue  # unchanged, or a write of ours (even one that landed late, after a restart)
-                what = "hard limit" if dimension is Dimension.BYTES else "inode hard limit"
-                reason = (f"external change: {what} moved from {previous} to {hard} without a write of ours; "
-                          f"not overwritten, growth waits for the next read")
-                change = Decision(obs.target, dimension, DecisionKind.NONE, reason, now,
-                                  current_used=used or 0, current_hard=previous, new_hard=hard, new_soft=soft)
-                action_id = await asyncio.to_thread(self.actions.record, change, mode=self._mode_of(change),
-                                                    status="external_change", now=now, quota_id=obs.quota_id)
-                log.warning("quota.changed_externally", target=obs.target.key, dimension=dimension.value,
-                            old_hard=previous, new_hard=hard, action_id=action_id)
-                found[(obs.target, dimension)] = (action_id, reason)
+                if hard is not None and (obs.target, dimension) not in found:
+                    change = await self._limit_moved(cluster, obs, dimension, hard, used, soft, now)
+                    if change is not None:
+                        found[(obs.target, dimension)] = change
         if waiting:
             self._settled_changes[cluster] = waiting
         return found
+
+    async def _limit_moved(self, cluster: str, obs: Observation, dimension: Dimension, hard: int, used: int | None,
+                           soft: int | None, now: float) -> tuple[int | None, str] | None:
+        """(audit row id, reason) when `obs`'s confirmed hard limit of `dimension` moved from the last
+        one read without a write of ours, audited as `external_change`; None otherwise. Remembers
+        `hard` as the last one read."""
+        key = (cluster, obs.quota_id, obs.target.path, dimension)
+        previous = self._last_hard.get(key)
+        self._last_hard[key] = hard
+        if previous is None or previous == hard or await asyncio.to_thread(
+                self.actions.audited_write, cluster, obs.quota_id, hard, dimension):
+            return None  # unchanged, or a write of ours (even one that landed late, after a restart)
+        what = "hard limit" if dimension is Dimension.BYTES else "inode hard limit"
+        reason = (f"external change: {what} moved from {previous} to {hard} without a write of ours; "
+                  f"not overwritten, growth waits for the next read")
+        change = Decision(obs.target, dimension, DecisionKind.NONE, reason, now,
+                          current_used=used or 0, current_hard=previous, new_hard=hard, new_soft=soft)
+        action_id = await asyncio.to_thread(self.actions.record, change, mode=self._mode_of(change),
+                                            status="external_change", now=now, quota_id=obs.quota_id)
+        log.warning("quota.changed_externally", target=obs.target.key, dimension=dimension.value,
+                    old_hard=previous, new_hard=hard, action_id=action_id)
+        return action_id, reason
 
     def _replace_paused(self, paused: Mapping[TargetId, bool]) -> None:
         """This cycle's pause flags; a name now at another path (a quota re-created elsewhere)

@@ -15,12 +15,14 @@ import pytest
 from quotapilot.alerts.model import AlertState, Phase, Severity
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.events import (
+    Event,
     EventStage,
     alert_events,
     alert_view,
-    decision_events,
+    decision_event,
     leadership_event,
     mode_event,
+    result_event,
 )
 from quotapilot.daemon.fs.growth import FilesystemGrowthStage
 from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER, target_id
@@ -46,6 +48,12 @@ SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "events.sc
 T0 = 1_767_571_200.0
 RAW = TargetId("c1", "raw", "/raw")
 TIB = 2**40
+
+
+def decision_events(decisions: list[Decision], actions: list[ActionOutcome], *, mode: str | None) -> list[Event]:
+    """`intent` per GROW decision, `blocked` per BLOCKED one, `result` per action outcome."""
+    events = [event for decision in decisions if (event := decision_event(decision, mode=mode)) is not None]
+    return events + [result_event(action, mode=mode) for action in actions]
 
 
 def grow() -> Decision:
