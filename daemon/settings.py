@@ -884,6 +884,11 @@ class HistorySettings(Group):
     cluster_label: str | None = Field(None, description="Label naming the cluster (default: cluster).")
     name_label: str | None = Field(None, description="Label naming the quota (default: target; vast: none).")
     path_label: str = Field("path", min_length=1, description="Label holding the quota path.")
+    tenant_label: str | None = Field(
+        None, pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$",
+        description="Label naming the quota's tenant (default: vast: tenant_name; quotapilot: none; empty "
+        "string: none). With name_label, a series of another tenant than the cluster's `tenant` (else the "
+        "default one) is named '<tenant>:<name>', as the daemon's poll names that quota.")
     timeout_seconds: Seconds = Field(30.0, gt=0, description="Timeout of one Prometheus request.")
     max_retries: int = Field(3, ge=0, le=20, description="Retries of one request on temporary errors.")
     backoff_base_seconds: Seconds = Field(1.0, gt=0, description="First retry delay (doubles, jittered).")

@@ -5,16 +5,17 @@ Two sources have default queries (`[history] source`, each query and label overr
 - `quotapilot` — quotapilot's own `quotapilot_target_used_bytes` (+ `_hard_limit_bytes`,
   `_used_inodes`), labels `cluster`, `target`, `path`: a moved or rebuilt host keeps its history.
 - `vast` — the VMS's built-in exporter (`/api/prometheusmetrics/quotas`): `vast_quota_used_capacity`,
-  `vast_quota_hard_limit`, `vast_quota_used_inodes`, labels `cluster` and `path`. Source: the
-  queries of VAST's own Grafana dashboards (github.com/vast-data/vast-grafana-dashboards,
+  `vast_quota_hard_limit`, `vast_quota_used_inodes`, labels `cluster`, `path` and `tenant_name`.
+  Source: the queries of VAST's own Grafana dashboards (github.com/vast-data/vast-grafana-dashboards,
   `dashboards/5.4.3/Capacity  Utilization.json`, panel "Quotas utilization"), which also show the
-  labels `guid`, `tenant_name` and `title` ("Quota Name"); not checked against a live exporter.
-  No label is documented as the quota *name*, so a series is matched by path to a target the
-  store already knows (`name_label = "title"` opts into names: VMS's own, so another tenant's
-  quota still goes to the target known at its path, `acme:scratch`); its `cluster` label is the
-  VAST cluster's name, so with one `[[clusters]]` entry the series belong to it when they carry its
-  name, no cluster label, or one other name (the exporter's for our VMS); where a Prometheus
-  holds several clusters' series, the ones naming another cluster are reported as unmatched.
+  labels `guid` and `title` ("Quota Name"); not checked against a live exporter. No label is
+  documented as the quota *name*, so a series is matched by path to a target the store already
+  knows (`name_label = "title"` opts into names: VMS's own, another tenant's qualified by
+  `tenant_name` as the poll qualifies it, so an import before the first poll lands where the poll
+  looks, `acme:scratch`; see `TargetMatcher`); its `cluster` label is the VAST cluster's name, so
+  with one `[[clusters]]` entry the series belong to it when they carry its name, no cluster
+  label, or one other name (the exporter's for our VMS); where a Prometheus holds several
+  clusters' series, the ones naming another cluster are reported as unmatched.
 
 The import goes into the store's hourly tier (`ObservationStore.import_history`: INSERT OR
 IGNORE, so local samples win and a second import adds nothing). The forecast stage warm-starts a
@@ -26,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,7 @@ from quotapilot.daemon.history.prometheus import PrometheusClient, RangeSeries
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.settings import HistorySettings, Settings
 from quotapilot.daemon.store.observations import ObservationStore
-from quotapilot.daemon.vms.validation import TENANT_SEPARATOR
+from quotapilot.daemon.vms.validation import TENANT_SEPARATOR, BadSample, QuotaNaming
 from quotapilot.forecasting.types import POOL_TARGET, Observation, TargetId, TargetKind
 
 log = get_logger(__name__)
@@ -52,13 +53,16 @@ class Queries:
     cluster_label: str | None
     name_label: str | None
     path_label: str
+    tenant_label: str | None = None
+    """The quota's tenant, read with `name_label` only: a name label that is VMS's quota name
+    (VAST's `title`) is qualified by it as the poll qualifies another tenant's quota."""
 
 
 SOURCE_DEFAULTS: dict[str, Queries] = {
     "quotapilot": Queries("quotapilot_target_used_bytes", "quotapilot_target_hard_limit_bytes",
                           "quotapilot_target_used_inodes", "cluster", "target", "path"),
     "vast": Queries("vast_quota_used_capacity", "vast_quota_hard_limit", "vast_quota_used_inodes",
-                    "cluster", None, "path"),
+                    "cluster", None, "path", "tenant_name"),
 }
 
 
@@ -77,7 +81,8 @@ def queries_for(settings: HistorySettings) -> Queries:
         used_inodes=pick(settings.used_inodes_query, base.used_inodes),
         cluster_label=pick(settings.cluster_label, base.cluster_label),
         name_label=pick(settings.name_label, base.name_label),
-        path_label=settings.path_label)
+        path_label=settings.path_label,
+        tenant_label=pick(settings.tenant_label, base.tenant_label))
 
 
 def name_from_path(path: str) -> str:
@@ -88,13 +93,23 @@ def name_from_path(path: str) -> str:
 @dataclass(slots=True)
 class TargetMatcher:
     """Series labels → a target: by (cluster, name) when the series has a name label, else by
-    (cluster, path) among `known` targets (or, with `derive_names`, a name made from the path)."""
+    (cluster, path) among `known` targets (or, with `derive_names`, a name made from the path).
+
+    A name is the target name the daemon's poll gives that quota: the store's target at the
+    series' path when its name is the series' (or ends in `:<name>`: another tenant's quota the
+    poll already saw), else `QuotaNaming`'s, with the tenant from `tenant_label` and the cluster's
+    configured tenant (`tenants`) as home — a home tenant's quota (or a series with no tenant
+    label) by its name, another tenant's as `<tenant>:<name>`, before the first poll as after it.
+    A series the poll would refuse (its qualified name is a home quota's) matches nothing."""
 
     queries: Queries
     clusters: Sequence[str]
     known: Sequence[TargetId] = ()
     derive_names: bool = False
+    tenants: Mapping[str, str | None] = field(default_factory=dict)
+    """The configured `tenant` per cluster (absent or None: the default tenant is home)."""
     _by_path: dict[tuple[str, str], TargetId] = field(default_factory=dict, init=False)
+    _namings: dict[str, QuotaNaming] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self._by_path = {(t.cluster, t.path): t for t in self.known if t.kind is TargetKind.QUOTA}
@@ -107,11 +122,17 @@ class TargetMatcher:
         exporter may call our VMS something else (VAST's label is the VAST cluster's name, not
         ours): a lone name that is not ours is taken as that; with several names (a Prometheus
         scraping more clusters), only ours is ours."""
-        if not self.queries.cluster_label or len(self.clusters) != 1:
-            return
-        names = {value for s in series if (value := s.label(self.queries.cluster_label)) is not None}
-        self._names_seen = True
-        self._exporter_name = next(iter(names)) if len(names) == 1 else None
+        if self.queries.cluster_label and len(self.clusters) == 1:
+            names = {value for s in series if (value := s.label(self.queries.cluster_label)) is not None}
+            self._names_seen = True
+            self._exporter_name = next(iter(names)) if len(names) == 1 else None
+        # the home quotas' names, as a poll reads them from its listing (see `QuotaNaming.for_listing`)
+        records: dict[str, list[dict[str, str]]] = {}
+        for s in series:
+            if (cluster := self.cluster_of(s)) is not None:
+                records.setdefault(cluster, []).append(self._record(s))
+        self._namings = {cluster: QuotaNaming.for_listing(listing, self.tenants.get(cluster))
+                         for cluster, listing in records.items()}
 
     def cluster_of(self, series: RangeSeries) -> str | None:
         value = series.label(self.queries.cluster_label) if self.queries.cluster_label else None
@@ -134,14 +155,28 @@ class TargetMatcher:
         if name is not None:
             if name == POOL_TARGET and path == "/":
                 return None
-            if known is not None and known.name.endswith(f"{TENANT_SEPARATOR}{name}"):
-                return known  # another tenant's quota: VMS's name (`title`) is not its target name
-            return TargetId(cluster, name, path or f"/{name}")
+            if known is not None and (known.name == name or known.name.endswith(f"{TENANT_SEPARATOR}{name}")):
+                return known  # what the poll named the quota at this path
+            naming = self._namings.get(cluster) or QuotaNaming(self.tenants.get(cluster))
+            try:
+                target_name = naming.target_name(self._record(series))
+            except BadSample:
+                return None  # the poll refuses this quota: its history is nobody's
+            return TargetId(cluster, target_name, path or f"/{name}")
         if path is None:
             return None
         if known is not None:
             return known
         return TargetId(cluster, name_from_path(path), path) if self.derive_names else None
+
+    def _record(self, series: RangeSeries) -> dict[str, str]:
+        """The series as the part of a VMS quota record that `QuotaNaming` reads."""
+        record: dict[str, str] = {}
+        if self.queries.name_label and (name := series.label(self.queries.name_label)) is not None:
+            record["name"] = name
+        if self.queries.tenant_label and (tenant := series.label(self.queries.tenant_label)) is not None:
+            record["tenant_name"] = tenant
+        return record
 
     @staticmethod
     def describe(series: RangeSeries) -> str:
@@ -239,7 +274,7 @@ async def import_history(settings: Settings, store: ObservationStore, *, now: fl
     clusters = [c.name for c in settings.clusters]
     known = await asyncio.to_thread(known_targets, store, clusters)
     queries = queries_for(settings.history)
-    matcher = TargetMatcher(queries, clusters, known)
+    matcher = TargetMatcher(queries, clusters, known, tenants={c.name: c.tenant for c in settings.clusters})
     async with contextlib.AsyncExitStack() as stack:
         prom = client if client is not None else await stack.enter_async_context(PrometheusClient(settings.history))
         if on_start is not None:
@@ -347,7 +382,8 @@ def fetch_traces(settings: Settings, *, since_seconds: float, initial_limit: int
     async def go() -> FetchedHistory:
         end = time.time() if now is None else now
         queries = queries_for(settings.history)
-        matcher = TargetMatcher(queries, [c.name for c in settings.clusters], derive_names=True)
+        matcher = TargetMatcher(queries, [c.name for c in settings.clusters], derive_names=True,
+                                tenants={c.name: c.tenant for c in settings.clusters})
         async with PrometheusClient(settings.history) as prom:
             return await fetch_history(prom, queries, matcher, start=end - since_seconds, end=end)
 

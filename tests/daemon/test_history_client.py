@@ -3,6 +3,7 @@ client's HTTP behaviour against a local receiver (auth headers, 429/5xx retries,
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import socketserver
@@ -86,6 +87,14 @@ class TestSettings:
         assert (queries.used_bytes, queries.used_inodes, queries.name_label) == ("my_used", None, "quota")
         assert queries.hard_limit_bytes == "quotapilot_target_hard_limit_bytes"
 
+    def test_tenant_label_by_source(self) -> None:
+        """VAST's exporter carries the tenant (`tenant_name`); quotapilot's `target` label is
+        already the target name, another tenant's qualified, so it has none."""
+        assert queries_for(HistorySettings(source="vast")).tenant_label == "tenant_name"
+        assert queries_for(HistorySettings(source="quotapilot")).tenant_label is None
+        assert queries_for(HistorySettings(source="vast", tenant_label="")).tenant_label is None
+        assert queries_for(HistorySettings(tenant_label="tenant")).tenant_label == "tenant"
+
     @pytest.mark.parametrize(("history", "field"), [
         ({"prometheus_url": "ftp://x"}, "history.prometheus_url"),
         ({"basic_auth_user": "u"}, "history.basic_auth_password_file"),
@@ -93,6 +102,8 @@ class TestSettings:
          "history.bearer_token_file"),
         ({"max_points_per_query": 20_000}, "history.max_points_per_query"),
         ({"lookback": "soon"}, "history.lookback"),
+        ({"tenant_label": "tenant-name"}, "history.tenant_label"),
+        ({"tenant_label": 7}, "history.tenant_label"),
     ])
     def test_bad_values_name_the_field(self, history: dict[str, object], field: str) -> None:
         with pytest.raises(ConfigError) as info:
@@ -130,6 +141,64 @@ class TestMatcher:
         assert matcher.match(self.series(cluster="other", path="/raw")) is None
         matcher.learn([self.series(cluster="a", path="/raw"), self.series(cluster="b", path="/raw")])
         assert matcher.match(self.series(cluster="a", path="/raw")) is None
+
+class TestTenantNames:
+    """With a name label, a series is named as the poll names its quota (`QuotaNaming`): a quota of
+    the home tenant (the cluster's configured `tenant`, else the default one) by its name, another
+    tenant's `<tenant>:<name>`, the tenant read from the series' tenant label."""
+
+    queries = dataclasses.replace(SOURCE_DEFAULTS["vast"], name_label="title")
+
+    def series(self, **labels: str) -> RangeSeries:
+        return RangeSeries(tuple(sorted({"cluster": "vast-prod", **labels}.items())))
+
+    def test_a_single_tenants_series_keep_their_names(self) -> None:
+        matcher = TargetMatcher(self.queries, ["c"])
+        for tenant in ({}, {"tenant_name": "default"}):
+            series = self.series(path="/scratch", title="scratch", **tenant)
+            matcher.learn([series])
+            assert TargetId("c", "scratch", "/scratch") == matcher.match(series), tenant
+
+    def test_another_tenants_series_is_qualified(self) -> None:
+        matcher = TargetMatcher(self.queries, ["c"])
+        assert TargetId("c", "acme:scratch", "/acme/scratch") == matcher.match(
+            self.series(path="/acme/scratch", title="scratch", tenant_name="acme"))
+        # a tenant name that cannot be a prefix: VMS's id is not in the series, so as QuotaNaming without it
+        assert TargetId("c", "a_b:scratch", "/ab/scratch") == matcher.match(
+            self.series(path="/ab/scratch", title="scratch", tenant_name="a:b"))
+
+    def test_the_configured_tenant_is_home(self) -> None:
+        matcher = TargetMatcher(self.queries, ["c"], tenants={"c": "acme"})
+        assert TargetId("c", "scratch", "/acme/scratch") == matcher.match(
+            self.series(path="/acme/scratch", title="scratch", tenant_name="acme"))
+        assert TargetId("c", "default:scratch", "/default/scratch") == matcher.match(
+            self.series(path="/default/scratch", title="scratch", tenant_name="default"))
+        assert TargetId("c", "scratch", "/scratch") == matcher.match(self.series(path="/scratch", title="scratch"))
+
+    def test_a_qualified_name_that_is_a_home_quotas_matches_nothing(self) -> None:
+        """The poll refuses acme's `scratch` when a home quota is named `acme:scratch`: its
+        history must not go into the home quota's."""
+        home = self.series(path="/default/odd", title="acme:scratch", tenant_name="default")
+        acme = self.series(path="/acme/scratch", title="scratch", tenant_name="acme")
+        matcher = TargetMatcher(self.queries, ["c"])
+        matcher.learn([home, acme])
+        assert TargetId("c", "acme:scratch", "/default/odd") == matcher.match(home)
+        assert matcher.match(acme) is None
+
+    def test_the_name_a_poll_gave_the_path_wins(self) -> None:
+        """The poll reads what the series cannot say (VMS's tenant id): a tenant whose name is no
+        prefix is `tenant<id>:`, and the default tenant (id 1) is home under any name. The
+        store's target at the path is what the poll calls the quota."""
+        known = [TargetId("c", "tenant7:scratch", "/ab/scratch"), TargetId("c", "scratch", "/main/scratch")]
+        matcher = TargetMatcher(self.queries, ["c"], known)
+        assert known[0] == matcher.match(self.series(path="/ab/scratch", title="scratch", tenant_name="a:b"))
+        assert known[1] == matcher.match(self.series(path="/main/scratch", title="scratch", tenant_name="main"))
+
+    def test_quotapilots_own_target_label_is_the_name(self) -> None:
+        matcher = TargetMatcher(SOURCE_DEFAULTS["quotapilot"], ["c"])
+        assert TargetId("c", "acme:scratch", "/acme/scratch") == matcher.match(
+            RangeSeries((("cluster", "c"), ("path", "/acme/scratch"), ("target", "acme:scratch"))))
+
 
 class Receiver:
     def __init__(self) -> None:

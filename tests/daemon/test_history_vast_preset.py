@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,11 +20,13 @@ from core_helpers import TWO_TENANTS
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.history.importer import import_history
 from quotapilot.daemon.history.local import OpenMetricsServer
-from quotapilot.daemon.settings import load_settings
+from quotapilot.daemon.settings import Settings, load_settings
 from quotapilot.daemon.simulator import SimulatorServer
+from quotapilot.daemon.simulator.scenario import Scenario
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.observations import ObservationStore
-from quotapilot.forecasting.types import Observation, TargetId
+from quotapilot.daemon.vms.collector import VmsPoller
+from quotapilot.forecasting.types import Observation, TargetId, TargetKind
 
 HOUR = 3600.0
 FAMILIES = ("vast_quota_used_capacity", "vast_quota_hard_limit", "vast_quota_used_inodes",
@@ -121,16 +125,13 @@ class TestVastPreset:
             assert [used for _, used, _ in imported] == truth[target.path], target.key
 
 
-@pytest.mark.xfail(strict=True, reason="known: history imported by title before the first poll puts another "
-                                       "tenant's quota under the default tenant's name, and the daemon never sees it")
 class TestHistoryOfAnotherTenant:
-    """With `name_label = "title"` a series is named by VMS's quota name; only when the store
-    already knows a target at its path (`known.name.endswith(":" + title)`) does another tenant's
-    quota get its qualified name. Imported before the daemon's first poll (the documented use:
-    "an import before the first cycle is a day-one forecast"), tenant acme's `scratch` goes to a
-    target named plain `scratch` — the default tenant's name — though the series carries
-    `tenant_name="acme"`; the daemon then polls it as `acme:scratch`, and its history is not
-    there."""
+    """With `name_label = "title"` a series is named by VMS's quota name, qualified by the series'
+    tenant (`tenant_name`) as the daemon's poll qualifies it (`QuotaNaming`). Imported before the
+    first poll (the documented use: "an import before the first cycle is a day-one forecast"),
+    tenant acme's `scratch` goes to `acme:scratch`, where the poll then looks for it. It used to
+    go to plain `scratch`, the default tenant's name: acme's usage filled the default tenant's
+    quota's history, and acme's quota had none."""
 
     async def test_titles_imported_before_the_first_poll_keep_their_tenant(
             self, tmp_path: Path, store: ObservationStore) -> None:
@@ -148,3 +149,64 @@ class TestHistoryOfAnotherTenant:
                                               "step_seconds": HOUR, "name_label": "title"})
             summary = await import_history(settings, store, now=start + 3 * HOUR, since_seconds=4 * HOUR)
         assert sorted(summary.targets_matched) == ["sim/acme:scratch", "sim/scratch"]
+
+    async def test_the_first_poll_finds_each_tenants_history_under_its_name(
+            self, tmp_path: Path, store: ObservationStore) -> None:
+        """End to end: import before the first poll, then poll the simulator as the daemon does;
+        every quota the poll names finds its own history there (acme's under `acme:scratch`, the
+        default tenant's `scratch` not mixed with acme's)."""
+        polled, imported, truth = await import_then_poll(TWO_TENANTS, tmp_path, store)
+        assert {t.name: t.path for t in polled} == {"scratch": "/default/scratch", "acme:scratch": "/acme/scratch"}
+        assert sorted(t.key for t in polled) == imported
+        for target in polled:
+            assert truth[target.path] == [used for _, used, _ in store.history(target, since=0)[:-1]], target.key
+
+    async def test_a_configured_tenant_is_home(self, tmp_path: Path, store: ObservationStore) -> None:
+        """With `tenant = "acme"` the poll lists acme's quotas under their own names: acme's series
+        is imported as plain `scratch`, the default tenant's (which this daemon never polls) as
+        `default:scratch`, not into acme's."""
+        polled, imported, truth = await import_then_poll(TWO_TENANTS, tmp_path, store, tenant="acme")
+        assert [(t.name, t.path) for t in polled] == [("scratch", "/acme/scratch")]
+        assert imported == ["sim/default:scratch", "sim/scratch"]
+        (target,) = polled
+        assert truth["/acme/scratch"] == [used for _, used, _ in store.history(target, since=0)[:-1]]
+
+
+class TestHistoryOfOneTenant:
+    """A single-tenant cluster (every series of the default tenant) is named as before the tenant
+    label was read: by `title`, unqualified, as the poll names it."""
+
+    async def test_titles_of_the_default_tenant_keep_their_names(self, tmp_path: Path,
+                                                                  store: ObservationStore) -> None:
+        polled, imported, truth = await import_then_poll("cosmos7", tmp_path, store)
+        assert polled and all(":" not in t.name for t in polled)
+        assert sorted(t.key for t in polled) == imported
+        for target in polled:
+            assert truth[target.path] == [used for _, used, _ in store.history(target, since=0)[:-1]], target.key
+
+
+async def import_then_poll(scenario: Scenario | str, tmp_path: Path, store: ObservationStore, *,
+                           tenant: str | None = None) -> tuple[list[TargetId], list[str], dict[str, list[int]]]:
+    """Four hourly scrapes of the simulator's exporter imported with `name_label = "title"` before
+    any poll, then one poll of the simulator as the daemon makes it: the quota targets the poll
+    saw, the target keys the import matched (sorted), and each path's usage per scrape."""
+    clock = VirtualClock()
+    start = clock.now()
+    async with SimulatorServer(scenario, clock=clock, seed=0, port=0, state_dir=tmp_path / "sim") as sim:
+        text, truth = await scrape_hourly(sim, clock, hours=4)
+        source = tmp_path / "vast.om"
+        source.write_text(text)
+        cluster: dict[str, Any] = {"name": "sim", "address": sim.address, "token": sim.token,
+                                   "ca_file": str(sim.ca_file), "tenant": tenant}
+        async with OpenMetricsServer(source) as server:
+            settings: Settings = load_settings(
+                None, clusters=[cluster], store={"path": str(tmp_path / "state.db")},
+                history={"prometheus_url": server.url, "source": "vast", "max_retries": 0, "step_seconds": HOUR,
+                         "name_label": "title"})
+            summary = await import_history(settings, store, now=start + 3 * HOUR, since_seconds=4 * HOUR)
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            result = await VmsPoller(settings.clusters[0], settings.vast, settings.poll, clock, executor).poll()
+    assert result.ok, result.error
+    store.write_poll(list(result.observations))
+    polled = [o.target for o in result.observations if o.target.kind is TargetKind.QUOTA]
+    return polled, sorted(summary.targets_matched), truth
