@@ -72,6 +72,10 @@ class PollResult:
     second one agrees (`validation.agrees`); a sample whose hard limit moved without a write of
     ours, for one poll (`validation.limit_held`: never two in a row). Kept and forecast, never
     written on; no alert of the target fires or resolves on it."""
+    bare_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Each quota name another tenant's quota has in VMS's listing → the target names of the
+    quotas so named (`validation.QuotaNaming.bare_names`: the name itself when a home quota has
+    it, then `<tenant>:<name>` per other tenant). Empty when every quota is the home tenant's."""
 
     @property
     def ok(self) -> bool:

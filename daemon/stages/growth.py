@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from types import MappingProxyType
 from typing import Protocol
 
@@ -36,10 +37,13 @@ from quotapilot.daemon.runtime.cycle import CycleContext
 from quotapilot.daemon.runtime.leadership import Leadership, SoleLeadership  # FLEET (issue 15)
 from quotapilot.daemon.settings import ManagedView, PolicyRules, Settings
 from quotapilot.daemon.stages.actuator import Actuator, QuotaWriter
+from quotapilot.daemon.stages.bare_names import BareNameUpgrade
 from quotapilot.daemon.stages.presence import TargetPresence
 from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.daemon.store.backend import Backend
+from quotapilot.daemon.store.observations import ObservationStore
 from quotapilot.daemon.store.overrides import OverrideStore
+from quotapilot.daemon.vms.validation import HardLimits, last_believed_limits
 from quotapilot.forecasting.observed_rate import UsageHistory
 from quotapilot.forecasting.planner import CycleInput, GrowthPolicy, TargetInput, plan_cycle
 from quotapilot.forecasting.types import (
@@ -57,6 +61,14 @@ from quotapilot.forecasting.types import (
 )
 
 log = get_logger(__name__)
+
+BASELINE_REPLAY_SAMPLES = 16
+"""How many of a quota's stored samples before a restart are replayed to recover the hard limits
+last believed (`validation.last_believed_limits`): enough for any limit but one that moved at
+every one of these polls (whose replay may then start on a held sample)."""
+
+LimitKey = tuple[str, int | None, str, Dimension]
+"""(cluster, VMS quota id, path, dimension): whose hard limit the growth stage keeps as a baseline."""
 
 Planner = Callable[[CycleInput], tuple[Decision, ...]]
 """A cycle's input → its decisions: `plan_cycle` (quotapilot) or `plan_reactive_cycle` (the baseline)."""
@@ -144,6 +156,11 @@ class GrowthStage:
         self.leadership = leadership or SoleLeadership(c.name for c in settings.clusters)
         self.actions = ActionStore(db)
         self.overrides = OverrideStore(db)
+        self.observations = ObservationStore(db, raw_retention_seconds=settings.store.raw_retention_seconds,
+                                             hourly_retention_seconds=settings.store.hourly_retention_seconds)
+        self.bare_names = BareNameUpgrade(self.overrides, settings.policy.overrides,
+                                          sole_cluster=len(settings.clusters) == 1)
+        """Pauses made by the bare name of another tenant's quota, moved before the pauses are read."""
         self.actuator = Actuator(settings, self.actions, clock, self.leadership)
         self.writers = writers
         self._vms_clusters = frozenset(c.name for c in settings.clusters)
@@ -162,9 +179,15 @@ class GrowthStage:
         self._presence = TargetPresence()
         """Vanished targets (see `stages/presence.py`): their counters, pause series and usage
         window are evicted after the grace period; their audit rows stay."""
-        self._last_hard: dict[tuple[str, int | None, str, Dimension], int] = {}
+        self._last_hard: dict[LimitKey, int] = {}
         """(cluster, quota id, path, dimension) → the hard limit (bytes or inodes) last read in a
-        confirmed sample: a move without a write of ours is an external change."""
+        confirmed sample: a move without a write of ours is an external change. At a cluster's
+        first cycle, recovered from the store (`_recover_baseline`)."""
+        self._baseline_before: dict[str, float] = {}
+        """Per cluster, the time of its first cycle here: the baseline is recovered from the samples
+        stored before it (not from the ones after, which this run's polls wrote)."""
+        self._baseline_recovered: set[str] = set()
+        """Clusters whose baseline was recovered (once: later cycles keep it in `_last_hard`)."""
         self._settled_changes: dict[str, dict[int, str]] = {}
         """Per cluster, quota id → reason: external changes the actuator found (and audited) while
         settling a row of a target whose sample is not confirmed yet, said at its confirmed one."""
@@ -217,6 +240,7 @@ class GrowthStage:
             await self.actuator.reconcile(cluster, writer)
         ctx.settled.extend(self.actuator.take_settled(cluster))  # also those settled at start
         await self.actuator.ensure_views(cluster, writer)
+        await self.bare_names.on_poll(poll, ctx.now)
 
         for obs in poll.observations:
             self._history.add(obs)
@@ -228,6 +252,7 @@ class GrowthStage:
         self._replace_paused(paused)
         self.counters.kill_switch = kill_switch
         observations = {o.target: o for o in poll.observations}
+        await self._recover_baseline(cluster, poll.observations, poll.t)
         changed = await self._external_changes(cluster, poll.observations, poll.unconfirmed, ctx.now)
         frozen = self.actuator.unsettled.get(cluster, frozenset())
         decisions = tuple(_hold_if_unconfirmed(
@@ -243,6 +268,42 @@ class GrowthStage:
             if (target, dimension) not in held:  # nothing to grow: still alerted (as a one-cycle hold)
                 ctx.actions.append(ActionOutcome(target, dimension, ActionStatus.BLOCKED, ctx.now, reason,
                                                  action_id=action_id))
+
+    async def _recover_baseline(self, cluster: str, observations: Sequence[Observation], t: float) -> None:
+        """At the cluster's first cycle since start (or since this instance first led it), the hard
+        limits of its quotas last believed before it: a restart loses the in-memory baseline, and
+        rebuilt from this run's polls, a change held once just before the restart became the
+        baseline unaudited (the first sample after a restart is unconfirmed, the second believed).
+        A target not in this poll keeps the old way: its first believed sample is its baseline."""
+        if cluster in self._baseline_recovered:
+            return
+        before = self._baseline_before.setdefault(cluster, t)  # kept if this read fails: retried next cycle
+        self._last_hard.update(await asyncio.to_thread(self._believed_limits, cluster, observations, before))
+        self._baseline_recovered.add(cluster)
+
+    def _believed_limits(self, cluster: str, observations: Sequence[Observation], before: float) -> dict[LimitKey, int]:
+        """The hard limits of the quotas among `observations` last believed before `before`, replayed
+        from their stored samples, a limit a write of ours asked for counting as ours, as the
+        poller's did (store reads: runs in a thread, so it mutates no state of the stage)."""
+        found: dict[LimitKey, int] = {}
+        for obs in observations:
+            if obs.target.kind is not TargetKind.QUOTA:
+                continue
+            history = self.observations.recent_hard_limits(obs.target, obs.quota_id, before=before,
+                                                           count=BASELINE_REPLAY_SAMPLES)
+            believed = last_believed_limits(history, partial(self._ours, cluster, obs.quota_id))
+            for dimension, hard in zip((Dimension.BYTES, Dimension.INODES), believed or (None, None), strict=True):
+                if hard is not None:
+                    found[(cluster, obs.quota_id, obs.target.path, dimension)] = hard
+        return found
+
+    def _ours(self, cluster: str, quota_id: int | None, limits: HardLimits) -> HardLimits:
+        """Those of `limits` (bytes, inodes) a write of ours asked `quota_id` for; None where not."""
+        bytes_limit, inodes_limit = limits
+        return (bytes_limit if bytes_limit is not None and self.actions.audited_write(
+                    cluster, quota_id, bytes_limit, Dimension.BYTES) else None,
+                inodes_limit if inodes_limit is not None and self.actions.audited_write(
+                    cluster, quota_id, inodes_limit, Dimension.INODES) else None)
 
     async def _external_changes(self, cluster: str, observations: Sequence[Observation], unconfirmed: frozenset[str],
                                 now: float) -> dict[tuple[TargetId, Dimension], tuple[int | None, str]]:

@@ -139,6 +139,22 @@ class ObservationStore:
             for row in rows
         ]
 
+    def recent_hard_limits(self, target: TargetId, quota_id: int | None, *, before: float,
+                           count: int) -> list[tuple[int | None, int | None]]:
+        """The hard limits (bytes, inodes) of `target`'s newest `count` raw samples before
+        `before`, oldest first; only those of the quota it is now (VMS id `quota_id`, at its
+        path): the samples of a quota the name stood for before are not its history."""
+        rows = self.db.query(
+            "SELECT quota_id, path, hard_limit_bytes, hard_limit_inodes FROM observations"
+            " WHERE cluster = ? AND target = ? AND t < ? ORDER BY t DESC LIMIT ?",
+            (target.cluster, target.name, before, count))
+        limits: list[tuple[int | None, int | None]] = []
+        for row in rows:  # newest first: up to the first sample of another identity
+            if (row["quota_id"], row["path"]) != (quota_id, target.path):
+                break
+            limits.append((row["hard_limit_bytes"], row["hard_limit_inodes"]))
+        return limits[::-1]
+
     def prune(self, now: float, *, batch_rows: int = 20_000) -> tuple[int, int]:
         """Delete samples past their tier's retention, `batch_rows` per transaction so that other
         writers are never held up long; returns (raw, hourly) rows deleted."""

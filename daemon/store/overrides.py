@@ -3,7 +3,8 @@
 Stored, so they survive restarts. A pause names a target by quota name or path, on one cluster
 or on every cluster (`cluster="*"`); it lasts until `resume`, or until `until` (epoch seconds)
 passes. The kill switch is the row (`*`, `*`); the config's `policy.kill_switch` is the other way
-to engage it (see the actuator, which honours either).
+to engage it (see the actuator, which honours either). A pause made before 0198d09 by the bare
+name of another tenant's quota is moved to its `<tenant>:<name>` (`rename`, by `stages/bare_names.py`).
 
 This is the Python API behind `quotapilot pause/resume` and the HTTP endpoints. Blocking calls:
 run them with `asyncio.to_thread` from async code.
@@ -73,6 +74,20 @@ class OverrideStore:
             else:
                 cursor = conn.execute("DELETE FROM overrides WHERE cluster = ? AND target = ?", (cluster, target))
             return cursor.rowcount > 0
+
+    def rename(self, target: str, new_target: str, *, cluster: str) -> bool:
+        """Move the pause of `target` on `cluster` (a row of its own; `*`: of every cluster) to
+        `new_target`. When `new_target` has a pause there already, it is kept (the later word) and
+        `target`'s dropped. True when `target` had a pause to move."""
+        if ANY in (target, new_target):
+            raise ValueError("the kill switch is not renamed")
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO overrides (cluster, target, paused_until, reason, created_at)"
+                " SELECT cluster, ?, paused_until, reason, created_at FROM overrides WHERE cluster = ? AND target = ?"
+                " ON CONFLICT (cluster, target) DO NOTHING", (new_target, cluster, target))
+            return conn.execute("DELETE FROM overrides WHERE cluster = ? AND target = ?",
+                                (cluster, target)).rowcount > 0
 
     def engage_kill_switch(self, *, now: float, reason: str = "", until: float | None = None) -> Override:
         return self._put(Override(ANY, ANY, until, reason, now))

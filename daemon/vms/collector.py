@@ -146,7 +146,8 @@ class VmsPoller:
             requests=self.requests_made - requests_before,
             duration_seconds=time.perf_counter() - started,
             ingest_rates=rates,
-            unconfirmed=frozenset(name for name, sample in self._judged.items() if not sample.believed))
+            unconfirmed=frozenset(name for name, sample in self._judged.items() if not sample.believed),
+            bare_names=naming.bare_names(quotas))
 
     async def _bandwidth(self) -> float | None:
         """The cluster's latest write bandwidth (bytes/s); None when VMS cannot say (not fatal)."""

@@ -17,6 +17,9 @@ with the poller and the rules stay functions:
   believed, a lasting change is believed on the poll that repeats it, a limit that moves at every
   poll (a script, an expansion phasing in) every other poll. A limit-only change leaves the usage
   rules as they were: they judge the next sample against this one as against any other.
+  `last_believed_limits` replays the rule over a quota's stored samples: after a restart, the
+  limits last believed (not the last read: a change held once before the restart is still a
+  change) are what the next ones are judged against.
 
 A target's first sample (nothing to judge its usage against) is kept but unconfirmed
 (`Accepted.confirmed`) until the next one agrees with its usage (`agrees`).
@@ -36,8 +39,8 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from quotapilot.forecasting.types import POOL_TARGET, ClusterCapacity, Observation, TargetId, TargetKind
@@ -248,6 +251,24 @@ class QuotaNaming:
         qualifier = self.qualifier(record)
         return name if qualifier is None else f"{qualifier}{TENANT_SEPARATOR}{name}"
 
+    def bare_names(self, records: Iterable[object]) -> dict[str, tuple[str, ...]]:
+        """Each name another tenant's quota has in this listing → the target names of the quotas
+        so named: the name itself first when a home quota has it, then every other tenant's
+        `<tenant>:<name>` (sorted; a record refused by `target_name` has none). What the bare name
+        meant before other tenants' quotas were qualified (0198d09): a pause or a policy override
+        made then names such a quota by it. Empty when every quota is a home quota."""
+        qualified: dict[str, set[str]] = {}
+        for record in records:
+            if not isinstance(record, Mapping) or self.qualifier(record) is None:
+                continue
+            try:
+                target = self.target_name(record)
+            except BadSample:
+                continue
+            qualified.setdefault(record["name"], set()).add(target)
+        return {name: ((name,) if name in self.home_names else ()) + tuple(sorted(targets))
+                for name, targets in qualified.items()}
+
 
 SINGLE_TENANT = QuotaNaming()
 """The naming of a daemon configured with no tenant, before it saw a listing."""
@@ -402,6 +423,26 @@ def limit_held(previous: Accepted, sample: Accepted, *, written: HardLimits = (N
     moving at every poll is believed every other poll (each believed move judged as an external
     change)."""
     return not previous.limit_held and limit_changed(previous, sample, written=written)
+
+
+def last_believed_limits(history: Iterable[HardLimits],
+                         ours: Callable[[HardLimits], HardLimits]) -> HardLimits | None:
+    """The hard limits of the last of a quota's samples `limit_held` believed, replaying it over
+    `history` (the samples' hard limits, oldest first; the first taken as believed); None for no
+    history. `ours(limits)`: those of `limits` a write of ours sent (None where not), asked only
+    of limits that moved. What a restart recovers the baseline of external changes from: the last
+    limit *read* may be one held once (a glitch, or an operator's change not yet believed)."""
+    previous: Accepted | None = None
+    believed: HardLimits | None = None
+    for limits in history:
+        sample = Accepted(0.0, 0, None, hard_limit_bytes=limits[0], hard_limit_inodes=limits[1])
+        if previous is not None and (previous.hard_limit_bytes, previous.hard_limit_inodes) != limits \
+                and limit_held(previous, sample, written=ours(limits)):
+            sample = replace(sample, limit_held=True)
+        else:
+            believed = limits
+        previous = sample
+    return believed
 
 
 def agrees(previous: Accepted, sample: Accepted, *, hard_limit_bytes: int | None, tolerance_ratio: float,

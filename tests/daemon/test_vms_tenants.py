@@ -18,7 +18,7 @@ from core_helpers import TWO_TENANTS, InstantClock, SettingsFactory
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from quotapilot.daemon.runtime.cycle import PollResult
+from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
 from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.simulator.engine import QuotaRecord
@@ -102,6 +102,16 @@ class TestPoll:
         poller = VmsPoller(settings.clusters[0], settings.vast, settings.poll, clock, executor)
         result = await poller.poll()
         assert {"scratch": ("/acme/scratch", scratch(sim, "acme").id)} == quotas(result)
+
+    async def test_a_poll_says_which_targets_each_bare_name_may_mean(
+            self, make_settings: SettingsFactory, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        # what a name meant before other tenants' quotas were qualified (TestAnUpgradeFromBareNames)
+        settings = make_settings()
+        admin = VmsPoller(settings.clusters[0], settings.vast, settings.poll, clock, executor)
+        settings = make_settings(cluster={"tenant": "acme"})
+        tenant = VmsPoller(settings.clusters[0], settings.vast, settings.poll, clock, executor)
+        expected = ({"scratch": ("scratch", "acme:scratch")}, {})
+        assert expected == ((await admin.poll()).bare_names, (await tenant.poll()).bare_names)
 
 
 def settings_with(make_settings: SettingsFactory, **policy: Any) -> Settings:
@@ -224,17 +234,18 @@ bytes_per_day = "5TB"
 """Tenant acme's quota has a name no other tenant uses: before 0198d09 it was the target `projects`."""
 
 
-@pytest.mark.xfail(strict=True, reason="known: a pause made by bare name for another tenant's quota before "
-                                       "0198d09 no longer applies after the upgrade, and the quota is grown")
 class TestAnUpgradeFromBareNames:
     """Before 0198d09 an admin login (no `tenant` configured) already listed every tenant's quotas,
     and a quota of another tenant whose name was unique was the target of its bare name
     (`projects`): the operator paused it by that name (`POST /api/v1/targets/projects/pause`, a
     row in `overrides` that "survives restarts"). After the upgrade it is `acme:projects`; the
-    pause, keyed by name, no longer applies, nothing says so, and the first confirmed poll grows
-    the quota the operator had paused. (`[[policy.overrides]] match = "projects"` — a per-quota
-    `mode = "observe"` or `max_hard_limit` — silently stops applying the same way.) The old pause
-    cannot even be lifted through the API any more: `projects` is no target (404)."""
+    pause, keyed by name, no longer applied, nothing said so, and the first confirmed poll grew
+    the quota the operator had paused; nor could the pause be lifted through the API (`projects`
+    is no target: 404). The pause is moved to the qualified name at the first poll that lists the
+    quota (`override.migrated`, once), unless the bare name may mean several quotas (a home
+    quota's, several tenants'): then it keeps its home meaning and `override.not_migrated` names
+    the candidates. A `[[policy.overrides]] match = "projects"` that matches no target is named in
+    `policy.override_unmatched` with the qualified name to match."""
 
     async def test_a_pause_made_before_the_upgrade_still_holds_the_quota(
             self, make_settings: SettingsFactory, clock: InstantClock) -> None:
@@ -254,3 +265,139 @@ class TestAnUpgradeFromBareNames:
                 ctx = await daemon.poll_once("sim")
         statuses = {a.target.name: a.status for a in ctx.actions}
         assert (projects.hard_limit, statuses.get("acme:projects")) == (before, ActionStatus.PAUSED)
+
+    async def test_the_moved_pause_is_lifted_by_the_qualified_name(
+            self, make_settings: SettingsFactory, clock: InstantClock) -> None:
+        async with SimulatorServer(ACME_PROJECTS, clock=clock, seed=0) as sim:
+            settings = upgraded_settings(make_settings, sim)
+            paused_before_the_upgrade(settings, clock)
+            with capture_logs() as logs:
+                async with Daemon(settings, clock) as daemon, \
+                        TestClient(TestServer(daemon.http.build_app())) as client:
+                    held = await two_polls(daemon, clock)
+                    shown = await (await client.get("/api/v1/targets/acme:projects")).json()
+                    moved = pauses(settings, clock.now())
+                    resumed = await client.post("/api/v1/targets/acme:projects/resume", headers=AUTH)
+                    assert resumed.status == 200, await resumed.text()
+                    lifted = pauses(settings, clock.now())
+                    clock.advance(60)
+                    grown = await daemon.poll_once("sim")
+        assert statuses(held)["acme:projects"] is ActionStatus.PAUSED
+        assert (shown["paused"], shown["pause_reason"]) == (True, "tenant migration")
+        assert (moved, lifted) == ([("sim", "acme:projects", "tenant migration")], [])
+        assert statuses(grown)["acme:projects"] is ActionStatus.VERIFIED
+        assert migrations(logs) == [("sim", "projects", "acme:projects")]
+
+    async def test_the_pause_is_moved_once_across_two_restarts(
+            self, make_settings: SettingsFactory, clock: InstantClock) -> None:
+        async with SimulatorServer(ACME_PROJECTS, clock=clock, seed=0) as sim:
+            settings = upgraded_settings(make_settings, sim)
+            paused_before_the_upgrade(settings, clock)
+            projects = next(q for q in sim.engine.quotas.values() if q.name == "projects")
+            before = projects.hard_limit
+            runs: list[tuple[ActionStatus | None, list[tuple[str, str, str]]]] = []
+            with capture_logs() as logs:
+                for _ in range(3):  # the upgrade's start, then two restarts
+                    async with Daemon(settings, clock) as daemon:
+                        ctx = await two_polls(daemon, clock)
+                    runs.append((statuses(ctx).get("acme:projects"), pauses(settings, clock.now())))
+                    clock.advance(600)
+        assert runs == [(ActionStatus.PAUSED, [("sim", "acme:projects", "tenant migration")])] * 3
+        assert projects.hard_limit == before
+        assert migrations(logs) == [("sim", "projects", "acme:projects")]
+        assert [e for e in logs if e["event"] == "override.not_migrated"] == []
+
+    async def test_a_name_a_home_quota_has_keeps_its_home_meaning(
+            self, make_settings: SettingsFactory, clock: InstantClock) -> None:
+        async with SimulatorServer(ACME_PROJECTS, clock=clock, seed=0) as sim:
+            raw = next(q for q in sim.engine.quotas.values() if q.name == "raw")
+            sim.engine.patch_quota(raw.id, {"name": "projects"})  # the default tenant's quota now has the name
+            settings = upgraded_settings(make_settings, sim)
+            paused_before_the_upgrade(settings, clock)
+            with capture_logs() as logs:
+                async with Daemon(settings, clock) as daemon, \
+                        TestClient(TestServer(daemon.http.build_app())) as client:
+                    await two_polls(daemon, clock)
+                    clock.advance(60)
+                    await daemon.poll_once("sim")
+                    home = await (await client.get("/api/v1/targets/projects")).json()
+                    acme = await (await client.get("/api/v1/targets/acme:projects")).json()
+        assert (home["path"], home["paused"], acme["paused"]) == ("/default/raw", True, False)
+        assert pauses(settings, clock.now()) == [("sim", "projects", "tenant migration")]
+        assert migrations(logs) == []
+        assert not_migrated(logs) == [("projects", ["projects", "acme:projects"], "projects")]
+
+    async def test_a_name_two_other_tenants_have_is_left_as_it_is(
+            self, make_settings: SettingsFactory, clock: InstantClock) -> None:
+        async with SimulatorServer(ACME_PROJECTS, clock=clock, seed=0) as sim:
+            sim.engine.create_quota(name="projects", path="/beta/projects", hard_limit=20 * TB,
+                                    tenant_id=sim.engine.tenant("beta"))
+            settings = upgraded_settings(make_settings, sim)
+            paused_before_the_upgrade(settings, clock)
+            with capture_logs() as logs:
+                async with Daemon(settings, clock) as daemon:
+                    await two_polls(daemon, clock)
+                    clock.advance(60)
+                    await daemon.poll_once("sim")
+        assert pauses(settings, clock.now()) == [("sim", "projects", "tenant migration")]
+        assert migrations(logs) == []
+        assert not_migrated(logs) == [("projects", ["acme:projects", "beta:projects"], None)]
+
+    async def test_a_policy_override_by_the_bare_name_is_named_once(
+            self, make_settings: SettingsFactory, clock: InstantClock) -> None:
+        async with SimulatorServer(ACME_PROJECTS, clock=clock, seed=0) as sim:
+            overrides = [{"match": "projects", "mode": "observe"}, {"match": "raw", "mode": "observe"},
+                         {"match": "acme:*", "max_hard_limit_bytes": 10**15}]
+            settings = upgraded_settings(make_settings, sim, overrides=overrides)
+            with capture_logs() as logs:
+                async with Daemon(settings, clock) as daemon:
+                    await two_polls(daemon, clock)
+                    clock.advance(60)
+                    await daemon.poll_once("sim")
+        unmatched = [(e["cluster"], e["match"], e["candidates"]) for e in logs
+                     if e["event"] == "policy.override_unmatched"]
+        assert unmatched == [("sim", "projects", ["acme:projects"])]
+
+
+def upgraded_settings(make_settings: SettingsFactory, sim: SimulatorServer, **policy: Any) -> Settings:
+    """Settings for the `ACME_PROJECTS` simulator `sim`, in enforce mode: a quota at 70 % is grown."""
+    return make_settings(cluster={"address": sim.address, "token": sim.token, "ca_file": str(sim.ca_file)},
+                         http={"write_token": TOKEN},
+                         policy={"mode": "enforce", "grow_at": 0.45, "target_utilization": 0.4, **policy})
+
+
+def paused_before_the_upgrade(settings: Settings, clock: InstantClock) -> None:
+    """The store as the daemon before the upgrade left it: acme's quota paused by its bare name."""
+    db = Database(settings.store.path)
+    try:
+        OverrideStore(db).pause("projects", now=clock.now(), cluster="sim", reason="tenant migration")
+    finally:
+        db.close()
+
+
+def pauses(settings: Settings, now: float) -> list[tuple[str, str, str]]:
+    """(cluster, target, reason) of every pause in force in the store."""
+    db = Database(settings.store.path)
+    try:
+        return [(o.cluster, o.target, o.reason) for o in OverrideStore(db).active(now)]
+    finally:
+        db.close()
+
+
+async def two_polls(daemon: Daemon, clock: InstantClock) -> CycleContext:
+    """A start's first poll (its samples unconfirmed) and the next, which may grow."""
+    await daemon.poll_once("sim")
+    clock.advance(60)
+    return await daemon.poll_once("sim")
+
+
+def statuses(ctx: CycleContext) -> dict[str, ActionStatus]:
+    return {a.target.name: a.status for a in ctx.actions}
+
+
+def migrations(logs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return [(e["paused_on"], e["old_target"], e["target"]) for e in logs if e["event"] == "override.migrated"]
+
+
+def not_migrated(logs: list[dict[str, Any]]) -> list[tuple[str, list[str], str | None]]:
+    return [(e["target"], e["candidates"], e["applies_to"]) for e in logs if e["event"] == "override.not_migrated"]

@@ -13,11 +13,13 @@ from quotapilot.daemon.vms.validation import (
     USED_OVER_HARD_IMPLAUSIBLE,
     Accepted,
     BadSample,
+    HardLimits,
     QuotaNaming,
     Trend,
     agrees,
     capacity_sample,
     jumped,
+    last_believed_limits,
     limit_held,
     plausible_rise,
     quota_label,
@@ -139,6 +141,19 @@ class TestTenantNaming:
 
     def test_a_nameless_record_is_labelled_by_its_id(self) -> None:
         assert quota_label(record(name=None, tenant_id=2, tenant_name="acme")) == "id:4"
+
+    def test_bare_names_say_what_each_name_of_another_tenant_may_mean(self) -> None:
+        """What a pause or policy override made by a bare name before 0198d09 may have meant."""
+        acme, beta = {"tenant_id": 2, "tenant_name": "acme"}, {"tenant_id": 3, "tenant_name": "beta"}
+        listing = [record(id=1, name="raw", tenant_id=1), record(id=2, name="raw", **beta),
+                   record(id=3, name="raw", **acme), record(id=4, name="projects", **acme),
+                   record(id=5, name="acme:tmp", tenant_id=1), record(id=6, name="tmp", **acme),
+                   record(id=7, name=None, **acme), "not a record"]
+        naming = QuotaNaming.for_listing(listing, tenant=None)
+        # acme's `tmp` is refused (its target name is a home quota's): it has none to move to
+        expected = {"raw": ("raw", "acme:raw", "beta:raw"), "projects": ("acme:projects",)}
+        assert expected == naming.bare_names(listing)
+        assert QuotaNaming.for_listing(listing[:1], tenant=None).bare_names(listing[:1]) == {}
 
 
 class TestCapacitySample:
@@ -315,3 +330,44 @@ class TestLimitHeld:
         """A first sample followed by a moved limit: its usage is confirmed (the limit is
         `limit_held`'s), so a limit moving from the start is not held for good."""
         assert agrees(self.sample(0, 100), self.sample(1, 101), hard_limit_bytes=101 * TIB, tolerance_ratio=0.05)
+
+
+class TestLastBelievedLimits:
+    """What a restart recovers its baseline from: `limit_held` replayed over a quota's stored
+    samples — the limits last believed, not the last read."""
+
+    @staticmethod
+    def believed(limits: list[int], ours: frozenset[int] = frozenset()) -> HardLimits | None:
+        """The believed limits of samples with these hard limits (TiB; inodes steady at 1000);
+        `ours`: the limits a write of ours asked for."""
+        return last_believed_limits([(hard * TIB, 1000) for hard in limits],
+                                    lambda limits: (limits[0] if limits[0] in {h * TIB for h in ours} else None, None))
+
+    @pytest.mark.parametrize(("limits", "expected"), [
+        ([], None),
+        ([100, 100], 100),
+        ([100, 100, 60], 100),  # read once: held (a glitch, or a change not believed yet)
+        ([100, 100, 60, 60], 60),  # believed on the repeat
+        ([100, 100, 60, 100], 100),  # a glitch, and the return from it
+        ([100, 101, 102, 103], 102),  # moving every poll: every other move believed
+    ], ids=["none", "steady", "held", "lasting", "glitch", "moving"])
+    def test_the_last_believed_not_the_last_read(self, limits: list[int], expected: int | None) -> None:
+        assert (None if expected is None else (expected * TIB, 1000)) == self.believed(limits)
+
+    def test_a_limit_we_wrote_is_believed_at_once(self) -> None:
+        assert self.believed([100, 150], ours=frozenset({150})) == (150 * TIB, 1000)
+        # so the operator's move right after it is the one held
+        assert self.believed([100, 150, 160], ours=frozenset({150})) == (150 * TIB, 1000)
+
+    def test_inode_limits_count_too(self) -> None:
+        assert last_believed_limits([(100, 1000), (100, 20)], lambda limits: (None, None)) == (100, 1000)
+
+    def test_ours_is_asked_only_of_limits_that_moved(self) -> None:
+        asked: list[HardLimits] = []
+
+        def ours(limits: HardLimits) -> HardLimits:
+            asked.append(limits)
+            return None, None
+
+        last_believed_limits([(100, 1), (100, 1), (150, 1), (150, 1)], ours)
+        assert asked == [(150, 1)]

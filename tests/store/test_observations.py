@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,17 @@ class TestWriteAndHistory:
         store.write_poll([obs(RAW, T0 + 60, 2)])
         latest = {o.target.name: (o.t, o.used_bytes, o.target.kind) for o in store.latest("c")}
         assert latest == {"raw": (T0 + 60, 2, TargetKind.QUOTA), "pool": (T0, 9, TargetKind.POOL)}
+
+    def test_recent_hard_limits_of_the_quota_the_name_is_now(self, store: ObservationStore) -> None:
+        """What the growth stage replays after a restart: the newest limits before a time, oldest
+        first, and none of a quota the name stood for before (another VMS id)."""
+        for k, (quota_id, hard) in enumerate([(6, 10), (7, 20), (7, 30), (7, 40), (7, 50)]):
+            store.write_poll([replace(obs(RAW, T0 + 60 * k, 1), hard_limit_bytes=hard, hard_limit_inodes=k,
+                                      quota_id=quota_id)])
+        assert store.recent_hard_limits(RAW, 7, before=T0 + 240, count=2) == [(30, 2), (40, 3)]
+        assert store.recent_hard_limits(RAW, 7, before=T0 + 240, count=16) == [(20, 1), (30, 2), (40, 3)]
+        assert store.recent_hard_limits(RAW, 6, before=T0 + 300, count=16) == []
+        assert store.recent_hard_limits(replace(RAW, path="/elsewhere"), 7, before=T0 + 300, count=16) == []
 
 
 _WRITER = """
