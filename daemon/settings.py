@@ -692,6 +692,10 @@ class HttpSettings(Group):
     write_token: SecretStr | None = Field(None, description="Bearer token for write endpoints.")
     write_token_file: Path | None = Field(None, description="File holding the write token.")
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=64 * 2**20, description="Largest accepted request body.")
+    header_timeout_seconds: Seconds = Field(
+        10.0, ge=0.1, le=600,
+        description="A connection that has not sent a complete request's headers this long after it opened, "
+                    "or after the previous answer, is closed (slowloris); so is an idle keep-alive connection.")
 
     @model_validator(mode="after")
     def _valid(self) -> HttpSettings:
