@@ -90,17 +90,32 @@ def name_from_path(path: str) -> str:
     return path.strip("/").replace("/", "-") or "root"
 
 
+def _named_by_tenant_id(target_name: str, name: str) -> bool:
+    """Whether `target_name` is `tenant<id>:<name>`, as the poll names the quota `name` of a tenant
+    whose name is no prefix (`QuotaNaming.qualifier`)."""
+    prefix, separator, rest = target_name.partition(TENANT_SEPARATOR)
+    tenant_id = prefix.removeprefix("tenant")
+    return bool(separator) and rest == name and tenant_id != prefix and tenant_id.isascii() and tenant_id.isdigit()
+
+
 @dataclass(slots=True)
 class TargetMatcher:
     """Series labels → a target: by (cluster, name) when the series has a name label, else by
     (cluster, path) among `known` targets (or, with `derive_names`, a name made from the path).
 
-    A name is the target name the daemon's poll gives that quota: the store's target at the
-    series' path when its name is the series' (or ends in `:<name>`: another tenant's quota the
-    poll already saw), else `QuotaNaming`'s, with the tenant from `tenant_label` and the cluster's
-    configured tenant (`tenants`) as home — a home tenant's quota (or a series with no tenant
-    label) by its name, another tenant's as `<tenant>:<name>`, before the first poll as after it.
-    A series the poll would refuse (its qualified name is a home quota's) matches nothing."""
+    A name is the target name the daemon's poll gives that quota: `QuotaNaming`'s, with the tenant
+    from `tenant_label` and the cluster's configured tenant (`tenants`) as home — a home tenant's
+    quota by its name, another tenant's as `<tenant>:<name>`, before the first poll as after it.
+    The store's targets at the series' path do not override it: one there under another name is
+    not what the poll calls the quota now (a bare `projects` left in the raw tier from before
+    0198d09, beside the `acme:projects` polled since). They decide only what the series cannot
+    say: a tenant whose name is no prefix is named by VMS's tenant id (`tenant<id>:<name>`),
+    which no series carries — matched to such a target at its path, else to nothing; a series
+    with no tenant label goes to a `<tenant>:<name>` target at its path, else by its name. A
+    series the poll would refuse (its qualified name is a home quota's) matches nothing. Not
+    told apart: a default tenant renamed (home under any name: the poll reads its id) is named
+    as another tenant's. A series with no name label goes to the target at its path, the one
+    last in `known` (`known_targets`: the newest) where several are."""
 
     queries: Queries
     clusters: Sequence[str]
@@ -108,11 +123,13 @@ class TargetMatcher:
     derive_names: bool = False
     tenants: Mapping[str, str | None] = field(default_factory=dict)
     """The configured `tenant` per cluster (absent or None: the default tenant is home)."""
-    _by_path: dict[tuple[str, str], TargetId] = field(default_factory=dict, init=False)
+    _by_path: dict[tuple[str, str], list[TargetId]] = field(default_factory=dict, init=False)
     _namings: dict[str, QuotaNaming] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
-        self._by_path = {(t.cluster, t.path): t for t in self.known if t.kind is TargetKind.QUOTA}
+        for target in self.known:
+            if target.kind is TargetKind.QUOTA:
+                self._by_path.setdefault((target.cluster, target.path), []).append(target)
 
     _exporter_name: str | None = field(default=None, init=False)
     _names_seen: bool = field(default=False, init=False)
@@ -151,23 +168,36 @@ class TargetMatcher:
         if cluster is None:
             return None
         name = series.label(self.queries.name_label) if self.queries.name_label else None
-        known = self._by_path.get((cluster, path)) if path is not None else None
+        at_path = self._by_path.get((cluster, path), []) if path is not None else []
         if name is not None:
             if name == POOL_TARGET and path == "/":
                 return None
-            if known is not None and (known.name == name or known.name.endswith(f"{TENANT_SEPARATOR}{name}")):
-                return known  # what the poll named the quota at this path
-            naming = self._namings.get(cluster) or QuotaNaming(self.tenants.get(cluster))
-            try:
-                target_name = naming.target_name(self._record(series))
-            except BadSample:
-                return None  # the poll refuses this quota: its history is nobody's
-            return TargetId(cluster, target_name, path or f"/{name}")
+            return self._named(cluster, name, path, series, at_path)
         if path is None:
             return None
-        if known is not None:
-            return known
+        if at_path:
+            return at_path[-1]
         return TargetId(cluster, name_from_path(path), path) if self.derive_names else None
+
+    def _named(self, cluster: str, name: str, path: str | None, series: RangeSeries,
+               at_path: Sequence[TargetId]) -> TargetId | None:
+        """The target of a series named `name` (VMS's quota name), as `TargetMatcher` says."""
+        record = self._record(series)
+        naming = self._namings.get(cluster) or QuotaNaming(self.tenants.get(cluster))
+        tenant = record.get("tenant_name")
+        qualifier = naming.qualifier(record)
+        if tenant is not None and qualifier is not None and qualifier != tenant:
+            # no prefix (QuotaNaming's fallback, for a record with no tenant id): the poll reads the id
+            return next((t for t in reversed(at_path) if _named_by_tenant_id(t.name, name)), None)
+        if tenant is None:
+            qualified = [t for t in at_path if t.name.endswith(f"{TENANT_SEPARATOR}{name}")]
+            if qualified:
+                return qualified[-1]  # the poll qualified it by a tenant the series does not name
+        try:
+            target_name = naming.target_name(record)
+        except BadSample:
+            return None  # the poll refuses this quota: its history is nobody's
+        return next((t for t in at_path if t.name == target_name), TargetId(cluster, target_name, path or f"/{name}"))
 
     def _record(self, series: RangeSeries) -> dict[str, str]:
         """The series as the part of a VMS quota record that `QuotaNaming` reads."""
@@ -260,8 +290,10 @@ class ImportSummary:
 
 
 def known_targets(store: ObservationStore, clusters: Sequence[str]) -> list[TargetId]:
-    return [obs.target for cluster in clusters for obs in store.latest(cluster)
-            if obs.target.kind is TargetKind.QUOTA]
+    """The store's quota targets, the newest sample last: where two share a path (a name the poll
+    no longer gives, still in the raw tier), the last is the one polled since."""
+    newest_last = sorted((obs for cluster in clusters for obs in store.latest(cluster)), key=lambda obs: obs.t)
+    return [obs.target for obs in newest_last if obs.target.kind is TargetKind.QUOTA]
 
 
 async def import_history(settings: Settings, store: ObservationStore, *, now: float, since_seconds: float,

@@ -21,6 +21,7 @@ from quotapilot.daemon.errors import ConfigError, PermanentError, TemporaryError
 from quotapilot.daemon.history.importer import (
     SOURCE_DEFAULTS,
     TargetMatcher,
+    known_targets,
     queries_for,
 )
 from quotapilot.daemon.history.local import free_port
@@ -142,6 +143,25 @@ class TestMatcher:
         matcher.learn([self.series(cluster="a", path="/raw"), self.series(cluster="b", path="/raw")])
         assert matcher.match(self.series(cluster="a", path="/raw")) is None
 
+    @pytest.mark.parametrize("bare_first", [True, False])
+    def test_by_path_the_target_polled_last_wins(self, tmp_path: Path, bare_first: bool) -> None:
+        """The raw tier keeps the bare `projects` (before 0198d09) beside the `acme:projects` the
+        poll has written at the same path since: a series with no name goes to the newer, whatever
+        order the store lists them in."""
+        db = Database(tmp_path / "state.db")
+        try:
+            store = ObservationStore(db, raw_retention_seconds=3 * 86400, hourly_retention_seconds=70 * 86400)
+            bare = TargetId("c", "projects", "/acme/projects")
+            qualified = TargetId("c", "acme:projects", "/acme/projects")
+            polls = [Observation(bare, 100.0, used_bytes=1, hard_limit_bytes=None),
+                     Observation(qualified, 200.0, used_bytes=1, hard_limit_bytes=None)]
+            for observation in polls if bare_first else polls[::-1]:
+                store.write_poll([observation])
+            matcher = TargetMatcher(SOURCE_DEFAULTS["vast"], ["c"], known_targets(store, ["c"]))
+        finally:
+            db.close()
+        assert qualified == matcher.match(self.series(cluster="vast-prod", path="/acme/projects", tenant_name="acme"))
+
 class TestTenantNames:
     """With a name label, a series is named as the poll names its quota (`QuotaNaming`): a quota of
     the home tenant (the cluster's configured `tenant`, else the default one) by its name, another
@@ -163,9 +183,14 @@ class TestTenantNames:
         matcher = TargetMatcher(self.queries, ["c"])
         assert TargetId("c", "acme:scratch", "/acme/scratch") == matcher.match(
             self.series(path="/acme/scratch", title="scratch", tenant_name="acme"))
-        # a tenant name that cannot be a prefix: VMS's id is not in the series, so as QuotaNaming without it
-        assert TargetId("c", "a_b:scratch", "/ab/scratch") == matcher.match(
-            self.series(path="/ab/scratch", title="scratch", tenant_name="a:b"))
+
+    def test_a_tenant_named_by_its_id_matches_nothing_unknown(self) -> None:
+        """A tenant name holding ":" or "/" is no prefix: the poll names that tenant's quota
+        `tenant<id>:<name>` (VMS lists the tenant id with every quota), and the series carries no
+        id. Filed as `a_b:scratch` its history went to a target no poll ever reads."""
+        matcher = TargetMatcher(self.queries, ["c"])
+        for tenant in ("a:b", "a/b"):
+            assert matcher.match(self.series(path="/ab/scratch", title="scratch", tenant_name=tenant)) is None
 
     def test_the_configured_tenant_is_home(self) -> None:
         matcher = TargetMatcher(self.queries, ["c"], tenants={"c": "acme"})
@@ -185,14 +210,44 @@ class TestTenantNames:
         assert TargetId("c", "acme:scratch", "/default/odd") == matcher.match(home)
         assert matcher.match(acme) is None
 
-    def test_the_name_a_poll_gave_the_path_wins(self) -> None:
+    def test_the_name_a_poll_gave_by_tenant_id_wins(self) -> None:
         """The poll reads what the series cannot say (VMS's tenant id): a tenant whose name is no
-        prefix is `tenant<id>:`, and the default tenant (id 1) is home under any name. The
-        store's target at the path is what the poll calls the quota."""
-        known = [TargetId("c", "tenant7:scratch", "/ab/scratch"), TargetId("c", "scratch", "/main/scratch")]
-        matcher = TargetMatcher(self.queries, ["c"], known)
-        assert known[0] == matcher.match(self.series(path="/ab/scratch", title="scratch", tenant_name="a:b"))
-        assert known[1] == matcher.match(self.series(path="/main/scratch", title="scratch", tenant_name="main"))
+        prefix is `tenant<id>:`. The store's `tenant<id>:<name>` target at the path is what the
+        poll calls the quota, also beside a bare name left from before 0198d09."""
+        known = [TargetId("c", "tenant7:scratch", "/ab/scratch"), TargetId("c", "scratch", "/ab/scratch")]
+        for order in (known, known[::-1]):
+            matcher = TargetMatcher(self.queries, ["c"], order)
+            assert known[0] == matcher.match(self.series(path="/ab/scratch", title="scratch", tenant_name="a:b"))
+
+    def test_a_bare_name_from_before_the_upgrade_is_not_the_polls(self) -> None:
+        """A store upgraded from before 0198d09 (admin login, no tenant) still holds tenant acme's
+        quota as the bare `projects` in its raw tier; the poll names it `acme:projects`, and looks
+        for its history there. (The series cannot tell this from a default tenant renamed `acme`,
+        home under any name for the poll, which reads the tenant id: that quota's history is
+        imported as `acme:projects` too, as before its first poll.)"""
+        matcher = TargetMatcher(self.queries, ["c"], [TargetId("c", "projects", "/acme/projects")])
+        series = self.series(path="/acme/projects", title="projects", tenant_name="acme")
+        matcher.learn([series])
+        assert TargetId("c", "acme:projects", "/acme/projects") == matcher.match(series)
+
+    def test_of_two_names_known_at_the_path_the_polls_wins(self) -> None:
+        """The raw tier keeps the bare name beside the qualified one the poll has written since the
+        upgrade: whichever the store lists last, the series goes to the poll's."""
+        known = [TargetId("c", "acme:projects", "/acme/projects"), TargetId("c", "projects", "/acme/projects")]
+        series = self.series(path="/acme/projects", title="projects", tenant_name="acme")
+        for order in (known, known[::-1]):
+            matcher = TargetMatcher(self.queries, ["c"], order)
+            matcher.learn([series])
+            assert known[0] == matcher.match(series), order
+
+    def test_without_a_tenant_label_a_qualified_target_at_the_path_wins(self) -> None:
+        """With no tenant label (`tenant_label = ""`) the series cannot say whose quota it is: the
+        store's `<tenant>:<name>` at its path is the poll's name, a bare name there is not."""
+        queries = dataclasses.replace(self.queries, tenant_label=None)
+        known = [TargetId("c", "acme:scratch", "/acme/scratch"), TargetId("c", "scratch", "/acme/scratch")]
+        for order in (known, known[::-1], known[:1]):
+            matcher = TargetMatcher(queries, ["c"], order)
+            assert known[0] == matcher.match(self.series(path="/acme/scratch", title="scratch")), order
 
     def test_quotapilots_own_target_label_is_the_name(self) -> None:
         matcher = TargetMatcher(SOURCE_DEFAULTS["quotapilot"], ["c"])
