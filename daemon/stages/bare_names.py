@@ -17,7 +17,8 @@ silently stop applying, and a quota the operator had paused be grown:
   qualified name too would make a target's policy hang on which other quotas VMS lists (a home
   quota created under the name would take the policy over), unseen by `check-config`. One that
   matches no target of a cluster while it matches the bare name of another tenant's quota there
-  is logged (`policy.override_unmatched`, naming the qualified names to match), once per process.
+  is logged (`policy.override_unmatched`, naming the qualified names to match), once per process;
+  looked for again only when the cluster's bare names change.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ class PauseMove:
 
     pause: Override
     new_target: str
-    already_paused: bool
-    """`new_target` has a pause of its own on the same cluster (`*` alike): that one is kept."""
+    """If `new_target` has a pause in force of its own there, the longer one is kept
+    (`OverrideStore.rename`, which says so: `Renamed.already_paused`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +64,6 @@ def plan_pauses(pauses: Iterable[Override], bare_names: Mapping[str, tuple[str, 
     """Which of `pauses` (in force) to move on `cluster`, whose listing has `bare_names`
     (`PollResult.bare_names`), and which name a bare name that is not one quota's.
     `sole_cluster`: `cluster` is the only VMS cluster watched (a `*` pause is its pause)."""
-    pauses = list(pauses)
-    held = {(p.cluster, p.target) for p in pauses}
     moves: list[PauseMove] = []
     not_moved: list[PauseNotMoved] = []
     for pause in pauses:
@@ -82,7 +81,7 @@ def plan_pauses(pauses: Iterable[Override], bare_names: Mapping[str, tuple[str, 
         elif pause.cluster == ANY and not sole_cluster:
             why = "paused on every cluster: on another cluster the name may be a home quota's"
         else:
-            moves.append(PauseMove(pause, qualified[0], already_paused=(pause.cluster, qualified[0]) in held))
+            moves.append(PauseMove(pause, qualified[0]))
             continue
         not_moved.append(PauseNotMoved(pause, candidates, home, why))
     return moves, not_moved
@@ -121,31 +120,42 @@ class BareNameUpgrade:
         self.sole_cluster = sole_cluster
         self._logged: set[tuple[str, ...]] = set()
         """What `override.not_migrated` and `policy.override_unmatched` have said in this process."""
+        self._overrides_matched: dict[str, Mapping[str, tuple[str, ...]]] = {}
+        """Per cluster, the bare names its policy overrides were last matched against: matched
+        again only when they change (every override against every quota took 0.2 s of the event
+        loop per poll at 10,000 quotas, to log what is logged once anyway)."""
 
     async def on_poll(self, poll: PollResult, now: float) -> None:
         if not poll.bare_names:
             return
         cluster = poll.cluster
-        for override, candidates in unmatched_overrides(self.policy_overrides, poll):
-            if self._once("policy", cluster, override.match, *candidates):
-                log.warning("policy.override_unmatched", cluster=cluster, match=override.match,
-                            candidates=list(candidates),
-                            detail="matches no target, but the name another tenant's quota had before other "
-                                   "tenants' quotas were named <tenant>:<name>: match the qualified name")
+        if self.policy_overrides and self._overrides_matched.get(cluster) != poll.bare_names:
+            self._overrides_matched[cluster] = poll.bare_names
+            self._log_unmatched(poll)
         pauses = await asyncio.to_thread(self.overrides.active, now)
         moves, not_moved = plan_pauses(pauses, poll.bare_names, cluster, sole_cluster=self.sole_cluster)
         for move in moves:
             pause = move.pause
-            if await asyncio.to_thread(self.overrides.rename, pause.target, move.new_target, cluster=pause.cluster):
+            renamed = await asyncio.to_thread(self.overrides.rename, pause.target, move.new_target,
+                                              cluster=pause.cluster, now=now)
+            if renamed is not None:
                 log.warning("override.migrated", cluster=cluster, paused_on=pause.cluster, old_target=pause.target,
-                            target=move.new_target, already_paused=move.already_paused,
-                            paused_until=pause.paused_until, reason=pause.reason)
+                            target=move.new_target, already_paused=renamed.already_paused,
+                            paused_until=renamed.kept.paused_until, reason=renamed.kept.reason)
         for item in not_moved:
             pause = item.pause
             if self._once("pause", cluster, pause.cluster, pause.target, *item.candidates):
                 log.warning("override.not_migrated", cluster=cluster, paused_on=pause.cluster, target=pause.target,
                             candidates=list(item.candidates), applies_to=item.applies_to, why=item.why,
                             detail="pause the quota meant by its target name, then resume this one")
+
+    def _log_unmatched(self, poll: PollResult) -> None:
+        for override, candidates in unmatched_overrides(self.policy_overrides, poll):
+            if self._once("policy", poll.cluster, override.match, *candidates):
+                log.warning("policy.override_unmatched", cluster=poll.cluster, match=override.match,
+                            candidates=list(candidates),
+                            detail="matches no target, but the name another tenant's quota had before other "
+                                   "tenants' quotas were named <tenant>:<name>: match the qualified name")
 
     def _once(self, *key: str) -> bool:
         if key in self._logged:

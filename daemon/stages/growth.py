@@ -19,7 +19,7 @@ exports it and reads nothing else.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from functools import partial
 from types import MappingProxyType
@@ -182,12 +182,13 @@ class GrowthStage:
         self._last_hard: dict[LimitKey, int] = {}
         """(cluster, quota id, path, dimension) → the hard limit (bytes or inodes) last read in a
         confirmed sample: a move without a write of ours is an external change. At a cluster's
-        first cycle, recovered from the store (`_recover_baseline`)."""
+        first cycle (of each term as its leader), recovered from the store (`_recover_baseline`)."""
         self._baseline_before: dict[str, float] = {}
-        """Per cluster, the time of its first cycle here: the baseline is recovered from the samples
-        stored before it (not from the ones after, which this run's polls wrote)."""
+        """Per cluster, the time of its first cycle here (of this term as its leader), set before
+        anything of the cycle can fail: the baseline is recovered from the samples stored before it
+        (not from the ones after, which this run's polls wrote)."""
         self._baseline_recovered: set[str] = set()
-        """Clusters whose baseline was recovered (once: later cycles keep it in `_last_hard`)."""
+        """Clusters whose baseline was recovered (once a term: later cycles keep it in `_last_hard`)."""
         self._settled_changes: dict[str, dict[int, str]] = {}
         """Per cluster, quota id → reason: external changes the actuator found (and audited) while
         settling a row of a target whose sample is not confirmed yet, said at its confirmed one."""
@@ -234,7 +235,11 @@ class GrowthStage:
             return  # the `filesystems` pseudo-cluster: its growth is `fs.growth.FilesystemGrowthStage`
         if not self.leadership.is_leader(cluster):  # FLEET: a standby polls and forecasts, never acts;
             self.actuator.reconciled.discard(cluster)  # on taking over it first settles the old leader's intents
+            self._forget_baseline(cluster)  # and recovers the baseline the old leader left in the store
             return
+        # before anything that can raise: a failed first cycle must not move the recovery's cut-off
+        # past this run's first sample, which the store stage has written already
+        self._baseline_before.setdefault(cluster, poll.t)
         writer = self.writers(cluster)
         if cluster not in self.actuator.reconciled:  # at the first cycle, and while any row is open
             await self.actuator.reconcile(cluster, writer)
@@ -270,40 +275,42 @@ class GrowthStage:
                                                  action_id=action_id))
 
     async def _recover_baseline(self, cluster: str, observations: Sequence[Observation], t: float) -> None:
-        """At the cluster's first cycle since start (or since this instance first led it), the hard
+        """At the cluster's first cycle since start (or since this instance last took its lead), the hard
         limits of its quotas last believed before it: a restart loses the in-memory baseline, and
         rebuilt from this run's polls, a change held once just before the restart became the
         baseline unaudited (the first sample after a restart is unconfirmed, the second believed).
         A target not in this poll keeps the old way: its first believed sample is its baseline."""
         if cluster in self._baseline_recovered:
             return
-        before = self._baseline_before.setdefault(cluster, t)  # kept if this read fails: retried next cycle
+        before = self._baseline_before.setdefault(cluster, t)  # set by `_cycle`; kept if this read fails
         self._last_hard.update(await asyncio.to_thread(self._believed_limits, cluster, observations, before))
         self._baseline_recovered.add(cluster)
+
+    def _forget_baseline(self, cluster: str) -> None:
+        """No longer `cluster`'s leader: another instance judges its limits (and audits their
+        changes) until this one leads it again, when the baseline is recovered anew from the store."""
+        if self._baseline_before.pop(cluster, None) is None:
+            return  # not led since the last term ended (every led cycle sets it first): nothing kept
+        self._baseline_recovered.discard(cluster)
+        for key in [k for k in self._last_hard if k[0] == cluster]:
+            del self._last_hard[key]
 
     def _believed_limits(self, cluster: str, observations: Sequence[Observation], before: float) -> dict[LimitKey, int]:
         """The hard limits of the quotas among `observations` last believed before `before`, replayed
         from their stored samples, a limit a write of ours asked for counting as ours, as the
         poller's did (store reads: runs in a thread, so it mutates no state of the stage)."""
         found: dict[LimitKey, int] = {}
+        written = self.actions.written_limits(cluster)  # one read, not one per limit that moved
         for obs in observations:
             if obs.target.kind is not TargetKind.QUOTA:
                 continue
             history = self.observations.recent_hard_limits(obs.target, obs.quota_id, before=before,
                                                            count=BASELINE_REPLAY_SAMPLES)
-            believed = last_believed_limits(history, partial(self._ours, cluster, obs.quota_id))
+            believed = last_believed_limits(history, partial(_ours, written, obs.quota_id))
             for dimension, hard in zip((Dimension.BYTES, Dimension.INODES), believed or (None, None), strict=True):
                 if hard is not None:
                     found[(cluster, obs.quota_id, obs.target.path, dimension)] = hard
         return found
-
-    def _ours(self, cluster: str, quota_id: int | None, limits: HardLimits) -> HardLimits:
-        """Those of `limits` (bytes, inodes) a write of ours asked `quota_id` for; None where not."""
-        bytes_limit, inodes_limit = limits
-        return (bytes_limit if bytes_limit is not None and self.actions.audited_write(
-                    cluster, quota_id, bytes_limit, Dimension.BYTES) else None,
-                inodes_limit if inodes_limit is not None and self.actions.audited_write(
-                    cluster, quota_id, inodes_limit, Dimension.INODES) else None)
 
     async def _external_changes(self, cluster: str, observations: Sequence[Observation], unconfirmed: frozenset[str],
                                 now: float) -> dict[tuple[TargetId, Dimension], tuple[int | None, str]]:
@@ -598,6 +605,14 @@ def _hold_if_changed(decision: Decision, changed: Mapping[tuple[TargetId, Dimens
     if found is None or not wants_growth:
         return decision
     return replace(decision, kind=DecisionKind.BLOCKED, guard="external_change", reason=found[1])
+
+
+def _ours(written: Set[tuple[int | None, Dimension, int]], quota_id: int | None, limits: HardLimits) -> HardLimits:
+    """Those of `limits` (bytes, inodes) a write of ours asked `quota_id` for, by `written`
+    (`ActionStore.written_limits`); None where not."""
+    bytes_limit, inodes_limit = limits
+    return (bytes_limit if (quota_id, Dimension.BYTES, bytes_limit) in written else None,
+            inodes_limit if (quota_id, Dimension.INODES, inodes_limit) in written else None)
 
 
 class GrowthMetrics(Collector):

@@ -209,6 +209,16 @@ class ActionStore:
             (cluster, *params, dimension.value, hard_limit, *WRITTEN))
         return bool(rows)
 
+    def written_limits(self, cluster: str) -> set[tuple[int | None, Dimension, int]]:
+        """Every (quota id, dimension, hard limit) a write of ours asked for on `cluster`: each
+        `audited_write` question of the cluster, answered in one read (no index serves
+        `audited_write`'s, a scan of the audit per call: a recovery of the baseline asks it of
+        every limit that moved)."""
+        rows = self.db.query(
+            "SELECT DISTINCT quota_id, dimension, new_hard FROM actions WHERE cluster = ? AND mode = 'enforce'"
+            f" AND new_hard IS NOT NULL AND status IN ({', '.join('?' * len(WRITTEN))})", (cluster, *WRITTEN))
+        return {(r["quota_id"], Dimension(r["dimension"]), int(r["new_hard"])) for r in rows}
+
     def count_since(self, since: float, cluster: str | None = None, mode: str | None = None) -> int:
         """Growth actions (and would-grows) started at or after `since` (the global rate limit)."""
         sql = f"SELECT COUNT(*) FROM actions WHERE created_at >= ? AND status IN ({', '.join('?' * len(COUNTED))})"

@@ -50,6 +50,22 @@ class Override:
                    reason=row["reason"], created_at=row["created_at"])
 
 
+@dataclass(frozen=True, slots=True)
+class Renamed:
+    """What `OverrideStore.rename` did."""
+
+    kept: Override
+    """The pause the new name has now: the moved one, or its own when that lasts longer."""
+    already_paused: bool
+    """The new name had a pause in force of its own (kept or not)."""
+
+
+_MOVED_LASTS_LONGER = ("((excluded.paused_until IS NULL AND overrides.paused_until IS NOT NULL)"
+                       " OR excluded.paused_until > overrides.paused_until)")
+"""In `rename`'s upsert: the pause moved (`excluded`) ends later than the new name's own (NULL,
+indefinite, last of all; a comparison with NULL is NULL, so false). Portable: SQLite and PostgreSQL."""
+
+
 class OverrideStore:
     """Pause, resume, kill switch."""
 
@@ -75,19 +91,41 @@ class OverrideStore:
                 cursor = conn.execute("DELETE FROM overrides WHERE cluster = ? AND target = ?", (cluster, target))
             return cursor.rowcount > 0
 
-    def rename(self, target: str, new_target: str, *, cluster: str) -> bool:
-        """Move the pause of `target` on `cluster` (a row of its own; `*`: of every cluster) to
-        `new_target`. When `new_target` has a pause there already, it is kept (the later word) and
-        `target`'s dropped. True when `target` had a pause to move."""
+    def rename(self, target: str, new_target: str, *, cluster: str, now: float) -> Renamed | None:
+        """Move the pause in force at `now` of `target` on `cluster` (a row of its own; `*`: of
+        every cluster) to `new_target`, in one transaction; None when `target` had none there (a
+        row of `target` that has expired is dropped all the same).
+
+        When `new_target` has a pause in force there too, the one that lasts longer is kept whole
+        — its end, reason and time made — and the other dropped: an indefinite pause outlasts any
+        end; on a tie the one `new_target` had stays. A pause of `new_target` that has expired
+        (not pruned yet) is no pause: it is deleted first, so it never stands in for the one
+        moved."""
         if ANY in (target, new_target):
             raise ValueError("the kill switch is not renamed")
         with self.db.transaction() as conn:
-            conn.execute(
+            conn.execute("DELETE FROM overrides WHERE cluster = ? AND target = ?"
+                         " AND paused_until IS NOT NULL AND paused_until <= ?", (cluster, new_target, now))
+            already_paused = conn.execute("SELECT 1 FROM overrides WHERE cluster = ? AND target = ?",
+                                          (cluster, new_target)).fetchone() is not None
+            moved = conn.execute(
                 "INSERT INTO overrides (cluster, target, paused_until, reason, created_at)"
-                " SELECT cluster, ?, paused_until, reason, created_at FROM overrides WHERE cluster = ? AND target = ?"
-                " ON CONFLICT (cluster, target) DO NOTHING", (new_target, cluster, target))
-            return conn.execute("DELETE FROM overrides WHERE cluster = ? AND target = ?",
-                                (cluster, target)).rowcount > 0
+                " SELECT cluster, ?, paused_until, reason, created_at FROM overrides"
+                " WHERE cluster = ? AND target = ? AND (paused_until IS NULL OR paused_until > ?)"
+                " ON CONFLICT (cluster, target) DO UPDATE SET"
+                f" paused_until = CASE WHEN {_MOVED_LASTS_LONGER} THEN excluded.paused_until"
+                "  ELSE overrides.paused_until END,"
+                f" reason = CASE WHEN {_MOVED_LASTS_LONGER} THEN excluded.reason ELSE overrides.reason END,"
+                f" created_at = CASE WHEN {_MOVED_LASTS_LONGER} THEN excluded.created_at"
+                "  ELSE overrides.created_at END",
+                (new_target, cluster, target, now)).rowcount > 0
+            conn.execute("DELETE FROM overrides WHERE cluster = ? AND target = ?", (cluster, target))
+            if not moved:
+                return None
+            row = conn.execute("SELECT * FROM overrides WHERE cluster = ? AND target = ?",
+                               (cluster, new_target)).fetchone()
+        assert row is not None  # written in this transaction
+        return Renamed(Override.from_row(row), already_paused=already_paused)
 
     def engage_kill_switch(self, *, now: float, reason: str = "", until: float | None = None) -> Override:
         return self._put(Override(ANY, ANY, until, reason, now))

@@ -11,11 +11,15 @@ from prometheus_client import CollectorRegistry
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.runtime.cycle import CycleContext, DroppedSample, PollResult
+from quotapilot.daemon.runtime.leadership import SoleLeadership
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.stages.growth import GrowthStage
+from quotapilot.daemon.stages.store import StoreStage
 from quotapilot.daemon.store.actions import ActionStore, query_actions
+from quotapilot.daemon.store.backend import StoreUnavailable
 from quotapilot.daemon.store.db import Database
-from quotapilot.daemon.store.overrides import OverrideStore
+from quotapilot.daemon.store.observations import ObservationStore
+from quotapilot.daemon.store.overrides import Override, OverrideStore
 from quotapilot.forecasting.planner import TIB
 from quotapilot.forecasting.types import ActionStatus, ClusterCapacity, Dimension, Observation, TargetId
 
@@ -229,6 +233,102 @@ class TestExternalChange:
             h.clock.advance(60)
         assert statuses == [[], [(ActionStatus.BLOCKED, None)], []]
         assert [r["status"] for r in query_actions(h.db)] == ["external_change"]  # the settled row, once
+
+
+class Toggled(SoleLeadership):
+    """Leads its cluster or not, as the test says (a fleet's lease, won and lost)."""
+
+    def __init__(self, leads: bool) -> None:
+        super().__init__(["c1"])
+        self.leads = leads
+
+    def is_leader(self, cluster: str) -> bool:
+        return self.leads
+
+
+class Replica:
+    """One instance's store and growth stages on a shared store and VMS, as the daemon runs them
+    (the store stage records the leader's polls: what the growth stage recovers its baseline from)."""
+
+    def __init__(self, db: Database, vms: FakeVms, clock: VirtualClock, *, leads: bool = True) -> None:
+        self.leadership = Toggled(leads)
+        self.clock = clock
+        self.vms = vms
+        self.store = StoreStage(ObservationStore(db, raw_retention_seconds=3 * 86400,
+                                                 hourly_retention_seconds=30 * 86400), leadership=self.leadership)
+        self.growth = GrowthStage(make_settings("observe"), db, lambda cluster: vms, clock,
+                                  leadership=self.leadership)
+
+    async def cycle(self, unconfirmed: frozenset[str] = frozenset()) -> None:
+        ctx = CycleContext(poll=poll(self.vms, self.clock.now(), unconfirmed=unconfirmed), now=self.clock.now())
+        await self.store.on_cycle(ctx)
+        await self.growth.on_cycle(ctx)
+
+
+def external_changes(db: Database) -> list[tuple[int, int]]:
+    return [(r["old_hard"], r["new_hard"]) for r in query_actions(db) if r["status"] == "external_change"]
+
+
+class TestTheBaselineAcrossRestartsAndTerms:
+    """The hard limits last believed (`GrowthStage._last_hard`) are recovered from the store at the
+    first cycle of a start, and of each term as the cluster's leader: between terms another leader
+    judged (and audited) what changed."""
+
+    async def test_a_change_another_leader_audited_is_not_audited_again_on_regaining_the_lead(
+            self, tmp_path: Path) -> None:
+        db, vms, clock = Database(tmp_path / "state.db"), FakeVms(), VirtualClock(NOW)
+        vms.add(1, RAW.name, RAW.path, hard=100 * TIB, used=10 * TIB)
+        first, second = Replica(db, vms, clock, leads=True), Replica(db, vms, clock, leads=False)
+
+        async def cycles(count: int, unconfirmed: frozenset[str] = frozenset()) -> None:
+            for _ in range(count):
+                await second.cycle(unconfirmed)
+                await first.cycle(unconfirmed)
+                clock.advance(60)
+
+        await cycles(2)
+        first.leadership.leads, second.leadership.leads = False, True
+        await cycles(2)
+        vms.quotas[1]["hard_limit"] = 120 * TIB  # an operator's: held once, then believed
+        await cycles(1, frozenset({RAW.name}))
+        await cycles(1)
+        audited_by_second = external_changes(db)
+        first.leadership.leads, second.leadership.leads = True, False  # handed back
+        await cycles(2)
+        once = [(100 * TIB, 120 * TIB)]
+        assert (once, once) == (audited_by_second, external_changes(db))
+
+    async def test_a_change_held_before_a_restart_is_audited_though_the_first_cycle_after_it_failed(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The store stage wrote the first poll after the restart, and the growth stage failed on
+        it (the daemon logs a stage's error and goes on): the baseline is still recovered from the
+        samples before the restart, not from that poll."""
+        db, vms, clock = Database(tmp_path / "state.db"), FakeVms(), VirtualClock(NOW)
+        vms.add(1, RAW.name, RAW.path, hard=100 * TIB, used=10 * TIB)
+        before = Replica(db, vms, clock)
+        for _ in range(2):
+            await before.cycle()
+            clock.advance(60)
+        vms.quotas[1]["hard_limit"] = 120 * TIB  # an operator's, seen once before the restart: held
+        await before.cycle(frozenset({RAW.name}))
+        clock.advance(60)
+        after = Replica(db, vms, clock)
+        active = after.growth.overrides.active
+        failures = [StoreUnavailable("database is locked")]
+
+        def fails_once(now: float) -> list[Override]:
+            if failures:
+                raise failures.pop()
+            return active(now)
+
+        monkeypatch.setattr(after.growth.overrides, "active", fails_once)
+        with pytest.raises(StoreUnavailable):
+            await after.cycle(frozenset({RAW.name}))  # the first sample after a restart: unconfirmed
+        for _ in range(2):
+            clock.advance(60)
+            await after.cycle()
+        expected = [(100 * TIB, 120 * TIB)]
+        assert expected == external_changes(db)
 
 
 class TestLostAnswer:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from quotapilot.alerts.dispatcher import OutboxEntry
@@ -36,6 +38,19 @@ class TestAuditedWrite:
         actions.record(grow(200), mode="enforce", status="verified", now=T0, quota_id=None)
         assert actions.audited_write("c1", None, 200)
         assert not actions.audited_write("c1", 7, 200)
+
+    def test_every_limit_written_to_a_cluster_in_one_read(self, backend: Backend) -> None:
+        """What a recovery of the baseline asks of each moved limit (`audited_write`), for every
+        quota, limit and dimension of a cluster in one read."""
+        actions = ActionStore(backend)
+        for new_hard, quota_id, mode, status in ((200, 7, "enforce", "verified"), (200, 7, "enforce", "failed"),
+                                                 (300, None, "enforce", "unknown"), (400, 7, "observe", "would_grow"),
+                                                 (500, 7, "enforce", "external_change")):
+            actions.record(grow(new_hard), mode=mode, status=status, now=T0, quota_id=quota_id)
+        inodes = replace(grow(600), dimension=Dimension.INODES)
+        actions.record(inodes, mode="enforce", status="verified", now=T0, quota_id=7)
+        expected = {(7, Dimension.BYTES, 200), (None, Dimension.BYTES, 300), (7, Dimension.INODES, 600)}
+        assert (expected, set()) == (actions.written_limits("c1"), actions.written_limits("c2"))
 
 
 def intent_entry(sink: str) -> OutboxEntry:

@@ -15,7 +15,7 @@ class TestRename:
         store = OverrideStore(open_store())
         store.pause("projects", now=T0, cluster="c1", until=T0 + 3600, reason="tenant migration")
         store.pause("projects", now=T0, cluster="c2", reason="elsewhere")
-        assert store.rename("projects", "acme:projects", cluster="c1")
+        assert store.rename("projects", "acme:projects", cluster="c1", now=T0 + 1)
         expected = [("c1", "acme:projects", T0 + 3600, "tenant migration"), ("c2", "projects", None, "elsewhere")]
         assert expected == [(o.cluster, o.target, o.paused_until, o.reason) for o in store.active(T0 + 1)]
 
@@ -23,11 +23,44 @@ class TestRename:
         store = OverrideStore(open_store())
         store.pause("projects", now=T0, cluster=ANY, reason="old")
         store.pause("acme:projects", now=T0 + 1, cluster=ANY, reason="re-issued")
-        assert store.rename("projects", "acme:projects", cluster=ANY)
+        assert store.rename("projects", "acme:projects", cluster=ANY, now=T0 + 2)
         assert [(o.cluster, o.target, o.reason) for o in store.active(T0 + 2)] == [(ANY, "acme:projects", "re-issued")]
 
     def test_nothing_to_move_moves_nothing(self, open_store: OpenStore) -> None:
         store = OverrideStore(open_store())
         store.engage_kill_switch(now=T0)
-        assert not store.rename("projects", "acme:projects", cluster="c1")
+        assert store.rename("projects", "acme:projects", cluster="c1", now=T0 + 1) is None
         assert [(o.cluster, o.target) for o in store.active(T0 + 1)] == [(ANY, ANY)]
+
+    def test_an_expired_pause_under_the_new_name_gives_way(self, open_store: OpenStore) -> None:
+        """An expired pause of the new name not pruned yet (prune is hourly, after the move) is no
+        pause: the one in force moves over it, and the quota stays paused."""
+        store = OverrideStore(open_store())
+        store.pause("acme:projects", now=T0, cluster="c1", until=T0 + 3600, reason="old, expired")
+        store.pause("projects", now=T0 + 10, cluster="c1", reason="indefinite, by bare name")
+        renamed = store.rename("projects", "acme:projects", cluster="c1", now=T0 + 7200)
+        assert renamed is not None and not renamed.already_paused
+        expected = [("acme:projects", None, "indefinite, by bare name")]
+        assert expected == [(o.target, o.paused_until, o.reason) for o in store.active(T0 + 7200)]
+
+    def test_the_longer_pause_is_kept(self, open_store: OpenStore) -> None:
+        """Whichever name has it: indefinite outlasts any end, a later end an earlier one. The
+        kept pause keeps its own reason and time."""
+        store = OverrideStore(open_store())
+        store.pause("acme:projects", now=T0, cluster="c1", until=T0 + 3600, reason="short")
+        store.pause("projects", now=T0 + 100, cluster="c1", reason="indefinite")
+        store.pause("acme:scratch", now=T0, cluster="c1", until=T0 + 7200, reason="longer")
+        store.pause("scratch", now=T0 + 100, cluster="c1", until=T0 + 3600, reason="shorter")
+        projects = store.rename("projects", "acme:projects", cluster="c1", now=T0 + 200)
+        scratch = store.rename("scratch", "acme:scratch", cluster="c1", now=T0 + 200)
+        assert projects is not None and projects.already_paused
+        assert scratch is not None and scratch.already_paused
+        expected = [("acme:projects", None, "indefinite", T0 + 100), ("acme:scratch", T0 + 7200, "longer", T0)]
+        actual = [(o.target, o.paused_until, o.reason, o.created_at) for o in store.active(T0 + 3601)]
+        assert (expected, [projects.kept, scratch.kept]) == (actual, store.active(T0 + 3601))
+
+    def test_an_expired_pause_is_not_moved(self, open_store: OpenStore) -> None:
+        store = OverrideStore(open_store())
+        store.pause("projects", now=T0, cluster="c1", until=T0 + 60, reason="expired")
+        assert store.rename("projects", "acme:projects", cluster="c1", now=T0 + 120) is None
+        assert store.active(T0) == []
