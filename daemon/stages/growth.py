@@ -292,6 +292,7 @@ class GrowthStage:
         if self._baseline_before.pop(cluster, None) is None:
             return  # not led since the last term ended (every led cycle sets it first): nothing kept
         self._baseline_recovered.discard(cluster)
+        self._settled_changes.pop(cluster, None)  # not yet said: the next leader judges that change
         for key in [k for k in self._last_hard if k[0] == cluster]:
             del self._last_hard[key]
 

@@ -250,19 +250,21 @@ class Replica:
     """One instance's store and growth stages on a shared store and VMS, as the daemon runs them
     (the store stage records the leader's polls: what the growth stage recovers its baseline from)."""
 
-    def __init__(self, db: Database, vms: FakeVms, clock: VirtualClock, *, leads: bool = True) -> None:
+    def __init__(self, db: Database, vms: FakeVms, clock: VirtualClock, *, leads: bool = True,
+                 mode: str = "observe") -> None:
         self.leadership = Toggled(leads)
         self.clock = clock
         self.vms = vms
         self.store = StoreStage(ObservationStore(db, raw_retention_seconds=3 * 86400,
                                                  hourly_retention_seconds=30 * 86400), leadership=self.leadership)
-        self.growth = GrowthStage(make_settings("observe"), db, lambda cluster: vms, clock,
+        self.growth = GrowthStage(make_settings(mode), db, lambda cluster: vms, clock,
                                   leadership=self.leadership)
 
-    async def cycle(self, unconfirmed: frozenset[str] = frozenset()) -> None:
+    async def cycle(self, unconfirmed: frozenset[str] = frozenset()) -> CycleContext:
         ctx = CycleContext(poll=poll(self.vms, self.clock.now(), unconfirmed=unconfirmed), now=self.clock.now())
         await self.store.on_cycle(ctx)
         await self.growth.on_cycle(ctx)
+        return ctx
 
 
 def external_changes(db: Database) -> list[tuple[int, int]]:
@@ -297,6 +299,38 @@ class TestTheBaselineAcrossRestartsAndTerms:
         await cycles(2)
         once = [(100 * TIB, 120 * TIB)]
         assert (once, once) == (audited_by_second, external_changes(db))
+
+    async def test_a_change_found_settling_just_before_losing_the_lead_is_not_said_again_on_regaining_it(
+            self, tmp_path: Path) -> None:
+        """The actuator settled a lost answer's row as an external change on a sample not confirmed
+        yet, and the lead passed before the confirming poll: the new leader judged (and said) the
+        change; a day later, back in the lead, this instance neither says it again nor holds a growth on it."""
+        db, vms, clock = Database(tmp_path / "state.db"), FakeVms(), VirtualClock(NOW)
+        vms.add(1, RAW.name, RAW.path, hard=100 * TIB, used=80 * TIB)
+        first = Replica(db, vms, clock, leads=True, mode="enforce")
+        second = Replica(db, vms, clock, leads=False, mode="enforce")
+
+        async def cycle(unconfirmed: frozenset[str] = frozenset()) -> list[ActionStatus]:
+            await second.cycle(unconfirmed)
+            ctx = await first.cycle(unconfirmed)
+            clock.advance(60)
+            return [a.status for a in ctx.actions]
+
+        vms.fail_patch = TemporaryError("read timed out")
+        statuses = [await cycle()]
+        vms.fail_patch = None
+        vms.quotas[1].update(hard_limit=130 * TIB, soft_limit=117 * TIB)  # an operator's, not ours
+        clock.advance(first.growth.actuator.landing_window_seconds())
+        statuses.append(await cycle(frozenset({RAW.name})))  # the row settled: said at the confirming poll
+        first.leadership.leads, second.leadership.leads = False, True  # the lease passes before it
+        for _ in range(2):
+            await cycle()
+        clock.advance(86400)
+        vms.quotas[1]["used_effective_capacity"] = 125 * TIB
+        first.leadership.leads, second.leadership.leads = True, False  # handed back a day later
+        statuses.append(await cycle())
+        expected = [[ActionStatus.UNKNOWN], [], [ActionStatus.VERIFIED]]
+        assert expected == statuses
 
     async def test_a_change_held_before_a_restart_is_audited_though_the_first_cycle_after_it_failed(
             self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
