@@ -299,15 +299,18 @@ class GrowthStage:
     def _believed_limits(self, cluster: str, observations: Sequence[Observation], before: float) -> dict[LimitKey, int]:
         """The hard limits of the quotas among `observations` last believed before `before`, replayed
         from their stored samples, a limit a write of ours asked for counting as ours, as the
-        poller's did (store reads: runs in a thread, so it mutates no state of the stage)."""
+        poller's did, and so does the external change last audited: judged (and said) on a sample
+        the replay holds — by the actuator, or a leader that lost its lead before the confirming
+        poll — it is no new change (store reads: runs in a thread, so it mutates no state of the stage)."""
         found: dict[LimitKey, int] = {}
-        written = self.actions.written_limits(cluster)  # one read, not one per limit that moved
+        # one read each, not one per limit that moved
+        known = self.actions.written_limits(cluster) | self.actions.audited_external_limits(cluster)
         for obs in observations:
             if obs.target.kind is not TargetKind.QUOTA:
                 continue
             history = self.observations.recent_hard_limits(obs.target, obs.quota_id, before=before,
                                                            count=BASELINE_REPLAY_SAMPLES)
-            believed = last_believed_limits(history, partial(_ours, written, obs.quota_id))
+            believed = last_believed_limits(history, partial(_ours, known, obs.quota_id))
             for dimension, hard in zip((Dimension.BYTES, Dimension.INODES), believed or (None, None), strict=True):
                 if hard is not None:
                     found[(cluster, obs.quota_id, obs.target.path, dimension)] = hard
@@ -608,12 +611,13 @@ def _hold_if_changed(decision: Decision, changed: Mapping[tuple[TargetId, Dimens
     return replace(decision, kind=DecisionKind.BLOCKED, guard="external_change", reason=found[1])
 
 
-def _ours(written: Set[tuple[int | None, Dimension, int]], quota_id: int | None, limits: HardLimits) -> HardLimits:
-    """Those of `limits` (bytes, inodes) a write of ours asked `quota_id` for, by `written`
-    (`ActionStore.written_limits`); None where not."""
+def _ours(known: Set[tuple[int | None, Dimension, int]], quota_id: int | None, limits: HardLimits) -> HardLimits:
+    """Those of `limits` (bytes, inodes) `known` for `quota_id` — a write of ours asked for them
+    (`ActionStore.written_limits`), or they are the external change last audited
+    (`ActionStore.audited_external_limits`); None where not."""
     bytes_limit, inodes_limit = limits
-    return (bytes_limit if (quota_id, Dimension.BYTES, bytes_limit) in written else None,
-            inodes_limit if (quota_id, Dimension.INODES, inodes_limit) in written else None)
+    return (bytes_limit if (quota_id, Dimension.BYTES, bytes_limit) in known else None,
+            inodes_limit if (quota_id, Dimension.INODES, inodes_limit) in known else None)
 
 
 class GrowthMetrics(Collector):

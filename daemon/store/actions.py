@@ -219,6 +219,21 @@ class ActionStore:
             f" AND new_hard IS NOT NULL AND status IN ({', '.join('?' * len(WRITTEN))})", (cluster, *WRITTEN))
         return {(r["quota_id"], Dimension(r["dimension"]), int(r["new_hard"])) for r in rows}
 
+    def audited_external_limits(self, cluster: str) -> set[tuple[int | None, Dimension, int]]:
+        """The (quota id, dimension, hard limit) of the latest `external_change` audited for each
+        quota and dimension of `cluster`: the limit someone else set, already said. The actuator's
+        row (a lost answer's, settled on a re-read) asked for `new_hard`; the limit it found is its
+        `live_hard`. Only the latest: a limit audited long ago and changed away since is new again."""
+        rows = self.db.query(
+            "SELECT quota_id, dimension, new_hard, detail FROM actions WHERE cluster = ? AND status = ?"
+            " ORDER BY updated_at, id", (cluster, "external_change"))
+        latest: dict[tuple[int | None, Dimension], int] = {}
+        for r in rows:
+            limit = json.loads(r["detail"] or "{}").get("live_hard", r["new_hard"])
+            if limit is not None:
+                latest[(r["quota_id"], Dimension(r["dimension"]))] = int(limit)
+        return {(quota_id, dimension, limit) for (quota_id, dimension), limit in latest.items()}
+
     def count_since(self, since: float, cluster: str | None = None, mode: str | None = None) -> int:
         """Growth actions (and would-grows) started at or after `since` (the global rate limit)."""
         sql = f"SELECT COUNT(*) FROM actions WHERE created_at >= ? AND status IN ({', '.join('?' * len(COUNTED))})"

@@ -332,6 +332,33 @@ class TestTheBaselineAcrossRestartsAndTerms:
         expected = [[ActionStatus.UNKNOWN], [], [ActionStatus.VERIFIED]]
         assert expected == statuses
 
+    async def test_a_change_found_settling_just_before_losing_the_lead_is_audited_once(
+            self, tmp_path: Path) -> None:
+        """The actuator settled a lost answer's row as an external change on a sample not confirmed
+        yet, and the lead passed before the confirming poll: the new leader's replay of the store
+        held that sample (never believed), yet the change is the one already audited, not another."""
+        db, vms, clock = Database(tmp_path / "state.db"), FakeVms(), VirtualClock(NOW)
+        vms.add(1, RAW.name, RAW.path, hard=100 * TIB, used=80 * TIB)
+        first = Replica(db, vms, clock, leads=True, mode="enforce")
+        second = Replica(db, vms, clock, leads=False, mode="enforce")
+
+        async def cycle(unconfirmed: frozenset[str] = frozenset()) -> None:
+            await second.cycle(unconfirmed)
+            await first.cycle(unconfirmed)
+            clock.advance(60)
+
+        vms.fail_patch = TemporaryError("read timed out")
+        await cycle()
+        vms.fail_patch = None
+        vms.quotas[1].update(hard_limit=130 * TIB, soft_limit=117 * TIB)  # an operator's, not ours
+        clock.advance(first.growth.actuator.landing_window_seconds())
+        await cycle(frozenset({RAW.name}))  # the row settled as an external change on a held sample
+        audited_by_first = external_changes(db)
+        first.leadership.leads, second.leadership.leads = False, True  # the lease passes before it
+        for _ in range(2):
+            await cycle()
+        assert (1, audited_by_first) == (len(audited_by_first), external_changes(db))
+
     async def test_a_change_held_before_a_restart_is_audited_though_the_first_cycle_after_it_failed(
             self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """The store stage wrote the first poll after the restart, and the growth stage failed on

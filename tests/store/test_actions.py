@@ -53,6 +53,21 @@ class TestAuditedWrite:
         assert (expected, set()) == (actions.written_limits("c1"), actions.written_limits("c2"))
 
 
+    def test_the_latest_external_change_of_each_limit_in_one_read(self, backend: Backend) -> None:
+        """What a recovery of the baseline counts as already said: per quota and dimension, the
+        limit of the latest `external_change` — the one the actuator found (`live_hard`) on a lost
+        answer's row, which asked for `new_hard`."""
+        actions = ActionStore(backend)
+        actions.record(grow(500), mode="enforce", status="external_change", now=T0, quota_id=7)
+        actions.record(grow(600), mode="observe", status="external_change", now=T0 + 1, quota_id=7)
+        lost = actions.record(grow(700), mode="enforce", status="unknown", now=T0, quota_id=8)
+        actions.mark(lost, "external_change", T0 + 2, "limit is now 800", live_hard=800)
+        actions.record(replace(grow(900), dimension=Dimension.INODES), mode="enforce", status="external_change",
+                       now=T0, quota_id=7)
+        actions.record(grow(1000), mode="enforce", status="verified", now=T0, quota_id=9)
+        expected = {(7, Dimension.BYTES, 600), (8, Dimension.BYTES, 800), (7, Dimension.INODES, 900)}
+        assert (expected, set()) == (actions.audited_external_limits("c1"), actions.audited_external_limits("c2"))
+
 def intent_entry(sink: str) -> OutboxEntry:
     event_id = f"c1/raw/bytes/intent@{T0:.3f}"
     return OutboxEntry(sink=sink, alert_id=f"event:{event_id}", dedup_key=event_id, status="intent",
