@@ -37,7 +37,7 @@ from quotapilot.daemon.history.prometheus import PrometheusClient, RangeSeries
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.settings import HistorySettings, Settings
 from quotapilot.daemon.store.observations import ObservationStore
-from quotapilot.daemon.vms.validation import TENANT_SEPARATOR, BadSample, QuotaNaming
+from quotapilot.daemon.vms.validation import TENANT_SEPARATOR, BadSample, QuotaNaming, named_by_tenant_id
 from quotapilot.forecasting.types import POOL_TARGET, Observation, TargetId, TargetKind
 
 log = get_logger(__name__)
@@ -88,14 +88,6 @@ def queries_for(settings: HistorySettings) -> Queries:
 def name_from_path(path: str) -> str:
     """A display name for a path-only series (as the growth stage names a managed view)."""
     return path.strip("/").replace("/", "-") or "root"
-
-
-def _named_by_tenant_id(target_name: str, name: str) -> bool:
-    """Whether `target_name` is `tenant<id>:<name>`, as the poll names the quota `name` of a tenant
-    whose name is no prefix (`QuotaNaming.qualifier`)."""
-    prefix, separator, rest = target_name.partition(TENANT_SEPARATOR)
-    tenant_id = prefix.removeprefix("tenant")
-    return bool(separator) and rest == name and tenant_id != prefix and tenant_id.isascii() and tenant_id.isdigit()
 
 
 @dataclass(slots=True)
@@ -188,7 +180,7 @@ class TargetMatcher:
         qualifier = naming.qualifier(record)
         if tenant is not None and qualifier is not None and qualifier != tenant:
             # no prefix (QuotaNaming's fallback, for a record with no tenant id): the poll reads the id
-            return next((t for t in reversed(at_path) if _named_by_tenant_id(t.name, name)), None)
+            return next((t for t in reversed(at_path) if named_by_tenant_id(t.name, name)), None)
         if tenant is None:
             qualified = [t for t in at_path if t.name.endswith(f"{TENANT_SEPARATOR}{name}")]
             if qualified:

@@ -257,7 +257,7 @@ class GrowthStage:
         self._replace_paused(paused)
         self.counters.kill_switch = kill_switch
         observations = {o.target: o for o in poll.observations}
-        await self._recover_baseline(cluster, poll.observations, poll.t)
+        await self._recover_baseline(cluster, poll.observations)
         changed = await self._external_changes(cluster, poll.observations, poll.unconfirmed, ctx.now)
         frozen = self.actuator.unsettled.get(cluster, frozenset())
         decisions = tuple(_hold_if_unconfirmed(
@@ -274,7 +274,7 @@ class GrowthStage:
                 ctx.actions.append(ActionOutcome(target, dimension, ActionStatus.BLOCKED, ctx.now, reason,
                                                  action_id=action_id))
 
-    async def _recover_baseline(self, cluster: str, observations: Sequence[Observation], t: float) -> None:
+    async def _recover_baseline(self, cluster: str, observations: Sequence[Observation]) -> None:
         """At the cluster's first cycle since start (or since this instance last took its lead), the hard
         limits of its quotas last believed before it: a restart loses the in-memory baseline, and
         rebuilt from this run's polls, a change held once just before the restart became the
@@ -282,7 +282,7 @@ class GrowthStage:
         A target not in this poll keeps the old way: its first believed sample is its baseline."""
         if cluster in self._baseline_recovered:
             return
-        before = self._baseline_before.setdefault(cluster, t)  # set by `_cycle`; kept if this read fails
+        before = self._baseline_before[cluster]  # set by `_cycle`, first; kept if this read fails
         self._last_hard.update(await asyncio.to_thread(self._believed_limits, cluster, observations, before))
         self._baseline_recovered.add(cluster)
 

@@ -41,9 +41,11 @@ GREW = ("verified", "reconciled", "patched", "verify_failed", "unknown")
 (cooldown, rate limit, the audit's totals). `patched`/`verify_failed`/`unknown` are included to
 err on the safe side."""
 COUNTED = (*GREW, "would_grow")
+"""Statuses that start a cooldown and count against the rate limit (observe mode included)."""
 WRITTEN = (*UNFINISHED, "verified", "reconciled", "verify_failed", "failed", "abandoned")
 """Statuses of an enforce-mode row whose PATCH we sent (or may have sent)."""
-"""Statuses that start a cooldown and count against the rate limit (observe mode included)."""
+_WRITE_OF_OURS = f"mode = 'enforce' AND new_hard IS NOT NULL AND status IN ({', '.join('?' * len(WRITTEN))})"
+"""The rows of a write of ours (`WRITTEN`, in enforce mode), with `WRITTEN` as its parameters."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +207,7 @@ class ActionStore:
         same_quota, params = ("quota_id IS NULL", ()) if quota_id is None else ("quota_id = ?", (quota_id,))
         rows = self.db.query(
             f"SELECT 1 FROM actions WHERE cluster = ? AND {same_quota} AND dimension = ? AND new_hard = ?"
-            f" AND mode = 'enforce' AND status IN ({', '.join('?' * len(WRITTEN))}) LIMIT 1",
+            f" AND {_WRITE_OF_OURS} LIMIT 1",
             (cluster, *params, dimension.value, hard_limit, *WRITTEN))
         return bool(rows)
 
@@ -215,8 +217,8 @@ class ActionStore:
         `audited_write`'s, a scan of the audit per call: a recovery of the baseline asks it of
         every limit that moved)."""
         rows = self.db.query(
-            "SELECT DISTINCT quota_id, dimension, new_hard FROM actions WHERE cluster = ? AND mode = 'enforce'"
-            f" AND new_hard IS NOT NULL AND status IN ({', '.join('?' * len(WRITTEN))})", (cluster, *WRITTEN))
+            f"SELECT DISTINCT quota_id, dimension, new_hard FROM actions WHERE cluster = ? AND {_WRITE_OF_OURS}",
+            (cluster, *WRITTEN))
         return {(r["quota_id"], Dimension(r["dimension"]), int(r["new_hard"])) for r in rows}
 
     def audited_external_limits(self, cluster: str) -> set[tuple[int | None, Dimension, int]]:

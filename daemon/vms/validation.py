@@ -182,6 +182,17 @@ TENANT_SEPARATOR = ":"
 """Between the tenant and the quota name of another tenant's target (`acme:scratch`). Not "/":
 alert ids are `cluster/target/kind`, MQTT topics `prefix/cluster/target/...`, and the API reads a
 target ref holding "/" as a path."""
+TENANT_ID_PREFIX = "tenant"
+"""Another tenant whose name cannot prefix a target name (it holds ":" or "/") is named by its VMS
+id: `tenant7:scratch`."""
+
+
+def named_by_tenant_id(target_name: str, name: str) -> bool:
+    """Whether `target_name` is the quota `name` of a tenant named by its id (`TENANT_ID_PREFIX`),
+    as `QuotaNaming.qualifier` names it."""
+    prefix, separator, rest = target_name.partition(TENANT_SEPARATOR)
+    tenant_id = prefix.removeprefix(TENANT_ID_PREFIX)
+    return bool(separator) and rest == name and tenant_id != prefix and tenant_id.isascii() and tenant_id.isdigit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +241,7 @@ class QuotaNaming:
         if tenant_name is not None and not _unsafe_in_name(tenant_name):
             return tenant_name
         if tenant_id is not None:
-            return f"tenant{tenant_id}"
+            return f"{TENANT_ID_PREFIX}{tenant_id}"
         assert tenant_name is not None  # not home: the record named its tenant one way or the other
         return tenant_name.replace(TENANT_SEPARATOR, "_").replace("/", "_")
 
