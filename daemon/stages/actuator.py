@@ -3,15 +3,17 @@
 Per growth in enforce mode (`grow`):
 
 1. record the intent in the store (committed: the write-ahead), with its `intent` event;
-2. re-read the quota from VMS; if its limit is no longer what the plan saw, someone else changed
-   it: mark `replanned` and leave it to the next cycle's plan;
+2. re-read the quota from VMS; if it is not the quota the plan saw (another path or name under
+   its id) or its limit is no longer what the plan saw, it is not ours to write: mark `replanned`
+   and leave it to the next cycle's plan;
 3. PATCH the hard and soft limit;
-4. re-read and verify; record the outcome.
+4. re-read and verify (the same quota, the new limit); record the outcome.
 
-An error that leaves the PATCH's outcome unknown (a timeout, a connection dropped after the
-request was sent: `TemporaryError`) ends in a re-read: the new limit there → `verified` (applied,
-its answer lost); otherwise the row is `unknown` and stays open. A refusal (`PermanentError`) is
-`failed`.
+Any error from the PATCH ends in a re-read, never in a verdict on the error alone: the transport
+retries, so a refusal (`PermanentError`, e.g. a 401 once the token expired) can answer the retry of
+an attempt that was applied and whose answer was lost. The new limit there → `verified` (applied);
+after a refusal, the old limit → `failed`; anything else (no answer, after a lost answer the old
+limit: the request can still land) → `unknown`, left open.
 
 A SIGKILL anywhere leaves a row at `intent` or `patched`. Open rows (`intent`, `patched`,
 `unknown`) are settled by `reconcile`, at start and at every cycle while any is open, by reading
@@ -20,8 +22,9 @@ causes a double growth:
 
 - the new limit is there → `reconciled` (applied);
 - a request of ours can still land (the landing window, `landing_window_seconds`: the request
-  timeout × attempts plus the retries' backoff, measured from the intent) → left open, and the
-  target stays frozen for growth (`Actuator.unsettled`);
+  timeout × attempts plus the retries' backoff, measured from the PATCH on the monotonic clock —
+  a row an earlier process left has only its intent's wall time) → left open, and the target stays
+  frozen for growth (`Actuator.unsettled`);
 - past the window, the old limit → `abandoned` (not applied);
 - past the window, any other limit → `external_change` (someone else moved it; alerted by the
   growth stage, never overwritten blindly).
@@ -42,7 +45,8 @@ from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.leadership import Leadership
 from quotapilot.daemon.settings import ManagedView, Settings
-from quotapilot.daemon.store.actions import ActionRecord, ActionStore, FencedOut
+from quotapilot.daemon.store.actions import UNFINISHED, ActionRecord, ActionStore, FencedOut
+from quotapilot.daemon.vms.validation import TENANT_SEPARATOR
 from quotapilot.forecasting.types import ActionOutcome, ActionStatus, Decision, Dimension, TargetId
 
 log = get_logger(__name__)
@@ -79,6 +83,26 @@ def _limit(quota: Mapping[str, Any], dimension: Dimension) -> int | None:
     return int(value) if isinstance(value, int | float) else None
 
 
+def _same_path(a: str, b: str) -> bool:
+    return (a.rstrip("/") or "/") == (b.rstrip("/") or "/")
+
+
+def _not_the_quota(quota: Mapping[str, Any], target: TargetId, *, by_name: bool = True) -> str | None:
+    """Why `quota` (a `GET /quotas/{id}/` answer) is not the quota `target` was planned for — another
+    path, or (`by_name`) another name where the answer has one —; None when it is. An id VMS (or a
+    proxy) listed for two quotas would otherwise have the growth of one written to the other."""
+    path = quota.get("path")
+    if not isinstance(path, str) or not _same_path(path, target.path):
+        return f"reads as path {path!r}, not {target.path!r}"
+    if not by_name:
+        return None
+    name = quota.get("name")
+    # another tenant's target is named `<tenant>:<name>` (`validation.QuotaNaming`); VMS says `<name>`
+    if isinstance(name, str) and name and name not in (target.name, target.name.partition(TENANT_SEPARATOR)[2]):
+        return f"reads as quota {name!r}, not {target.name!r}"
+    return None
+
+
 def view_name(view: ManagedView) -> str:
     """A managed view's quota/view name: explicit, or the path with '/' → '-' (names have no '/')."""
     return view.name or view.path.strip("/").replace("/", "-") or "root"
@@ -100,15 +124,21 @@ class Actuator:
         self.unsettled: dict[str, frozenset[int]] = {}
         """Per cluster: the quota ids with an open row (a write of ours that may still land, or
         whose outcome is unknown) — frozen for growth until a read settles it."""
-        self.external_changes: list[tuple[str, int, str]] = []
-        """(cluster, quota id, reason) of limits found moved by someone else while settling a row,
-        since the growth stage last took them (`take_external_changes`)."""
+        self.external_changes: list[tuple[str, int, Dimension, str]] = []
+        """(cluster, quota id, dimension, reason) of limits (of that dimension only) found moved by
+        someone else while settling a row, since the growth stage last took them
+        (`take_external_changes`)."""
         self.settled: list[ActionOutcome] = []
         """Open rows settled by `reconcile` (at start or in a cycle), until the growth stage takes
         them (`take_settled`) for the cycle's `result` events."""
         self.views_would_create: list[str] = []
         """In observe mode, the managed views (and quotas) that enforce mode would create."""
         self._views_done: set[tuple[str, str]] = set()
+        self._sent_at: dict[int, float] = {}
+        """Action id → the monotonic time its PATCH went out (its intent's, until then), for the
+        rows of this process still open: their landing window is measured on it, so a wall-clock
+        step cannot end it early. A row an earlier process left has only its wall-clock
+        `created_at`."""
 
     def checkpoint(self, point: str) -> None:
         """A named point of the write-ahead sequence (`intent`, `patched`); crash tests hook it."""
@@ -127,6 +157,7 @@ class Actuator:
 
         if quota_id is None:
             return outcome(ActionStatus.FAILED, "no quota id in the observation", None)
+        intent_at = self.clock.monotonic()
         try:  # FLEET: recorded only under our current lease epoch (same transaction)
             action_id = await asyncio.to_thread(
                 self.actions.record, decision, mode="enforce", status="intent", now=self.clock.now(),
@@ -134,6 +165,7 @@ class Actuator:
         except FencedOut as exc:
             log.warning("quota.grow_fenced", target=target.key, dimension=dim.value, error=str(exc))
             return outcome(ActionStatus.FAILED, f"not the leader: {exc}", None)
+        self._sent_at[action_id] = intent_at
         self.checkpoint("intent")
         hard_field, soft_field = _LIMIT_FIELDS[dim]
         changes: dict[str, int] = {hard_field: decision.new_hard}
@@ -141,38 +173,45 @@ class Actuator:
             changes[soft_field] = decision.new_soft
         try:
             live = await writer.get_quota(quota_id)
-            live_hard = _limit(live, dim)
-            if live_hard != decision.current_hard:
-                reason = f"changed by someone else: hard limit {live_hard}, planned on {decision.current_hard}"
-                await self._mark(action_id, "replanned", reason, live_hard=live_hard)
-                log.warning("quota.changed", target=target.key, dimension=dim.value, live_hard=live_hard,
-                            planned_hard=decision.current_hard)
-                return outcome(ActionStatus.REPLANNED, reason, action_id)
         except (TemporaryError, PermanentError) as exc:  # nothing was sent: a known failure
             await self._mark(action_id, "failed", f"{type(exc).__name__}: {exc}")
             log.error("quota.grow_failed", target=target.key, dimension=dim.value, error=str(exc))
             return outcome(ActionStatus.FAILED, str(exc), action_id)
+        mismatch = _not_the_quota(live, target)
+        if mismatch is not None:  # not the quota planned for: nothing of it is ours to write
+            reason = f"quota id {quota_id} {mismatch}: not the quota planned for; not written"
+            await self._mark(action_id, "replanned", reason)
+            log.warning("quota.mismatched", target=target.key, dimension=dim.value, quota_id=quota_id,
+                        live_path=live.get("path"), live_name=live.get("name"))
+            return outcome(ActionStatus.REPLANNED, reason, action_id)
+        live_hard = _limit(live, dim)
+        if live_hard != decision.current_hard:
+            reason = f"changed by someone else: hard limit {live_hard}, planned on {decision.current_hard}"
+            await self._mark(action_id, "replanned", reason, live_hard=live_hard)
+            log.warning("quota.changed", target=target.key, dimension=dim.value, live_hard=live_hard,
+                        planned_hard=decision.current_hard)
+            return outcome(ActionStatus.REPLANNED, reason, action_id)
         if not await self.leadership.epoch_is_current(target.cluster):  # FLEET: re-check right before the PATCH
             # deposed since the intent: the new leader settles the row (reconcile); we leave it be
             log.warning("quota.grow_fenced", target=target.key, dimension=dim.value, action_id=action_id)
             return outcome(ActionStatus.FAILED, "lease lost before the PATCH", action_id)
+        self._sent_at[action_id] = self.clock.monotonic()  # the request can land from now on
         try:
             await writer.patch_quota(quota_id, **changes)
-        except PermanentError as exc:  # VMS answered: refused
-            await self._mark(action_id, "failed", f"{type(exc).__name__}: {exc}")
-            log.error("quota.grow_failed", target=target.key, dimension=dim.value, error=str(exc))
-            return outcome(ActionStatus.FAILED, str(exc), action_id)
-        except TemporaryError as exc:  # sent, answer lost: the outcome is unknown until a read
-            return await self._settle_lost_answer(decision, quota_id, writer, action_id, exc, outcome)
+        except (TemporaryError, PermanentError) as exc:  # what VMS holds is for a read to say
+            return await self._settle_patch_error(decision, quota_id, writer, action_id, exc, outcome)
         await self._mark(action_id, "patched", None)
         self.checkpoint("patched")
         try:
-            verified = _limit(await writer.get_quota(quota_id), dim)
+            reread = await writer.get_quota(quota_id)
         except (TemporaryError, PermanentError) as exc:
             await self._mark(action_id, "verify_failed", f"re-read failed: {exc}")
             return outcome(ActionStatus.VERIFY_FAILED, str(exc), action_id)
-        if verified != decision.new_hard:
-            reason = f"read back {verified}, expected {decision.new_hard}"
+        mismatch = _not_the_quota(reread, target)
+        verified = _limit(reread, dim) if mismatch is None else None
+        if mismatch is not None or verified != decision.new_hard:
+            reason = (f"read back {verified}, expected {decision.new_hard}" if mismatch is None
+                      else f"re-read of quota id {quota_id} {mismatch}")
             await self._mark(action_id, "verify_failed", reason)
             log.error("quota.verify_failed", target=target.key, dimension=dim.value, read_back=verified)
             return outcome(ActionStatus.VERIFY_FAILED, reason, action_id)
@@ -181,28 +220,47 @@ class Actuator:
                  new_hard=decision.new_hard, new_soft=decision.new_soft, action_id=action_id)
         return outcome(ActionStatus.VERIFIED, decision.reason, action_id)
 
-    async def _settle_lost_answer(self, decision: Decision, quota_id: int, writer: QuotaWriter, action_id: int,
-                                  error: TemporaryError,
+    async def _settle_patch_error(self, decision: Decision, quota_id: int, writer: QuotaWriter, action_id: int,
+                                  error: TemporaryError | PermanentError,
                                   outcome: Callable[[ActionStatus, str, int | None], ActionOutcome]) -> ActionOutcome:
-        """The PATCH was sent but its answer is lost: re-read. The new limit there → applied
-        (`verified`, starting the cooldown); anything else → `unknown`, left open for `reconcile`
-        (the target frozen for growth until a read settles it)."""
+        """The PATCH raised: re-read, whatever the error. A lost answer (`TemporaryError`) leaves
+        the outcome unknown; so can a refusal (`PermanentError`), which may answer the transport's
+        retry of an attempt that was applied, its answer lost. The new limit there → applied
+        (`verified`, starting the cooldown); after a refusal, the old limit → `failed`; anything
+        else (no answer, another quota, after a lost answer the old limit: the request can still
+        land) → `unknown`, left open for `reconcile` (the target frozen for growth until a read
+        settles it)."""
         dim, target = decision.dimension, decision.target
+        answer_lost = isinstance(error, TemporaryError)
+        patch_error = f"{type(error).__name__}: {error}"
+        live_hard: int | None = None
+        answered = False
         try:
-            live_hard: int | None = _limit(await writer.get_quota(quota_id), dim)
+            live = await writer.get_quota(quota_id)
         except (TemporaryError, PermanentError) as exc:
-            live_hard, reread = None, f"re-read failed: {exc}"
+            reread = f"re-read failed: {exc}"
         else:
-            reread = f"re-read shows hard limit {live_hard}"
-        if live_hard == decision.new_hard:
-            reason = f"answer lost ({error}); {reread}: applied"
-            await self._mark(action_id, "verified", reason, answer_lost=True)
+            mismatch = _not_the_quota(live, target)
+            if mismatch is None:
+                answered, live_hard = True, _limit(live, dim)
+                reread = f"re-read shows hard limit {live_hard}"
+            else:
+                reread = f"re-read of quota id {quota_id} {mismatch}"
+        what = f"answer lost ({error})" if answer_lost else f"refused ({patch_error})"
+        if answered and live_hard == decision.new_hard:
+            reason = f"{what}; {reread}: applied"
+            await self._mark(action_id, "verified", reason, answer_lost=answer_lost, patch_error=patch_error)
             log.info("quota.grown", target=target.key, dimension=dim.value, old_hard=decision.current_hard,
-                     new_hard=decision.new_hard, new_soft=decision.new_soft, action_id=action_id, answer_lost=True)
+                     new_hard=decision.new_hard, new_soft=decision.new_soft, action_id=action_id,
+                     answer_lost=answer_lost, patch_error=patch_error)
             return outcome(ActionStatus.VERIFIED, decision.reason, action_id)
-        reason = (f"outcome unknown: answer lost ({error}); {reread}; growth of this quota frozen until a "
-                  f"read settles it")
-        await self._mark(action_id, "unknown", reason, answer_lost=True, live_hard=live_hard)
+        if answered and not answer_lost and live_hard == decision.current_hard:
+            await self._mark(action_id, "failed", f"{what}; {reread}: not applied", live_hard=live_hard)
+            log.error("quota.grow_failed", target=target.key, dimension=dim.value, error=str(error))
+            return outcome(ActionStatus.FAILED, str(error), action_id)
+        reason = f"outcome unknown: {what}; {reread}; growth of this quota frozen until a read settles it"
+        await self._mark(action_id, "unknown", reason, answer_lost=answer_lost, patch_error=patch_error,
+                         live_hard=live_hard)
         self.unsettled[target.cluster] = self.unsettled.get(target.cluster, frozenset()) | {quota_id}
         self.reconciled.discard(target.cluster)
         log.warning("quota.grow_unknown", target=target.key, dimension=dim.value, error=str(error),
@@ -217,14 +275,17 @@ class Actuator:
                        for i in range(vast.max_retries))
         return float(vast.request_timeout_seconds) * (vast.max_retries + 1) + backoffs
 
-    def take_external_changes(self, cluster: str) -> list[tuple[int, str]]:
-        """The external changes found on `cluster` while settling, once each."""
-        mine = [(quota_id, reason) for c, quota_id, reason in self.external_changes if c == cluster]
+    def take_external_changes(self, cluster: str) -> list[tuple[int, Dimension, str]]:
+        """The external changes found on `cluster` while settling, once each: (quota id, the
+        dimension whose hard limit moved, reason)."""
+        mine = [(quota_id, dim, reason) for c, quota_id, dim, reason in self.external_changes if c == cluster]
         self.external_changes = [e for e in self.external_changes if e[0] != cluster]
         return mine
 
     async def _mark(self, action_id: int, status: str, reason: str | None, **detail: Any) -> None:
         await asyncio.to_thread(self.actions.mark, action_id, status, self.clock.now(), reason, **detail)
+        if status not in UNFINISHED:
+            self._sent_at.pop(action_id, None)
 
     # ------------------------------------------------------------------------- reconcile
     async def _settle(self, record: ActionRecord, status: ActionStatus, reason: str, now: float,
@@ -244,12 +305,15 @@ class Actuator:
     async def reconcile(self, cluster: str, writer: QuotaWriter) -> int:
         """Settle the open rows of `cluster` (`intent`/`patched` left by a crash, `unknown` left by
         a lost answer) by reading VMS; never re-PATCH. A row whose request can still land (within
-        `landing_window_seconds` of its intent) and is not yet visible stays open, its quota frozen.
+        `landing_window_seconds` of its PATCH, on the monotonic clock; of its intent's wall time
+        for a row an earlier process left) and is not yet visible stays open, its quota frozen.
+        A read that answers for another path (`_not_the_quota`) settles nothing: as unreadable (by
+        path only: a quota renamed since, same id and path, is the same quota, as for the cooldown).
 
         Returns how many rows were settled. A VMS error leaves the rest for the next cycle.
         """
         settled = 0
-        now = self.clock.now()
+        now, monotonic_now = self.clock.now(), self.clock.monotonic()
         window = self.landing_window_seconds()
         still_open: set[int] = set()
         records = await asyncio.to_thread(self.actions.unfinished, cluster)
@@ -258,21 +322,31 @@ class Actuator:
             if record.quota_id is None:
                 await self._settle(record, ActionStatus.ABANDONED, "no quota id", now)
                 continue
-            can_land = now < record.created_at + window
+            sent_at = self._sent_at.get(record.id)
+            # schedules run on the monotonic clock; only a row an earlier process left has none
+            can_land = (monotonic_now < sent_at + window if sent_at is not None
+                        else now < record.created_at + window)
+            live: dict[str, Any] = {}
             try:
-                live_hard = _limit(await writer.get_quota(record.quota_id), dim)
+                live = await writer.get_quota(record.quota_id)
             except TemporaryError as exc:
                 log.warning("growth.reconcile_deferred", cluster=cluster, action_id=record.id, error=str(exc))
                 still_open.update(r.quota_id for r in records[index:] if r.quota_id is not None)
                 self.unsettled[cluster] = frozenset(still_open)
                 return settled
             except PermanentError as exc:
+                unreadable: str | None = f"quota unreadable: {exc}"
+            else:
+                mismatch = _not_the_quota(live, TargetId(record.cluster, record.target, record.path), by_name=False)
+                unreadable = None if mismatch is None else f"quota id {record.quota_id} {mismatch}"
+            if unreadable is not None:
                 if can_land:
                     still_open.add(record.quota_id)
                     continue
-                await self._settle(record, ActionStatus.ABANDONED, f"quota unreadable: {exc}", now)
+                await self._settle(record, ActionStatus.ABANDONED, unreadable, now)
                 settled += 1
                 continue
+            live_hard = _limit(live, dim)
             if live_hard == record.new_hard:
                 status, reason = ActionStatus.RECONCILED, "found applied by a re-read"
             elif can_land:
@@ -283,8 +357,9 @@ class Actuator:
                                   "not applied (the old limit stands, no request can still land)")
             else:
                 status = ActionStatus.EXTERNAL_CHANGE
-                reason = f"limit is now {live_hard}: changed by someone else; not overwritten"
-                self.external_changes.append((cluster, record.quota_id, reason))
+                what = "limit" if dim is Dimension.BYTES else "inode limit"
+                reason = f"{what} is now {live_hard}: changed by someone else; not overwritten"
+                self.external_changes.append((cluster, record.quota_id, dim, reason))
             await self._settle(record, status, reason, now, live_hard=live_hard)
             log.warning("growth.reconciled", cluster=cluster, action_id=record.id, status=status,
                         live_hard=live_hard, new_hard=record.new_hard)

@@ -189,9 +189,10 @@ class GrowthStage:
         (not from the ones after, which this run's polls wrote)."""
         self._baseline_recovered: set[str] = set()
         """Clusters whose baseline was recovered (once a term: later cycles keep it in `_last_hard`)."""
-        self._settled_changes: dict[str, dict[int, str]] = {}
-        """Per cluster, quota id → reason: external changes the actuator found (and audited) while
-        settling a row of a target whose sample is not confirmed yet, said at its confirmed one."""
+        self._settled_changes: dict[str, dict[tuple[int, Dimension], str]] = {}
+        """Per cluster, (quota id, dimension) → reason: external changes (of that dimension's hard
+        limit) the actuator found (and audited) while settling a row of a target whose sample is
+        not confirmed yet, said at its confirmed one."""
         self._recorded_guard: dict[tuple[TargetId, Dimension], str] = {}
         self._last_prune: float | None = None
         self.view = GrowthView(mode=self.mode)
@@ -328,23 +329,27 @@ class GrowthStage:
         at once, a one-poll glitch was audited twice (there and back), and a lasting change was
         never paged — its `growth_blocked` fell on the held poll, and the confirming one saw no
         move."""
-        settled = {**self._settled_changes.pop(cluster, {}), **dict(self.actuator.take_external_changes(cluster))}
-        waiting: dict[int, str] = {}
+        settled = {**self._settled_changes.pop(cluster, {}),
+                   **{(quota_id, dimension): reason
+                      for quota_id, dimension, reason in self.actuator.take_external_changes(cluster)}}
+        waiting: dict[tuple[int, Dimension], str] = {}
         found: dict[tuple[TargetId, Dimension], tuple[int | None, str]] = {}
         for obs in observations:
             if obs.target.kind is not TargetKind.QUOTA:
                 continue
             if obs.target.name in unconfirmed:  # neither a change nor the new baseline, yet
-                if obs.quota_id in settled:
-                    waiting[obs.quota_id] = settled[obs.quota_id]
+                waiting.update({key: reason for key, reason in settled.items() if key[0] == obs.quota_id})
                 continue
-            if obs.quota_id in settled and obs.hard_limit_bytes is not None:  # audited by the actuator
-                self._last_hard[(cluster, obs.quota_id, obs.target.path, Dimension.BYTES)] = obs.hard_limit_bytes
-                found[(obs.target, Dimension.BYTES)] = (None, settled[obs.quota_id])
             for dimension, hard, used, soft in (
                     (Dimension.BYTES, obs.hard_limit_bytes, obs.used_bytes, obs.soft_limit_bytes),
                     (Dimension.INODES, obs.hard_limit_inodes, obs.used_inodes, obs.soft_limit_inodes)):
-                if hard is not None and (obs.target, dimension) not in found:
+                if hard is None:
+                    continue
+                audited = None if obs.quota_id is None else settled.get((obs.quota_id, dimension))
+                if audited is not None:  # audited by the actuator: said (and held) for that limit only
+                    self._last_hard[(cluster, obs.quota_id, obs.target.path, dimension)] = hard
+                    found[(obs.target, dimension)] = (None, audited)
+                else:
                     change = await self._limit_moved(cluster, obs, dimension, hard, used, soft, now)
                     if change is not None:
                         found[(obs.target, dimension)] = change

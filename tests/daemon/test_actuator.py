@@ -37,12 +37,16 @@ class FakeVms:
         self.fail_patch: Exception | None = None
         self.apply_then_fail: Exception | None = None
         self.before_read: list[dict[str, Any]] = []  # changes applied at the next get_quota
+        self.read_errors: list[Exception | None] = []  # raised by the next get_quota calls (None: answered)
 
     def add(self, quota_id: int, name: str, path: str, hard: int, used: int) -> None:
         self.quotas[quota_id] = {"id": quota_id, "name": name, "path": path, "hard_limit": hard,
                                  "soft_limit": int(hard * 0.9), "used_effective_capacity": used}
 
     async def get_quota(self, quota_id: int) -> dict[str, Any]:
+        error = self.read_errors.pop(0) if self.read_errors else None
+        if error is not None:
+            raise error
         if self.before_read:
             self.quotas[quota_id].update(self.before_read.pop(0))
         return dict(self.quotas[quota_id])
@@ -87,7 +91,9 @@ def make_settings(mode: str = "observe", **policy: Any) -> Settings:
 def poll(vms: FakeVms, t: float, **kw: Any) -> PollResult:
     observations = tuple(
         Observation(target=TargetId("c1", q["name"], q["path"]), t=t, used_bytes=q["used_effective_capacity"],
-                    hard_limit_bytes=q["hard_limit"], soft_limit_bytes=q["soft_limit"], quota_id=q["id"])
+                    hard_limit_bytes=q["hard_limit"], soft_limit_bytes=q["soft_limit"],
+                    used_inodes=q.get("used_inodes"), hard_limit_inodes=q.get("hard_limit_inodes"),
+                    soft_limit_inodes=q.get("soft_limit_inodes"), quota_id=q["id"])
         for q in vms.quotas.values())
     capacity = ClusterCapacity("c1", t, usable_bytes=10_000 * TIB, used_bytes=1000 * TIB, free_bytes=9000 * TIB)
     return PollResult(cluster="c1", t=t, observations=observations, capacity=capacity, **kw)
@@ -165,6 +171,56 @@ class TestEnforce:
         assert query_actions(h.db)[0]["status"] == "failed"
 
 
+class TestQuotaIdentity:
+    """Review r1 defect 2: the re-reads around the PATCH check that `GET /quotas/{id}/` answers for
+    the quota planned for (its path, and its name where the answer has one), not just its hard
+    limit. With one id listed for two quotas of equal limits (templated quotas), the growth planned
+    for one was written to the other."""
+
+    @staticmethod
+    async def cycle_with(h: Harness, *observations: Observation) -> CycleContext:
+        capacity = ClusterCapacity("c1", h.clock.now(), usable_bytes=10_000 * TIB, used_bytes=1000 * TIB,
+                                   free_bytes=9000 * TIB)
+        ctx = CycleContext(poll=PollResult(cluster="c1", t=h.clock.now(), observations=observations,
+                                           capacity=capacity), now=h.clock.now())
+        await h.stage.on_cycle(ctx)
+        return ctx
+
+    @staticmethod
+    def raw_sample(h: Harness, target: TargetId = RAW, quota_id: int = 1) -> Observation:
+        q = h.vms.quotas[1]
+        return Observation(target=target, t=h.clock.now(), used_bytes=q["used_effective_capacity"],
+                           hard_limit_bytes=q["hard_limit"], soft_limit_bytes=q["soft_limit"], quota_id=quota_id)
+
+    async def test_growth_is_never_written_to_another_quota_under_its_id(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.add(2, "cosmos7-cold", "/cosmos7/cold", hard=100 * TIB, used=10 * TIB)  # same hard limit
+        # the listing gave raw's record cold's id: the re-read of that id answers for cold
+        (outcome,) = (await self.cycle_with(h, self.raw_sample(h, quota_id=2))).actions
+        assert (outcome.status, h.vms.patches) == (ActionStatus.REPLANNED, [])
+        (row,) = query_actions(h.db)
+        assert row["status"] == "replanned" and "'/cosmos7/cold'" in row["reason"]
+
+    async def test_a_reread_under_another_name_is_not_the_quota_planned_for(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.before_read.append({"name": "cosmos7-raw-old"})  # the re-read: same path, another name
+        (outcome,) = (await h.cycle()).actions
+        assert (outcome.status, h.vms.patches) == (ActionStatus.REPLANNED, [])
+
+    async def test_another_tenants_quota_is_read_back_under_its_bare_name(self, tmp_path: Path) -> None:
+        """A quota of another tenant is the target `<tenant>:<name>`; VMS names it `<name>`."""
+        h = Harness(tmp_path, make_settings("enforce"))
+        qualified = TargetId("c1", f"acme:{RAW.name}", RAW.path)
+        (outcome,) = (await self.cycle_with(h, self.raw_sample(h, target=qualified))).actions
+        assert outcome.status == ActionStatus.VERIFIED and len(h.vms.patches) == 1
+
+    async def test_a_verify_answered_for_another_quota_is_a_verify_failure(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.before_read.extend([{}, {"path": "/cosmos7/elsewhere"}])  # the verify's read: another quota
+        (outcome,) = (await h.cycle()).actions
+        assert outcome.status == ActionStatus.VERIFY_FAILED and "'/cosmos7/elsewhere'" in outcome.reason
+
+
 class TestExternalChange:
     """Issue 13 defect 4: a limit moved without an audited write of ours is detected, audited and
     alerted, never silently overwritten; growth waits for the next read and sizes from the new limit."""
@@ -233,6 +289,30 @@ class TestExternalChange:
             h.clock.advance(60)
         assert statuses == [[], [(ActionStatus.BLOCKED, None)], []]
         assert [r["status"] for r in query_actions(h.db)] == ["external_change"]  # the settled row, once
+
+    async def test_an_inode_change_found_while_settling_is_said_once_and_for_inodes(self, tmp_path: Path) -> None:
+        """Review r1 defect 3: the actuator's external changes carry their dimension. One found
+        settling an open *inode* growth was said (and held) as a change of the bytes limit — a
+        spurious `growth_blocked` of bytes — and the growth stage audited the inode change again."""
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.quotas[1].update(used_effective_capacity=10 * TIB,  # bytes: nothing to do
+                               used_inodes=900_000, hard_limit_inodes=1_000_000, soft_limit_inodes=900_000)
+        # 1. an inode growth whose PATCH answer is lost (not applied): `unknown`, the quota frozen
+        h.vms.fail_patch = TemporaryError("read timed out")
+        first = await h.cycle()
+        assert [(a.dimension, a.status) for a in first.actions] == [(Dimension.INODES, ActionStatus.UNKNOWN)]
+        h.vms.fail_patch = None
+        # 2. an operator raises the inode limit by hand; past the landing window the row is settled as
+        #    an external change (the collector holds the moved limit for one poll: unconfirmed)
+        h.vms.quotas[1].update(hard_limit_inodes=5_000_000, soft_limit_inodes=4_500_000)
+        h.clock.advance(3600)
+        await h.cycle(unconfirmed=frozenset({RAW.name}))
+        # 3. the confirming poll: the change is said here, for inodes, once; the bytes limit never moved
+        h.clock.advance(60)
+        third = await h.cycle()
+        said = [(a.dimension, a.status) for a in third.actions if a.status is ActionStatus.BLOCKED]
+        rows = [(r["dimension"], r["status"]) for r in query_actions(h.db) if r["status"] == "external_change"]
+        assert (said, rows) == ([(Dimension.INODES, ActionStatus.BLOCKED)], [("inodes", "external_change")])
 
 
 class Toggled(SoleLeadership):
@@ -441,6 +521,35 @@ class TestLostAnswer:
         assert "external_change" not in statuses  # the limit moved by a write of ours, audited
         assert h.vms.patches == []  # and the cooldown it started holds the next growth
 
+    async def test_a_refusal_after_an_applied_attempt_is_verified_by_the_reread(self, tmp_path: Path) -> None:
+        """Review r1 defect 1: the transport's retry of an attempt applied with its answer lost can
+        be refused (401: the token expired in between). Judged `failed` on the error alone, the
+        growth VMS holds started no cooldown and was grown again at the next cycle."""
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.apply_then_fail = PermanentError("401 from VMS: token expired")
+        (outcome,) = (await h.cycle()).actions
+        assert outcome.status == ActionStatus.VERIFIED
+        (row,) = query_actions(h.db)
+        assert (row["status"], row["detail"]["answer_lost"]) == ("verified", False)
+        h.vms.apply_then_fail = None
+        h.clock.advance(60)
+        await h.cycle()  # inside the cooldown the verified growth started: not grown again
+        assert len(h.vms.patches) == 1
+
+    async def test_a_refusal_whose_reread_is_unanswered_is_unknown_and_frozen(self, tmp_path: Path) -> None:
+        """No read, no verdict: a refused PATCH whose re-read fails may have landed (an earlier
+        attempt's), so it is `unknown` and the quota frozen until a read settles it."""
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.apply_then_fail = PermanentError("401 from VMS: token expired")
+        h.vms.read_errors = [None, PermanentError("401 from VMS: token expired")]  # the re-read after the PATCH
+        (outcome,) = (await h.cycle()).actions
+        assert outcome.status == ActionStatus.UNKNOWN
+        h.vms.apply_then_fail = None
+        h.clock.advance(60)
+        await h.cycle()  # the next read finds it applied: reconciled, counted as the growth it is
+        assert [r["status"] for r in query_actions(h.db)] == ["reconciled"]
+        assert len(h.vms.patches) == 1
+
     async def test_verify_failure(self, tmp_path: Path) -> None:
         h = Harness(tmp_path, make_settings("enforce"))
         h.vms.before_read.extend([{}, {"hard_limit": 100 * TIB}])  # second read: the PATCH did not stick
@@ -458,6 +567,38 @@ class TestLostAnswer:
         ctx = CycleContext(poll=PollResult(cluster="c1", t=NOW, error="unreachable"), now=NOW)
         await h.stage.on_cycle(ctx)
         assert ctx.actions == [] and ctx.decisions == []
+
+
+class TestLandingWindow:
+    """Review r1 defect 4: whether a request of ours can still land is measured on the monotonic
+    clock while the process that sent it lives (wall time only for a row an earlier process left):
+    a wall-clock step must neither end the landing window early (a second PATCH while the first can
+    still land) nor stretch it (a quota frozen for the length of the step)."""
+
+    async def test_a_wall_clock_step_forward_does_not_end_it(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        window = h.stage.actuator.landing_window_seconds()
+        h.vms.fail_patch = TemporaryError("read timed out")  # sent, answer lost, not (yet) applied
+        (first,) = (await h.cycle()).actions
+        assert first.status is ActionStatus.UNKNOWN
+        h.vms.fail_patch = None
+        h.clock.step_wall(3600)  # NTP steps the wall clock an hour forward
+        h.clock.advance(min(60.0, window / 2))  # well inside the landing window on the monotonic clock
+        (held,) = (await h.cycle()).actions
+        # the first request can still land: its row stays open and the quota frozen, no second PATCH
+        assert (held.status, h.vms.patches) == (ActionStatus.BLOCKED, [])
+        assert [r["status"] for r in query_actions(h.db)] == ["blocked", "unknown"]
+
+    async def test_a_wall_clock_step_back_does_not_stretch_it(self, tmp_path: Path) -> None:
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.fail_patch = TemporaryError("read timed out")
+        assert [a.status for a in (await h.cycle()).actions] == [ActionStatus.UNKNOWN]
+        h.vms.fail_patch = None
+        h.clock.step_wall(-3600)  # an hour back
+        h.clock.advance(h.stage.actuator.landing_window_seconds())  # no request can land any more
+        (grown,) = (await h.cycle()).actions
+        assert grown.status == ActionStatus.VERIFIED
+        assert [r["status"] for r in reversed(query_actions(h.db))] == ["abandoned", "verified"]
 
 
 class TestOverrides:
@@ -519,7 +660,8 @@ class TestReconcile:
         interrupted = store.record(replace(raw_decision, current_hard=h.vms.quotas[1]["hard_limit"],
                                            new_hard=h.vms.quotas[1]["hard_limit"] + TIB),
                                    mode="enforce", status="intent", now=NOW, quota_id=1)
-        applied = store.record(replace(raw_decision, current_hard=50 * TIB, new_hard=100 * TIB),
+        processed = TargetId("c1", "cosmos7-processed", "/cosmos7/processed")  # a row names its quota's path
+        applied = store.record(replace(raw_decision, target=processed, current_hard=50 * TIB, new_hard=100 * TIB),
                                mode="enforce", status="patched", now=NOW, quota_id=2)
         stage = GrowthStage(make_settings("enforce"), h.db, lambda c: h.vms, h.clock)
         # the applied one settles at once; the interrupted one not while its request could still land

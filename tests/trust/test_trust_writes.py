@@ -1,5 +1,6 @@
 """Issue 13, wrong writes 1, 3 and 4: what the actuator does when a write's outcome is unknown,
-when VMS reports a limit far below usage, and when an old write lands after a restart."""
+when VMS reports a limit far below usage, and when an old write lands after a restart. Review r1,
+defects 1 and 2: a refusal after an applied attempt, and a quota id listed for two quotas."""
 
 from __future__ import annotations
 
@@ -34,6 +35,77 @@ async def test_lost_answer_is_settled_by_a_reread_and_never_grown_twice(
     assert rows[0]["status"] in ("verified", "reconciled", "applied"), rows[0]
     assert len(rows) == 1  # not grown again inside the cooldown
     assert raw_writes == {rows[0]["new_hard"]}  # one growth, however many attempts carried it
+
+
+async def test_a_refused_retry_after_a_landed_attempt_is_settled_by_a_reread(
+        cosmos: SimulatorServer, clock: TrustClock, store: Path) -> None:
+    """Review r1 defect 1: the PATCH's first attempt is applied with its answer lost, and the
+    transport's retry is refused (401: the token expired in between). Judged `failed` on the error,
+    the growth VMS holds was not counted, the quota not frozen, the cooldown not started, and it was
+    grown again at the next cycle. An error from the PATCH ends in a re-read, whatever the error."""
+    cosmos.faults.add("applied_answer_lost", method="PATCH", path="/quotas/1/", count=1)  # attempt 1
+    cosmos.faults.add("token_expired", method="PATCH", path="/quotas/1/", count=1)  # attempt 2, the retry
+    async with Daemon(settings_for(cosmos, store=store, policy=GROW_NOW), clock) as daemon:
+        await daemon.poll_once("sim")  # first sample: unconfirmed
+        clock.advance(60)
+        await daemon.poll_once("sim")  # the growth: landed, then refused on retry
+        for _ in range(3):
+            clock.advance(60)
+            await daemon.poll_once("sim")
+    applied = [w.changes["hard_limit"] for w in daemon_writes(cosmos) if w.name == "cosmos7-raw"]
+    rows = [(r["status"], r["new_hard"]) for r in audit(store, "cosmos7-raw")
+            if r["mode"] == "enforce" and r["status"] not in ("blocked", "paused")]
+    assert applied, "the fault sequence did not apply the first PATCH"
+    # VMS holds the growth: audited as applied (starting the cooldown), and never grown again in it
+    assert rows == [("verified", applied[0])], (rows, applied)
+    assert set(applied) == {applied[0]}, applied
+
+
+TWINS = """
+[scenario]
+name = "twins"
+step_seconds = 60
+[cluster]
+name = "twins-vast"
+usable_capacity = "2PB"
+used = "100TB"
+[[views]]
+path = "/t/busy"
+quota_name = "busy"
+quota = { hard_limit = "20TB", soft_limit = "18TB" }
+initial = { used = "15TB", files = 1_000 }
+[views.ingest]
+bytes_per_day = "1TB"
+[[views]]
+path = "/t/quiet"
+quota_name = "quiet"
+quota = { hard_limit = "20TB", soft_limit = "18TB" }
+initial = { used = "2TB", files = 1_000 }
+[views.ingest]
+bytes_per_day = "0.01TB"
+"""
+"""Two templated quotas of equal limits: a growth planned for `busy` written to `quiet`'s id would
+pass a re-read that compares the hard limit only."""
+
+
+async def test_growth_is_never_written_to_another_quota_under_a_contested_id(
+        clock: TrustClock, tmp_path: Path, store: Path) -> None:
+    """Review r1 defect 2: a glitching VMS (or a proxy) lists `busy` under `quiet`'s id. The growth
+    planned for `busy` must never be written to `quiet`: the collector drops a contested id, and
+    the actuator's re-read checks that the id answers for the quota planned for (see
+    tests/daemon/test_actuator.py::TestQuotaIdentity for the actuator's check on its own)."""
+    path = tmp_path / "twins.toml"
+    path.write_text(TWINS)
+    async with SimulatorServer(path, clock=MonotonicView(clock), seed=0, state_dir=tmp_path / "sim") as sim:
+        sim.sync()
+        ids = {q.name: q.id for q in sim.engine.quotas.values()}
+        sim.faults.add("rewrite", method="GET", path="quotas", match="busy", values={"id": ids["quiet"]})
+        async with Daemon(settings_for(sim, store=store, policy=GROW_NOW), clock) as daemon:
+            for _ in range(3):
+                await daemon.poll_once("sim")
+                clock.advance(60)
+        written = [w.name for w in daemon_writes(sim, applied=None)]
+    assert "quiet" not in written, written
 
 
 async def test_never_asks_for_a_hard_limit_below_usage(trust: SimulatorServer, clock: TrustClock,
