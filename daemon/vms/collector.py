@@ -11,7 +11,8 @@ quota) and `GET /monitors/ad_hoc_query/` for the cluster's write bandwidth.
 that answers no cluster (`no_cluster`: every growth needs the pool's capacity). Samples that fail
 validation (`validation.py`: malformed or implausible records, a fall or a rise not yet
 confirmed by the next sample — the poller keeps each target's last accepted sample, trend,
-suspect jump and recent rates for those rules) are dropped — never stored, forecast or acted on —,
+suspect jump and recent rates for those rules; every record of a VMS id that several records
+claim, `contested_ids`) are dropped — never stored, forecast or acted on —,
 counted per reason and logged once when a target starts being dropped and once when it is
 accepted again. A hard limit that moved without a write of ours keeps its sample, held until the
 next one (`validation.limit_held`: never two polls in a row; `sample.unconfirmed`, logged once per
@@ -30,6 +31,7 @@ import math
 import random
 import time
 from collections import Counter, deque
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import replace
 from typing import Any
@@ -132,10 +134,10 @@ class VmsPoller:
         self._judged = {}
         capacity = self._capacity(clusters, t, observations, dropped)
         seen: set[str] = set()
-        ids: set[int] = set()
+        contested = contested_ids(quotas)
         naming = QuotaNaming.for_listing(quotas, self.cluster.tenant)
         for number, record in enumerate(quotas, start=1):
-            self._quota(number, record, t, naming, seen, ids, observations, dropped)
+            self._quota(number, record, t, naming, seen, contested, observations, dropped)
         rates = self._rates(observations, dropped)
         for sample in dropped:
             self.dropped_total[sample.reason] += 1
@@ -174,25 +176,29 @@ class VmsPoller:
         observations.append(observation)
         return capacity
 
-    def _quota(self, number: int, record: Any, t: float, naming: QuotaNaming, seen: set[str], ids: set[int],
-               observations: list[Observation], dropped: list[DroppedSample]) -> None:
+    def _quota(self, number: int, record: Any, t: float, naming: QuotaNaming, seen: set[str],
+               contested: Mapping[int, int], observations: list[Observation],
+               dropped: list[DroppedSample]) -> None:
         """The `number`th entry of the listing, named by `naming` (the tenant's quota name, or
-        another tenant's qualified); `seen`/`ids`: the target names and VMS ids taken so far."""
+        another tenant's qualified); `seen`: the target names taken so far; `contested`: the VMS
+        ids several records of the listing claim, and by how many."""
         if not isinstance(record, dict):
             dropped.append(DroppedSample(self.name, f"entry:{number}", "malformed",
                                          f"not a quota record: {type(record).__name__}"))
             return
         try:
             observation = quota_sample(self.name, record, t, seen, naming)
-            if observation.quota_id is not None and observation.quota_id in ids:
-                raise BadSample("malformed", f"quota id {observation.quota_id} listed again for another quota")
+            quota_id = observation.quota_id
+            if quota_id is not None and quota_id in contested:
+                # which of them the id (the actuator's handle for a PATCH) names cannot be told:
+                # the first one kept was grown with the other's limit. Every claimant is dropped
+                raise BadSample("malformed", f"quota id {quota_id} is claimed by {contested[quota_id]} "
+                                             f"records of the listing")
             self._check_history(observation)
         except BadSample as bad:
             dropped.append(DroppedSample(self.name, quota_label(record, naming), bad.reason, bad.detail))
             return
         seen.add(observation.target.name)
-        if observation.quota_id is not None:
-            ids.add(observation.quota_id)
         observations.append(observation)
 
     def _check_history(self, observation: Observation) -> None:
@@ -317,6 +323,20 @@ class VmsPoller:
             for obs in observations:
                 if self._drop_state.pop(obs.target.name, None) is not None:
                     log.info("sample.accepted", cluster=self.name, target=obs.target.name)
+
+
+def contested_ids(quotas: list[Any]) -> dict[int, int]:
+    """The VMS ids that more than one record of a listing claims, with the number of claimants.
+    An identical repeat (same id, name and path: a page shift) is no claimant of its own: the
+    transport removed it (`VmsTransport.list_all`). Ids are read as `quota_sample` reads them."""
+    claims: Counter[int] = Counter()
+    for record in quotas:
+        value = record.get("id") if isinstance(record, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or (isinstance(value, float) and not math.isfinite(value)):
+            continue  # no id (or no readable one): nothing to contest; its own drop, if any
+        claims[int(value)] += 1
+    return {quota_id: claimants for quota_id, claimants in claims.items() if claimants > 1}
 
 
 def parse_bandwidth(body: Any) -> float | None:

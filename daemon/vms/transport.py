@@ -254,13 +254,16 @@ class VmsTransport:
 
     async def list_all(self, resource: str, **filters: Any) -> list[Any]:
         """Every object of a list endpoint, following `next` page by page. A page shorter than
-        the envelope's `count` implies is refetched like any temporary failure. Entries that are
-        no object are kept, for the caller to drop and count as malformed."""
+        the envelope's `count` implies, or one that ends the listing (no `next`) with fewer objects
+        listed than `count`, is refetched like any temporary failure (`truncated` once the retries
+        are spent): a listing cut short is no listing, since the caller concludes from the quotas
+        it lacks. Entries that are no object are kept, for the caller to drop and count as
+        malformed."""
         page_size = self._vast.page_size
         items: list[Any] = []
         page = 1
         while True:
-            fetch = functools.partial(_fetch_page, resource, page, page_size, filters)
+            fetch = functools.partial(_fetch_page, resource, page, page_size, len(items), filters)
             body = await self.call(f"GET {resource} page {page}", fetch)
             if isinstance(body, list):  # a VMS that ignores paging answers the plain array
                 return list(body)
@@ -295,8 +298,8 @@ class VmsTransport:
 def _unique_by_id(items: list[Any]) -> list[Any]:
     """A listing without the repeats a page shift causes (an object deleted while paging moves
     the next page's first object onto the previous page): a record with an id already listed
-    and the same name and path. Another record under that id is kept (the caller drops it as
-    malformed, counted)."""
+    and the same name and path. Another record under that id is kept (the caller drops every
+    record of a contested id as malformed, counted)."""
     seen: set[tuple[Any, Any, Any]] = set()
     unique = []
     for item in items:
@@ -309,17 +312,24 @@ def _unique_by_id(items: list[Any]) -> list[Any]:
     return unique
 
 
-def _fetch_page(resource: str, page: int, page_size: int, filters: Mapping[str, Any], client: Any) -> Any:
-    """GET one page and check it (in the pool thread, so a bad page is retried like any failure)."""
+def _fetch_page(resource: str, page: int, page_size: int, listed_before: int, filters: Mapping[str, Any],
+                client: Any) -> Any:
+    """GET one page and check it (in the pool thread, so a bad page is retried like any failure);
+    `listed_before`: the objects the pages before it held."""
     body = client[resource].get(page=page, page_size=page_size, **filters)
     if isinstance(body, list):
         return body
     if not isinstance(body, dict) or not isinstance(body.get("results"), list) \
             or isinstance(body.get("count"), bool) or not isinstance(body.get("count"), int):
         raise ValueError(f"page {page}: not a page envelope (results, count)")
-    expected = min(page_size, max(0, body["count"] - (page - 1) * page_size))
-    if len(body["results"]) < expected:
-        raise TruncatedPage(f"page {page}: {len(body['results'])} objects, count={body['count']} implies {expected}")
+    count, listed = body["count"], len(body["results"])
+    expected = min(page_size, max(0, count - (page - 1) * page_size))
+    if listed < expected:
+        raise TruncatedPage(f"page {page}: {listed} objects, count={count} implies {expected}")
+    if (not body.get("next") or not listed) and listed_before + listed < count:
+        # the last page (a VMS or proxy that dropped the `next` link) of a listing that lacks
+        # objects: its missing quotas would vanish from a good poll and be resolved as removed
+        raise TruncatedPage(f"page {page}: no next page after {listed_before + listed} objects, count={count}")
     return body
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import vastpy
 from core_helpers import InstantClock, SettingsFactory
 
+from quotapilot.daemon.settings import load_settings
 from quotapilot.daemon.simulator.server import SimulatorServer
 from quotapilot.daemon.vms.errors import VmsRefused, VmsUnavailable, classify, retry_after_seconds
 from quotapilot.daemon.vms.transport import Endpoint, VmsClient, VmsTransport, make_client, retry_policy
@@ -99,3 +101,75 @@ class TestRetries:
             await transport.get("quotas/999999")
         assert (info.value.reason, info.value.status) == ("not_found", 404)
         assert clock.slept == []
+
+
+
+class PagedQuotas:
+    """A VMS client (what `client_factory` returns) listing `quotas` in pages whose `count` is
+    `len(quotas)`. Page 1 comes without its `next` link `missing_next` times; `delete_after_page_1`
+    (an index) is deleted once page 1 was served."""
+
+    def __init__(self, quotas: list[dict[str, Any]], *, missing_next: int = 0,
+                 delete_after_page_1: int | None = None) -> None:
+        self.quotas = quotas
+        self.missing_next = missing_next
+        self.delete_after_page_1 = delete_after_page_1
+        self.pages_served: list[int] = []
+
+    def __getitem__(self, resource: str) -> PagedQuotas:
+        assert resource == "quotas"
+        return self
+
+    def get(self, *, page: int, page_size: int) -> dict[str, Any]:
+        self.pages_served.append(page)
+        more = page * page_size < len(self.quotas)
+        if page == 1 and self.missing_next > 0:
+            self.missing_next -= 1
+            more = False
+        body = {"count": len(self.quotas), "next": f"?page={page + 1}" if more else None, "previous": None,
+                "results": self.quotas[(page - 1) * page_size: page * page_size]}
+        if page == 1 and self.delete_after_page_1 is not None:
+            del self.quotas[self.delete_after_page_1]
+            self.delete_after_page_1 = None
+        return body
+
+
+class TestPaging:
+    """`list_all` follows `next`, and takes no listing for complete that ends before its `count`:
+    a page without `next` after fewer objects than `count` is refetched like a truncated page
+    (`truncated` once the retries are spent). Taken as complete, the quotas it lacked vanished
+    from a good poll, and after the presence grace their alerts were resolved as removed."""
+
+    @staticmethod
+    def transport(client: PagedQuotas, clock: InstantClock, executor: ThreadPoolExecutor) -> VmsTransport:
+        settings = load_settings(None, clusters=[{"name": "c1", "address": "vms.invalid", "token": "t"}],
+                                 vast={"backoff_base_seconds": 1, "max_retries": 2, "page_size": 2})
+        return VmsTransport(settings.clusters[0], settings.vast, clock, executor, client_factory=lambda *_: client)
+
+    async def test_a_next_link_missing_for_good_is_a_truncated_listing(
+            self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        """`count` says 5, page 1 (2 objects) has no `next`, at every try: no listing of 2
+        quotas, but a `truncated` failure once the retry policy gives up."""
+        client = PagedQuotas([{"id": i} for i in range(5)], missing_next=99)
+        with pytest.raises(VmsUnavailable) as info:
+            await self.transport(client, clock, executor).list_all("quotas")
+        assert info.value.reason == "truncated"
+        assert client.pages_served == [1, 1, 1]  # page 1, then max_retries = 2 refetches
+        assert len(clock.slept) == 2
+
+    async def test_a_next_link_missing_once_is_refetched(
+            self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        """A link lost once (a proxy's glitch) costs one refetch of that page, not the poll."""
+        client = PagedQuotas([{"id": i} for i in range(5)], missing_next=1)
+        listing = await self.transport(client, clock, executor).list_all("quotas")
+        assert [{"id": i} for i in range(5)] == listing
+        assert client.pages_served == [1, 1, 2, 3]
+
+    async def test_a_quota_deleted_while_paging_is_no_truncation(
+            self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        """The last page's `count` is the one that counts: a quota deleted after page 1 was read
+        (the listing shifts, `count` falls to 4) ends the listing after 4 objects, at once."""
+        client = PagedQuotas([{"id": i} for i in range(5)], delete_after_page_1=0)
+        listing = await self.transport(client, clock, executor).list_all("quotas")
+        assert listing == [{"id": 0}, {"id": 1}, {"id": 3}, {"id": 4}]
+        assert (client.pages_served, clock.slept) == ([1, 2], [])
