@@ -358,7 +358,8 @@ def _growth_conditions(target: TargetInput, make: _MakeCondition, *, ours_only: 
             if item.status == "grown":
                 conditions.append(make(
                     f"growth{suffix}", Severity.INFO,
-                    f"{name} grown from {_tib(item.old_hard)} to {_tib(item.new_hard)}: {item.reason}",
+                    f"{name} grown from {_amount(item.old_hard, dimension)} to {_amount(item.new_hard, dimension)}: "
+                    f"{item.reason}",
                     value=float(item.new_hard or 0), event=True, for_seconds=0.0))
         if not ours_only:
             conditions.extend(_planned_conditions(name, suffix, items, make))
@@ -382,7 +383,8 @@ def _planned_conditions(name: str, suffix: str, items: list[GrowthInput], make: 
         severity = Severity.CRITICAL if "reserve" in blocked.reason else Severity.WARNING
     return [
         make(f"growth_would_grow{suffix}", Severity.INFO if would else None,
-             (f"{name} would grow from {_tib(would.old_hard)} to {_tib(would.new_hard)} "
+             (f"{name} would grow from {_amount(would.old_hard, would.dimension)} to "
+              f"{_amount(would.new_hard, would.dimension)} "
               f"(observe mode): {would.reason}") if would else f"{name} no longer needs to grow",
              for_seconds=0.0),
         make(f"growth_blocked{suffix}", severity,
@@ -391,8 +393,11 @@ def _planned_conditions(name: str, suffix: str, items: list[GrowthInput], make: 
     ]
 
 
-def _tib(value: int | None) -> str:
-    return "?" if value is None else f"{value / 2**40:.1f} TiB"
+def _amount(value: int | None, dimension: str) -> str:
+    """A hard limit as people read it: bytes in TiB, an inode limit as a count of files."""
+    if value is None:
+        return "?"
+    return f"{value / 2**40:.1f} TiB" if dimension == "bytes" else f"{value:,} files"
 
 
 def collector_condition(inputs: RuleInputs, state: AlertState | None, config: RuleConfig) -> Condition:

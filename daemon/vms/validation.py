@@ -47,7 +47,8 @@ from quotapilot.forecasting.types import POOL_TARGET, ClusterCapacity, Observati
 
 DROP_REASONS: tuple[str, ...] = ("malformed", "negative", "zero_limit", "implausible", "went_backwards",
                                  "unconfirmed_jump")
-"""Every `reason` a sample can be dropped for (`BadSample`); the metric starts each at 0."""
+"""Every `reason` a sample can be dropped for (`BadSample`); the metric starts each at 0.
+`zero_limit` is the pool's usable capacity of 0 only: a quota's limit of 0 is "no limit" (`quota_sample`)."""
 
 USED_OVER_HARD_IMPLAUSIBLE = 1.5
 """`used > 1.5 × hard_limit` is a wrong record, not an over-run. A quota may legitimately report a
@@ -60,10 +61,12 @@ JUMP_SAFETY_FACTOR = 4.0
 JUMP_FLOOR_RATIO = 0.02
 """...and always up to 2 % of its hard limit per sample, so the ordinary noise of a quiet quota is
 never held back (a quiet quota that starts a real ingest waits one poll at most: the next sample
-agrees)."""
+agrees). A counter without a limit (VMS's "no limit") has no other scale than its usage: 2 % of the
+previous sample's. With the floors alone (`agrees`, which judges a target's first samples), a quota
+without a byte limit that wrote more than 1 GiB a poll never had a sample confirmed."""
 
 JUMP_FLOOR_BYTES = 2**30
-"""...and always up to 1 GiB (for a quota without a limit, or a tiny one)."""
+"""...and always up to 1 GiB (for a tiny quota, or a nearly empty one without a limit)."""
 
 JUMP_FLOOR_INODES = 10_000
 """...and, for the inode counter, always up to 10,000 files."""
@@ -303,7 +306,15 @@ def quota_label(record: Mapping[str, Any], naming: QuotaNaming = SINGLE_TENANT) 
 def quota_sample(cluster: str, record: Mapping[str, Any], t: float, seen: set[str],
                  naming: QuotaNaming = SINGLE_TENANT) -> Observation:
     """A directory quota from one `GET /quotas/` record; `seen` holds the target names already
-    taken this poll (a repeated tenant and name is malformed); `naming` names it (`QuotaNaming`)."""
+    taken this poll (a repeated tenant and name is malformed); `naming` names it (`QuotaNaming`).
+
+    A limit of 0 (or none: the schema requires only `name` and `path`) is VMS's "no limit", the
+    simulator's and the history importer's reading too: its field is None. A quota without a byte
+    limit (one that limits only the file count, or one kept for accounting) is watched like any
+    other — its usage stored, forecast and exported — and has no bytes series to grow or alert on
+    (`TargetInput.series`, `SeriesInput.utilization_ratio`: no limit, no ratio). Dropped as
+    `zero_limit` at every poll, it was never watched, and the drop counter read as VMS sending
+    garbage. Only the pool's usable capacity of 0 is one (`capacity_sample`)."""
     name = naming.target_name(record)
     path = record.get("path")
     if not isinstance(path, str) or not path.startswith("/"):
@@ -311,15 +322,13 @@ def quota_sample(cluster: str, record: Mapping[str, Any], t: float, seen: set[st
     if name in seen or name == POOL_TARGET:
         raise BadSample("malformed", f"duplicate quota name {name!r}")
     used = _int_field(record, "used_capacity", required=True)
-    hard = _int_field(record, "hard_limit", required=True)
+    hard = _int_field(record, "hard_limit", required=False) or None  # 0, null or absent: no byte limit
     soft = _int_field(record, "soft_limit", required=False)
     used_inodes = _int_field(record, "used_inodes", required=False)
     hard_inodes = _int_field(record, "hard_limit_inodes", required=False)
     soft_inodes = _int_field(record, "soft_limit_inodes", required=False)
     quota_id = _int_field(record, "id", required=False)
     assert used is not None
-    if hard == 0:
-        raise BadSample("zero_limit", "hard_limit=0")
     if hard is not None and used > hard * USED_OVER_HARD_IMPLAUSIBLE:
         raise BadSample("implausible", f"used_capacity={used} > {USED_OVER_HARD_IMPLAUSIBLE:g} x hard_limit={hard}")
     if soft is not None and hard is not None and soft > hard:
@@ -369,7 +378,8 @@ def plausible_rise(rate_per_second: float, elapsed_seconds: float, hard_limit: i
                    floor: int = JUMP_FLOOR_BYTES) -> float:
     """How much usage may rise in `elapsed_seconds` without confirmation (bytes, or inodes with
     `floor=JUMP_FLOOR_INODES`): `max(JUMP_SAFETY_FACTOR × rate × elapsed, JUMP_FLOOR_RATIO ×
-    hard_limit, floor)`, `rate` being the target's `robust_rate` over its recent accepted rates."""
+    hard_limit, floor)`, `rate` being the target's `robust_rate` over its recent accepted rates.
+    (`jumped` passes a counter without a limit its previous usage as `hard_limit`.)"""
     by_rate = JUMP_SAFETY_FACTOR * max(0.0, rate_per_second) * max(0.0, elapsed_seconds)
     return max(by_rate, JUMP_FLOOR_RATIO * (hard_limit or 0), float(floor))
 
@@ -403,15 +413,16 @@ def jumped(previous: Accepted | None, suspect: Accepted | None, sample: Accepted
     if previous is None:
         return None, False
     suspect_bytes = None if suspect is None else (suspect.t, suspect.used_bytes)
+    # no limit (None): the usage is the scale of the floor ratio (JUMP_FLOOR_RATIO)
     jump = _rise((previous.t, previous.used_bytes), suspect_bytes, (sample.t, sample.used_bytes),
-                 hard_limit=hard_limit_bytes, rates=rates, tolerance_ratio=tolerance_ratio,
+                 hard_limit=hard_limit_bytes or previous.used_bytes, rates=rates, tolerance_ratio=tolerance_ratio,
                  floor=JUMP_FLOOR_BYTES)
     if not jump and sample.used_inodes is not None and previous.used_inodes is not None:
         suspect_inodes = None if suspect is None or suspect.used_inodes is None \
             else (suspect.t, suspect.used_inodes)
         jump = _rise((previous.t, previous.used_inodes), suspect_inodes, (sample.t, sample.used_inodes),
-                     hard_limit=hard_limit_inodes, rates=inode_rates, tolerance_ratio=tolerance_ratio,
-                     floor=JUMP_FLOOR_INODES)
+                     hard_limit=hard_limit_inodes or previous.used_inodes, rates=inode_rates,
+                     tolerance_ratio=tolerance_ratio, floor=JUMP_FLOOR_INODES)
     return (sample, True) if jump else (None, False)
 
 

@@ -219,6 +219,19 @@ class TestQuotaStateGrowthCollectorDaemon:
         assert run.of("c1/raw/growth_blocked") == \
             [(Status.FIRING, Severity.CRITICAL), (Status.RESOLVED, Severity.CRITICAL)]
 
+    def test_an_inode_growth_is_told_in_files(self) -> None:
+        """An inode limit is a count of files: its growth and would-grow texts said "0.0 TiB"."""
+        run = Run()
+        grown = GrowthInput("inodes", "grown", "runway", 1_000_000, 1_500_000)
+        run.cycle(T0, quota(10, growth=(grown,)))
+        run.cycle(T0 + 60, quota(10, growth=(GrowthInput("inodes", "would_grow", "p90 crosses", 1_500_000,
+                                                         2_000_000),)))
+        [event] = [n for n in run.notes if n.alert_id == "c1/raw/growth_inodes"]
+        [would] = [n for n in run.notes if n.alert_id == "c1/raw/growth_would_grow_inodes"]
+        assert "from 1,000,000 files to 1,500,000 files" in event.summary
+        assert "from 1,500,000 files to 2,000,000 files" in would.summary
+        assert "TiB" not in event.summary + would.summary
+
     def test_verify_failed_latches_until_a_verified_growth(self) -> None:
         run = Run()
         run.cycle(T0, quota(10, growth=(GrowthInput("bytes", "failed", "read back 1 TiB"),)))

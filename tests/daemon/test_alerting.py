@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from structlog.testing import capture_logs
 
 from quotapilot.alerts.dispatcher import OutboxEntry
 from quotapilot.alerts.errors import SinkUnavailable
+from quotapilot.alerts.model import Severity
+from quotapilot.alerts.rules import RuleConfig, target_conditions
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.events import EventStage
@@ -21,7 +24,7 @@ from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
 from quotapilot.daemon.runtime.supervisor import Supervisor
 from quotapilot.daemon.runtime.wiring import Collaborators, alerting_stage
 from quotapilot.daemon.settings import Settings, load_settings
-from quotapilot.daemon.stages.alerting import AlertingStage, build_sinks, inputs_from_cycle
+from quotapilot.daemon.stages.alerting import AlertingStage, build_sinks, inputs_from_cycle, target_state_payload
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.observations import ObservationStore
 from quotapilot.daemon.store.outbox import AsyncOutbox, OutboxStore
@@ -153,6 +156,29 @@ class TestInputs:
         inputs = inputs_from_cycle(ctx_with(0.5, decisions=(blocked, reserve)), settings_for(tmp_path))
         assert [(g.dimension, g.status) for g in inputs.targets[0].growth] == [
             ("bytes", "none"), ("inodes", "blocked")]
+
+    def test_a_quota_without_a_byte_limit_alerts_on_its_inodes_only(self, tmp_path: Path) -> None:
+        """VMS's "no limit" (hard limit 0, read as None): no byte limit to cross, so no bytes
+        utilization or runway condition at all (not even a resolving one), whatever its usage or
+        forecast; its inodes alert as any quota's, and its growth is its inodes'."""
+        files = TargetId("c1", "files-only", "/c1/files-only")
+        obs = Observation(files, T0, used_bytes=900 * TIB, hard_limit_bytes=None, soft_limit_bytes=80 * TIB,
+                          used_inodes=950_000, hard_limit_inodes=1_000_000)
+        unlimited = replace(forecast_for(files, 900 * TIB, 1.0, None), limit=None, runways=())
+        grow = Decision(files, Dimension.INODES, DecisionKind.GROW, "at or above grow_at now", T0,
+                        current_used=950_000, current_hard=1_000_000, new_hard=2_000_000)
+        ctx = CycleContext(poll=PollResult("c1", T0, observations=(obs,)), now=T0, decisions=[grow])
+        ctx.forecasts[(files, Dimension.BYTES)] = unlimited
+        (target,) = inputs_from_cycle(ctx, settings_for(tmp_path)).targets
+        assert target.bytes is not None and (target.bytes.limit, target.bytes.utilization_ratio) == (None, None)
+        assert not target.bytes.forecast_known
+        kinds = {c.kind: c.severity for c in target_conditions(target, {}, RuleConfig())}
+        assert "utilization" not in kinds and "runway" not in kinds
+        assert (kinds["utilization_inodes"], kinds["growth_would_grow_inodes"]) == (Severity.CRITICAL, Severity.INFO)
+        assert "growth_would_grow" not in kinds
+        state = target_state_payload(target, None, [])
+        assert (state["used_bytes"], state["hard_limit_bytes"], state["utilization_ratio"]) == (900 * TIB, None, None)
+        assert state["inode_utilization_ratio"] == 0.95
 
 
 class TestStage:

@@ -239,6 +239,9 @@ class FakeVms:
                                         "free_usable_capacity": 600 * 2**40, "state": "ONLINE"}
         self.bandwidth_status: int | None = None
         """When set, the bandwidth query fails with this HTTP status."""
+        self.next_link_pages: int | None = None
+        """When set, `next` is null from this page on, whatever `count` says (a VMS or a proxy
+        that drops the link)."""
 
     def __getitem__(self, resource: str) -> FakeResource:
         return FakeResource(self, resource)
@@ -252,7 +255,10 @@ class FakeResource:
         if self.resource == "clusters":
             return [self.vms.cluster]
         if self.resource == "quotas":
-            return {"count": len(self.vms.quotas), "next": None, "previous": None, "results": self.vms.quotas}
+            quotas, page, size = self.vms.quotas, params["page"], params["page_size"]
+            more = page * size < len(quotas) and (self.vms.next_link_pages is None or page < self.vms.next_link_pages)
+            return {"count": len(quotas), "next": f"?page={page + 1}" if more else None, "previous": None,
+                    "results": quotas[(page - 1) * size: page * size]}
         if self.vms.bandwidth_status is not None:
             raise vastpy.RESTFailure("GET", self.resource, None, self.vms.bandwidth_status, b"no analytics")
         return {"prop_list": ["timestamp", "object_id", BANDWIDTH_PROPS[0]],
@@ -292,7 +298,7 @@ class TestValidation:
 
     @pytest.mark.parametrize(("fields", "reason"), [
         ({"used_capacity": -1}, "negative"),
-        ({"hard_limit": 0}, "zero_limit"),
+        ({"hard_limit": 10 * 2**40}, "implausible"),  # 50 TiB used: a wrong record, not an over-run
         ({"used_capacity": "12"}, "malformed"),
         ({"used_capacity": True}, "malformed"),
         ({"used_capacity": None}, "malformed"),
@@ -331,14 +337,6 @@ class TestValidation:
         assert [(d.target, d.reason) for d in result.dropped] == [("entry:2", "malformed"), ("entry:3", "malformed")]
         assert dict(collector.dropped_total) == {"malformed": 2}
 
-    async def test_one_id_for_two_quotas_is_counted(self, fake: tuple[FakeVms, VmsPoller]) -> None:
-        """Two records with one VMS id but another name: the second vanished, uncounted."""
-        vms, collector = fake
-        vms.quotas = [quota("a", id=7), quota("b", id=7, path="/elsewhere")]
-        result = await collector.poll()
-        assert {"a", POOL_TARGET} == {o.target.name for o in result.observations}
-        assert [(d.target, d.reason) for d in result.dropped] == [("b", "malformed")]
-
     async def test_bandwidth_is_the_latest_sample(self, fake: tuple[FakeVms, VmsPoller]) -> None:
         _, collector = fake
         assert (await collector.poll()).ingest_bytes_per_second == 7.5
@@ -365,7 +363,7 @@ class TestValidation:
     async def test_drop_logged_once_per_transition(self, fake: tuple[FakeVms, VmsPoller]) -> None:
         vms, collector = fake
         with capture_logs() as logs:
-            vms.quotas = [quota("q", hard_limit=0)]
+            vms.quotas = [quota("q", used_capacity=-1)]
             for _ in range(3):
                 await collector.poll()
             vms.quotas = [quota("q")]
@@ -373,7 +371,7 @@ class TestValidation:
             await collector.poll()
         events = [(e["event"], e.get("target")) for e in logs if e["event"].startswith("sample.")]
         assert events == [("sample.dropped", "q"), ("sample.accepted", "q")]
-        assert dict(collector.dropped_total) == {"zero_limit": 3}
+        assert dict(collector.dropped_total) == {"negative": 3}
 
     async def test_counter_going_backwards_is_dropped_until_confirmed(
             self, fake: tuple[FakeVms, VmsPoller], clock: InstantClock) -> None:
@@ -440,6 +438,128 @@ class TestValidation:
         result = await collector.poll()
         assert result.capacity is None
         assert [(d.target, d.reason) for d in result.dropped] == [(POOL_TARGET, "implausible")]
+
+
+class TestQuotasWithoutAByteLimit:
+    """VMS's hard limit of 0 (or null) is "no limit" (the simulator's and the history importer's
+    reading too): a quota that limits only the file count, or one kept for accounting, is a quota
+    to watch, not a bad sample. Dropped as `zero_limit` at every poll, it was never watched nor
+    grown, and `quotapilot_samples_dropped_total{reason="zero_limit"}` read as VMS sending garbage."""
+
+    async def test_an_inode_only_quota_is_watched(self, fake: tuple[FakeVms, VmsPoller],
+                                                  clock: InstantClock) -> None:
+        vms, collector = fake
+        vms.quotas = [quota("files-only", hard_limit=0, soft_limit=0, used_inodes=900_000,
+                            hard_limit_inodes=1_000_000)]
+        kept = []
+        for _ in range(3):
+            clock.advance(600)
+            result = await collector.poll()
+            assert [(d.target, d.reason) for d in result.dropped] == []
+            kept += [o for o in result.observations if o.target.name == "files-only"]
+        limits = [(o.hard_limit_bytes, o.soft_limit_bytes, o.hard_limit_inodes, o.inode_utilization_ratio)
+                  for o in kept]
+        assert limits == [(None, None, 1_000_000, 0.9)] * 3
+        assert "files-only" not in result.unconfirmed  # the second sample agreed with the first
+        assert dict(collector.dropped_total) == {}
+
+    async def test_a_quota_without_any_limit_is_watched(self, fake: tuple[FakeVms, VmsPoller]) -> None:
+        vms, collector = fake
+        vms.quotas = [quota("accounting", hard_limit=None, soft_limit=None, hard_limit_inodes=0)]
+        result = await collector.poll()
+        (obs,) = [o for o in result.observations if o.target.name == "accounting"]
+        assert (obs.used_bytes, obs.hard_limit_bytes, obs.hard_limit_inodes) == (50 * 2**40, None, None)
+        assert dict(collector.dropped_total) == {}
+
+    async def test_a_pool_of_no_capacity_is_still_dropped(self, fake: tuple[FakeVms, VmsPoller]) -> None:
+        """The pool's usable capacity of 0 is no "no limit": that one is garbage."""
+        vms, collector = fake
+        vms.quotas = [quota("files-only", hard_limit=0)]
+        vms.cluster = {"usable_capacity_bytes": 0, "free_usable_capacity": 0, "state": "ONLINE"}
+        result = await collector.poll()
+        assert [(d.target, d.reason) for d in result.dropped] == [(POOL_TARGET, "zero_limit")]
+        assert [o.target.name for o in result.observations] == ["files-only"]
+        assert dict(collector.dropped_total) == {"zero_limit": 1}
+
+
+class TestContestedIds:
+    """A VMS id is the actuator's handle on a quota (the re-read and the PATCH go to
+    `quotas/<id>/`). When two different records claim one id, which quota it names cannot be told:
+    every record of that id is dropped for that poll (`malformed`, each counted once, logged once
+    per transition). Keeping the first one listed grew it by the other quota's numbers. An
+    identical repeat (a page shift) is no second claimant."""
+
+    async def test_every_record_of_a_contested_id_is_dropped(self, fake: tuple[FakeVms, VmsPoller]) -> None:
+        """Both claimants of id 7 are dropped at every poll that lists them so (not only the
+        second: the first was acted on), each counted, each logged once; the quota beside them
+        is untouched, and both are accepted again once their ids differ."""
+        vms, collector = fake
+        with capture_logs() as logs:
+            for _ in range(3):
+                vms.quotas = [quota("a", id=7), quota("b", id=7, path="/elsewhere"), quota("c", id=9)]
+                result = await collector.poll()
+                assert result.ok
+                assert {"c", POOL_TARGET} == {o.target.name for o in result.observations}
+                assert [(d.target, d.reason) for d in result.dropped] == [("a", "malformed"), ("b", "malformed")]
+            vms.quotas = [quota("a", id=7), quota("b", id=8, path="/elsewhere"), quota("c", id=9)]
+            settled = await collector.poll()  # the contest is decided per poll
+        assert {"a", "b", "c", POOL_TARGET} == {o.target.name for o in settled.observations}
+        assert dict(collector.dropped_total) == {"malformed": 6}
+        events = [(e["event"], e["target"]) for e in logs if e["event"].startswith("sample.")]
+        assert events == [("sample.dropped", "a"), ("sample.dropped", "b"),
+                          ("sample.accepted", "a"), ("sample.accepted", "b")]
+
+    async def test_a_page_shift_repeat_is_no_claimant(self, fake: tuple[FakeVms, VmsPoller]) -> None:
+        """The same record twice is one quota listed twice (de-duplicated, not dropped); beside a
+        different record of its id, it is one claimant of two, dropped and counted once."""
+        vms, collector = fake
+        vms.quotas = [quota("a", id=7), quota("a", id=7), quota("c", id=9)]
+        result = await collector.poll()
+        assert list(result.dropped) == []
+        assert {"a", "c", POOL_TARGET} == {o.target.name for o in result.observations}
+        vms.quotas = [quota("a", id=7), quota("a", id=7), quota("b", id=7, path="/elsewhere"), quota("c", id=9)]
+        result = await collector.poll()
+        assert {"c", POOL_TARGET} == {o.target.name for o in result.observations}
+        assert [(d.target, d.reason) for d in result.dropped] == [("a", "malformed"), ("b", "malformed")]
+        assert dict(collector.dropped_total) == {"malformed": 2}
+
+    async def test_a_claimant_that_is_bad_anyway_still_contests(self, fake: tuple[FakeVms, VmsPoller]) -> None:
+        """The other record of the id is no sample (a negative usage): the good-looking one is
+        still not known to own the id."""
+        vms, collector = fake
+        vms.quotas = [quota("a", id=7), quota("b", id=7, path="/elsewhere", used_capacity=-1)]
+        result = await collector.poll()
+        assert {POOL_TARGET} == {o.target.name for o in result.observations}
+        assert [(d.target, d.reason) for d in result.dropped] == [("a", "malformed"), ("b", "negative")]
+
+
+class TestIncompleteListing:
+    """A listing whose pages end (no `next`) before its `count` is reached is no listing: it is
+    refetched like a truncated page, and once the retries are spent the poll fails (`truncated`).
+    As a good poll, the quotas it lacked vanished uncounted, and after the presence grace their
+    alerts were resolved as "target removed"."""
+
+    async def test_a_next_link_that_stops_early_fails_the_poll(
+            self, make_settings: SettingsFactory, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        """`count` says 5 and page 1 (2 quotas) comes without `next`: the poll fails `truncated`
+        after the retries (no observation, no drop), and the quotas' history outlives it."""
+        vms = FakeVms()
+        collector = make_collector(make_settings(vast={"page_size": 2}), clock, executor,
+                                   client_factory=lambda *_: vms)
+        vms.quotas = [quota(f"q{i}") for i in range(5)]
+        assert (await collector.poll()).ok
+        vms.next_link_pages = 1  # count says 5; page 1 (2 quotas) says it is the last
+        result = await collector.poll()
+        assert not result.ok
+        assert result.error is not None and result.error.startswith("truncated: ")
+        assert (result.observations, result.dropped) == ((), ())
+        assert dict(collector.poll_errors_total) == {"truncated": 1}
+        assert len(clock.slept) == 3  # refetched under the retry policy (max_retries = 3)
+        vms.next_link_pages = None
+        clock.advance(600)
+        recovered = await collector.poll()  # nothing was concluded from the short listing
+        assert {f"q{i}" for i in range(5)} == {o.target.name for o in recovered.observations} - {POOL_TARGET}
+        assert {f"q{i}" for i in range(5)} <= set(recovered.ingest_rates)  # their history was kept
 
 
 class TestJumps:
@@ -569,6 +689,14 @@ class TestLimitChanges:
         limits = [100, 100, 60, 60, 60]
         flags = await self.unconfirmed(vms, collector, clock, [self.limit(n) for n in limits])
         assert flags == [True, False, True, False, False]
+
+    async def test_a_byte_limit_set_or_removed_is_a_limit_change(
+            self, fake: tuple[FakeVms, VmsPoller], clock: InstantClock) -> None:
+        """0 is "no limit": an operator setting one on a quota without, or removing it, moves it."""
+        vms, collector = fake
+        limits = [0, 0, 100, 100, 0, 0]
+        flags = await self.unconfirmed(vms, collector, clock, [self.limit(n) for n in limits])
+        assert flags == [True, False, True, False, True, False]
 
     async def test_an_inode_limit_glitch_too(self, fake: tuple[FakeVms, VmsPoller], clock: InstantClock) -> None:
         vms, collector = fake

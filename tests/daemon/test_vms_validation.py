@@ -55,13 +55,37 @@ class TestQuotaSample:
         obs = quota_sample("c1", record(soft_limit=0, hard_limit_inodes=0), T, set())
         assert (obs.soft_limit_bytes, obs.hard_limit_inodes) == (None, None)
 
+    @pytest.mark.parametrize("hard_limit", [0, None, "absent"])
+    def test_a_quota_without_a_byte_limit_is_a_sample(self, hard_limit: int | str | None) -> None:
+        """VMS's 0 (or null, or no field: the schema requires only name and path) is "no limit": a
+        quota that limits only the file count is watched, not dropped as `zero_limit`."""
+        fields = record(hard_limit=hard_limit, soft_limit=0, used_capacity=500 * TIB)
+        if hard_limit == "absent":
+            del fields["hard_limit"]
+        obs = quota_sample("c1", fields, T, set())
+        assert (obs.hard_limit_bytes, obs.soft_limit_bytes, obs.used_bytes) == (None, None, 500 * TIB)
+        assert (obs.used_inodes, obs.hard_limit_inodes) == (10, 1000)
+        assert (obs.utilization_ratio, obs.inode_utilization_ratio) == (None, 0.01)
+
+    def test_an_accounting_only_quota_is_a_sample(self) -> None:
+        obs = quota_sample("c1", record(hard_limit=0, soft_limit=0, hard_limit_inodes=0, soft_limit_inodes=0),
+                           T, set())
+        limits = (obs.hard_limit_bytes, obs.soft_limit_bytes, obs.hard_limit_inodes, obs.soft_limit_inodes)
+        assert limits == (None, None, None, None)
+        assert (obs.used_bytes, obs.used_inodes) == (50 * TIB, 10)
+
+    def test_a_soft_limit_without_a_hard_one_is_kept(self) -> None:
+        """No hard limit to compare it with: the soft limit is what VMS says (never `implausible`)."""
+        obs = quota_sample("c1", record(hard_limit=0, soft_limit=90 * TIB), T, set())
+        assert (obs.hard_limit_bytes, obs.soft_limit_bytes) == (None, 90 * TIB)
+
     @pytest.mark.parametrize(("fields", "reason"), [
         ({"used_capacity": -1}, "negative"),
         ({"used_capacity": float("nan")}, "malformed"),
         ({"used_capacity": "12"}, "malformed"),
         ({"used_capacity": False}, "malformed"),
-        ({"hard_limit": None}, "malformed"),
-        ({"hard_limit": 0}, "zero_limit"),
+        ({"hard_limit": "100TB"}, "malformed"),
+        ({"hard_limit": -1}, "negative"),
         ({"soft_limit": 101 * TIB}, "implausible"),
         ({"name": ""}, "malformed"),
         ({"name": POOL_TARGET}, "malformed"),
@@ -274,6 +298,28 @@ class TestJumped:
         assert not self.check(70 * TIB + int(self.HARD * JUMP_FLOOR_RATIO), rates=())[1]
         assert self.check(70 * TIB + int(self.HARD * JUMP_FLOOR_RATIO) + 1, rates=())[1]
         assert plausible_rise(0.0, 600, None) == 2**30
+
+    def test_without_a_limit_the_floor_scales_with_the_usage(self) -> None:
+        """VMS's "no limit" (None) leaves the usage as the only scale: up to 2 % of the previous
+        sample passes unconfirmed (not 1 GiB alone: a quota without a byte limit that wrote more a
+        poll was never confirmed), and a glitch of twice the usage is still a jump."""
+        edge = 70 * TIB + int(70 * TIB * JUMP_FLOOR_RATIO)
+        for rates in ((), self.RATES):
+            assert jumped(self.PREVIOUS, None, Accepted(T + 600, edge, None), hard_limit_bytes=None,
+                          rates=rates, tolerance_ratio=0.05) == (None, False)
+        assert jumped(self.PREVIOUS, None, Accepted(T + 600, edge + 1, None), hard_limit_bytes=None, rates=(),
+                      tolerance_ratio=0.05)[1]
+        assert jumped(self.PREVIOUS, None, Accepted(T + 600, 140 * TIB, None), hard_limit_bytes=None,
+                      rates=self.RATES, tolerance_ratio=0.05)[1]
+        previous = Accepted(T, used_bytes=70 * TIB, used_inodes=1_000_000)
+        files = Accepted(T + 600, used_bytes=70 * TIB, used_inodes=1_000_000 + 20_000)
+        assert jumped(previous, None, files, hard_limit_bytes=None, rates=(), tolerance_ratio=0.05) == (None, False)
+
+    def test_a_first_sample_without_a_limit_is_confirmed_by_the_next(self) -> None:
+        """`agrees` (floors alone): 20 GiB a poll into a 70 TiB quota without a byte limit."""
+        first = Accepted(T, used_bytes=70 * TIB, used_inodes=900_000, confirmed=False)
+        second = Accepted(T + 600, used_bytes=70 * TIB + 20 * 2**30, used_inodes=900_010)
+        assert agrees(first, second, hard_limit_bytes=None, tolerance_ratio=0.05, hard_limit_inodes=1_000_000)
 
     def test_an_inode_jump_is_suspect_too(self) -> None:
         previous = Accepted(T, used_bytes=70 * TIB, used_inodes=500_000)

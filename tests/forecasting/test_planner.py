@@ -207,6 +207,26 @@ class TestPlanCycle:
         assert inode.new_hard is not None and inode.new_hard >= 2_000_000
         assert inode.new_soft == inode.new_hard * 8 // 10
 
+    def test_a_quota_without_a_byte_limit_grows_only_its_inodes(self) -> None:
+        """VMS's "no limit" (hard limit 0, read as None): no byte limit to grow, nor to size a
+        "would grow" from — whatever its usage, its soft limit or the pool; its inode limit grows
+        as any quota's, and the cluster reserve (a byte guard) does not hold it."""
+        obs = Observation(target=TargetId("c1", "files-only", "/files-only"), t=NOW, used_bytes=900 * TIB,
+                          hard_limit_bytes=None, soft_limit_bytes=80 * TIB, used_inodes=900_000,
+                          hard_limit_inodes=1_000_000, soft_limit_inodes=800_000)
+        target = TargetInput(observation=obs, recent_rate_per_second={Dimension.BYTES: TIB / HOUR},
+                             forecasts={Dimension.BYTES: linear_forecast(obs.target, 900 * TIB, TIB)})
+        for cycle in (self.cycle(target, free=0), CycleInput(now=NOW, targets=(target,), capacity=None)):
+            (inode,) = plan_cycle(cycle)
+            assert (inode.dimension, inode.kind) == (Dimension.INODES, DecisionKind.GROW)
+            assert inode.new_hard is not None and inode.new_hard >= 2_000_000
+        assert plan_reactive_cycle(CycleInput(now=NOW, targets=(target,), capacity=None)) == ()
+
+    def test_a_quota_without_any_limit_has_no_decision(self) -> None:
+        obs = Observation(target=TargetId("c1", "accounting", "/accounting"), t=NOW, used_bytes=900 * TIB,
+                          hard_limit_bytes=None, used_inodes=900_000)
+        assert plan_cycle(self.cycle(TargetInput(observation=obs))) == ()
+
 
 class TestReactive:
     def test_adds_one_tib_at_ninety_percent(self) -> None:
