@@ -78,18 +78,23 @@ Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=MAX_S
 """A duration in seconds; config accepts `3600`, `"1h"`, `"7d"`; finite, at most `MAX_SECONDS`."""
 def _http_url(value: str) -> str:
     """An http(s) URL with a host (and a port, if any, in 1..65535): what aiohttp can request.
-    Checked here, not at first use (import-history died with aiohttp's InvalidUrlClientError)."""
+    Checked here, not at first use (import-history died with aiohttp's InvalidUrlClientError).
+    No message quotes the value, nor urllib's (which quotes a bad port): a webhook URL's path can
+    be its secret (Slack's), and check-config and `run` print these reasons."""
     try:
         parts = urllib.parse.urlsplit(value)
+    except ValueError:
+        raise ValueError("not a URL: its host cannot be read (an IPv6 address missing its ']'?)") from None
+    try:
         port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"not a URL: {exc}") from None
+    except ValueError:
+        raise ValueError("not a URL: its port is not a number in 1..65535") from None
     if parts.scheme not in ("http", "https"):
         raise ValueError("must start with http:// or https://")
     if any(ch.isspace() or not ch.isprintable() for ch in value):
         raise ValueError("has white space or control characters in it")
     if not parts.hostname:
-        raise ValueError(f"has no host: {value!r} (e.g. http://prometheus:9090)")
+        raise ValueError("has no host: write scheme://host[:port]/path (e.g. http://prometheus:9090)")
     if port == 0:
         raise ValueError("port 0 is not a port to connect to")
     return value
@@ -99,7 +104,10 @@ def url_for_display(url: str) -> str:
     """What may be printed of a URL that can carry credentials (userinfo; a query; a path that is
     itself the secret, as in Slack's incoming webhooks): `scheme://host[:port]`, then `/…` when the
     URL goes on."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # not a URL at all: nothing of it is safe to show
+        return "(unreadable URL)"
     host = parts.netloc.rpartition("@")[2]
     more = "/…" if parts.path not in ("", "/") or parts.query or parts.fragment else ""
     return f"{parts.scheme}://{host}{more}"
@@ -107,6 +115,21 @@ def url_for_display(url: str) -> str:
 
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 """An `http://` or `https://` URL with a host."""
+_VMS_TIME_FRAME = re.compile(r"[0-9]+[smhdDwWMY]")
+"""VMS's `time_frame`: a whole number and a unit (s, m, h, d/D, w/W, M, Y), as the simulator
+checks it; matched whole (`fullmatch`), ASCII digits only."""
+
+
+def _vms_time_frame(value: str) -> str:
+    if not _VMS_TIME_FRAME.fullmatch(value):
+        raise ValueError("not a VMS time frame: a whole number and a unit s, m, h, D, W, M or Y (e.g. 10m, 1h, 2D)")
+    if int(value[:-1]) == 0:
+        raise ValueError("must be longer than 0 (e.g. 10m, 1h, 2D): an empty window has no samples")
+    return value
+
+
+VmsTimeFrame = Annotated[str, AfterValidator(_vms_time_frame)]
+"""A VMS analytics `time_frame`, e.g. `10m`, `1h`, `2D`."""
 Ratio = Annotated[float, Field(gt=0, le=1)]
 """A fraction of a limit, in (0, 1]."""
 Multiple = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
@@ -330,7 +353,8 @@ class PollSettings(Group):
                                 description="Random start offset, as a fraction of the interval.")
     stale_after_intervals: float = Field(
         3.0, gt=1, le=1000, description="/healthz fails, and nothing acts, when data is older than this.")
-    bandwidth_time_frame: str = Field("10m", description="time_frame of the ingest-bandwidth query.")
+    bandwidth_time_frame: VmsTimeFrame = Field(
+        "10m", description="time_frame of the ingest-bandwidth query: a whole number and a unit (10m, 1h, 2D).")
     tolerance_ratio: float = Field(
         0.05, ge=0, le=1,
         description="How far a counter may go backwards (as a fraction) before a sample is implausible.")
@@ -953,6 +977,12 @@ class CapacitySettings(Group):
     alert_for: PlanSeconds = Field(
         86400.0, description="The order alert fires once its condition has held this long (a young "
         "forecast swings).")
+
+    @model_validator(mode="after")
+    def _thresholds_once(self) -> CapacitySettings:
+        if len(set(self.thresholds)) != len(self.thresholds):  # as [forecast] thresholds: one plan row each
+            raise FieldProblem("thresholds", "has a threshold twice")
+        return self
 
     @model_validator(mode="after")
     def _lead_within_horizon(self) -> CapacitySettings:

@@ -29,7 +29,7 @@ from quotapilot.forecasting.types import (
 
 Guard = Literal[
     "stale_data", "no_limit", "kill_switch", "paused", "observe_mode", "ceiling", "max_growth",
-    "cluster_reserve", "cluster_full", "cooldown", "rate_limit",
+    "cluster_reserve", "cluster_full", "cooldown", "rate_limit", "max_reserved",
 ]
 HARD_GUARDS: frozenset[str] = frozenset({"ceiling", "max_growth", "cluster_reserve", "cluster_full", "no_limit"})
 """Guards that no amount of waiting lifts: capacity has to be added by a person (HTTP 507)."""
@@ -53,6 +53,10 @@ class TargetState:
     cluster_reserve_ratio: float = 0.10
     reserved_bytes: int = 0
     reserved_inodes: int = 0
+    max_reserved: int | None = None
+    """The most the active reservations of one dimension may total, the request included (None:
+    no cap). The API passes its `MAX_BYTES`, so the stored totals stay far inside 64-bit
+    integers even on a target with no limit, where nothing else bounds them."""
     paused: bool = False
     paused_until: float | None = None
     pause_reason: str = ""
@@ -77,6 +81,8 @@ class DimensionFit:
     growth_basis: GrowthBasis
     fits_now: bool
     fits: bool
+    within_max_reserved: bool = True
+    """False when the request would take the active reservations past `TargetState.max_reserved`."""
 
     @property
     def forecast_available(self) -> bool:
@@ -175,13 +181,23 @@ def forecast_growth(series: SeriesForecast | None, start: float, end: float,
 
 
 def _fit(dimension: Dimension, requested: int, used: int, limit: int | None, reserved: int,
-         series: SeriesForecast | None, start: float, end: float, observed_rate: float | None) -> DimensionFit:
+         series: SeriesForecast | None, start: float, end: float, observed_rate: float | None,
+         max_reserved: int | None) -> DimensionFit:
     growth, basis = forecast_growth(series, start, end, observed_rate)
+    if max_reserved is not None and reserved + requested > max_reserved:
+        return DimensionFit(dimension, requested, used, limit, reserved, growth, basis, False, False,
+                            within_max_reserved=False)
     if limit is None:
         return DimensionFit(dimension, requested, used, None, reserved, growth, basis, True, True)
     fits_now = used + reserved + requested <= limit
     fits = fits_now and used + reserved + growth + requested <= limit
     return DimensionFit(dimension, requested, used, limit, reserved, growth, basis, fits_now, fits)
+
+
+def _over_max_reserved(dimension: Dimension, total: int, max_reserved: int | None) -> Plan:
+    # no growth helps: active reservations have to end (release or TTL) first, so it lifts with time
+    return Plan("blocked", f"the active {dimension} reservations of this target would total {total}, above "
+                f"the most the daemon counts ({max_reserved})", "max_reserved")
 
 
 def _round_up(value: float, step: int) -> int:
@@ -216,6 +232,9 @@ def _plan(state: TargetState, fits: list[DimensionFit], now: float) -> Plan:
     short = [f for f in fits if not f.fits]
     if not short:
         return Plan("none", "fits: nothing to do")
+    for fit in short:
+        if not fit.within_max_reserved:
+            return _over_max_reserved(fit.dimension, fit.reserved + fit.requested, state.max_reserved)
     decisions = _planner_decisions(state, fits, now)
     rules = state.policy
     new_limits: dict[Dimension, int] = {}
@@ -262,11 +281,11 @@ def assess(state: TargetState, *, request_bytes: int, request_inodes: int | None
     end = now + window_seconds
     rates = state.recent_rate_per_second
     fits = [_fit(Dimension.BYTES, request_bytes, obs.used_bytes, obs.hard_limit_bytes, state.reserved_bytes,
-                 state.forecasts.get(Dimension.BYTES), start, end, rates.get(Dimension.BYTES))]
+                 state.forecasts.get(Dimension.BYTES), start, end, rates.get(Dimension.BYTES), state.max_reserved)]
     if request_inodes is not None and obs.used_inodes is not None:
         fits.append(_fit(Dimension.INODES, request_inodes, obs.used_inodes, obs.hard_limit_inodes,
                          state.reserved_inodes, state.forecasts.get(Dimension.INODES), start, end,
-                         rates.get(Dimension.INODES)))
+                         rates.get(Dimension.INODES), state.max_reserved))
     plan = _plan(state, fits, now)
     fits_all = all(f.fits for f in fits)
     fits_now = all(f.fits_now for f in fits)
@@ -274,4 +293,9 @@ def assess(state: TargetState, *, request_bytes: int, request_inodes: int | None
         # the quota has room on paper, but the pool it draws from does not
         fits_all = fits_now = False
         plan = Plan("blocked", f"the cluster has only {state.cluster.free_bytes} bytes free", "cluster_full")
+    if (request_inodes is not None and obs.used_inodes is None and state.max_reserved is not None
+            and state.reserved_inodes + request_inodes > state.max_reserved):
+        # no inode count observed, so no inode fit above, but a reservation stores its inodes all the same
+        fits_all = fits_now = False
+        plan = _over_max_reserved(Dimension.INODES, state.reserved_inodes + request_inodes, state.max_reserved)
     return Assessment(fits_all, fits_now, window_seconds, tuple(fits), plan)

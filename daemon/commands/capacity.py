@@ -6,7 +6,8 @@ A table by default; `--json` prints one object `{"pools": [{"name", "kind", "usa
 "cost", …}]}` (timestamps ISO 8601, null beyond the plan horizon; p90 names the pessimistic
 path, whose date comes first); `--plot FILE` draws each pool's usage, forecast band, thresholds
 and order-by date (matplotlib, the `plot` extra). Exit codes: 0 ok, 1 the daemon could not
-answer, 2 bad usage.
+answer (or the plot could not be written after all: a full disk), 2 bad usage (a `--plot` path no
+file can be written at is found before the daemon is asked).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from quotapilot.daemon.commands.client import (
     _emit,
     _fail,
 )
+from quotapilot.daemon.commands.output_paths import file_problem
 from quotapilot.daemon.pipeline_client import ClientError
 from quotapilot.daemon.units import format_bytes
 
@@ -37,6 +39,10 @@ JSON_OMITS = ("band",)
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:
+    problem = None if args.plot is None else file_problem(args.plot)
+    if problem is not None:
+        print(f"quotapilot capacity: --plot {args.plot}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         answer = _client(args).request("GET", CAPACITY_PATH)
     except (ClientError, UsageError) as exc:
@@ -49,7 +55,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
             print("quotapilot capacity: --plot needs matplotlib (pip install 'quotapilot[plot]')", file=sys.stderr)
             return EXIT_USAGE
         except OSError as exc:
-            print(f"quotapilot capacity: cannot write {args.plot}: {exc}", file=sys.stderr)
+            print(f"quotapilot capacity: cannot write --plot {args.plot}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_FAILED
     if args.json:
         _emit(json.dumps({"pools": [{k: v for k, v in pool.items() if k not in JSON_OMITS} for pool in pools]}))

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import sys
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -57,7 +58,29 @@ def _url_and_token(args: argparse.Namespace, *, need_token: bool) -> tuple[str, 
                 raise UsageError(f"http.write_token_file: {exc}") from None
     if need_token and not token:
         raise UsageError(f"no write token: pass --token, set ${TOKEN_ENV}, or --config with [http] write_token")
+    if url is not None:
+        problem = _daemon_url_problem(url)
+        if problem is not None:
+            raise UsageError(f"--url: {problem}")
     return url or DEFAULT_URL, token
+
+
+def _daemon_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a daemon's address (None: it can). Checked before any request: urllib
+    raises ValueError for some (`http://[::1`, a port that is not a number), which is no
+    connection failure, and the client's retries would wait on others for nothing."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a URL: {exc}"
+    if parts.scheme not in ("http", "https"):
+        return f"must start with http:// or https:// (e.g. {DEFAULT_URL})"
+    if not parts.hostname:
+        return f"has no host (e.g. {DEFAULT_URL})"
+    if port == 0:
+        return "port 0 is not a port to connect to"
+    return None
 
 
 def _client(args: argparse.Namespace, *, need_token: bool = False) -> Client:

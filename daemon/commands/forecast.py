@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from quotapilot.daemon.commands.output_paths import file_problem
 from quotapilot.daemon.settings import MAX_BYTES, MAX_FORECAST_HORIZON_SECONDS
 from quotapilot.daemon.units import format_bytes, format_duration, parse_bytes, parse_duration
 
@@ -148,8 +149,15 @@ def _parse_args(args: argparse.Namespace) -> tuple[float | None, list[float], fl
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
+    """Exit 0 with the report; 2 bad usage (flags, the CSV, a `--plot` path no file can be
+    written at, no matplotlib); 1 the plot could not be written after all (a full disk). The plot
+    is written before the report is printed, so a failure never follows a printed `--json` object."""
     try:
         limit, thresholds, horizon = _parse_args(args)
+        problem = None if args.plot is None else file_problem(args.plot)
+        if problem is not None:
+            print(f"quotapilot forecast: --plot {args.plot}: {problem}", file=sys.stderr)
+            return 2
         samples = read_samples(args.csv)
     except CsvError as exc:
         print(f"quotapilot forecast: {args.csv}: {exc}", file=sys.stderr)
@@ -163,10 +171,6 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     config = ModelConfig(horizon_seconds=horizon)
     _, outlook = forecast_samples(samples, limit=limit, thresholds=thresholds, config=config)
     report = build_report(outlook, limit=limit, thresholds=thresholds, step_seconds=config.step_seconds)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(render_table(report, outlook, limit=limit))
     if args.plot is not None:
         try:
             write_plot(args.plot, samples, outlook, limit=limit, thresholds=thresholds)
@@ -174,6 +178,13 @@ def cmd_forecast(args: argparse.Namespace) -> int:
             print("quotapilot forecast: --plot needs matplotlib (pip install 'quotapilot[plot]')",
                   file=sys.stderr)
             return 2
+        except OSError as exc:
+            print(f"quotapilot forecast: cannot write --plot {args.plot}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(render_table(report, outlook, limit=limit))
     return 0
 
 

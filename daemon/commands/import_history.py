@@ -4,7 +4,10 @@ start on demand — usage history from the Prometheus of `[history]` into the st
 (one tick per `query_range` chunk), then a summary: targets matched, samples imported, targets left
 cold (known to the store, no history in Prometheus), series no target matched.
 
-Exit 0 done, 2 bad config, 1 Prometheus unreachable or refusing.
+The store is the one the daemon uses (`store.open.open_backend`): the fleet's PostgreSQL when
+`[store] url` is set, else the SQLite file at `[store] path`.
+
+Exit 0 done, 2 bad config, 1 Prometheus or the store unreachable or refusing.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
 import time
 from typing import Any, TextIO
 
 from quotapilot.daemon.errors import ConfigError, PermanentError, TemporaryError
+from quotapilot.daemon.store.backend import StoreError
 from quotapilot.daemon.units import parse_duration
 
 
@@ -84,7 +89,7 @@ def cmd_import_history(args: argparse.Namespace) -> int:
     bar = ProgressBar(sys.stderr)
     try:
         summary = asyncio.run(_import(settings, since, args.dry_run, bar)).as_dict()
-    except (TemporaryError, PermanentError, OSError) as exc:
+    except (TemporaryError, PermanentError, StoreError, OSError, sqlite3.Error) as exc:
         bar.finish()
         print(f"quotapilot import-history: {exc}", file=sys.stderr)
         return 1
@@ -95,10 +100,10 @@ def cmd_import_history(args: argparse.Namespace) -> int:
 
 async def _import(settings: Any, since: float, dry_run: bool, bar: ProgressBar) -> Any:
     from quotapilot.daemon.history.importer import import_history
-    from quotapilot.daemon.store.db import Database
     from quotapilot.daemon.store.observations import ObservationStore
+    from quotapilot.daemon.store.open import open_backend
 
-    db = await asyncio.to_thread(Database, settings.store.path)
+    db = await asyncio.to_thread(open_backend, settings.store)
     try:
         store = ObservationStore(db, raw_retention_seconds=settings.store.raw_retention_seconds,
                                  hourly_retention_seconds=settings.store.hourly_retention_seconds)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from quotapilot.daemon.commands.output_paths import directory_problem
 from quotapilot.daemon.errors import ConfigError, QuotapilotError
 from quotapilot.daemon.units import format_bytes, parse_bytes, parse_duration
 
@@ -238,9 +239,15 @@ def _datetimes(times: Sequence[float]) -> Any:
 
 # ---------------------------------------------------------------------------------- command
 def cmd_replay(args: argparse.Namespace) -> int:
+    """Exit 0 with the report; 2 bad usage or config (flags, the traces, a `--plot` directory
+    that cannot be made, no matplotlib); 1 Prometheus or a file failing (a plot that could not be
+    written after all). Plots are written before the report is printed."""
     from quotapilot.forecasting.replay import ReplayError, replay_report
 
     try:
+        problem = None if args.plot is None else directory_problem(args.plot)
+        if problem is not None:
+            raise ReplayInputError(f"--plot {args.plot}: {problem}")
         since = parse_duration(args.since) if args.since is not None else None
         if since is not None and since <= 0:
             raise ReplayInputError("--since must be > 0")
@@ -271,7 +278,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 1
     report = replay_report(replays)
     if args.plot is not None:
-        for path in write_plots(replays, args.plot):
+        try:
+            written = write_plots(replays, args.plot)
+        except ImportError:
+            print("quotapilot replay: --plot needs matplotlib (pip install 'quotapilot[plot]')", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"quotapilot replay: cannot write --plot {args.plot}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        for path in written:
             print(f"quotapilot replay: wrote {path}", file=sys.stderr)
     if args.json:
         print(json.dumps(report, sort_keys=True))

@@ -35,7 +35,7 @@ from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.history.prometheus import PrometheusClient, RangeSeries
 from quotapilot.daemon.logs import get_logger
-from quotapilot.daemon.settings import HistorySettings, Settings
+from quotapilot.daemon.settings import HistorySettings, Settings, url_for_display
 from quotapilot.daemon.store.observations import ObservationStore
 from quotapilot.daemon.vms.validation import TENANT_SEPARATOR, BadSample, QuotaNaming, named_by_tenant_id
 from quotapilot.forecasting.types import POOL_TARGET, Observation, TargetId, TargetKind
@@ -332,7 +332,7 @@ async def warm_start_from_history(settings: Settings, store: ObservationStore, c
     summary = await _attempt(settings, store, clock, within_seconds=history.start_timeout_seconds)
     if summary is not None:
         return summary
-    log.warning("history.import_failed", prometheus_url=history.prometheus_url, starting="cold",
+    log.warning("history.import_failed", prometheus_url=url_for_display(history.prometheus_url), starting="cold",
                 retry_in_seconds=history.retry_interval_seconds)
 
     async def retry(stopping: asyncio.Event) -> None:

@@ -71,6 +71,14 @@ def _row(row: Row) -> Reservation:
         expires_at=row["expires_at"], released_at=row["released_at"])
 
 
+def _total(rows: list[Row]) -> ReservedCapacity:
+    # Summed here, not with SQL SUM(): SQLite's raises "integer overflow" past 2**63 (and
+    # PostgreSQL's is NUMERIC), and rows granted before the API capped a target's total at
+    # MAX_BYTES may add up that far; Python's integers are exact on both backends.
+    return ReservedCapacity(bytes=sum(int(r["bytes"]) for r in rows),
+                            inodes=sum(int(r["inodes"]) for r in rows), count=len(rows))
+
+
 class ReservationStore:
     """The `reservations` table."""
 
@@ -125,17 +133,20 @@ class ReservationStore:
     def active_reservations(self, cluster: str, target: str, now: float) -> ReservedCapacity:
         """Total bytes and inodes set aside on one target at `now` (the planner's extra demand)."""
         rows = self.db.query(
-            "SELECT COALESCE(SUM(bytes), 0) AS b, COALESCE(SUM(inodes), 0) AS i, COUNT(*) AS n"
-            " FROM reservations WHERE cluster = ? AND target = ? AND status = 'granted' AND expires_at > ?",
+            "SELECT bytes, inodes FROM reservations"
+            " WHERE cluster = ? AND target = ? AND status = 'granted' AND expires_at > ?",
             (cluster, target, now))
-        return ReservedCapacity(bytes=int(rows[0]["b"]), inodes=int(rows[0]["i"]), count=int(rows[0]["n"]))
+        return _total(rows)
 
     def active_totals(self, now: float) -> dict[tuple[str, str], ReservedCapacity]:
         """`active_reservations` of every target at once, keyed by (cluster, target name)."""
         rows = self.db.query(
-            "SELECT cluster, target, SUM(bytes) AS b, SUM(inodes) AS i, COUNT(*) AS n FROM reservations"
-            " WHERE status = 'granted' AND expires_at > ? GROUP BY cluster, target", (now,))
-        return {(r["cluster"], r["target"]): ReservedCapacity(int(r["b"]), int(r["i"]), int(r["n"])) for r in rows}
+            "SELECT cluster, target, bytes, inodes FROM reservations"
+            " WHERE status = 'granted' AND expires_at > ?", (now,))
+        by_target: dict[tuple[str, str], list[Row]] = {}
+        for row in rows:
+            by_target.setdefault((row["cluster"], row["target"]), []).append(row)
+        return {key: _total(target_rows) for key, target_rows in by_target.items()}
 
     def list_active(self, now: float, *, cluster: str | None = None, target: str | None = None) -> list[Reservation]:
         """Granted, unexpired reservations, oldest first, optionally of one target."""

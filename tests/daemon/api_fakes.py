@@ -60,12 +60,14 @@ class Quota:
     hard: int
     rate: float = 0.0  # bytes per second (p50); 0: no forecast
     forecast: bool = True  # False: a cold start (only the observed ingest rate is known)
+    hard_inodes: int | None = 10**7  # None: no inode limit (nothing bounds inode reservations)
+    used_inodes: int | None = 1000  # None: VMS reported no inode count
 
     def state(self, t: float) -> TargetState:
         tid = target_id(self.name)
         obs = Observation(target=tid, t=t, used_bytes=self.used, hard_limit_bytes=self.hard,
-                          soft_limit_bytes=int(self.hard * 0.9), used_inodes=1000, hard_limit_inodes=10**7,
-                          quota_id=hash(self.name) % 1000)
+                          soft_limit_bytes=int(self.hard * 0.9), used_inodes=self.used_inodes,
+                          hard_limit_inodes=self.hard_inodes, quota_id=hash(self.name) % 1000)
         forecasts: dict[Dimension, SeriesForecast] = {}
         if self.rate and self.forecast:
             fc = linear_forecast(t, self.used, self.rate)

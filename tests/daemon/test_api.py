@@ -8,8 +8,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from api_fakes import TB, TIB, FakeDaemon, api_client, auth, default_quotas, make_settings
+from api_fakes import TB, TIB, FakeDaemon, Quota, api_client, auth, default_quotas, make_settings
+from openapi_schemas import validator
+from structlog.testing import capture_logs
 
+from quotapilot.daemon.http.api.models import MAX_BYTES
 from quotapilot.daemon.store.db import Database
 
 
@@ -187,6 +190,62 @@ class TestAuth:
             assert resp.status == 200
 
 
+class TestWriteTokenFileIsReadAtUse:
+    """Guards `[http] write_token_file` being read at use, as the README promises for `*_file`
+    secrets: it was read once at start, so after an operator rotated a leaked token the old one
+    kept working and the new one was refused until a restart. A file that becomes unreadable or
+    empty refuses writes (503, retry later) instead of falling back to the last token it held,
+    logged once, never with the token."""
+
+    def daemon_with_token_file(self, tmp_path: Path, token: str) -> tuple[FakeDaemon, Path]:
+        token_file = tmp_path / "write.token"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        settings = make_settings(tmp_path, write_token=None, write_token_file=str(token_file))
+        return FakeDaemon(settings=settings, db=Database(tmp_path / "s.db"), quotas=default_quotas()), token_file
+
+    async def test_a_rotated_token_is_honoured_and_the_old_one_refused(self, tmp_path: Path) -> None:
+        daemon, token_file = self.daemon_with_token_file(tmp_path, "old-token")
+        body = {"enabled": False}
+        with capture_logs() as logs:
+            async with api_client(daemon) as client:
+                before = await client.post("/api/v1/killswitch", headers=auth("old-token"), json=body)
+                token_file.write_text("new-token\n")  # same size: found by reading, not by its size
+                new = await client.post("/api/v1/killswitch", headers=auth("new-token"), json=body)
+                old = await client.post("/api/v1/killswitch", headers=auth("old-token"), json=body)
+        assert (before.status, new.status, old.status) == (200, 200, 401)
+        assert [e["event"] for e in logs if e["event"].startswith("api.write_token")] == ["api.write_token_changed"]
+        assert "new-token" not in repr(logs) and "old-token" not in repr(logs)
+
+    @pytest.mark.parametrize("spoil", ["remove", "empty", "a directory"])
+    async def test_a_spoiled_file_refuses_writes_until_it_is_fixed(self, tmp_path: Path, spoil: str) -> None:
+        daemon, token_file = self.daemon_with_token_file(tmp_path, "old-token")
+        body = {"enabled": False}
+        with capture_logs() as logs:
+            async with api_client(daemon) as client:
+                assert (await client.post("/api/v1/killswitch", headers=auth("old-token"), json=body)).status == 200
+                if spoil == "empty":
+                    token_file.write_text("\n")
+                else:
+                    token_file.unlink()
+                    if spoil == "a directory":  # unreadable as a file, even to root (the test container)
+                        token_file.mkdir()
+                refused = [await client.post("/api/v1/killswitch", headers=auth("old-token"), json=body)
+                           for _ in range(2)]
+                answers = [await r.json() for r in refused]
+                if token_file.is_dir():
+                    token_file.rmdir()
+                token_file.write_text("new-token\n")
+                fixed = await client.post("/api/v1/killswitch", headers=auth("new-token"), json=body)
+        assert [r.status for r in refused] == [503, 503] and fixed.status == 200
+        assert {a["error"]["code"] for a in answers} == {"write_token_unavailable"}
+        assert all("Retry-After" in r.headers for r in refused)
+        events = [e["event"] for e in logs if e["event"].startswith("api.write_token")]
+        assert events == ["api.write_token_unavailable", "api.write_token_restored"]  # once, not per request
+        assert "old-token" not in repr(logs) and "new-token" not in repr(logs)
+        validator("Error").validate(answers[0])
+
+
 class TestReservations:
     """Granted capacity counts as demand; the same key gets the same answer; TTL and release end it."""
 
@@ -289,6 +348,39 @@ class TestReservations:
         assert resp.status == 409
         assert body["guard"] == "paused"
         assert daemon.clock.now() + 7200 == body["earliest_at"]
+
+
+class TestReservationTotals:
+    """Guards the store's 64-bit sums: on a quota with no inode limit nothing else bounds what is
+    reserved, and two reservations of 2**62 inodes each were both granted, after which SQLite's
+    SUM() overflowed and every target listing, preflight and target read was a 500 until they
+    expired. A reservation that would take a target's active total past MAX_BYTES is refused
+    (409, guard `max_reserved`, it lifts when reservations end)."""
+
+    @pytest.mark.parametrize("inodes", [{"hard_inodes": None}, {"hard_inodes": None, "used_inodes": None}],
+                             ids=["no inode limit", "no inode count"])
+    async def test_a_total_past_max_bytes_is_refused_and_reads_keep_working(self, tmp_path: Path,
+                                                                            inodes: dict[str, None]) -> None:
+        settings = make_settings(tmp_path)
+        daemon = FakeDaemon(settings=settings, db=Database(settings.store.path),
+                            quotas=[Quota("scratch", used=TIB, hard=100 * TIB, **inodes)])
+        request = {"target": "scratch", "bytes": 1, "inodes": MAX_BYTES, "ttl": "1h"}
+        async with api_client(daemon) as client:
+            first = await client.post("/api/v1/reservations", headers=auth(), json={**request, "idempotency_key": "a"})
+            second = await client.post("/api/v1/reservations", headers=auth(),
+                                       json={**request, "idempotency_key": "b"})
+            refused = await second.json()
+            listing = await client.get("/api/v1/targets")
+            one = await client.get("/api/v1/targets/scratch")
+            target = await one.json()
+            preflight = await client.post("/api/v1/preflight", json={"target": "scratch", "bytes": 1, "inodes": 1})
+            pre = await preflight.json()
+        assert (first.status, second.status) == (201, 409)
+        assert (refused["status"], refused["guard"]) == ("refused", "max_reserved")
+        validator("ReservationAnswer").validate(refused)
+        assert (listing.status, one.status, preflight.status) == (200, 200, 200)
+        assert (target["reserved_inodes"], target["reservations"]) == (MAX_BYTES, 1)
+        assert (pre["fits"], pre["action"]["guard"]) == (False, "max_reserved")
 
 
 class TestOverrides:

@@ -192,6 +192,24 @@ class TestCapacityCommand:
     def test_empty_view(self) -> None:
         assert "no pool planned yet" in render_capacity(capacity_document(CapacityView(t=T0))["pools"])
 
+    def test_a_plot_path_that_cannot_be_written_is_bad_usage(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+        """Guards the exit code shared with `forecast --plot` and `replay --plot`: a path on the
+        command line no file can be written at is bad usage (2), found before the daemon is asked;
+        it was exit 1 after the request, like a daemon that could not answer."""
+        from quotapilot.daemon.cli import main
+        from quotapilot.daemon.commands import capacity
+
+        def no_daemon(args: object) -> object:
+            raise AssertionError("the daemon was asked before --plot was checked")
+
+        monkeypatch.setattr(capacity, "_client", no_daemon)
+        plot = tmp_path / "no" / "such" / "capacity.png"
+        assert main(["capacity", "--url", "http://127.0.0.1:9", "--json", "--plot", str(plot)]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.startswith("quotapilot capacity: --plot ")
+        assert str(plot) in captured.err and len(captured.err.strip().splitlines()) == 1
+
 
 class TestCapacitySettings:
     def test_long_durations(self) -> None:

@@ -214,3 +214,26 @@ class TestRun:
         config = write_config(tmp_path / "q.toml", "vms.example.org", ca_file, interval=0)
         assert main(["run", "--config", str(config)]) == 2
         assert "poll.interval_seconds" in capsys.readouterr().err
+
+
+class TestDaemonUrl:
+    """Guards `--url` of the commands that ask a running daemon: `status --url "http://[::1"`
+    was a ValueError traceback from urllib (the client caught only URLError/OSError), a
+    non-numeric port an InvalidURL traceback, a URL without a scheme or host a "cannot reach"
+    exit 1. Each is bad usage now: one line naming `--url`, exit 2, and the daemon is not asked."""
+
+    @pytest.mark.parametrize("url", ["http://[::1", "http://host:abc", "http://127.0.0.1:99999",
+                                     "localhost:9187", "http://", "ftp://127.0.0.1:9187"])
+    @pytest.mark.parametrize("command", [["status"], ["capacity"], ["preflight", "raw", "1TB"], ["resume", "raw"]])
+    def test_a_url_no_daemon_can_have_is_bad_usage(self, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str], url: str,
+                                                   command: list[str]) -> None:
+        from quotapilot.daemon.commands import client
+
+        def no_daemon(*args: object, **kwargs: object) -> object:
+            raise AssertionError(f"the daemon was asked at {url!r}")
+
+        monkeypatch.setattr(client, "Client", no_daemon)
+        assert main([*command, "--url", url, "--token", "t"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("quotapilot: --url: ") and len(err.strip().splitlines()) == 1

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from quotapilot.daemon.cli import main
+from quotapilot.daemon.errors import ConfigError
+from quotapilot.daemon.settings import load_settings
 
 BASE = '[[clusters]]\nname = "c"\naddress = "vms.example.org"\ntoken = "t0ken"\n'
 
@@ -366,6 +368,20 @@ class TestCapacityDurations:
         accepted(config_file(tmp_path, extra), capsys)
 
 
+class TestCapacityThresholds:
+    """Guards `[capacity] thresholds` against a repeated value: `[0.8, 0.8]` was accepted (the plan
+    had two rows for one threshold, keyed alike in its JSON) while `[forecast] thresholds` refused
+    the same list. Refused the same way now."""
+
+    @pytest.mark.parametrize("values", ["[0.8, 0.8]", "[0.8, 0.9, 0.8]"])
+    def test_a_threshold_twice(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], values: str) -> None:
+        refused(config_file(tmp_path, f"[capacity]\nthresholds = {values}\n"), capsys, "capacity.thresholds",
+                "has a threshold twice")
+
+    def test_distinct_thresholds_pass(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        accepted(config_file(tmp_path, "[capacity]\nthresholds = [0.9, 0.8, 0.95]\n"), capsys)
+
+
 class TestFilesystemTargets:
     """`[[filesystems]]` entries the daemon would act on wrongly: only the name and its pattern
     were checked, so a duplicate name (the growth stage keeps one entry per name: the command of
@@ -576,6 +592,49 @@ class TestCredentialsInUrls:
                                                  "http://receiver", "named"]
         for secret in ("bob", "HOOKPW", "key=Q", "T000", "SLACKSECRET"):
             assert secret not in json.dumps(report) + err
+
+
+class TestMalformedUrlsAreNotEchoed:
+    """Guards the URL check's messages: a malformed URL was refused with the whole value in the
+    reason (`has no host: 'https:/hooks.slack.com/services/…/SECRET'`), so check-config and `run`
+    printed a Slack webhook's secret path; a port that is not a number was echoed too."""
+
+    MALFORMED = ("https:/hooks.slack.com/services/T0000/B0000/URLSECRET",
+                 "https://hooks.slack.com:URLSECRET/services/T0000",
+                 "https://[hooks.slack.com/services/URLSECRET",
+                 "hooks.slack.com/services/T0000/B0000/URLSECRET",
+                 "https://hooks.slack.com:99999/services/URLSECRET")
+
+    @pytest.mark.parametrize("url", MALFORMED)
+    def test_a_webhook_url(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
+        config = config_file(tmp_path, f'[[alerts.webhooks]]\nname = "slack"\nformat = "slack"\nurl = "{url}"\n')
+        refused_without_echo(config, capsys, "alerts.webhooks.0.url", "", "URLSECRET")
+
+    @pytest.mark.parametrize("url", MALFORMED)
+    def test_the_prometheus_url(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
+        config = config_file(tmp_path, f'[history]\nprometheus_url = "{url}"\n')
+        refused_without_echo(config, capsys, "history.prometheus_url", "", "URLSECRET")
+
+    @pytest.mark.parametrize("url", MALFORMED)
+    def test_nor_does_the_config_error_carry_it(self, url: str) -> None:
+        with pytest.raises(ConfigError) as raised:
+            load_settings(None, alerts={"webhooks": [{"name": "slack", "url": url}]})
+        assert "URLSECRET" not in f"{raised.value.field}: {raised.value.reason} {raised.value}"
+
+
+class TestBandwidthTimeFrame:
+    """Guards `[poll] bandwidth_time_frame`, sent to VMS as `time_frame` (a whole number and a unit:
+    10m, 1h, 2D): any string was accepted, and VMS refused the ingest-bandwidth query of every
+    poll. Refused up front now, with VMS's own pattern (as the simulator checks it)."""
+
+    @pytest.mark.parametrize("value", ["banana", "10 minutes", "-5m", "10", "1.5h", "0m", "10m ", "m"])
+    def test_a_time_frame_vms_refuses(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str) -> None:
+        refused(config_file(tmp_path, f'[poll]\nbandwidth_time_frame = "{value}"\n'), capsys,
+                "poll.bandwidth_time_frame", "e.g. 10m")
+
+    @pytest.mark.parametrize("value", ["10m", "1h", "2D", "1W", "3M", "30s"])
+    def test_the_time_frames_vms_takes(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str) -> None:
+        accepted(config_file(tmp_path, f'[poll]\nbandwidth_time_frame = "{value}"\n'), capsys)
 
 
 class TestSecretFilesAreRegularFiles:

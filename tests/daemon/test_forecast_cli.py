@@ -133,6 +133,25 @@ class TestForecastCli:
             reports.append(json.loads(capsys.readouterr().out))
         assert reports[0] == reports[1]
 
+    @pytest.mark.parametrize("where", ["no/such/dir/u.png", "a-file/u.png", "a-dir"])
+    @pytest.mark.parametrize("as_json", [True, False])
+    def test_a_plot_path_that_cannot_be_written(self, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                where: str, as_json: bool) -> None:
+        """Guards `--plot` into a missing directory, under a file, or onto a directory: it was a
+        FileNotFoundError traceback (exit 1) after the report was printed. Now the path is checked
+        before anything runs: one line naming it, exit 2 (a bad path on the command line is bad
+        usage), and nothing on stdout, so `--json` never prints an object and then fails."""
+        used, _ = write_csv(tmp_path / "u.csv", 30, 1e7)
+        (tmp_path / "a-file").write_text("not a directory")
+        (tmp_path / "a-dir").mkdir()
+        plot = tmp_path / where
+        argv = ["forecast", "--csv", str(tmp_path / "u.csv"), "--limit", str(int(used * 2)), "--plot", str(plot)]
+        assert main(argv + ["--json"] * as_json) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.startswith("quotapilot forecast: --plot ") and str(plot) in captured.err
+        assert len(captured.err.strip().splitlines()) == 1
+
     def test_missing_file_and_bad_flags(self, tmp_path: Path) -> None:
         assert main(["forecast", "--csv", str(tmp_path / "nope.csv")]) == 2
         write_csv(tmp_path / "u.csv", 5, 1e7)

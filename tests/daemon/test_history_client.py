@@ -26,7 +26,7 @@ from quotapilot.daemon.history.importer import (
 )
 from quotapilot.daemon.history.local import free_port
 from quotapilot.daemon.history.prometheus import PrometheusClient, RangeSeries, chunk_ranges
-from quotapilot.daemon.settings import HistorySettings, load_settings
+from quotapilot.daemon.settings import HistorySettings, load_settings, url_for_display
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.observations import ObservationStore
 from quotapilot.forecasting.types import Observation, TargetId
@@ -436,6 +436,30 @@ class TestMalformedAnswers:
         assert main(["import-history", "--config", str(config), "--since", "1d"]) == 1
         err = capsys.readouterr().err
         assert err.startswith("quotapilot import-history: ") and len(err.strip().splitlines()) == 1
+
+
+class TestWarmStartLogsNoUrlSecret:
+    """Guards `history.import_failed`: it logged `[history] prometheus_url` whole, and a URL's
+    path or query can be a credential (a proxy key); the log shows `url_for_display` of it."""
+
+    async def test_the_failure_log_shows_only_the_origin(self, tmp_path: Path) -> None:
+        from quotapilot.daemon.clock import VirtualClock
+        from quotapilot.daemon.history.importer import warm_start_from_history
+
+        url = f"http://127.0.0.1:{free_port()}/proxy/PROMSECRET/?key=PROMSECRET"
+        settings = load_settings(None, clusters=[{"name": "c", "address": "vms.invalid", "token": "t"}],
+                                 history={"prometheus_url": url, "max_retries": 0})
+        db = Database(tmp_path / "state.db")
+        tasks: dict[str, Any] = {}
+        try:
+            store = ObservationStore(db, raw_retention_seconds=86400, hourly_retention_seconds=86400)
+            with capture_logs() as logs:
+                assert await warm_start_from_history(settings, store, VirtualClock(), tasks.__setitem__) is None
+        finally:
+            db.close()
+        failed = [e for e in logs if e["event"] == "history.import_failed"]
+        assert [url_for_display(url)] == [e["prometheus_url"] for e in failed]
+        assert "PROMSECRET" not in repr(logs)
 
 
 class TestProgressBar:

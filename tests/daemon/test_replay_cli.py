@@ -216,6 +216,33 @@ class TestBadInput:
                           for name in ("plain", "repeats"))
         assert plain == repeats
 
+    @pytest.mark.parametrize("where", ["a-file", "a-file/plots"])
+    @pytest.mark.parametrize("as_json", [True, False])
+    def test_a_plot_dir_that_cannot_be_made(self, tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str],
+                                            where: str, as_json: bool) -> None:
+        """Guards `--plot DIR` where DIR is a file (or under one): FileExistsError from mkdir was
+        a traceback (exit 1) after the replay ran. Now the directory is checked before anything
+        runs: one line naming it, exit 2 (bad usage), nothing on stdout."""
+        traces = tmp_path / "traces"
+        traces.mkdir()
+        write_trace(traces / "q.csv", days=1)
+        (tmp_path / "a-file").write_text("I am a file")
+        plots = tmp_path / where
+        argv = ["replay", "--config", str(config), "--csv", str(traces), "--plot", str(plots)]
+        assert main(argv + ["--json"] * as_json) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.startswith("quotapilot replay: --plot ") and str(plots) in captured.err
+        assert len(captured.err.strip().splitlines()) == 1
+
+    def test_a_plot_dir_is_made_with_its_parents(self, tmp_path: Path, config: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+        """The check does not refuse what works: a directory that does not exist yet is made."""
+        write_trace(tmp_path / "q.csv", days=1)
+        plots = tmp_path / "new" / "plots"
+        run_json(capsys, "replay", "--config", str(config), "--csv", str(tmp_path), "--plot", str(plots), "--json")
+        assert (plots / "q.png").stat().st_size > 1000
+
     def test_empty_dir_and_bad_policy(self, tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
         empty = tmp_path / "empty"
         empty.mkdir()

@@ -40,3 +40,19 @@ class TestReservationStore:
         assert expired is not None and expired.effective_status(300.0) == "expired"
         assert store.expire(300.0) == 2  # a and x
         assert store.release("rsv_nope", 300.0) is None
+
+
+class TestTotalsBeyondSixtyFourBits:
+    """Guards the sums behind the API and the growth stage: reservations a store already holds
+    that add up past 2**63 (granted before the API refused such totals) are summed exactly on
+    both backends — SQLite's SUM() raised `integer overflow` (a 500 on every target listing), and
+    PostgreSQL's SUM of BIGINT is NUMERIC."""
+
+    def test_totals_past_2_63_are_exact(self, backend: Backend) -> None:
+        store = ReservationStore(backend)
+        huge = 2**62
+        for key in ("a", "b", "c"):
+            store.record(replace(granted(key, huge), inodes=huge))
+        expected = ReservedCapacity(3 * huge, 3 * huge, 3)
+        assert expected == store.active_reservations("c", "raw", 120.0)
+        assert expected == store.active_totals(120.0)[("c", "raw")]

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.http.api.body import read_body
 from quotapilot.daemon.http.api.models import (
+    MAX_BYTES,
     PAUSE_MAX_SECONDS,
     KillSwitchRequest,
     PauseRequest,
@@ -40,6 +41,7 @@ from quotapilot.daemon.http.api.render import (
     target_json,
     target_ref,
 )
+from quotapilot.daemon.http.api.write_token import WriteToken, WriteTokenUnavailable
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.leadership import Leadership
 from quotapilot.daemon.runtime.snapshot import Snapshot
@@ -63,6 +65,9 @@ log = get_logger(__name__)
 DEFAULT_NEEDED_FOR_SECONDS = 3600.0
 M = TypeVar("M", bound=BaseModel)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="quotapilot"'}
+WRITE_TOKEN_RETRY_AFTER_SECONDS = 10
+"""`Retry-After` of a write refused because the token file is unreadable or empty (an operator
+replacing it is usually done by then)."""
 
 
 # ------------------------------------------------------------------------------ the daemon side
@@ -96,13 +101,7 @@ class Api:
         self.reservations = ReservationStore(daemon.db)
         self.overrides = OverrideStore(daemon.db)
         self.actions = ActionStore(daemon.db)
-        self._write_token: str | None = None
-        self._write_token_problem = "no write token configured: set [http] write_token or write_token_file"
-        try:
-            self._write_token = daemon.settings.http.resolved_write_token() or None
-        except OSError as exc:
-            self._write_token_problem = f"the write token file cannot be read: {exc.strerror}"
-            log.warning("api.write_token_unreadable", error=str(exc))
+        self._write_token = WriteToken(daemon.settings.http)
         self._reserve_lock = asyncio.Lock()
         self._openapi: bytes | None = None
 
@@ -121,7 +120,7 @@ class Api:
         async def wrapped(request: web.Request) -> web.Response:
             try:
                 if write:
-                    self._authorize(request)
+                    await self._authorize(request)
                 return await handler(request)
             except ApiError as exc:
                 return exc.response()
@@ -133,9 +132,19 @@ class Api:
 
         return wrapped
 
-    def _authorize(self, request: web.Request) -> None:
-        if self._write_token is None:
-            raise ApiError(403, "writes_disabled", self._write_token_problem)
+    async def _authorize(self, request: web.Request) -> None:
+        if not self._write_token.configured:
+            raise ApiError(403, "writes_disabled",
+                           "no write token configured: set [http] write_token or write_token_file")
+        try:
+            # read at use: a rotated file counts from the next request, a spoiled one refuses
+            expected = await asyncio.to_thread(self._write_token.current)
+        except WriteTokenUnavailable as exc:
+            raise ApiError(503, "write_token_unavailable",
+                           f"writes are refused: the daemon's write token file {exc.reason}",
+                           headers={"Retry-After": str(WRITE_TOKEN_RETRY_AFTER_SECONDS)}) from None
+        if expected is None:  # `configured` said otherwise: never let a write through on that
+            raise ApiError(403, "writes_disabled", "no write token configured")
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
@@ -144,7 +153,7 @@ class Api:
         # aiohttp hands over bytes that are not UTF-8 surrogate-escaped: back to those bytes, a
         # wrong token like any other (a plain `.encode()` raised, a 500 logging the token)
         presented = token.strip().encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(presented, self._write_token.encode("utf-8", "surrogateescape")):
+        if not hmac.compare_digest(presented, expected.encode("utf-8", "surrogateescape")):
             raise ApiError(401, "unauthorized", "wrong token", headers=_CHALLENGE)
 
     async def _body(self, request: web.Request, model: type[M], *, optional: bool = False) -> M:
@@ -197,7 +206,7 @@ class Api:
             recent_rate_per_second=({} if record.ingest_bytes_per_second is None
                                     else {Dimension.BYTES: max(0.0, record.ingest_bytes_per_second)}),
             cluster_reserve_ratio=settings.policy.cluster_reserve_ratio,
-            reserved_bytes=reserved.bytes, reserved_inodes=reserved.inodes,
+            reserved_bytes=reserved.bytes, reserved_inodes=reserved.inodes, max_reserved=MAX_BYTES,
             paused=pause is not None, paused_until=pause.until if pause else None,
             pause_reason=(pause.reason or "paused") if pause else "",
             kill_switch=settings.policy.kill_switch or overrides.kill_switch is not None,
