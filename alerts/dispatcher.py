@@ -8,9 +8,13 @@ Every notification is in the outbox (durable) before any send. One worker per si
   the newest is sent (the older are marked superseded): after an outage the backlog drains with
   the latest state winning, e.g. a resolve supersedes the fire it ends;
 - sends the due rows concurrently (at most one per alert id, so per-alert order holds), marks the
-  delivered ones; a temporary failure backs the whole sink off (the injected `backoff`, at least
-  the server's Retry-After) — the receiver is down, hammering it with the rest of the batch helps
-  nobody; a permanent rejection drops that row;
+  delivered ones. An outbox shared by a fleet keeps that order across instances: it hands out the
+  rows of an alert to one instance at a time (claims per alert), and supersedes a row whose send
+  failed once its alert has a newer row; since a peer may have left an alert's newer row for us
+  while ours was in flight, a pass that delivered something on a shared outbox looks again at once.
+  A temporary failure backs the whole sink off (the injected `backoff`, at least the server's
+  Retry-After) — the receiver is down, hammering it with the rest of the batch helps nobody; a
+  permanent rejection drops that row;
 - rows that have waited longer than `max_age_seconds` since they became due are dropped, counted
   as `expired`. The age is measured on the monotonic clock from the moment this process first
   fetched the row (plus the wall-clock age it had then, since it became due), so time held for a
@@ -212,6 +216,11 @@ class Dispatcher:
         self._first_seen: dict[int, tuple[float, float]] = {}
         """row id → (monotonic time this process first fetched it, its age then): see `_age`."""
 
+    @property
+    def shared(self) -> bool:
+        """Whether other instances (a fleet) deliver from the same outbox (its `shared`)."""
+        return bool(getattr(self.outbox, "shared", False))
+
     # ------------------------------------------------------------------------------ feeding
     def wake(self) -> None:
         """New rows are in the outbox: let every idle worker look now."""
@@ -247,8 +256,7 @@ class Dispatcher:
             return {}
         dropped: dict[str, int] = {}
         now = self.schedule_now()
-        shared = bool(getattr(self.outbox, "shared", False))
-        cutoff = self.now() - self.max_age_seconds if shared else math.inf
+        cutoff = self.now() - self.max_age_seconds if self.shared else math.inf
         try:
             for sink, count in sorted((await self.outbox.pending_counts()).items()):
                 if sink in self.sinks or not count or not self.owns_sink(sink):
@@ -396,6 +404,10 @@ class Dispatcher:
                 return self._backoff_delay(name, None)
             log.info("alert_sink.recovered", sink=name, after_failures=self._failures[name])
             self._failures[name] = 0
+        if self.shared and self.stats.results[(name, "delivered")] > delivered_before:
+            # a peer skipped the newer rows of the alerts we had in flight (claims are per alert):
+            # take them now, not an idle period later
+            return 0.0
         if len(rows) >= self.batch_size and (due or superseded or expired):
             return 0.0  # more may be due beyond this batch; a batch that moved nothing is no reason to spin
         return min(later) - now if later else self.idle_seconds

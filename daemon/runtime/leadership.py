@@ -200,6 +200,8 @@ class LeaseLeadership:
         self._unannounced: list[LeadershipChange] = []
         # one line per outage: a real one fails differently (the connection cut, then pool timeouts)
         self._store_health = TransitionLog(log, "lease_store", once_per_outage=True)
+        self._rounds = TransitionLog(log, "lease_round", failed_level="error", once_per_outage=True)
+        """A round that failed unexpectedly (not a `StoreError`): logged with its traceback."""
         self.changes = 0
         """Leadership transitions of this instance so far (gained + lost)."""
         self.handovers = 0
@@ -261,11 +263,27 @@ class LeaseLeadership:
         stopping = stopping or asyncio.Event()
         try:
             while True:
-                await self.step()
+                await self._round()
                 if not await sleep_unless(self.clock, self.renew_seconds, stopping):
                     return
         finally:
             await asyncio.shield(self.release())
+
+    async def _round(self) -> None:
+        """`step()`, surviving whatever it raises: the supervisor does not restart this task, and
+        an instance whose lease loop died would never lead again (while it kept answering the
+        watchdog). A round that fails unexpectedly (a store error of a kind not known to be
+        temporary, a bug) drops every lease — nothing may act on a lease it cannot renew — and
+        the next round tries again; logged once, with the traceback, until a round works."""
+        try:
+            await self.step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._rounds.failed("round", f"{type(exc).__name__}: {exc}", exc_info=True, holder=self.holder)
+            self._drop_all("lease round failed")
+        else:
+            self._rounds.ok("round", holder=self.holder)
 
     async def step(self) -> None:
         """One round: heartbeat, read the fleet, renew what we keep, take what we are preferred
@@ -338,17 +356,19 @@ class LeaseLeadership:
         standby need not wait."""
         held = dict(self._fences)
         self._fences.clear()
+        # best effort, whatever fails: a lease not released runs out by itself, and an error here
+        # would only replace the reason the loop is ending
         for cluster, fence in held.items():
             try:
                 await asyncio.to_thread(self.leases.release, fence, cluster, now=self.clock.now())
-            except StoreError as exc:
-                log.warning("lease.release_failed", cluster=cluster, error=str(exc))
+            except Exception as exc:
+                log.warning("lease.release_failed", cluster=cluster, error=f"{type(exc).__name__}: {exc}")
                 continue
             log.info("leadership.released", cluster=cluster, epoch=fence.epoch, holder=self.holder)
         try:
             await asyncio.to_thread(self.members.leave, self.holder)
-        except StoreError as exc:
-            log.warning("member.leave_failed", holder=self.holder, error=str(exc))
+        except Exception as exc:
+            log.warning("member.leave_failed", holder=self.holder, error=f"{type(exc).__name__}: {exc}")
 
     def _gain(self, cluster: str, fence: Fence, valid_until: float, before: Lease | None,
               live: set[str]) -> None:
@@ -373,8 +393,11 @@ class LeaseLeadership:
 
     def _lose_all(self, error: str) -> None:
         self._store_health.failed("store", error, holder=self.holder)
+        self._drop_all("store unavailable")
+
+    def _drop_all(self, why: str) -> None:
         for cluster in list(self._fences):
-            self._lose(cluster, "store unavailable")
+            self._lose(cluster, why)
 
 
 class LeadershipCollector:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from quotapilot.daemon.store.backend import (
     Dialect,
+    Migration,
     Params,
     Result,
     Row,
@@ -48,6 +49,10 @@ class _SqliteTransaction:
         return self._conn.total_changes - before
 
 
+_BUSY_TIMEOUT_SECONDS = 5.0
+"""How long a statement waits for another connection's lock on the file before it fails."""
+
+
 class Database:
     """One SQLite file. Use `transaction()` for writes; `query()` for reads."""
 
@@ -60,11 +65,27 @@ class Database:
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        # first: a second process opening a new file at once waits for the first (migrating it)
+        # instead of failing with "database is locked"
+        self._conn.execute(f"PRAGMA busy_timeout={round(_BUSY_TIMEOUT_SECONDS * 1000)}")
+        self._use_wal()
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.execute("PRAGMA busy_timeout=5000")
         self.migrate()
+
+    def _use_wal(self) -> None:
+        """`journal_mode=WAL`, waiting for another process that opens the same new file at once:
+        two connections switching a file to WAL together deadlock on its lock, and SQLite answers
+        one of them "database is locked" at once, without its busy handler — so retry here."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:  # any BUSY_*
+                    raise
+            time.sleep(0.01)
 
     def describe(self) -> str:
         return str(self.path)
@@ -86,24 +107,39 @@ class Database:
 
     def migrate(self) -> None:
         """Apply every migration newer than the file's version, each in one transaction; refuse a
-        file from a newer quotapilot (`SchemaTooNew`)."""
+        file from a newer quotapilot (`SchemaTooNew`).
+
+        Another process may open the same new file at once (the daemon starting while an operator
+        runs `import-history`): the version is read again under the write lock (`BEGIN
+        IMMEDIATE`) before each migration, so each is applied once whoever gets there first, and
+        the other waits for the lock and finds it applied. The first read, outside the lock, only
+        skips the lock when nothing is pending (a version never goes back)."""
         with self._lock:
-            todo = pending("sqlite", self.schema_version, str(self.path))
-            for migration in todo:
+            if not pending("sqlite", self.schema_version, str(self.path)):
+                return
+            while True:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    self._conn.execute(
-                        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
-                        " name TEXT NOT NULL, applied_at REAL NOT NULL)")
-                    for statement in strip_sql_comments(migration.sql):
-                        self._conn.execute(statement)
-                    self._conn.execute("INSERT OR REPLACE INTO schema_version VALUES (?, ?, ?)",
-                                       (migration.version, migration.name, time.time()))
-                    self._conn.execute(f"PRAGMA user_version={migration.version}")
+                    todo = pending("sqlite", self.schema_version, str(self.path))
+                    if todo:
+                        self._apply(todo[0])
                 except BaseException:
                     self._conn.execute("ROLLBACK")
                     raise
                 self._conn.execute("COMMIT")
+                if len(todo) <= 1:
+                    return
+
+    def _apply(self, migration: Migration) -> None:
+        """Run one migration and record it, in the caller's transaction."""
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
+            " name TEXT NOT NULL, applied_at REAL NOT NULL)")
+        for statement in strip_sql_comments(migration.sql):
+            self._conn.execute(statement)
+        self._conn.execute("INSERT OR REPLACE INTO schema_version VALUES (?, ?, ?)",
+                           (migration.version, migration.name, time.time()))
+        self._conn.execute(f"PRAGMA user_version={migration.version}")
 
     @contextmanager
     def transaction(self) -> Iterator[_SqliteTransaction]:

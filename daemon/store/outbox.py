@@ -16,6 +16,18 @@ exactly once unless an instance dies between a send and its `mark_delivered`; th
 key lets a receiver drop that rare duplicate. SQLite has one instance by construction, so there
 it claims trivially: `pending()` is the plain read it always was (every pending row is its own,
 including a killed predecessor's), and costs no write.
+
+The latest state per (alert, sink) wins across the fleet too, by two rules:
+
+- claims are per ALERT: no instance claims a row of an alert while another instance holds a live
+  claim on a pending row of it (claims of one sink are taken one at a time, under an advisory
+  lock, so two claimers never split an alert's rows either). Otherwise instance B would deliver
+  an alert's `resolved` while A's send of its `firing` is still in flight, and A's send could
+  land after it;
+- a row never goes back to waiting behind a newer row of its alert: `mark_retry` and
+  `supersede_older` supersede a row that has a newer row of the same (sink, alert) in ANY state,
+  delivered included — else a fire whose send failed would be retried after the resolve that
+  another instance (a lapsed claim) or an earlier pass already delivered.
 """
 
 from __future__ import annotations
@@ -34,6 +46,12 @@ from quotapilot.alerts.model import AlertState
 from quotapilot.daemon.store.backend import Backend, Row, Transaction
 
 _PENDING = "delivered_at IS NULL AND superseded_at IS NULL AND dropped_at IS NULL"
+_HAS_NEWER = ("EXISTS (SELECT 1 FROM outbox AS newer WHERE newer.sink = outbox.sink"
+              " AND newer.alert_id = outbox.alert_id AND newer.id > outbox.id)")
+"""The row has a newer row of its alert for its sink, in any state (index `outbox_alert`)."""
+_CLAIM_LOCK = 7_215_519
+"""First key of the transaction-scoped advisory lock (the second: the sink's hash) that takes the
+claims of one sink one at a time (the migration lock is a one-key lock: another key space)."""
 _ROW_COLUMNS = "id, sink, alert_id, dedup_key, status, payload, created_at, next_attempt_at, attempts"
 DEFAULT_CLAIM_SECONDS = 60.0
 """How long a claimed row stays with its claimer: longer than any send with its timeout."""
@@ -82,10 +100,11 @@ class OutboxStore:
 
     def pending(self, sink: str, limit: int, due_by: float = math.inf, *,
                 retries: bool = False) -> list[OutboxRow]:
-        """Claim up to `limit` pending rows of `sink` (unclaimed, ours, or with a lapsed claim),
-        oldest first: the rows of every alert that has a row due (`next_attempt_at <= due_by`, or
-        with `retries` any row tried before — a flush), all of that alert's pending rows so the
-        dispatcher can let the newest win. Rows of alerts with nothing due (held for a quiet window,
+        """Claim up to `limit` pending rows of `sink` (unclaimed, ours, or with a lapsed claim, of
+        alerts no other instance holds a live claim on — see the module docstring), oldest first:
+        the rows of every alert that has a row due (`next_attempt_at <= due_by`, or with `retries`
+        any row tried before — a flush), all of that alert's pending rows so the dispatcher can let
+        the newest win. Rows of alerts with nothing due (held for a quiet window,
         backing off) are left out, so a backlog of them never keeps a due row out of the batch."""
         due = (f"alert_id IN (SELECT alert_id FROM outbox WHERE sink = ? AND {_PENDING}"
                f" AND (next_attempt_at <= ? OR (? AND attempts > 0)))")
@@ -95,23 +114,28 @@ class OutboxStore:
                 f"SELECT {_ROW_COLUMNS} FROM outbox WHERE sink = ? AND {_PENDING} AND {due} ORDER BY id LIMIT ?",
                 (sink, *due_params, limit))]
         now = self.wall_clock()
+        # per alert: none of its rows while another instance has one of them in flight. The lock
+        # makes the claim below see every claim committed before it (its statement starts after
+        # the lock is ours); SKIP LOCKED alone would let two concurrent claimers split an alert.
+        claimed_elsewhere = ("EXISTS (SELECT 1 FROM outbox AS other WHERE other.sink = outbox.sink"
+                             " AND other.alert_id = outbox.alert_id AND other.delivered_at IS NULL"
+                             " AND other.superseded_at IS NULL AND other.dropped_at IS NULL"
+                             " AND other.claimed_until > ? AND other.claimed_by <> ?)")
         with self.db.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(CAST(? AS INTEGER), hashtext(?))", (_CLAIM_LOCK, sink))
             rows = conn.execute(
                 f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
-                f"SELECT id FROM outbox WHERE sink = ? AND {_PENDING} AND {due}"
-                f" AND (claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?)"
+                f"SELECT id FROM outbox WHERE sink = ? AND {_PENDING} AND {due} AND NOT {claimed_elsewhere}"
                 f" ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING {_ROW_COLUMNS}",
                 (self.claimer, now + self.claim_seconds, sink, *due_params, now, self.claimer, limit)).fetchall()
         return sorted((_outbox_row(row) for row in rows), key=lambda r: r.row_id)
 
     def supersede_older(self, sink: str, now: float) -> int:
-        """Mark every pending row of `sink` that has a newer pending row of the same alert."""
+        """Mark every pending row of `sink` that has a newer row of the same alert, pending or
+        not: a newer state delivered (or on its way) makes an older one stale."""
         with self.db.transaction() as conn:
-            return conn.execute(
-                f"UPDATE outbox SET superseded_at = ? WHERE sink = ? AND {_PENDING} AND id < ("
-                f"SELECT MAX(newer.id) FROM outbox AS newer WHERE newer.sink = outbox.sink "
-                f"AND newer.alert_id = outbox.alert_id AND newer.delivered_at IS NULL "
-                f"AND newer.superseded_at IS NULL AND newer.dropped_at IS NULL)", (now, sink)).rowcount
+            return conn.execute(f"UPDATE outbox SET superseded_at = ? WHERE sink = ? AND {_PENDING} AND {_HAS_NEWER}",
+                                (now, sink)).rowcount
 
     def mark_delivered(self, row_ids: Sequence[int], now: float) -> None:
         self._update("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
@@ -119,10 +143,15 @@ class OutboxStore:
 
     def mark_retry(self, row_ids: Sequence[int], error: str, next_attempt_at: float) -> None:
         """A failed send: the row waits for `next_attempt_at` unclaimed, so if this instance dies
-        while backing off, whichever instance is alive sends it then (not a claim later)."""
-        self._update("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
-                     " claimed_by = NULL, claimed_until = NULL WHERE id = ?",
-                     [(error[:500], next_attempt_at, row_id) for row_id in row_ids])
+        while backing off, whichever instance is alive sends it then (not a claim later) — unless
+        its alert has a newer row for this sink by now, in any state (another instance delivered
+        the resolve while this send of the fire was failing): then it is superseded, never sent."""
+        now = self.wall_clock()
+        self._update(f"UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+                     f" claimed_by = NULL, claimed_until = NULL,"
+                     f" superseded_at = CASE WHEN {_PENDING} AND {_HAS_NEWER} THEN ? ELSE superseded_at END"
+                     f" WHERE id = ?",
+                     [(error[:500], next_attempt_at, now, row_id) for row_id in row_ids])
 
     def mark_superseded(self, row_ids: Sequence[int], now: float) -> None:
         self._update("UPDATE outbox SET superseded_at = ? WHERE id = ?", [(now, row_id) for row_id in row_ids])

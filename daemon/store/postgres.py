@@ -240,8 +240,10 @@ class PostgresDatabase:
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection; an unreachable server becomes `StoreUnavailable` (and the outage
-        `outage()` reports until a connection works again)."""
+        """A pooled connection; a server that cannot take the call now becomes `StoreUnavailable`
+        (and the outage `outage()` reports until a connection works again): unreachable, shutting
+        down, timed out, read-only (`_NOT_NOW`). Programming errors (an unknown table, bad SQL, a
+        violated constraint) stay what they are."""
         try:
             with self._pool.connection() as conn:
                 self._outage = None
@@ -249,9 +251,24 @@ class PostgresDatabase:
         except psycopg_pool.PoolTimeout as exc:
             self._outage = f"PostgreSQL at {self.describe()} unavailable: {exc}"
             raise StoreUnavailable(self._outage) from None
-        except psycopg.OperationalError as exc:
-            self._outage = f"PostgreSQL at {self.describe()} failed: {exc}"
+        except _NOT_NOW as exc:
+            why = ("is read-only (a standby, or a failover under way)"
+                   if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction) else "failed")
+            self._outage = f"PostgreSQL at {self.describe()} {why}: {exc}"
             raise StoreUnavailable(self._outage) from exc
+
+
+_NOT_NOW: tuple[type[psycopg.Error], ...] = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction,
+                                             psycopg.errors.IdleInTransactionSessionTimeout)
+"""Server errors that say "not now", the store's outages: every `OperationalError` — SQLSTATE
+classes 08 (connection), 53 (resources), 57 (admin shutdown, crash shutdown, cannot connect now,
+statement timeout), 40 (serialization failure, deadlock), 55 (lock not available) — and two that
+psycopg files under `InternalError` (class 25): a read-only server (25006: a hot standby, a
+demoted primary still reached during a failover; every write fails until the fleet reaches the
+new primary) and a session the server ended for idling in a transaction (25P03). Deliberately
+not: the rest of class 25 (`InFailedSqlTransaction` is a bug in our transaction handling), `XX`
+(internal errors, data corruption) and every `ProgrammingError`/`IntegrityError`, which an
+operator must see."""
 
 
 LATEST_VERSION = latest_version("postgres")

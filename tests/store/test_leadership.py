@@ -1,6 +1,6 @@
 """The leadership loop (daemon/runtime/leadership.py) on both backends, on a virtual clock:
-one leader per cluster, failover after the lease runs out, store down → no leader, hand-over on
-a clean exit, metrics and roles."""
+one leader per cluster, failover after the lease runs out, store down → no leader, a loop that
+outlives whatever a round raises, hand-over on a clean exit, metrics and roles."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from quotapilot.daemon.store.actions import ActionStore, FencedOut
 from quotapilot.daemon.store.backend import Backend, Params, Row, StoreUnavailable, Transaction
 from quotapilot.daemon.store.leases import LeaseStore
 from quotapilot.daemon.store.members import MemberStore
+from quotapilot.daemon.store.postgres import PostgresDatabase
 from quotapilot.forecasting.types import Decision, DecisionKind, Dimension, TargetId
 
 CLUSTERS = ["c1", "c2"]
@@ -44,6 +45,9 @@ class Unplugged:
 
     def describe(self) -> str:
         return self.inner.describe()
+
+    def outage(self) -> str | None:
+        return "PostgreSQL at test unavailable" if self.down else None
 
     def _check(self) -> None:
         if self.down:
@@ -195,6 +199,115 @@ class Fleet:
 
     def handovers(self) -> int:
         return sum(i.handovers for i in self.alive.values())
+
+
+class Broken(Unplugged):
+    """A backend that can be made to raise what no store error handler expects (a bug, a driver
+    error of a kind not mapped to `StoreError`)."""
+
+    def __init__(self, inner: Backend) -> None:
+        super().__init__(inner)
+        self.broken = False
+
+    def _check(self) -> None:
+        if self.broken:
+            raise RuntimeError("not a store error")
+        super()._check()
+
+
+async def next_round(clock: VirtualClock, loop_task: asyncio.Task[None]) -> None:
+    """Wake the sleeping lease loop for its next round and wait until it sleeps again (or died)."""
+    await until(lambda: clock.next_deadline is not None or loop_task.done())
+    if not loop_task.done():
+        clock.set(clock.next_deadline or clock.now())
+        await until(lambda: clock.next_deadline is not None or loop_task.done())
+
+
+def read_only(db: PostgresDatabase, on: bool) -> None:
+    """The one pooled connection now reaches a read-only server (or a writable one again)."""
+    with db.transaction() as conn:
+        conn.execute(f"SET default_transaction_read_only = {'on' if on else 'off'}")
+
+
+class TestLeaseLoopSurvives:
+    """The `leases` task is supervised but not restarted: when it died, its instance never led
+    again (the watchdog still pinged), and when every instance of the fleet met the same failure,
+    no quota grew anywhere until someone restarted them all."""
+
+    async def test_lease_loop_outlives_a_read_only_server_and_leads_again(self, pg_url: str) -> None:
+        """Guards the read-only mapping: during a failover the fleet often reaches a server that
+        answers but is read-only (a demoted primary, a hot standby); every write fails with
+        SQLSTATE 25006, a psycopg `InternalError` that escaped `step()` and killed the loop. It
+        is a store outage now: leases dropped, logged, taken again when writes work."""
+        clock = VirtualClock()
+        db = PostgresDatabase(pg_url, max_connections=1)
+        leadership = LeaseLeadership(LeaseStore(db), ["c1"], clock, instance_name="a")
+        stopping = asyncio.Event()
+        loop_task = asyncio.create_task(leadership.run(stopping), name="leases")
+        try:
+            await until(lambda: leadership.is_leader("c1") or loop_task.done())
+            with capture_logs() as logs:
+                read_only(db, True)  # failover under way: the server answers, read-only
+                await next_round(clock, loop_task)
+                assert not loop_task.done(), f"the lease loop died: {loop_task.exception()!r}"
+                assert not leadership.is_leader("c1")
+                read_only(db, False)  # the failover is over
+                await next_round(clock, loop_task)
+            assert not loop_task.done(), f"the lease loop died: {loop_task.exception()!r}"
+            assert leadership.is_leader("c1"), "the store is writable again, yet this instance does not lead c1"
+            [failed] = [e for e in logs if e["event"] == "lease_store.failed"]
+            assert "read-only" in failed["error"]
+        finally:
+            stopping.set()
+            await asyncio.gather(loop_task, return_exceptions=True)
+            db.close()
+
+    async def test_an_unexpected_error_drops_the_leases_and_the_next_round_leads_again(
+            self, open_store: OpenStore) -> None:
+        """Guards `run()` itself: whatever a round raises (a driver error not known to be
+        temporary, a bug), the leases are dropped — nothing acts on a lease it cannot renew — it
+        is logged once with its traceback, and the next round tries again."""
+        clock = VirtualClock()
+        store = Broken(open_store())
+        a = instance(store, clock, "a")
+        stopping = asyncio.Event()
+        loop_task = asyncio.create_task(a.run(stopping), name="leases")
+        try:
+            await until(lambda: a.is_leader("c1") or loop_task.done())
+            with capture_logs() as logs:
+                store.broken = True
+                await next_round(clock, loop_task)
+                assert not loop_task.done(), f"the lease loop died: {loop_task.exception()!r}"
+                assert not a.is_leader("c1") and not a.is_leader("c2")
+                await next_round(clock, loop_task)  # still failing: not logged again
+                store.broken = False
+                await next_round(clock, loop_task)
+            assert not loop_task.done()
+            assert a.is_leader("c1") and a.is_leader("c2")
+            failed = [e for e in logs if e["event"] == "lease_round.failed"]
+            assert [(e["log_level"], e["error"], e["exc_info"]) for e in failed] == [
+                ("error", "RuntimeError: not a store error", True)]
+            assert [e["failures"] for e in logs if e["event"] == "lease_round.recovered"] == [2]
+        finally:
+            stopping.set()
+            await asyncio.gather(loop_task, return_exceptions=True)
+
+    async def test_a_release_that_fails_unexpectedly_still_ends_the_loop_cleanly(
+            self, open_store: OpenStore) -> None:
+        """Guards `release()` on the way out: it is best effort (an unreleased lease runs out by
+        itself), so an error there is logged, not raised in place of the reason the loop ends."""
+        clock = VirtualClock()
+        store = Broken(open_store())
+        a = instance(store, clock, "a")
+        stopping = asyncio.Event()
+        loop_task = asyncio.create_task(a.run(stopping), name="leases")
+        await until(lambda: a.is_leader("c1") or loop_task.done())
+        store.broken = True
+        with capture_logs() as logs:
+            stopping.set()
+            await loop_task  # raises nothing
+        assert [e["event"] for e in logs].count("lease.release_failed") == 2
+        assert "member.leave_failed" in [e["event"] for e in logs]
 
 
 class TestSpread:

@@ -1,4 +1,5 @@
-"""After PostgreSQL comes back, the store works again within seconds, however long it was down.
+"""After PostgreSQL comes back, the store works again within seconds, however long it was down;
+a server that answers but cannot take a write now (read-only) is an outage too, a bug is not.
 
 psycopg_pool re-adds a lost connection with exponential backoff (1, 2, 4, 8 … s) for as long as
 its `reconnect_timeout` (5 minutes by default): after a down time of T, its next attempt could
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import psycopg_pool.base
 import pytest
 from fleet_processes import RestartableServer
@@ -59,3 +61,25 @@ def test_the_store_works_again_soon_after_the_server_is_back(
         db.close()
     # at most its reconnect timeout plus a store call's pool wait (10 s + 5 s at the real scale)
     assert waited < 40 * SCALE, f"the store came back {waited:.2f} s after the server"
+
+
+def test_a_read_only_server_is_an_outage_and_a_bad_query_is_not(pg_url: str) -> None:
+    """Guards `_connection`'s error mapping: SQLSTATE 25006 (a hot standby, a demoted primary
+    reached during a failover) is a psycopg `InternalError`, not an `OperationalError`; unmapped,
+    it escaped every `except StoreError` and killed the lease loop. A programming error (an
+    unknown table) must still surface as what it is."""
+    db = PostgresDatabase(pg_url, max_connections=1)
+    try:
+        with db.transaction() as conn:
+            conn.execute("SET default_transaction_read_only = on")
+        with pytest.raises(StoreUnavailable, match="read-only"), db.transaction() as conn:
+            conn.execute("INSERT INTO members (holder, instance, first_seen, last_seen) VALUES ('h', 'i', 0, 0)")
+        outage = db.outage()
+        assert outage is not None and "read-only" in outage  # what /healthz says
+        with db.transaction() as conn:
+            conn.execute("SET default_transaction_read_only = off")
+        assert db.outage() is None
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            db.query("SELECT * FROM no_such_table")
+    finally:
+        db.close()
