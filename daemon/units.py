@@ -64,6 +64,12 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def format_limit(n: float, dimension: str) -> str:
+    """A limit as people read it: bytes in binary units (`format_bytes`), an inode limit
+    (`dimension` "inodes") as the count of files it is."""
+    return f"{n:,.0f} files" if dimension == "inodes" else format_bytes(n)
+
+
 def format_duration(seconds: float | None) -> str:
     """Seconds in words for humans: '3d 4h', '45m', 'never'."""
     if seconds is None:

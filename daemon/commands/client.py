@@ -23,7 +23,7 @@ from typing import Any
 
 from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.pipeline_client import DEFAULT_URL, ApiError, Client, ClientError, NotFound, RetryPolicy
-from quotapilot.daemon.units import format_bytes, format_duration, parse_bytes
+from quotapilot.daemon.units import format_bytes, format_duration, format_limit, parse_bytes
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_ROOM = 0, 1, 2, 3
 CLI_RETRY = RetryPolicy(attempts=3, base_seconds=0.5, max_seconds=2.0, deadline_seconds=15.0)
@@ -217,7 +217,8 @@ def render_status(targets: Sequence[Mapping[str, Any]], kill_switch: bool) -> st
         action = t.get("last_action")
         last = "—"
         if action:
-            grown = f" → {format_bytes(action['new_hard'])}" if action.get("new_hard") else ""
+            grown = (f" → {format_limit(action['new_hard'], str(action.get('dimension') or 'bytes'))}"
+                     if action.get("new_hard") else "")
             last = f"{action.get('status')}{grown} {_iso(action['at'])}" if action.get("at") else str(action)
         paused = "yes" if t.get("paused") else "no"
         if t.get("paused") and t.get("paused_until"):

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.settings import read_config_file
-from quotapilot.daemon.units import format_bytes, format_duration
+from quotapilot.daemon.units import format_bytes, format_duration, format_limit
 from quotapilot.forecasting.types import Dimension, TargetKind
 
 if TYPE_CHECKING:
@@ -292,7 +292,7 @@ def _frame(ctx: CycleContext, last_actions: Mapping[TargetId, ActionOutcome], st
         if last is not None:
             age = format_duration(ctx.now - last.t)
             if last.new_hard is not None and last.status.value in ("verified", "would_grow"):
-                last_text = f"{last.status.value} → {format_bytes(last.new_hard)} ({age} ago)"
+                last_text = f"{last.status.value} → {format_limit(last.new_hard, last.dimension.value)} ({age} ago)"
             else:
                 last_text = f"{last.status.value} ({age} ago)"
         frame.rows.append(ViewRow(obs.target.name, obs.used_bytes, obs.hard_limit_bytes, runway_seconds, last_text))

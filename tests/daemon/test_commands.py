@@ -237,3 +237,22 @@ class TestDaemonUrl:
         assert main([*command, "--url", url, "--token", "t"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("quotapilot: --url: ") and len(err.strip().splitlines()) == 1
+
+
+class TestStatusOfAnInodeGrowth:
+    """An inode limit is a count of files: `status` showed a verified inode growth to 2,000,000
+    files as "verified → 1.91 MiB" (every last action's limit formatted as bytes)."""
+
+    def test_an_inode_growth_is_shown_in_files(self) -> None:
+        from quotapilot.daemon.commands.client import render_status
+
+        target = {
+            "cluster": "c1", "name": "inodes-only", "path": "/inodes-only", "used_bytes": 5 * 2**30,
+            "hard_limit_bytes": None, "utilization_ratio": None, "runway_seconds": {}, "mode": "enforce",
+            "paused": False, "last_action": {"status": "verified", "at": 1_767_225_600.0, "reason": "grown",
+                                             "dimension": "inodes", "old_hard": 1_600_000, "new_hard": 2_000_000}}
+        bytes_target = {**target, "name": "raw", "path": "/raw",
+                        "last_action": {**target["last_action"], "dimension": "bytes", "new_hard": 3 * 2**40}}
+        text = render_status([target, bytes_target], kill_switch=False)
+        assert "verified → 2,000,000 files" in text and "verified → 3 TiB" in text, text
+        assert "MiB" not in text

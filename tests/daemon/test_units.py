@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from quotapilot.daemon.units import format_bytes, format_duration, parse_bytes, parse_duration
+from quotapilot.daemon.units import format_bytes, format_duration, format_limit, parse_bytes, parse_duration
 
 
 class TestParse:
@@ -36,6 +36,11 @@ class TestFormat:
     def test_bytes(self) -> None:
         assert format_bytes(1.5 * 2**40) == "1.5 TiB"
         assert format_bytes(512) == "512 B"
+
+    def test_limits_by_dimension(self) -> None:
+        """A byte limit in binary units, an inode limit as the count of files it is."""
+        assert format_limit(1.5 * 2**40, "bytes") == "1.5 TiB"
+        assert format_limit(2_000_000, "inodes") == "2,000,000 files"
 
     def test_durations(self) -> None:
         assert format_duration(None) == "never"
