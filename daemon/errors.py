@@ -27,4 +27,13 @@ class TemporaryError(QuotapilotError):
 
 
 class PermanentError(QuotapilotError):
-    """Retrying will not help (401, 400, 404, a refused PATCH): alert and stop acting on it."""
+    """Retrying will not help (401, 400, 404, a refused PATCH): alert and stop acting on it.
+
+    `after_lost_answer`: the refusal answered a retry, and an earlier attempt of the same request
+    went out and got no trustworthy answer (a timeout, a dropped connection, a 5xx): that attempt
+    may have been carried out, or may still be. For a write, the refusal says nothing about what
+    the target now holds. Set by the transport that retried."""
+
+    def __init__(self, message: str, *, after_lost_answer: bool = False) -> None:
+        super().__init__(message)
+        self.after_lost_answer = after_lost_answer

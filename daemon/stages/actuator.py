@@ -12,8 +12,9 @@ Per growth in enforce mode (`grow`):
 Any error from the PATCH ends in a re-read, never in a verdict on the error alone: the transport
 retries, so a refusal (`PermanentError`, e.g. a 401 once the token expired) can answer the retry of
 an attempt that was applied and whose answer was lost. The new limit there → `verified` (applied);
-after a refusal, the old limit → `failed`; anything else (no answer, after a lost answer the old
-limit: the request can still land) → `unknown`, left open.
+after a refusal at the first attempt, the old limit → `failed`; anything else (no answer, or a
+refusal after an attempt whose answer was lost (`after_lost_answer`), with the old limit: that
+attempt can still land) → `unknown`, left open.
 
 A SIGKILL anywhere leaves a row at `intent` or `patched`. Open rows (`intent`, `patched`,
 `unknown`) are settled by `reconcile`, at start and at every cycle while any is open, by reading
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from quotapilot.alerts.dispatcher import OutboxEntry
 from quotapilot.daemon.clock import Clock
@@ -103,6 +104,13 @@ def _not_the_quota(quota: Mapping[str, Any], target: TargetId, *, by_name: bool 
     return None
 
 
+class _Send(NamedTuple):
+    """When a request of ours went out (its intent's time, until the PATCH), and where to."""
+
+    cluster: str
+    monotonic_at: float
+
+
 def view_name(view: ManagedView) -> str:
     """A managed view's quota/view name: explicit, or the path with '/' → '-' (names have no '/')."""
     return view.name or view.path.strip("/").replace("/", "-") or "root"
@@ -134,11 +142,12 @@ class Actuator:
         self.views_would_create: list[str] = []
         """In observe mode, the managed views (and quotas) that enforce mode would create."""
         self._views_done: set[tuple[str, str]] = set()
-        self._sent_at: dict[int, float] = {}
+        self._sent_at: dict[int, _Send] = {}
         """Action id → the monotonic time its PATCH went out (its intent's, until then), for the
         rows of this process still open: their landing window is measured on it, so a wall-clock
         step cannot end it early. A row an earlier process left has only its wall-clock
-        `created_at`."""
+        `created_at`. Dropped when this process finishes the row, and at `reconcile` for a row
+        finished elsewhere (a new leader settled it)."""
 
     def checkpoint(self, point: str) -> None:
         """A named point of the write-ahead sequence (`intent`, `patched`); crash tests hook it."""
@@ -165,7 +174,7 @@ class Actuator:
         except FencedOut as exc:
             log.warning("quota.grow_fenced", target=target.key, dimension=dim.value, error=str(exc))
             return outcome(ActionStatus.FAILED, f"not the leader: {exc}", None)
-        self._sent_at[action_id] = intent_at
+        self._sent_at[action_id] = _Send(target.cluster, intent_at)
         self.checkpoint("intent")
         hard_field, soft_field = _LIMIT_FIELDS[dim]
         changes: dict[str, int] = {hard_field: decision.new_hard}
@@ -193,9 +202,10 @@ class Actuator:
             return outcome(ActionStatus.REPLANNED, reason, action_id)
         if not await self.leadership.epoch_is_current(target.cluster):  # FLEET: re-check right before the PATCH
             # deposed since the intent: the new leader settles the row (reconcile); we leave it be
+            self._sent_at.pop(action_id, None)  # nothing was sent
             log.warning("quota.grow_fenced", target=target.key, dimension=dim.value, action_id=action_id)
             return outcome(ActionStatus.FAILED, "lease lost before the PATCH", action_id)
-        self._sent_at[action_id] = self.clock.monotonic()  # the request can land from now on
+        self._sent_at[action_id] = _Send(target.cluster, self.clock.monotonic())  # it can land from now on
         try:
             await writer.patch_quota(quota_id, **changes)
         except (TemporaryError, PermanentError) as exc:  # what VMS holds is for a read to say
@@ -226,12 +236,13 @@ class Actuator:
         """The PATCH raised: re-read, whatever the error. A lost answer (`TemporaryError`) leaves
         the outcome unknown; so can a refusal (`PermanentError`), which may answer the transport's
         retry of an attempt that was applied, its answer lost. The new limit there → applied
-        (`verified`, starting the cooldown); after a refusal, the old limit → `failed`; anything
-        else (no answer, another quota, after a lost answer the old limit: the request can still
-        land) → `unknown`, left open for `reconcile` (the target frozen for growth until a read
-        settles it)."""
+        (`verified`, starting the cooldown); after a refusal at the first attempt, the old limit →
+        `failed`; anything else (no answer, another quota, the old limit after a lost answer —
+        the error's own or an earlier attempt's, `after_lost_answer` —: the request can still land)
+        → `unknown`, left open for `reconcile` (the target frozen for growth until a read settles
+        it)."""
         dim, target = decision.dimension, decision.target
-        answer_lost = isinstance(error, TemporaryError)
+        answer_lost = isinstance(error, TemporaryError) or error.after_lost_answer
         patch_error = f"{type(error).__name__}: {error}"
         live_hard: int | None = None
         answered = False
@@ -246,7 +257,12 @@ class Actuator:
                 reread = f"re-read shows hard limit {live_hard}"
             else:
                 reread = f"re-read of quota id {quota_id} {mismatch}"
-        what = f"answer lost ({error})" if answer_lost else f"refused ({patch_error})"
+        if isinstance(error, TemporaryError):
+            what = f"answer lost ({error})"
+        elif answer_lost:
+            what = f"refused ({patch_error}) after an attempt whose answer was lost"
+        else:
+            what = f"refused ({patch_error})"
         if answered and live_hard == decision.new_hard:
             reason = f"{what}; {reread}: applied"
             await self._mark(action_id, "verified", reason, answer_lost=answer_lost, patch_error=patch_error)
@@ -283,7 +299,13 @@ class Actuator:
         return mine
 
     async def _mark(self, action_id: int, status: str, reason: str | None, **detail: Any) -> None:
-        await asyncio.to_thread(self.actions.mark, action_id, status, self.clock.now(), reason, **detail)
+        try:
+            await asyncio.to_thread(self.actions.mark, action_id, status, self.clock.now(), reason, **detail)
+        except BaseException:
+            send = self._sent_at.get(action_id)
+            if send is not None:  # the row may still read as open: settled by a read at the next cycle
+                self.reconciled.discard(send.cluster)
+            raise
         if status not in UNFINISHED:
             self._sent_at.pop(action_id, None)
 
@@ -316,15 +338,22 @@ class Actuator:
         now, monotonic_now = self.clock.now(), self.clock.monotonic()
         window = self.landing_window_seconds()
         still_open: set[int] = set()
+        # taken before the read, so a row recorded meanwhile (its send time set after the commit)
+        # is not mistaken for one finished elsewhere
+        sends = [action_id for action_id, send in self._sent_at.items() if send.cluster == cluster]
         records = await asyncio.to_thread(self.actions.unfinished, cluster)
+        open_rows = {record.id for record in records}
+        for action_id in sends:
+            if action_id not in open_rows:  # finished elsewhere (a new leader settled it)
+                self._sent_at.pop(action_id, None)
         for index, record in enumerate(records):
             dim = Dimension(record.dimension)
             if record.quota_id is None:
                 await self._settle(record, ActionStatus.ABANDONED, "no quota id", now)
                 continue
-            sent_at = self._sent_at.get(record.id)
+            send = self._sent_at.get(record.id)
             # schedules run on the monotonic clock; only a row an earlier process left has none
-            can_land = (monotonic_now < sent_at + window if sent_at is not None
+            can_land = (monotonic_now < send.monotonic_at + window if send is not None
                         else now < record.created_at + window)
             live: dict[str, Any] = {}
             try:

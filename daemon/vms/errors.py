@@ -4,7 +4,9 @@
 shorter than its envelope promises) is retried by the transport under the retry policy, waiting at
 least the server's `Retry-After`; `VmsRefused` (a `PermanentError`: 401, 403, 400, 404, a
 certificate we do not accept) is not. Both carry a short `reason` that becomes the `reason` label
-of `quotapilot_poll_errors_total`.
+of `quotapilot_poll_errors_total`. A `VmsUnavailable` says whether the request may have been
+carried out (`outcome_unknown`), so a refusal of a retried write can say that an earlier attempt
+may still land (`after_lost_answer`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from quotapilot.daemon.runtime.retry import parse_retry_after
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 """HTTP statuses worth retrying: the VMS is busy or briefly broken, not refusing."""
 
+UNPROCESSED_STATUS = frozenset({408, 425, 429})
+"""Retryable statuses that say the request was turned away before it was carried out; after a
+5xx (a proxy's 502 or 504 above all) a write may have been applied."""
+
 POLL_ERROR_REASONS: tuple[str, ...] = (
     "throttled", "server_error", "http_error", "auth", "not_found", "refused", "tls", "connection",
     "timeout", "truncated", "malformed", "unexpected", "no_cluster")
@@ -29,11 +35,17 @@ answered no cluster); the metric starts each at 0."""
 
 
 class VmsUnavailable(TemporaryError):
-    """The VMS did not answer usefully this time: retry later. `reason` is a metric label."""
+    """The VMS did not answer usefully this time: retry later. `reason` is a metric label.
+    `outcome_unknown`: the request may have been carried out (no answer, a 5xx, an answer we could
+    not read); False when it never reached the VMS (no connection) or was turned away unprocessed
+    (`UNPROCESSED_STATUS`). For a write, a retry after an unknown outcome can race its first try
+    (`PermanentError.after_lost_answer`)."""
 
-    def __init__(self, message: str, *, reason: str, delay: float | None = None) -> None:
+    def __init__(self, message: str, *, reason: str, delay: float | None = None,
+                 outcome_unknown: bool = True) -> None:
         super().__init__(message, delay=delay)
         self.reason = reason
+        self.outcome_unknown = outcome_unknown
 
 
 class VmsRefused(PermanentError):
@@ -61,7 +73,7 @@ def retry_after_seconds(headers: Mapping[str, str] | None, now: float | None = N
     return parse_retry_after(value, time.time() if now is None else now)
 
 
-def classify(exc: BaseException) -> TemporaryError | PermanentError:
+def classify(exc: BaseException) -> VmsUnavailable | VmsRefused:
     """Translate what vastpy/urllib3 raised into our typed errors."""
     if isinstance(exc, vastpy.RESTFailure):
         status = int(exc.status)
@@ -69,14 +81,16 @@ def classify(exc: BaseException) -> TemporaryError | PermanentError:
         message = f"{exc.method} {exc.url}: HTTP {status} {body}"
         if status in RETRYABLE_STATUS:
             reason = "throttled" if status == 429 else "server_error" if status >= 500 else "http_error"
-            return VmsUnavailable(message, reason=reason,
-                                  delay=retry_after_seconds(getattr(exc, "headers", None)))
+            return VmsUnavailable(message, reason=reason, delay=retry_after_seconds(getattr(exc, "headers", None)),
+                                  outcome_unknown=status not in UNPROCESSED_STATUS)
         reason = "auth" if status in (401, 403) else "not_found" if status == 404 else "refused"
         return VmsRefused(message, reason=reason, status=status)
     if isinstance(exc, urllib3.exceptions.SSLError):
         return VmsRefused(f"certificate not accepted: {exc}", reason="tls")
     if isinstance(exc, urllib3.exceptions.NewConnectionError):  # (a ConnectTimeoutError subclass)
-        return VmsUnavailable(str(exc), reason="connection")
+        return VmsUnavailable(str(exc), reason="connection", outcome_unknown=False)
+    if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):  # no connection: nothing was sent
+        return VmsUnavailable(str(exc), reason="timeout", outcome_unknown=False)
     if isinstance(exc, urllib3.exceptions.TimeoutError):
         return VmsUnavailable(str(exc), reason="timeout")
     if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | OSError):

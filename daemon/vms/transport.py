@@ -35,7 +35,6 @@ import urllib3
 import vastpy
 
 from quotapilot.daemon.clock import Clock
-from quotapilot.daemon.errors import PermanentError
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.retry import RetryPolicy
 from quotapilot.daemon.runtime.supervisor import sleep_unless
@@ -228,18 +227,25 @@ class VmsTransport:
 
     async def call(self, what: str, fn: Callable[[Any], T]) -> T:
         """Run `fn(client)` (one blocking vastpy call) in the pool, retrying temporary failures.
-        `fn` gets the current client, so a retry after a credential reload uses the new one."""
+        `fn` gets the current client, so a retry after a credential reload uses the new one.
+        A refusal after an attempt whose outcome is unknown says so (`after_lost_answer`): for a
+        write, that attempt may still land."""
         loop = asyncio.get_running_loop()
         attempt = 0
+        lost_answer = False
         while True:
             self.requests_made += 1
             try:
                 return await loop.run_in_executor(self._executor, fn, self._client)
             except Exception as exc:
                 error = classify(exc)
-                if isinstance(error, VmsRefused) and error.reason == "auth" and self._reload_credentials():
-                    continue  # the token (or password) file was rotated: try the new one at once
-                if isinstance(error, PermanentError) or self.policy.exhausted(attempt):
+                if isinstance(error, VmsRefused):
+                    if error.reason == "auth" and self._reload_credentials():
+                        continue  # the token (or password) file was rotated: try the new one at once
+                    error.after_lost_answer = lost_answer
+                    raise error from exc
+                lost_answer = lost_answer or error.outcome_unknown
+                if self.policy.exhausted(attempt):
                     raise error from exc
                 delay = self.policy.delay(attempt, error.delay, self._rng)
                 log.debug("request.retried", cluster=self.name, request=what, attempt=attempt + 1,
@@ -258,21 +264,53 @@ class VmsTransport:
         listed than `count`, is refetched like any temporary failure (`truncated` once the retries
         are spent): a listing cut short is no listing, since the caller concludes from the quotas
         it lacks. Entries that are no object are kept, for the caller to drop and count as
-        malformed."""
+        malformed.
+
+        Pages are offsets into a state that can change between them: an object deleted (created)
+        ahead of the pages read shifts the rest back (on), so one that still exists is on no page
+        read (or on two). A `count` that moved between the pages of a listing, or a later page gone
+        (404), says so: the listing starts again from page 1, at once (the VMS is not in trouble;
+        waiting would not make the change stop), as many times as the retry policy has attempts,
+        and fails as `truncated` when it never holds still. A listing that holds still costs one
+        request per page. A deletion and a creation between the same two pages leave `count` as
+        it was, and go unseen: a quota missing from one poll waits out the presence grace."""
+        listings = self._vast.max_retries + 1
+        for _ in range(listings):
+            items = await self._list_once(resource, filters)
+            if items is not None:
+                return items
+        raise VmsUnavailable(f"GET {resource}: the listing changed while paging, {listings} times in a row",
+                             reason="truncated")
+
+    async def _list_once(self, resource: str, filters: Mapping[str, Any]) -> list[Any] | None:
+        """One listing from page 1; None when the pages do not describe one state."""
         page_size = self._vast.page_size
         items: list[Any] = []
-        page = 1
+        page, count = 1, None
         while True:
             fetch = functools.partial(_fetch_page, resource, page, page_size, len(items), filters)
-            body = await self.call(f"GET {resource} page {page}", fetch)
+            try:
+                body = await self.call(f"GET {resource} page {page}", fetch)
+            except VmsRefused as exc:
+                if page == 1 or exc.status != 404:
+                    raise
+                log.debug("listing.restarted", cluster=self.name, resource=resource, page=page, count=count,
+                          error=str(exc)[:200])
+                return None  # the page was there when `count` was read
             if isinstance(body, list):  # a VMS that ignores paging answers the plain array
                 return list(body)
+            if count is None:
+                count = body["count"]
+            elif body["count"] != count:
+                log.debug("listing.restarted", cluster=self.name, resource=resource, page=page, count=count,
+                          new_count=body["count"])
+                return None
             items.extend(body["results"])
             if not body.get("next") or not body["results"]:
                 return _unique_by_id(items)
             page += 1
-            if page > body["count"] // page_size + 2:
-                raise VmsUnavailable(f"GET {resource}: more pages than count={body['count']} allows",
+            if page > count // page_size + 2:
+                raise VmsUnavailable(f"GET {resource}: more pages than count={count} allows",
                                      reason="malformed")
 
     def _current_credential(self) -> str | None:
@@ -296,8 +334,9 @@ class VmsTransport:
 
 
 def _unique_by_id(items: list[Any]) -> list[Any]:
-    """A listing without the repeats a page shift causes (an object deleted while paging moves
-    the next page's first object onto the previous page): a record with an id already listed
+    """A listing without the repeats of a page shift that `count` does not show (between the
+    same two pages, an object created on a page already read and another deleted further on: the
+    next page starts with the last object of the page before): a record with an id already listed
     and the same name and path. Another record under that id is kept (the caller drops every
     record of a contested id as malformed, counted)."""
     seen: set[tuple[Any, Any, Any]] = set()

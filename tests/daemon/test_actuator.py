@@ -13,6 +13,7 @@ from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.runtime.cycle import CycleContext, DroppedSample, PollResult
 from quotapilot.daemon.runtime.leadership import SoleLeadership
 from quotapilot.daemon.settings import Settings
+from quotapilot.daemon.stages.actuator import Actuator
 from quotapilot.daemon.stages.growth import GrowthStage
 from quotapilot.daemon.stages.store import StoreStage
 from quotapilot.daemon.store.actions import ActionStore, query_actions
@@ -21,7 +22,15 @@ from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.observations import ObservationStore
 from quotapilot.daemon.store.overrides import Override, OverrideStore
 from quotapilot.forecasting.planner import TIB
-from quotapilot.forecasting.types import ActionStatus, ClusterCapacity, Dimension, Observation, TargetId
+from quotapilot.forecasting.types import (
+    ActionStatus,
+    ClusterCapacity,
+    Decision,
+    DecisionKind,
+    Dimension,
+    Observation,
+    TargetId,
+)
 
 NOW = 1_767_225_600.0
 RAW = TargetId("c1", "cosmos7-raw", "/cosmos7/raw")
@@ -550,6 +559,39 @@ class TestLostAnswer:
         assert [r["status"] for r in query_actions(h.db)] == ["reconciled"]
         assert len(h.vms.patches) == 1
 
+    async def test_a_refusal_after_a_lost_answer_with_the_old_limit_is_unknown_and_frozen(
+            self, tmp_path: Path) -> None:
+        """Review r4 defect 3: the transport retried the PATCH after an attempt whose answer was
+        lost, and the retry was refused (401). The re-read shows the old limit, but the lost
+        attempt can still land: judged `failed`, the target was grown again at the next cycle —
+        a second growth on top of the first when it landed. `unknown` and frozen instead, like a
+        lost answer, until a read settles it."""
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.fail_patch = PermanentError("401 from VMS: token expired", after_lost_answer=True)
+        (outcome,) = (await h.cycle()).actions
+        assert outcome.status == ActionStatus.UNKNOWN and outcome.new_hard is not None
+        (row,) = query_actions(h.db)
+        assert (row["status"], row["detail"]["answer_lost"]) == ("unknown", True)
+        h.vms.fail_patch = None
+        h.clock.advance(60)  # the lost attempt can still land: held, not grown again
+        (held,) = (await h.cycle()).actions
+        assert (held.status, h.vms.patches) == (ActionStatus.BLOCKED, [])
+        h.vms.quotas[1]["hard_limit"] = outcome.new_hard  # it lands
+        h.clock.advance(60)
+        await h.cycle()
+        assert [r["status"] for r in reversed(query_actions(h.db))] == ["reconciled", "blocked"]
+        assert h.vms.patches == []  # and the cooldown it started holds the next growth
+
+    async def test_a_refusal_at_the_first_attempt_with_the_old_limit_is_failed(self, tmp_path: Path) -> None:
+        """Nothing went out before the refusal: the old limit is the answer, the target free."""
+        h = Harness(tmp_path, make_settings("enforce"))
+        h.vms.fail_patch = PermanentError("401 from VMS: token expired")
+        (outcome,) = (await h.cycle()).actions
+        assert outcome.status == ActionStatus.FAILED
+        (row,) = query_actions(h.db)
+        assert row["status"] == "failed"
+        assert h.stage.actuator.unsettled.get("c1", frozenset()) == frozenset()
+
     async def test_verify_failure(self, tmp_path: Path) -> None:
         h = Harness(tmp_path, make_settings("enforce"))
         h.vms.before_read.extend([{}, {"hard_limit": 100 * TIB}])  # second read: the PATCH did not stick
@@ -599,6 +641,90 @@ class TestLandingWindow:
         (grown,) = (await h.cycle()).actions
         assert grown.status == ActionStatus.VERIFIED
         assert [r["status"] for r in reversed(query_actions(h.db))] == ["abandoned", "verified"]
+
+
+class DeposedBeforeThePatch(SoleLeadership):
+    """The lease is lost between the intent and the PATCH."""
+
+    async def epoch_is_current(self, cluster: str) -> bool:
+        return False
+
+
+class StoreDownAtMark(ActionStore):
+    """The store goes down after the intent: the next `failures` marks raise."""
+
+    failures = 0
+
+    def mark(self, action_id: int, status: str, now: float, reason: str | None = None, **detail: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("store down")
+        super().mark(action_id, status, now, reason, **detail)
+
+
+class TestSendTimes:
+    """Review r4 defect 2: the actuator keeps, per open row of its own, the monotonic time its
+    PATCH went out (the landing window is measured on it). An entry was dropped only when this
+    process marked its row finished, so one leaked for every row finished elsewhere — a growth
+    deposed before its PATCH (the new leader settles it), a row settled by another leader, a
+    mark that raised (the store down) — for the life of the process."""
+
+    @staticmethod
+    def grow_decision() -> Decision:
+        return Decision(RAW, Dimension.BYTES, DecisionKind.GROW, "r", NOW, current_used=80 * TIB,
+                        current_hard=100 * TIB, new_hard=120 * TIB, new_soft=108 * TIB)
+
+    async def test_a_growth_deposed_before_the_patch_keeps_nothing(self, tmp_path: Path) -> None:
+        db = Database(tmp_path / "state.db")
+        actions = ActionStore(db)
+        vms = FakeVms()
+        vms.add(1, RAW.name, RAW.path, hard=100 * TIB, used=80 * TIB)
+        actuator = Actuator(make_settings("enforce"), actions, VirtualClock(NOW), DeposedBeforeThePatch(["c1"]))
+        outcome = await actuator.grow(self.grow_decision(), 1, vms)
+        assert outcome.status is ActionStatus.FAILED and outcome.action_id is not None
+        assert vms.patches == []
+        actions.mark(outcome.action_id, "abandoned", NOW + 300, "not applied")  # by the new leader
+        assert actuator._sent_at == {}
+        db.close()
+
+    async def test_a_row_settled_by_another_leader_is_forgotten_at_the_next_reconcile(
+            self, tmp_path: Path) -> None:
+        db = Database(tmp_path / "state.db")
+        actions = ActionStore(db)
+        vms = FakeVms()
+        vms.add(1, RAW.name, RAW.path, hard=100 * TIB, used=80 * TIB)
+        actuator = Actuator(make_settings("enforce"), actions, VirtualClock(NOW), SoleLeadership(["c1"]))
+        vms.fail_patch = TemporaryError("read timed out")
+        outcome = await actuator.grow(self.grow_decision(), 1, vms)
+        assert outcome.status is ActionStatus.UNKNOWN and outcome.action_id is not None
+        # deposed; the new leader (another process, same store) settles the row; leader again
+        actions.mark(outcome.action_id, "abandoned", NOW + 600, "not applied")
+        assert await actuator.reconcile("c1", vms) == 0
+        assert actuator._sent_at == {}
+        db.close()
+
+    async def test_a_mark_the_store_refused_is_settled_by_a_read_at_the_next_reconcile(
+            self, tmp_path: Path) -> None:
+        """The PATCH applied, then the store went down: the row stays at `intent`. The cluster is
+        reconciled again at its next cycle (it had no open row before), which settles the row from
+        VMS and keeps nothing of it."""
+        db = Database(tmp_path / "state.db")
+        actions = StoreDownAtMark(db)
+        vms = FakeVms()
+        vms.add(1, RAW.name, RAW.path, hard=100 * TIB, used=80 * TIB)
+        actuator = Actuator(make_settings("enforce"), actions, VirtualClock(NOW), SoleLeadership(["c1"]))
+        await actuator.reconcile("c1", vms)
+        assert "c1" in actuator.reconciled
+        actions.failures = 1
+        with pytest.raises(StoreUnavailable):
+            await actuator.grow(self.grow_decision(), 1, vms)
+        assert "c1" not in actuator.reconciled  # the growth stage reconciles it at the next cycle
+        assert await actuator.reconcile("c1", vms) == 1
+        assert ([o.status for o in actuator.take_settled("c1")], actions.unfinished()) == \
+            ([ActionStatus.RECONCILED], [])
+        assert actuator._sent_at == {}
+        assert "c1" in actuator.reconciled
+        db.close()
 
 
 class TestOverrides:

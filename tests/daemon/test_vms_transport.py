@@ -4,7 +4,7 @@ from `[vast]`, and typed errors — real vastpy over HTTPS against the built-in 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -12,6 +12,7 @@ import pytest
 import vastpy
 from core_helpers import InstantClock, SettingsFactory
 
+from quotapilot.daemon.errors import PermanentError
 from quotapilot.daemon.settings import load_settings
 from quotapilot.daemon.simulator.server import SimulatorServer
 from quotapilot.daemon.vms.errors import VmsRefused, VmsUnavailable, classify, retry_after_seconds
@@ -103,17 +104,74 @@ class TestRetries:
         assert clock.slept == []
 
 
+class TestARefusalAfterALostAnswer:
+    """Review r4 defect 3: a refusal can answer the transport's retry of a write whose earlier
+    attempt went out and got no answer (a dropped connection, a timeout) — that attempt can still
+    land. The refusal says so (`after_lost_answer`), so the actuator leaves the write `unknown`
+    instead of judging it `failed` on a re-read that came too early. An attempt the VMS turned
+    away unprocessed (429) or never reached leaves nothing in flight."""
+
+    @staticmethod
+    async def patch(sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+                    executor: ThreadPoolExecutor) -> VmsRefused:
+        settings = make_settings()
+        transport = VmsTransport(settings.clusters[0], settings.vast, clock, executor)
+        quota_id = min(sim.engine.quotas)
+        with pytest.raises(VmsRefused) as info:
+            await transport.call(f"PATCH quotas/{quota_id}",
+                                 lambda client: client[f"quotas/{quota_id}"].patch(hard_limit=10**15))
+        return info.value
+
+    async def test_a_refusal_after_a_dropped_attempt_says_so(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        sim.faults.add("drop", count=1, method="PATCH")
+        sim.faults.add("token_expired", count=1, method="PATCH")
+        refusal = await self.patch(sim, make_settings, clock, executor)
+        assert (refusal.reason, refusal.after_lost_answer) == ("auth", True)
+
+    async def test_a_refusal_after_a_server_error_says_so(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        """A 5xx (a proxy's 502/504 above all) can follow a write the VMS carried out."""
+        sim.faults.add("error", count=1, method="PATCH", status=504)
+        sim.faults.add("token_expired", count=1, method="PATCH")
+        assert (await self.patch(sim, make_settings, clock, executor)).after_lost_answer
+
+    async def test_a_refusal_at_the_first_attempt_does_not(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        sim.faults.add("token_expired", count=1, method="PATCH")
+        refusal = await self.patch(sim, make_settings, clock, executor)
+        assert (refusal.reason, refusal.after_lost_answer) == ("auth", False)
+
+    async def test_a_refusal_after_a_throttled_attempt_does_not(
+            self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
+            executor: ThreadPoolExecutor) -> None:
+        """429 is the VMS turning the request away unprocessed: nothing of it can land."""
+        sim.faults.add("rate_limit", count=1, method="PATCH", retry_after=1)
+        sim.faults.add("token_expired", count=1, method="PATCH")
+        refusal = await self.patch(sim, make_settings, clock, executor)
+        assert (refusal.after_lost_answer, len(clock.slept)) == (False, 1)
+
+    def test_a_refusal_made_anywhere_else_does_not(self) -> None:
+        assert not PermanentError("400 from VMS").after_lost_answer
+
 
 class PagedQuotas:
     """A VMS client (what `client_factory` returns) listing `quotas` in pages whose `count` is
-    `len(quotas)`. Page 1 comes without its `next` link `missing_next` times; `delete_after_page_1`
-    (an index) is deleted once page 1 was served."""
+    `len(quotas)`, as the VMS pages: by offset into the current state, 404 past the last page (DRF,
+    and the simulator). Page 1 comes without its
+    `next` link `missing_next` times; `after_page_1` changes `quotas` once page 1 was served (a
+    quota deleted or created while paging); `growing`: a quota is created after every page."""
 
     def __init__(self, quotas: list[dict[str, Any]], *, missing_next: int = 0,
-                 delete_after_page_1: int | None = None) -> None:
+                 after_page_1: Callable[[list[dict[str, Any]]], None] | None = None,
+                 growing: bool = False) -> None:
         self.quotas = quotas
         self.missing_next = missing_next
-        self.delete_after_page_1 = delete_after_page_1
+        self.after_page_1 = after_page_1
+        self.growing = growing
         self.pages_served: list[int] = []
 
     def __getitem__(self, resource: str) -> PagedQuotas:
@@ -122,15 +180,19 @@ class PagedQuotas:
 
     def get(self, *, page: int, page_size: int) -> dict[str, Any]:
         self.pages_served.append(page)
+        if page > max(1, -(-len(self.quotas) // page_size)):
+            raise vastpy.RESTFailure("GET", "api/latest/quotas", None, 404, b'{"detail": "Invalid page."}')
         more = page * page_size < len(self.quotas)
         if page == 1 and self.missing_next > 0:
             self.missing_next -= 1
             more = False
         body = {"count": len(self.quotas), "next": f"?page={page + 1}" if more else None, "previous": None,
                 "results": self.quotas[(page - 1) * page_size: page * page_size]}
-        if page == 1 and self.delete_after_page_1 is not None:
-            del self.quotas[self.delete_after_page_1]
-            self.delete_after_page_1 = None
+        if page == 1 and self.after_page_1 is not None:
+            self.after_page_1(self.quotas)
+            self.after_page_1 = None
+        if self.growing:
+            self.quotas.append({"id": 1000 + len(self.pages_served)})
         return body
 
 
@@ -165,11 +227,53 @@ class TestPaging:
         assert [{"id": i} for i in range(5)] == listing
         assert client.pages_served == [1, 1, 2, 3]
 
-    async def test_a_quota_deleted_while_paging_is_no_truncation(
+    async def test_a_quota_deleted_while_paging_restarts_the_listing(
             self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
-        """The last page's `count` is the one that counts: a quota deleted after page 1 was read
-        (the listing shifts, `count` falls to 4) ends the listing after 4 objects, at once."""
-        client = PagedQuotas([{"id": i} for i in range(5)], delete_after_page_1=0)
+        """Review r4 defect 1: quota 0 deleted once page 1 (0, 1) was read shifts quota 2 onto
+        page 1, and page 2 reads (3, 4) with `count` 4. Four quotas listed, `count` 4: taken as
+        complete, the listing lacked quota 2, which still exists. A `count` that moved between
+        pages means they describe no one state: the listing starts again from page 1, at once."""
+        client = PagedQuotas([{"id": i} for i in range(5)], after_page_1=lambda quotas: quotas.pop(0))
         listing = await self.transport(client, clock, executor).list_all("quotas")
-        assert listing == [{"id": 0}, {"id": 1}, {"id": 3}, {"id": 4}]
-        assert (client.pages_served, clock.slept) == ([1, 2], [])
+        assert [{"id": i} for i in range(1, 5)] == listing
+        assert (client.pages_served, clock.slept) == ([1, 2, 1, 2], [])
+
+    async def test_a_quota_created_while_paging_restarts_the_listing(
+            self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        """A quota created ahead of the pages read shifts the rest the other way: page 2 repeats
+        quota 1, and the new quota is on no page read."""
+        client = PagedQuotas([{"id": i} for i in range(5)], after_page_1=lambda quotas: quotas.insert(0, {"id": 9}))
+        listing = await self.transport(client, clock, executor).list_all("quotas")
+        assert [{"id": 9}, *({"id": i} for i in range(5))] == listing
+        assert client.pages_served == [1, 2, 1, 2, 3]
+
+    async def test_a_page_gone_while_paging_restarts_the_listing(
+            self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        """Two of four quotas deleted once page 1 was read: page 2 no longer exists (404), which
+        is the listing moving, not a refusal that fails the poll."""
+        client = PagedQuotas([{"id": i} for i in range(4)], after_page_1=lambda quotas: quotas.__delitem__(slice(2)))
+        listing = await self.transport(client, clock, executor).list_all("quotas")
+        assert listing == [{"id": 2}, {"id": 3}]
+        assert client.pages_served == [1, 2, 1]
+
+    async def test_a_count_that_never_settles_is_a_truncated_listing(
+            self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        """Quotas created faster than a listing takes: as many listings as the retry policy has
+        attempts (max_retries = 2: three), then the poll fails as `truncated`, like any listing
+        that cannot be had whole."""
+        client = PagedQuotas([{"id": i} for i in range(5)], growing=True)
+        with pytest.raises(VmsUnavailable) as info:
+            await self.transport(client, clock, executor).list_all("quotas")
+        assert info.value.reason == "truncated"
+        assert client.pages_served == [1, 2] * 3
+
+    async def test_a_listing_that_holds_still_costs_one_request_per_page(
+            self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        """10,000 quotas at page_size 1000: 10 requests."""
+        settings = load_settings(None, clusters=[{"name": "c1", "address": "vms.invalid", "token": "t"}],
+                                 vast={"page_size": 1000})
+        client = PagedQuotas([{"id": i} for i in range(10_000)])
+        transport = VmsTransport(settings.clusters[0], settings.vast, clock, executor,
+                                 client_factory=lambda *_: client)
+        assert len(await transport.list_all("quotas")) == 10_000
+        assert (transport.requests_made, client.pages_served) == (10, list(range(1, 11)))

@@ -61,6 +61,31 @@ async def test_a_refused_retry_after_a_landed_attempt_is_settled_by_a_reread(
     assert set(applied) == {applied[0]}, applied
 
 
+async def test_a_refused_retry_after_an_unanswered_attempt_is_frozen_until_the_attempt_lands(
+        cosmos: SimulatorServer, clock: TrustClock, store: Path) -> None:
+    """Review r4 defect 3: the PATCH's first attempt goes unanswered (held by the network, it lands
+    10 s later, inside the landing window) and the transport's retry is refused (401). The re-read
+    comes too early and shows the old limit. Judged `failed` on it, the quota was free, and the
+    next cycle grew it again under the first attempt. The refusal says an earlier attempt's answer
+    was lost: `unknown`, frozen, and settled by the read that finds the first attempt landed."""
+    cosmos.faults.add("delayed_apply", method="PATCH", path="/quotas/1/", count=1, apply_after=10)  # attempt 1
+    cosmos.faults.add("token_expired", method="PATCH", path="/quotas/1/", count=1)  # attempt 2, the retry
+    async with Daemon(settings_for(cosmos, store=store, policy=GROW_NOW), clock) as daemon:
+        await daemon.poll_once("sim")  # first sample: unconfirmed
+        clock.advance(2)
+        await daemon.poll_once("sim")  # the growth: unanswered, then refused on retry
+        statuses = [r["status"] for r in audit(store, "cosmos7-raw") if r["mode"] == "enforce"]
+        assert statuses == ["unknown"]
+        for _ in range(4):
+            clock.advance(5)
+            await daemon.poll_once("sim")
+    written = [w for w in daemon_writes(cosmos) if w.name == "cosmos7-raw"]
+    rows = [(r["status"], r["new_hard"]) for r in audit(store, "cosmos7-raw")
+            if r["mode"] == "enforce" and r["status"] not in ("blocked", "paused")]
+    assert [w.delayed for w in written] == [True], written  # the first attempt, and no other growth
+    assert rows == [("reconciled", written[0].changes["hard_limit"])], rows
+
+
 TWINS = """
 [scenario]
 name = "twins"
