@@ -165,6 +165,8 @@ class TaskHealth:
     name: str
     crashed: bool
     error: str = ""
+    still_running: bool = False
+    """With `crashed`: the task did not end but reports that its work keeps failing (it retries)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,14 +427,14 @@ def cycle_conditions(inputs: RuleInputs, states: Mapping[str, AlertState],
 
 
 def task_conditions(tasks: Iterable[TaskHealth]) -> list[Condition]:
-    """A crashed supervised task is critical until it runs again."""
+    """A crashed supervised task (or one that keeps failing) is critical until it runs again."""
     return [
         Condition(
             alert_id=alert_id(DAEMON_CLUSTER, task.name, "daemon"), kind="daemon",
             cluster=DAEMON_CLUSTER, target=task.name, path="/",
             severity=Severity.CRITICAL if task.crashed else None,
-            summary=(f"daemon task {task.name} crashed: {task.error}" if task.crashed
-                     else f"daemon task {task.name} runs again"),
+            summary=(f"daemon task {task.name} {'keeps failing' if task.still_running else 'crashed'}: "
+                     f"{task.error}" if task.crashed else f"daemon task {task.name} runs again"),
             for_seconds=0.0)
         for task in tasks
     ]

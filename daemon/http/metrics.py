@@ -108,7 +108,8 @@ class SnapshotCollector(Collector):
             collect_errors.add_metric([name], float(count))
         yield collect_errors
         crashed = GaugeMetricFamily("quotapilot_task_crashed",
-                                    "1 for each supervised task that crashed (see /healthz).",
+                                    "1 for each supervised task that crashed or, still running, keeps "
+                                    "failing (see /healthz).",
                                     labels=["task"])
         for task in sorted(self._get_crashes()):
             crashed.add_metric([task], 1.0)

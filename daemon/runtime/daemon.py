@@ -145,7 +145,7 @@ class Daemon:
         self._entered = True
         settings = self.settings
         self._db = await asyncio.to_thread(open_backend, settings.store)
-        self.leadership = build_leadership(settings, self._db, self.clock, self.supervisor.add)  # FLEET (issue 15)
+        self.leadership = build_leadership(settings, self._db, self.clock, self.supervisor)  # FLEET (issue 15)
         self._observations = ObservationStore(
             self._db, raw_retention_seconds=settings.store.raw_retention_seconds,
             hourly_retention_seconds=settings.store.hourly_retention_seconds)

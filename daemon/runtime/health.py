@@ -2,8 +2,9 @@
 store's reachability, the poll settings and the growth mode. No IO, no clock (`now` is passed in).
 
 Healthy while every cluster's last successful poll is younger than `poll.stale_after_intervals`
-intervals, no supervised task crashed and the store answers (a fleet's PostgreSQL); otherwise
-unhealthy, with one reason per problem.
+intervals, no supervised task crashed or reports that it keeps failing (a fleet's lease loop whose
+rounds fail) and the store answers (a fleet's PostgreSQL); otherwise unhealthy, with one reason
+per problem.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ HealthReport = tuple[bool, dict[str, Any]]
 
 def health_report(polls: Mapping[str, PollHealth], crashes: Mapping[str, TaskCrash], poll: PollSettings, *,
                   now: float, mode: str | None, store_outage: str | None = None) -> HealthReport:
-    """(healthy, report) for /healthz from each cluster's poll health, the crashed tasks and the
-    store's outage (a fleet's PostgreSQL out of reach: no instance can lead, nothing is grown)."""
+    """(healthy, report) for /healthz from each cluster's poll health, the crashed tasks (and those
+    still running that keep failing: `TaskCrash.still_running`) and the store's outage (a fleet's
+    PostgreSQL out of reach: no instance can lead, nothing is grown)."""
     bound = poll.stale_after_intervals * poll.interval_seconds
     reasons: list[str] = []
     clusters: dict[str, Any] = {}
@@ -41,14 +43,15 @@ def health_report(polls: Mapping[str, PollHealth], crashes: Mapping[str, TaskCra
             "consecutive_failures": state.consecutive_failures, "last_error": state.last_error,
         }
     for crash in crashes.values():
-        reasons.append(f"task {crash.name} crashed: {crash.error}")
+        reasons.append(f"task {crash.name} {'keeps failing' if crash.still_running else 'crashed'}: {crash.error}")
     if store_outage is not None:
         reasons.append(f"store: {store_outage}")
     report: dict[str, Any] = {
         "status": "ok" if not reasons else "unhealthy",
         "reasons": reasons,
         "clusters": clusters,
-        "crashed_tasks": {name: crash.error for name, crash in crashes.items()},
+        "crashed_tasks": {name: crash.error for name, crash in crashes.items() if not crash.still_running},
+        "failing_tasks": {name: crash.error for name, crash in crashes.items() if crash.still_running},
         "store": {"ok": store_outage is None, "error": store_outage},
         "version": __version__,
     }

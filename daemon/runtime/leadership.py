@@ -46,7 +46,7 @@ from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER
 from quotapilot.daemon.logs import TransitionLog
 from quotapilot.daemon.runtime.placement import place
-from quotapilot.daemon.runtime.supervisor import TaskFactory, sleep_unless
+from quotapilot.daemon.runtime.supervisor import Supervisor, TaskStatus, sleep_unless
 from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.store.actions import Fence
 from quotapilot.daemon.store.backend import Backend, StoreError
@@ -54,6 +54,9 @@ from quotapilot.daemon.store.leases import Lease, LeaseStore
 from quotapilot.daemon.store.members import Member, MemberStore
 
 log = structlog.get_logger(__name__)
+
+_WHOLE_ROUND = ("round",)
+"""The key of a round's own failure among the per-cluster ones (a cluster's name is a str)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,12 +176,13 @@ class LeaseLeadership:
 
     `members`: the fleet's membership (None: no spreading — this instance takes every free lease,
     as a fleet of one would); `grace_seconds` (default: `lease_seconds`): a free lease that its
-    preferred member has not taken within this long is taken by anyone."""
+    preferred member has not taken within this long is taken by anyone; `status`: where the loop
+    reports rounds that keep failing (the supervisor's handle for this task; None: logs only)."""
 
     def __init__(self, leases: LeaseStore, clusters: Iterable[str], clock: Clock, *,
                  instance_name: str | None = None, lease_seconds: float = 15.0,
                  renew_seconds: float = 5.0, members: MemberStore | None = None,
-                 grace_seconds: float | None = None) -> None:
+                 grace_seconds: float | None = None, status: TaskStatus | None = None) -> None:
         if renew_seconds * 2 > lease_seconds:
             raise ValueError("renew_seconds must be at most half of lease_seconds")
         self.leases = leases
@@ -193,6 +197,7 @@ class LeaseLeadership:
         self.renew_seconds = renew_seconds
         self.grace_seconds = lease_seconds if grace_seconds is None else grace_seconds
         self.started_at = clock.now()
+        self.status = status
         self._fences: dict[str, Fence] = {}
         self._valid_until: dict[str, float] = {}
         self._seen: dict[str, Lease] = {}
@@ -201,7 +206,8 @@ class LeaseLeadership:
         # one line per outage: a real one fails differently (the connection cut, then pool timeouts)
         self._store_health = TransitionLog(log, "lease_store", once_per_outage=True)
         self._rounds = TransitionLog(log, "lease_round", failed_level="error", once_per_outage=True)
-        """A round that failed unexpectedly (not a `StoreError`): logged with its traceback."""
+        """A round, or one cluster's lease in it, that failed unexpectedly (not a `StoreError`):
+        logged with its traceback (keys: `_WHOLE_ROUND`, or the cluster)."""
         self.changes = 0
         """Leadership transitions of this instance so far (gained + lost)."""
         self.handovers = 0
@@ -272,33 +278,49 @@ class LeaseLeadership:
     async def _round(self) -> None:
         """`step()`, surviving whatever it raises: the supervisor does not restart this task, and
         an instance whose lease loop died would never lead again (while it kept answering the
-        watchdog). A round that fails unexpectedly (a store error of a kind not known to be
-        temporary, a bug) drops every lease — nothing may act on a lease it cannot renew — and
-        the next round tries again; logged once, with the traceback, until a round works."""
+        watchdog). A cluster whose lease fails unexpectedly is lost alone (`step()`); a round that
+        fails outside any one cluster's lease drops every lease and releases them in the store
+        (best effort) — nothing may act on a lease it cannot renew, and none stays held by an
+        instance that does not act on it — and the next round tries again. Logged once per
+        failure streak, with the traceback; reported as the `leases` task failing (`status`:
+        /healthz, the `daemon` alert) until a round works. A store outage is not reported here:
+        the store's own health shows it."""
         try:
-            await self.step()
+            failures = await self.step()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._rounds.failed("round", f"{type(exc).__name__}: {exc}", exc_info=True, holder=self.holder)
-            self._drop_all("lease round failed")
+            error = f"{type(exc).__name__}: {exc}"
+            self._rounds.failed(_WHOLE_ROUND, error, exc_info=True, holder=self.holder)
+            await self._give_up_all("lease round failed")
+            if self.status is not None:
+                self.status.failing(f"lease round failed: {error}")
+            return
+        self._rounds.ok(_WHOLE_ROUND, holder=self.holder)
+        if self.status is None or failures is None:
+            return
+        if failures:
+            self.status.failing("; ".join(f"{cluster}: {error}" for cluster, error in failures.items()))
         else:
-            self._rounds.ok("round", holder=self.holder)
+            self.status.ok()
 
-    async def step(self) -> None:
+    async def step(self) -> dict[str, str] | None:
         """One round: heartbeat, read the fleet, renew what we keep, take what we are preferred
-        for, hand over at most one lease. A store error drops every lease at once."""
+        for, hand over at most one lease. A store error drops every lease at once (None: the
+        round ended there). Any other error on one cluster's lease loses that cluster alone
+        (`_abandon`); returns those clusters, with their errors."""
         now = self.clock.now()
         try:
             members, seen = await asyncio.to_thread(self._read_fleet, now)
         except StoreError as exc:
             self._lose_all(str(exc))
-            return
+            return None
         self._seen = {lease.cluster: lease for lease in seen}
         me = next((m for m in members if m.holder == self.holder), Member(self.holder, self.instance, now, now))
         placement = place(me, self.clusters, members, seen, now=now, stable_seconds=2 * self.renew_seconds,
                           grace_seconds=self.grace_seconds, started_at=self.started_at)
         live = {m.holder for m in members}
+        failures: dict[str, str] = {}
         for cluster in [*placement.renew, *placement.take]:
             started = self.clock.now()
             try:
@@ -306,24 +328,35 @@ class LeaseLeadership:
                                                 ttl_seconds=self.lease_seconds)
             except StoreError as exc:
                 self._lose_all(str(exc))
-                return
+                return None
+            except Exception as exc:  # a row only this cluster has, a bug on a path only it takes
+                failures[cluster] = f"{type(exc).__name__}: {exc}"
+                self._rounds.failed(cluster, failures[cluster], exc_info=True, cluster=cluster, holder=self.holder)
+                await self._abandon(cluster)
+                continue
+            self._rounds.ok(cluster, cluster=cluster, holder=self.holder)
             if fence is None:
                 self._lose(cluster, "held by another instance")
             else:
                 self._gain(cluster, fence, started + self.lease_seconds, self._seen.get(cluster), live)
-        for cluster in set(self.clusters) - {*placement.renew, *placement.take, placement.release}:
-            self._lose(cluster, "held by another instance")
+        for cluster in set(self.clusters) - {*placement.renew, *placement.take}:
+            self._rounds.forget(cluster)  # not tried this round: a later failure is a new streak
+            if cluster != placement.release:
+                self._lose(cluster, "held by another instance")
         self._store_health.ok("store", holder=self.holder)
-        if placement.release is not None and placement.release in self._fences:
-            await self._hand_over(placement.release)
+        if (placement.release is not None and placement.release in self._fences
+                and not await self._hand_over(placement.release)):
+            return None
         await self._announce()
+        return failures
 
     def _read_fleet(self, now: float) -> tuple[list[Member], list[Lease]]:
         self.members.heartbeat(self.holder, self.instance, now=now, ttl_seconds=self.lease_seconds)
         return self.members.live(now=now, ttl_seconds=self.lease_seconds), self.leases.all()
 
-    async def _hand_over(self, cluster: str) -> None:
-        """Give one lease up to even out the fleet: a less loaded member takes it next round."""
+    async def _hand_over(self, cluster: str) -> bool:
+        """Give one lease up to even out the fleet: a less loaded member takes it next round.
+        False on a store error (every lease dropped)."""
         fence = self._fences.pop(cluster)
         self._valid_until.pop(cluster, None)
         self.changes += 1
@@ -332,8 +365,40 @@ class LeaseLeadership:
             await asyncio.to_thread(self.leases.release, fence, cluster, now=self.clock.now())
         except StoreError as exc:  # it expires by itself; the fence already stops our writes
             self._lose_all(str(exc))
-            return
+            return False
         log.info("leadership.handed_over", cluster=cluster, epoch=fence.epoch, holder=self.holder)
+        return True
+
+    async def _abandon(self, cluster: str) -> None:
+        """`cluster`'s lease failed to renew or be taken (not a store outage): stop acting on it
+        now and release its lease in the store, best effort, so another instance can take it
+        instead of finding it held by a live member (a lease not released runs out by itself: it
+        is no longer renewed)."""
+        fence = self._fences.get(cluster)
+        seen = self._seen.get(cluster)
+        if fence is None and seen is not None and seen.holder == self.holder:
+            fence = Fence(self.holder, seen.epoch)  # ours in the store, though not led here
+        self._lose(cluster, "lease failed")
+        if fence is not None:
+            await self._release_lease(cluster, fence)
+
+    async def _give_up_all(self, why: str) -> None:
+        """Drop every lease and release each in the store, best effort (a round that failed)."""
+        held = dict(self._fences)
+        self._drop_all(why)
+        for cluster, fence in held.items():
+            await self._release_lease(cluster, fence)
+
+    async def _release_lease(self, cluster: str, fence: Fence) -> None:
+        """Release one lease, best effort, whatever fails: a lease not released runs out by itself,
+        and an error here would only replace the reason it is given up."""
+        try:
+            released = await asyncio.to_thread(self.leases.release, fence, cluster, now=self.clock.now())
+        except Exception as exc:
+            log.warning("lease.release_failed", cluster=cluster, error=f"{type(exc).__name__}: {exc}")
+            return
+        if released:
+            log.info("leadership.released", cluster=cluster, epoch=fence.epoch, holder=self.holder)
 
     async def _announce(self) -> None:
         """Tell the listeners of the leaderships gained; one that fails is retried next round
@@ -356,15 +421,8 @@ class LeaseLeadership:
         standby need not wait."""
         held = dict(self._fences)
         self._fences.clear()
-        # best effort, whatever fails: a lease not released runs out by itself, and an error here
-        # would only replace the reason the loop is ending
         for cluster, fence in held.items():
-            try:
-                await asyncio.to_thread(self.leases.release, fence, cluster, now=self.clock.now())
-            except Exception as exc:
-                log.warning("lease.release_failed", cluster=cluster, error=f"{type(exc).__name__}: {exc}")
-                continue
-            log.info("leadership.released", cluster=cluster, epoch=fence.epoch, holder=self.holder)
+            await self._release_lease(cluster, fence)
         try:
             await asyncio.to_thread(self.members.leave, self.holder)
         except Exception as exc:
@@ -421,15 +479,16 @@ class LeadershipCollector:
 
 
 def build_leadership(settings: Settings, db: Backend, clock: Clock,
-                     add_task: Callable[[str, TaskFactory], None]) -> SoleLeadership | LeaseLeadership:
-    """The daemon's leadership: leases (and their supervised renewal task `leases`) on
-    PostgreSQL; the single instance leading alone on SQLite."""
+                     supervisor: Supervisor) -> SoleLeadership | LeaseLeadership:
+    """The daemon's leadership: leases (and their supervised renewal task `leases`, which reports
+    rounds that keep failing through the supervisor) on PostgreSQL; the single instance leading
+    alone on SQLite."""
     clusters = [cluster.name for cluster in settings.clusters]
     store = settings.store
     if db.dialect != "postgres":
         return SoleLeadership(clusters, store.instance_name)
     leadership = LeaseLeadership(LeaseStore(db), clusters, clock, instance_name=store.instance_name,
                                  lease_seconds=store.lease_seconds, renew_seconds=store.lease_renew_seconds,
-                                 members=MemberStore(db))
-    add_task("leases", leadership.run)
+                                 members=MemberStore(db), status=supervisor.status("leases"))
+    supervisor.add("leases", leadership.run)
     return leadership

@@ -1,8 +1,11 @@
 """Supervised root tasks (kopf's reactor habit).
 
 The supervisor starts named tasks (the only place quotapilot calls `create_task`), logs a crash
-with its traceback and keeps it for `/healthz` — nothing is restarted silently. `stop()` asks every
-task to finish (they watch `stopping`); after a bounded grace period the stragglers are cancelled.
+with its traceback and keeps it for `/healthz` — nothing is restarted silently. A task that
+outlives its own failures (it retries, as the lease loop does) reports them through
+`status(name)`: kept the same way, as a task still running but failing, until it reports a
+success. `stop()` asks every task to finish (they watch `stopping`); after a bounded grace period
+the stragglers are cancelled.
 """
 
 from __future__ import annotations
@@ -30,6 +33,25 @@ class TaskCrash:
     name: str
     error: str
     t: float
+    still_running: bool = False
+    """The task did not end: it goes on retrying, but reported that its work keeps failing
+    (`TaskStatus.failing`); cleared when it reports a success."""
+
+
+class TaskStatus:
+    """How a running task reports its own health to the supervisor, for `/healthz`, the `daemon`
+    alert and `quotapilot_task_crashed` (the readers of `Supervisor.crashes`): `failing(error)`
+    while its work keeps failing, `ok()` once it works again. The task logs its transitions."""
+
+    def __init__(self, supervisor: Supervisor, name: str) -> None:
+        self._supervisor = supervisor
+        self.name = name
+
+    def failing(self, error: str) -> None:
+        self._supervisor.failing(self.name, error)
+
+    def ok(self) -> None:
+        self._supervisor.recovered(self.name)
 
 
 async def _sleep_until(clock: Clock, deadline: float) -> None:
@@ -86,6 +108,25 @@ class Supervisor:
 
     def running(self) -> tuple[str, ...]:
         return tuple(name for name, task in self._tasks.items() if not task.done())
+
+    def status(self, name: str) -> TaskStatus:
+        """The handle through which task `name` reports that it keeps failing, and recovers."""
+        return TaskStatus(self, name)
+
+    def failing(self, name: str, error: str) -> None:
+        """Task `name` still runs but its work keeps failing: kept in `crashes` (since the first
+        failure of the streak, with the latest error) until `recovered(name)`."""
+        known = self.crashes.get(name)
+        if known is not None and not known.still_running:
+            return  # it has ended: the crash says more
+        since = known.t if known is not None else time.time()
+        self.crashes[name] = TaskCrash(name, error, since, still_running=True)
+
+    def recovered(self, name: str) -> None:
+        """Task `name` works again (a crash of a task that ended is kept)."""
+        known = self.crashes.get(name)
+        if known is not None and known.still_running:
+            del self.crashes[name]
 
     def stop(self) -> None:
         """Ask every task to finish (idempotent; safe from a signal handler)."""

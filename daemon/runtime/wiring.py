@@ -111,14 +111,17 @@ def alerting_stage(deps: Collaborators, *, sinks: Sequence[Sink] | None = None,
     """The alerting stage; the supervisor's crashed tasks become `daemon` alerts; `transitions`:
     the events stage, whose `alert` events are committed with the alert states."""
     supervisor = deps.supervisor
-
-    def task_health() -> list[TaskHealth]:
-        crashes = supervisor.crashes
-        return [TaskHealth(name, name in crashes, crashes[name].error if name in crashes else "")
-                for name in supervisor.task_names]
-
-    return AlertingStage(deps.settings, deps.db, deps.clock, sinks=sinks, task_health=task_health,
+    return AlertingStage(deps.settings, deps.db, deps.clock, sinks=sinks,
+                         task_health=lambda: task_health(supervisor),
                          leadership=deps.leadership, transitions=transitions)
+
+
+def task_health(supervisor: Supervisor) -> list[TaskHealth]:
+    """The supervised tasks as the `daemon` alert sees them: crashed, still running but failing
+    (a task that reported so through `Supervisor.status`), or running."""
+    crashes = supervisor.crashes
+    return [TaskHealth(name, True, crashes[name].error, crashes[name].still_running) if name in crashes
+            else TaskHealth(name, False) for name in supervisor.task_names]
 
 
 def build_stages(deps: Collaborators, *, planner: Planner = plan_cycle,

@@ -259,6 +259,13 @@ class TestQuotaStateGrowthCollectorDaemon:
         again = evaluate(states, task_conditions([TaskHealth("poll.c1", True, "boom")]), CONFIG, T0 + 1)
         assert again.notifications == ()
 
+    def test_daemon_task_that_keeps_failing_says_so(self) -> None:
+        """A task still running whose work keeps failing (the lease loop) is critical as a crash
+        is, and its summary does not claim it crashed."""
+        [condition] = task_conditions([TaskHealth("leases", True, "c2: boom", still_running=True)])
+        assert (condition.severity, condition.summary) == (
+            Severity.CRITICAL, "daemon task leases keeps failing: c2: boom")
+
 
 class TestIngestAnomaly:
     """What one window (3 polls of 60 s) wrote against what the forecast expected for it."""

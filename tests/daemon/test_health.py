@@ -30,6 +30,15 @@ class TestHealthReport:
         assert report["crashed_tasks"] == {"alerts": "RuntimeError: boom"}
         assert "mode" not in report
 
+    def test_a_task_that_keeps_failing_is_unhealthy_and_listed_apart_from_crashes(self) -> None:
+        """Guards the running-but-failing task (a fleet's lease loop whose rounds fail: it retries,
+        so it never crashes): unhealthy with its own reason, under `failing_tasks`."""
+        polls = {"c1": PollHealth(last_success_t=1000.0, polls=1)}
+        crashes = {"leases": TaskCrash("leases", "c2: RuntimeError: boom", 1000.0, still_running=True)}
+        healthy, report = health_report(polls, crashes, POLL, now=1010.0, mode=None)
+        assert (healthy, report["reasons"]) == (False, ["task leases keeps failing: c2: RuntimeError: boom"])
+        assert (report["crashed_tasks"], report["failing_tasks"]) == ({}, {"leases": "c2: RuntimeError: boom"})
+
     def test_store_out_of_reach_is_unhealthy_with_its_error(self) -> None:
         """A fleet's PostgreSQL down: polls are fresh, but no instance can lead or grow anything."""
         polls = {"c1": PollHealth(last_success_t=1000.0, polls=1)}

@@ -80,6 +80,50 @@ class TestSupervisor:
         await run
 
 
+class TestTaskStatus:
+    """A task that outlives its own failures (the fleet's lease loop) reports them through
+    `status(name)`, into the same `crashes` that /healthz, the `daemon` alert and
+    `quotapilot_task_crashed` read."""
+
+    async def test_a_running_task_that_keeps_failing_is_kept_until_it_reports_a_success(self) -> None:
+        """Guards the streak: kept as still running, since its first failure, with the latest
+        error; cleared by `ok()`."""
+        supervisor = Supervisor(shutdown_timeout_seconds=1)
+        status = supervisor.status("leases")
+        status.failing("c2: RuntimeError: first")
+        since = supervisor.crashes["leases"].t
+        status.failing("c2: RuntimeError: second")
+        crash = supervisor.crashes["leases"]
+        assert (crash.name, crash.error, crash.t, crash.still_running) == (
+            "leases", "c2: RuntimeError: second", since, True)
+        status.ok()
+        assert supervisor.crashes == {}
+
+    async def test_a_crash_is_never_cleared_nor_hidden_by_a_status(self) -> None:
+        """Guards the crash: a task that ended stays crashed whatever a status handle reports,
+        and a crash replaces a failing streak."""
+        supervisor = Supervisor(shutdown_timeout_seconds=1)
+        status = supervisor.status("leases")
+
+        async def fails_then_crashes(stopping: asyncio.Event) -> None:
+            status.failing("c2: RuntimeError: first")
+            raise RuntimeError("boom")
+
+        supervisor.add("leases", fails_then_crashes)
+        with capture_logs():
+            run = asyncio.create_task(supervisor.run())
+            for _ in range(20):
+                await asyncio.sleep(0)
+            supervisor.stop()
+            await run
+        assert (supervisor.crashes["leases"].error, supervisor.crashes["leases"].still_running) == (
+            "RuntimeError: boom", False)
+        status.failing("c2: RuntimeError: later")
+        status.ok()
+        assert (supervisor.crashes["leases"].error, supervisor.crashes["leases"].still_running) == (
+            "RuntimeError: boom", False)
+
+
 class TestSleepUnless:
     async def test_completes_or_stops(self) -> None:
         clock = VirtualClock()

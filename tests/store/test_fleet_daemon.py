@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from quotapilot.alerts.model import Phase, Severity
 from quotapilot.daemon.cli import main
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.fs.collector import FilesystemCollector
@@ -25,7 +26,7 @@ from quotapilot.daemon.settings import FilesystemTarget, Settings
 from quotapilot.daemon.simulator import SimulatorServer
 from quotapilot.daemon.stages.alerting import AlertingStage
 from quotapilot.daemon.stages.growth import GrowthStage
-from quotapilot.daemon.store.actions import query_actions
+from quotapilot.daemon.store.actions import Fence, query_actions
 from quotapilot.daemon.store.leases import LeaseStore
 from quotapilot.forecasting.types import ActionStatus
 
@@ -53,6 +54,14 @@ async def fleet(tmp_path: Path, url: str) -> AsyncIterator[tuple[SimulatorServer
 def leases(daemon: Daemon) -> LeaseLeadership:
     assert isinstance(daemon.leadership, LeaseLeadership)
     return daemon.leadership
+
+
+class FailsToAcquire(LeaseStore):
+    """A lease store whose acquire raises an error that is no `StoreError` (a bug, a driver error
+    not mapped), for every cluster."""
+
+    def acquire(self, cluster: str, holder: str, *, now: float, ttl_seconds: float) -> Fence | None:
+        raise RuntimeError("not a store error")
 
 
 def growth_stage(daemon: Daemon) -> GrowthStage:
@@ -165,6 +174,39 @@ def full_statvfs(path: str) -> os.statvfs_result:
     """A filesystem 92 % full (our boundary: the call the filesystem poller makes)."""
     blocks, free = 1_000_000, 80_000
     return os.statvfs_result((4096, 4096, blocks, free, free, 1000, 900, 900, 0, 255))
+
+
+class TestLeaseLoopHealth:
+    async def test_a_lease_loop_that_keeps_failing_shows_in_healthz_and_the_daemon_alert(
+            self, tmp_path: Path, pg_url: str) -> None:
+        """Guards the daemon's wiring of the lease loop's health: the loop outlives a round that
+        fails (it used to crash, which /healthz and the `daemon` alert showed), so a round that
+        keeps failing must give the same signs — /healthz 503 with the `leases` task failing, the
+        critical `daemon` alert, `quotapilot_task_crashed{task="leases"}` — and all clear once a
+        round works."""
+        async with fleet(tmp_path, pg_url) as (_, clock, a, _b):
+            loop = leases(a)
+            working = loop.leases
+            loop.leases = FailsToAcquire(working.db)
+            await loop._round()
+            report = a.health()[1]
+            assert report["failing_tasks"] == {"leases": "sim: RuntimeError: not a store error"}
+            assert "task leases keeps failing: sim: RuntimeError: not a store error" in report["reasons"]
+            assert a.registry.get_sample_value("quotapilot_task_crashed", {"task": "leases"}) == 1.0
+            await alerting(a).check_tasks()
+            fired = (await alerting(a).states())["_daemon/leases/daemon"]
+            assert (fired.phase, fired.severity, fired.summary) == (Phase.FIRING, Severity.CRITICAL,
+                                                                    "daemon task leases keeps failing: sim: "
+                                                                    "RuntimeError: not a store error")
+            loop.leases = working
+            clock.advance(RENEW)
+            await loop._round()
+            report = a.health()[1]
+            assert loop.is_leader("sim")
+            assert (report["failing_tasks"], [r for r in report["reasons"] if "leases" in r]) == ({}, [])
+            assert a.registry.get_sample_value("quotapilot_task_crashed", {"task": "leases"}) is None
+            await alerting(a).check_tasks()
+            assert (await alerting(a).states())["_daemon/leases/daemon"].phase is not Phase.FIRING
 
 
 class TestFleetFilesystems:

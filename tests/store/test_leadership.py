@@ -14,12 +14,18 @@ from prometheus_client import CollectorRegistry
 from store_helpers import OpenStore
 from structlog.testing import capture_logs
 
+from quotapilot.alerts.model import Severity
+from quotapilot.alerts.rules import task_conditions
 from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.runtime.health import HealthReport, health_report
 from quotapilot.daemon.runtime.leadership import LeaseLeadership, SoleLeadership
-from quotapilot.daemon.store.actions import ActionStore, FencedOut
+from quotapilot.daemon.runtime.supervisor import Supervisor
+from quotapilot.daemon.runtime.wiring import task_health
+from quotapilot.daemon.settings import PollSettings
+from quotapilot.daemon.store.actions import ActionStore, Fence, FencedOut
 from quotapilot.daemon.store.backend import Backend, Params, Row, StoreUnavailable, Transaction
-from quotapilot.daemon.store.leases import LeaseStore
-from quotapilot.daemon.store.members import MemberStore
+from quotapilot.daemon.store.leases import Lease, LeaseStore
+from quotapilot.daemon.store.members import Member, MemberStore
 from quotapilot.daemon.store.postgres import PostgresDatabase
 from quotapilot.forecasting.types import Decision, DecisionKind, Dimension, TargetId
 
@@ -223,6 +229,39 @@ async def next_round(clock: VirtualClock, loop_task: asyncio.Task[None]) -> None
         await until(lambda: clock.next_deadline is not None or loop_task.done())
 
 
+class FailingLeases(LeaseStore):
+    """A lease store whose acquire (take or renew) of the clusters in `failing` raises an error
+    that is no `StoreError` (a row only that cluster has, a bug on a path only it takes)."""
+
+    def __init__(self, db: Backend) -> None:
+        super().__init__(db)
+        self.failing: set[str] = set()
+
+    def acquire(self, cluster: str, holder: str, *, now: float, ttl_seconds: float) -> Fence | None:
+        if cluster in self.failing:
+            raise RuntimeError("not a store error")
+        return super().acquire(cluster, holder, now=now, ttl_seconds=ttl_seconds)
+
+
+class FailingMembers(MemberStore):
+    """A membership whose read of the live members raises (once `broken`) what no store error
+    handler expects: a round that fails outside any one cluster's lease."""
+
+    def __init__(self, db: Backend) -> None:
+        super().__init__(db)
+        self.broken = False
+
+    def live(self, *, now: float, ttl_seconds: float) -> list[Member]:
+        if self.broken:
+            raise RuntimeError("not a store error")
+        return super().live(now=now, ttl_seconds=ttl_seconds)
+
+
+def live_leases(table: LeaseStore, holder: str, now: float) -> dict[str, Lease]:
+    """The leases `holder` holds in the store at `now` (what keeps every other instance off them)."""
+    return {lease.cluster: lease for lease in table.all() if lease.holder == holder and lease.expires_at > now}
+
+
 def read_only(db: PostgresDatabase, on: bool) -> None:
     """The one pooled connection now reaches a read-only server (or a writable one again)."""
     with db.transaction() as conn:
@@ -265,15 +304,17 @@ class TestLeaseLoopSurvives:
     async def test_an_unexpected_error_drops_the_leases_and_the_next_round_leads_again(
             self, open_store: OpenStore) -> None:
         """Guards `run()` itself: whatever a round raises (a driver error not known to be
-        temporary, a bug), the leases are dropped — nothing acts on a lease it cannot renew — it
-        is logged once with its traceback, and the next round tries again."""
+        temporary, a bug), the leases are dropped — nothing acts on a lease it cannot renew — and
+        released in the store as far as it answers, it is logged once with its traceback, and the
+        next round tries again."""
         clock = VirtualClock()
         store = Broken(open_store())
         a = instance(store, clock, "a")
         stopping = asyncio.Event()
         loop_task = asyncio.create_task(a.run(stopping), name="leases")
         try:
-            await until(lambda: a.is_leader("c1") or loop_task.done())
+            await until(lambda: clock.next_deadline is not None or loop_task.done())  # its first round is over
+            assert a.is_leader("c1") and a.is_leader("c2")
             with capture_logs() as logs:
                 store.broken = True
                 await next_round(clock, loop_task)
@@ -292,6 +333,107 @@ class TestLeaseLoopSurvives:
             stopping.set()
             await asyncio.gather(loop_task, return_exceptions=True)
 
+    async def test_a_lease_that_raises_loses_that_cluster_alone(self, open_store: OpenStore) -> None:
+        """Guards the round against a failure tied to one cluster (review r4): the round that
+        renewed c1 and then failed on c2 used to drop every lease in memory only, so c1 stayed
+        renewed in the store by this live instance, round after round, while it never led c1 —
+        and no other instance could take it. Now only c2 is lost; c1 is led throughout, and every
+        lease this instance holds in the store is one it leads."""
+        clock = VirtualClock()
+        leases = FailingLeases(open_store())
+        leases.failing.add("c2")
+        a = LeaseLeadership(leases, CLUSTERS, clock, instance_name="a", lease_seconds=15, renew_seconds=5)
+        table = LeaseStore(open_store())
+        for _ in range(13):  # a minute of rounds: far more than a lease
+            await a._round()
+            assert set(live_leases(table, a.holder, clock.now())) == {c for c in CLUSTERS if a.is_leader(c)} == {"c1"}
+            clock.advance(5)
+
+    async def test_a_renewal_that_raises_releases_the_lease_to_another_instance(
+            self, open_store: OpenStore) -> None:
+        """Guards the release of a failing cluster's lease: its leader stops acting on it at once
+        and gives the lease up in the store (best effort), so another instance takes it at its
+        next round instead of finding it held by a live member; the other cluster stays led."""
+        clock = VirtualClock()
+        leases = FailingLeases(open_store())
+        a = LeaseLeadership(leases, CLUSTERS, clock, instance_name="a", lease_seconds=15, renew_seconds=5)
+        b = instance(open_store(), clock, "b")
+        await a._round()
+        await b._round()
+        assert (a.is_leader("c1"), a.is_leader("c2"), b.is_leader("c1")) == (True, True, False)
+        epoch = a.epoch("c1")
+        clock.advance(5)
+        leases.failing.add("c1")
+        await a._round()
+        assert (a.is_leader("c1"), a.is_leader("c2")) == (False, True)
+        assert set(live_leases(LeaseStore(open_store()), a.holder, clock.now())) == {"c2"}
+        await b._round()  # the least loaded live member: it takes the released lease at once
+        assert (b.is_leader("c1"), b.epoch("c1")) == (True, (epoch or 0) + 1)
+        assert a.is_leader("c2")
+
+    async def test_a_round_that_raises_releases_every_lease_it_held(self, open_store: OpenStore) -> None:
+        """Guards the round's own fallback: an error outside any one cluster's lease (here: reading
+        the fleet's members) drops every lease and releases them in the store (best effort) —
+        none stays held by an instance that no longer acts on it."""
+        clock = VirtualClock()
+        db = open_store()
+        members = FailingMembers(db)
+        a = LeaseLeadership(LeaseStore(db), CLUSTERS, clock, instance_name="a", lease_seconds=15,
+                            renew_seconds=5, members=members)
+        await a._round()
+        assert a.is_leader("c1") and a.is_leader("c2")
+        clock.advance(5)
+        members.broken = True
+        await a._round()
+        assert not a.is_leader("c1") and not a.is_leader("c2")
+        assert live_leases(LeaseStore(open_store()), a.holder, clock.now()) == {}
+        members.broken = False
+        clock.advance(5)
+        await a._round()
+        assert a.is_leader("c1") and a.is_leader("c2")
+
+    async def test_a_lease_that_keeps_failing_shows_in_healthz_and_the_daemon_alert(
+            self, open_store: OpenStore) -> None:
+        """Guards visibility: the loop outlives a failing round (a crashed `leases` task used to
+        be the only sign, on /healthz and as the `daemon` alert), so it reports the failure
+        through the same supervisor state: the `leases` task keeps failing, with the error, while
+        rounds fail (/healthz 503, the `daemon` alert critical), and is healthy again once a round
+        works. Logged once per failure streak, with the traceback."""
+        clock = VirtualClock()
+        supervisor = Supervisor(shutdown_timeout_seconds=1)
+        leases = FailingLeases(open_store())
+        a = LeaseLeadership(leases, CLUSTERS, clock, instance_name="a", lease_seconds=15, renew_seconds=5,
+                            status=supervisor.status("leases"))
+        supervisor.add("leases", a.run)  # registered, not started: the test steps the rounds
+
+        def healthz() -> HealthReport:
+            return health_report({}, supervisor.crashes, PollSettings(), now=clock.now(), mode=None)
+
+        await a._round()
+        assert healthz()[0]
+        with capture_logs() as logs:
+            leases.failing.add("c2")
+            for _ in range(3):
+                clock.advance(5)
+                await a._round()
+            healthy, report = healthz()
+            assert (healthy, report["reasons"], report["failing_tasks"]) == (
+                False, ["task leases keeps failing: c2: RuntimeError: not a store error"],
+                {"leases": "c2: RuntimeError: not a store error"})
+            [alert] = task_conditions(task_health(supervisor))
+            assert (alert.severity, alert.summary) == (
+                Severity.CRITICAL, "daemon task leases keeps failing: c2: RuntimeError: not a store error")
+            leases.failing.clear()
+            clock.advance(5)
+            await a._round()
+        assert healthz()[0]
+        assert [alert.severity for alert in task_conditions(task_health(supervisor))] == [None]
+        assert a.is_leader("c1") and a.is_leader("c2")
+        failed = [(e["log_level"], e["cluster"], e["error"], e["exc_info"])
+                  for e in logs if e["event"] == "lease_round.failed"]
+        assert failed == [("error", "c2", "RuntimeError: not a store error", True)]
+        assert [(e["cluster"], e["failures"]) for e in logs if e["event"] == "lease_round.recovered"] == [("c2", 3)]
+
     async def test_a_release_that_fails_unexpectedly_still_ends_the_loop_cleanly(
             self, open_store: OpenStore) -> None:
         """Guards `release()` on the way out: it is best effort (an unreleased lease runs out by
@@ -301,7 +443,8 @@ class TestLeaseLoopSurvives:
         a = instance(store, clock, "a")
         stopping = asyncio.Event()
         loop_task = asyncio.create_task(a.run(stopping), name="leases")
-        await until(lambda: a.is_leader("c1") or loop_task.done())
+        await until(lambda: clock.next_deadline is not None or loop_task.done())  # its first round is over
+        assert a.is_leader("c1") and a.is_leader("c2")
         store.broken = True
         with capture_logs() as logs:
             stopping.set()
