@@ -255,6 +255,8 @@ class QuotaNaming:
         if not isinstance(name, str) or not name:
             raise BadSample("malformed", "name missing")
         qualified = self.qualified(name, record)
+        if not _is_text(qualified):
+            raise BadSample("malformed", f"name {ascii(qualified)} is not valid Unicode")
         if qualified != name and qualified in self.home_names:
             home = "the default tenant" if self.tenant is None else f"tenant {self.tenant!r}"
             raise BadSample("malformed", f"quota name {qualified!r} of {home} is this quota's target name")
@@ -288,6 +290,17 @@ SINGLE_TENANT = QuotaNaming()
 """The naming of a daemon configured with no tenant, before it saw a listing."""
 
 
+def _is_text(text: str) -> bool:
+    """Whether `text` is text UTF-8 can carry: JSON may escape a lone surrogate ("\\udcff"), which
+    decodes to a str that no label, store row or MQTT topic can hold (one such quota name took down
+    the whole /metrics answer)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _unsafe_in_name(text: str) -> bool:
     return TENANT_SEPARATOR in text or "/" in text
 
@@ -317,8 +330,8 @@ def quota_sample(cluster: str, record: Mapping[str, Any], t: float, seen: set[st
     garbage. Only the pool's usable capacity of 0 is one (`capacity_sample`)."""
     name = naming.target_name(record)
     path = record.get("path")
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise BadSample("malformed", f"path={path!r}")
+    if not isinstance(path, str) or not path.startswith("/") or not _is_text(path):
+        raise BadSample("malformed", f"path={ascii(path)}")
     if name in seen or name == POOL_TARGET:
         raise BadSample("malformed", f"duplicate quota name {name!r}")
     used = _int_field(record, "used_capacity", required=True)

@@ -55,6 +55,19 @@ class TestQuotaSample:
         obs = quota_sample("c1", record(soft_limit=0, hard_limit_inodes=0), T, set())
         assert (obs.soft_limit_bytes, obs.hard_limit_inodes) == (None, None)
 
+    @pytest.mark.parametrize("field", ["name", "path", "tenant_name"])
+    def test_a_name_that_is_no_text_is_malformed(self, field: str) -> None:
+        """JSON may escape a lone surrogate ("\\udcff"), which decodes to a str no UTF-8 can carry:
+        kept, it took down the whole /metrics answer (one quota's label), the store and the MQTT
+        topics. The sample is dropped as malformed, under a name that can be exported."""
+        fields = record(tenant_id=2) if field == "tenant_name" else record()
+        fields[field] = f"{fields.get(field) or 'acme'}\udcff"
+        with pytest.raises(BadSample) as refused:
+            quota_sample("c1", fields, T, set())
+        assert refused.value.reason == "malformed"
+        quota_label(fields).encode()  # the drop's target name (`id:<n>` for a bad name) can be exported
+        str(refused.value).encode()  # the reason itself can be logged
+
     @pytest.mark.parametrize("hard_limit", [0, None, "absent"])
     def test_a_quota_without_a_byte_limit_is_a_sample(self, hard_limit: int | str | None) -> None:
         """VMS's 0 (or null, or no field: the schema requires only name and path) is "no limit": a
