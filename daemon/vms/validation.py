@@ -256,7 +256,7 @@ class QuotaNaming:
             raise BadSample("malformed", "name missing")
         qualified = self.qualified(name, record)
         if not _is_text(qualified):
-            raise BadSample("malformed", f"name {ascii(qualified)} is not valid Unicode")
+            raise BadSample("malformed", f"name {qualified!a} is not valid Unicode")
         if qualified != name and qualified in self.home_names:
             home = "the default tenant" if self.tenant is None else f"tenant {self.tenant!r}"
             raise BadSample("malformed", f"quota name {qualified!r} of {home} is this quota's target name")
@@ -331,7 +331,7 @@ def quota_sample(cluster: str, record: Mapping[str, Any], t: float, seen: set[st
     name = naming.target_name(record)
     path = record.get("path")
     if not isinstance(path, str) or not path.startswith("/") or not _is_text(path):
-        raise BadSample("malformed", f"path={ascii(path)}")
+        raise BadSample("malformed", f"path={path!a}")
     if name in seen or name == POOL_TARGET:
         raise BadSample("malformed", f"duplicate quota name {name!r}")
     used = _int_field(record, "used_capacity", required=True)
