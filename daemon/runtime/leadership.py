@@ -177,7 +177,8 @@ class LeaseLeadership:
     `members`: the fleet's membership (None: no spreading — this instance takes every free lease,
     as a fleet of one would); `grace_seconds` (default: `lease_seconds`): a free lease that its
     preferred member has not taken within this long is taken by anyone; `status`: where the loop
-    reports rounds that keep failing (the supervisor's handle for this task; None: logs only)."""
+    reports rounds that keep failing, once they have for `lease_seconds` (the supervisor's handle
+    for this task; None: logs only)."""
 
     def __init__(self, leases: LeaseStore, clusters: Iterable[str], clock: Clock, *,
                  instance_name: str | None = None, lease_seconds: float = 15.0,
@@ -208,6 +209,9 @@ class LeaseLeadership:
         self._rounds = TransitionLog(log, "lease_round", failed_level="error", once_per_outage=True)
         """A round, or one cluster's lease in it, that failed unexpectedly (not a `StoreError`):
         logged with its traceback (keys: `_WHOLE_ROUND`, or the cluster)."""
+        self._failing_since: float | None = None
+        """The first failure (`clock.now()`) of the current streak of failed rounds; None: the
+        last round that tried its leases worked."""
         self.changes = 0
         """Leadership transitions of this instance so far (gained + lost)."""
         self.handovers = 0
@@ -282,9 +286,15 @@ class LeaseLeadership:
         fails outside any one cluster's lease drops every lease and releases them in the store
         (best effort) — nothing may act on a lease it cannot renew, and none stays held by an
         instance that does not act on it — and the next round tries again. Logged once per
-        failure streak, with the traceback; reported as the `leases` task failing (`status`:
-        /healthz, the `daemon` alert) until a round works. A store outage is not reported here:
-        the store's own health shows it."""
+        failure streak, with the traceback.
+
+        Reported as the `leases` task failing (`status`: /healthz, the `daemon` alert) once the
+        streak has lasted `lease_seconds`, since its first failure, until a round works: a
+        shorter one is a blip, over within the time a standby's takeover takes anyway, not a
+        page. A store outage is not reported here (the store's own health shows it), and its
+        rounds, which try no lease, leave the streak and the report as they were: they say
+        nothing of whether the loop's own error is fixed (as its log says nothing: no
+        `recovered`)."""
         try:
             failures = await self.step()
         except asyncio.CancelledError:
@@ -293,16 +303,25 @@ class LeaseLeadership:
             error = f"{type(exc).__name__}: {exc}"
             self._rounds.failed(_WHOLE_ROUND, error, exc_info=True, holder=self.holder)
             await self._give_up_all("lease round failed")
-            if self.status is not None:
-                self.status.failing(f"lease round failed: {error}")
+            self._round_failed(f"lease round failed: {error}")
             return
         self._rounds.ok(_WHOLE_ROUND, holder=self.holder)
-        if self.status is None or failures is None:
+        if failures is None:
             return
         if failures:
-            self.status.failing("; ".join(f"{cluster}: {error}" for cluster, error in failures.items()))
-        else:
+            self._round_failed("; ".join(f"{cluster}: {error}" for cluster, error in failures.items()))
+            return
+        self._failing_since = None
+        if self.status is not None:
             self.status.ok()
+
+    def _round_failed(self, error: str) -> None:
+        """Count a failed round into the streak; report it once it has lasted a lease."""
+        now = self.clock.now()
+        if self._failing_since is None:
+            self._failing_since = now
+        if self.status is not None and now - self._failing_since >= self.lease_seconds:
+            self.status.failing(error, since=self._failing_since)
 
     async def step(self) -> dict[str, str] | None:
         """One round: heartbeat, read the fleet, renew what we keep, take what we are preferred

@@ -41,14 +41,17 @@ class TaskCrash:
 class TaskStatus:
     """How a running task reports its own health to the supervisor, for `/healthz`, the `daemon`
     alert and `quotapilot_task_crashed` (the readers of `Supervisor.crashes`): `failing(error)`
-    while its work keeps failing, `ok()` once it works again. The task logs its transitions."""
+    while its work keeps failing, `ok()` once it works again. The task logs its transitions, and
+    decides how long a failure must last to be reported (a blip is not a task that keeps
+    failing)."""
 
     def __init__(self, supervisor: Supervisor, name: str) -> None:
         self._supervisor = supervisor
         self.name = name
 
-    def failing(self, error: str) -> None:
-        self._supervisor.failing(self.name, error)
+    def failing(self, error: str, *, since: float | None = None) -> None:
+        """`since`: when the streak began, on the task's clock (default: now)."""
+        self._supervisor.failing(self.name, error, since=since)
 
     def ok(self) -> None:
         self._supervisor.recovered(self.name)
@@ -113,13 +116,17 @@ class Supervisor:
         """The handle through which task `name` reports that it keeps failing, and recovers."""
         return TaskStatus(self, name)
 
-    def failing(self, name: str, error: str) -> None:
+    def failing(self, name: str, error: str, *, since: float | None = None) -> None:
         """Task `name` still runs but its work keeps failing: kept in `crashes` (since the first
-        failure of the streak, with the latest error) until `recovered(name)`."""
+        failure of the streak — `since` when the task tells, else the first report — with the
+        latest error) until `recovered(name)`."""
         known = self.crashes.get(name)
         if known is not None and not known.still_running:
             return  # it has ended: the crash says more
-        since = known.t if known is not None else time.time()
+        if known is not None:
+            since = known.t
+        elif since is None:
+            since = time.time()
         self.crashes[name] = TaskCrash(name, error, since, still_running=True)
 
     def recovered(self, name: str) -> None:

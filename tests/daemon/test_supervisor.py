@@ -99,6 +99,16 @@ class TestTaskStatus:
         status.ok()
         assert supervisor.crashes == {}
 
+    async def test_a_task_that_reports_late_says_when_its_streak_began(self) -> None:
+        """Guards `since`: a task that reports only once its failures have lasted (the lease loop,
+        after a lease) gives the streak's first failure, on its own clock; later reports keep it."""
+        supervisor = Supervisor(shutdown_timeout_seconds=1)
+        status = supervisor.status("leases")
+        status.failing("c2: RuntimeError: first", since=1000.0)
+        status.failing("c2: RuntimeError: second", since=1005.0)
+        crash = supervisor.crashes["leases"]
+        assert (crash.error, crash.t, crash.still_running) == ("c2: RuntimeError: second", 1000.0, True)
+
     async def test_a_crash_is_never_cleared_nor_hidden_by_a_status(self) -> None:
         """Guards the crash: a task that ended stays crashed whatever a status handle reports,
         and a crash replaces a failing streak."""

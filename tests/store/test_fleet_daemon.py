@@ -180,15 +180,21 @@ class TestLeaseLoopHealth:
     async def test_a_lease_loop_that_keeps_failing_shows_in_healthz_and_the_daemon_alert(
             self, tmp_path: Path, pg_url: str) -> None:
         """Guards the daemon's wiring of the lease loop's health: the loop outlives a round that
-        fails (it used to crash, which /healthz and the `daemon` alert showed), so a round that
-        keeps failing must give the same signs — /healthz 503 with the `leases` task failing, the
-        critical `daemon` alert, `quotapilot_task_crashed{task="leases"}` — and all clear once a
-        round works."""
+        fails (it used to crash, which /healthz and the `daemon` alert showed), so rounds that
+        keep failing for a lease (`lease_seconds`; one failed round is a blip) must give the same
+        signs — /healthz 503 with the `leases` task failing, the critical `daemon` alert,
+        `quotapilot_task_crashed{task="leases"}` — and all clear once a round works."""
         async with fleet(tmp_path, pg_url) as (_, clock, a, _b):
             loop = leases(a)
             working = loop.leases
             loop.leases = FailsToAcquire(working.db)
+            first_failure = clock.now()
             await loop._round()
+            assert (a.health()[1]["failing_tasks"],
+                    a.registry.get_sample_value("quotapilot_task_crashed", {"task": "leases"})) == ({}, None)
+            while clock.now() - first_failure < LEASE:
+                clock.advance(RENEW)
+                await loop._round()
             report = a.health()[1]
             assert report["failing_tasks"] == {"leases": "sim: RuntimeError: not a store error"}
             assert "task leases keeps failing: sim: RuntimeError: not a store error" in report["reasons"]

@@ -396,9 +396,11 @@ class TestLeaseLoopSurvives:
             self, open_store: OpenStore) -> None:
         """Guards visibility: the loop outlives a failing round (a crashed `leases` task used to
         be the only sign, on /healthz and as the `daemon` alert), so it reports the failure
-        through the same supervisor state: the `leases` task keeps failing, with the error, while
-        rounds fail (/healthz 503, the `daemon` alert critical), and is healthy again once a round
-        works. Logged once per failure streak, with the traceback."""
+        through the same supervisor state once its rounds have failed for a lease
+        (`lease_seconds`, on the injected clock): the `leases` task keeps failing, with the
+        latest error and since the streak's first failure (/healthz 503, the `daemon` alert
+        critical), and is healthy again once a round works. Logged once per failure streak,
+        with the traceback."""
         clock = VirtualClock()
         supervisor = Supervisor(shutdown_timeout_seconds=1)
         leases = FailingLeases(open_store())
@@ -413,13 +415,18 @@ class TestLeaseLoopSurvives:
         assert healthz()[0]
         with capture_logs() as logs:
             leases.failing.add("c2")
-            for _ in range(3):
+            clock.advance(5)
+            first_failure = clock.now()
+            await a._round()
+            while clock.now() - first_failure < a.lease_seconds:
+                assert healthz()[0], "reported before the streak lasted a lease"
                 clock.advance(5)
                 await a._round()
             healthy, report = healthz()
             assert (healthy, report["reasons"], report["failing_tasks"]) == (
                 False, ["task leases keeps failing: c2: RuntimeError: not a store error"],
                 {"leases": "c2: RuntimeError: not a store error"})
+            assert supervisor.crashes["leases"].t == first_failure
             [alert] = task_conditions(task_health(supervisor))
             assert (alert.severity, alert.summary) == (
                 Severity.CRITICAL, "daemon task leases keeps failing: c2: RuntimeError: not a store error")
@@ -432,7 +439,87 @@ class TestLeaseLoopSurvives:
         failed = [(e["log_level"], e["cluster"], e["error"], e["exc_info"])
                   for e in logs if e["event"] == "lease_round.failed"]
         assert failed == [("error", "c2", "RuntimeError: not a store error", True)]
-        assert [(e["cluster"], e["failures"]) for e in logs if e["event"] == "lease_round.recovered"] == [("c2", 3)]
+        assert [(e["cluster"], e["failures"]) for e in logs if e["event"] == "lease_round.recovered"] == [("c2", 4)]
+
+    async def test_a_failure_shorter_than_a_lease_is_no_failing_task(self, open_store: OpenStore) -> None:
+        """Guards against a page for a blip (review r5): the loop reported `failing` on the first
+        round that failed, so one transient error in one 5 s round made /healthz 503 ("task
+        leases keeps failing"), set `quotapilot_task_crashed{task="leases"}` and, had the
+        alerting stage's task check fallen in that window, fired the critical `daemon` alert
+        (for_seconds 0) that resolved at the next check. A streak shorter than a lease (the time
+        a standby's takeover takes anyway) is no failing task, and a round that works ends it:
+        the next streak starts from nothing."""
+        clock = VirtualClock()
+        supervisor = Supervisor(shutdown_timeout_seconds=1)
+        leases = FailingLeases(open_store())
+        a = LeaseLeadership(leases, CLUSTERS, clock, instance_name="a", lease_seconds=15, renew_seconds=5,
+                            status=supervisor.status("leases"))
+        supervisor.add("leases", a.run)  # registered, not started: the test steps the rounds
+        await a._round()
+        for _ in range(2):  # two streaks of three failed rounds, 10 s each, a working round between
+            leases.failing.add("c2")
+            for _ in range(3):
+                clock.advance(5)
+                await a._round()
+                healthy, report = health_report({}, supervisor.crashes, PollSettings(), now=clock.now(), mode=None)
+                [alert] = task_conditions(task_health(supervisor))
+                assert (healthy, report["failing_tasks"], alert.severity) == (True, {}, None), report["reasons"]
+            leases.failing.clear()
+            clock.advance(5)
+            await a._round()
+            assert a.is_leader("c1") and a.is_leader("c2")
+
+    async def test_a_store_outage_neither_ends_nor_hides_a_lease_loop_that_keeps_failing(
+            self, open_store: OpenStore) -> None:
+        """Guards what a store outage does to the `leases` task's report: nothing. Its rounds end
+        before any lease is tried, so they say nothing of whether the loop's own error is fixed:
+        a task that keeps failing is still shown, next to the `store:` reason (clearing it would
+        resolve the `daemon` alert and zero `quotapilot_task_crashed` for an error nobody fixed,
+        and fire them again after the outage), and a streak that began before the outage goes on
+        after it, since its first failure, as its log does (one `lease_round.failed`, no
+        `recovered`). Only a round that works clears it."""
+        clock = VirtualClock()
+        supervisor = Supervisor(shutdown_timeout_seconds=1)
+        plug = Unplugged(open_store())
+        leases = FailingLeases(plug)
+        a = LeaseLeadership(leases, CLUSTERS, clock, instance_name="a", lease_seconds=15, renew_seconds=5,
+                            status=supervisor.status("leases"))
+        supervisor.add("leases", a.run)  # registered, not started: the test steps the rounds
+        failing = "task leases keeps failing: c2: RuntimeError: not a store error"
+        outage = "store: PostgreSQL at test unavailable"
+
+        def reasons() -> list[str]:
+            return health_report({}, supervisor.crashes, PollSettings(), now=clock.now(), mode=None,
+                                 store_outage=plug.outage())[1]["reasons"]
+
+        await a._round()
+        leases.failing.add("c2")
+        clock.advance(5)
+        first_failure = clock.now()
+        with capture_logs() as logs:
+            await a._round()  # a streak begins: not reported yet
+            plug.down = True
+            for _ in range(6):  # 30 s down: longer than a lease
+                clock.advance(5)
+                await a._round()
+                assert reasons() == [outage]
+            plug.down = False
+            clock.advance(5)
+            await a._round()  # c2 fails again: the same streak, now longer than a lease
+            assert reasons() == [failing]
+            assert supervisor.crashes["leases"].t == first_failure
+            plug.down = True
+            clock.advance(5)
+            await a._round()
+            assert reasons() == [failing, outage]
+            assert [alert.severity for alert in task_conditions(task_health(supervisor))] == [Severity.CRITICAL]
+            plug.down = False
+            leases.failing.clear()
+            clock.advance(5)
+            await a._round()
+        assert reasons() == []
+        assert [e["cluster"] for e in logs if e["event"] == "lease_round.failed"] == ["c2"]
+        assert [(e["cluster"], e["failures"]) for e in logs if e["event"] == "lease_round.recovered"] == [("c2", 2)]
 
     async def test_a_release_that_fails_unexpectedly_still_ends_the_loop_cleanly(
             self, open_store: OpenStore) -> None:
