@@ -52,9 +52,9 @@ def refits(n_series: int, workers: int, config: ModelConfig) -> dict[str, object
     models: dict[str, int] = {}
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
         for results in pool.map(timed_refits, batches):
-            for fitted, seconds in results:
+            for fitted, seconds, error in results:
                 cpu.append(seconds)
-                name = fitted.model_name if fitted is not None else "none"
+                name = fitted.model_name if fitted is not None else "error" if error is not None else "none"
                 models[name] = models.get(name, 0) + 1
     wall = time.perf_counter() - started
     return {"series": n_series, "workers": workers, "wall_seconds": round(wall, 2),

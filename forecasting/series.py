@@ -177,6 +177,10 @@ class SeriesModel:
         self.fitted: FittedModel | None = None
         self.state: ModelState | None = None
         self.fitted_at: float | None = None
+        self.failed_at: float | None = None
+        """When the last refit gave no model (None, or raised where it ran): none is tried again
+        for `refit_interval_seconds`, whatever the reason, so a series whose fit fails does not
+        pay (and log) a failed fit every cycle."""
         self.fitted_steps_seen = 0
         self.error_ewma = 0.0
         self.recent = RecentSamples(STOPGAP_SAMPLES)
@@ -229,6 +233,8 @@ class SeriesModel:
         kind_now = preferred_kind(len(self.rates), self.config.step_seconds)
         if kind_now is None:
             return None
+        if self.failed_at is not None and now - self.failed_at < self.config.refit_interval_seconds:
+            return None
         if self.fitted is None or self.fitted_at is None:
             return "initial"
         if kind_now != preferred_kind(self.fitted.n_steps, self.config.step_seconds):
@@ -254,10 +260,13 @@ class SeriesModel:
                             use_brute=self.config.use_brute)
 
     def apply_refit(self, request: RefitRequest, fitted: FittedModel | None, now: float) -> None:
-        """Adopt a fit of `request`, replaying the steps that arrived since it was taken."""
+        """Adopt a fit of `request`, replaying the steps that arrived since it was taken; `None`
+        (the refit gave no model, or raised) keeps the current fit and backs off (`failed_at`)."""
         self.fitted_at = now
         if fitted is None:
+            self.failed_at = now
             return
+        self.failed_at = None
         state = fitted.state.copy()
         missed = self.steps_seen - request.steps_seen
         if missed > 0:

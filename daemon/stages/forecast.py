@@ -8,6 +8,16 @@ has none yet, has grown into a richer model, on `refit_interval_seconds` and on 
 (replaying the steps that arrived meanwhile), so the loop never waits on statsmodels; with
 `workers = 0` they run in-process at once (tests, the demo: deterministic).
 
+A refit that raises fails its own series only (`timed_refits`): the series keeps its fit, backs
+off for a refit interval (`SeriesModel.apply_refit`) and counts as a `fit_error` fallback. A pool
+worker killed (the OOM killer) breaks a `ProcessPoolExecutor` for good: the stage drops a pool it
+owns (logged once) and the next cycle starts a new one; the batches it lost are retried then.
+
+The view publishes the series of the targets each cluster's last good poll listed (observed, or
+whose sample was dropped: still present, as the snapshot treats them). A target that vanishes
+leaves the metrics at once; its model is kept until `_evict` (two refit intervals), so one that
+comes back within that time resumes where it was.
+
 A new series can warm-start from the store (`history_loader`, run in a thread). Scheduling uses
 the injected clock; fit durations are CPU time measured where the fit ran.
 
@@ -26,8 +36,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -38,7 +50,7 @@ from prometheus_client.core import (
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.http.metrics import escape_label_value, extra_target_labels, format_sample_value
 from quotapilot.daemon.logs import get_logger
-from quotapilot.daemon.runtime.cycle import CycleContext
+from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
 from quotapilot.daemon.runtime.snapshot import HistogramState
 from quotapilot.daemon.settings import ForecastSettings
 from quotapilot.forecasting.hw import FallbackReason, FittedModel
@@ -70,13 +82,30 @@ YIELD_EVERY = 500
 """Series per slice of a cycle's outlook work before giving the event loop a turn."""
 
 
-def timed_refits(requests: Sequence[RefitRequest]) -> list[tuple[FittedModel | None, float]]:
-    """Run refits, each with its CPU seconds (top-level so pool workers can import it)."""
+class RefitOutcome(NamedTuple):
+    """One request's result as it comes back from where it ran (picklable)."""
+
+    fitted: FittedModel | None
+    seconds: float
+    """CPU seconds the refit took, measured where it ran."""
+    error: str | None = None
+    """`ExceptionType: message` (at most 200 characters) when the refit raised (then `fitted` is None)."""
+
+
+def timed_refits(requests: Sequence[RefitRequest]) -> list[RefitOutcome]:
+    """Run refits, each with its CPU seconds (top-level so pool workers can import it). A refit
+    that raises is that series' outcome, not the batch's: one bad series must not cost the
+    others their fits."""
     out = []
     for request in requests:
         started = time.perf_counter()
-        fitted = run_refit(request)
-        out.append((fitted, time.perf_counter() - started))
+        try:
+            fitted = run_refit(request)
+        except Exception as exc:  # whatever statsmodels or numpy raise on one series' data
+            error = f"{type(exc).__name__}: {exc}"[:200]  # a log field, not a dump of the array
+            out.append(RefitOutcome(None, time.perf_counter() - started, error))
+            continue
+        out.append(RefitOutcome(fitted, time.perf_counter() - started))
     return out
 
 
@@ -99,6 +128,9 @@ class _Series:
     """Its metrics come from the stopgap line (counted and logged once when that starts)."""
     latest: SeriesForecast | None = None
     """Its forecast at the last cycle that reported it (what the view publishes)."""
+    listed: bool = True
+    """Its cluster's last good poll listed its target (observed, or its sample dropped): only
+    then does the view publish it."""
 
 
 class ForecastStage:
@@ -118,6 +150,8 @@ class ForecastStage:
         self.thresholds = tuple(sorted(settings.thresholds))
         self._executor = executor
         self._owns_executor = False
+        self._pool_broken = False
+        """A broken pool was logged and no batch has come back from a pool since (log once)."""
         self._series: dict[SeriesKey, _Series] = {}
         self._inflight: set[asyncio.Future[None]] = set()
         self._fit_seconds = NO_FITS
@@ -155,6 +189,7 @@ class ForecastStage:
             series = self._series[key]
             series.model.add_sample(t, used)
             series.last_seen = now
+        self._mark_listed(ctx.poll, {key for key, *_ in samples})
         await self._schedule_refits(now)
         for done, (key, _, _, limit) in enumerate(samples, start=1):
             result = self._outlook(key, limit, now)
@@ -208,7 +243,7 @@ class ForecastStage:
     async def _schedule_refits(self, now: float) -> None:
         due: list[tuple[SeriesKey, RefitRequest]] = []
         for key, series in self._series.items():
-            if series.pending:
+            if series.pending or not series.listed:  # a vanished target's model waits, unfitted
                 continue
             reason = series.model.refit_reason(now)
             if reason is not None:
@@ -222,37 +257,60 @@ class ForecastStage:
         loop = asyncio.get_running_loop()
         for start in range(0, len(due), REFIT_BATCH):
             batch = due[start:start + REFIT_BATCH]
+            try:
+                future = loop.run_in_executor(executor, timed_refits, [request for _, request in batch])
+            except BrokenProcessPool as exc:  # it broke since the last batch came back
+                self._pool_broke(executor, exc)
+                return  # this batch and the rest: not pending, due again next cycle
             for key, _ in batch:
                 self._series[key].pending = True
-            future = loop.run_in_executor(executor, timed_refits, [request for _, request in batch])
-            task = asyncio.ensure_future(self._await_batch(batch, future))
+            task = asyncio.ensure_future(self._await_batch(executor, batch, future))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
-    async def _await_batch(self, batch: list[tuple[SeriesKey, RefitRequest]],
-                           future: asyncio.Future[list[tuple[FittedModel | None, float]]]) -> None:
+    async def _await_batch(self, executor: Executor, batch: list[tuple[SeriesKey, RefitRequest]],
+                           future: asyncio.Future[list[RefitOutcome]]) -> None:
         try:
             results = await future
         except asyncio.CancelledError:
+            self._release(batch)
             raise
-        except Exception as exc:  # a broken pool must not take the stage down: retry next cycle
-            log.error("forecast.refit_failed", series=len(batch), error=repr(exc))
-            for key, _ in batch:
-                if key in self._series:
-                    self._series[key].pending = False
+        except BrokenProcessPool as exc:  # a worker died (the OOM killer): every batch in flight fails
+            self._release(batch)
+            self._pool_broke(executor, exc)
             return
+        except Exception as exc:  # e.g. a request that would not pickle: retry next cycle
+            self._release(batch)
+            log.error("forecast.refit_failed", series=len(batch), error=repr(exc))
+            return
+        if self._pool_broken and executor is self._executor:
+            self._pool_broken = False
+            log.info("forecast.pool_recovered")
         self._adopt(batch, results, self.clock.now())
 
+    def _release(self, batch: Sequence[tuple[SeriesKey, RefitRequest]]) -> None:
+        """A batch that came back without results: its series are due again at the next cycle."""
+        for key, _ in batch:
+            series = self._series.get(key)
+            if series is not None:
+                series.pending = False
+
     def _adopt(self, batch: Sequence[tuple[SeriesKey, RefitRequest]],
-               results: Sequence[tuple[FittedModel | None, float]], now: float) -> None:
-        for (key, request), (fitted, seconds) in zip(batch, results, strict=True):
+               results: Sequence[RefitOutcome], now: float) -> None:
+        for (key, request), (fitted, seconds, error) in zip(batch, results, strict=True):
             self._fit_seconds = self._fit_seconds.observe(seconds)
             series = self._series.get(key)
             if series is None:
                 continue
             series.pending = False
-            series.model.apply_refit(request, fitted, now)
-            if fitted is not None and fitted.fallback is not None:
+            series.model.apply_refit(request, fitted, now)  # None: keeps its fit, backs off
+            if error is not None:
+                reason = str(FallbackReason.FIT_ERROR)
+                self._fallbacks[reason] += 1
+                kept = series.model.fitted
+                log.warning("forecast.fallback", target=key[0].key, dimension=str(key[1]),
+                            model=None if kept is None else kept.model_name, reason=reason, detail=error)
+            elif fitted is not None and fitted.fallback is not None:
                 self._fallbacks[str(fitted.fallback)] += 1
                 log.info("forecast.fallback", target=key[0].key, dimension=str(key[1]),
                          model=fitted.model_name, reason=str(fitted.fallback), detail=fitted.fallback_detail)
@@ -265,7 +323,28 @@ class ForecastStage:
             self._owns_executor = True
         return self._executor
 
+    def _pool_broke(self, executor: Executor, exc: BrokenProcessPool) -> None:
+        """`executor` refuses all work from now on. One the stage owns is shut down and dropped,
+        so the next cycle starts a new one; one passed in is its owner's to replace (until then
+        every cycle's submit fails at once and the series keep their fits)."""
+        if executor is not self._executor:
+            return  # an older pool, dropped already: another of its batches failing
+        if self._owns_executor:
+            executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        if not self._pool_broken:
+            self._pool_broken = True
+            log.error("forecast.pool_broken", error=repr(exc), replaced=self._owns_executor)
+
     # ------------------------------------------------------------------------- bookkeeping
+    def _mark_listed(self, poll: PollResult, fed: set[SeriesKey]) -> None:
+        """Which of `poll.cluster`'s series the view publishes: those fed this cycle, and those of
+        a target whose sample was dropped (present, its last forecast kept, as in the snapshot)."""
+        dropped = {sample.target for sample in poll.dropped}
+        for key, series in self._series.items():
+            if key[0].cluster == poll.cluster:
+                series.listed = key in fed or key[0].name in dropped
+
     def _evict(self, now: float) -> None:
         """Forget series nobody has reported for two refit intervals (deleted quotas)."""
         horizon = 2 * self.settings.refit_interval_seconds
@@ -275,7 +354,8 @@ class ForecastStage:
             del self._series[key]
 
     def _publish(self, now: float) -> None:
-        latest = {key: series.latest for key, series in self._series.items() if series.latest is not None}
+        latest = {key: series.latest for key, series in self._series.items()
+                  if series.latest is not None and series.listed}
         self.view = ForecastView(t=now, forecasts=MappingProxyType(latest),
                                  fit_seconds=self._fit_seconds,
                                  fallbacks=MappingProxyType(dict(self._fallbacks)))

@@ -115,6 +115,20 @@ class TestIncremental:
             model.add_sample(t, used)
         assert model.refit_reason(now + 100) == "more_history"
 
+    def test_a_failed_refit_backs_off_a_refit_interval(self) -> None:
+        """A refit that gave no model (or raised where it ran: the daemon applies None) is not
+        tried again every cycle, whatever the reason (here "initial"); a later fit clears it."""
+        model = SeriesModel(SHORT)
+        for t, used in cumulative(daily(1e6), 13):
+            model.add_sample(t, used)
+        now = model.last_t or 0.0
+        model.apply_refit(model.refit_request(), None, now)
+        assert model.fitted is None
+        assert model.refit_reason(now + SHORT.refit_interval_seconds - 1) is None
+        assert model.refit_reason(now + SHORT.refit_interval_seconds) == "initial"
+        fitted = model.refit(now + SHORT.refit_interval_seconds)
+        assert fitted is not None and model.failed_at is None
+
     def test_drift_triggers_refit(self) -> None:
         model = SeriesModel(SHORT)
         samples = cumulative(lambda t: 1e6, 30)
