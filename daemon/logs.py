@@ -71,7 +71,7 @@ class TransitionLog:
     """
 
     def __init__(self, logger: structlog.typing.FilteringBoundLogger, noun: str, *,
-                 failed_level: Literal["warning", "error"] = "warning", failed_event: str | None = None,
+                 failed_level: Literal["info", "warning", "error"] = "warning", failed_event: str | None = None,
                  recovered_event: str | None = None, once_per_outage: bool = False) -> None:
         """`failed_event`/`recovered_event` override `<noun>.failed`/`<noun>.recovered` (events
         other tools already read); `once_per_outage`: a key that fails differently while failing is
@@ -92,7 +92,7 @@ class TransitionLog:
         if known == error or (self._once_per_outage and known is not None):
             return False
         self._errors[key] = error
-        emit = self._log.error if self._failed_level == "error" else self._log.warning
+        emit = {"info": self._log.info, "warning": self._log.warning, "error": self._log.error}[self._failed_level]
         emit(self._failed_event, error=error, exc_info=exc_info, **fields)
         return True
 

@@ -236,15 +236,24 @@ class GrowthRecommendation:
     grow_bytes: int
     new_size_bytes: int
     reason: str
+    wanted_size_bytes: int = 0
+    """The size the forecast asks for, before `max_growth_bytes` and `max_hard_limit_bytes`."""
+    guard: str | None = None
+    """`max_hard_limit` when the ceiling leaves no room to grow (`grow_bytes` 0): blocked, as the
+    planner blocks a quota's growth (the same guard name)."""
 
 
 def filesystem_growth(*, used_bytes: int, size_bytes: int, forecast: Forecast | None, now: float,
                       grow_at: float, target_utilization: float, lead_time_seconds: float,
-                      horizon_seconds: float, step_bytes: int, min_growth_bytes: int) -> GrowthRecommendation | None:
+                      horizon_seconds: float, step_bytes: int, min_growth_bytes: int, max_growth_bytes: int,
+                      max_hard_limit_bytes: int) -> GrowthRecommendation | None:
     """A filesystem's growth, by the quota rule: due when usage is at `grow_at` of its size or the
     pessimistic (p90) path reaches it within `lead_time_seconds`; sized so that the p90 path stays
     under `target_utilization` until now + `horizon_seconds` (the forecast's last level where the
-    horizon is beyond it), rounded up to `step_bytes`, at least `min_growth_bytes`. None: not due."""
+    horizon is beyond it), rounded up to `step_bytes`, at least `min_growth_bytes`; then at most
+    `max_growth_bytes` per action and a new size of at most `max_hard_limit_bytes` (as a quota's
+    in `planner.decide`; the reason says it was capped). A size already at or above the ceiling cannot
+    grow: `guard` is `max_hard_limit`. None: not due."""
     if size_bytes <= 0:
         return None
     trigger = grow_at * size_bytes
@@ -253,12 +262,19 @@ def filesystem_growth(*, used_bytes: int, size_bytes: int, forecast: Forecast | 
         return None
     needed = _level(forecast, now + horizon_seconds, float(used_bytes)) / target_utilization
     steps = max(1, math.ceil((needed - size_bytes) / step_bytes)) if step_bytes > 0 else 1
-    grow = max(min_growth_bytes, steps * step_bytes)
+    wanted = max(min_growth_bytes, steps * step_bytes)
+    grow = max(0, min(wanted, max_growth_bytes, max_hard_limit_bytes - size_bytes))
     why = (f"at {used_bytes / size_bytes:.0%} of its size" if used_bytes >= trigger else
            f"the p90 forecast reaches {grow_at:.0%} within {lead_time_seconds / 3600:g} h")
+    if grow <= 0:
+        return GrowthRecommendation(grow_bytes=0, new_size_bytes=size_bytes, wanted_size_bytes=size_bytes + wanted,
+                                    guard="max_hard_limit",
+                                    reason=f"at max_hard_limit {max_hard_limit_bytes}: cannot grow; {why}")
+    sizing = f"keep p90 under {target_utilization:.0%} for {horizon_seconds / 3600:g} h"
+    sized = (f"+{grow} bytes {sizing}" if grow == wanted else
+             f"+{grow} bytes (capped by max_growth_bytes / max_hard_limit_bytes: +{wanted} would {sizing})")
     return GrowthRecommendation(grow_bytes=grow, new_size_bytes=size_bytes + grow,
-                                reason=f"{why}; +{grow} bytes keep p90 under {target_utilization:.0%} "
-                                       f"for {horizon_seconds / 3600:g} h")
+                                wanted_size_bytes=size_bytes + wanted, reason=f"{why}; {sized}")
 
 
 def _level(forecast: Forecast | None, t: float, fallback: float) -> float:

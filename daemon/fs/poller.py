@@ -8,11 +8,29 @@ so one hung mount holds at most one thread, never the pool. An error (no such pa
 `ESTALE`) is unreachable too, with the error. Each call runs in a daemon thread of its own, so a
 hung one never holds the process's exit either.
 
+A sample is not taken as truth just because statvfs answered (the actuator's trust rules): an NFS
+mount that goes away leaves the bare directory on the filesystem under it, and statvfs then
+answers *that* filesystem's numbers. Each mount keeps the filesystem id (`f_fsid`), size and usage
+of its last believed sample:
+
+- another `f_fsid` makes the target unreachable for that poll (reason `changed`: "filesystem
+  changed or not mounted"); a second answer from the same new filesystem confirms it (a volume
+  re-mounted on purpose is the new truth after one poll) and starts its history afresh;
+- a size that moved (beyond the noise a thin-provisioned export shows) without a growth of ours
+  (`grown_since`: the audit says a command of ours was started on it since the last believed
+  sample), or usage that moved beyond what its recent rate makes plausible
+  (`vms.validation.plausible_rise`, the quota samples' rule), is held one poll: kept and forecast,
+  but named in `FilesystemPoll.unconfirmed`, so neither the growth stage nor an alert acts on it.
+  The next sample is believed whatever it says (never two polls held in a row, as a quota's
+  limit): a one-poll glitch is held and the return from it believed, a lasting change believed
+  on the poll that repeats it.
+
 `FilesystemPoller.poll()` returns a `FilesystemPoll`: one `Observation` per reachable target
 (`TargetKind.FILESYSTEM`, `tier` set, `cluster` = `FILESYSTEM_CLUSTER`), the same type the VMS
 collector produces, so the forecaster, the runway arithmetic and the alert rules apply as they
-are; and the unreachable ones with their reason. Logs fire on transitions only
-(`filesystem.unreachable`, `filesystem.recovered`).
+are; the unreachable ones with their reason; and the names of the held ones. Logs fire on
+transitions only (`filesystem.unreachable`, `filesystem.recovered`), and once per held sample
+(`filesystem.sample_held`).
 """
 
 from __future__ import annotations
@@ -20,14 +38,16 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.settings import FilesystemTarget
+from quotapilot.daemon.vms.validation import RATE_WINDOW, plausible_rise, robust_rate
 from quotapilot.forecasting.types import Observation, TargetId, TargetKind
 
 log = get_logger(__name__)
@@ -37,6 +57,10 @@ FILESYSTEM_CLUSTER = "filesystems"
 
 StatVfs = Callable[[str], os.statvfs_result]
 
+GrownSince = Callable[[str, float], bool]
+"""(target name, since) → whether a growth command of ours was started on it at or after `since`
+(`ActionStore.growth_started_since`; a blocking store read, called in a thread)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Unreachable:
@@ -44,7 +68,8 @@ class Unreachable:
 
     target: TargetId
     reason: str
-    """"timeout" (statvfs did not return in time, or a previous call still hangs) or "error"."""
+    """"timeout" (statvfs did not return in time, or a previous call still hangs), "error", or
+    "changed" (another filesystem answered at the path: not mounted, or re-mounted)."""
     detail: str
 
 
@@ -54,6 +79,8 @@ class FilesystemPoll:
     observations: tuple[Observation, ...] = ()
     unreachable: tuple[Unreachable, ...] = ()
     duration_seconds: float = 0.0
+    unconfirmed: frozenset[str] = frozenset()
+    """Names of the targets whose sample is held this poll (size or usage moved implausibly)."""
 
 
 def target_id(target: FilesystemTarget) -> TargetId:
@@ -72,6 +99,21 @@ def observation_of(target: TargetId, t: float, st: os.statvfs_result) -> Observa
                        used_inodes=inodes_used, hard_limit_inodes=inode_limit or None)
 
 
+def size_of(st: os.statvfs_result) -> int:
+    """The filesystem's total size in bytes (what a growth changes)."""
+    return st.f_blocks * (st.f_frsize or st.f_bsize)
+
+
+@dataclass(frozen=True, slots=True)
+class _Believed:
+    """What a mount's next sample is judged against: its last believed one."""
+
+    t: float
+    fsid: int
+    size_bytes: int
+    used_bytes: int
+
+
 @dataclass(slots=True)
 class _Mount:
     target: TargetId
@@ -79,16 +121,25 @@ class _Mount:
     inflight: Future[os.statvfs_result] | None = None
     failing: str | None = None
     last_ok: float | None = None
+    believed: _Believed | None = None
+    held: bool = False
+    """The last sample was held: the next one is believed, whatever it says."""
+    other_fsid: int | None = None
+    """Another filesystem answered at the path at the last poll: a second answer from it confirms it."""
+    rates: deque[float] = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
+    """Usage rates (bytes/s) between its recent believed samples (`plausible_rise`)."""
 
 
 class FilesystemPoller:
     """Reads every configured filesystem concurrently, each within `timeout_seconds`."""
 
     def __init__(self, targets: Sequence[FilesystemTarget], clock: Clock, *, timeout_seconds: float,
-                 statvfs: StatVfs = os.statvfs) -> None:
+                 statvfs: StatVfs = os.statvfs, grown_since: GrownSince | None = None) -> None:
+        """`grown_since`: whether a growth of ours may explain a size that moved (None: none ever does)."""
         self.clock = clock
         self.timeout_seconds = timeout_seconds
         self.statvfs = statvfs
+        self.grown_since = grown_since
         self._mounts = [_Mount(target_id(t), t.path) for t in targets]
 
     @property
@@ -102,12 +153,57 @@ class FilesystemPoller:
     async def poll(self) -> FilesystemPoll:
         started = self.clock.now()
         results = await asyncio.gather(*(self._read(mount) for mount in self._mounts))
-        observations = tuple(r for r in results if isinstance(r, Observation))
-        unreachable = tuple(r for r in results if isinstance(r, Unreachable))
+        observations = tuple(r for r, _ in results if isinstance(r, Observation))
+        unreachable = tuple(r for r, _ in results if isinstance(r, Unreachable))
+        held = frozenset(r.target.name for r, is_held in results if is_held)
         return FilesystemPoll(t=started, observations=observations, unreachable=unreachable,
-                              duration_seconds=max(0.0, self.clock.now() - started))
+                              duration_seconds=max(0.0, self.clock.now() - started), unconfirmed=held)
 
-    async def _read(self, mount: _Mount) -> Observation | Unreachable:
+    async def _read(self, mount: _Mount) -> tuple[Observation | Unreachable, bool]:
+        """This poll's sample of `mount` (or why there is none), and whether it is held."""
+        st = await self._statvfs(mount)
+        if isinstance(st, Unreachable):
+            return st, False
+        now = self.clock.now()
+        sample = _Believed(now, st.f_fsid, size_of(st), observation_of(mount.target, now, st).used_bytes)
+        before = mount.believed
+        if before is not None and sample.fsid != before.fsid and sample.fsid != mount.other_fsid:
+            mount.other_fsid = sample.fsid  # another filesystem, once: not truth (yet)
+            return self._failed(mount, "changed", (
+                f"filesystem changed or not mounted: statvfs({mount.path}) answers f_fsid {sample.fsid:#x} of "
+                f"{sample.size_bytes} bytes, not f_fsid {before.fsid:#x} of {before.size_bytes} bytes")), False
+        if mount.failing is not None:
+            log.info("filesystem.recovered", target=mount.target.name, path=str(mount.path))
+            mount.failing = None
+        mount.other_fsid = None
+        if before is None or sample.fsid != before.fsid:  # the first, or a new filesystem said twice: truth
+            mount.believed, mount.held = sample, False
+            mount.rates.clear()
+            return observation_of(mount.target, now, st), False
+        why = None if mount.held else await self._implausible(mount, before, sample)
+        if why is not None:
+            mount.held = True
+            log.info("filesystem.sample_held", target=mount.target.name, path=str(mount.path), reason=why)
+            return observation_of(mount.target, now, st), True
+        if sample.t > before.t:
+            mount.rates.append((sample.used_bytes - before.used_bytes) / (sample.t - before.t))
+        mount.believed, mount.held = sample, False
+        return observation_of(mount.target, now, st), False
+
+    async def _implausible(self, mount: _Mount, before: _Believed, sample: _Believed) -> str | None:
+        """Why `sample` of the same filesystem cannot be believed before a second one (None: it can)."""
+        noise = plausible_rise(0.0, 0.0, before.size_bytes)  # the floors: 2 % of the size, at least 1 GiB
+        if abs(sample.size_bytes - before.size_bytes) > noise and not (
+                self.grown_since is not None
+                and await asyncio.to_thread(self.grown_since, mount.target.name, before.t)):
+            return f"size moved from {before.size_bytes} to {sample.size_bytes} bytes without a growth of ours"
+        allowed = plausible_rise(robust_rate(list(mount.rates)), sample.t - before.t, before.size_bytes)
+        if abs(sample.used_bytes - before.used_bytes) > allowed:
+            return (f"usage moved from {before.used_bytes} to {sample.used_bytes} bytes in "
+                    f"{sample.t - before.t:g} s (more than {allowed:.0f} is implausible)")
+        return None
+
+    async def _statvfs(self, mount: _Mount) -> os.statvfs_result | Unreachable:
         if mount.inflight is not None and not mount.inflight.done():
             return self._failed(mount, "timeout", f"statvfs({mount.path}) still has not returned")
         future = self._start(mount)
@@ -119,13 +215,9 @@ class FilesystemPoller:
             return self._failed(mount, "timeout", f"statvfs({mount.path}) took over {self.timeout_seconds:g} s")
         except OSError as exc:
             return self._failed(mount, "error", f"{type(exc).__name__}: {exc}")
-        now = self.clock.now()
         mount.inflight = None
-        mount.last_ok = now
-        if mount.failing is not None:
-            log.info("filesystem.recovered", target=mount.target.name, path=str(mount.path))
-            mount.failing = None
-        return observation_of(mount.target, now, st)
+        mount.last_ok = self.clock.now()
+        return st
 
     def _start(self, mount: _Mount) -> Future[os.statvfs_result]:
         """statvfs in its own daemon thread (see `close`)."""

@@ -15,7 +15,8 @@ per cluster (label cluster):
   quotapilot_poll_duration_seconds (histogram), quotapilot_poll_errors_total{reason},
   quotapilot_last_successful_poll_timestamp_seconds, quotapilot_samples_dropped_total{reason}
   (both with every reason the collector can emit, from 0),
-  quotapilot_vms_requests_total, quotapilot_poll_consecutive_failures
+  quotapilot_vms_requests_total, quotapilot_vms_listings_unsettled_total,
+  quotapilot_poll_consecutive_failures
 self: quotapilot_build_info{version,python}, quotapilot_stage_errors_total{stage},
   quotapilot_stage_seconds_total{stage}, quotapilot_task_crashed{task}
 """
@@ -286,6 +287,9 @@ def _cluster_families(snapshot: Snapshot) -> Iterator[Metric]:
                                   labels=["cluster", "reason"])
     requests = CounterMetricFamily("quotapilot_vms_requests", "Requests made to the VMS (retries included).",
                                    labels=["cluster"])
+    unsettled = CounterMetricFamily("quotapilot_vms_listings_unsettled",
+                                    "Listings (of quotas) taken while the VMS kept changing under them (their "
+                                    "count still moved between pages after the restarts).", labels=["cluster"])
     durations = HistogramMetricFamily("quotapilot_poll_duration_seconds",
                                       "Wall time of one poll (all its VMS requests).", labels=["cluster"])
     for cluster in snapshot.clusters.values():
@@ -307,10 +311,11 @@ def _cluster_families(snapshot: Snapshot) -> Iterator[Metric]:
         for reason, count in sorted(samples_dropped.items()):
             dropped.add_metric([cluster.name, reason], float(count))
         requests.add_metric(labels, float(cluster.requests_total))
+        unsettled.add_metric(labels, float(cluster.listings_unsettled_total))
         histogram = cluster.poll_duration
         durations.add_metric(labels, [(le, float(n)) for le, n in histogram.cumulative()],
                              histogram.total)
-    yield from (usable, used, free, bandwidth, last_ok, failures, errors, dropped, requests, durations)
+    yield from (usable, used, free, bandwidth, last_ok, failures, errors, dropped, requests, unsettled, durations)
 
 
 class Exposition:

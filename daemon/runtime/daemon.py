@@ -56,6 +56,7 @@ from quotapilot.daemon.runtime.supervisor import Supervisor, TaskFactory, sleep_
 from quotapilot.daemon.runtime.wiring import Collaborators, build_stages
 from quotapilot.daemon.settings import Settings, systemd_notify_environment
 from quotapilot.daemon.stages.capacity import CapacityStage, CapacityView
+from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.observations import ObservationStore
 from quotapilot.daemon.store.open import open_backend
@@ -160,7 +161,10 @@ class Daemon:
             writers = {name: source.writer for name, source in self.collectors.items() if isinstance(source, VmsPoller)}
             stage_collectors: list[PrometheusCollector] = [self.leadership.collector()]
             if settings.filesystems:  # statvfs targets, cycled as a pseudo-cluster through the same stages
-                filesystems = FilesystemCollector(settings.filesystems, settings.filesystem, self.clock)
+                audit = ActionStore(self._db)
+                filesystems = FilesystemCollector(  # a size our command moved is believed at once
+                    settings.filesystems, settings.filesystem, self.clock,
+                    grown_since=lambda name, since: audit.growth_started_since(FILESYSTEM_CLUSTER, name, since))
                 self.collectors[FILESYSTEM_CLUSTER] = filesystems
                 self.poll_state[FILESYSTEM_CLUSTER] = PollerState(FILESYSTEM_CLUSTER)
                 stage_collectors.append(filesystems.metrics())
@@ -256,7 +260,8 @@ class Daemon:
         cluster_state = apply_cycle(
             previous.clusters.get(cluster, ClusterState(cluster)), ctx, health=state.frozen(),
             samples_dropped_total=collector.dropped_total,
-            poll_errors_total=collector.poll_errors_total, requests_total=collector.requests_made)
+            poll_errors_total=collector.poll_errors_total, requests_total=collector.requests_made,
+            listings_unsettled_total=collector.listings_unsettled)
         self._snapshot = replace(
             previous, t=ctx.now, clusters=frozen_map({**previous.clusters, cluster: cluster_state}),
             stage_errors_total=frozen_map(self._stage_errors),

@@ -109,6 +109,8 @@ class ClusterState:
     poll_errors_total: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
     poll_duration: HistogramState = HistogramState()
     requests_total: int = 0
+    listings_unsettled_total: int = 0
+    """Listings taken while the VMS kept changing under them (`VmsTransport.list_all`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,14 +149,14 @@ def empty_snapshot(t: float, clusters: tuple[str, ...]) -> Snapshot:
 
 def apply_cycle(previous: ClusterState, ctx: CycleContext, *, health: PollHealth,
                 samples_dropped_total: Mapping[str, int], poll_errors_total: Mapping[str, int],
-                requests_total: int) -> ClusterState:
+                requests_total: int, listings_unsettled_total: int = 0) -> ClusterState:
     """The cluster's new state after one cycle. On a failed poll only health and counters move."""
     poll = ctx.poll
     duration = previous.poll_duration.observe(poll.duration_seconds)
     common: dict[str, Any] = {
         "health": health, "samples_dropped_total": frozen_map(samples_dropped_total),
         "poll_errors_total": frozen_map(poll_errors_total), "poll_duration": duration,
-        "requests_total": requests_total,
+        "requests_total": requests_total, "listings_unsettled_total": listings_unsettled_total,
     }
     if not poll.ok:
         return replace(previous, **common)

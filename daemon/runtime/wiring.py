@@ -44,6 +44,7 @@ from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.observations import ObservationStore
 from quotapilot.daemon.store.outbox import AsyncOutbox, OutboxStore
+from quotapilot.daemon.store.overrides import OverrideStore
 from quotapilot.daemon.store.reservations import ReservationStore
 from quotapilot.forecasting.planner import plan_cycle
 from quotapilot.forecasting.series import ModelConfig
@@ -141,7 +142,8 @@ def build_stages(deps: Collaborators, *, planner: Planner = plan_cycle,
         deps.leadership.subscribe(announcer(alerting, events))
     stages: list[Stage] = [StoreStage(deps.observations, leadership=deps.leadership), forecast, growth]
     # a new stage that runs before alerting: one line here, e.g. stages.append(X(deps.settings.x, deps.clock, deps.db))
-    stages.append(FilesystemGrowthStage(settings, clock, ActionStore(deps.db), events=events))  # command or advice
+    stages.append(FilesystemGrowthStage(settings, clock, ActionStore(deps.db), overrides=OverrideStore(deps.db),
+                                        events=events))  # command or advice
     stages.append(alerting)
     stages.append(capacity)  # after alerting: it raises the "order capacity by" alert through it
     stages.append(FilesystemAlertStage(settings, alerting.raise_conditions))  # per-tier thresholds, unreachable

@@ -73,7 +73,9 @@ class CapacityStage:
         self._overdue: dict[str, bool] = {}
         self._last_due: dict[str, Condition] = {}
         self._clear_since: dict[str, float] = {}
-        """Per pool: was its order due at the last evaluation (the alert's hysteresis)?"""
+        """Per pool, by its order alert's id (a cluster `x` and a filesystem `x` are two pools): was
+        its order due (overdue) at the last evaluation, its last due condition, since when it is
+        clear (the alert's hysteresis)."""
         self.view = CapacityView(t=clock.now())
 
     def collector(self) -> CapacityCollector:
@@ -116,7 +118,7 @@ class CapacityStage:
             for_seconds=self.settings.alert_for, due_before=self._due, overdue_before=self._overdue)
         held = []
         for condition in conditions:
-            key = condition.target if condition.target != POOL_TARGET else condition.cluster
+            key = condition.alert_id
             if condition.severity is not None:
                 self._last_due[key] = condition
                 self._clear_since.pop(key, None)

@@ -42,7 +42,7 @@ from quotapilot.daemon.stages.presence import TargetPresence
 from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.observations import ObservationStore
-from quotapilot.daemon.store.overrides import OverrideStore
+from quotapilot.daemon.store.overrides import Override, OverrideStore
 from quotapilot.daemon.vms.validation import HardLimits, last_believed_limits
 from quotapilot.forecasting.observed_rate import UsageHistory
 from quotapilot.forecasting.planner import CycleInput, GrowthPolicy, TargetInput, plan_cycle
@@ -429,9 +429,7 @@ class GrowthStage:
         reserved = self.reserved_totals(now) if self.reserved_totals is not None else {}
         dropped = {d.target for d in poll.dropped}
         overrides = self.overrides.active(now)  # the kill switch and the pauses, in one read
-        kill = next((o for o in overrides if o.is_kill_switch), None)
-        kill_reason = "policy.kill_switch in config" if policy.kill_switch else (
-            (kill.reason or "engaged") if kill is not None else None)
+        kill_reason = kill_switch_reason(policy.kill_switch, overrides)
         # Everything per target is grouped once per cycle: a scan of the cycle's forecasts (or
         # growths, pauses) per target made a 10,000-quota cycle quadratic.
         forecasts: dict[TargetId, dict[Dimension, SeriesForecast]] = {}
@@ -557,6 +555,16 @@ class GrowthStage:
     # --------------------------------------------------------------------------- metrics
     def collector(self) -> GrowthMetrics:
         return GrowthMetrics(lambda: self.view)
+
+
+def kill_switch_reason(configured: bool, overrides: Sequence[Override]) -> str | None:
+    """Why every growth is held (None: it is not): the config's `policy.kill_switch` (`configured`),
+    else the stored kill switch among `overrides` (`OverrideStore.active`). Read once per cycle
+    by the quota growth stage and the filesystem growth stage alike."""
+    if configured:
+        return "policy.kill_switch in config"
+    kill = next((o for o in overrides if o.is_kill_switch), None)
+    return None if kill is None else (kill.reason or "engaged")
 
 
 def net_of_overcommit(capacity: ClusterCapacity | None) -> ClusterCapacity | None:

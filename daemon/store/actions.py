@@ -2,7 +2,9 @@
 
 A row's life in enforce mode: `intent` (committed before the PATCH) → `patched` → `verified`
 (or `verify_failed`); or `intent` → `failed` / `replanned`; or `intent` → `unknown` (the PATCH
-was sent, its answer lost, the re-read inconclusive). A row left open (`intent`, `patched`,
+was sent, its answer lost, the re-read inconclusive). A filesystem's growth command (`fs/growth.py`):
+`running` → `verified` / `verify_failed` / `failed`, or `unknown` (killed after its timeout,
+cancelled, or left `running` by a crash: it may have grown the filesystem). A row left open (`intent`, `patched`,
 `unknown`) is settled by `reconcile` in the actuator once no request of ours can still land
 (→ `reconciled` when VMS shows the new limit, `abandoned` when it shows the old one,
 `external_change` when someone else moved it). Observe mode writes `would_grow`;
@@ -44,6 +46,13 @@ COUNTED = (*GREW, "would_grow")
 """Statuses that start a cooldown and count against the rate limit (observe mode included)."""
 WRITTEN = (*UNFINISHED, "verified", "reconciled", "verify_failed", "failed", "abandoned")
 """Statuses of an enforce-mode row whose PATCH we sent (or may have sent)."""
+RUNNING = "running"
+"""A filesystem growth's row while its command runs (`fs/growth.py`: written before the command
+starts). No PATCH of the quota actuator's, so `reconcile` never reads it; the filesystem growth
+stage settles a row a crash (or a cancellation) left `running` as `unknown` — which counts."""
+STARTED = (RUNNING, *WRITTEN)
+"""Statuses of an enforce-mode row whose write (a PATCH, or a filesystem's growth command) was, or
+may have been, started: whatever it changed is ours (`growth_started_since`)."""
 _WRITE_OF_OURS = f"mode = 'enforce' AND new_hard IS NOT NULL AND status IN ({', '.join('?' * len(WRITTEN))})"
 """The rows of a write of ours (`WRITTEN`, in enforce mode), with `WRITTEN` as its parameters."""
 
@@ -170,6 +179,20 @@ class ActionStore:
             sql += " AND cluster = ?"
             params.append(cluster)
         return [ActionRecord.from_row(r) for r in self.db.query(sql + " ORDER BY id", tuple(params))]
+
+    def with_status(self, status: str, cluster: str) -> list[ActionRecord]:
+        """The rows of `cluster` in `status`, oldest first."""
+        return [ActionRecord.from_row(r) for r in self.db.query(
+            "SELECT * FROM actions WHERE cluster = ? AND status = ? ORDER BY id", (cluster, status))]
+
+    def growth_started_since(self, cluster: str, target: str, since: float) -> bool:
+        """Whether a write of ours on `target` of `cluster` (`STARTED`: a PATCH, or a filesystem's
+        growth command, whatever its outcome) was started at or after `since`: a size that moved
+        since then may be ours."""
+        rows = self.db.query(
+            f"SELECT 1 FROM actions WHERE cluster = ? AND target = ? AND mode = 'enforce' AND created_at >= ?"
+            f" AND status IN ({', '.join('?' * len(STARTED))}) LIMIT 1", (cluster, target, since, *STARTED))
+        return bool(rows)
 
     def changed_since(self, since: float) -> list[ActionRecord]:
         """Rows recorded or moved to another status at or after `since`, oldest first."""

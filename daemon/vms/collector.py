@@ -107,6 +107,12 @@ class VmsPoller:
         """Requests sent to this VMS since start, retries and the writer's included."""
         return self.transport.requests_made
 
+    @property
+    def listings_unsettled(self) -> int:
+        """Listings (the poll's and the writer's) taken while the VMS kept changing under them
+        (`VmsTransport.list_all`)."""
+        return self.transport.listings_unsettled
+
     def log_tls_mode(self) -> None:
         """Say how this poller verifies the VMS; a loud warning when it does not."""
         self.transport.log_tls_mode()

@@ -1,21 +1,23 @@
 """Typed errors at the VMS boundary, and the translation of what vastpy/urllib3 raise into them.
 
 `VmsUnavailable` (a `TemporaryError`: network trouble, 5xx, 429, a body that is not JSON, a page
-shorter than its envelope promises) is retried by the transport under the retry policy, waiting at
-least the server's `Retry-After`; `VmsRefused` (a `PermanentError`: 401, 403, 400, 404, a
-certificate we do not accept) is not. Both carry a short `reason` that becomes the `reason` label
-of `quotapilot_poll_errors_total`. A `VmsUnavailable` says whether the request may have been
-carried out (`outcome_unknown`), so a refusal of a retried write can say that an earlier attempt
-may still land (`after_lost_answer`).
+shorter than its envelope promises, a TLS failure other than the certificate's) is retried by the
+transport under the retry policy, waiting at least the server's `Retry-After`; `VmsRefused` (a
+`PermanentError`: 401, 403, 400, 404, a certificate we do not accept) is not. Both carry a short
+`reason` that becomes the `reason` label of `quotapilot_poll_errors_total`. A `VmsUnavailable`
+says whether the request may have been carried out (`outcome_unknown`), so a refusal of a
+retried write can say that an earlier attempt may still land (`after_lost_answer`).
 """
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Mapping
 
 import urllib3
 import vastpy
+from urllib3.util.ssl_match_hostname import CertificateError
 
 from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.runtime.retry import parse_retry_after
@@ -73,6 +75,27 @@ def retry_after_seconds(headers: Mapping[str, str] | None, now: float | None = N
     return parse_retry_after(value, time.time() if now is None else now)
 
 
+def certificate_failure(exc: BaseException) -> BaseException | None:
+    """The certificate verification failure behind `exc`, if that is what it is: the server's
+    certificate not trusted (`ssl.SSLCertVerificationError`, hostname mismatch included) or not
+    matching the host urllib3 checks itself (its `CertificateError`). urllib3 wraps either in its
+    `SSLError` (as its argument and the exception's cause or context), possibly inside a
+    `MaxRetryError` / `ProxyError` (`reason`, `original_error`)."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending and len(seen) < 16:  # a chain of a few links; the bound only guards a cycle
+        error = pending.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, ssl.SSLCertVerificationError | CertificateError):
+            return error
+        linked = [*error.args, getattr(error, "reason", None), getattr(error, "original_error", None),
+                  error.__cause__, error.__context__]
+        pending.extend(link for link in linked if isinstance(link, BaseException))
+    return None
+
+
 def classify(exc: BaseException) -> VmsUnavailable | VmsRefused:
     """Translate what vastpy/urllib3 raised into our typed errors."""
     if isinstance(exc, vastpy.RESTFailure):
@@ -85,8 +108,12 @@ def classify(exc: BaseException) -> VmsUnavailable | VmsRefused:
                                   outcome_unknown=status not in UNPROCESSED_STATUS)
         reason = "auth" if status in (401, 403) else "not_found" if status == 404 else "refused"
         return VmsRefused(message, reason=reason, status=status)
-    if isinstance(exc, urllib3.exceptions.SSLError):
+    if isinstance(exc, urllib3.exceptions.HTTPError | ssl.SSLError) and certificate_failure(exc) is not None:
         return VmsRefused(f"certificate not accepted: {exc}", reason="tls")
+    if isinstance(exc, urllib3.exceptions.SSLError | ssl.SSLError):
+        # any other TLS failure (a record that fails its MAC, an alert mid-answer) can come after
+        # the request went out: retried, and a write's outcome is unknown, as after a lost answer
+        return VmsUnavailable(f"TLS failure: {exc}", reason="tls")
     if isinstance(exc, urllib3.exceptions.NewConnectionError):  # (a ConnectTimeoutError subclass)
         return VmsUnavailable(str(exc), reason="connection", outcome_unknown=False)
     if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):  # no connection: nothing was sent

@@ -26,6 +26,7 @@ import functools
 import json
 import random
 import ssl
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ import urllib3
 import vastpy
 
 from quotapilot.daemon.clock import Clock
-from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.logs import TransitionLog, get_logger
 from quotapilot.daemon.runtime.retry import RetryPolicy
 from quotapilot.daemon.runtime.supervisor import sleep_unless
 from quotapilot.daemon.settings import ClusterSettings, VastSettings
@@ -44,6 +45,11 @@ from quotapilot.daemon.vms.errors import TruncatedPage, VmsRefused, VmsUnavailab
 log = get_logger(__name__)
 
 T = TypeVar("T")
+
+LISTING_RESTARTS = 2
+"""How many times `list_all` starts a listing over whose pages moved under it (at most
+`max_retries`): one restart usually finds a moment of calm; on a cluster busy all the time none
+does, and each one costs a whole listing."""
 
 ClientFactory = Callable[[ClusterSettings, float, int], Any]
 """`(cluster, timeout_seconds, pool_size) -> client`: `make_client`, or a fake in tests."""
@@ -185,6 +191,14 @@ def make_client(cluster: ClusterSettings, timeout_seconds: float, pool_size: int
                         version=cluster.api_version, **credentials)
 
 
+@dataclass(slots=True)
+class RetriesSpent:
+    """The retries one request has had so far, shared by the calls that make it again (a
+    listing's page, after a restart), so a restart does not renew them."""
+
+    count: int = 0
+
+
 def retry_policy(vast: VastSettings) -> RetryPolicy:
     """The `[vast]` settings as the one retry policy: exponential from `backoff_base_seconds`,
     at most `backoff_max_seconds` (also the cap on a `Retry-After`), `max_retries` retries."""
@@ -214,6 +228,10 @@ class VmsTransport:
         self._client = client_factory(cluster, vast.request_timeout_seconds, vast.threads)
         self._credential = self._current_credential()
         self.requests_made = 0
+        self.listings_unsettled = 0
+        """Listings taken while their `count` still moved after the restarts (`list_all`)."""
+        self._unsettled_log = TransitionLog(log, "listing", failed_level="info", failed_event="listing.unsettled",
+                                            recovered_event="listing.settled", once_per_outage=True)
 
     def log_tls_mode(self) -> None:
         """Say how this transport verifies the VMS; a loud warning when it does not."""
@@ -225,13 +243,15 @@ class VmsTransport:
         else:
             log.info("tls.verified", cluster=self.name, address=self.cluster.address, trust=str(self.cluster.ca_file))
 
-    async def call(self, what: str, fn: Callable[[Any], T]) -> T:
+    async def call(self, what: str, fn: Callable[[Any], T], *, retries: RetriesSpent | None = None) -> T:
         """Run `fn(client)` (one blocking vastpy call) in the pool, retrying temporary failures.
         `fn` gets the current client, so a retry after a credential reload uses the new one.
         A refusal after an attempt whose outcome is unknown says so (`after_lost_answer`): for a
-        write, that attempt may still land."""
+        write, that attempt may still land. `retries`: the retries already spent on this request
+        by earlier calls (a listing's page, fetched again after a restart), and kept up to date."""
         loop = asyncio.get_running_loop()
-        attempt = 0
+        spent = retries if retries is not None else RetriesSpent()
+        attempt = spent.count
         lost_answer = False
         while True:
             self.requests_made += 1
@@ -251,6 +271,7 @@ class VmsTransport:
                 log.debug("request.retried", cluster=self.name, request=what, attempt=attempt + 1,
                           delay_seconds=round(delay, 3), error=str(error)[:200])
                 attempt += 1
+                spent.count = attempt
                 if not await sleep_unless(self._clock, delay, self._stopping):
                     raise error from exc
 
@@ -270,46 +291,73 @@ class VmsTransport:
         ahead of the pages read shifts the rest back (on), so one that still exists is on no page
         read (or on two). A `count` that moved between the pages of a listing, or a later page gone
         (404), says so: the listing starts again from page 1, at once (the VMS is not in trouble;
-        waiting would not make the change stop), as many times as the retry policy has attempts,
-        and fails as `truncated` when it never holds still. A listing that holds still costs one
-        request per page. A deletion and a creation between the same two pages leave `count` as
-        it was, and go unseen: a quota missing from one poll waits out the presence grace."""
-        listings = self._vast.max_retries + 1
-        for _ in range(listings):
-            items = await self._list_once(resource, filters)
-            if items is not None:
-                return items
-        raise VmsUnavailable(f"GET {resource}: the listing changed while paging, {listings} times in a row",
-                             reason="truncated")
+        waiting would not make the change stop), up to `LISTING_RESTARTS` times. A listing that
+        still moves after them is read to its end and taken, repeats dropped (`_unique_by_id`):
+        on a busy cluster (a pipeline creating a quota per job) no listing holds still, and failing
+        the poll would leave every quota without data, where a quota shifted off the pages misses
+        one poll, which the presence grace absorbs. Such a listing is counted
+        (`listings_unsettled`) and logged once per streak (`listing.unsettled`, then
+        `listing.settled`). A later page still gone after the restarts fails as the refusal it is
+        (`not_found`). Restarts do not renew the retries: each page number has the retry policy's
+        retries for the whole listing. A listing that holds still costs one request per page. A
+        deletion and a creation between the same two pages leave `count` as it was, and go
+        unseen: a quota missing from one poll waits out the presence grace."""
+        restarts = min(LISTING_RESTARTS, self._vast.max_retries)
+        retries: defaultdict[int, RetriesSpent] = defaultdict(RetriesSpent)
+        restart = 0
+        while True:
+            listed = await self._list_once(resource, filters, retries, may_restart=restart < restarts)
+            if listed is not None:
+                break
+            restart += 1
+        items, settled = listed
+        streak = (resource, *sorted(filters))  # the poll's listing apart from the writer's lookups
+        if settled:
+            self._unsettled_log.ok(streak, cluster=self.name, resource=resource)
+        else:
+            self.listings_unsettled += 1
+            self._unsettled_log.failed(streak, f"count moved while paging, {restarts + 1} listings in a row",
+                                       cluster=self.name, resource=resource, listed=len(items))
+        return items
 
-    async def _list_once(self, resource: str, filters: Mapping[str, Any]) -> list[Any] | None:
-        """One listing from page 1; None when the pages do not describe one state."""
+    async def _list_once(self, resource: str, filters: Mapping[str, Any],
+                         retries: defaultdict[int, RetriesSpent], *,
+                         may_restart: bool) -> tuple[list[Any], bool] | None:
+        """One listing from page 1, as (objects, settled): settled when every page had the same
+        `count`. None when it may restart and the pages do not describe one state; otherwise a
+        listing whose `count` moves is read to its end (at most twice the pages its first `count`
+        allows: a count that grows by a page per page would never end)."""
         page_size = self._vast.page_size
         items: list[Any] = []
-        page, count = 1, None
+        page, count, moved = 1, 0, False
         while True:
             fetch = functools.partial(_fetch_page, resource, page, page_size, len(items), filters)
             try:
-                body = await self.call(f"GET {resource} page {page}", fetch)
+                body = await self.call(f"GET {resource} page {page}", fetch, retries=retries[page])
             except VmsRefused as exc:
-                if page == 1 or exc.status != 404:
+                if page == 1 or exc.status != 404 or not may_restart:
                     raise
                 log.debug("listing.restarted", cluster=self.name, resource=resource, page=page, count=count,
                           error=str(exc)[:200])
                 return None  # the page was there when `count` was read
             if isinstance(body, list):  # a VMS that ignores paging answers the plain array
-                return list(body)
-            if count is None:
+                return list(body), True
+            if page == 1:
                 count = body["count"]
-            elif body["count"] != count:
-                log.debug("listing.restarted", cluster=self.name, resource=resource, page=page, count=count,
-                          new_count=body["count"])
-                return None
+            elif body["count"] != count and not moved:
+                log.debug("listing.restarted" if may_restart else "listing.moved", cluster=self.name,
+                          resource=resource, page=page, count=count, new_count=body["count"])
+                if may_restart:
+                    return None
+                moved = True
             items.extend(body["results"])
             if not body.get("next") or not body["results"]:
-                return _unique_by_id(items)
+                return _unique_by_id(items), not moved
             page += 1
-            if page > count // page_size + 2:
+            pages_allowed = count // page_size + 2
+            if moved and page > 2 * pages_allowed:
+                return _unique_by_id(items), False
+            if not moved and page > pages_allowed:
                 raise VmsUnavailable(f"GET {resource}: more pages than count={count} allows",
                                      reason="malformed")
 

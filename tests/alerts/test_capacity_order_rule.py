@@ -9,6 +9,8 @@ from quotapilot.forecasting.types import Runway
 
 T0 = 1_767_571_200.0
 DAY = 86400.0
+C1 = "c1/pool/capacity_order"
+"""The order alert of cluster c1's pool: the key of the rule's hysteresis state."""
 
 
 def plan(order_in_days: float | None, *, now: float = T0, kind: str = "cluster", sized: bool = True) -> PoolPlan:
@@ -34,8 +36,8 @@ class TestCapacityOrderConditions:
 
     def test_hysteresis_keeps_a_due_order_due(self) -> None:
         [fresh] = capacity_order_conditions([plan(33)], now=T0, alert_lead_seconds=30 * DAY)
-        [held] = capacity_order_conditions([plan(33)], now=T0, alert_lead_seconds=30 * DAY, due_before={"c1": True})
-        [gone] = capacity_order_conditions([plan(40)], now=T0, alert_lead_seconds=30 * DAY, due_before={"c1": True})
+        [held] = capacity_order_conditions([plan(33)], now=T0, alert_lead_seconds=30 * DAY, due_before={C1: True})
+        [gone] = capacity_order_conditions([plan(40)], now=T0, alert_lead_seconds=30 * DAY, due_before={C1: True})
         assert (fresh.severity, held.severity, gone.severity) == (None, Severity.WARNING, None)
 
     def test_hysteresis_keeps_an_overdue_order_critical(self) -> None:
@@ -43,7 +45,7 @@ class TestCapacityOrderConditions:
         # it moves more than the hysteresis beyond now, or the page would escalate again and again
         def severity(days: float, overdue: bool) -> Severity | None:
             [condition] = capacity_order_conditions([plan(days)], now=T0, alert_lead_seconds=30 * DAY,
-                                                    due_before={"c1": True}, overdue_before={"c1": overdue})
+                                                    due_before={C1: True}, overdue_before={C1: overdue})
             return condition.severity
 
         assert [severity(5, False), severity(5, True), severity(9, True)] == [
@@ -58,12 +60,21 @@ class TestCapacityOrderConditions:
             now = T0 + day * DAY
             [condition] = capacity_order_conditions(
                 [plan(order_in_days, now=now)], now=now, alert_lead_seconds=30 * DAY, for_seconds=0.0,
-                due_before={"c1": day > 0}, overdue_before={"c1": overdue})
+                due_before={C1: day > 0}, overdue_before={C1: overdue})
             overdue = condition.severity is Severity.CRITICAL
             result = evaluate(states, [condition], config, now)
             states.update(result.states)
             raised.extend(n.severity for n in result.notifications if not n.renotify)
         assert raised == [Severity.WARNING, Severity.CRITICAL]
+
+    def test_hysteresis_is_per_pool_not_per_name(self) -> None:
+        """A cluster `c1` and a filesystem `c1` are two pools: the filesystem's order being due
+        holds nothing of the cluster's (the state is keyed by alert id, not by name)."""
+        fs_due = {"filesystems/c1/capacity_order": True}
+        [cluster] = capacity_order_conditions([plan(33)], now=T0, alert_lead_seconds=30 * DAY, due_before=fs_due)
+        [fs] = capacity_order_conditions([plan(33, kind="filesystem")], now=T0, alert_lead_seconds=30 * DAY,
+                                         due_before=fs_due)
+        assert (cluster.severity, fs.severity) == (None, Severity.WARNING)
 
     def test_an_unsized_plan_says_nothing(self) -> None:
         assert capacity_order_conditions([plan(None, sized=False)], now=T0, alert_lead_seconds=DAY) == []

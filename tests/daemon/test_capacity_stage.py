@@ -145,6 +145,61 @@ class TestOrderAlert:
         assert alerts.conditions == []
 
 
+def flat(target: TargetId, now: float, level: float) -> SeriesForecast:
+    """A forecast that stays at `level` for two days."""
+    forecast = Forecast(t0=now, step_seconds=DAY, times=(now + DAY, now + 2 * DAY), p10=(level, level),
+                        p50=(level, level), p90=(level, level), model="test")
+    return SeriesForecast(target=target, dimension=Dimension.BYTES, t=now, limit=None, forecast=forecast)
+
+
+class TestSameNameClusterAndFilesystem:
+    """A VAST cluster `cosmos7` and its NFS export watched as a filesystem also named `cosmos7`
+    (filesystem names are free; alert ids `cosmos7/pool/…` and `filesystems/cosmos7/…` do not
+    clash). After the cluster's pool is expanded its order alert must resolve once clear for
+    `alert_for`. The stage kept its hysteresis per bare name, so while the filesystem's own order
+    stayed due its cycle re-armed the cluster's hold, and the cluster's alert never resolved; it
+    is keyed by the order alert's id now (in the stage and in the rule's `due_before`)."""
+
+    async def test_cluster_order_alert_resolves_while_a_same_named_filesystem_stays_due(self) -> None:
+        clock = VirtualClock(T0)
+        alerts = RecordingAlerts()
+        stage = CapacityStage(settings(procurement_lead_time="8w", alert_for="1d"), clock, raise_alerts=alerts)
+        pool = TargetId("cosmos7", POOL_TARGET, "/", TargetKind.POOL)
+        fs = TargetId("filesystems", "cosmos7", "/mnt/cosmos7", TargetKind.FILESYSTEM, tier="cold")
+        cluster_alert, fs_alert = f"cosmos7/{POOL_TARGET}/capacity_order", "filesystems/cosmos7/capacity_order"
+
+        async def cluster_cycle(usable: int) -> list[Condition]:
+            now = clock.now()
+            poll = PollResult(cluster="cosmos7", t=now, capacity=ClusterCapacity(
+                "cosmos7", now, usable_bytes=usable, used_bytes=85 * TB, free_bytes=usable - 85 * TB))
+            before = len(alerts.conditions)
+            await stage.on_cycle(CycleContext(poll=poll, now=now, forecasts={
+                (pool, Dimension.BYTES): flat(pool, now, 85 * TB)}))
+            return alerts.conditions[before:]
+
+        async def fs_cycle() -> list[Condition]:
+            now = clock.now()
+            poll = PollResult(cluster="filesystems", t=now, observations=(Observation(
+                target=fs, t=now, used_bytes=85 * TB, hard_limit_bytes=100 * TB),))
+            before = len(alerts.conditions)
+            await stage.on_cycle(CycleContext(poll=poll, now=now, forecasts={
+                (fs, Dimension.BYTES): flat(fs, now, 85 * TB)}))
+            return alerts.conditions[before:]
+
+        first = await cluster_cycle(100 * TB)        # 85 % of the pool: the order is overdue
+        await fs_cycle()                             # so is the filesystem's
+        assert [c.severity is not None for c in first if c.alert_id == cluster_alert] == [True]
+        last: list[Condition] = []
+        fs_last: list[Condition] = []
+        for _ in range(72):                          # the pool is expanded ten-fold; three days pass
+            clock.advance(HOUR)
+            last = await cluster_cycle(1000 * TB)
+            fs_last = await fs_cycle()
+        ours = [c for c in last if c.alert_id == cluster_alert]
+        assert [c.severity for c in ours] == [None], [(c.alert_id, c.severity) for c in last]
+        assert [c.severity for c in fs_last if c.alert_id == fs_alert] == [Severity.CRITICAL]  # still due
+
+
 class TestCapacityApi:
     """`GET /api/v1/capacity` serves the view as the documented JSON."""
 

@@ -242,6 +242,9 @@ class FakeVms:
         self.next_link_pages: int | None = None
         """When set, `next` is null from this page on, whatever `count` says (a VMS or a proxy
         that drops the link)."""
+        self.created_per_page = 0
+        """Quotas created (newest last) after every page of quotas served: a busy cluster."""
+        self.created = 0
 
     def __getitem__(self, resource: str) -> FakeResource:
         return FakeResource(self, resource)
@@ -257,8 +260,12 @@ class FakeResource:
         if self.resource == "quotas":
             quotas, page, size = self.vms.quotas, params["page"], params["page_size"]
             more = page * size < len(quotas) and (self.vms.next_link_pages is None or page < self.vms.next_link_pages)
-            return {"count": len(quotas), "next": f"?page={page + 1}" if more else None, "previous": None,
+            body = {"count": len(quotas), "next": f"?page={page + 1}" if more else None, "previous": None,
                     "results": quotas[(page - 1) * size: page * size]}
+            for _ in range(self.vms.created_per_page):
+                self.vms.created += 1
+                quotas.append(quota(f"job-{self.vms.created}"))
+            return body
         if self.vms.bandwidth_status is not None:
             raise vastpy.RESTFailure("GET", self.resource, None, self.vms.bandwidth_status, b"no analytics")
         return {"prop_list": ["timestamp", "object_id", BANDWIDTH_PROPS[0]],
@@ -560,6 +567,25 @@ class TestIncompleteListing:
         recovered = await collector.poll()  # nothing was concluded from the short listing
         assert {f"q{i}" for i in range(5)} == {o.target.name for o in recovered.observations} - {POOL_TARGET}
         assert {f"q{i}" for i in range(5)} <= set(recovered.ingest_rates)  # their history was kept
+
+
+class TestBusyCluster:
+    """Review r5 defect 1: on a cluster where quotas are created faster than a listing takes,
+    no listing's `count` holds still. Restarting until one did failed every poll as `truncated`
+    (no data, no growth, /healthz 503); after two restarts the last listing is taken, counted."""
+
+    async def test_a_listing_that_never_holds_still_is_a_good_poll(
+            self, make_settings: SettingsFactory, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        vms = FakeVms()
+        collector = make_collector(make_settings(vast={"page_size": 2}), clock, executor,
+                                   client_factory=lambda *_: vms)
+        vms.quotas = [quota(f"q{i}") for i in range(5)]
+        vms.created_per_page = 1
+        result = await collector.poll()
+        assert result.ok, result.error
+        names = {o.target.name for o in result.observations} - {POOL_TARGET}
+        assert {f"q{i}" for i in range(5)} <= names
+        assert (dict(collector.poll_errors_total), collector.listings_unsettled, clock.slept) == ({}, 1, [])
 
 
 class TestJumps:

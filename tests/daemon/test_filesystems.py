@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -22,11 +23,14 @@ from structlog.testing import capture_logs
 
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.fs.collector import FilesystemCollector
-from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER
+from quotapilot.daemon.fs.growth import FilesystemGrowthStage
+from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER, target_id
 from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.settings import FilesystemTarget, load_settings
 from quotapilot.daemon.stages.capacity import CapacityStage
-from quotapilot.forecasting.types import Dimension, TargetKind
+from quotapilot.daemon.store.actions import ActionStore
+from quotapilot.daemon.store.overrides import OverrideStore
+from quotapilot.forecasting.types import Decision, DecisionKind, Dimension, TargetKind
 
 MIB = 2**20
 HOUR = 3600.0
@@ -332,8 +336,9 @@ class TestFilesystemGrowth:
         # 3.2 MiB / 0.70 = 4.6 MiB → +1 MiB (the step): 5 MiB
         assert (str(outcomes["a"].status), outcomes["a"].new_hard, size_a) == ("verified", 5 * MIB, 5 * MIB)
         assert str(outcomes["b"].status) == "failed" and "exited 1" in outcomes["b"].reason
-        assert str(outcomes["c"].status) == "failed" and "killed after 0.2 s" in outcomes["c"].reason
-        assert {name: row["status"] for name, row in audit.items()} == {"a": "verified", "b": "failed", "c": "failed"}
+        # killed after its timeout: it may have done its work, so its outcome is unknown (see TestKilledCommand…)
+        assert str(outcomes["c"].status) == "unknown" and "killed after 0.2 s" in outcomes["c"].reason
+        assert {name: row["status"] for name, row in audit.items()} == {"a": "verified", "b": "failed", "c": "unknown"}
         assert json.loads(audit["a"]["detail"])["command"] == ["mount", "-o", f"remount,size={5 * MIB}", str(a)]
 
     @pytest.mark.skipif(shutil.which("mount") is None, reason="no mount(8)")
@@ -349,6 +354,308 @@ class TestFilesystemGrowth:
         [outcome] = ctx.actions
         assert (str(outcome.status), size) == ("would_grow", 4 * MIB)   # nothing ran
         assert row["status"] == "would_grow" and json.loads(row["detail"])["command"][-1] == str(a)
+
+
+# ------------------------------------------------------------------ trust rules and guards of the growth
+GIB = 2**30
+TIB = 2**40
+INTERVAL = 300.0
+
+
+def statvfs_of(*, size: int, used: int, fsid: int, frsize: int = 4096) -> os.statvfs_result:
+    """A statvfs answer: `size` bytes of which `used` taken (none reserved), filesystem id `fsid`."""
+    blocks, free = size // frsize, (size - used) // frsize
+    return os.statvfs_result((frsize, frsize, blocks, free, free, 1000, 500, 500, 0, 255, fsid))
+
+
+class Sequenced:
+    """A statvfs whose answer the test sets; `after_command`: the answer once `marker` exists (the
+    growth command the test configures creates it), for the poller and the growth stage alike."""
+
+    def __init__(self, answer: os.statvfs_result, *, marker: Path | None = None,
+                 after_command: os.statvfs_result | None = None) -> None:
+        self.answer = answer
+        self.marker = marker
+        self.after_command = after_command
+
+    def __call__(self, path: str) -> os.statvfs_result:
+        if self.after_command is not None and self.marker is not None and self.marker.exists():
+            return self.after_command
+        return self.answer
+
+
+def guarded_settings(tmp_path: Path, *, command: list[str], overrides: dict[str, Any], **policy: Any) -> Any:
+    """Enforce mode, one cold filesystem `nas` running `command`, its policy override `overrides`."""
+    (tmp_path / "nas").mkdir(exist_ok=True)
+    return load_settings(None, **{
+        "store": {"path": str(tmp_path / "state.db")}, "http": {"listen": "127.0.0.1:0"},
+        "poll": {"interval_seconds": INTERVAL, "jitter_ratio": 0.0}, "forecast": {"workers": 0},
+        "policy": {"mode": "enforce", "overrides": [{"match": "nas", **overrides}], **policy},
+        "filesystems": [{"name": "nas", "path": str(tmp_path / "nas"), "tier": "cold", "command": command}],
+    })
+
+
+STEP_1GIB = {"step_bytes": "1GiB", "min_growth_bytes": "1GiB"}
+
+
+def recorder(marker: Path) -> list[str]:
+    """A growth command that only records that it ran (a line per run in `marker`)."""
+    return [sys.executable, "-c", f"open({str(marker)!r}, 'a').write('ran\\n')"]
+
+
+def runs(marker: Path) -> int:
+    return marker.read_text().count("ran") if marker.exists() else 0
+
+
+async def polls(daemon: Daemon, clock: VirtualClock, statvfs: Sequenced,
+                answers: Sequence[os.statvfs_result], every: float = INTERVAL) -> list[Any]:
+    """One cycle of the filesystems per answer (statvfs at our boundary: the poller's call and the
+    growth stage's re-read), `every` seconds apart."""
+    collector = daemon.collectors[FILESYSTEM_CLUSTER]
+    assert isinstance(collector, FilesystemCollector)
+    collector.poller.statvfs = statvfs
+    for stage in daemon.stages:
+        if isinstance(stage, FilesystemGrowthStage):
+            stage.statvfs = statvfs
+    out = []
+    for answer in answers:
+        statvfs.answer = answer
+        out.append(await daemon.poll_once(FILESYSTEM_CLUSTER))
+        clock.advance(every)
+    return out
+
+
+def raised_alerts(logs: Sequence[MutableMapping[str, Any]]) -> list[tuple[str, str]]:
+    return [(e["alert_id"], e["severity"]) for e in logs if e["event"] == "alert.raised"]
+
+
+def audit_rows(daemon: Daemon) -> list[tuple[str, str | None]]:
+    """(status, guard) of every audit row, oldest first."""
+    return [(r["status"], json.loads(r["detail"] or "{}").get("guard"))
+            for r in daemon.db.query("SELECT status, detail FROM actions ORDER BY id")]
+
+
+class TestManualOverridesStopFilesystemCommands:
+    """DESIGN: "manual override: pause/resume per target and a global kill switch"; README:
+    `policy.kill_switch` "Stop all growth actions". The kill switch (the config's or the stored
+    one) and a pause of the filesystem hold its growth as they hold a quota's — guard
+    `kill_switch` / `paused`, an audit row `paused` once per episode with its `blocked` event — and
+    the command never runs. (Before: the filesystem growth read neither; in enforce mode the
+    command ran.)"""
+
+    async def test_config_kill_switch(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ran.txt"
+        settings = guarded_settings(tmp_path, command=recorder(marker), overrides=STEP_1GIB, kill_switch=True)
+        clock = VirtualClock()
+        full = statvfs_of(size=100 * GIB, used=85 * GIB, fsid=1)
+        async with Daemon(settings, clock) as daemon:
+            first, second = await polls(daemon, clock, Sequenced(full), [full, full])
+            rows = audit_rows(daemon)
+        assert runs(marker) == 0, [str(a.status) for a in first.actions]
+        assert [(str(a.status), a.reason.split(";")[0]) for a in first.actions] == [
+            ("paused", "kill switch: policy.kill_switch in config")]
+        assert [d.guard for d in second.decisions] == ["kill_switch"]
+        assert rows == [("paused", "kill_switch")]   # once per episode, not every poll
+
+    @pytest.mark.parametrize("override", ["kill_switch", "pause"])
+    async def test_stored_kill_switch_or_pause(self, tmp_path: Path, override: str) -> None:
+        marker = tmp_path / "ran.txt"
+        settings = guarded_settings(tmp_path, command=recorder(marker), overrides=STEP_1GIB)
+        clock = VirtualClock()
+        full = statvfs_of(size=100 * GIB, used=85 * GIB, fsid=1)
+        async with Daemon(settings, clock) as daemon:
+            overrides = OverrideStore(daemon.db)
+            if override == "kill_switch":
+                overrides.engage_kill_switch(now=clock.now(), reason="incident")
+            else:
+                overrides.pause("nas", now=clock.now(), reason="maintenance")
+            [held] = await polls(daemon, clock, Sequenced(full), [full])
+            rows = audit_rows(daemon)
+            if override == "kill_switch":
+                overrides.release_kill_switch()
+            else:
+                overrides.resume("nas")
+            [released] = await polls(daemon, clock, Sequenced(full), [full])
+        guard = "kill_switch" if override == "kill_switch" else "paused"
+        assert [(str(a.status), d.guard) for a, d in zip(held.actions, held.decisions, strict=True)] == [
+            ("paused", guard)]
+        assert rows == [("paused", guard)]
+        # lifted: the next poll grows
+        assert (runs(marker), [str(a.status) for a in released.actions]) == (1, ["verify_failed"])
+
+
+class TestGrowthGuards:
+    """DESIGN: a growth is "at most `max_growth` per action and `max_hard_limit` per quota"; the
+    filesystem growth reads these two of the target's policy as well (before, it handed its
+    command any size the forecast asked for). Capped, it still grows (the reason says so); at the
+    ceiling it is blocked with the quota planner's guard `max_hard_limit`, and nothing runs."""
+
+    async def test_max_growth_bytes_bounds_a_filesystem_growth(self, tmp_path: Path) -> None:
+        settings = guarded_settings(tmp_path, command=[], overrides={"max_growth_bytes": "2TiB",
+                                                                     "max_hard_limit_bytes": "102TiB"})
+        clock = VirtualClock()
+        full = statvfs_of(size=100 * TIB, used=80 * TIB, fsid=1)   # 80 %: over grow_at 75 %
+        async with Daemon(settings, clock) as daemon:
+            [ctx] = await polls(daemon, clock, Sequenced(full), [full])
+        [outcome] = ctx.actions
+        assert str(outcome.status) == "would_grow"
+        grown = (outcome.new_hard or 0) - (outcome.old_hard or 0)
+        assert grown <= 2 * TIB, f"grew {grown / TIB:g} TiB to {(outcome.new_hard or 0) / TIB:g} TiB"
+        assert (outcome.new_hard or 0) <= 102 * TIB
+        assert "capped" in ctx.decisions[0].reason
+
+    async def test_the_ceiling_blocks_and_nothing_runs(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ran.txt"
+        settings = guarded_settings(tmp_path, command=recorder(marker),
+                                    overrides={**STEP_1GIB, "max_hard_limit_bytes": "100GiB"})
+        clock = VirtualClock()
+        full = statvfs_of(size=100 * GIB, used=85 * GIB, fsid=1)   # at the ceiling already
+        emptied = statvfs_of(size=100 * GIB, used=50 * GIB, fsid=1)   # no growth due any more
+        async with Daemon(settings, clock) as daemon:
+            with capture_logs() as logs:
+                first, _, _, _ = await polls(daemon, clock, Sequenced(full), [full, full, emptied, emptied])
+            rows = audit_rows(daemon)
+        assert runs(marker) == 0
+        assert [(str(a.status), d.guard) for a, d in zip(first.actions, first.decisions, strict=True)] == [
+            ("blocked", "max_hard_limit")]
+        assert rows == [("blocked", "max_hard_limit")]   # once per episode
+        # warned while blocked; resolved once no growth is due (the drop is held one poll, then believed)
+        assert alert_events(logs, "filesystems/nas/growth_blocked") == ["alert.raised", "alert.resolved"]
+
+
+class TestKilledCommandStartsACooldown:
+    """A growth command killed after `command_timeout` may have done its work (lvextend extended the
+    LV, then `-r`'s resize was killed): its outcome is unknown, as a quota PATCH whose answer was
+    lost, and `unknown` counts as a growth for the cooldown. Recorded `failed` (before), it started
+    no cooldown: the next poll ran the command again — with the README's own relative
+    `lvextend -L +{grow_bytes}B`, every poll added another `grow_bytes`. A row a crash left
+    `running` is settled as `unknown` when the daemon starts (as a quota's open intent is
+    settled before anything else), so it counts too."""
+
+    async def test_timed_out_command_is_not_run_again_at_the_next_poll(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ran.txt"
+        command = [sys.executable, "-c",
+                   f"import time; open({str(marker)!r}, 'a').write('ran\\n'); time.sleep(30)"]
+        settings = guarded_settings(tmp_path, command=command, overrides=STEP_1GIB)
+        # (real time: the command's bound is real whatever the daemon's clock; no injected alternative)
+        settings = settings.model_copy(update={"filesystems": tuple(
+            f.model_copy(update={"command_timeout": 0.5}) for f in settings.filesystems)})
+        clock = VirtualClock()
+        full = statvfs_of(size=100 * GIB, used=85 * GIB, fsid=1)
+        async with Daemon(settings, clock) as daemon:
+            first, second = await polls(daemon, clock, Sequenced(full), [full, full])   # 5 min apart
+            rows = audit_rows(daemon)
+        assert [str(a.status) for a in first.actions] == ["unknown"]
+        assert "killed after 0.5 s" in first.actions[0].reason
+        assert rows == [("unknown", None)]
+        # 5 minutes later, well inside the 6 h cooldown: not run a second time
+        assert runs(marker) == 1, [str(a.status) for a in second.actions]
+
+    async def test_a_row_a_crash_left_running_counts_after_a_restart(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ran.txt"
+        settings = guarded_settings(tmp_path, command=recorder(marker), overrides=STEP_1GIB)
+        clock = VirtualClock()
+        full = statvfs_of(size=100 * GIB, used=85 * GIB, fsid=1)
+        async with Daemon(settings, clock) as daemon:   # a crash mid-command leaves its write-ahead row
+            nas = target_id(settings.filesystems[0])
+            ActionStore(daemon.db).record(
+                Decision(nas, Dimension.BYTES, DecisionKind.GROW, "due", clock.now(), current_used=85 * GIB,
+                         current_hard=100 * GIB, new_hard=101 * GIB), mode="enforce", status="running",
+                now=clock.now(), quota_id=None)
+        clock.advance(INTERVAL)
+        async with Daemon(settings, clock) as daemon:
+            [ctx] = await polls(daemon, clock, Sequenced(full), [full])
+            rows = audit_rows(daemon)
+        assert runs(marker) == 0   # inside the cooldown of the growth that may have happened
+        assert rows == [("unknown", None)]
+        assert [(str(o.status), o.action_id) for o in ctx.settled] == [("unknown", 1)]   # its `result` event
+
+
+class TestUnmountedMountIsNotTakenAsTruth:
+    """An NFS mount that goes away leaves the bare directory on the root filesystem: statvfs then
+    answers the root filesystem's numbers (another f_fsid, a size 200 times smaller). The quota
+    actuator never writes on such a sample (a limit that moved without a write of ours is held,
+    a jump up waits for a second sample); the filesystem growth ran its command on it at once,
+    and the utilization alert fired. Now another f_fsid is "filesystem changed or not mounted"
+    (unreachable) for that poll, and a second answer from it confirms it; a size that moved
+    without a growth of ours, or a usage jump, is held one poll (`unconfirmed`)."""
+
+    async def test_growth_command_not_run_on_the_sample_where_the_filesystem_changed(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ran.txt"
+        settings = guarded_settings(tmp_path, command=recorder(marker), overrides=STEP_1GIB)
+        clock = VirtualClock()
+        nfs = statvfs_of(size=10 * TIB, used=1 * TIB, fsid=111)           # the NAS: 10 % used
+        root = statvfs_of(size=50 * GIB, used=int(42.5 * GIB), fsid=222)  # / under it: 85 % used
+        with capture_logs() as logs:
+            async with Daemon(settings, clock) as daemon:
+                first, second = await polls(daemon, clock, Sequenced(nfs), [nfs, root])
+        assert first.actions == []
+        # the second sample is another filesystem altogether: nothing should run on it
+        assert ([str(a.status) for a in second.actions], marker.exists()) == ([], False)
+        assert [(d.target, d.reason) for d in second.poll.dropped] == [("nas", "unreachable")]
+        assert "filesystem changed or not mounted" in second.poll.dropped[0].detail
+        alerts = raised_alerts(logs)
+        assert ("filesystems/nas/filesystem_unreachable", "critical") in alerts
+        assert not [a for a in alerts if a[0] == "filesystems/nas/utilization"]
+        assert [e["event"] for e in logs if e["event"].startswith("filesystem.unreachable")] == [
+            "filesystem.unreachable"]
+
+    async def test_a_second_answer_from_the_new_filesystem_confirms_it(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ran.txt"
+        settings = guarded_settings(tmp_path, command=recorder(marker), overrides=STEP_1GIB)
+        clock = VirtualClock()
+        old = statvfs_of(size=10 * TIB, used=1 * TIB, fsid=111)
+        new = statvfs_of(size=50 * GIB, used=int(42.5 * GIB), fsid=333)   # re-mounted on purpose
+        with capture_logs() as logs:
+            async with Daemon(settings, clock) as daemon:
+                _, changed, confirmed = await polls(daemon, clock, Sequenced(old), [old, new, new])
+        assert ([o.target.name for o in changed.poll.observations], runs(marker)) == ([], 1)
+        assert confirmed.poll.unconfirmed == frozenset()   # the new truth after one poll
+        assert [str(a.status) for a in confirmed.actions] == ["verify_failed"]   # it ran (our recorder grows nothing)
+        assert ("filesystems/nas/utilization", "warning") in raised_alerts(logs)
+        logged = [e["event"] for e in logs if e["event"] in ("filesystem.unreachable", "filesystem.recovered")]
+        assert logged == ["filesystem.unreachable", "filesystem.recovered"]   # once each
+
+    async def test_a_size_that_moved_without_a_growth_of_ours_is_held_one_poll(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ran.txt"
+        settings = guarded_settings(tmp_path, command=recorder(marker), overrides=STEP_1GIB)
+        clock = VirtualClock()
+        before = statvfs_of(size=10 * TIB, used=1 * TIB, fsid=7)
+        shrunk = statvfs_of(size=int(1.1 * TIB), used=1 * TIB, fsid=7)   # same filesystem, 91 % of a tenth
+        with capture_logs() as logs:
+            async with Daemon(settings, clock) as daemon:
+                _, held = await polls(daemon, clock, Sequenced(before), [before, shrunk])
+                held_runs, held_alerts = runs(marker), raised_alerts(logs)
+                [believed] = await polls(daemon, clock, Sequenced(shrunk), [shrunk])
+        assert held.poll.unconfirmed == frozenset({"nas"})
+        assert ([d.guard for d in held.decisions], held.actions, held_runs) == (["unconfirmed"], [], 0)
+        assert not [a for a in held_alerts if a[0] == "filesystems/nas/utilization"]
+        # the second sample that says so is believed: acted and alerted on
+        assert (believed.poll.unconfirmed, runs(marker)) == (frozenset(), 1)
+        assert ("filesystems/nas/utilization", "critical") in raised_alerts(logs)
+
+    async def test_a_usage_jump_is_held_one_poll(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ran.txt"
+        settings = guarded_settings(tmp_path, command=recorder(marker), overrides=STEP_1GIB)
+        clock = VirtualClock()
+        quiet = statvfs_of(size=10 * TIB, used=1 * TIB, fsid=7)
+        jumped = statvfs_of(size=10 * TIB, used=9 * TIB, fsid=7)   # +8 TiB in 5 minutes
+        async with Daemon(settings, clock) as daemon:
+            _, held, believed = await polls(daemon, clock, Sequenced(quiet), [quiet, jumped, jumped])
+        assert (held.poll.unconfirmed, held.actions) == (frozenset({"nas"}), [])
+        assert (believed.poll.unconfirmed, runs(marker)) == (frozenset(), 1)
+
+    async def test_a_size_our_command_grew_is_believed_at_once(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ran.txt"
+        settings = guarded_settings(tmp_path, command=recorder(marker), overrides=STEP_1GIB)
+        clock = VirtualClock()
+        full = statvfs_of(size=100 * GIB, used=85 * GIB, fsid=7)
+        grown = statvfs_of(size=125 * GIB, used=85 * GIB, fsid=7)
+        async with Daemon(settings, clock) as daemon:
+            first, second = await polls(daemon, clock, Sequenced(full, marker=marker, after_command=grown),
+                                        [full, grown])
+        assert [str(a.status) for a in first.actions] == ["verified"]
+        assert second.poll.unconfirmed == frozenset()
 
 
 class TestFilesystemsOnly:

@@ -41,7 +41,8 @@ def snapshot() -> Snapshot:
         capacity=ClusterCapacity("c", 1000.0, 1000 * TIB, 400 * TIB, 600 * TIB),
         targets=MappingProxyType(targets),
         samples_dropped_total=MappingProxyType({"negative": 2}),
-        poll_errors_total=MappingProxyType({"timeout": 1}), poll_duration=durations, requests_total=7)
+        poll_errors_total=MappingProxyType({"timeout": 1}), poll_duration=durations, requests_total=7,
+        listings_unsettled_total=2)
     disk = TargetId("filesystems", "nvme", "/mnt/nvme", TargetKind.FILESYSTEM, tier="hot")
     filesystems = ClusterState("filesystems", targets=MappingProxyType({"nvme": TargetState(
         disk, Observation(disk, 1000.0, 3 * TIB, 4 * TIB, None, 50, 100, None))}))
@@ -105,6 +106,7 @@ class TestFamilies:
         assert registry.get_sample_value("quotapilot_poll_duration_seconds_bucket", {**c, "le": "0.25"}) == 1
         assert registry.get_sample_value("quotapilot_poll_duration_seconds_bucket", {**c, "le": "+Inf"}) == 2
         assert registry.get_sample_value("quotapilot_vms_requests_total", c) == 7
+        assert registry.get_sample_value("quotapilot_vms_listings_unsettled_total", c) == 2
         assert registry.get_sample_value("quotapilot_stage_errors_total", {"stage": "growth"}) == 1
         assert registry.get_sample_value("quotapilot_task_crashed", {"task": "alerts"}) == 1
         build = [s for f in registry.collect() if f.name == "quotapilot_build_info" for s in f.samples]

@@ -36,7 +36,7 @@ def obs(target: TargetId, t: float, used: int) -> Observation:
 
 def step(previous: ClusterState, ctx: CycleContext) -> ClusterState:
     return apply_cycle(previous, ctx, health=PollHealth(last_success_t=ctx.now), samples_dropped_total={},
-                       poll_errors_total={}, requests_total=3)
+                       poll_errors_total={}, requests_total=3, listings_unsettled_total=1)
 
 
 class TestApplyCycle:
@@ -56,7 +56,7 @@ class TestApplyCycle:
         assert raw.last_action == action
         assert {"raw", "temp"} == set(state.targets)
         assert state.pool is not None and state.pool.observation.used_bytes == 400  # type: ignore[union-attr]
-        assert state.poll_duration.count == 1 and state.requests_total == 3
+        assert (state.poll_duration.count, state.requests_total, state.listings_unsettled_total) == (1, 3, 1)
 
         later = step(state, cycle(120, obs(RAW, 120, 12), obs(TEMP, 120, 6), rates={"raw": 2.0 / 60}))
         raw = later.targets["raw"]

@@ -4,17 +4,26 @@ from `[vast]`, and typed errors — real vastpy over HTTPS against the built-in 
 from __future__ import annotations
 
 import inspect
+import os
+import socket
+import ssl
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 import vastpy
 from core_helpers import InstantClock, SettingsFactory
+from structlog.testing import capture_logs
+from urllib3.util.ssl_match_hostname import CertificateError
 
 from quotapilot.daemon.errors import PermanentError
 from quotapilot.daemon.settings import load_settings
 from quotapilot.daemon.simulator.server import SimulatorServer
+from quotapilot.daemon.simulator.tls import TlsFiles, make_certificates, server_context
 from quotapilot.daemon.vms.errors import VmsRefused, VmsUnavailable, classify, retry_after_seconds
 from quotapilot.daemon.vms.transport import Endpoint, VmsClient, VmsTransport, make_client, retry_policy
 
@@ -158,20 +167,158 @@ class TestARefusalAfterALostAnswer:
         assert not PermanentError("400 from VMS").after_lost_answer
 
 
+class TlsPeer:
+    """A TLS server on loopback with the certificates in `files`, one connection per entry of
+    `answers`: "corrupt" reads the whole request (the VMS has it: a write may be carried out),
+    then answers with a TLS record that fails to decrypt (a bad MAC, as a middlebox's fault
+    would); "ok" answers `200 {}`. A handshake the client refuses just ends the connection."""
+
+    def __init__(self, files: TlsFiles, answers: tuple[str, ...]) -> None:
+        self.files = files
+        self.answers = answers
+        self.context = server_context(files)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(10)
+        self.port = self.listener.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        for answer in self.answers:
+            try:
+                raw, _ = self.listener.accept()
+                with self.context.wrap_socket(raw, server_side=True) as tls:
+                    self.requests.append(self._read_request(tls))
+                    if answer == "corrupt":
+                        os.write(tls.fileno(), b"\x17\x03\x03\x00\x40" + os.urandom(64))
+                    else:
+                        tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                    b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+            except (OSError, ssl.SSLError):  # the client refused the handshake, or never came
+                return
+
+    @staticmethod
+    def _read_request(tls: ssl.SSLSocket) -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += tls.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(body) < length:
+            body += tls.recv(65536)
+        return head.split(b"\r\n")[0]
+
+    def transport(self, clock: InstantClock, executor: ThreadPoolExecutor, *, host: str = "127.0.0.1",
+                  ca_file: Path | None = None, max_retries: int = 0) -> VmsTransport:
+        settings = load_settings(None, clusters=[{
+            "name": "c1", "address": f"{host}:{self.port}", "token": "t",
+            "ca_file": str(ca_file or self.files.ca_file)}],
+            vast={"max_retries": max_retries, "request_timeout_seconds": 5})
+        return VmsTransport(settings.clusters[0], settings.vast, clock, executor)
+
+    def close(self) -> None:
+        self.thread.join(timeout=10)
+        self.listener.close()
+
+
+class TestTlsFailures:
+    """Review r5 defect 2: only a certificate we do not accept is a TLS refusal. urllib3 raises
+    the same `SSLError` for a TLS record that fails while the answer is read — after the request
+    went out: a PATCH the VMS may have carried out was a first-attempt refusal
+    (`after_lost_answer` False), so the actuator audited it `failed`; a read was not retried."""
+
+    async def test_a_tls_failure_after_the_request_went_out_leaves_a_write_unknown(
+            self, tmp_path: Path, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        peer = TlsPeer(make_certificates(tmp_path), ("corrupt",))
+        try:
+            transport = peer.transport(clock, executor)
+            with pytest.raises(VmsUnavailable) as info:
+                await transport.call("PATCH quotas/1", lambda client: client["quotas/1"].patch(hard_limit=10**15))
+        finally:
+            peer.close()
+        assert peer.requests == [b"PATCH /api/latest/quotas/1/ HTTP/1.1"]  # the VMS has the write
+        assert (info.value.reason, info.value.outcome_unknown) == ("tls", True)
+
+    async def test_a_read_whose_answer_failed_tls_is_retried(
+            self, tmp_path: Path, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        peer = TlsPeer(make_certificates(tmp_path), ("corrupt", "ok"))
+        try:
+            answer = await peer.transport(clock, executor, max_retries=1).get("clusters")
+        finally:
+            peer.close()
+        assert ({}, len(peer.requests), len(clock.slept)) == (answer, 2, 1)
+
+    @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+    async def test_a_certificate_for_another_host_is_refused(
+            self, tmp_path: Path, clock: InstantClock, executor: ThreadPoolExecutor, host: str) -> None:
+        """Signed by the configured CA, but for `vms.example` only: refused at once, not retried."""
+        peer = TlsPeer(make_certificates(tmp_path, hostnames=("vms.example",), addresses=()), ("ok",))
+        try:
+            with pytest.raises(VmsRefused) as info:
+                await peer.transport(clock, executor, host=host, max_retries=2).get("clusters")
+        finally:
+            peer.close()
+        assert info.value.reason == "tls"
+        assert str(info.value).startswith("certificate not accepted: ") and "mismatch" in str(info.value)
+        assert (peer.requests, clock.slept) == ([], [])
+
+    async def test_a_certificate_from_another_ca_is_refused(
+            self, tmp_path: Path, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        peer = TlsPeer(make_certificates(tmp_path / "server"), ("ok",))
+        try:
+            other_ca = make_certificates(tmp_path / "other").ca_file
+            with pytest.raises(VmsRefused) as info:
+                await peer.transport(clock, executor, ca_file=other_ca, max_retries=2).get("clusters")
+        finally:
+            peer.close()
+        assert info.value.reason == "tls"
+        assert str(info.value).startswith("certificate not accepted: ") and "certificate verify failed" in str(
+            info.value)
+        assert (peer.requests, clock.slept) == ([], [])
+
+    @pytest.mark.parametrize("raised", [
+        urllib3.exceptions.SSLError(ssl.SSLCertVerificationError(1, "certificate verify failed")),
+        urllib3.exceptions.SSLError(CertificateError("hostname 'vms' doesn't match 'other'")),
+        urllib3.exceptions.MaxRetryError(None, "https://vms/api/", urllib3.exceptions.SSLError(  # type: ignore[arg-type]
+            ssl.SSLCertVerificationError(1, "certificate verify failed"))),
+        ssl.SSLCertVerificationError(1, "certificate verify failed"),
+    ], ids=["verify", "urllib3-hostname", "inside-max-retries", "bare"])
+    def test_a_certificate_failure_however_wrapped_is_a_refusal(self, raised: Exception) -> None:
+        error = classify(raised)
+        assert (type(error), error.reason) == (VmsRefused, "tls")
+
+    @pytest.mark.parametrize("raised", [
+        urllib3.exceptions.SSLError(ssl.SSLError(1, "[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC] bad record mac")),
+        urllib3.exceptions.SSLError(ssl.SSLError(1, "[SSL: TLSV1_ALERT_INTERNAL_ERROR] alert internal error")),
+        ssl.SSLError(1, "[SSL: SSLV3_ALERT_BAD_RECORD_MAC] bad record mac"),
+    ], ids=["bad-mac", "alert", "bare"])
+    def test_any_other_tls_failure_is_temporary_and_its_outcome_unknown(self, raised: Exception) -> None:
+        error = classify(raised)
+        assert isinstance(error, VmsUnavailable)
+        assert (error.reason, error.outcome_unknown) == ("tls", True)
+
+
 class PagedQuotas:
     """A VMS client (what `client_factory` returns) listing `quotas` in pages whose `count` is
     `len(quotas)`, as the VMS pages: by offset into the current state, 404 past the last page (DRF,
     and the simulator). Page 1 comes without its
     `next` link `missing_next` times; `after_page_1` changes `quotas` once page 1 was served (a
-    quota deleted or created while paging); `growing`: a quota is created after every page."""
+    quota deleted or created while paging); `growing`: that many quotas are created after every
+    page (newest last, as the VMS orders by id); the pages in `gone` answer 404 though `count`
+    says they exist; `flaky_page` answers 503 the first time it is asked after each page 1."""
 
     def __init__(self, quotas: list[dict[str, Any]], *, missing_next: int = 0,
                  after_page_1: Callable[[list[dict[str, Any]]], None] | None = None,
-                 growing: bool = False) -> None:
+                 growing: int = 0, gone: frozenset[int] = frozenset(), flaky_page: int | None = None) -> None:
         self.quotas = quotas
         self.missing_next = missing_next
         self.after_page_1 = after_page_1
         self.growing = growing
+        self.gone = gone
+        self.flaky_page = flaky_page
+        self._flaked = False
         self.pages_served: list[int] = []
 
     def __getitem__(self, resource: str) -> PagedQuotas:
@@ -180,7 +327,12 @@ class PagedQuotas:
 
     def get(self, *, page: int, page_size: int) -> dict[str, Any]:
         self.pages_served.append(page)
-        if page > max(1, -(-len(self.quotas) // page_size)):
+        if page == 1:
+            self._flaked = False
+        elif page == self.flaky_page and not self._flaked:
+            self._flaked = True
+            raise vastpy.RESTFailure("GET", "api/latest/quotas", None, 503, b"busy")
+        if page > max(1, -(-len(self.quotas) // page_size)) or page in self.gone:
             raise vastpy.RESTFailure("GET", "api/latest/quotas", None, 404, b'{"detail": "Invalid page."}')
         more = page * page_size < len(self.quotas)
         if page == 1 and self.missing_next > 0:
@@ -191,8 +343,8 @@ class PagedQuotas:
         if page == 1 and self.after_page_1 is not None:
             self.after_page_1(self.quotas)
             self.after_page_1 = None
-        if self.growing:
-            self.quotas.append({"id": 1000 + len(self.pages_served)})
+        for _ in range(self.growing):
+            self.quotas.append({"id": 1_000_000 + len(self.quotas)})
         return body
 
 
@@ -256,16 +408,88 @@ class TestPaging:
         assert listing == [{"id": 2}, {"id": 3}]
         assert client.pages_served == [1, 2, 1]
 
-    async def test_a_count_that_never_settles_is_a_truncated_listing(
+    async def test_a_page_gone_for_good_is_not_found(
             self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
-        """Quotas created faster than a listing takes: as many listings as the retry policy has
-        attempts (max_retries = 2: three), then the poll fails as `truncated`, like any listing
-        that cannot be had whole."""
-        client = PagedQuotas([{"id": i} for i in range(5)], growing=True)
+        """Review r5 defect 1: a later page that answers 404 at every listing, its `count`
+        unmoved, is the refusal it says it is: after the restarts (max_retries = 2: two), the poll
+        fails as `not_found` (as before the restarts came), not as `truncated`."""
+        client = PagedQuotas([{"id": i} for i in range(5)], gone=frozenset({2}))
+        transport = self.transport(client, clock, executor)
+        with pytest.raises(VmsRefused) as info:
+            await transport.list_all("quotas")
+        assert (info.value.reason, info.value.status) == ("not_found", 404)
+        assert (client.pages_served, clock.slept, transport.listings_unsettled) == ([1, 2] * 3, [], 0)
+
+    async def test_a_count_that_never_settles_is_taken_and_counted(
+            self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        """Review r5 defect 1: quotas created faster than a listing takes. After two restarts the
+        third listing is read to its end and taken — every quota that existed throughout is in
+        it — instead of failing the poll as `truncated` (on a busy cluster, every poll failed:
+        no data, no growth, /healthz 503). It is counted and logged at info, once."""
+        client = PagedQuotas([{"id": i} for i in range(5)], growing=1)
+        transport = self.transport(client, clock, executor)
+        with capture_logs() as logs:
+            listing = await transport.list_all("quotas")
+        assert [{"id": i} for i in range(5)] == listing[:5]
+        assert len({q["id"] for q in listing}) == len(listing) == 16
+        assert client.pages_served == [1, 2, 1, 2, *range(1, 9)]
+        assert (transport.listings_unsettled, clock.slept) == (1, [])
+        assert [(e["event"], e["resource"]) for e in logs if e["log_level"] == "info"] == [
+            ("listing.unsettled", "quotas")]
+
+    async def test_a_busy_cluster_still_gets_its_listing(
+            self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        """Review r5 defect 1, at the defaults: 10,000 quotas in pages of 1000 and a quota created
+        per page request (a pipeline making a quota per job). Every quota that existed throughout
+        is listed, in 2 + 2 + 11 requests (two restarts cut short at page 2, then the whole
+        listing), not `truncated` after five listings."""
+        settings = load_settings(None, clusters=[{"name": "c1", "address": "vms.invalid", "token": "t"}])
+        client = PagedQuotas([{"id": i} for i in range(10_000)], growing=1)
+        transport = VmsTransport(settings.clusters[0], settings.vast, clock, executor,
+                                 client_factory=lambda *_: client)
+        listing = await transport.list_all("quotas")
+        assert set(range(10_000)) <= {q["id"] for q in listing}
+        assert (transport.requests_made, transport.listings_unsettled) == (15, 1)
+
+    async def test_unsettled_listings_are_logged_once_per_streak(
+            self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        """Logs on transitions: `listing.unsettled` when listings start being taken unsettled,
+        `listing.settled` (with how many) once one holds still again; every one is counted."""
+        client = PagedQuotas([{"id": i} for i in range(5)], growing=1)
+        transport = self.transport(client, clock, executor)
+        with capture_logs() as logs:
+            await transport.list_all("quotas")
+            await transport.list_all("quotas")
+            client.growing = 0
+            await transport.list_all("quotas")
+            await transport.list_all("quotas")
+        assert [e["event"] for e in logs if e["log_level"] == "info"] == ["listing.unsettled", "listing.settled"]
+        assert [e["failures"] for e in logs if e["event"] == "listing.settled"] == [2]
+        assert transport.listings_unsettled == 2
+
+    async def test_a_listing_that_grows_a_page_per_page_ends(
+            self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        """A count that grows by a page per page request never reaches its end: the last listing
+        stops at twice the pages its first `count` allows (13 quotas in pages of 2: 16) and is
+        taken, unsettled."""
+        client = PagedQuotas([{"id": i} for i in range(5)], growing=2)
+        transport = self.transport(client, clock, executor)
+        listing = await transport.list_all("quotas")
+        assert client.pages_served == [1, 2, 1, 2, *range(1, 17)]
+        assert (len(listing), transport.listings_unsettled) == (32, 1)
+
+    async def test_restarts_do_not_renew_a_pages_retries(
+            self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        """Requests stay bounded by (restarts + 1) x pages + the usual retries of each page: page 2
+        fails once per listing while `count` moves; its max_retries = 2 retries are spent by the
+        first two listings, so the third one's failure ends the poll (without the shared budget:
+        a retry per page per listing)."""
+        client = PagedQuotas([{"id": i} for i in range(5)], growing=1, flaky_page=2)
+        transport = self.transport(client, clock, executor)
         with pytest.raises(VmsUnavailable) as info:
-            await self.transport(client, clock, executor).list_all("quotas")
-        assert info.value.reason == "truncated"
-        assert client.pages_served == [1, 2] * 3
+            await transport.list_all("quotas")
+        assert info.value.reason == "server_error"
+        assert (client.pages_served, len(clock.slept)) == ([1, 2, 2] * 2 + [1, 2], 2)
 
     async def test_a_listing_that_holds_still_costs_one_request_per_page(
             self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:

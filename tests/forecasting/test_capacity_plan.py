@@ -12,7 +12,9 @@ from quotapilot.forecasting.capacity import (
     DAY,
     TB,
     CapacityPolicy,
+    GrowthRecommendation,
     extended_paths,
+    filesystem_growth,
     plan_pool,
     quota_headroom,
 )
@@ -180,3 +182,54 @@ class TestExtension:
         assert at80.p90 < at80.p50 < at80.p10
         _, paths = extended_paths(forecast, current_used=used, until=T0 + 800 * DAY)
         assert (paths["p10"] < paths["p50"]).all() or (paths["p10"][1:] < paths["p50"][1:]).all()
+
+
+TIB = 2**40
+
+
+class TestFilesystemGrowthBounds:
+    """A filesystem's growth obeys `max_growth_bytes` and `max_hard_limit_bytes` as a quota's does
+    (`planner.decide`): capped, it still grows and says so; at the ceiling it is blocked with the
+    planner's guard name `max_hard_limit`."""
+
+    @staticmethod
+    def grow(*, used: int, size: int, max_growth: int = 500 * TIB,
+             ceiling: int = 2**53) -> GrowthRecommendation | None:
+        return filesystem_growth(used_bytes=used, size_bytes=size, forecast=None, now=T0, grow_at=0.75,
+                                 target_utilization=0.70, lead_time_seconds=DAY, horizon_seconds=7 * DAY,
+                                 step_bytes=TIB, min_growth_bytes=TIB, max_growth_bytes=max_growth,
+                                 max_hard_limit_bytes=ceiling)
+
+    def test_uncapped(self) -> None:
+        found = self.grow(used=80 * TIB, size=100 * TIB)   # 80 / 0.7 = 114.3 → +15 TiB
+        assert found is not None
+        assert (found.grow_bytes, found.new_size_bytes, found.guard) == (15 * TIB, 115 * TIB, None)
+        assert "capped" not in found.reason
+
+    def test_max_growth_caps_each_action(self) -> None:
+        found = self.grow(used=80 * TIB, size=100 * TIB, max_growth=2 * TIB)
+        assert found is not None
+        assert (found.grow_bytes, found.new_size_bytes, found.wanted_size_bytes) == (2 * TIB, 102 * TIB, 115 * TIB)
+        assert "capped" in found.reason and found.guard is None
+
+    def test_the_ceiling_caps_the_new_size(self) -> None:
+        found = self.grow(used=80 * TIB, size=100 * TIB, ceiling=101 * TIB)
+        assert found is not None
+        assert (found.grow_bytes, found.new_size_bytes, found.guard) == (TIB, 101 * TIB, None)
+
+    @pytest.mark.parametrize("ceiling", [100 * TIB, 90 * TIB])
+    def test_at_or_above_the_ceiling_is_blocked(self, ceiling: int) -> None:
+        found = self.grow(used=80 * TIB, size=100 * TIB, ceiling=ceiling)
+        assert found is not None
+        assert (found.grow_bytes, found.new_size_bytes, found.guard) == (0, 100 * TIB, "max_hard_limit")
+
+    @given(used=st.integers(0, 10**15), size=st.integers(1, 10**15), max_growth=st.integers(1, 10**15),
+           ceiling=st.integers(1, 2 * 10**15))
+    def test_never_beyond_either_bound(self, used: int, size: int, max_growth: int, ceiling: int) -> None:
+        found = self.grow(used=used, size=size, max_growth=max_growth, ceiling=ceiling)
+        if found is None:
+            return
+        assert 0 <= found.grow_bytes <= max_growth
+        assert found.new_size_bytes == size + found.grow_bytes
+        assert found.new_size_bytes <= max(size, ceiling)
+        assert (found.guard == "max_hard_limit") == (found.grow_bytes == 0)
