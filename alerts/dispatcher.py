@@ -54,6 +54,7 @@ import math
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import structlog
@@ -141,7 +142,15 @@ class Sink(Protocol):
         """Publish a target's current picture (MQTT retained state); a no-op for webhooks."""
         ...
 
+    async def clear_state(self, cluster: str, target: str) -> None:
+        """The target is gone: delete its published picture (MQTT: an empty retained message)."""
+        ...
+
     async def close(self) -> None: ...
+
+
+_CLEARED: Mapping[str, Any] = MappingProxyType({})
+"""The state of a removed target, until every sink has deleted it (compared by identity)."""
 
 
 def publishes_state(sink: Sink) -> bool:
@@ -206,6 +215,7 @@ class Dispatcher:
         self.stats = DeliveryStats()
         self._wakeups = {name: asyncio.Event() for name in self.sinks}
         self._states: dict[tuple[str, str], Mapping[str, Any]] = {}
+        """(cluster, target) → its latest state; `_CLEARED` once removed, until every sink has deleted it."""
         self._dirty_states: dict[str, set[tuple[str, str]]] = {name: set() for name in self.sinks}
         self._state_sinks = [name for name, sink in self.sinks.items() if publishes_state(sink)]
         self._failures: dict[str, int] = dict.fromkeys(self.sinks, 0)
@@ -232,6 +242,15 @@ class Dispatcher:
         self._states[(cluster, target)] = state
         for name in self._state_sinks:
             self._dirty_states[name].add((cluster, target))
+
+    def clear_state(self, cluster: str, target: str) -> None:
+        """The target was removed: workers of sinks that publish state delete it there (whether
+        or not this process published one: a previous run may have), then it is forgotten here.
+        Like a state, in memory: a sink that is down gets it when it is back, a restart loses it."""
+        if not self._state_sinks:
+            self._states.pop((cluster, target), None)
+            return
+        self.set_state(cluster, target, _CLEARED)
 
     def schedule_now(self) -> float:
         """Wall time for the outbox's schedule, never running backwards: at least the last reading
@@ -485,8 +504,12 @@ class Dispatcher:
         dirty = self._dirty_states[sink.name]
         sent = 0
         for key in sorted(dirty):
+            state = self._states[key]
             try:
-                await sink.send_state(key[0], key[1], self._states[key])
+                if state is _CLEARED:
+                    await sink.clear_state(key[0], key[1])
+                else:
+                    await sink.send_state(key[0], key[1], state)
             except SinkUnavailable as exc:
                 return exc, sent
             except SinkError as exc:
@@ -498,7 +521,11 @@ class Dispatcher:
                 return SinkUnavailable(sink.name, f"unexpected {type(exc).__name__}: {exc}"), sent
             else:
                 sent += 1
+            if self._states.get(key) is not state:
+                continue  # a newer state came while this one was on its way: it is still to send
             dirty.discard(key)
+            if state is _CLEARED and not any(key in self._dirty_states[name] for name in self._state_sinks):
+                del self._states[key]
         return None, sent
 
     def _backoff_delay(self, name: str, retry_after: float | None, *, peek: bool = False) -> float:

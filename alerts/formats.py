@@ -30,7 +30,11 @@ def alertname(kind: str) -> str:
 
 def to_alertmanager(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """One postable alert. Firing alerts carry `endsAt` = the payload's `expires_at` (so a daemon
-    that dies does not leave them firing forever); resolved ones carry the resolve time."""
+    that dies does not leave them firing forever); resolved ones and events carry their end.
+
+    Alertmanager tells alerts apart by their labels, `severity` among them: when the notification
+    changes the severity (`previous_severity`), a second postable alert ends the one under the
+    previous severity now, or an escalated warning would stay firing there until it expired."""
     labels = {
         "alertname": alertname(payload["kind"]),
         "alert_id": payload["id"],
@@ -51,13 +55,22 @@ def to_alertmanager(payload: dict[str, Any]) -> list[dict[str, Any]]:
         "annotations": annotations,
         "startsAt": payload["started_at"],
     }
-    ends = payload.get("ended_at") if payload["status"] == "resolved" or payload.get("event") \
-        else payload.get("expires_at")
+    if payload["status"] == "resolved":
+        ends = payload.get("ended_at")
+    elif payload.get("event"):
+        ends = payload.get("ended_at") or payload.get("expires_at")
+    else:
+        ends = payload.get("expires_at")
     if ends:
         alert["endsAt"] = ends
     if payload.get("generator_url"):
         alert["generatorURL"] = payload["generator_url"]
-    return [alert]
+    previous = payload.get("previous_severity")
+    if not previous or previous == payload["severity"]:
+        return [alert]
+    ended = {**alert, "labels": {**labels, "severity": previous},
+             "endsAt": payload.get("ended_at") or payload["evaluated_at"]}
+    return [alert, ended]
 
 
 _ICONS = {"critical": ":red_circle:", "warning": ":warning:", "info": ":information_source:"}

@@ -93,6 +93,11 @@ class AlertState:
     summary: str = ""
     kind: str = ""
     memory: tuple[tuple[str, float], ...] = ()
+    notified_severity: Severity | None = None
+    """The severity of the last firing notification (None when none is out: inactive, or firing
+    from a state stored before this field). `severity` may drop below it silently; the next
+    re-send is due by the shorter of the two severities' intervals, so it comes before the
+    last notification expires."""
 
     def remembered(self, key: str, default: float | None = None) -> float | None:
         for name, value in self.memory:
@@ -110,6 +115,7 @@ class AlertState:
         data: dict[str, Any] = json.loads(text)
         data["phase"] = Phase(data["phase"])
         data["severity"] = Severity(data["severity"]) if data.get("severity") else None
+        data["notified_severity"] = Severity(data["notified_severity"]) if data.get("notified_severity") else None
         data["memory"] = tuple((str(k), float(v)) for k, v in data.get("memory", ()))
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -142,9 +148,15 @@ class Notification:
     event: bool = False
     renotify: bool = False
     labels: tuple[tuple[str, str], ...] = field(default=())
+    previous_severity: Severity | None = None
+    """The severity this alert was last notified with, when this notification changes it (an
+    escalation; a re-send or a resolve after a silent drop); None otherwise. A receiver that
+    keys alerts by severity (Alertmanager's labels) ends that one."""
 
-    def payload(self, *, generator_url: str | None = None, expires_after_seconds: float = 0.0) -> dict[str, Any]:
-        """The JSON notification (schema `quotapilot.alert/v1`, README "Alerts")."""
+    def payload(self, *, generator_url: str | None = None,
+                expires_after_seconds: float | None = None) -> dict[str, Any]:
+        """The JSON notification (schema `quotapilot.alert/v1`, README "Alerts"). `expires_at` is
+        `evaluated_at + expires_after_seconds` while firing (None: no expiry given)."""
         from quotapilot.alerts.words import iso8601, runway_in_words
 
         return {
@@ -155,6 +167,7 @@ class Notification:
             "episode": self.episode,
             "status": str(self.status),
             "severity": str(self.severity),
+            "previous_severity": None if self.previous_severity is None else str(self.previous_severity),
             "kind": self.kind,
             "cluster": self.cluster,
             "target": self.target,
@@ -171,7 +184,7 @@ class Notification:
             "evaluated_at": iso8601(self.evaluated_at),
             "evaluated_at_epoch": self.evaluated_at,
             "expires_at": (iso8601(self.evaluated_at + expires_after_seconds)
-                           if self.status is Status.FIRING and expires_after_seconds > 0 else None),
+                           if self.status is Status.FIRING and expires_after_seconds is not None else None),
             "labels": dict(self.labels),
             "generator_url": generator_url,
         }

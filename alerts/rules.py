@@ -447,9 +447,10 @@ def capacity_order_conditions(plans: Iterable[PoolPlan], *, now: float, alert_le
     """"Order capacity by …": warning from `alert_lead_seconds` before a pool's order-by date,
     critical once it has passed, after the condition has held `for_seconds` (a young forecast
     swings; a purchase is not a matter of hours). A pool whose order was due at the previous
-    evaluation (`due_before[plan.name]`) stays due until its order-by date moves more than
-    `hysteresis_ratio` × the lead beyond the window, or beyond the plan horizon; one whose order-by
-    date had passed (`overdue_before[plan.name]`) stays critical until that date moves more than
+    evaluation (`due_before[<its alert id>]`, not its name: a cluster and a filesystem of the same
+    name are two pools) stays due until its order-by date moves more than `hysteresis_ratio` × the
+    lead beyond the window, or beyond the plan horizon; one whose order-by date had passed
+    (`overdue_before[<its alert id>]`) stays critical until that date moves more than
     `hysteresis_ratio` × the lead beyond now (a swing across now would otherwise de-escalate it
     silently and page again as a new escalation at the next swing back). Says nothing for a
     plan without an order-by date that could not be sized (no forecast), so missing data never
@@ -460,18 +461,19 @@ def capacity_order_conditions(plans: Iterable[PoolPlan], *, now: float, alert_le
             continue
         target = POOL_TARGET if plan.kind == "cluster" else plan.name
         cluster = plan.name if plan.kind == "cluster" else "filesystems"
-        window = alert_lead_seconds * (1.0 + hysteresis_ratio if (due_before or {}).get(plan.name) else 1.0)
+        order_id = alert_id(cluster, target, "capacity_order")
+        window = alert_lead_seconds * (1.0 + hysteresis_ratio if (due_before or {}).get(order_id) else 1.0)
         severity: Severity | None = None
         summary = f"{plan.name}: no capacity order due within {runway_in_words(alert_lead_seconds)}"
         if plan.order_by is not None and now >= plan.order_by - window:
             overdue_from = plan.order_by - (alert_lead_seconds * hysteresis_ratio
-                                            if (overdue_before or {}).get(plan.name) else 0.0)
+                                            if (overdue_before or {}).get(order_id) else 0.0)
             severity = Severity.CRITICAL if now >= overdue_from else Severity.WARNING
             order_tb = plan.order_bytes / 10**12
             summary = (f"order capacity for {plan.name} by {iso8601(plan.order_by)[:10]}: "
                        f"{order_tb:,.0f} TB usable to stay under {plan.order_ratio:.0%} for the plan horizon")
         conditions.append(Condition(
-            alert_id=alert_id(cluster, target, "capacity_order"), kind="capacity_order", cluster=cluster,
+            alert_id=order_id, kind="capacity_order", cluster=cluster,
             target=target, path="/", severity=severity, summary=summary,
             value=None if plan.order_by is None else plan.order_by - now, threshold=plan.order_ratio,
             runway_seconds=None if plan.order_by is None else max(0.0, plan.order_by - now),
@@ -503,8 +505,9 @@ def step(state: AlertState, condition: Condition, config: RuleConfig,
             fired_severity = state.severity or Severity.INFO
             state = state.evolve(phase=Phase.INACTIVE, sequence=state.sequence + 1,
                                  last_notified_at=now, summary=condition.summary, pending_since=None)
-            note = _notification(state, condition, Status.RESOLVED, fired_severity, now, ended_at=now)
-            return state.evolve(severity=None), note
+            note = _notification(state, condition, Status.RESOLVED, fired_severity, now, ended_at=now,
+                                 previous=state.notified_severity)
+            return state.evolve(severity=None, notified_severity=None), note
         if state.phase is Phase.INACTIVE:
             return state, None  # the common case: nothing wrong, nothing to write
         return state.evolve(phase=Phase.INACTIVE, severity=None, pending_since=None,
@@ -518,37 +521,71 @@ def step(state: AlertState, condition: Condition, config: RuleConfig,
             return state.evolve(severity=severity, summary=condition.summary), None
         state = state.evolve(phase=Phase.FIRING, severity=severity, episode=state.episode + 1,
                              sequence=state.sequence + 1, started_at=now, last_notified_at=now,
-                             summary=condition.summary, pending_since=None)
+                             summary=condition.summary, pending_since=None, notified_severity=severity)
         return state, _notification(state, condition, Status.FIRING, severity, now)
 
     # firing: notify when the severity rises, and again every re-notify interval; a lower
-    # severity is recorded silently (the next re-notify or the resolve carries it)
+    # severity is recorded silently (the next re-notify or the resolve carries it). That next
+    # re-notify comes no later than the last notification's own interval: its receivers hold it
+    # for twice that (`expiry_seconds`), so a critical that dropped to warning is re-sent after
+    # 4 h, not 24 h (its 8 h expiry would have lapsed in between).
     escalated = severity.rank > (state.severity or Severity.INFO).rank
     last = state.last_notified_at if state.last_notified_at is not None else now
-    interval = renotify_interval(condition, severity, config)
+    interval = renotify_interval(condition.target, severity, config)
+    if state.notified_severity is not None and state.notified_severity is not severity:
+        interval = _sooner(interval, renotify_interval(condition.target, state.notified_severity, config))
     due = interval > 0 and now - last >= interval
     if not (escalated or due):
         if severity is not state.severity:
             return state.evolve(severity=severity, summary=condition.summary), None
         return (state if state.summary == condition.summary else state.evolve(summary=condition.summary)), None
+    previous = state.notified_severity
     state = state.evolve(severity=severity, sequence=state.sequence + 1, last_notified_at=now,
-                         summary=condition.summary)
-    return state, _notification(state, condition, Status.FIRING, severity, now, renotify=not escalated)
+                         summary=condition.summary, notified_severity=severity)
+    return state, _notification(state, condition, Status.FIRING, severity, now, renotify=not escalated,
+                                previous=previous)
 
 
-def renotify_interval(condition: Condition, severity: Severity, config: RuleConfig) -> float:
-    """Critical: `renotify_seconds`; warning: `renotify_warning_seconds`; info: never. The
-    cluster pool's alerts are a procurement matter: at most `pool_renotify_seconds`."""
+def renotify_interval(target: str, severity: Severity, config: RuleConfig) -> float:
+    """How often a firing alert of `target` at `severity` is re-sent (0: never). Critical:
+    `renotify_seconds`; warning: `renotify_warning_seconds`; info: never. The cluster pool's
+    alerts are a procurement matter: at most `pool_renotify_seconds`."""
     interval = {Severity.CRITICAL: config.renotify_seconds,
                 Severity.WARNING: config.renotify_warning_seconds}.get(severity, 0.0)
-    if interval > 0 and condition.target == POOL_TARGET:
+    if interval > 0 and target == POOL_TARGET:
         interval = max(interval, config.pool_renotify_seconds)
     return interval
 
 
+def _sooner(interval: float, other: float) -> float:
+    """The shorter of two re-send intervals, where 0 is never."""
+    return min(interval, other) if interval > 0 and other > 0 else max(interval, other)
+
+
+NEVER_RESENT_EXPIRY_SECONDS = 10 * 365 * 86400.0
+"""The expiry of a firing alert the rules never re-send (info; a re-send interval of 0): ten
+years, for "not while it fires". Leaving it out is no way to say so: Alertmanager ends an alert
+without `endsAt` after its `resolve_timeout` (5 minutes by default)."""
+
+
+def expiry_seconds(note: Notification, config: RuleConfig, *, evaluated_every_seconds: float = 0.0) -> float:
+    """How long after `note` its receivers should hold the alert firing without hearing more (the
+    payload's `expires_at`, Alertmanager's `endsAt`): twice its re-send interval at its severity
+    (`renotify_interval`; the rules re-send it at the first evaluation past that interval, so at
+    least every `evaluated_every_seconds`). One the rules never re-send (info; an interval of 0)
+    gets `NEVER_RESENT_EXPIRY_SECONDS`; an event (no resolve, `ended_at` set) expires at once."""
+    if note.event:
+        return 0.0
+    interval = renotify_interval(note.target, note.severity, config)
+    if interval <= 0:
+        return NEVER_RESENT_EXPIRY_SECONDS
+    return 2 * max(interval, evaluated_every_seconds)
+
+
 def _notification(state: AlertState, condition: Condition, status: Status, severity: Severity,
                   now: float, *, ended_at: float | None = None, event: bool = False,
-                  renotify: bool = False) -> Notification:
+                  renotify: bool = False, previous: Severity | None = None) -> Notification:
+    """`previous`: the severity the alert was last notified with (None: none is out)."""
     return Notification(
         alert_id=condition.alert_id, dedup_key=f"{condition.alert_id}#{state.sequence}",
         sequence=state.sequence, episode=state.episode, status=status, severity=severity,
@@ -556,7 +593,8 @@ def _notification(state: AlertState, condition: Condition, status: Status, sever
         summary=condition.summary, evaluated_at=now,
         started_at=state.started_at if state.started_at is not None else now, ended_at=ended_at,
         value=condition.value, threshold=condition.threshold, runway_seconds=condition.runway_seconds,
-        event=event, renotify=renotify, labels=condition.labels)
+        event=event, renotify=renotify, labels=condition.labels,
+        previous_severity=previous if previous is not severity else None)
 
 
 def evaluate(states: Mapping[str, AlertState], conditions: Iterable[Condition], config: RuleConfig,

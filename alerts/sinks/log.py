@@ -38,5 +38,8 @@ class LogSink:
     async def send_state(self, cluster: str, target: str, state: Mapping[str, Any]) -> None:
         """The log gets events only."""
 
+    async def clear_state(self, cluster: str, target: str) -> None:
+        """The log gets events only."""
+
     async def close(self) -> None:
         """Nothing to close."""

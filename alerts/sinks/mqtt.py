@@ -2,7 +2,8 @@
 
 - events: `{prefix}/{cluster}/{target}/alert`, QoS 1, the JSON notification;
 - state:  `{prefix}/{cluster}/{target}/state`, QoS 1, retained (utilization, runway, last
-  action), so a dashboard that subscribes late sees the current picture;
+  action), so a dashboard that subscribes late sees the current picture; deleted (an empty
+  retained message) when the target is removed;
 - status: `{prefix}/status`, retained `online` after connecting, `offline` on a clean close and
   as the last will when the daemon dies.
 
@@ -156,11 +157,14 @@ class MqttSink:
             raise SinkRejected(self.name, f"topic {topic[:100]!r}… is {size} bytes, MQTT allows {_MAX_TOPIC_BYTES}")
 
     async def _publish(self, topic: str, payload: Mapping[str, Any], *, retain: bool) -> None:
-        self._check_topic(topic)
         try:
             body = json.dumps(dict(payload), sort_keys=True).encode()
         except (TypeError, ValueError) as exc:
             raise SinkRejected(self.name, f"payload is not JSON: {exc}") from exc
+        await self._publish_body(topic, body, retain=retain)
+
+    async def _publish_body(self, topic: str, body: bytes, *, retain: bool) -> None:
+        self._check_topic(topic)
         client = await self._connected()
         try:
             try:
@@ -187,6 +191,11 @@ class MqttSink:
 
     async def send_state(self, cluster: str, target: str, state: Mapping[str, Any]) -> None:
         await self._publish(self.state_topic(cluster, target), state, retain=True)
+
+    async def clear_state(self, cluster: str, target: str) -> None:
+        """An empty retained message: MQTT's way to delete the retained one (a late subscriber
+        then gets nothing on the topic)."""
+        await self._publish_body(self.state_topic(cluster, target), b"", retain=True)
 
     async def close(self) -> None:
         """Say `offline` (retained) and disconnect cleanly; a crash leaves it to the last will."""

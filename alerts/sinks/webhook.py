@@ -154,6 +154,9 @@ class WebhookSink:
     async def send_state(self, cluster: str, target: str, state: Mapping[str, Any]) -> None:
         """Webhooks get events only."""
 
+    async def clear_state(self, cluster: str, target: str) -> None:
+        """Webhooks get events only."""
+
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()

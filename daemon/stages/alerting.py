@@ -49,6 +49,7 @@ from quotapilot.alerts.rules import (
     TaskHealth,
     cycle_conditions,
     evaluate,
+    expiry_seconds,
     task_conditions,
 )
 from quotapilot.alerts.words import iso8601
@@ -435,13 +436,17 @@ class AlertingStage:
         return self._presence.removed(ctx.poll, ctx.now, known=known)
 
     def _evict(self, cluster: str, removed: Sequence[tuple[str, str]], states: dict[str, AlertState]) -> None:
-        """Forget a removed target's alert states (resolved just now), retained state and last action."""
+        """Forget a removed target's alert states (resolved just now) and last action, and delete
+        its retained state from the sinks that publish one (a late subscriber must not see a
+        deleted quota as it last was)."""
         for name, path in removed:
             prefix = f"{cluster}/{name}/"
             for alert in [a for a, st in states.items() if a.startswith(prefix) and st.phase is Phase.INACTIVE]:
                 del states[alert]
             self._last_action.pop((cluster, name), None)
             self._state_sent.pop((cluster, name), None)
+            if self._publishes_state:
+                self.dispatcher.clear_state(cluster, name)
             log.info("target.removed", cluster=cluster, target=name, path=path)
 
     def _publish_states(self, inputs: RuleInputs, states: Mapping[str, AlertState]) -> None:
@@ -537,8 +542,8 @@ class AlertingStage:
     def _entries(self, note: Notification, now: float) -> list[OutboxEntry]:
         if not self.sinks:
             return []
-        payload = note.payload(generator_url=self._generator_url,
-                               expires_after_seconds=2 * self.config.renotify_seconds or 86400.0)
+        payload = note.payload(generator_url=self._generator_url, expires_after_seconds=expiry_seconds(
+            note, self.config, evaluated_every_seconds=self.settings.poll.interval_seconds))
         due = route(note, self.routes, self.sink_names, now)
         if LOG_SINK_NAME in self.sink_names:
             due[LOG_SINK_NAME] = now  # the journal gets everything at once: routes and quiet windows page people

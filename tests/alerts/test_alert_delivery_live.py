@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,12 @@ from alert_receivers import Broker, Receiver, Subscriber, free_port, subscribe
 
 from quotapilot.alerts.sinks.mqtt import MqttConfig, MqttSink
 from quotapilot.daemon.clock import VirtualClock
+from quotapilot.daemon.stages.presence import REMOVED_TARGET_GRACE_SECONDS
 
-DOCUMENTED_FIELDS = {"schema", "id", "dedup_key", "sequence", "episode", "status", "severity", "kind",
-                     "cluster", "target", "path", "summary", "value", "threshold", "runway_seconds",
-                     "runway_text", "event", "renotify", "started_at", "ended_at", "evaluated_at",
-                     "evaluated_at_epoch", "expires_at", "labels", "generator_url"}
+DOCUMENTED_FIELDS = {"schema", "id", "dedup_key", "sequence", "episode", "status", "severity",
+                     "previous_severity", "kind", "cluster", "target", "path", "summary", "value",
+                     "threshold", "runway_seconds", "runway_text", "event", "renotify", "started_at",
+                     "ended_at", "evaluated_at", "evaluated_at_epoch", "expires_at", "labels", "generator_url"}
 
 
 class TestFireAndResolve:
@@ -66,6 +68,31 @@ class TestFireAndResolve:
             topic, state, retained = late.messages[0]
             assert (topic, retained) == ("qp/c1/raw/state", True)
             assert pytest.approx(state["utilization_ratio"]) == 0.5
+
+    async def test_a_late_subscriber_sees_no_state_of_a_removed_quota(self, tmp_path: Path, broker: Broker) -> None:
+        """DESIGN: a target that disappears has its alerts resolved and its state evicted after a
+        grace period. Review round 7: the stage resolved the alerts and forgot what it had sent,
+        but the retained `qp/c1/scratch/state` stayed on the broker for ever, saying 95 % and firing
+        ["utilization"]: a dashboard that subscribed later showed a deleted quota as critical.
+        Eviction now publishes an empty retained message there, which deletes it."""
+        clock = VirtualClock(T0)
+        stage = make_stage(alert_settings(tmp_path / "s.db", mqtt_port=broker.port, log_sink=False), clock)
+        async with running(stage):
+            await stage.on_cycle(cycle(T0, {"raw": 0.5, "scratch": 0.95}))
+            assert await stage.drain(5)
+            now = T0
+            while now <= T0 + REMOVED_TARGET_GRACE_SECONDS + 600:
+                now += 300
+                clock.advance(300)
+                await stage.on_cycle(cycle(now, {"raw": 0.5}))  # scratch was deleted in VMS
+            assert await stage.drain(5)
+            states = await stage.states()
+            assert not any(alert.startswith("c1/scratch/") for alert in states)  # resolved and evicted
+        async for late in subscribe(broker.port, "qp/#"):
+            await late.wait_for(lambda sub=late: sub.on("raw/state") and sub.on("/status"))
+            retained = {topic: payload for topic, payload, was_retained in late.messages if was_retained}
+            assert "qp/c1/scratch/state" not in retained, (
+                f"stale retained state of the removed quota: {retained['qp/c1/scratch/state']}")
 
 
 MQTT_CHILD = """
@@ -248,6 +275,34 @@ class TestWebhookFormats:
         assert (am_headers["Authorization"], am_headers["X-Team"]) == ("Bearer s3cret", "ops")
         assert am_body[0]["labels"]["alert_id"] == "c1/raw/runway"
         assert "runway: 20 hours" in slack_body["text"]
+
+    async def test_a_firing_warning_does_not_expire_before_its_resend(self, tmp_path: Path,
+                                                                      receiver: Receiver) -> None:
+        """README: a firing alert's endsAt is when Alertmanager should resolve it "if quotapilot
+        goes silent". Review round 7: a warning is re-sent every 24 h (`renotify_warning_seconds`),
+        but its endsAt was evaluated_at + 2 × `renotify_seconds` (the critical interval, 4 h) =
+        8 h: from hour 8 to hour 24 Alertmanager showed (and notified) the warning as resolved
+        while quotapilot still had it firing and was not silent at all. Now 2 × 24 h."""
+        clock = VirtualClock(T0)
+        stage = make_stage(alert_settings(tmp_path / "s.db", webhook_url=receiver.url,
+                                          webhook_format="alertmanager", log_sink=False), clock)
+        async with running(stage):
+            await stage.on_cycle(cycle(T0, {"raw": 0.85}))  # warning (≥ 0.80, < 0.90)
+            await receiver.wait_for(lambda: receiver.posts)
+            for hour in range(1, 13):
+                now = T0 + hour * 3600
+                clock.advance(now - clock.now())
+                await stage.on_cycle(cycle(now, {"raw": 0.85}))
+            assert await stage.drain(5)
+        [[alert]] = receiver.bodies()  # nothing re-sent within 12 h: renotify_warning_seconds is 24 h
+        assert alert["labels"]["severity"] == "warning"
+        states = await stage.states()
+        assert str(states["c1/raw/utilization"].phase) == "firing"
+        ends = datetime.fromisoformat(alert["endsAt"]).timestamp()
+        assert ends > T0 + 12 * 3600, (
+            f"Alertmanager resolved the still-firing warning at {alert['endsAt']} "
+            f"({(ends - T0) / 3600:g} h after it fired; next re-send at 24 h)")
+        assert ends == T0 + 48 * 3600
 
     async def test_unreachable_is_temporary_and_400_is_permanent(self, receiver: Receiver) -> None:
 

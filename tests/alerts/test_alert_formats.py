@@ -18,13 +18,19 @@ SCHEMA = json.loads((Path(__file__).parent / "alertmanager_postable_alerts.schem
 
 
 def note(severity: Severity = Severity.WARNING, status: Status = Status.FIRING, *,
-         target: str = "cosmos7-raw", runway: float | None = 30 * 3600.0) -> Notification:
+         target: str = "cosmos7-raw", runway: float | None = 30 * 3600.0,
+         previous: Severity | None = None) -> Notification:
     return Notification(
         alert_id=f"cosmos7/{target}/runway", dedup_key=f"cosmos7/{target}/runway#1", sequence=1, episode=1,
         status=status, severity=severity, kind="runway", cluster="cosmos7", target=target,
         path=f"/cosmos7/{target.split('-')[-1]}", summary=f"{target} bytes full in 1 day 6 hours",
         evaluated_at=T0 + 3600, started_at=T0, ended_at=T0 + 3600 if status is Status.RESOLVED else None,
-        value=runway, threshold=72 * 3600.0, runway_seconds=runway)
+        value=runway, threshold=72 * 3600.0, runway_seconds=runway, previous_severity=previous)
+
+
+def validated(body: list[dict[str, object]]) -> list[dict[str, object]]:
+    jsonschema.validate(body, SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    return body
 
 
 class TestWords:
@@ -76,6 +82,33 @@ class TestAlertmanager:
             assert alert["endsAt"] == "2026-01-01T01:00:00.000Z"
         else:
             assert alert["endsAt"] == "2026-01-01T09:00:00.000Z"
+
+    def test_a_severity_change_ends_the_alert_under_the_previous_severity(self) -> None:
+        """Alertmanager tells alerts apart by their labels, `severity` among them. Before: an
+        escalated warning stayed firing there beside the critical, and after the resolve, until
+        its own `endsAt` (48 h for a warning); a resolve carrying a silently dropped severity left
+        the critical one firing. The notification that changes the severity ends the old one."""
+        escalated = validated(to_alertmanager(note(Severity.CRITICAL, previous=Severity.WARNING).payload(
+            expires_after_seconds=8 * 3600)))
+        assert [(a["labels"]["severity"], a["endsAt"]) for a in escalated] == [
+            ("critical", "2026-01-01T09:00:00.000Z"), ("warning", "2026-01-01T01:00:00.000Z")]
+        assert escalated[0]["labels"] | {"severity": "warning"} == escalated[1]["labels"]
+        resolved = validated(to_alertmanager(note(Severity.WARNING, Status.RESOLVED,
+                                                  previous=Severity.CRITICAL).payload()))
+        assert [(a["labels"]["severity"], a["endsAt"]) for a in resolved] == [
+            ("warning", "2026-01-01T01:00:00.000Z"), ("critical", "2026-01-01T01:00:00.000Z")]
+        assert len(to_alertmanager(note(Severity.CRITICAL).payload(expires_after_seconds=8 * 3600))) == 1
+
+    def test_an_event_ends_when_it_happens(self) -> None:
+        """An event (`event: true`) has no resolve: its `endsAt` is its end, or, lacking one (a
+        leadership change), its expiry, which is the moment it happened — never absent, which
+        Alertmanager would read as "firing until resolve_timeout"."""
+        event = Notification(alert_id="c1/fleet/leadership", dedup_key="leadership/c1@2", sequence=2, episode=2,
+                             status=Status.FIRING, severity=Severity.INFO, kind="leadership", cluster="c1",
+                             target="fleet", path="", summary="b leads c1", evaluated_at=T0, started_at=T0,
+                             event=True)
+        [alert] = validated(to_alertmanager(event.payload(expires_after_seconds=0.0)))
+        assert alert["endsAt"] == "2026-01-01T00:00:00.000Z"
 
     def test_schema_catches_a_bad_body(self) -> None:
         with pytest.raises(jsonschema.ValidationError):

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from quotapilot.alerts.model import AlertState, Condition, Notification, Phase, Severity, Status
 from quotapilot.alerts.rules import (
+    NEVER_RESENT_EXPIRY_SECONDS,
     GrowthInput,
     RuleConfig,
     RuleInputs,
@@ -18,6 +19,7 @@ from quotapilot.alerts.rules import (
     TaskHealth,
     cycle_conditions,
     evaluate,
+    expiry_seconds,
     runway_severity,
     task_conditions,
     utilization_severity,
@@ -135,6 +137,109 @@ class TestUtilization:
         run.cycle(T0, quota(95))
         run.cycle(T0 + 60, poll_ok=False)  # no observations: nothing to say about raw
         assert Phase.FIRING is run.states["c1/raw/utilization"].phase
+
+
+class TestExpiry:
+    """A firing notification tells its receivers how long to hold the alert without hearing more
+    (`expires_at`, Alertmanager's `endsAt`): twice the interval at which the rules re-send it.
+    Review round 7: every alert got 2 × `renotify_seconds` (the critical interval, 8 h), so
+    Alertmanager resolved a still-firing warning (re-sent every 24 h) from hour 8 to hour 24, and
+    an info alert (never re-sent) for good 8 h after it fired."""
+
+    @staticmethod
+    def first(run: Run, alert: str) -> Notification:
+        return next(n for n in run.notes if n.alert_id == alert)
+
+    def test_twice_the_resend_interval_of_its_severity(self) -> None:
+        run = Run()
+        run.cycle(T0, quota(95))
+        critical = self.first(run, "c1/raw/utilization")
+        warning = Run()
+        warning.cycle(T0, quota(85))
+        pool = Run()
+        pool.cycle(T0, TargetInput(cluster="c1", target="pool", path="/", is_pool=True, t=T0,
+                                   bytes=SeriesInput(used=95, limit=100)))
+        assert expiry_seconds(critical, CONFIG) == 8 * 3600
+        assert expiry_seconds(self.first(warning, "c1/raw/utilization"), CONFIG) == 48 * 3600
+        assert expiry_seconds(self.first(pool, "c1/pool/utilization"), CONFIG) == 48 * 3600  # pool_renotify 24 h
+
+    def test_never_before_the_next_evaluation_can_resend(self) -> None:
+        """Re-sends happen at evaluations: a re-send interval shorter than the poll interval is the poll's."""
+        run = Run(RuleConfig(renotify_seconds=60))
+        run.cycle(T0, quota(95))
+        assert expiry_seconds(self.first(run, "c1/raw/utilization"), run.config,
+                              evaluated_every_seconds=300) == 600
+
+    def test_an_alert_never_resent_does_not_expire_while_it_fires(self) -> None:
+        """Info alerts (and any severity whose interval is 0) are never re-sent. Omitting the
+        expiry is no answer: Alertmanager ends an alert without `endsAt` after its
+        `resolve_timeout` (5 min)."""
+        run = Run(RuleConfig(renotify_seconds=0))
+        run.cycle(T0, quota(95, growth=(GrowthInput("bytes", "would_grow", "p90 crosses"),)))
+        would_grow = self.first(run, "c1/raw/growth_would_grow")
+        assert would_grow.severity is Severity.INFO
+        assert expiry_seconds(would_grow, run.config) == NEVER_RESENT_EXPIRY_SECONDS >= 10 * 365 * 86400
+        assert expiry_seconds(self.first(run, "c1/raw/utilization"), run.config) == NEVER_RESENT_EXPIRY_SECONDS
+
+    def test_an_event_expires_when_it_happens(self) -> None:
+        run = Run()
+        run.cycle(T0, quota(50, growth=(GrowthInput("bytes", "grown", "runway", 100, 200),)))
+        grown = self.first(run, "c1/raw/growth")
+        assert grown.event
+        assert expiry_seconds(grown, CONFIG) == 0.0
+        assert grown.payload(expires_after_seconds=0.0)["expires_at"] == grown.payload()["evaluated_at"]
+
+    def test_a_silent_drop_is_resent_before_the_last_notification_expires(self) -> None:
+        """A critical that drops to warning is recorded silently; the next re-send carries it. It
+        comes after the critical interval (4 h), not the warning's (24 h): the critical notification
+        expires at 8 h. From then on the warning's interval holds."""
+        run = Run()
+        run.cycle(T0, quota(95))
+        run.cycle(T0 + 3600, quota(85))                 # silent
+        assert run.cycle(T0 + 3 * 3600, quota(85)) == []
+        [resent] = run.cycle(T0 + 4 * 3600, quota(85))
+        assert (resent.severity, resent.renotify, resent.previous_severity) == (
+            Severity.WARNING, True, Severity.CRITICAL)
+        assert run.cycle(T0 + 27 * 3600, quota(85)) == []
+        [daily] = run.cycle(T0 + 28 * 3600, quota(85))
+        assert (daily.severity, daily.previous_severity) == (Severity.WARNING, None)
+
+    def test_a_silent_drop_to_a_severity_never_resent_is_still_resent_once(self) -> None:
+        config = RuleConfig(renotify_warning_seconds=0)
+        run = Run(config)
+        run.cycle(T0, quota(95))
+        run.cycle(T0 + 3600, quota(85))
+        [resent] = run.cycle(T0 + 4 * 3600, quota(85))
+        assert (resent.severity, resent.previous_severity) == (Severity.WARNING, Severity.CRITICAL)
+        assert expiry_seconds(resent, config) == NEVER_RESENT_EXPIRY_SECONDS
+        assert run.cycle(T0 + 400 * 3600, quota(85)) == []
+
+    def test_previous_severity_names_the_severity_a_notification_replaces(self) -> None:
+        """Receivers that key alerts by severity (Alertmanager's labels) end that one."""
+        run = Run()
+        run.cycle(T0, quota(85))
+        run.cycle(T0 + 60, quota(95))                  # escalation
+        run.cycle(T0 + 120, quota(85))                 # silent drop
+        run.cycle(T0 + 180, quota(10))                 # resolve, carrying the warning
+        run.cycle(T0 + 240, quota(95))                 # a new episode
+        assert [(n.status, n.severity, n.previous_severity) for n in run.notes] == [
+            (Status.FIRING, Severity.WARNING, None),
+            (Status.FIRING, Severity.CRITICAL, Severity.WARNING),
+            (Status.RESOLVED, Severity.WARNING, Severity.CRITICAL),
+            (Status.FIRING, Severity.CRITICAL, None),
+        ]
+        assert run.notes[1].payload()["previous_severity"] == "warning"
+
+    def test_the_notified_severity_survives_a_restart(self) -> None:
+        run = Run()
+        run.cycle(T0, quota(95))
+        run.cycle(T0 + 3600, quota(85))
+        state = run.states["c1/raw/utilization"]
+        assert (state.severity, state.notified_severity) == (Severity.WARNING, Severity.CRITICAL)
+        assert AlertState.from_json(state.to_json()) == state
+        stored_before = state.to_json().replace(', "notified_severity": "critical"', "")
+        assert "notified_severity" not in stored_before
+        assert AlertState.from_json(stored_before).notified_severity is None  # as stored before: no re-send sooner
 
 
 class TestRunway:

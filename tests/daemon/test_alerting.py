@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from structlog.testing import capture_logs
 from quotapilot.alerts.dispatcher import OutboxEntry
 from quotapilot.alerts.errors import SinkUnavailable
 from quotapilot.alerts.model import Severity
-from quotapilot.alerts.rules import RuleConfig, target_conditions
+from quotapilot.alerts.rules import NEVER_RESENT_EXPIRY_SECONDS, RuleConfig, target_conditions
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.errors import ConfigError
 from quotapilot.daemon.events import EventStage
@@ -25,6 +26,7 @@ from quotapilot.daemon.runtime.supervisor import Supervisor
 from quotapilot.daemon.runtime.wiring import Collaborators, alerting_stage
 from quotapilot.daemon.settings import Settings, load_settings
 from quotapilot.daemon.stages.alerting import AlertingStage, build_sinks, inputs_from_cycle, target_state_payload
+from quotapilot.daemon.stages.presence import REMOVED_TARGET_GRACE_SECONDS
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.observations import ObservationStore
 from quotapilot.daemon.store.outbox import AsyncOutbox, OutboxStore
@@ -52,6 +54,7 @@ class ListSink:
         self.name = name
         self.received: list[dict[str, Any]] = []
         self.states: list[dict[str, Any]] = []
+        self.cleared: list[tuple[str, str]] = []
         self.down = False
 
     async def send(self, payload: Mapping[str, Any]) -> None:
@@ -61,6 +64,9 @@ class ListSink:
 
     async def send_state(self, cluster: str, target: str, state: Mapping[str, Any]) -> None:
         self.states.append(dict(state))
+
+    async def clear_state(self, cluster: str, target: str) -> None:
+        self.cleared.append((cluster, target))
 
     async def close(self) -> None:
         pass
@@ -276,6 +282,30 @@ class TestStage:
             await task
         assert [(s["hard_limit_bytes"], s["utilization_ratio"]) for s in sink.states] == [(20 * TIB, 0.4)]
 
+    async def test_each_alert_expires_after_twice_its_own_resend_interval(self, tmp_path: Path) -> None:
+        """Review round 7: every firing notification expired 2 × `renotify_seconds` (8 h) after it
+        was sent, so a warning (re-sent every 24 h) and an info alert (never re-sent) ended at
+        their receivers (Alertmanager: resolved) while they still fired."""
+        settings = settings_for(tmp_path)
+        sink = ListSink()
+        clock = VirtualClock(T0)
+        stage = AlertingStage(settings, Database(settings.store.path), clock, sinks=[sink])
+        grow = Decision(RAW, Dimension.BYTES, DecisionKind.GROW, "p90 crosses 0.75", T0,
+                        current_hard=10 * TIB, new_hard=12 * TIB)
+        await stage.on_cycle(ctx_with(0.85, decisions=(grow,)))   # observe mode: would grow (info)
+        await deliver_all(stage)
+        clock.advance(60)
+        await stage.on_cycle(ctx_with(0.95, now=T0 + 60))         # the warning escalates
+        await deliver_all(stage)
+
+        def expires_in(payload: Mapping[str, Any]) -> float:
+            return datetime.fromisoformat(payload["expires_at"]).timestamp() - float(payload["evaluated_at_epoch"])
+
+        assert [(p["kind"], p["severity"], p["previous_severity"], expires_in(p)) for p in sink.received] == [
+            ("utilization", "warning", None, 48 * 3600.0),
+            ("growth_would_grow", "info", None, NEVER_RESENT_EXPIRY_SECONDS),
+            ("utilization", "critical", "warning", 8 * 3600.0)]
+
     async def test_stop_leaves_undelivered_on_disk(self, tmp_path: Path) -> None:
         clock = VirtualClock(T0)
         settings = settings_for(tmp_path)
@@ -425,6 +455,36 @@ class TestDaemonTasks:
             await runner
         [row] = stage.store.tables.history("_daemon/poller:c1/daemon")
         assert (row["status"], stage.alerts_raised) == ("firing", 1)
+
+
+class TestRemovedTargets:
+    """A target gone from VMS past the grace period has its alerts resolved and its state evicted
+    (DESIGN, "Targets, identity and time") — its retained state on the sinks too."""
+
+    async def test_its_retained_state_is_cleared_even_if_this_run_never_published_it(self,
+                                                                                     tmp_path: Path) -> None:
+        """Review round 7: the retained `{prefix}/{cluster}/{target}/state` stayed on the broker for
+        ever. Cleared on eviction — also for a target this process knows only from its stored
+        alerts (a restart in between): the broker may hold what the previous run published."""
+        settings = settings_for(tmp_path, mqtt={"host": "127.0.0.1"})
+        scratch = TargetId("c1", "scratch", "/c1/scratch")
+
+        def ctx(now: float, *targets: TargetId) -> CycleContext:
+            observations = tuple(Observation(t, now, int(0.95 * 10 * TIB), 10 * TIB) for t in targets)
+            return CycleContext(poll=PollResult("c1", now, observations=observations), now=now)
+
+        first = AlertingStage(settings, Database(settings.store.path), VirtualClock(T0), sinks=[ListSink()])
+        await first.on_cycle(ctx(T0, RAW, scratch))
+        sink = ListSink()
+        clock = VirtualClock(T0)
+        stage = AlertingStage(settings, Database(settings.store.path), clock, sinks=[sink])  # a restart
+        while clock.now() < T0 + REMOVED_TARGET_GRACE_SECONDS + 600:
+            clock.advance(300)
+            await stage.on_cycle(ctx(clock.now(), RAW))
+        await deliver_all(stage)
+        assert sink.cleared == [("c1", "scratch")]
+        assert [p["status"] for p in sink.received if p["target"] == "scratch"] == ["resolved"]
+        assert not any(alert.startswith("c1/scratch/") for alert in await stage.states())
 
 
 class TestRemovedSinks:
