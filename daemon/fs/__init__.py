@@ -2,8 +2,9 @@
 like quotas.
 
 - `poller.py`: `statvfs` per mount in a worker thread with a timeout (a hung NFS mount becomes
-  "unreachable" and never blocks the loop or the other mounts); a sample from another filesystem
-  (the mount went away) is unreachable too, and an implausible one is held a poll;
+  "unreachable" and never blocks the loop or the other mounts); a mount point that is not one any
+  more, or a sample from another filesystem (the mount went away), is unreachable too, and an
+  implausible one is held a poll;
 - `collector.py`: `FilesystemCollector`, the pseudo-cluster `filesystems` the daemon cycles through
   the same stages as a VMS cluster (observations of kind `filesystem`, with a `tier`);
 - `alerts.py`: per-tier thresholds and the unreachable alert; `growth.py`: growth as a configured

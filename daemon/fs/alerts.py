@@ -4,7 +4,8 @@
   overridden per filesystem by its `warning_at` / `critical_at`: the alerting stage reads them
   through `thresholds_for` for every `kind="filesystem"` target (the alert carries a `tier`
   label, so a route can page a hot tier and mail a cold one);
-- `filesystem_unreachable` (critical): the mount did not answer statvfs in time or failed; one
+- `filesystem_unreachable` (critical): the mount did not answer statvfs in time or failed, is not
+  mounted any more, or another filesystem answers at its path (see `poller`); one
   condition per poll from `FilesystemAlertStage`, through the alerting stage's state machine;
   resolved by the next successful read.
 """

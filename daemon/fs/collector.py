@@ -2,10 +2,10 @@
 with the VMS collector's contract (`poll()` → `PollResult`), so the daemon's cycle — store,
 forecaster, alert rules, snapshot, `/metrics`, `/api/v1/targets` — treats a filesystem as a target
 like a quota. A poll never fails as a whole: an unreachable mount is a dropped sample with reason
-`unreachable` (its detail says timeout, error, or changed: another filesystem answered at the
-path), and the other targets go on. A sample the poller holds (its size moved without a growth of
-ours, its usage jumped) is in `PollResult.unconfirmed`, as a quota's: kept and forecast, never
-acted or alerted on.
+`unreachable` (its detail says timeout, error, not_mounted: the path was a mount point and is not
+one now, or changed: another filesystem answered at the path), and the other targets go on. A
+sample the poller holds (its size moved without a growth of ours, its usage jumped) is in
+`PollResult.unconfirmed`, as a quota's: kept and forecast, never acted or alerted on.
 """
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ from collections.abc import Callable, Iterator, Sequence
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from quotapilot.daemon.clock import Clock
-from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER, FilesystemPoller, GrownSince, StatVfs, Unreachable
+from quotapilot.daemon.fs.poller import (
+    FILESYSTEM_CLUSTER,
+    FilesystemPoller,
+    GrownSince,
+    IsMount,
+    StatVfs,
+    Unreachable,
+)
 from quotapilot.daemon.runtime.cycle import DroppedSample, PollResult
 from quotapilot.daemon.settings import FilesystemSettings, FilesystemTarget
 
@@ -27,13 +34,17 @@ class FilesystemCollector:
     """`poll()` reads every `[[filesystems]]` entry (see `FilesystemPoller`)."""
 
     def __init__(self, targets: Sequence[FilesystemTarget], settings: FilesystemSettings, clock: Clock, *,
-                 statvfs: StatVfs | None = None, grown_since: GrownSince | None = None) -> None:
+                 statvfs: StatVfs | None = None, ismount: IsMount | None = None,
+                 grown_since: GrownSince | None = None) -> None:
         """`grown_since`: the audit's word on whether a growth of ours explains a size that moved
         (`ActionStore.growth_started_since` of `FILESYSTEM_CLUSTER`; None: nothing does)."""
         self.name = FILESYSTEM_CLUSTER
-        kwargs = {} if statvfs is None else {"statvfs": statvfs}
         self.poller = FilesystemPoller(targets, clock, timeout_seconds=settings.statvfs_timeout_seconds,
-                                       grown_since=grown_since, **kwargs)
+                                       grown_since=grown_since)
+        if statvfs is not None:
+            self.poller.statvfs = statvfs
+        if ismount is not None:
+            self.poller.ismount = ismount
         self.requests_made = 0
         self.listings_unsettled = 0  # nothing is listed (the VMS collector's contract)
         self.dropped_total: Counter[str] = Counter()

@@ -1,18 +1,26 @@
 """Filesystem targets: bytes and inodes of mounted filesystems from `statvfs`, never blocking the loop.
 
-Each `[[filesystems]]` entry is read with `os.statvfs` in a worker thread, bounded by
-`statvfs_timeout_seconds`. A call that does not return in time (a hung NFS mount) makes that
-target *unreachable* for this poll while the others go on; the stuck thread is left to finish on
-its own (a thread cannot be killed), and no second call is started on that mount until it has —
-so one hung mount holds at most one thread, never the pool. An error (no such path, permission,
-`ESTALE`) is unreachable too, with the error. Each call runs in a daemon thread of its own, so a
-hung one never holds the process's exit either.
+Each `[[filesystems]]` entry is read with `os.statvfs`, then `os.path.ismount`, in a worker
+thread, both bounded by `statvfs_timeout_seconds` (a hung NFS mount blocks the lstat of its mount
+point as it blocks statvfs). A read that does not return in time makes that target *unreachable*
+for this poll while the others go on; the stuck thread is left to finish on its own (a thread
+cannot be killed), and no second read is started on that mount until it has — so one hung mount
+holds at most one thread, never the pool. An error (no such path, permission, `ESTALE`) is
+unreachable too, with the error. Each read runs in a daemon thread of its own, so a hung one
+never holds the process's exit either.
 
 A sample is not taken as truth just because statvfs answered (the actuator's trust rules): an NFS
 mount that goes away leaves the bare directory on the filesystem under it, and statvfs then
 answers *that* filesystem's numbers. Each mount keeps the filesystem id (`f_fsid`), size and usage
 of its last believed sample:
 
+- a path that was a mount point when its filesystem was first believed (the first successful
+  read, or a new filesystem confirmed as below) and is not one now is unreachable (reason
+  `not_mounted`) for every poll that lasts — whatever statvfs answers there is the filesystem
+  under it, and no number of answers from it is believed — and is read again once the path is a
+  mount point again (then the `f_fsid` rule below applies). A path that never was a mount point
+  (a directory on the root filesystem, or on a mount further up) has the `f_fsid` rule alone: a
+  mount further up that goes away is believed at the second answer, as a re-mount is;
 - another `f_fsid` makes the target unreachable for that poll (reason `changed`: "filesystem
   changed or not mounted"); a second answer from the same new filesystem confirms it (a volume
   re-mounted on purpose is the new truth after one poll) and starts its history afresh;
@@ -57,6 +65,9 @@ FILESYSTEM_CLUSTER = "filesystems"
 
 StatVfs = Callable[[str], os.statvfs_result]
 
+IsMount = Callable[[str], bool]
+"""`os.path.ismount`: whether the path is a mount point (False on an error it cannot lstat)."""
+
 GrownSince = Callable[[str, float], bool]
 """(target name, since) → whether a growth command of ours was started on it at or after `since`
 (`ActionStore.growth_started_since`; a blocking store read, called in a thread)."""
@@ -68,8 +79,9 @@ class Unreachable:
 
     target: TargetId
     reason: str
-    """"timeout" (statvfs did not return in time, or a previous call still hangs), "error", or
-    "changed" (another filesystem answered at the path: not mounted, or re-mounted)."""
+    """"timeout" (statvfs or ismount did not return in time, or a previous read still hangs),
+    "error", "not_mounted" (the path was a mount point and is not one now), or "changed" (another
+    filesystem answered at the path: not mounted, or re-mounted)."""
     detail: str
 
 
@@ -105,6 +117,14 @@ def size_of(st: os.statvfs_result) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class _Reading:
+    """One read of a path, in one thread: its statvfs and whether it is a mount point."""
+
+    st: os.statvfs_result
+    is_mount_point: bool
+
+
+@dataclass(frozen=True, slots=True)
 class _Believed:
     """What a mount's next sample is judged against: its last believed one."""
 
@@ -118,7 +138,7 @@ class _Believed:
 class _Mount:
     target: TargetId
     path: Path
-    inflight: Future[os.statvfs_result] | None = None
+    inflight: Future[_Reading] | None = None
     failing: str | None = None
     last_ok: float | None = None
     believed: _Believed | None = None
@@ -126,6 +146,10 @@ class _Mount:
     """The last sample was held: the next one is believed, whatever it says."""
     other_fsid: int | None = None
     """Another filesystem answered at the path at the last poll: a second answer from it confirms it."""
+    was_mount_point: bool = False
+    """The path was a mount point when its believed filesystem was first read: not being one any
+    more is "not mounted". Set when a filesystem becomes the truth (the first read, or a new one
+    confirmed — which `not_mounted` keeps from happening while it holds), so never unset."""
     rates: deque[float] = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
     """Usage rates (bytes/s) between its recent believed samples (`plausible_rise`)."""
 
@@ -134,11 +158,13 @@ class FilesystemPoller:
     """Reads every configured filesystem concurrently, each within `timeout_seconds`."""
 
     def __init__(self, targets: Sequence[FilesystemTarget], clock: Clock, *, timeout_seconds: float,
-                 statvfs: StatVfs = os.statvfs, grown_since: GrownSince | None = None) -> None:
+                 statvfs: StatVfs = os.statvfs, ismount: IsMount = os.path.ismount,
+                 grown_since: GrownSince | None = None) -> None:
         """`grown_since`: whether a growth of ours may explain a size that moved (None: none ever does)."""
         self.clock = clock
         self.timeout_seconds = timeout_seconds
         self.statvfs = statvfs
+        self.ismount = ismount
         self.grown_since = grown_since
         self._mounts = [_Mount(target_id(t), t.path) for t in targets]
 
@@ -161,12 +187,18 @@ class FilesystemPoller:
 
     async def _read(self, mount: _Mount) -> tuple[Observation | Unreachable, bool]:
         """This poll's sample of `mount` (or why there is none), and whether it is held."""
-        st = await self._statvfs(mount)
-        if isinstance(st, Unreachable):
-            return st, False
+        reading = await self._bounded_read(mount)
+        if isinstance(reading, Unreachable):
+            return reading, False
+        st = reading.st
         now = self.clock.now()
         sample = _Believed(now, st.f_fsid, size_of(st), observation_of(mount.target, now, st).used_bytes)
         before = mount.believed
+        if mount.was_mount_point and not reading.is_mount_point:
+            mount.other_fsid = None  # the filesystem under it: never a first answer of a new one
+            return self._failed(mount, "not_mounted", (
+                f"no longer mounted: {mount.path} was a mount point and is not one now; statvfs answers the "
+                f"filesystem under it (f_fsid {sample.fsid:#x} of {sample.size_bytes} bytes)")), False
         if before is not None and sample.fsid != before.fsid and sample.fsid != mount.other_fsid:
             mount.other_fsid = sample.fsid  # another filesystem, once: not truth (yet)
             return self._failed(mount, "changed", (
@@ -178,6 +210,7 @@ class FilesystemPoller:
         mount.other_fsid = None
         if before is None or sample.fsid != before.fsid:  # the first, or a new filesystem said twice: truth
             mount.believed, mount.held = sample, False
+            mount.was_mount_point = reading.is_mount_point
             mount.rates.clear()
             return observation_of(mount.target, now, st), False
         why = None if mount.held else await self._implausible(mount, before, sample)
@@ -203,30 +236,33 @@ class FilesystemPoller:
                     f"{sample.t - before.t:g} s (more than {allowed:.0f} is implausible)")
         return None
 
-    async def _statvfs(self, mount: _Mount) -> os.statvfs_result | Unreachable:
+    async def _bounded_read(self, mount: _Mount) -> _Reading | Unreachable:
         if mount.inflight is not None and not mount.inflight.done():
-            return self._failed(mount, "timeout", f"statvfs({mount.path}) still has not returned")
+            return self._failed(mount, "timeout", f"statvfs/ismount({mount.path}) still has not returned")
         future = self._start(mount)
         mount.inflight = future
         try:
             # real time, not the daemon's clock: a hung kernel call does not care about virtual time
-            st = await asyncio.wait_for(asyncio.wrap_future(future), timeout=self.timeout_seconds)
+            reading = await asyncio.wait_for(asyncio.wrap_future(future), timeout=self.timeout_seconds)
         except TimeoutError:
-            return self._failed(mount, "timeout", f"statvfs({mount.path}) took over {self.timeout_seconds:g} s")
+            return self._failed(mount, "timeout",
+                                f"statvfs/ismount({mount.path}) took over {self.timeout_seconds:g} s")
         except OSError as exc:
             return self._failed(mount, "error", f"{type(exc).__name__}: {exc}")
         mount.inflight = None
         mount.last_ok = self.clock.now()
-        return st
+        return reading
 
-    def _start(self, mount: _Mount) -> Future[os.statvfs_result]:
-        """statvfs in its own daemon thread (see `close`)."""
-        future: Future[os.statvfs_result] = Future()
+    def _start(self, mount: _Mount) -> Future[_Reading]:
+        """statvfs, then ismount, in one daemon thread of its own (see `close`): one bound and one
+        hung thread at most for both, since either blocks on a hung NFS mount."""
+        future: Future[_Reading] = Future()
         future.set_running_or_notify_cancel()
 
         def work() -> None:
             try:
-                future.set_result(self.statvfs(str(mount.path)))
+                st = self.statvfs(str(mount.path))
+                future.set_result(_Reading(st, self.ismount(str(mount.path))))
             except BaseException as exc:  # handed to the awaiting side, which decides
                 future.set_exception(exc)
 

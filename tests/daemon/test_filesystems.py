@@ -407,19 +407,46 @@ def runs(marker: Path) -> int:
     return marker.read_text().count("ran") if marker.exists() else 0
 
 
+class MountTable:
+    """`os.path.ismount` at our boundary: every path is a mount point while `mounted` is set; a
+    call on `hang_path` blocks while `hang` is set, until `release` is (a hung NFS mount blocks
+    the lstat of its mount point as it blocks statvfs); counts the calls per path."""
+
+    def __init__(self, *, mounted: bool = True, hang_path: str | None = None) -> None:
+        self.mounted = mounted
+        self.hang_path = hang_path
+        self.hang = threading.Event()
+        self.release = threading.Event()
+        self.calls: Counter[str] = Counter()
+
+    def __call__(self, path: str) -> bool:
+        self.calls[path] += 1
+        if path == self.hang_path and self.hang.is_set():
+            self.release.wait()
+        return self.mounted
+
+
 async def polls(daemon: Daemon, clock: VirtualClock, statvfs: Sequenced,
-                answers: Sequence[os.statvfs_result], every: float = INTERVAL) -> list[Any]:
+                answers: Sequence[os.statvfs_result], every: float = INTERVAL, *,
+                ismount: MountTable | None = None, mounted: Sequence[bool] = ()) -> list[Any]:
     """One cycle of the filesystems per answer (statvfs at our boundary: the poller's call and the
-    growth stage's re-read), `every` seconds apart."""
+    growth stage's re-read), `every` seconds apart; with `ismount`, the path is a mount point at
+    the n-th cycle when `mounted[n]` says so (else the real `os.path.ismount`: the test's
+    directories are none)."""
     collector = daemon.collectors[FILESYSTEM_CLUSTER]
     assert isinstance(collector, FilesystemCollector)
     collector.poller.statvfs = statvfs
+    if ismount is not None:
+        assert len(mounted) == len(answers)
+        collector.poller.ismount = ismount
     for stage in daemon.stages:
         if isinstance(stage, FilesystemGrowthStage):
             stage.statvfs = statvfs
     out = []
-    for answer in answers:
+    for n, answer in enumerate(answers):
         statvfs.answer = answer
+        if ismount is not None:
+            ismount.mounted = mounted[n]
         out.append(await daemon.poll_once(FILESYSTEM_CLUSTER))
         clock.advance(every)
     return out
@@ -656,6 +683,177 @@ class TestUnmountedMountIsNotTakenAsTruth:
                                         [full, grown])
         assert [str(a.status) for a in first.actions] == ["verified"]
         assert second.poll.unconfirmed == frozenset()
+
+
+class TestAMountPointThatIsNoLongerOne:
+    """TestUnmountedMountIsNotTakenAsTruth's gap: an NFS mount that *stays* gone. Its path was a
+    mount point when first read; now statvfs answers the root filesystem under it, poll after
+    poll. The f_fsid rule believed the second answer from the root filesystem (as a volume
+    re-mounted on purpose): from the next poll on, the root filesystem's numbers were the NAS's,
+    and in enforce mode the growth command ran sized from them. Now a path that was a mount point
+    and is not one any more is unreachable ("not mounted") for as long as that lasts, and reachable
+    again once it is a mount point again (then the f_fsid rule applies as before). A path that
+    never was a mount point (a directory on a mount further up) keeps the f_fsid rule alone.
+    `os.path.ismount` runs in the thread, and under the timeout, of the statvfs call."""
+
+    async def test_it_stays_unreachable_and_nothing_runs_on_the_filesystem_under_it(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ran.txt"
+        settings = guarded_settings(tmp_path, command=recorder(marker), overrides=STEP_1GIB)
+        clock = VirtualClock()
+        nfs = statvfs_of(size=10 * TIB, used=1 * TIB, fsid=111)           # the NAS: 10 % used
+        root = statvfs_of(size=50 * GIB, used=int(42.5 * GIB), fsid=222)  # / under it: 85 %, over grow_at
+        with capture_logs() as logs:
+            async with Daemon(settings, clock) as daemon:
+                first, *gone = await polls(daemon, clock, Sequenced(nfs), [nfs, root, root, root, root],
+                                           ismount=MountTable(), mounted=[True, False, False, False, False])
+                reachable = daemon.registry.get_sample_value("quotapilot_filesystem_reachable", {
+                    "cluster": FILESYSTEM_CLUSTER, "target": "nas", "tier": "cold"})
+                collector = daemon.collectors[FILESYSTEM_CLUSTER]
+                assert isinstance(collector, FilesystemCollector)
+                dropped_total = collector.dropped_total["unreachable"]
+        assert [o.target.name for o in first.poll.observations] == ["nas"]
+        # every poll while it is gone: unreachable, the root filesystem's numbers nowhere
+        assert [[(d.target, d.reason) for d in ctx.poll.dropped] for ctx in gone] == [[("nas", "unreachable")]] * 4
+        assert all(ctx.poll.dropped[0].detail.startswith("not_mounted: ") for ctx in gone), gone[-1].poll.dropped
+        assert [o for ctx in gone for o in ctx.poll.observations] == []
+        assert ([a for ctx in gone for a in ctx.actions], runs(marker)) == ([], 0)
+        assert (reachable, dropped_total) == (0.0, 4)
+        # alerted once, logged once: one transition
+        assert alert_events(logs, "filesystems/nas/filesystem_unreachable") == ["alert.raised"]
+        assert not [a for a in raised_alerts(logs) if a[0] == "filesystems/nas/utilization"]
+        assert [(e["event"], e["reason"]) for e in logs if e["event"].startswith("filesystem.")] == [
+            ("filesystem.unreachable", "not_mounted")]
+
+    async def test_it_is_reachable_again_when_mounted_again(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ran.txt"
+        settings = guarded_settings(tmp_path, command=recorder(marker), overrides=STEP_1GIB)
+        clock = VirtualClock()
+        nfs = statvfs_of(size=10 * TIB, used=1 * TIB, fsid=111)
+        root = statvfs_of(size=50 * GIB, used=int(42.5 * GIB), fsid=222)
+        with capture_logs() as logs:
+            async with Daemon(settings, clock) as daemon:
+                *_, gone, back = await polls(daemon, clock, Sequenced(nfs), [nfs, root, root, nfs],
+                                             ismount=MountTable(), mounted=[True, False, False, True])
+        assert [d.reason for d in gone.poll.dropped] == ["unreachable"]
+        assert ([o.target.name for o in back.poll.observations], back.poll.dropped) == (["nas"], ())
+        assert back.poll.unconfirmed == frozenset()   # the filesystem it had: believed at once
+        assert runs(marker) == 0
+        assert alert_events(logs, "filesystems/nas/filesystem_unreachable") == ["alert.raised", "alert.resolved"]
+        assert [e["event"] for e in logs if e["event"].startswith("filesystem.")] == [
+            "filesystem.unreachable", "filesystem.recovered"]
+
+    async def test_mounted_again_with_another_filesystem_the_fsid_rule_applies(self, tmp_path: Path) -> None:
+        settings = guarded_settings(tmp_path, command=[], overrides=STEP_1GIB)
+        clock = VirtualClock()
+        nfs = statvfs_of(size=10 * TIB, used=1 * TIB, fsid=111)
+        root = statvfs_of(size=50 * GIB, used=int(42.5 * GIB), fsid=222)
+        new = statvfs_of(size=20 * TIB, used=1 * TIB, fsid=333)   # another export mounted there
+        async with Daemon(settings, clock) as daemon:
+            _, gone, changed, confirmed = await polls(daemon, clock, Sequenced(nfs), [nfs, root, new, new],
+                                                      ismount=MountTable(), mounted=[True, False, True, True])
+        reasons = [[d.detail.split(":")[0] for d in ctx.poll.dropped] for ctx in (gone, changed, confirmed)]
+        assert reasons == [["not_mounted"], ["changed"], []]
+        assert [o.hard_limit_bytes for o in confirmed.poll.observations] == [20 * TIB]
+
+    @pytest.mark.skipif(shutil.which("mount") is None, reason="no mount(8)")
+    async def test_a_real_tmpfs_unmounted_then_mounted_again(self, tmp_path: Path) -> None:
+        """Real mount(8), statvfs and ismount: unmounted, the directory is on tmp_path's filesystem;
+        each tmpfs has an f_fsid of its own, so the one mounted again passes the f_fsid rule."""
+        path = tmp_path / "nas"
+        clock = VirtualClock()
+        collector = FilesystemCollector([FilesystemTarget(name="nas", path=path, tier="cold")],
+                                        load_settings(None).filesystem, clock)
+
+        async def reason() -> str | None:
+            await collector.poll()
+            clock.advance(INTERVAL)
+            return collector.last_unreachable[0].reason if collector.last_unreachable else None
+
+        try:
+            with capture_logs() as logs:
+                with tmpfs(path):
+                    reasons = [await reason()]
+                reasons += [await reason() for _ in range(3)]   # unmounted: the directory under it answers
+                with tmpfs(path):
+                    reasons += [await reason() for _ in range(2)]
+        finally:
+            collector.close()
+        assert reasons == [None, "not_mounted", "not_mounted", "not_mounted", "changed", None]
+        assert [(e["event"], e.get("reason")) for e in logs if e["event"].startswith("filesystem.")] == [
+            ("filesystem.unreachable", "not_mounted"), ("filesystem.unreachable", "changed"),
+            ("filesystem.recovered", None)]
+
+    @pytest.mark.skipif(shutil.which("mount") is None, reason="no mount(8)")
+    async def test_a_path_that_never_was_a_mount_point_is_unaffected(self, tmp_path: Path) -> None:
+        """A directory on a mount further up (a real tmpfs) and one on tmp_path's filesystem: read
+        every poll, real statvfs and ismount."""
+        with tmpfs(tmp_path / "vol") as vol:
+            (vol / "nas").mkdir()
+            (tmp_path / "plain").mkdir()
+            clock = VirtualClock()
+            collector = FilesystemCollector([FilesystemTarget(name="nas", path=vol / "nas", tier="cold"),
+                                             FilesystemTarget(name="plain", path=tmp_path / "plain", tier="warm")],
+                                            load_settings(None).filesystem, clock)
+            results = []
+            try:
+                with capture_logs() as logs:
+                    for step in range(4):
+                        fill(vol / "nas", f"f{step}", 64 * 1024)
+                        results.append(await collector.poll())
+                        clock.advance(INTERVAL)
+            finally:
+                collector.close()
+        assert [[o.target.name for o in r.observations] for r in results] == [["nas", "plain"]] * 4
+        assert [r.dropped for r in results] == [()] * 4
+        assert not [e for e in logs if e["event"].startswith("filesystem.")]
+
+    async def test_a_path_that_never_was_a_mount_point_keeps_the_fsid_rule(self, tmp_path: Path) -> None:
+        """Its mount further up went away (ismount says no throughout): the filesystem under it is
+        unreachable for one poll and believed at the second answer, as before."""
+        settings = guarded_settings(tmp_path, command=[], overrides=STEP_1GIB)
+        clock = VirtualClock()
+        data = statvfs_of(size=10 * TIB, used=1 * TIB, fsid=111)
+        root = statvfs_of(size=50 * GIB, used=int(10 * GIB), fsid=222)
+        async with Daemon(settings, clock) as daemon:
+            _, changed, believed = await polls(daemon, clock, Sequenced(data), [data, root, root],
+                                               ismount=MountTable(), mounted=[False, False, False])
+        assert [d.detail.split(":")[0] for d in changed.poll.dropped] == ["changed"]
+        assert [o.hard_limit_bytes for o in believed.poll.observations] == [50 * GIB]
+
+    async def test_a_hung_ismount_is_bounded_like_a_hung_statvfs(self, tmp_path: Path) -> None:
+        (tmp_path / "ok").mkdir()
+        (tmp_path / "nfs").mkdir()
+        mounts = MountTable(mounted=True, hang_path=str(tmp_path / "nfs"))
+        targets = [FilesystemTarget(name="local", path=tmp_path / "ok", tier="hot"),
+                   FilesystemTarget(name="nas", path=tmp_path / "nfs", tier="cold")]
+        settings = load_settings(None, filesystem={"statvfs_timeout_seconds": 0.05}).filesystem
+        collector = FilesystemCollector(targets, settings, VirtualClock())
+        collector.poller.ismount = mounts   # our boundary, as statvfs
+        try:
+            with capture_logs() as logs:
+                first = await collector.poll()   # both read; both mount points
+                mounts.hang.set()
+                hung = await collector.poll()
+                still = await collector.poll()   # no second call on the hung mount
+                threads = [t for t in threading.enumerate() if t.name == "statvfs:nas" and t.is_alive()]
+                calls_while_hung = mounts.calls[str(tmp_path / "nfs")]
+                mounts.release.set()
+                for _ in range(100):
+                    back = await collector.poll()
+                    if not back.dropped:
+                        break
+        finally:
+            mounts.release.set()
+            collector.close()
+        assert first.dropped == ()
+        assert [o.target.name for o in hung.observations] == ["local"]   # the other one read in the same poll
+        assert [(d.target, d.reason) for d in hung.dropped] == [("nas", "unreachable")]
+        assert "took over 0.05 s" in hung.dropped[0].detail
+        assert "still has not returned" in still.dropped[0].detail
+        assert (len(threads), calls_while_hung) == (1, 2)
+        assert [o.target.name for o in back.observations] == ["local", "nas"]
+        assert [(e["event"], e.get("target")) for e in logs if e["event"].startswith("filesystem.")] == [
+            ("filesystem.unreachable", "nas"), ("filesystem.recovered", "nas")]
 
 
 class TestFilesystemsOnly:
