@@ -94,6 +94,7 @@ class FilesystemGrowthStage:
         """The guard whose hold was last audited per filesystem (once per episode, as for quotas)."""
         self._settled: list[ActionOutcome] = []
         """Rows a crash left `running`, settled as `unknown` at open: the next cycle's `result` events."""
+        self._last_prune: float | None = None
 
     async def open(self) -> None:
         """Settle what a crash left behind before any new command: a row still `running` may have
@@ -101,6 +102,9 @@ class FilesystemGrowthStage:
         a quota intent a crash left open is frozen until a read settles it."""
         now = self.clock.now()
         for record in await asyncio.to_thread(self.actions.with_status, RUNNING, FILESYSTEM_CLUSTER):
+            configured = self.targets.get(record.target)
+            if configured is None or str(configured.path) != record.path:
+                continue  # another host's filesystem (a fleet shares the store): its command may be running now
             reason = "the daemon stopped while the command ran: outcome unknown"
             await asyncio.to_thread(self.actions.mark, record.id, str(ActionStatus.UNKNOWN), now, reason)
             log.warning("filesystem.growth_unknown", target=record.target, action_id=record.id, reason=reason)
@@ -113,7 +117,10 @@ class FilesystemGrowthStage:
             return
         ctx.settled.extend(self._settled)
         self._settled = []
-        last, overrides = await asyncio.to_thread(self._cycle_input, ctx.now)
+        prune = self._last_prune is None or ctx.now - self._last_prune >= 3600.0
+        if prune:
+            self._last_prune = ctx.now
+        last, overrides = await asyncio.to_thread(self._cycle_input, ctx.now, prune)
         kill_reason = kill_switch_reason(self.settings.policy.kill_switch, overrides)
         pauses = [o for o in overrides if not o.is_kill_switch]
         for obs in ctx.poll.observations:
@@ -168,9 +175,14 @@ class FilesystemGrowthStage:
             outcome = await self._act(configured, obs, decision, recommendation, rules.mode)
             ctx.actions.append(outcome)
 
-    def _cycle_input(self, now: float) -> tuple[dict[tuple[str, Dimension], float], list[Override]]:
+    def _cycle_input(self, now: float, prune: bool) -> tuple[dict[tuple[str, Dimension], float], list[Override]]:
         """The last growth of each filesystem (the cooldown's start) and the overrides in force (the
-        kill switch and the pauses), read once per cycle (store reads: runs in a thread)."""
+        kill switch and the pauses), read once per cycle (store reads: runs in a thread). With
+        `prune`, the audit retention of the filesystems' rows first: their `unknown` rows are never
+        settled (the quota growth stage's pruning keeps open rows, and runs only with a cluster)."""
+        if prune:
+            self.actions.prune(now - self.settings.store.audit_retention_seconds, cluster=FILESYSTEM_CLUSTER,
+                               open_rows=True)
         return self.actions.last_growth_at(FILESYSTEM_CLUSTER), self.overrides.active(now)
 
     async def _hold(self, decision: Decision, mode: str) -> ActionOutcome:

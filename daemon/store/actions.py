@@ -278,14 +278,20 @@ class ActionStore:
             f" FROM actions WHERE mode = ? AND status IN ({', '.join('?' * len(GREW))})", (mode, *GREW))
         return int(rows[0][0]), int(rows[0][1])
 
-    def prune(self, older_than: float) -> int:
-        """Drop finished rows created before `older_than` (audit retention)."""
-        placeholders = ", ".join("?" * len(UNFINISHED))
+    def prune(self, older_than: float, *, cluster: str | None = None, open_rows: bool = False) -> int:
+        """Drop finished rows created before `older_than` (audit retention); of `cluster` only, when
+        given. `open_rows`: its open rows too — for a cluster whose open rows nothing settles (a
+        filesystem's `unknown`: no read can tell what a killed command did), which would otherwise
+        outlive any retention."""
+        where = "created_at < ?"
+        params: list[object] = [older_than]
+        if cluster is not None:
+            where, params = f"{where} AND cluster = ?", [*params, cluster]
+        if not open_rows:
+            where = f"{where} AND status NOT IN ({', '.join('?' * len(UNFINISHED))})"
+            params = [*params, *UNFINISHED]
         with self.db.transaction() as conn:
-            cursor = conn.execute(
-                f"DELETE FROM actions WHERE created_at < ? AND status NOT IN ({placeholders})",
-                (older_than, *UNFINISHED))
-            return cursor.rowcount
+            return conn.execute(f"DELETE FROM actions WHERE {where}", tuple(params)).rowcount
 
 
 def query_actions(db: Backend, *, cluster: str | None = None, target: str | None = None,

@@ -598,6 +598,54 @@ class TestKilledCommandStartsACooldown:
         assert [(str(o.status), o.action_id) for o in ctx.settled] == [("unknown", 1)]   # its `result` event
 
 
+class TestRowsOfOtherHostsAndOldRows:
+    """A fleet shares the store, and each host acts for its own `[[filesystems]]`: `open()` marked
+    every `running` row of the `filesystems` pseudo-cluster `unknown` — another live host's row
+    whose command was running right then too. And a filesystem's `unknown` row has nobody to
+    settle it (no read tells what a killed command did), while audit pruning keeps open rows (and
+    ran only with a VMS cluster): such rows outlived any retention."""
+
+    async def test_another_hosts_running_command_is_not_settled(self, tmp_path: Path) -> None:
+        from quotapilot.daemon.store.db import Database
+        from quotapilot.forecasting.types import TargetId
+
+        settings = guarded_settings(tmp_path, command=recorder(tmp_path / "ran.txt"), overrides={})  # host B
+        clock = VirtualClock()
+        db = Database(tmp_path / "shared.db")
+        try:
+            actions = ActionStore(db)
+            rows = {}
+            for name, path in (("nvme-host-a", "/data/hot"), (settings.filesystems[0].name, "/elsewhere")):
+                other = TargetId(FILESYSTEM_CLUSTER, name, path, TargetKind.FILESYSTEM, tier="cold")
+                rows[name] = actions.record(
+                    Decision(other, Dimension.BYTES, DecisionKind.GROW, "due", clock.now(), current_used=85 * GIB,
+                             current_hard=100 * GIB, new_hard=101 * GIB),
+                    mode="enforce", status="running", now=clock.now(), quota_id=None)
+            await FilesystemGrowthStage(settings, clock, actions).open()   # host B starts
+            assert {name: actions.get(row).status for name, row in rows.items()} == \
+                {name: "running" for name in rows}   # (another host's name; our name at another path)
+        finally:
+            db.close()
+
+    async def test_an_old_unknown_row_is_pruned_by_the_filesystem_stage(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ran.txt"
+        settings = guarded_settings(tmp_path, command=recorder(marker), overrides=STEP_1GIB)
+        clock = VirtualClock()
+        quiet = statvfs_of(size=100 * GIB, used=10 * GIB, fsid=1)
+        async with Daemon(settings, clock) as daemon:
+            nas = target_id(settings.filesystems[0])
+            actions = ActionStore(daemon.db)
+            old = actions.record(
+                Decision(nas, Dimension.BYTES, DecisionKind.GROW, "due", clock.now(), current_used=85 * GIB,
+                         current_hard=100 * GIB, new_hard=101 * GIB), mode="enforce", status="running",
+                now=clock.now(), quota_id=None)
+            actions.mark(old, "unknown", clock.now(), "killed after 60 s: outcome unknown")
+            clock.advance(settings.store.audit_retention_seconds + 86400.0)
+            await polls(daemon, clock, Sequenced(quiet), [quiet])
+            assert actions.get(old) is None
+        assert runs(marker) == 0
+
+
 class TestUnmountedMountIsNotTakenAsTruth:
     """An NFS mount that goes away leaves the bare directory on the root filesystem: statvfs then
     answers the root filesystem's numbers (another f_fsid, a size 200 times smaller). The quota
