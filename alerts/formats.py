@@ -1,13 +1,16 @@
 """Notification payload → what each receiver format wants on the wire. Pure.
 
 - `json`: our documented schema (`quotapilot.alert/v1`, README "Alerts"), as is;
-- `alertmanager`: Alertmanager's API v2 `postableAlerts` (a list of one alert);
+- `alertmanager`: Alertmanager's API v2 `postableAlerts` (the alert, and the same alert ended
+  under the other severities of its kind);
 - `slack`: an incoming-webhook message with the runway in words.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from quotapilot.alerts.rules import KIND_SEVERITIES
 
 ALERTNAMES = {
     "utilization": "QuotapilotUtilization",
@@ -29,12 +32,25 @@ def alertname(kind: str) -> str:
 
 
 def to_alertmanager(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """One postable alert. Firing alerts carry `endsAt` = the payload's `expires_at` (so a daemon
-    that dies does not leave them firing forever); resolved ones and events carry their end.
+    """The postable alert, and the same alert ended under its other severities. Firing alerts
+    carry `endsAt` = the payload's `expires_at` (so a daemon that dies does not leave them firing
+    forever); resolved ones and events carry their end.
 
-    Alertmanager tells alerts apart by their labels, `severity` among them: when the notification
-    changes the severity (`previous_severity`), a second postable alert ends the one under the
-    previous severity now, or an escalated warning would stay firing there until it expired."""
+    Alertmanager tells alerts apart by their labels, `severity` among them: an alert of a kind
+    that fires as warning and as critical (`KIND_SEVERITIES`) is two alerts there. Which of them
+    it holds firing must not depend on which notifications arrived: the outbox sends only the
+    newest pending notification of an alert, so the escalation that carried `previous_severity`
+    may have been superseded by a re-send or the resolve. Every post therefore also ends the alert
+    under each other severity of its kind (and under `previous_severity`): `endsAt` the
+    notification's time, `startsAt` the episode's start (Alertmanager merges it into an alert it
+    holds firing under those labels, whose span it overlaps, or replaces it: either way it ends).
+
+    Most of those were never firing there. Alertmanager stores such an alert as resolved (until
+    its garbage collection) and does not page for it: its dedup notifies a group of resolved
+    alerts only if the group's last notification had firing ones. Where a route's `group_by` puts
+    both severities in one group (no `severity` in it) and the receiver has `send_resolved`, it
+    is listed among that group's resolved alerts, and a group with firing alerts is notified once
+    more when such an alert joins it that its last notification did not list."""
     labels = {
         "alertname": alertname(payload["kind"]),
         "alert_id": payload["id"],
@@ -65,12 +81,12 @@ def to_alertmanager(payload: dict[str, Any]) -> list[dict[str, Any]]:
         alert["endsAt"] = ends
     if payload.get("generator_url"):
         alert["generatorURL"] = payload["generator_url"]
-    previous = payload.get("previous_severity")
-    if not previous or previous == payload["severity"]:
-        return [alert]
-    ended = {**alert, "labels": {**labels, "severity": previous},
-             "endsAt": payload.get("ended_at") or payload["evaluated_at"]}
-    return [alert, ended]
+    others = [str(severity) for severity in KIND_SEVERITIES.get(payload["kind"], ())]
+    if payload.get("previous_severity"):
+        others.append(payload["previous_severity"])
+    ended = [{**alert, "labels": {**labels, "severity": severity}, "endsAt": payload["evaluated_at"]}
+             for severity in dict.fromkeys(others) if severity != payload["severity"]]
+    return [alert, *ended]
 
 
 _ICONS = {"critical": ":red_circle:", "warning": ":warning:", "info": ":information_source:"}

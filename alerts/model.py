@@ -95,9 +95,9 @@ class AlertState:
     memory: tuple[tuple[str, float], ...] = ()
     notified_severity: Severity | None = None
     """The severity of the last firing notification (None when none is out: inactive, or firing
-    from a state stored before this field). `severity` may drop below it silently; the next
-    re-send is due by the shorter of the two severities' intervals, so it comes before the
-    last notification expires."""
+    from a state stored before this field, which the rules re-send at its next evaluation).
+    `severity` may drop below it silently; the next re-send is due by the shorter of the two
+    severities' intervals, so it comes before the last notification expires."""
 
     def remembered(self, key: str, default: float | None = None) -> float | None:
         for name, value in self.memory:

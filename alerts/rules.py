@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from quotapilot.alerts.model import (
@@ -37,12 +38,23 @@ DAEMON_CLUSTER = "_daemon"
 COLLECTOR_TARGET = "vms"
 """The `target` part of collector alert ids (`<cluster>/vms/collector`)."""
 
-ALERT_KINDS: tuple[str, ...] = (
-    "utilization", "utilization_inodes", "runway", "runway_inodes", "quota_state", "ingest_anomaly",
-    "growth", "growth_inodes", "growth_would_grow", "growth_would_grow_inodes",
-    "growth_blocked", "growth_blocked_inodes", "growth_failed", "growth_failed_inodes",
-    "collector", "daemon", "capacity_order", "filesystem_unreachable",
-)
+_WARNING_OR_CRITICAL = (Severity.WARNING, Severity.CRITICAL)
+KIND_SEVERITIES: Mapping[str, tuple[Severity, ...]] = MappingProxyType({
+    "utilization": _WARNING_OR_CRITICAL, "utilization_inodes": _WARNING_OR_CRITICAL,
+    "runway": _WARNING_OR_CRITICAL, "runway_inodes": _WARNING_OR_CRITICAL,
+    "quota_state": _WARNING_OR_CRITICAL, "ingest_anomaly": (Severity.WARNING,),
+    "growth": (Severity.INFO,), "growth_inodes": (Severity.INFO,),
+    "growth_would_grow": (Severity.INFO,), "growth_would_grow_inodes": (Severity.INFO,),
+    "growth_blocked": _WARNING_OR_CRITICAL, "growth_blocked_inodes": _WARNING_OR_CRITICAL,
+    "growth_failed": (Severity.CRITICAL,), "growth_failed_inodes": (Severity.CRITICAL,),
+    "collector": (Severity.CRITICAL,), "daemon": (Severity.CRITICAL,),
+    "capacity_order": _WARNING_OR_CRITICAL, "filesystem_unreachable": (Severity.CRITICAL,),
+})
+"""Every `kind` the rules produce and the severities it fires with (README "Alert kinds"). A kind
+with more than one is one alert here, but one per severity at a receiver that tells alerts apart
+by labels (Alertmanager): `formats.to_alertmanager` ends it under the others."""
+
+ALERT_KINDS: tuple[str, ...] = tuple(KIND_SEVERITIES)
 """Every `kind` the rules produce (the `kind` label of quotapilot_alerts_firing: bounded)."""
 
 QUOTA_STATE_SEVERITY: Mapping[str, Severity] = {
@@ -529,12 +541,15 @@ def step(state: AlertState, condition: Condition, config: RuleConfig,
     # re-notify comes no later than the last notification's own interval: its receivers hold it
     # for twice that (`expiry_seconds`), so a critical that dropped to warning is re-sent after
     # 4 h, not 24 h (its 8 h expiry would have lapsed in between).
+    # Firing without a notified severity is a state stored before that field existed: its last
+    # notification went out with the old expiry (8 h at every severity), so its receivers have
+    # likely ended it, and an info alert would never be re-sent. It is re-sent once, now.
     escalated = severity.rank > (state.severity or Severity.INFO).rank
     last = state.last_notified_at if state.last_notified_at is not None else now
     interval = renotify_interval(condition.target, severity, config)
     if state.notified_severity is not None and state.notified_severity is not severity:
         interval = _sooner(interval, renotify_interval(condition.target, state.notified_severity, config))
-    due = interval > 0 and now - last >= interval
+    due = state.notified_severity is None or (interval > 0 and now - last >= interval)
     if not (escalated or due):
         if severity is not state.severity:
             return state.evolve(severity=severity, summary=condition.summary), None

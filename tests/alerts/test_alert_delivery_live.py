@@ -294,8 +294,9 @@ class TestWebhookFormats:
                 clock.advance(now - clock.now())
                 await stage.on_cycle(cycle(now, {"raw": 0.85}))
             assert await stage.drain(5)
-        [[alert]] = receiver.bodies()  # nothing re-sent within 12 h: renotify_warning_seconds is 24 h
-        assert alert["labels"]["severity"] == "warning"
+        [[alert, critical]] = receiver.bodies()  # nothing re-sent within 12 h: renotify_warning_seconds is 24 h
+        assert (alert["labels"]["severity"], critical["labels"]["severity"]) == ("warning", "critical")
+        assert critical["endsAt"] == alert["startsAt"]  # the kind's other severity, ended as it fired
         states = await stage.states()
         assert str(states["c1/raw/utilization"].phase) == "firing"
         ends = datetime.fromisoformat(alert["endsAt"]).timestamp()

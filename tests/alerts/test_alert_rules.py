@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from quotapilot.alerts.model import AlertState, Condition, Notification, Phase, Severity, Status
 from quotapilot.alerts.rules import (
+    KIND_SEVERITIES,
     NEVER_RESENT_EXPIRY_SECONDS,
     GrowthInput,
     RuleConfig,
@@ -54,6 +56,8 @@ class Run:
         result = evaluate(self.states, cycle_conditions(inputs, self.states, self.config), self.config, now)
         self.states.update(result.states)
         self.notes.extend(result.notifications)
+        for note in result.notifications:  # the Alertmanager format ends an alert under the others
+            assert note.severity in KIND_SEVERITIES[note.kind], f"{note.kind} fired {note.severity}"
         return list(result.notifications)
 
     def of(self, alert_id: str) -> list[tuple[Status, Severity]]:
@@ -239,7 +243,64 @@ class TestExpiry:
         assert AlertState.from_json(state.to_json()) == state
         stored_before = state.to_json().replace(', "notified_severity": "critical"', "")
         assert "notified_severity" not in stored_before
-        assert AlertState.from_json(stored_before).notified_severity is None  # as stored before: no re-send sooner
+        assert AlertState.from_json(stored_before).notified_severity is None  # see TestStatesStoredBeforeAnUpgrade
+
+
+class TestStatesStoredBeforeAnUpgrade:
+    """Review round 8: an alert state stored before `notified_severity` existed loads with None.
+    Its last notification went out with the old expiry (2 × `renotify_seconds` = 8 h at every
+    severity), so its receivers have ended it since (Alertmanager: resolved). The new code never
+    re-sends an info alert, and a warning only after 24 h: an info alert firing across the upgrade
+    stayed resolved at its receivers for good, a warning for up to 16 h. Only such a stored state
+    is firing without a notified severity: it is re-sent once, at its next evaluation."""
+
+    @staticmethod
+    def legacy(state: AlertState) -> AlertState:
+        """`state` as the previous release stored it (no `notified_severity` key)."""
+        data = json.loads(state.to_json())
+        del data["notified_severity"]
+        return AlertState.from_json(json.dumps(data))
+
+    def test_a_firing_info_alert_is_sent_again_once(self) -> None:
+        would = (GrowthInput("bytes", "would_grow", "p90 crosses"),)
+        run = Run()
+        run.cycle(T0 - 86400, quota(10, growth=would))
+        stored = self.legacy(run.states["c1/raw/growth_would_grow"])
+        assert (stored.phase, stored.notified_severity) == (Phase.FIRING, None)
+        run.states["c1/raw/growth_would_grow"] = stored
+        [resent] = run.cycle(T0, quota(10, growth=would))
+        assert (resent.status, resent.severity, resent.renotify, resent.sequence) == (
+            Status.FIRING, Severity.INFO, True, 2)
+        assert expiry_seconds(resent, run.config) == NEVER_RESENT_EXPIRY_SECONDS  # the new expiry
+        assert run.states["c1/raw/growth_would_grow"].notified_severity is Severity.INFO
+        assert run.cycle(T0 + 60, quota(10, growth=would)) == []
+        assert run.cycle(T0 + 30 * 86400, quota(10, growth=would)) == []
+
+    def test_a_firing_warning_is_sent_again_at_once_then_daily(self) -> None:
+        run = Run()
+        run.cycle(T0 - 9 * 3600, quota(85))
+        run.states["c1/raw/utilization"] = self.legacy(run.states["c1/raw/utilization"])
+        [resent] = run.cycle(T0, quota(85))  # 9 h after its last send: expired at 8 h
+        assert (resent.severity, resent.renotify, resent.previous_severity) == (Severity.WARNING, True, None)
+        assert run.cycle(T0 + 23 * 3600, quota(85)) == []
+        assert len(run.cycle(T0 + 24 * 3600, quota(85))) == 1
+
+    def test_an_escalation_is_sent_as_one(self) -> None:
+        run = Run()
+        run.cycle(T0 - 3600, quota(85))
+        run.states["c1/raw/utilization"] = self.legacy(run.states["c1/raw/utilization"])
+        [escalated] = run.cycle(T0, quota(95))
+        assert (escalated.severity, escalated.renotify) == (Severity.CRITICAL, False)
+
+    def test_states_with_nothing_out_are_not_sent(self) -> None:
+        """Inactive and pending states have no notified severity either: nothing to re-send."""
+        run = Run(RuleConfig(for_seconds=300))
+        run.cycle(T0, quota(10, growth=(GrowthInput("bytes", "would_grow", "p90 crosses"),)))
+        run.cycle(T0 + 60, quota(95, growth=(GrowthInput("bytes", "none"),)))  # resolved; utilization pending
+        phases = {alert: str(run.states[alert].phase) for alert in ("c1/raw/utilization", "c1/raw/growth_would_grow")}
+        assert phases == {"c1/raw/utilization": "pending", "c1/raw/growth_would_grow": "inactive"}
+        run.states = {alert: self.legacy(state) for alert, state in run.states.items()}
+        assert run.cycle(T0 + 120, quota(95, growth=(GrowthInput("bytes", "none"),))) == []
 
 
 class TestRunway:

@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from quotapilot.alerts.dispatcher import OutboxEntry
 from quotapilot.alerts.errors import SinkUnavailable
+from quotapilot.alerts.formats import to_alertmanager
 from quotapilot.alerts.model import Severity
 from quotapilot.alerts.rules import NEVER_RESENT_EXPIRY_SECONDS, RuleConfig, target_conditions
 from quotapilot.daemon.clock import VirtualClock
@@ -318,6 +319,59 @@ class TestStage:
         stopping.set()
         await asyncio.wait_for(task, timeout=3)  # the flush is bounded by the shutdown timeout
         assert await stage.store.pending_counts() == {"list": 1}
+
+
+def alertmanager_firing(posts: list[dict[str, Any]], now: float) -> list[dict[str, str]]:
+    """What Alertmanager holds firing at `now` after these notifications were posted in its
+    format, in order: one alert per label set, the latest `endsAt` posted wins."""
+    ends: dict[frozenset[tuple[str, str]], tuple[dict[str, str], float]] = {}
+    for payload in posts:
+        for alert in to_alertmanager(payload):
+            labels = alert["labels"]
+            ends[frozenset(labels.items())] = (labels, datetime.fromisoformat(alert["endsAt"]).timestamp())
+    return [labels for labels, end in ends.values() if end > now]
+
+
+class TestAlertmanagerAfterAnOutage:
+    """Review round 8: `previous_severity` belongs to one notification, but after an outage the
+    outbox sends only the newest pending notification of an alert. When the escalation that
+    carried it was superseded (by the 4 h critical re-send, or by the resolve), Alertmanager was
+    never told to end the warning: it stayed firing beside the critical, or after everything
+    resolved, until its `endsAt` (up to 48 h). What Alertmanager holds must not depend on which
+    notifications were delivered."""
+
+    async def test_an_escalation_superseded_by_its_resolve_leaves_nothing_firing(self, tmp_path: Path) -> None:
+        settings = settings_for(tmp_path, log_sink=False)
+        sink = ListSink()
+        clock = VirtualClock(T0)
+        stage = AlertingStage(settings, Database(settings.store.path), clock, sinks=[sink])
+        await stage.on_cycle(ctx_with(0.85))                 # the warning fires, delivered
+        await deliver_all(stage)
+        clock.advance(60)                                    # Alertmanager unreachable: both queue up
+        await stage.on_cycle(ctx_with(0.95, now=T0 + 60))    # critical, previous_severity=warning
+        clock.advance(60)
+        await stage.on_cycle(ctx_with(0.10, now=T0 + 120))   # resolved
+        await deliver_all(stage)                             # back: the latest state wins
+        assert [(p["severity"], p["status"]) for p in sink.received] == [
+            ("warning", "firing"), ("critical", "resolved")]
+        assert alertmanager_firing(sink.received, T0 + 3600) == []
+
+    async def test_an_escalation_superseded_by_its_resend_ends_the_warning(self, tmp_path: Path) -> None:
+        settings = settings_for(tmp_path, log_sink=False)
+        sink = ListSink()
+        clock = VirtualClock(T0)
+        stage = AlertingStage(settings, Database(settings.store.path), clock, sinks=[sink])
+        await stage.on_cycle(ctx_with(0.85))                 # the warning fires, delivered
+        await deliver_all(stage)
+        clock.advance(60)
+        await stage.on_cycle(ctx_with(0.95, now=T0 + 60))    # the escalation queues (receiver down)
+        clock.advance(4 * 3600)
+        await stage.on_cycle(ctx_with(0.95, now=clock.now()))  # the 4 h re-send supersedes it
+        await deliver_all(stage)
+        assert [(p["severity"], p["previous_severity"], p["renotify"]) for p in sink.received] == [
+            ("warning", None, False), ("critical", None, True)]
+        firing = alertmanager_firing(sink.received, clock.now() + 60)
+        assert [labels["severity"] for labels in firing] == ["critical"]
 
 
 class TestLogSink:
