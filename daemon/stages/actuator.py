@@ -67,7 +67,7 @@ class QuotaWriter(Protocol):
     async def create_quota(self, name: str, path: str, hard_limit: int, soft_limit: int,
                            hard_limit_inodes: int | None = None) -> dict[str, Any]: ...
 
-    async def list_views(self) -> list[dict[str, Any]]: ...
+    async def list_views(self, path: str | None = None) -> list[dict[str, Any]]: ...
 
     async def create_view(self, path: str, name: str, policy_id: int,
                           protocols: list[str] | tuple[str, ...]) -> dict[str, Any]: ...
@@ -416,9 +416,12 @@ class Actuator:
 
     async def ensure_view(self, cluster: str, view: ManagedView, writer: QuotaWriter) -> str:
         """Make sure `view` and its quota exist (idempotent). Returns what was done:
-        `exists`, `created`, `would_create`, or `no_policy`."""
+        `exists`, `created`, `would_create`, or `no_policy`. What is missing is created, so both
+        are looked up by path in listings the VMS did not change while they were paged (the
+        writer's; `truncated` otherwise, and tried again next cycle): a view a page shift hid from
+        an unfiltered listing of a busy cluster was created a second time."""
         name = view_name(view)
-        existing_views = {v.get("path") for v in await writer.list_views()}
+        existing_views = {v.get("path") for v in await writer.list_views(path=view.path)}
         quotas = await writer.list_quotas(path=view.path)
         missing = [what for what, present in (("view", view.path in existing_views), ("quota", bool(quotas)))
                    if not present]

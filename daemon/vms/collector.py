@@ -109,8 +109,8 @@ class VmsPoller:
 
     @property
     def listings_unsettled(self) -> int:
-        """Listings (the poll's and the writer's) taken while the VMS kept changing under them
-        (`VmsTransport.list_all`)."""
+        """The poll's listings taken while the VMS kept changing under them
+        (`VmsTransport.list_all`; the writer's lookups take none)."""
         return self.transport.listings_unsettled
 
     def log_tls_mode(self) -> None:

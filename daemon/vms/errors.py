@@ -1,12 +1,13 @@
 """Typed errors at the VMS boundary, and the translation of what vastpy/urllib3 raise into them.
 
 `VmsUnavailable` (a `TemporaryError`: network trouble, 5xx, 429, a body that is not JSON, a page
-shorter than its envelope promises, a TLS failure other than the certificate's) is retried by the
+shorter than its envelope promises, a TLS failure other than those below) is retried by the
 transport under the retry policy, waiting at least the server's `Retry-After`; `VmsRefused` (a
-`PermanentError`: 401, 403, 400, 404, a certificate we do not accept) is not. Both carry a short
-`reason` that becomes the `reason` label of `quotapilot_poll_errors_total`. A `VmsUnavailable`
-says whether the request may have been carried out (`outcome_unknown`), so a refusal of a
-retried write can say that an earlier attempt may still land (`after_lost_answer`).
+`PermanentError`: 401, 403, 400, 404, a certificate we do not accept, a TLS handshake the two
+sides cannot agree on) is not. Both carry a short `reason` that becomes the `reason` label of
+`quotapilot_poll_errors_total`. A `VmsUnavailable` says whether the request may have been carried
+out (`outcome_unknown`), so a refusal of a retried write can say that an earlier attempt may still
+land (`after_lost_answer`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,29 @@ class VmsRefused(PermanentError):
         super().__init__(message)
         self.reason = reason
         self.status = status
+
+
+class TlsHandshakeFailed(urllib3.exceptions.SSLError):
+    """The TLS handshake of a new connection failed (raised by `transport.VmsHttpsConnection`,
+    the cause being what `ssl` or the socket raised): no byte of the request was sent. urllib3
+    raises its plain `SSLError` alike for a handshake and for a record that fails while the
+    answer is read, after the request went out; only the connection knows which phase it was in.
+    A subclass of urllib3's `SSLError`, so urllib3 passes it through as it is."""
+
+
+HANDSHAKE_REFUSALS = frozenset({
+    "TLSV1_ALERT_PROTOCOL_VERSION",   # the VMS (or a proxy) speaks only a TLS version we do not
+    "UNSUPPORTED_PROTOCOL",           # ... or we refuse the version it chose
+    "VERSION_TOO_LOW",
+    "NO_PROTOCOLS_AVAILABLE",         # our context enables no version at all
+    "WRONG_VERSION_NUMBER",           # not TLS: a plain-HTTP port answered the ClientHello
+    "NO_SHARED_CIPHER",               # no cipher both sides accept
+    "NO_CIPHERS_AVAILABLE",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE",  # the peer's alert for the same (no cipher or group in common)
+    "TLSV1_ALERT_INSUFFICIENT_SECURITY",
+})
+"""OpenSSL's reason codes (`ssl.SSLError.reason`) for a handshake the two sides cannot agree on:
+a configuration that stays as it is until someone changes it, so no retry would help."""
 
 
 class TruncatedPage(ValueError):
@@ -110,6 +134,8 @@ def classify(exc: BaseException) -> VmsUnavailable | VmsRefused:
         return VmsRefused(message, reason=reason, status=status)
     if isinstance(exc, urllib3.exceptions.HTTPError | ssl.SSLError) and certificate_failure(exc) is not None:
         return VmsRefused(f"certificate not accepted: {exc}", reason="tls")
+    if isinstance(exc, TlsHandshakeFailed):
+        return handshake_failure(exc)
     if isinstance(exc, urllib3.exceptions.SSLError | ssl.SSLError):
         # any other TLS failure (a record that fails its MAC, an alert mid-answer) can come after
         # the request went out: retried, and a write's outcome is unknown, as after a lost answer
@@ -127,3 +153,20 @@ def classify(exc: BaseException) -> VmsUnavailable | VmsRefused:
     if isinstance(exc, ValueError | UnicodeDecodeError):  # body said JSON but is not
         return VmsUnavailable(f"malformed response: {exc}", reason="malformed")
     return VmsUnavailable(f"{type(exc).__name__}: {exc}", reason="unexpected")
+
+
+def handshake_failure(exc: TlsHandshakeFailed) -> VmsUnavailable | VmsRefused:
+    """A failed handshake sent nothing (`outcome_unknown` False). One the two sides cannot agree
+    on (`HANDSHAKE_REFUSALS`, by the `reason` code `ssl` gives, never by the message) is a `tls`
+    refusal: retrying it every poll would only delay the alert. Any other (the connection cut or
+    timed out mid-handshake: a VMS restarting, a busy proxy) is retried."""
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLError) and getattr(cause, "reason", None) in HANDSHAKE_REFUSALS:  # set by _ssl
+        return VmsRefused(f"TLS handshake refused: {exc}", reason="tls")
+    if isinstance(cause, TimeoutError):
+        reason = "timeout"
+    elif isinstance(cause, ssl.SSLError):
+        reason = "tls"
+    else:
+        reason = "connection"
+    return VmsUnavailable(f"TLS handshake failed: {exc}", reason=reason, outcome_unknown=False)

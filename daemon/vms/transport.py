@@ -4,7 +4,8 @@ vastpy is synchronous and, as shipped, opens a new TCP+TLS connection per reques
 and no verification unless given a CA file. `VmsClient` keeps vastpy's public surface (the
 constructor, `client["quotas"]` child clients, `get/post/patch`, `RESTFailure`) and replaces only
 `request`: a timeout per request, no hidden urllib3 retries (ours honour `Retry-After`),
-connections kept alive, and the failed response's headers kept on the `RESTFailure` (`.headers`).
+connections kept alive (`VmsHttpsConnection`: a failed TLS handshake says so, since it sent
+nothing), and the failed response's headers kept on the `RESTFailure` (`.headers`).
 It reads no private attribute of vastpy: the connection parameters are the constructor's
 arguments, kept by our own `__init__` (vastpy builds child clients with `self.__class__(...)`,
 passing them all as keywords; `tests/daemon/test_vms_transport.py` holds it to that).
@@ -40,7 +41,7 @@ from quotapilot.daemon.logs import TransitionLog, get_logger
 from quotapilot.daemon.runtime.retry import RetryPolicy
 from quotapilot.daemon.runtime.supervisor import sleep_unless
 from quotapilot.daemon.settings import ClusterSettings, VastSettings
-from quotapilot.daemon.vms.errors import TruncatedPage, VmsRefused, VmsUnavailable, classify
+from quotapilot.daemon.vms.errors import TlsHandshakeFailed, TruncatedPage, VmsRefused, VmsUnavailable, classify
 
 log = get_logger(__name__)
 
@@ -85,6 +86,27 @@ class Endpoint:
         return headers
 
 
+class VmsHttpsConnection(urllib3.connection.HTTPSConnection):
+    """urllib3's HTTPS connection, saying when its TLS handshake failed (`TlsHandshakeFailed`):
+    urllib3 wraps a handshake's `ssl.SSLError` in the same `SSLError` as a record that fails
+    while the answer is read, after the request went out. `connect` is where urllib3 makes the
+    TCP connection (failing as its own `NewConnectionError` / `ConnectTimeoutError`, left as they
+    are) and then the handshake, before any byte of the request: an `OSError` out of it (what
+    `ssl` raises, a reset, a timeout) is the handshake's."""
+
+    def connect(self) -> None:
+        try:
+            super().connect()
+        except OSError as exc:
+            raise TlsHandshakeFailed(exc) from exc
+
+
+class VmsHttpsPool(urllib3.HTTPSConnectionPool):
+    """urllib3's HTTPS pool, on `VmsHttpsConnection`s."""
+
+    ConnectionCls = VmsHttpsConnection
+
+
 class VmsClient(vastpy.VASTClient):  # type: ignore[misc]  # vastpy ships no type hints
     """vastpy's client with what a daemon needs (see the module docstring). The settings are class
     attributes because vastpy builds child clients with `self.__class__(...)`; `make_client` makes
@@ -123,6 +145,8 @@ class VmsClient(vastpy.VASTClient):  # type: ignore[misc]  # vastpy ships no typ
             else:  # insecure_skip_tls_verify: explicit, warned about at start
                 manager = urllib3.PoolManager(cert_reqs="CERT_NONE", **common)
                 urllib3.disable_warnings(category=urllib3.exceptions.InsecureRequestWarning)
+            # a public attribute urllib3 sets per manager "so other PoolManagers can override them"
+            manager.pool_classes_by_scheme = {**manager.pool_classes_by_scheme, "https": VmsHttpsPool}
             manager = pools.setdefault("vms", manager)
         return manager
 
@@ -279,7 +303,7 @@ class VmsTransport:
         """`GET /<resource>/` with query parameters."""
         return await self.call(f"GET {resource}", lambda client: client[resource].get(**params))
 
-    async def list_all(self, resource: str, **filters: Any) -> list[Any]:
+    async def list_all(self, resource: str, *, settled_only: bool = False, **filters: Any) -> list[Any]:
         """Every object of a list endpoint, following `next` page by page. A page shorter than
         the envelope's `count` implies, or one that ends the listing (no `next`) with fewer objects
         listed than `count`, is refetched like any temporary failure (`truncated` once the retries
@@ -301,14 +325,23 @@ class VmsTransport:
         (`not_found`). Restarts do not renew the retries: each page number has the retry policy's
         retries for the whole listing. A listing that holds still costs one request per page. A
         deletion and a creation between the same two pages leave `count` as it was, and go
-        unseen: a quota missing from one poll waits out the presence grace."""
+        unseen: a quota missing from one poll waits out the presence grace.
+
+        `settled_only`: a lookup that decides a write (the writer's: is the view there, is the
+        quota) takes no unsettled listing — the object a page shift hid would be created again —
+        and fails as `truncated` when the last listing's `count` moves too; the caller tries again
+        next cycle. Such lookups filter by path where they can: a page, which rarely moves."""
         restarts = min(LISTING_RESTARTS, self._vast.max_retries)
         retries: defaultdict[int, RetriesSpent] = defaultdict(RetriesSpent)
         restart = 0
         while True:
-            listed = await self._list_once(resource, filters, retries, may_restart=restart < restarts)
+            listed = await self._list_once(resource, filters, retries, may_restart=restart < restarts,
+                                           settled_only=settled_only)
             if listed is not None:
                 break
+            if restart == restarts:  # settled_only, and the last listing moved too
+                raise VmsUnavailable(f"GET {resource}: the listing changed while paging, {restarts + 1} times in a row",
+                                     reason="truncated")
             restart += 1
         items, settled = listed
         streak = (resource, *sorted(filters))  # the poll's listing apart from the writer's lookups
@@ -322,11 +355,12 @@ class VmsTransport:
 
     async def _list_once(self, resource: str, filters: Mapping[str, Any],
                          retries: defaultdict[int, RetriesSpent], *,
-                         may_restart: bool) -> tuple[list[Any], bool] | None:
+                         may_restart: bool, settled_only: bool) -> tuple[list[Any], bool] | None:
         """One listing from page 1, as (objects, settled): settled when every page had the same
-        `count`. None when it may restart and the pages do not describe one state; otherwise a
-        listing whose `count` moves is read to its end (at most twice the pages its first `count`
-        allows: a count that grows by a page per page would never end)."""
+        `count`. None when the pages do not describe one state and it may restart (or is
+        `settled_only`: no unsettled listing is taken); otherwise a listing whose `count` moves is
+        read to its end (at most twice the pages its first `count` allows: a count that grows by a
+        page per page would never end)."""
         page_size = self._vast.page_size
         items: list[Any] = []
         page, count, moved = 1, 0, False
@@ -347,7 +381,7 @@ class VmsTransport:
             elif body["count"] != count and not moved:
                 log.debug("listing.restarted" if may_restart else "listing.moved", cluster=self.name,
                           resource=resource, page=page, count=count, new_count=body["count"])
-                if may_restart:
+                if may_restart or settled_only:
                     return None
                 moved = True
             items.extend(body["results"])

@@ -2,7 +2,10 @@
 
 Re-read, patch and create quotas; list and create views; find a view policy. Each call goes
 through the cluster's `VmsTransport` (the same client, pool and retry policy as the poll) and
-raises `VmsUnavailable` / `VmsRefused` once the retry policy gives up.
+raises `VmsUnavailable` / `VmsRefused` once the retry policy gives up. Its listings decide writes
+(a view or quota missing from one is created), so it takes none that moved while it was paged
+(`list_all(settled_only=True)`, `truncated` otherwise), unlike the poll, whose presence grace
+covers a quota a page shift hid.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ class VmsWriter:
         return as_object(await self.transport.get(f"quotas/{quota_id}"), "quota")
 
     async def list_quotas(self, path: str | None = None) -> list[dict[str, Any]]:
-        """Every quota (paged), or the ones on `path`."""
+        """Every quota (paged, settled), or the ones on `path`."""
         filters = {} if path is None else {"path": path}
-        return [r for r in await self.transport.list_all("quotas", **filters) if isinstance(r, dict)]
+        return [r for r in await self.transport.list_all("quotas", settled_only=True, **filters)
+                if isinstance(r, dict)]
 
     async def patch_quota(self, quota_id: int, *, hard_limit: int | None = None,
                           soft_limit: int | None = None, hard_limit_inodes: int | None = None,
@@ -63,9 +67,14 @@ class VmsWriter:
         body = await self.transport.call("POST quotas", lambda client: client["quotas"].post(**fields))
         return as_object(body, "quota")
 
-    async def list_views(self) -> list[dict[str, Any]]:
-        """Every view (paged)."""
-        return [r for r in await self.transport.list_all("views") if isinstance(r, dict)]
+    async def list_views(self, path: str | None = None) -> list[dict[str, Any]]:
+        """Every view (paged, settled), or the ones on `path`: the VMS filters by path (one page,
+        where the whole listing of a busy cluster moves under every read); a VMS that ignores the
+        filter answers every view, and only those on `path` are returned."""
+        filters = {} if path is None else {"path": path}
+        views = [r for r in await self.transport.list_all("views", settled_only=True, **filters)
+                 if isinstance(r, dict)]
+        return views if path is None else [v for v in views if v.get("path") == path]
 
     async def create_view(self, path: str, name: str, policy_id: int,
                           protocols: list[str] | tuple[str, ...]) -> dict[str, Any]:

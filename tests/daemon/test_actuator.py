@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from core_helpers import InstantClock
 from prometheus_client import CollectorRegistry
 
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.errors import PermanentError, TemporaryError
 from quotapilot.daemon.runtime.cycle import CycleContext, DroppedSample, PollResult
 from quotapilot.daemon.runtime.leadership import SoleLeadership
-from quotapilot.daemon.settings import Settings
+from quotapilot.daemon.settings import Settings, load_settings
 from quotapilot.daemon.stages.actuator import Actuator
 from quotapilot.daemon.stages.growth import GrowthStage
 from quotapilot.daemon.stages.store import StoreStage
@@ -21,6 +24,9 @@ from quotapilot.daemon.store.backend import StoreUnavailable
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.observations import ObservationStore
 from quotapilot.daemon.store.overrides import Override, OverrideStore
+from quotapilot.daemon.vms.errors import VmsUnavailable
+from quotapilot.daemon.vms.transport import VmsTransport
+from quotapilot.daemon.vms.writer import VmsWriter
 from quotapilot.forecasting.planner import TIB
 from quotapilot.forecasting.types import (
     ActionStatus,
@@ -79,8 +85,8 @@ class FakeVms:
         self.add(quota_id, name, path, hard_limit, 0)
         return self.quotas[quota_id]
 
-    async def list_views(self) -> list[dict[str, Any]]:
-        return list(self.views)
+    async def list_views(self, path: str | None = None) -> list[dict[str, Any]]:
+        return [v for v in self.views if path is None or v["path"] == path]
 
     async def create_view(self, path: str, name: str, policy_id: int,
                           protocols: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -825,6 +831,100 @@ class TestViews:
         await h.cycle()
         assert h.vms.views == []
         assert h.stage.view.views_would_create == ("c1:/cosmos7/new (view and quota)",)
+
+
+MANAGED = "/jobs/managed"
+
+
+class BusyViews:
+    """A VMS client (what `client_factory` returns) on a busy cluster: after each page 1 of
+    `views` is served the oldest view is deleted (a pipeline removing a finished job's view), so
+    `count` moves under every listing and the pages shift back by one. The managed view exists
+    the whole time. `filters_by_path`: `GET /views/?path=` answers the views on that path (as
+    VMS and the simulator do); otherwise it is ignored."""
+
+    def __init__(self, *, filters_by_path: bool) -> None:
+        paths = ["/jobs/0", "/jobs/1", "/jobs/2", "/jobs/3", MANAGED, "/jobs/5", "/jobs/6", "/jobs/7"]
+        self.views = [{"id": i, "name": p.strip("/").replace("/", "-"), "path": p} for i, p in enumerate(paths)]
+        self.filters_by_path = filters_by_path
+        self.view_requests: list[dict[str, Any]] = []
+        self.posted: list[dict[str, Any]] = []
+        self._resource = ""
+
+    def __getitem__(self, resource: str) -> BusyViews:
+        self._resource = resource
+        return self
+
+    def get(self, **params: Any) -> Any:
+        if self._resource == "views":
+            self.view_requests.append(params)
+            page, size = params["page"], params["page_size"]
+            views = [v for v in self.views if not self.filters_by_path or params.get("path") in (None, v["path"])]
+            body = {"count": len(views), "next": "more" if page * size < len(views) else None,
+                    "results": views[(page - 1) * size: page * size]}
+            if page == 1:
+                self.views.pop(0)
+            return body
+        if self._resource == "quotas":
+            return {"count": 1, "next": None, "results": [{"id": 9, "name": "jobs-managed", "path": MANAGED}]}
+        if self._resource == "viewpolicies":
+            return {"count": 1, "next": None, "results": [{"id": 1, "name": "default"}]}
+        raise AssertionError(self._resource)
+
+    def post(self, **fields: Any) -> Any:
+        self.posted.append({"resource": self._resource, **fields})
+        return {"id": 100, **fields}
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(max_workers=2)
+    yield pool
+    pool.shutdown(wait=True)
+
+
+class TestViewsOnABusyCluster:
+    """Review r9 defect 1: a listing whose `count` still moved after two restarts is taken (for
+    the poll, whose presence grace covers a quota a page shift hid), and the writer's listing
+    of every view was taken alike: `ensure_view` concluded from what it lacked, and POSTed again
+    the managed view the shift had hidden (a duplicate, or a refusal at every cycle). The
+    writer's lookups decide writes: they look the view up by its path (one page) and take no
+    listing that moved (`truncated`: `view.ensure_failed`, tried again next cycle)."""
+
+    @staticmethod
+    async def ensure_view(client: BusyViews, tmp_path: Path, executor: ThreadPoolExecutor) -> tuple[str, VmsTransport]:
+        clock = InstantClock()
+        base = load_settings(None, clusters=[{"name": "c1", "address": "vms.invalid", "token": "t"}],
+                             vast={"backoff_base_seconds": 1, "max_retries": 2, "page_size": 2})
+        transport = VmsTransport(base.clusters[0], base.vast, clock, executor, client_factory=lambda *_: client)
+        settings = Settings(clusters=({"name": "c1", "address": "vms.invalid", "token": "t"},),  # type: ignore[arg-type]
+                            policy={"mode": "enforce"},  # type: ignore[arg-type]
+                            views=({"path": MANAGED},))  # type: ignore[arg-type]
+        db = Database(tmp_path / "state.db")
+        try:
+            actuator = Actuator(settings, ActionStore(db), clock, SoleLeadership(["c1"]))
+            return await actuator.ensure_view("c1", settings.views[0], VmsWriter(transport)), transport
+        finally:
+            db.close()
+
+    async def test_a_view_hidden_by_a_page_shift_is_not_created_again(
+            self, tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+        """A VMS that ignores the path filter answers the busy cluster's whole listing: it never
+        holds still, and is not taken — no POST."""
+        client = BusyViews(filters_by_path=False)
+        with pytest.raises(VmsUnavailable) as info:
+            await self.ensure_view(client, tmp_path, executor)
+        assert info.value.reason == "truncated"
+        assert client.posted == []
+        assert [r["page"] for r in client.view_requests] == [1, 2] * 3  # two restarts, then given up
+
+    async def test_a_managed_view_is_looked_up_by_its_path(
+            self, tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+        """Filtered by path, the lookup is one page that the busy cluster's churn does not move."""
+        client = BusyViews(filters_by_path=True)
+        done, transport = await self.ensure_view(client, tmp_path, executor)
+        assert (done, client.posted, transport.listings_unsettled) == ("exists", [], 0)
+        assert client.view_requests == [{"page": 1, "page_size": 2, "path": MANAGED}]
 
 
 class TestMetricsAndAudit:

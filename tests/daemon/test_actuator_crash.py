@@ -61,7 +61,7 @@ class FileVms:
     async def create_quota(self, *args: Any, **kw: Any) -> dict[str, Any]:
         raise AssertionError("not used")
 
-    async def list_views(self) -> list[dict[str, Any]]:
+    async def list_views(self, path: str | None = None) -> list[dict[str, Any]]:
         return []
 
     async def create_view(self, *args: Any, **kw: Any) -> dict[str, Any]:

@@ -223,6 +223,10 @@ class TestActuatorCalls:
         view = await collector.writer.create_view("/cosmos7/new", "cosmos7-new", policy["id"], ["NFS"])
         assert view["path"] == "/cosmos7/new"
         assert "/cosmos7/new" in {v["path"] for v in await collector.writer.list_views()}
+        requests = collector.requests_made
+        found = await collector.writer.list_views(path="/cosmos7/new")
+        assert [v["path"] for v in found] == ["/cosmos7/new"]
+        assert collector.requests_made == requests + 1  # filtered by the VMS: one page
         quota = await collector.writer.create_quota("cosmos7-new", "/cosmos7/new", 10 * 2**40, 9 * 2**40)
         assert quota["hard_limit"] == 10 * 2**40
         with pytest.raises(VmsRefused):

@@ -7,7 +7,9 @@ import inspect
 import os
 import socket
 import ssl
+import struct
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +26,13 @@ from quotapilot.daemon.errors import PermanentError
 from quotapilot.daemon.settings import load_settings
 from quotapilot.daemon.simulator.server import SimulatorServer
 from quotapilot.daemon.simulator.tls import TlsFiles, make_certificates, server_context
-from quotapilot.daemon.vms.errors import VmsRefused, VmsUnavailable, classify, retry_after_seconds
+from quotapilot.daemon.vms.errors import (
+    TlsHandshakeFailed,
+    VmsRefused,
+    VmsUnavailable,
+    classify,
+    retry_after_seconds,
+)
 from quotapilot.daemon.vms.transport import Endpoint, VmsClient, VmsTransport, make_client, retry_policy
 
 
@@ -171,7 +179,12 @@ class TlsPeer:
     """A TLS server on loopback with the certificates in `files`, one connection per entry of
     `answers`: "corrupt" reads the whole request (the VMS has it: a write may be carried out),
     then answers with a TLS record that fails to decrypt (a bad MAC, as a middlebox's fault
-    would); "ok" answers `200 {}`. A handshake the client refuses just ends the connection."""
+    would); "ok" answers `200 {}`, "unauthorized" `401`. Refusing the handshake (no request is
+    ever sent): "old_tls" speaks TLS 1.1 at most (an old VMS or a proxy in front of it),
+    "no_shared_cipher" offers a cipher no client accepts, "plain_http" is a plain-HTTP port
+    answering the ClientHello with a 400; "cut" resets the connection mid-handshake (a VMS
+    restarting). A handshake the client refuses just ends the connection. `connections`: how
+    many were accepted."""
 
     def __init__(self, files: TlsFiles, answers: tuple[str, ...]) -> None:
         self.files = files
@@ -180,23 +193,52 @@ class TlsPeer:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(10)
         self.port = self.listener.getsockname()[1]
+        self.connections = 0
         self.requests: list[bytes] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
+
+    def _context(self, answer: str) -> ssl.SSLContext:
+        if answer not in ("old_tls", "no_shared_cipher"):
+            return self.context
+        context = server_context(self.files)
+        if answer == "old_tls":
+            with warnings.catch_warnings():  # TLS 1.1 is deprecated: that is the point
+                warnings.simplefilter("ignore", DeprecationWarning)
+                context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+                context.maximum_version = ssl.TLSVersion.TLSv1_1
+            context.set_ciphers("ALL:@SECLEVEL=0")
+        else:
+            context.maximum_version = ssl.TLSVersion.TLSv1_2  # (TLS 1.3's suites cannot be narrowed)
+            context.set_ciphers("aNULL")
+        return context
 
     def _serve(self) -> None:
         for answer in self.answers:
             try:
                 raw, _ = self.listener.accept()
-                with self.context.wrap_socket(raw, server_side=True) as tls:
+            except OSError:  # the client never came
+                return
+            self.connections += 1
+            if answer in ("cut", "plain_http"):
+                with raw:
+                    raw.recv(65536)  # the ClientHello
+                    if answer == "cut":  # SO_LINGER 0: the close resets the connection
+                        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    else:
+                        raw.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                continue
+            try:
+                with self._context(answer).wrap_socket(raw, server_side=True) as tls:
                     self.requests.append(self._read_request(tls))
                     if answer == "corrupt":
                         os.write(tls.fileno(), b"\x17\x03\x03\x00\x40" + os.urandom(64))
                     else:
-                        tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        status = b"401 Unauthorized" if answer == "unauthorized" else b"200 OK"
+                        tls.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
                                     b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
-            except (OSError, ssl.SSLError):  # the client refused the handshake, or never came
-                return
+            except (OSError, ssl.SSLError):  # a handshake refused (by either side)
+                continue
 
     @staticmethod
     def _read_request(tls: ssl.SSLSocket) -> bytes:
@@ -227,7 +269,15 @@ class TestTlsFailures:
     """Review r5 defect 2: only a certificate we do not accept is a TLS refusal. urllib3 raises
     the same `SSLError` for a TLS record that fails while the answer is read — after the request
     went out: a PATCH the VMS may have carried out was a first-attempt refusal
-    (`after_lost_answer` False), so the actuator audited it `failed`; a read was not retried."""
+    (`after_lost_answer` False), so the actuator audited it `failed`; a read was not retried.
+
+    Review r9 defect 2: since then every TLS failure but the certificate's was retried and left a
+    write unknown — a handshake too, which fails before a byte of the request is sent. A VMS that
+    speaks only old TLS (or a plain-HTTP port, no cipher in common) was retried at every poll,
+    and a PATCH whose retry was then refused was audited `unknown` (its quota frozen) where
+    nothing of it could land. The connection says when its handshake failed
+    (`TlsHandshakeFailed`): one the two sides cannot agree on is a `tls` refusal at once, any other
+    (cut, timed out) is retried, and neither leaves a write unknown."""
 
     async def test_a_tls_failure_after_the_request_went_out_leaves_a_write_unknown(
             self, tmp_path: Path, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
@@ -288,6 +338,75 @@ class TestTlsFailures:
     def test_a_certificate_failure_however_wrapped_is_a_refusal(self, raised: Exception) -> None:
         error = classify(raised)
         assert (type(error), error.reason) == (VmsRefused, "tls")
+
+    @pytest.mark.parametrize("answer", ["old_tls", "plain_http", "no_shared_cipher"])
+    async def test_a_handshake_the_vms_refuses_is_a_tls_refusal(
+            self, tmp_path: Path, clock: InstantClock, executor: ThreadPoolExecutor, answer: str) -> None:
+        """Nothing was sent, and the next try would fail alike: refused at once, not retried,
+        and a refusal of a write that says nothing of it can land."""
+        peer = TlsPeer(make_certificates(tmp_path), (answer,))
+        try:
+            transport = peer.transport(clock, executor, max_retries=2)
+            with pytest.raises(VmsRefused) as info:
+                await transport.call("PATCH quotas/1", lambda client: client["quotas/1"].patch(hard_limit=10**15))
+        finally:
+            peer.close()
+        assert (peer.connections, peer.requests, clock.slept) == (1, [], [])
+        assert (info.value.reason, info.value.after_lost_answer) == ("tls", False)
+        assert str(info.value).startswith("TLS handshake refused: ")
+
+    async def test_a_refusal_after_a_handshake_cut_short_is_not_after_a_lost_answer(
+            self, tmp_path: Path, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        """The review's case: a handshake that failed (here cut: retried) is no attempt that can
+        land, so the 401 answering the retry of the PATCH is a first refusal (the actuator
+        judges the write `failed` on its re-read, not `unknown`)."""
+        peer = TlsPeer(make_certificates(tmp_path), ("cut", "unauthorized"))
+        try:
+            transport = peer.transport(clock, executor, max_retries=1)
+            with pytest.raises(VmsRefused) as info:
+                await transport.call("PATCH quotas/1", lambda client: client["quotas/1"].patch(hard_limit=10**15))
+        finally:
+            peer.close()
+        assert (peer.connections, peer.requests, len(clock.slept)) == (2, [b"PATCH /api/latest/quotas/1/ HTTP/1.1"], 1)
+        assert (info.value.reason, info.value.after_lost_answer) == ("auth", False)
+
+    @staticmethod
+    def handshake_failed(cause: OSError) -> TlsHandshakeFailed:
+        """What `VmsHttpsConnection.connect` raises."""
+        try:
+            raise TlsHandshakeFailed(cause) from cause
+        except TlsHandshakeFailed as exc:
+            return exc
+
+    @staticmethod
+    def ssl_error(reason: str) -> ssl.SSLError:
+        """An `ssl.SSLError` as `_ssl` raises it, with OpenSSL's reason code."""
+        error = ssl.SSLError(1, f"[SSL: {reason}] ({reason.lower()})")
+        error.reason = reason
+        return error
+
+    @pytest.mark.parametrize("reason", ["TLSV1_ALERT_PROTOCOL_VERSION", "WRONG_VERSION_NUMBER", "UNSUPPORTED_PROTOCOL",
+                                        "NO_SHARED_CIPHER", "SSLV3_ALERT_HANDSHAKE_FAILURE", "NO_PROTOCOLS_AVAILABLE"])
+    def test_a_handshake_refusal_is_known_by_its_reason_code(self, reason: str) -> None:
+        error = classify(self.handshake_failed(self.ssl_error(reason)))
+        assert (type(error), error.reason) == (VmsRefused, "tls")
+
+    @pytest.mark.parametrize(("cause", "reason"), [
+        (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), "tls"),
+        (ConnectionResetError(104, "Connection reset by peer"), "connection"),
+        (TimeoutError("_ssl.c:989: The handshake operation timed out"), "timeout"),
+    ], ids=["eof", "reset", "timeout"])
+    def test_any_other_handshake_failure_is_temporary_and_sent_nothing(self, cause: OSError, reason: str) -> None:
+        error = classify(self.handshake_failed(cause))
+        assert isinstance(error, VmsUnavailable)
+        assert (error.reason, error.outcome_unknown) == (reason, False)
+
+    def test_a_handshake_refusal_code_after_the_handshake_leaves_a_write_unknown(self) -> None:
+        """Only the connection says an error is the handshake's: the same code raised while the
+        answer is read (urllib3's plain `SSLError`) may follow a request that went out."""
+        error = classify(urllib3.exceptions.SSLError(self.ssl_error("WRONG_VERSION_NUMBER")))
+        assert isinstance(error, VmsUnavailable)
+        assert (error.reason, error.outcome_unknown) == ("tls", True)
 
     @pytest.mark.parametrize("raised", [
         urllib3.exceptions.SSLError(ssl.SSLError(1, "[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC] bad record mac")),
@@ -436,6 +555,18 @@ class TestPaging:
         assert (transport.listings_unsettled, clock.slept) == (1, [])
         assert [(e["event"], e["resource"]) for e in logs if e["log_level"] == "info"] == [
             ("listing.unsettled", "quotas")]
+
+    async def test_a_lookup_that_decides_a_write_takes_no_unsettled_listing(
+            self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
+        """Review r9 defect 1: `settled_only` (the writer's lookups, whose caller creates what the
+        listing lacks): a `count` still moving after the two restarts fails as `truncated`, as
+        every listing did before the poll took unsettled ones, and is no listing taken."""
+        client = PagedQuotas([{"id": i} for i in range(5)], growing=1)
+        transport = self.transport(client, clock, executor)
+        with pytest.raises(VmsUnavailable) as info:
+            await transport.list_all("quotas", settled_only=True)
+        assert info.value.reason == "truncated"
+        assert (client.pages_served, clock.slept, transport.listings_unsettled) == ([1, 2] * 3, [], 0)
 
     async def test_a_busy_cluster_still_gets_its_listing(
             self, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
