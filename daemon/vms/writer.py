@@ -36,10 +36,12 @@ class VmsWriter:
         return as_object(await self.transport.get(f"quotas/{quota_id}"), "quota")
 
     async def list_quotas(self, path: str | None = None) -> list[dict[str, Any]]:
-        """Every quota (paged, settled), or the ones on `path`."""
+        """Every quota (paged, settled), or the ones on `path` — kept by their own path too: the VMS
+        schema lists no `path` filter for quotas, and a VMS that ignores it answers every quota
+        (any of which would pass for the managed view's)."""
         filters = {} if path is None else {"path": path}
         return [r for r in await self.transport.list_all("quotas", settled_only=True, **filters)
-                if isinstance(r, dict)]
+                if isinstance(r, dict) and (path is None or r.get("path") == path)]
 
     async def patch_quota(self, quota_id: int, *, hard_limit: int | None = None,
                           soft_limit: int | None = None, hard_limit_inodes: int | None = None,
