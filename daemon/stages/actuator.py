@@ -204,7 +204,7 @@ class Actuator:
             # deposed since the intent: the new leader settles the row (reconcile); we leave it be
             self._sent_at.pop(action_id, None)  # nothing was sent
             log.warning("quota.grow_fenced", target=target.key, dimension=dim.value, action_id=action_id)
-            return outcome(ActionStatus.FAILED, "lease lost before the PATCH", action_id)
+            return outcome(ActionStatus.FAILED, "lease lost before the PATCH", None)  # the row is the new leader's
         self._sent_at[action_id] = _Send(target.cluster, self.clock.monotonic())  # it can land from now on
         try:
             await writer.patch_quota(quota_id, **changes)

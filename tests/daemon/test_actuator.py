@@ -687,10 +687,23 @@ class TestSendTimes:
         vms.add(1, RAW.name, RAW.path, hard=100 * TIB, used=80 * TIB)
         actuator = Actuator(make_settings("enforce"), actions, VirtualClock(NOW), DeposedBeforeThePatch(["c1"]))
         outcome = await actuator.grow(self.grow_decision(), 1, vms)
-        assert outcome.status is ActionStatus.FAILED and outcome.action_id is not None
         assert vms.patches == []
-        actions.mark(outcome.action_id, "abandoned", NOW + 300, "not applied")  # by the new leader
+        actions.mark(1, "abandoned", NOW + 300, "not applied")  # by the new leader
         assert actuator._sent_at == {}
+        db.close()
+
+    async def test_a_growth_deposed_before_the_patch_is_no_outcome_of_its_row(self, tmp_path: Path) -> None:
+        """The row stays `intent` for the new leader to settle: an outcome `failed` under its id was
+        published as that row's `result` event (`action-1/failed`, a status the row never had),
+        and the new leader's reconcile published a second one."""
+        db = Database(tmp_path / "state.db")
+        actions = ActionStore(db)
+        vms = FakeVms()
+        vms.add(1, RAW.name, RAW.path, hard=100 * TIB, used=80 * TIB)
+        actuator = Actuator(make_settings("enforce"), actions, VirtualClock(NOW), DeposedBeforeThePatch(["c1"]))
+        outcome = await actuator.grow(self.grow_decision(), 1, vms)
+        assert (outcome.status, outcome.action_id) == (ActionStatus.FAILED, None)
+        assert actions.get(1).status == "intent"  # type: ignore[union-attr]
         db.close()
 
     async def test_a_row_settled_by_another_leader_is_forgotten_at_the_next_reconcile(
