@@ -686,7 +686,7 @@ class TestSendTimes:
         vms = FakeVms()
         vms.add(1, RAW.name, RAW.path, hard=100 * TIB, used=80 * TIB)
         actuator = Actuator(make_settings("enforce"), actions, VirtualClock(NOW), DeposedBeforeThePatch(["c1"]))
-        outcome = await actuator.grow(self.grow_decision(), 1, vms)
+        await actuator.grow(self.grow_decision(), 1, vms)
         assert vms.patches == []
         actions.mark(1, "abandoned", NOW + 300, "not applied")  # by the new leader
         assert actuator._sent_at == {}
