@@ -10,16 +10,17 @@ Kubernetes jobs). Importable without the daemon's dependencies: the sync `Client
     with qp.reservation("/cosmos7/processed", 40 * 10**12, ttl="6h") as held:
         run_the_transformation()
 
-Every call retries what is worth retrying — connection failures, 429, 502, 503, 504 — with
-jittered exponential backoff, waiting at least `Retry-After`, within a deadline (`RetryPolicy`, the
-daemon's one retry policy, stdlib only); everything else raises a
-typed error at once (`BadRequest`, `Unauthorized`, `NotFound`, `Refused`). A reservation reuses
+Every call retries what is worth retrying — connection failures (an answer cut short is one), 429,
+502, 503, 504 — with jittered exponential backoff, waiting at least `Retry-After`, within a deadline
+(`RetryPolicy`, the daemon's one retry policy, stdlib only); everything else raises a typed error
+at once (`BadRequest`, `Unauthorized`, `NotFound`, `Refused`). A reservation reuses
 one idempotency key across its retries, so a retried POST never reserves twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import random
 import time
@@ -272,7 +273,9 @@ class Client(_Base):
                 if answer.status not in RETRYABLE_STATUSES:
                     return self._result(answer)
                 error: Exception = error_for(answer.status, answer.body, answer.retry_after)
-            except (urllib.error.URLError, OSError) as exc:
+            # HTTPException: an answer cut short (IncompleteRead, the daemon restarting mid-answer)
+            # or garbled; like a refused connection, the request may be retried.
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
                 error = ConnectionFailed(f"cannot reach {self.url}: {getattr(exc, 'reason', exc)}")
             self.sleep(self._next_wait(attempt, started, answer, error))
             attempt += 1

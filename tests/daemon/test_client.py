@@ -11,6 +11,7 @@ import random
 import socket
 import sys
 import threading
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,56 @@ def daemon(tmp_path: Path) -> FakeDaemon:
 def client(url: str, fake: FakeTime, token: str | None = TOKEN, **policy: float) -> Client:
     retry = RetryPolicy(**policy)  # type: ignore[arg-type]
     return Client(url, token, retry=retry, sleep=fake.sleep, clock=fake.monotonic, rng=random.Random(1))
+
+
+class CutShortDaemon:
+    """A daemon that dies mid-answer: for the first `cut` requests it promises a Content-Length and
+    closes after a few bytes (what a restart mid-answer looks like), then answers whole. Records
+    each request's JSON body. Raw sockets, because aiohttp and http.server always answer whole."""
+
+    def __init__(self, answer: dict[str, Any], cut: int) -> None:
+        self.whole = json.dumps(answer).encode()
+        self.cut = cut
+        self.bodies: list[dict[str, Any]] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _read_request(self, conn: socket.socket) -> None:
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise ConnectionResetError("client left mid-request")
+            raw += chunk
+        head, _, body = raw.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(body) < length:
+            body += conn.recv(65536)
+        self.bodies.append(json.loads(body) if body else {})
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:  # closed by __exit__
+                return
+            with conn, suppress(OSError):
+                self._read_request(conn)
+                body = self.whole[:5] if len(self.bodies) <= self.cut else self.whole
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             + f"Content-Length: {len(self.whole)}\r\nConnection: close\r\n\r\n".encode() + body)
+
+    def __enter__(self) -> CutShortDaemon:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with suppress(OSError):  # on Linux, shutdown wakes a thread waiting in accept(); close does not
+            self.server.shutdown(socket.SHUT_RDWR)
+        self.server.close()
+        self.thread.join(5)
 
 
 class TestBackoff:
@@ -103,6 +154,33 @@ class TestBackoff:
         with pytest.raises(ConnectionFailed):
             client(f"http://127.0.0.1:{port}", fake, attempts=2).targets()
         assert len(fake.sleeps) == 1
+
+    def test_an_answer_cut_short_is_retried_as_a_connection_failure(self) -> None:
+        """The daemon restarting mid-answer (http.client.IncompleteRead, an HTTPException, not an
+        OSError) is a connection failure: retried within the deadline, not an untyped traceback."""
+        fake = FakeTime()
+        with CutShortDaemon({"targets": [{"name": "raw"}]}, cut=1) as cut_short:
+            targets = client(cut_short.url, fake).targets()
+        assert targets == [{"name": "raw"}]
+        assert len(fake.sleeps) == 1
+
+    def test_an_answer_always_cut_short_ends_typed(self) -> None:
+        """Out of attempts, the CLI and Airflow code see `ConnectionFailed`, naming the cause."""
+        fake = FakeTime()
+        with CutShortDaemon({"targets": []}, cut=99) as cut_short, pytest.raises(ConnectionFailed) as caught:
+            client(cut_short.url, fake, attempts=2).targets()
+        assert "IncompleteRead" in str(caught.value)
+        assert len(fake.sleeps) == 1
+
+    def test_a_reservation_cut_short_keeps_its_idempotency_key(self) -> None:
+        """A retried POST must not reserve twice: every attempt carries the same key."""
+        granted = {"id": "r1", "target": "cosmos7-temp", "status": "granted", "bytes": 10**9}
+        fake = FakeTime()
+        with CutShortDaemon(granted, cut=2) as cut_short:
+            held = client(cut_short.url, fake).reserve("cosmos7-temp", 10**9, ttl=600)
+        assert held.id == "r1"
+        assert len(cut_short.bodies) == 3
+        assert len({body["idempotency_key"] for body in cut_short.bodies}) == 1
 
     def test_retry_after_as_http_date(self) -> None:
         assert parse_retry_after("Thu, 01 Jan 2026 00:01:00 GMT", 1_767_225_600.0) == 60.0
@@ -186,6 +264,15 @@ class TestAsyncClient:
                 with pytest.raises(Refused):
                     await qp.reserve("cosmos7-raw", 50 * TIB, ttl="1h")
         assert fake.sleeps == [2.0]
+
+    async def test_an_answer_cut_short_is_retried(self) -> None:
+        """aiohttp reports a cut body as ClientPayloadError, a ClientError: retried, then typed."""
+        fake = FakeTime()
+        with CutShortDaemon({"targets": [{"name": "raw"}]}, cut=1) as cut_short:
+            async with AsyncClient(cut_short.url, TOKEN, sleep=fake.async_sleep, clock=fake.monotonic) as qp:
+                targets = await qp.targets()
+        assert targets == [{"name": "raw"}]
+        assert len(fake.sleeps) == 1
 
 
 class TestCli:
