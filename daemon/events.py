@@ -37,7 +37,11 @@ alert notification", every intent and every block, at least once):
   `blocked`/`paused` row a guard's episode starts with the block. So there is one `blocked` event
   per audited block (once per episode, as the audit), and a growth fenced out of a lost lease
   leaves neither row nor event.
-- `result` events of the audit rows: at start (`open`), every audit row changed since shortly
+- `result` events of the audit rows: one per row and status, whose id is the row's. An outcome
+  in the cycle without an audit row (a guard holding at every poll after its episode's audited
+  first one) is no `result`. A row that is an outcome when it is written (`external_change`, the
+  growth stage's) has its `result` committed with it (`EventStage.result_entries`); the others
+  are enqueued by this stage from the cycle's outcomes. At start (`open`), every audit row changed since shortly
   before this sink's newest outbox row is turned into its `result` event again. Its id
   (`action-<row>/<status>`) is the one the live event had, so what was enqueued already is
   ignored by the outbox; what a SIGKILL between the audit and the events stage lost is enqueued.
@@ -123,13 +127,17 @@ def decision_event(decision: Decision, *, mode: str | None) -> Event | None:
                  t=decision.t, cluster=target.cluster, target=target.name, path=target.path, data=data)
 
 
-def result_event(action: ActionOutcome, *, mode: str | None) -> Event:
-    """The `result` event of an action outcome (id `action-<row>/<status>` when audited)."""
+def result_event(action: ActionOutcome, *, mode: str | None) -> Event | None:
+    """The `result` event of an audited action outcome (id `action-<row>/<status>`), or None for an
+    outcome no audit row records: a guard's hold at every poll after the one its episode was
+    audited at, a one-cycle hold, a growth refused before its intent row. Those still reach the
+    alerting stage and the snapshot (`ctx.actions`), but a `result` is one per audit row."""
+    if action.action_id is None:
+        return None
     target = action.target
-    event_id = (f"action-{action.action_id}/{action.status}" if action.action_id is not None
-                else f"{target.cluster}/{target.name}/{action.dimension}/result@{action.t:.3f}")
     return Event(
-        id=event_id, type="result", t=action.t, cluster=target.cluster, target=target.name, path=target.path,
+        id=f"action-{action.action_id}/{action.status}", type="result", t=action.t, cluster=target.cluster,
+        target=target.name, path=target.path,
         data={"dimension": str(action.dimension), "mode": mode, "status": str(action.status),
               "reason": action.reason, "action_id": action.action_id, "old_hard": action.old_hard,
               "new_hard": action.new_hard})
@@ -315,7 +323,8 @@ class EventStage:
         if not self.sinks:
             return
         mode = self._current_mode()
-        await self.publish_now(ctx.now, [result_event(action, mode=mode) for action in [*ctx.actions, *ctx.settled]])
+        await self.publish_now(ctx.now, [event for action in [*ctx.actions, *ctx.settled]
+                                         if (event := result_event(action, mode=mode)) is not None])
 
     async def publish_now(self, now: float, events: Sequence[Event] = ()) -> int:
         """Enqueue `events` plus the mode change since the last call."""
@@ -355,8 +364,18 @@ class EventStage:
         event = decision_event(decision, mode=mode)
         return [] if event is None else self._entries([event], now)
 
+    def result_entries(self, record: ActionRecord) -> list[OutboxEntry]:
+        """The `result` event of an audit row that is an outcome as written (`external_change`: the
+        growth stage found a limit someone else moved), as outbox entries the auditing stage
+        commits with the row (`ActionStore.record(..., result_events=)`). Made from the row, as
+        the replay at start makes it (`audit_result_event`): the same id and data, live or replayed."""
+        if not self.sinks:
+            return []
+        event = audit_result_event(record)
+        return [] if event is None else self._entries([event], record.updated_at)
+
     def decisions_committed(self, entries: Sequence[OutboxEntry]) -> None:
-        """The entries of `decision_entries` are on disk: count them and deliver."""
+        """The entries of `decision_entries` (or `result_entries`) are on disk: count them and deliver."""
         self._committed(entries)
 
     def _committed(self, entries: Sequence[OutboxEntry]) -> None:

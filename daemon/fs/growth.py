@@ -187,7 +187,9 @@ class FilesystemGrowthStage:
 
     async def _hold(self, decision: Decision, mode: str) -> ActionOutcome:
         """A growth a guard holds: `paused` (kill switch, pause) or `blocked`, audited with its
-        `blocked` event once per episode (as `stages.growth.GrowthStage._act`); nothing runs."""
+        `blocked` event once per episode (as `stages.growth.GrowthStage._act`); nothing runs. The
+        outcome goes into the cycle at every poll it holds (the alerts and the snapshot read it),
+        with an `action_id` only at the audited first: the one `result` event of the episode."""
         status = ActionStatus.PAUSED if decision.guard in ("paused", "kill_switch") else ActionStatus.BLOCKED
         outcome = ActionOutcome(decision.target, decision.dimension, status, decision.t, decision.reason,
                                 old_hard=decision.current_hard, new_hard=decision.new_hard)

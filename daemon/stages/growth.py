@@ -8,9 +8,13 @@ decisions. In observe mode (the default) a GROW becomes a `would_grow` row; in e
 actuator applies it. Guards that hold a growth (pause, kill switch, cluster reserve, ...) are
 recorded once per episode, not every cycle.
 
-Each audited decision's event (a GROW's `intent`, a guard's `blocked`: `DecisionEvents`, the
-events stage) is committed with its audit row, in one transaction: a crash after the audit cannot
-lose the event (nor enqueue an event of a row that was never written).
+Each audited decision's event (a GROW's `intent`, a guard's `blocked`, the `result` of an
+`external_change` row: `DecisionEvents`, the events stage) is committed with its audit row, in one
+transaction: a crash after the audit cannot lose the event (nor enqueue an event of a row that was
+never written). The outcomes the stage adds to the cycle (`ctx.actions`) include unaudited ones —
+a guard still holding after its episode's audited first poll, the one-cycle hold of an external
+change — which the alerting stage and the snapshot read; the events stage makes a `result` only
+of an audited one.
 
 After each cycle the stage publishes an immutable `GrowthView` (`stage.view`); `GrowthMetrics`
 exports it and reads nothing else.
@@ -39,18 +43,17 @@ from quotapilot.daemon.settings import ManagedView, PolicyRules, Settings
 from quotapilot.daemon.stages.actuator import Actuator, QuotaWriter
 from quotapilot.daemon.stages.bare_names import BareNameUpgrade
 from quotapilot.daemon.stages.presence import TargetPresence
-from quotapilot.daemon.store.actions import ActionStore
+from quotapilot.daemon.store.actions import ActionRecord, ActionStore
 from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.observations import ObservationStore
 from quotapilot.daemon.store.overrides import Override, OverrideStore
 from quotapilot.daemon.vms.validation import HardLimits, last_believed_limits
 from quotapilot.forecasting.observed_rate import UsageHistory
-from quotapilot.forecasting.planner import CycleInput, GrowthPolicy, TargetInput, plan_cycle
+from quotapilot.forecasting.planner import CycleInput, GrowthPolicy, TargetInput, net_of_overcommit, plan_cycle
 from quotapilot.forecasting.types import (
     POOL_TARGET,
     ActionOutcome,
     ActionStatus,
-    ClusterCapacity,
     Decision,
     DecisionKind,
     Dimension,
@@ -88,11 +91,16 @@ ReservedTotals = Callable[[float], Mapping[tuple[str, str], Reserved]]
 
 class DecisionEvents(Protocol):
     """Who describes audited decisions in the outbox (the decision events' `intent` and `blocked`,
-    `quotapilot.daemon.events.EventStage`): its entries are committed in the same transaction as
-    the decision's audit row, so a crash loses neither without the other."""
+    and the `result` of an `external_change` row, `quotapilot.daemon.events.EventStage`): its
+    entries are committed in the same transaction as the decision's audit row, so a crash loses
+    neither without the other."""
 
     def decision_entries(self, decision: Decision, *, mode: str, now: float) -> list[OutboxEntry]:
         """Entries for the event of `decision` (none for a decision that is no event)."""
+        ...
+
+    def result_entries(self, record: ActionRecord) -> list[OutboxEntry]:
+        """Entries for the `result` event of `record`, a row that is an outcome as written."""
         ...
 
     def decisions_committed(self, entries: Sequence[OutboxEntry]) -> None:
@@ -104,6 +112,9 @@ class NoDecisionEvents:
     """No event sinks: nothing to commit with the audit rows."""
 
     def decision_entries(self, decision: Decision, *, mode: str, now: float) -> list[OutboxEntry]:
+        return []
+
+    def result_entries(self, record: ActionRecord) -> list[OutboxEntry]:
         return []
 
     def decisions_committed(self, entries: Sequence[OutboxEntry]) -> None:
@@ -270,10 +281,10 @@ class GrowthStage:
             if outcome is not None:
                 ctx.actions.append(outcome)
         held = {(d.target, d.dimension) for d in decisions if d.guard == "external_change"}
-        for (target, dimension), (action_id, reason) in changed.items():
-            if (target, dimension) not in held:  # nothing to grow: still alerted (as a one-cycle hold)
-                ctx.actions.append(ActionOutcome(target, dimension, ActionStatus.BLOCKED, ctx.now, reason,
-                                                 action_id=action_id))
+        for (target, dimension), reason in changed.items():
+            if (target, dimension) not in held:  # nothing to grow: still alerted (as a one-cycle hold);
+                # not the audit row's outcome: the `external_change` row's `result` went with the row
+                ctx.actions.append(ActionOutcome(target, dimension, ActionStatus.BLOCKED, ctx.now, reason))
 
     async def _recover_baseline(self, cluster: str, observations: Sequence[Observation]) -> None:
         """At the cluster's first cycle since start (or since this instance last took its lead), the hard
@@ -318,7 +329,7 @@ class GrowthStage:
         return found
 
     async def _external_changes(self, cluster: str, observations: Sequence[Observation], unconfirmed: frozenset[str],
-                                now: float) -> dict[tuple[TargetId, Dimension], tuple[int | None, str]]:
+                                now: float) -> dict[tuple[TargetId, Dimension], str]:
         """Targets whose hard limit (of bytes or of inodes) moved since the last confirmed read
         without a write of ours: each is audited (`external_change`) and its growth held this cycle
         (sizing starts from the new limit at the next read). Also those found changed while
@@ -333,7 +344,7 @@ class GrowthStage:
                    **{(quota_id, dimension): reason
                       for quota_id, dimension, reason in self.actuator.take_external_changes(cluster)}}
         waiting: dict[tuple[int, Dimension], str] = {}
-        found: dict[tuple[TargetId, Dimension], tuple[int | None, str]] = {}
+        found: dict[tuple[TargetId, Dimension], str] = {}
         for obs in observations:
             if obs.target.kind is not TargetKind.QUOTA:
                 continue
@@ -348,7 +359,7 @@ class GrowthStage:
                 audited = None if obs.quota_id is None else settled.get((obs.quota_id, dimension))
                 if audited is not None:  # audited by the actuator: said (and held) for that limit only
                     self._last_hard[(cluster, obs.quota_id, obs.target.path, dimension)] = hard
-                    found[(obs.target, dimension)] = (None, audited)
+                    found[(obs.target, dimension)] = audited
                 else:
                     change = await self._limit_moved(cluster, obs, dimension, hard, used, soft, now)
                     if change is not None:
@@ -358,10 +369,11 @@ class GrowthStage:
         return found
 
     async def _limit_moved(self, cluster: str, obs: Observation, dimension: Dimension, hard: int, used: int | None,
-                           soft: int | None, now: float) -> tuple[int | None, str] | None:
-        """(audit row id, reason) when `obs`'s confirmed hard limit of `dimension` moved from the last
-        one read without a write of ours, audited as `external_change`; None otherwise. Remembers
-        `hard` as the last one read."""
+                           soft: int | None, now: float) -> str | None:
+        """The reason when `obs`'s confirmed hard limit of `dimension` moved from the last one read
+        without a write of ours, audited as `external_change` with its `result` event (the row is
+        the outcome: committed together, the one the replay at start makes of the row); None
+        otherwise. Remembers `hard` as the last one read."""
         key = (cluster, obs.quota_id, obs.target.path, dimension)
         previous = self._last_hard.get(key)
         self._last_hard[key] = hard
@@ -373,11 +385,19 @@ class GrowthStage:
                   f"not overwritten, growth waits for the next read")
         change = Decision(obs.target, dimension, DecisionKind.NONE, reason, now,
                           current_used=used or 0, current_hard=previous, new_hard=hard, new_soft=soft)
+        entries: list[OutboxEntry] = []
+
+        def result_entries(record: ActionRecord) -> list[OutboxEntry]:
+            entries.extend(self.events.result_entries(record))
+            return entries
+
         action_id = await asyncio.to_thread(self.actions.record, change, mode=self._mode_of(change),
-                                            status="external_change", now=now, quota_id=obs.quota_id)
+                                            status="external_change", now=now, quota_id=obs.quota_id,
+                                            result_events=result_entries)
+        self.events.decisions_committed(entries)
         log.warning("quota.changed_externally", target=obs.target.key, dimension=dimension.value,
                     old_hard=previous, new_hard=hard, action_id=action_id)
-        return action_id, reason
+        return reason
 
     def _replace_paused(self, paused: Mapping[TargetId, bool]) -> None:
         """This cycle's pause flags; a name now at another path (a quota re-created elsewhere)
@@ -446,10 +466,12 @@ class GrowthStage:
         rules_cache: dict[tuple[int, ...], tuple[PolicyRules, GrowthPolicy]] = {}
         targets: list[TargetInput] = []
         paused: dict[TargetId, bool] = {}
+        enforced = False
         for obs in poll.observations:
             if obs.target.kind is not TargetKind.QUOTA:
                 continue
             rules, growth_policy = self._rules_for(obs.target, rules_cache)
+            enforced = enforced or rules.mode == "enforce"
             # the kill switch is reported as itself, not as a pause
             pause = next((o for o in pauses if o.applies_to(obs.target)), None)
             paused[obs.target] = pause is not None
@@ -469,7 +491,10 @@ class GrowthStage:
             now=now, targets=tuple(targets), capacity=net_of_overcommit(poll.capacity),
             cluster_reserve_ratio=policy.cluster_reserve_ratio,
             max_actions_per_hour=policy.max_actions_per_hour,
-            actions_last_hour=self.actions.count_since(now - 3600.0, mode=self.mode),
+            # one budget for the cycle: a target in enforce mode is not held by would-grows; each
+            # growth is checked again by its own target's mode when it acts (`_act`)
+            actions_last_hour=self.actions.rate_limit_count_since(
+                now - 3600.0, mode="enforce" if enforced else "observe"),
             kill_switch_reason=kill_reason,
             stale_after_seconds=self.settings.poll.stale_after_intervals * self.settings.poll.interval_seconds)
         return cycle, paused, kill_reason is not None
@@ -502,7 +527,8 @@ class GrowthStage:
             return None
         limit = self.settings.policy.max_actions_per_hour
         async with self._rate_lock:  # check and reserve a slot of the global rate limit atomically
-            done = await asyncio.to_thread(self.actions.count_since, now - 3600.0, mode=self.mode)
+            done = await asyncio.to_thread(self.actions.rate_limit_count_since, now - 3600.0,
+                                           mode=self._mode_of(decision))
             reserved = done + self._in_flight < limit
             if reserved:
                 self._in_flight += 1
@@ -567,18 +593,6 @@ def kill_switch_reason(configured: bool, overrides: Sequence[Override]) -> str |
     return None if kill is None else (kill.reason or "engaged")
 
 
-def net_of_overcommit(capacity: ClusterCapacity | None) -> ClusterCapacity | None:
-    """The pool as the cluster-reserve guard must see it: bytes the quotas already promise count
-    as taken. With `quotas_allocated_bytes` known, free is at most usable − allocated, so growth
-    stops (the guard blocks it) while the quotas over-commit the pool beyond its reserve."""
-    if capacity is None or capacity.quotas_allocated_bytes is None:
-        return capacity
-    unpromised = capacity.usable_bytes - capacity.quotas_allocated_bytes
-    if unpromised >= capacity.free_bytes:
-        return capacity
-    return replace(capacity, free_bytes=unpromised)
-
-
 def _hold_if_unsettled(decision: Decision, obs: Observation | None, frozen: frozenset[int]) -> Decision:
     """A growth of a quota with an open write of ours (outcome unknown, or a request that can
     still land) is held until a read settles it."""
@@ -612,8 +626,7 @@ def _hold_if_unconfirmed(decision: Decision, unconfirmed: frozenset[str]) -> Dec
                    reason=f"{why}: growth waits for the next sample to confirm it")
 
 
-def _hold_if_changed(decision: Decision, changed: Mapping[tuple[TargetId, Dimension], tuple[int | None, str]],
-                     ) -> Decision:
+def _hold_if_changed(decision: Decision, changed: Mapping[tuple[TargetId, Dimension], str]) -> Decision:
     """A growth of a quota whose limit (of that dimension) someone else just moved waits for the
     next read."""
     found = changed.get((decision.target, decision.dimension))
@@ -621,7 +634,7 @@ def _hold_if_changed(decision: Decision, changed: Mapping[tuple[TargetId, Dimens
         decision.kind is DecisionKind.BLOCKED and decision.guard == "cooldown")
     if found is None or not wants_growth:
         return decision
-    return replace(decision, kind=DecisionKind.BLOCKED, guard="external_change", reason=found[1])
+    return replace(decision, kind=DecisionKind.BLOCKED, guard="external_change", reason=found)
 
 
 def _ours(known: Set[tuple[int | None, Dimension, int]], quota_id: int | None, limits: HardLimits) -> HardLimits:

@@ -18,7 +18,9 @@ the single SQLite instance, which leads alone and records without a fence).
 
 Decision events: `record(..., events=entries)` enqueues the outbox entries of the row's decision
 (its `intent` or `blocked` event) in the row's transaction, so the audit row and its event are on
-disk together or not at all (a fenced-out intent leaves neither).
+disk together or not at all (a fenced-out intent leaves neither); `record(..., result_events=)`
+likewise the `result` event of a row that is an outcome as written (`external_change`), made from
+the row as stored.
 
 Blocking calls: run them with `asyncio.to_thread` from async code.
 """
@@ -26,7 +28,7 @@ Blocking calls: run them with `asyncio.to_thread` from async code.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,12 +129,15 @@ class ActionStore:
         self.db = db
 
     def record(self, decision: Decision, *, mode: str, status: str, now: float, quota_id: int | None,
-               reason: str | None = None, fence: Fence | None = None, events: Sequence[OutboxEntry] = ()) -> int:
+               reason: str | None = None, fence: Fence | None = None, events: Sequence[OutboxEntry] = (),
+               result_events: Callable[[ActionRecord], Sequence[OutboxEntry]] | None = None) -> int:
         """Insert one row (committed before returning: this is the write-ahead) and return its id.
 
         With a `fence`, only while that lease is current (checked in the same transaction);
         `FencedOut` otherwise. `events`: the outbox entries of the decision's event, enqueued in
-        the same transaction."""
+        the same transaction. `result_events`: for a row that is an outcome as written
+        (`external_change`), the row as stored → the entries of its `result` event (whose id is
+        the row's, unknown before the insert), enqueued in the same transaction too."""
         detail = dict(decision.numbers)
         if decision.guard:
             detail["guard"] = decision.guard  # type: ignore[assignment]  # the JSON detail mixes numbers and the guard name
@@ -151,8 +156,12 @@ class ActionStore:
                  decision.dimension.value, mode, status, reason or decision.reason, decision.current_hard,
                  decision.current_soft, decision.new_hard, decision.new_soft,
                  json.dumps(detail, sort_keys=True), now, now, fence.epoch if fence is not None else 0)).fetchone()
+            assert row is not None
             insert_entries(conn, events)
-        assert row is not None
+            if result_events is not None:
+                stored = conn.execute("SELECT * FROM actions WHERE id = ?", (row[0],)).fetchone()
+                assert stored is not None
+                insert_entries(conn, result_events(ActionRecord.from_row(stored)))
         return int(row[0])
 
     def mark(self, action_id: int, status: str, now: float, reason: str | None = None,
@@ -270,6 +279,14 @@ class ActionStore:
             sql += " AND mode = ?"
             params.append(mode)
         return int(self.db.query(sql, tuple(params))[0][0])
+
+    def rate_limit_count_since(self, since: float, *, mode: str) -> int:
+        """What the global `max_actions_per_hour` counts since `since` for a growth of a target in
+        `mode`: every real write (the enforce rows, whatever the global mode — an override's target
+        in enforce mode writes as much as any), and for a target observed also the would-grows, so
+        that observe mode reports the limit as enforce would meet it. A would-grow never holds a
+        real write (as it starts no cooldown for a target in enforce mode)."""
+        return self.count_since(since, mode="enforce" if mode == "enforce" else None)
 
     def totals(self, mode: str = "enforce") -> tuple[int, int]:
         """(growth actions, bytes added) over the whole trail, for summaries."""

@@ -29,7 +29,7 @@ from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER, target_id
 from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
 from quotapilot.daemon.runtime.leadership import LeadershipChange
 from quotapilot.daemon.settings import load_settings
-from quotapilot.daemon.stages.growth import GrowthStage
+from quotapilot.daemon.stages.growth import GrowthStage, Planner
 from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.outbox import AsyncOutbox, OutboxStore
@@ -53,7 +53,7 @@ TIB = 2**40
 def decision_events(decisions: list[Decision], actions: list[ActionOutcome], *, mode: str | None) -> list[Event]:
     """`intent` per GROW decision, `blocked` per BLOCKED one, `result` per action outcome."""
     events = [event for decision in decisions if (event := decision_event(decision, mode=mode)) is not None]
-    return events + [result_event(action, mode=mode) for action in actions]
+    return events + [event for action in actions if (event := result_event(action, mode=mode)) is not None]
 
 
 def grow() -> Decision:
@@ -224,5 +224,124 @@ class TestEventStage:
                                                                    f"filesystems/nas/bytes/intent@{T0:.3f}")
             assert (event["data"]["mode"], event["data"]["old_hard"]) == ("observe", 10 * TIB)
             assert dict(stage.published) == {"intent": 1}
+        finally:
+            db.close()
+
+
+def results(db: Database) -> list[tuple[Any, str]]:
+    """(action_id, status) of the `result` events in the outbox, in order."""
+    payloads = [json.loads(r["payload"]) for r in
+                db.query("SELECT payload FROM outbox WHERE sink = 'events-test' ORDER BY id")]
+    return [(p["data"]["action_id"], p["data"]["status"]) for p in payloads if p["type"] == "result"]
+
+
+def audit(db: Database) -> list[tuple[Any, str]]:
+    return [(r["id"], r["status"]) for r in db.query("SELECT id, status FROM actions ORDER BY id")]
+
+
+class TestResultEventsMatchTheAuditTrail:
+    """One `result` event per audit row (README "Decision events"), whose status is the row's, with
+    the id the replay at start makes of the row."""
+
+    @staticmethod
+    def growth(db: Database, clock: VirtualClock, stage: EventStage, planner: Planner) -> GrowthStage:
+        settings = load_settings(None, clusters=[{"name": "c1", "address": "vms", "token": "t"}])
+        return GrowthStage(settings, db, lambda cluster: None, clock,  # type: ignore[arg-type,return-value]
+                           planner=planner, events=stage)  # (nothing is written: no writer needed)
+
+    async def test_a_standing_guard_is_one_result_event_not_one_per_poll(self, tmp_path: Path) -> None:
+        """A guard holding a growth for four polls is audited once (its episode's first poll); the
+        holds of the later polls stay in the cycle's outcomes (alerts, snapshot) without an audit
+        row, and were each a `result` event with a new id."""
+        db = Database(tmp_path / "s.db")
+        try:
+            clock = VirtualClock(T0)
+            stage = EventStage(load_settings(None).events, clock, AsyncOutbox(OutboxStore(db)),
+                               sinks=[RecordingSink()])
+            growth = self.growth(db, clock, stage, lambda cycle: (replace(blocked(), t=cycle.now),))
+            held = []
+            for minute in range(4):
+                now = T0 + 60 * minute
+                ctx = CycleContext(poll=PollResult("c1", now, observations=(
+                    Observation(RAW, now, 8 * TIB, 10 * TIB, quota_id=1),)), now=now)
+                await growth.on_cycle(ctx)
+                await stage.on_cycle(ctx)
+                held.extend(str(action.status) for action in ctx.actions)
+            assert (audit(db), held) == ([(1, "blocked")], ["blocked"] * 4)
+            assert results(db) == [(1, "blocked")]
+        finally:
+            db.close()
+
+    async def test_a_standing_filesystem_guard_is_one_result_event(self, tmp_path: Path) -> None:
+        """The same for a filesystem a pause holds (`fs.growth.FilesystemGrowthStage._hold`)."""
+        db = Database(tmp_path / "s.db")
+        try:
+            clock = VirtualClock(T0)
+            settings = load_settings(None, filesystems=[{"name": "nas", "path": str(tmp_path)}],
+                                     policy={"kill_switch": True})
+            stage = EventStage(settings.events, clock, AsyncOutbox(OutboxStore(db)), sinks=[RecordingSink()])
+            growth = FilesystemGrowthStage(settings, clock, ActionStore(db), events=stage)
+            nas = target_id(settings.filesystems[0])
+            for minute in range(3):
+                now = T0 + 60 * minute
+                ctx = CycleContext(poll=PollResult(FILESYSTEM_CLUSTER, now, observations=(
+                    Observation(nas, now, 8 * TIB, 10 * TIB),)), now=now)
+                await growth.on_cycle(ctx)
+                await stage.on_cycle(ctx)
+            assert (audit(db), results(db)) == ([(1, "paused")], [(1, "paused")])
+        finally:
+            db.close()
+
+    async def test_an_external_change_result_event_carries_the_audit_rows_status(self, tmp_path: Path) -> None:
+        """A hard limit moved by someone else is audited `external_change`; its `result` event said
+        `blocked` (the cycle's one-poll hold, under the row's id), and a restart replayed the row
+        as a second event (`action-N/external_change`). Now it is committed with the row: one
+        event, the one the replay makes."""
+        db = Database(tmp_path / "s.db")
+        try:
+            clock = VirtualClock(T0)
+            outbox = AsyncOutbox(OutboxStore(db))
+            stage = EventStage(load_settings(None).events, clock, outbox, sinks=[RecordingSink()])
+            growth = self.growth(db, clock, stage, lambda cycle: ())
+            for minute, hard in enumerate((10 * TIB, 10 * TIB, 12 * TIB)):
+                now = T0 + 60 * minute
+                ctx = CycleContext(poll=PollResult("c1", now, observations=(
+                    Observation(RAW, now, 8 * TIB, hard, quota_id=1),)), now=now)
+                await growth.on_cycle(ctx)
+                await stage.on_cycle(ctx)
+            [(row_id, status)] = audit(db)
+            assert (status, [str(action.status) for action in ctx.actions]) == ("external_change", ["blocked"])
+            live = results(db)
+            # a restart (within the replay window) re-enqueues the audit rows' result events
+            restarted = EventStage(load_settings(None).events, clock, outbox, sinks=[RecordingSink()],
+                                   audit=ActionStore(db))
+            await restarted.open()
+            assert (live, results(db)) == ([(row_id, "external_change")], [(row_id, "external_change")])
+            assert stage.published["result"] == 1
+        finally:
+            db.close()
+
+    async def test_an_external_change_that_holds_a_growth_is_a_result_event(self, tmp_path: Path) -> None:
+        """A growth the moved limit holds (guard `external_change`) is a `blocked` row of its own;
+        the `external_change` row had no event at all, live."""
+        db = Database(tmp_path / "s.db")
+        try:
+            clock = VirtualClock(T0)
+            stage = EventStage(load_settings(None).events, clock, AsyncOutbox(OutboxStore(db)),
+                               sinks=[RecordingSink()])
+
+            def planner(cycle: CycleInput) -> tuple[Decision, ...]:  # a growth once the limit moved
+                return tuple(replace(grow(), t=cycle.now, current_hard=12 * TIB) for target in cycle.targets
+                             if target.observation.hard_limit_bytes == 12 * TIB)
+
+            growth = self.growth(db, clock, stage, planner)
+            for minute, hard in enumerate((10 * TIB, 12 * TIB)):
+                now = T0 + 60 * minute
+                ctx = CycleContext(poll=PollResult("c1", now, observations=(
+                    Observation(RAW, now, 8 * TIB, hard, quota_id=1),)), now=now)
+                await growth.on_cycle(ctx)
+                await stage.on_cycle(ctx)
+            assert audit(db) == [(1, "external_change"), (2, "blocked")]
+            assert results(db) == [(1, "external_change"), (2, "blocked")]
         finally:
             db.close()

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from quotapilot.alerts.dispatcher import OutboxEntry
-from quotapilot.daemon.store.actions import ActionStore, FencedOut
+from quotapilot.daemon.store.actions import ActionRecord, ActionStore, FencedOut
 from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.leases import LeaseStore
 from quotapilot.forecasting.types import Decision, DecisionKind, Dimension, TargetId
@@ -94,3 +94,17 @@ class TestDecisionEventsWithTheRow:
                                         fence=fence, events=[intent_entry("events-webhook-0")])
         assert backend.query("SELECT COUNT(*) FROM actions")[0][0] == 0
         assert backend.query("SELECT COUNT(*) FROM outbox")[0][0] == 0
+
+    def test_a_rows_own_result_event_is_made_from_the_row_as_stored(self, backend: Backend) -> None:
+        """An `external_change` row is an outcome when written: its `result` event's id is the row's,
+        so it is made (in the row's transaction) from the row as stored, as the replay at start makes it."""
+        def result_entries(record: ActionRecord) -> list[OutboxEntry]:
+            event_id = f"action-{record.id}/{record.status}"
+            return [OutboxEntry(sink="events-mqtt", alert_id=f"event:{event_id}", dedup_key=event_id, status="result",
+                                payload={"id": event_id, "new_hard": record.new_hard}, created_at=record.updated_at,
+                                next_attempt_at=record.updated_at)]
+
+        action_id = ActionStore(backend).record(grow(200), mode="observe", status="external_change", now=T0,
+                                                quota_id=7, result_events=result_entries)
+        assert [(r["dedup_key"], r["status"]) for r in backend.query("SELECT dedup_key, status FROM outbox")] == [
+            (f"action-{action_id}/external_change", "result")]
