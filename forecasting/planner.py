@@ -250,10 +250,12 @@ def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
 
 
 def _soft_for(soft: int | None, hard: int, new_hard: int) -> int | None:
-    """The soft limit keeps its ratio to the hard limit (and never shrinks)."""
+    """The soft limit keeps its ratio to the hard limit (and never shrinks), never above the new
+    hard limit: a soft limit above the hard one (inconsistent; validation drops such a sample) is
+    not carried over into a PATCH VMS would refuse or a quota whose soft limit never binds."""
     if soft is None or hard <= 0:
         return None
-    return max(soft, min(new_hard, (soft * new_hard) // hard))
+    return min(new_hard, max(soft, (soft * new_hard) // hard))
 
 
 # ------------------------------------------------------------------------------ one cycle
@@ -391,6 +393,20 @@ def _cooldown(decision: Decision, target: TargetInput, dimension: Dimension, now
     if urgency is not None and now + urgency < cooldown_end:
         return replace(decision, reason=f"cooldown bypassed: would hit the hard limit first; {decision.reason}")
     return _blocked(decision, "cooldown", f"cooldown until {cooldown_end:.0f}")
+
+
+def net_of_overcommit(capacity: ClusterCapacity | None) -> ClusterCapacity | None:
+    """The pool as the cluster-reserve guard must see it: bytes the quotas already promise count
+    as taken. With `quotas_allocated_bytes` known, free is at most usable − allocated, so growth
+    stops (the guard blocks it) while the quotas over-commit the pool beyond its reserve. Applied
+    by each caller that plans growth from a pool sample — the growth stage and pre-flight — so
+    both see one pool (the planner itself takes `CycleInput.capacity` as given)."""
+    if capacity is None or capacity.quotas_allocated_bytes is None:
+        return capacity
+    unpromised = capacity.usable_bytes - capacity.quotas_allocated_bytes
+    if unpromised >= capacity.free_bytes:
+        return capacity
+    return replace(capacity, free_bytes=unpromised)
 
 
 def _cluster_room(cycle: CycleInput) -> int | None:

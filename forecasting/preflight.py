@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from quotapilot.forecasting.planner import CycleInput, GrowthPolicy, TargetInput, plan_cycle
+from quotapilot.forecasting.planner import CycleInput, GrowthPolicy, TargetInput, net_of_overcommit, plan_cycle
 from quotapilot.forecasting.types import (
     ClusterCapacity,
     Decision,
@@ -50,6 +50,8 @@ class TargetState:
     recent_rate_per_second: Mapping[Dimension, float] = field(default_factory=dict)
     """Observed ingest per second (the cold-start fallback, as in the planner)."""
     cluster: ClusterCapacity | None = None
+    """The pool as polled (its free bytes bound a write now: `cluster_full`); growth is planned on it
+    net of what the quotas promise (`net_of_overcommit`), as the growth stage plans."""
     cluster_reserve_ratio: float = 0.10
     reserved_bytes: int = 0
     reserved_inodes: int = 0
@@ -221,7 +223,8 @@ def _planner_decisions(state: TargetState, fits: list[DimensionFit], now: float)
         reserved_inodes=state.reserved_inodes + extra.get(Dimension.INODES, 0),
         last_growth_at=state.last_growth_at, paused_reason=state.pause_reason if state.paused else None)
     cycle = CycleInput(
-        now=now, targets=(target,), capacity=state.cluster, cluster_reserve_ratio=state.cluster_reserve_ratio,
+        now=now, targets=(target,), capacity=net_of_overcommit(state.cluster),  # as the growth stage plans
+        cluster_reserve_ratio=state.cluster_reserve_ratio,
         max_actions_per_hour=state.max_actions_per_hour, actions_last_hour=state.actions_last_hour,
         kill_switch_reason="on" if state.kill_switch else None,
         stale_after_seconds=math.inf if not state.stale else -math.inf)

@@ -12,6 +12,7 @@ run them with `asyncio.to_thread` from async code.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,14 +74,18 @@ class OverrideStore:
         self.db = db
 
     def pause(self, target: str, *, now: float, cluster: str = ANY, until: float | None = None,
-              reason: str = "") -> Override:
+              reason: str = "", replacing: Iterable[str] = ()) -> Override:
         """Stop growth actions on `target` (name or path) until `until` or `resume`. Idempotent:
-        pausing again replaces the earlier pause."""
+        pausing again replaces the earlier pause — and, in the same transaction, the pauses on
+        `cluster` stored under `replacing`, the target's other keys (the API pauses a quota by its
+        path, stable while VMS renames it; a pause stored by its name before is replaced, not
+        left to hold on beside the new one)."""
         if target == ANY:
             raise ValueError("use engage_kill_switch() to pause everything")
         if until is not None and until <= now:
             raise ValueError("until must be in the future")
-        return self._put(Override(cluster, target, until, reason, now))
+        return self._put(Override(cluster, target, until, reason, now),
+                         replacing=tuple(k for k in replacing if k not in (target, ANY)))
 
     def resume(self, target: str, *, cluster: str = ANY) -> bool:
         """Lift a pause; with `cluster="*"`, lift it on every cluster. True when one was lifted."""
@@ -147,8 +152,10 @@ class OverrideStore:
             return conn.execute("DELETE FROM overrides WHERE paused_until IS NOT NULL AND paused_until <= ?",
                                 (now,)).rowcount
 
-    def _put(self, override: Override) -> Override:
+    def _put(self, override: Override, replacing: tuple[str, ...] = ()) -> Override:
         with self.db.transaction() as conn:
+            for key in replacing:
+                conn.execute("DELETE FROM overrides WHERE cluster = ? AND target = ?", (override.cluster, key))
             conn.execute(
                 "INSERT INTO overrides (cluster, target, paused_until, reason, created_at) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (cluster, target) DO UPDATE SET paused_until = excluded.paused_until,"

@@ -346,6 +346,8 @@ def quota_sample(cluster: str, record: Mapping[str, Any], t: float, seen: set[st
         raise BadSample("implausible", f"used_capacity={used} > {USED_OVER_HARD_IMPLAUSIBLE:g} x hard_limit={hard}")
     if soft is not None and hard is not None and soft > hard:
         raise BadSample("implausible", f"soft_limit={soft} > hard_limit={hard}")
+    if soft_inodes and hard_inodes and soft_inodes > hard_inodes:  # 0: no limit, nothing to compare
+        raise BadSample("implausible", f"soft_limit_inodes={soft_inodes} > hard_limit_inodes={hard_inodes}")
     state = record.get("state")
     if state is not None and not isinstance(state, str):
         raise BadSample("malformed", f"state={state!r}")

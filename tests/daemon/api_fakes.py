@@ -62,9 +62,10 @@ class Quota:
     forecast: bool = True  # False: a cold start (only the observed ingest rate is known)
     hard_inodes: int | None = 10**7  # None: no inode limit (nothing bounds inode reservations)
     used_inodes: int | None = 1000  # None: VMS reported no inode count
+    path: str | None = None  # None: from the name (`target_id`); set, the path stays when the name changes
 
     def state(self, t: float) -> TargetState:
-        tid = target_id(self.name)
+        tid = target_id(self.name) if self.path is None else TargetId(CLUSTER, self.name, self.path, TargetKind.QUOTA)
         obs = Observation(target=tid, t=t, used_bytes=self.used, hard_limit_bytes=self.hard,
                           soft_limit_bytes=int(self.hard * 0.9), used_inodes=self.used_inodes,
                           hard_limit_inodes=self.hard_inodes, quota_id=hash(self.name) % 1000)
@@ -90,6 +91,7 @@ class FakeDaemon:
     quotas: list[Quota] = field(default_factory=list)
     usable_bytes: int = 1000 * TIB
     free_bytes: int = 500 * TIB
+    quotas_allocated_bytes: int | None = None  # what the quotas promise (VMS's `quotas_allocated_capacity`)
     cycles_requested: list[str] = field(default_factory=list)
     leadership: SoleLeadership | None = field(default_factory=lambda: SoleLeadership([CLUSTER], holder="ops1"))
 
@@ -97,7 +99,7 @@ class FakeDaemon:
     def snapshot(self) -> Snapshot:
         t = self.clock.now()
         capacity = ClusterCapacity(CLUSTER, t, self.usable_bytes, self.usable_bytes - self.free_bytes,
-                                   self.free_bytes)
+                                   self.free_bytes, quotas_allocated_bytes=self.quotas_allocated_bytes)
         cluster = ClusterState(CLUSTER, health=PollHealth(last_success_t=t), capacity=capacity,
                                targets=frozen_map({q.name: q.state(t) for q in self.quotas}))
         return Snapshot(t=t, clusters=frozen_map({CLUSTER: cluster}))

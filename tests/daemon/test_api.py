@@ -8,12 +8,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from api_fakes import TB, TIB, FakeDaemon, Quota, api_client, auth, default_quotas, make_settings
+from api_fakes import TB, TIB, FakeDaemon, Quota, api_client, auth, default_quotas, make_settings, target_id
 from openapi_schemas import validator
 from structlog.testing import capture_logs
 
 from quotapilot.daemon.http.api.models import MAX_BYTES
+from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.daemon.store.db import Database
+from quotapilot.daemon.store.overrides import OverrideStore
+from quotapilot.forecasting.types import Decision, DecisionKind, Dimension
 
 
 @pytest.fixture
@@ -126,6 +129,30 @@ class TestPreflight:
         assert body["action"]["kind"] == "blocked"
         assert body["action"]["guard"] in ("ceiling", "max_growth")
 
+    async def test_an_overcommitted_pool_is_planned_as_the_growth_stage_sees_it(self, daemon: FakeDaemon,
+                                                                                 tmp_path: Path) -> None:
+        """1000 TiB usable, 500 free, but the quotas already promise all 1000 TiB: the growth stage
+        (`net_of_overcommit`) blocks a growth by the cluster reserve, so pre-flight does not
+        promise one — a reservation needing it is 507, not granted as "the daemon would grow"
+        (review r11: pre-flight planned with the raw pool)."""
+        enforce(daemon, tmp_path)
+        daemon.quotas_allocated_bytes = 1000 * TIB
+        async with api_client(daemon) as client:
+            resp = await client.post("/api/v1/reservations", headers=auth(), json={
+                "target": "cosmos7-raw", "bytes": "50TiB", "ttl": "1h", "idempotency_key": "oc"})
+            body = await resp.json()
+        assert (resp.status, body["action"]["kind"], body.get("guard")) == (507, "blocked", "cluster_reserve")
+
+    async def test_an_overcommitted_pool_still_fits_what_the_quota_has_room_for(self, daemon: FakeDaemon,
+                                                                                tmp_path: Path) -> None:
+        """Over-commitment holds growth only: a write the quota and the pool's free bytes take fits."""
+        enforce(daemon, tmp_path)
+        daemon.quotas_allocated_bytes = 1000 * TIB
+        async with api_client(daemon) as client:
+            body = await (await client.post("/api/v1/preflight", json={
+                "target": "/cosmos7/processed", "bytes": "1TB"})).json()
+        assert (body["fits"], body["action"]["kind"]) == (True, "none")
+
     @pytest.mark.parametrize(("payload", "field"), [
         ({"target": "cosmos7-raw", "bytes": "lots"}, "bytes"),
         ({"target": "cosmos7-raw", "bytes": -1}, "bytes"),
@@ -159,6 +186,63 @@ class TestPreflight:
             assert resp.status == 404
             assert (await resp.json())["error"]["field"] == "target"
 
+
+def record_growth(daemon: FakeDaemon, name: str, *, mode: str, status: str, ago: float,
+                  quota_id: int | None = None) -> None:
+    """An audit row of a growth of `name` `ago` seconds back, as the growth stage writes one (its
+    quota id: the snapshot's, unless given)."""
+    now = daemon.clock.now() - ago
+    if quota_id is None:
+        quota_id = daemon.snapshot.clusters["sim"].targets[name].observation.quota_id
+    decision = Decision(target_id(name), Dimension.BYTES, DecisionKind.GROW, "grow", now, current_used=60 * TIB,
+                        current_hard=100 * TIB, new_hard=120 * TIB)
+    ActionStore(daemon.db).record(decision, mode=mode, status=status, now=now, quota_id=quota_id)
+
+
+GROWN_FOR = {"target": "cosmos7-raw", "bytes": 20 * TIB, "needed_for": "12h"}
+"""60 of 100 TiB used, 20 TiB more over 12 h of ~2.3 TiB/h: does not fit; the planner, asked with it
+as demand, grows (75 % crossed now) and the quota is not full before 6 h."""
+
+
+class TestPreflightGuardsAsTheStage:
+    """Pre-flight reads the cooldown and the hourly count as the growth stage does: keyed by the
+    quota's VMS id and path, in the target's own mode (review r11: by name, over every mode)."""
+
+    async def action_of(self, daemon: FakeDaemon) -> tuple[str, str | None]:
+        async with api_client(daemon) as client:
+            body = await (await client.post("/api/v1/preflight", json=GROWN_FOR)).json()
+        assert body["fits"] is False
+        return body["action"]["kind"], body["action"]["guard"]
+
+    async def test_an_observe_would_grow_starts_no_enforce_cooldown(self, daemon: FakeDaemon,
+                                                                    tmp_path: Path) -> None:
+        """A would-grow ten minutes ago, still in observe mode: switched to enforce, the daemon
+        grows at once, and so says pre-flight."""
+        record_growth(daemon, "cosmos7-raw", mode="observe", status="would_grow", ago=600)
+        enforce(daemon, tmp_path)
+        assert await self.action_of(daemon) == ("grow", None)
+
+    async def test_a_real_growth_starts_the_cooldown(self, daemon: FakeDaemon, tmp_path: Path) -> None:
+        enforce(daemon, tmp_path)
+        record_growth(daemon, "cosmos7-raw", mode="enforce", status="verified", ago=600)
+        assert await self.action_of(daemon) == ("blocked", "cooldown")
+
+    async def test_a_quota_re_created_under_the_name_inherits_no_cooldown(self, daemon: FakeDaemon,
+                                                                          tmp_path: Path) -> None:
+        """The growth was of another quota (another VMS id) that had the name."""
+        enforce(daemon, tmp_path)
+        current = daemon.snapshot.clusters["sim"].targets["cosmos7-raw"].observation.quota_id
+        assert current is not None
+        record_growth(daemon, "cosmos7-raw", mode="enforce", status="verified", ago=600, quota_id=current + 1)
+        assert await self.action_of(daemon) == ("grow", None)
+
+    async def test_would_grows_do_not_take_an_enforce_target_s_hourly_slots(self, daemon: FakeDaemon,
+                                                                             tmp_path: Path) -> None:
+        enforce(daemon, tmp_path, max_actions_per_hour=1)
+        record_growth(daemon, "cosmos7-processed", mode="observe", status="would_grow", ago=600)
+        assert await self.action_of(daemon) == ("grow", None)
+        record_growth(daemon, "cosmos7-processed", mode="enforce", status="verified", ago=600)
+        assert await self.action_of(daemon) == ("blocked", "rate_limit")
 
 class TestAuth:
     """Writes need the bearer token; without a configured token they are refused, saying why."""
@@ -400,6 +484,58 @@ class TestOverrides:
             assert bad.status == 400 and (await bad.json())["error"]["field"] == "until"
             assert (await client.post("/api/v1/targets/cosmos7-raw/resume")).status == 401
             assert (await client.post("/api/v1/targets/nope/resume", headers=auth())).status == 404
+
+    async def test_a_pause_holds_the_quota_through_a_rename(self, daemon: FakeDaemon) -> None:
+        """Renamed in VMS (same path: the same quota), a paused quota stays paused: the pause is
+        stored by its path (review r11: by its name, which the rename left behind)."""
+        daemon.quotas[0].path = "/cosmos7/raw"
+        async with api_client(daemon) as client:
+            assert (await client.post("/api/v1/targets/cosmos7-raw/pause", headers=auth(),
+                                      json={"reason": "migration"})).status == 200
+            daemon.quotas[0].name = "cosmos7-raw-2027"
+            shown = await (await client.get("/api/v1/targets/cosmos7-raw-2027")).json()
+        assert (shown["paused"], shown["pause_reason"]) == (True, "migration")
+        assert [(o.cluster, o.target) for o in OverrideStore(daemon.db).active(daemon.clock.now())] == [
+            ("sim", "/cosmos7/raw")]
+
+    async def test_resume_by_name_lifts_a_pause_made_by_path(self, daemon: FakeDaemon) -> None:
+        async with api_client(daemon) as client:
+            assert (await client.post("/api/v1/targets/by-path/pause?path=/cosmos7/raw",
+                                      headers=auth())).status == 200
+            assert (await client.post("/api/v1/targets/cosmos7-raw/resume", headers=auth())).status == 200
+            shown = await (await client.get("/api/v1/targets/cosmos7-raw")).json()
+        assert shown["paused"] is False
+        assert OverrideStore(daemon.db).active(daemon.clock.now()) == []
+
+    async def test_a_pause_stored_by_name_before_still_holds_and_is_lifted(self, daemon: FakeDaemon) -> None:
+        """A pause stored by name (by an earlier release) holds; resume by path lifts it."""
+        OverrideStore(daemon.db).pause("cosmos7-raw", now=daemon.clock.now(), cluster="sim", reason="old")
+        async with api_client(daemon) as client:
+            shown = await (await client.get("/api/v1/targets/cosmos7-raw")).json()
+            assert (shown["paused"], shown["pause_reason"]) == (True, "old")
+            assert (await client.post("/api/v1/targets/%2Fcosmos7%2Fraw/resume", headers=auth())).status == 200
+        assert OverrideStore(daemon.db).active(daemon.clock.now()) == []
+
+    async def test_a_path_two_quotas_share_is_no_key_for_one(self, tmp_path: Path) -> None:
+        """Two tenants' quotas at one path: pausing one stores it by its name, holding it alone."""
+        settings = make_settings(tmp_path)
+        daemon = FakeDaemon(settings=settings, db=Database(settings.store.path), quotas=[
+            Quota("scratch", used=TIB, hard=10 * TIB, path="/scratch"),
+            Quota("acme:scratch", used=TIB, hard=10 * TIB, path="/scratch")])
+        async with api_client(daemon) as client:
+            assert (await client.post("/api/v1/targets/acme:scratch/pause", headers=auth())).status == 200
+            home = await (await client.get("/api/v1/targets/scratch")).json()
+        assert home["paused"] is False
+        assert [o.target for o in OverrideStore(daemon.db).active(daemon.clock.now())] == ["acme:scratch"]
+
+    async def test_pausing_again_replaces_a_pause_stored_by_name(self, daemon: FakeDaemon) -> None:
+        """Pausing replaces the earlier pause (the store's rule), also one stored by the name."""
+        OverrideStore(daemon.db).pause("cosmos7-raw", now=daemon.clock.now(), cluster="sim", reason="old")
+        async with api_client(daemon) as client:
+            await client.post("/api/v1/targets/cosmos7-raw/pause", headers=auth(),
+                              json={"until": "12h", "reason": "new"})
+        assert [(o.target, o.paused_until, o.reason) for o in OverrideStore(daemon.db).active(daemon.clock.now())] \
+            == [("/cosmos7/raw", daemon.clock.now() + 12 * 3600, "new")]
 
     async def test_kill_switch(self, daemon: FakeDaemon) -> None:
         async with api_client(daemon) as client:

@@ -1,8 +1,8 @@
-"""The growth stage's view of the pool for the cluster-reserve guard (issue 13 defect 9)."""
+"""The growth stage's (and pre-flight's) view of the pool for the cluster-reserve guard (issue 13 defect 9)."""
 
 from __future__ import annotations
 
-from quotapilot.daemon.stages.growth import net_of_overcommit
+from quotapilot.forecasting.planner import net_of_overcommit
 from quotapilot.forecasting.types import ClusterCapacity
 
 TB = 10**12

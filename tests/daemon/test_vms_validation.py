@@ -87,6 +87,16 @@ class TestQuotaSample:
         assert limits == (None, None, None, None)
         assert (obs.used_bytes, obs.used_inodes) == (50 * TIB, 10)
 
+    def test_an_inode_soft_limit_up_to_the_hard_one_is_kept(self) -> None:
+        """Inode soft limit equal to the inode hard limit: plausible (only above it is not)."""
+        obs = quota_sample("c1", record(soft_limit_inodes=1000), T, set())
+        assert (obs.hard_limit_inodes, obs.soft_limit_inodes) == (1000, 1000)
+
+    def test_an_inode_soft_limit_without_an_inode_hard_one_is_kept(self) -> None:
+        """No inode hard limit (0: VMS's "no limit") to compare it with: kept, never `implausible`."""
+        obs = quota_sample("c1", record(hard_limit_inodes=0, soft_limit_inodes=5000), T, set())
+        assert (obs.hard_limit_inodes, obs.soft_limit_inodes) == (None, 5000)
+
     def test_a_soft_limit_without_a_hard_one_is_kept(self) -> None:
         """No hard limit to compare it with: the soft limit is what VMS says (never `implausible`)."""
         obs = quota_sample("c1", record(hard_limit=0, soft_limit=90 * TIB), T, set())
@@ -100,6 +110,7 @@ class TestQuotaSample:
         ({"hard_limit": "100TB"}, "malformed"),
         ({"hard_limit": -1}, "negative"),
         ({"soft_limit": 101 * TIB}, "implausible"),
+        ({"soft_limit_inodes": 1001}, "implausible"),  # inodes as bytes (review r11)
         ({"name": ""}, "malformed"),
         ({"name": POOL_TARGET}, "malformed"),
         ({"path": "relative/path"}, "malformed"),

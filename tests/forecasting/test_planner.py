@@ -286,6 +286,33 @@ policies = st.builds(
 )
 
 
+class TestSoftLimit:
+    """The new soft limit keeps its ratio to the new hard limit, never above it (review r11)."""
+
+    def test_an_inode_soft_limit_above_the_hard_one_is_not_carried_over(self) -> None:
+        """A soft limit above the hard one (validation drops such a sample; the planner does not
+        rely on it): the new soft limit is the new hard limit, not the old soft limit."""
+        obs = Observation(TargetId("c1", "q", "/q"), NOW, used_bytes=1 * TIB, hard_limit_bytes=100 * TIB,
+                          used_inodes=900_000, hard_limit_inodes=1_000_000, soft_limit_inodes=5_000_000, quota_id=1)
+        (decision,) = [d for d in plan_cycle(CycleInput(now=NOW, targets=(TargetInput(obs),), capacity=None))
+                       if d.dimension is Dimension.INODES]
+        assert decision.kind == DecisionKind.GROW
+        assert (decision.new_hard, decision.new_soft) == (2_000_000, 2_000_000)
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.integers(1, 400), st.integers(1, 10_000))
+    def test_never_above_the_new_hard_limit(self, hard_tib: int, soft_permille: int) -> None:
+        """Bytes, any soft-to-hard ratio up to 10: at most the new hard limit, and never below the
+        old soft limit unless the new hard limit is."""
+        hard = hard_tib * TIB
+        soft = hard * soft_permille // 1000
+        state = replace(series(hard, hard), soft=soft)  # full: grows
+        decision = decide(state, GrowthPolicy(max_hard_limit_bytes=10_000 * TIB), NOW)
+        assert decision.kind == DecisionKind.GROW
+        assert decision.new_hard is not None and decision.new_soft is not None
+        assert min(soft, decision.new_hard) <= decision.new_soft <= decision.new_hard
+
+
 @st.composite
 def target_inputs(draw: st.DrawFn, index: int, max_used_ratio: float = 1.2) -> TargetInput:
     hard = draw(st.integers(1, 2000)) * TIB // 4

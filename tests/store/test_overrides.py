@@ -1,5 +1,6 @@
 """`OverrideStore.rename`: a pause moved to another target name (a bare name's pause, moved to
-another tenant's qualified name by `stages.bare_names`), on SQLite and PostgreSQL."""
+another tenant's qualified name by `stages.bare_names`); `pause(replacing=)`: a pause that replaces
+the target's pause under another key; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,6 +9,24 @@ from store_helpers import OpenStore
 from quotapilot.daemon.store.overrides import ANY, OverrideStore
 
 T0 = 1_767_225_600.0
+
+
+class TestPauseReplacing:
+    """The API pauses a quota by its path; a pause stored by its name before is replaced (review r11)."""
+
+    def test_the_pause_by_name_on_that_cluster_goes(self, open_store: OpenStore) -> None:
+        store = OverrideStore(open_store())
+        store.pause("cosmos7-raw", now=T0, cluster="c1", reason="by name")
+        store.pause("cosmos7-raw", now=T0, cluster="c2", reason="other cluster")
+        store.pause("/cosmos7/raw", now=T0 + 1, cluster="c1", reason="by path", replacing=("cosmos7-raw",))
+        expected = [("c1", "/cosmos7/raw", "by path"), ("c2", "cosmos7-raw", "other cluster")]
+        assert expected == sorted((o.cluster, o.target, o.reason) for o in store.active(T0 + 1))
+
+    def test_never_the_kill_switch_nor_itself(self, open_store: OpenStore) -> None:
+        store = OverrideStore(open_store())
+        store.engage_kill_switch(now=T0)
+        store.pause("/q", now=T0 + 1, cluster=ANY, reason="again", replacing=(ANY, "/q"))
+        assert sorted((o.cluster, o.target) for o in store.active(T0 + 1)) == [(ANY, ANY), (ANY, "/q")]
 
 
 class TestRename:

@@ -194,12 +194,17 @@ class Api:
         reserved = self.reservations.active_reservations(target.cluster, target.name, now)
         overrides = self._read_overrides(now)
         actions = self.actions
-        last_growth = {dim: t for (name, dim), t in actions.last_growth_at(target.cluster).items()
-                       if name == target.name}
         settings = self.settings
         pause = overrides.pause_of(target)
         stale_after = settings.poll.interval_seconds * settings.poll.stale_after_intervals
         rules = settings.policy.rules_for(target.name, target.path)
+        # the cooldown as the growth stage keys it: the quota's VMS id and path (a quota re-created
+        # under the name inherits none), in the target's own mode (a would-grow starts none for
+        # a target enforced)
+        quota = (record.observation.quota_id, target.path)
+        last_growth = {dim: t for (quota_id, path, dim), t
+                       in actions.last_growth_by_quota(target.cluster, mode=rules.mode).items()
+                       if (quota_id, path) == quota}
         return pf.TargetState(
             observation=record.observation, policy=GrowthPolicy.from_fields(rules), enforce=rules.mode == "enforce",
             forecasts=dict(record.forecasts), cluster=record.capacity,
@@ -211,7 +216,7 @@ class Api:
             pause_reason=(pause.reason or "paused") if pause else "",
             kill_switch=settings.policy.kill_switch or overrides.kill_switch is not None,
             stale=record.dropped or now - record.observation.t > stale_after, last_growth_at=last_growth,
-            actions_last_hour=actions.count_since(now - 3600.0),
+            actions_last_hour=actions.rate_limit_count_since(now - 3600.0, mode=rules.mode),
             max_actions_per_hour=settings.policy.max_actions_per_hour)
 
     # ---------------------------------------------------------------- read endpoints
@@ -378,8 +383,11 @@ class Api:
         record = self._find(ref, cluster)
         now = self.now()
         until = _until_time(body.until, now)
-        await asyncio.to_thread(self.overrides.pause, record.target.name, now=now, cluster=record.target.cluster,
-                                until=until, reason=body.reason)
+        target = record.target
+        # by its path: a quota keeps its path (and VMS id) when VMS renames it, and a pause stored
+        # by the name stopped holding it then; one stored by the name before is replaced
+        await asyncio.to_thread(self.overrides.pause, self._pause_key(target), now=now, cluster=target.cluster,
+                                until=until, reason=body.reason, replacing=(target.name,))
         log.info("target.paused", target=record.target.key, until=until, reason=body.reason)
         return json_response({"target": target_ref(record.target), "paused": True, "paused_until": until,
                       "reason": body.reason})
@@ -391,6 +399,13 @@ class Api:
         log.info("target.resumed", target=record.target.key)
         return json_response({"target": target_ref(record.target), "paused": False, "paused_until": None,
                               "reason": None})
+
+    def _pause_key(self, target: TargetId) -> str:
+        """What a pause of `target` is stored under: its path, unless another target of its cluster
+        has that path too (another tenant's quota): then its name, so the pause holds it alone."""
+        shared = any(r.target.cluster == target.cluster and r.target.path == target.path and r.target != target
+                     for r in snapshot_records(self.daemon.snapshot))
+        return target.name if shared else target.path
 
     def _resume(self, target: TargetId) -> None:
         # a pause may have been set by name or by path, on this cluster or on all of them
