@@ -275,6 +275,9 @@ class TargetInput:
     paused_reason: str | None = None
     dropped: bool = False
     """The target's latest sample was dropped as invalid this cycle."""
+    enforced: bool = True
+    """The target is in enforce mode (its growth is a real write); False: observed (a would-grow).
+    It says which hourly budget the growth draws from (`CycleInput.actions_last_hour`)."""
 
     def series(self) -> list[SeriesState]:
         """The series that have a hard limit: bytes, then inodes (when counted)."""
@@ -300,6 +303,13 @@ class CycleInput:
     cluster_reserve_ratio: float = 0.10
     max_actions_per_hour: int = 20
     actions_last_hour: int = 0
+    """The real writes (enforce rows) of the last hour, across clusters: what an enforced
+    target's growth counts against `max_actions_per_hour`, with this cycle's enforce growths."""
+    all_actions_last_hour: int | None = None
+    """Every row of the last hour, would-grows included: what an observed target's would-grow
+    counts, with every real write of this cycle and the more urgent would-grows, so that observe
+    mode reports the limit as enforce would meet it (None: `actions_last_hour`). A would-grow never
+    holds a real write."""
     kill_switch_reason: str | None = None
     stale_after_seconds: float = 180.0
 
@@ -327,7 +337,7 @@ def plan_cycle(cycle: CycleInput) -> tuple[Decision, ...]:
     """Decide every series of one cluster, then apply the guards; deterministic for its input."""
     now = cycle.now
     decisions: list[Decision] = []
-    candidates: list[Decision] = []
+    candidates: list[tuple[Decision, bool]] = []  # with its target's `enforced`
     for target in sorted(cycle.targets, key=lambda ti: ti.observation.target.key):
         if target.observation.target.kind is not TargetKind.QUOTA:
             continue
@@ -348,14 +358,19 @@ def plan_cycle(cycle: CycleInput) -> tuple[Decision, ...]:
             else:
                 decision = _cooldown(decision, target, series.dimension, now)
             if decision.kind is DecisionKind.GROW:
-                candidates.append(decision)
+                candidates.append((decision, target.enforced))
             else:
                 decisions.append(decision)
 
-    budget = max(0, cycle.max_actions_per_hour - cycle.actions_last_hour)
+    # two hourly budgets: a real write counts against both, a would-grow only against its own;
+    # the real writes are served first (budget and cluster room), so a would-grow never holds
+    # one, and the would-grows count every real write of the cycle, as `_act` will find them
+    enforce_budget = cycle.max_actions_per_hour - cycle.actions_last_hour
+    all_actions = cycle.actions_last_hour if cycle.all_actions_last_hour is None else cycle.all_actions_last_hour
+    all_budget = cycle.max_actions_per_hour - all_actions
     room = _cluster_room(cycle)
-    for decision in sorted(candidates, key=_urgency_key):
-        if budget <= 0:
+    for decision, enforced in sorted(candidates, key=lambda candidate: (not candidate[1], *_urgency_key(candidate[0]))):
+        if (enforce_budget if enforced else all_budget) <= 0:
             decisions.append(_blocked(decision, "rate_limit",
                                       f"rate limit: {cycle.max_actions_per_hour} actions per hour"))
             continue
@@ -377,7 +392,9 @@ def plan_cycle(cycle: CycleInput) -> tuple[Decision, ...]:
             continue
         if decision.dimension is Dimension.BYTES and room is not None:
             room -= decision.growth
-        budget -= 1
+        if enforced:
+            enforce_budget -= 1
+        all_budget -= 1
         decisions.append(decision)
     return tuple(sorted(decisions, key=lambda d: (d.target.key, d.dimension.value)))
 

@@ -67,6 +67,8 @@ class TargetState:
     last_growth_at: Mapping[Dimension, float] = field(default_factory=dict)
     """When each series last grew (or would have): the cooldown's start."""
     actions_last_hour: int = 0
+    """The rows the hourly limit counts for a growth in this target's mode (enforce: the real
+    writes; observe: every row), as `ActionStore.rate_limit_count_since` counts them."""
     max_actions_per_hour: int = 20
 
 
@@ -221,7 +223,8 @@ def _planner_decisions(state: TargetState, fits: list[DimensionFit], now: float)
         recent_rate_per_second=state.recent_rate_per_second,
         reserved_bytes=state.reserved_bytes + extra.get(Dimension.BYTES, 0),
         reserved_inodes=state.reserved_inodes + extra.get(Dimension.INODES, 0),
-        last_growth_at=state.last_growth_at, paused_reason=state.pause_reason if state.paused else None)
+        last_growth_at=state.last_growth_at, paused_reason=state.pause_reason if state.paused else None,
+        enforced=state.enforce)  # `actions_last_hour` is counted in the target's mode
     cycle = CycleInput(
         now=now, targets=(target,), capacity=net_of_overcommit(state.cluster),  # as the growth stage plans
         cluster_reserve_ratio=state.cluster_reserve_ratio,

@@ -306,3 +306,8 @@ class ActionOutcome:
     old_hard: int | None = None
     new_hard: int | None = None
     action_id: int | None = None
+    """The audit row this outcome records (its `result` event's); None when no row of ours does."""
+    intent_committed: bool = False
+    """An enforce growth whose write-ahead `intent` row, and its `intent` event, are committed —
+    also when `action_id` is None because the row is left to another instance to settle (deposed
+    between the intent and the PATCH): its events are on disk, its `result` is not ours."""

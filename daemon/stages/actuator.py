@@ -155,17 +155,18 @@ class Actuator:
     async def grow(self, decision: Decision, quota_id: int | None, writer: QuotaWriter, *,
                    events: Sequence[OutboxEntry] = ()) -> ActionOutcome:
         """Write-ahead, re-read, PATCH, verify, audit: one growth of one series. `events`: the
-        outbox entries of the decision's `intent` event, committed with the intent row (an
-        outcome without `action_id` wrote neither)."""
+        outbox entries of the decision's `intent` event, committed with the intent row (the
+        outcome's `intent_committed`; its `action_id` only while the row is ours to settle)."""
         assert decision.new_hard is not None
         dim, target = decision.dimension, decision.target
 
-        def outcome(status: ActionStatus, reason: str, action_id: int | None) -> ActionOutcome:
+        def outcome(status: ActionStatus, reason: str, action_id: int | None, *,
+                    intent_committed: bool = True) -> ActionOutcome:
             return ActionOutcome(target, dim, status, self.clock.now(), reason, decision.current_hard,
-                                 decision.new_hard, action_id)
+                                 decision.new_hard, action_id, intent_committed=intent_committed)
 
         if quota_id is None:
-            return outcome(ActionStatus.FAILED, "no quota id in the observation", None)
+            return outcome(ActionStatus.FAILED, "no quota id in the observation", None, intent_committed=False)
         intent_at = self.clock.monotonic()
         try:  # FLEET: recorded only under our current lease epoch (same transaction)
             action_id = await asyncio.to_thread(
@@ -173,7 +174,7 @@ class Actuator:
                 quota_id=quota_id, fence=self.leadership.fence(target.cluster), events=events)
         except FencedOut as exc:
             log.warning("quota.grow_fenced", target=target.key, dimension=dim.value, error=str(exc))
-            return outcome(ActionStatus.FAILED, f"not the leader: {exc}", None)
+            return outcome(ActionStatus.FAILED, f"not the leader: {exc}", None, intent_committed=False)
         self._sent_at[action_id] = _Send(target.cluster, intent_at)
         self.checkpoint("intent")
         hard_field, soft_field = _LIMIT_FIELDS[dim]
@@ -204,7 +205,8 @@ class Actuator:
             # deposed since the intent: the new leader settles the row (reconcile); we leave it be
             self._sent_at.pop(action_id, None)  # nothing was sent
             log.warning("quota.grow_fenced", target=target.key, dimension=dim.value, action_id=action_id)
-            return outcome(ActionStatus.FAILED, "lease lost before the PATCH", None)  # the row is the new leader's
+            # the row (and its committed `intent` event) stays; its `result` is the new leader's
+            return outcome(ActionStatus.FAILED, "lease lost before the PATCH", None)
         self._sent_at[action_id] = _Send(target.cluster, self.clock.monotonic())  # it can land from now on
         try:
             await writer.patch_quota(quota_id, **changes)

@@ -43,6 +43,7 @@ from quotapilot.daemon.settings import ManagedView, PolicyRules, Settings
 from quotapilot.daemon.stages.actuator import Actuator, QuotaWriter
 from quotapilot.daemon.stages.bare_names import BareNameUpgrade
 from quotapilot.daemon.stages.presence import TargetPresence
+from quotapilot.daemon.stages.renames import RenamedPauses
 from quotapilot.daemon.store.actions import ActionRecord, ActionStore
 from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.observations import ObservationStore
@@ -172,6 +173,9 @@ class GrowthStage:
         self.bare_names = BareNameUpgrade(self.overrides, settings.policy.overrides,
                                           sole_cluster=len(settings.clusters) == 1)
         """Pauses made by the bare name of another tenant's quota, moved before the pauses are read."""
+        self.renamed_pauses = RenamedPauses(self.overrides, self.observations.latest,
+                                            sole_cluster=len(settings.clusters) == 1)
+        """Pauses of a quota VMS renamed (same id and path), moved to its new name before the pauses are read."""
         self.actuator = Actuator(settings, self.actions, clock, self.leadership)
         self.writers = writers
         self._vms_clusters = frozenset(c.name for c in settings.clusters)
@@ -258,6 +262,7 @@ class GrowthStage:
         ctx.settled.extend(self.actuator.take_settled(cluster))  # also those settled at start
         await self.actuator.ensure_views(cluster, writer)
         await self.bare_names.on_poll(poll, ctx.now)
+        await self.renamed_pauses.on_poll(poll, ctx.now)
 
         for obs in poll.observations:
             self._history.add(obs)
@@ -466,12 +471,10 @@ class GrowthStage:
         rules_cache: dict[tuple[int, ...], tuple[PolicyRules, GrowthPolicy]] = {}
         targets: list[TargetInput] = []
         paused: dict[TargetId, bool] = {}
-        enforced = False
         for obs in poll.observations:
             if obs.target.kind is not TargetKind.QUOTA:
                 continue
             rules, growth_policy = self._rules_for(obs.target, rules_cache)
-            enforced = enforced or rules.mode == "enforce"
             # the kill switch is reported as itself, not as a pause
             pause = next((o for o in pauses if o.applies_to(obs.target)), None)
             paused[obs.target] = pause is not None
@@ -486,15 +489,16 @@ class GrowthStage:
                 reserved_inodes=held.inodes if held is not None else 0,
                 last_growth_at=growth_by_quota[rules.mode].get((obs.quota_id, obs.target.path), {}),
                 paused_reason=None if pause is None else (pause.reason or "paused"),
-                dropped=obs.target.name in dropped))
+                dropped=obs.target.name in dropped,
+                enforced=rules.mode == "enforce"))
         cycle = CycleInput(
             now=now, targets=tuple(targets), capacity=net_of_overcommit(poll.capacity),
             cluster_reserve_ratio=policy.cluster_reserve_ratio,
             max_actions_per_hour=policy.max_actions_per_hour,
-            # one budget for the cycle: a target in enforce mode is not held by would-grows; each
-            # growth is checked again by its own target's mode when it acts (`_act`)
-            actions_last_hour=self.actions.rate_limit_count_since(
-                now - 3600.0, mode="enforce" if enforced else "observe"),
+            # a budget per mode: an enforced target's growth is not held by would-grows, this
+            # cycle's or the hour's; each growth is checked again by its target's mode when it acts (`_act`)
+            actions_last_hour=self.actions.rate_limit_count_since(now - 3600.0, mode="enforce"),
+            all_actions_last_hour=self.actions.rate_limit_count_since(now - 3600.0, mode="observe"),
             kill_switch_reason=kill_reason,
             stale_after_seconds=self.settings.poll.stale_after_intervals * self.settings.poll.interval_seconds)
         return cycle, paused, kill_reason is not None
@@ -557,7 +561,7 @@ class GrowthStage:
                                  decision.reason, decision.current_hard, decision.new_hard, action_id)
         entries = self.events.decision_entries(decision, mode="enforce", now=now)
         outcome = await self.actuator.grow(decision, quota_id, writer, events=entries)
-        if outcome.action_id is not None:  # the intent row was written, and its event with it
+        if outcome.intent_committed:  # the intent row was written, and its event with it (ours to settle or not)
             self.events.decisions_committed(entries)
         self.counters.count(outcome.status.value)
         if outcome.status is ActionStatus.VERIFIED and decision.dimension is Dimension.BYTES:

@@ -5,6 +5,7 @@ or on every cluster (`cluster="*"`); it lasts until `resume`, or until `until` (
 passes. The kill switch is the row (`*`, `*`); the config's `policy.kill_switch` is the other way
 to engage it (see the actuator, which honours either). A pause made before 0198d09 by the bare
 name of another tenant's quota is moved to its `<tenant>:<name>` (`rename`, by `stages/bare_names.py`).
+A pause of a quota VMS renames (same VMS id and path) is moved to its new name (`stages/renames.py`).
 
 This is the Python API behind `quotapilot pause/resume` and the HTTP endpoints. Blocking calls:
 run them with `asyncio.to_thread` from async code.
@@ -78,8 +79,8 @@ class OverrideStore:
         """Stop growth actions on `target` (name or path) until `until` or `resume`. Idempotent:
         pausing again replaces the earlier pause — and, in the same transaction, the pauses on
         `cluster` stored under `replacing`, the target's other keys (the API pauses a quota by its
-        path, stable while VMS renames it; a pause stored by its name before is replaced, not
-        left to hold on beside the new one)."""
+        name; a pause stored by its path before, by 88b95cb, is replaced, not left to hold on
+        beside the new one)."""
         if target == ANY:
             raise ValueError("use engage_kill_switch() to pause everything")
         if until is not None and until <= now:

@@ -703,6 +703,7 @@ class TestSendTimes:
         actuator = Actuator(make_settings("enforce"), actions, VirtualClock(NOW), DeposedBeforeThePatch(["c1"]))
         outcome = await actuator.grow(self.grow_decision(), 1, vms)
         assert (outcome.status, outcome.action_id) == (ActionStatus.FAILED, None)
+        assert outcome.intent_committed  # its `intent` event is on disk with the row (review r13)
         assert actions.get(1).status == "intent"  # type: ignore[union-attr]
         db.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ from openapi_schemas import validator
 from structlog.testing import capture_logs
 
 from quotapilot.daemon.http.api.models import MAX_BYTES
+from quotapilot.daemon.http.api.render import snapshot_records
+from quotapilot.daemon.runtime.cycle import PollResult
+from quotapilot.daemon.stages.renames import RenamedPauses
 from quotapilot.daemon.store.actions import ActionStore
 from quotapilot.daemon.store.db import Database
 from quotapilot.daemon.store.overrides import OverrideStore
@@ -467,6 +471,17 @@ class TestReservationTotals:
         assert (pre["fits"], pre["action"]["guard"]) == (False, "max_reserved")
 
 
+OTHER_TENANTS_DATA = Quota("tenant2:data", used=10 * TIB, hard=100 * TIB, path="/data")
+"""Another tenant's quota at `/data` (see `one_quota_at_data`)."""
+
+
+def one_quota_at_data(tmp_path: Path) -> FakeDaemon:
+    """A daemon listing one quota, `data`, at `/data`."""
+    settings = make_settings(tmp_path)
+    return FakeDaemon(settings=settings, db=Database(settings.store.path),
+                      quotas=[Quota("data", used=60 * TIB, hard=100 * TIB, path="/data")])
+
+
 class TestOverrides:
     """Pause/resume per target and the kill switch, over HTTP, visible in the targets."""
 
@@ -485,18 +500,33 @@ class TestOverrides:
             assert (await client.post("/api/v1/targets/cosmos7-raw/resume")).status == 401
             assert (await client.post("/api/v1/targets/nope/resume", headers=auth())).status == 404
 
-    async def test_a_pause_holds_the_quota_through_a_rename(self, daemon: FakeDaemon) -> None:
-        """Renamed in VMS (same path: the same quota), a paused quota stays paused: the pause is
-        stored by its path (review r11: by its name, which the rename left behind)."""
+    async def test_a_pause_follows_the_quota_through_a_rename(self, daemon: FakeDaemon) -> None:
+        """Renamed in VMS (same VMS id and path: the same quota), a paused quota stays paused once
+        the growth stage has moved the pause to its new name at a confirmed poll (`RenamedPauses`,
+        run here on the fake's polls); resumed by the new name, it is lifted (review r11: the pause
+        stayed with the old name)."""
         daemon.quotas[0].path = "/cosmos7/raw"
+        renames = RenamedPauses(OverrideStore(daemon.db), lambda cluster: [], sole_cluster=True)
+
+        async def poll() -> None:
+            observations = tuple(replace(r.observation, quota_id=7) for r in snapshot_records(daemon.snapshot)
+                                 if r.target.path == "/cosmos7/raw")
+            await renames.on_poll(PollResult("sim", daemon.clock.now(), observations), daemon.clock.now())
+
         async with api_client(daemon) as client:
+            await poll()
             assert (await client.post("/api/v1/targets/cosmos7-raw/pause", headers=auth(),
                                       json={"reason": "migration"})).status == 200
             daemon.quotas[0].name = "cosmos7-raw-2027"
+            with capture_logs() as logs:
+                await poll()
+                await poll()
             shown = await (await client.get("/api/v1/targets/cosmos7-raw-2027")).json()
-        assert (shown["paused"], shown["pause_reason"]) == (True, "migration")
-        assert [(o.cluster, o.target) for o in OverrideStore(daemon.db).active(daemon.clock.now())] == [
-            ("sim", "/cosmos7/raw")]
+            assert (shown["paused"], shown["pause_reason"]) == (True, "migration")
+            assert (await client.post("/api/v1/targets/cosmos7-raw-2027/resume", headers=auth())).status == 200
+        assert [(e["old_target"], e["target"]) for e in logs if e["event"] == "override.renamed"] == [
+            ("cosmos7-raw", "cosmos7-raw-2027")]
+        assert OverrideStore(daemon.db).active(daemon.clock.now()) == []
 
     async def test_resume_by_name_lifts_a_pause_made_by_path(self, daemon: FakeDaemon) -> None:
         async with api_client(daemon) as client:
@@ -507,13 +537,22 @@ class TestOverrides:
         assert shown["paused"] is False
         assert OverrideStore(daemon.db).active(daemon.clock.now()) == []
 
-    async def test_a_pause_stored_by_name_before_still_holds_and_is_lifted(self, daemon: FakeDaemon) -> None:
-        """A pause stored by name (by an earlier release) holds; resume by path lifts it."""
+    async def test_a_pause_stored_by_name_still_holds_and_is_lifted_by_path(self, daemon: FakeDaemon) -> None:
         OverrideStore(daemon.db).pause("cosmos7-raw", now=daemon.clock.now(), cluster="sim", reason="old")
         async with api_client(daemon) as client:
             shown = await (await client.get("/api/v1/targets/cosmos7-raw")).json()
             assert (shown["paused"], shown["pause_reason"]) == (True, "old")
             assert (await client.post("/api/v1/targets/%2Fcosmos7%2Fraw/resume", headers=auth())).status == 200
+        assert OverrideStore(daemon.db).active(daemon.clock.now()) == []
+
+    async def test_a_pause_stored_by_path_before_still_holds_and_is_lifted_by_name(self, daemon: FakeDaemon) -> None:
+        """A pause stored by the path (by 88b95cb) holds the quota at that path; resume by its
+        name lifts it, the path being this quota's alone."""
+        OverrideStore(daemon.db).pause("/cosmos7/raw", now=daemon.clock.now(), cluster="sim", reason="old")
+        async with api_client(daemon) as client:
+            shown = await (await client.get("/api/v1/targets/cosmos7-raw")).json()
+            assert (shown["paused"], shown["pause_reason"]) == (True, "old")
+            assert (await client.post("/api/v1/targets/cosmos7-raw/resume", headers=auth())).status == 200
         assert OverrideStore(daemon.db).active(daemon.clock.now()) == []
 
     async def test_a_path_two_quotas_share_is_no_key_for_one(self, tmp_path: Path) -> None:
@@ -528,14 +567,36 @@ class TestOverrides:
         assert home["paused"] is False
         assert [o.target for o in OverrideStore(daemon.db).active(daemon.clock.now())] == ["acme:scratch"]
 
-    async def test_pausing_again_replaces_a_pause_stored_by_name(self, daemon: FakeDaemon) -> None:
-        """Pausing replaces the earlier pause (the store's rule), also one stored by the name."""
-        OverrideStore(daemon.db).pause("cosmos7-raw", now=daemon.clock.now(), cluster="sim", reason="old")
+    async def test_a_quota_listed_later_at_the_paused_path_is_not_paused(self, tmp_path: Path) -> None:
+        """Paused while its path was its own, a quota's pause does not hold another tenant's
+        quota listed at that path later (review r13: stored by the path, it held both)."""
+        daemon = one_quota_at_data(tmp_path)
+        async with api_client(daemon) as client:
+            assert (await client.post("/api/v1/targets/data/pause", headers=auth(), json={"reason": "x"})).status == 200
+            daemon.quotas.append(OTHER_TENANTS_DATA)  # another tenant's quota at that path, listed from now on
+            other = await (await client.get("/api/v1/targets/tenant2:data")).json()
+        assert other["paused"] is False, OverrideStore(daemon.db).active(daemon.clock.now())
+
+    async def test_resuming_another_tenants_quota_at_the_path_keeps_the_pause(self, tmp_path: Path) -> None:
+        """Resuming another tenant's quota at the paused quota's path lifts nothing of the paused
+        one (review r13: resume deleted the pause stored by the path they share)."""
+        daemon = one_quota_at_data(tmp_path)
+        async with api_client(daemon) as client:
+            assert (await client.post("/api/v1/targets/data/pause", headers=auth(), json={"reason": "x"})).status == 200
+            daemon.quotas.append(OTHER_TENANTS_DATA)
+            assert (await client.post("/api/v1/targets/tenant2:data/resume", headers=auth())).status == 200
+            paused = await (await client.get("/api/v1/targets/data")).json()
+        assert paused["paused"] is True
+
+    async def test_pausing_again_replaces_a_pause_stored_by_path(self, daemon: FakeDaemon) -> None:
+        """Pausing replaces the earlier pause (the store's rule), also one stored by the path (by
+        88b95cb) while the path is this quota's alone."""
+        OverrideStore(daemon.db).pause("/cosmos7/raw", now=daemon.clock.now(), cluster="sim", reason="old")
         async with api_client(daemon) as client:
             await client.post("/api/v1/targets/cosmos7-raw/pause", headers=auth(),
                               json={"until": "12h", "reason": "new"})
         assert [(o.target, o.paused_until, o.reason) for o in OverrideStore(daemon.db).active(daemon.clock.now())] \
-            == [("/cosmos7/raw", daemon.clock.now() + 12 * 3600, "new")]
+            == [("cosmos7-raw", daemon.clock.now() + 12 * 3600, "new")]
 
     async def test_kill_switch(self, daemon: FakeDaemon) -> None:
         async with api_client(daemon) as client:

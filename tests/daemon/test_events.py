@@ -11,6 +11,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import test_actuator as actuator_tests
 
 from quotapilot.alerts.model import AlertState, Phase, Severity
 from quotapilot.daemon.clock import VirtualClock
@@ -37,6 +38,7 @@ from quotapilot.forecasting.planner import CycleInput
 from quotapilot.forecasting.types import (
     ActionOutcome,
     ActionStatus,
+    ClusterCapacity,
     Decision,
     DecisionKind,
     Dimension,
@@ -343,5 +345,41 @@ class TestResultEventsMatchTheAuditTrail:
                 await stage.on_cycle(ctx)
             assert audit(db) == [(1, "external_change"), (2, "blocked")]
             assert results(db) == [(1, "external_change"), (2, "blocked")]
+        finally:
+            db.close()
+
+
+class TestAGrowthDeposedBeforeThePatch:
+    """Review r13: a growth whose lease is lost between the intent and the PATCH (ebf1c7a) leaves
+    its intent row `intent` for the new leader, so its outcome has no `action_id` (no `result`
+    event of ours). Its `intent` event was committed with the row all the same, and the growth
+    stage took `action_id is None` for "nothing written": the event was never counted
+    (`quotapilot_events_total{type="intent"}`) nor the dispatcher woken."""
+
+    async def test_its_committed_intent_event_is_counted_and_no_result_published(self, tmp_path: Path) -> None:
+        db = Database(tmp_path / "s.db")
+        try:
+            clock = VirtualClock(actuator_tests.NOW)
+            settings = load_settings(None, clusters=[{"name": "c1", "address": "vms", "token": "t"}],
+                                     policy={"mode": "enforce"})
+            events = EventStage(settings.events, clock, AsyncOutbox(OutboxStore(db)), sinks=[RecordingSink()])
+            vms = actuator_tests.FakeVms()
+            raw = actuator_tests.RAW
+            vms.add(1, raw.name, raw.path, hard=100 * TIB, used=80 * TIB)
+            growth = GrowthStage(settings, db, lambda cluster: vms, clock,  # type: ignore[arg-type,return-value]
+                                 leadership=actuator_tests.DeposedBeforeThePatch(["c1"]), events=events)
+            now = actuator_tests.NOW
+            capacity = ClusterCapacity("c1", now, usable_bytes=10_000 * TIB, used_bytes=1000 * TIB,
+                                       free_bytes=9000 * TIB)
+            observation = Observation(raw, now, 80 * TIB, 100 * TIB, soft_limit_bytes=90 * TIB, quota_id=1)
+            ctx = CycleContext(poll=PollResult("c1", now, observations=(observation,), capacity=capacity), now=now)
+            await growth.on_cycle(ctx)
+            await events.on_cycle(ctx)
+            outcomes = [(a.status, a.action_id, a.intent_committed) for a in ctx.actions]
+            assert outcomes == [(ActionStatus.FAILED, None, True)]
+            assert audit(db) == [(1, "intent")]
+            queued = [json.loads(r["payload"])["type"] for r in db.query("SELECT payload FROM outbox")]
+            assert queued == ["intent"]  # with its row; the row's `result` is the new leader's
+            assert dict(events.published) == {"intent": 1}  # was {}: committed, never counted
         finally:
             db.close()

@@ -49,6 +49,22 @@ class TestRateLimitAcrossModes:
         ctx = await h.cycle()
         assert [(a.target, a.status) for a in ctx.actions] == [(RAW, ActionStatus.VERIFIED)]
 
+    async def test_a_would_grow_in_the_same_cycle_does_not_hold_a_real_write(self, tmp_path: Path) -> None:
+        """Review r13: the planner's one budget for the cycle went to the observed quota first
+        (`cosmos7-processed` sorts before `cosmos7-raw` at equal urgency): the enforced quota was
+        held `rate_limit` while preflight answered `grow`. Its PATCH is made now, and the would-grow
+        is held by it (as enforce would meet the limit)."""
+        settings = make_settings("enforce", max_actions_per_hour=1,
+                                 overrides=[{"match": PROCESSED.path, "mode": "observe"}])
+        h = Harness(tmp_path, settings)  # quota 1: cosmos7-raw at 80 %, enforced
+        h.vms.add(2, PROCESSED.name, PROCESSED.path, hard=100 * TIB, used=80 * TIB)  # observed
+        ctx = await h.cycle()
+        outcomes = {a.target: a for a in ctx.actions}
+        statuses = {target: outcome.status for target, outcome in outcomes.items()}
+        assert statuses == {RAW: ActionStatus.VERIFIED, PROCESSED: ActionStatus.BLOCKED}
+        assert outcomes[PROCESSED].reason.startswith("rate limit: 1 actions per hour;")  # the planner's
+        assert len(h.vms.patches) == 1
+
     async def test_observe_mode_counts_would_grows(self, tmp_path: Path) -> None:
         """Global observe: a would-grow of the hour takes the slot, as the write would in enforce."""
         h = Harness(tmp_path, make_settings("observe", max_actions_per_hour=1))

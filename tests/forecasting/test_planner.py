@@ -183,6 +183,39 @@ class TestPlanCycle:
         assert decisions["b"].kind == DecisionKind.GROW
         assert decisions["a"].guard == "rate_limit"
 
+    def test_a_more_urgent_would_grow_does_not_hold_an_enforced_growth(self) -> None:
+        """Review r13: one budget for the cycle gave the slot to the more urgent observed target
+        (a would-grow) and held the enforced one `rate_limit`, though preflight answered `grow` and
+        "a would-grow never holds a real write". The real write is served first; it counts for the
+        observed target, as the stage's re-check at acting finds it."""
+        enforced = self.hot("a", used=76 * TIB)
+        observed = self.hot("b", used=95 * TIB, recent_rate_per_second={Dimension.BYTES: TIB / HOUR},
+                            enforced=False)
+        decisions = {d.target.name: d for d in plan_cycle(self.cycle(enforced, observed, max_actions_per_hour=1))}
+        assert decisions["a"].kind == DecisionKind.GROW
+        assert decisions["b"].guard == "rate_limit"
+
+    def test_a_more_urgent_would_grow_does_not_take_an_enforced_growths_room(self) -> None:
+        enforced = self.hot("a", used=76 * TIB)
+        observed = self.hot("b", used=95 * TIB, recent_rate_per_second={Dimension.BYTES: TIB / HOUR},
+                            enforced=False)
+        decisions = {d.target.name: d for d in plan_cycle(self.cycle(enforced, observed, free=1030 * TIB))}
+        assert decisions["a"].kind == DecisionKind.GROW  # 30 TiB of room: the real write's
+        assert decisions["b"].guard == "cluster_reserve"
+
+    def test_would_grows_take_what_the_real_writes_leave(self) -> None:
+        enforced = self.hot("a", used=76 * TIB)
+        observed = [self.hot(name, used=95 * TIB, enforced=False) for name in ("b", "c")]
+        cycle = self.cycle(enforced, *observed, max_actions_per_hour=2)
+        assert [d.kind for d in plan_cycle(cycle)] == [DecisionKind.GROW, DecisionKind.GROW, DecisionKind.BLOCKED]
+
+    def test_the_hours_would_grows_count_only_for_observed_targets(self) -> None:
+        enforced, observed = self.hot("a"), self.hot("b", enforced=False)
+        cycle = self.cycle(enforced, observed, max_actions_per_hour=1, actions_last_hour=0, all_actions_last_hour=1)
+        decisions = {d.target.name: d for d in plan_cycle(cycle)}
+        assert decisions["a"].kind == DecisionKind.GROW
+        assert decisions["b"].guard == "rate_limit"
+
     def test_cluster_reserve_goes_to_the_most_urgent_and_blocks_the_rest(self) -> None:
         calm = self.hot("a", used=76 * TIB)
         urgent = self.hot("b", used=95 * TIB, recent_rate_per_second={Dimension.BYTES: TIB / HOUR})
@@ -330,7 +363,7 @@ def target_inputs(draw: st.DrawFn, index: int, max_used_ratio: float = 1.2) -> T
         recent_rate_per_second={Dimension.BYTES: rate},
         reserved_bytes=draw(st.sampled_from([0, TIB, 50 * TIB])),
         last_growth_at={} if last is None else {Dimension.BYTES: last},
-        dropped=draw(st.booleans()) and draw(st.booleans()))
+        dropped=draw(st.booleans()) and draw(st.booleans()), enforced=draw(st.booleans()))
 
 
 @st.composite
@@ -339,10 +372,11 @@ def cycles(draw: st.DrawFn, max_used_ratio: float = 1.2) -> CycleInput:
     targets = tuple(draw(target_inputs(i, max_used_ratio)) for i in range(n))
     usable = draw(st.integers(100, 10_000)) * TIB
     free = int(usable * draw(st.floats(0, 1)))
+    enforce_rows = draw(st.integers(0, 10))
     return CycleInput(now=NOW, targets=targets, capacity=capacity(free, usable),
                       cluster_reserve_ratio=draw(st.floats(0, 0.5)),
-                      max_actions_per_hour=draw(st.integers(0, 10)), actions_last_hour=draw(st.integers(0, 10)),
-                      stale_after_seconds=300)
+                      max_actions_per_hour=draw(st.integers(0, 10)), actions_last_hour=enforce_rows,
+                      all_actions_last_hour=enforce_rows + draw(st.integers(0, 5)), stale_after_seconds=300)
 
 
 class TestInvariants:
@@ -370,7 +404,12 @@ class TestInvariants:
         added = sum(d.growth for d in grown if d.dimension is Dimension.BYTES)
         if added:
             assert cycle.capacity.free_bytes - added >= cycle.cluster_reserve_ratio * cycle.capacity.usable_bytes
-        assert len(grown) <= max(0, cycle.max_actions_per_hour - cycle.actions_last_hour)
+        enforced = {t.observation.target: t.enforced for t in cycle.targets}
+        writes = [d for d in grown if enforced[d.target]]
+        assert len(writes) <= max(0, cycle.max_actions_per_hour - cycle.actions_last_hour)
+        assert cycle.all_actions_last_hour is not None
+        assert len(grown) - len(writes) <= max(0, cycle.max_actions_per_hour - cycle.all_actions_last_hour
+                                                - len(writes))
 
     @settings(max_examples=150, deadline=None)
     @given(cycles())

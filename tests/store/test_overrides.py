@@ -12,14 +12,15 @@ T0 = 1_767_225_600.0
 
 
 class TestPauseReplacing:
-    """The API pauses a quota by its path; a pause stored by its name before is replaced (review r11)."""
+    """A pause replaces the target's pause under its other key: the API, pausing a quota by its
+    name, replaces one stored by its path (by 88b95cb) while the path is that quota's alone."""
 
-    def test_the_pause_by_name_on_that_cluster_goes(self, open_store: OpenStore) -> None:
+    def test_the_pause_by_path_on_that_cluster_goes(self, open_store: OpenStore) -> None:
         store = OverrideStore(open_store())
-        store.pause("cosmos7-raw", now=T0, cluster="c1", reason="by name")
-        store.pause("cosmos7-raw", now=T0, cluster="c2", reason="other cluster")
-        store.pause("/cosmos7/raw", now=T0 + 1, cluster="c1", reason="by path", replacing=("cosmos7-raw",))
-        expected = [("c1", "/cosmos7/raw", "by path"), ("c2", "cosmos7-raw", "other cluster")]
+        store.pause("/cosmos7/raw", now=T0, cluster="c1", reason="by path")
+        store.pause("/cosmos7/raw", now=T0, cluster="c2", reason="other cluster")
+        store.pause("cosmos7-raw", now=T0 + 1, cluster="c1", reason="by name", replacing=("/cosmos7/raw",))
+        expected = [("c1", "cosmos7-raw", "by name"), ("c2", "/cosmos7/raw", "other cluster")]
         assert expected == sorted((o.cluster, o.target, o.reason) for o in store.active(T0 + 1))
 
     def test_never_the_kill_switch_nor_itself(self, open_store: OpenStore) -> None:

@@ -384,10 +384,11 @@ class Api:
         now = self.now()
         until = _until_time(body.until, now)
         target = record.target
-        # by its path: a quota keeps its path (and VMS id) when VMS renames it, and a pause stored
-        # by the name stopped holding it then; one stored by the name before is replaced
-        await asyncio.to_thread(self.overrides.pause, self._pause_key(target), now=now, cluster=target.cluster,
-                                until=until, reason=body.reason, replacing=(target.name,))
+        # by its name: a path may be several tenants' quotas'. A VMS rename is followed by the growth
+        # stage (`stages/renames.py`). A pause of this quota stored by its path (88b95cb) is replaced,
+        # unless the path is another listed quota's too: that pause holds that one as well
+        await asyncio.to_thread(self.overrides.pause, target.name, now=now, cluster=target.cluster,
+                                until=until, reason=body.reason, replacing=self._own_path_key(target))
         log.info("target.paused", target=record.target.key, until=until, reason=body.reason)
         return json_response({"target": target_ref(record.target), "paused": True, "paused_until": until,
                       "reason": body.reason})
@@ -400,16 +401,17 @@ class Api:
         return json_response({"target": target_ref(record.target), "paused": False, "paused_until": None,
                               "reason": None})
 
-    def _pause_key(self, target: TargetId) -> str:
-        """What a pause of `target` is stored under: its path, unless another target of its cluster
-        has that path too (another tenant's quota): then its name, so the pause holds it alone."""
+    def _own_path_key(self, target: TargetId) -> tuple[str, ...]:
+        """`target`'s path, as a key of its pauses (stored so by 88b95cb), when no other listed
+        target of its cluster has that path (another tenant's quota); else none."""
         shared = any(r.target.cluster == target.cluster and r.target.path == target.path and r.target != target
                      for r in snapshot_records(self.daemon.snapshot))
-        return target.name if shared else target.path
+        return () if shared else (target.path,)
 
     def _resume(self, target: TargetId) -> None:
-        # a pause may have been set by name or by path, on this cluster or on all of them
-        for key in {target.name, target.path}:
+        # a pause may have been set by name or (if the path is this target's alone) by path, on this
+        # cluster or on all of them
+        for key in {target.name, *self._own_path_key(target)}:
             self.overrides.resume(key, cluster=target.cluster)
             self.overrides.resume(key, cluster=ANY)
 

@@ -1,0 +1,116 @@
+"""Quotas renamed in VMS: their pauses follow them to the new target name.
+
+A quota VMS renames keeps its VMS id and path: the same quota (DESIGN's identity rule; the growth
+stage keeps its cooldown). A pause is stored by the target's name (a path may be several tenants'
+quotas'), so at the first confirmed poll that lists the quota under its new name, the pauses of
+the name it was last confirmed under are moved to the new one (`OverrideStore.rename`: if the new
+name has a pause of its own, the longer one is kept), logged once (`override.renamed`: the row has
+moved, and nothing is left to move). A pause stored by the path (88b95cb) needs no move.
+
+The name each quota was last confirmed under is kept in memory; at a cluster's first poll in this
+process it is read from the stored samples, so a rename while the daemon was down is found too.
+A pause of every cluster (`*`) is moved only when the daemon watches one cluster: on another
+cluster the old name may be another quota's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from quotapilot.daemon.logs import get_logger
+from quotapilot.daemon.runtime.cycle import PollResult
+from quotapilot.daemon.store.overrides import ANY, OverrideStore, Renamed
+from quotapilot.forecasting.types import Observation, TargetKind
+
+log = get_logger(__name__)
+
+QuotaKey = tuple[int, str]
+"""A quota of one cluster: its VMS id and path."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rename:
+    """A quota confirmed under `new_name`, last confirmed under `old_name`."""
+
+    cluster: str
+    quota_id: int
+    path: str
+    old_name: str
+    new_name: str
+
+
+class QuotaNames:
+    """Per cluster, the target name each quota (VMS id, path) was last confirmed under."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, dict[QuotaKey, str]] = {}
+
+    def known(self, cluster: str) -> bool:
+        return cluster in self._names
+
+    def seed(self, cluster: str, stored: Sequence[Observation], poll: PollResult) -> None:
+        """Start `cluster`'s names from `stored` (the newest stored sample of each name): those of
+        names `poll` does not list, the newest per quota (the names it lists are its own)."""
+        listed = {o.target.name for o in poll.observations} | {d.target for d in poll.dropped}
+        names: dict[QuotaKey, tuple[float, str]] = {}
+        for obs in stored:
+            if obs.quota_id is None or obs.target.kind is not TargetKind.QUOTA or obs.target.name in listed:
+                continue
+            key = (obs.quota_id, obs.target.path)
+            if key not in names or names[key][0] < obs.t:
+                names[key] = (obs.t, obs.target.name)
+        self._names[cluster] = {key: name for key, (_, name) in names.items()}
+
+    def renamed(self, poll: PollResult) -> list[Rename]:
+        """The quotas of `poll` confirmed under another name than they last were (each said
+        once: the new name is remembered). An unconfirmed sample changes nothing."""
+        names = self._names.setdefault(poll.cluster, {})
+        found: list[Rename] = []
+        for obs in poll.observations:
+            target = obs.target
+            if obs.quota_id is None or target.kind is not TargetKind.QUOTA or target.name in poll.unconfirmed:
+                continue
+            key = (obs.quota_id, target.path)
+            old = names.get(key)
+            names[key] = target.name
+            if old is not None and old != target.name:
+                found.append(Rename(poll.cluster, obs.quota_id, target.path, old, target.name))
+        return found
+
+
+class RenamedPauses:
+    """Moves the pauses of a renamed quota to its new name, at each poll of a cluster the growth
+    stage acts on, before it reads the pauses (see the module docstring)."""
+
+    def __init__(self, overrides: OverrideStore, stored_latest: Callable[[str], Sequence[Observation]], *,
+                 sole_cluster: bool) -> None:
+        """`stored_latest`: cluster → the newest stored sample of each of its names (blocking);
+        `sole_cluster`: the daemon watches one VMS cluster (a pause of every cluster is its pause)."""
+        self.overrides = overrides
+        self.stored_latest = stored_latest
+        self.sole_cluster = sole_cluster
+        self.names = QuotaNames()
+
+    async def on_poll(self, poll: PollResult, now: float) -> None:
+        if not self.names.known(poll.cluster):
+            self.names.seed(poll.cluster, await asyncio.to_thread(self.stored_latest, poll.cluster), poll)
+        renames = self.names.renamed(poll)
+        if not renames:
+            return
+        for rename, paused_on, moved in await asyncio.to_thread(self._move, renames, now):
+            log.warning("override.renamed", cluster=rename.cluster, paused_on=paused_on, old_target=rename.old_name,
+                        target=rename.new_name, quota_id=rename.quota_id, path=rename.path,
+                        already_paused=moved.already_paused, paused_until=moved.kept.paused_until,
+                        reason=moved.kept.reason)
+
+    def _move(self, renames: Sequence[Rename], now: float) -> list[tuple[Rename, str, Renamed]]:
+        """Each rename's pauses moved: (rename, the cluster the pause is of, what `rename` kept)."""
+        moved: list[tuple[Rename, str, Renamed]] = []
+        for rename in renames:
+            for paused_on in (rename.cluster, ANY) if self.sole_cluster else (rename.cluster,):
+                kept = self.overrides.rename(rename.old_name, rename.new_name, cluster=paused_on, now=now)
+                if kept is not None:
+                    moved.append((rename, paused_on, kept))
+        return moved
