@@ -50,13 +50,13 @@ class QuotaNames:
     def known(self, cluster: str) -> bool:
         return cluster in self._names
 
-    def seed(self, cluster: str, stored: Sequence[Observation], poll: PollResult) -> None:
-        """Start `cluster`'s names from `stored` (the newest stored sample of each name): those of
-        names `poll` does not list, the newest per quota (the names it lists are its own)."""
-        listed = {o.target.name for o in poll.observations} | {d.target for d in poll.dropped}
+    def seed(self, cluster: str, stored: Sequence[Observation]) -> None:
+        """Start `cluster`'s names from `stored` (the newest stored sample of each name): the
+        newest name of each quota (VMS id, path) — also a name the poll lists, which may be
+        another quota's by now (a new quota took the name while the daemon was down)."""
         names: dict[QuotaKey, tuple[float, str]] = {}
         for obs in stored:
-            if obs.quota_id is None or obs.target.kind is not TargetKind.QUOTA or obs.target.name in listed:
+            if obs.quota_id is None or obs.target.kind is not TargetKind.QUOTA:
                 continue
             key = (obs.quota_id, obs.target.path)
             if key not in names or names[key][0] < obs.t:
@@ -95,7 +95,7 @@ class RenamedPauses:
 
     async def on_poll(self, poll: PollResult, now: float) -> None:
         if not self.names.known(poll.cluster):
-            self.names.seed(poll.cluster, await asyncio.to_thread(self.stored_latest, poll.cluster), poll)
+            self.names.seed(poll.cluster, await asyncio.to_thread(self.stored_latest, poll.cluster))
         renames = self.names.renamed(poll)
         if not renames:
             return
@@ -106,11 +106,26 @@ class RenamedPauses:
                         reason=moved.kept.reason)
 
     def _move(self, renames: Sequence[Rename], now: float) -> list[tuple[Rename, str, Renamed]]:
-        """Each rename's pauses moved: (rename, the cluster the pause is of, what `rename` kept)."""
+        """Each rename's pauses moved: (rename, the cluster the pause is of, what `rename` kept).
+
+        All of a poll's renames move at once, in two steps: every old name's pause first goes to
+        a name of its quota's own that no target can have (`_in_transit`), then to its new name.
+        One by one, two quotas swapping names moved a pause there and back again, and a chain
+        (b → a while a → c) merged two quotas' pauses. A new name meets a pause of its own in the
+        second step only when that name was not renamed away in the same poll."""
+        places = (ANY,) if self.sole_cluster else ()
         moved: list[tuple[Rename, str, Renamed]] = []
-        for rename in renames:
-            for paused_on in (rename.cluster, ANY) if self.sole_cluster else (rename.cluster,):
-                kept = self.overrides.rename(rename.old_name, rename.new_name, cluster=paused_on, now=now)
-                if kept is not None:
-                    moved.append((rename, paused_on, kept))
+        for step in ("away", "in"):
+            for rename in renames:
+                transit = _in_transit(rename)
+                source, target = (rename.old_name, transit) if step == "away" else (transit, rename.new_name)
+                for paused_on in (rename.cluster, *places):
+                    kept = self.overrides.rename(source, target, cluster=paused_on, now=now)
+                    if kept is not None and step == "in":
+                        moved.append((rename, paused_on, kept))
         return moved
+
+
+def _in_transit(rename: Rename) -> str:
+    """A name no target can have (target names hold no NUL), unique to the renamed quota."""
+    return f"\x00renaming\x00{rename.quota_id}\x00{rename.path}"

@@ -44,3 +44,55 @@ class TestRenamedPauses:
         for poll in (listed("raw"), listed("raw-2027")):
             await renames.on_poll(poll, T0)
         assert [(o.cluster, o.target) for o in store.active(T0)] == [(ANY, "raw")]
+
+
+def _obs(name: str, quota_id: int, path: str, t: float = T0) -> Observation:
+    return Observation(TargetId("c1", name, path, TargetKind.QUOTA), t, 1, 10, None, None, None, quota_id=quota_id)
+
+
+def _poll(*observations: Observation) -> PollResult:
+    return PollResult("c1", T0, tuple(observations))
+
+
+def _paused(store: OverrideStore) -> set[str]:
+    return {o.target for o in store.active(T0)}
+
+
+class TestRenamesInOnePoll:
+    """All of a poll's renames move at once: one by one, a swap moved a pause there and back again,
+    and a chain merged two quotas' pauses (review r14)."""
+
+    async def test_two_quotas_swapping_names_keep_their_own_pauses(self, tmp_path: Path) -> None:
+        """id 1 "a" (paused) and id 2 "b" swap names: id 1's pause must end on "b"."""
+        store = OverrideStore(Database(tmp_path / "state.db"))
+        renames = RenamedPauses(store, lambda cluster: [], sole_cluster=True)
+        await renames.on_poll(_poll(_obs("a", 1, "/p1"), _obs("b", 2, "/p2")), T0)
+        store.pause("a", now=T0, cluster="c1", reason="id 1's")
+        await renames.on_poll(_poll(_obs("b", 1, "/p1"), _obs("a", 2, "/p2")), T0)
+        assert _paused(store) == {"b"}
+
+    async def test_a_chain_of_renames_listed_in_either_order(self, tmp_path: Path) -> None:
+        """id 1 "a" -> "c", id 2 "b" -> "a" in one poll; only id 1 is paused. id 2 listed first."""
+        store = OverrideStore(Database(tmp_path / "state.db"))
+        renames = RenamedPauses(store, lambda cluster: [], sole_cluster=True)
+        await renames.on_poll(_poll(_obs("b", 2, "/p2"), _obs("a", 1, "/p1")), T0)
+        store.pause("a", now=T0, cluster="c1", reason="id 1's")
+        store.pause("b", now=T0 - 10, cluster="c1", until=T0 + 60, reason="id 2's")
+        await renames.on_poll(_poll(_obs("a", 2, "/p2"), _obs("c", 1, "/p1")), T0)
+        active = {o.target: o.reason for o in store.active(T0)}
+        assert active == {"c": "id 1's", "a": "id 2's"}
+
+
+class TestRenameAcrossARestart:
+    """The stored names seed every quota, also under a name the poll lists: it may be another
+    quota's by now (review r14)."""
+
+    async def test_old_name_reused_by_a_new_quota_while_down(self, tmp_path: Path) -> None:
+        """While the daemon was down id 1 "a" (paused) became "c" and a new quota id 3 took "a":
+        the pause is id 1's and must follow it to "c", not stay on "a" holding id 3."""
+        store = OverrideStore(Database(tmp_path / "state.db"))
+        store.pause("a", now=T0, cluster="c1", reason="id 1's")
+        stored = [_obs("a", 1, "/p1", t=T0 - 900)]
+        renames = RenamedPauses(store, lambda cluster: stored, sole_cluster=True)
+        await renames.on_poll(_poll(_obs("c", 1, "/p1"), _obs("a", 3, "/new")), T0)
+        assert _paused(store) == {"c"}
