@@ -92,7 +92,7 @@ class TransitionLog:
         if known == error or (self._once_per_outage and known is not None):
             return False
         self._errors[key] = error
-        emit = {"info": self._log.info, "warning": self._log.warning, "error": self._log.error}[self._failed_level]
+        emit = getattr(self._log, self._failed_level)
         emit(self._failed_event, error=error, exc_info=exc_info, **fields)
         return True
 

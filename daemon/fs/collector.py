@@ -10,6 +10,7 @@ sample the poller holds (its size moved without a growth of ours, its usage jump
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 
@@ -40,11 +41,8 @@ class FilesystemCollector:
         (`ActionStore.growth_started_since` of `FILESYSTEM_CLUSTER`; None: nothing does)."""
         self.name = FILESYSTEM_CLUSTER
         self.poller = FilesystemPoller(targets, clock, timeout_seconds=settings.statvfs_timeout_seconds,
+                                       statvfs=statvfs or os.statvfs, ismount=ismount or os.path.ismount,
                                        grown_since=grown_since)
-        if statvfs is not None:
-            self.poller.statvfs = statvfs
-        if ismount is not None:
-            self.poller.ismount = ismount
         self.requests_made = 0
         self.listings_unsettled = 0  # nothing is listed (the VMS collector's contract)
         self.dropped_total: Counter[str] = Counter()

@@ -192,7 +192,8 @@ class FilesystemPoller:
             return reading, False
         st = reading.st
         now = self.clock.now()
-        sample = _Believed(now, st.f_fsid, size_of(st), observation_of(mount.target, now, st).used_bytes)
+        observation = observation_of(mount.target, now, st)
+        sample = _Believed(now, st.f_fsid, size_of(st), observation.used_bytes)
         before = mount.believed
         if mount.was_mount_point and not reading.is_mount_point:
             mount.other_fsid = None  # the filesystem under it: never a first answer of a new one
@@ -212,16 +213,16 @@ class FilesystemPoller:
             mount.believed, mount.held = sample, False
             mount.was_mount_point = reading.is_mount_point
             mount.rates.clear()
-            return observation_of(mount.target, now, st), False
+            return observation, False
         why = None if mount.held else await self._implausible(mount, before, sample)
         if why is not None:
             mount.held = True
             log.info("filesystem.sample_held", target=mount.target.name, path=str(mount.path), reason=why)
-            return observation_of(mount.target, now, st), True
+            return observation, True
         if sample.t > before.t:
             mount.rates.append((sample.used_bytes - before.used_bytes) / (sample.t - before.t))
         mount.believed, mount.held = sample, False
-        return observation_of(mount.target, now, st), False
+        return observation, False
 
     async def _implausible(self, mount: _Mount, before: _Believed, sample: _Believed) -> str | None:
         """Why `sample` of the same filesystem cannot be believed before a second one (None: it can)."""

@@ -445,8 +445,7 @@ class AlertingStage:
                 del states[alert]
             self._last_action.pop((cluster, name), None)
             self._state_sent.pop((cluster, name), None)
-            if self._publishes_state:
-                self.dispatcher.clear_state(cluster, name)
+            self.dispatcher.clear_state(cluster, name)  # a no-op without a sink that publishes state
             log.info("target.removed", cluster=cluster, target=name, path=path)
 
     def _publish_states(self, inputs: RuleInputs, states: Mapping[str, AlertState]) -> None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import PollResult
 from quotapilot.daemon.settings import PolicyOverride
-from quotapilot.daemon.store.overrides import ANY, Override, OverrideStore
+from quotapilot.daemon.store.overrides import ANY, Override, OverrideStore, pause_scopes
 from quotapilot.forecasting.types import TargetKind
 
 log = get_logger(__name__)
@@ -78,7 +78,7 @@ def plan_pauses(pauses: Iterable[Override], bare_names: Mapping[str, tuple[str, 
             why = "a home quota has the name (before 0198d09 the other tenants' quota of that name was not watched)"
         elif len(qualified) > 1:
             why = "several other tenants' quotas have the name"
-        elif pause.cluster == ANY and not sole_cluster:
+        elif pause.cluster not in pause_scopes(cluster, sole_cluster=sole_cluster):
             why = "paused on every cluster: on another cluster the name may be a home quota's"
         else:
             moves.append(PauseMove(pause, qualified[0]))

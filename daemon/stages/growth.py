@@ -170,11 +170,10 @@ class GrowthStage:
         self.overrides = OverrideStore(db)
         self.observations = ObservationStore(db, raw_retention_seconds=settings.store.raw_retention_seconds,
                                              hourly_retention_seconds=settings.store.hourly_retention_seconds)
-        self.bare_names = BareNameUpgrade(self.overrides, settings.policy.overrides,
-                                          sole_cluster=len(settings.clusters) == 1)
+        sole_cluster = len(settings.clusters) == 1
+        self.bare_names = BareNameUpgrade(self.overrides, settings.policy.overrides, sole_cluster=sole_cluster)
         """Pauses made by the bare name of another tenant's quota, moved before the pauses are read."""
-        self.renamed_pauses = RenamedPauses(self.overrides, self.observations.latest,
-                                            sole_cluster=len(settings.clusters) == 1)
+        self.renamed_pauses = RenamedPauses(self.overrides, self.observations.latest, sole_cluster=sole_cluster)
         """Pauses of a quota VMS renamed (same id and path), moved to its new name before the pauses are read."""
         self.actuator = Actuator(settings, self.actions, clock, self.leadership)
         self.writers = writers

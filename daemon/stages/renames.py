@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import PollResult
-from quotapilot.daemon.store.overrides import ANY, OverrideStore, Renamed
+from quotapilot.daemon.store.overrides import OverrideStore, Renamed, pause_scopes
 from quotapilot.forecasting.types import Observation, TargetKind
 
 log = get_logger(__name__)
@@ -113,13 +113,12 @@ class RenamedPauses:
         One by one, two quotas swapping names moved a pause there and back again, and a chain
         (b → a while a → c) merged two quotas' pauses. A new name meets a pause of its own in the
         second step only when that name was not renamed away in the same poll."""
-        places = (ANY,) if self.sole_cluster else ()
         moved: list[tuple[Rename, str, Renamed]] = []
         for step in ("away", "in"):
             for rename in renames:
                 transit = _in_transit(rename)
                 source, target = (rename.old_name, transit) if step == "away" else (transit, rename.new_name)
-                for paused_on in (rename.cluster, *places):
+                for paused_on in pause_scopes(rename.cluster, sole_cluster=self.sole_cluster):
                     kept = self.overrides.rename(source, target, cluster=paused_on, now=now)
                     if kept is not None and step == "in":
                         moved.append((rename, paused_on, kept))

@@ -49,6 +49,12 @@ _PENDING = "delivered_at IS NULL AND superseded_at IS NULL AND dropped_at IS NUL
 _HAS_NEWER = ("EXISTS (SELECT 1 FROM outbox AS newer WHERE newer.sink = outbox.sink"
               " AND newer.alert_id = outbox.alert_id AND newer.id > outbox.id)")
 """The row has a newer row of its alert for its sink, in any state (index `outbox_alert`)."""
+_CLAIMED_ELSEWHERE = ("EXISTS (SELECT 1 FROM outbox AS other WHERE other.sink = outbox.sink"
+                      " AND other.alert_id = outbox.alert_id AND other.delivered_at IS NULL"
+                      " AND other.superseded_at IS NULL AND other.dropped_at IS NULL"
+                      " AND other.claimed_until > ? AND other.claimed_by <> ?)")
+"""A pending row of the row's alert (itself included) is claimed, live, by another instance; its
+parameters: now, this claimer."""
 _CLAIM_LOCK = 7_215_519
 """First key of the transaction-scoped advisory lock (the second: the sink's hash) that takes the
 claims of one sink one at a time (the migration lock is a one-key lock: another key space)."""
@@ -117,15 +123,11 @@ class OutboxStore:
         # per alert: none of its rows while another instance has one of them in flight. The lock
         # makes the claim below see every claim committed before it (its statement starts after
         # the lock is ours); SKIP LOCKED alone would let two concurrent claimers split an alert.
-        claimed_elsewhere = ("EXISTS (SELECT 1 FROM outbox AS other WHERE other.sink = outbox.sink"
-                             " AND other.alert_id = outbox.alert_id AND other.delivered_at IS NULL"
-                             " AND other.superseded_at IS NULL AND other.dropped_at IS NULL"
-                             " AND other.claimed_until > ? AND other.claimed_by <> ?)")
         with self.db.transaction() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(CAST(? AS INTEGER), hashtext(?))", (_CLAIM_LOCK, sink))
             rows = conn.execute(
                 f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
-                f"SELECT id FROM outbox WHERE sink = ? AND {_PENDING} AND {due} AND NOT {claimed_elsewhere}"
+                f"SELECT id FROM outbox WHERE sink = ? AND {_PENDING} AND {due} AND NOT {_CLAIMED_ELSEWHERE}"
                 f" ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING {_ROW_COLUMNS}",
                 (self.claimer, now + self.claim_seconds, sink, *due_params, now, self.claimer, limit)).fetchall()
         return sorted((_outbox_row(row) for row in rows), key=lambda r: r.row_id)

@@ -23,6 +23,13 @@ from quotapilot.forecasting.types import TargetId
 ANY = "*"
 
 
+def pause_scopes(cluster: str, *, sole_cluster: bool) -> tuple[str, ...]:
+    """The `cluster` values of the pauses that are `cluster`'s own, to move with its quotas: its
+    rows, and a row of every cluster (`*`) only when `cluster` is the only one watched (on another
+    cluster the name may be another quota's)."""
+    return (cluster, ANY) if sole_cluster else (cluster,)
+
+
 @dataclass(frozen=True, slots=True)
 class Override:
     """One pause (or the kill switch when `cluster == target == "*"`)."""

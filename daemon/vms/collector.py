@@ -52,6 +52,7 @@ from quotapilot.daemon.vms.validation import (
     agrees,
     capacity_sample,
     cluster_record,
+    contested_ids,
     jumped,
     limit_held,
     quota_label,
@@ -329,20 +330,6 @@ class VmsPoller:
             for obs in observations:
                 if self._drop_state.pop(obs.target.name, None) is not None:
                     log.info("sample.accepted", cluster=self.name, target=obs.target.name)
-
-
-def contested_ids(quotas: list[Any]) -> dict[int, int]:
-    """The VMS ids that more than one record of a listing claims, with the number of claimants.
-    An identical repeat (same id, name and path: a page shift) is no claimant of its own: the
-    transport removed it (`VmsTransport.list_all`). Ids are read as `quota_sample` reads them."""
-    claims: Counter[int] = Counter()
-    for record in quotas:
-        value = record.get("id") if isinstance(record, dict) else None
-        if isinstance(value, bool) or not isinstance(value, int | float) \
-                or (isinstance(value, float) and not math.isfinite(value)):
-            continue  # no id (or no readable one): nothing to contest; its own drop, if any
-        claims[int(value)] += 1
-    return {quota_id: claimants for quota_id, claimants in claims.items() if claimants > 1}
 
 
 def parse_bandwidth(body: Any) -> float | None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -144,6 +145,21 @@ def _int_field(record: Mapping[str, Any], key: str, *, required: bool) -> int | 
     if value > INT64_MAX:
         raise BadSample("malformed", f"{key}={value!r} is beyond the schema's int64")
     return int(value)
+
+
+def contested_ids(quotas: Iterable[object]) -> dict[int, int]:
+    """The VMS ids that more than one record of a listing claims, with the number of claimants.
+    An identical repeat (same id, name and path: a page shift) is no claimant of its own: the
+    transport removed it (`VmsTransport.list_all`). Ids are read as `quota_sample` reads them."""
+    claims: Counter[int] = Counter()
+    for record in quotas:
+        try:
+            quota_id = _int_field(record, "id", required=False) if isinstance(record, dict) else None
+        except BadSample:  # no readable id: nothing to contest; its own drop
+            continue
+        if quota_id is not None:
+            claims[quota_id] += 1
+    return {quota_id: claimants for quota_id, claimants in claims.items() if claimants > 1}
 
 
 def cluster_record(clusters: Any) -> dict[str, Any] | None:

@@ -133,9 +133,6 @@ class Api:
         return wrapped
 
     async def _authorize(self, request: web.Request) -> None:
-        if not self._write_token.configured:
-            raise ApiError(403, "writes_disabled",
-                           "no write token configured: set [http] write_token or write_token_file")
         try:
             # read at use: a rotated file counts from the next request, a spoiled one refuses
             expected = await asyncio.to_thread(self._write_token.current)
@@ -143,8 +140,9 @@ class Api:
             raise ApiError(503, "write_token_unavailable",
                            f"writes are refused: the daemon's write token file {exc.reason}",
                            headers={"Retry-After": str(WRITE_TOKEN_RETRY_AFTER_SECONDS)}) from None
-        if expected is None:  # `configured` said otherwise: never let a write through on that
-            raise ApiError(403, "writes_disabled", "no write token configured")
+        if expected is None:
+            raise ApiError(403, "writes_disabled",
+                           "no write token configured: set [http] write_token or write_token_file")
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:

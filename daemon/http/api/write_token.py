@@ -43,11 +43,6 @@ class WriteToken:
         self._fingerprint: bytes | None = None
         self._problem: str | None = None
 
-    @property
-    def configured(self) -> bool:
-        """False: no token at all (writes are disabled by configuration)."""
-        return self._inline is not None or self._path is not None
-
     def current(self) -> str | None:
         """The token now, or None when none is configured. Blocking when it comes from a file
         (call it through `asyncio.to_thread`); raises `WriteTokenUnavailable`."""
