@@ -23,6 +23,7 @@ exports it and reads nothing else.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -173,7 +174,9 @@ class GrowthStage:
         sole_cluster = len(settings.clusters) == 1
         self.bare_names = BareNameUpgrade(self.overrides, settings.policy.overrides, sole_cluster=sole_cluster)
         """Pauses made by the bare name of another tenant's quota, moved before the pauses are read."""
-        self.renamed_pauses = RenamedPauses(self.overrides, self.observations.latest, sole_cluster=sole_cluster)
+        self.renamed_pauses = RenamedPauses(
+            self.overrides, lambda cluster, before: self.observations.latest(cluster, before=before),
+            sole_cluster=sole_cluster)
         """Pauses of a quota VMS renamed (same id and path), moved to its new name before the pauses are read."""
         self.actuator = Actuator(settings, self.actions, clock, self.leadership)
         self.writers = writers
@@ -187,8 +190,8 @@ class GrowthStage:
         self._rate_lock = asyncio.Lock()
         """One stage serves every cluster's poller: the global hourly rate limit's check and the
         reservation of a slot happen under this lock, so concurrent cycles cannot exceed it."""
-        self._in_flight = 0
-        """Growths (and would-grows) past the rate-limit check whose audit row is not yet counted."""
+        self._in_flight: Counter[str] = Counter()
+        """Growths past the rate-limit check whose audit row is not yet counted, by mode."""
         self._history = UsageHistory()
         self._presence = TargetPresence()
         """Vanished targets (see `stages/presence.py`): their counters, pause series and usage
@@ -261,7 +264,7 @@ class GrowthStage:
         ctx.settled.extend(self.actuator.take_settled(cluster))  # also those settled at start
         await self.actuator.ensure_views(cluster, writer)
         await self.bare_names.on_poll(poll, ctx.now)
-        await self.renamed_pauses.on_poll(poll, ctx.now)
+        await self.renamed_pauses.on_poll(poll, ctx.now, stored_before=self._baseline_before[cluster])
 
         for obs in poll.observations:
             self._history.add(obs)
@@ -308,6 +311,7 @@ class GrowthStage:
         if self._baseline_before.pop(cluster, None) is None:
             return  # not led since the last term ended (every led cycle sets it first): nothing kept
         self._baseline_recovered.discard(cluster)
+        self.renamed_pauses.names.forget(cluster)  # the next term reads them anew: renamed meanwhile
         self._settled_changes.pop(cluster, None)  # not yet said: the next leader judges that change
         for key in [k for k in self._last_hard if k[0] == cluster]:
             del self._last_hard[key]
@@ -529,12 +533,14 @@ class GrowthStage:
             self.counters.count(decision.kind.value)
             return None
         limit = self.settings.policy.max_actions_per_hour
+        mode = self._mode_of(decision)
         async with self._rate_lock:  # check and reserve a slot of the global rate limit atomically
-            done = await asyncio.to_thread(self.actions.rate_limit_count_since, now - 3600.0,
-                                           mode=self._mode_of(decision))
-            reserved = done + self._in_flight < limit
+            done = await asyncio.to_thread(self.actions.rate_limit_count_since, now - 3600.0, mode=mode)
+            # as the store counts: a real write is held by real writes alone, a would-grow by both
+            in_flight = self._in_flight["enforce"] if mode == "enforce" else self._in_flight.total()
+            reserved = done + in_flight < limit
             if reserved:
-                self._in_flight += 1
+                self._in_flight[mode] += 1
         if not reserved:  # another cluster's cycle took the last slot since the planner counted
             held = replace(decision, kind=DecisionKind.BLOCKED, guard="rate_limit",
                            reason=f"rate limit: {limit} actions per hour (across clusters)")
@@ -543,7 +549,7 @@ class GrowthStage:
         try:
             return await self._grow(decision, quota_id, now, writer)
         finally:
-            self._in_flight -= 1  # its audit row now counts (or it failed and does not)
+            self._in_flight[mode] -= 1  # its audit row now counts (or it failed and does not)
 
     async def _grow(self, decision: Decision, quota_id: int | None, now: float,
                     writer: QuotaWriter) -> ActionOutcome:

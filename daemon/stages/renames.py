@@ -8,7 +8,11 @@ name has a pause of its own, the longer one is kept), logged once (`override.ren
 moved, and nothing is left to move). A pause stored by the path (88b95cb) needs no move.
 
 The name each quota was last confirmed under is kept in memory; at a cluster's first poll in this
-process it is read from the stored samples, so a rename while the daemon was down is found too.
+process (and in each term this instance leads it: the names a former term left are stale) it is
+read from the samples stored before that poll — the poll's own is stored by then, and would hide
+the rename — so a rename while the daemon was down (or another instance led) is found too.
+When two quotas swap names and one of the renames is confirmed a poll after the other, the first
+waits for the second (moved alone, its pause met the other quota's pause still on the name).
 A pause of every cluster (`*`) is moved only when the daemon watches one cluster: on another
 cluster the old name may be another quota's.
 """
@@ -63,20 +67,39 @@ class QuotaNames:
                 names[key] = (obs.t, obs.target.name)
         self._names[cluster] = {key: name for key, (_, name) in names.items()}
 
+    def of(self, cluster: str) -> dict[QuotaKey, str] | None:
+        """A copy of `cluster`'s names (None: not known), for `restore`."""
+        names = self._names.get(cluster)
+        return None if names is None else dict(names)
+
+    def restore(self, cluster: str, names: dict[QuotaKey, str] | None) -> None:
+        if names is None:
+            self._names.pop(cluster, None)
+        else:
+            self._names[cluster] = names
+
+    def forget(self, cluster: str) -> None:
+        """`cluster` is no longer led here: its names are read anew at the next term's first poll."""
+        self._names.pop(cluster, None)
+
     def renamed(self, poll: PollResult) -> list[Rename]:
         """The quotas of `poll` confirmed under another name than they last were (each said
-        once: the new name is remembered). An unconfirmed sample changes nothing."""
+        once: the new name is remembered). An unconfirmed sample changes nothing, and holds back
+        a confirmed rename to the name the unconfirmed quota is leaving (half of a swap)."""
         names = self._names.setdefault(poll.cluster, {})
+        quotas = [(o.quota_id, o.target) for o in poll.observations
+                  if o.quota_id is not None and o.target.kind is TargetKind.QUOTA]
+        leaving = {names[(quota_id, target.path)] for quota_id, target in quotas if target.name in poll.unconfirmed
+                   and names.get((quota_id, target.path), target.name) != target.name}
         found: list[Rename] = []
-        for obs in poll.observations:
-            target = obs.target
-            if obs.quota_id is None or target.kind is not TargetKind.QUOTA or target.name in poll.unconfirmed:
+        for quota_id, target in quotas:
+            if target.name in poll.unconfirmed or target.name in leaving:
                 continue
-            key = (obs.quota_id, target.path)
+            key = (quota_id, target.path)
             old = names.get(key)
             names[key] = target.name
             if old is not None and old != target.name:
-                found.append(Rename(poll.cluster, obs.quota_id, target.path, old, target.name))
+                found.append(Rename(poll.cluster, quota_id, target.path, old, target.name))
         return found
 
 
@@ -84,22 +107,31 @@ class RenamedPauses:
     """Moves the pauses of a renamed quota to its new name, at each poll of a cluster the growth
     stage acts on, before it reads the pauses (see the module docstring)."""
 
-    def __init__(self, overrides: OverrideStore, stored_latest: Callable[[str], Sequence[Observation]], *,
+    def __init__(self, overrides: OverrideStore, stored_latest: Callable[[str, float], Sequence[Observation]], *,
                  sole_cluster: bool) -> None:
-        """`stored_latest`: cluster → the newest stored sample of each of its names (blocking);
+        """`stored_latest`: (cluster, before) → the newest sample stored before `before` of each of
+        its names (blocking);
         `sole_cluster`: the daemon watches one VMS cluster (a pause of every cluster is its pause)."""
         self.overrides = overrides
         self.stored_latest = stored_latest
         self.sole_cluster = sole_cluster
         self.names = QuotaNames()
 
-    async def on_poll(self, poll: PollResult, now: float) -> None:
+    async def on_poll(self, poll: PollResult, now: float, *, stored_before: float) -> None:
+        """`stored_before`: when this term's first poll of the cluster was taken (its names are
+        seeded from the samples stored before it)."""
         if not self.names.known(poll.cluster):
-            self.names.seed(poll.cluster, await asyncio.to_thread(self.stored_latest, poll.cluster))
+            self.names.seed(poll.cluster, await asyncio.to_thread(self.stored_latest, poll.cluster, stored_before))
+        names = self.names.of(poll.cluster)
         renames = self.names.renamed(poll)
         if not renames:
             return
-        for rename, paused_on, moved in await asyncio.to_thread(self._move, renames, now):
+        try:
+            done = await asyncio.to_thread(self._move, renames, now)
+        except BaseException:
+            self.names.restore(poll.cluster, names)  # not moved: found again at the next poll
+            raise
+        for rename, paused_on, moved in done:
             log.warning("override.renamed", cluster=rename.cluster, paused_on=paused_on, old_target=rename.old_name,
                         target=rename.new_name, quota_id=rename.quota_id, path=rename.path,
                         already_paused=moved.already_paused, paused_until=moved.kept.paused_until,
@@ -108,21 +140,18 @@ class RenamedPauses:
     def _move(self, renames: Sequence[Rename], now: float) -> list[tuple[Rename, str, Renamed]]:
         """Each rename's pauses moved: (rename, the cluster the pause is of, what `rename` kept).
 
-        All of a poll's renames move at once, in two steps: every old name's pause first goes to
-        a name of its quota's own that no target can have (`_in_transit`), then to its new name.
-        One by one, two quotas swapping names moved a pause there and back again, and a chain
-        (b → a while a → c) merged two quotas' pauses. A new name meets a pause of its own in the
-        second step only when that name was not renamed away in the same poll."""
-        moved: list[tuple[Rename, str, Renamed]] = []
-        for step in ("away", "in"):
-            for rename in renames:
-                transit = _in_transit(rename)
-                source, target = (rename.old_name, transit) if step == "away" else (transit, rename.new_name)
-                for paused_on in pause_scopes(rename.cluster, sole_cluster=self.sole_cluster):
-                    kept = self.overrides.rename(source, target, cluster=paused_on, now=now)
-                    if kept is not None and step == "in":
-                        moved.append((rename, paused_on, kept))
-        return moved
+        All of a poll's renames move at once, in one transaction of two steps: every old name's
+        pause first goes to a name of its quota's own that no target can have (`_in_transit`),
+        then to its new name. One by one, two quotas swapping names moved a pause there and back
+        again, and a chain (b → a while a → c) merged two quotas' pauses. A new name meets a pause
+        of its own in the second step only when that name was not renamed away in the same poll."""
+        scoped = [(rename, paused_on) for rename in renames
+                  for paused_on in pause_scopes(rename.cluster, sole_cluster=self.sole_cluster)]
+        away = [(rename.old_name, _in_transit(rename), paused_on) for rename, paused_on in scoped]
+        back = [(_in_transit(rename), rename.new_name, paused_on) for rename, paused_on in scoped]
+        kept = self.overrides.rename_all(away + back, now=now)[len(away):]
+        return [(rename, paused_on, moved) for (rename, paused_on), moved in zip(scoped, kept, strict=True)
+                if moved is not None]
 
 
 def _in_transit(rename: Rename) -> str:

@@ -122,13 +122,15 @@ class ObservationStore:
             merged.setdefault(name, []).extend(points)
         return merged
 
-    def latest(self, cluster: str) -> list[Observation]:
-        """The newest raw sample of every target of `cluster` (e.g. to show something at start)."""
+    def latest(self, cluster: str, *, before: float | None = None) -> list[Observation]:
+        """The newest raw sample of every target of `cluster` (e.g. to show something at start);
+        with `before`, the newest taken before that time."""
+        cut = "" if before is None else " AND t < ?"
         rows = self.db.query(
             "SELECT o.* FROM observations o JOIN ("
-            "  SELECT target, MAX(t) AS t FROM observations WHERE cluster = ? GROUP BY target"
+            f"  SELECT target, MAX(t) AS t FROM observations WHERE cluster = ?{cut} GROUP BY target"
             ") newest ON o.target = newest.target AND o.t = newest.t WHERE o.cluster = ?",
-            (cluster, cluster))
+            (cluster, cluster) if before is None else (cluster, before, cluster))
         return [
             Observation(
                 target=TargetId(row["cluster"], row["target"], row["path"], TargetKind(row["kind"])),

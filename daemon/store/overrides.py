@@ -13,11 +13,11 @@ run them with `asyncio.to_thread` from async code.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from quotapilot.daemon.store.backend import Backend, Row
+from quotapilot.daemon.store.backend import Backend, Row, Transaction
 from quotapilot.forecasting.types import TargetId
 
 ANY = "*"
@@ -95,10 +95,11 @@ class OverrideStore:
         return self._put(Override(cluster, target, until, reason, now),
                          replacing=tuple(k for k in replacing if k not in (target, ANY)))
 
-    def resume(self, target: str, *, cluster: str = ANY) -> bool:
-        """Lift a pause; with `cluster="*"`, lift it on every cluster. True when one was lifted."""
+    def resume(self, target: str, *, cluster: str | None = None) -> bool:
+        """Lift the pause of `target` on `cluster` (`"*"`: the pause of every cluster, that row
+        alone); with no cluster, every pause of `target`. True when one was lifted."""
         with self.db.transaction() as conn:
-            if cluster == ANY:
+            if cluster is None:
                 cursor = conn.execute("DELETE FROM overrides WHERE target = ? AND target != '*'", (target,))
             else:
                 cursor = conn.execute("DELETE FROM overrides WHERE cluster = ? AND target = ?", (cluster, target))
@@ -114,31 +115,16 @@ class OverrideStore:
         end; on a tie the one `new_target` had stays. A pause of `new_target` that has expired
         (not pruned yet) is no pause: it is deleted first, so it never stands in for the one
         moved."""
-        if ANY in (target, new_target):
+        return self.rename_all([(target, new_target, cluster)], now=now)[0]
+
+    def rename_all(self, moves: Sequence[tuple[str, str, str]], *, now: float) -> list[Renamed | None]:
+        """Each (target, new_target, cluster) of `moves` as `rename` does it, in order, all in one
+        transaction (a quota's rename moves its pause through a transit name: a crash between the
+        steps left it there)."""
+        if any(ANY in (target, new_target) for target, new_target, _ in moves):
             raise ValueError("the kill switch is not renamed")
         with self.db.transaction() as conn:
-            conn.execute("DELETE FROM overrides WHERE cluster = ? AND target = ?"
-                         " AND paused_until IS NOT NULL AND paused_until <= ?", (cluster, new_target, now))
-            already_paused = conn.execute("SELECT 1 FROM overrides WHERE cluster = ? AND target = ?",
-                                          (cluster, new_target)).fetchone() is not None
-            moved = conn.execute(
-                "INSERT INTO overrides (cluster, target, paused_until, reason, created_at)"
-                " SELECT cluster, ?, paused_until, reason, created_at FROM overrides"
-                " WHERE cluster = ? AND target = ? AND (paused_until IS NULL OR paused_until > ?)"
-                " ON CONFLICT (cluster, target) DO UPDATE SET"
-                f" paused_until = CASE WHEN {_MOVED_LASTS_LONGER} THEN excluded.paused_until"
-                "  ELSE overrides.paused_until END,"
-                f" reason = CASE WHEN {_MOVED_LASTS_LONGER} THEN excluded.reason ELSE overrides.reason END,"
-                f" created_at = CASE WHEN {_MOVED_LASTS_LONGER} THEN excluded.created_at"
-                "  ELSE overrides.created_at END",
-                (new_target, cluster, target, now)).rowcount > 0
-            conn.execute("DELETE FROM overrides WHERE cluster = ? AND target = ?", (cluster, target))
-            if not moved:
-                return None
-            row = conn.execute("SELECT * FROM overrides WHERE cluster = ? AND target = ?",
-                               (cluster, new_target)).fetchone()
-        assert row is not None  # written in this transaction
-        return Renamed(Override.from_row(row), already_paused=already_paused)
+            return [_rename(conn, target, new_target, cluster, now) for target, new_target, cluster in moves]
 
     def engage_kill_switch(self, *, now: float, reason: str = "", until: float | None = None) -> Override:
         return self._put(Override(ANY, ANY, until, reason, now))
@@ -171,3 +157,29 @@ class OverrideStore:
                 (override.cluster, override.target, override.paused_until, override.reason,
                  override.created_at))
         return override
+
+
+
+def _rename(conn: Transaction, target: str, new_target: str, cluster: str, now: float) -> Renamed | None:
+    """`OverrideStore.rename`'s move, in the caller's transaction."""
+    conn.execute("DELETE FROM overrides WHERE cluster = ? AND target = ?"
+                 " AND paused_until IS NOT NULL AND paused_until <= ?", (cluster, new_target, now))
+    already_paused = conn.execute("SELECT 1 FROM overrides WHERE cluster = ? AND target = ?",
+                                  (cluster, new_target)).fetchone() is not None
+    moved = conn.execute(
+        "INSERT INTO overrides (cluster, target, paused_until, reason, created_at)"
+        " SELECT cluster, ?, paused_until, reason, created_at FROM overrides"
+        " WHERE cluster = ? AND target = ? AND (paused_until IS NULL OR paused_until > ?)"
+        " ON CONFLICT (cluster, target) DO UPDATE SET"
+        f" paused_until = CASE WHEN {_MOVED_LASTS_LONGER} THEN excluded.paused_until"
+        "  ELSE overrides.paused_until END,"
+        f" reason = CASE WHEN {_MOVED_LASTS_LONGER} THEN excluded.reason ELSE overrides.reason END,"
+        f" created_at = CASE WHEN {_MOVED_LASTS_LONGER} THEN excluded.created_at"
+        "  ELSE overrides.created_at END",
+        (new_target, cluster, target, now)).rowcount > 0
+    conn.execute("DELETE FROM overrides WHERE cluster = ? AND target = ?", (cluster, target))
+    if not moved:
+        return None
+    row = conn.execute("SELECT * FROM overrides WHERE cluster = ? AND target = ?", (cluster, new_target)).fetchone()
+    assert row is not None  # written in this transaction
+    return Renamed(Override.from_row(row), already_paused=already_paused)

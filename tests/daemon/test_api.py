@@ -506,12 +506,13 @@ class TestOverrides:
         run here on the fake's polls); resumed by the new name, it is lifted (review r11: the pause
         stayed with the old name)."""
         daemon.quotas[0].path = "/cosmos7/raw"
-        renames = RenamedPauses(OverrideStore(daemon.db), lambda cluster: [], sole_cluster=True)
+        renames = RenamedPauses(OverrideStore(daemon.db), lambda cluster, before: [], sole_cluster=True)
 
         async def poll() -> None:
             observations = tuple(replace(r.observation, quota_id=7) for r in snapshot_records(daemon.snapshot)
                                  if r.target.path == "/cosmos7/raw")
-            await renames.on_poll(PollResult("sim", daemon.clock.now(), observations), daemon.clock.now())
+            now = daemon.clock.now()
+            await renames.on_poll(PollResult("sim", now, observations), now, stored_before=now)
 
         async with api_client(daemon) as client:
             await poll()

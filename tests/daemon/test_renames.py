@@ -3,7 +3,13 @@ moved to the new one."""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from quotapilot.daemon.runtime.cycle import PollResult
 from quotapilot.daemon.stages.renames import QuotaNames, Rename, RenamedPauses
@@ -40,9 +46,9 @@ class TestRenamedPauses:
         """On another cluster the old name may be another quota's."""
         store = OverrideStore(Database(tmp_path / "state.db"))
         store.pause("raw", now=T0, cluster=ANY, reason="all")
-        renames = RenamedPauses(store, lambda cluster: [], sole_cluster=False)
+        renames = RenamedPauses(store, lambda cluster, before: [], sole_cluster=False)
         for poll in (listed("raw"), listed("raw-2027")):
-            await renames.on_poll(poll, T0)
+            await renames.on_poll(poll, T0, stored_before=T0)
         assert [(o.cluster, o.target) for o in store.active(T0)] == [(ANY, "raw")]
 
 
@@ -65,20 +71,20 @@ class TestRenamesInOnePoll:
     async def test_two_quotas_swapping_names_keep_their_own_pauses(self, tmp_path: Path) -> None:
         """id 1 "a" (paused) and id 2 "b" swap names: id 1's pause must end on "b"."""
         store = OverrideStore(Database(tmp_path / "state.db"))
-        renames = RenamedPauses(store, lambda cluster: [], sole_cluster=True)
-        await renames.on_poll(_poll(_obs("a", 1, "/p1"), _obs("b", 2, "/p2")), T0)
+        renames = RenamedPauses(store, lambda cluster, before: [], sole_cluster=True)
+        await renames.on_poll(_poll(_obs("a", 1, "/p1"), _obs("b", 2, "/p2")), T0, stored_before=T0)
         store.pause("a", now=T0, cluster="c1", reason="id 1's")
-        await renames.on_poll(_poll(_obs("b", 1, "/p1"), _obs("a", 2, "/p2")), T0)
+        await renames.on_poll(_poll(_obs("b", 1, "/p1"), _obs("a", 2, "/p2")), T0, stored_before=T0)
         assert _paused(store) == {"b"}
 
     async def test_a_chain_of_renames_listed_in_either_order(self, tmp_path: Path) -> None:
         """id 1 "a" -> "c", id 2 "b" -> "a" in one poll; only id 1 is paused. id 2 listed first."""
         store = OverrideStore(Database(tmp_path / "state.db"))
-        renames = RenamedPauses(store, lambda cluster: [], sole_cluster=True)
-        await renames.on_poll(_poll(_obs("b", 2, "/p2"), _obs("a", 1, "/p1")), T0)
+        renames = RenamedPauses(store, lambda cluster, before: [], sole_cluster=True)
+        await renames.on_poll(_poll(_obs("b", 2, "/p2"), _obs("a", 1, "/p1")), T0, stored_before=T0)
         store.pause("a", now=T0, cluster="c1", reason="id 1's")
         store.pause("b", now=T0 - 10, cluster="c1", until=T0 + 60, reason="id 2's")
-        await renames.on_poll(_poll(_obs("a", 2, "/p2"), _obs("c", 1, "/p1")), T0)
+        await renames.on_poll(_poll(_obs("a", 2, "/p2"), _obs("c", 1, "/p1")), T0, stored_before=T0)
         active = {o.target: o.reason for o in store.active(T0)}
         assert active == {"c": "id 1's", "a": "id 2's"}
 
@@ -93,6 +99,47 @@ class TestRenameAcrossARestart:
         store = OverrideStore(Database(tmp_path / "state.db"))
         store.pause("a", now=T0, cluster="c1", reason="id 1's")
         stored = [_obs("a", 1, "/p1", t=T0 - 900)]
-        renames = RenamedPauses(store, lambda cluster: stored, sole_cluster=True)
-        await renames.on_poll(_poll(_obs("c", 1, "/p1"), _obs("a", 3, "/new")), T0)
+        renames = RenamedPauses(store, lambda cluster, before: stored, sole_cluster=True)
+        await renames.on_poll(_poll(_obs("c", 1, "/p1"), _obs("a", 3, "/new")), T0, stored_before=T0)
         assert _paused(store) == {"c"}
+
+
+class _FailingOn:
+    """A transaction whose move of a pause to `name` fails (a full disk, a lost connection)."""
+
+    def __init__(self, conn: Any, name: str) -> None:
+        self.conn, self.name = conn, name
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> Any:
+        if sql.startswith("INSERT INTO overrides") and params and params[0] == self.name:
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, params: Any) -> int:
+        return int(self.conn.executemany(sql, params))
+
+
+class TestAMoveThatFails:
+    async def test_the_pause_stays_whole_and_the_rename_is_found_again(self, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+        """The store fails as the pause reaches its new name: it was left on the transit name (no
+        quota's, so the renamed quota was grown), and the rename, remembered, was never moved again."""
+        db = Database(tmp_path / "state.db")
+        store = OverrideStore(db)
+        renames = RenamedPauses(store, lambda cluster, before: [], sole_cluster=False)
+        await renames.on_poll(listed("raw"), T0, stored_before=T0)
+        store.pause("raw", now=T0, cluster="c1", reason="held")
+        transaction = db.transaction
+
+        @contextmanager
+        def failing() -> Iterator[_FailingOn]:
+            with transaction() as conn:
+                yield _FailingOn(conn, "raw-2027")
+
+        monkeypatch.setattr(db, "transaction", failing)
+        with pytest.raises(sqlite3.OperationalError):
+            await renames.on_poll(listed("raw-2027"), T0 + 60, stored_before=T0)
+        assert _paused(store) == {"raw"}
+        monkeypatch.setattr(db, "transaction", transaction)
+        await renames.on_poll(listed("raw-2027"), T0 + 120, stored_before=T0)
+        assert _paused(store) == {"raw-2027"}
