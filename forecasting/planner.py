@@ -415,12 +415,18 @@ def _cooldown(decision: Decision, target: TargetInput, dimension: Dimension, now
 def net_of_overcommit(capacity: ClusterCapacity | None) -> ClusterCapacity | None:
     """The pool as the cluster-reserve guard must see it: bytes the quotas already promise count
     as taken. With `quotas_allocated_bytes` known, free is at most usable − allocated, so growth
-    stops (the guard blocks it) while the quotas over-commit the pool beyond its reserve. Applied
-    by each caller that plans growth from a pool sample — the growth stage and pre-flight — so
-    both see one pool (the planner itself takes `CycleInput.capacity` as given)."""
+    stops (the guard blocks it) while the quotas over-commit the pool beyond its reserve; with
+    `quotas_used_bytes` known too, at most free − (allocated − used), the quotas' unused promises
+    (usable − allocated alone counted data outside any quota as free, and the quotas were grown
+    until the pool filled). Applied by each caller that plans growth from a pool sample — the
+    growth stage and pre-flight — so both see one pool (the planner itself takes
+    `CycleInput.capacity` as given)."""
     if capacity is None or capacity.quotas_allocated_bytes is None:
         return capacity
-    unpromised = capacity.usable_bytes - capacity.quotas_allocated_bytes
+    allocated = capacity.quotas_allocated_bytes
+    unpromised = capacity.usable_bytes - allocated
+    if capacity.quotas_used_bytes is not None:
+        unpromised = min(unpromised, capacity.free_bytes - max(0, allocated - capacity.quotas_used_bytes))
     if unpromised >= capacity.free_bytes:
         return capacity
     return replace(capacity, free_bytes=unpromised)

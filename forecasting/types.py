@@ -94,9 +94,12 @@ class ClusterCapacity:
     used_bytes: int
     free_bytes: int
     quotas_allocated_bytes: int | None = None
+    """What the quotas' hard limits add up to (VMS's `quotas_allocated_capacity`)."""
     state: str = "ONLINE"
     drr: float | None = None
     """Data reduction ratio (logical / physical) as VMS reports it (`drr`); None when absent."""
+    quotas_used_bytes: int | None = None
+    """What the quotas hold (VMS's `quotas_used_capacity`): with the allocation, their unused promises."""
 
 
 QUANTILES: tuple[str, ...] = ("p10", "p50", "p90")

@@ -179,6 +179,7 @@ def capacity_sample(cluster: str, clusters: Any, t: float) -> tuple[ClusterCapac
     usable = _int_field(record, "usable_capacity_bytes", required=True)
     free = _int_field(record, "free_usable_capacity", required=True)
     allocated = _int_field(record, "quotas_allocated_capacity", required=False)
+    quotas_used = _int_field(record, "quotas_used_capacity", required=False)
     assert usable is not None and free is not None
     if usable == 0:
         raise BadSample("zero_limit", "usable_capacity_bytes=0")
@@ -187,7 +188,8 @@ def capacity_sample(cluster: str, clusters: Any, t: float) -> tuple[ClusterCapac
     state = record.get("state")
     capacity = ClusterCapacity(cluster=cluster, t=t, usable_bytes=usable, used_bytes=usable - free,
                                free_bytes=free, quotas_allocated_bytes=allocated,
-                               state=state if isinstance(state, str) else "UNKNOWN", drr=_drr(record.get("drr")))
+                               state=state if isinstance(state, str) else "UNKNOWN", drr=_drr(record.get("drr")),
+                               quotas_used_bytes=quotas_used)
     observation = Observation(target=TargetId(cluster, POOL_TARGET, "/", TargetKind.POOL), t=t,
                               used_bytes=capacity.used_bytes, hard_limit_bytes=usable, state=capacity.state)
     return capacity, observation

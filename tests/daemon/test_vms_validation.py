@@ -214,6 +214,13 @@ class TestCapacitySample:
         assert (capacity.used_bytes, capacity.free_bytes, capacity.state) == (600, 400, "ONLINE")
         assert (obs.target.name, obs.target.kind, obs.hard_limit_bytes) == (POOL_TARGET, TargetKind.POOL, 1000)
 
+    def test_what_the_quotas_promise_and_use(self) -> None:
+        """Both: the reserve guard counts the quotas' unused promises as taken (`net_of_overcommit`)."""
+        cluster = {"usable_capacity_bytes": 1000, "free_usable_capacity": 400,
+                   "quotas_allocated_capacity": 500, "quotas_used_capacity": 300}
+        capacity, _ = capacity_sample("c1", [cluster], T)
+        assert (capacity.quotas_allocated_bytes, capacity.quotas_used_bytes) == (500, 300)
+
     @pytest.mark.parametrize(("body", "reason"), [
         ([], "malformed"),
         ({"results": [], "count": 0}, "malformed"),
