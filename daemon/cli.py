@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pause", help="stop growth actions on a target (survives restarts)")
     p.add_argument("target", help="target name or path, e.g. /cosmos7/raw")
     p.add_argument("--until", default=None, help="ISO time or duration (e.g. 12h); default: until resumed")
-    p.add_argument("--reason", default="", help="why (shown in status and the audit trail)")
+    p.add_argument("--reason", default="", help="why (pause_reason in `status --json` and the API; logged)")
     _daemon_url_args(p)
 
     p = sub.add_parser("resume", help="resume growth actions on a target")

@@ -310,6 +310,8 @@ class ActionOutcome:
     new_hard: int | None = None
     action_id: int | None = None
     """The audit row this outcome records (its `result` event's); None when no row of ours does."""
+    guard: str | None = None
+    """A blocked outcome's guard (`Decision.guard`): the alert rules alert only some (a cooldown is intended)."""
     intent_committed: bool = False
     """An enforce growth whose write-ahead `intent` row, and its `intent` event, are committed —
     also when `action_id` is None because the row is left to another instance to settle (deposed

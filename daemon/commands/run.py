@@ -50,6 +50,8 @@ async def serve(settings: Settings, *, on_open: Callable[[Daemon], object] | Non
         async with Daemon(settings) as daemon:
             for sig in signals:
                 loop.add_signal_handler(sig, daemon.stop)
+            if handle_signals:  # an operator's reload: said, and nothing stops (it killed the daemon, undrained)
+                loop.add_signal_handler(signal.SIGHUP, _reload_unsupported)
             try:
                 if on_open is not None:
                     on_open(daemon)
@@ -57,13 +59,19 @@ async def serve(settings: Settings, *, on_open: Callable[[Daemon], object] | Non
                                               daemon.supervisor.add)
                 await daemon.run()
             finally:
-                for sig in signals:
+                for sig in (*signals, signal.SIGHUP) if handle_signals else ():
                     loop.remove_signal_handler(sig)
     except (OSError, sqlite3.Error, StoreError) as exc:  # a busy port, a full disk, a locked or unreachable
         # database: exit 1, said plainly
         log.error("daemon.failed", error=str(exc), error_type=type(exc).__name__)
         return 1
     return 0
+
+
+def _reload_unsupported() -> None:
+    log.warning("daemon.reload_unsupported", signal="SIGHUP",
+                hint="the configuration is read at start only: restart the service to apply a change "
+                     "(secret files such as the write token are read again at use)")
 
 
 def _exit_now_if_requests_hang(code: int) -> None:

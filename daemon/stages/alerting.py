@@ -206,6 +206,8 @@ def _growth_inputs(ctx: CycleContext, mode_of: Callable[[TargetId], str]) -> dic
     for action in ctx.actions:
         acted.add((action.target, action.dimension))
         status = _ACTION_STATUS.get(action.status, "none")
+        if action.status is ActionStatus.BLOCKED and action.guard is not None and action.guard not in ALERTING_GUARDS:
+            status = "none"  # a cooldown: intended, as its decision below
         out.setdefault(action.target, []).append(GrowthInput(
             dimension=str(action.dimension), status=status, reason=action.reason,
             old_hard=action.old_hard, new_hard=action.new_hard))

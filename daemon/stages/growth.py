@@ -210,7 +210,7 @@ class GrowthStage:
         """Per cluster, (quota id, dimension) → reason: external changes (of that dimension's hard
         limit) the actuator found (and audited) while settling a row of a target whose sample is
         not confirmed yet, said at its confirmed one."""
-        self._recorded_guard: dict[tuple[TargetId, Dimension], str] = {}
+        self._recorded_guard: dict[tuple[TargetId, Dimension], tuple[str, float]] = {}
         self._last_prune: float | None = None
         self.view = GrowthView(mode=self.mode)
 
@@ -514,11 +514,15 @@ class GrowthStage:
         if decision.kind is DecisionKind.BLOCKED:
             self.counters.count("blocked")
             status = ActionStatus.PAUSED if decision.guard in ("paused", "kill_switch") else ActionStatus.BLOCKED
-            outcome = ActionOutcome(decision.target, decision.dimension, status, now, decision.reason,
-                                    old_hard=decision.current_hard, new_hard=decision.new_hard)
             guard = decision.guard or "blocked"
-            if self._recorded_guard.get(key) != guard:  # once per episode, and its `blocked` event with it
-                self._recorded_guard[key] = guard
+            recorded = self._recorded_guard.get(key)
+            new_episode = recorded is None or recorded[0] != guard
+            # one action per episode: its time is the episode's (not a new last action every cycle)
+            since = now if recorded is None or new_episode else recorded[1]
+            outcome = ActionOutcome(decision.target, decision.dimension, status, since, decision.reason,
+                                    old_hard=decision.current_hard, new_hard=decision.new_hard, guard=decision.guard)
+            if new_episode:  # once per episode, and its `blocked` event with it
+                self._recorded_guard[key] = (guard, now)
                 mode = self._mode_of(decision)
                 entries = self.events.decision_entries(decision, mode=mode, now=now)
                 outcome = replace(outcome, action_id=await asyncio.to_thread(

@@ -262,10 +262,9 @@ class VmsTransport:
         if self.cluster.insecure_skip_tls_verify:
             log.warning("tls.verification_disabled", cluster=self.name, address=self.cluster.address,
                         hint="insecure_skip_tls_verify is set: the VMS certificate is NOT verified")
-        elif self.cluster.ca_file is None:
-            log.info("tls.verified", cluster=self.name, address=self.cluster.address, trust="system store")
-        else:
-            log.info("tls.verified", cluster=self.name, address=self.cluster.address, trust=str(self.cluster.ca_file))
+        else:  # how it will be checked: the handshake itself is the first poll's (`poll.succeeded` / `poll.failed`)
+            trust = "system store" if self.cluster.ca_file is None else str(self.cluster.ca_file)
+            log.info("tls.verification_on", cluster=self.name, address=self.cluster.address, trust=trust)
 
     async def call(self, what: str, fn: Callable[[Any], T], *, retries: RetriesSpent | None = None) -> T:
         """Run `fn(client)` (one blocking vastpy call) in the pool, retrying temporary failures.

@@ -17,6 +17,7 @@ from quotapilot.daemon.runtime.cycle import CycleContext, DroppedSample, PollRes
 from quotapilot.daemon.runtime.leadership import SoleLeadership
 from quotapilot.daemon.settings import Settings, load_settings
 from quotapilot.daemon.stages.actuator import Actuator
+from quotapilot.daemon.stages.alerting import inputs_from_cycle
 from quotapilot.daemon.stages.growth import GrowthStage
 from quotapilot.daemon.stages.store import StoreStage
 from quotapilot.daemon.store.actions import ActionStore, query_actions
@@ -144,6 +145,21 @@ class TestObserve:
         h.clock.advance(60)
         await h.cycle()
         assert len(query_actions(h.db)) == 2  # a guard episode is recorded once
+
+    async def test_a_cooldown_raises_no_alert_and_is_one_action(self, tmp_path: Path) -> None:
+        """The stage's outcome of a cooldown block wins over its decision in the alert rules and
+        raised `growth_blocked` (the README: a cooldown does not alert); and each cycle's outcome
+        was a new last action, so the MQTT state was re-sent at every poll (SRE walkthrough)."""
+        settings = make_settings("observe")
+        h = Harness(tmp_path, settings)
+        await h.cycle()
+        h.clock.advance(60)
+        blocked = await h.cycle()
+        (raw,) = [t for t in inputs_from_cycle(blocked, settings).targets if t.target == RAW.name]
+        assert [g.status for g in raw.growth] == ["none"]
+        h.clock.advance(60)
+        again = await h.cycle()
+        assert [(a.status, a.t) for a in again.actions] == [(ActionStatus.BLOCKED, blocked.actions[0].t)]
 
 
     async def test_switching_to_enforce_acts_at_once(self, tmp_path: Path) -> None:

@@ -186,6 +186,24 @@ class TestRun:
                       if line.startswith("{")]
             assert "supervisor.stopping" in events and "store.flushed" in events
 
+    async def test_sighup_is_said_and_the_daemon_keeps_running(self, tmp_path: Path) -> None:
+        """SIGHUP (an operator's reload) killed the daemon at once, 129, with no drain: queued
+        alerts and the store's last writes were left (SRE walkthrough). It reloads nothing."""
+        async with SimulatorServer("cosmos7", clock=SystemClock(), seed=0) as sim, \
+                running_daemon(sim, tmp_path) as (proc, port):
+            proc.send_signal(signal.SIGHUP)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 1)  # real time: it must still be running
+            async with aiohttp.ClientSession() as session, \
+                    session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                assert response.status == 200
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 10) == 0
+            assert proc.stderr is not None
+            events = [json.loads(line)["event"] for line in (await proc.stderr.read()).decode().splitlines()
+                      if line.startswith("{")]
+            assert "daemon.reload_unsupported" in events and "store.flushed" in events
+
     async def test_a_hung_vms_request_does_not_hold_up_the_exit(self, tmp_path: Path) -> None:
         async with SimulatorServer("cosmos7", clock=SystemClock(), seed=0) as sim, \
                 running_daemon(sim, tmp_path, QUOTAPILOT_DAEMON__SHUTDOWN_TIMEOUT_SECONDS="1") as (proc, _):
