@@ -10,8 +10,9 @@ history there is:
 - either season gets a trend in the rate (a growing feed) when a straight line through the
   deseasonalised rate forecasts three days ahead clearly better on the series' own history
   (`_with_rate_trend`; the model's name then ends in `_trend`);
-- ≥ `DAMPED_MIN_STEPS`: a damped linear trend on the rate, no season;
-- ≥ `MIN_STEPS`: the recent mean rate (a straight line for the level) — a fallback;
+- ≥ `MIN_STEPS`: the mean rate of the last day (a straight line for the level), also the
+  fallback of a damped linear trend on the rate, no season, which is itself only the fallback of
+  a daily fit that fails (under two days a trend cannot be told from the daily cycle);
 - below: no model at all (the caller says "insufficient history"; `stopgap` may offer a
   labelled straight line on the observed rate for metrics, never for acting).
 

@@ -59,7 +59,7 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     if _is_constant(rates):
         kind, fallback, detail = ModelKind.LINEAR, FallbackReason.CONSTANT_RATE, "the rate does not vary"
     elif kind is ModelKind.LINEAR:
-        fallback, detail = FallbackReason.SHORT_HISTORY, f"{n} steps: too few for a damped trend"
+        fallback, detail = FallbackReason.SHORT_HISTORY, f"{n} steps: too few for a daily season"
     day_errors: FloatArray | None = None
     far_errors: FloatArray | None = None  # held-out errors of the SCORE_STEPS[-1] steps' total
     slope_sd = 0.0

@@ -9,8 +9,6 @@ from quotapilot.forecasting.resample import FloatArray
 
 MIN_STEPS = 3
 """Fewer complete steps than this: no forecast."""
-DAMPED_MIN_STEPS = 12
-"""statsmodels' heuristic initialisation needs at least 10 observations."""
 WEEKLY_HELD_OUT_SECONDS = 1.5 * 86400.0
 """History beyond the two weeks that initialise a weekly season, so that its held-out choice has
 a day's totals from a dozen origins (`selection.MIN_ORIGINS`) the initialisation did not read."""
@@ -160,8 +158,10 @@ def preferred_kind(n_steps: int, step_seconds: float) -> ModelKind | None:
         held_out = round(WEEKLY_HELD_OUT_SECONDS / step_seconds) if kind is ModelKind.HW_WEEKLY else 0
         if n_steps >= max(2 * period, 10 + 2 * (period // 2)) + held_out:
             return kind
-    if n_steps >= DAMPED_MIN_STEPS:
-        return ModelKind.DAMPED_TREND
+    # Under two days no damped trend either (it stays the fallback of a daily fit that fails): a
+    # trend in the rate cannot be told from the part of the daily cycle the history holds, and
+    # extrapolated, that slope put a steady feed's week ahead anywhere from -10× to 10× what it
+    # writes (a new install's pool paged "full in 10 days" for a runway of months)
     if n_steps >= MIN_STEPS:
         return ModelKind.LINEAR
     return None

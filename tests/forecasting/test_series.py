@@ -108,7 +108,7 @@ class TestIncremental:
         now = model.last_t or 0.0
         assert model.refit_reason(now) == "initial"
         model.refit(now)
-        assert model.fitted is not None and model.fitted.params.kind == ModelKind.DAMPED_TREND
+        assert model.fitted is not None and model.fitted.params.kind == ModelKind.LINEAR
         assert model.refit_reason(now + 60) is None
         assert model.refit_reason(now + SHORT.refit_interval_seconds) == "schedule"
         for t, used in cumulative(daily(1e6), 50, start_used=model.last_used or 0.0, t0=now + 900):
