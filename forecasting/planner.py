@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from quotapilot.forecasting.types import (
@@ -415,21 +415,32 @@ def _cooldown(decision: Decision, target: TargetInput, dimension: Dimension, now
 def net_of_overcommit(capacity: ClusterCapacity | None) -> ClusterCapacity | None:
     """The pool as the cluster-reserve guard must see it: bytes the quotas already promise count
     as taken. With `quotas_allocated_bytes` known, free is at most usable − allocated, so growth
-    stops (the guard blocks it) while the quotas over-commit the pool beyond its reserve; with
-    `quotas_used_bytes` known too, at most free − (allocated − used), the quotas' unused promises
-    (usable − allocated alone counted data outside any quota as free, and the quotas were grown
-    until the pool filled). Applied by each caller that plans growth from a pool sample — the
-    growth stage and pre-flight — so both see one pool (the planner itself takes
+    stops (the guard blocks it) while the quotas over-commit the pool beyond its reserve; and at
+    most free − the quotas' unused promises, the larger of VMS's totals (allocated − used) and the
+    listed quotas' own (`listed_unused_bytes`: a quota over its limit does not cancel another's
+    unused limit) — usable − allocated alone counted data outside any quota as free, and the
+    quotas were grown until the pool filled. Applied by each caller that plans growth from a pool
+    sample — the growth stage and pre-flight — so both see one pool (the planner itself takes
     `CycleInput.capacity` as given)."""
-    if capacity is None or capacity.quotas_allocated_bytes is None:
+    if capacity is None:
         return capacity
-    allocated = capacity.quotas_allocated_bytes
-    unpromised = capacity.usable_bytes - allocated
-    if capacity.quotas_used_bytes is not None:
-        unpromised = min(unpromised, capacity.free_bytes - max(0, allocated - capacity.quotas_used_bytes))
-    if unpromised >= capacity.free_bytes:
+    bounds: list[int] = []
+    allocated, used = capacity.quotas_allocated_bytes, capacity.quotas_used_bytes
+    if allocated is not None:
+        bounds.append(capacity.usable_bytes - allocated)
+    unused = [x for x in (None if allocated is None or used is None else allocated - used,
+                          capacity.listed_unused_bytes) if x is not None]
+    if unused:
+        bounds.append(capacity.free_bytes - max(0, *unused))
+    if not bounds or min(bounds) >= capacity.free_bytes:
         return capacity
-    return replace(capacity, free_bytes=unpromised)
+    return replace(capacity, free_bytes=min(bounds))
+
+
+def unused_promises(observations: Iterable[Observation]) -> int:
+    """Σ max(0, hard − used) in bytes over the quotas among `observations` that have a byte limit."""
+    return sum(max(0, o.hard_limit_bytes - (o.used_bytes or 0)) for o in observations
+               if o.target.kind is TargetKind.QUOTA and o.hard_limit_bytes)
 
 
 def _cluster_room(cycle: CycleInput) -> int | None:

@@ -100,6 +100,9 @@ class ClusterCapacity:
     """Data reduction ratio (logical / physical) as VMS reports it (`drr`); None when absent."""
     quotas_used_bytes: int | None = None
     """What the quotas hold (VMS's `quotas_used_capacity`): with the allocation, their unused promises."""
+    listed_unused_bytes: int | None = None
+    """The unused promises of the quotas the poll listed, each its own: Σ max(0, hard − used)
+    (VMS's two totals net a quota over its limit against another's unused limit)."""
 
 
 QUANTILES: tuple[str, ...] = ("p10", "p50", "p90")

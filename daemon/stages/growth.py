@@ -312,6 +312,8 @@ class GrowthStage:
             return  # not led since the last term ended (every led cycle sets it first): nothing kept
         self._baseline_recovered.discard(cluster)
         self.renamed_pauses.names.forget(cluster)  # the next term reads them anew: renamed meanwhile
+        for episode in [k for k in self._recorded_guard if k[0].cluster == cluster]:
+            del self._recorded_guard[episode]  # an episode of the next term starts anew (and is audited)
         self._settled_changes.pop(cluster, None)  # not yet said: the next leader judges that change
         for key in [k for k in self._last_hard if k[0] == cluster]:
             del self._last_hard[key]

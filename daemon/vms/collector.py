@@ -60,6 +60,7 @@ from quotapilot.daemon.vms.validation import (
     went_backwards,
 )
 from quotapilot.daemon.vms.writer import VmsWriter
+from quotapilot.forecasting.planner import unused_promises
 from quotapilot.forecasting.types import POOL_TARGET, ClusterCapacity, Observation
 
 log = get_logger(__name__)
@@ -145,6 +146,8 @@ class VmsPoller:
         naming = QuotaNaming.for_listing(quotas, self.cluster.tenant)
         for number, record in enumerate(quotas, start=1):
             self._quota(number, record, t, naming, seen, contested, observations, dropped)
+        if capacity is not None:  # each listed quota's unused promise, for the reserve guard
+            capacity = replace(capacity, listed_unused_bytes=unused_promises(observations))
         rates = self._rates(observations, dropped)
         for sample in dropped:
             self.dropped_total[sample.reason] += 1

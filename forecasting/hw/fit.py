@@ -70,7 +70,9 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
     unchecked = False  # a fit no held-out origin outside its initialisation can score
     # Spikes are fitted out (one would freeze the level for weeks) but stay in what the fit is
     # judged against and in the residuals the band is drawn from.
-    clipped = clip_spikes(rates, (daily, weekly)) if kind is not ModelKind.LINEAR else rates
+    # (also for the straight line: from 12 steps to two days it stands in for a fit, and one delete
+    # or burst in a day of history, averaged in, set the week ahead to -4× or 6× the feed)
+    clipped = clip_spikes(rates, (daily, weekly))
     spikes = rates - clipped
     bursts = burst_allowance(spikes, step_seconds)
     raw_share = 0.0  # how much of the model in use is built on the raw rates (`_raw_share`)
@@ -107,7 +109,7 @@ def fit_rates(rates: FloatArray, *, step_seconds: float, horizon_steps: int, see
                 fallback, detail = failed.reason, f"{kind}: {failed.detail}"
             kind = SIMPLER[kind]
     if kind is ModelKind.LINEAR:
-        params, state, residuals = _fit_linear(rates, step_seconds)
+        params, state, residuals = _fit_linear(rates, clipped, step_seconds)
         if fallback is FallbackReason.CONSTANT_RATE:
             residuals = np.zeros_like(residuals)  # not rounding noise of the mean: exactly no spread
     if usable is None:
@@ -185,11 +187,12 @@ def _is_constant(rates: FloatArray) -> bool:
     return spread <= 1e-9 * max(float(np.max(np.abs(rates))), 1.0)
 
 
-def _fit_linear(rates: FloatArray, step_seconds: float) -> tuple[ModelParams, ModelState, FloatArray]:
-    """The recent mean rate, held (α = 0: only a refit moves it)."""
-    recent = _last_day(rates, step_seconds)
-    mean = float(np.mean(recent))
-    return ModelParams(ModelKind.LINEAR), ModelState(level=mean), recent - mean
+def _fit_linear(rates: FloatArray, clipped: FloatArray,
+                step_seconds: float) -> tuple[ModelParams, ModelState, FloatArray]:
+    """The recent mean of the spike-clipped rates, held (α = 0: only a refit moves it); the
+    residuals of the raw rates, as a fit's are (the band leaves the spikes out)."""
+    mean = float(np.mean(_last_day(clipped, step_seconds)))
+    return ModelParams(ModelKind.LINEAR), ModelState(level=mean), _last_day(rates, step_seconds) - mean
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -20,6 +20,7 @@ from quotapilot.daemon.settings import Settings
 from quotapilot.daemon.simulator.server import SimulatorServer
 from quotapilot.daemon.vms.collector import BANDWIDTH_PROPS, VmsPoller
 from quotapilot.daemon.vms.errors import VmsRefused, VmsUnavailable
+from quotapilot.forecasting.planner import TIB, net_of_overcommit
 from quotapilot.forecasting.types import POOL_TARGET, TargetKind
 
 
@@ -891,3 +892,20 @@ class TestInodeJumps:
         outcomes = [await self.poll_q(vms, collector, clock, inodes)
                     for inodes in (500_000, 501_000, 900_000, 900_500)]
         assert outcomes == [(500_000, None), (501_000, None), (None, "unconfirmed_jump"), (900_500, None)]
+
+
+class TestUnusedPromises:
+    async def test_each_listed_quota_counts_its_own_unused_limit(self, fake: tuple[FakeVms, VmsPoller]) -> None:
+        """a 80 of 100 TiB, b 110 of 100 (a little over its limit), c 0 of 400: 420 TiB promised and
+        unused. VMS's totals say 600 − 190 = 410 (b's 10 over netted against c's unused 400), and
+        the reserve guard saw room the quotas had promised (review r15)."""
+        vms, collector = fake
+        vms.quotas = [quota("a", used_capacity=80 * TIB, hard_limit=100 * TIB),
+                      quota("b", used_capacity=110 * TIB, hard_limit=100 * TIB),
+                      quota("c", used_capacity=0, hard_limit=400 * TIB, soft_limit=360 * TIB)]
+        vms.cluster.update({"usable_capacity_bytes": 1000 * TIB, "free_usable_capacity": 600 * TIB,
+                            "quotas_allocated_capacity": 600 * TIB, "quotas_used_capacity": 190 * TIB})
+        result = await collector.poll()
+        assert result.capacity is not None and result.capacity.listed_unused_bytes == 420 * TIB
+        seen = net_of_overcommit(result.capacity)
+        assert seen is not None and seen.free_bytes == 180 * TIB

@@ -74,6 +74,7 @@ class BrokerOutage:
         self.down_at, self.hours = down_at, hours
         self.down_t: float | None = None
         self.up_t: float | None = None
+        self.grown_t: float | None = None
         self.actions_at_down = 0
 
     def __call__(self, frame: Frame) -> None:
@@ -81,11 +82,13 @@ class BrokerOutage:
             self.broker.stop()
             self.subscriber.wait(listening=False)
             self.down_t, self.actions_at_down = frame.t, frame.growth_actions
-        elif (self.down_t is not None and self.up_t is None and frame.t - self.down_t >= self.hours * 3600
-              and frame.growth_actions > self.actions_at_down):
-            self.broker.start()
-            self.subscriber.wait(listening=True)
-            self.up_t = frame.t
+        elif self.down_t is not None and self.up_t is None and frame.t - self.down_t >= self.hours * 3600:
+            if self.grown_t is None and frame.growth_actions > self.actions_at_down:
+                self.grown_t = frame.t  # its events carry this frame's time: up at a later frame
+            elif self.grown_t is not None and frame.t > self.grown_t:
+                self.broker.start()
+                self.subscriber.wait(listening=True)
+                self.up_t = frame.t
 
 
 class TestDemoEvents:
