@@ -23,6 +23,19 @@ def seasonal_rates(days: int, *, noise: float = 0.0, seed: int = 0) -> np.ndarra
     return 1000.0 * (1 + 0.8 * np.sin(2 * np.pi * h / 24)) + noise * rng.normal(size=len(h))
 
 
+def refuse_fits(monkeypatch: pytest.MonkeyPatch, refused: ModelKind) -> None:
+    """statsmodels' fit of `refused` fails (not converged); every other kind fits as usual."""
+    real = hw.statsfit.fit_exponential_smoothing
+
+    def fit(rates: np.ndarray, kind: ModelKind, step: float, brute: bool):  # type: ignore[no-untyped-def]
+        if kind is refused:
+            raise hw.model.FitFailed(FallbackReason.NOT_CONVERGED, "refused by the test")
+        return real(rates, kind, step, brute)
+
+    for module in (hw.fit, hw.statsfit):
+        monkeypatch.setattr(module, "fit_exponential_smoothing", fit)
+
+
 class TestModelChoice:
     """The history length picks the model."""
 
@@ -57,15 +70,7 @@ class TestFallbacks:
         assert not fitted.band_low.any() and not fitted.band_high.any()
 
     def test_failed_fit_falls_back_to_the_next_simpler(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        real = hw.statsfit.fit_exponential_smoothing
-
-        def weekly_fails(rates: np.ndarray, kind: ModelKind, step: float, brute: bool):  # type: ignore[no-untyped-def]
-            if kind is ModelKind.HW_WEEKLY:
-                raise hw.model.FitFailed(FallbackReason.NOT_CONVERGED, "test")
-            return real(rates, kind, step, brute)
-
-        for module in (hw.fit, hw.statsfit):
-            monkeypatch.setattr(module, "fit_exponential_smoothing", weekly_fails)
+        refuse_fits(monkeypatch, ModelKind.HW_WEEKLY)
         fitted = fit_rates(seasonal_rates(16, noise=50.0), step_seconds=HOUR, horizon_steps=24)
         assert fitted is not None
         assert fitted.params.kind == ModelKind.HW_DAILY
@@ -143,15 +148,7 @@ class TestHoltWinters:
 
     def test_damped_trend_on_a_ramp(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The fallback of a daily fit that fails follows a ramp."""
-        real = hw.statsfit.fit_exponential_smoothing
-
-        def no_daily(rates: np.ndarray, kind: ModelKind, step: float, brute: bool):  # type: ignore[no-untyped-def]
-            if kind is ModelKind.HW_DAILY:
-                raise hw.model.FitFailed(FallbackReason.NOT_CONVERGED, "refused by the test")
-            return real(rates, kind, step, brute)
-
-        for module in (hw.fit, hw.statsfit):
-            monkeypatch.setattr(module, "fit_exponential_smoothing", no_daily)
+        refuse_fits(monkeypatch, ModelKind.HW_DAILY)
         rates = 100.0 + 5.0 * np.arange(60)
         fitted = fit_rates(rates, step_seconds=HOUR, horizon_steps=10)
         assert fitted is not None and fitted.params.kind == ModelKind.DAMPED_TREND
