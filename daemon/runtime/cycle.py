@@ -94,6 +94,10 @@ class CycleContext:
     settled: list[ActionOutcome] = field(default_factory=list)
     """Earlier actions (an `unknown` outcome, an intent a crash left open) whose audit row a re-read
     settled since the last cycle: published as `result` events, not this cycle's actions."""
+    recovered: dict[TargetId, ActionOutcome] = field(default_factory=dict)
+    """At a cluster's first led cycle: each listed target's last settled audit row, the last action
+    `status`, the API and the retained state show until a new one (memory starts empty at a restart).
+    Not this cycle's actions: no alert, no event."""
 
 
 class Stage(Protocol):

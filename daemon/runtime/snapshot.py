@@ -182,7 +182,7 @@ def apply_cycle(previous: ClusterState, ctx: CycleContext, *, health: PollHealth
                                           if obs is not None else old.ingest_rate_bytes_per_second),
             forecasts=frozen_map({**old.forecasts, **new_forecasts}) if new_forecasts else old.forecasts,
             decisions=frozen_map({**old.decisions, **new_decisions}) if new_decisions else old.decisions,
-            last_action=actions.get(target, old.last_action),
+            last_action=actions.get(target, old.last_action or ctx.recovered.get(target)),
             dropped=dropped.get(target.name))
 
     targets: dict[str, TargetState] = {}

@@ -417,6 +417,8 @@ class AlertingStage:
             self._states = None  # the leader moves the shared states on: reload them when we lead
             return
         inputs = inputs_from_cycle(ctx, self.settings, self._policy_cache)
+        for target, action in ctx.recovered.items():  # read back after a restart: the retained state keeps it
+            self._last_action.setdefault((target.cluster, target.name), action)
         for action in ctx.actions:
             self._last_action[(action.target.cluster, action.target.name)] = action
         async with self._lock:

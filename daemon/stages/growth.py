@@ -205,6 +205,8 @@ class GrowthStage:
         anything of the cycle can fail: the baseline is recovered from the samples stored before it
         (not from the ones after, which this run's polls wrote)."""
         self._baseline_recovered: set[str] = set()
+        self._actions_recovered: set[str] = set()
+        """Clusters whose targets' last actions were read back (`CycleContext.recovered`) this term."""
         """Clusters whose baseline was recovered (once a term: later cycles keep it in `_last_hard`)."""
         self._settled_changes: dict[str, dict[tuple[int, Dimension], str]] = {}
         """Per cluster, (quota id, dimension) → reason: external changes (of that dimension's hard
@@ -277,6 +279,9 @@ class GrowthStage:
         self.counters.kill_switch = kill_switch
         observations = {o.target: o for o in poll.observations}
         await self._recover_baseline(cluster, poll.observations)
+        if cluster not in self._actions_recovered:
+            ctx.recovered.update(await asyncio.to_thread(self._last_actions, cluster, poll.observations))
+            self._actions_recovered.add(cluster)
         changed = await self._external_changes(cluster, poll.observations, poll.unconfirmed, ctx.now)
         frozen = self.actuator.unsettled.get(cluster, frozenset())
         decisions = tuple(_hold_if_unconfirmed(
@@ -311,12 +316,28 @@ class GrowthStage:
         if self._baseline_before.pop(cluster, None) is None:
             return  # not led since the last term ended (every led cycle sets it first): nothing kept
         self._baseline_recovered.discard(cluster)
+        self._actions_recovered.discard(cluster)
         self.renamed_pauses.names.forget(cluster)  # the next term reads them anew: renamed meanwhile
         for episode in [k for k in self._recorded_guard if k[0].cluster == cluster]:
             del self._recorded_guard[episode]  # an episode of the next term starts anew (and is audited)
         self._settled_changes.pop(cluster, None)  # not yet said: the next leader judges that change
         for key in [k for k in self._last_hard if k[0] == cluster]:
             del self._last_hard[key]
+
+    def _last_actions(self, cluster: str, observations: Sequence[Observation]) -> dict[TargetId, ActionOutcome]:
+        """The last settled audit row of each listed target, as an outcome (a row still open — an
+        intent, a write in flight — is the reconciliation's to settle: none)."""
+        listed = {(o.target.name, o.target.path): o.target for o in observations}
+        out: dict[TargetId, ActionOutcome] = {}
+        for row in self.actions.last_of_each_target(cluster):
+            target = listed.get((row.target, row.path))
+            if target is None or row.status not in set(ActionStatus):
+                continue
+            guard = row.detail.get("guard")
+            out[target] = ActionOutcome(target, Dimension(row.dimension), ActionStatus(row.status), row.updated_at,
+                                        row.reason, old_hard=row.old_hard, new_hard=row.new_hard, action_id=row.id,
+                                        guard=guard if isinstance(guard, str) else None)
+        return out
 
     def _believed_limits(self, cluster: str, observations: Sequence[Observation], before: float) -> dict[LimitKey, int]:
         """The hard limits of the quotas among `observations` last believed before `before`, replayed

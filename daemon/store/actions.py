@@ -268,6 +268,13 @@ class ActionStore:
                 latest[(r["quota_id"], Dimension(r["dimension"]))] = int(limit)
         return {(quota_id, dimension, limit) for (quota_id, dimension), limit in latest.items()}
 
+    def last_of_each_target(self, cluster: str) -> list[ActionRecord]:
+        """The newest row of each target of `cluster`."""
+        rows = self.db.query(
+            "SELECT a.* FROM actions a JOIN (SELECT target, MAX(id) AS id FROM actions WHERE cluster = ?"
+            " GROUP BY target) newest ON a.id = newest.id", (cluster,))
+        return [ActionRecord.from_row(row) for row in rows]
+
     def count_since(self, since: float, cluster: str | None = None, mode: str | None = None) -> int:
         """Growth actions (and would-grows) started at or after `since` (the global rate limit)."""
         sql = f"SELECT COUNT(*) FROM actions WHERE created_at >= ? AND status IN ({', '.join('?' * len(COUNTED))})"

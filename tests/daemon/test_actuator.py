@@ -186,6 +186,24 @@ class TestEnforce:
         assert (row["status"], row["mode"], row["old_hard"]) == ("verified", "enforce", 100 * TIB)
         assert ActionStore(h.db).totals() == (1, outcome.new_hard - 100 * TIB)
 
+    async def test_the_last_action_is_recovered_after_a_restart(self, tmp_path: Path) -> None:
+        """`status`, the API and the retained MQTT state read the last action from memory: after a
+        restart they said none (the MQTT state was re-published with `last_action: null`) though the
+        audit trail held the growth (SRE walkthrough). The first cycle reads it back."""
+        h = Harness(tmp_path, make_settings("enforce"))
+        (grown,) = (await h.cycle()).actions
+        h.db.close()
+        again = Harness(tmp_path, make_settings("enforce"))
+        again.vms.quotas = h.vms.quotas
+        again.clock.advance(60)
+        ctx = await again.cycle()
+        assert ctx.actions == []  # nothing new: the quota was just grown
+        recovered = ctx.recovered[RAW]
+        assert (recovered.status, recovered.new_hard, recovered.action_id) == (
+            ActionStatus.VERIFIED, grown.new_hard, grown.action_id)
+        again.clock.advance(60)
+        assert (await again.cycle()).recovered == {}  # once, at the first cycle
+
     async def test_someone_else_changed_it(self, tmp_path: Path) -> None:
         h = Harness(tmp_path, make_settings("enforce"))
         h.vms.before_read.append({"hard_limit": 150 * TIB})
