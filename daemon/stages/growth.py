@@ -205,9 +205,9 @@ class GrowthStage:
         anything of the cycle can fail: the baseline is recovered from the samples stored before it
         (not from the ones after, which this run's polls wrote)."""
         self._baseline_recovered: set[str] = set()
+        """Clusters whose baseline was recovered (once a term: later cycles keep it in `_last_hard`)."""
         self._actions_recovered: set[str] = set()
         """Clusters whose targets' last actions were read back (`CycleContext.recovered`) this term."""
-        """Clusters whose baseline was recovered (once a term: later cycles keep it in `_last_hard`)."""
         self._settled_changes: dict[str, dict[tuple[int, Dimension], str]] = {}
         """Per cluster, (quota id, dimension) → reason: external changes (of that dimension's hard
         limit) the actuator found (and audited) while settling a row of a target whose sample is
@@ -331,7 +331,7 @@ class GrowthStage:
         out: dict[TargetId, ActionOutcome] = {}
         for row in self.actions.last_of_each_target(cluster):
             target = listed.get((row.target, row.path))
-            if target is None or row.status not in set(ActionStatus):
+            if target is None or row.status not in _OUTCOMES:
                 continue
             guard = row.detail.get("guard")
             out[target] = ActionOutcome(target, Dimension(row.dimension), ActionStatus(row.status), row.updated_at,
@@ -617,6 +617,10 @@ class GrowthStage:
     # --------------------------------------------------------------------------- metrics
     def collector(self) -> GrowthMetrics:
         return GrowthMetrics(lambda: self.view)
+
+
+_OUTCOMES = frozenset(ActionStatus)
+"""The statuses of a settled row (an open one — `intent`, `patched`, `running` — is none of them)."""
 
 
 def kill_switch_reason(configured: bool, overrides: Sequence[Override]) -> str | None:

@@ -67,16 +67,10 @@ class QuotaNames:
                 names[key] = (obs.t, obs.target.name)
         self._names[cluster] = {key: name for key, (_, name) in names.items()}
 
-    def of(self, cluster: str) -> dict[QuotaKey, str] | None:
-        """A copy of `cluster`'s names (None: not known), for `restore`."""
-        names = self._names.get(cluster)
-        return None if names is None else dict(names)
-
-    def restore(self, cluster: str, names: dict[QuotaKey, str] | None) -> None:
-        if names is None:
-            self._names.pop(cluster, None)
-        else:
-            self._names[cluster] = names
+    def undo(self, renames: Sequence[Rename]) -> None:
+        """`renames` were not moved: each quota's old name again, so the next poll finds them anew."""
+        for rename in renames:
+            self._names[rename.cluster][(rename.quota_id, rename.path)] = rename.old_name
 
     def forget(self, cluster: str) -> None:
         """`cluster` is no longer led here: its names are read anew at the next term's first poll."""
@@ -122,14 +116,13 @@ class RenamedPauses:
         seeded from the samples stored before it)."""
         if not self.names.known(poll.cluster):
             self.names.seed(poll.cluster, await asyncio.to_thread(self.stored_latest, poll.cluster, stored_before))
-        names = self.names.of(poll.cluster)
         renames = self.names.renamed(poll)
         if not renames:
             return
         try:
             done = await asyncio.to_thread(self._move, renames, now)
         except BaseException:
-            self.names.restore(poll.cluster, names)  # not moved: found again at the next poll
+            self.names.undo(renames)  # not moved: found again at the next poll
             raise
         for rename, paused_on, moved in done:
             log.warning("override.renamed", cluster=rename.cluster, paused_on=paused_on, old_target=rename.old_name,

@@ -159,7 +159,6 @@ class OverrideStore:
         return override
 
 
-
 def _rename(conn: Transaction, target: str, new_target: str, cluster: str, now: float) -> Renamed | None:
     """`OverrideStore.rename`'s move, in the caller's transaction."""
     conn.execute("DELETE FROM overrides WHERE cluster = ? AND target = ?"
