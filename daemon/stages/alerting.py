@@ -198,6 +198,11 @@ _ACTION_STATUS = {
 }
 
 
+def _alerts(guard: str | None) -> bool:
+    """Whether a growth held by `guard` is alerted (`growth_blocked`); a hold without one is."""
+    return guard is None or guard in ALERTING_GUARDS
+
+
 def _growth_inputs(ctx: CycleContext, mode_of: Callable[[TargetId], str]) -> dict[TargetId, list[GrowthInput]]:
     """Per target: what the actuator did (its outcomes win) or, lacking an outcome, what the
     planner decided. A decision of NONE still yields an input, so would-grow/blocked resolve."""
@@ -206,7 +211,7 @@ def _growth_inputs(ctx: CycleContext, mode_of: Callable[[TargetId], str]) -> dic
     for action in ctx.actions:
         acted.add((action.target, action.dimension))
         status = _ACTION_STATUS.get(action.status, "none")
-        if action.status is ActionStatus.BLOCKED and action.guard is not None and action.guard not in ALERTING_GUARDS:
+        if action.status is ActionStatus.BLOCKED and not _alerts(action.guard):
             status = "none"  # a cooldown: intended, as its decision below
         out.setdefault(action.target, []).append(GrowthInput(
             dimension=str(action.dimension), status=status, reason=action.reason,
@@ -216,7 +221,7 @@ def _growth_inputs(ctx: CycleContext, mode_of: Callable[[TargetId], str]) -> dic
             continue
         if decision.kind is DecisionKind.GROW:
             status = "would_grow" if mode_of(decision.target) == "observe" else "none"
-        elif decision.kind is DecisionKind.BLOCKED and (decision.guard in ALERTING_GUARDS or decision.guard is None):
+        elif decision.kind is DecisionKind.BLOCKED and _alerts(decision.guard):
             status = "blocked"
         else:
             status = "none"
