@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from core_helpers import InstantClock
@@ -396,6 +395,20 @@ class Replica:
         return ctx
 
 
+class Alternating:
+    """Cycles of two replicas on one store, VMS and clock, as a fleet runs them: each cycle the
+    second replica, then the first, then the clock moves on a minute."""
+
+    def __init__(self, first: Replica, second: Replica, clock: VirtualClock) -> None:
+        self.first, self.second, self.clock = first, second, clock
+
+    async def __call__(self, count: int, unconfirmed: frozenset[str] = frozenset()) -> None:
+        for _ in range(count):
+            await self.second.cycle(unconfirmed)
+            await self.first.cycle(unconfirmed)
+            self.clock.advance(60)
+
+
 def external_changes(db: Database) -> list[tuple[int, int]]:
     return [(r["old_hard"], r["new_hard"]) for r in query_actions(db) if r["status"] == "external_change"]
 
@@ -410,12 +423,7 @@ class TestTheBaselineAcrossRestartsAndTerms:
         db, vms, clock = Database(tmp_path / "state.db"), FakeVms(), VirtualClock(NOW)
         vms.add(1, RAW.name, RAW.path, hard=100 * TIB, used=10 * TIB)
         first, second = Replica(db, vms, clock, leads=True), Replica(db, vms, clock, leads=False)
-
-        async def cycles(count: int, unconfirmed: frozenset[str] = frozenset()) -> None:
-            for _ in range(count):
-                await second.cycle(unconfirmed)
-                await first.cycle(unconfirmed)
-                clock.advance(60)
+        cycles = Alternating(first, second, clock)
 
         await cycles(2)
         first.leadership.leads, second.leadership.leads = False, True
@@ -884,7 +892,43 @@ class TestViews:
 MANAGED = "/jobs/managed"
 
 
-class BusyViews:
+class ResourceClient:
+    """The part of a fake VMS client (what `client_factory` returns) that does not vary: `client[resource]`
+    picks the resource the next `get` or `post` is of, and every POST is recorded in `posted` and
+    answered with id 100. Subclasses answer `get`."""
+
+    def __init__(self) -> None:
+        self.posted: list[dict[str, Any]] = []
+        self._resource = ""
+
+    def __getitem__(self, resource: str) -> Self:
+        self._resource = resource
+        return self
+
+    def post(self, **fields: Any) -> Any:
+        self.posted.append({"resource": self._resource, **fields})
+        return {"id": 100, **fields}
+
+
+async def ensure_managed_view(client: ResourceClient, tmp_path: Path, executor: ThreadPoolExecutor,
+                              vast: dict[str, Any]) -> tuple[str, VmsTransport]:
+    """`Actuator.ensure_view` of the managed view (MANAGED, cluster c1, enforce mode) through a
+    `VmsWriter` on a transport to `client` with these `[vast]` settings: what it did, and the transport."""
+    clock = InstantClock()
+    base = load_settings(None, clusters=[{"name": "c1", "address": "vms.invalid", "token": "t"}], vast=vast)
+    transport = VmsTransport(base.clusters[0], base.vast, clock, executor, client_factory=lambda *_: client)
+    settings = Settings(clusters=({"name": "c1", "address": "vms.invalid", "token": "t"},),  # type: ignore[arg-type]
+                        policy={"mode": "enforce"},  # type: ignore[arg-type]
+                        views=({"path": MANAGED},))  # type: ignore[arg-type]
+    db = Database(tmp_path / "state.db")
+    try:
+        actuator = Actuator(settings, ActionStore(db), clock, SoleLeadership(["c1"]))
+        return await actuator.ensure_view("c1", settings.views[0], VmsWriter(transport)), transport
+    finally:
+        db.close()
+
+
+class BusyViews(ResourceClient):
     """A VMS client (what `client_factory` returns) on a busy cluster: after each page 1 of
     `views` is served the oldest view is deleted (a pipeline removing a finished job's view), so
     `count` moves under every listing and the pages shift back by one. The managed view exists
@@ -892,16 +936,11 @@ class BusyViews:
     VMS and the simulator do); otherwise it is ignored."""
 
     def __init__(self, *, filters_by_path: bool) -> None:
+        super().__init__()
         paths = ["/jobs/0", "/jobs/1", "/jobs/2", "/jobs/3", MANAGED, "/jobs/5", "/jobs/6", "/jobs/7"]
         self.views = [{"id": i, "name": p.strip("/").replace("/", "-"), "path": p} for i, p in enumerate(paths)]
         self.filters_by_path = filters_by_path
         self.view_requests: list[dict[str, Any]] = []
-        self.posted: list[dict[str, Any]] = []
-        self._resource = ""
-
-    def __getitem__(self, resource: str) -> BusyViews:
-        self._resource = resource
-        return self
 
     def get(self, **params: Any) -> Any:
         if self._resource == "views":
@@ -919,17 +958,6 @@ class BusyViews:
             return {"count": 1, "next": None, "results": [{"id": 1, "name": "default"}]}
         raise AssertionError(self._resource)
 
-    def post(self, **fields: Any) -> Any:
-        self.posted.append({"resource": self._resource, **fields})
-        return {"id": 100, **fields}
-
-
-@pytest.fixture
-def executor() -> Iterator[ThreadPoolExecutor]:
-    pool = ThreadPoolExecutor(max_workers=2)
-    yield pool
-    pool.shutdown(wait=True)
-
 
 class TestViewsOnABusyCluster:
     """Review r9 defect 1: a listing whose `count` still moved after two restarts is taken (for
@@ -941,19 +969,8 @@ class TestViewsOnABusyCluster:
 
     @staticmethod
     async def ensure_view(client: BusyViews, tmp_path: Path, executor: ThreadPoolExecutor) -> tuple[str, VmsTransport]:
-        clock = InstantClock()
-        base = load_settings(None, clusters=[{"name": "c1", "address": "vms.invalid", "token": "t"}],
-                             vast={"backoff_base_seconds": 1, "max_retries": 2, "page_size": 2})
-        transport = VmsTransport(base.clusters[0], base.vast, clock, executor, client_factory=lambda *_: client)
-        settings = Settings(clusters=({"name": "c1", "address": "vms.invalid", "token": "t"},),  # type: ignore[arg-type]
-                            policy={"mode": "enforce"},  # type: ignore[arg-type]
-                            views=({"path": MANAGED},))  # type: ignore[arg-type]
-        db = Database(tmp_path / "state.db")
-        try:
-            actuator = Actuator(settings, ActionStore(db), clock, SoleLeadership(["c1"]))
-            return await actuator.ensure_view("c1", settings.views[0], VmsWriter(transport)), transport
-        finally:
-            db.close()
+        return await ensure_managed_view(client, tmp_path, executor,
+                                         vast={"backoff_base_seconds": 1, "max_retries": 2, "page_size": 2})
 
     async def test_a_view_hidden_by_a_page_shift_is_not_created_again(
             self, tmp_path: Path, executor: ThreadPoolExecutor) -> None:

@@ -340,13 +340,19 @@ class TestAlertmanagerAfterAnOutage:
     resolved, until its `endsAt` (up to 48 h). What Alertmanager holds must not depend on which
     notifications were delivered."""
 
-    async def test_an_escalation_superseded_by_its_resolve_leaves_nothing_firing(self, tmp_path: Path) -> None:
+    @staticmethod
+    async def warning_delivered(tmp_path: Path) -> tuple[AlertingStage, ListSink, VirtualClock]:
+        """A stage (no log sink) whose utilization warning fired at T0 and was delivered to the sink."""
         settings = settings_for(tmp_path, log_sink=False)
         sink = ListSink()
         clock = VirtualClock(T0)
         stage = AlertingStage(settings, Database(settings.store.path), clock, sinks=[sink])
         await stage.on_cycle(ctx_with(0.85))                 # the warning fires, delivered
         await deliver_all(stage)
+        return stage, sink, clock
+
+    async def test_an_escalation_superseded_by_its_resolve_leaves_nothing_firing(self, tmp_path: Path) -> None:
+        stage, sink, clock = await self.warning_delivered(tmp_path)
         clock.advance(60)                                    # Alertmanager unreachable: both queue up
         await stage.on_cycle(ctx_with(0.95, now=T0 + 60))    # critical, previous_severity=warning
         clock.advance(60)
@@ -357,12 +363,7 @@ class TestAlertmanagerAfterAnOutage:
         assert alertmanager_firing(sink.received, T0 + 3600) == []
 
     async def test_an_escalation_superseded_by_its_resend_ends_the_warning(self, tmp_path: Path) -> None:
-        settings = settings_for(tmp_path, log_sink=False)
-        sink = ListSink()
-        clock = VirtualClock(T0)
-        stage = AlertingStage(settings, Database(settings.store.path), clock, sinks=[sink])
-        await stage.on_cycle(ctx_with(0.85))                 # the warning fires, delivered
-        await deliver_all(stage)
+        stage, sink, clock = await self.warning_delivered(tmp_path)
         clock.advance(60)
         await stage.on_cycle(ctx_with(0.95, now=T0 + 60))    # the escalation queues (receiver down)
         clock.advance(4 * 3600)

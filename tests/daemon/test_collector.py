@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,13 +22,6 @@ from quotapilot.daemon.vms.collector import BANDWIDTH_PROPS, VmsPoller
 from quotapilot.daemon.vms.errors import VmsRefused, VmsUnavailable
 from quotapilot.forecasting.planner import TIB, net_of_overcommit
 from quotapilot.forecasting.types import POOL_TARGET, TargetKind
-
-
-@pytest.fixture
-def executor() -> Iterator[ThreadPoolExecutor]:
-    pool = ThreadPoolExecutor(max_workers=2)
-    yield pool
-    pool.shutdown(wait=True)
 
 
 def make_collector(settings: Settings, clock: InstantClock, executor: ThreadPoolExecutor,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_actuator import NOW, RAW, TIB, FakeVms, Replica
+from test_actuator import NOW, RAW, TIB, Alternating, FakeVms, Replica
 
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.store.db import Database
@@ -22,12 +22,7 @@ async def test_a_pause_of_a_quota_that_took_a_renamed_quotas_old_name_under_anot
     vms.add(1, RAW.name, RAW.path, hard=100 * TIB, used=10 * TIB)
     first, second = Replica(db, vms, clock, leads=True, mode="enforce"), Replica(db, vms, clock, leads=False,
                                                                                   mode="enforce")
-
-    async def cycles(count: int, unconfirmed: frozenset[str] = frozenset()) -> None:
-        for _ in range(count):
-            await second.cycle(unconfirmed)
-            await first.cycle(unconfirmed)
-            clock.advance(60)
+    cycles = Alternating(first, second, clock)
 
     await cycles(2)
     first.leadership.leads, second.leadership.leads = False, True  # the lease passes to instance 2

@@ -8,7 +8,7 @@ pauses, audits and exports each under its own name, and writes to VMS by the quo
 from __future__ import annotations
 
 import tomllib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -40,13 +40,6 @@ async def sim(clock: InstantClock) -> AsyncIterator[SimulatorServer]:
     """The two-tenant cluster (in place of conftest's cosmos7: `make_settings` points at it)."""
     async with SimulatorServer(TWO_TENANTS, clock=clock, seed=0) as server:
         yield server
-
-
-@pytest.fixture
-def executor() -> Iterator[ThreadPoolExecutor]:
-    pool = ThreadPoolExecutor(max_workers=2)
-    yield pool
-    pool.shutdown(wait=True)
 
 
 def scratch(sim: SimulatorServer, tenant: str) -> QuotaRecord:

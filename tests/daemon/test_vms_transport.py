@@ -10,10 +10,10 @@ import ssl
 import struct
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import urllib3
@@ -35,12 +35,7 @@ from quotapilot.daemon.vms.errors import (
 )
 from quotapilot.daemon.vms.transport import Endpoint, VmsClient, VmsTransport, make_client, retry_policy
 
-
-@pytest.fixture
-def executor() -> Iterator[ThreadPoolExecutor]:
-    pool = ThreadPoolExecutor(max_workers=2)
-    yield pool
-    pool.shutdown(wait=True)
+E = TypeVar("E", bound=BaseException)
 
 
 class TestVastpyContract:
@@ -265,6 +260,18 @@ class TlsPeer:
         self.listener.close()
 
 
+async def failed_patch(peer: TlsPeer, clock: InstantClock, executor: ThreadPoolExecutor, raises: type[E], *,
+                       max_retries: int = 0) -> pytest.ExceptionInfo[E]:
+    """PATCH quotas/1 through a transport to `peer`, which must raise `raises`; the peer is closed after."""
+    try:
+        transport = peer.transport(clock, executor, max_retries=max_retries)
+        with pytest.raises(raises) as info:
+            await transport.call("PATCH quotas/1", lambda client: client["quotas/1"].patch(hard_limit=10**15))
+    finally:
+        peer.close()
+    return info
+
+
 class TestTlsFailures:
     """Review r5 defect 2: only a certificate we do not accept is a TLS refusal. urllib3 raises
     the same `SSLError` for a TLS record that fails while the answer is read — after the request
@@ -282,12 +289,7 @@ class TestTlsFailures:
     async def test_a_tls_failure_after_the_request_went_out_leaves_a_write_unknown(
             self, tmp_path: Path, clock: InstantClock, executor: ThreadPoolExecutor) -> None:
         peer = TlsPeer(make_certificates(tmp_path), ("corrupt",))
-        try:
-            transport = peer.transport(clock, executor)
-            with pytest.raises(VmsUnavailable) as info:
-                await transport.call("PATCH quotas/1", lambda client: client["quotas/1"].patch(hard_limit=10**15))
-        finally:
-            peer.close()
+        info = await failed_patch(peer, clock, executor, VmsUnavailable)
         assert peer.requests == [b"PATCH /api/latest/quotas/1/ HTTP/1.1"]  # the VMS has the write
         assert (info.value.reason, info.value.outcome_unknown) == ("tls", True)
 
@@ -345,12 +347,7 @@ class TestTlsFailures:
         """Nothing was sent, and the next try would fail alike: refused at once, not retried,
         and a refusal of a write that says nothing of it can land."""
         peer = TlsPeer(make_certificates(tmp_path), (answer,))
-        try:
-            transport = peer.transport(clock, executor, max_retries=2)
-            with pytest.raises(VmsRefused) as info:
-                await transport.call("PATCH quotas/1", lambda client: client["quotas/1"].patch(hard_limit=10**15))
-        finally:
-            peer.close()
+        info = await failed_patch(peer, clock, executor, VmsRefused, max_retries=2)
         assert (peer.connections, peer.requests, clock.slept) == (1, [], [])
         assert (info.value.reason, info.value.after_lost_answer) == ("tls", False)
         assert str(info.value).startswith("TLS handshake refused: ")
@@ -361,12 +358,7 @@ class TestTlsFailures:
         land, so the 401 answering the retry of the PATCH is a first refusal (the actuator
         judges the write `failed` on its re-read, not `unknown`)."""
         peer = TlsPeer(make_certificates(tmp_path), ("cut", "unauthorized"))
-        try:
-            transport = peer.transport(clock, executor, max_retries=1)
-            with pytest.raises(VmsRefused) as info:
-                await transport.call("PATCH quotas/1", lambda client: client["quotas/1"].patch(hard_limit=10**15))
-        finally:
-            peer.close()
+        info = await failed_patch(peer, clock, executor, VmsRefused, max_retries=1)
         assert (peer.connections, peer.requests, len(clock.slept)) == (2, [b"PATCH /api/latest/quotas/1/ HTTP/1.1"], 1)
         assert (info.value.reason, info.value.after_lost_answer) == ("auth", False)
 

@@ -243,6 +243,18 @@ class FailingLeases(LeaseStore):
         return super().acquire(cluster, holder, now=now, ttl_seconds=ttl_seconds)
 
 
+def supervised_leader(leases: LeaseStore) -> tuple[VirtualClock, Supervisor, LeaseLeadership]:
+    """Instance "a" leading CLUSTERS on `leases` (15 s leases, renewed every 5 s) on a fresh
+    virtual clock, its status the `leases` task's of a supervisor: the task registered, not
+    started (the test steps the rounds)."""
+    clock = VirtualClock()
+    supervisor = Supervisor(shutdown_timeout_seconds=1)
+    a = LeaseLeadership(leases, CLUSTERS, clock, instance_name="a", lease_seconds=15, renew_seconds=5,
+                        status=supervisor.status("leases"))
+    supervisor.add("leases", a.run)  # registered, not started: the test steps the rounds
+    return clock, supervisor, a
+
+
 class FailingMembers(MemberStore):
     """A membership whose read of the live members raises (once `broken`) what no store error
     handler expects: a round that fails outside any one cluster's lease."""
@@ -401,12 +413,8 @@ class TestLeaseLoopSurvives:
         latest error and since the streak's first failure (/healthz 503, the `daemon` alert
         critical), and is healthy again once a round works. Logged once per failure streak,
         with the traceback."""
-        clock = VirtualClock()
-        supervisor = Supervisor(shutdown_timeout_seconds=1)
         leases = FailingLeases(open_store())
-        a = LeaseLeadership(leases, CLUSTERS, clock, instance_name="a", lease_seconds=15, renew_seconds=5,
-                            status=supervisor.status("leases"))
-        supervisor.add("leases", a.run)  # registered, not started: the test steps the rounds
+        clock, supervisor, a = supervised_leader(leases)
 
         def healthz() -> HealthReport:
             return health_report({}, supervisor.crashes, PollSettings(), now=clock.now(), mode=None)
@@ -449,12 +457,8 @@ class TestLeaseLoopSurvives:
         (for_seconds 0) that resolved at the next check. A streak shorter than a lease (the time
         a standby's takeover takes anyway) is no failing task, and a round that works ends it:
         the next streak starts from nothing."""
-        clock = VirtualClock()
-        supervisor = Supervisor(shutdown_timeout_seconds=1)
         leases = FailingLeases(open_store())
-        a = LeaseLeadership(leases, CLUSTERS, clock, instance_name="a", lease_seconds=15, renew_seconds=5,
-                            status=supervisor.status("leases"))
-        supervisor.add("leases", a.run)  # registered, not started: the test steps the rounds
+        clock, supervisor, a = supervised_leader(leases)
         await a._round()
         for _ in range(2):  # two streaks of three failed rounds, 10 s each, a working round between
             leases.failing.add("c2")
@@ -478,13 +482,9 @@ class TestLeaseLoopSurvives:
         and fire them again after the outage), and a streak that began before the outage goes on
         after it, since its first failure, as its log does (one `lease_round.failed`, no
         `recovered`). Only a round that works clears it."""
-        clock = VirtualClock()
-        supervisor = Supervisor(shutdown_timeout_seconds=1)
         plug = Unplugged(open_store())
         leases = FailingLeases(plug)
-        a = LeaseLeadership(leases, CLUSTERS, clock, instance_name="a", lease_seconds=15, renew_seconds=5,
-                            status=supervisor.status("leases"))
-        supervisor.add("leases", a.run)  # registered, not started: the test steps the rounds
+        clock, supervisor, a = supervised_leader(leases)
         failing = "task leases keeps failing: c2: RuntimeError: not a store error"
         outage = "store: PostgreSQL at test unavailable"
 
