@@ -17,7 +17,11 @@ filesystem's name or path too):
   whose filesystem cannot be re-read, may have done its work (`lvextend -r` extends the volume,
   then its resize is killed): `unknown`, which counts as a growth for the cooldown and the rate
   limit, as a quota PATCH whose answer was lost — so a relative `-L +{grow_bytes}B` is not run
-  again at the next poll. Every outcome is audited and goes into the cycle's actions, so alerts
+  again at the next poll. A `failed` command starts the cooldown too (not counted as a growth):
+  a non-zero exit may follow part of the work (`lvextend` extended the volume, then `-r`'s
+  resize failed), and a program that cannot run will not be found at the next poll either; it
+  runs again once the cooldown is over, its critical `growth_failed` firing meanwhile. Every
+  outcome is audited and goes into the cycle's actions, so alerts
   (`growth_*`) and events see it as they see a quota's.
 
 The guards a quota's growth passes hold a filesystem's too, with the same names, audit rows
@@ -176,14 +180,15 @@ class FilesystemGrowthStage:
             ctx.actions.append(outcome)
 
     def _cycle_input(self, now: float, prune: bool) -> tuple[dict[tuple[str, Dimension], float], list[Override]]:
-        """The last growth of each filesystem (the cooldown's start) and the overrides in force (the
+        """The last growth or failed command of each filesystem (the cooldown's start) and the overrides in force (the
         kill switch and the pauses), read once per cycle (store reads: runs in a thread). With
         `prune`, the audit retention of the filesystems' rows first: their `unknown` rows are never
         settled (the quota growth stage's pruning keeps open rows, and runs only with a cluster)."""
         if prune:
             self.actions.prune(now - self.settings.store.audit_retention_seconds, cluster=FILESYSTEM_CLUSTER,
                                open_rows=True)
-        return self.actions.last_growth_at(FILESYSTEM_CLUSTER), self.overrides.active(now)
+        return (self.actions.last_growth_at(FILESYSTEM_CLUSTER, also=(str(ActionStatus.FAILED),)),
+                self.overrides.active(now))
 
     async def _hold(self, decision: Decision, mode: str) -> ActionOutcome:
         """A growth a guard holds: `paused` (kill switch, pause) or `blocked`, audited with its
@@ -236,8 +241,11 @@ class FilesystemGrowthStage:
             raise
         end = self.clock.now()
         await asyncio.to_thread(self.actions.mark, action_id, str(status), end, reason, command=argv)
-        event = {ActionStatus.VERIFIED: "filesystem.grown", ActionStatus.UNKNOWN: "filesystem.growth_unknown"}
-        log.info(event.get(status, "filesystem.growth_failed"), target=target.name, status=str(status), reason=reason)
+        if status is ActionStatus.VERIFIED:
+            log.info("filesystem.grown", target=target.name, status=str(status), reason=reason)
+        else:
+            event = "filesystem.growth_unknown" if status is ActionStatus.UNKNOWN else "filesystem.growth_failed"
+            log.warning(event, target=target.name, status=str(status), reason=reason)
         return ActionOutcome(obs.target, Dimension.BYTES, status, end, reason, old_hard=obs.hard_limit_bytes,
                              new_hard=after if after is not None else recommendation.new_size_bytes,
                              action_id=action_id)

@@ -208,10 +208,12 @@ class ActionStore:
         return [ActionRecord.from_row(r) for r in
                 self.db.query("SELECT * FROM actions WHERE updated_at >= ? ORDER BY id", (since,))]
 
-    def last_growth_at(self, cluster: str, mode: str | None = None) -> dict[tuple[str, Dimension], float]:
-        """When each series of `cluster` last grew (or would have): (target name, dimension) → time."""
+    def last_growth_at(self, cluster: str, mode: str | None = None,
+                       also: Sequence[str] = ()) -> dict[tuple[str, Dimension], float]:
+        """When each series of `cluster` last grew (or would have; or ended in one of the statuses
+        `also`): (target name, dimension) → time."""
         return {(r["target"], Dimension(r["dimension"])): float(r["t"])
-                for r in self._last_growths(cluster, mode, "target")}
+                for r in self._last_growths(cluster, mode, "target", also)}
 
     def last_growth_by_quota(self, cluster: str,
                              mode: str | None = None) -> dict[tuple[int | None, str, Dimension], float]:
@@ -220,11 +222,13 @@ class ActionStore:
         return {(r["quota_id"], r["path"], Dimension(r["dimension"])): float(r["t"])
                 for r in self._last_growths(cluster, mode, "quota_id, path")}
 
-    def _last_growths(self, cluster: str, mode: str | None, key: str) -> list[Row]:
-        """The latest counted action of `cluster` per `key` columns and dimension."""
+    def _last_growths(self, cluster: str, mode: str | None, key: str, also: Sequence[str] = ()) -> list[Row]:
+        """The latest counted action (or one in a status of `also`) of `cluster` per `key` columns
+        and dimension."""
+        statuses = (*COUNTED, *also)
         sql = (f"SELECT {key}, dimension, MAX(created_at) AS t FROM actions WHERE cluster = ?"
-               f" AND status IN ({', '.join('?' * len(COUNTED))})")
-        params: list[object] = [cluster, *COUNTED]
+               f" AND status IN ({', '.join('?' * len(statuses))})")
+        params: list[object] = [cluster, *statuses]
         if mode is not None:
             sql += " AND mode = ?"
             params.append(mode)

@@ -598,6 +598,46 @@ class TestKilledCommandStartsACooldown:
         assert [(str(o.status), o.action_id) for o in ctx.settled] == [("unknown", 1)]   # its `result` event
 
 
+class TestAFailedCommandWaitsForTheCooldown:
+    """A growth command that exits non-zero may have done part of its work (`lvextend -r`
+    extends the volume, then its resize fails; the filesystem's size does not show it): recorded
+    `failed`, it started no cooldown, and the next poll ran it again — with the README's own
+    relative `lvextend -L +{grow_bytes}B`, each poll took another `grow_bytes` of the volume group
+    (CHANGELOG "Known" until 2026-12-05). A failed command now counts for the cooldown as a
+    killed one does: run once, alerted critical once, run again after the cooldown."""
+
+    async def test_a_command_that_exits_non_zero_is_not_run_again_at_the_next_poll(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ran.txt"
+        command = [sys.executable, "-c", f"open({str(marker)!r}, 'a').write('ran\\n'); raise SystemExit(5)"]
+        settings = guarded_settings(tmp_path, command=command, overrides=STEP_1GIB)
+        clock = VirtualClock()
+        full = statvfs_of(size=100 * GIB, used=85 * GIB, fsid=1)
+        async with Daemon(settings, clock) as daemon:
+            with capture_logs() as logs:
+                first, *inside = await polls(daemon, clock, Sequenced(full), [full] * 4)   # 5 min apart
+            rows_inside = audit_rows(daemon)
+            clock.advance(settings.policy.cooldown_seconds)
+            [after] = await polls(daemon, clock, Sequenced(full), [full])
+        assert [str(a.status) for a in first.actions] == ["failed"] and "exited 5" in first.actions[0].reason
+        assert [[str(a.status) for a in ctx.actions] for ctx in inside] == [[], [], []]
+        assert rows_inside == [("failed", None)]
+        # paged once, and firing while the command waits (no resolve: it has not grown)
+        assert alert_events(logs, "filesystems/nas/growth_failed") == ["alert.raised"]
+        assert [e["log_level"] for e in logs if e["event"] == "filesystem.growth_failed"] == ["warning"]
+        # the cooldown over: tried again (and failing again, audited again)
+        assert runs(marker) == 2 and [str(a.status) for a in after.actions] == ["failed"]
+
+    async def test_a_program_that_cannot_run_is_not_tried_every_poll(self, tmp_path: Path) -> None:
+        settings = guarded_settings(tmp_path, command=[str(tmp_path / "no-such-program")], overrides=STEP_1GIB)
+        clock = VirtualClock()
+        full = statvfs_of(size=100 * GIB, used=85 * GIB, fsid=1)
+        async with Daemon(settings, clock) as daemon:
+            first, second = await polls(daemon, clock, Sequenced(full), [full, full])
+            rows = audit_rows(daemon)
+        assert [str(a.status) for a in first.actions] == ["failed"] and "cannot run" in first.actions[0].reason
+        assert (second.actions, rows) == ([], [("failed", None)])
+
+
 class TestRowsOfOtherHostsAndOldRows:
     """A fleet shares the store, and each host acts for its own `[[filesystems]]`: `open()` marked
     every `running` row of the `filesystems` pseudo-cluster `unknown` — another live host's row
