@@ -6,6 +6,10 @@ from __future__ import annotations
 import math
 import re
 
+from quotapilot.forecasting.words import format_bytes, format_duration, format_limit
+
+__all__ = ["format_bytes", "format_duration", "format_limit", "parse_bytes", "parse_duration"]
+
 _BYTE_UNITS: dict[str, int] = {
     "": 1, "b": 1,
     "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15, "eb": 10**18,
@@ -51,36 +55,3 @@ def parse_duration(value: object) -> float:
     if not match or match.group(2).lower() not in _DURATION_UNITS:
         raise ValueError(f"not a duration: {value!r} (e.g. 90, '15m', '24h', '7d')")
     return float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
-
-
-def format_bytes(n: float) -> str:
-    """Bytes in binary units, 3 significant digits: 1.50 TiB."""
-    sign = "-" if n < 0 else ""
-    n = abs(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{sign}{n:.0f} {unit}" if unit == "B" else f"{sign}{n:.3g} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def format_limit(n: float, dimension: str) -> str:
-    """A limit as people read it: bytes in binary units (`format_bytes`), an inode limit
-    (`dimension` "inodes") as the count of files it is."""
-    return f"{n:,.0f} files" if dimension == "inodes" else format_bytes(n)
-
-
-def format_duration(seconds: float | None) -> str:
-    """Seconds in words for humans: '3d 4h', '45m', 'never'."""
-    if seconds is None:
-        return "never"
-    if seconds < 0:
-        return "now"
-    days, rest = divmod(int(seconds), 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m"

@@ -34,6 +34,7 @@ import numpy as np
 
 from quotapilot.forecasting.runway import runways_of_paths
 from quotapilot.forecasting.types import QUANTILES, Forecast, Runway
+from quotapilot.forecasting.words import format_bytes
 
 DAY = 86400.0
 TB = 10**12
@@ -269,10 +270,12 @@ def filesystem_growth(*, used_bytes: int, size_bytes: int, forecast: Forecast | 
     if grow <= 0:
         return GrowthRecommendation(grow_bytes=0, new_size_bytes=size_bytes, wanted_size_bytes=size_bytes + wanted,
                                     guard="max_hard_limit",
-                                    reason=f"at max_hard_limit {max_hard_limit_bytes}: cannot grow; {why}")
+                                    reason=f"at max_hard_limit {format_bytes(max_hard_limit_bytes)}: cannot grow; "
+                                           f"{why}")
     sizing = f"keep p90 under {target_utilization:.0%} for {horizon_seconds / 3600:g} h"
-    sized = (f"+{grow} bytes {sizing}" if grow == wanted else
-             f"+{grow} bytes (capped by max_growth_bytes / max_hard_limit_bytes: +{wanted} would {sizing})")
+    sized = (f"+{format_bytes(grow)} to {sizing}" if grow == wanted else
+             f"+{format_bytes(grow)} (capped by max_growth_bytes / max_hard_limit_bytes: +{format_bytes(wanted)} "
+             f"would {sizing})")
     return GrowthRecommendation(grow_bytes=grow, new_size_bytes=size_bytes + grow,
                                 wanted_size_bytes=size_bytes + wanted, reason=f"{why}; {sized}")
 

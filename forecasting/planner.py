@@ -43,6 +43,7 @@ from quotapilot.forecasting.types import (
     TargetId,
     TargetKind,
 )
+from quotapilot.forecasting.words import format_bytes, format_duration, format_limit
 
 TIB = 2**40
 
@@ -229,7 +230,8 @@ def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
         if state.used < 0.5 * policy.grow_at * state.hard and wanted * 2 <= state.hard:
             numbers["suggested_hard"] = wanted
             return made(DecisionKind.SHRINK_CANDIDATE,
-                        f"{basis}: peak demand over the horizon needs only {wanted} of {state.hard}",
+                        f"{basis}: peak demand over the horizon needs only {format_limit(wanted, state.dimension)} of "
+                        f"{format_limit(state.hard, state.dimension)}",
                         urgency_seconds=urgency)
         return made(DecisionKind.NONE, f"{basis}: stays under grow_at {policy.grow_at:.2f} within lead time",
                     urgency_seconds=urgency)
@@ -239,10 +241,11 @@ def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
     new_hard = min(new_hard, state.hard + max_growth, max_hard)
     numbers["wanted_hard"] = wanted_hard
     if new_hard <= state.hard:
-        return made(DecisionKind.BLOCKED, f"at max_hard_limit {max_hard}: cannot grow",
+        return made(DecisionKind.BLOCKED, f"at max_hard_limit {format_limit(max_hard, state.dimension)}: cannot grow",
                     urgency_seconds=urgency, guard="max_hard_limit")
     new_soft = _soft_for(state.soft, state.hard, new_hard)
-    trigger = "at or above grow_at now" if crossing <= now else f"p90 reaches grow_at in {crossing - now:.0f}s"
+    trigger = ("at or above grow_at now" if crossing <= now
+               else f"p90 reaches grow_at in {format_duration(crossing - now)}")
     capped = " (capped)" if new_hard < wanted_hard else ""
     return made(DecisionKind.GROW,
                 f"{basis}: {trigger}; sized for {policy.target_utilization:.2f} over the horizon{capped}",
@@ -324,7 +327,8 @@ def _below_usage(decision: Decision) -> Decision:
     if decision.kind is DecisionKind.GROW and decision.new_hard is not None \
             and decision.current_used is not None and decision.new_hard < decision.current_used:
         return _blocked(decision, "below_usage",
-                        f"new hard limit {decision.new_hard} is below usage {decision.current_used}")
+                        f"new hard limit {format_limit(decision.new_hard, decision.dimension)} is below usage "
+                        f"{format_limit(decision.current_used, decision.dimension)}")
     return decision
 
 
@@ -383,7 +387,8 @@ def plan_cycle(cycle: CycleInput) -> tuple[Decision, ...]:
                 if trimmed is None:
                     decisions.append(_blocked(
                         decision, "cluster_reserve",
-                        f"cluster reserve: {max(room, 0)} bytes of room left this cycle, needs {decision.growth}"))
+                        f"cluster reserve: {format_bytes(max(room, 0))} of room left this cycle, needs "
+                        f"{format_bytes(decision.growth)}"))
                     continue
                 decision = trimmed
         decision = _below_usage(decision)  # after any cap or trim, before it takes room or budget
@@ -462,7 +467,7 @@ def _trim_to_room(decision: Decision, room: int) -> Decision | None:
     return replace(decision, new_hard=new_hard,
                    new_soft=_soft_for(decision.current_soft, decision.current_hard, new_hard),
                    guard="cluster_reserve",
-                   reason=f"trimmed by the cluster reserve to +{fit} bytes; {decision.reason}")
+                   reason=f"trimmed by the cluster reserve to +{format_bytes(fit)}; {decision.reason}")
 
 
 # -------------------------------------------------------------------------- the baseline

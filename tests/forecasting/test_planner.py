@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from hypothesis import given, settings
@@ -226,6 +227,23 @@ class TestPlanCycle:
         assert decisions["b"].growth == 30 * TIB
         assert decisions["a"].kind == DecisionKind.BLOCKED
         assert decisions["a"].guard == "cluster_reserve"
+
+    def test_reasons_read_in_units_an_on_call_engineer_reads(self) -> None:
+        """SRE walkthrough (2026-12-05): a reason is what `growth_blocked`'s page and the audit say,
+        and it read "cluster reserve: 0 bytes of room left this cycle, needs 16179488366592" and
+        "p90 reaches grow_at in 123456s". Amounts are in binary units (files for inodes), times in
+        days and hours; the exact figures stay in the decision's fields and `numbers`."""
+        calm = self.hot("a", used=76 * TIB)
+        urgent = self.hot("b", used=95 * TIB, recent_rate_per_second={Dimension.BYTES: TIB / HOUR})
+        decisions = {d.target.name: d for d in plan_cycle(self.cycle(calm, urgent, free=1030 * TIB))}
+        assert decisions["b"].reason.startswith("trimmed by the cluster reserve to +30 TiB; ")
+        assert decisions["a"].reason.startswith("cluster reserve: 0 B of room left this cycle, needs ")
+        obs = replace(quota("a", 10 * TIB, 100 * TIB), used_inodes=900_000, hard_limit_inodes=1_000_000)
+        [inodes] = [d for d in plan_cycle(self.cycle(TargetInput(observation=obs, policy=GrowthPolicy(
+            max_hard_limit_inodes=1_000_000)))) if d.dimension is Dimension.INODES]
+        assert "at max_hard_limit 1,000,000 files" in inodes.reason
+        for decision in [*decisions.values(), inodes]:
+            assert not re.search(r"\d{7,}(?![\d,])", decision.reason), decision.reason
 
     def test_unknown_capacity_blocks_byte_growth(self) -> None:
         (decision,) = plan_cycle(CycleInput(now=NOW, targets=(self.hot("a"),), capacity=None))

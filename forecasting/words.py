@@ -1,0 +1,37 @@
+"""Amounts and durations as people read them, for reasons, alerts and the command line: bytes in
+binary units, an inode limit as a count of files, seconds as '3d 4h'. Pure."""
+
+from __future__ import annotations
+
+
+def format_bytes(n: float) -> str:
+    """Bytes in binary units, 3 significant digits: 1.50 TiB."""
+    sign = "-" if n < 0 else ""
+    n = abs(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{sign}{n:.0f} {unit}" if unit == "B" else f"{sign}{n:.3g} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_limit(n: float, dimension: str) -> str:
+    """A limit as people read it: bytes in binary units (`format_bytes`), an inode limit
+    (`dimension` "inodes") as the count of files it is."""
+    return f"{n:,.0f} files" if dimension == "inodes" else format_bytes(n)
+
+
+def format_duration(seconds: float | None) -> str:
+    """Seconds in words for humans: '3d 4h', '45m', 'never'."""
+    if seconds is None:
+        return "never"
+    if seconds < 0:
+        return "now"
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m"
