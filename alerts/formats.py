@@ -50,7 +50,10 @@ def to_alertmanager(payload: dict[str, Any]) -> list[dict[str, Any]]:
     alerts only if the group's last notification had firing ones. Where a route's `group_by` puts
     both severities in one group (no `severity` in it) and the receiver has `send_resolved`, it
     is listed among that group's resolved alerts, and a group with firing alerts is notified once
-    more when such an alert joins it that its last notification did not list."""
+    more when such an alert joins it that its last notification did not list.
+
+    The payload's `labels` (a quota's `quota_state`) are annotations here, except an event's: they
+    change within an episode, and as labels each value was another alert."""
     labels = {
         "alertname": alertname(payload["kind"]),
         "alert_id": payload["id"],
@@ -60,8 +63,13 @@ def to_alertmanager(payload: dict[str, Any]) -> list[dict[str, Any]]:
         "target": payload["target"],
         "path": payload["path"],
     }
-    labels.update({str(k): str(v) for k, v in (payload.get("labels") or {}).items()})
     annotations = {"summary": payload["summary"], "dedup_key": payload["dedup_key"]}
+    # the payload's labels say what the alert is now (a quota's state): labels of an alert that
+    # stays one through its episode would make each state another Alertmanager alert, which no
+    # later post ends; an event is its own alert, and keeps them as labels (routing on `holder`)
+    extra = {str(k): str(v) for k, v in (payload.get("labels") or {}).items()}
+    (labels if payload.get("event") else annotations).update(
+        {k: v for k, v in extra.items() if k not in labels and k not in annotations})
     if payload.get("runway_text"):
         annotations["runway"] = payload["runway_text"]
     if payload.get("value") is not None:

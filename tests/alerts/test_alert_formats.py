@@ -115,6 +115,39 @@ class TestAlertmanager:
         assert body[0]["labels"] | {"severity": "warning"} == body[1]["labels"]
         assert body[0]["annotations"] == body[1]["annotations"]
 
+    def test_a_quota_state_change_ends_the_earlier_state_in_alertmanager(self) -> None:
+        """CHANGELOG "Known" until 2026-12-05: `quota_state` carried the quota's state
+        (`SOFT_EXCEEDED`, `HARD_EXCEEDED`) as a label, so each state was another Alertmanager
+        alert, and the post that escalated to HARD_EXCEEDED (or the resolve) ended only
+        `{severity="warning", quota_state="HARD_EXCEEDED"}`: the SOFT_EXCEEDED warning stayed
+        firing until its `endsAt`, up to 48 h. What describes an alert's current state is an
+        annotation; its labels are its identity, the same through the episode (an event's labels
+        stay: each is its own alert)."""
+        def state_note(severity: Severity, status: Status, state: str,
+                       previous: Severity | None = None) -> Notification:
+            return replace(note(severity, status, previous=previous), kind="quota_state",
+                           alert_id="cosmos7/cosmos7-raw/quota_state", dedup_key="cosmos7/cosmos7-raw/quota_state#1",
+                           labels=(("quota_state", state),))
+        soft = validated(to_alertmanager(state_note(Severity.WARNING, Status.FIRING, "SOFT_EXCEEDED").payload(
+            expires_after_seconds=48 * 3600)))
+        hard = validated(to_alertmanager(state_note(Severity.CRITICAL, Status.FIRING, "HARD_EXCEEDED",
+                                                    Severity.WARNING).payload(expires_after_seconds=8 * 3600)))
+        resolved = validated(to_alertmanager(state_note(Severity.CRITICAL, Status.RESOLVED, "OK").payload()))
+        ended = {json.dumps(a["labels"], sort_keys=True) for body in (hard, resolved) for a in body
+                 if a["endsAt"] == "2026-01-01T01:00:00.000Z"}
+        for fired in (soft[0], hard[0]):
+            assert json.dumps(fired["labels"], sort_keys=True) in ended, fired["labels"]
+        assert (soft[0]["annotations"]["quota_state"], hard[0]["annotations"]["quota_state"]) == (
+            "SOFT_EXCEEDED", "HARD_EXCEEDED")
+
+    def test_an_events_labels_stay_labels(self) -> None:
+        event = Notification(alert_id="c1/fleet/leadership", dedup_key="leadership/c1@2", sequence=2, episode=2,
+                             status=Status.FIRING, severity=Severity.INFO, kind="leadership", cluster="c1",
+                             target="fleet", path="", summary="b leads c1", evaluated_at=T0, started_at=T0,
+                             event=True, labels=(("holder", "b"), ("transition", "takeover")))
+        [alert] = validated(to_alertmanager(event.payload(expires_after_seconds=0.0)))
+        assert (alert["labels"]["holder"], alert["labels"]["transition"]) == ("b", "takeover")
+
     @pytest.mark.parametrize(("kind", "severity"), [
         ("growth_would_grow", Severity.INFO), ("collector", Severity.CRITICAL),
         ("ingest_anomaly", Severity.WARNING), ("leadership", Severity.INFO)])
