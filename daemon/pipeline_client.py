@@ -6,7 +6,7 @@ Kubernetes jobs). Importable without the daemon's dependencies: the sync `Client
 
     qp = Client("http://127.0.0.1:9187", token=open("/etc/quotapilot/write.token").read().strip())
     if not qp.preflight("/cosmos7/processed", 40 * 10**12, needed_for="6h").fits:
-        qp.wait_for_room("/cosmos7/processed", 40 * 10**12, deadline_seconds=3600)
+        qp.wait_for_room("/cosmos7/processed", 40 * 10**12, deadline_seconds=3600)   # or a `grow` answer
     with qp.reservation("/cosmos7/processed", 40 * 10**12, ttl="6h") as held:
         run_the_transformation()
 
@@ -141,6 +141,12 @@ class Preflight:
     earliest_fit_at: float | None
     raw: Mapping[str, Any] = field(repr=False)
 
+    @property
+    def grows_on_reservation(self) -> bool:
+        """It does not fit yet, but the daemon would grow the target for it now: a reservation is
+        granted and grown for (a preflight alone is not demand, so nothing grows for it)."""
+        return not self.fits and self.action.get("kind") == "grow"
+
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Preflight:
         earliest = body.get("earliest_fit_at")
@@ -204,6 +210,13 @@ def _body_preflight(target: str, nbytes: int | str, inodes: int | None,
     return body
 
 
+def _body_pause(until: str | float | None, reason: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"reason": reason}
+    if until is not None:
+        body["until"] = until
+    return body
+
+
 class _Base:
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None, *, timeout_seconds: float = 10.0,
                  retry: RetryPolicy | None = None, rng: random.Random | None = None,
@@ -235,6 +248,14 @@ class _Base:
                 f"(wait {delay:.1f}s, {max(left, 0):.1f}s left): {error}", error) from error
         return delay
 
+    def _attempt_timeout(self, started: float, error: Exception | None) -> float:
+        """The time one attempt may take: `timeout_seconds`, cut to what is left of the deadline
+        (a hung daemon must not hold a call past it); `DeadlineExceeded` when nothing is left."""
+        left = self.retry.time_left(self.clock() - started)
+        if left <= 0:
+            raise DeadlineExceeded(f"deadline of {self.retry.deadline_seconds or 0:.0f}s passed: {error}", error)
+        return min(self.timeout_seconds, left)
+
     @staticmethod
     def _result(answer: _Answer) -> Mapping[str, Any]:
         if 200 <= answer.status < 300:
@@ -251,11 +272,12 @@ class Client(_Base):
         super().__init__(url, token, **kwargs)
         self.sleep = sleep
 
-    def _once(self, method: str, path: str, body: Mapping[str, Any] | None, write: bool) -> _Answer:
+    def _once(self, method: str, path: str, body: Mapping[str, Any] | None, write: bool,
+              timeout: float | None = None) -> _Answer:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=self._headers(write))
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as resp:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout_seconds) as resp:
                 return _Answer(resp.status, _decode(resp.read()), None)
         except urllib.error.HTTPError as exc:
             raw = exc.read()
@@ -266,13 +288,15 @@ class Client(_Base):
         """One API call with retries; the JSON answer on 2xx, else a typed error."""
         started = self.clock()
         attempt = 0
+        error: Exception | None = None
         while True:
             answer: _Answer | None = None
+            timeout = self._attempt_timeout(started, error)
             try:
-                answer = self._once(method, path, body, write)
+                answer = self._once(method, path, body, write, timeout)
                 if answer.status not in RETRYABLE_STATUSES:
                     return self._result(answer)
-                error: Exception = error_for(answer.status, answer.body, answer.retry_after)
+                error = error_for(answer.status, answer.body, answer.retry_after)
             # HTTPException: an answer cut short (IncompleteRead, the daemon restarting mid-answer)
             # or garbled; like a refused connection, the request may be retried.
             except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
@@ -304,10 +328,7 @@ class Client(_Base):
                             write=True)
 
     def pause(self, target: str, *, until: str | float | None = None, reason: str = "") -> Mapping[str, Any]:
-        body: dict[str, Any] = {"reason": reason}
-        if until is not None:
-            body["until"] = until
-        return self.request("POST", _target_path(target, "/pause"), body, write=True)
+        return self.request("POST", _target_path(target, "/pause"), _body_pause(until, reason), write=True)
 
     def resume(self, target: str) -> Mapping[str, Any]:
         return self.request("POST", _target_path(target, "/resume"), {}, write=True)
@@ -315,12 +336,15 @@ class Client(_Base):
     def wait_for_room(self, target: str, nbytes: int | str, *, inodes: int | None = None,
                       needed_for: str | float | None = None, deadline_seconds: float = 3600.0,
                       poll_seconds: float = 60.0) -> Preflight:
-        """Ask until the write fits (then return that answer), waiting `poll_seconds` between asks
-        (less when the daemon names an earlier time); `DeadlineExceeded` when time runs out."""
+        """Ask until the write fits, or until the daemon would grow the target for it now (then
+        return that answer), waiting `poll_seconds` between asks (less when the daemon names an
+        earlier time); `DeadlineExceeded` when time runs out. A preflight is a question, not
+        demand: on an answer that does not fit but says `grow`, reserve — the daemon grows for a
+        granted reservation at once; waiting would never see room."""
         started = self.clock()
         while True:
             answer = self.preflight(target, nbytes, inodes=inodes, needed_for=needed_for)
-            if answer.fits:
+            if answer.fits or answer.grows_on_reservation:
                 return answer
             wait = _room_wait(answer, poll_seconds, self.wall(), self.rng)
             if self.clock() - started + wait > deadline_seconds:
@@ -367,13 +391,15 @@ class AsyncClient(_Base):
             session, self._session = self._session, None
             await session.close()
 
-    async def _once(self, method: str, path: str, body: Mapping[str, Any] | None, write: bool) -> _Answer:
+    async def _once(self, method: str, path: str, body: Mapping[str, Any] | None, write: bool,
+                    timeout: float | None = None) -> _Answer:
         import aiohttp  # lazily: pipelines using only the sync client need not have it
 
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_seconds))
         data = json.dumps(body).encode() if body is not None else None
-        async with self._session.request(method, self.url + path, data=data, headers=self._headers(write)) as resp:
+        async with self._session.request(method, self.url + path, data=data, headers=self._headers(write),
+                                         timeout=aiohttp.ClientTimeout(total=timeout or self.timeout_seconds)) as resp:
             raw = await resp.read()
             return _Answer(resp.status, _decode(raw), parse_retry_after(resp.headers.get("Retry-After"), self.wall()))
 
@@ -383,13 +409,15 @@ class AsyncClient(_Base):
 
         started = self.clock()
         attempt = 0
+        error: Exception | None = None
         while True:
             answer: _Answer | None = None
+            timeout = self._attempt_timeout(started, error)
             try:
-                answer = await self._once(method, path, body, write)
+                answer = await self._once(method, path, body, write, timeout)
                 if answer.status not in RETRYABLE_STATUSES:
                     return self._result(answer)
-                error: Exception = error_for(answer.status, answer.body, answer.retry_after)
+                error = error_for(answer.status, answer.body, answer.retry_after)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 error = ConnectionFailed(f"cannot reach {self.url}: {exc!r}")
             await self.sleep(self._next_wait(attempt, started, answer, error))
@@ -397,6 +425,15 @@ class AsyncClient(_Base):
 
     async def targets(self) -> list[Mapping[str, Any]]:
         return list((await self.request("GET", "/api/v1/targets")).get("targets", []))
+
+    async def target(self, target: str) -> Mapping[str, Any]:
+        return await self.request("GET", _target_path(target))
+
+    async def pause(self, target: str, *, until: str | float | None = None, reason: str = "") -> Mapping[str, Any]:
+        return await self.request("POST", _target_path(target, "/pause"), _body_pause(until, reason), write=True)
+
+    async def resume(self, target: str) -> Mapping[str, Any]:
+        return await self.request("POST", _target_path(target, "/resume"), {}, write=True)
 
     async def preflight(self, target: str, nbytes: int | str, *, inodes: int | None = None,
                         needed_for: str | float | None = None, cluster: str | None = None) -> Preflight:
@@ -419,7 +456,7 @@ class AsyncClient(_Base):
         started = self.clock()
         while True:
             answer = await self.preflight(target, nbytes, inodes=inodes, needed_for=needed_for)
-            if answer.fits:
+            if answer.fits or answer.grows_on_reservation:
                 return answer
             wait = _room_wait(answer, poll_seconds, self.wall(), self.rng)
             if self.clock() - started + wait > deadline_seconds:

@@ -2,8 +2,14 @@
 
 A reservation is demand the planner counts on top of the observed usage (see
 `active_reservations`). Every answer to `POST /api/v1/reservations` is stored with its
-idempotency key — refusals too — so a client retrying the same request gets the same status and
-body, even across daemon restarts.
+idempotency key — refusals too — so a client retrying the same request while its reservation is
+active gets the same status and body, even across daemon restarts. Once that reservation has
+ended (released, expired) or when the answer was a refusal, the key asks anew: the ended row
+gives its key up (`supersede`: kept as `<key>#<id>` for the audit) to the new answer.
+
+Deciding and storing an answer is serialised per cluster across every instance sharing the store
+(`serialized`: a transaction-scoped advisory lock on PostgreSQL; SQLite serves one instance, and
+its write transaction is exclusive): two instances must not both grant the last room.
 
 Expiry is evaluated against `now` in every query (an expired row is never counted as active even
 before `expire()` has marked it), so no background task is needed for correctness; `expire()`
@@ -16,10 +22,16 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from quotapilot.daemon.store.backend import Backend, Row
+from quotapilot.daemon.store.backend import Backend, Row, Transaction
+
+_RESERVE_LOCK = 7_215_520
+"""First key of the transaction-scoped advisory lock (the second: the cluster's hash) under which
+an answer is decided and stored (PostgreSQL)."""
 
 ReservationStatus = Literal["granted", "refused", "released", "expired"]
 
@@ -50,6 +62,11 @@ class Reservation:
     created_at: float
     expires_at: float
     released_at: float | None
+
+    def replayed_at(self, now: float) -> bool:
+        """Whether a request with this key at `now` gets this answer back: while the reservation
+        it granted is active. A refusal, or a reservation released or expired, is asked anew."""
+        return self.effective_status(now) == "granted"
 
     def effective_status(self, now: float) -> ReservationStatus:
         """`status`, with a granted reservation past its TTL reported as expired."""
@@ -93,25 +110,46 @@ class ReservationStore:
         rows = self.db.query("SELECT * FROM reservations WHERE id = ?", (reservation_id,))
         return _row(rows[0]) if rows else None
 
-    def record(self, reservation: Reservation) -> Reservation:
-        """Store an answer. If the idempotency key is already stored (a concurrent duplicate),
-        the stored one wins and is returned; otherwise `reservation` is."""
+    @contextmanager
+    def serialized(self, cluster: str) -> Iterator[Transaction]:
+        """A transaction in which one answer for `cluster` is decided and stored (`record` with
+        `conn`): on PostgreSQL under an advisory lock per cluster, taken before anything is read,
+        so the reservations another instance stored are counted (committed before the lock was
+        released to us)."""
         with self.db.transaction() as conn:
-            inserted = conn.execute(
-                "INSERT INTO reservations (id, idempotency_key, cluster, target, bytes, inodes, status,"
-                " response_status, response, request, created_at, expires_at, released_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
-                (reservation.id, reservation.idempotency_key, reservation.cluster, reservation.target,
-                 reservation.bytes, reservation.inodes, reservation.status, reservation.response_status,
-                 json.dumps(reservation.response, sort_keys=True),
-                 json.dumps(reservation.request, sort_keys=True), reservation.created_at,
-                 reservation.expires_at, reservation.released_at)).rowcount
+            if self.db.dialect == "postgres":
+                conn.execute("SELECT pg_advisory_xact_lock(CAST(? AS INTEGER), hashtext(?))",
+                             (_RESERVE_LOCK, cluster))
+            yield conn
+
+    def record(self, reservation: Reservation, *, conn: Transaction | None = None,
+               supersede: Reservation | None = None) -> Reservation:
+        """Store an answer. If the idempotency key is already stored (a concurrent duplicate),
+        the stored one wins and is returned; otherwise `reservation` is. `supersede`: the ended
+        answer the key held (`Reservation.replayed_at` false), which gives the key up — unless
+        another request took it meanwhile. `conn`: the `serialized` transaction to store in."""
+        if conn is None:
+            with self.db.transaction() as own:
+                return self.record(reservation, conn=own, supersede=supersede)
+        if supersede is not None:
+            conn.execute("UPDATE reservations SET idempotency_key = ? WHERE id = ? AND idempotency_key = ?",
+                         (f"{supersede.idempotency_key}#{supersede.id}", supersede.id, supersede.idempotency_key))
+        inserted = conn.execute(
+            "INSERT INTO reservations (id, idempotency_key, cluster, target, bytes, inodes, status,"
+            " response_status, response, request, created_at, expires_at, released_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+            (reservation.id, reservation.idempotency_key, reservation.cluster, reservation.target,
+             reservation.bytes, reservation.inodes, reservation.status, reservation.response_status,
+             json.dumps(reservation.response, sort_keys=True),
+             json.dumps(reservation.request, sort_keys=True), reservation.created_at,
+             reservation.expires_at, reservation.released_at)).rowcount
         if inserted:
             return reservation
-        existing = self.find_by_key(reservation.idempotency_key)
-        if existing is None:
+        rows = conn.execute("SELECT * FROM reservations WHERE idempotency_key = ?",
+                            (reservation.idempotency_key,)).fetchall()
+        if not rows:
             raise KeyError(reservation.idempotency_key)
-        return existing
+        return _row(rows[0])
 
     def release(self, reservation_id: str, now: float) -> Reservation | None:
         """Release a granted reservation; releasing twice, or after expiry, changes nothing.

@@ -5,10 +5,11 @@
         python pipeline_step.py --target /cosmos7/processed --bytes 40TB --ttl 6h -- ./transform.sh
 
 1. Pre-flight: does the output fit now and for the whole run, given the forecast growth of the
-   target? If not, wait for room (the daemon grows the quota when its guards allow), up to
-   `--wait`.
-2. Reserve the capacity (idempotent: a retried step with the same `--run-id` gets the same
-   reservation back), so the daemon's planner counts it as demand while the step runs.
+   target? If not, and the daemon would not grow the quota for it now, wait for room (up to
+   `--wait`).
+2. Reserve the capacity (idempotent: a retried request with the same `--run-id` gets the same
+   reservation back while it is held; a retry after it ended gets a new one), so the daemon's
+   planner counts it as demand while the step runs (and grows the quota for it, guards allowing).
 3. Run the work; release the reservation afterwards, whether the work succeeded or not.
 
 Exit codes: the work's own exit code; 75 (EX_TEMPFAIL) when there was no room in time or the
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bytes", required=True, help="output size, e.g. 40TB")
     parser.add_argument("--ttl", default="6h", help="how long the run holds the room (e.g. 6h)")
     parser.add_argument("--wait", type=float, default=3600.0, help="seconds to wait for room at most")
-    parser.add_argument("--run-id", default=None, help="idempotency key: the same run id, the same reservation")
+    parser.add_argument("--run-id", default=None, help="idempotency key: a retry with the same run id gets the same reservation while it is held")
     parser.add_argument("work", nargs=argparse.REMAINDER, help="-- the command that writes the data")
     args = parser.parse_args(argv)
     command = args.work[1:] if args.work[:1] == ["--"] else args.work
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     qp = Client(os.environ.get("QUOTAPILOT_URL", "http://127.0.0.1:9187"), os.environ.get("QUOTAPILOT_WRITE_TOKEN"))
     try:
         answer = qp.preflight(args.target, args.bytes, needed_for=args.ttl)
-        if not answer.fits:
+        if not answer.fits and not answer.grows_on_reservation:   # (a `grow` answer: the reservation grows it)
             print(f"no room yet: {answer.action.get('reason')}; waiting up to {args.wait:.0f}s", file=sys.stderr)
             qp.wait_for_room(args.target, args.bytes, needed_for=args.ttl, deadline_seconds=args.wait)
         with qp.reservation(args.target, args.bytes, ttl=args.ttl, idempotency_key=args.run_id) as held:

@@ -66,6 +66,11 @@ DEFAULT_NEEDED_FOR_SECONDS = 3600.0
 M = TypeVar("M", bound=BaseModel)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="quotapilot"'}
 WRITE_TOKEN_RETRY_AFTER_SECONDS = 10
+NOT_READY_RETRY_AFTER_SECONDS = 10
+"""`Retry-After` (at most; the poll interval when shorter) of a request for a target the daemon
+cannot know yet: a cluster it serves has had no good poll since start."""
+BY_PATH = "by-path"
+"""The `{ref}` that reads well with `?path=` (`/api/v1/targets/by-path?path=/cosmos7/raw`)."""
 """`Retry-After` of a write refused because the token file is unreadable or empty (an operator
 replacing it is usually done by then)."""
 
@@ -164,6 +169,7 @@ class Api:
         if not matches and key == "name":
             matches = [r for r in records if r.target.path == ref]
         if not matches:
+            self._check_ready(cluster)
             where = f" in cluster {cluster!r}" if cluster else ""
             raise ApiError(404, "unknown_target", f"no target {ref!r}{where}", field="target")
         if len(matches) > 1:
@@ -172,8 +178,23 @@ class Api:
                            field="cluster")
         return matches[0]
 
+    def _check_ready(self, cluster: str | None) -> None:
+        """A target not found while a cluster it may belong to has had no good poll since start
+        (the daemon just (re)started, VMS slow or down) is not unknown: 503 `not_ready` with
+        `Retry-After` (the pipeline client retries it), not a 404 its caller would give up on."""
+        snapshot = self.daemon.snapshot
+        clusters = [] if snapshot is None else [c for c in snapshot.clusters.values()
+                                                if cluster is None or c.name == cluster]
+        waiting = sorted(c.name for c in clusters if c.health.last_success_t is None)
+        if waiting:
+            retry = max(1, min(NOT_READY_RETRY_AFTER_SECONDS, math.ceil(self.settings.poll.interval_seconds)))
+            raise ApiError(503, "not_ready", f"cluster(s) {waiting} not polled yet since the daemon started: "
+                           "the target may be there; retry shortly", headers={"Retry-After": str(retry)})
+
     def _ref(self, request: web.Request) -> tuple[str, str | None]:
         ref = request.query.get("path") or request.match_info.get("ref", "")
+        if not request.query.get("path") and ref == BY_PATH:
+            raise ApiError(400, "invalid", f"/{BY_PATH} needs ?path=/the/quota/path", field="path")
         return ref, request.query.get("cluster")
 
     # ---------------------------------------------------------------- state
@@ -310,25 +331,45 @@ class Api:
     async def reserve(self, request: web.Request) -> web.Response:
         body = await self._body(request, ReservationRequest)
         fingerprint = json.loads(json.dumps(body.model_dump(exclude={"idempotency_key"})))  # as stored
-        # One at a time: two reservations must not both take the last room, and a retried key
-        # must find the first answer stored.
+        # One at a time: two reservations must not both take the last room (in this process; across
+        # a fleet `ReservationStore.serialized`), and a retried key must find the first answer stored.
         async with self._reserve_lock:
             stored = await asyncio.to_thread(self.reservations.find_by_key, body.idempotency_key)
-            if stored is not None:
-                if stored.request != fingerprint:
-                    raise ApiError(422, "idempotency_key_reused",
-                                   "this idempotency_key was used for a different request", field="idempotency_key")
-                return json_response(stored.response, status=stored.response_status)
+            if stored is not None and stored.replayed_at(self.now()):
+                return self._replay(stored, fingerprint)
             record = self._find(body.target, body.cluster)
-            now = self.now()
-            assessment = await self._assess(record, body.bytes, body.inodes, body.ttl, now)
-            reservation = self._decide_reservation(body, fingerprint, record, assessment, now)
-            stored = await asyncio.to_thread(self.reservations.record, reservation)
-        log.info("reservation.answered", id=stored.id, target=record.target.key, bytes=body.bytes,
-                 status=stored.status, http_status=stored.response_status)
-        if stored.status == "granted" and assessment.plan.kind == "grow":
+            answer, grows = await asyncio.to_thread(self._answer_reservation, body, fingerprint, record, stored)
+        if answer.request != fingerprint:  # another request stored an answer for this key first
+            return self._replay(answer, fingerprint)
+        log.info("reservation.answered", id=answer.id, target=record.target.key, bytes=body.bytes,
+                 status=answer.status, http_status=answer.response_status,
+                 superseded=None if stored is None else stored.id)
+        if answer.status == "granted" and grows:
             self._trigger_growth(record.target.cluster)
+        return json_response(answer.response, status=answer.response_status)
+
+    @staticmethod
+    def _replay(stored: Reservation, fingerprint: dict[str, Any]) -> web.Response:
+        """The stored answer to a key whose reservation is active; 422 for other values."""
+        if stored.request != fingerprint:
+            raise ApiError(422, "idempotency_key_reused",
+                           "this idempotency_key was used for a different request", field="idempotency_key")
         return json_response(stored.response, status=stored.response_status)
+
+    def _answer_reservation(self, body: ReservationRequest, fingerprint: dict[str, Any], record: TargetRecord,
+                            ended: Reservation | None) -> tuple[Reservation, bool]:
+        """Decide and store the answer (in a thread), serialised per cluster across the fleet, with
+        the reservations read after the lock; the answer stored (another's, when one was stored
+        for the key first) and whether it asks for growth. `ended`: the key's earlier answer,
+        ended or refused, which gives the key up."""
+        with self.reservations.serialized(record.target.cluster) as conn:
+            now = self.now()
+            state = self._read_state(record, now)
+            assessment = pf.assess(state, request_bytes=body.bytes, request_inodes=body.inodes,
+                                   window_seconds=body.ttl, now=now)
+            reservation = self._decide_reservation(body, fingerprint, record, assessment, now)
+            stored = self.reservations.record(reservation, conn=conn, supersede=ended)
+        return stored, stored.id == reservation.id and assessment.plan.kind == "grow"
 
     def _decide_reservation(self, body: ReservationRequest, fingerprint: dict[str, Any], record: TargetRecord,
                             assessment: pf.Assessment, now: float) -> Reservation:
