@@ -392,14 +392,15 @@ class AsyncClient(_Base):
             await session.close()
 
     async def _once(self, method: str, path: str, body: Mapping[str, Any] | None, write: bool,
-                    timeout: float | None = None) -> _Answer:
+                    limit_seconds: float | None = None) -> _Answer:
         import aiohttp  # lazily: pipelines using only the sync client need not have it
 
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_seconds))
         data = json.dumps(body).encode() if body is not None else None
         async with self._session.request(method, self.url + path, data=data, headers=self._headers(write),
-                                         timeout=aiohttp.ClientTimeout(total=timeout or self.timeout_seconds)) as resp:
+                                         timeout=aiohttp.ClientTimeout(total=limit_seconds or self.timeout_seconds),
+                                         ) as resp:
             raw = await resp.read()
             return _Answer(resp.status, _decode(raw), parse_retry_after(resp.headers.get("Retry-After"), self.wall()))
 
