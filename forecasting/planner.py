@@ -102,6 +102,31 @@ class SeriesState:
     """Increase per second since the previous sample: how soon the limit could be hit right now."""
     reserved: int = 0
     """Reserved by pipelines (pre-flight API) and not yet written: counts as demand."""
+    soft_binding: bool = False
+    """The soft limit is enforced: the quota has a grace period, after which VAST refuses every
+    write over the soft limit (`GRACE_EXPIRED`); without one it is a warning level only."""
+
+    @property
+    def binding_soft(self) -> int | None:
+        """The soft limit when it binds and is below the hard one: growth triggers no later than
+        the demand reaches it, and is sized so that it holds the horizon's peak (`decide`)."""
+        if self.soft_binding and self.soft is not None and 0 < self.soft < self.hard:
+            return self.soft
+        return None
+
+
+def grace_binds(grace_period: str | None) -> bool:
+    """Whether a quota's `grace_period` (VMS: "90m", "7d", "3600s", seconds) makes its soft limit
+    bind. Empty or zero: no grace period, the soft limit only warns. A form not recognised binds
+    (the safe side: growing early costs room, a soft limit taken for a warning costs writes)."""
+    text = (grace_period or "").strip().lower()
+    if not text:
+        return False
+    number = text[:-1] if text[-1:] in ("s", "m", "h", "d") else text
+    try:
+        return float(number) > 0
+    except ValueError:
+        return True
 
 
 # ------------------------------------------------------------------------------ one series
@@ -187,7 +212,17 @@ def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
         return made(DecisionKind.NONE, "no hard limit to grow")
     step, min_growth, max_growth, max_hard = policy.sizing(state.dimension)
     demand = _demand_path(state, now)
+    # A soft limit its grace period enforces (`SeriesState.binding_soft`): demand may pass it only
+    # for the grace period, so growth triggers no later than at it, and sizing keeps the horizon's
+    # peak under it (a growth moves it in proportion, `_soft_for`). Where it lies above grow_at and
+    # above the target utilization (a soft limit at 90 %, say), nothing changes.
+    soft = state.binding_soft
     grow_level = policy.grow_at * state.hard
+    sizing_ratio = policy.target_utilization
+    if soft is not None:
+        numbers["binding_soft_limit"] = soft
+        grow_level = min(grow_level, float(soft))
+        sizing_ratio = min(sizing_ratio, soft / state.hard)
     now_demand = float(state.used + state.reserved)
 
     if demand is not None:
@@ -226,7 +261,7 @@ def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
         numbers["seconds_to_hard_limit"] = urgency
 
     if crossing is None:
-        wanted = _round_up(max(peak, 1.0) / policy.target_utilization, step)
+        wanted = _round_up(max(peak, 1.0) / sizing_ratio, step)
         if state.used < 0.5 * policy.grow_at * state.hard and wanted * 2 <= state.hard:
             numbers["suggested_hard"] = wanted
             return made(DecisionKind.SHRINK_CANDIDATE,
@@ -236,7 +271,7 @@ def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
         return made(DecisionKind.NONE, f"{basis}: stays under grow_at {policy.grow_at:.2f} within lead time",
                     urgency_seconds=urgency)
 
-    wanted_hard = _round_up(peak / policy.target_utilization, step)
+    wanted_hard = _round_up(peak / sizing_ratio, step)
     new_hard = max(wanted_hard, state.hard + min_growth)
     new_hard = min(new_hard, state.hard + max_growth, max_hard)
     numbers["wanted_hard"] = wanted_hard
@@ -246,6 +281,9 @@ def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
     new_soft = _soft_for(state.soft, state.hard, new_hard)
     trigger = ("at or above grow_at now" if crossing <= now
                else f"p90 reaches grow_at in {format_duration(crossing - now)}")
+    if soft is not None and crossing is not None and grow_level == soft:
+        trigger = trigger.replace("grow_at", f"the soft limit {format_limit(soft, state.dimension)} (its grace "
+                                  "period enforces it)")
     capped = " (capped)" if new_hard < wanted_hard else ""
     return made(DecisionKind.GROW,
                 f"{basis}: {trigger}; sized for {policy.target_utilization:.2f} over the horizon{capped}",
@@ -288,11 +326,12 @@ class TargetInput:
         sides = ((Dimension.BYTES, obs.used_bytes, obs.hard_limit_bytes, obs.soft_limit_bytes, self.reserved_bytes),
                  (Dimension.INODES, obs.used_inodes, obs.hard_limit_inodes, obs.soft_limit_inodes,
                   self.reserved_inodes))
+        binds = grace_binds(obs.grace_period)
         return [SeriesState(target=obs.target, dimension=dim, t=obs.t, used=used, hard=hard, soft=soft,
                             forecast=self.forecasts.get(dim),
                             recent_rate_per_second=self.recent_rate_per_second.get(dim),
                             latest_rate_per_second=self.latest_rate_per_second.get(dim),
-                            reserved=reserved)
+                            reserved=reserved, soft_binding=binds)
                 for dim, used, hard, soft, reserved in sides if hard and used is not None]
 
 
@@ -424,22 +463,34 @@ def net_of_overcommit(capacity: ClusterCapacity | None) -> ClusterCapacity | Non
     most free − the quotas' unused promises, the larger of VMS's totals (allocated − used) and the
     listed quotas' own (`listed_unused_bytes`: a quota over its limit does not cancel another's
     unused limit) — usable − allocated alone counted data outside any quota as free, and the
-    quotas were grown until the pool filled. Applied by each caller that plans growth from a pool
+    quotas were grown until the pool filled. The promises are logical bytes and the pool physical:
+    they count at the pool's data reduction (`data_reduction`), and the room `_cluster_room` hands
+    out is logical again. Applied by each caller that plans growth from a pool
     sample — the growth stage and pre-flight — so both see one pool (the planner itself takes
     `CycleInput.capacity` as given)."""
     if capacity is None:
         return capacity
     bounds: list[int] = []
     allocated, used = capacity.quotas_allocated_bytes, capacity.quotas_used_bytes
+    # quota limits and usage are logical bytes, the pool's usable and free physical: a promise
+    # counts at the pool's data reduction (before, a 2:1 pool whose quotas promised its physical
+    # size had every growth blocked while a third of it was used)
+    reduction = data_reduction(capacity)
     if allocated is not None:
-        bounds.append(capacity.usable_bytes - allocated)
+        bounds.append(capacity.usable_bytes - math.ceil(allocated / reduction))
     unused = [x for x in (None if allocated is None or used is None else allocated - used,
                           capacity.listed_unused_bytes) if x is not None]
     if unused:
-        bounds.append(capacity.free_bytes - max(0, *unused))
+        bounds.append(capacity.free_bytes - math.ceil(max(0, *unused) / reduction))
     if not bounds or min(bounds) >= capacity.free_bytes:
         return capacity
     return replace(capacity, free_bytes=min(bounds))
+
+
+def data_reduction(capacity: ClusterCapacity) -> float:
+    """Logical bytes per physical byte in the pool, as VMS reports it (`drr`); 1 where it is
+    unknown or below 1 (no reduction to count on)."""
+    return capacity.drr if capacity.drr is not None and math.isfinite(capacity.drr) and capacity.drr > 1.0 else 1.0
 
 
 def unused_promises(observations: Iterable[Observation]) -> int:
@@ -449,11 +500,13 @@ def unused_promises(observations: Iterable[Observation]) -> int:
 
 
 def _cluster_room(cycle: CycleInput) -> int | None:
-    """Bytes that may be added to hard limits this cycle while the reserve stays free."""
+    """Bytes that may be added to hard limits this cycle while the reserve stays free: logical
+    bytes (as the limits are), the physical room at the pool's data reduction."""
     cap = cycle.capacity
     if cap is None:
         return None
-    return int(cap.free_bytes - math.ceil(cycle.cluster_reserve_ratio * cap.usable_bytes))
+    physical = cap.free_bytes - math.ceil(cycle.cluster_reserve_ratio * cap.usable_bytes)
+    return int(physical * data_reduction(cap)) if physical > 0 else int(physical)
 
 
 def _trim_to_room(decision: Decision, room: int) -> Decision | None:

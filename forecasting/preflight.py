@@ -17,7 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from quotapilot.forecasting.planner import CycleInput, GrowthPolicy, TargetInput, net_of_overcommit, plan_cycle
+from quotapilot.forecasting.planner import (
+    CycleInput,
+    GrowthPolicy,
+    TargetInput,
+    data_reduction,
+    net_of_overcommit,
+    plan_cycle,
+)
 from quotapilot.forecasting.types import (
     ClusterCapacity,
     Decision,
@@ -26,6 +33,7 @@ from quotapilot.forecasting.types import (
     Observation,
     SeriesForecast,
 )
+from quotapilot.forecasting.words import format_bytes
 
 Guard = Literal[
     "stale_data", "no_limit", "kill_switch", "paused", "observe_mode", "ceiling", "max_growth",
@@ -295,10 +303,12 @@ def assess(state: TargetState, *, request_bytes: int, request_inodes: int | None
     plan = _plan(state, fits, now)
     fits_all = all(f.fits for f in fits)
     fits_now = all(f.fits_now for f in fits)
-    if state.cluster is not None and request_bytes > state.cluster.free_bytes:
-        # the quota has room on paper, but the pool it draws from does not
+    if state.cluster is not None and request_bytes > state.cluster.free_bytes * data_reduction(state.cluster):
+        # the quota has room on paper, but the pool it draws from does not (its free bytes are
+        # physical, the request logical: at the pool's data reduction)
         fits_all = fits_now = False
-        plan = Plan("blocked", f"the cluster has only {state.cluster.free_bytes} bytes free", "cluster_full")
+        plan = Plan("blocked", f"the cluster has only {format_bytes(state.cluster.free_bytes)} free (physical)",
+                    "cluster_full")
     if (request_inodes is not None and obs.used_inodes is None and state.max_reserved is not None
             and state.reserved_inodes + request_inodes > state.max_reserved):
         # no inode count observed, so no inode fit above, but a reservation stores its inodes all the same

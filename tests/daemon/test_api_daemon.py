@@ -89,13 +89,15 @@ class TestAgainstTheSimulator:
     async def test_cluster_reserve_refuses_with_a_reason(self, sim: SimulatorServer,
                                                          make_settings: SettingsFactory, clock: InstantClock) -> None:
         settings = api_settings(make_settings, mode="enforce", max_growth_bytes="3PB", max_hard_limit_bytes="5PB")
+        # the pool: 2 PB usable, 1.65 PB free (physical), 10 % reserved, data reduction 1.2 — room for
+        # 1.45 PB physical, about 1.74 PB logical, which is what quota bytes are
         async with Daemon(settings, clock) as daemon, served(daemon) as client:
             await daemon.poll_once("sim")
             resp = await client.post("/api/v1/reservations", headers=AUTH, json={
-                "target": "/cosmos7/processed", "bytes": "1500TB", "ttl": "1h", "idempotency_key": "too-big"})
+                "target": "/cosmos7/processed", "bytes": "1900TB", "ttl": "1h", "idempotency_key": "too-big"})
             body = await resp.json()
             replay = await client.post("/api/v1/reservations", headers=AUTH, json={
-                "target": "/cosmos7/processed", "bytes": "1500TB", "ttl": "1h", "idempotency_key": "too-big"})
+                "target": "/cosmos7/processed", "bytes": "1900TB", "ttl": "1h", "idempotency_key": "too-big"})
             again = await replay.json()
             # a refusal is not replayed but asked anew (a retry after the guard lifts may be granted):
             # the same answer while nothing changed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,11 +17,13 @@ from quotapilot.forecasting.planner import (
     SeriesState,
     TargetInput,
     decide,
+    net_of_overcommit,
     plan_cycle,
     plan_reactive_cycle,
 )
 from quotapilot.forecasting.types import (
     ClusterCapacity,
+    Decision,
     DecisionKind,
     Dimension,
     Forecast,
@@ -141,6 +144,59 @@ class TestDecide:
         assert decision.new_hard is None
 
 
+class TestASoftLimitWithAGracePeriodBinds:
+    """VAST refuses every write to a quota whose soft limit has been exceeded for longer than its
+    grace period (`GRACE_EXPIRED`, ../shared/vast-api/README.md), below its hard limit. The planner
+    triggered on the hard limit only: a soft limit at 80 % with a grace period and grow_at 0.85 let
+    the quota sit between the two until the grace expired, then it was frozen — usage no longer
+    rose, so no forecast crossed grow_at (growth-scenario review, 2026-12-05: 85,288 refused writes
+    in 30 days, 7 days GRACE_EXPIRED). With a grace period, growth triggers no later than at the
+    soft limit and is sized so that the soft limit (moved in proportion) holds the horizon's peak;
+    without one the soft limit is a warning level only. A soft limit above grow_at and above the
+    target utilization (cosmos7's 90 %) changes nothing."""
+
+    def test_over_the_soft_limit_with_a_grace_period_it_grows_the_soft_limit_above_the_peak(self) -> None:
+        state = replace(series(41 * TIB, 50 * TIB, rate_per_hour=TIB / 24), soft=40 * TIB, soft_binding=True)
+        decision = decide(state, GrowthPolicy(grow_at=0.85), NOW)
+        assert decision.kind is DecisionKind.GROW, decision.reason
+        assert "the soft limit 40 TiB" in decision.reason
+        assert decision.new_soft is not None and decision.new_hard is not None
+        peak = 41 * TIB + 1.05 * 7 * TIB   # p90 over the week's horizon
+        assert decision.new_soft >= peak * 0.99, (decision.new_soft / TIB, decision.new_hard / TIB)
+        without = decide(replace(state, soft_binding=False), GrowthPolicy(grow_at=0.85), NOW)
+        assert without.kind is DecisionKind.NONE   # 82 % of the hard limit, under grow_at
+
+    def test_without_a_forecast_too(self) -> None:
+        state = replace(series(41 * TIB, 50 * TIB), soft=40 * TIB, soft_binding=True,
+                        recent_rate_per_second=TIB / 86400)
+        decision = decide(state, GrowthPolicy(grow_at=0.85), NOW)
+        assert decision.kind is DecisionKind.GROW and (decision.new_soft or 0) > 41 * TIB
+
+    def test_a_soft_limit_above_grow_at_and_the_target_changes_nothing(self) -> None:
+        plain = series(70 * TIB, 100 * TIB, rate_per_hour=TIB / 10)   # `series`' soft limit: 90 %
+        for used in (70 * TIB, 80 * TIB):
+            state = replace(plain, used=used, forecast=linear_forecast(RAW, used, TIB / 10))
+            binding, plain_decision = (decide(s, GrowthPolicy(), NOW)
+                                       for s in (replace(state, soft_binding=True), state))
+            assert replace(binding, numbers=()) == replace(plain_decision, numbers=())
+
+    @pytest.mark.parametrize(("grace", "binding"), [("6h", True), ("90m", True), ("30d", True), ("3600", True),
+                                                    (None, False), ("", False), ("0", False), ("0s", False),
+                                                    ("1 week", True)])
+    def test_the_observations_grace_period_says_whether_it_binds(self, grace: str | None, binding: bool) -> None:
+        obs = replace(quota("a", 10 * TIB, 100 * TIB), grace_period=grace, used_inodes=10,
+                      hard_limit_inodes=1000, soft_limit_inodes=800)
+        sides = TargetInput(observation=obs).series()
+        assert [s.soft_binding for s in sides] == [binding, binding]   # (an unknown form: binds, to be safe)
+
+    def test_a_soft_limit_at_or_above_the_hard_one_changes_nothing(self) -> None:
+        plain = series(80 * TIB, 100 * TIB, rate_per_hour=1e6)
+        for soft in (100 * TIB, 120 * TIB):
+            state = replace(plain, soft=soft, soft_binding=True)
+            assert decide(state, GrowthPolicy(grow_at=0.85), NOW) == decide(replace(state, soft_binding=False),
+                                                                            GrowthPolicy(grow_at=0.85), NOW)
+
+
 class TestPlanCycle:
     """Guards across a cluster's cycle."""
 
@@ -244,6 +300,30 @@ class TestPlanCycle:
         assert "at max_hard_limit 1,000,000 files" in inodes.reason
         for decision in [*decisions.values(), inodes]:
             assert not re.search(r"\d{7,}(?![\d,])", decision.reason), decision.reason
+
+    def test_the_reserve_counts_logical_promises_at_the_pools_data_reduction(self) -> None:
+        """Growth-scenario review (2026-12-05): quota limits and usage are logical bytes, the pool's
+        usable and free are physical, and the guard subtracted the one from the other. On a pool
+        reducing 2:1 whose quotas promise as many logical bytes as it has physical ones, every growth
+        was blocked ("cluster reserve: 0 B of room") with the pool 36 % physically used, and the
+        quotas filled (0 growths, 320,110 refused writes in 30 days). The promises count at the
+        pool's reported DRR (logical / physical), and the room is handed out in logical bytes."""
+        urgent = self.hot("b", used=95 * TIB, recent_rate_per_second={Dimension.BYTES: TIB / HOUR})
+        pool = replace(capacity(free=644 * TIB, usable=1000 * TIB), quotas_allocated_bytes=1050 * TIB,
+                       quotas_used_bytes=312 * TIB, drr=2.0)
+        # physical: free 644 - unused promises 738 / 2 = 275, reserve 100: 175 TiB, 350 TiB logical
+        def plan(pool: ClusterCapacity) -> Decision:
+            [decision] = plan_cycle(CycleInput(now=NOW, targets=(urgent,), capacity=net_of_overcommit(pool),
+                                               cluster_reserve_ratio=0.1))
+            return decision
+        decision = plan(pool)
+        assert decision.kind is DecisionKind.GROW and decision.guard is None, decision.reason
+        tight = replace(pool, free_bytes=480 * TIB)   # 480 - 369 - 100 = 11 TiB physical: 22 TiB logical
+        trimmed = plan(tight)
+        assert (trimmed.guard, trimmed.growth) == ("cluster_reserve", 22 * TIB), trimmed.reason
+        for unknown in (None, 1.0, 0.5):   # no (or no useful) ratio: logical counts as physical, as before
+            held = plan(replace(pool, drr=unknown))
+            assert held.kind is DecisionKind.BLOCKED and held.guard == "cluster_reserve"
 
     def test_unknown_capacity_blocks_byte_growth(self) -> None:
         (decision,) = plan_cycle(CycleInput(now=NOW, targets=(self.hot("a"),), capacity=None))
