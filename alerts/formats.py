@@ -23,6 +23,10 @@ ALERTNAMES = {
 }
 
 
+STATE_LABELS = frozenset({"quota_state"})
+"""Payload labels whose value changes within an alert's episode: annotations in Alertmanager."""
+
+
 def alertname(kind: str) -> str:
     """`runway_inodes` → `QuotapilotRunway`, `growth_blocked` → `QuotapilotGrowth`."""
     for prefix in sorted(ALERTNAMES, key=len, reverse=True):
@@ -52,8 +56,8 @@ def to_alertmanager(payload: dict[str, Any]) -> list[dict[str, Any]]:
     is listed among that group's resolved alerts, and a group with firing alerts is notified once
     more when such an alert joins it that its last notification did not list.
 
-    The payload's `labels` (a quota's `quota_state`) are annotations here, except an event's: they
-    change within an episode, and as labels each value was another alert."""
+    The payload's labels that change within an episode (`STATE_LABELS`: a quota's `quota_state`)
+    are annotations here: as labels each value was another alert."""
     labels = {
         "alertname": alertname(payload["kind"]),
         "alert_id": payload["id"],
@@ -64,12 +68,13 @@ def to_alertmanager(payload: dict[str, Any]) -> list[dict[str, Any]]:
         "path": payload["path"],
     }
     annotations = {"summary": payload["summary"], "dedup_key": payload["dedup_key"]}
-    # the payload's labels say what the alert is now (a quota's state): labels of an alert that
-    # stays one through its episode would make each state another Alertmanager alert, which no
-    # later post ends; an event is its own alert, and keeps them as labels (routing on `holder`)
-    extra = {str(k): str(v) for k, v in (payload.get("labels") or {}).items()}
-    (labels if payload.get("event") else annotations).update(
-        {k: v for k, v in extra.items() if k not in labels and k not in annotations})
+    # a label that says what the alert is *now* (a quota's state) would make each value another
+    # Alertmanager alert, which no later post ends: those are annotations; the others (a tier, an
+    # event's holder) are the alert's identity for its whole episode, and routes match on them
+    for key, value in (payload.get("labels") or {}).items():
+        name = str(key)
+        if name not in labels and name not in annotations:
+            (annotations if name in STATE_LABELS else labels)[name] = str(value)
     if payload.get("runway_text"):
         annotations["runway"] = payload["runway_text"]
     if payload.get("value") is not None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -115,18 +116,27 @@ class SeriesState:
         return None
 
 
+_CLOCK_DURATION = re.compile(r"^(?:(\d+) )?(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?)$")
+"""VMS's other duration form, "[DD] [HH:[MM:]]ss" (a Django DurationField: "7 00:00:00", "01:30:00")."""
+
+
 def grace_binds(grace_period: str | None) -> bool:
-    """Whether a quota's `grace_period` (VMS: "90m", "7d", "3600s", seconds) makes its soft limit
-    bind. Empty or zero: no grace period, the soft limit only warns. A form not recognised binds
-    (the safe side: growing early costs room, a soft limit taken for a warning costs writes)."""
-    text = (grace_period or "").strip().lower()
+    """Whether a quota's `grace_period` makes its soft limit bind. VMS writes it as "90m", "7d",
+    "3600s", seconds, or "[DD] [HH:[MM:]]ss". Empty or zero: no grace period, the soft limit only
+    warns. A form not recognised binds (the safe side: growing early costs room, a soft limit taken
+    for a warning costs writes)."""
+    text = " ".join((grace_period or "").strip().lower().split())
     if not text:
         return False
     number = text[:-1] if text[-1:] in ("s", "m", "h", "d") else text
     try:
         return float(number) > 0
     except ValueError:
+        pass
+    clock = _CLOCK_DURATION.match(text)
+    if clock is None:
         return True
+    return any(float(part) > 0 for part in clock.groups() if part is not None)
 
 
 # ------------------------------------------------------------------------------ one series
@@ -268,8 +278,9 @@ def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
                         f"{basis}: peak demand over the horizon needs only {format_limit(wanted, state.dimension)} of "
                         f"{format_limit(state.hard, state.dimension)}",
                         urgency_seconds=urgency)
-        return made(DecisionKind.NONE, f"{basis}: stays under grow_at {policy.grow_at:.2f} within lead time",
-                    urgency_seconds=urgency)
+        under = (f"the soft limit {format_limit(soft, state.dimension)} (its grace period enforces it)"
+                 if soft is not None and grow_level == soft else f"grow_at {policy.grow_at:.2f}")
+        return made(DecisionKind.NONE, f"{basis}: stays under {under} within lead time", urgency_seconds=urgency)
 
     wanted_hard = _round_up(peak / sizing_ratio, step)
     new_hard = max(wanted_hard, state.hard + min_growth)
@@ -285,8 +296,12 @@ def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
         trigger = trigger.replace("grow_at", f"the soft limit {format_limit(soft, state.dimension)} (its grace "
                                   "period enforces it)")
     capped = " (capped)" if new_hard < wanted_hard else ""
+    sized = f"sized for {policy.target_utilization:.2f} over the horizon"
+    if sizing_ratio < policy.target_utilization:
+        sized = (f"sized so that the soft limit (moved with it) holds the horizon's peak ({sizing_ratio:.2f} "
+                 "of the hard limit)")
     return made(DecisionKind.GROW,
-                f"{basis}: {trigger}; sized for {policy.target_utilization:.2f} over the horizon{capped}",
+                f"{basis}: {trigger}; {sized}{capped}",
                 new_hard=new_hard, new_soft=new_soft, urgency_seconds=urgency)
 
 
@@ -393,7 +408,7 @@ def plan_cycle(cycle: CycleInput) -> tuple[Decision, ...]:
             if target.dropped:
                 decision = _blocked(decision, "dropped", "latest sample was dropped as invalid")
             elif age > cycle.stale_after_seconds:
-                decision = _blocked(decision, "stale", f"data is {age:.0f}s old")
+                decision = _blocked(decision, "stale", f"data is {format_duration(age)} old")
             elif cycle.kill_switch_reason is not None:
                 decision = _blocked(decision, "kill_switch", f"kill switch: {cycle.kill_switch_reason}")
             elif target.paused_reason is not None:
@@ -453,7 +468,7 @@ def _cooldown(decision: Decision, target: TargetInput, dimension: Dimension, now
     urgency = decision.urgency_seconds
     if urgency is not None and now + urgency < cooldown_end:
         return replace(decision, reason=f"cooldown bypassed: would hit the hard limit first; {decision.reason}")
-    return _blocked(decision, "cooldown", f"cooldown until {cooldown_end:.0f}")
+    return _blocked(decision, "cooldown", f"cooldown for {format_duration(cooldown_end - now)} more")
 
 
 def net_of_overcommit(capacity: ClusterCapacity | None) -> ClusterCapacity | None:

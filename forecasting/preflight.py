@@ -33,7 +33,7 @@ from quotapilot.forecasting.types import (
     Observation,
     SeriesForecast,
 )
-from quotapilot.forecasting.words import format_bytes
+from quotapilot.forecasting.words import format_bytes, format_limit
 
 Guard = Literal[
     "stale_data", "no_limit", "kill_switch", "paused", "observe_mode", "ceiling", "max_growth",
@@ -276,14 +276,15 @@ def _plan(state: TargetState, fits: list[DimensionFit], now: float) -> Plan:
             ceiling = rules.max_hard_limit_bytes if fit.dimension is Dimension.BYTES else rules.max_hard_limit_inodes
             guard = "cluster_reserve" if decision.guard == "cluster_reserve" else (
                 "ceiling" if decision.new_hard >= ceiling or required > ceiling else "max_growth")
-            return Plan("blocked", f"needs a {fit.dimension} hard limit of {required}; the most the daemon may "
-                        f"set is {decision.new_hard} ({guard})", guard)
+            return Plan("blocked", f"needs a {fit.dimension} hard limit of {format_limit(required, fit.dimension)}; "
+                        f"the most the daemon may set is {format_limit(decision.new_hard, fit.dimension)} ({guard})",
+                        guard)
         new_limits[fit.dimension] = decision.new_hard
     new_bytes, new_inodes = new_limits.get(Dimension.BYTES), new_limits.get(Dimension.INODES)
     if not state.enforce:
         return Plan("blocked", "mode is observe: the daemon reports but does not grow", "observe_mode",
                     new_bytes, new_inodes)
-    parts = [f"{d} hard limit to {v}" for d, v in new_limits.items()]
+    parts = [f"{d} hard limit to {format_limit(v, d)}" for d, v in new_limits.items()]
     return Plan("grow", "the daemon would grow the " + " and ".join(parts), None, new_bytes, new_inodes, now)
 
 

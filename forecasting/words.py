@@ -5,12 +5,16 @@ from __future__ import annotations
 
 
 def format_bytes(n: float) -> str:
-    """Bytes in binary units, 3 significant digits: 1.50 TiB."""
+    """Bytes in binary units, 3 significant digits: 1.50 TiB (never '1e+03 GiB': a value that
+    rounds to 1000 or more of a unit is read in the next one)."""
     sign = "-" if n < 0 else ""
     n = abs(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{sign}{n:.0f} {unit}" if unit == "B" else f"{sign}{n:.3g} {unit}"
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    for unit in units:
+        if unit == "B" and n < 1024:
+            return f"{sign}{n:.0f} B"
+        if unit != "B" and (float(f"{n:.3g}") < 1000 or unit == units[-1]):
+            return f"{sign}{n:.3g} {unit}" if n < 1000 else f"{sign}{n:.0f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
 
@@ -22,7 +26,7 @@ def format_limit(n: float, dimension: str) -> str:
 
 
 def format_duration(seconds: float | None) -> str:
-    """Seconds in words for humans: '3d 4h', '45m', 'never'."""
+    """Seconds in words for humans: '3d 4h', '45m', '30s', 'never'."""
     if seconds is None:
         return "never"
     if seconds < 0:
@@ -34,4 +38,4 @@ def format_duration(seconds: float | None) -> str:
         return f"{days}d {hours}h"
     if hours:
         return f"{hours}h {minutes}m"
-    return f"{minutes}m"
+    return f"{minutes}m" if minutes else f"{int(seconds)}s"

@@ -63,6 +63,7 @@ from quotapilot.forecasting.types import (
     Observation,
     TargetId,
 )
+from quotapilot.forecasting.words import format_bytes
 
 log = get_logger(__name__)
 
@@ -285,7 +286,7 @@ class FilesystemGrowthStage:
                     f"{before}): outcome unknown", after)
         if after <= before:
             return ActionStatus.VERIFY_FAILED, f"{argv[0]} succeeded but the size is {after} (was {before})", after
-        return ActionStatus.VERIFIED, f"grown from {before} to {after} bytes", after
+        return ActionStatus.VERIFIED, f"grown from {format_bytes(before)} to {format_bytes(after)}", after
 
     async def _size(self, target: FilesystemTarget) -> int | None:
         try:

@@ -186,3 +186,27 @@ class TestSlack:
 
     def test_resolved(self) -> None:
         assert to_slack(note(status=Status.RESOLVED).payload())["text"].startswith(":white_check_mark: RESOLVED")
+
+
+def test_filesystem_unreachable_keeps_its_tier_label_in_alertmanager() -> None:
+    """README's alert table: `filesystem_unreachable` ... "(label `tier`)", the per-tier alert an
+    operator routes on (`tier="hot"` pages). The tier never changes within an episode; a first fix
+    of `quota_state` made every payload label an annotation, and a route matching `tier` no longer
+    matched (review of 2026-12-05's change)."""
+    t0 = T0
+    notification = Notification(
+        alert_id="filesystems/nas/filesystem_unreachable", dedup_key="filesystems/nas/filesystem_unreachable#1",
+        sequence=1, episode=1, status=Status.FIRING, severity=Severity.CRITICAL, kind="filesystem_unreachable",
+        cluster="filesystems", target="nas", path="/", summary="filesystem nas (hot tier) is unreachable",
+        evaluated_at=t0, started_at=t0, labels=(("tier", "hot"),))
+    [alert] = to_alertmanager(notification.payload(expires_after_seconds=8 * 3600))
+    assert alert["labels"].get("tier") == "hot", alert
+
+
+def test_quota_state_moves_to_annotations() -> None:
+    notification = Notification(
+        alert_id="c1/q/quota_state", dedup_key="c1/q/quota_state#1", sequence=1, episode=1, status=Status.FIRING,
+        severity=Severity.WARNING, kind="quota_state", cluster="c1", target="q", path="/q", summary="s",
+        evaluated_at=T0, started_at=T0, labels=(("quota_state", "SOFT_EXCEEDED"),))
+    alerts = to_alertmanager(replace(notification).payload(expires_after_seconds=3600))
+    assert "quota_state" not in alerts[0]["labels"]

@@ -49,3 +49,24 @@ async def test_preflight_before_the_first_poll_is_not_an_unknown_target(
         f"before the first poll an existing quota is {preflight.status} {p_body} (reservation: "
         f"{reserve.status} {r_body.get('error')}); the client raises NotFound instead of retrying")
     assert preflight.status == 503 and "Retry-After" in preflight.headers
+
+
+async def test_a_cluster_that_never_polls_does_not_turn_every_typo_into_a_503_for_ever(
+        sim: SimulatorServer, make_settings: Any, clock: InstantClock) -> None:
+    good = {"name": "sim", "address": sim.address, "token": sim.token, "ca_file": str(sim.ca_file)}
+    broken = {**good, "name": "old", "token": "revoked-token"}   # VMS answers 401 at every poll
+    async with Daemon(make_settings(clusters=[good, broken]), clock) as daemon, \
+            TestClient(TestServer(daemon.http.build_app())) as http:
+        await daemon.poll_once("sim")
+        for _ in range(30):   # half an hour of failed polls of "old", refused (not a transient error)
+            await daemon.poll_once("old")
+            clock.advance(60)
+        assert daemon.snapshot.clusters["old"].health.consecutive_failures == 30   # (review of the first fix)
+        known = await http.get("/api/v1/targets/cosmos7-raw")
+        typo = await http.get("/api/v1/targets/cosmos7-rw")
+        body = await typo.json()
+    assert known.status == 200
+    assert typo.status == 404, (
+        f"an unknown target is {typo.status} {body.get('error')} after 30 refused polls of another "
+        "cluster: the client retries it to its deadline instead of raising NotFound, and it stays so "
+        "for as long as that cluster is configured")

@@ -46,4 +46,5 @@ class TestFormat:
         assert format_duration(None) == "never"
         assert format_duration(3 * 86400 + 4 * 3600) == "3d 4h"
         assert format_duration(45 * 60) == "45m"
+        assert format_duration(30) == "30s"   # (was "0m": a reason said "data is 0m old")
         assert format_duration(-1) == "now"

@@ -67,6 +67,9 @@ M = TypeVar("M", bound=BaseModel)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="quotapilot"'}
 WRITE_TOKEN_RETRY_AFTER_SECONDS = 10
 NOT_READY_RETRY_AFTER_SECONDS = 10
+NOT_READY_FAILED_POLLS = 3
+"""After this many failed first polls of a cluster (none good since start), a target not found is
+404 again, naming the cluster: the daemon cannot say more until it answers."""
 """`Retry-After` (at most; the poll interval when shorter) of a request for a target the daemon
 cannot know yet: a cluster it serves has had no good poll since start."""
 BY_PATH = "by-path"
@@ -169,27 +172,33 @@ class Api:
         if not matches and key == "name":
             matches = [r for r in records if r.target.path == ref]
         if not matches:
-            self._check_ready(cluster)
+            unpolled = self._check_ready(cluster)
             where = f" in cluster {cluster!r}" if cluster else ""
-            raise ApiError(404, "unknown_target", f"no target {ref!r}{where}", field="target")
+            unknown = f" (never polled since the start, failing: {unpolled})" if unpolled else ""
+            raise ApiError(404, "unknown_target", f"no target {ref!r}{where}{unknown}", field="target")
         if len(matches) > 1:
             clusters = sorted(r.target.cluster for r in matches)
             raise ApiError(400, "ambiguous_target", f"{ref!r} exists in clusters {clusters}: give 'cluster'",
                            field="cluster")
         return matches[0]
 
-    def _check_ready(self, cluster: str | None) -> None:
+    def _check_ready(self, cluster: str | None) -> list[str]:
         """A target not found while a cluster it may belong to has had no good poll since start
-        (the daemon just (re)started, VMS slow or down) is not unknown: 503 `not_ready` with
-        `Retry-After` (the pipeline client retries it), not a 404 its caller would give up on."""
+        (the daemon just (re)started, VMS slow) is not unknown: 503 `not_ready` with `Retry-After`
+        (the pipeline client retries it), not a 404 its caller would give up on — until that
+        cluster's first polls have failed `NOT_READY_FAILED_POLLS` times in a row (a revoked token,
+        a VMS gone: the collector alert says so, and a mistyped name must not wait on it for
+        ever). Returns those clusters, for the 404 to name."""
         snapshot = self.daemon.snapshot
         clusters = [] if snapshot is None else [c for c in snapshot.clusters.values()
                                                 if cluster is None or c.name == cluster]
-        waiting = sorted(c.name for c in clusters if c.health.last_success_t is None)
+        unpolled = [c for c in clusters if c.health.last_success_t is None]
+        waiting = sorted(c.name for c in unpolled if c.health.consecutive_failures < NOT_READY_FAILED_POLLS)
         if waiting:
             retry = max(1, min(NOT_READY_RETRY_AFTER_SECONDS, math.ceil(self.settings.poll.interval_seconds)))
             raise ApiError(503, "not_ready", f"cluster(s) {waiting} not polled yet since the daemon started: "
                            "the target may be there; retry shortly", headers={"Retry-After": str(retry)})
+        return sorted(c.name for c in unpolled)
 
     def _ref(self, request: web.Request) -> tuple[str, str | None]:
         ref = request.query.get("path") or request.match_info.get("ref", "")
