@@ -309,6 +309,11 @@ def target_conditions(target: TargetInput, states: Mapping[str, AlertState],
     return out
 
 
+REFUSING_STATES = frozenset({"HARD_EXCEEDED", "GRACE_EXPIRED", "HARD_BOTH_EXCEEDED", "INODE_HARD_EXCEEDED"})
+"""VMS quota states in which VAST refuses writes (`../shared/vast-api/README.md`): a stall then is
+the quota's, not the feed's."""
+
+
 def _anomaly_condition(
     target: TargetInput, series: SeriesInput, state: AlertState | None, config: RuleConfig,
 ) -> tuple[Severity | None, str, float | None, tuple[tuple[str, float], ...]] | None:
@@ -344,6 +349,8 @@ def _anomaly_condition(
                 summary = (f"{target.target} ingest {'spike' if spike else 'stall'}: "
                            f"{written * per_day:.2f} TB/day, forecast {expected_low * per_day:.2f} to "
                            f"{expected_high * per_day:.2f} TB/day")
+                if stall and target.state in REFUSING_STATES:  # not the feed: VAST holds the quota
+                    summary += f"; the quota refuses writes ({target.state})"
             else:
                 if current is not None:
                     summary = f"{target.target} ingest back within the forecast band"

@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -461,6 +462,19 @@ class TestIngestAnomaly:
         self.feed(run2, *self.run_windows(run2, [self.RATE, 0.0, self.RATE]))
         assert run2.of("c1/raw/ingest_anomaly") == [(Status.FIRING, Severity.WARNING),
                                                     (Status.RESOLVED, Severity.WARNING)]
+
+    @pytest.mark.parametrize("state", ["GRACE_EXPIRED", "HARD_EXCEEDED"])
+    def test_a_stall_of_a_quota_that_refuses_writes_says_so(self, state: str) -> None:
+        """Growth-scenario review (2026-12-05): a quota VAST holds (its soft limit's grace expired,
+        or its hard limit reached) stops taking writes, and the ingest rule paged "ingest stall" as
+        if the feed had stopped — the on-call looked at the pipeline. The stall says the quota
+        refuses writes, and why."""
+        run = Run(RuleConfig(anomaly_samples=3, anomaly_floor_bytes_per_second=0.0))
+        t, used = self.run_windows(run, [self.RATE, 0.0])
+        expect = (t + self.WINDOW, used + 0.8 * self.RATE * self.WINDOW, used + 1.2 * self.RATE * self.WINDOW)
+        run.cycle(t, quota(used, 1e15, t=t, expect=expect, state=state))
+        assert run.of("c1/raw/ingest_anomaly") == [(Status.FIRING, Severity.WARNING)]
+        assert f"the quota refuses writes ({state})" in run.notes[-1].summary, run.notes[-1].summary
 
     def test_within_the_margin_is_normal(self) -> None:
         run = Run(RuleConfig(anomaly_samples=3, anomaly_floor_bytes_per_second=0.0, anomaly_margin_ratio=1.0))
