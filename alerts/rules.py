@@ -445,18 +445,23 @@ def cycle_conditions(inputs: RuleInputs, states: Mapping[str, AlertState],
     return conditions
 
 
-def task_conditions(tasks: Iterable[TaskHealth]) -> list[Condition]:
-    """A crashed supervised task (or one that keeps failing) is critical until it runs again."""
-    return [
-        Condition(
-            alert_id=alert_id(DAEMON_CLUSTER, task.name, "daemon"), kind="daemon",
-            cluster=DAEMON_CLUSTER, target=task.name, path="/",
+def task_conditions(tasks: Iterable[TaskHealth], instance: str | None = None) -> list[Condition]:
+    """A crashed supervised task (or one that keeps failing) is critical until it runs again.
+    `instance`: in a fleet, the instance whose tasks these are — its alerts are its own
+    (`_daemon/<task>@<instance>/daemon`; the states are shared, and a healthy peer resolved another
+    instance's alert while that one was still broken); alone, None (`_daemon/<task>/daemon`)."""
+    out = []
+    for task in tasks:
+        target = task.name if instance is None else f"{task.name}@{instance}"
+        where = "" if instance is None else f" on {instance}"
+        out.append(Condition(
+            alert_id=alert_id(DAEMON_CLUSTER, target, "daemon"), kind="daemon",
+            cluster=DAEMON_CLUSTER, target=target, path="/",
             severity=Severity.CRITICAL if task.crashed else None,
-            summary=(f"daemon task {task.name} {'keeps failing' if task.still_running else 'crashed'}: "
-                     f"{task.error}" if task.crashed else f"daemon task {task.name} runs again"),
-            for_seconds=0.0)
-        for task in tasks
-    ]
+            summary=(f"daemon task {task.name}{where} {'keeps failing' if task.still_running else 'crashed'}: "
+                     f"{task.error}" if task.crashed else f"daemon task {task.name}{where} runs again"),
+            for_seconds=0.0))
+    return out
 
 
 def capacity_order_conditions(plans: Iterable[PoolPlan], *, now: float, alert_lead_seconds: float,

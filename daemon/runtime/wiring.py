@@ -137,7 +137,8 @@ def build_stages(deps: Collaborators, *, planner: Planner = plan_cycle,
     forecast = forecast_stage(deps)
     growth = growth_stage(deps, planner=planner, events=events)
     alerting = alerting_stage(deps, sinks=sinks, transitions=events)
-    capacity = CapacityStage(settings.capacity, clock, raise_alerts=alerting.raise_conditions)
+    capacity = CapacityStage(settings.capacity, clock, raise_alerts=alerting.raise_conditions,
+                             leadership=deps.leadership)
     if deps.leadership is not None:
         deps.leadership.subscribe(announcer(alerting, events))
     stages: list[Stage] = [StoreStage(deps.observations, leadership=deps.leadership), forecast, growth]

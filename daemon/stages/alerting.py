@@ -56,6 +56,7 @@ from quotapilot.alerts.words import iso8601
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.events import EVENT_SINK_PREFIX
 from quotapilot.daemon.fs.alerts import thresholds_for as filesystem_thresholds
+from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
 from quotapilot.daemon.runtime.leadership import Leadership, LeadershipChange, acts_on
@@ -63,7 +64,7 @@ from quotapilot.daemon.runtime.retry import RetryPolicy
 from quotapilot.daemon.runtime.supervisor import TaskFactory, sleep_unless
 from quotapilot.daemon.settings import LOG_SINK_NAME, AlertRuleSettings, AlertSettings, PolicyRules, Settings
 from quotapilot.daemon.stages.presence import TargetPresence
-from quotapilot.daemon.store.backend import Backend
+from quotapilot.daemon.store.backend import Backend, StoreError
 from quotapilot.daemon.store.outbox import AsyncOutbox, OutboxStore
 from quotapilot.forecasting.types import (
     POOL_TARGET,
@@ -390,6 +391,10 @@ class AlertingStage:
         self.task_health = task_health
         self._state_sent: dict[tuple[str, str], tuple[float, Any]] = {}
         self._ran = False
+        self._term: dict[str, int | None] = {}
+        """Per VMS cluster, the lease epoch of the term the cached states were used under."""
+        self._store_down = False
+        """The store failed the delivery task's last periodic work (logged once per outage)."""
         self._last_purge: float | None = None
         self._firing_keys: set[tuple[str, str]] = set()
         self._policy_cache: dict[tuple[str, str], PolicyRules] = {}
@@ -418,9 +423,20 @@ class AlertingStage:
 
     # ------------------------------------------------------------------------------ evaluation
     async def on_cycle(self, ctx: CycleContext) -> None:
-        if not acts_on(self.leadership, ctx.poll.cluster):  # FLEET: a standby leaves it to the leader
+        cluster = ctx.poll.cluster
+        if not acts_on(self.leadership, cluster):  # FLEET: a standby leaves it to the leader
             self._states = None  # the leader moves the shared states on: reload them when we lead
             return
+        if self.leadership is not None and cluster != FILESYSTEM_CLUSTER:
+            epoch = self.leadership.epoch(cluster)
+            if self._term.get(cluster) != epoch:
+                # a new term (lost and won back without a standby cycle in between): another leader
+                # may have moved the shared states meanwhile; the cached ones would re-number an
+                # alert with a dedup key the outbox already holds, and drop it
+                self._term[cluster] = epoch
+                self._states = None
+                for key in [k for k in self._state_sent if k[0] == cluster]:
+                    del self._state_sent[key]
         inputs = inputs_from_cycle(ctx, self.settings, self._policy_cache)
         for target, action in ctx.recovered.items():  # read back after a restart: the retained state keeps it
             self._last_action.setdefault((target.cluster, target.name), action)
@@ -492,7 +508,9 @@ class AlertingStage:
             return 0
         async with self._lock:
             states = await self.states()
-            made = await self._apply(states, task_conditions(tasks), self.clock.now())
+            # in a fleet each instance's task alerts are its own (`LeaseLeadership.instance`)
+            instance = getattr(self.leadership, "instance", None)
+            made = await self._apply(states, task_conditions(tasks, instance), self.clock.now())
         if made:
             self.dispatcher.wake()
         return made
@@ -567,7 +585,7 @@ class AlertingStage:
         if not self.sinks:
             while not stopping.is_set():
                 await sleep_unless(self.clock, self.task_check_seconds, stopping)
-                await self.check_tasks()
+                await self._housekeep()
             return
         delivery = asyncio.ensure_future(self.dispatcher.run())
         delivery_ended = asyncio.Event()  # wakes the check loop's sleep when the dispatcher stops
@@ -575,8 +593,7 @@ class AlertingStage:
         try:
             while not stopping.is_set() and not delivery.done():
                 await sleep_unless(self.clock, self.task_check_seconds, stopping, wake=delivery_ended)
-                await self.check_tasks()
-                await self._purge()
+                await self._housekeep()
             if delivery.done():
                 delivery.result()  # a crash of the dispatcher is this task's crash
                 return
@@ -586,6 +603,23 @@ class AlertingStage:
         finally:
             delivery.cancel()
             await asyncio.gather(delivery, return_exceptions=True)
+
+    async def _housekeep(self) -> None:
+        """The delivery task's periodic work: the daemon's task alerts, then the outbox purge. A
+        store that cannot be reached (PostgreSQL down) is logged once per outage and tried again
+        at the next tick: before, a 15 s outage ended this task — and with it the delivery of
+        every alert, on every instance — for good (the supervisor restarts no task)."""
+        try:
+            await self.check_tasks()
+            await self._purge()
+        except StoreError as exc:
+            if not self._store_down:
+                self._store_down = True
+                log.warning("alerts.store_unavailable", error=str(exc))
+            return
+        if self._store_down:
+            self._store_down = False
+            log.info("alerts.store_restored")
 
     async def _purge(self) -> None:
         """Forget finished outbox rows after `OUTBOX_KEEP_SECONDS`, once per hour of the clock."""

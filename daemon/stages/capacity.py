@@ -25,6 +25,7 @@ from quotapilot.alerts.rules import capacity_order_conditions
 from quotapilot.daemon.clock import Clock
 from quotapilot.daemon.logs import get_logger
 from quotapilot.daemon.runtime.cycle import CycleContext
+from quotapilot.daemon.runtime.leadership import Leadership, acts_on
 from quotapilot.daemon.settings import CapacitySettings
 from quotapilot.forecasting.capacity import CapacityPolicy, PoolPlan, plan_pool, quota_headroom
 from quotapilot.forecasting.types import POOL_TARGET, Dimension, Forecast, TargetId, TargetKind
@@ -63,8 +64,11 @@ class CapacityStage:
     name = "capacity"
 
     def __init__(self, settings: CapacitySettings, clock: Clock, *,
-                 raise_alerts: RaiseAlerts | None = None) -> None:
+                 raise_alerts: RaiseAlerts | None = None, leadership: Leadership | None = None) -> None:
+        """`leadership`: in a fleet, a cluster pool's order alert is evaluated by its leader only
+        (as the alerting stage evaluates that cluster's alerts); the plan is made everywhere."""
         self.settings = settings
+        self.leadership = leadership
         self.policy = capacity_policy(settings)
         self.clock = clock
         self.raise_alerts = raise_alerts
@@ -108,7 +112,8 @@ class CapacityStage:
                          provisional=series is not None and series.forecast is None and forecast is not None)
         self._plans[(POOL_KIND_CLUSTER, capacity.cluster)] = plan
         self._publish(ctx.now)
-        await self._raise([plan], ctx.now)
+        if acts_on(self.leadership, capacity.cluster):  # a standby's memory of it would diverge
+            await self._raise([plan], ctx.now)
 
     async def _raise(self, plans: Sequence[PoolPlan], now: float) -> None:
         if self.raise_alerts is None or self.settings.procurement_lead_time is None:

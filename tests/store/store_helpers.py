@@ -6,7 +6,12 @@ import glob
 import shutil
 from collections.abc import Callable
 
+from quotapilot.daemon.runtime.daemon import Daemon
+from quotapilot.daemon.runtime.leadership import LeaseLeadership
+from quotapilot.daemon.stages.alerting import AlertingStage
+from quotapilot.daemon.store.actions import Fence
 from quotapilot.daemon.store.backend import Backend
+from quotapilot.daemon.store.leases import LeaseStore
 
 OpenStore = Callable[[], Backend]
 """Opens another connection (another instance of the fleet) to the test's one store."""
@@ -23,3 +28,21 @@ def find_pg_ctl() -> str | None:
 
 PG_CTL = find_pg_ctl()
 NO_PG_CTL = "PostgreSQL server binaries (pg_ctl) not installed: .ci/run installs them"
+
+
+def leases(daemon: Daemon) -> LeaseLeadership:
+    """A fleet instance's lease loop."""
+    assert isinstance(daemon.leadership, LeaseLeadership)
+    return daemon.leadership
+
+
+def alerting(daemon: Daemon) -> AlertingStage:
+    return next(s for s in daemon.stages if isinstance(s, AlertingStage))
+
+
+class FailsToAcquire(LeaseStore):
+    """A lease store whose acquire raises an error that is no `StoreError` (a bug, a driver error
+    not mapped), for every cluster: the lease loop keeps running, its rounds keep failing."""
+
+    def acquire(self, cluster: str, holder: str, *, now: float, ttl_seconds: float) -> Fence | None:
+        raise RuntimeError("not a store error")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from store_helpers import FailsToAcquire, alerting, leases
 
 from quotapilot.alerts.model import Phase, Severity
 from quotapilot.daemon.cli import main
@@ -21,12 +22,10 @@ from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.fs.collector import FilesystemCollector
 from quotapilot.daemon.fs.poller import FILESYSTEM_CLUSTER
 from quotapilot.daemon.runtime.daemon import Daemon
-from quotapilot.daemon.runtime.leadership import LeaseLeadership
 from quotapilot.daemon.settings import FilesystemTarget, Settings
 from quotapilot.daemon.simulator import SimulatorServer
-from quotapilot.daemon.stages.alerting import AlertingStage
 from quotapilot.daemon.stages.growth import GrowthStage
-from quotapilot.daemon.store.actions import Fence, query_actions
+from quotapilot.daemon.store.actions import query_actions
 from quotapilot.daemon.store.leases import LeaseStore
 from quotapilot.forecasting.types import ActionStatus
 
@@ -51,25 +50,8 @@ async def fleet(tmp_path: Path, url: str) -> AsyncIterator[tuple[SimulatorServer
         yield sim, clock, a, b
 
 
-def leases(daemon: Daemon) -> LeaseLeadership:
-    assert isinstance(daemon.leadership, LeaseLeadership)
-    return daemon.leadership
-
-
-class FailsToAcquire(LeaseStore):
-    """A lease store whose acquire raises an error that is no `StoreError` (a bug, a driver error
-    not mapped), for every cluster."""
-
-    def acquire(self, cluster: str, holder: str, *, now: float, ttl_seconds: float) -> Fence | None:
-        raise RuntimeError("not a store error")
-
-
 def growth_stage(daemon: Daemon) -> GrowthStage:
     return next(s for s in daemon.stages if isinstance(s, GrowthStage))
-
-
-def alerting(daemon: Daemon) -> AlertingStage:
-    return next(s for s in daemon.stages if isinstance(s, AlertingStage))
 
 
 def raw_hard_limit(sim: SimulatorServer) -> Any:
@@ -200,9 +182,9 @@ class TestLeaseLoopHealth:
             assert "task leases keeps failing: sim: RuntimeError: not a store error" in report["reasons"]
             assert a.registry.get_sample_value("quotapilot_task_crashed", {"task": "leases"}) == 1.0
             await alerting(a).check_tasks()
-            fired = (await alerting(a).states())["_daemon/leases/daemon"]
+            fired = (await alerting(a).states())["_daemon/leases@a/daemon"]   # a's own (review W5)
             assert (fired.phase, fired.severity, fired.summary) == (Phase.FIRING, Severity.CRITICAL,
-                                                                    "daemon task leases keeps failing: sim: "
+                                                                    "daemon task leases on a keeps failing: sim: "
                                                                     "RuntimeError: not a store error")
             loop.leases = working
             clock.advance(RENEW)
@@ -212,7 +194,7 @@ class TestLeaseLoopHealth:
             assert (report["failing_tasks"], [r for r in report["reasons"] if "leases" in r]) == ({}, [])
             assert a.registry.get_sample_value("quotapilot_task_crashed", {"task": "leases"}) is None
             await alerting(a).check_tasks()
-            assert (await alerting(a).states())["_daemon/leases/daemon"].phase is not Phase.FIRING
+            assert (await alerting(a).states())["_daemon/leases@a/daemon"].phase is not Phase.FIRING
 
 
 class TestFleetFilesystems:
