@@ -461,6 +461,11 @@ def task_conditions(tasks: Iterable[TaskHealth], instance: str | None = None) ->
             summary=(f"daemon task {task.name}{where} {'keeps failing' if task.still_running else 'crashed'}: "
                      f"{task.error}" if task.crashed else f"daemon task {task.name}{where} runs again"),
             for_seconds=0.0))
+        if instance is not None:  # one stored under the id without an instance (before 2026-12-05) ends
+            out.append(Condition(
+                alert_id=alert_id(DAEMON_CLUSTER, task.name, "daemon"), kind="daemon", cluster=DAEMON_CLUSTER,
+                target=task.name, path="/", severity=None, for_seconds=0.0,
+                summary=f"daemon task {task.name}: alerted per instance now, as {target}"))
     return out
 
 

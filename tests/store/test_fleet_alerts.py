@@ -22,6 +22,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from store_helpers import NO_PG_CTL, PG_CTL, FailsToAcquire, alerting, leases
 
 from quotapilot.alerts.model import Phase
+from quotapilot.alerts.rules import TaskHealth, task_conditions
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.runtime.supervisor import Supervisor
@@ -199,6 +200,21 @@ class TestDaemonAlertInAFleet:
             after = stored_state(a, "_daemon/leases@a/daemon")
         assert after is not None and after["phase"] == Phase.FIRING.value, (
             f"b resolved a's daemon alert while a's lease loop still fails: {after}")
+
+    async def test_one_stored_under_the_id_without_an_instance_ends(self, tmp_path: Path, pg_url: str) -> None:
+        """A fleet upgraded with `_daemon/leases/daemon` firing (the id before it named the
+        instance) would keep it firing for ever, re-sent every 4 h: the next check ends it (the
+        instance's own alert fires again if its task still fails)."""
+        clock = VirtualClock()
+        async with SimulatorServer("cosmos7", clock=clock, port=0, state_dir=tmp_path / "sim") as sim, \
+                Daemon(settings_for(sim, tmp_path, pg_url, "a"), clock) as a:
+            stage = alerting(a)
+            await stage._apply(await stage.states(), task_conditions(
+                [TaskHealth("leases", True, "boom", still_running=True)]), clock.now())
+            assert (stored_state(a, "_daemon/leases/daemon") or {}).get("phase") == Phase.FIRING.value
+            await stage.check_tasks([TaskHealth("leases", False)])
+            legacy = stored_state(a, "_daemon/leases/daemon")
+        assert legacy is not None and legacy["phase"] == Phase.INACTIVE.value, legacy
 
 
 RAW = "/cosmos7/raw"
