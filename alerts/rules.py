@@ -16,7 +16,7 @@ Alert ids are `cluster/target/kind`; `kind` carries a suffix for the inode dimen
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -32,6 +32,7 @@ from quotapilot.alerts.model import (
 from quotapilot.alerts.words import iso8601, runway_in_words
 from quotapilot.forecasting.capacity import PoolPlan
 from quotapilot.forecasting.types import POOL_TARGET
+from quotapilot.forecasting.words import format_bytes, format_decimal_bytes
 
 DAEMON_CLUSTER = "_daemon"
 """The `cluster` part of daemon alert ids (`_daemon/<task>/daemon`); not a valid cluster name."""
@@ -415,10 +416,11 @@ def _planned_conditions(name: str, suffix: str, items: list[GrowthInput], make: 
 
 
 def _amount(value: int | None, dimension: str) -> str:
-    """A hard limit as people read it: bytes in TiB, an inode limit as a count of files."""
+    """A hard limit as people read it: bytes in binary units (a 100 GiB tier grown to 110 GiB read
+    "from 0.1 TiB to 0.1 TiB"), an inode limit as a count of files."""
     if value is None:
         return "?"
-    return f"{value / 2**40:.1f} TiB" if dimension == "bytes" else f"{value:,} files"
+    return format_bytes(value) if dimension == "bytes" else f"{value:,} files"
 
 
 def collector_condition(inputs: RuleInputs, state: AlertState | None, config: RuleConfig) -> Condition:
@@ -472,7 +474,8 @@ def task_conditions(tasks: Iterable[TaskHealth], instance: str | None = None) ->
 def capacity_order_conditions(plans: Iterable[PoolPlan], *, now: float, alert_lead_seconds: float,
                               for_seconds: float = 86400.0, due_before: Mapping[str, bool] | None = None,
                               overdue_before: Mapping[str, bool] | None = None,
-                              hysteresis_ratio: float = 0.25) -> list[Condition]:
+                              hysteresis_ratio: float = 0.25,
+                              paths: Mapping[str, str] | None = None) -> list[Condition]:
     """"Order capacity by …": warning from `alert_lead_seconds` before a pool's order-by date,
     critical once it has passed, after the condition has held `for_seconds` (a young forecast
     swings; a purchase is not a matter of hours). A pool whose order was due at the previous
@@ -483,11 +486,18 @@ def capacity_order_conditions(plans: Iterable[PoolPlan], *, now: float, alert_le
     `hysteresis_ratio` × the lead beyond now (a swing across now would otherwise de-escalate it
     silently and page again as a new escalation at the next swing back). Says nothing for a
     plan without an order-by date that could not be sized (no forecast), so missing data never
-    resolves it. Plans without a procurement lead time have no order-by date: pass none."""
+    resolves it. Plans without a procurement lead time have no order-by date: pass none. A plan
+    with nothing to order (`order_bytes` 0) has no order due. `paths`: a filesystem's mount point
+    by name (its alert's `path`, as its other alerts carry; "/" for a cluster pool)."""
     conditions = []
     for plan in plans:
         if plan.order_bytes is None:
             continue
+        if plan.order_bytes <= 0:
+            # above a threshold already, but the median path needs nothing more within the
+            # horizon (a pool being emptied): "order 0 TB by <weeks ago>" paged critical. The
+            # utilization alerts speak for the level; an order that was due resolves.
+            plan = replace(plan, order_by=None)
         target = POOL_TARGET if plan.kind == "cluster" else plan.name
         cluster = plan.name if plan.kind == "cluster" else "filesystems"
         order_id = alert_id(cluster, target, "capacity_order")
@@ -498,12 +508,13 @@ def capacity_order_conditions(plans: Iterable[PoolPlan], *, now: float, alert_le
             overdue_from = plan.order_by - (alert_lead_seconds * hysteresis_ratio
                                             if (overdue_before or {}).get(order_id) else 0.0)
             severity = Severity.CRITICAL if now >= overdue_from else Severity.WARNING
-            order_tb = plan.order_bytes / 10**12
             summary = (f"order capacity for {plan.name} by {iso8601(plan.order_by)[:10]}: "
-                       f"{order_tb:,.0f} TB usable to stay under {plan.order_ratio:.0%} for the plan horizon")
+                       f"{format_decimal_bytes(plan.order_bytes or 0)} usable to stay under {plan.order_ratio:.0%} "
+                       "for the plan horizon")
         conditions.append(Condition(
             alert_id=order_id, kind="capacity_order", cluster=cluster,
-            target=target, path="/", severity=severity, summary=summary,
+            target=target, path=(paths or {}).get(plan.name, "/") if plan.kind != "cluster" else "/",
+            severity=severity, summary=summary,
             value=None if plan.order_by is None else plan.order_by - now, threshold=plan.order_ratio,
             runway_seconds=None if plan.order_by is None else max(0.0, plan.order_by - now),
             for_seconds=for_seconds))

@@ -19,6 +19,20 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def format_decimal_bytes(n: float) -> str:
+    """Bytes in decimal units, as capacity is bought and priced (per TB): 300 GB, 1.2 TB, 8.7 PB."""
+    sign = "-" if n < 0 else ""
+    n = abs(n)
+    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+    for unit in units:
+        if unit == "B" and n < 1000:
+            return f"{sign}{n:.0f} B"
+        if unit != "B" and (float(f"{n:.3g}") < 1000 or unit == units[-1]):
+            return f"{sign}{n:.3g} {unit}" if n < 1000 else f"{sign}{n:.0f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
 def format_limit(n: float, dimension: str) -> str:
     """A limit as people read it: bytes in binary units (`format_bytes`), an inode limit
     (`dimension` "inodes") as the count of files it is."""

@@ -29,7 +29,7 @@ from quotapilot.daemon.commands.client import (
     _emit,
     _fail,
 )
-from quotapilot.daemon.commands.output_paths import file_problem
+from quotapilot.daemon.commands.output_paths import plot_problem
 from quotapilot.daemon.pipeline_client import ClientError
 from quotapilot.daemon.units import format_bytes
 
@@ -39,7 +39,7 @@ JSON_OMITS = ("band",)
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:
-    problem = None if args.plot is None else file_problem(args.plot)
+    problem = None if args.plot is None else plot_problem(args.plot)
     if problem is not None:
         print(f"quotapilot capacity: --plot {args.plot}: {problem}", file=sys.stderr)
         return EXIT_USAGE

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quotapilot.daemon.commands.output_paths import file_problem
+from quotapilot.daemon.commands.output_paths import plot_problem
 from quotapilot.daemon.settings import MAX_BYTES, MAX_FORECAST_HORIZON_SECONDS
 from quotapilot.daemon.units import format_bytes, format_duration, parse_bytes, parse_duration
 
@@ -154,7 +154,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     is written before the report is printed, so a failure never follows a printed `--json` object."""
     try:
         limit, thresholds, horizon = _parse_args(args)
-        problem = None if args.plot is None else file_problem(args.plot)
+        problem = None if args.plot is None else plot_problem(args.plot)
         if problem is not None:
             print(f"quotapilot forecast: --plot {args.plot}: {problem}", file=sys.stderr)
             return 2

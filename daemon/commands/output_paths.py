@@ -26,6 +26,21 @@ def file_problem(path: Path) -> str | None:
         return f"cannot be checked: {exc.strerror or exc}"
 
 
+PLOT_FORMATS = frozenset({"png", "pdf", "svg", "svgz", "ps", "eps", "jpg", "jpeg", "tif", "tiff", "webp",
+                          "raw", "rgba", "pgf"})
+"""File name suffixes matplotlib's `savefig` writes (no suffix: PNG)."""
+
+
+def plot_problem(path: Path) -> str | None:
+    """`file_problem`, and a suffix that names no image format matplotlib writes (`plan.txt` was
+    found out by `savefig` after the report: a traceback, exit 1)."""
+    problem = file_problem(path)
+    suffix = path.suffix.lstrip(".").lower()
+    if problem is None and suffix and suffix not in PLOT_FORMATS:
+        problem = f"not an image format matplotlib writes: .{suffix} (use {', '.join(sorted(PLOT_FORMATS))})"
+    return problem
+
+
 def directory_problem(path: Path) -> str | None:
     """Why `path` is not a directory files can be written in, and cannot be made one (with its
     parents), or None."""

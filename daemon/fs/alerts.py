@@ -32,13 +32,17 @@ def thresholds_for(settings: Settings, target: TargetId) -> tuple[float, float]:
     return settings.filesystem.thresholds(configured.tier, configured.warning_at, configured.critical_at)
 
 
-def unreachable_conditions(ctx: CycleContext, tiers: Mapping[str, str]) -> list[Condition]:
-    """One condition per filesystem of this poll: critical when unreachable, clear when read."""
+def unreachable_conditions(ctx: CycleContext, tiers: Mapping[str, str],
+                           paths: Mapping[str, str] | None = None) -> list[Condition]:
+    """One condition per filesystem of this poll: critical when unreachable, clear when read.
+    `paths`: each filesystem's mount point, the alert's `path` as its other alerts and its metrics
+    carry it (it was "/", pointing the on-call at the root filesystem)."""
     failed = {d.target: d.detail for d in ctx.poll.dropped if d.reason == UNREACHABLE}
     names = sorted({o.target.name for o in ctx.poll.observations} | set(failed))
     return [Condition(
         alert_id=alert_id(FILESYSTEM_CLUSTER, name, "filesystem_unreachable"), kind="filesystem_unreachable",
-        cluster=FILESYSTEM_CLUSTER, target=name, path="/", severity=Severity.CRITICAL if name in failed else None,
+        cluster=FILESYSTEM_CLUSTER, target=name, path=(paths or {}).get(name, "/"),
+        severity=Severity.CRITICAL if name in failed else None,
         summary=(f"filesystem {name} ({tiers.get(name, '?')} tier) is unreachable: {failed[name]}" if name in failed
                  else f"filesystem {name} answers again"),
         labels=(("tier", tiers.get(name, "")),), for_seconds=0.0) for name in names]
@@ -51,9 +55,10 @@ class FilesystemAlertStage:
 
     def __init__(self, settings: Settings, raise_alerts: RaiseAlerts) -> None:
         self.tiers = {f.name: f.tier for f in settings.filesystems}
+        self.paths = {f.name: str(f.path) for f in settings.filesystems}
         self.raise_alerts = raise_alerts
 
     async def on_cycle(self, ctx: CycleContext) -> None:
         if ctx.poll.cluster != FILESYSTEM_CLUSTER:
             return
-        await self.raise_alerts(unreachable_conditions(ctx, self.tiers))
+        await self.raise_alerts(unreachable_conditions(ctx, self.tiers, self.paths))

@@ -73,6 +73,8 @@ class CapacityStage:
         self.clock = clock
         self.raise_alerts = raise_alerts
         self._plans: dict[tuple[str, str], PoolPlan] = {}
+        self._paths: dict[str, str] = {}
+        """A filesystem's mount point by name (its order alert's `path`)."""
         self._due: dict[str, bool] = {}
         self._overdue: dict[str, bool] = {}
         self._last_due: dict[str, Condition] = {}
@@ -91,10 +93,13 @@ class CapacityStage:
             return
         filesystems = [plan_pool(name=obs.target.name, kind=POOL_KIND_FILESYSTEM, now=ctx.now,
                                  usable_bytes=obs.hard_limit_bytes or 0, used_bytes=obs.used_bytes,
-                                 forecast=_forecast_of(ctx, obs.target), policy=self.policy)
+                                 forecast=_forecast_of(ctx, obs.target), policy=self.policy,
+                                 provisional=_provisional(ctx, obs.target))
                        for obs in poll.observations if obs.target.kind is TargetKind.FILESYSTEM]
         for plan in filesystems:
             self._plans[(POOL_KIND_FILESYSTEM, plan.name)] = plan
+        self._paths.update({obs.target.name: obs.target.path for obs in poll.observations
+                            if obs.target.kind is TargetKind.FILESYSTEM})
         if filesystems:
             self._publish(ctx.now)
             await self._raise(filesystems, ctx.now)
@@ -109,7 +114,7 @@ class CapacityStage:
         plan = plan_pool(name=capacity.cluster, kind=POOL_KIND_CLUSTER, now=ctx.now,
                          usable_bytes=capacity.usable_bytes, used_bytes=capacity.used_bytes,
                          forecast=forecast, policy=self.policy, drr=capacity.drr, headroom_bytes=headroom,
-                         provisional=series is not None and series.forecast is None and forecast is not None)
+                         provisional=_provisional(ctx, pool))
         self._plans[(POOL_KIND_CLUSTER, capacity.cluster)] = plan
         self._publish(ctx.now)
         if acts_on(self.leadership, capacity.cluster):  # a standby's memory of it would diverge
@@ -118,9 +123,13 @@ class CapacityStage:
     async def _raise(self, plans: Sequence[PoolPlan], now: float) -> None:
         if self.raise_alerts is None or self.settings.procurement_lead_time is None:
             return
+        # a plan from the stopgap is shown (the API, metrics), never alerted: "the alert rules say
+        # nothing until a model is fitted" (two samples of a pool ordered 8.7 PB for a 2 PB pool)
+        plans = [plan for plan in plans if not plan.provisional]
         conditions = capacity_order_conditions(
             plans, now=now, alert_lead_seconds=self.settings.alert_lead_time,
-            for_seconds=self.settings.alert_for, due_before=self._due, overdue_before=self._overdue)
+            for_seconds=self.settings.alert_for, due_before=self._due, overdue_before=self._overdue,
+            paths=self._paths)
         held = []
         for condition in conditions:
             key = condition.alert_id
@@ -146,6 +155,12 @@ class CapacityStage:
 def _forecast_of(ctx: CycleContext, target: TargetId) -> Forecast | None:
     series = ctx.forecasts.get((target, Dimension.BYTES))
     return None if series is None else (series.forecast or series.provisional)
+
+
+def _provisional(ctx: CycleContext, target: TargetId) -> bool:
+    """The target's plan extends the stopgap (no model fitted yet)."""
+    series = ctx.forecasts.get((target, Dimension.BYTES))
+    return series is not None and series.forecast is None and series.provisional is not None
 
 
 # ---------------------------------------------------------------------------------- metrics
