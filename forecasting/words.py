@@ -7,29 +7,23 @@ from __future__ import annotations
 def format_bytes(n: float) -> str:
     """Bytes in binary units, 3 significant digits: 1.50 TiB (never '1e+03 GiB': a value that
     rounds to 1000 or more of a unit is read in the next one)."""
-    sign = "-" if n < 0 else ""
-    n = abs(n)
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
-    for unit in units:
-        if unit == "B" and n < 1024:
-            return f"{sign}{n:.0f} B"
-        if unit != "B" and (float(f"{n:.3g}") < 1000 or unit == units[-1]):
-            return f"{sign}{n:.3g} {unit}" if n < 1000 else f"{sign}{n:.0f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+    return _scaled(n, 1024, ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"))
 
 
 def format_decimal_bytes(n: float) -> str:
     """Bytes in decimal units, as capacity is bought and priced (per TB): 300 GB, 1.2 TB, 8.7 PB."""
+    return _scaled(n, 1000, ("B", "kB", "MB", "GB", "TB", "PB", "EB"))
+
+
+def _scaled(n: float, base: int, units: tuple[str, ...]) -> str:
     sign = "-" if n < 0 else ""
     n = abs(n)
-    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
-    for unit in units:
-        if unit == "B" and n < 1000:
-            return f"{sign}{n:.0f} B"
-        if unit != "B" and (float(f"{n:.3g}") < 1000 or unit == units[-1]):
+    if n < base:
+        return f"{sign}{n:.0f} {units[0]}"
+    for unit in units[1:]:
+        n /= base
+        if float(f"{n:.3g}") < 1000 or unit == units[-1]:
             return f"{sign}{n:.3g} {unit}" if n < 1000 else f"{sign}{n:.0f} {unit}"
-        n /= 1000
     raise AssertionError("unreachable")
 
 

@@ -16,7 +16,7 @@ import pytest
 from pytest_postgresql import factories
 from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
-from store_helpers import NO_PG_CTL, PG_CTL, OpenStore
+from store_helpers import NO_PG_CTL, PG_CTL, OpenStore, Outage
 
 from quotapilot.daemon.store.backend import Backend
 from quotapilot.daemon.store.db import Database
@@ -81,3 +81,16 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenS
 def backend(open_store: OpenStore) -> Backend:
     """One store, either backend (every test using it runs twice)."""
     return open_store()
+
+
+@pytest.fixture
+def database(postgresql_server: PostgreSQLExecutor) -> Iterator[tuple[str, Outage]]:
+    """A throwaway database on the suite's server, and the `Outage` that makes the server refuse it."""
+    proc = postgresql_server
+    dbname = f"qp_{uuid.uuid4().hex[:12]}"
+    with DatabaseJanitor(user=proc.user, host=proc.host, port=proc.port, dbname=dbname, password=proc.password):
+        outage = Outage(proc, dbname)
+        try:
+            yield f"postgresql://{proc.user}@{proc.host}:{proc.port}/{dbname}", outage
+        finally:
+            outage.end()

@@ -6,6 +6,9 @@ import glob
 import shutil
 from collections.abc import Callable
 
+import psycopg
+from pytest_postgresql.executors import PostgreSQLExecutor
+
 from quotapilot.daemon.runtime.daemon import Daemon
 from quotapilot.daemon.runtime.leadership import LeaseLeadership
 from quotapilot.daemon.stages.alerting import AlertingStage
@@ -46,3 +49,20 @@ class FailsToAcquire(LeaseStore):
 
     def acquire(self, cluster: str, holder: str, *, now: float, ttl_seconds: float) -> Fence | None:
         raise RuntimeError("not a store error")
+
+
+class Outage:
+    """Makes the real server refuse one database, and accept it again."""
+
+    def __init__(self, proc: PostgreSQLExecutor, dbname: str) -> None:
+        self.admin = f"postgresql://{proc.user}@{proc.host}:{proc.port}/postgres"
+        self.dbname = dbname
+
+    def begin(self) -> None:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{self.dbname}" ALLOW_CONNECTIONS false')
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (self.dbname,))
+
+    def end(self) -> None:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{self.dbname}" ALLOW_CONNECTIONS true')

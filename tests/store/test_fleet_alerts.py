@@ -9,17 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from alert_receivers import Receiver
-from pytest_postgresql.executors import PostgreSQLExecutor
-from pytest_postgresql.janitor import DatabaseJanitor
-from store_helpers import NO_PG_CTL, PG_CTL, FailsToAcquire, alerting, leases
+from store_helpers import NO_PG_CTL, PG_CTL, FailsToAcquire, Outage, alerting, leases
 
 from quotapilot.alerts.model import Phase
 from quotapilot.alerts.rules import TaskHealth, task_conditions
@@ -41,35 +37,6 @@ TASK_CHECK = 15.0
 
 
 # ----------------------------------------------------------------------------------- helpers
-class Outage:
-    """The real server refuses the test's database (as tests/store/test_store_outage.py does)."""
-
-    def __init__(self, proc: PostgreSQLExecutor, dbname: str) -> None:
-        self.admin = f"postgresql://{proc.user}@{proc.host}:{proc.port}/postgres"
-        self.dbname = dbname
-
-    def begin(self) -> None:
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute(f'ALTER DATABASE "{self.dbname}" ALLOW_CONNECTIONS false')
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (self.dbname,))
-
-    def end(self) -> None:
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute(f'ALTER DATABASE "{self.dbname}" ALLOW_CONNECTIONS true')
-
-
-@pytest.fixture
-def database(postgresql_server: PostgreSQLExecutor) -> Iterator[tuple[str, Outage]]:
-    proc = postgresql_server
-    dbname = f"qp_{uuid.uuid4().hex[:12]}"
-    with DatabaseJanitor(user=proc.user, host=proc.host, port=proc.port, dbname=dbname, password=proc.password):
-        outage = Outage(proc, dbname)
-        try:
-            yield f"postgresql://{proc.user}@{proc.host}:{proc.port}/{dbname}", outage
-        finally:
-            outage.end()
-
-
 def settings_for(sim: SimulatorServer, tmp_path: Path, url: str, name: str, **groups: Any) -> Settings:
     return Settings(
         clusters=({"name": "sim", "address": sim.address, "token": sim.token,  # type: ignore[arg-type]

@@ -7,14 +7,9 @@ outage once, and takes its lease back by itself when the database returns — th
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
-import pytest
-from pytest_postgresql.executors import PostgreSQLExecutor
-from pytest_postgresql.janitor import DatabaseJanitor
+from store_helpers import Outage
 from structlog.testing import capture_logs
 
 from quotapilot.daemon.clock import VirtualClock
@@ -25,35 +20,6 @@ from quotapilot.daemon.simulator import SimulatorServer
 from quotapilot.forecasting.types import ActionStatus
 
 LEASE, RENEW = 15.0, 5.0
-
-
-class Outage:
-    """Makes the real server refuse one database, and accept it again."""
-
-    def __init__(self, proc: PostgreSQLExecutor, dbname: str) -> None:
-        self.admin = f"postgresql://{proc.user}@{proc.host}:{proc.port}/postgres"
-        self.dbname = dbname
-
-    def begin(self) -> None:
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute(f'ALTER DATABASE "{self.dbname}" ALLOW_CONNECTIONS false')
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (self.dbname,))
-
-    def end(self) -> None:
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute(f'ALTER DATABASE "{self.dbname}" ALLOW_CONNECTIONS true')
-
-
-@pytest.fixture
-def database(postgresql_server: PostgreSQLExecutor) -> Iterator[tuple[str, Outage]]:
-    proc = postgresql_server
-    dbname = f"qp_{uuid.uuid4().hex[:12]}"
-    with DatabaseJanitor(user=proc.user, host=proc.host, port=proc.port, dbname=dbname, password=proc.password):
-        outage = Outage(proc, dbname)
-        try:
-            yield f"postgresql://{proc.user}@{proc.host}:{proc.port}/{dbname}", outage
-        finally:
-            outage.end()
 
 
 def settings_for(sim: SimulatorServer, tmp_path: Path, url: str) -> Settings:
