@@ -128,7 +128,9 @@ class TestFaults:
         collector = make_collector(make_settings(vast={"request_timeout_seconds": 0.2}), clock, executor)
         result = await collector.poll()  # the first request waits 0.2 s of real time for its timeout
         assert result.ok, result.error
-        assert len(clock.slept) == 1
+        # retried (once; more if the retry's own TLS handshake takes over 0.2 s on a loaded machine,
+        # as it did once in a full parallel run on 2026-12-05: the count is the machine's, not ours)
+        assert 1 <= len(clock.slept) <= 3, clock.slept
 
     async def test_shutdown_cuts_retries_short(
             self, sim: SimulatorServer, make_settings: SettingsFactory, clock: InstantClock,
