@@ -32,7 +32,7 @@ from quotapilot.alerts.model import (
 from quotapilot.alerts.words import iso8601, runway_in_words
 from quotapilot.forecasting.capacity import PoolPlan
 from quotapilot.forecasting.types import POOL_TARGET
-from quotapilot.forecasting.words import format_bytes, format_decimal_bytes
+from quotapilot.forecasting.words import format_decimal_bytes, format_limit
 
 DAEMON_CLUSTER = "_daemon"
 """The `cluster` part of daemon alert ids (`_daemon/<task>/daemon`); not a valid cluster name."""
@@ -420,7 +420,7 @@ def _amount(value: int | None, dimension: str) -> str:
     "from 0.1 TiB to 0.1 TiB"), an inode limit as a count of files."""
     if value is None:
         return "?"
-    return format_bytes(value) if dimension == "bytes" else f"{value:,} files"
+    return format_limit(value, dimension)
 
 
 def collector_condition(inputs: RuleInputs, state: AlertState | None, config: RuleConfig) -> Condition:

@@ -229,9 +229,12 @@ def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
     soft = state.binding_soft
     grow_level = policy.grow_at * state.hard
     sizing_ratio = policy.target_utilization
+    level = "grow_at"  # what the trigger is said to reach
     if soft is not None:
         numbers["binding_soft_limit"] = soft
-        grow_level = min(grow_level, float(soft))
+        if soft < grow_level:
+            grow_level = float(soft)
+            level = f"the soft limit {format_limit(soft, state.dimension)} (its grace period enforces it)"
         sizing_ratio = min(sizing_ratio, soft / state.hard)
     now_demand = float(state.used + state.reserved)
 
@@ -278,8 +281,7 @@ def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
                         f"{basis}: peak demand over the horizon needs only {format_limit(wanted, state.dimension)} of "
                         f"{format_limit(state.hard, state.dimension)}",
                         urgency_seconds=urgency)
-        under = (f"the soft limit {format_limit(soft, state.dimension)} (its grace period enforces it)"
-                 if soft is not None and grow_level == soft else f"grow_at {policy.grow_at:.2f}")
+        under = level if level != "grow_at" else f"grow_at {policy.grow_at:.2f}"
         return made(DecisionKind.NONE, f"{basis}: stays under {under} within lead time", urgency_seconds=urgency)
 
     wanted_hard = _round_up(peak / sizing_ratio, step)
@@ -290,11 +292,8 @@ def decide(state: SeriesState, policy: GrowthPolicy, now: float) -> Decision:
         return made(DecisionKind.BLOCKED, f"at max_hard_limit {format_limit(max_hard, state.dimension)}: cannot grow",
                     urgency_seconds=urgency, guard="max_hard_limit")
     new_soft = _soft_for(state.soft, state.hard, new_hard)
-    trigger = ("at or above grow_at now" if crossing <= now
-               else f"p90 reaches grow_at in {format_duration(crossing - now)}")
-    if soft is not None and crossing is not None and grow_level == soft:
-        trigger = trigger.replace("grow_at", f"the soft limit {format_limit(soft, state.dimension)} (its grace "
-                                  "period enforces it)")
+    trigger = (f"at or above {level} now" if crossing <= now
+               else f"p90 reaches {level} in {format_duration(crossing - now)}")
     capped = " (capped)" if new_hard < wanted_hard else ""
     sized = f"sized for {policy.target_utilization:.2f} over the horizon"
     if sizing_ratio < policy.target_utilization:

@@ -73,8 +73,6 @@ class CapacityStage:
         self.clock = clock
         self.raise_alerts = raise_alerts
         self._plans: dict[tuple[str, str], PoolPlan] = {}
-        self._paths: dict[str, str] = {}
-        """A filesystem's mount point by name (its order alert's `path`)."""
         self._due: dict[str, bool] = {}
         self._overdue: dict[str, bool] = {}
         self._last_due: dict[str, Condition] = {}
@@ -98,11 +96,10 @@ class CapacityStage:
                        for obs in poll.observations if obs.target.kind is TargetKind.FILESYSTEM]
         for plan in filesystems:
             self._plans[(POOL_KIND_FILESYSTEM, plan.name)] = plan
-        self._paths.update({obs.target.name: obs.target.path for obs in poll.observations
-                            if obs.target.kind is TargetKind.FILESYSTEM})
         if filesystems:
             self._publish(ctx.now)
-            await self._raise(filesystems, ctx.now)
+            await self._raise(filesystems, ctx.now, paths={obs.target.name: obs.target.path for obs in poll.observations
+                                                           if obs.target.kind is TargetKind.FILESYSTEM})
         if poll.capacity is None:
             return
         capacity = poll.capacity
@@ -120,7 +117,8 @@ class CapacityStage:
         if acts_on(self.leadership, capacity.cluster):  # a standby's memory of it would diverge
             await self._raise([plan], ctx.now)
 
-    async def _raise(self, plans: Sequence[PoolPlan], now: float) -> None:
+    async def _raise(self, plans: Sequence[PoolPlan], now: float, paths: Mapping[str, str] | None = None) -> None:
+        """Evaluate the plans' order alerts (`paths`: a filesystem's mount point by name, its alert's `path`)."""
         if self.raise_alerts is None or self.settings.procurement_lead_time is None:
             return
         # a plan from the stopgap is shown (the API, metrics), never alerted: "the alert rules say
@@ -129,7 +127,7 @@ class CapacityStage:
         conditions = capacity_order_conditions(
             plans, now=now, alert_lead_seconds=self.settings.alert_lead_time,
             for_seconds=self.settings.alert_for, due_before=self._due, overdue_before=self._overdue,
-            paths=self._paths)
+            paths=paths)
         held = []
         for condition in conditions:
             key = condition.alert_id

@@ -66,16 +66,16 @@ DEFAULT_NEEDED_FOR_SECONDS = 3600.0
 M = TypeVar("M", bound=BaseModel)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="quotapilot"'}
 WRITE_TOKEN_RETRY_AFTER_SECONDS = 10
+"""`Retry-After` of a write refused because the token file is unreadable or empty (an operator
+replacing it is usually done by then)."""
 NOT_READY_RETRY_AFTER_SECONDS = 10
+"""`Retry-After` (at most; the poll interval when shorter) of a request for a target the daemon
+cannot know yet: a cluster it serves has had no good poll since start."""
 NOT_READY_FAILED_POLLS = 3
 """After this many failed first polls of a cluster (none good since start), a target not found is
 404 again, naming the cluster: the daemon cannot say more until it answers."""
-"""`Retry-After` (at most; the poll interval when shorter) of a request for a target the daemon
-cannot know yet: a cluster it serves has had no good poll since start."""
 BY_PATH = "by-path"
 """The `{ref}` that reads well with `?path=` (`/api/v1/targets/by-path?path=/cosmos7/raw`)."""
-"""`Retry-After` of a write refused because the token file is unreadable or empty (an operator
-replacing it is usually done by then)."""
 
 
 # ------------------------------------------------------------------------------ the daemon side
@@ -333,8 +333,12 @@ class Api:
 
     async def _assess(self, record: TargetRecord, request_bytes: int, request_inodes: int | None,
                       window: float, now: float) -> pf.Assessment:
-        state = await asyncio.to_thread(self._read_state, record, now)
-        return pf.assess(state, request_bytes=request_bytes, request_inodes=request_inodes,
+        return await asyncio.to_thread(self._assessment, record, request_bytes, request_inodes, window, now)
+
+    def _assessment(self, record: TargetRecord, request_bytes: int, request_inodes: int | None,
+                    window: float, now: float) -> pf.Assessment:
+        """The request judged against the target's state (store reads: runs in a thread)."""
+        return pf.assess(self._read_state(record, now), request_bytes=request_bytes, request_inodes=request_inodes,
                          window_seconds=window, now=now)
 
     async def reserve(self, request: web.Request) -> web.Response:
@@ -373,9 +377,7 @@ class Api:
         ended or refused, which gives the key up."""
         with self.reservations.serialized(record.target.cluster) as conn:
             now = self.now()
-            state = self._read_state(record, now)
-            assessment = pf.assess(state, request_bytes=body.bytes, request_inodes=body.inodes,
-                                   window_seconds=body.ttl, now=now)
+            assessment = self._assessment(record, body.bytes, body.inodes, body.ttl, now)
             reservation = self._decide_reservation(body, fingerprint, record, assessment, now)
             stored = self.reservations.record(reservation, conn=conn, supersede=ended)
         return stored, stored.id == reservation.id and assessment.plan.kind == "grow"
