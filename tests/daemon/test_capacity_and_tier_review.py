@@ -5,13 +5,12 @@ fix, for the reason its docstring gives."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from capacity_cycles import DAY, HOUR, POOL, T0, TB, RecordingAlerts
 
-from quotapilot.alerts.model import Condition
 from quotapilot.alerts.rules import GrowthInput, RuleConfig, TargetInput, capacity_order_conditions, target_conditions
 from quotapilot.daemon.clock import VirtualClock
 from quotapilot.daemon.fs.alerts import FilesystemAlertStage
@@ -23,7 +22,6 @@ from quotapilot.daemon.settings import CapacitySettings, load_settings
 from quotapilot.daemon.stages.capacity import CapacityStage
 from quotapilot.forecasting.capacity import CapacityPolicy, plan_pool
 from quotapilot.forecasting.types import (
-    POOL_TARGET,
     ClusterCapacity,
     Dimension,
     Forecast,
@@ -34,23 +32,9 @@ from quotapilot.forecasting.types import (
     TargetKind,
 )
 
-T0 = 1_767_571_200.0
-DAY = 86400.0
-HOUR = 3600.0
 GB = 10**9
 GiB = 2**30
-TB = 10**12
-POOL = TargetId("c1", POOL_TARGET, "/", TargetKind.POOL)
 FS = TargetId(FILESYSTEM_CLUSTER, "nvme", "/data/hot", TargetKind.FILESYSTEM, tier="hot")
-
-
-class RecordingAlerts:
-    def __init__(self) -> None:
-        self.conditions: list[Condition] = []
-
-    async def __call__(self, conditions: Sequence[Condition]) -> int:
-        self.conditions.extend(conditions)
-        return len(conditions)
 
 
 def capacity_settings(**fields: Any) -> CapacitySettings:

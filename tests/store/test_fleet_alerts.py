@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from alert_receivers import Receiver
+from capacity_cycles import T0, TB, pool_cycle
 from store_helpers import NO_PG_CTL, PG_CTL, FailsToAcquire, Outage, alerting, leases
 
 from quotapilot.alerts.model import Phase
@@ -277,40 +278,3 @@ class TestStandbyCapacityAlert:
         finally:
             db.close()
         assert (raised, stored, queued) == (0, [], []), "a standby evaluated the cluster's capacity_order alert"
-
-
-# ---------------------------------------------------------- a pool forecast (as test_capacity_stage)
-T0 = 1_767_571_200.0
-DAY = 86400.0
-HOUR = 3600.0
-TB = 10**12
-
-
-def pool_cycle(*, used: int, usable: int, rate_per_day: float, now: float = T0) -> Any:
-    """A cycle of cluster c1 whose pool is forecast to grow at `rate_per_day` (p10 half, p90 double)."""
-    from quotapilot.daemon.runtime.cycle import CycleContext, PollResult
-    from quotapilot.forecasting.types import (
-        POOL_TARGET,
-        ClusterCapacity,
-        Dimension,
-        Forecast,
-        Observation,
-        SeriesForecast,
-        StepTimes,
-        TargetId,
-        TargetKind,
-    )
-
-    pool = TargetId("c1", POOL_TARGET, "/", TargetKind.POOL)
-    quota = TargetId("c1", "raw", "/raw")
-    n = 14 * 24
-    paths = [[used + rate_per_day * factor / DAY * HOUR * k for k in range(1, n + 1)] for factor in (0.5, 1, 2)]
-    forecast = Forecast(t0=now, step_seconds=HOUR, times=StepTimes(now, HOUR, n), p10=paths[0], p50=paths[1],
-                        p90=paths[2], model="test")
-    capacity = ClusterCapacity(cluster="c1", t=now, usable_bytes=usable, used_bytes=used, free_bytes=usable - used,
-                               drr=1.5)
-    observations = (Observation(pool, now, used, usable), Observation(quota, now, 4 * TB, 10 * TB))
-    ctx = CycleContext(poll=PollResult(cluster="c1", t=now, observations=observations, capacity=capacity), now=now)
-    ctx.forecasts[(pool, Dimension.BYTES)] = SeriesForecast(target=pool, dimension=Dimension.BYTES, t=now,
-                                                            limit=float(usable), forecast=forecast)
-    return ctx
